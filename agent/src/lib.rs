@@ -1,0 +1,16 @@
+//! kubelab-agent: a kubelet-like node agent.
+//!
+//! Where things live (kubelet's names where one exists):
+//! - [`config`]: pod sources (static manifest dir), merged into one desired set.
+//! - [`pod`]: one worker per pod, a state machine that owns its pod.
+//! - [`runtime`]: OCI spec from a pod (pure), sandbox, shim, container init, images.
+//! - [`cgroups`]: one driver over cgroup v1 and v2, and the QoS maths.
+//! - [`logs`]: CRI-format container logs.
+//! - [`status`]: pod status as the API reports it.
+//! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
+
+pub mod cgroups;
+pub mod config;
+pub mod logs;
+pub mod quantity;
+pub mod runtime;

@@ -1,0 +1,3 @@
+//! The container runtime: images, OCI spec, sandbox, shim and container init.
+
+pub mod image;
