@@ -9,8 +9,14 @@
 //! - [`status`]: pod status as the API reports it.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
 
+pub mod agent;
 pub mod cgroups;
 pub mod config;
+pub mod context;
+pub mod events;
 pub mod logs;
+pub mod pod;
 pub mod quantity;
 pub mod runtime;
+pub mod server;
+pub mod status;

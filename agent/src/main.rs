@@ -1,1 +1,162 @@
-fn main() {}
+//! `kubelab-agent`: flags → config → run. Nothing else lives here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use kubelab_agent::agent::{self, AgentOptions};
+use kubelab_agent::config::{self, parse_go_duration};
+use kubelab_agent::runtime::image::cli::{ImageCommand, run_image_command};
+use kubelab_agent::runtime::{sandbox, shim};
+
+/// A kubelet-like node agent that runs pods as real Linux containers.
+///
+/// Flags carry the kubelet's names; a flag given on the command line wins
+/// over the same setting in the `--config` file.
+#[derive(Parser, Debug)]
+#[command(name = "kubelab-agent", version, about, long_about = None)]
+struct Cli {
+    /// Directory (or single file) of static pod manifests.
+    #[arg(long, value_name = "DIR")]
+    pod_manifest_path: Option<PathBuf>,
+    /// A KubeletConfiguration YAML file (staticPodPath, cgroupRoot, ports, ...).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where pods, images and logs are kept.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/kubelet",
+        global = true
+    )]
+    root_dir: PathBuf,
+    /// The node's name (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    hostname_override: Option<String>,
+    /// Parent cgroup of `kubepods`. Absolute: the same path in every hierarchy
+    /// (kubelet's meaning); relative: under this process's own cgroup.
+    #[arg(long, value_name = "PATH")]
+    cgroup_root: Option<String>,
+    /// Only `cgroupfs` is supported.
+    #[arg(long, value_name = "DRIVER")]
+    cgroup_driver: Option<String>,
+    /// How often the manifest dir is re-read besides inotify (e.g. 20s).
+    #[arg(long, value_name = "DURATION")]
+    file_check_frequency: Option<String>,
+    /// Port of the kubelet API (0 disables).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Port of the read-only kubelet API (0 disables; default 10255 here).
+    #[arg(long)]
+    read_only_port: Option<u16>,
+    /// Address the API ports listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// The pids limit of every pod (-1: unlimited).
+    #[arg(long)]
+    pod_max_pids: Option<i64>,
+    /// Rotate a container's log past this size (e.g. 10Mi).
+    #[arg(long, value_name = "QUANTITY")]
+    container_log_max_size: Option<String>,
+    /// Log files kept per container.
+    #[arg(long)]
+    container_log_max_files: Option<u32>,
+    /// The node's IP, reported as hostIP.
+    #[arg(long)]
+    node_ip: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage the node's image store.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Per-container supervisor (started by the agent).
+    #[command(hide = true)]
+    Shim(shim::ShimArgs),
+    /// Pod sandbox process (started by the agent).
+    #[command(hide = true)]
+    Sandbox(sandbox::SandboxArgs),
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        // The two helper processes stay single-threaded: no runtime, no tracing threads.
+        Some(Command::Shim(args)) => return shim::run(args),
+        Some(Command::Sandbox(args)) => return sandbox::run(args),
+        Some(Command::Image(cmd)) => {
+            init_tracing();
+            return run_image_command(&cli.root_dir, cmd);
+        }
+        None => {}
+    }
+    init_tracing();
+
+    let file_cfg = match &cli.config {
+        Some(path) => config::load_kubelet_config(path)?,
+        None => config::KubeletConfiguration::default(),
+    };
+    let cgroup_driver = cli.cgroup_driver.unwrap_or(file_cfg.cgroup_driver);
+    if cgroup_driver != "cgroupfs" {
+        anyhow::bail!("--cgroup-driver {cgroup_driver:?}: only \"cgroupfs\" is supported");
+    }
+    let file_check_frequency = match &cli.file_check_frequency {
+        Some(s) => {
+            parse_go_duration(s).map_err(|e| anyhow::anyhow!("--file-check-frequency: {e}"))?
+        }
+        None => file_cfg.file_check_frequency,
+    };
+    let container_log_max_size = match &cli.container_log_max_size {
+        Some(s) => kubelab_agent::quantity::bytes(
+            &k8s_openapi::apimachinery::pkg::api::resource::Quantity(s.clone()),
+        )
+        .map_err(|e| anyhow::anyhow!("--container-log-max-size: {e}"))? as u64,
+        None => file_cfg.container_log_max_size,
+    };
+    let node_name = match cli.hostname_override {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+    };
+    let pids = cli.pod_max_pids.unwrap_or(file_cfg.pod_pids_limit);
+    let options = AgentOptions {
+        node_name,
+        root_dir: cli.root_dir,
+        pod_manifest_path: cli.pod_manifest_path.or(file_cfg.static_pod_path),
+        file_check_frequency,
+        cgroup_root: cli
+            .cgroup_root
+            .or(file_cfg.cgroup_root)
+            .unwrap_or_else(|| "/".into()),
+        address: cli.address,
+        port: cli.port.unwrap_or(file_cfg.port),
+        read_only_port: cli.read_only_port.unwrap_or(if cli.config.is_some() {
+            file_cfg.read_only_port
+        } else {
+            10255
+        }),
+        pod_pids_limit: (pids > 0).then_some(pids),
+        container_log_max_size,
+        container_log_max_files: cli
+            .container_log_max_files
+            .unwrap_or(file_cfg.container_log_max_files) as usize,
+        node_ip: cli.node_ip,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(agent::run(options))
+}

@@ -1,1 +1,32 @@
-//! Pod sources: static manifests from a directory.
+//! Pod sources (kubelet's `pkg/kubelet/config`): static manifests from a
+//! directory, and the KubeletConfiguration file that points at it.
+//!
+//! A source sends full snapshots ([`SourceUpdate`]) of the pods it wants on
+//! this node; whoever merges sources diffs them against what is running.
+
+pub mod file;
+pub mod kubelet_config;
+pub mod manifest;
+
+use k8s_openapi::api::core::v1::Pod;
+
+pub use file::FileSource;
+pub use kubelet_config::{KubeletConfiguration, load_kubelet_config, parse_go_duration};
+pub use manifest::{FieldError, ManifestError, load_static_pod};
+
+/// `kubernetes.io/config.source` of pods read from manifest files.
+pub const SOURCE_FILE: &str = "file";
+
+/// Everything one source wants running right now (kubelet's `PodUpdate` with
+/// `Op: SET`): pods absent from a snapshot are to be stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceUpdate {
+    /// Which source sent it: [`SOURCE_FILE`].
+    pub source: &'static str,
+    /// Valid pods, with static-pod and apiserver defaults applied, ordered by
+    /// file name.
+    pub pods: Vec<Pod>,
+    /// Files that could not become a pod, ordered by file name. A broken
+    /// file never hides the pods of the others.
+    pub errors: Vec<ManifestError>,
+}

@@ -1,1 +1,42 @@
-//! The image store.
+//! The image store: OCI images imported into `<root-dir>/images`, unpacked
+//! once per layer, and turned into per-container root filesystems.
+//!
+//! - [`reference`]: `busybox` → `docker.io/library/busybox:latest`.
+//! - [`store`]: the content-addressed store and its index ([`ImageStore`]).
+//! - [`import`]: OCI archives and layout directories into the store, verified.
+//! - [`unpack`]: one layer tar into one directory, refusing path escapes.
+//! - [`rootfs`]: overlayfs (or a copy) of an image's layers per container.
+//! - [`cli`]: `kubelab-agent image import|ls`.
+
+pub mod cli;
+pub mod import;
+pub mod reference;
+pub mod rootfs;
+pub mod store;
+pub mod unpack;
+
+pub use cli::{ImageCommand, run_image_command};
+pub use import::ImportError;
+pub use reference::{Reference, ReferenceError};
+pub use rootfs::{
+    Rootfs, RootfsError, RootfsMode, prepare_rootfs, prepare_rootfs_with, remove_rootfs,
+};
+pub use store::{Image, ImageStore, ImageSummary, StoreError};
+pub use unpack::UnpackError;
+
+/// Everything the image store can fail with; each variant carries its module's context.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "image {reference:?} not found in the image store (import it with `kubelab-agent image import`)"
+    )]
+    NotFound { reference: String },
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+}

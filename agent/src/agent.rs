@@ -1,0 +1,118 @@
+//! Wires the running agent together: context, sources → pod manager, the
+//! stats sampler, the HTTP API. Stopping the agent leaves pods running (their
+//! shims outlive it); the next start adopts them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::cgroups::CgroupDriver;
+use crate::config::FileSource;
+use crate::context::AgentContext;
+use crate::events::EventRecorder;
+use crate::pod::manager::PodManager;
+use crate::runtime::image::ImageStore;
+use crate::server::{self, ServerState, stats::CpuSampler};
+use crate::status::PodStatusStore;
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node_name: String,
+    pub root_dir: PathBuf,
+    pub pod_manifest_path: Option<PathBuf>,
+    pub file_check_frequency: Duration,
+    pub cgroup_root: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub read_only_port: u16,
+    pub pod_pids_limit: Option<i64>,
+    pub container_log_max_size: u64,
+    pub container_log_max_files: usize,
+    pub node_ip: Option<String>,
+}
+
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(opts.root_dir.join("pods"))
+        .with_context(|| format!("creating {}", opts.root_dir.display()))?;
+    let cgroups = CgroupDriver::detect(&opts.cgroup_root)
+        .with_context(|| format!("--cgroup-root {:?}", opts.cgroup_root))?;
+    let images = ImageStore::open(&opts.root_dir)?;
+    let agent_exe = std::fs::read_link("/proc/self/exe").context("finding this binary")?;
+    tracing::info!(
+        node = %opts.node_name,
+        root_dir = %opts.root_dir.display(),
+        cgroup_version = ?cgroups.version(),
+        cgroup_root = %opts.cgroup_root,
+        "starting the agent"
+    );
+    let ctx = Arc::new(AgentContext {
+        node_name: opts.node_name.clone(),
+        root_dir: opts.root_dir.clone(),
+        agent_exe,
+        cgroups,
+        images,
+        status: PodStatusStore::default(),
+        events: EventRecorder::default(),
+        log_max_size: opts.container_log_max_size,
+        log_max_files: opts.container_log_max_files.max(1),
+        pod_pids_limit: opts.pod_pids_limit,
+        host_ip: opts.node_ip.clone(),
+    });
+
+    let (tx, rx) = mpsc::channel(16);
+    match &opts.pod_manifest_path {
+        Some(dir) => {
+            let mut source = FileSource::new(dir.clone(), opts.node_name.clone());
+            source.resync = opts.file_check_frequency;
+            tokio::spawn(source.run(tx));
+        }
+        None => {
+            tracing::warn!("no --pod-manifest-path or staticPodPath: this node runs no pods");
+            // An empty snapshot still lets the manager clean up old pods.
+            let _ = tx
+                .send(crate::config::SourceUpdate {
+                    source: crate::config::SOURCE_FILE,
+                    pods: vec![],
+                    errors: vec![],
+                })
+                .await;
+            std::mem::forget(tx);
+        }
+    }
+    tokio::spawn(PodManager::new(ctx.clone()).run(rx));
+
+    let sampler = CpuSampler::default();
+    tokio::spawn(sampler.clone().run(ctx.clone()));
+    let state = ServerState {
+        ctx: ctx.clone(),
+        sampler,
+    };
+    for port in [opts.port, opts.read_only_port] {
+        if port == 0 {
+            continue;
+        }
+        let addr = SocketAddr::new(opts.address, port);
+        let state = state.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, "serving the kubelet API");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, server::router(state)).await {
+                tracing::error!(%addr, "API server stopped: {e}");
+            }
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("stopping; pods keep running and are adopted at the next start");
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! The KubeletConfiguration file (`--config`,
+//! `apiVersion: kubelet.config.k8s.io/v1beta1`): the fields the agent uses,
+//! with kubelet's defaults for the ones left out. Flags given on the command
+//! line override these; that merge belongs to `main`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Deserialize;
+
+pub const KUBELET_CONFIG_API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+pub const KUBELET_CONFIG_KIND: &str = "KubeletConfiguration";
+
+/// The subset of kubelet's `KubeletConfiguration` the agent uses, defaults
+/// applied (v1beta1 defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletConfiguration {
+    /// Static pod manifests (a directory, or a single file). Relative paths
+    /// are resolved against the config file's directory, as kubelet does.
+    pub static_pod_path: Option<PathBuf>,
+    /// How often the static pod directory is re-read besides inotify.
+    /// Default 20 s.
+    pub file_check_frequency: Duration,
+    /// Parent cgroup of `kubepods`; `None` is the root.
+    pub cgroup_root: Option<String>,
+    /// `cgroupfs` (default) or `systemd`.
+    pub cgroup_driver: String,
+    /// Kubelet API port, default 10250.
+    pub port: u16,
+    /// Unauthenticated read-only port; 0 (default) disables it.
+    pub read_only_port: u16,
+    /// Per-pod pids limit; -1 (default) is unlimited.
+    pub pod_pids_limit: i64,
+    /// Rotate a container log when it grows past this; default 10Mi.
+    pub container_log_max_size: u64,
+    /// Log files kept per container, the live one included; default 5.
+    pub container_log_max_files: u32,
+}
+
+impl Default for KubeletConfiguration {
+    fn default() -> Self {
+        Self {
+            static_pod_path: None,
+            file_check_frequency: Duration::from_secs(20),
+            cgroup_root: None,
+            cgroup_driver: "cgroupfs".into(),
+            port: 10250,
+            read_only_port: 0,
+            pod_pids_limit: -1,
+            container_log_max_size: 10 << 20,
+            container_log_max_files: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {}{message}", path.display(), field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Decode {
+        path: PathBuf,
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{}: {field}: Invalid value: {value}: {detail}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        value: String,
+        detail: String,
+    },
+}
+
+/// The file as written: every field optional, unknown fields ignored (a real
+/// kubelet config has many the agent does not use).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawKubeletConfiguration {
+    api_version: Option<String>,
+    kind: Option<String>,
+    static_pod_path: Option<String>,
+    file_check_frequency: Option<String>,
+    cgroup_root: Option<String>,
+    cgroup_driver: Option<String>,
+    port: Option<i64>,
+    read_only_port: Option<i64>,
+    pod_pids_limit: Option<i64>,
+    container_log_max_size: Option<Quantity>,
+    container_log_max_files: Option<i64>,
+}
+
+/// Read and validate a KubeletConfiguration file.
+pub fn load_kubelet_config(
+    path: impl AsRef<Path>,
+) -> Result<KubeletConfiguration, KubeletConfigError> {
+    let path = path.as_ref();
+    let content = std::fs::read(path).map_err(|source| KubeletConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_kubelet_config(path, &content)
+}
+
+/// [`load_kubelet_config`] on content already read; `path` names the file in
+/// errors and anchors relative paths.
+pub fn parse_kubelet_config(
+    path: &Path,
+    content: &[u8],
+) -> Result<KubeletConfiguration, KubeletConfigError> {
+    let raw: RawKubeletConfiguration = serde_path_to_error::deserialize(
+        serde_yaml::Deserializer::from_slice(content),
+    )
+    .map_err(|e| {
+        let (field, message) = super::manifest::split_decode_error(e);
+        KubeletConfigError::Decode {
+            path: path.to_owned(),
+            field,
+            message,
+        }
+    })?;
+    let invalid = |field: &'static str, value: String, detail: &str| KubeletConfigError::Invalid {
+        path: path.to_owned(),
+        field,
+        value,
+        detail: detail.to_owned(),
+    };
+
+    if raw.kind.as_deref() != Some(KUBELET_CONFIG_KIND) {
+        return Err(invalid(
+            "kind",
+            format!("{:?}", raw.kind.unwrap_or_default()),
+            "expected \"KubeletConfiguration\"",
+        ));
+    }
+    if raw.api_version.as_deref() != Some(KUBELET_CONFIG_API_VERSION) {
+        return Err(invalid(
+            "apiVersion",
+            format!("{:?}", raw.api_version.unwrap_or_default()),
+            "expected \"kubelet.config.k8s.io/v1beta1\"",
+        ));
+    }
+
+    let mut config = KubeletConfiguration::default();
+    if let Some(p) = raw.static_pod_path.filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.static_pod_path = Some(if p.is_relative() { base.join(p) } else { p });
+    }
+    if let Some(f) = raw.file_check_frequency {
+        config.file_check_frequency = parse_go_duration(&f)
+            .map_err(|e| invalid("fileCheckFrequency", format!("{f:?}"), &e.to_string()))?;
+    }
+    config.cgroup_root = raw.cgroup_root.filter(|r| !r.is_empty());
+    if let Some(driver) = raw.cgroup_driver {
+        if driver != "cgroupfs" && driver != "systemd" {
+            return Err(invalid(
+                "cgroupDriver",
+                format!("{driver:?}"),
+                "must be \"cgroupfs\" or \"systemd\"",
+            ));
+        }
+        config.cgroup_driver = driver;
+    }
+    if let Some(port) = raw.port {
+        config.port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                invalid(
+                    "port",
+                    port.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                )
+            })?;
+    }
+    if let Some(port) = raw.read_only_port {
+        config.read_only_port = u16::try_from(port).map_err(|_| {
+            invalid(
+                "readOnlyPort",
+                port.to_string(),
+                "must be between 0 and 65535, inclusive",
+            )
+        })?;
+    }
+    if let Some(limit) = raw.pod_pids_limit {
+        config.pod_pids_limit = limit;
+    }
+    if let Some(size) = raw.container_log_max_size {
+        config.container_log_max_size = crate::quantity::bytes(&size)
+            .ok()
+            .and_then(|b| u64::try_from(b).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "containerLogMaxSize",
+                    format!("{:?}", size.0),
+                    "must be a quantity like 10Mi",
+                )
+            })?;
+    }
+    if let Some(files) = raw.container_log_max_files {
+        config.container_log_max_files =
+            u32::try_from(files)
+                .ok()
+                .filter(|n| *n >= 2)
+                .ok_or_else(|| {
+                    invalid(
+                        "containerLogMaxFiles",
+                        files.to_string(),
+                        "must be greater than 1",
+                    )
+                })?;
+    }
+    Ok(config)
+}
+
+/// Why a Go duration string did not parse; Display matches Go's `time`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GoDurationError {
+    #[error("time: invalid duration {0:?}")]
+    Invalid(String),
+    #[error("time: missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("time: unknown unit {unit:?} in duration {input:?}")]
+    UnknownUnit { unit: String, input: String },
+    #[error("time: invalid duration {0:?}: must not be negative")]
+    Negative(String),
+}
+
+/// Go's `time.ParseDuration` for non-negative durations: a sequence of
+/// decimal numbers with units (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), such
+/// as `20s`, `1m30s`, `1.5h`; a bare `0` is zero.
+pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
+    let invalid = || GoDurationError::Invalid(input.to_owned());
+    let (negative, mut rest) = match input.as_bytes().first() {
+        Some(b'-') => (true, &input[1..]),
+        Some(b'+') => (false, &input[1..]),
+        _ => (false, input),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(a) => a.split_at(a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len())),
+            None => ("", after),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return Err(invalid());
+        }
+        let unit_len = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let nanos_per_unit: u128 = match unit {
+            "" => return Err(GoDurationError::MissingUnit(input.to_owned())),
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3600 * 1_000_000_000,
+            other => {
+                return Err(GoDurationError::UnknownUnit {
+                    unit: other.to_owned(),
+                    input: input.to_owned(),
+                });
+            }
+        };
+        // Like Go, the fraction is truncated to whole nanoseconds.
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| invalid())?
+        };
+        let mut value = int.checked_mul(nanos_per_unit).ok_or_else(invalid)?;
+        let frac = &frac[..frac.len().min(20)];
+        if !frac.is_empty() {
+            let digits: u128 = frac.parse().map_err(|_| invalid())?;
+            value += digits * nanos_per_unit / 10u128.pow(frac.len() as u32);
+        }
+        total = total
+            .checked_add(value)
+            .filter(|t| *t <= i64::MAX as u128)
+            .ok_or_else(invalid)?;
+        rest = after;
+    }
+    if negative && total != 0 {
+        return Err(GoDurationError::Negative(input.to_owned()));
+    }
+    let nanos = u64::try_from(total).map_err(|_| invalid())?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Go's `Duration.String()`, for logs and errors: `1m30s`, `200ms`, `0s`.
+pub struct GoDuration(pub Duration);
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let nanos = d.as_nanos();
+        if nanos == 0 {
+            return f.write_str("0s");
+        }
+        if nanos < 1_000_000_000 {
+            let (value, unit) = match nanos {
+                n if n < 1_000 => return write!(f, "{n}ns"),
+                n if n < 1_000_000 => (n as f64 / 1e3, "µs"),
+                n => (n as f64 / 1e6, "ms"),
+            };
+            return write!(f, "{value}{unit}");
+        }
+        let secs = d.as_secs();
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let sub = d.subsec_nanos();
+        if h > 0 {
+            write!(f, "{h}h")?;
+        }
+        if h > 0 || m > 0 {
+            write!(f, "{m}m")?;
+        }
+        if sub == 0 {
+            write!(f, "{s}s")
+        } else {
+            let frac = format!("{sub:09}");
+            write!(f, "{s}.{}s", frac.trim_end_matches('0'))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        let d = |s: &str| parse_go_duration(s).unwrap();
+        assert_eq!(d("20s"), Duration::from_secs(20));
+        assert_eq!(d("1m30s"), Duration::from_secs(90));
+        assert_eq!(d("1.5h"), Duration::from_secs(5400));
+        assert_eq!(d("0"), Duration::ZERO);
+        assert_eq!(d("+5m"), Duration::from_secs(300));
+        assert_eq!(d("-0s"), Duration::ZERO);
+        assert_eq!(d("300ms"), Duration::from_millis(300));
+        assert_eq!(d("1h2m3s4ms5us6ns"), Duration::new(3723, 4_005_006));
+        assert_eq!(d("2µs"), Duration::from_micros(2));
+        assert_eq!(d(".5s"), Duration::from_millis(500));
+        assert_eq!(d("1.0000000001s"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn go_duration_errors_read_like_go() {
+        let e = |s: &str| parse_go_duration(s).unwrap_err().to_string();
+        assert_eq!(e(""), r#"time: invalid duration """#);
+        assert_eq!(e("abc"), r#"time: invalid duration "abc""#);
+        assert_eq!(e("20"), r#"time: missing unit in duration "20""#);
+        assert_eq!(e("5d"), r#"time: unknown unit "d" in duration "5d""#);
+        assert_eq!(
+            e("-5s"),
+            r#"time: invalid duration "-5s": must not be negative"#
+        );
+        assert_eq!(e("."), r#"time: invalid duration ".""#);
+        assert_eq!(e("s"), r#"time: invalid duration "s""#);
+        assert!(parse_go_duration("9999999999h").is_err());
+    }
+
+    #[test]
+    fn go_duration_display() {
+        let s = |d: Duration| GoDuration(d).to_string();
+        assert_eq!(s(Duration::from_secs(20)), "20s");
+        assert_eq!(s(Duration::from_secs(90)), "1m30s");
+        assert_eq!(s(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(s(Duration::from_millis(200)), "200ms");
+        assert_eq!(s(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(s(Duration::ZERO), "0s");
+    }
+
+    const CONFIG: &str = "\
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: manifests
+fileCheckFrequency: 1m30s
+cgroupRoot: /kubelab
+cgroupDriver: cgroupfs
+port: 10250
+readOnlyPort: 10255
+podPidsLimit: 1024
+containerLogMaxSize: 5Mi
+containerLogMaxFiles: 3
+authentication:
+  anonymous: {enabled: false}
+";
+
+    #[test]
+    fn reads_the_fields_the_agent_uses() {
+        let c =
+            parse_kubelet_config(Path::new("/etc/kubelab/config.yaml"), CONFIG.as_bytes()).unwrap();
+        assert_eq!(
+            c,
+            KubeletConfiguration {
+                static_pod_path: Some("/etc/kubelab/manifests".into()),
+                file_check_frequency: Duration::from_secs(90),
+                cgroup_root: Some("/kubelab".into()),
+                cgroup_driver: "cgroupfs".into(),
+                port: 10250,
+                read_only_port: 10255,
+                pod_pids_limit: 1024,
+                container_log_max_size: 5 << 20,
+                container_log_max_files: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn omitted_fields_take_kubelet_defaults() {
+        let c = parse_kubelet_config(
+            Path::new("c.yaml"),
+            b"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
+        )
+        .unwrap();
+        assert_eq!(c, KubeletConfiguration::default());
+        let abs = parse_kubelet_config(
+            Path::new("/x/c.yaml"),
+            CONFIG
+                .replace("manifests", "/etc/kubernetes/manifests")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            abs.static_pod_path,
+            Some("/etc/kubernetes/manifests".into())
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let e = |s: &str| {
+            parse_kubelet_config(Path::new("kc.yaml"), s.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(&CONFIG.replace("1m30s", "90")),
+            r#"kc.yaml: fileCheckFrequency: Invalid value: "90": time: missing unit in duration "90""#
+        );
+        assert_eq!(
+            e(&CONFIG.replace("port: 10250", "port: 70000")),
+            "kc.yaml: port: Invalid value: 70000: must be between 1 and 65535, inclusive"
+        );
+        assert_eq!(
+            e(&CONFIG.replace("5Mi", "lots")),
+            r#"kc.yaml: containerLogMaxSize: Invalid value: "lots": must be a quantity like 10Mi"#
+        );
+        assert_eq!(
+            e(&CONFIG.replace("Files: 3", "Files: 1")),
+            "kc.yaml: containerLogMaxFiles: Invalid value: 1: must be greater than 1"
+        );
+        let pids = e(&CONFIG.replace("podPidsLimit: 1024", "podPidsLimit: many"));
+        assert!(
+            pids.starts_with("kc.yaml: podPidsLimit: invalid type"),
+            "{pids}"
+        );
+        assert_eq!(
+            e("apiVersion: v1\nkind: Pod\n"),
+            r#"kc.yaml: kind: Invalid value: "Pod": expected "KubeletConfiguration""#
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! What every part of the running agent shares: the node's identity, its
+//! directories, the cgroup driver, the image store, the status store, events.
+
+use std::path::PathBuf;
+
+use crate::cgroups::CgroupDriver;
+use crate::events::EventRecorder;
+use crate::runtime::image::ImageStore;
+use crate::status::PodStatusStore;
+
+pub struct AgentContext {
+    pub node_name: String,
+    /// `--root-dir`: pods, images, logs live under it.
+    pub root_dir: PathBuf,
+    /// This binary, re-executed as `shim` and `sandbox`.
+    pub agent_exe: PathBuf,
+    pub cgroups: CgroupDriver,
+    pub images: ImageStore,
+    pub status: PodStatusStore,
+    pub events: EventRecorder,
+    pub log_max_size: u64,
+    pub log_max_files: usize,
+    /// `--pod-max-pids` / `podPidsLimit`: the pids limit of every pod cgroup.
+    pub pod_pids_limit: Option<i64>,
+    pub host_ip: Option<String>,
+}
+
+impl AgentContext {
+    pub fn pods_dir(&self) -> PathBuf {
+        self.root_dir.join("pods")
+    }
+
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir().join(uid)
+    }
+}

@@ -1,0 +1,73 @@
+//! Events, as the kubelet records them (`Created`, `Started`, `Killing`,
+//! `BackOff`, `Failed`, ...): logged, and kept in a bounded in-memory list for
+//! the API and for tools that show recent events.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+const KEEP: usize = 1000;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub time: Timestamp,
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    pub reason: String,
+    pub message: String,
+    /// `namespace/name` of the pod, or the manifest file for source errors.
+    pub object: String,
+    /// `spec.containers{name}` when the event is about one container.
+    pub field_path: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct EventRecorder {
+    events: Arc<Mutex<VecDeque<Event>>>,
+}
+
+impl EventRecorder {
+    pub fn record(
+        &self,
+        type_: &'static str,
+        object: &str,
+        field_path: Option<String>,
+        reason: &str,
+        message: String,
+    ) {
+        if type_ == "Warning" {
+            tracing::warn!(object, reason, "{message}");
+        } else {
+            tracing::info!(object, reason, "{message}");
+        }
+        let mut events = self.events.lock().expect("lock");
+        if events.len() == KEEP {
+            events.pop_front();
+        }
+        events.push_back(Event {
+            time: Timestamp::now(),
+            type_,
+            reason: reason.to_string(),
+            message,
+            object: object.to_string(),
+            field_path,
+        });
+    }
+
+    pub fn normal(&self, object: &str, container: Option<&str>, reason: &str, message: String) {
+        let fp = container.map(|c| format!("spec.containers{{{c}}}"));
+        self.record("Normal", object, fp, reason, message);
+    }
+
+    pub fn warning(&self, object: &str, container: Option<&str>, reason: &str, message: String) {
+        let fp = container.map(|c| format!("spec.containers{{{c}}}"));
+        self.record("Warning", object, fp, reason, message);
+    }
+
+    pub fn list(&self) -> Vec<Event> {
+        self.events.lock().expect("lock").iter().cloned().collect()
+    }
+}

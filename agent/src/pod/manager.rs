@@ -1,0 +1,206 @@
+//! The pod manager: turns source snapshots into pod workers. New pods get a
+//! worker, vanished pods are told to stop, and a pod that replaces another of
+//! the same name (an edited manifest) starts only once the old one is gone,
+//! as kubelet's pod workers do.
+//!
+//! On start it also reads what the previous agent process left under
+//! `<root>/pods`: pods still wanted are adopted, the rest are cleaned up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::SourceUpdate;
+use crate::context::AgentContext;
+use crate::pod::worker::{self, PersistedState, PodWorker, WorkerMsg};
+
+struct WorkerHandle {
+    /// `namespace/name`: one pod of a name at a time.
+    full_name: String,
+    tx: mpsc::Sender<WorkerMsg>,
+    stopping: bool,
+    task: JoinHandle<()>,
+}
+
+pub struct PodManager {
+    ctx: Arc<AgentContext>,
+    workers: HashMap<String, WorkerHandle>,
+    /// Pods waiting for an older pod of the same name to finish terminating.
+    waiting: Vec<Pod>,
+    /// What the previous agent process left, until the first snapshot decides.
+    leftovers: Option<HashMap<String, (Pod, PersistedState)>>,
+    /// Source errors already reported, so a broken file is reported once.
+    reported_errors: HashSet<String>,
+}
+
+fn full_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl PodManager {
+    pub fn new(ctx: Arc<AgentContext>) -> Self {
+        let leftovers = scan_pods_dir(&ctx);
+        PodManager {
+            ctx,
+            workers: HashMap::new(),
+            waiting: Vec::new(),
+            leftovers: Some(leftovers),
+            reported_errors: HashSet::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut updates: mpsc::Receiver<SourceUpdate>) {
+        let mut reap = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some(update) => self.apply(update),
+                    None => break,
+                },
+                _ = reap.tick() => self.reap_finished(),
+            }
+        }
+    }
+
+    fn apply(&mut self, update: SourceUpdate) {
+        let mut errors_now = HashSet::new();
+        for err in &update.errors {
+            let text = err.to_string();
+            if !self.reported_errors.contains(&text) {
+                self.ctx.events.warning(
+                    &err.file().display().to_string(),
+                    None,
+                    "FailedToCreatePod",
+                    text.clone(),
+                );
+            }
+            errors_now.insert(text);
+        }
+        self.reported_errors = errors_now;
+
+        let wanted: HashMap<String, Pod> = update
+            .pods
+            .into_iter()
+            .map(|p| (p.metadata.uid.clone().unwrap_or_default(), p))
+            .collect();
+        let mut leftovers = self.leftovers.take().unwrap_or_default();
+
+        for (uid, handle) in &mut self.workers {
+            if !wanted.contains_key(uid) && !handle.stopping {
+                handle.stopping = true;
+                let _ = handle.tx.try_send(WorkerMsg::Stop { grace: None });
+            }
+        }
+        self.waiting
+            .retain(|p| wanted.contains_key(p.metadata.uid.as_deref().unwrap_or_default()));
+
+        // Pods of the previous agent process that nobody wants any more.
+        let unwanted: Vec<String> = leftovers
+            .keys()
+            .filter(|uid| !wanted.contains_key(*uid))
+            .cloned()
+            .collect();
+        for uid in unwanted {
+            let (pod, state) = leftovers.remove(&uid).expect("listed");
+            tracing::info!(pod = %full_name(&pod), "cleaning up a pod the agent no longer runs");
+            self.spawn(pod, Some(state));
+            if let Some(h) = self.workers.get_mut(&uid) {
+                h.stopping = true;
+                let _ = h.tx.try_send(WorkerMsg::Stop { grace: None });
+            }
+        }
+
+        let mut sorted: Vec<(String, Pod)> = wanted.into_iter().collect();
+        sorted.sort_by(|a, b| full_name(&a.1).cmp(&full_name(&b.1)));
+        for (uid, pod) in sorted {
+            if self.workers.contains_key(&uid)
+                || self
+                    .waiting
+                    .iter()
+                    .any(|p| p.metadata.uid.as_deref() == Some(&uid))
+            {
+                continue;
+            }
+            let adopted = leftovers.remove(&uid).map(|(_, state)| state);
+            if adopted.is_none() && self.name_in_use(&full_name(&pod)) {
+                self.waiting.push(pod);
+            } else {
+                self.spawn(pod, adopted);
+            }
+        }
+    }
+
+    fn name_in_use(&self, name: &str) -> bool {
+        self.workers.values().any(|w| w.full_name == name)
+    }
+
+    fn spawn(&mut self, pod: Pod, adopted: Option<PersistedState>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let (tx, rx) = mpsc::channel(4);
+        let name = full_name(&pod);
+        let worker = PodWorker::new(self.ctx.clone(), pod);
+        let task = tokio::spawn(worker.run(rx, adopted));
+        self.workers.insert(
+            uid,
+            WorkerHandle {
+                full_name: name,
+                tx,
+                stopping: false,
+                task,
+            },
+        );
+    }
+
+    /// Forgets workers that have finished, and starts pods that were waiting
+    /// for their name to be free.
+    fn reap_finished(&mut self) {
+        let done: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.task.is_finished())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        for uid in done {
+            self.workers.remove(&uid);
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for pod in waiting {
+            if self.name_in_use(&full_name(&pod)) {
+                self.waiting.push(pod);
+            } else {
+                self.spawn(pod, None);
+            }
+        }
+    }
+}
+
+/// Pods the previous agent process left under `<root>/pods`.
+fn scan_pods_dir(ctx: &AgentContext) -> HashMap<String, (Pod, PersistedState)> {
+    let mut found = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(ctx.pods_dir()) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        match worker::load_persisted(&entry.path()) {
+            Some(state) => {
+                found.insert(uid, state);
+            }
+            None => {
+                tracing::warn!("removing unreadable pod dir {}", entry.path().display());
+                worker::remove_pod_dir(&entry.path());
+            }
+        }
+    }
+    found
+}

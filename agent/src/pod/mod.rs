@@ -1,0 +1,6 @@
+//! Pods on this node: the manager (one worker per pod), the worker (a state
+//! machine that owns its pod) and the per-container record it keeps.
+
+pub mod manager;
+pub mod slot;
+pub mod worker;

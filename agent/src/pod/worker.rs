@@ -1,0 +1,769 @@
+//! The pod worker: one task per pod, the only owner of its pod's runtime state
+//! (kubelet's `podWorkers`). It sets up the pod cgroup and sandbox, starts the
+//! containers in order, reacts to their exits with the restart policy and
+//! back-off, and on stop terminates them with the grace period and removes
+//! every trace (cgroups, mounts, dirs).
+//!
+//! State is written to `<root>/pods/<uid>/worker.json` after every change, so
+//! a restarted agent adopts running containers instead of starting new ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::cgroups::{CgroupLimits, CgroupPath, QosClass};
+use crate::context::AgentContext;
+use crate::logs;
+use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
+use crate::runtime::container::{self, ShimLaunch, StartOutcome};
+use crate::runtime::image::{self, ImageError};
+use crate::runtime::sandbox::{self, SandboxState};
+use crate::runtime::shim::ContainerExit;
+use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
+use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
+
+/// Messages from the pod manager.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Terminate the pod: SIGTERM, the grace period, SIGKILL, clean up.
+    Stop { grace: Option<Duration> },
+}
+
+/// What `worker.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistedState {
+    pub sandbox: Option<SandboxState>,
+    pub slots: Vec<ContainerSlot>,
+    pub start_time: Option<Timestamp>,
+}
+
+pub fn load_persisted(pod_dir: &Path) -> Option<(Pod, PersistedState)> {
+    let pod = serde_json::from_slice(&std::fs::read(pod_dir.join("pod.json")).ok()?).ok()?;
+    let state = serde_json::from_slice(&std::fs::read(pod_dir.join("worker.json")).ok()?).ok()?;
+    Some((pod, state))
+}
+
+/// An exit noticed by a watcher task: (container name, container id).
+type ExitNotice = (String, String);
+
+pub struct PodWorker {
+    ctx: Arc<AgentContext>,
+    pod: Pod,
+    uid: String,
+    /// `namespace/name`, for events and logs.
+    key: String,
+    dir: PathBuf,
+    qos: QosClass,
+    pod_cgroup: CgroupPath,
+    sandbox: Option<SandboxState>,
+    slots: Vec<ContainerSlot>,
+    start_time: Option<Timestamp>,
+    terminating: bool,
+    exits_tx: mpsc::UnboundedSender<ExitNotice>,
+    exits_rx: mpsc::UnboundedReceiver<ExitNotice>,
+}
+
+fn uid_of(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn spec_of(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
+    pod.spec.as_ref().expect("validated pods have a spec")
+}
+
+impl PodWorker {
+    pub fn new(ctx: Arc<AgentContext>, pod: Pod) -> Self {
+        let uid = uid_of(&pod);
+        // Manifests are validated before they get here: quantities parse.
+        let qos = QosClass::from_pod(spec_of(&pod)).unwrap_or(QosClass::BestEffort);
+        let pod_cgroup = ctx.cgroups.pod_path(qos, &uid);
+        let slots = spec_of(&pod)
+            .containers
+            .iter()
+            .map(|c| ContainerSlot::new(&c.name, c.image.as_deref().unwrap_or_default()))
+            .collect();
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        PodWorker {
+            key: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            dir: ctx.pod_dir(&uid),
+            ctx,
+            pod,
+            uid,
+            qos,
+            pod_cgroup,
+            sandbox: None,
+            slots,
+            start_time: None,
+            terminating: false,
+            exits_tx,
+            exits_rx,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<WorkerMsg>, adopted: Option<PersistedState>) {
+        match adopted {
+            Some(state) => self.adopt(state),
+            None => self.setup().await,
+        }
+        loop {
+            self.publish();
+            let due = self.next_due();
+            let sleep = due.map(|t| {
+                let wait = t.duration_since(Timestamp::now());
+                Duration::from_nanos(wait.as_nanos().clamp(0, i64::MAX as i128) as u64)
+            });
+            tokio::select! {
+                msg = rx.recv() => {
+                    let grace = match msg {
+                        Some(WorkerMsg::Stop { grace }) => grace,
+                        None => None,
+                    };
+                    self.terminate(grace).await;
+                    break;
+                }
+                Some((name, id)) = self.exits_rx.recv() => self.on_exit(&name, &id).await,
+                _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
+                    self.start_due().await;
+                }
+            }
+        }
+        self.ctx.status.remove(&self.uid);
+    }
+
+    /// A new pod: its dir, cgroup and sandbox; containers start from the loop.
+    async fn setup(&mut self) {
+        self.start_time = Some(Timestamp::now());
+        if let Err(e) = std::fs::create_dir_all(&self.dir)
+            .and_then(|_| std::fs::write(self.dir.join("pod.json"), serde_json::to_vec(&self.pod)?))
+        {
+            tracing::error!(pod = %self.key, "writing {}: {e}", self.dir.display());
+        }
+        self.start_due().await;
+    }
+
+    /// Takes over a pod the previous agent process ran: re-attach to live shims,
+    /// and learn the exits that happened meanwhile.
+    fn adopt(&mut self, state: PersistedState) {
+        self.start_time = state.start_time;
+        self.sandbox = state.sandbox.filter(|s| s.is_alive());
+        for slot in &mut self.slots {
+            if let Some(old) = state.slots.iter().find(|s| s.name == slot.name) {
+                *slot = old.clone();
+            }
+        }
+        if let Err(e) = std::fs::write(
+            self.dir.join("pod.json"),
+            serde_json::to_vec(&self.pod).unwrap_or_default(),
+        ) {
+            tracing::warn!(pod = %self.key, "writing pod.json: {e}");
+        }
+        let sandbox_lost = self.sandbox.is_none();
+        for slot in &self.slots {
+            if let Some(run) = &slot.current {
+                if sandbox_lost {
+                    // Containers joined namespaces that are gone: start over, as
+                    // kubelet does when a sandbox dies.
+                    let cg = self
+                        .ctx
+                        .cgroups
+                        .container_path(&self.pod_cgroup, &run.container_id);
+                    let _ = self.ctx.cgroups.kill_all(&cg);
+                }
+                self.watch(slot.name.clone(), run.clone());
+            }
+        }
+        tracing::info!(pod = %self.key, "adopted pod");
+    }
+
+    fn container_spec(&self, name: &str) -> Option<&Container> {
+        spec_of(&self.pod)
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+    }
+
+    fn restart_policy(&self) -> String {
+        spec_of(&self.pod)
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into())
+    }
+
+    fn next_due(&self) -> Option<Timestamp> {
+        if self.terminating {
+            return None;
+        }
+        self.slots
+            .iter()
+            .filter(|s| s.current.is_none() && !s.done)
+            .filter_map(|s| s.next_start)
+            .min()
+    }
+
+    async fn start_due(&mut self) {
+        if self.terminating {
+            return;
+        }
+        let now = Timestamp::now();
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                let s = &self.slots[i];
+                s.current.is_none() && !s.done && s.next_start.is_some_and(|t| t <= now)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        if let Err(msg) = self.ensure_pod_infrastructure().await {
+            for i in due {
+                let slot = &mut self.slots[i];
+                slot.schedule_after_create_error(
+                    "CreateContainerError",
+                    msg.clone(),
+                    Timestamp::now(),
+                );
+            }
+            return;
+        }
+        for i in due {
+            self.start_container(i).await;
+        }
+    }
+
+    /// The pod cgroup and the sandbox, created once per pod.
+    async fn ensure_pod_infrastructure(&mut self) -> Result<(), String> {
+        if self.sandbox.as_ref().is_some_and(|s| s.is_alive()) {
+            return Ok(());
+        }
+        let ctx = self.ctx.clone();
+        let pod = self.pod.clone();
+        let pod_cgroup = self.pod_cgroup.clone();
+        let dir = self.dir.clone();
+        let hostname = pod.metadata.name.clone().unwrap_or_default();
+        let host_network = spec_of(&pod).host_network.unwrap_or(false);
+        let result = tokio::task::spawn_blocking(move || -> Result<SandboxState, String> {
+            let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
+                .map_err(|e| e.to_string())?;
+            ctx.cgroups
+                .create(&pod_cgroup, &limits)
+                .map_err(|e| format!("creating the pod cgroup: {e}"))?;
+            let id = container::new_container_id();
+            let sandbox_cgroup = ctx.cgroups.container_path(&pod_cgroup, &id);
+            ctx.cgroups
+                .create(&sandbox_cgroup, &CgroupLimits::default())
+                .map_err(|e| format!("creating the sandbox cgroup: {e}"))?;
+            let node_hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let etc_hostname = if host_network {
+                &node_hostname
+            } else {
+                &hostname
+            };
+            sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, None, host_network)
+                .map_err(|e| e.to_string())?;
+            sandbox::start(
+                &ctx.agent_exe,
+                &id,
+                &hostname,
+                host_network,
+                &ctx.cgroups.procs_files(&sandbox_cgroup),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("sandbox task: {e}")));
+        match result {
+            Ok(state) => {
+                self.sandbox = Some(state);
+                self.persist();
+                Ok(())
+            }
+            Err(msg) => {
+                self.ctx.events.warning(
+                    &self.key,
+                    None,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {msg}"),
+                );
+                Err(msg)
+            }
+        }
+    }
+
+    async fn start_container(&mut self, idx: usize) {
+        let Some(container) = self.container_spec(&self.slots[idx].name).cloned() else {
+            return;
+        };
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let slot = &mut self.slots[idx];
+        let is_restart = !slot.terminated.is_empty();
+        let restart_count = slot.restart_count + i32::from(is_restart);
+        let ctx = self.ctx.clone();
+        let pod = self.pod.clone();
+        let dir = self.dir.clone();
+        let pod_cgroup = self.pod_cgroup.clone();
+        let log_dir = self.log_dir();
+        let image_ref = container.image.clone().unwrap_or_default();
+        let name = container.name.clone();
+
+        let outcome = tokio::task::spawn_blocking(move || {
+            create_and_start(
+                &ctx,
+                &pod,
+                &container,
+                &sandbox,
+                &dir,
+                &pod_cgroup,
+                &log_dir,
+                restart_count,
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(CreateError::Other(format!("start task: {e}"))));
+
+        let now = Timestamp::now();
+        let key = self.key.clone();
+        let events = self.ctx.events.clone();
+        let policy = self.restart_policy();
+        let slot = &mut self.slots[idx];
+        match outcome {
+            Ok((run, None)) => {
+                slot.restart_count = restart_count;
+                slot.image_id = Some(run.image_id.clone());
+                slot.current = Some(run.clone());
+                slot.waiting = None;
+                slot.next_start = None;
+                events.normal(
+                    &key,
+                    Some(&name),
+                    "Created",
+                    format!("Created container {name}"),
+                );
+                events.normal(
+                    &key,
+                    Some(&name),
+                    "Started",
+                    format!("Started container {name}"),
+                );
+                self.watch(name, run);
+            }
+            Ok((run, Some(exit))) => {
+                // The runtime made the container but its process never ran.
+                slot.restart_count = restart_count;
+                let msg = exit.start_error.clone().unwrap_or_default();
+                events.warning(&key, Some(&name), "Failed", format!("Error: {msg}"));
+                slot.record_exit(Terminated::from_exit(&run.container_id, &exit, None));
+                slot.schedule_after_exit(&policy, now);
+            }
+            Err(CreateError::ImageMissing(msg)) => {
+                let reason = match slot.waiting.as_ref().map(|w| w.reason.as_str()) {
+                    Some("ErrImagePull") | Some("ImagePullBackOff") => "ImagePullBackOff",
+                    _ => "ErrImagePull",
+                };
+                events.warning(
+                    &key,
+                    Some(&name),
+                    "Failed",
+                    format!("Failed to pull image {image_ref:?}: {msg}"),
+                );
+                slot.schedule_after_create_error(reason, msg, now);
+            }
+            Err(CreateError::Config(msg)) => {
+                events.warning(&key, Some(&name), "Failed", format!("Error: {msg}"));
+                slot.schedule_after_create_error("CreateContainerConfigError", msg, now);
+            }
+            Err(CreateError::Other(msg)) => {
+                events.warning(&key, Some(&name), "Failed", format!("Error: {msg}"));
+                slot.schedule_after_create_error("CreateContainerError", msg, now);
+            }
+        }
+        self.persist();
+    }
+
+    /// Notifies the loop when this run's shim exits.
+    fn watch(&self, name: String, run: CurrentRun) {
+        let tx = self.exits_tx.clone();
+        tokio::spawn(async move {
+            container::wait_for_exit(&run.started).await;
+            let _ = tx.send((name, run.container_id));
+        });
+    }
+
+    async fn on_exit(&mut self, name: &str, id: &str) {
+        let Some(idx) = self.slots.iter().position(|s| s.name == name) else {
+            return;
+        };
+        let Some(run) = self.slots[idx].current.clone() else {
+            return;
+        };
+        if run.container_id != id {
+            return;
+        }
+        let bundle = self.dir.join("containers").join(id);
+        let ctx = self.ctx.clone();
+        let cgroup = ctx.cgroups.container_path(&self.pod_cgroup, id);
+        let terminated = tokio::task::spawn_blocking(move || {
+            let terminated = match container::read_exit(&bundle) {
+                Some(exit) => {
+                    let message = std::fs::read(bundle.join("termination-log"))
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
+                        .filter(|m| !m.is_empty());
+                    Terminated::from_exit(&run.container_id, &exit, message)
+                }
+                None => Terminated::lost(&run.container_id, Some(run.started.started_at)),
+            };
+            remove_run(&ctx, &bundle, &cgroup);
+            terminated
+        })
+        .await
+        .unwrap_or_else(|_| Terminated::lost(id, None));
+
+        let oom = terminated.reason == "OOMKilled";
+        tracing::info!(
+            pod = %self.key,
+            container = name,
+            exit_code = terminated.exit_code,
+            reason = %terminated.reason,
+            "container exited"
+        );
+        if oom {
+            self.ctx.events.warning(
+                &self.key,
+                Some(name),
+                "OOMKilled",
+                format!("Container {name} was OOM-killed (memory limit reached), exit code 137"),
+            );
+        }
+        let policy = self.restart_policy();
+        let slot = &mut self.slots[idx];
+        slot.record_exit(terminated);
+        if !self.terminating {
+            slot.schedule_after_exit(&policy, Timestamp::now());
+            if slot
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.reason == "CrashLoopBackOff")
+            {
+                self.ctx.events.warning(
+                    &self.key,
+                    Some(name),
+                    "BackOff",
+                    "Back-off restarting failed container".into(),
+                );
+            }
+        }
+        self.persist();
+    }
+
+    /// SIGTERM, the grace period, SIGKILL; then the sandbox, cgroups and dirs go.
+    async fn terminate(&mut self, grace: Option<Duration>) {
+        self.terminating = true;
+        self.publish();
+        let grace = grace.unwrap_or_else(|| {
+            Duration::from_secs(
+                spec_of(&self.pod)
+                    .termination_grace_period_seconds
+                    .unwrap_or(30)
+                    .max(0) as u64,
+            )
+        });
+        for slot in &self.slots {
+            if let Some(run) = &slot.current {
+                self.ctx.events.normal(
+                    &self.key,
+                    Some(&slot.name),
+                    "Killing",
+                    format!("Stopping container {}", slot.name),
+                );
+                container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        self.drain_exits_until(deadline).await;
+        if self.slots.iter().any(|s| s.current.is_some()) {
+            for slot in &self.slots {
+                if let Some(run) = &slot.current {
+                    let cg = self
+                        .ctx
+                        .cgroups
+                        .container_path(&self.pod_cgroup, &run.container_id);
+                    let _ = self.ctx.cgroups.kill_all(&cg);
+                    container::signal(&run.started, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            self.drain_exits_until(deadline).await;
+        }
+        let ctx = self.ctx.clone();
+        let sandbox = self.sandbox.take();
+        let pod_cgroup = self.pod_cgroup.clone();
+        let dir = self.dir.clone();
+        let log_dir = self.log_dir();
+        let leftovers: Vec<(PathBuf, CgroupPath)> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.current.as_ref())
+            .map(|r| {
+                (
+                    dir.join("containers").join(&r.container_id),
+                    ctx.cgroups.container_path(&pod_cgroup, &r.container_id),
+                )
+            })
+            .collect();
+        let key = self.key.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (bundle, cg) in leftovers {
+                remove_run(&ctx, &bundle, &cg);
+            }
+            if let Some(s) = sandbox {
+                sandbox::stop(&s);
+                for _ in 0..100 {
+                    if !s.is_alive() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if let Err(e) = ctx.cgroups.remove(&pod_cgroup) {
+                tracing::warn!(pod = %key, "removing the pod cgroup: {e}");
+            }
+            remove_pod_dir(&dir);
+            let _ = std::fs::remove_dir_all(&log_dir);
+        })
+        .await;
+        tracing::info!(pod = %self.key, "pod terminated and cleaned up");
+    }
+
+    async fn drain_exits_until(&mut self, deadline: tokio::time::Instant) {
+        while self.slots.iter().any(|s| s.current.is_some()) {
+            match tokio::time::timeout_at(deadline, self.exits_rx.recv()).await {
+                Ok(Some((name, id))) => self.on_exit(&name, &id).await,
+                _ => break,
+            }
+        }
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        logs::pod_log_dir(
+            &self.ctx.root_dir,
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+            self.pod.metadata.name.as_deref().unwrap_or_default(),
+            &self.uid,
+        )
+    }
+
+    fn persist(&self) {
+        if self.terminating && !self.dir.exists() {
+            return;
+        }
+        let state = PersistedState {
+            sandbox: self.sandbox.clone(),
+            slots: self.slots.clone(),
+            start_time: self.start_time,
+        };
+        if let Err(e) =
+            crate::runtime::shim::write_json_atomic(&self.dir.join("worker.json"), &state)
+        {
+            tracing::warn!(pod = %self.key, "saving worker state: {e}");
+        }
+    }
+
+    /// Puts the pod's current status where the HTTP API reads it.
+    fn publish(&self) {
+        let view = PodView {
+            pod: &self.pod,
+            slots: &self.slots,
+            qos: self.qos,
+            sandbox_ready: self.sandbox.is_some(),
+            pod_ip: None,
+            host_ip: self.ctx.host_ip.as_deref(),
+            start_time: self.start_time,
+            terminating: self.terminating,
+        };
+        let mut pod = self.pod.clone();
+        pod.status = Some(status::compute_pod_status(&view));
+        let containers = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                s.current.as_ref().map(|r| ContainerRuntimeInfo {
+                    name: s.name.clone(),
+                    container_id: r.container_id.clone(),
+                    cgroup: self
+                        .ctx
+                        .cgroups
+                        .container_path(&self.pod_cgroup, &r.container_id),
+                    started_at: r.started.started_at,
+                })
+            })
+            .collect();
+        self.ctx.status.set(
+            &self.uid,
+            PodEntry {
+                pod,
+                pod_cgroup: self.pod_cgroup.clone(),
+                containers,
+                log_dir: self.log_dir(),
+                restart_counts: self
+                    .slots
+                    .iter()
+                    .map(|s| (s.name.clone(), s.restart_count))
+                    .collect(),
+            },
+        );
+    }
+}
+
+#[derive(Debug)]
+enum CreateError {
+    ImageMissing(String),
+    Config(String),
+    Other(String),
+}
+
+/// Everything blocking about one container start, in one place: image, rootfs,
+/// cgroup, spec, shim. Returns the run and, if its process never ran, its exit.
+#[allow(clippy::too_many_arguments)]
+fn create_and_start(
+    ctx: &AgentContext,
+    pod: &Pod,
+    container: &Container,
+    sandbox: &SandboxState,
+    pod_dir: &Path,
+    pod_cgroup: &CgroupPath,
+    log_dir: &Path,
+    restart_count: i32,
+) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
+    let image_ref = container.image.clone().unwrap_or_default();
+    let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
+        ImageError::NotFound { .. } => CreateError::ImageMissing(format!(
+            "{e}; this node pulls nothing by itself yet: import the image with `kubelab-agent image import`"
+        )),
+        other => CreateError::Other(other.to_string()),
+    })?;
+    let id = container::new_container_id();
+    let bundle = pod_dir.join("containers").join(&id);
+    let cgroup = ctx.cgroups.container_path(pod_cgroup, &id);
+    let fail = |e: CreateError| {
+        remove_run(ctx, &bundle, &cgroup);
+        e
+    };
+    std::fs::create_dir_all(&bundle)
+        .map_err(|e| CreateError::Other(format!("{}: {e}", bundle.display())))?;
+    let rootfs = image::prepare_rootfs(&image, &bundle)
+        .map_err(|e| fail(CreateError::Other(format!("preparing the rootfs: {e}"))))?;
+    let limits = CgroupLimits::for_container(container)
+        .map_err(|e| fail(CreateError::Config(e.to_string())))?;
+    ctx.cgroups.create(&cgroup, &limits).map_err(|e| {
+        fail(CreateError::Other(format!(
+            "creating the container cgroup: {e}"
+        )))
+    })?;
+    let termination_log = bundle.join("termination-log");
+    std::fs::write(&termination_log, b"").map_err(|e| fail(CreateError::Other(e.to_string())))?;
+    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    let host_network = sandbox.host_network;
+    let namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
+    let rootfs_path = rootfs.path.clone();
+    let passwd = move |user: &str| spec::passwd_lookup(&rootfs_path, user);
+    let oci = spec::build_spec(&SpecInputs {
+        pod,
+        container,
+        image: &image.config,
+        rootfs: &rootfs.path,
+        pod_etc_dir: &pod_dir.join("etc"),
+        termination_log: &termination_log,
+        namespaces: &namespaces,
+        hostname: &hostname,
+        cgroups_path: &cgroup.to_string(),
+        limits: &limits,
+        passwd: &passwd,
+    })
+    .map_err(|e| fail(CreateError::Config(e.to_string())))?;
+    container::write_bundle(&bundle, &oci).map_err(|e| fail(CreateError::Other(e.to_string())))?;
+    let cgroup_dirs: Vec<PathBuf> = ctx
+        .cgroups
+        .procs_files(&cgroup)
+        .into_iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    let log_path = logs::container_log_path(log_dir, &container.name, restart_count.max(0) as u32);
+    let outcome = container::start_shim(&ShimLaunch {
+        agent_exe: &ctx.agent_exe,
+        bundle: &bundle,
+        log_path: &log_path,
+        log_max_size: ctx.log_max_size,
+        log_max_files: ctx.log_max_files,
+        cgroup_dirs: &cgroup_dirs,
+    })
+    .map_err(|e| fail(CreateError::Other(e.to_string())))?;
+    match outcome {
+        StartOutcome::Running(started) => Ok((
+            CurrentRun {
+                container_id: id,
+                started,
+                image_id: image.id.clone(),
+            },
+            None,
+        )),
+        StartOutcome::Failed(msg) => {
+            let exit = container::read_exit(&bundle).unwrap_or(ContainerExit {
+                exit_code: crate::runtime::shim::START_ERROR_EXIT_CODE,
+                signal: None,
+                oom_killed: false,
+                start_error: Some(msg),
+                started_at: None,
+                finished_at: Timestamp::now(),
+            });
+            let run = CurrentRun {
+                container_id: id,
+                started: crate::runtime::shim::ContainerStarted {
+                    pid: 0,
+                    shim_pid: 0,
+                    started_at: exit.finished_at,
+                },
+                image_id: image.id.clone(),
+            };
+            remove_run(ctx, &bundle, &cgroup);
+            Ok((run, Some(exit)))
+        }
+    }
+}
+
+/// Removes what one run left: processes in its cgroup, its rootfs mount, its
+/// cgroup and its bundle dir. Idempotent.
+fn remove_run(ctx: &AgentContext, bundle: &Path, cgroup: &CgroupPath) {
+    let _ = ctx.cgroups.kill_all(cgroup);
+    if let Err(e) = image::remove_rootfs(bundle) {
+        tracing::warn!("removing rootfs of {}: {e}", bundle.display());
+    }
+    if let Err(e) = ctx.cgroups.remove(cgroup) {
+        tracing::warn!("removing cgroup {cgroup}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(bundle);
+}
+
+/// Removes a pod dir, unmounting any rootfs still mounted under it first so
+/// that nothing beneath a mount point is deleted through it.
+pub(crate) fn remove_pod_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir.join("containers")) {
+        for e in entries.flatten() {
+            let _ = image::remove_rootfs(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,525 @@
+//! The container's init stage: the one place that makes an OCI spec real.
+//!
+//! This runs in a child forked by the shim (a fresh, single-threaded process,
+//! never the multi-threaded agent). The shim has already unshared the PID
+//! namespace, so this child is PID 1 of a new one. From here on, in order:
+//! join the pod's cgroup, join the sandbox's namespaces, new mount namespace,
+//! mounts inside the rootfs, pivot_root, mask /proc, drop to the user and
+//! capabilities, exec. Any failure is returned to the shim, which reports it
+//! as the container's start error.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::unistd::{Gid, Uid, chdir, execve, pivot_root, setgid, setgroups, setsid, setuid};
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{step}: {source}")]
+    Sys {
+        step: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("invalid spec: {0}")]
+    Spec(String),
+}
+
+trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, InitError>;
+}
+impl<T> Step<T> for nix::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|source| InitError::Sys {
+            step: what(),
+            source,
+        })
+    }
+}
+impl<T> Step<T> for std::io::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|source| InitError::Io {
+            step: what(),
+            source,
+        })
+    }
+}
+
+/// File descriptors the child's stdio is wired to.
+pub struct Stdio {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Sets the container up and execs its process; returns only on failure.
+pub fn exec_container(
+    spec: &Spec,
+    cgroup_dirs: &[PathBuf],
+    stdio: Stdio,
+) -> Result<Infallible, InitError> {
+    let devnull = fs::File::open("/dev/null").step(|| "open /dev/null".into())?;
+    dup2_raw(devnull.as_raw_fd(), 0)?;
+    dup2_raw(stdio.stdout.as_raw_fd(), 1)?;
+    dup2_raw(stdio.stderr.as_raw_fd(), 2)?;
+    drop(stdio);
+    // A session of its own: the agent's terminal signals never reach the container.
+    setsid().step(|| "setsid".into())?;
+
+    // Join the cgroup first, so everything below is accounted to the container.
+    for dir in cgroup_dirs {
+        fs::write(dir.join("cgroup.procs"), "0")
+            .step(|| format!("join cgroup {}", dir.display()))?;
+    }
+
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| InitError::Spec("no linux section".into()))?;
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    for ns in &namespaces {
+        if let Some(path) = ns.path() {
+            let flag = clone_flag(ns.typ());
+            let file = fs::File::open(path).step(|| format!("open {}", path.display()))?;
+            setns(&file, flag).step(|| format!("setns {}", path.display()))?;
+        }
+    }
+    let new_uts = namespaces
+        .iter()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Uts && ns.path().is_none());
+    if new_uts {
+        unshare(CloneFlags::CLONE_NEWUTS).step(|| "unshare uts".into())?;
+    }
+    unshare(CloneFlags::CLONE_NEWNS).step(|| "unshare mount namespace".into())?;
+    // Nothing we mount may propagate back to the node.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .step(|| "make / rprivate".into())?;
+
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| InitError::Spec("no root".into()))?;
+    let rootfs = root.path().clone();
+    // pivot_root needs the new root to be a mount point of its own.
+    mount(
+        Some(&rootfs),
+        &rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .step(|| format!("bind rootfs {}", rootfs.display()))?;
+
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        mount_into(&rootfs, m)?;
+    }
+    create_devices(&rootfs, linux.devices().as_deref().unwrap_or_default())?;
+
+    chdir(&rootfs).step(|| "chdir rootfs".into())?;
+    pivot_root(".", ".").step(|| "pivot_root".into())?;
+    // The old root now sits on top of the new one; detach it.
+    umount2(".", MntFlags::MNT_DETACH).step(|| "detach old root".into())?;
+    chdir("/").step(|| "chdir /".into())?;
+
+    for path in linux.masked_paths().as_deref().unwrap_or_default() {
+        mask_path(path)?;
+    }
+    for path in linux.readonly_paths().as_deref().unwrap_or_default() {
+        readonly_path(path)?;
+    }
+    if root.readonly().unwrap_or(false) {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .step(|| "remount / read-only".into())?;
+    }
+    if new_uts && let Some(hostname) = spec.hostname() {
+        nix::unistd::sethostname(hostname).step(|| "sethostname".into())?;
+    }
+
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::Spec("no process".into()))?;
+    let env: Vec<String> = process.env().clone().unwrap_or_default();
+    let args: Vec<String> = process.args().clone().unwrap_or_default();
+    let program = args
+        .first()
+        .ok_or_else(|| InitError::Spec("empty args".into()))?;
+    let path_var = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(super::spec::DEFAULT_PATH);
+    let executable = find_executable(program, path_var)?;
+
+    drop_privileges(process)?;
+
+    let cwd = process.cwd();
+    if chdir(cwd).is_err() {
+        fs::create_dir_all(cwd).step(|| format!("create workingDir {}", cwd.display()))?;
+        chdir(cwd).step(|| format!("chdir {}", cwd.display()))?;
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
+    }
+
+    let c = |s: &str| CString::new(s).map_err(|_| InitError::Spec(format!("NUL in {s:?}")));
+    let c_args = args.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
+    let c_env = env.iter().map(|e| c(e)).collect::<Result<Vec<_>, _>>()?;
+    let c_path = c(&executable.to_string_lossy())?;
+    execve(&c_path, &c_args, &c_env).step(|| format!("exec {program:?}"))
+}
+
+fn dup2_raw(from: RawFd, to: RawFd) -> Result<(), InitError> {
+    // SAFETY: both descriptors are open; replacing 0/1/2 is the point.
+    let res = unsafe { libc::dup2(from, to) };
+    if res < 0 {
+        return Err(InitError::Sys {
+            step: format!("dup2 {from} -> {to}"),
+            source: nix::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
+    match typ {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::empty(),
+    }
+}
+
+/// Joins `path` under `root` resolving every symlink *inside* the root, so an
+/// image cannot point a mount destination (say `/etc/hosts`) at the node's files.
+pub fn secure_join(root: &Path, path: &Path) -> PathBuf {
+    let mut resolved = PathBuf::new();
+    let mut pending: Vec<PathBuf> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == Path::new("..") {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        match fs::read_link(root.join(&candidate)) {
+            Ok(target) if hops < 40 => {
+                hops += 1;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                pending.extend(target.components().rev().filter_map(|c| match c {
+                    Component::Normal(n) => Some(PathBuf::from(n)),
+                    Component::ParentDir => Some(PathBuf::from("..")),
+                    _ => None,
+                }));
+            }
+            _ => resolved = candidate,
+        }
+    }
+    root.join(resolved)
+}
+
+/// Splits OCI mount options into flags and the filesystem's data string.
+fn mount_flags(options: &[String]) -> (MsFlags, bool, String) {
+    let mut flags = MsFlags::empty();
+    let mut readonly = false;
+    let mut data = Vec::new();
+    for opt in options {
+        match opt.as_str() {
+            "ro" => readonly = true,
+            "rw" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, readonly, data.join(","))
+}
+
+fn mount_into(rootfs: &Path, m: &Mount) -> Result<(), InitError> {
+    let dest = secure_join(rootfs, m.destination());
+    let (mut flags, readonly, data) = mount_flags(m.options().as_deref().unwrap_or_default());
+    let source = m.source().clone().unwrap_or_default();
+    let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
+    if is_bind {
+        flags |= MsFlags::MS_BIND;
+        if source.is_dir() {
+            fs::create_dir_all(&dest).step(|| format!("mkdir {}", dest.display()))?;
+        } else {
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).step(|| format!("mkdir {}", parent.display()))?;
+            }
+            if !dest.exists() {
+                fs::write(&dest, b"").step(|| format!("create {}", dest.display()))?;
+            }
+        }
+        mount(Some(&source), &dest, None::<&str>, flags, None::<&str>)
+            .step(|| format!("bind {} at {}", source.display(), m.destination().display()))?;
+        if readonly {
+            mount(
+                None::<&str>,
+                &dest,
+                None::<&str>,
+                flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .step(|| format!("remount {} read-only", m.destination().display()))?;
+        }
+        return Ok(());
+    }
+    fs::create_dir_all(&dest).step(|| format!("mkdir {}", dest.display()))?;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let typ = m.typ().clone().unwrap_or_default();
+    mount(
+        Some(&source),
+        &dest,
+        Some(typ.as_str()),
+        flags,
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+    .step(|| format!("mount {typ} at {}", m.destination().display()))?;
+    Ok(())
+}
+
+fn create_devices(
+    rootfs: &Path,
+    devices: &[oci_spec::runtime::LinuxDevice],
+) -> Result<(), InitError> {
+    let dev = rootfs.join("dev");
+    for d in devices {
+        let path = secure_join(rootfs, d.path());
+        let kind = match d.typ() {
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            _ => SFlag::S_IFCHR,
+        };
+        let mode = d.file_mode().unwrap_or(0o666);
+        let _ = fs::remove_file(&path);
+        let made = mknod(
+            &path,
+            kind,
+            Mode::from_bits_truncate(mode),
+            makedev(d.major() as u64, d.minor() as u64),
+        );
+        if made.is_err() {
+            // Without CAP_MKNOD (nested setups), bind the node's device instead.
+            fs::write(&path, b"").step(|| format!("create {}", path.display()))?;
+            mount(
+                Some(d.path()),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .step(|| format!("bind device {}", d.path().display()))?;
+        } else {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .step(|| format!("chmod {}", path.display()))?;
+        }
+    }
+    if dev.is_dir() {
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
+            ("core", "/proc/kcore"),
+        ] {
+            let p = dev.join(link);
+            if fs::symlink_metadata(&p).is_err() {
+                symlink(target, &p).step(|| format!("symlink /dev/{link}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mask_path(path: &str) -> Result<(), InitError> {
+    let p = Path::new(path);
+    match fs::metadata(p) {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.is_dir() => mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .step(|| format!("mask {path}")),
+        Ok(_) => mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .step(|| format!("mask {path}")),
+    }
+}
+
+fn readonly_path(path: &str) -> Result<(), InitError> {
+    let p = Path::new(path);
+    if fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .step(|| format!("bind {path}"))?;
+    mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .step(|| format!("remount {path} read-only"))
+}
+
+/// PATH lookup in the container's own PATH (glibc's execvpe would use ours).
+fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, InitError> {
+    let is_exec = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return if is_exec(&p) {
+            Ok(p)
+        } else {
+            Err(InitError::NotFound(program.to_string()))
+        };
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| is_exec(p))
+        .ok_or_else(|| InitError::NotFound(program.to_string()))
+}
+
+/// Bounding set first (needs CAP_SETPCAP), then groups and ids with the
+/// permitted set kept across setuid, then the final capability sets.
+fn drop_privileges(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
+    use caps::{CapSet, Capability as Cap};
+    let wanted: std::collections::HashSet<Cap> = process
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| format!("CAP_{c}").parse::<Cap>().ok())
+        .collect();
+    let cap_err = |what: &str, e: caps::errors::CapsError| InitError::Io {
+        step: what.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    for cap in caps::all() {
+        if !wanted.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| cap_err("drop bounding cap", e))?;
+        }
+    }
+    let user = process.user();
+    nix::sys::prctl::set_keepcaps(true).step(|| "PR_SET_KEEPCAPS".into())?;
+    let mut groups: Vec<Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Gid::from_raw)
+        .collect();
+    groups.dedup();
+    setgroups(&groups).step(|| "setgroups".into())?;
+    setgid(Gid::from_raw(user.gid())).step(|| format!("setgid {}", user.gid()))?;
+    setuid(Uid::from_raw(user.uid())).step(|| format!("setuid {}", user.uid()))?;
+    nix::sys::prctl::set_keepcaps(false).step(|| "PR_CLEAR_KEEPCAPS".into())?;
+    // Effective first: the kernel refuses a permitted set smaller than the
+    // effective one.
+    caps::set(None, CapSet::Effective, &wanted).map_err(|e| cap_err("set effective caps", e))?;
+    caps::set(None, CapSet::Inheritable, &wanted)
+        .map_err(|e| cap_err("set inheritable caps", e))?;
+    caps::set(None, CapSet::Permitted, &wanted).map_err(|e| cap_err("set permitted caps", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_join_keeps_symlinks_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("real")).unwrap();
+        symlink("/etc", r.join("etc")).unwrap();
+        symlink("../../../real", r.join("up")).unwrap();
+        assert_eq!(secure_join(r, Path::new("/etc/hosts")), r.join("etc/hosts"));
+        assert_eq!(secure_join(r, Path::new("/up/x")), r.join("real/x"));
+        assert_eq!(secure_join(r, Path::new("/../../x")), r.join("x"));
+    }
+
+    #[test]
+    fn mount_options_split_into_flags_and_data() {
+        let opts: Vec<String> = ["nosuid", "ro", "mode=755", "size=65536k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (flags, ro, data) = mount_flags(&opts);
+        assert!(flags.contains(MsFlags::MS_NOSUID));
+        assert!(ro);
+        assert_eq!(data, "mode=755,size=65536k");
+    }
+}

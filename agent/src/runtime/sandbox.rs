@@ -1,0 +1,260 @@
+//! The pod sandbox: a pause-like process that holds the pod's network, IPC and
+//! UTS namespaces, so containers can come and go (restarts) while the pod keeps
+//! its hostname, its loopback and, later, its IP.
+//!
+//! `kubelab-agent sandbox` is the process itself (run from the agent's own
+//! binary, single-threaded); [`start`] is the agent's side.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("starting the sandbox process: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the sandbox process failed: {0}")]
+    Failed(String),
+    #[error("writing pod file {path}: {source}")]
+    PodFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    #[arg(long)]
+    pub hostname: String,
+    /// Share the node's network and UTS namespaces (`hostNetwork: true`).
+    #[arg(long)]
+    pub host_network: bool,
+}
+
+/// What the agent remembers of a pod's sandbox (`sandbox.json` in the pod dir).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxState {
+    pub id: String,
+    pub pid: i32,
+    /// The process's start time in clock ticks (`/proc/<pid>/stat` field 22):
+    /// with the pid it tells our process from a later one that reused the pid.
+    pub start_ticks: u64,
+    pub host_network: bool,
+}
+
+impl SandboxState {
+    pub fn is_alive(&self) -> bool {
+        process_start_ticks(self.pid) == Some(self.start_ticks)
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`, or `None` if there is no such process.
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// The sandbox process's main: new namespaces, hostname, loopback up, then wait.
+pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    let _ = nix::unistd::setsid();
+    let mut flags = CloneFlags::CLONE_NEWIPC;
+    if !args.host_network {
+        flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
+    }
+    let result = (|| -> anyhow::Result<()> {
+        unshare(flags)?;
+        if !args.host_network {
+            nix::unistd::sethostname(&args.hostname)?;
+            loopback_up()?;
+        }
+        Ok(())
+    })();
+    let mut out = std::io::stdout();
+    if let Err(e) = result {
+        writeln!(out, "failed {e:#}")?;
+        return Ok(());
+    }
+    writeln!(out, "ready")?;
+    out.flush()?;
+    // SAFETY: 0/1/2 are replaced by /dev/null; nothing else uses them.
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
+        signals.add(s);
+    }
+    signals.thread_block()?;
+    loop {
+        match signals.wait()? {
+            Signal::SIGCHLD => {
+                while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    if status == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// `ip link set lo up`, with the two ioctls it takes.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain datagram socket and SIOC[GS]IFFLAGS on a zeroed ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Starts a sandbox process for a pod and waits until its namespaces exist.
+/// `pre_start` runs in the child before exec (joining the pod's cgroup).
+pub fn start(
+    agent_exe: &Path,
+    id: &str,
+    hostname: &str,
+    host_network: bool,
+    cgroup_procs: &[PathBuf],
+) -> Result<SandboxState, SandboxError> {
+    let mut cmd = Command::new(agent_exe);
+    cmd.arg("sandbox").arg("--hostname").arg(hostname);
+    if host_network {
+        cmd.arg("--host-network");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let procs: Vec<std::ffi::CString> = cgroup_procs
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
+        .collect();
+    // SAFETY: between fork and exec the child only calls open/write/close,
+    // which are async-signal-safe; the paths were allocated before the fork.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
+    let pid = child.id() as i32;
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(SandboxError::Spawn)?;
+    // The sandbox lives on its own; a reaper thread collects it when it ends
+    // so it never lingers as a zombie of the agent.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    let line = line.trim();
+    if line != "ready" {
+        let msg = line.strip_prefix("failed ").unwrap_or(line).to_string();
+        return Err(SandboxError::Failed(if msg.is_empty() {
+            "exited before it was ready".into()
+        } else {
+            msg
+        }));
+    }
+    Ok(SandboxState {
+        id: id.to_string(),
+        pid,
+        start_ticks: process_start_ticks(pid).unwrap_or(0),
+        host_network,
+    })
+}
+
+/// Stops a sandbox process (SIGKILL: it holds nothing that needs a goodbye).
+pub fn stop(state: &SandboxState) {
+    if state.is_alive() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.pid), Signal::SIGKILL);
+    }
+}
+
+/// Writes the pod-wide files its containers bind-mount: hosts, hostname, resolv.conf.
+pub fn write_pod_etc(
+    dir: &Path,
+    hostname: &str,
+    pod_ip: Option<&str>,
+    host_network: bool,
+) -> Result<(), SandboxError> {
+    let write = |name: &str, content: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|source| SandboxError::PodFile { path, source })
+    };
+    std::fs::create_dir_all(dir).map_err(|source| SandboxError::PodFile {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let hosts = if host_network {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        let mut h = String::from(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+        );
+        if let Some(ip) = pod_ip {
+            h.push_str(&format!("{ip}\t{hostname}\n"));
+        }
+        h
+    };
+    write("hosts", hosts)?;
+    write("hostname", format!("{hostname}\n"))?;
+    write(
+        "resolv.conf",
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The per-container supervisor (`kubelab-agent shim`), like containerd's shims
+//! and CRI-O's conmon.
+//!
+//! The agent starts one per container run and lets it go: the shim is the
+//! container's parent, so it stays to reap it and record its exit, and it owns
+//! the container's stdout/stderr and writes the CRI log file, all of which has
+//! to go on while the agent restarts. It is a fresh single-threaded process
+//! (the agent re-executes its own binary), so forking the container here is safe.
+//!
+//! Files in the bundle dir, written by the shim, read by the agent:
+//! - `state.json`: the container's pid and start time, once it is running;
+//! - `exit.json`: how it ended (code, signal, OOM kill, times).
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork, pipe2, read};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{CriLogWriter, LogStream};
+
+/// Exit code and reason Kubernetes reports when the process never started.
+pub const START_ERROR_EXIT_CODE: i32 = 128;
+
+/// What the shim records once the container runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStarted {
+    pub pid: i32,
+    pub shim_pid: i32,
+    pub started_at: jiff::Timestamp,
+}
+
+/// What the shim records once the container has ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerExit {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// Set when the process could not be started (`StartError`).
+    pub start_error: Option<String>,
+    pub started_at: Option<jiff::Timestamp>,
+    pub finished_at: jiff::Timestamp,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShimArgs {
+    /// The bundle dir holding config.json.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub log_path: PathBuf,
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub log_max_size: u64,
+    #[arg(long, default_value_t = 5)]
+    pub log_max_files: usize,
+    /// Every cgroup directory the container joins (one per v1 controller).
+    #[arg(long = "cgroup-dir")]
+    pub cgroup_dirs: Vec<PathBuf>,
+}
+
+pub fn state_path(bundle: &Path) -> PathBuf {
+    bundle.join("state.json")
+}
+
+pub fn exit_path(bundle: &Path) -> PathBuf {
+    bundle.join("exit.json")
+}
+
+/// Writes JSON atomically (temp file + rename) so a reader never sees half.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    fs::rename(tmp, path)
+}
+
+pub fn read_exit(bundle: &Path) -> Option<ContainerExit> {
+    serde_json::from_slice(&fs::read(exit_path(bundle)).ok()?).ok()
+}
+
+pub fn read_started(bundle: &Path) -> Option<ContainerStarted> {
+    serde_json::from_slice(&fs::read(state_path(bundle)).ok()?).ok()
+}
+
+/// The number of OOM kills the kernel has counted in these cgroups.
+pub fn oom_kills(cgroup_dirs: &[PathBuf]) -> u64 {
+    for dir in cgroup_dirs {
+        // v1: memory.oom_control has "oom_kill N"; v2: memory.events has "oom_kill N".
+        for file in ["memory.oom_control", "memory.events"] {
+            if let Ok(text) = fs::read_to_string(dir.join(file)) {
+                if let Some(n) = text.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                }) {
+                    return n;
+                }
+            }
+        }
+    }
+    0
+}
+
+/// The shim's main. Its stdout is a pipe to the agent: one line,
+/// `started <pid>` or `failed <message>`, then it is closed.
+pub fn run(args: ShimArgs) -> anyhow::Result<()> {
+    // The agent may die and its pipes with it: none of that may kill the shim.
+    // SAFETY: plain signal dispositions, set before any other thread exists.
+    unsafe {
+        signal(Signal::SIGPIPE, SigHandler::SigIgn)?;
+        signal(Signal::SIGHUP, SigHandler::SigIgn)?;
+    }
+    let _ = nix::unistd::setsid();
+    let spec = Spec::load(args.bundle.join("config.json"))?;
+    let new_pid_ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|nss| {
+            nss.iter()
+                .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
+        })
+        .unwrap_or(false);
+
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Closed by a successful exec (CLOEXEC), or carries the setup error.
+    let (status_r, status_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    if new_pid_ns {
+        // Our next child becomes PID 1 of a new PID namespace.
+        unshare(CloneFlags::CLONE_NEWPID)?;
+    }
+
+    // SAFETY: the shim is single-threaded; the child only sets up and execs.
+    let child = match unsafe { fork()? } {
+        ForkResult::Child => {
+            drop((out_r, err_r, status_r));
+            let stdio = super::init::Stdio {
+                stdout: out_w,
+                stderr: err_w,
+            };
+            let err = match super::init::exec_container(&spec, &args.cgroup_dirs, stdio) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = nix::unistd::write(&status_w, err.to_string().as_bytes());
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(1) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((out_w, err_w, status_w));
+    let started_at = jiff::Timestamp::now();
+    let setup_error = read_to_string(&status_r);
+    drop(status_r);
+
+    let mut report = std::io::stdout();
+    if !setup_error.is_empty() {
+        let _ = waitpid(child, None);
+        let exit = ContainerExit {
+            exit_code: START_ERROR_EXIT_CODE,
+            signal: None,
+            oom_killed: false,
+            start_error: Some(setup_error.clone()),
+            started_at: None,
+            finished_at: jiff::Timestamp::now(),
+        };
+        write_json_atomic(&exit_path(&args.bundle), &exit)?;
+        let _ = writeln!(report, "failed {}", setup_error.replace('\n', " "));
+        return Ok(());
+    }
+
+    let started = ContainerStarted {
+        pid: child.as_raw(),
+        shim_pid: std::process::id() as i32,
+        started_at,
+    };
+    write_json_atomic(&state_path(&args.bundle), &started)?;
+    let _ = writeln!(report, "started {}", child.as_raw());
+    let _ = report.flush();
+    detach_stdio(&args.bundle);
+
+    let mut log = CriLogWriter::create(&args.log_path, args.log_max_size, args.log_max_files)?;
+    pump_logs(&mut log, out_r, err_r);
+    let status = wait_for(child);
+    let finished_at = jiff::Timestamp::now();
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+        _ => (255, None),
+    };
+    let exit = ContainerExit {
+        exit_code,
+        signal,
+        oom_killed: oom_kills(&args.cgroup_dirs) > 0,
+        start_error: None,
+        started_at: Some(started_at),
+        finished_at,
+    };
+    write_json_atomic(&exit_path(&args.bundle), &exit)?;
+    Ok(())
+}
+
+/// From here on the agent's pipe is closed; the shim's own messages go to a
+/// file in the bundle.
+fn detach_stdio(bundle: &Path) {
+    if let Ok(f) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle.join("shim.log"))
+    {
+        // SAFETY: f is open; 1 and 2 are replaced atomically by dup2.
+        unsafe {
+            libc::dup2(f.as_raw_fd(), 1);
+            libc::dup2(f.as_raw_fd(), 2);
+        }
+    }
+}
+
+fn read_to_string(fd: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match read(fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Copies the container's stdout and stderr into the log until both close
+/// (when PID 1 of the container's namespace exits, every process in it dies).
+fn pump_logs(log: &mut CriLogWriter, out: OwnedFd, err: OwnedFd) {
+    let mut open = [Some(out), Some(err)];
+    let mut buf = vec![0u8; 64 * 1024];
+    while open.iter().any(Option::is_some) {
+        let ready: Vec<usize> = {
+            let watched: Vec<usize> = (0..2).filter(|&i| open[i].is_some()).collect();
+            let mut pollfds: Vec<PollFd> = watched
+                .iter()
+                .map(|&i| PollFd::new(open[i].as_ref().expect("open").as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut pollfds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => break,
+            }
+            watched
+                .iter()
+                .zip(pollfds.iter())
+                .filter(|(_, p)| !p.revents().unwrap_or(PollFlags::empty()).is_empty())
+                .map(|(&i, _)| i)
+                .collect()
+        };
+        for idx in ready {
+            let stream = if idx == 0 {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            };
+            let fd = open[idx].as_ref().expect("polled fds are open");
+            match read(fd, &mut buf) {
+                Ok(0) => open[idx] = None,
+                Ok(n) => {
+                    let _ = log.write(stream, &buf[..n]);
+                }
+                Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
+                Err(_) => open[idx] = None,
+            }
+        }
+    }
+}
+
+fn wait_for(child: Pid) -> WaitStatus {
+    loop {
+        match waitpid(child, None) {
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return status,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return WaitStatus::Exited(child, 255),
+        }
+    }
+}

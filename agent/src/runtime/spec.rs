@@ -1,0 +1,748 @@
+//! Pure half of the runtime: a pod's container, plus its image's config, becomes an
+//! OCI runtime spec (`config.json` in the container's bundle dir). Nothing here
+//! touches the system; [`super::init`] is the one place that makes a spec real.
+//!
+//! Keeping the whole description in a standard `config.json` means a user can
+//! `cat` what the agent is about to do, and `runc run` can start the very same
+//! bundle (the benchmarks do exactly that).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::cgroups::CgroupLimits;
+
+/// The default PATH when neither the image nor the pod sets one (containerd's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The capabilities a non-privileged container keeps: containerd's and CRI-O's
+/// default set, which is what Kubernetes users observe.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// Paths hidden from non-privileged containers (bind-mounted over with /dev/null
+/// or an empty read-only tmpfs), as runc's default spec does.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths made read-only for non-privileged containers.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "container {container:?}: no command: the pod sets no command and the image has no Entrypoint or Cmd"
+    )]
+    NoCommand { container: String },
+    #[error(
+        "container {container:?}: user {user:?} from the image config is not in the image's /etc/passwd"
+    )]
+    UnknownUser { container: String, user: String },
+    #[error("container {container:?}: securityContext.capabilities: unknown capability {name:?}")]
+    UnknownCapability { container: String, name: String },
+    #[error("building the OCI spec: {0}")]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
+/// Where the pod's sandbox keeps the namespaces its containers join.
+#[derive(Debug, Clone)]
+pub struct SandboxNamespaces {
+    /// `/proc/<pid>/ns/net`; `None` for `hostNetwork: true`.
+    pub net: Option<PathBuf>,
+    pub ipc: PathBuf,
+    /// `None` for `hostNetwork: true` (such pods share the node's hostname).
+    pub uts: Option<PathBuf>,
+}
+
+impl SandboxNamespaces {
+    pub fn of_pid(pid: i32, host_network: bool) -> Self {
+        let ns = |kind: &str| PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+        SandboxNamespaces {
+            net: (!host_network).then(|| ns("net")),
+            ipc: ns("ipc"),
+            uts: (!host_network).then(|| ns("uts")),
+        }
+    }
+}
+
+/// Everything besides the pod and container that decides the spec.
+pub struct SpecInputs<'a> {
+    pub pod: &'a Pod,
+    pub container: &'a Container,
+    pub image: &'a ImageConfiguration,
+    /// The container's prepared (writable) root filesystem.
+    pub rootfs: &'a Path,
+    /// Files shared by the pod's containers: `hosts`, `hostname`, `resolv.conf`.
+    pub pod_etc_dir: &'a Path,
+    /// This run's `termination-log` file (bind-mounted at terminationMessagePath).
+    pub termination_log: &'a Path,
+    pub namespaces: &'a SandboxNamespaces,
+    pub hostname: &'a str,
+    pub cgroups_path: &'a str,
+    pub limits: &'a CgroupLimits,
+    /// Resolves a user name from the image config (`User: "nobody"`) to uid/gid.
+    pub passwd: &'a dyn Fn(&str) -> Option<(u32, u32)>,
+}
+
+/// Kubernetes' rule: `command` replaces the image's Entrypoint and `args`
+/// replaces its Cmd; a `command` without `args` ignores the image's Cmd.
+pub fn effective_argv(container: &Container, image: &ImageConfiguration) -> Vec<String> {
+    let cfg = image.config().as_ref();
+    let entrypoint = cfg.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+    let cmd = cfg.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let command = container.command.clone().unwrap_or_default();
+    let args = container.args.clone().unwrap_or_default();
+    match (command.is_empty(), args.is_empty()) {
+        (true, true) => [entrypoint, cmd].concat(),
+        (true, false) => [entrypoint, args].concat(),
+        (false, _) => [command, args].concat(),
+    }
+}
+
+/// Expands `$(VAR)` the way Kubernetes does in command, args and env values:
+/// a known variable is replaced, an unknown reference is left as written, and
+/// `$$` escapes a `$`.
+pub fn expand_vars(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(input.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' && i + 1 < bytes.len() {
+            match bytes[i + 1] {
+                b'$' => {
+                    out.push('$');
+                    i += 2;
+                    continue;
+                }
+                b'(' => {
+                    if let Some(end) = input[i + 2..].find(')') {
+                        let name = &input[i + 2..i + 2 + end];
+                        match lookup(name) {
+                            Some(value) => out.push_str(&value),
+                            None => out.push_str(&input[i..i + 3 + end]),
+                        }
+                        i += 3 + end;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let ch = input[i..].chars().next().expect("in bounds");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// The container's environment: the image's, then the pod's (later entries
+/// win, and may refer to earlier ones with `$(NAME)`), then HOSTNAME as
+/// container runtimes set it.
+pub fn effective_env(
+    pod: &Pod,
+    container: &Container,
+    image: &ImageConfiguration,
+    hostname: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+        if let Some(slot) = env.iter_mut().find(|(name, _)| *name == k) {
+            slot.1 = v;
+        } else {
+            env.push((k, v));
+        }
+    };
+    let image_env = image
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    for kv in image_env {
+        let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+        set(&mut env, k.to_string(), v.to_string());
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        set(&mut env, "PATH".into(), DEFAULT_PATH.into());
+    }
+    set(&mut env, "HOSTNAME".into(), hostname.into());
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(v), _) => {
+                let current = env.clone();
+                expand_vars(v, &|name| {
+                    current
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                })
+            }
+            (None, Some(from)) => match resolve_field_ref(pod, from) {
+                Some(v) => v,
+                None => continue,
+            },
+            (None, None) => String::new(),
+        };
+        set(&mut env, var.name.clone(), value);
+    }
+    env
+}
+
+/// `valueFrom.fieldRef` for the fields the node knows without the API.
+fn resolve_field_ref(pod: &Pod, from: &k8s_openapi::api::core::v1::EnvVarSource) -> Option<String> {
+    let field = from.field_ref.as_ref()?;
+    let path = field.field_path.as_str();
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    Some(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+        "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
+        other => {
+            let key = other
+                .strip_prefix("metadata.labels['")
+                .map(|k| (k, &meta.labels))
+                .or_else(|| {
+                    other
+                        .strip_prefix("metadata.annotations['")
+                        .map(|k| (k, &meta.annotations))
+                })?;
+            let name = key.0.strip_suffix("']")?;
+            key.1.as_ref()?.get(name).cloned().unwrap_or_default()
+        }
+    })
+}
+
+/// The capability set after `securityContext.capabilities` add/drop.
+pub fn effective_capabilities(container: &Container) -> Result<Vec<String>, SpecError> {
+    let sc = container.security_context.as_ref();
+    if sc.and_then(|s| s.privileged).unwrap_or(false) {
+        return Ok(all_capability_names());
+    }
+    let mut set: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+    let caps = sc.and_then(|s| s.capabilities.as_ref());
+    let normalize = |name: &str| name.trim_start_matches("CAP_").to_ascii_uppercase();
+    for name in caps.and_then(|c| c.drop.clone()).unwrap_or_default() {
+        let name = normalize(&name);
+        if name == "ALL" {
+            set.clear();
+        } else {
+            set.retain(|c| *c != name);
+        }
+    }
+    let all = all_capability_names();
+    for name in caps.and_then(|c| c.add.clone()).unwrap_or_default() {
+        let name = normalize(&name);
+        if name == "ALL" {
+            set = all.clone();
+        } else if !all.contains(&name) {
+            return Err(SpecError::UnknownCapability {
+                container: container.name.clone(),
+                name,
+            });
+        } else if !set.contains(&name) {
+            set.push(name);
+        }
+    }
+    Ok(set)
+}
+
+fn all_capability_names() -> Vec<String> {
+    caps::all()
+        .into_iter()
+        .map(|c| c.to_string().trim_start_matches("CAP_").to_string())
+        .collect()
+}
+
+/// uid, gid: the container's securityContext wins over the pod's, which wins over
+/// the image's `User`.
+fn effective_user(inputs: &SpecInputs) -> Result<(u32, u32), SpecError> {
+    let pod_sc = inputs
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    let sc = inputs.container.security_context.as_ref();
+    let (mut uid, mut gid) = (0u32, 0u32);
+    let image_user = inputs
+        .image
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    if !image_user.is_empty() {
+        let (user, group) = match image_user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (image_user.as_str(), None),
+        };
+        match user.parse::<u32>() {
+            Ok(n) => uid = n,
+            Err(_) => {
+                let (u, g) = (inputs.passwd)(user).ok_or_else(|| SpecError::UnknownUser {
+                    container: inputs.container.name.clone(),
+                    user: user.to_string(),
+                })?;
+                uid = u;
+                gid = g;
+            }
+        }
+        if let Some(g) = group.and_then(|g| g.parse::<u32>().ok()) {
+            gid = g;
+        }
+    }
+    let run_as_user = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let run_as_group = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
+    if let Some(u) = run_as_user {
+        uid = u as u32;
+    }
+    if let Some(g) = run_as_group {
+        gid = g as u32;
+    }
+    Ok((uid, gid))
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind(dest: &str, source: &Path, readonly: bool) -> Result<Mount, SpecError> {
+    let mut options = vec!["rbind", "rprivate"];
+    if readonly {
+        options.push("ro");
+    }
+    mount(dest, "bind", &source.to_string_lossy(), &options)
+}
+
+/// Builds the OCI spec for one run of one container.
+pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
+    let container = inputs.container;
+    let sc = container.security_context.as_ref();
+    let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
+
+    let env = effective_env(inputs.pod, container, inputs.image, inputs.hostname);
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let argv: Vec<String> = effective_argv(container, inputs.image)
+        .iter()
+        .map(|a| expand_vars(a, &lookup))
+        .collect();
+    if argv.is_empty() {
+        return Err(SpecError::NoCommand {
+            container: container.name.clone(),
+        });
+    }
+    let cwd = container
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| {
+            inputs
+                .image
+                .config()
+                .as_ref()
+                .and_then(|c| c.working_dir().clone())
+                .filter(|d| !d.is_empty())
+        })
+        .unwrap_or_else(|| "/".into());
+
+    let (uid, gid) = effective_user(inputs)?;
+    let pod_sc = inputs
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    let mut additional_gids: Vec<u32> = pod_sc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g as u32)
+        .collect();
+    if let Some(fs_group) = pod_sc.and_then(|s| s.fs_group) {
+        additional_gids.push(fs_group as u32);
+    }
+
+    let cap_names = effective_capabilities(container)?;
+    let caps: HashSet<Capability> = cap_names
+        .iter()
+        .filter_map(|n| n.parse::<Capability>().ok())
+        .collect();
+    // A non-root user keeps no effective capabilities across exec unless they
+    // are ambient; Kubernetes never sets ambient ones, so neither do we.
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .permitted(caps.clone())
+        .effective(caps.clone())
+        .inheritable(caps)
+        .build()?;
+    // `allowPrivilegeEscalation: false` is what sets no_new_privs in Kubernetes.
+    let no_new_privileges = sc
+        .and_then(|s| s.allow_privilege_escalation)
+        .map(|allow| !allow)
+        .unwrap_or(false);
+
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .additional_gids(additional_gids)
+                .build()?,
+        )
+        .args(argv)
+        .env(
+            env.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .no_new_privileges(no_new_privileges)
+        .build()?;
+
+    let readonly_rootfs = sc
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+    let root = RootBuilder::default()
+        .path(inputs.rootfs)
+        .readonly(readonly_rootfs)
+        .build()?;
+
+    let etc = inputs.pod_etc_dir;
+    let termination_path = container
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            if privileged {
+                &["nosuid", "noexec", "nodev"]
+            } else {
+                &["nosuid", "noexec", "nodev", "ro"]
+            },
+        )?,
+        bind("/etc/hosts", &etc.join("hosts"), false)?,
+        bind("/etc/hostname", &etc.join("hostname"), false)?,
+        bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
+        bind(&termination_path, inputs.termination_log, false)?,
+    ];
+    if privileged {
+        // A privileged container sees the node's devices, as on Kubernetes.
+        mounts[1] = bind("/dev", Path::new("/dev"), false)?;
+        mounts.retain(|m| {
+            let d = m.destination().to_string_lossy();
+            d != "/dev/pts" && d != "/dev/shm" && d != "/dev/mqueue"
+        });
+    }
+
+    let mut namespaces = vec![
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Pid)
+            .build()?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Mount)
+            .build()?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Ipc)
+            .path(inputs.namespaces.ipc.clone())
+            .build()?,
+    ];
+    if let Some(net) = &inputs.namespaces.net {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(net.clone())
+                .build()?,
+        );
+    }
+    if let Some(uts) = &inputs.namespaces.uts {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Uts)
+                .path(uts.clone())
+                .build()?,
+        );
+    }
+
+    let char_dev = |path: &str, major: i64, minor: i64| {
+        LinuxDeviceBuilder::default()
+            .path(path)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .minor(minor)
+            .file_mode(0o666u32)
+            .uid(0u32)
+            .gid(0u32)
+            .build()
+    };
+    let devices = if privileged {
+        vec![]
+    } else {
+        vec![
+            char_dev("/dev/null", 1, 3)?,
+            char_dev("/dev/zero", 1, 5)?,
+            char_dev("/dev/full", 1, 7)?,
+            char_dev("/dev/random", 1, 8)?,
+            char_dev("/dev/urandom", 1, 9)?,
+            char_dev("/dev/tty", 5, 0)?,
+        ]
+    };
+
+    let limits = inputs.limits;
+    let mut cpu = LinuxCpuBuilder::default().period(limits.cpu_period_us);
+    if let Some(shares) = limits.cpu_shares {
+        cpu = cpu.shares(shares);
+    }
+    if let Some(quota) = limits.cpu_quota_us {
+        cpu = cpu.quota(quota);
+    }
+    let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build()?);
+    if let Some(bytes) = limits.memory_limit_bytes {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build()?);
+    }
+    if let Some(max) = limits.pids_max {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(max).build()?);
+    }
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(inputs.cgroups_path))
+        .resources(resources.build()?)
+        .devices(devices);
+    if !privileged {
+        linux = linux
+            .masked_paths(
+                MASKED_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .readonly_paths(
+                READONLY_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            );
+    }
+
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .process(process)
+        .root(root)
+        .hostname(inputs.hostname)
+        .mounts(mounts)
+        .linux(linux.build()?)
+        .build()?)
+}
+
+/// Looks a user name up in the rootfs's `/etc/passwd`.
+pub fn passwd_lookup(rootfs: &Path, user: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 4 && fields[0] == user)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder};
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfiguration {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        ImageConfigurationBuilder::default()
+            .config(
+                ConfigBuilder::default()
+                    .entrypoint(v(entrypoint))
+                    .cmd(v(cmd))
+                    .env(vec!["PATH=/bin".to_string(), "GREETING=hi".to_string()])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn container(command: Option<&[&str]>, args: Option<&[&str]>) -> Container {
+        Container {
+            name: "c".into(),
+            command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            args: args.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn argv_follows_kubernetes_rules() {
+        let img = image(&["/entry"], &["cmd-arg"]);
+        assert_eq!(
+            effective_argv(&container(None, None), &img),
+            ["/entry", "cmd-arg"]
+        );
+        assert_eq!(
+            effective_argv(&container(None, Some(&["a"])), &img),
+            ["/entry", "a"]
+        );
+        assert_eq!(
+            effective_argv(&container(Some(&["sh"]), None), &img),
+            ["sh"]
+        );
+        assert_eq!(
+            effective_argv(&container(Some(&["sh"]), Some(&["-c", "x"])), &img),
+            ["sh", "-c", "x"]
+        );
+        let no_entry = image(&[], &["sh"]);
+        assert_eq!(effective_argv(&container(None, None), &no_entry), ["sh"]);
+    }
+
+    #[test]
+    fn var_expansion_matches_kubernetes() {
+        let lookup = |n: &str| (n == "A").then(|| "1".to_string());
+        assert_eq!(expand_vars("x$(A)y", &lookup), "x1y");
+        assert_eq!(expand_vars("$(B)", &lookup), "$(B)");
+        assert_eq!(expand_vars("$$(A)", &lookup), "$(A)");
+        assert_eq!(expand_vars("$(A", &lookup), "$(A");
+        assert_eq!(expand_vars("cost: $5", &lookup), "cost: $5");
+        assert_eq!(expand_vars("ünï$(A)", &lookup), "ünï1");
+    }
+
+    #[test]
+    fn env_layers_image_then_pod() {
+        let img = image(&[], &["sh"]);
+        let mut c = container(None, None);
+        c.env = Some(vec![
+            k8s_openapi::api::core::v1::EnvVar {
+                name: "GREETING".into(),
+                value: Some("$(GREETING) there".into()),
+                ..Default::default()
+            },
+            k8s_openapi::api::core::v1::EnvVar {
+                name: "POD".into(),
+                value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                    field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]);
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web-node1".into());
+        let env = effective_env(&pod, &c, &img, "web-node1");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some("/bin"));
+        assert_eq!(get("GREETING"), Some("hi there"));
+        assert_eq!(get("POD"), Some("web-node1"));
+        assert_eq!(get("HOSTNAME"), Some("web-node1"));
+    }
+
+    #[test]
+    fn capabilities_add_and_drop() {
+        let mut c = container(None, None);
+        assert_eq!(
+            effective_capabilities(&c).unwrap().len(),
+            DEFAULT_CAPABILITIES.len()
+        );
+        c.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["NET_ADMIN".into(), "CAP_KILL".into()]),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(effective_capabilities(&c).unwrap(), ["NET_ADMIN", "KILL"]);
+    }
+}

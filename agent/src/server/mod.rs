@@ -1,0 +1,163 @@
+//! The kubelet HTTP API, on kubelet's paths: `/healthz`, `/pods`,
+//! `/stats/summary`, `/containerLogs/{ns}/{pod}/{container}`, `/metrics`.
+
+pub mod metrics;
+pub mod stats;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::context::AgentContext;
+use crate::logs;
+
+#[derive(Clone)]
+pub struct ServerState {
+    pub ctx: Arc<AgentContext>,
+    pub sampler: stats::CpuSampler,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods))
+        .route("/stats/summary", get(summary))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn pods(State(s): State<ServerState>) -> Json<serde_json::Value> {
+    let items: Vec<_> = s.ctx.status.list().into_iter().map(|e| e.pod).collect();
+    Json(serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": items,
+    }))
+}
+
+async fn summary(State(s): State<ServerState>) -> Response {
+    let ctx = s.ctx.clone();
+    let sampler = s.sampler.clone();
+    match tokio::task::spawn_blocking(move || stats::summary(&ctx, &sampler)).await {
+        Ok(sum) => Json(sum).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<ServerState>) -> Response {
+    let ctx = s.ctx.clone();
+    let text = tokio::task::spawn_blocking(move || metrics::render(&ctx))
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: Option<String>,
+    #[serde(default)]
+    previous: Option<String>,
+    tail_lines: Option<usize>,
+    limit_bytes: Option<usize>,
+    #[serde(default)]
+    timestamps: Option<String>,
+}
+
+fn flag(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true") | Some("1") | Some(""))
+}
+
+fn not_found(msg: String) -> Response {
+    (StatusCode::NOT_FOUND, msg).into_response()
+}
+
+async fn container_logs(
+    State(s): State<ServerState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let Some(entry) = s.ctx.status.find(&namespace, &pod) else {
+        return not_found(format!("pod {namespace}/{pod} not found on this node"));
+    };
+    let Some(&restarts) = entry.restart_counts.get(&container) else {
+        return not_found(format!(
+            "container {container:?} is not valid for pod {pod}"
+        ));
+    };
+    let previous = flag(&q.previous);
+    let run = if previous {
+        if restarts == 0 {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container {container:?} in pod {pod:?} not found"),
+            )
+                .into_response();
+        }
+        restarts - 1
+    } else {
+        restarts
+    };
+    let path = logs::container_log_path(&entry.log_dir, &container, run.max(0) as u32);
+    if !path.exists() {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("container {container:?} in pod {pod:?} is waiting to start"),
+        )
+            .into_response();
+    }
+    let running_id = entry
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .map(|c| c.container_id.clone());
+    let follow = flag(&q.follow) && !previous && running_id.is_some();
+    // Following ends when this run of the container is over.
+    let ctx = s.ctx.clone();
+    let (ns2, pod2, c2) = (namespace.clone(), pod.clone(), container.clone());
+    let finished = async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let still = ctx
+                .status
+                .find(&ns2, &pod2)
+                .and_then(|e| e.containers.into_iter().find(|c| c.name == c2))
+                .map(|c| Some(c.container_id) == running_id)
+                .unwrap_or(false);
+            if !still {
+                break;
+            }
+        }
+    };
+    let opts = logs::LogOptions {
+        follow,
+        tail_lines: q.tail_lines,
+        timestamps: flag(&q.timestamps),
+        limit_bytes: q.limit_bytes,
+        ..Default::default()
+    };
+    let stream = logs::read_container_log(&path, opts, finished);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}

@@ -1,0 +1,379 @@
+//! A test node: the real `kubelab-agent` binary with its own root dir, manifest
+//! dir and cgroup subtree (nested under this test's own cgroup), talking on a
+//! loopback port. Dropping it deletes every pod, stops the agent and removes
+//! what it made, even when the test failed.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kubelab-agent"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The busybox test image archive, built once per checkout by the project's script.
+pub fn test_image() -> PathBuf {
+    let dir = repo_root().join("target/test-images");
+    let out = dir.join("busybox.tar");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map(|guard| {
+            if !out.exists() {
+                let status = Command::new("bash")
+                    .arg(repo_root().join("scripts/build-test-image.sh"))
+                    .arg(&out)
+                    .status()
+                    .expect("run build-test-image.sh");
+                assert!(status.success(), "build-test-image.sh failed");
+            }
+            drop(guard);
+        })
+        .unwrap_or_else(|(_, e)| panic!("lock: {e}"));
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct TestNode {
+    pub root: tempfile::TempDir,
+    pub manifests: PathBuf,
+    /// Relative: resolved under this process's own cgroup in each hierarchy.
+    pub cgroup_root: String,
+    pub port: u16,
+    pub node_name: String,
+    pub agent: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl TestNode {
+    pub fn start() -> TestNode {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> TestNode {
+        let root = tempfile::Builder::new()
+            .prefix("kubelab-node-")
+            .tempdir()
+            .unwrap();
+        let manifests = root.path().join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let image = test_image();
+        let status = Command::new(agent_bin())
+            .arg("--root-dir")
+            .arg(root.path().join("state"))
+            .args(["image", "import"])
+            .arg(&image)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "image import failed");
+        let mut node = TestNode {
+            root,
+            manifests,
+            cgroup_root: format!("kubelab-test-{}-{n}", std::process::id()),
+            port: free_port(),
+            node_name: format!("node{n}"),
+            agent: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn_agent();
+        node
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+
+    pub fn spawn_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(agent_bin())
+            .arg("--root-dir")
+            .arg(self.state_dir())
+            .arg("--pod-manifest-path")
+            .arg(&self.manifests)
+            .arg("--cgroup-root")
+            .arg(&self.cgroup_root)
+            .arg("--hostname-override")
+            .arg(&self.node_name)
+            .args(["--address", "127.0.0.1", "--port", "0"])
+            .arg("--read-only-port")
+            .arg(self.port.to_string())
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        self.wait_for("the agent's /healthz", Duration::from_secs(20), |n| {
+            n.get("/healthz").ok().filter(|b| b == "ok")
+        });
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the agent (its pods and shims stay).
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn write_manifest(&self, file: &str, yaml: &str) {
+        // Write then rename, as editors and kubeadm do, so the agent never reads half a file.
+        let tmp = self.root.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.manifests.join(file)).unwrap();
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.manifests.join(file)).unwrap();
+    }
+
+    pub fn get(&self, path: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            return Err(std::io::Error::other(format!("{path}: {head}\n{body}")));
+        }
+        Ok(body.to_string())
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.get(path).unwrap()).unwrap()
+    }
+
+    pub fn pods(&self) -> Vec<Value> {
+        self.get_json("/pods")["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The pod named `<name>-<node>` in /pods.
+    pub fn pod(&self, name: &str) -> Option<Value> {
+        let full = format!("{name}-{}", self.node_name);
+        self.pods()
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == full.as_str())
+    }
+
+    pub fn container_status(&self, pod: &str, container: &str) -> Option<Value> {
+        self.pod(pod)?["status"]["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == container)
+            .cloned()
+    }
+
+    /// Polls `check` until it yields a value, or fails the test naming `what`.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check(self) {
+                return v;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n/pods: {}\nagent log (tail):\n{}",
+                    self.get("/pods").unwrap_or_default(),
+                    tail(&self.agent_log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_running(&self, pod: &str) -> Value {
+        self.wait_for(
+            &format!("pod {pod} Running"),
+            Duration::from_secs(30),
+            |n| {
+                let p = n.pod(pod)?;
+                let running = p["status"]["containerStatuses"]
+                    .as_array()?
+                    .iter()
+                    .all(|c| c["state"]["running"].is_object());
+                (p["status"]["phase"] == "Running" && running).then_some(p)
+            },
+        )
+    }
+
+    /// Absolute cgroup dirs of this node's root in each v1 controller (or the v2 dir).
+    pub fn cgroup_root_dirs(&self) -> Vec<PathBuf> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mut dirs = Vec::new();
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctrls, path) = (
+                parts.next(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            for ctrl in ["cpu", "memory", "pids", "cpuacct"] {
+                if ctrls.split(',').any(|c| c == ctrl) {
+                    let mount = PathBuf::from("/sys/fs/cgroup").join(ctrls);
+                    let dir = mount
+                        .join(path.trim_start_matches('/'))
+                        .join(&self.cgroup_root);
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
+            }
+        }
+        dirs
+    }
+
+    /// Every cgroup directory below this node's root.
+    pub fn cgroup_dirs_below_root(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for root in self.cgroup_root_dirs() {
+            walk_dirs(&root, &mut out);
+        }
+        out
+    }
+
+    /// Pids of every process in this node's cgroups.
+    pub fn processes_in_cgroups(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in self.cgroup_dirs_below_root() {
+            if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.parse::<i32>().ok()));
+            }
+        }
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// Mount points under this node's temp dir.
+    pub fn mounts_below_root(&self) -> Vec<String> {
+        let root = self.root.path().to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&root))
+            .collect()
+    }
+
+    fn teardown(&mut self) {
+        for entry in std::fs::read_dir(&self.manifests)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        if self.agent.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                match self.get("/pods") {
+                    Ok(body)
+                        if !body.contains("\"metadata\":{\"") || body.contains("\"items\":[]") =>
+                    {
+                        break;
+                    }
+                    Err(_) => break,
+                    _ => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            if let Some(c) = &self.agent {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            if let Some(mut c) = self.agent.take() {
+                let _ = c.wait();
+            }
+        }
+        // Whatever is left (a failed test): kill its processes, remove its cgroups and mounts.
+        for pid in self.processes_in_cgroups() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut dirs = self.cgroup_dirs_below_root();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let mut mounts = self.mounts_below_root();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    out.push(dir.to_path_buf());
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk_dirs(&e.path(), out);
+        }
+    }
+}
+
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

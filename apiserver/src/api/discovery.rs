@@ -1,0 +1,185 @@
+//! `/version`, legacy discovery (`/api`, `/apis`, `/api/v1`) and the
+//! OpenAPI v3 index kubectl reads to learn that the server validates
+//! fields itself (`fieldValidation`) and supports `dryRun`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{Api, json_response};
+use crate::kinds::Registry;
+
+/// kubectl here dispatches on the server's minor version: report 1.32.
+pub async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": "32",
+            "gitVersion": "v1.32.0-kubelab",
+            "gitCommit": "0000000000000000000000000000000000000000",
+            "gitTreeState": "clean",
+            "buildDate": "2025-01-01T00:00:00Z",
+            "goVersion": "go1.23.4",
+            "compiler": "gc",
+            "platform": "linux/amd64"
+        }),
+    )
+}
+
+pub async fn api_versions(State(api): State<Arc<Api>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": api.advertise}]
+        }),
+    )
+}
+
+pub async fn api_groups(State(api): State<Arc<Api>>) -> Response {
+    let groups: Vec<Value> = api
+        .registry
+        .groups()
+        .into_iter()
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+    )
+}
+
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// `APIResourceList` for one group/version, with subresources.
+pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
+    let mut resources = Vec::new();
+    for k in registry.all() {
+        let i = k.info();
+        if i.group != group || i.version != version {
+            continue;
+        }
+        let mut r = json!({
+            "name": i.plural,
+            "singularName": i.singular,
+            "namespaced": i.namespaced,
+            "kind": i.kind,
+            "verbs": VERBS,
+        });
+        if !i.short_names.is_empty() {
+            r["shortNames"] = json!(i.short_names);
+        }
+        if !i.categories.is_empty() {
+            r["categories"] = json!(i.categories);
+        }
+        resources.push(r);
+        if i.has_status {
+            resources.push(json!({"name": format!("{}/status", i.plural), "singularName": "", "namespaced": i.namespaced,
+                "kind": i.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if i.plural == "pods" {
+            resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+        }
+    }
+    if group.is_empty() {
+        resources.push(json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+    }
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+pub async fn openapi_v3_root(State(api): State<Arc<Api>>) -> Response {
+    let mut paths = serde_json::Map::new();
+    let mut gvs: Vec<(&str, &str)> = api
+        .registry
+        .all()
+        .iter()
+        .map(|k| (k.info().group, k.info().version))
+        .collect();
+    gvs.dedup();
+    for (g, v) in gvs {
+        let p = gv_path(g, v);
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubelab-{}", env!("CARGO_PKG_VERSION"))}));
+    }
+    json_response(StatusCode::OK, &json!({"paths": paths}))
+}
+
+/// One group/version's OpenAPI document: paths only, each write operation
+/// tagged with its kind and listing the query parameters the server honours.
+pub async fn openapi_v3_group(State(api): State<Arc<Api>>, Path(path): Path<String>) -> Response {
+    let path = path.trim_end_matches('/');
+    let params = json!([
+        {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
+    ]);
+    let mut paths = serde_json::Map::new();
+    let mut found = false;
+    for k in api.registry.all() {
+        let i = k.info();
+        if gv_path(i.group, i.version) != path {
+            continue;
+        }
+        found = true;
+        let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
+        let op = |action: &str| {
+            json!({
+                "operationId": format!("{action}{}", i.kind),
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": params,
+                "responses": {"200": {"description": "OK"}}
+            })
+        };
+        let base = format!("/{}", gv_path(i.group, i.version));
+        let collection = if i.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", i.plural)
+        } else {
+            format!("{base}/{}", i.plural)
+        };
+        paths.insert(
+            collection.clone(),
+            json!({"post": op("post"), "get": op("list")}),
+        );
+        paths.insert(format!("{collection}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+    }
+    if !found {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &crate::status::ApiError::not_found_path().to_json(),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "components": {"schemas": {}}}),
+    )
+}

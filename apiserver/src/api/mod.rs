@@ -1,0 +1,1386 @@
+//! The REST API: path routing, and create/get/list/watch/update/patch/delete
+//! with kube-apiserver's semantics on top of the [`Storage`] trait.
+
+pub mod discovery;
+pub mod object;
+pub mod patch;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Value, json};
+
+use crate::kinds::{Kind, Registry};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, FieldError};
+use crate::storage::{Storage, StorageError};
+use object::{meta, meta_mut, meta_str};
+
+pub type Params = HashMap<String, String>;
+
+/// The service CIDR cluster IPs come from; `.1` is the `kubernetes` service.
+pub const SERVICE_CIDR_BASE: [u8; 3] = [10, 96, 0];
+
+pub struct Api {
+    pub store: Arc<dyn Storage>,
+    pub registry: Registry,
+    /// Serialises service creation so two services never get one IP.
+    allocator: tokio::sync::Mutex<()>,
+    /// `host:port` clients reach this server at, for discovery.
+    pub advertise: String,
+}
+
+pub fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// How the client wants objects back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Output {
+    Object,
+    /// `meta.k8s.io/v1` Table; the row object as asked by `includeObject`.
+    Table(IncludeObject),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IncludeObject {
+    None,
+    Metadata,
+    Object,
+}
+
+fn output(headers: &HeaderMap, params: &Params) -> Output {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let wants_table = accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"));
+    if !wants_table {
+        return Output::Object;
+    }
+    Output::Table(match params.get("includeObject").map(String::as_str) {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    })
+}
+
+/// Rows for a Table response.
+pub fn table_rows(kind: &dyn Kind, objects: &[Value], include: IncludeObject) -> Vec<Value> {
+    let now = jiff::Timestamp::now();
+    objects
+        .iter()
+        .map(|o| {
+            let mut row = json!({"cells": kind.cells(o, now)});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => row["object"] = object::partial_metadata(o),
+                IncludeObject::Object => row["object"] = o.clone(),
+            }
+            row
+        })
+        .collect()
+}
+
+pub fn table(
+    kind: &dyn Kind,
+    objects: &[Value],
+    include: IncludeObject,
+    list_meta: Value,
+) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": kind.columns().iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+        "rows": table_rows(kind, objects, include),
+    })
+}
+
+/// Label and field selectors from the query, checked against the kind.
+pub struct Filter {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn from_params(kind: &dyn Kind, params: &Params) -> ApiResult<Self> {
+        let labels = LabelSelector::parse(
+            params
+                .get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(
+            params
+                .get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(ApiError::bad_request)?;
+        if let Some(f) = fields.unsupported(&kind.selectable_fields()) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
+        Ok(Self { labels, fields })
+    }
+
+    pub fn matches(&self, v: &Value) -> bool {
+        (self.labels.is_empty() || self.labels.matches(&object::labels(v)))
+            && (self.fields.is_empty() || self.fields.matches(|f| object::field_value(v, f)))
+    }
+}
+
+/// What a request path names, once the group/version prefix is stripped.
+struct Target {
+    kind: Arc<dyn Kind>,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+enum Route {
+    ResourceList {
+        group: String,
+        version: String,
+    },
+    Resource(Target),
+    /// `POST /api/v1/namespaces/{ns}/bindings`
+    Bindings {
+        namespace: String,
+    },
+}
+
+impl Api {
+    pub fn new(store: Arc<dyn Storage>, advertise: String) -> Self {
+        Self {
+            store,
+            registry: Registry::default(),
+            allocator: tokio::sync::Mutex::new(()),
+            advertise,
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<Route> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let (group, version, rest) = match segs.as_slice() {
+            ["api", v, rest @ ..] => ("", *v, rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return None,
+        };
+        let find = |plural: &str| self.registry.find(group, version, plural);
+        if rest.is_empty() {
+            if group.is_empty() && version != "v1"
+                || self
+                    .registry
+                    .all()
+                    .iter()
+                    .all(|k| k.info().group != group || k.info().version != version)
+            {
+                return None;
+            }
+            return Some(Route::ResourceList {
+                group: group.to_owned(),
+                version: version.to_owned(),
+            });
+        }
+        let owned = |s: Option<&&str>| s.map(|s| s.to_string());
+        if rest[0] == "namespaces" && rest.len() >= 3 {
+            if group.is_empty() && rest[2] == "bindings" && rest.len() == 3 {
+                return Some(Route::Bindings {
+                    namespace: rest[1].to_owned(),
+                });
+            }
+            if let Some(kind) = find(rest[2]).filter(|k| k.info().namespaced) {
+                if rest.len() > 5 {
+                    return None;
+                }
+                return Some(Route::Resource(Target {
+                    kind,
+                    namespace: Some(rest[1].to_owned()),
+                    name: owned(rest.get(3)),
+                    subresource: owned(rest.get(4)),
+                }));
+            }
+        }
+        let kind = find(rest[0])?;
+        if rest.len() > 3 || (kind.info().namespaced && rest.len() > 1) {
+            return None;
+        }
+        Some(Route::Resource(Target {
+            kind,
+            namespace: None,
+            name: owned(rest.get(1)),
+            subresource: owned(rest.get(2)),
+        }))
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        params: Params,
+        body: Bytes,
+    ) -> Response {
+        match self
+            .clone()
+            .dispatch(method, uri, headers, params, body)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        params: Params,
+        body: Bytes,
+    ) -> ApiResult<Response> {
+        let route = self
+            .route(uri.path())
+            .ok_or_else(ApiError::not_found_path)?;
+        let out = output(&headers, &params);
+        let t = match route {
+            Route::ResourceList { group, version } => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &discovery::resource_list(&self.registry, &group, &version),
+                ));
+            }
+            Route::Bindings { namespace } => {
+                if method != Method::POST {
+                    return Err(ApiError::method_not_allowed());
+                }
+                let binding = parse_body(&headers, &body)?;
+                let name = object::name(&binding).to_owned();
+                return self.bind(&namespace, &name, &binding).await;
+            }
+            Route::Resource(t) => t,
+        };
+        let ns = t.namespace.as_deref();
+        let kind = t.kind.as_ref();
+        match (&method, t.name.as_deref(), t.subresource.as_deref()) {
+            (&Method::GET, None, None) => {
+                if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                    return watch::watch(
+                        self.clone(),
+                        t.kind.clone(),
+                        t.namespace.clone(),
+                        params,
+                        out,
+                    )
+                    .await;
+                }
+                self.list(kind, ns, &params, out).await
+            }
+            (&Method::POST, None, None) => {
+                let obj = parse_body(&headers, &body)?;
+                let ns = self.require_namespace(kind, ns)?;
+                self.create(kind, ns, obj, &params, out).await
+            }
+            (&Method::DELETE, None, None) => self.delete_collection(kind, ns, &params).await,
+            (&Method::GET, Some(name), None | Some("status")) => {
+                let obj = self.get(kind, ns, name).await?;
+                Ok(self.respond(kind, StatusCode::OK, &obj, out))
+            }
+            (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+                let obj = parse_body(&headers, &body)?;
+                self.update(kind, ns, name, obj, &params, sub.is_some(), out)
+                    .await
+            }
+            (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                self.patch(kind, ns, name, &ct, &body, &params, sub.is_some(), out)
+                    .await
+            }
+            (&Method::DELETE, Some(name), None) => {
+                let opts = if body.is_empty() {
+                    Value::Null
+                } else {
+                    parse_body(&headers, &body)?
+                };
+                self.delete(kind, ns, name, &opts, &params).await
+            }
+            (&Method::POST, Some(name), Some("binding")) if kind.info().plural == "pods" => {
+                let binding = parse_body(&headers, &body)?;
+                self.bind(ns.unwrap_or("default"), name, &binding).await
+            }
+            (_, Some(_), Some(sub)) if !matches!(sub, "status" | "binding") => {
+                Err(ApiError::not_found_path())
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    fn require_namespace<'a>(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&'a str>,
+    ) -> ApiResult<Option<&'a str>> {
+        if kind.info().namespaced && ns.is_none() {
+            return Err(ApiError::not_found_path());
+        }
+        Ok(ns)
+    }
+
+    fn respond(&self, kind: &dyn Kind, code: StatusCode, obj: &Value, out: Output) -> Response {
+        match out {
+            Output::Object => json_response(code, obj),
+            Output::Table(include) => {
+                let rv = meta_str(obj, "resourceVersion").unwrap_or("").to_owned();
+                json_response(
+                    code,
+                    &table(
+                        kind,
+                        std::slice::from_ref(obj),
+                        include,
+                        json!({"resourceVersion": rv}),
+                    ),
+                )
+            }
+        }
+    }
+
+    pub async fn get(&self, kind: &dyn Kind, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+        let info = kind.info();
+        let key = info.key(ns, name);
+        match self.store.get(&key).await? {
+            Some(kv) => Ok(object::decode(&kv)),
+            None => Err(ApiError::not_found(info.subject(), name)),
+        }
+    }
+
+    async fn list(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        params: &Params,
+        out: Output,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let filter = Filter::from_params(kind, params)?;
+        let (kvs, revision) = self.store.list(&info.key_prefix(ns)).await?;
+        let limit: usize = params
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let start_after = match params.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => Some(decode_continue(token)?),
+            None => None,
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut remaining = 0usize;
+        for kv in kvs.iter().filter(|kv| {
+            start_after
+                .as_ref()
+                .is_none_or(|s| kv.key.as_str() > s.as_str())
+        }) {
+            let obj = object::decode(kv);
+            if !filter.matches(&obj) {
+                continue;
+            }
+            if items.len() == limit {
+                if next.is_none() {
+                    next = key_of_last(&items, info, ns);
+                }
+                remaining += 1;
+                continue;
+            }
+            items.push(obj);
+        }
+        let mut list_meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(last_key) = next {
+            list_meta["continue"] = encode_continue(&last_key, revision).into();
+            list_meta["remainingItemCount"] = remaining.into();
+        }
+        let body = match out {
+            Output::Table(include) => table(kind, &items, include, list_meta),
+            Output::Object => json!({
+                "kind": format!("{}List", info.kind),
+                "apiVersion": info.api_version(),
+                "metadata": list_meta,
+                "items": items,
+            }),
+        };
+        Ok(json_response(StatusCode::OK, &body))
+    }
+
+    /// Fills in what a new object gets from the server, then defaults,
+    /// admits and validates it. Shared by create and create-on-apply.
+    async fn prepare_new(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        obj: Value,
+        params: &Params,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        let info = kind.info();
+        let mut obj = check_type(kind, obj)?;
+        {
+            let m = meta_mut(&mut obj);
+            if info.namespaced {
+                match m
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    None => {
+                        m.insert("namespace".into(), ns.unwrap_or("default").into());
+                    }
+                    Some(given) if Some(given) != ns && ns.is_some() => {
+                        return Err(ApiError::bad_request(
+                            "the namespace of the provided object does not match the namespace sent on the request",
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            } else {
+                m.remove("namespace");
+            }
+            let has_name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            if !has_name
+                && let Some(prefix) = m
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+            {
+                let name = format!("{prefix}{}", object::random_suffix());
+                m.insert("name".into(), name.into());
+            }
+            for server_set in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ] {
+                m.remove(server_set);
+            }
+            m.insert("uid".into(), object::new_uid().into());
+            m.insert("creationTimestamp".into(), object::now_rfc3339().into());
+        }
+        if obj.get("spec").is_some() && info.plural != "namespaces" {
+            meta_mut(&mut obj).insert("generation".into(), 1.into());
+        }
+        let (obj, unknown) = self.decode_strict(kind, obj, params)?;
+        let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
+        let name = object::name(&obj).to_owned();
+        let errs = kind.validate(&obj, None);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(info.subject(), &name, &errs));
+        }
+        if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
+            self.require_namespace_exists(ns).await?;
+        }
+        if info.plural == "services" {
+            self.allocate_service(&mut obj, &name).await?;
+        }
+        Ok((obj, unknown))
+    }
+
+    async fn require_namespace_exists(&self, ns: &str) -> ApiResult<()> {
+        let kind = self
+            .registry
+            .find("", "v1", "namespaces")
+            .expect("namespaces served");
+        let nsobj = self.get(kind.as_ref(), None, ns).await?;
+        if meta_str(&nsobj, "deletionTimestamp").is_some() {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decodes through the typed struct; unknown fields fail the request
+    /// under `fieldValidation=Strict` and become warnings otherwise.
+    fn decode_strict(
+        &self,
+        kind: &dyn Kind,
+        obj: Value,
+        params: &Params,
+    ) -> ApiResult<(Value, Vec<String>)> {
+        let info = kind.info();
+        let (obj, unknown) = kind.normalize(obj).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: {e}",
+                info.kind, info.version, info.kind
+            ))
+        })?;
+        let warnings: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field {f:?}"))
+            .collect();
+        if !warnings.is_empty()
+            && params.get("fieldValidation").map(String::as_str) == Some("Strict")
+        {
+            return Err(ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                info.kind,
+                info.version,
+                info.kind,
+                warnings.join(", ")
+            )));
+        }
+        let warnings = if params.get("fieldValidation").map(String::as_str) == Some("Ignore") {
+            Vec::new()
+        } else {
+            warnings
+        };
+        Ok((obj, warnings))
+    }
+
+    async fn create(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        obj: Value,
+        params: &Params,
+        out: Output,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let _guard = if info.plural == "services" {
+            Some(self.allocator.lock().await)
+        } else {
+            None
+        };
+        let (mut obj, warnings) = self.prepare_new(kind, ns, obj, params).await?;
+        let name = object::name(&obj).to_owned();
+        if is_dry_run(params) {
+            return Ok(with_warnings(
+                self.respond(kind, StatusCode::CREATED, &obj, out),
+                &warnings,
+            ));
+        }
+        let key = info.key(meta_str(&obj, "namespace"), &name);
+        let rev = self
+            .store
+            .create(&key, object::encode(&obj))
+            .await
+            .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
+        meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
+        if info.plural == "namespaces" {
+            self.create_default_service_account(&name).await;
+        }
+        Ok(with_warnings(
+            self.respond(kind, StatusCode::CREATED, &obj, out),
+            &warnings,
+        ))
+    }
+
+    /// The serviceaccount controller's job, done inline: every namespace
+    /// has a `default` ServiceAccount that pods run as.
+    async fn create_default_service_account(&self, ns: &str) {
+        let Some(kind) = self.registry.find("", "v1", "serviceaccounts") else {
+            return;
+        };
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
+        if let Ok((obj, _)) = self
+            .prepare_new(kind.as_ref(), Some(ns), sa, &Params::new())
+            .await
+        {
+            let _ = self
+                .store
+                .create(&kind.info().key(Some(ns), "default"), object::encode(&obj))
+                .await;
+        }
+    }
+
+    /// Applies update semantics (immutable metadata, status vs spec,
+    /// generation) to `new` given the stored `old`, then validates it.
+    fn prepare_update(
+        &self,
+        kind: &dyn Kind,
+        old: &Value,
+        new: Value,
+        status_only: bool,
+    ) -> ApiResult<Value> {
+        let info = kind.info();
+        let name = object::name(old).to_owned();
+        let mut new = if status_only {
+            let mut merged = old.clone();
+            match new.get("status") {
+                Some(s) => merged["status"] = s.clone(),
+                None => {
+                    if let Some(o) = merged.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            if let Some(rv) = meta(&new).get("resourceVersion") {
+                meta_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
+            }
+            merged
+        } else {
+            let mut new = new;
+            if info.has_status {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = new.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        };
+        {
+            let old_meta = meta(old).clone();
+            let m = meta_mut(&mut new);
+            for immutable in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old_meta.get(immutable) {
+                    Some(v) => m.insert(immutable.into(), v.clone()),
+                    None => m.remove(immutable),
+                };
+            }
+            m.remove("managedFields");
+        }
+        if !status_only
+            && new.get("spec") != old.get("spec")
+            && meta(old).get("generation").is_some()
+        {
+            let g = meta(old)
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            meta_mut(&mut new).insert("generation".into(), (g + 1).into());
+        }
+        let new = kind
+            .prepare_update(new, old)
+            .map_err(ApiError::bad_request)?;
+        let errs = kind.validate(&new, Some(old));
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(info.subject(), &name, &errs));
+        }
+        Ok(new)
+    }
+
+    /// Writes an updated object conditionally on `expected`, or deletes it
+    /// when a deletion was only waiting for its finalizers.
+    async fn store_update(
+        &self,
+        kind: &dyn Kind,
+        new: &mut Value,
+        expected: u64,
+    ) -> Result<(), StorageError> {
+        let info = kind.info();
+        let key = info.key(meta_str(new, "namespace"), object::name(new));
+        let finalized = meta_str(new, "deletionTimestamp").is_some()
+            && meta(new)
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty())
+            && info.plural != "pods";
+        if finalized {
+            let kv = self.store.delete(&key, Some(expected)).await?;
+            meta_mut(new).insert("resourceVersion".into(), kv.mod_revision.to_string().into());
+            return Ok(());
+        }
+        let rev = self
+            .store
+            .update(&key, object::encode(new), Some(expected))
+            .await?;
+        meta_mut(new).insert("resourceVersion".into(), rev.to_string().into());
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn update(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+        params: &Params,
+        status_only: bool,
+        out: Output,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let obj = check_type(kind, obj)?;
+        if let Some(body_name) = meta_str(&obj, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let (Some(body_ns), Some(ns)) = (meta_str(&obj, "namespace"), ns)
+            && body_ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let key = info.key(ns, name);
+        let Some(current) = self.store.get(&key).await? else {
+            if matches!(info.plural, "leases" | "events" | "endpoints") && !status_only {
+                let mut obj = obj;
+                meta_mut(&mut obj).insert("name".into(), name.into());
+                return self.create(kind, ns, obj, params, out).await;
+            }
+            return Err(ApiError::not_found(info.subject(), name));
+        };
+        let old = object::decode(&current);
+        let expected = match meta_str(&obj, "resourceVersion") {
+            Some(rv) => rv
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+            None => current.mod_revision,
+        };
+        if expected != current.mod_revision {
+            return Err(ApiError::stale(info.subject(), name));
+        }
+        let (obj, warnings) = self.decode_strict(kind, obj, params)?;
+        let mut new = self.prepare_update(kind, &old, obj, status_only)?;
+        if is_dry_run(params) {
+            return Ok(with_warnings(
+                self.respond(kind, StatusCode::OK, &new, out),
+                &warnings,
+            ));
+        }
+        self.store_update(kind, &mut new, expected)
+            .await
+            .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
+        Ok(with_warnings(
+            self.respond(kind, StatusCode::OK, &new, out),
+            &warnings,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        params: &Params,
+        status_only: bool,
+        out: Output,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let patch: Value = match media {
+            "application/apply-patch+yaml" => {
+                if params.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                    return Err(ApiError::invalid(
+                        crate::status::Subject {
+                            group: "meta.k8s.io",
+                            plural: "patchoptions",
+                            kind: "PatchOptions.meta.k8s.io",
+                        },
+                        "",
+                        &[FieldError::required(
+                            "fieldManager",
+                            "is required for apply patch",
+                        )],
+                    ));
+                }
+                serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+            }
+            "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+            other => {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
+                    ),
+                ));
+            }
+        };
+        let key = info.key(ns, name);
+        for _attempt in 0..8 {
+            let Some(current) = self.store.get(&key).await? else {
+                if media == "application/apply-patch+yaml" && !status_only {
+                    let mut obj = patch.clone();
+                    meta_mut(&mut obj).insert("name".into(), name.into());
+                    return self.create(kind, ns, obj, params, out).await;
+                }
+                return Err(ApiError::not_found(info.subject(), name));
+            };
+            let old = object::decode(&current);
+            let patched = match media {
+                "application/json-patch+json" => patch::json_patch(&old, &patch)
+                    .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+                "application/merge-patch+json" => patch::merge_patch(&old, &patch),
+                _ => patch::strategic_merge(&old, &patch),
+            };
+            let patched = check_type(kind, patched)?;
+            // A patch that names a resourceVersion is a precondition.
+            let pinned = meta(&patch)
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let expected = match &pinned {
+                Some(rv) => rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?,
+                None => current.mod_revision,
+            };
+            if expected != current.mod_revision {
+                return Err(ApiError::stale(info.subject(), name));
+            }
+            let (patched, warnings) = self.decode_strict(kind, patched, params)?;
+            let mut new = self.prepare_update(kind, &old, patched, status_only)?;
+            if is_dry_run(params) {
+                return Ok(with_warnings(
+                    self.respond(kind, StatusCode::OK, &new, out),
+                    &warnings,
+                ));
+            }
+            match self.store_update(kind, &mut new, expected).await {
+                Ok(()) => {
+                    return Ok(with_warnings(
+                        self.respond(kind, StatusCode::OK, &new, out),
+                        &warnings,
+                    ));
+                }
+                // Someone wrote in between: patch the newer object.
+                Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(e) => return Err(ApiError::from_storage(info.subject(), name, e)),
+            }
+        }
+        Err(ApiError::stale(info.subject(), name))
+    }
+
+    async fn delete(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+        opts: &Value,
+        params: &Params,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let key = info.key(ns, name);
+        let Some(current) = self.store.get(&key).await? else {
+            return Err(ApiError::not_found(info.subject(), name));
+        };
+        let mut obj = object::decode(&current);
+        if let Some(pre) = opts.get("preconditions") {
+            let uid_mismatch = pre
+                .get("uid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| Some(u) != meta_str(&obj, "uid"));
+            let rv_mismatch = pre
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|r| Some(r) != meta_str(&obj, "resourceVersion"));
+            if uid_mismatch || rv_mismatch {
+                return Err(ApiError::conflict(
+                    info.subject(),
+                    name,
+                    "the UID or resourceVersion in the precondition does not match",
+                ));
+            }
+        }
+        let grace = params
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse::<i64>().ok())
+            .or_else(|| opts.get("gracePeriodSeconds").and_then(Value::as_i64));
+        if is_dry_run(params) {
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        // Pods on a node terminate gracefully: the node's agent stops the
+        // containers, then deletes the pod with a zero grace period.
+        if info.plural == "pods" {
+            let bound = obj["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+            let terminal = matches!(
+                obj["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            );
+            let grace = grace
+                .unwrap_or_else(|| {
+                    obj["spec"]["terminationGracePeriodSeconds"]
+                        .as_i64()
+                        .unwrap_or(30)
+                })
+                .max(0);
+            if bound && !terminal && grace > 0 {
+                let current_grace = meta(&obj)
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if current_grace.is_some_and(|g| g <= grace) {
+                    return Ok(json_response(StatusCode::OK, &obj));
+                }
+                let m = meta_mut(&mut obj);
+                m.insert(
+                    "deletionTimestamp".into(),
+                    object::timestamp_after(grace).into(),
+                );
+                m.insert("deletionGracePeriodSeconds".into(), grace.into());
+                let rev = self
+                    .store
+                    .update(&key, object::encode(&obj), Some(current.mod_revision))
+                    .await
+                    .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
+                meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
+                return Ok(json_response(StatusCode::OK, &obj));
+            }
+        }
+        if meta(&obj)
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+            && info.plural != "namespaces"
+        {
+            if meta_str(&obj, "deletionTimestamp").is_none() {
+                let m = meta_mut(&mut obj);
+                m.insert("deletionTimestamp".into(), object::now_rfc3339().into());
+                m.insert("deletionGracePeriodSeconds".into(), 0.into());
+                let rev = self
+                    .store
+                    .update(&key, object::encode(&obj), Some(current.mod_revision))
+                    .await
+                    .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
+                meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
+            }
+            return Ok(json_response(StatusCode::ACCEPTED, &obj));
+        }
+        if info.plural == "namespaces" {
+            self.delete_namespace_contents(name).await?;
+        }
+        self.store
+            .delete(&key, Some(current.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
+        Ok(json_response(StatusCode::OK, &obj))
+    }
+
+    /// The namespace controller's job, done inline before the namespace goes.
+    async fn delete_namespace_contents(&self, ns: &str) -> ApiResult<()> {
+        for kind in self.registry.all().iter().filter(|k| k.info().namespaced) {
+            let (kvs, _) = self.store.list(&kind.info().key_prefix(Some(ns))).await?;
+            for kv in kvs {
+                match self.store.delete(&kv.key, None).await {
+                    Ok(_) | Err(StorageError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_collection(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        params: &Params,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let filter = Filter::from_params(kind, params)?;
+        let (kvs, rev) = self.store.list(&info.key_prefix(ns)).await?;
+        let mut items = Vec::new();
+        for kv in kvs {
+            let obj = object::decode(&kv);
+            if !filter.matches(&obj) {
+                continue;
+            }
+            let name = object::name(&obj).to_owned();
+            let obj_ns = meta_str(&obj, "namespace").map(str::to_owned);
+            match self
+                .delete(kind, obj_ns.as_deref(), &name, &Value::Null, params)
+                .await
+            {
+                Ok(_) => items.push(obj),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
+                    "metadata": {"resourceVersion": rev.to_string()}, "items": items}),
+        ))
+    }
+
+    /// `pods/binding`: the scheduler's write, setting `spec.nodeName` once.
+    async fn bind(&self, ns: &str, name: &str, binding: &Value) -> ApiResult<Response> {
+        let pods = self.registry.find("", "v1", "pods").expect("pods served");
+        let subject = crate::status::Subject {
+            group: "",
+            plural: "pods/binding",
+            kind: "Binding",
+        };
+        let node = binding["target"]["name"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::invalid(
+                subject,
+                name,
+                &[FieldError::required("target.name", "")],
+            ));
+        }
+        let key = pods.info().key(Some(ns), name);
+        let Some(current) = self.store.get(&key).await? else {
+            return Err(ApiError::not_found(pods.info().subject(), name));
+        };
+        let mut pod = object::decode(&current);
+        if meta_str(&pod, "deletionTimestamp").is_some() {
+            return Err(ApiError::conflict(
+                subject,
+                name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
+        }
+        if let Some(assigned) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict(
+                subject,
+                name,
+                &format!("pod {name} is already assigned to node {assigned:?}"),
+            ));
+        }
+        pod["spec"]["nodeName"] = node.into();
+        let conditions = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
+        pod["status"]["conditions"] = Value::Array(conditions);
+        self.store
+            .update(&key, object::encode(&pod), Some(current.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_storage(subject, name, e))?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
+
+    /// Cluster IP (and node ports) for a new service, from the store's view
+    /// of what is taken.
+    async fn allocate_service(&self, svc: &mut Value, name: &str) -> ApiResult<()> {
+        let kind = self
+            .registry
+            .find("", "v1", "services")
+            .expect("services served");
+        let subject = kind.info().subject();
+        let type_ = svc["spec"]["type"]
+            .as_str()
+            .unwrap_or("ClusterIP")
+            .to_owned();
+        if type_ == "ExternalName" {
+            return Ok(());
+        }
+        let (kvs, _) = self.store.list(&kind.info().key_prefix(None)).await?;
+        let existing: Vec<Value> = kvs.iter().map(object::decode).collect();
+        let used_ips: Vec<&str> = existing
+            .iter()
+            .filter_map(|s| s["spec"]["clusterIP"].as_str())
+            .collect();
+        let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_owned();
+        let ip = match requested.as_str() {
+            "None" => "None".to_owned(),
+            "" => {
+                let free = (2u32..65_534)
+                    .map(|n| {
+                        format!(
+                            "{}.{}.{}.{}",
+                            SERVICE_CIDR_BASE[0],
+                            SERVICE_CIDR_BASE[1],
+                            n >> 8,
+                            n & 0xff
+                        )
+                    })
+                    .find(|ip| !used_ips.contains(&ip.as_str()));
+                free.ok_or_else(|| ApiError::internal("no cluster IPs left in 10.96.0.0/16"))?
+            }
+            ip if used_ips.contains(&ip) => {
+                return Err(ApiError::invalid(
+                    subject,
+                    name,
+                    &[FieldError::invalid_raw(
+                        "spec.clusterIPs",
+                        format!("[]string{{{ip:?}}}"),
+                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    )],
+                ));
+            }
+            ip => ip.to_owned(),
+        };
+        svc["spec"]["clusterIP"] = ip.clone().into();
+        svc["spec"]["clusterIPs"] = json!([ip]);
+        if type_ == "NodePort" || type_ == "LoadBalancer" {
+            let mut used_ports: Vec<i64> = existing
+                .iter()
+                .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p["nodePort"].as_i64())
+                .collect();
+            if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+                for p in ports {
+                    if p["nodePort"].as_i64().is_none() {
+                        let port = (30000..=32767)
+                            .find(|n| !used_ports.contains(n))
+                            .ok_or_else(|| ApiError::internal("no node ports left"))?;
+                        used_ports.push(port);
+                        p["nodePort"] = port.into();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a fresh cluster has: the three system namespaces (each with its
+    /// `default` ServiceAccount) and the `kubernetes` service.
+    pub async fn bootstrap(&self, service_ip_port: (String, u16)) -> anyhow::Result<()> {
+        let namespaces = self
+            .registry
+            .find("", "v1", "namespaces")
+            .expect("namespaces served");
+        for ns in ["default", "kube-system", "kube-node-lease", "kube-public"] {
+            if self.get(namespaces.as_ref(), None, ns).await.is_err() {
+                let obj =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                self.create(
+                    namespaces.as_ref(),
+                    None,
+                    obj,
+                    &Params::new(),
+                    Output::Object,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            }
+        }
+        let services = self
+            .registry
+            .find("", "v1", "services")
+            .expect("services served");
+        if self
+            .get(services.as_ref(), Some("default"), "kubernetes")
+            .await
+            .is_err()
+        {
+            let svc = json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": service_ip_port.1}]}});
+            self.create(
+                services.as_ref(),
+                Some("default"),
+                svc,
+                &Params::new(),
+                Output::Object,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        }
+        let endpoints = self
+            .registry
+            .find("", "v1", "endpoints")
+            .expect("endpoints served");
+        let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": service_ip_port.0}], "ports": [{"name": "https", "port": service_ip_port.1, "protocol": "TCP"}]}]});
+        match self
+            .get(endpoints.as_ref(), Some("default"), "kubernetes")
+            .await
+        {
+            Ok(current) if current["subsets"] == ep["subsets"] => {}
+            Ok(_) => {
+                let _ = self
+                    .update(
+                        endpoints.as_ref(),
+                        Some("default"),
+                        "kubernetes",
+                        ep,
+                        &Params::new(),
+                        false,
+                        Output::Object,
+                    )
+                    .await;
+            }
+            Err(_) => {
+                self.create(
+                    endpoints.as_ref(),
+                    Some("default"),
+                    ep,
+                    &Params::new(),
+                    Output::Object,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a `continue` token resumes: the storage key of the last item returned.
+fn key_of_last(
+    items: &[Value],
+    info: &crate::kinds::ResourceInfo,
+    ns: Option<&str>,
+) -> Option<String> {
+    let last = items.last()?;
+    let obj_ns = meta_str(last, "namespace").or(ns);
+    Some(info.key(obj_ns, object::name(last)))
+}
+
+fn encode_continue(key: &str, rev: u64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<String> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    v["start"].as_str().map(str::to_owned).ok_or_else(bad)
+}
+
+fn is_dry_run(params: &Params) -> bool {
+    params.get("dryRun").is_some_and(|d| d == "All")
+}
+
+fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = format!("299 - {:?}", w).parse() {
+            r.headers_mut().append("Warning", v);
+        }
+    }
+    r
+}
+
+/// Request bodies are JSON; YAML is accepted too (a `curl --data-binary
+/// @pod.yaml`), and the Content-Type may be missing altogether.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) if ct.contains("json") => Err(ApiError::bad_request(format!(
+            "error decoding JSON body: {e}"
+        ))),
+        Err(_) => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}"))),
+    }
+}
+
+/// Sets `apiVersion`/`kind` when missing; rejects a body of another kind.
+fn check_type(kind: &dyn Kind, mut obj: Value) -> ApiResult<Value> {
+    let info = kind.info();
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let want_av = info.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = want_av.clone().into(),
+        Some(av) if av != want_av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+        _ => {}
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = info.kind.into(),
+        Some(k) if k != info.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind
+            )));
+        }
+        _ => {}
+    }
+    Ok(obj)
+}
+
+async fn resource_handler(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    api.handle(method, uri, headers, params, body).await
+}
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/version", get(discovery::version))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/api", get(discovery::api_versions))
+        .route("/api/", get(discovery::api_versions))
+        .route("/apis", get(discovery::api_groups))
+        .route("/apis/", get(discovery::api_groups))
+        .route("/openapi/v3", get(discovery::openapi_v3_root))
+        .route("/openapi/v3/{*path}", get(discovery::openapi_v3_group))
+        .route("/api/{*rest}", any(resource_handler))
+        .route("/apis/{*rest}", any(resource_handler))
+        .fallback(|| async { ApiError::not_found_path().into_response() })
+        .with_state(api)
+}

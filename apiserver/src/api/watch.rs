@@ -1,0 +1,267 @@
+//! `?watch=true`: a chunked stream of `{"type": ..., "object": ...}` lines
+//! fed by the store's change feed, filtered by selectors (an object moving
+//! into or out of a selector is ADDED or DELETED, as with the real
+//! apiserver), with bookmarks and a server-side timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{Api, ApiResult, Filter, Output, Params, object, table_rows};
+use crate::kinds::Kind;
+use crate::status::ApiError;
+use crate::storage::{EventType, StorageError, WatchEvent};
+
+/// How often an idle watch with `allowWatchBookmarks` gets a bookmark.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// kube-apiserver's default `--min-request-timeout` is 1800 s.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Encoder {
+    kind: Arc<dyn Kind>,
+    out: Output,
+    /// Column definitions go out with the first Table event only.
+    sent_columns: bool,
+}
+
+impl Encoder {
+    fn line(&mut self, type_: &str, obj: &Value) -> Bytes {
+        let object = match self.out {
+            Output::Object => obj.clone(),
+            Output::Table(include) => {
+                let rows = table_rows(self.kind.as_ref(), std::slice::from_ref(obj), include);
+                let columns: Vec<Value> = if self.sent_columns {
+                    Vec::new()
+                } else {
+                    self.kind.columns().iter().map(|c| c.to_json()).collect()
+                };
+                self.sent_columns = true;
+                json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+                       "metadata": {"resourceVersion": object::meta_str(obj, "resourceVersion").unwrap_or("")},
+                       "columnDefinitions": columns, "rows": rows})
+            }
+        };
+        let mut s = json!({"type": type_, "object": object}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+
+    fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
+        let info = self.kind.info();
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let mut s = json!({"type": "BOOKMARK", "object": {"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta}})
+            .to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+
+    fn error(&self, e: &ApiError) -> Bytes {
+        let mut s = json!({"type": "ERROR", "object": e.to_json()}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+}
+
+/// Turns a store change into a watch event for a filtered watcher.
+fn to_event(e: &WatchEvent, filter: &Filter) -> Option<(&'static str, Value)> {
+    let decode = |bytes: &[u8]| -> Value {
+        let mut v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        object::meta_mut(&mut v).insert("resourceVersion".into(), e.revision.to_string().into());
+        v
+    };
+    let new = decode(&e.value);
+    match e.event_type {
+        EventType::Delete => filter.matches(&new).then_some(("DELETED", new)),
+        EventType::Put => {
+            let was = e
+                .prev_value
+                .as_deref()
+                .map(decode)
+                .is_some_and(|old| filter.matches(&old));
+            match (was, filter.matches(&new)) {
+                (false, true) => Some(("ADDED", new)),
+                (true, true) => Some(("MODIFIED", new)),
+                (true, false) => Some(("DELETED", new)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+pub async fn watch(
+    api: Arc<Api>,
+    kind: Arc<dyn Kind>,
+    ns: Option<String>,
+    params: Params,
+    out: Output,
+) -> ApiResult<Response> {
+    let info = kind.info().clone();
+    let filter = Filter::from_params(kind.as_ref(), &params)?;
+    let prefix = info.key_prefix(ns.as_deref());
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true")
+        && matches!(out, Output::Object);
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let rv = params
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let send_initial = match params.get("sendInitialEvents").map(String::as_str) {
+        Some("true") => true,
+        Some(_) => false,
+        None => rv.is_empty() || rv == "0",
+    };
+
+    let mut enc = Encoder {
+        kind: kind.clone(),
+        out,
+        sent_columns: false,
+    };
+    let mut initial: Vec<Bytes> = Vec::new();
+    let (mut last_rev, stream) = if send_initial {
+        let (kvs, rev) = api.store.list(&prefix).await?;
+        for kv in &kvs {
+            let obj = object::decode(kv);
+            if filter.matches(&obj) {
+                initial.push(enc.line("ADDED", &obj));
+            }
+        }
+        if params.get("sendInitialEvents").is_some_and(|s| s == "true") {
+            initial.push(enc.bookmark(rev, true));
+        }
+        (rev, Some(api.store.watch(&prefix, rev).await?))
+    } else {
+        let after = rv
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+        match api.store.watch(&prefix, after).await {
+            Ok(s) => (after, Some(s)),
+            Err(StorageError::Compacted { requested, oldest }) => {
+                initial.push(enc.error(&ApiError::gone(format!(
+                    "too old resource version: {requested} ({oldest})"
+                ))));
+                (after, None)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        for line in initial {
+            if tx.send(Ok(line)).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut stream) = stream else { return };
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
+        ticker.tick().await;
+        loop {
+            let line = tokio::select! {
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                _ = ticker.tick(), if bookmarks => enc.bookmark(last_rev, false),
+                e = stream.next() => match e {
+                    None => return,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Ok(enc.error(&e.into()))).await;
+                        return;
+                    }
+                    Some(Ok(e)) => {
+                        last_rev = e.revision;
+                        match to_event(&e, &filter) {
+                            Some((t, obj)) => enc.line(t, &obj),
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            if tx.send(Ok(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache, private"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::Registry;
+
+    fn event(type_: EventType, new: Value, old: Option<Value>) -> WatchEvent {
+        WatchEvent {
+            event_type: type_,
+            key: "/registry/pods/default/a".into(),
+            revision: 7,
+            value: serde_json::to_vec(&new).unwrap(),
+            prev_value: old.map(|o| serde_json::to_vec(&o).unwrap()),
+        }
+    }
+
+    #[test]
+    fn selector_transitions_become_added_and_deleted() {
+        let r = Registry::default();
+        let pods = r.find("", "v1", "pods").unwrap();
+        let mut params = Params::new();
+        params.insert("labelSelector".into(), "env=dev".into());
+        let f = Filter::from_params(pods.as_ref(), &params).unwrap();
+        let dev = json!({"metadata": {"name": "a", "labels": {"env": "dev"}}});
+        let prod = json!({"metadata": {"name": "a", "labels": {"env": "prod"}}});
+        assert_eq!(
+            to_event(&event(EventType::Put, dev.clone(), None), &f)
+                .unwrap()
+                .0,
+            "ADDED"
+        );
+        assert_eq!(
+            to_event(&event(EventType::Put, prod.clone(), Some(dev.clone())), &f)
+                .unwrap()
+                .0,
+            "DELETED"
+        );
+        assert_eq!(
+            to_event(&event(EventType::Put, dev.clone(), Some(prod.clone())), &f)
+                .unwrap()
+                .0,
+            "ADDED"
+        );
+        assert_eq!(
+            to_event(&event(EventType::Put, dev.clone(), Some(dev.clone())), &f)
+                .unwrap()
+                .0,
+            "MODIFIED"
+        );
+        assert!(to_event(&event(EventType::Put, prod.clone(), Some(prod)), &f).is_none());
+        let (t, obj) = to_event(&event(EventType::Delete, dev, None), &f).unwrap();
+        assert_eq!(
+            (t, obj["metadata"]["resourceVersion"].as_str()),
+            ("DELETED", Some("7"))
+        );
+    }
+}

@@ -1,0 +1,632 @@
+//! Pods: defaults (`SetDefaults_Pod`, the ServiceAccount and
+//! DefaultTolerationSeconds admission plugins), validation, and the
+//! `kubectl get pods` columns (`printPod`).
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus, Toleration};
+use serde_json::Value;
+
+use super::KindSpec;
+use super::table::{Column, age, age_col, col, name_col, none_if_empty};
+use super::validation::{QUANTITY_MSG, dns1123_label, is_quantity};
+use crate::status::FieldError;
+
+fn default_container(c: &mut Container) {
+    if c.image_pull_policy.is_none() {
+        c.image_pull_policy =
+            Some(default_pull_policy(c.image.as_deref().unwrap_or("")).to_owned());
+    }
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".into());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".into());
+    let resources = c.resources.get_or_insert_with(Default::default);
+    // Requests default to limits, as SetDefaults_Pod does.
+    if let Some(limits) = &resources.limits {
+        let requests = resources.requests.get_or_insert_with(Default::default);
+        for (k, v) in limits {
+            requests.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".into());
+    }
+}
+
+/// `Always` for `:latest` or untagged images, else `IfNotPresent`.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".into());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".into());
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.enable_service_links.get_or_insert(true);
+    spec.priority.get_or_insert(0);
+    spec.preemption_policy
+        .get_or_insert_with(|| "PreemptLowerPriority".into());
+    if spec.service_account_name.is_none() {
+        spec.service_account_name = spec
+            .service_account
+            .clone()
+            .or_else(|| Some("default".into()));
+    }
+    spec.service_account = spec.service_account_name.clone();
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        default_container(c);
+    }
+    // DefaultTolerationSeconds admission: tolerate a not-ready or
+    // unreachable node for five minutes.
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        if !tolerations.iter().any(|t| t.key.as_deref() == Some(key)) {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(300),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// `GetPodQOS`: Guaranteed when every container limits cpu and memory with
+/// requests equal to limits, BestEffort with no requests or limits at all.
+pub fn qos_class(spec: &PodSpec) -> &'static str {
+    let all: Vec<&Container> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &all {
+        let r = c.resources.as_ref();
+        let requests = r.and_then(|r| r.requests.as_ref());
+        let limits = r.and_then(|r| r.limits.as_ref());
+        let relevant = |m: Option<
+            &std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
+        >| {
+            m.map(|m| m.keys().filter(|k| *k == "cpu" || *k == "memory").count())
+                .unwrap_or(0)
+        };
+        if relevant(requests) + relevant(limits) > 0 {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let l = limits.and_then(|l| l.get(res));
+            let q = requests.and_then(|q| q.get(res));
+            if l.is_none() || (q.is_some() && q != l) {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+fn validate_containers(
+    list: &[Container],
+    path: &str,
+    names: &mut BTreeSet<String>,
+    errs: &mut Vec<FieldError>,
+) {
+    for (i, c) in list.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if c.name.is_empty() {
+            errs.push(FieldError::required(format!("{p}.name"), ""));
+        } else {
+            errs.extend(dns1123_label(&format!("{p}.name"), &c.name));
+            if !names.insert(c.name.clone()) {
+                errs.push(FieldError::duplicate(format!("{p}.name"), &c.name));
+            }
+        }
+        if c.image.as_deref().unwrap_or("").trim().is_empty() {
+            errs.push(FieldError::required(format!("{p}.image"), ""));
+        }
+        if let Some(policy) = &c.image_pull_policy
+            && !["Always", "IfNotPresent", "Never"].contains(&policy.as_str())
+        {
+            errs.push(FieldError::not_supported(
+                format!("{p}.imagePullPolicy"),
+                policy,
+                &["Always", "IfNotPresent", "Never"],
+            ));
+        }
+        if let Some(r) = &c.resources {
+            for (kind, m) in [("limits", &r.limits), ("requests", &r.requests)] {
+                for (res, q) in m.iter().flatten() {
+                    if !is_quantity(&q.0) {
+                        errs.push(FieldError::invalid(
+                            format!("{p}.resources.{kind}[{res}]"),
+                            &q.0,
+                            QUANTITY_MSG,
+                        ));
+                    }
+                }
+            }
+        }
+        for (j, port) in c.ports.iter().flatten().enumerate() {
+            if !(1..=65535).contains(&port.container_port) {
+                errs.push(FieldError::invalid_raw(
+                    format!("{p}.ports[{j}].containerPort"),
+                    port.container_port.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+    }
+}
+
+/// `ValidatePodUpdate`: only these spec fields may change on a live pod.
+fn spec_without_mutable_fields(spec: &PodSpec) -> Value {
+    let mut s = spec.clone();
+    for c in s
+        .containers
+        .iter_mut()
+        .chain(s.init_containers.iter_mut().flatten())
+    {
+        c.image = None;
+    }
+    s.active_deadline_seconds = None;
+    s.tolerations = None;
+    s.termination_grace_period_seconds = None;
+    serde_json::to_value(s).expect("PodSpec serializes")
+}
+
+impl KindSpec for Pod {
+    const SHORT_NAMES: &'static [&'static str] = &["po"];
+    const CATEGORIES: &'static [&'static str] = &["all"];
+    const HAS_STATUS: bool = true;
+    const FIELDS: &'static [&'static str] = &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ];
+
+    fn prepare_create(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        default_spec(spec);
+        let qos = qos_class(spec).to_owned();
+        self.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            qos_class: Some(qos),
+            ..Default::default()
+        });
+    }
+
+    fn prepare_update(&mut self, _old: &Self) {
+        if let Some(spec) = &mut self.spec {
+            default_spec(spec);
+        }
+    }
+
+    fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let Some(spec) = &self.spec else {
+            return vec![FieldError::required("spec", "")];
+        };
+        if spec.containers.is_empty() {
+            errs.push(FieldError::required("spec.containers", ""));
+        }
+        let mut names = BTreeSet::new();
+        validate_containers(&spec.containers, "spec.containers", &mut names, &mut errs);
+        if let Some(init) = &spec.init_containers {
+            validate_containers(init, "spec.initContainers", &mut names, &mut errs);
+        }
+        if let Some(p) = &spec.restart_policy
+            && !["Always", "OnFailure", "Never"].contains(&p.as_str())
+        {
+            errs.push(FieldError::not_supported(
+                "spec.restartPolicy",
+                p,
+                &["Always", "OnFailure", "Never"],
+            ));
+        }
+        if let Some(p) = &spec.dns_policy
+            && !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"].contains(&p.as_str())
+        {
+            errs.push(FieldError::not_supported(
+                "spec.dnsPolicy",
+                p,
+                &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+            ));
+        }
+        if let Some(g) = spec.termination_grace_period_seconds
+            && g < 0
+        {
+            errs.push(FieldError::invalid_raw(
+                "spec.terminationGracePeriodSeconds",
+                g.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
+            if old_spec.node_name.is_some() && old_spec.node_name != spec.node_name {
+                errs.push(FieldError::forbidden(
+                    "spec.nodeName",
+                    "field is immutable once set",
+                ));
+            } else if spec_without_mutable_fields(old_spec)
+                != spec_without_mutable_fields(&PodSpec {
+                    node_name: old_spec.node_name.clone(),
+                    ..spec.clone()
+                })
+            {
+                errs.push(FieldError::forbidden(
+                    "spec",
+                    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+                ));
+            }
+        }
+        errs
+    }
+
+    fn columns() -> Vec<Column> {
+        vec![
+            name_col(),
+            col("Ready", "string", 0),
+            col("Status", "string", 0),
+            col("Restarts", "string", 0),
+            age_col(),
+            col("IP", "string", 1),
+            col("Node", "string", 1),
+            col("Nominated Node", "string", 1),
+            col("Readiness Gates", "string", 1),
+        ]
+    }
+
+    fn cells(&self, now: jiff::Timestamp) -> Vec<Value> {
+        let p = PodPrint::from(self, now);
+        vec![
+            self.metadata.name.clone().unwrap_or_default().into(),
+            format!("{}/{}", p.ready, p.total).into(),
+            p.reason.into(),
+            p.restarts.into(),
+            age(self.metadata.creation_timestamp.as_ref(), now),
+            p.ip.into(),
+            p.node.into(),
+            p.nominated.into(),
+            p.gates.into(),
+        ]
+    }
+}
+
+/// The values `printPod` derives from a pod's status.
+struct PodPrint {
+    ready: usize,
+    total: usize,
+    reason: String,
+    restarts: String,
+    ip: Value,
+    node: Value,
+    nominated: Value,
+    gates: Value,
+}
+
+impl PodPrint {
+    fn from(pod: &Pod, now: jiff::Timestamp) -> Self {
+        let default_spec = PodSpec::default();
+        let default_status = PodStatus::default();
+        let spec = pod.spec.as_ref().unwrap_or(&default_spec);
+        let status = pod.status.as_ref().unwrap_or(&default_status);
+        let phase = status.phase.clone().unwrap_or_default();
+        let mut reason = status
+            .reason
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| phase.clone());
+        let conditions = status.conditions.as_deref().unwrap_or_default();
+        if conditions
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("SchedulingGated"))
+        {
+            reason = "SchedulingGated".into();
+        }
+        let init_specs = spec.init_containers.as_deref().unwrap_or_default();
+        let restartable = |name: &str| {
+            init_specs
+                .iter()
+                .any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"))
+        };
+        let total = spec.containers.len()
+            + init_specs
+                .iter()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+                .count();
+        let mut ready = 0;
+        let mut restarts = 0i64;
+        let mut last_restart: Option<jiff::Timestamp> = None;
+        let (mut sidecar_restarts, mut sidecar_last) = (0i64, None::<jiff::Timestamp>);
+        let later = |a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let finished = |cs: &k8s_openapi::api::core::v1::ContainerStatus| {
+            cs.last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.finished_at.as_ref())
+                .map(|t| t.0)
+        };
+
+        let mut initializing = false;
+        let init_statuses = status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default();
+        for (i, cs) in init_statuses.iter().enumerate() {
+            restarts += i64::from(cs.restart_count);
+            last_restart = later(last_restart, finished(cs));
+            if restartable(&cs.name) {
+                sidecar_restarts += i64::from(cs.restart_count);
+                sidecar_last = later(sidecar_last, finished(cs));
+            }
+            let state = cs.state.clone().unwrap_or_default();
+            match (&state.terminated, &state.waiting) {
+                (Some(t), _) if t.exit_code == 0 => continue,
+                _ if restartable(&cs.name) && cs.started == Some(true) => {
+                    if cs.ready {
+                        ready += 1;
+                    }
+                    continue;
+                }
+                (Some(t), _) => {
+                    reason = match t.reason.as_deref().filter(|r| !r.is_empty()) {
+                        Some(r) => format!("Init:{r}"),
+                        None => match t.signal.filter(|s| *s != 0) {
+                            Some(s) => format!("Init:Signal:{s}"),
+                            None => format!("Init:ExitCode:{}", t.exit_code),
+                        },
+                    };
+                }
+                (None, Some(w))
+                    if w.reason
+                        .as_deref()
+                        .is_some_and(|r| !r.is_empty() && r != "PodInitializing") =>
+                {
+                    reason = format!("Init:{}", w.reason.as_deref().unwrap_or_default());
+                }
+                _ => reason = format!("Init:{i}/{}", init_specs.len()),
+            }
+            initializing = true;
+            break;
+        }
+        let initialized = conditions
+            .iter()
+            .any(|c| c.type_ == "Initialized" && c.status == "True");
+        if !initializing || initialized {
+            restarts = sidecar_restarts;
+            last_restart = sidecar_last;
+            let mut has_running = false;
+            for cs in status
+                .container_statuses
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .rev()
+            {
+                restarts += i64::from(cs.restart_count);
+                last_restart = later(last_restart, finished(cs));
+                let state = cs.state.clone().unwrap_or_default();
+                if let Some(r) = state
+                    .waiting
+                    .as_ref()
+                    .and_then(|w| w.reason.clone())
+                    .filter(|r| !r.is_empty())
+                {
+                    reason = r;
+                } else if let Some(t) = &state.terminated {
+                    reason = match t.reason.as_deref().filter(|r| !r.is_empty()) {
+                        Some(r) => r.to_owned(),
+                        None => match t.signal.filter(|s| *s != 0) {
+                            Some(s) => format!("Signal:{s}"),
+                            None => format!("ExitCode:{}", t.exit_code),
+                        },
+                    };
+                } else if cs.ready && state.running.is_some() {
+                    has_running = true;
+                    ready += 1;
+                }
+            }
+            if reason == "Completed" && has_running {
+                let pod_ready = conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                reason = if pod_ready {
+                    "Running".into()
+                } else {
+                    "NotReady".into()
+                };
+            }
+        }
+        if pod.metadata.deletion_timestamp.is_some() {
+            if status.reason.as_deref() == Some("NodeLost") {
+                reason = "Unknown".into();
+            } else if phase != "Succeeded" && phase != "Failed" {
+                reason = "Terminating".into();
+            }
+        }
+        let restarts = match last_restart {
+            Some(t) if restarts != 0 => {
+                format!(
+                    "{restarts} ({} ago)",
+                    super::table::human_duration(now.as_second() - t.as_second())
+                )
+            }
+            _ => restarts.to_string(),
+        };
+        let ip = status
+            .pod_ips
+            .as_ref()
+            .and_then(|ips| ips.first())
+            .map(|ip| ip.ip.clone())
+            .or_else(|| status.pod_ip.clone());
+        let gates = match spec.readiness_gates.as_deref() {
+            Some(g) if !g.is_empty() => {
+                let ok = g
+                    .iter()
+                    .filter(|gate| {
+                        conditions
+                            .iter()
+                            .find(|c| c.type_ == gate.condition_type)
+                            .is_some_and(|c| c.status == "True")
+                    })
+                    .count();
+                format!("{ok}/{}", g.len()).into()
+            }
+            _ => "<none>".into(),
+        };
+        Self {
+            ready,
+            total,
+            reason,
+            restarts,
+            ip: none_if_empty(ip.unwrap_or_default()),
+            node: none_if_empty(spec.node_name.clone().unwrap_or_default()),
+            nominated: none_if_empty(status.nominated_node_name.clone().unwrap_or_default()),
+            gates,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn status_cell(p: &Pod) -> String {
+        p.cells(jiff::Timestamp::now())[2]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn defaults_match_the_apiserver() {
+        let mut p = pod(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}, {"name": "d", "image": "busybox:1.35",
+              "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}}),
+        );
+        p.prepare_create();
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(30));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        assert_eq!(
+            spec.containers[0].image_pull_policy.as_deref(),
+            Some("Always")
+        );
+        assert_eq!(
+            spec.containers[1].image_pull_policy.as_deref(),
+            Some("IfNotPresent")
+        );
+        assert_eq!(
+            spec.containers[1]
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"]
+                .0,
+            "1"
+        );
+        let status = p.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert_eq!(status.qos_class.as_deref(), Some("Burstable"));
+    }
+
+    #[test]
+    fn status_column_reads_like_kubectl() {
+        let base = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}, "status": {"phase": "Running"}});
+        let with = |cs: Value| {
+            let mut v = base.clone();
+            v["status"]["containerStatuses"] = json!([cs]);
+            pod(v)
+        };
+        let crash = with(
+            json!({"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2020-01-01T00:00:00Z"}}}),
+        );
+        assert_eq!(status_cell(&crash), "CrashLoopBackOff");
+        assert!(
+            crash.cells(jiff::Timestamp::now())[3]
+                .as_str()
+                .unwrap()
+                .starts_with("4 (")
+        );
+        let oom = with(
+            json!({"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}),
+        );
+        assert_eq!(status_cell(&oom), "OOMKilled");
+        let running = with(
+            json!({"name": "c", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}}}),
+        );
+        assert_eq!(running.cells(jiff::Timestamp::now())[1], "1/1");
+        let mut terminating = running.clone();
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        assert_eq!(status_cell(&terminating), "Terminating");
+    }
+
+    #[test]
+    fn invalid_pod_names_each_field() {
+        let p = pod(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"containers": [{"name": "c"}, {"name": "c", "image": "x", "resources": {"limits": {"cpu": "lots"}}}]}}),
+        );
+        let fields: Vec<String> = p.validate(None).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.containers[0].image",
+                "spec.containers[1].name",
+                "spec.containers[1].resources.limits[cpu]"
+            ]
+        );
+    }
+}

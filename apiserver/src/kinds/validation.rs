@@ -1,0 +1,118 @@
+//! Validation helpers with apimachinery's wording, so errors read as users
+//! of the real apiserver know them.
+
+use crate::status::FieldError;
+
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+fn is_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+pub fn dns1123_label(field: &str, value: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push(FieldError::invalid(
+            field,
+            value,
+            "must be no more than 63 characters",
+        ));
+    }
+    if !is_label(value) {
+        errs.push(FieldError::invalid(field, value, DNS1123_LABEL_MSG));
+    }
+    errs
+}
+
+pub fn dns1123_subdomain(field: &str, value: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if value.len() > 253 {
+        errs.push(FieldError::invalid(
+            field,
+            value,
+            "must be no more than 253 characters",
+        ));
+    }
+    if !value.split('.').all(is_label) {
+        errs.push(FieldError::invalid(field, value, DNS1123_SUBDOMAIN_MSG));
+    }
+    errs
+}
+
+pub fn dns1035_label(field: &str, value: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push(FieldError::invalid(
+            field,
+            value,
+            "must be no more than 63 characters",
+        ));
+    }
+    if !is_label(value) || !value.as_bytes()[0].is_ascii_lowercase() {
+        errs.push(FieldError::invalid(field, value, DNS1035_LABEL_MSG));
+    }
+    errs
+}
+
+/// Whether `s` is a resource quantity as `resource.ParseQuantity` accepts:
+/// a signed decimal number, then a binary (Ki..Ei), decimal (n, u, m, k,
+/// M..E) or exponent (e3, E-2) suffix.
+pub fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(digits_end);
+    let mut parts = num.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    if num.matches('.').count() > 1 || (int.is_empty() && frac.is_none_or(str::is_empty)) {
+        return false;
+    }
+    match suffix {
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti"
+        | "Pi" | "Ei" => true,
+        _ => {
+            let Some(exp) = suffix.strip_prefix(['e', 'E']) else {
+                return false;
+            };
+            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !exp.is_empty() && exp.bytes().all(|c| c.is_ascii_digit())
+        }
+    }
+}
+
+pub const QUANTITY_MSG: &str =
+    "must match the regex '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        for q in [
+            "1", "100m", "0.5", "1Gi", "128Mi", "1e3", "1E-2", "+2k", ".5",
+        ] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "abc", "1GB", "1..2", "Mi", "1e", "12 Mi"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(dns1123_subdomain("metadata.name", "web-1.example").is_empty());
+        assert_eq!(dns1123_subdomain("metadata.name", "Web_1").len(), 1);
+        assert!(dns1123_label("f", "a.b").len() == 1);
+        assert!(dns1035_label("f", "1abc").len() == 1);
+    }
+}

@@ -1,0 +1,19 @@
+//! kubelab-apiserver: a small Kubernetes-compatible apiserver.
+//!
+//! Where things live:
+//! - [`storage`]: the revisioned key/value store trait and the embedded (redb) backend.
+//! - [`kinds`]: the served resources (`k8s-openapi` types) and their strategies:
+//!   defaults, validation, table columns.
+//! - [`api`]: REST semantics (create/get/list/watch/update/patch/delete, binding),
+//!   discovery and OpenAPI.
+//! - [`pki`], [`auth`], [`server`]: certificates, authentication, HTTPS serving.
+//! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
+
+pub mod api;
+pub mod auth;
+pub mod kinds;
+pub mod pki;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod storage;

@@ -1,0 +1,505 @@
+//! The embedded backend: one redb file in the data dir.
+//!
+//! Three tables, all written in the same transaction so they never disagree:
+//! `objects` (key → revision + value), `meta` (the store revision and the
+//! compaction point) and `log` (revision → change), the change log a watch
+//! replays, trimmed to the last [`LOG_WINDOW`] changes. Every commit is
+//! durable (redb's `Durability::Immediate`, an fsync) before the call
+//! returns, so an acknowledged write survives `kill -9`.
+//!
+//! Writes are serialised by one mutex that also guards the in-memory copy
+//! of the log: commit and publish happen under it, so watchers see changes
+//! in revision order and a new watcher can't miss one between its replay
+//! and its subscription.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::broadcast;
+
+use super::{EventType, KeyValue, Result, Storage, StorageError, WatchEvent, WatchStream};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+
+/// How many changes the log keeps for watchers resuming from an old
+/// resourceVersion (kube-apiserver's watch cache keeps a similar window).
+pub const LOG_WINDOW: u64 = 10_000;
+
+/// Live watchers that fall further behind than this are told to relist.
+const BROADCAST_CAPACITY: usize = 8192;
+
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    feed: Mutex<Feed>,
+    live: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+/// The in-memory copy of the change log.
+struct Feed {
+    revision: u64,
+    /// Changes after this revision are all in `events`.
+    compacted: u64,
+    events: VecDeque<Arc<WatchEvent>>,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+impl EmbeddedStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)
+            .map_err(|e| StorageError::Backend(format!("opening {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(backend)?;
+        let feed = {
+            let meta = txn.open_table(META).map_err(backend)?;
+            txn.open_table(OBJECTS).map_err(backend)?;
+            let log = txn.open_table(LOG).map_err(backend)?;
+            let revision = meta
+                .get(META_REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let compacted = meta
+                .get(META_COMPACTED)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let mut events = VecDeque::new();
+            for entry in log.iter().map_err(backend)? {
+                let (rev, bytes) = entry.map_err(backend)?;
+                events.push_back(Arc::new(decode_event(rev.value(), bytes.value())?));
+            }
+            Feed {
+                revision,
+                compacted,
+                events,
+            }
+        };
+        txn.commit().map_err(backend)?;
+        let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                feed: Mutex::new(feed),
+                live,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(backend)?
+    }
+}
+
+/// What a conditional write expects to find at the key.
+enum Expect {
+    Absent,
+    Present(Option<u64>),
+}
+
+impl Inner {
+    /// One write: check the key, apply the change, bump the revision, log
+    /// it, commit (fsync), then publish to live watchers.
+    fn write(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+        expect: Expect,
+    ) -> Result<(u64, Option<Vec<u8>>)> {
+        let mut feed = self.feed.lock().map_err(backend)?;
+        let txn = self.db.begin_write().map_err(backend)?;
+        let revision = feed.revision + 1;
+        let (event, prev_value) = {
+            let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
+            let prev = objects
+                .get(key)
+                .map_err(backend)?
+                .map(|v| split_stored(v.value()));
+            let prev_value = match (&expect, prev) {
+                (Expect::Absent, Some(_)) => {
+                    return Err(StorageError::AlreadyExists {
+                        key: key.to_owned(),
+                    });
+                }
+                (Expect::Absent, None) => None,
+                (Expect::Present(_), None) => {
+                    return Err(StorageError::NotFound {
+                        key: key.to_owned(),
+                    });
+                }
+                (Expect::Present(Some(expected)), Some((actual, _))) if *expected != actual => {
+                    return Err(StorageError::Conflict {
+                        key: key.to_owned(),
+                        expected: *expected,
+                        actual,
+                    });
+                }
+                (Expect::Present(_), Some((_, v))) => Some(v),
+            };
+            let event = match value {
+                Some(value) => {
+                    objects
+                        .insert(key, join_stored(revision, &value).as_slice())
+                        .map_err(backend)?;
+                    WatchEvent {
+                        event_type: EventType::Put,
+                        key: key.to_owned(),
+                        revision,
+                        value,
+                        prev_value: prev_value.clone(),
+                    }
+                }
+                None => {
+                    objects.remove(key).map_err(backend)?;
+                    let last = prev_value.clone().unwrap_or_default();
+                    WatchEvent {
+                        event_type: EventType::Delete,
+                        key: key.to_owned(),
+                        revision,
+                        value: last,
+                        prev_value: prev_value.clone(),
+                    }
+                }
+            };
+            let mut log = txn.open_table(LOG).map_err(backend)?;
+            log.insert(revision, encode_event(&event).as_slice())
+                .map_err(backend)?;
+            let mut compacted = feed.compacted;
+            while revision.saturating_sub(compacted) > LOG_WINDOW {
+                compacted += 1;
+                log.remove(compacted).map_err(backend)?;
+            }
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            meta.insert(META_REVISION, revision).map_err(backend)?;
+            meta.insert(META_COMPACTED, compacted).map_err(backend)?;
+            feed.compacted = compacted;
+            (event, prev_value)
+        };
+        txn.commit().map_err(backend)?;
+
+        feed.revision = revision;
+        let event = Arc::new(event);
+        feed.events.push_back(event.clone());
+        while feed
+            .events
+            .front()
+            .is_some_and(|e| e.revision <= feed.compacted)
+        {
+            feed.events.pop_front();
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(event);
+        Ok((revision, prev_value))
+    }
+}
+
+#[async_trait]
+impl Storage for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read().map_err(backend)?;
+            let objects = txn.open_table(OBJECTS).map_err(backend)?;
+            Ok(objects.get(key.as_str()).map_err(backend)?.map(|v| {
+                let (mod_revision, value) = split_stored(v.value());
+                KeyValue {
+                    key,
+                    value,
+                    mod_revision,
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read().map_err(backend)?;
+            let revision = txn
+                .open_table(META)
+                .map_err(backend)?
+                .get(META_REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let objects = txn.open_table(OBJECTS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in objects.range(prefix.as_str()..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                let key = k.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                let (mod_revision, value) = split_stored(v.value());
+                out.push(KeyValue {
+                    key: key.to_owned(),
+                    value,
+                    mod_revision,
+                });
+            }
+            Ok((out, revision))
+        })
+        .await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            inner
+                .write(&key, Some(value), Expect::Absent)
+                .map(|(rev, _)| rev)
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected_revision: Option<u64>,
+    ) -> Result<u64> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            inner
+                .write(&key, Some(value), Expect::Present(expected_revision))
+                .map(|(rev, _)| rev)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str, expected_revision: Option<u64>) -> Result<KeyValue> {
+        let key = key.to_owned();
+        self.blocking(move |inner| {
+            let (mod_revision, prev) =
+                inner.write(&key, None, Expect::Present(expected_revision))?;
+            Ok(KeyValue {
+                key,
+                value: prev.unwrap_or_default(),
+                mod_revision,
+            })
+        })
+        .await
+    }
+
+    async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
+        let (backlog, rx) = {
+            let feed = self.inner.feed.lock().map_err(backend)?;
+            if after < feed.compacted {
+                return Err(StorageError::Compacted {
+                    requested: after,
+                    oldest: feed.compacted + 1,
+                });
+            }
+            let backlog: Vec<Arc<WatchEvent>> = feed
+                .events
+                .iter()
+                .filter(|e| e.revision > after && e.key.starts_with(prefix))
+                .cloned()
+                .collect();
+            // Subscribing under the lock: no write can land between the
+            // replay and the live feed.
+            (backlog, self.inner.live.subscribe())
+        };
+        let prefix = prefix.to_owned();
+        let live = futures::stream::unfold(Some(rx), move |rx| {
+            let prefix = prefix.clone();
+            async move {
+                let mut rx = rx?;
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if e.revision > after && e.key.starts_with(&prefix) => {
+                            return Some((Ok(e), Some(rx)));
+                        }
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((
+                                Err(StorageError::Compacted {
+                                    requested: after,
+                                    oldest: 0,
+                                }),
+                                None,
+                            ));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::iter(backlog.into_iter().map(Ok))
+            .chain(live)
+            .map(|e| e.map(|e| (*e).clone()));
+        Ok(stream.boxed())
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        Ok(self.inner.feed.lock().map_err(backend)?.revision)
+    }
+}
+
+fn join_stored(revision: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn split_stored(bytes: &[u8]) -> (u64, Vec<u8>) {
+    let (rev, value) = bytes.split_at(8);
+    (
+        u64::from_be_bytes(rev.try_into().expect("8 bytes")),
+        value.to_vec(),
+    )
+}
+
+fn put_chunk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_chunk<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let corrupt = || StorageError::Backend("corrupt change log entry".into());
+    if bytes.len() < 4 {
+        return Err(corrupt());
+    }
+    let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    let rest = &bytes[4..];
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    *bytes = &rest[len..];
+    Ok(&rest[..len])
+}
+
+/// Log entry layout: type byte, key, value, then prev value if present.
+fn encode_event(e: &WatchEvent) -> Vec<u8> {
+    let mut out = vec![match e.event_type {
+        EventType::Put => b'P',
+        EventType::Delete => b'D',
+    }];
+    put_chunk(&mut out, e.key.as_bytes());
+    put_chunk(&mut out, &e.value);
+    if let Some(prev) = &e.prev_value {
+        put_chunk(&mut out, prev);
+    }
+    out
+}
+
+fn decode_event(revision: u64, bytes: &[u8]) -> Result<WatchEvent> {
+    let event_type = match bytes.first() {
+        Some(b'P') => EventType::Put,
+        Some(b'D') => EventType::Delete,
+        _ => {
+            return Err(StorageError::Backend(format!(
+                "corrupt change log entry at revision {revision}"
+            )));
+        }
+    };
+    let mut rest = &bytes[1..];
+    let key = String::from_utf8(take_chunk(&mut rest)?.to_vec()).map_err(backend)?;
+    let value = take_chunk(&mut rest)?.to_vec();
+    let prev_value = if rest.is_empty() {
+        None
+    } else {
+        Some(take_chunk(&mut rest)?.to_vec())
+    };
+    Ok(WatchEvent {
+        event_type,
+        key,
+        revision,
+        value,
+        prev_value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("db.redb")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn revisions_grow_and_conditional_writes_conflict() {
+        let (_dir, s) = store();
+        let r1 = s.create("/a/x", b"1".to_vec()).await.unwrap();
+        assert!(matches!(
+            s.create("/a/x", b"1".to_vec()).await,
+            Err(StorageError::AlreadyExists { .. })
+        ));
+        let r2 = s.update("/a/x", b"2".to_vec(), Some(r1)).await.unwrap();
+        assert!(r2 > r1);
+        assert!(matches!(
+            s.update("/a/x", b"3".to_vec(), Some(r1)).await,
+            Err(StorageError::Conflict { .. })
+        ));
+        assert!(matches!(
+            s.update("/a/missing", b"3".to_vec(), None).await,
+            Err(StorageError::NotFound { .. })
+        ));
+        let got = s.get("/a/x").await.unwrap().unwrap();
+        assert_eq!((got.value.as_slice(), got.mod_revision), (&b"2"[..], r2));
+        let deleted = s.delete("/a/x", None).await.unwrap();
+        assert_eq!(deleted.value, b"2");
+        assert!(deleted.mod_revision > r2);
+        assert_eq!(s.get("/a/x").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn list_is_prefix_scoped_and_watch_replays_then_follows() {
+        let (_dir, s) = store();
+        s.create("/a/1", b"1".to_vec()).await.unwrap();
+        s.create("/b/1", b"x".to_vec()).await.unwrap();
+        let (items, rev) = s.list("/a/").await.unwrap();
+        assert_eq!(items.len(), 1);
+        s.create("/a/2", b"2".to_vec()).await.unwrap();
+        let mut w = s.watch("/a/", rev).await.unwrap();
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!((e.key.as_str(), e.event_type), ("/a/2", EventType::Put));
+        s.delete("/a/1", None).await.unwrap();
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!(
+            (e.key.as_str(), e.event_type, e.value.as_slice()),
+            ("/a/1", EventType::Delete, &b"1"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn reopened_store_keeps_objects_revision_and_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let rev = {
+            let s = EmbeddedStore::open(&path).unwrap();
+            s.create("/a/1", b"1".to_vec()).await.unwrap();
+            s.create("/a/2", b"2".to_vec()).await.unwrap()
+        };
+        let s = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(s.current_revision().await.unwrap(), rev);
+        let mut w = s.watch("/a/", rev - 1).await.unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap().key, "/a/2");
+        assert!(s.create("/a/3", b"3".to_vec()).await.unwrap() > rev);
+    }
+}

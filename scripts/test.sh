@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it. Needs root: the tests run real
+# containers (namespaces, mounts, cgroups nested under the test's own cgroup).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "the tests run real containers: run as root (sudo scripts/test.sh)" >&2
+  exit 1
+fi
+
+echo "== build"
+cargo build --workspace --all-targets
+
+echo "== test image"
+scripts/build-test-image.sh target/test-images/busybox.tar
+
+echo "== unit and integration tests"
+# One test at a time: the CPU-limit tests measure 0.2 cores on a 2-core
+# machine and must not compete with other tests' busy loops.
+cargo test --workspace -- --test-threads=1
+
+if [ -x vm-tests/run.sh ] && [ "${KUBELAB_SKIP_VM_TESTS:-0}" != 1 ]; then
+  echo "== VM tests (cgroup v2 guest under QEMU)"
+  start=$(date +%s)
+  vm-tests/run.sh
+  echo "VM tests took $(( $(date +%s) - start )) s"
+fi

@@ -1,0 +1,300 @@
+#!/bin/sh
+# The guest's checks: run kubelab-agent exactly as a user would (flags,
+# manifest files, `image import`, the read-only HTTP API) on cgroup v2, and
+# check that its limits bite. One line per check: PASS / FAIL / SKIP.
+. /share/guest/lib.sh
+
+AGENT=/share/bin/kubelab-agent
+ROOT_DIR=/var/lib/kubelab
+MANIFESTS=/etc/kubelab/manifests
+CGROUP_ROOT=/kubelab
+KUBEPODS=/sys/fs/cgroup$CGROUP_ROOT/kubepods
+API=http://127.0.0.1:10255
+IMAGE=/share/busybox.tar
+LOG=/tmp/agent.log
+PODS=/tmp/pods.json
+
+# --- helpers ------------------------------------------------------------
+
+now() { cut -d' ' -f1 /proc/uptime; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# GET /pods into $PODS; false when the agent does not answer with JSON
+get_pods() { curl -sf --max-time 5 "$API/pods" >$PODS && jq -e .items $PODS >/dev/null 2>&1; }
+
+# jq over the pod whose name starts with $1 (static pods are named
+# <name>-<node>, as the kubelet names their mirror pods)
+pod_jq() {
+	jq -r --arg n "$1" "[.items[] | select(.metadata.name | startswith(\$n))][0] | $2 // empty" $PODS 2>/dev/null
+}
+
+# wait_for SECS CONDITION...: re-fetch /pods every second until CONDITION holds
+wait_for() {
+	limit=$1
+	shift
+	start=$(now)
+	while :; do
+		get_pods && "$@" && return 0
+		awk -v a="$start" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }' && return 1
+		sleep 1
+	done
+}
+
+container_running() { [ -n "$(pod_jq "$1" '.status.containerStatuses[0].state.running.startedAt')" ]; }
+restarted_after_oom() {
+	[ "$(pod_jq "$1" '.status.containerStatuses[0].restartCount')" -ge 1 ] 2>/dev/null &&
+		[ -n "$(pod_jq "$1" '.status.containerStatuses[0].lastState.terminated.reason')" ]
+}
+
+# The pod's cgroup, where the design puts it; sets POD_CG or explains in WHY.
+find_pod_cgroup() {
+	name=$1 qos=$2
+	uid=$(pod_jq "$name" .metadata.uid)
+	if [ -z "$uid" ]; then
+		WHY="pod $name has no metadata.uid in /pods"
+		return 1
+	fi
+	POD_CG=$KUBEPODS/$qos/pod$uid
+	[ -d "$POD_CG" ] && return 0
+	found=$(find /sys/fs/cgroup -type d -name "pod$uid*" 2>/dev/null | head -1)
+	WHY="no cgroup $POD_CG (uid $uid); found ${found:-nothing} instead"
+	return 1
+}
+
+# PIDs of processes, other than the agent, whose command line names one of
+# KEYS (a pod's uid or name): the shims and sandboxes that serve a pod, also
+# when they live outside its cgroup
+pod_helpers() {
+	[ $# -gt 0 ] || return 0
+	ps -eo pid=,args= | awk -v keys="$*" -v agent="$AGENT_PID" '
+		BEGIN { n = split(keys, k, " ") }
+		$1 != agent && $2 !~ /(^|\/)(awk|ps)$/ {
+			for (i = 1; i <= n; i++) if (index($0, k[i])) { print $1; next }
+		}'
+}
+
+# PIDs in a cgroup and all its descendants
+cgroup_pids() { find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null; }
+
+# nr_throttled summed over a cgroup and its descendants: the quota may be set
+# on the pod, on the container, or both.
+throttled_total() {
+	find "$1" -name cpu.stat -exec awk '$1 == "nr_throttled" { n += $2 } END { print n + 0 }' {} +
+}
+
+agent_log_tail() {
+	echo "  -- last lines of $LOG --"
+	tail -n "${1:-25}" $LOG 2>/dev/null | sed 's/^/  | /'
+}
+
+# everything the remaining checks need; each failure names the step
+AGENT_OK=1
+blocked() {
+	for c in "$@"; do fail "$c" "$WHY"; done
+}
+
+# --- preflight ------------------------------------------------------------
+
+if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] &&
+	grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control &&
+	grep -qw memory /sys/fs/cgroup/cgroup.subtree_control; then
+	pass guest-cgroup-v2 "controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+else
+	fail guest-cgroup-v2 "/sys/fs/cgroup is not cgroup2 with cpu and memory enabled"
+fi
+
+if [ ! -x $AGENT ]; then
+	AGENT_OK=0
+	WHY="no $AGENT: the workspace built no kubelab-agent binary"
+elif [ ! -f $IMAGE ]; then
+	AGENT_OK=0
+	WHY="no $IMAGE: scripts/build-test-image.sh is missing or failed on the host"
+fi
+
+# --- image import -----------------------------------------------------------
+
+if [ $AGENT_OK = 1 ]; then
+	t=$(now)
+	if out=$($AGENT --root-dir $ROOT_DIR image import $IMAGE 2>&1); then
+		pass image-import "$(elapsed "$t") s; image ls: $($AGENT --root-dir $ROOT_DIR image ls 2>&1 | tr '\n' ' ')"
+	else
+		AGENT_OK=0
+		WHY="image import failed"
+		fail image-import "'kubelab-agent --root-dir $ROOT_DIR image import $IMAGE' exited non-zero: $(echo "$out" | tail -5 | tr '\n' ' ')"
+	fi
+fi
+
+# --- start the agent with two static pods ------------------------------------
+
+mkdir -p $MANIFESTS
+cat >$MANIFESTS/cpu-hog.yaml <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cpu-hog
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: loop
+    image: busybox
+    command: ["sh", "-c", "while :; do :; done"]
+    resources:
+      limits:
+        cpu: 200m
+EOF
+cat >$MANIFESTS/mem-hog.yaml <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mem-hog
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Always
+  containers:
+  - name: dd
+    image: busybox
+    command: ["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"]
+    resources:
+      limits:
+        memory: 32Mi
+EOF
+
+AGENT_PID=""
+if [ $AGENT_OK = 1 ]; then
+	t=$(now)
+	$AGENT --root-dir $ROOT_DIR --pod-manifest-path $MANIFESTS --cgroup-root $CGROUP_ROOT \
+		--read-only-port 10255 --hostname-override vm >$LOG 2>&1 &
+	AGENT_PID=$!
+	if wait_for 60 true; then
+		pass agent-serves-pods "GET /pods answered $(elapsed "$t") s after start"
+	else
+		AGENT_OK=0
+		WHY="the agent did not serve GET $API/pods"
+		kill -0 $AGENT_PID 2>/dev/null || WHY="$WHY (it exited: $(wait $AGENT_PID; echo status $?))"
+		fail agent-serves-pods "$WHY within 60 s"
+		agent_log_tail
+	fi
+fi
+
+# --- (1) CPU limit: 200m busy loop throttled to 0.2 cores -------------------
+
+if [ $AGENT_OK = 1 ]; then
+	t=$(now)
+	if ! wait_for 120 container_running cpu-hog; then
+		fail cpu-limit-throttles "cpu-hog not running after 120 s: $(pod_jq cpu-hog '.status.containerStatuses[0].state | tojson')"
+		agent_log_tail
+	elif ! find_pod_cgroup cpu-hog burstable; then
+		fail cpu-limit-throttles "$WHY"
+	else
+		note "cpu-hog running $(elapsed "$t") s after the agent answered; cgroup $POD_CG"
+		note "cpu.max: pod $(cat "$POD_CG/cpu.max"); containers $(find "$POD_CG" -mindepth 2 -name cpu.max -exec cat {} + | tr '\n' ' ')"
+		sleep 1
+		thr0=$(throttled_total "$POD_CG")
+		mc=$(measure_millicores "$POD_CG" 6)
+		thr=$(($(throttled_total "$POD_CG") - thr0))
+		if within "$mc" 180 220 && [ "$thr" -gt 0 ]; then
+			pass cpu-limit-throttles "${mc}m used over 6 s (limit 200m), nr_throttled +$thr"
+		else
+			fail cpu-limit-throttles "busy loop used ${mc}m over 6 s (want 200m +-10%), nr_throttled +$thr"
+		fi
+	fi
+else
+	blocked cpu-limit-throttles
+fi
+
+# --- (2) memory limit: dd over 32Mi ends OOMKilled/137 and restarts ----------
+
+if [ $AGENT_OK = 1 ]; then
+	if ! wait_for 120 restarted_after_oom mem-hog; then
+		fail memory-limit-oomkills "no restart after a termination within 120 s: containerStatuses $(pod_jq mem-hog '.status.containerStatuses | tojson')"
+		agent_log_tail
+	else
+		reason=$(pod_jq mem-hog .status.containerStatuses[0].lastState.terminated.reason)
+		code=$(pod_jq mem-hog .status.containerStatuses[0].lastState.terminated.exitCode)
+		restarts=$(pod_jq mem-hog .status.containerStatuses[0].restartCount)
+		ooms="?"
+		WHY=""
+		find_pod_cgroup mem-hog burstable && ooms=$(mem_event "$POD_CG" oom_kill)
+		if [ "$reason" = OOMKilled ] && [ "$code" = 137 ] && [ "${ooms:-0}" -ge 1 ] 2>/dev/null; then
+			pass memory-limit-oomkills "lastState.terminated $reason/$code, restartCount $restarts, memory.events oom_kill $ooms"
+		else
+			fail memory-limit-oomkills "lastState.terminated reason '$reason' exitCode '$code' (want OOMKilled/137), restartCount $restarts, memory.events oom_kill $ooms (${WHY:-pod cgroup $POD_CG})"
+		fi
+	fi
+else
+	blocked memory-limit-oomkills
+fi
+
+# --- (3) removing the manifests removes cgroups, processes, namespaces --------
+
+if [ $AGENT_OK = 1 ]; then
+	pids=""
+	cgs=""
+	keys=""
+	for p in cpu-hog mem-hog; do
+		if find_pod_cgroup $p burstable; then
+			cgs="$cgs $POD_CG"
+			pids="$pids $(cgroup_pids "$POD_CG")"
+			keys="$keys $uid $(pod_jq $p .metadata.name)"
+		fi
+	done
+	helpers=$(pod_helpers $keys)
+	note "the pods' processes outside their cgroups (shims, sandboxes): $(echo $helpers)"
+	pids=$(echo $pids $helpers | tr ' ' '\n' | sort -un | tr '\n' ' ')
+	# the namespaces those processes live in (not the guest's own), as nsfs
+	# names like net:[4026532161]; one `ls` because forks are slow here
+	nss=""
+	if [ -n "$pids" ]; then
+		host_ns=$(ls -l /proc/1/ns/ | sed -n 's/.* -> //p')
+		nss=$(for pid in $pids; do echo /proc/$pid/ns/net /proc/$pid/ns/ipc /proc/$pid/ns/uts /proc/$pid/ns/pid /proc/$pid/ns/mnt; done |
+			xargs ls -l 2>/dev/null | sed -n 's/.* -> //p' | sort -u | grep -vxF "$host_ns" | tr '\n' ' ')
+	fi
+	note "before removal: cgroups$cgs; pids $(echo $pids); namespaces $nss"
+	t=$(now)
+	rm -f $MANIFESTS/cpu-hog.yaml $MANIFESTS/mem-hog.yaml
+	gone() {
+		for cg in $cgs; do [ -d "$cg" ] && return 1; done
+		for pid in $pids; do [ -d /proc/$pid ] && return 1; done
+		[ -z "$(pod_helpers $keys)" ] || return 1
+		[ -z "$(pod_jq cpu-hog .metadata.name)$(pod_jq mem-hog .metadata.name)" ]
+	}
+	if [ -z "$cgs" ]; then
+		fail pods-removed "the pods' cgroups were never found, nothing to check"
+	elif ! wait_for 60 gone; then
+		left=""
+		for cg in $cgs; do [ -d "$cg" ] && left="$left $cg"; done
+		for pid in $pids $(pod_helpers $keys); do
+			[ -d /proc/$pid ] && left="$left pid:$pid($(tr '\0' ' ' </proc/$pid/cmdline 2>/dev/null))"
+		done
+		[ -n "$(pod_jq cpu-hog .metadata.name)$(pod_jq mem-hog .metadata.name)" ] && left="$left (still in /pods)"
+		fail pods-removed "60 s after removing the manifests still there:$left"
+		agent_log_tail
+	else
+		# a namespace is alive while a process or a bind mount (nsfs) holds it
+		held=""
+		all_ns=$(ls -l /proc/[0-9]*/ns/ 2>/dev/null)
+		for ns in $nss; do
+			echo "$all_ns" | grep -qF -- "-> $ns" && held="$held $ns(a process)"
+			grep -qF "$ns" /proc/self/mountinfo && held="$held $ns(a bind mount)"
+		done
+		if [ -n "$held" ]; then
+			fail pods-removed "cgroups and processes gone, namespaces still held:$held"
+		else
+			pass pods-removed "cgroups, processes and namespaces gone $(elapsed "$t") s after the manifests were removed"
+		fi
+	fi
+else
+	blocked pods-removed
+fi
+
+# --- (4) ClusterIP service ---------------------------------------------------
+
+skip clusterip-service "networking (CNI, service proxy) is not implemented yet: a later issue"
+
+if [ -n "$AGENT_PID" ]; then
+	kill $AGENT_PID 2>/dev/null
+	[ "$FAILED" = 0 ] || agent_log_tail 40
+fi
+summary
