@@ -71,7 +71,8 @@ INITRAMFS_MODULES="virtio_pci virtio_blk crc32c_generic ext4 9pnet_virtio 9p"
 
 T0=$(date +%s.%N)
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-say() { printf '\033[1m[vm %6ss]\033[0m %s\n' "$(since "$T0")" "$*" >&2; }
+if [ -t 2 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD="" PLAIN=""; fi
+say() { printf '%s[vm %6ss]%s %s\n' "$BOLD" "$(since "$T0")" "$PLAIN" "$*" >&2; }
 die() { printf '[vm] error: %s\n' "$*" >&2; exit 2; }
 
 [ "$(id -u)" = 0 ] || die "run as root (sudo vm-tests/run.sh): building the guest root needs it"

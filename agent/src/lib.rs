@@ -20,3 +20,19 @@ pub mod quantity;
 pub mod runtime;
 pub mod server;
 pub mod status;
+
+/// An error with its causes, `outer: inner: root`, for messages users read
+/// (module errors keep their cause in `source()`, as thiserror has it).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}

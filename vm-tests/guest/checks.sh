@@ -241,7 +241,7 @@ if [ $AGENT_OK = 1 ]; then
 		fi
 	done
 	helpers=$(pod_helpers $keys)
-	note "the pods' processes outside their cgroups (shims, sandboxes): $(echo $helpers)"
+	[ -z "$helpers" ] || note "processes naming the pods on their command line: $(ps -o pid=,args= -p "$(echo $helpers | tr ' ' ,)" | awk '{ printf "%s(%s) ", $1, $3 }')"
 	pids=$(echo $pids $helpers | tr ' ' '\n' | sort -un | tr '\n' ' ')
 	# the namespaces those processes live in (not the guest's own), as nsfs
 	# names like net:[4026532161]; one `ls` because forks are slow here

@@ -1031,6 +1031,12 @@ mod tests {
     }
 
     #[test]
+    fn driver_is_shareable() {
+        fn assert_clone_send_sync<T: Clone + Send + Sync>() {}
+        assert_clone_send_sync::<CgroupDriver>();
+    }
+
+    #[test]
     fn flat_keyed() {
         let m = parse_flat_keyed(
             "nr_periods 12\nnr_throttled 3\nthrottled_time 456789\nweird line here\nbad x\n",

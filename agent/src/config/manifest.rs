@@ -232,41 +232,54 @@ pub fn decode_pod(file: &Path, content: &[u8]) -> Result<Pod, ManifestError> {
         field,
         message,
     };
-    let is_json = content.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     if !content.iter().any(|b| !b.is_ascii_whitespace()) {
         return Err(decode_error(None, "file is empty: expected one Pod".into()));
     }
 
     // First a look at the type fields, so a Deployment or a typo in `kind`
-    // is reported as that and not as some missing Pod field.
-    let (kind, api_version) = if is_json {
-        let v: serde_json::Value =
-            serde_json::from_slice(content).map_err(|e| decode_error(None, e.to_string()))?;
-        let get = |k: &str| {
-            v.get(k).map(|x| {
-                x.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| x.to_string())
-            })
-        };
-        (get("kind"), get("apiVersion"))
-    } else {
-        let v: serde_yaml::Value =
-            serde_yaml::from_slice(content).map_err(|e| decode_error(None, e.to_string()))?;
-        if !v.is_mapping() {
-            return Err(decode_error(
-                None,
-                "expected a Pod object (a mapping with kind, apiVersion, metadata, spec)".into(),
-            ));
+    // is reported as that and not as some missing Pod field. JSON is read as
+    // JSON (YAML parsers differ on some of it), but a document starting with
+    // `{` may also be YAML flow style.
+    let looks_like_json = content.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let json = looks_like_json.then(|| serde_json::from_slice::<serde_json::Value>(content));
+    let is_json = matches!(json, Some(Ok(_)));
+    let (kind, api_version) = match json {
+        Some(Ok(v)) => {
+            let get = |k: &str| {
+                v.get(k).map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
+                })
+            };
+            (get("kind"), get("apiVersion"))
         }
-        let get = |k: &str| {
-            v.get(k).map(|x| {
-                x.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{x:?}"))
-            })
-        };
-        (get("kind"), get("apiVersion"))
+        json_error => {
+            let v: serde_yaml::Value = serde_yaml::from_slice(content).map_err(|e| {
+                // Not YAML either: for a `{` document the JSON error is the
+                // one that helps.
+                let message = match json_error {
+                    Some(Err(json)) => json.to_string(),
+                    _ => e.to_string(),
+                };
+                decode_error(None, message)
+            })?;
+            if !v.is_mapping() {
+                return Err(decode_error(
+                    None,
+                    "expected a Pod object (a mapping with kind, apiVersion, metadata, spec)"
+                        .into(),
+                ));
+            }
+            let get = |k: &str| {
+                v.get(k).map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("{x:?}"))
+                })
+            };
+            (get("kind"), get("apiVersion"))
+        }
     };
     let mut errors = Vec::new();
     match kind.as_deref() {
@@ -286,15 +299,12 @@ pub fn decode_pod(file: &Path, content: &[u8]) -> Result<Pod, ManifestError> {
         });
     }
 
-    fn split<E: fmt::Display>(e: serde_path_to_error::Error<E>) -> (Option<String>, String) {
-        split_decode_error(e)
-    }
     let decoded = if is_json {
         let mut de = serde_json::Deserializer::from_slice(content);
-        serde_path_to_error::deserialize(&mut de).map_err(split)
+        serde_path_to_error::deserialize(&mut de).map_err(split_decode_error)
     } else {
         serde_path_to_error::deserialize(serde_yaml::Deserializer::from_slice(content))
-            .map_err(split)
+            .map_err(split_decode_error)
     };
     decoded.map_err(|(field, message)| decode_error(field, message))
 }
@@ -950,6 +960,12 @@ spec:
     }
 
     #[test]
+    fn yaml_flow_style_is_not_taken_for_json() {
+        let pod = load("{apiVersion: v1, kind: Pod, metadata: {name: f}, spec: {containers: [{name: c, image: busybox}]}}").unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("f-node01"));
+    }
+
+    #[test]
     fn uid_follows_content_not_formatting() {
         let uid = |s: &str| load(s).unwrap().metadata.uid.unwrap();
         let reformatted = MYAPP
@@ -1042,7 +1058,12 @@ spec:
     - containerPort: http
 ",
         );
-        let ManifestError::Decode { field, message, .. } = e.unwrap_err() else {
+        let e = e.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pods/test.yaml: spec.containers[0].ports[0].containerPort: invalid type: string \"http\", expected i32 at line 9 column 22"
+        );
+        let ManifestError::Decode { field, message, .. } = e else {
             panic!("expected a decode error")
         };
         assert_eq!(

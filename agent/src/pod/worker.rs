@@ -253,15 +253,15 @@ impl PodWorker {
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
         let result = tokio::task::spawn_blocking(move || -> Result<SandboxState, String> {
             let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::error_chain(&e))?;
             ctx.cgroups
                 .create(&pod_cgroup, &limits)
-                .map_err(|e| format!("creating the pod cgroup: {e}"))?;
+                .map_err(|e| format!("creating the pod cgroup: {}", crate::error_chain(&e)))?;
             let id = container::new_container_id();
             let sandbox_cgroup = ctx.cgroups.container_path(&pod_cgroup, &id);
             ctx.cgroups
                 .create(&sandbox_cgroup, &CgroupLimits::default())
-                .map_err(|e| format!("creating the sandbox cgroup: {e}"))?;
+                .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
             let node_hostname = nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default();
@@ -271,7 +271,7 @@ impl PodWorker {
                 &hostname
             };
             sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, None, host_network)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::error_chain(&e))?;
             sandbox::start(
                 &ctx.agent_exe,
                 &id,
@@ -279,7 +279,7 @@ impl PodWorker {
                 host_network,
                 &ctx.cgroups.procs_files(&sandbox_cgroup),
             )
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error_chain(&e))
         })
         .await
         .unwrap_or_else(|e| Err(format!("sandbox task: {e}")));
@@ -650,10 +650,8 @@ fn create_and_start(
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
     let image_ref = container.image.clone().unwrap_or_default();
     let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
-        ImageError::NotFound { .. } => CreateError::ImageMissing(format!(
-            "{e}; this node pulls nothing by itself yet: import the image with `kubelab-agent image import`"
-        )),
-        other => CreateError::Other(other.to_string()),
+        ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
+        other => CreateError::Other(crate::error_chain(&other)),
     })?;
     let id = container::new_container_id();
     let bundle = pod_dir.join("containers").join(&id);
@@ -664,17 +662,23 @@ fn create_and_start(
     };
     std::fs::create_dir_all(&bundle)
         .map_err(|e| CreateError::Other(format!("{}: {e}", bundle.display())))?;
-    let rootfs = image::prepare_rootfs(&image, &bundle)
-        .map_err(|e| fail(CreateError::Other(format!("preparing the rootfs: {e}"))))?;
+    let rootfs = image::prepare_rootfs(&image, &bundle).map_err(|e| {
+        fail(CreateError::Other(format!(
+            "preparing the rootfs: {}",
+            crate::error_chain(&e)
+        )))
+    })?;
     let limits = CgroupLimits::for_container(container)
-        .map_err(|e| fail(CreateError::Config(e.to_string())))?;
+        .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
     ctx.cgroups.create(&cgroup, &limits).map_err(|e| {
         fail(CreateError::Other(format!(
-            "creating the container cgroup: {e}"
+            "creating the container cgroup: {}",
+            crate::error_chain(&e)
         )))
     })?;
     let termination_log = bundle.join("termination-log");
-    std::fs::write(&termination_log, b"").map_err(|e| fail(CreateError::Other(e.to_string())))?;
+    std::fs::write(&termination_log, b"")
+        .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     let hostname = pod.metadata.name.clone().unwrap_or_default();
     let host_network = sandbox.host_network;
     let namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
@@ -693,8 +697,9 @@ fn create_and_start(
         limits: &limits,
         passwd: &passwd,
     })
-    .map_err(|e| fail(CreateError::Config(e.to_string())))?;
-    container::write_bundle(&bundle, &oci).map_err(|e| fail(CreateError::Other(e.to_string())))?;
+    .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    container::write_bundle(&bundle, &oci)
+        .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     let cgroup_dirs: Vec<PathBuf> = ctx
         .cgroups
         .procs_files(&cgroup)
@@ -710,7 +715,7 @@ fn create_and_start(
         log_max_files: ctx.log_max_files,
         cgroup_dirs: &cgroup_dirs,
     })
-    .map_err(|e| fail(CreateError::Other(e.to_string())))?;
+    .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     match outcome {
         StartOutcome::Running(started) => Ok((
             CurrentRun {
@@ -749,7 +754,11 @@ fn create_and_start(
 fn remove_run(ctx: &AgentContext, bundle: &Path, cgroup: &CgroupPath) {
     let _ = ctx.cgroups.kill_all(cgroup);
     if let Err(e) = image::remove_rootfs(bundle) {
-        tracing::warn!("removing rootfs of {}: {e}", bundle.display());
+        tracing::warn!(
+            "removing rootfs of {}: {}",
+            bundle.display(),
+            crate::error_chain(&e)
+        );
     }
     if let Err(e) = ctx.cgroups.remove(cgroup) {
         tracing::warn!("removing cgroup {cgroup}: {e}");

@@ -87,6 +87,7 @@ impl TestNode {
             .arg(root.path().join("state"))
             .args(["image", "import"])
             .arg(&image)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .status()
             .unwrap();
