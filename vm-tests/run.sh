@@ -90,9 +90,10 @@ ensure_apt_lists() {
 
 # The kernel package behind linux-image-amd64 and its version, e.g.
 # "linux-image-6.1.0-56-amd64 6.1.192-2": a new upload means a new guest.
+# Empty (not an error) when apt's lists are empty: setup_guest then updates them.
 kernel_package() {
 	apt-cache show --no-all-versions linux-image-amd64 2>/dev/null |
-		sed -n 's/^Depends:.*\(linux-image-[0-9][^ ,]*\) (= \([^)]*\)).*/\1 \2/p' | head -1
+		sed -n 's/^Depends:.*\(linux-image-[0-9][^ ,]*\) (= \([^)]*\)).*/\1 \2/p' | head -1 || true
 }
 
 # ---------------------------------------------------------------- QEMU

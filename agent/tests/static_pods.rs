@@ -22,6 +22,7 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
         &pod_yaml(
             "web",
             r#"spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: main
     image: busybox
@@ -81,6 +82,7 @@ fn cpu_limit_throttles_a_busy_loop_to_its_quota() {
         &pod_yaml(
             "spin",
             r#"spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: spin
     image: busybox
@@ -256,7 +258,7 @@ fn a_broken_manifest_beside_good_ones_breaks_nothing() {
         "good.yaml",
         &pod_yaml(
             "good",
-            "spec:\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"3600\"]\n",
+            "spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"3600\"]\n",
         ),
     );
     node.write_manifest(
@@ -405,5 +407,93 @@ fn fifty_pods_come_and_go_without_leaks() {
         std::fs::read_dir(pods_dir).unwrap().count(),
         0,
         "leftover pod dirs"
+    );
+}
+
+#[test]
+fn security_context_user_and_read_only_rootfs_are_honoured() {
+    let node = TestNode::start();
+    node.write_manifest(
+        "secure.yaml",
+        &pod_yaml(
+            "secure",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    runAsUser: 65534
+    runAsGroup: 65534
+  containers:
+  - name: c
+    image: busybox
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "id=$(id -u):$(id -g)"
+      grep -E 'CapEff|NoNewPrivs' /proc/self/status
+      touch /rootfs-write 2>/dev/null && echo root=rw || echo root=ro
+      echo ok > /dev/termination-log && echo termlog=rw
+      exec sleep 3600
+"#,
+        ),
+    );
+    node.wait_running("secure");
+    let name = format!("secure-{}", node.node_name);
+    let logs = node.wait_for("output", Duration::from_secs(10), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("termlog"))
+    });
+    assert!(logs.contains("id=65534:65534"), "{logs}");
+    assert!(logs.contains("CapEff:\t0000000000000000"), "a non-root user keeps no capabilities: {logs}");
+    assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
+    assert!(logs.contains("root=ro"), "{logs}");
+}
+
+#[test]
+fn logs_of_the_current_and_previous_run_and_metrics() {
+    let node = TestNode::start();
+    node.write_manifest(
+        "crash.yaml",
+        &pod_yaml(
+            "crash",
+            r#"spec:
+  restartPolicy: OnFailure
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "for i in 1 2 3; do echo line $i; done; echo oops >&2; echo bye > /dev/termination-log; exit 2"]
+"#,
+        ),
+    );
+    let status = node.wait_for("a restart", Duration::from_secs(20), |n| {
+        let c = n.container_status("crash", "c")?;
+        (c["restartCount"].as_i64()? >= 1).then_some(c)
+    });
+    let last = &status["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 2, "{status}");
+    assert_eq!(last["reason"], "Error", "{status}");
+    assert_eq!(last["message"], "bye\n", "the termination log becomes the message: {status}");
+    let name = format!("crash-{}", node.node_name);
+    let previous = node.get(&format!("/containerLogs/default/{name}/c?previous=true")).unwrap();
+    assert_eq!(previous, "line 1\nline 2\nline 3\noops\n");
+    let tail = node.get(&format!("/containerLogs/default/{name}/c?previous=true&tailLines=2")).unwrap();
+    assert_eq!(tail, "line 3\noops\n");
+    let stamped = node.get(&format!("/containerLogs/default/{name}/c?previous=true&timestamps=true")).unwrap();
+    assert!(stamped.lines().all(|l| l.len() > 31 && l.as_bytes()[4] == b'-' && l.contains('Z')), "{stamped}");
+    // The raw file is in the CRI format under the root dir.
+    let uid = node.pod("crash").unwrap()["metadata"]["uid"].as_str().unwrap().to_string();
+    let raw = std::fs::read_to_string(
+        node.state_dir().join(format!("logs/default_{name}_{uid}/c/0.log")),
+    )
+    .unwrap();
+    assert!(raw.lines().next().unwrap().contains(" stdout F line 1"), "{raw}");
+    assert!(raw.contains(" stderr F oops"), "{raw}");
+    let metrics = node.get("/metrics").unwrap();
+    assert!(
+        metrics.contains(&format!("kube_pod_container_status_restarts_total{{namespace=\"default\",pod=\"{name}\",container=\"c\"}}")),
+        "{metrics}"
     );
 }

@@ -25,7 +25,7 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(20);
 
 /// How long after the first inotify event the directory is re-read, so that
 /// an editor's write-then-rename, or `cp` of several files, is one update.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// Static pods from `dir` (or from `dir` itself when it is a single file, as
 /// kubelet's `--pod-manifest-path` allows).
@@ -383,7 +383,11 @@ impl Watcher {
     /// Watch `path` if it is a directory, else its parent.
     fn ensure_watches(&mut self, path: &Path) {
         if self.dir.is_none()
-            && let Ok(wd) = self.inotify().add_watch(path, DIR_EVENTS)
+            // A created file is read once it is closed (IN_CLOSE_WRITE) or
+            // renamed in (IN_MOVED_TO), never half-written at IN_CREATE.
+            && let Ok(wd) = self
+                .inotify()
+                .add_watch(path, DIR_EVENTS.difference(AddWatchFlags::IN_CREATE))
         {
             self.dir = Some(wd);
         }

@@ -677,7 +677,12 @@ fn create_and_start(
         )))
     })?;
     let termination_log = bundle.join("termination-log");
+    // 0666 as kubelet makes it: a container running as any user may write its message.
     std::fs::write(&termination_log, b"")
+        .and_then(|_| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&termination_log, std::fs::Permissions::from_mode(0o666))
+        })
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     let hostname = pod.metadata.name.clone().unwrap_or_default();
     let host_network = sandbox.host_network;

@@ -33,6 +33,7 @@ pub fn router(state: ServerState) -> Router {
             get(container_logs),
         )
         .route("/metrics", get(metrics))
+        .route("/events", get(events))
         .with_state(state)
 }
 
@@ -44,6 +45,11 @@ async fn pods(State(s): State<ServerState>) -> Json<serde_json::Value> {
         "metadata": {},
         "items": items,
     }))
+}
+
+/// Recent events (newest last), for tools that show them (`kubelab-agent top`).
+async fn events(State(s): State<ServerState>) -> Json<Vec<crate::events::Event>> {
+    Json(s.ctx.events.list())
 }
 
 async fn summary(State(s): State<ServerState>) -> Response {

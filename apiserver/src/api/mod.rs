@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod object;
 pub mod patch;
+mod protobuf;
 mod watch;
 
 use std::collections::HashMap;
@@ -1314,6 +1315,15 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
+    if ct.contains("protobuf") || body.starts_with(b"k8s\0") {
+        return protobuf::decode(body).map_err(|e| match e {
+            protobuf::ProtobufError::UnsupportedKind(_) => unsupported_media_type(ct),
+            other => ApiError::bad_request(other.to_string()),
+        });
+    }
+    if ct.contains("cbor") {
+        return Err(unsupported_media_type(ct));
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -1325,6 +1335,15 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         Err(_) => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}"))),
     }
+}
+
+/// 415 for bodies other than JSON/YAML, which clients answer by retrying in JSON.
+fn unsupported_media_type(ct: &str) -> ApiError {
+    ApiError::new(
+        415,
+        "UnsupportedMediaType",
+        format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct:?})"),
+    )
 }
 
 /// Sets `apiVersion`/`kind` when missing; rejects a body of another kind.
@@ -1364,7 +1383,11 @@ async fn resource_handler(
     Query(params): Query<Params>,
     body: Bytes,
 ) -> Response {
-    api.handle(method, uri, headers, params, body).await
+    let (m, u) = (method.clone(), uri.clone());
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+    let response = api.handle(method, uri, headers, params, body).await;
+    tracing::debug!(method = %m, uri = %u, content_type = ct, status = response.status().as_u16(), "request");
+    response
 }
 
 pub fn router(api: Arc<Api>) -> Router {

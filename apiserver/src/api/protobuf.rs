@@ -1,0 +1,334 @@
+//! Decoding the Kubernetes protobuf encoding for request bodies.
+//!
+//! kubectl's typed clients (`kubectl create namespace|configmap|secret|
+//! serviceaccount|service ...`) send `application/vnd.kubernetes.protobuf`
+//! and do not retry in JSON on a 415. Responses are always JSON (clients
+//! accept it), so only decoding is needed, and only for the kinds those
+//! generators create. The envelope is the magic `k8s\0` followed by a
+//! `runtime.Unknown {typeMeta, raw}`; `raw` is the object. Field numbers
+//! are those of `k8s.io/api/core/v1/generated.proto` and apimachinery's.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy)]
+enum Ty {
+    Str,
+    /// Base64 in JSON, as `[]byte` fields are.
+    Bytes,
+    Int,
+    Bool,
+    Msg(&'static [Field]),
+    MapStr,
+    MapBytes,
+    /// `metav1.Time {seconds, nanos}` → RFC 3339.
+    Time,
+    /// `intstr.IntOrString {type, intVal, strVal}` → number or string.
+    IntOrString,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    num: u64,
+    name: &'static str,
+    ty: Ty,
+    repeated: bool,
+}
+
+const fn f(num: u64, name: &'static str, ty: Ty) -> Field {
+    Field { num, name, ty, repeated: false }
+}
+
+const fn r(num: u64, name: &'static str, ty: Ty) -> Field {
+    Field { num, name, ty, repeated: true }
+}
+
+const OWNER_REFERENCE: &[Field] = &[
+    f(5, "apiVersion", Ty::Str),
+    f(1, "kind", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+    f(6, "controller", Ty::Bool),
+    f(7, "blockOwnerDeletion", Ty::Bool),
+];
+
+const OBJECT_META: &[Field] = &[
+    f(1, "name", Ty::Str),
+    f(2, "generateName", Ty::Str),
+    f(3, "namespace", Ty::Str),
+    f(5, "uid", Ty::Str),
+    f(6, "resourceVersion", Ty::Str),
+    f(7, "generation", Ty::Int),
+    f(8, "creationTimestamp", Ty::Time),
+    f(9, "deletionTimestamp", Ty::Time),
+    f(10, "deletionGracePeriodSeconds", Ty::Int),
+    f(11, "labels", Ty::MapStr),
+    f(12, "annotations", Ty::MapStr),
+    r(13, "ownerReferences", Ty::Msg(OWNER_REFERENCE)),
+    r(14, "finalizers", Ty::Str),
+];
+
+const NAMESPACE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(&[r(1, "finalizers", Ty::Str)])),
+    f(3, "status", Ty::Msg(&[f(1, "phase", Ty::Str)])),
+];
+
+const CONFIG_MAP: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "data", Ty::MapStr),
+    f(3, "binaryData", Ty::MapBytes),
+    f(4, "immutable", Ty::Bool),
+];
+
+const SECRET: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "data", Ty::MapBytes),
+    f(3, "type", Ty::Str),
+    f(4, "stringData", Ty::MapStr),
+    f(5, "immutable", Ty::Bool),
+];
+
+const OBJECT_REFERENCE: &[Field] = &[
+    f(1, "kind", Ty::Str),
+    f(2, "namespace", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+    f(5, "apiVersion", Ty::Str),
+    f(6, "resourceVersion", Ty::Str),
+    f(7, "fieldPath", Ty::Str),
+];
+
+const SERVICE_ACCOUNT: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "secrets", Ty::Msg(OBJECT_REFERENCE)),
+    r(3, "imagePullSecrets", Ty::Msg(&[f(1, "name", Ty::Str)])),
+    f(4, "automountServiceAccountToken", Ty::Bool),
+];
+
+const SERVICE_PORT: &[Field] = &[
+    f(1, "name", Ty::Str),
+    f(2, "protocol", Ty::Str),
+    f(3, "port", Ty::Int),
+    f(4, "targetPort", Ty::IntOrString),
+    f(5, "nodePort", Ty::Int),
+    f(6, "appProtocol", Ty::Str),
+];
+
+const SERVICE_SPEC: &[Field] = &[
+    r(1, "ports", Ty::Msg(SERVICE_PORT)),
+    f(2, "selector", Ty::MapStr),
+    f(3, "clusterIP", Ty::Str),
+    f(4, "type", Ty::Str),
+    r(5, "externalIPs", Ty::Str),
+    f(7, "sessionAffinity", Ty::Str),
+    f(8, "loadBalancerIP", Ty::Str),
+    r(9, "loadBalancerSourceRanges", Ty::Str),
+    f(10, "externalName", Ty::Str),
+    f(11, "externalTrafficPolicy", Ty::Str),
+    f(12, "healthCheckNodePort", Ty::Int),
+    f(13, "publishNotReadyAddresses", Ty::Bool),
+    f(14, "sessionAffinityConfig", Ty::Msg(&[f(1, "clientIP", Ty::Msg(&[f(1, "timeoutSeconds", Ty::Int)]))])),
+    f(17, "ipFamilyPolicy", Ty::Str),
+    r(18, "clusterIPs", Ty::Str),
+    r(19, "ipFamilies", Ty::Str),
+    f(20, "allocateLoadBalancerNodePorts", Ty::Bool),
+    f(21, "loadBalancerClass", Ty::Str),
+    f(22, "internalTrafficPolicy", Ty::Str),
+    f(23, "trafficDistribution", Ty::Str),
+];
+
+const SERVICE: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SERVICE_SPEC))];
+
+const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProtobufError {
+    #[error("not a Kubernetes protobuf message (missing the k8s\\0 prefix)")]
+    NoMagic,
+    #[error("truncated or malformed protobuf")]
+    Malformed,
+    #[error("decoding {0} from protobuf is not supported; send JSON")]
+    UnsupportedKind(String),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, ProtobufError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.buf.split_first().ok_or(ProtobufError::Malformed)?;
+            self.buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(ProtobufError::Malformed)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtobufError> {
+        if self.buf.len() < n {
+            return Err(ProtobufError::Malformed);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    /// The next field: number, and its value (varint or bytes).
+    fn field(&mut self) -> Result<(u64, Wire<'a>), ProtobufError> {
+        let tag = self.varint()?;
+        let wire = match tag & 7 {
+            0 => Wire::Varint(self.varint()?),
+            1 => Wire::Skip(self.take(8)?),
+            2 => {
+                let n = usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed)?;
+                Wire::Bytes(self.take(n)?)
+            }
+            5 => Wire::Skip(self.take(4)?),
+            _ => return Err(ProtobufError::Malformed),
+        };
+        Ok((tag >> 3, wire))
+    }
+}
+
+enum Wire<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Skip(&'a [u8]),
+}
+
+fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> {
+    let mut out = Map::new();
+    let mut rd = Reader { buf };
+    while !rd.buf.is_empty() {
+        let (num, wire) = rd.field()?;
+        let Some(field) = schema.iter().find(|f| f.num == num) else { continue };
+        let value = match (field.ty, wire) {
+            (Ty::Str, Wire::Bytes(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
+            (Ty::Bytes, Wire::Bytes(b)) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+            // int32 fields carry negative values sign-extended to 64 bits.
+            (Ty::Int, Wire::Varint(v)) => Value::from(v as i64),
+            (Ty::Bool, Wire::Varint(v)) => Value::Bool(v != 0),
+            (Ty::Msg(s), Wire::Bytes(b)) => decode_message(b, s)?,
+            (Ty::Time, Wire::Bytes(b)) => {
+                let t = decode_message(b, &[f(1, "seconds", Ty::Int)])?;
+                let secs = t.get("seconds").and_then(Value::as_i64).unwrap_or(0);
+                jiff::Timestamp::from_second(secs).map_err(|_| ProtobufError::Malformed)?.to_string().into()
+            }
+            (Ty::IntOrString, Wire::Bytes(b)) => {
+                let v = decode_message(b, &[f(1, "type", Ty::Int), f(2, "intVal", Ty::Int), f(3, "strVal", Ty::Str)])?;
+                match v.get("type").and_then(Value::as_i64).unwrap_or(0) {
+                    1 => v.get("strVal").cloned().unwrap_or_else(|| "".into()),
+                    _ => v.get("intVal").cloned().unwrap_or_else(|| 0.into()),
+                }
+            }
+            (Ty::MapStr | Ty::MapBytes, Wire::Bytes(b)) => {
+                let value_ty = if matches!(field.ty, Ty::MapStr) { Ty::Str } else { Ty::Bytes };
+                let entry = decode_message(b, &[f(1, "k", Ty::Str), f(2, "v", value_ty)])?;
+                let key = entry.get("k").and_then(Value::as_str).unwrap_or("").to_owned();
+                let val = entry.get("v").cloned().unwrap_or_else(|| "".into());
+                let map = out.entry(field.name).or_insert_with(|| Value::Object(Map::new()));
+                if let Some(m) = map.as_object_mut() {
+                    m.insert(key, val);
+                }
+                continue;
+            }
+            _ => return Err(ProtobufError::Malformed),
+        };
+        if field.repeated {
+            let list = out.entry(field.name).or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(l) = list.as_array_mut() {
+                l.push(value);
+            }
+        } else {
+            out.insert(field.name.to_owned(), value);
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Decodes a `k8s\0`-prefixed protobuf body into the JSON form of the object.
+pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    let envelope = body.strip_prefix(b"k8s\0").ok_or(ProtobufError::NoMagic)?;
+    let mut type_meta = Value::Null;
+    let mut raw: &[u8] = &[];
+    let mut rd = Reader { buf: envelope };
+    while !rd.buf.is_empty() {
+        match rd.field()? {
+            (1, Wire::Bytes(b)) => type_meta = decode_message(b, TYPE_META)?,
+            (2, Wire::Bytes(b)) => raw = b,
+            _ => {}
+        }
+    }
+    let api_version = type_meta.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned();
+    let kind = type_meta.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+    let schema = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => NAMESPACE,
+        ("v1", "ConfigMap") => CONFIG_MAP,
+        ("v1", "Secret") => SECRET,
+        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("v1", "Service") => SERVICE,
+        _ => return Err(ProtobufError::UnsupportedKind(format!("{api_version}/{kind}"))),
+    };
+    let mut obj = decode_message(raw, schema)?;
+    obj["apiVersion"] = api_version.into();
+    obj["kind"] = kind.into();
+    Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    fn bytes_field(num: u64, b: &[u8], out: &mut Vec<u8>) {
+        varint(num << 3 | 2, out);
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    #[test]
+    fn decodes_a_configmap_as_kubectl_sends_it() {
+        let mut meta = Vec::new();
+        bytes_field(1, b"cfg", &mut meta);
+        let mut entry = Vec::new();
+        bytes_field(1, b"k", &mut entry);
+        bytes_field(2, b"v", &mut entry);
+        let mut label = Vec::new();
+        bytes_field(1, b"app", &mut label);
+        bytes_field(2, b"web", &mut label);
+        bytes_field(11, &label, &mut meta);
+        let mut cm = Vec::new();
+        bytes_field(1, &meta, &mut cm);
+        bytes_field(2, &entry, &mut cm);
+        let mut tm = Vec::new();
+        bytes_field(1, b"v1", &mut tm);
+        bytes_field(2, b"ConfigMap", &mut tm);
+        let mut body = b"k8s\0".to_vec();
+        bytes_field(1, &tm, &mut body);
+        bytes_field(2, &cm, &mut body);
+        assert_eq!(
+            decode(&body).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "cfg", "labels": {"app": "web"}}, "data": {"k": "v"}})
+        );
+        assert_eq!(decode(b"{}"), Err(ProtobufError::NoMagic));
+    }
+}

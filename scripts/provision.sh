@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Provision one kubelab node: install the binaries, the test image and the
+# systemd units, then start the agent (every node) and the apiserver (with
+# --apiserver). Runs as root on the node itself. One script for both labs:
+# scripts/lab (QEMU) runs it from its 9p share at boot, the Vagrantfile as its
+# shell provisioner. Running it again upgrades in place: the agent restarts
+# and adopts the pods that are running.
+#
+# usage: provision.sh [options]
+#   --node-name NAME        the node's name (default: the host name)
+#   --node-ip IP            the node's address on the cluster network: the
+#                           agent's --node-ip, the apiserver's --advertise-address
+#   --apiserver             run kubelab-apiserver here too (the first node)
+#   --bin-dir DIR           take kubelab-agent (and kubelab-apiserver) from DIR
+#                           (default: <repo>/target/release, then target/debug;
+#                           when neither has them, build them with cargo)
+#   --image TAR             import this OCI archive as the pods' image (default:
+#                           build busybox:latest with scripts/build-test-image.sh)
+#   --examples DIR|none     static pods to start with (default: <repo>/examples/static)
+#   --export-kubeconfig F   copy the apiserver's admin.kubeconfig to F
+#   --no-wait               don't wait for the services to answer
+#
+# What it leaves on the node:
+#   /usr/local/bin/kubelab-agent, /usr/local/bin/kubelab-apiserver
+#   /etc/systemd/system/kubelab-agent.service, kubelab-apiserver.service (deploy/systemd/)
+#   /etc/kubelab/agent.yaml        KubeletConfiguration: staticPodPath, cgroupRoot, readOnlyPort
+#   /etc/kubelab/manifests/        static pods (add, edit, delete files here)
+#   /etc/default/kubelab-agent, /etc/default/kubelab-apiserver   per-node flags
+#   /var/lib/kubelet               the agent's root dir (images, pods, logs)
+#   /var/lib/kubelab-apiserver     the apiserver's store, CA and admin.kubeconfig
+set -Eeuo pipefail
+trap 'echo "provision: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NODE_NAME=""
+NODE_IP=""
+APISERVER=0
+BIN_DIR=""
+IMAGE=""
+EXAMPLES="$REPO/examples/static"
+EXPORT_KUBECONFIG=""
+WAIT=1
+
+AGENT_PORT=10255
+APISERVER_PORT=6443
+MANIFESTS=/etc/kubelab/manifests
+APISERVER_DATA=/var/lib/kubelab-apiserver
+
+say() { echo "provision[${NODE_NAME:-?}]: $*"; }
+die() { echo "provision[${NODE_NAME:-?}]: error: $*" >&2; exit 1; }
+
+usage() { sed -n '2,/^set -E/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--node-name) NODE_NAME=$2; shift ;;
+	--node-ip) NODE_IP=$2; shift ;;
+	--apiserver) APISERVER=1 ;;
+	--bin-dir) BIN_DIR=$2; shift ;;
+	--image) IMAGE=$2; shift ;;
+	--examples) EXAMPLES=$2; shift ;;
+	--export-kubeconfig) EXPORT_KUBECONFIG=$2; shift ;;
+	--no-wait) WAIT=0 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; die "unknown option $1" ;;
+	esac
+	shift
+done
+
+[ "$(id -u)" = 0 ] || die "run as root on the node"
+[ -n "$NODE_NAME" ] || NODE_NAME=$(hostname)
+if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
+	die "systemd is not running here: the agent and the apiserver run as systemd units"
+fi
+
+# Debian packages the node needs; only what is missing is installed (the QEMU
+# lab's image has them all, a Vagrant box gets them here).
+apt_install() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || return 0
+	say "apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get -q update >/dev/null
+	apt-get -q install -y --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- binaries
+find_bin_dir() {
+	local d
+	for d in ${BIN_DIR:+"$BIN_DIR"} "$REPO/target/release" "$REPO/target/debug"; do
+		if [ -x "$d/kubelab-agent" ]; then
+			echo "$d"
+			return
+		fi
+	done
+}
+
+# No binaries came with the sources: build them on the node. Debian 12's rustc
+# is too old for the workspace, so the toolchain comes from rustup.
+build_binaries() {
+	apt_install build-essential pkg-config curl ca-certificates protobuf-compiler libprotobuf-dev
+	export PATH="$HOME/.cargo/bin:$PATH"
+	if ! command -v cargo >/dev/null; then
+		say "installing the Rust toolchain (rustup, minimal profile)"
+		curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+	fi
+	# Outside the sources: they may be a folder shared with the host.
+	export CARGO_TARGET_DIR=/var/cache/kubelab/target
+	say "cargo build --release --workspace --bins (minutes)"
+	(cd "$REPO" && cargo build --release --workspace --bins)
+}
+
+install_binaries() {
+	local dir
+	dir=$(find_bin_dir)
+	if [ -z "$dir" ]; then
+		[ -z "$BIN_DIR" ] || die "no kubelab-agent in $BIN_DIR"
+		build_binaries
+		dir=$CARGO_TARGET_DIR/release
+	fi
+	say "installing binaries from $dir"
+	# install(1) replaces the file rather than writing into it, so running
+	# shims (the old agent binary) are not disturbed.
+	install -m 0755 "$dir/kubelab-agent" /usr/local/bin/kubelab-agent
+	if [ "$APISERVER" = 1 ]; then
+		[ -x "$dir/kubelab-apiserver" ] || die "--apiserver: no kubelab-apiserver in $dir"
+		install -m 0755 "$dir/kubelab-apiserver" /usr/local/bin/kubelab-apiserver
+	fi
+}
+
+# ---------------------------------------------------------------- image
+install_image() {
+	local tar=$IMAGE
+	if [ -z "$tar" ]; then
+		[ -x "$REPO/scripts/build-test-image.sh" ] || die "no --image and no scripts/build-test-image.sh"
+		apt_install busybox-static jq
+		tar=/var/cache/kubelab/busybox.tar
+		mkdir -p "$(dirname "$tar")"
+		say "building the test image (scripts/build-test-image.sh)"
+		"$REPO/scripts/build-test-image.sh" "$tar" >/dev/null
+	fi
+	[ -f "$tar" ] || die "image archive $tar not found"
+	say "importing $(basename "$tar") into /var/lib/kubelet"
+	RUST_LOG=warn /usr/local/bin/kubelab-agent --root-dir /var/lib/kubelet image import "$tar" >/dev/null
+}
+
+# ---------------------------------------------------------------- units
+write_config() {
+	mkdir -p /etc/kubelab "$MANIFESTS"
+	cat >/etc/kubelab/agent.yaml <<EOF
+# Written by scripts/provision.sh; flags in /etc/default/kubelab-agent override it.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+staticPodPath: $MANIFESTS
+cgroupRoot: /kubelab
+cgroupDriver: cgroupfs
+# The kubelet API, plain HTTP: /pods, /stats/summary, /containerLogs, /metrics.
+# (The other port, 10250, is turned off with --port 0 in /etc/default/kubelab-agent.)
+readOnlyPort: $AGENT_PORT
+EOF
+	local args="--hostname-override $NODE_NAME --port 0"
+	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"
+	printf '# Written by scripts/provision.sh\nKUBELAB_AGENT_ARGS="%s"\n' "$args" >/etc/default/kubelab-agent
+	if [ "$APISERVER" = 1 ]; then
+		args=""
+		[ -z "$NODE_IP" ] || args="--advertise-address $NODE_IP"
+		printf '# Written by scripts/provision.sh\nKUBELAB_APISERVER_ARGS="%s"\n' "$args" >/etc/default/kubelab-apiserver
+	fi
+	if [ "$EXAMPLES" != none ] && [ -d "$EXAMPLES" ]; then
+		say "static pods: $EXAMPLES -> $MANIFESTS"
+		cp "$EXAMPLES"/*.yaml "$MANIFESTS"/
+	fi
+	mkdir -p /usr/local/share/doc/kubelab
+	[ ! -f "$REPO/README.md" ] || cp "$REPO/README.md" /usr/local/share/doc/kubelab/
+}
+
+# (Re)start a unit: a running agent is restarted so the new binary and config
+# take effect; its pods keep running (KillMode=process) and are adopted.
+start_unit() {
+	local unit=$1
+	install -m 0644 "$REPO/deploy/systemd/$unit" "/etc/systemd/system/$unit"
+	systemctl daemon-reload
+	systemctl enable "$unit" >/dev/null 2>&1
+	if systemctl is-active -q "$unit"; then
+		say "restarting $unit"
+		systemctl restart "$unit"
+	else
+		say "starting $unit"
+		systemctl start "$unit"
+	fi
+}
+
+wait_for() { # wait_for UNIT SECONDS COMMAND...
+	local unit=$1 secs=$2 deadline=$((SECONDS + $2))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		[ "$SECONDS" -lt "$deadline" ] || {
+			journalctl -u "$unit" --no-pager -n 20 >&2 || true
+			die "$unit did not come up within ${secs}s (journalctl -u $unit)"
+		}
+		sleep 1
+	done
+}
+
+apiserver_ready() {
+	[ -f "$APISERVER_DATA/admin.kubeconfig" ] &&
+		curl -fsSk --max-time 3 "https://127.0.0.1:$APISERVER_PORT/readyz" | grep -q ok
+}
+
+# ---------------------------------------------------------------- main
+say "node $NODE_NAME${NODE_IP:+ ($NODE_IP)}$([ "$APISERVER" = 0 ] || echo ", with the apiserver")"
+install_binaries
+install_image
+write_config
+if [ "$APISERVER" = 1 ]; then
+	start_unit kubelab-apiserver.service
+	[ "$WAIT" = 0 ] || wait_for kubelab-apiserver 120 apiserver_ready
+	if [ -n "$EXPORT_KUBECONFIG" ]; then
+		[ "$WAIT" = 1 ] || wait_for kubelab-apiserver 120 test -f "$APISERVER_DATA/admin.kubeconfig"
+		install -m 0600 "$APISERVER_DATA/admin.kubeconfig" "$EXPORT_KUBECONFIG"
+		say "admin kubeconfig copied to $EXPORT_KUBECONFIG"
+	fi
+fi
+start_unit kubelab-agent.service
+[ "$WAIT" = 0 ] || wait_for kubelab-agent 60 curl -fsS --max-time 3 "http://127.0.0.1:$AGENT_PORT/healthz"
+say "done: kubelab-agent$([ "$APISERVER" = 1 ] && echo " and kubelab-apiserver") running" \
+	"(systemctl status kubelab-agent; curl -s localhost:$AGENT_PORT/pods)"
