@@ -63,7 +63,8 @@ if [ -f /share/ssh/authorized_keys ]; then
 fi
 
 # Provisioning: the same scripts/provision.sh as Vagrant's, from the share.
-# Its output and exit status go back to the host in /share/out/<node>/.
+# Its output and exit status go back to the host in /share/out/<node>/ (the
+# status file appears whole: written aside, then renamed).
 out=/share/out/$name
 mkdir -p "$out"
 rm -f "$out/provision.status"
@@ -80,7 +81,7 @@ After=network-online.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'rc=0; /share/src/scripts/provision.sh $args >$out/provision.log 2>&1 || rc=\$?; echo \$rc >$out/provision.status; sync; exit \$rc'
+ExecStart=/bin/sh -c 'rc=0; /share/src/scripts/provision.sh $args >$out/provision.log 2>&1 || rc=\$?; echo \$rc >$out/.status; sync; mv $out/.status $out/provision.status; sync; exit \$rc'
 TimeoutStartSec=15min
 
 [Install]

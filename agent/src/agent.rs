@@ -14,6 +14,7 @@ use crate::cgroups::CgroupDriver;
 use crate::config::FileSource;
 use crate::context::AgentContext;
 use crate::events::EventRecorder;
+use crate::network::{NetworkOptions, PodNetwork};
 use crate::pod::manager::PodManager;
 use crate::runtime::image::ImageStore;
 use crate::server::{self, ServerState, stats::CpuSampler};
@@ -33,6 +34,12 @@ pub struct AgentOptions {
     pub container_log_max_size: u64,
     pub container_log_max_files: usize,
     pub node_ip: Option<String>,
+    /// `--cni-conf-dir`: where the pod network config is found.
+    pub cni_conf_dir: PathBuf,
+    /// `--cni-bin-dir`: where the CNI plugins are found.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// `--pod-cidr`: the default network's subnet when the conf dir is empty.
+    pub pod_cidr: Option<String>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -61,7 +68,22 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
         host_ip: opts.node_ip.clone(),
+        network: PodNetwork::new(NetworkOptions {
+            conf_dir: opts.cni_conf_dir.clone(),
+            bin_dirs: opts.cni_bin_dirs.clone(),
+            pod_cidr: opts.pod_cidr.clone(),
+            state_dir: opts.root_dir.join("cni"),
+        }),
     });
+
+    {
+        // Networks of pods whose dirs are gone (removed while the agent was down).
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            ctx.network
+                .release_orphans(|uid| ctx.pod_dir(uid).join("pod.json").exists())
+        });
+    }
 
     let (tx, rx) = mpsc::channel(16);
     match &opts.pod_manifest_path {

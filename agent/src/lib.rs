@@ -6,20 +6,26 @@
 //! - [`runtime`]: OCI spec from a pod (pure), sandbox, shim, container init, images.
 //! - [`cgroups`]: one driver over cgroup v1 and v2, and the QoS maths.
 //! - [`logs`]: CRI-format container logs.
+//! - [`network`]: the CNI client: pod networks by the node's CNI plugins.
 //! - [`status`]: pod status as the API reports it.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
+//! - [`client`], [`top`], [`experiment`]: tools that watch a node through that API.
 
 pub mod agent;
 pub mod cgroups;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod events;
 pub mod logs;
+pub mod network;
 pub mod pod;
+pub mod prober;
 pub mod quantity;
 pub mod runtime;
 pub mod server;
 pub mod status;
+pub mod top;
 
 /// An error with its causes, `outer: inner: root`, for messages users read
 /// (module errors keep their cause in `source()`, as thiserror has it).

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use kubelab_agent::agent::{self, AgentOptions};
 use kubelab_agent::config::{self, parse_go_duration};
 use kubelab_agent::runtime::image::cli::{ImageCommand, run_image_command};
-use kubelab_agent::runtime::{sandbox, shim};
+use kubelab_agent::runtime::{exec, sandbox, shim};
 
 /// A kubelet-like node agent that runs pods as real Linux containers.
 ///
@@ -64,6 +64,15 @@ struct Cli {
     /// The node's IP, reported as hostIP.
     #[arg(long)]
     node_ip: Option<String>,
+    /// Directory of CNI network configs; the first .conflist/.conf in lexical order is used.
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// Directories of CNI plugin binaries, comma-separated.
+    #[arg(long, value_name = "DIRS", default_value = "/opt/cni/bin")]
+    cni_bin_dir: String,
+    /// The node's pod subnet: with no CNI config, a bridge network for it is written.
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Option<String>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -80,6 +89,11 @@ enum Command {
     /// Pod sandbox process (started by the agent).
     #[command(hide = true)]
     Sandbox(sandbox::SandboxArgs),
+    /// Run a command inside a running container (exec probes).
+    #[command(hide = true)]
+    Exec(exec::ExecArgs),
+    /// A live view of a node's containers against their limits.
+    Top(kubelab_agent::top::TopArgs),
 }
 
 fn init_tracing() {
@@ -97,6 +111,8 @@ fn main() -> anyhow::Result<()> {
         // The two helper processes stay single-threaded: no runtime, no tracing threads.
         Some(Command::Shim(args)) => return shim::run(args),
         Some(Command::Sandbox(args)) => return sandbox::run(args),
+        Some(Command::Exec(args)) => return exec::run(args),
+        Some(Command::Top(args)) => return Ok(kubelab_agent::top::run(args)?),
         Some(Command::Image(cmd)) => {
             init_tracing();
             return run_image_command(&cli.root_dir, cmd);
@@ -153,6 +169,9 @@ fn main() -> anyhow::Result<()> {
             .container_log_max_files
             .unwrap_or(file_cfg.container_log_max_files) as usize,
         node_ip: cli.node_ip,
+        cni_conf_dir: cli.cni_conf_dir,
+        cni_bin_dirs: kubelab_agent::network::parse_bin_dirs(&cli.cni_bin_dir),
+        pod_cidr: cli.pod_cidr,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -28,6 +28,10 @@ fn conf(plugin: &str, ipam: &str, subnet: &str, data_dir: &Path, extra: Value) -
     for (k, v) in extra.as_object().unwrap() {
         c[k] = v.clone();
     }
+    // The reference bridge adds the default route itself and fails on a duplicate.
+    if extra["isDefaultGateway"] == true {
+        c["ipam"].as_object_mut().unwrap().remove("routes");
+    }
     c
 }
 

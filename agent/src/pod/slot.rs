@@ -103,11 +103,24 @@ pub struct ContainerSlot {
     pub done: bool,
     pub image: String,
     pub image_id: Option<String>,
+    /// An init container: runs to completion before the app containers start.
+    #[serde(default)]
+    pub init: bool,
+    /// The readiness probe's verdict for the current run; `None` without a
+    /// readiness probe (then running means ready).
+    #[serde(default)]
+    pub ready: Option<bool>,
+    /// The startup probe has succeeded for the current run (or there is none).
+    #[serde(default)]
+    pub started: bool,
 }
 
 impl ContainerSlot {
     pub fn new(name: &str, image: &str) -> Self {
         ContainerSlot {
+            init: false,
+            ready: None,
+            started: false,
             name: name.to_string(),
             restart_count: 0,
             current: None,
@@ -128,8 +141,31 @@ impl ContainerSlot {
         self.terminated.first()
     }
 
+    pub fn new_init(name: &str, image: &str) -> Self {
+        ContainerSlot {
+            init: true,
+            waiting: Some(Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            }),
+            ..Self::new(name, image)
+        }
+    }
+
+    /// An init container that has run to success stays done.
+    pub fn completed(&self) -> bool {
+        self.current.is_none() && self.last_terminated().is_some_and(|t| t.succeeded())
+    }
+
+    /// Running, started, and ready by its readiness probe (if it has one).
+    pub fn is_ready(&self) -> bool {
+        self.current.is_some() && self.started && self.ready.unwrap_or(true)
+    }
+
     pub fn record_exit(&mut self, t: Terminated) {
         self.current = None;
+        self.ready = self.ready.map(|_| false);
+        self.started = false;
         self.terminated.insert(0, t);
         self.terminated.truncate(2);
     }

@@ -20,6 +20,7 @@ use crate::cgroups::{CgroupLimits, CgroupPath, QosClass};
 use crate::context::AgentContext;
 use crate::logs;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
+use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
 use crate::runtime::image::{self, ImageError};
 use crate::runtime::sandbox::{self, SandboxState};
@@ -41,6 +42,9 @@ pub struct PersistedState {
     pub sandbox: Option<SandboxState>,
     pub slots: Vec<ContainerSlot>,
     pub start_time: Option<Timestamp>,
+    /// The sandbox's IP from CNI ADD.
+    #[serde(default)]
+    pub pod_ip: Option<String>,
 }
 
 pub fn load_persisted(pod_dir: &Path) -> Option<(Pod, PersistedState)> {
@@ -64,9 +68,15 @@ pub struct PodWorker {
     sandbox: Option<SandboxState>,
     slots: Vec<ContainerSlot>,
     start_time: Option<Timestamp>,
+    /// The sandbox's IP from CNI ADD (`None`: hostNetwork, or no network config).
+    pod_ip: Option<String>,
     terminating: bool,
     exits_tx: mpsc::UnboundedSender<ExitNotice>,
     exits_rx: mpsc::UnboundedReceiver<ExitNotice>,
+    probes_tx: mpsc::UnboundedSender<ProbeNotice>,
+    probes_rx: mpsc::UnboundedReceiver<ProbeNotice>,
+    /// The prober of each running container, by container name.
+    probers: std::collections::HashMap<String, tokio::task::JoinHandle<()>>,
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -83,12 +93,20 @@ impl PodWorker {
         // Manifests are validated before they get here: quantities parse.
         let qos = QosClass::from_pod(spec_of(&pod)).unwrap_or(QosClass::BestEffort);
         let pod_cgroup = ctx.cgroups.pod_path(qos, &uid);
-        let slots = spec_of(&pod)
-            .containers
+        let spec = spec_of(&pod);
+        let slots = spec
+            .init_containers
             .iter()
-            .map(|c| ContainerSlot::new(&c.name, c.image.as_deref().unwrap_or_default()))
+            .flatten()
+            .map(|c| ContainerSlot::new_init(&c.name, c.image.as_deref().unwrap_or_default()))
+            .chain(
+                spec.containers
+                    .iter()
+                    .map(|c| ContainerSlot::new(&c.name, c.image.as_deref().unwrap_or_default())),
+            )
             .collect();
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         PodWorker {
             key: format!(
                 "{}/{}",
@@ -104,9 +122,13 @@ impl PodWorker {
             sandbox: None,
             slots,
             start_time: None,
+            pod_ip: None,
             terminating: false,
             exits_tx,
             exits_rx,
+            probes_tx,
+            probes_rx,
+            probers: Default::default(),
         }
     }
 
@@ -132,6 +154,7 @@ impl PodWorker {
                     break;
                 }
                 Some((name, id)) = self.exits_rx.recv() => self.on_exit(&name, &id).await,
+                Some(notice) = self.probes_rx.recv() => self.on_probe(notice),
                 _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
                     self.start_due().await;
                 }
@@ -156,6 +179,7 @@ impl PodWorker {
     fn adopt(&mut self, state: PersistedState) {
         self.start_time = state.start_time;
         self.sandbox = state.sandbox.filter(|s| s.is_alive());
+        self.pod_ip = state.pod_ip.filter(|_| self.sandbox.is_some());
         for slot in &mut self.slots {
             if let Some(old) = state.slots.iter().find(|s| s.name == slot.name) {
                 *slot = old.clone();
@@ -182,29 +206,56 @@ impl PodWorker {
                 self.watch(slot.name.clone(), run.clone());
             }
         }
+        let running: Vec<(String, CurrentRun)> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.current.clone().map(|r| (s.name.clone(), r)))
+            .collect();
+        for (name, run) in running {
+            self.start_prober(&name, &run);
+        }
         tracing::info!(pod = %self.key, "adopted pod");
     }
 
     fn container_spec(&self, name: &str) -> Option<&Container> {
-        spec_of(&self.pod)
-            .containers
+        let spec = spec_of(&self.pod);
+        spec.init_containers
             .iter()
+            .flatten()
+            .chain(spec.containers.iter())
             .find(|c| c.name == name)
     }
 
-    fn restart_policy(&self) -> String {
-        spec_of(&self.pod)
+    /// The restart policy that applies to a container: the pod's, except that
+    /// init containers are retried only on failure (and never under `Never`).
+    fn restart_policy_for(&self, init: bool) -> String {
+        let policy = spec_of(&self.pod)
             .restart_policy
             .clone()
-            .unwrap_or_else(|| "Always".into())
+            .unwrap_or_else(|| "Always".into());
+        if init && policy == "Always" {
+            "OnFailure".into()
+        } else {
+            policy
+        }
+    }
+
+    /// The slots that may start now: the first unfinished init container
+    /// while any remains, then the app containers.
+    fn startable(&self) -> Vec<usize> {
+        if let Some(i) = self.slots.iter().position(|s| s.init && !s.completed()) {
+            return if self.slots[i].done { vec![] } else { vec![i] };
+        }
+        (0..self.slots.len()).filter(|&i| !self.slots[i].init).collect()
     }
 
     fn next_due(&self) -> Option<Timestamp> {
         if self.terminating {
             return None;
         }
-        self.slots
-            .iter()
+        self.startable()
+            .into_iter()
+            .map(|i| &self.slots[i])
             .filter(|s| s.current.is_none() && !s.done)
             .filter_map(|s| s.next_start)
             .min()
@@ -215,7 +266,9 @@ impl PodWorker {
             return;
         }
         let now = Timestamp::now();
-        let due: Vec<usize> = (0..self.slots.len())
+        let due: Vec<usize> = self
+            .startable()
+            .into_iter()
             .filter(|&i| {
                 let s = &self.slots[i];
                 s.current.is_none() && !s.done && s.next_start.is_some_and(|t| t <= now)
@@ -251,7 +304,8 @@ impl PodWorker {
         let dir = self.dir.clone();
         let hostname = pod.metadata.name.clone().unwrap_or_default();
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
-        let result = tokio::task::spawn_blocking(move || -> Result<SandboxState, String> {
+        let uid = self.uid.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(SandboxState, Option<String>), String> {
             let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
                 .map_err(|e| crate::error_chain(&e))?;
             ctx.cgroups
@@ -272,20 +326,42 @@ impl PodWorker {
             };
             sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, None, host_network)
                 .map_err(|e| crate::error_chain(&e))?;
-            sandbox::start(
+            let state = sandbox::start(
                 &ctx.agent_exe,
                 &id,
                 &hostname,
                 host_network,
                 &ctx.cgroups.procs_files(&sandbox_cgroup),
             )
-            .map_err(|e| crate::error_chain(&e))
+            .map_err(|e| crate::error_chain(&e))?;
+            if host_network {
+                return Ok((state, None));
+            }
+            // CNI ADD into the sandbox's netns; the pod's /etc/hosts then names its IP.
+            let pod_ref = crate::network::PodRef {
+                namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+                name: &hostname,
+                uid: &uid,
+            };
+            let pod_ip = match ctx.network.setup_pod(&pod_ref, &state) {
+                Ok(ip) => ip,
+                Err(e) => {
+                    sandbox::stop(&state);
+                    return Err(format!("setting up the pod network: {}", crate::error_chain(&e)));
+                }
+            };
+            if pod_ip.is_some() {
+                sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, pod_ip.as_deref(), false)
+                    .map_err(|e| crate::error_chain(&e))?;
+            }
+            Ok((state, pod_ip))
         })
         .await
         .unwrap_or_else(|e| Err(format!("sandbox task: {e}")));
         match result {
-            Ok(state) => {
+            Ok((state, pod_ip)) => {
                 self.sandbox = Some(state);
+                self.pod_ip = pod_ip;
                 self.persist();
                 Ok(())
             }
@@ -337,10 +413,16 @@ impl PodWorker {
         let now = Timestamp::now();
         let key = self.key.clone();
         let events = self.ctx.events.clone();
-        let policy = self.restart_policy();
+        let policy = self.restart_policy_for(self.slots[idx].init);
+        let spec_for_probes = self.container_spec(&name).cloned();
         let slot = &mut self.slots[idx];
         match outcome {
             Ok((run, None)) => {
+                let probes = spec_for_probes.as_ref();
+                slot.ready = probes
+                    .and_then(|c| c.readiness_probe.as_ref())
+                    .map(|_| false);
+                slot.started = probes.is_none_or(|c| c.startup_probe.is_none());
                 slot.restart_count = restart_count;
                 slot.image_id = Some(run.image_id.clone());
                 slot.current = Some(run.clone());
@@ -358,6 +440,7 @@ impl PodWorker {
                     "Started",
                     format!("Started container {name}"),
                 );
+                self.start_prober(&name, &run);
                 self.watch(name, run);
             }
             Ok((run, Some(exit))) => {
@@ -432,6 +515,9 @@ impl PodWorker {
         .await
         .unwrap_or_else(|_| Terminated::lost(id, None));
 
+        if let Some(task) = self.probers.remove(name) {
+            task.abort();
+        }
         let oom = terminated.reason == "OOMKilled";
         tracing::info!(
             pod = %self.key,
@@ -448,7 +534,7 @@ impl PodWorker {
                 format!("Container {name} was OOM-killed (memory limit reached), exit code 137"),
             );
         }
-        let policy = self.restart_policy();
+        let policy = self.restart_policy_for(self.slots[idx].init);
         let slot = &mut self.slots[idx];
         slot.record_exit(terminated);
         if !self.terminating {
@@ -472,6 +558,9 @@ impl PodWorker {
     /// SIGTERM, the grace period, SIGKILL; then the sandbox, cgroups and dirs go.
     async fn terminate(&mut self, grace: Option<Duration>) {
         self.terminating = true;
+        for (_, task) in self.probers.drain() {
+            task.abort();
+        }
         self.publish();
         let grace = grace.unwrap_or_else(|| {
             Duration::from_secs(
@@ -525,9 +614,15 @@ impl PodWorker {
             })
             .collect();
         let key = self.key.clone();
+        let uid = self.uid.clone();
+        self.pod_ip = None;
         let _ = tokio::task::spawn_blocking(move || {
             for (bundle, cg) in leftovers {
                 remove_run(&ctx, &bundle, &cg);
+            }
+            // CNI DEL while the netns still exists (also for a dead sandbox's leftovers).
+            if let Err(e) = ctx.network.teardown_pod(&uid, sandbox.as_ref()) {
+                tracing::warn!(pod = %key, "tearing down the pod network: {}", crate::error_chain(&e));
             }
             if let Some(s) = sandbox {
                 sandbox::stop(&s);
@@ -546,6 +641,93 @@ impl PodWorker {
         })
         .await;
         tracing::info!(pod = %self.key, "pod terminated and cleaned up");
+    }
+
+    /// Starts probing a container run, if its spec has probes.
+    fn start_prober(&mut self, name: &str, run: &CurrentRun) {
+        let Some(container) = self.container_spec(name).cloned() else {
+            return;
+        };
+        if container.liveness_probe.is_none()
+            && container.readiness_probe.is_none()
+            && container.startup_probe.is_none()
+        {
+            return;
+        }
+        let Some(sandbox) = &self.sandbox else {
+            return;
+        };
+        let target = ProbeTarget {
+            netns: (!sandbox.host_network)
+                .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
+            pod_ip: None,
+            container_pid: run.started.pid,
+            agent_exe: self.ctx.agent_exe.clone(),
+            bundle: self.dir.join("containers").join(&run.container_id),
+        };
+        let task = tokio::spawn(prober::run(
+            container,
+            run.container_id.clone(),
+            target,
+            self.probes_tx.clone(),
+        ));
+        if let Some(old) = self.probers.insert(name.to_string(), task) {
+            old.abort();
+        }
+    }
+
+    /// What a probe reported: readiness, startup, or a failed liveness or
+    /// startup probe, which restarts the container as the kubelet does.
+    fn on_probe(&mut self, notice: ProbeNotice) {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.name == notice.container) else {
+            return;
+        };
+        let Some(run) = slot
+            .current
+            .clone()
+            .filter(|r| r.container_id == notice.container_id)
+        else {
+            return;
+        };
+        let name = notice.container.as_str();
+        match notice.event {
+            ProbeEvent::Unhealthy { kind, message } => self.ctx.events.warning(
+                &self.key,
+                Some(name),
+                "Unhealthy",
+                format!("{} probe failed: {message}", kind.as_str()),
+            ),
+            ProbeEvent::Ready(ready) => slot.ready = Some(ready),
+            ProbeEvent::Started => slot.started = true,
+            ProbeEvent::Restart { kind } => {
+                self.ctx.events.normal(
+                    &self.key,
+                    Some(name),
+                    "Killing",
+                    format!(
+                        "Container {name} failed {} probe, will be restarted",
+                        kind.as_str().to_lowercase()
+                    ),
+                );
+                let grace = Duration::from_secs(
+                    spec_of(&self.pod)
+                        .termination_grace_period_seconds
+                        .unwrap_or(30)
+                        .max(0) as u64,
+                );
+                let ctx = self.ctx.clone();
+                let cgroup = ctx
+                    .cgroups
+                    .container_path(&self.pod_cgroup, &run.container_id);
+                tokio::spawn(async move {
+                    container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
+                    tokio::time::sleep(grace).await;
+                    if container::shim_alive(&run.started) {
+                        let _ = ctx.cgroups.kill_all(&cgroup);
+                    }
+                });
+            }
+        }
     }
 
     async fn drain_exits_until(&mut self, deadline: tokio::time::Instant) {
@@ -574,6 +756,7 @@ impl PodWorker {
             sandbox: self.sandbox.clone(),
             slots: self.slots.clone(),
             start_time: self.start_time,
+            pod_ip: self.pod_ip.clone(),
         };
         if let Err(e) =
             crate::runtime::shim::write_json_atomic(&self.dir.join("worker.json"), &state)
@@ -589,7 +772,7 @@ impl PodWorker {
             slots: &self.slots,
             qos: self.qos,
             sandbox_ready: self.sandbox.is_some(),
-            pod_ip: None,
+            pod_ip: self.pod_ip.as_deref(),
             host_ip: self.ctx.host_ip.as_deref(),
             start_time: self.start_time,
             terminating: self.terminating,

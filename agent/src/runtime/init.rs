@@ -429,7 +429,7 @@ fn readonly_path(path: &str) -> Result<(), InitError> {
 }
 
 /// PATH lookup in the container's own PATH (glibc's execvpe would use ours).
-fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, InitError> {
+pub(crate) fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, InitError> {
     let is_exec = |p: &Path| {
         fs::metadata(p)
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -453,7 +453,7 @@ fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, InitError> 
 
 /// Bounding set first (needs CAP_SETPCAP), then groups and ids with the
 /// permitted set kept across setuid, then the final capability sets.
-fn drop_privileges(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
+pub(crate) fn drop_privileges(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
     use caps::{CapSet, Capability as Cap};
     let wanted: std::collections::HashSet<Cap> = process
         .capabilities()

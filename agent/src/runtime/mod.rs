@@ -8,6 +8,7 @@
 //! - [`image`]: the image store.
 
 pub mod container;
+pub mod exec;
 pub mod image;
 pub mod init;
 pub mod sandbox;

@@ -99,8 +99,8 @@ pub fn container_status(slot: &ContainerSlot, terminating: bool) -> ContainerSta
         image: slot.image.clone(),
         image_id: slot.image_id.clone().unwrap_or_default(),
         container_id,
-        ready: running.is_some() && !terminating,
-        started: Some(running.is_some()),
+        ready: slot.is_ready() && !terminating,
+        started: Some(running.is_some() && slot.started),
         restart_count: slot.restart_count,
         state: Some(state),
         last_state: Some(last_state.unwrap_or_default()),
@@ -108,10 +108,19 @@ pub fn container_status(slot: &ContainerSlot, terminating: bool) -> ContainerSta
     }
 }
 
-/// kubelet's `getPhase`.
+/// kubelet's `getPhase`: init containers first (a failed one that will not
+/// be retried fails the pod; any not yet completed keeps it Pending), then
+/// the app containers.
 pub fn pod_phase(slots: &[ContainerSlot], restart_policy: &str) -> &'static str {
+    let inits: Vec<&ContainerSlot> = slots.iter().filter(|s| s.init).collect();
+    if inits.iter().any(|s| s.done && !s.completed()) {
+        return "Failed";
+    }
+    if !inits.iter().all(|s| s.completed()) {
+        return "Pending";
+    }
     let (mut pending, mut running, mut succeeded, mut failed) = (0, 0, 0, 0);
-    for slot in slots {
+    for slot in slots.iter().filter(|s| !s.init) {
         if slot.current.is_some() {
             running += 1;
         } else if let Some(last) = slot.last_terminated() {
@@ -161,10 +170,51 @@ pub fn compute_pod_status(view: &PodView) -> PodStatus {
         .as_ref()
         .and_then(|s| s.restart_policy.clone())
         .unwrap_or_else(|| "Always".into());
+    let initialized = view.slots.iter().filter(|s| s.init).all(|s| s.completed());
     let statuses: Vec<ContainerStatus> = view
         .slots
         .iter()
-        .map(|s| container_status(s, view.terminating))
+        .filter(|s| !s.init)
+        .map(|s| {
+            let mut st = container_status(s, view.terminating);
+            if !initialized && s.current.is_none() && s.terminated.is_empty() {
+                st.state = Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("PodInitializing".into()),
+                        message: None,
+                    }),
+                    ..Default::default()
+                });
+            }
+            st
+        })
+        .collect();
+    let init_statuses: Vec<ContainerStatus> = view
+        .slots
+        .iter()
+        .filter(|s| s.init)
+        .map(|s| {
+            let mut st = container_status(s, view.terminating);
+            // An init container is ready once it has completed.
+            st.ready = s.completed();
+            // A completed init container shows its terminated state, not a wait.
+            if s.completed() {
+                st.state = Some(ContainerState {
+                    terminated: s.last_terminated().map(terminated_state),
+                    ..Default::default()
+                });
+                st.last_state = Some(
+                    s.terminated
+                        .get(1)
+                        .map(|t| ContainerState {
+                            terminated: Some(terminated_state(t)),
+                            ..Default::default()
+                        })
+                        .unwrap_or_default(),
+                );
+            }
+            st
+        })
         .collect();
     let phase = pod_phase(view.slots, &restart_policy);
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
@@ -184,7 +234,12 @@ pub fn compute_pod_status(view: &PodView) -> PodStatus {
     let since = view.start_time;
     let mut conditions = vec![
         condition("PodReadyToStartContainers", view.sandbox_ready, since, None),
-        condition("Initialized", true, since, None),
+        condition(
+            "Initialized",
+            initialized,
+            since,
+            (!initialized).then_some("ContainersNotInitialized"),
+        ),
         condition("Ready", all_ready, since, ready_reason),
         condition("ContainersReady", all_ready, since, ready_reason),
         condition("PodScheduled", true, since, None),
@@ -198,6 +253,7 @@ pub fn compute_pod_status(view: &PodView) -> PodStatus {
         phase: Some(phase.to_string()),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         host_ip: view.host_ip.map(String::from),
         host_ips: view
             .host_ip

@@ -286,7 +286,7 @@ impl Api {
         let kind = t.kind.as_ref();
         match (&method, t.name.as_deref(), t.subresource.as_deref()) {
             (&Method::GET, None, None) => {
-                if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                if param_bool(&params, "watch") == Some(true) {
                     return watch::watch(
                         self.clone(),
                         t.kind.clone(),
@@ -1293,6 +1293,16 @@ fn decode_continue(token: &str) -> ApiResult<String> {
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     v["start"].as_str().map(str::to_owned).ok_or_else(bad)
+}
+
+/// A boolean query parameter as Go's `strconv.ParseBool` reads it (the
+/// Python client sends `watch=True`).
+pub fn param_bool(params: &Params, name: &str) -> Option<bool> {
+    match params.get(name)?.as_str() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 fn is_dry_run(params: &Params) -> bool {

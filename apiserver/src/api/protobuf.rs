@@ -184,12 +184,18 @@ impl<'a> Reader<'a> {
         let tag = self.varint()?;
         let wire = match tag & 7 {
             0 => Wire::Varint(self.varint()?),
-            1 => Wire::Skip(self.take(8)?),
+            1 => {
+                self.take(8)?;
+                Wire::Skip
+            }
             2 => {
                 let n = usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed)?;
                 Wire::Bytes(self.take(n)?)
             }
-            5 => Wire::Skip(self.take(4)?),
+            5 => {
+                self.take(4)?;
+                Wire::Skip
+            }
             _ => return Err(ProtobufError::Malformed),
         };
         Ok((tag >> 3, wire))
@@ -199,7 +205,8 @@ impl<'a> Reader<'a> {
 enum Wire<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
-    Skip(&'a [u8]),
+    /// A fixed-width value; no field here uses one.
+    Skip,
 }
 
 fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> {
@@ -240,6 +247,12 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
             }
             _ => return Err(ProtobufError::Malformed),
         };
+        // Go's non-pointer fields go on the wire even when empty; JSON
+        // (`omitempty`) leaves them out, and defaulting expects that.
+        let zero_time = field.name.ends_with("Timestamp") && value == "0001-01-01T00:00:00Z";
+        if !field.repeated && (value == "" || value == 0 || zero_time) {
+            continue;
+        }
         if field.repeated {
             let list = out.entry(field.name).or_insert_with(|| Value::Array(Vec::new()));
             if let Some(l) = list.as_array_mut() {

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Api, ApiResult, Filter, Output, Params, object, table_rows};
+use super::{Api, param_bool, ApiResult, Filter, Output, Params, object, table_rows};
 use crate::kinds::Kind;
 use crate::status::ApiError;
 use crate::storage::{EventType, StorageError, WatchEvent};
@@ -107,10 +107,7 @@ pub async fn watch(
     let info = kind.info().clone();
     let filter = Filter::from_params(kind.as_ref(), &params)?;
     let prefix = info.key_prefix(ns.as_deref());
-    let bookmarks = params
-        .get("allowWatchBookmarks")
-        .is_some_and(|b| b == "true")
-        && matches!(out, Output::Object);
+    let bookmarks = param_bool(&params, "allowWatchBookmarks") == Some(true) && matches!(out, Output::Object);
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -120,11 +117,8 @@ pub async fn watch(
         .get("resourceVersion")
         .map(String::as_str)
         .unwrap_or("");
-    let send_initial = match params.get("sendInitialEvents").map(String::as_str) {
-        Some("true") => true,
-        Some(_) => false,
-        None => rv.is_empty() || rv == "0",
-    };
+    let explicit_initial = param_bool(&params, "sendInitialEvents");
+    let send_initial = explicit_initial.unwrap_or(rv.is_empty() || rv == "0");
 
     let mut enc = Encoder {
         kind: kind.clone(),
@@ -140,7 +134,7 @@ pub async fn watch(
                 initial.push(enc.line("ADDED", &obj));
             }
         }
-        if params.get("sendInitialEvents").is_some_and(|s| s == "true") {
+        if explicit_initial == Some(true) {
             initial.push(enc.bookmark(rev, true));
         }
         (rev, Some(api.store.watch(&prefix, rev).await?))

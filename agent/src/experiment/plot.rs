@@ -1,0 +1,385 @@
+//! The report's plots (plotters), each drawn once per format: SVG always,
+//! PNG when asked. Text is set in DejaVu Sans, embedded in the binary, so a
+//! PNG looks the same on a machine without fonts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::report::{Run, cpu_summary, quantity_cores, windowed};
+
+const SIZE: (u32, u32) = (960, 540);
+const FONT: &str = "sans-serif";
+
+/// Run colours, in order (the limit lines take their run's colour).
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
+];
+const LIMIT: RGBColor = RGBColor(214, 39, 40);
+const REQUEST: RGBColor = RGBColor(127, 127, 127);
+
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {path}: {detail}")]
+pub struct PlotError {
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// A chart that draws on any backend.
+pub trait Chart {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+fn register_fonts() {
+    static FONTS: Once = Once::new();
+    FONTS.call_once(|| {
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+/// Writes `<stem>.svg` (and `<stem>.png`) in `dir`; returns the file names.
+pub fn save(chart: &impl Chart, dir: &Path, stem: &str, png: bool) -> Result<Vec<String>, PlotError> {
+    register_fonts();
+    let mut files = Vec::new();
+    let svg = dir.join(format!("{stem}.svg"));
+    let err = |path: &Path, e: &dyn std::fmt::Display| PlotError {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    {
+        let area = SVGBackend::new(&svg, SIZE).into_drawing_area();
+        chart.draw(&area).map_err(|e| err(&svg, &e))?;
+        area.present().map_err(|e| err(&svg, &e))?;
+    }
+    files.push(format!("{stem}.svg"));
+    if png {
+        let path = dir.join(format!("{stem}.png"));
+        let area = BitMapBackend::new(&path, SIZE).into_drawing_area();
+        chart.draw(&area).map_err(|e| err(&path, &e))?;
+        area.present().map_err(|e| err(&path, &e))?;
+        files.push(format!("{stem}.png"));
+    }
+    Ok(files)
+}
+
+fn legend_line(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
+}
+
+/// CPU cores over time: every run's 100 ms rates (faint) and 1 s averages,
+/// and its limit (dashed).
+pub struct CpuOverTime<'a> {
+    pub runs: &'a [Run],
+}
+
+impl Chart for CpuOverTime<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        area.fill(&WHITE)?;
+        let x_max = self
+            .runs
+            .iter()
+            .flat_map(|r| r.samples.last())
+            .map(|s| s.t)
+            .fold(1.0, f64::max);
+        let limits: Vec<Option<f64>> = self
+            .runs
+            .iter()
+            .map(|r| r.cpu_limit.as_deref().and_then(quantity_cores))
+            .collect();
+        let y_max = self
+            .runs
+            .iter()
+            .flat_map(|r| r.samples.iter().filter_map(|s| s.cpu_cores))
+            .chain(limits.iter().flatten().copied())
+            .fold(0.1, f64::max)
+            * 1.15;
+        let title = match self.runs {
+            [run] => format!(
+                "CPU usage against a {} limit",
+                run.cpu_limit.as_deref().unwrap_or("(no)")
+            ),
+            _ => "CPU usage under each limit".to_string(),
+        };
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, (FONT, 24))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("CPU (cores)")
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        let single = self.runs.len() == 1;
+        for (i, run) in self.runs.iter().enumerate() {
+            let color = if single { PALETTE[0] } else { PALETTE[i % PALETTE.len()] };
+            let raw: Vec<(f64, f64)> = run
+                .samples
+                .iter()
+                .filter_map(|s| Some((s.t, s.cpu_cores?)))
+                .collect();
+            if single {
+                chart
+                    .draw_series(LineSeries::new(raw, color.mix(0.35).stroke_width(1)))?
+                    .label("usage, 100 ms samples")
+                    .legend(legend_line(RGBColor(160, 190, 220), 1));
+            }
+            let smooth = windowed(&run.samples, 1.0);
+            let label = if single {
+                "usage, 1 s average".to_string()
+            } else {
+                let mean = cpu_summary(&run.samples).mean.unwrap_or(0.0);
+                format!("{} limit: {mean:.3} cores", run.label)
+            };
+            chart
+                .draw_series(LineSeries::new(smooth, color.stroke_width(3)))?
+                .label(label)
+                .legend(legend_line(color, 3));
+            if let Some(limit) = limits[i] {
+                let limit_color = if single { LIMIT } else { color };
+                let series = chart.draw_series(DashedLineSeries::new(
+                    vec![(0.0, limit), (x_max, limit)],
+                    10,
+                    6,
+                    limit_color.stroke_width(2).into(),
+                ))?;
+                if single {
+                    series
+                        .label(format!("limit {} ({limit:.2} cores)", run.label))
+                        .legend(legend_line(LIMIT, 2));
+                }
+            }
+            if single && let Some(req) = run.cpu_request.as_deref().and_then(quantity_cores) {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(0.0, req), (x_max, req)],
+                        4,
+                        4,
+                        REQUEST.stroke_width(2).into(),
+                    ))?
+                    .label(format!("request {}", run.cpu_request.as_deref().unwrap_or("")))
+                    .legend(legend_line(REQUEST, 2));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        Ok(())
+    }
+}
+
+/// Measured mean usage against the limit, one point per run, and the
+/// diagonal where usage equals the limit.
+pub struct UsageAgainstLimit<'a> {
+    pub runs: &'a [Run],
+}
+
+impl Chart for UsageAgainstLimit<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        area.fill(&WHITE)?;
+        let points: Vec<(f64, f64, f64)> = self
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let limit = r.cpu_limit.as_deref().and_then(quantity_cores)?;
+                let s = cpu_summary(&r.samples);
+                Some((limit, s.mean?, s.p95.unwrap_or(s.mean?)))
+            })
+            .collect();
+        let max = points
+            .iter()
+            .flat_map(|p| [p.0, p.1, p.2])
+            .fold(0.1, f64::max)
+            * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption("Measured CPU usage against the limit", (FONT, 24))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..max, 0f64..max)?;
+        chart
+            .configure_mesh()
+            .x_desc("CPU limit (cores)")
+            .y_desc("measured usage (cores)")
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, 0.0), (max, max)],
+                10,
+                6,
+                LIMIT.stroke_width(2).into(),
+            ))?
+            .label("limit (usage = limit)")
+            .legend(legend_line(LIMIT, 2));
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0, p.1)),
+                PALETTE[0].stroke_width(2),
+            ))?
+            .label("measured mean")
+            .legend(legend_line(PALETTE[0], 2));
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.0, p.1), 6, PALETTE[0].filled())),
+        )?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| TriangleMarker::new((p.0, p.2), 6, PALETTE[1].filled())),
+            )?
+            .label("p95 of 1 s averages")
+            .legend(|(x, y)| TriangleMarker::new((x + 12, y), 6, PALETTE[1].filled()));
+        chart.draw_series(points.iter().map(|p| {
+            Text::new(
+                format!("{:.0}m → {:.3}", p.0 * 1000.0, p.1),
+                (p.0, p.1),
+                (FONT, 14).into_font(),
+            )
+        }))?;
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+        Ok(())
+    }
+}
+
+/// Memory working set over time against the limit, OOM kills marked.
+pub struct MemoryOverTime<'a> {
+    pub run: &'a Run,
+}
+
+impl Chart for MemoryOverTime<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        const MIB: f64 = (1 << 20) as f64;
+        area.fill(&WHITE)?;
+        let run = self.run;
+        let x_max = run.samples.last().map(|s| s.t).unwrap_or(0.0).max(1.0);
+        let limit = run
+            .samples
+            .iter()
+            .find_map(|s| s.memory_limit)
+            .map(|l| l as f64 / MIB)
+            .or_else(|| run.memory_limit.as_deref().and_then(super::report::quantity_bytes).map(|b| b as f64 / MIB));
+        let ws: Vec<(f64, f64)> = run
+            .samples
+            .iter()
+            .filter_map(|s| Some((s.t, s.working_set? as f64 / MIB)))
+            .collect();
+        let y_max = ws
+            .iter()
+            .map(|p| p.1)
+            .chain(limit)
+            .fold(1.0, f64::max)
+            * 1.2;
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!(
+                    "Memory working set against a {} limit",
+                    run.memory_limit.as_deref().unwrap_or("(no)")
+                ),
+                (FONT, 24),
+            )
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("memory (MiB)")
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        // One line per container run: a gap where no container ran.
+        let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
+        let mut current = Vec::new();
+        for s in &run.samples {
+            match s.working_set {
+                Some(w) => current.push((s.t, w as f64 / MIB)),
+                None if !current.is_empty() => segments.push(std::mem::take(&mut current)),
+                None => {}
+            }
+        }
+        if !current.is_empty() {
+            segments.push(current);
+        }
+        for (i, seg) in segments.into_iter().enumerate() {
+            let series = chart.draw_series(LineSeries::new(seg, PALETTE[0].stroke_width(3)))?;
+            if i == 0 {
+                series
+                    .label("working set")
+                    .legend(legend_line(PALETTE[0], 3));
+            }
+        }
+        if let Some(limit) = limit {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.0, limit), (x_max, limit)],
+                    10,
+                    6,
+                    LIMIT.stroke_width(2).into(),
+                ))?
+                .label(format!(
+                    "limit {}",
+                    run.memory_limit.as_deref().unwrap_or("")
+                ))
+                .legend(legend_line(LIMIT, 2));
+        }
+        for (i, kill) in run.oom_kills.iter().enumerate() {
+            let series = chart.draw_series(LineSeries::new(
+                vec![(kill.t, 0.0), (kill.t, y_max)],
+                RGBColor(0, 0, 0).stroke_width(2),
+            ))?;
+            if i == 0 {
+                series
+                    .label("OOM kill")
+                    .legend(legend_line(RGBColor(0, 0, 0), 2));
+            }
+            let text = match kill.after {
+                Some(a) => format!(" OOM kill ({a:.1} s after start)"),
+                None => " OOM kill".to_string(),
+            };
+            chart.draw_series(std::iter::once(Text::new(
+                text,
+                (kill.t, y_max * 0.93),
+                (FONT, 15).into_font().color(&BLACK),
+            )))?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
+        Ok(())
+    }
+}

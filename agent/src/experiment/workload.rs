@@ -1,0 +1,159 @@
+//! The experiment pods, described (pure): a busy loop for CPU, a paced
+//! allocator for memory. Both run on the busybox image: `sh` and `awk`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// The label that finds an experiment's pod in `/pods`.
+pub const RUN_LABEL: &str = "kubelab.dev/experiment";
+/// The name of the experiment's one container.
+pub const CONTAINER: &str = "workload";
+
+/// What the pod asks for: quantities as the user wrote them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub cpu_request: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_request: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+/// `n` busy loops: enough of them that the demand exceeds the limit.
+pub fn cpu_command(workers: u32) -> Vec<String> {
+    let script = if workers <= 1 {
+        "while :; do :; done".to_string()
+    } else {
+        format!("for i in $(seq {workers}); do (while :; do :; done) & done; wait")
+    };
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// Busy loops for a limit: one more than the whole cores in it (a 250m limit
+/// gets 1, 1000m gets 2), at most `cpus`.
+pub fn workers_for(limit_millis: i64, cpus: usize) -> u32 {
+    let wanted = (limit_millis.max(0) / 1000 + 1) as usize;
+    wanted.clamp(1, cpus.max(1)) as u32
+}
+
+/// Allocates and touches `total` bytes in chunks over `ramp_secs`, then sleeps.
+/// awk keeps every chunk in an array element (a copy, so every page is
+/// written), which makes the working set grow by exactly one chunk a step.
+pub fn memory_command(total: u64, ramp_secs: f64) -> Vec<String> {
+    const MIB: u64 = 1 << 20;
+    let chunk = (total / 256).max(MIB).div_ceil(MIB) * MIB;
+    let steps = total.div_ceil(chunk).max(1);
+    let delay = (ramp_secs / steps as f64).max(0.0);
+    let program = format!(
+        "BEGIN {{ s = sprintf(\"%{chunk}s\", \"\"); \
+         for (i = 0; i < {steps}; i++) {{ a[i] = s; system(\"sleep {delay:.3}\") }} \
+         while (1) system(\"sleep 3600\") }}"
+    );
+    vec!["awk".into(), program]
+}
+
+/// The experiment's pod: one container, the run label, no grace period (a
+/// busy loop ignores SIGTERM; the next run must not compete with it).
+pub fn pod(
+    name: &str,
+    run_id: &str,
+    image: &str,
+    command: Vec<String>,
+    resources: &Resources,
+) -> Pod {
+    let map = |pairs: [(&str, &Option<String>); 2]| {
+        let m: BTreeMap<String, Quantity> = pairs
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), Quantity(v.clone()?))))
+            .collect();
+        (!m.is_empty()).then_some(m)
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some("default".into()),
+            labels: Some(BTreeMap::from([(RUN_LABEL.to_string(), run_id.to_string())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            termination_grace_period_seconds: Some(0),
+            containers: vec![Container {
+                name: CONTAINER.into(),
+                image: Some(image.to_string()),
+                command: Some(command),
+                resources: Some(ResourceRequirements {
+                    requests: map([
+                        ("cpu", &resources.cpu_request),
+                        ("memory", &resources.memory_request),
+                    ]),
+                    limits: map([
+                        ("cpu", &resources.cpu_limit),
+                        ("memory", &resources.memory_limit),
+                    ]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The manifest file's text.
+pub fn manifest(pod: &Pod) -> String {
+    let mut text = String::from("# Written by `kubelab-agent experiment`; removed when it ends.\n");
+    // (a k8s-openapi Pod writes its own apiVersion and kind)
+    text.push_str(&serde_yaml::to_string(pod).expect("a pod serializes"));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_pod_manifest() {
+        let res = Resources {
+            cpu_limit: Some("500m".into()),
+            cpu_request: Some("250m".into()),
+            ..Default::default()
+        };
+        let text = manifest(&pod("exp-cpu", "r1", "busybox", cpu_command(1), &res));
+        let back: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back["kind"], "Pod");
+        assert_eq!(back["metadata"]["labels"][RUN_LABEL], "r1");
+        let c = &back["spec"]["containers"][0];
+        assert_eq!(c["resources"]["limits"]["cpu"], "500m");
+        assert_eq!(c["resources"]["requests"]["cpu"], "250m");
+        assert!(c["resources"]["limits"].get("memory").is_none());
+        assert_eq!(c["command"][2], "while :; do :; done");
+        assert_eq!(back["spec"]["terminationGracePeriodSeconds"], 0);
+        // The agent's own manifest reader takes it.
+        let parsed: Pod = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(parsed.metadata.name.as_deref(), Some("exp-cpu"));
+    }
+
+    #[test]
+    fn workers_exceed_the_limit() {
+        assert_eq!(workers_for(100, 2), 1);
+        assert_eq!(workers_for(999, 2), 1);
+        assert_eq!(workers_for(1000, 2), 2);
+        assert_eq!(workers_for(4000, 2), 2);
+        assert!(cpu_command(3)[2].contains("seq 3"));
+    }
+
+    #[test]
+    fn memory_allocator_steps() {
+        let cmd = memory_command(128 << 20, 2.0);
+        assert_eq!(cmd[0], "awk");
+        assert!(cmd[1].contains("%1048576s"), "{}", cmd[1]);
+        assert!(cmd[1].contains("i < 128;"), "{}", cmd[1]);
+        assert!(cmd[1].contains("sleep 0.016"), "{}", cmd[1]);
+        let big = memory_command(1 << 30, 1.0);
+        assert!(big[1].contains("%4194304s"), "{}", big[1]);
+        assert!(big[1].contains("i < 256;"), "{}", big[1]);
+    }
+}

@@ -1,0 +1,281 @@
+//! Running one probe once: `httpGet` and `tcpSocket` from the node into the
+//! pod's network namespace, `exec` inside the container. Blocking; the prober
+//! calls it off the async runtime.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// Where the probed container lives.
+#[derive(Debug, Clone)]
+pub struct ProbeTarget {
+    /// The sandbox's network namespace (`/proc/<pid>/ns/net`), or `None` for
+    /// `hostNetwork` pods.
+    pub netns: Option<PathBuf>,
+    pub pod_ip: Option<String>,
+    /// The container's init pid (exec probes join its namespaces).
+    pub container_pid: i32,
+    pub agent_exe: PathBuf,
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeOutcome {
+    Success,
+    /// With the kubelet's wording of why, e.g.
+    /// `HTTP probe failed with statuscode: 500`.
+    Failure(String),
+}
+
+/// `port` by number or by the name of a container port.
+fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+        IntOrString::String(name) => {
+            if let Ok(n) = name.parse::<u16>() {
+                return Ok(n);
+            }
+            container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port as u16)
+                .ok_or_else(|| format!("couldn't find port {name:?} in container {}", container.name))
+        }
+    }
+}
+
+/// Runs `f` on a fresh thread that has joined `netns` (setns changes only the
+/// calling thread, so the agent's own threads never move).
+fn in_netns<T: Send + 'static>(
+    netns: Option<PathBuf>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || -> Result<T, String> {
+        if let Some(path) = netns {
+            let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {}: {e}", path.display()))?;
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "probe thread panicked".to_string())?
+}
+
+pub fn run_probe(probe: &Probe, container: &Container, target: &ProbeTarget) -> ProbeOutcome {
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    if let Some(http) = &probe.http_get {
+        let port = match resolve_port(&http.port, container) {
+            Ok(p) => p,
+            Err(e) => return ProbeOutcome::Failure(e),
+        };
+        let host = http
+            .host
+            .clone()
+            .or_else(|| target.pod_ip.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let path = http.path.clone().unwrap_or_else(|| "/".into());
+        let headers: Vec<(String, String)> = http
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let scheme = http.scheme.clone().unwrap_or_else(|| "HTTP".into());
+        if scheme != "HTTP" {
+            return ProbeOutcome::Failure(format!("scheme {scheme} is not supported by this node"));
+        }
+        return in_netns(target.netns.clone(), move || http_get(&host, port, &path, &headers, timeout))
+            .unwrap_or_else(ProbeOutcome::Failure);
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let port = match resolve_port(&tcp.port, container) {
+            Ok(p) => p,
+            Err(e) => return ProbeOutcome::Failure(e),
+        };
+        let host = tcp
+            .host
+            .clone()
+            .or_else(|| target.pod_ip.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        return in_netns(target.netns.clone(), move || match connect(&host, port, timeout) {
+            Ok(_) => ProbeOutcome::Success,
+            Err(e) => ProbeOutcome::Failure(format!("dial tcp {host}:{port}: {e}")),
+        })
+        .unwrap_or_else(ProbeOutcome::Failure);
+    }
+    if let Some(exec) = &probe.exec {
+        let command = exec.command.clone().unwrap_or_default();
+        return exec_probe(target, &command, timeout);
+    }
+    ProbeOutcome::Failure("probe has no handler".into())
+}
+
+fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    let addr: SocketAddr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    TcpStream::connect_timeout(&addr, timeout)
+}
+
+/// kubelet's HTTP probe: 200–399 is success; anything else, or no answer in
+/// time, is a failure worded as kubelet words it.
+pub fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> ProbeOutcome {
+    let url = format!("http://{host}:{port}{path}");
+    let result = (|| -> std::io::Result<u16> {
+        let mut s = connect(host, port, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())?;
+        let mut buf = [0u8; 1024];
+        let mut got = Vec::new();
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&got);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("malformed HTTP response"))
+    })();
+    match result {
+        Ok(code) if (200..400).contains(&code) => ProbeOutcome::Success,
+        Ok(code) => ProbeOutcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            ProbeOutcome::Failure(format!(
+                "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ))
+        }
+        Err(e) => ProbeOutcome::Failure(format!("Get \"{url}\": dial tcp {host}:{port}: {e}")),
+    }
+}
+
+/// Runs a command inside the container (`kubelab-agent exec`), with the timeout.
+pub fn exec_probe(target: &ProbeTarget, command: &[String], timeout: Duration) -> ProbeOutcome {
+    let mut child = match Command::new(&target.agent_exe)
+        .arg("exec")
+        .arg("--pid")
+        .arg(target.container_pid.to_string())
+        .arg("--bundle")
+        .arg(&target.bundle)
+        .arg("--")
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return ProbeOutcome::Failure(format!("exec: {e}")),
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut out = String::new();
+                if let Some(mut o) = child.stdout.take() {
+                    let _ = o.read_to_string(&mut out);
+                }
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut out);
+                }
+                return if status.success() {
+                    ProbeOutcome::Success
+                } else {
+                    let code = status.code().unwrap_or(-1);
+                    let out = out.trim();
+                    ProbeOutcome::Failure(if out.is_empty() {
+                        format!("command {command:?} exited with {code}")
+                    } else {
+                        out.to_string()
+                    })
+                };
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return ProbeOutcome::Failure(format!(
+                    "command {command:?} timed out after {}s",
+                    timeout.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn serve_once(status: u16) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn http_status_codes_decide_as_kubelet_does() {
+        let t = Duration::from_secs(1);
+        assert_eq!(http_get("127.0.0.1", serve_once(200), "/", &[], t), ProbeOutcome::Success);
+        assert_eq!(http_get("127.0.0.1", serve_once(302), "/", &[], t), ProbeOutcome::Success);
+        assert_eq!(
+            http_get("127.0.0.1", serve_once(500), "/", &[], t),
+            ProbeOutcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        match http_get("127.0.0.1", closed, "/healthz", &[], t) {
+            ProbeOutcome::Failure(m) => assert!(m.contains("connection refused") || m.contains("refused"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn named_ports_resolve_from_the_container() {
+        let c = Container {
+            name: "web".into(),
+            ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(resolve_port(&IntOrString::String("http".into()), &c), Ok(8080));
+        assert_eq!(resolve_port(&IntOrString::Int(81), &c), Ok(81));
+        assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
+    }
+}
