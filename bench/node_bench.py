@@ -162,14 +162,18 @@ def runc_start_latency(bundle_src, runs, work):
     spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")]
     mem = own_cgroup("memory")
     spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
+    # runc's device cgroup denies everything not listed; the agent sets none.
+    spec["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     results = []
     for i in range(runs):
         cid = f"kubelab-bench-{os.getpid()}-{i}"
         spec["linux"]["cgroupsPath"] = f"{mem}/kubelab-bench-runc/{cid}"
         (bundle / "config.json").write_text(json.dumps(spec))
         t0 = time.perf_counter_ns()
-        subprocess.run(["runc", "run", "-d", "--bundle", str(bundle), cid], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        r = subprocess.run(["runc", "run", "-d", "--bundle", str(bundle), cid],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"runc run failed: {r.stderr}")
         results.append((time.perf_counter_ns() - t0) / 1e6)
         subprocess.run(["runc", "delete", "-f", cid], check=True)
     for ctrl in ("cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "perf_event", "net_cls", "hugetlb", "systemd"):

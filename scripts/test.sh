@@ -12,6 +12,9 @@ fi
 echo "== build"
 cargo build --workspace --all-targets
 
+echo "== static checks of the lab, units and Vagrantfile"
+vm-tests/lab-test.sh --static
+
 echo "== test image"
 scripts/build-test-image.sh target/test-images/busybox.tar
 
@@ -24,5 +27,6 @@ if [ -x vm-tests/run.sh ] && [ "${KUBELAB_SKIP_VM_TESTS:-0}" != 1 ]; then
   echo "== VM tests (cgroup v2 guest under QEMU)"
   start=$(date +%s)
   vm-tests/run.sh
+  vm-tests/lab-test.sh --smoke
   echo "VM tests took $(( $(date +%s) - start )) s"
 fi

@@ -6,9 +6,10 @@
 #                                   validate (seconds; no root needed)
 #   sudo vm-tests/lab-test.sh --smoke
 #                                   scripts/lab up (one node under QEMU), then
-#                                   kubectl, the agent's API and the units from
-#                                   the outside, then scripts/lab down (≈ 3 min
-#                                   warm under TCG)
+#                                   kubectl, the agent's API (the examples: CPU
+#                                   limit, OOM kill, liveness probe) and the
+#                                   units from the outside, then scripts/lab
+#                                   down (≈ 2 min warm under TCG)
 #   sudo vm-tests/lab-test.sh       both
 #
 # Each check prints `PASS name`, `FAIL name: why` or `SKIP name: why`; the exit
@@ -212,6 +213,14 @@ smoke() {
 		pass lab-agent-restart-adopts
 	else
 		fail lab-agent-restart-adopts "cpu-spin before: started $started, restarts $restarts; after: $(pod cpu-spin '.status.containerStatuses[0] | {state, restartCount}' 2>&1 | tr -d '\n') $out"
+	fi
+
+	# The liveness-probe example: probes run in the pod's network namespace
+	# and a failing one restarts the container.
+	if until_ok 150 pod_is kubia-liveness '.status.containerStatuses[0].restartCount > 0' true; then
+		pass lab-liveness-probe
+	else
+		fail lab-liveness-probe "$(pod kubia-liveness '.status.containerStatuses[0] | {state, lastState, restartCount}' 2>&1 | tr -d '\n')"
 	fi
 
 	lab down

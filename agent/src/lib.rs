@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod events;
+pub mod experiment;
 pub mod logs;
 pub mod network;
 pub mod pod;

@@ -94,6 +94,9 @@ enum Command {
     Exec(exec::ExecArgs),
     /// A live view of a node's containers against their limits.
     Top(kubelab_agent::top::TopArgs),
+    /// Run a pod under given limits, sample it, and write a report with plots.
+    #[command(subcommand)]
+    Experiment(kubelab_agent::experiment::ExperimentCommand),
 }
 
 fn init_tracing() {
@@ -113,6 +116,11 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Sandbox(args)) => return sandbox::run(args),
         Some(Command::Exec(args)) => return exec::run(args),
         Some(Command::Top(args)) => return Ok(kubelab_agent::top::run(args)?),
+        Some(Command::Experiment(cmd)) => {
+            let dir = kubelab_agent::experiment::run(cmd)?;
+            println!("{}", dir.join("report.md").display());
+            return Ok(());
+        }
         Some(Command::Image(cmd)) => {
             init_tracing();
             return run_image_command(&cli.root_dir, cmd);

@@ -39,6 +39,7 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
     - |
       echo "host=$(hostname) pwd=$(pwd) greet=$GREETING pod=$MY_POD pid1=$(cat /proc/1/comm) uid=$(id -u)"
       grep CapEff /proc/self/status
+      echo "oom=$(cat /proc/self/oom_score_adj)"
       ls /dev | tr '\n' ' '; echo
       touch /sys/x 2>/dev/null && echo sys=rw || echo sys=ro
       cat /etc/hostname
@@ -66,6 +67,7 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
     );
     // containerd's default set: 0x00000000a80425fb.
     assert!(logs.contains("CapEff:\t00000000a80425fb"), "{logs}");
+    assert!(logs.contains("oom=1000"), "BestEffort containers are OOM-killed first: {logs}");
     for dev in [
         "null", "zero", "full", "random", "urandom", "tty", "pts", "shm",
     ] {

@@ -30,6 +30,10 @@ struct Flags {
     /// Static tokens, kube-apiserver's CSV: token,user,uid,"group1,group2".
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// How many changes the embedded store keeps for watches resuming from
+    /// an older resourceVersion; older ones get 410 Gone.
+    #[arg(long, default_value_t = kubelab_apiserver::storage::embedded::LOG_WINDOW)]
+    change_log_window: u64,
     /// etcd endpoints to use instead of the embedded store.
     #[arg(long, value_delimiter = ',')]
     etcd_servers: Vec<String>,
@@ -88,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         None => TokenAuthenticator::default(),
     };
 
-    let store = EmbeddedStore::open(&flags.data_dir.join("store.redb"))?;
+    let store = EmbeddedStore::open_with_window(&flags.data_dir.join("store.redb"), flags.change_log_window)?;
     let api = Arc::new(api::Api::new(Arc::new(store), host_port.clone()));
     api.bootstrap((advertise.to_string(), flags.secure_port))
         .await?;

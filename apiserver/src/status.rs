@@ -120,7 +120,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<StatusDetails>,
+    /// Boxed: most errors have none, and results stay small.
+    pub details: Option<Box<StatusDetails>>,
 }
 
 /// Which resource an error is about, for messages and `details`.
@@ -188,7 +189,7 @@ impl ApiError {
     }
     pub fn not_found(s: Subject, name: &str) -> Self {
         Self {
-            details: Some(s.details(name)),
+            details: Some(Box::new(s.details(name))),
             ..Self::new(
                 404,
                 "NotFound",
@@ -198,7 +199,7 @@ impl ApiError {
     }
     pub fn already_exists(s: Subject, name: &str) -> Self {
         Self {
-            details: Some(s.details(name)),
+            details: Some(Box::new(s.details(name))),
             ..Self::new(
                 409,
                 "AlreadyExists",
@@ -208,7 +209,7 @@ impl ApiError {
     }
     pub fn conflict(s: Subject, name: &str, why: &str) -> Self {
         Self {
-            details: Some(s.details(name)),
+            details: Some(Box::new(s.details(name))),
             ..Self::new(
                 409,
                 "Conflict",
@@ -258,7 +259,7 @@ impl ApiError {
             ..Default::default()
         };
         Self {
-            details: Some(details),
+            details: Some(Box::new(details)),
             ..Self::new(
                 422,
                 "Invalid",
@@ -283,7 +284,7 @@ impl ApiError {
     pub fn to_status(&self) -> Status {
         Status {
             code: Some(self.code as i32),
-            details: self.details.clone(),
+            details: self.details.as_deref().cloned(),
             message: Some(self.message.clone()),
             metadata: ListMeta::default(),
             reason: Some(self.reason.to_owned()),

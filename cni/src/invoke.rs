@@ -105,10 +105,12 @@ pub fn exec(plugin: &Path, env: &PluginEnv, stdin: &[u8]) -> Result<Vec<u8>, Inv
         // exit status says what happened.
         let _ = input.write_all(stdin);
     }
-    let out = child.wait_with_output().map_err(|source| InvokeError::Spawn {
-        path: plugin.to_path_buf(),
-        source,
-    })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| InvokeError::Spawn {
+            path: plugin.to_path_buf(),
+            source,
+        })?;
     if out.status.success() {
         return Ok(out.stdout);
     }

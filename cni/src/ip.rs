@@ -160,8 +160,14 @@ mod tests {
         assert!(p("10.1.0.0/24").contains("10.1.0.200".parse().unwrap()));
         assert!(!p("10.1.0.0/24").contains("10.1.1.0".parse().unwrap()));
         assert!(!p("10.1.0.0/24").contains("fd00::1".parse().unwrap()));
-        assert_eq!(next_ip("10.0.0.255".parse().unwrap()).to_string(), "10.0.1.0");
-        assert_eq!(prev_ip("10.0.1.0".parse().unwrap()).to_string(), "10.0.0.255");
+        assert_eq!(
+            next_ip("10.0.0.255".parse().unwrap()).to_string(),
+            "10.0.1.0"
+        );
+        assert_eq!(
+            prev_ip("10.0.1.0".parse().unwrap()).to_string(),
+            "10.0.0.255"
+        );
     }
 
     #[test]
@@ -170,6 +176,9 @@ mod tests {
             "10.0.0.0/33".parse::<IpPrefix>().unwrap_err().reason,
             "prefix longer than the address"
         );
-        assert_eq!("10.0.0.0".parse::<IpPrefix>().unwrap_err().reason, "no /prefix");
+        assert_eq!(
+            "10.0.0.0".parse::<IpPrefix>().unwrap_err().reason,
+            "no /prefix"
+        );
     }
 }

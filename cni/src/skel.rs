@@ -104,7 +104,10 @@ pub fn args_from_env() -> Result<CmdArgs, CniError> {
         String::new()
     } else {
         serde_json::from_slice::<VersionOnly>(&stdin)
-            .map_err(|e| CniError::new(code::DECODE_FAILURE, "decoding the network config").with_details(e.to_string()))?
+            .map_err(|e| {
+                CniError::new(code::DECODE_FAILURE, "decoding the network config")
+                    .with_details(e.to_string())
+            })?
             .cni_version
     };
     let args = CmdArgs {
@@ -134,16 +137,26 @@ pub fn args_from_env() -> Result<CmdArgs, CniError> {
         ]),
         Command::Version | Command::Status | Command::Gc => {}
     }
-    let missing: Vec<&str> = required.iter().filter(|(_, m)| *m).map(|(n, _)| *n).collect();
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|(_, m)| *m)
+        .map(|(n, _)| *n)
+        .collect();
     if !missing.is_empty() {
         return Err(CniError::new(
             code::INVALID_ENV,
-            format!("required environment variables missing: {}", missing.join(", ")),
+            format!(
+                "required environment variables missing: {}",
+                missing.join(", ")
+            ),
         ));
     }
     if command != Command::Version {
         if args.stdin.iter().all(u8::is_ascii_whitespace) {
-            return Err(CniError::new(code::DECODE_FAILURE, "no network config on stdin"));
+            return Err(CniError::new(
+                code::DECODE_FAILURE,
+                "no network config on stdin",
+            ));
         }
         types::check_version(&args.cni_version)?;
     }
@@ -159,8 +172,14 @@ pub fn run(plugin: &dyn Plugin) -> ! {
             Command::Version => Ok(Some(types::version_info(&args.cni_version))),
             Command::Add => {
                 let result = plugin.add(&args)?;
-                let v = if args.cni_version.is_empty() { types::CURRENT_VERSION } else { &args.cni_version };
-                Ok(Some(serde_json::to_value(result.for_version(v)).expect("results serialize")))
+                let v = if args.cni_version.is_empty() {
+                    types::CURRENT_VERSION
+                } else {
+                    &args.cni_version
+                };
+                Ok(Some(
+                    serde_json::to_value(result.for_version(v)).expect("results serialize"),
+                ))
             }
             Command::Del => plugin.del(&args).map(|_| None),
             Command::Check => plugin.check(&args).map(|_| None),
@@ -178,7 +197,11 @@ pub fn run(plugin: &dyn Plugin) -> ! {
             std::process::exit(0)
         }
         Err(mut e) => {
-            e.cni_version = if version.is_empty() { types::CURRENT_VERSION.into() } else { version };
+            e.cni_version = if version.is_empty() {
+                types::CURRENT_VERSION.into()
+            } else {
+                version
+            };
             let _ = writeln!(out, "{}", serde_json::to_string(&e).expect("json"));
             let _ = out.flush();
             std::process::exit(1)

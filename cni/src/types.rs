@@ -34,7 +34,11 @@ pub mod code {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{msg}{}", if details.is_empty() { String::new() } else { format!(": {details}") })]
 pub struct CniError {
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     pub code: u32,
     pub msg: String,
@@ -168,14 +172,20 @@ pub fn check_version(version: &str) -> Result<(), CniError> {
     } else {
         Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("incompatible CNI versions: config is {version:?}, plugin supports {SUPPORTED_VERSIONS:?}"),
+            format!(
+                "incompatible CNI versions: config is {version:?}, plugin supports {SUPPORTED_VERSIONS:?}"
+            ),
         ))
     }
 }
 
 /// The output of `VERSION`.
 pub fn version_info(requested: &str) -> Value {
-    let version = if requested.is_empty() { CURRENT_VERSION } else { requested };
+    let version = if requested.is_empty() {
+        CURRENT_VERSION
+    } else {
+        requested
+    };
     serde_json::json!({ "cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS })
 }
 

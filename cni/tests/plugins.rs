@@ -42,7 +42,13 @@ struct Setup {
 }
 
 impl Setup {
-    fn call<'a>(&self, host: &'a Netns, command: &'a str, id: &'a str, netns: &'a str) -> Invocation<'a> {
+    fn call<'a>(
+        &self,
+        host: &'a Netns,
+        command: &'a str,
+        id: &'a str,
+        netns: &'a str,
+    ) -> Invocation<'a> {
         Invocation {
             plugin: self.bridge.clone(),
             host: Some(host),
@@ -99,7 +105,10 @@ fn two_pods_scenario(setup: &Setup, data_dir: &Path, subnet_prefix: &str) {
         assert_eq!(ip["interface"], c);
         assert_eq!(ip["gateway"], format!("{subnet_prefix}.1"));
         let addr = ip["address"].as_str().unwrap().to_string();
-        assert!(addr.starts_with(&format!("{subnet_prefix}.")) && addr.ends_with("/24"), "{addr}");
+        assert!(
+            addr.starts_with(&format!("{subnet_prefix}.")) && addr.ends_with("/24"),
+            "{addr}"
+        );
         ips.push(addr.split('/').next().unwrap().to_string());
         results.push(r);
     }
@@ -110,12 +119,26 @@ fn two_pods_scenario(setup: &Setup, data_dir: &Path, subnet_prefix: &str) {
     want.sort();
     assert_eq!(held, want);
 
-    assert!(pods[0].ping(&ips[1]), "pod a cannot reach pod b at {}", ips[1]);
-    assert!(pods[1].ping(&ips[0]), "pod b cannot reach pod a at {}", ips[0]);
-    assert!(pods[0].ping(&format!("{subnet_prefix}.1")), "pod a cannot reach the gateway");
+    assert!(
+        pods[0].ping(&ips[1]),
+        "pod a cannot reach pod b at {}",
+        ips[1]
+    );
+    assert!(
+        pods[1].ping(&ips[0]),
+        "pod b cannot reach pod a at {}",
+        ips[0]
+    );
+    assert!(
+        pods[0].ping(&format!("{subnet_prefix}.1")),
+        "pod a cannot reach the gateway"
+    );
     assert!(host.ping(&ips[0]), "the node cannot reach pod a");
     let routes = pods[0].exec_ok(&["ip", "route"]);
-    assert!(routes.contains(&format!("default via {subnet_prefix}.1 dev eth0")), "{routes}");
+    assert!(
+        routes.contains(&format!("default via {subnet_prefix}.1 dev eth0")),
+        "{routes}"
+    );
 
     for ((pod, id), r) in pods.iter().zip(ids).zip(&results) {
         setup
@@ -124,7 +147,11 @@ fn two_pods_scenario(setup: &Setup, data_dir: &Path, subnet_prefix: &str) {
             .expect_ok();
     }
     let nat = host.exec_ok(&["iptables", "-t", "nat", "-S", "POSTROUTING"]);
-    assert_eq!(nat.matches("-s ").count(), 2, "masquerade jumps for both pods:\n{nat}");
+    assert_eq!(
+        nat.matches("-s ").count(),
+        2,
+        "masquerade jumps for both pods:\n{nat}"
+    );
 
     for ((pod, id), r) in pods.iter().zip(ids).zip(&results) {
         for _ in 0..2 {
@@ -133,7 +160,11 @@ fn two_pods_scenario(setup: &Setup, data_dir: &Path, subnet_prefix: &str) {
                 .run(&setup.with_prev(r))
                 .expect_ok();
         }
-        assert!(pod.exec_ok(&["ip", "-o", "link"]).lines().all(|l| !l.contains("eth0")));
+        assert!(
+            pod.exec_ok(&["ip", "-o", "link"])
+                .lines()
+                .all(|l| !l.contains("eth0"))
+        );
     }
     assert_eq!(host.veths(), Vec::<String>::new());
     assert_eq!(ip_files(data_dir), Vec::<String>::new());
@@ -153,7 +184,13 @@ fn our_bridge_with_our_ipam() {
     let setup = Setup {
         bridge: our_bin_dir().join("kubelab-bridge"),
         path: vec![our_bin_dir()],
-        conf: conf("kubelab-bridge", "kubelab-host-local", "10.123.0.0/24", tmp.path(), json!({"isDefaultGateway": true, "mtu": 1400})),
+        conf: conf(
+            "kubelab-bridge",
+            "kubelab-host-local",
+            "10.123.0.0/24",
+            tmp.path(),
+            json!({"isDefaultGateway": true, "mtu": 1400}),
+        ),
     };
     two_pods_scenario(&setup, tmp.path(), "10.123.0");
 }
@@ -164,34 +201,85 @@ fn our_bridge_sets_mtu_hairpin_and_masquerade() {
     let setup = Setup {
         bridge: our_bin_dir().join("kubelab-bridge"),
         path: vec![our_bin_dir()],
-        conf: conf("kubelab-bridge", "kubelab-host-local", "10.124.0.0/24", tmp.path(), json!({"mtu": 1400})),
+        conf: conf(
+            "kubelab-bridge",
+            "kubelab-host-local",
+            "10.124.0.0/24",
+            tmp.path(),
+            json!({"mtu": 1400}),
+        ),
     };
     let host = Netns::new();
     let pod = Netns::new();
-    let r = setup.call(&host, "ADD", "c1", &pod.path()).run(&setup.conf.to_string()).expect_ok().json();
+    let r = setup
+        .call(&host, "ADD", "c1", &pod.path())
+        .run(&setup.conf.to_string())
+        .expect_ok()
+        .json();
     let eth0 = pod.exec_ok(&["ip", "-d", "link", "show", "eth0"]);
     assert!(eth0.contains("mtu 1400"), "{eth0}");
-    assert!(eth0.contains(r["interfaces"][2]["mac"].as_str().unwrap()), "result MAC is the interface's: {eth0}");
+    assert!(
+        eth0.contains(r["interfaces"][2]["mac"].as_str().unwrap()),
+        "result MAC is the interface's: {eth0}"
+    );
     let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
     let port = host.exec_ok(&["ip", "-d", "link", "show", &veth]);
-    assert!(port.contains("master kltest0") && port.contains("hairpin on") && port.contains("mtu 1400"), "{port}");
+    assert!(
+        port.contains("master kltest0") && port.contains("hairpin on") && port.contains("mtu 1400"),
+        "{port}"
+    );
     let br = host.exec_ok(&["ip", "addr", "show", "kltest0"]);
-    assert!(br.contains("inet 10.124.0.1/24"), "the gateway address is on the bridge: {br}");
-    assert_eq!(host.exec_ok(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+    assert!(
+        br.contains("inet 10.124.0.1/24"),
+        "the gateway address is on the bridge: {br}"
+    );
+    assert_eq!(
+        host.exec_ok(&["cat", "/proc/sys/net/ipv4/ip_forward"])
+            .trim(),
+        "1"
+    );
     let nat = host.exec_ok(&["iptables", "-t", "nat", "-S"]);
-    assert!(nat.contains("-A POSTROUTING -s 10.124.0.2/32 -m comment"), "{nat}");
-    assert!(nat.contains("-d 10.124.0.0/24") && nat.contains("! -d 224.0.0.0/4") && nat.contains("-j MASQUERADE"), "{nat}");
+    assert!(
+        nat.contains("-A POSTROUTING -s 10.124.0.2/32 -m comment"),
+        "{nat}"
+    );
+    assert!(
+        nat.contains("-d 10.124.0.0/24")
+            && nat.contains("! -d 224.0.0.0/4")
+            && nat.contains("-j MASQUERADE"),
+        "{nat}"
+    );
     // Without isDefaultGateway there is no default route, only the IPAM's routes.
     let routes = pod.exec_ok(&["ip", "route"]);
-    assert!(routes.contains("default via 10.124.0.1"), "ipam route 0.0.0.0/0 via the gateway: {routes}");
+    assert!(
+        routes.contains("default via 10.124.0.1"),
+        "ipam route 0.0.0.0/0 via the gateway: {routes}"
+    );
     // A second ADD for an existing interface is refused with a spec error.
-    let again = setup.call(&host, "ADD", "c1", &pod.path()).run(&setup.conf.to_string());
+    let again = setup
+        .call(&host, "ADD", "c1", &pod.path())
+        .run(&setup.conf.to_string());
     assert!(!again.ok);
-    assert!(again.json()["msg"].as_str().unwrap().contains("already exists"), "{again:?}");
-    setup.call(&host, "DEL", "c1", &pod.path()).run(&setup.conf.to_string()).expect_ok();
+    assert!(
+        again.json()["msg"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{again:?}"
+    );
+    setup
+        .call(&host, "DEL", "c1", &pod.path())
+        .run(&setup.conf.to_string())
+        .expect_ok();
     // DEL without a netns (the pod's netns is already gone) still succeeds.
-    setup.call(&host, "DEL", "c1", "").run(&setup.conf.to_string()).expect_ok();
-    setup.call(&host, "DEL", "c1", "/var/run/netns/no-such-ns").run(&setup.conf.to_string()).expect_ok();
+    setup
+        .call(&host, "DEL", "c1", "")
+        .run(&setup.conf.to_string())
+        .expect_ok();
+    setup
+        .call(&host, "DEL", "c1", "/var/run/netns/no-such-ns")
+        .run(&setup.conf.to_string())
+        .expect_ok();
     assert_eq!(host.veths(), Vec::<String>::new());
 }
 
@@ -204,7 +292,13 @@ fn our_bridge_with_reference_host_local() {
     let setup = Setup {
         bridge: our_bin_dir().join("kubelab-bridge"),
         path: vec![our_bin_dir(), PathBuf::from(REFERENCE_DIR)],
-        conf: conf("kubelab-bridge", "host-local", "10.125.0.0/24", tmp.path(), json!({"isDefaultGateway": true})),
+        conf: conf(
+            "kubelab-bridge",
+            "host-local",
+            "10.125.0.0/24",
+            tmp.path(),
+            json!({"isDefaultGateway": true}),
+        ),
     };
     two_pods_scenario(&setup, tmp.path(), "10.125.0");
 }
@@ -218,7 +312,13 @@ fn reference_bridge_with_our_ipam() {
     let setup = Setup {
         bridge: PathBuf::from(REFERENCE_DIR).join("bridge"),
         path: vec![our_bin_dir(), PathBuf::from(REFERENCE_DIR)],
-        conf: conf("bridge", "kubelab-host-local", "10.126.0.0/24", tmp.path(), json!({"isDefaultGateway": true})),
+        conf: conf(
+            "bridge",
+            "kubelab-host-local",
+            "10.126.0.0/24",
+            tmp.path(),
+            json!({"isDefaultGateway": true}),
+        ),
     };
     two_pods_scenario(&setup, tmp.path(), "10.126.0");
 }
@@ -275,7 +375,9 @@ fn concurrent_adds_share_the_store_with_the_reference_ipam() {
         } else {
             ours.clone()
         };
-        ipam_call(plugin, "DEL", &format!("c{i}")).run(&c).expect_ok();
+        ipam_call(plugin, "DEL", &format!("c{i}"))
+            .run(&c)
+            .expect_ok();
     }
     assert_eq!(ip_files(tmp.path()), Vec::<String>::new());
     // CHECK: fails for a container without an address.
@@ -285,9 +387,17 @@ fn concurrent_adds_share_the_store_with_the_reference_ipam() {
 #[test]
 fn version_and_spec_errors() {
     let bridge = our_bin_dir().join("kubelab-bridge");
-    let v = ipam_call(bridge.clone(), "VERSION", "").run(r#"{"cniVersion":"0.4.0"}"#).expect_ok().json();
+    let v = ipam_call(bridge.clone(), "VERSION", "")
+        .run(r#"{"cniVersion":"0.4.0"}"#)
+        .expect_ok()
+        .json();
     assert_eq!(v["cniVersion"], "0.4.0");
-    assert!(v["supportedVersions"].as_array().unwrap().contains(&json!("1.0.0")));
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.0.0"))
+    );
 
     let mut inv = ipam_call(bridge.clone(), "ADD", "");
     inv.container_id = "";
@@ -295,7 +405,10 @@ fn version_and_spec_errors() {
     assert!(!r.ok);
     let e = r.json();
     assert_eq!(e["code"], 4, "{e}");
-    assert_eq!(e["msg"], "required environment variables missing: CNI_CONTAINERID");
+    assert_eq!(
+        e["msg"],
+        "required environment variables missing: CNI_CONTAINERID"
+    );
     assert_eq!(e["cniVersion"], "1.0.0");
 
     let r = ipam_call(bridge.clone(), "ADD", "c").run("{not json");
@@ -305,10 +418,17 @@ fn version_and_spec_errors() {
     let r = ipam_call(bridge.clone(), "FROB", "c").run("{}");
     assert_eq!(r.json()["code"], 4);
     // A missing IPAM plugin is a config error naming the plugin and the path.
-    let r = ipam_call(bridge, "DEL", "c").run(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"no-such-ipam"}}"#);
+    let r = ipam_call(bridge, "DEL", "c")
+        .run(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"no-such-ipam"}}"#);
     let e = r.json();
     assert_eq!(e["code"], 7, "{e}");
-    assert!(e["msg"].as_str().unwrap().contains("\"no-such-ipam\" not found"), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("\"no-such-ipam\" not found"),
+        "{e}"
+    );
 }
 
 /// An old-version config gets an old-version result ("version" on each IP).
@@ -316,7 +436,10 @@ fn version_and_spec_errors() {
 fn results_follow_the_config_version() {
     let tmp = tempfile::tempdir().unwrap();
     let c = json!({"cniVersion": "0.4.0", "name": "kltest", "ipam": {"type": "kubelab-host-local", "subnet": "10.128.0.0/24", "dataDir": tmp.path()}});
-    let r = ipam_call(our_bin_dir().join("kubelab-host-local"), "ADD", "c").run(&c.to_string()).expect_ok().json();
+    let r = ipam_call(our_bin_dir().join("kubelab-host-local"), "ADD", "c")
+        .run(&c.to_string())
+        .expect_ok()
+        .json();
     assert_eq!(r["cniVersion"], "0.4.0");
     assert_eq!(r["ips"][0]["version"], "4");
     assert_eq!(r["ips"][0]["address"], "10.128.0.2/24");

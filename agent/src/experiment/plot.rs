@@ -8,7 +8,8 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::report::{Run, cpu_summary, quantity_cores, windowed};
+use super::report::{Run, cpu_summary, probe_detections, quantity_cores, smoothed};
+use super::workload::ProbeSpec;
 
 const SIZE: (u32, u32) = (960, 540);
 const FONT: &str = "sans-serif";
@@ -122,7 +123,7 @@ impl Chart for CpuOverTime<'_> {
             .y_desc("CPU (cores)")
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(246, 246, 246))
             .draw()?;
         let single = self.runs.len() == 1;
         for (i, run) in self.runs.iter().enumerate() {
@@ -138,7 +139,7 @@ impl Chart for CpuOverTime<'_> {
                     .label("usage, 100 ms samples")
                     .legend(legend_line(RGBColor(160, 190, 220), 1));
             }
-            let smooth = windowed(&run.samples, 1.0);
+            let smooth = smoothed(&run.samples, 1.0, 0.2);
             let label = if single {
                 "usage, 1 s average".to_string()
             } else {
@@ -208,7 +209,7 @@ impl Chart for UsageAgainstLimit<'_> {
             .iter()
             .flat_map(|p| [p.0, p.1, p.2])
             .fold(0.1, f64::max)
-            * 1.15;
+            * 1.3;
         let mut chart = ChartBuilder::on(area)
             .caption("Measured CPU usage against the limit", (FONT, 24))
             .margin(16)
@@ -221,7 +222,7 @@ impl Chart for UsageAgainstLimit<'_> {
             .y_desc("measured usage (cores)")
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(246, 246, 246))
             .draw()?;
         chart
             .draw_series(DashedLineSeries::new(
@@ -253,11 +254,12 @@ impl Chart for UsageAgainstLimit<'_> {
             .label("p95 of 1 s averages")
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 6, PALETTE[1].filled()));
         chart.draw_series(points.iter().map(|p| {
-            Text::new(
-                format!("{:.0}m → {:.3}", p.0 * 1000.0, p.1),
-                (p.0, p.1),
-                (FONT, 14).into_font(),
-            )
+            EmptyElement::at((p.0, p.1))
+                + Text::new(
+                    format!("{:.0}m → {:.3} cores", p.0 * 1000.0, p.1),
+                    (12, 4),
+                    (FONT, 15).into_font(),
+                )
         }))?;
         chart
             .configure_series_labels()
@@ -316,7 +318,7 @@ impl Chart for MemoryOverTime<'_> {
             .y_desc("memory (MiB)")
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(246, 246, 246))
             .draw()?;
         // One line per container run: a gap where no container ran.
         let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
@@ -379,6 +381,117 @@ impl Chart for MemoryOverTime<'_> {
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .position(SeriesLabelPosition::LowerRight)
+            .draw()?;
+        Ok(())
+    }
+}
+
+/// A probe run over time: readiness as a step line, when health was lost,
+/// each failed probe (`Unhealthy`) and each restart (`Killing`).
+pub struct ProbeTimeline<'a> {
+    pub run: &'a Run,
+    pub spec: &'a ProbeSpec,
+}
+
+impl Chart for ProbeTimeline<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        area.fill(&WHITE)?;
+        let run = self.run;
+        let x_max = run.samples.last().map(|s| s.t).unwrap_or(0.0).max(1.0);
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!(
+                    "{} probe every {} s, failureThreshold {}",
+                    match self.spec.kind {
+                        super::workload::ProbeKind::Liveness => "Liveness",
+                        super::workload::ProbeKind::Readiness => "Readiness",
+                    },
+                    self.spec.period_seconds,
+                    self.spec.failure_threshold
+                ),
+                (FONT, 24),
+            )
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..x_max, -0.1f64..1.6f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("ready")
+            .y_labels(2)
+            .y_label_formatter(&|y| if *y > 0.5 { "true".into() } else { "false".into() })
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .light_line_style(RGBColor(246, 246, 246))
+            .draw()?;
+        // Readiness as a step line; gaps where no container ran.
+        let mut steps: Vec<(f64, f64)> = Vec::new();
+        for s in &run.samples {
+            let y = if s.ready == Some(true) { 1.0 } else { 0.0 };
+            if let Some(&(_, prev)) = steps.last()
+                && prev != y
+            {
+                steps.push((s.t, prev));
+            }
+            steps.push((s.t, y));
+        }
+        chart
+            .draw_series(LineSeries::new(steps, PALETTE[0].stroke_width(3)))?
+            .label("ready")
+            .legend(legend_line(PALETTE[0], 3));
+        let lost_color = PALETTE[2];
+        for (i, d) in probe_detections(run, self.spec).iter().enumerate() {
+            let series = chart.draw_series(DashedLineSeries::new(
+                vec![(d.lost, -0.1), (d.lost, 1.6)],
+                8,
+                5,
+                lost_color.stroke_width(2).into(),
+            ))?;
+            if i == 0 {
+                series
+                    .label("health lost")
+                    .legend(legend_line(lost_color, 2));
+            }
+            if let Some(l) = d.latency() {
+                chart.draw_series(std::iter::once(Text::new(
+                    format!(" detected after {l:.1} s"),
+                    (d.lost, 1.45),
+                    (FONT, 15).into_font(),
+                )))?;
+            }
+        }
+        let failed: Vec<f64> = run
+            .events
+            .iter()
+            .filter(|e| e.reason == "Unhealthy")
+            .map(|e| e.t)
+            .collect();
+        chart
+            .draw_series(
+                failed
+                    .iter()
+                    .map(|t| TriangleMarker::new((*t, 0.5), 7, LIMIT.filled())),
+            )?
+            .label("probe failed (Unhealthy)")
+            .legend(|(x, y)| TriangleMarker::new((x + 12, y), 6, LIMIT.filled()));
+        for (i, e) in run.events.iter().filter(|e| e.reason == "Killing").enumerate() {
+            let series = chart.draw_series(LineSeries::new(
+                vec![(e.t, -0.1), (e.t, 1.6)],
+                RGBColor(0, 0, 0).stroke_width(2),
+            ))?;
+            if i == 0 {
+                series
+                    .label("restart (Killing)")
+                    .legend(legend_line(RGBColor(0, 0, 0), 2));
+            }
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::MiddleRight)
             .draw()?;
         Ok(())
     }

@@ -3,11 +3,12 @@
 
 use std::fmt::Write as _;
 
-use super::sample::{OomKill, Sample};
+use super::sample::{OomKill, RunEvent, Sample};
+use super::workload::{ProbeKind, ProbeSpec};
 use crate::top::table::bytes as fmt_bytes;
 
 /// One run as the report shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Run {
     /// `500m`, `64Mi`: what distinguishes the run.
     pub label: String,
@@ -21,6 +22,10 @@ pub struct Run {
     pub allocate: Option<u64>,
     pub samples: Vec<Sample>,
     pub oom_kills: Vec<OomKill>,
+    pub probe: Option<ProbeSpec>,
+    /// Container starts, in seconds since sampling began.
+    pub starts: Vec<f64>,
+    pub events: Vec<RunEvent>,
     pub interrupted: bool,
 }
 
@@ -80,12 +85,39 @@ pub fn windowed(samples: &[Sample], window: f64) -> Vec<(f64, f64)> {
     out
 }
 
+/// Averages over the last `window` seconds of the same container (shorter
+/// at its start, from `min_span` on): the line a plot draws.
+pub fn smoothed(samples: &[Sample], window: f64, min_span: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for i in 0..samples.len() {
+        if samples[i].cpu_usage_ns.is_none() {
+            continue;
+        }
+        let mut j = i;
+        while j > 0
+            && samples[j].cpu_cores.is_some()
+            && samples[i].t - samples[j - 1].t <= window + 1e-9
+        {
+            j -= 1;
+        }
+        let span = samples[i].t - samples[j].t;
+        if span >= min_span - 1e-9 {
+            let used = samples[i].cpu_usage_ns.unwrap_or(0) as f64
+                - samples[j].cpu_usage_ns.unwrap_or(0) as f64;
+            out.push((samples[i].t, used / (span * 1e9)));
+        }
+    }
+    out
+}
+
 pub fn cpu_summary(samples: &[Sample]) -> CpuSummary {
     let mut s = CpuSummary {
         samples: samples.len(),
         ..Default::default()
     };
     let mut used = 0.0;
+    // (periods, throttled periods, throttled ns) at the container's and the pod's level.
+    let (mut container, mut pod) = ([0u64; 3], [0u64; 3]);
     for pair in samples.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         let Some(cores) = b.cpu_cores else { continue };
@@ -93,10 +125,20 @@ pub fn cpu_summary(samples: &[Sample]) -> CpuSummary {
         used += cores * dt;
         s.seconds += dt;
         let delta = |x: Option<u64>, y: Option<u64>| y.unwrap_or(0).saturating_sub(x.unwrap_or(0));
-        s.periods += delta(a.nr_periods, b.nr_periods);
-        s.throttled_periods += delta(a.nr_throttled, b.nr_throttled);
-        s.throttled_seconds += delta(a.throttled_ns, b.throttled_ns) as f64 / 1e9;
+        container[0] += delta(a.nr_periods, b.nr_periods);
+        container[1] += delta(a.nr_throttled, b.nr_throttled);
+        container[2] += delta(a.throttled_ns, b.throttled_ns);
+        pod[0] += delta(a.pod_nr_periods, b.pod_nr_periods);
+        pod[1] += delta(a.pod_nr_throttled, b.pod_nr_throttled);
+        pod[2] += delta(a.pod_throttled_ns, b.pod_throttled_ns);
     }
+    // The kernel counts a throttled period at the level whose quota ran out
+    // first; both carry the limit, so the level that throttled more tells.
+    let share = |l: &[u64; 3]| if l[0] == 0 { 0.0 } else { l[1] as f64 / l[0] as f64 };
+    let level = if share(&pod) > share(&container) { pod } else { container };
+    s.periods = level[0];
+    s.throttled_periods = level[1].min(level[0]);
+    s.throttled_seconds = level[2] as f64 / 1e9;
     s.mean = (s.seconds > 0.0).then(|| used / s.seconds);
     let rates: Vec<f64> = samples.iter().filter_map(|x| x.cpu_cores).collect();
     s.max_sample = rates.iter().copied().reduce(f64::max);
@@ -131,7 +173,52 @@ pub fn memory_summary(samples: &[Sample], ooms: &[OomKill]) -> MemorySummary {
     }
 }
 
-pub const CSV_HEADER: &str = "run,t_seconds,cpu_cores,cpu_usage_core_ns,nr_periods,nr_throttled,throttled_time_ns,memory_working_set_bytes,memory_usage_bytes,memory_limit_bytes,oom_kills,restarts,state";
+/// One loss of health and when the kubelet acted on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// When the container turned unhealthy (its start + `fail_after`).
+    pub lost: f64,
+    /// When the kubelet acted: the `Killing` event (liveness) or the first
+    /// sample with `ready: false` (readiness).
+    pub acted: Option<f64>,
+}
+
+impl Detection {
+    pub fn latency(&self) -> Option<f64> {
+        Some(self.acted? - self.lost)
+    }
+}
+
+/// Each container run's loss of health (within the sampled time) and its detection.
+pub fn probe_detections(run: &Run, spec: &ProbeSpec) -> Vec<Detection> {
+    let end = run.samples.last().map(|s| s.t).unwrap_or(0.0);
+    let mut starts = run.starts.clone();
+    starts.sort_by(f64::total_cmp);
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let lost = start + spec.fail_after;
+            let next_start = starts.get(i + 1).copied().unwrap_or(f64::INFINITY);
+            let acted = match spec.kind {
+                ProbeKind::Liveness => run
+                    .events
+                    .iter()
+                    .find(|e| e.reason == "Killing" && e.t >= lost && e.t <= next_start)
+                    .map(|e| e.t),
+                ProbeKind::Readiness => run
+                    .samples
+                    .iter()
+                    .find(|s| s.t >= lost && s.t <= next_start && s.ready == Some(false))
+                    .map(|s| s.t),
+            };
+            Detection { lost, acted }
+        })
+        .filter(|d| d.lost <= end)
+        .collect()
+}
+
+pub const CSV_HEADER: &str = "run,t_seconds,cpu_cores,cpu_usage_core_ns,nr_periods,nr_throttled,throttled_time_ns,pod_nr_periods,pod_nr_throttled,pod_throttled_time_ns,memory_working_set_bytes,memory_usage_bytes,memory_limit_bytes,oom_kills,restarts,state,ready";
 
 /// Every sample of every run, one line each; empty cells where nothing was measured.
 pub fn samples_csv(runs: &[Run]) -> String {
@@ -142,7 +229,7 @@ pub fn samples_csv(runs: &[Run]) -> String {
         for s in &run.samples {
             let _ = writeln!(
                 out,
-                "{},{:.3},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 run.label,
                 s.t,
                 s.cpu_cores.map(|c| format!("{c:.4}")).unwrap_or_default(),
@@ -150,12 +237,16 @@ pub fn samples_csv(runs: &[Run]) -> String {
                 opt(s.nr_periods),
                 opt(s.nr_throttled),
                 opt(s.throttled_ns),
+                opt(s.pod_nr_periods),
+                opt(s.pod_nr_throttled),
+                opt(s.pod_throttled_ns),
                 opt(s.working_set),
                 opt(s.memory_usage),
                 opt(s.memory_limit),
                 s.oom_kills,
                 s.restarts,
                 s.state,
+                s.ready.map(|r| r.to_string()).unwrap_or_default(),
             );
         }
     }
@@ -202,8 +293,10 @@ fn files_section(out: &mut String, files: &[String]) {
     let _ = writeln!(
         out,
         "\nColumns of `samples.csv`: `{CSV_HEADER}`. Counters are the container cgroup's, \
-         read through the agent's `/stats/summary`; `cpu_cores` is the rate since the previous \
-         sample of the same container."
+         read through the agent's `/stats/summary` (`pod_*`: the pod cgroup's, which carries \
+         the same CPU quota; the kernel counts a throttled period at the level that ran out \
+         first, and the report takes the level that throttled more); `cpu_cores` is the rate \
+         since the previous sample of the same container."
     );
 }
 
@@ -341,6 +434,63 @@ pub fn memory_markdown(node: &str, run: &Run, interval_ms: u128, files: &[String
     out
 }
 
+pub fn probe_markdown(node: &str, run: &Run, spec: &ProbeSpec, interval_ms: u128, files: &[String]) -> String {
+    let detections = probe_detections(run, spec);
+    let (lo, hi) = spec.expected_detection();
+    let kind = spec.kind.as_str();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Probe experiment: a failing {kind} probe every {} s, failureThreshold {}\n",
+        spec.period_seconds, spec.failure_threshold
+    );
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| node | {node} |");
+    let _ = writeln!(out, "| pod | `{}` |", run.pod);
+    let _ = writeln!(
+        out,
+        "| probe | {kind}: `exec cat /tmp/healthy`, periodSeconds {}, failureThreshold {}, timeoutSeconds 1 |",
+        spec.period_seconds, spec.failure_threshold
+    );
+    let _ = writeln!(out, "| workload | healthy for {:.1} s after each start, then not |", spec.fail_after);
+    let _ = writeln!(out, "| duration | {} |", duration_line(run, interval_ms));
+    let _ = writeln!(
+        out,
+        "| expected detection | {lo:.0}–{hi:.0} s after health is lost ((failureThreshold − 1) to failureThreshold periods) |"
+    );
+    let measured: Vec<String> = detections
+        .iter()
+        .filter_map(|d| d.latency())
+        .map(|l| format!("{l:.1} s"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "| measured detection | {} |",
+        if measured.is_empty() { "none in the sampled time".to_string() } else { measured.join(", ") }
+    );
+    let unhealthy = run.events.iter().filter(|e| e.reason == "Unhealthy").count();
+    let _ = writeln!(out, "| `Unhealthy` events | {unhealthy} |");
+    let _ = writeln!(out, "| restarts | {} |", run.samples.last().map(|s| s.restarts).unwrap_or(0));
+    out.push_str("\n![Probe timeline](probe.svg)\n");
+    out.push_str(&format!(
+        "\nThe kubelet acts on the {}th consecutive failure: the first failing probe comes within a \
+         period of the loss, so the {} happens {lo:.0}–{hi:.0} s after it (plus the probe's own run time).\n",
+        spec.failure_threshold,
+        match spec.kind {
+            ProbeKind::Liveness => "restart",
+            ProbeKind::Readiness => "change to `ready: false`",
+        }
+    ));
+    if !run.events.is_empty() {
+        out.push_str("\n## Events\n\n| t (s) | reason | message |\n|---|---|---|\n");
+        for e in &run.events {
+            let _ = writeln!(out, "| {:.2} | {} | {} |", e.t, e.reason, e.message.replace('|', "\\|"));
+        }
+    }
+    files_section(&mut out, files);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,14 +550,30 @@ mod tests {
             workers: Some(1),
             allocate: None,
             samples: samples.clone(),
-            oom_kills: vec![],
-            interrupted: false,
+            ..Default::default()
         }]);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines.len(), 32);
-        assert!(lines[2].starts_with("500m,0.100,0.5000,50000000,1,0,0,"), "{}", lines[2]);
+        assert!(lines[2].starts_with("500m,0.100,0.5000,50000000,1,0,0,,,,"), "{}", lines[2]);
         assert_eq!(lines[1].split(',').nth(2), Some(""), "no rate for the first sample");
+    }
+
+    #[test]
+    fn throttling_counts_at_the_level_that_throttled_more() {
+        let mut samples = fix_rates(
+            (0..=10)
+                .map(|i| sample(i as f64 * 0.1, i * 20_000_000, i > 0, i, i / 2))
+                .collect(),
+        );
+        for (i, s) in samples.iter_mut().enumerate() {
+            s.pod_nr_periods = Some(i as u64);
+            s.pod_nr_throttled = Some(i as u64);
+            s.pod_throttled_ns = Some(i as u64 * 80_000_000);
+        }
+        let s = cpu_summary(&samples);
+        assert_eq!((s.periods, s.throttled_periods), (10, 10), "{s:?}");
+        assert!((s.throttled_seconds - 0.8).abs() < 1e-9, "{s:?}");
     }
 
     #[test]
@@ -421,9 +587,37 @@ mod tests {
         let s = cpu_summary(&samples);
         assert!((s.mean.unwrap() - 0.2).abs() < 1e-9, "{s:?}");
         assert!((s.seconds - 2.0).abs() < 1e-9, "{s:?}");
+        let line = smoothed(&samples, 1.0, 0.2);
+        assert!(line.iter().all(|(_, c)| (c - 0.2).abs() < 1e-9), "{line:?}");
+        assert_eq!(line.len(), 2 * 9, "from 0.2 s into each container: {line:?}");
         let w = windowed(&samples, 1.0);
         assert!(w.iter().all(|(_, c)| (c - 0.2).abs() < 1e-9), "{w:?}");
         assert_eq!(w.len(), 2, "one full second in each container: {w:?}");
+    }
+
+    #[test]
+    fn probe_detection_per_container_run() {
+        let spec = ProbeSpec {
+            kind: ProbeKind::Liveness,
+            period_seconds: 1,
+            failure_threshold: 3,
+            fail_after: 2.0,
+        };
+        let ev = |t: f64, reason: &str| RunEvent { t, reason: reason.into(), message: String::new() };
+        let run = Run {
+            samples: vec![Sample { t: 0.0, ..Default::default() }, Sample { t: 9.0, ..Default::default() }],
+            starts: vec![-0.5, 4.2],
+            events: vec![ev(2.5, "Unhealthy"), ev(4.1, "Killing"), ev(8.0, "Unhealthy")],
+            ..Default::default()
+        };
+        let d = probe_detections(&run, &spec);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!((d[0].latency().unwrap() - 2.6).abs() < 1e-9, "{d:?}");
+        assert_eq!((d[1].lost, d[1].acted), (6.2, None));
+        let md = probe_markdown("n", &run, &spec, 100, &[]);
+        assert!(md.contains("| measured detection | 2.6 s |"), "{md}");
+        assert!(md.contains("| expected detection | 2–3 s"), "{md}");
+        assert!(md.contains("| `Unhealthy` events | 2 |"), "{md}");
     }
 
     #[test]

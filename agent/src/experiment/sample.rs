@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus};
 
-use crate::client::ContainerStats;
+use crate::client::{ContainerStats, Throttling};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
@@ -23,6 +23,12 @@ pub struct Sample {
     pub nr_periods: Option<u64>,
     pub nr_throttled: Option<u64>,
     pub throttled_ns: Option<u64>,
+    /// The pod cgroup's throttling counters (a one-container pod's cgroup has
+    /// the same quota, and the kernel counts a throttled period at whichever
+    /// level ran out first).
+    pub pod_nr_periods: Option<u64>,
+    pub pod_nr_throttled: Option<u64>,
+    pub pod_throttled_ns: Option<u64>,
     pub working_set: Option<u64>,
     pub memory_usage: Option<u64>,
     pub memory_limit: Option<u64>,
@@ -32,6 +38,8 @@ pub struct Sample {
     pub restarts: i32,
     /// `Running`, or the waiting/terminated reason.
     pub state: String,
+    /// The container's readiness as the status reports it.
+    pub ready: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +55,20 @@ pub struct OomKill {
 pub struct Recording {
     pub samples: Vec<Sample>,
     pub oom_kills: Vec<OomKill>,
+    /// When each container run started, in seconds since sampling began.
+    pub starts: Vec<f64>,
+    /// The pod's events while it was sampled.
+    pub events: Vec<RunEvent>,
     pub interrupted: bool,
+}
+
+/// An event about the experiment's pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEvent {
+    /// Seconds since sampling began.
+    pub t: f64,
+    pub reason: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +88,8 @@ pub struct Observer {
     /// The start time of the newest container seen running.
     last_start: Option<Timestamp>,
     pub oom_kills: Vec<OomKill>,
+    /// Container starts, in seconds since `t0`.
+    pub starts: Vec<f64>,
 }
 
 impl Observer {
@@ -79,13 +102,20 @@ impl Observer {
             seen_exits: HashSet::new(),
             last_start: None,
             oom_kills: Vec::new(),
+            starts: Vec::new(),
         }
+    }
+
+    /// Seconds since `t0` of a wall-clock time.
+    pub fn since_t0(&self, at: Timestamp) -> f64 {
+        at.duration_since(self.t0).as_secs_f64()
     }
 
     pub fn observe(
         &mut self,
         t: f64,
         stats: Option<&ContainerStats>,
+        pod_throttling: Option<&Throttling>,
         status: Option<&ContainerStatus>,
     ) -> Sample {
         let first = self.base_restarts.is_none();
@@ -125,14 +155,18 @@ impl Observer {
             oom_kills: self.oom_kills.len() as u32,
             restarts: restart_count - base,
             state: status.map(state_of).unwrap_or_else(|| "Pending".into()),
+            ready: status.map(|s| s.ready),
             ..Default::default()
         };
         let Some(cs) = stats else {
             self.previous = None;
             return sample;
         };
-        if let Ok(start) = cs.start_time.parse::<Timestamp>() {
+        if let Ok(start) = cs.start_time.parse::<Timestamp>()
+            && self.last_start != Some(start)
+        {
             self.last_start = Some(start);
+            self.starts.push(self.since_t0(start));
         }
         let cpu_ns = cs.cpu.usage_core_nano_seconds;
         sample.cpu_cores = self.previous.as_ref().and_then(|p| {
@@ -149,6 +183,9 @@ impl Observer {
         sample.nr_periods = throttling.as_ref().map(|x| x.nr_periods);
         sample.nr_throttled = throttling.as_ref().map(|x| x.nr_throttled);
         sample.throttled_ns = throttling.as_ref().map(|x| x.throttled_time_nano_seconds);
+        sample.pod_nr_periods = pod_throttling.map(|x| x.nr_periods);
+        sample.pod_nr_throttled = pod_throttling.map(|x| x.nr_throttled);
+        sample.pod_throttled_ns = pod_throttling.map(|x| x.throttled_time_nano_seconds);
         sample.working_set = Some(cs.memory.working_set_bytes);
         sample.memory_usage = Some(cs.memory.usage_bytes);
         sample.memory_limit = cs.memory.limit_bytes;
@@ -209,15 +246,15 @@ mod tests {
         // An OOM kill from before sampling began is not counted.
         let before = status(serde_json::json!({"restartCount": 1,
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "old"}}}));
-        let a = obs.observe(0.0, Some(&stats(s1, 1_000_000_000, 1 << 20)), Some(&before));
+        let a = obs.observe(0.0, Some(&stats(s1, 1_000_000_000, 1 << 20)), None, Some(&before));
         assert_eq!((a.cpu_cores, a.oom_kills, a.restarts), (None, 0, 0));
-        let b = obs.observe(0.5, Some(&stats(s1, 1_100_000_000, 2 << 20)), Some(&before));
+        let b = obs.observe(0.5, Some(&stats(s1, 1_100_000_000, 2 << 20)), None, Some(&before));
         assert!((b.cpu_cores.unwrap() - 0.2).abs() < 1e-9);
         assert_eq!(b.working_set, Some(2 << 20));
         // Killed: restarted with a new container (new start time, counters from zero).
         let after = status(serde_json::json!({"restartCount": 2,
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c2"}}}));
-        let c = obs.observe(1.0, Some(&stats("2024-01-01T00:00:00.9Z", 5_000, 0)), Some(&after));
+        let c = obs.observe(1.0, Some(&stats("2024-01-01T00:00:00.9Z", 5_000, 0)), None, Some(&after));
         assert_eq!((c.oom_kills, c.restarts, c.cpu_cores), (1, 1, None));
         let kill = &obs.oom_kills[0];
         assert_eq!(kill.t, 1.0);
@@ -225,7 +262,10 @@ mod tests {
         // Seen again: not counted twice. Waiting: no stats.
         let waiting = status(serde_json::json!({"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c2"}}}));
-        let d = obs.observe(1.5, Some(&stats("x", 1, 1)), Some(&waiting));
+        let d = obs.observe(1.5, Some(&stats("x", 1, 1)), None, Some(&waiting));
         assert_eq!((d.oom_kills, d.state.as_str(), d.working_set), (1, "CrashLoopBackOff", None));
+        assert_eq!(d.ready, Some(true));
+        assert_eq!(obs.starts.len(), 2);
+        assert!((obs.starts[0] + 0.5).abs() < 1e-6 && (obs.starts[1] - 0.9).abs() < 1e-6, "{:?}", obs.starts);
     }
 }

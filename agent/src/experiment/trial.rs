@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::sample::{Observer, Recording};
+use super::sample::{Observer, Recording, RunEvent, Sample};
 use super::workload::{self, CONTAINER, RUN_LABEL};
 use crate::client::{ClientError, NodeClient};
 
@@ -173,7 +173,7 @@ impl<'a> Trial<'a> {
         &self,
         interval: Duration,
         duration: Duration,
-        mut done: impl FnMut(&Observer, f64) -> bool,
+        mut done: impl FnMut(&Observer, &Sample) -> bool,
     ) -> Result<Recording, TrialError> {
         let client = &self.node.client;
         let origin = Instant::now();
@@ -191,14 +191,17 @@ impl<'a> Trial<'a> {
             let pods = client.pods()?;
             // The counters were read while the request was in flight.
             let t = (before + after) / 2.0;
-            let stats = summary
+            let pod_stats = summary
                 .pods
                 .iter()
-                .find(|p| p.pod_ref.name == self.pod_name && p.pod_ref.namespace == self.namespace)
-                .and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER));
+                .find(|p| p.pod_ref.name == self.pod_name && p.pod_ref.namespace == self.namespace);
+            let stats = pod_stats.and_then(|p| p.containers.iter().find(|c| c.name == CONTAINER));
+            let pod_throttling = pod_stats.and_then(|p| p.cpu.throttling.as_ref());
             let status = find(&pods, &self.run_id).and_then(status_of);
-            recording.samples.push(observer.observe(t, stats, status));
-            if t >= duration.as_secs_f64() || done(&observer, t) {
+            let sample = observer.observe(t, stats, pod_throttling, status);
+            let finished = t >= duration.as_secs_f64() || done(&observer, &sample);
+            recording.samples.push(sample);
+            if finished {
                 break;
             }
             next += interval;
@@ -209,6 +212,22 @@ impl<'a> Trial<'a> {
                 next = now;
             }
         }
+        // The pod's events, for what the samples can't time (probe failures, kills).
+        let object = format!("{}/{}", self.namespace, self.pod_name);
+        recording.events = match client.events() {
+            Ok(events) => events
+                .into_iter()
+                .filter(|e| e.object == object)
+                .map(|e| RunEvent {
+                    t: observer.since_t0(e.time),
+                    reason: e.reason,
+                    message: e.message,
+                })
+                .collect(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        recording.starts = observer.starts;
         recording.oom_kills = observer.oom_kills;
         Ok(recording)
     }

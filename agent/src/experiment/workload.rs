@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, Pod, PodSpec, Probe, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -52,6 +54,78 @@ pub fn memory_command(total: u64, ramp_secs: f64) -> Vec<String> {
          while (1) system(\"sleep 3600\") }}"
     );
     vec!["awk".into(), program]
+}
+
+/// Which probe the probe experiment watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeKind {
+    /// Failing it restarts the container.
+    Liveness,
+    /// Failing it takes the container out of service (ready: false).
+    Readiness,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+        }
+    }
+}
+
+/// The probe experiment's probe and when its workload turns unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub period_seconds: i32,
+    pub failure_threshold: i32,
+    /// Seconds after its start when the container turns unhealthy.
+    pub fail_after: f64,
+}
+
+impl ProbeSpec {
+    /// When the kubelet acts after health is lost: the first failing probe
+    /// comes within one period, then `failureThreshold - 1` more are needed.
+    pub fn expected_detection(&self) -> (f64, f64) {
+        let p = f64::from(self.period_seconds);
+        let f = f64::from(self.failure_threshold.max(1));
+        ((f - 1.0) * p, f * p)
+    }
+}
+
+const HEALTH_FILE: &str = "/tmp/healthy";
+
+/// Healthy (its health file exists) for `fail_after` seconds, then not.
+pub fn probe_command(fail_after: f64) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "touch {HEALTH_FILE}; sleep {fail_after:.1}; rm -f {HEALTH_FILE}; \
+             echo health lost; exec sleep 3600"
+        ),
+    ]
+}
+
+/// Adds the spec's probe (`exec: cat /tmp/healthy`) to the pod's container.
+pub fn with_probe(mut pod: Pod, spec: &ProbeSpec) -> Pod {
+    let probe = Probe {
+        exec: Some(ExecAction {
+            command: Some(vec!["cat".into(), HEALTH_FILE.into()]),
+        }),
+        period_seconds: Some(spec.period_seconds),
+        failure_threshold: Some(spec.failure_threshold),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        match spec.kind {
+            ProbeKind::Liveness => c.liveness_probe = Some(probe),
+            ProbeKind::Readiness => c.readiness_probe = Some(probe),
+        }
+    }
+    pod
 }
 
 /// The experiment's pod: one container, the run label, no grace period (a
@@ -134,6 +208,28 @@ mod tests {
         // The agent's own manifest reader takes it.
         let parsed: Pod = serde_yaml::from_str(&text).unwrap();
         assert_eq!(parsed.metadata.name.as_deref(), Some("exp-cpu"));
+    }
+
+    #[test]
+    fn probe_pod() {
+        let spec = ProbeSpec {
+            kind: ProbeKind::Liveness,
+            period_seconds: 2,
+            failure_threshold: 3,
+            fail_after: 1.5,
+        };
+        assert_eq!(spec.expected_detection(), (4.0, 6.0));
+        let pod = with_probe(
+            pod("p", "r", "busybox", probe_command(1.5), &Resources::default()),
+            &spec,
+        );
+        let back: serde_json::Value = serde_yaml::from_str(&manifest(&pod)).unwrap();
+        let c = &back["spec"]["containers"][0];
+        assert_eq!(c["livenessProbe"]["exec"]["command"][1], "/tmp/healthy");
+        assert_eq!(c["livenessProbe"]["periodSeconds"], 2);
+        assert_eq!(c["livenessProbe"]["failureThreshold"], 3);
+        assert!(c.get("readinessProbe").is_none());
+        assert!(c["command"][2].as_str().unwrap().contains("sleep 1.5; rm -f /tmp/healthy"));
     }
 
     #[test]

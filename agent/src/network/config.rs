@@ -27,7 +27,12 @@ impl NetworkConfigList {
             reason,
         };
         let v: Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        let str_field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let str_field = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let name = str_field("name");
         if name.is_empty() {
             return Err(bad("no \"name\"".into()));
@@ -43,7 +48,11 @@ impl NetworkConfigList {
             return Err(bad("no plugins".into()));
         }
         for p in &plugins {
-            if p.get("type").and_then(Value::as_str).unwrap_or_default().is_empty() {
+            if p.get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .is_empty()
+            {
                 return Err(bad("a plugin has no \"type\"".into()));
             }
         }
@@ -144,8 +153,16 @@ mod tests {
     #[test]
     fn first_file_in_lexical_order_wins() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("20-b.conflist"), r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"}]}"#).unwrap();
-        std::fs::write(dir.path().join("10-a.conf"), r#"{"cniVersion":"0.4.0","name":"a","type":"bridge","bridge":"br9"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("20-b.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("10-a.conf"),
+            r#"{"cniVersion":"0.4.0","name":"a","type":"bridge","bridge":"br9"}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("00-notes.txt"), "ignored").unwrap();
         let c = load_first(dir.path()).unwrap().unwrap();
         assert_eq!(c.name, "a");
@@ -160,9 +177,16 @@ mod tests {
     #[test]
     fn broken_configs_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("10-x.conflist"), r#"{"cniVersion":"1.0.0","name":"x","plugins":[{}]}"#).unwrap();
+        std::fs::write(
+            dir.path().join("10-x.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"x","plugins":[{}]}"#,
+        )
+        .unwrap();
         let e = load_first(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("10-x.conflist") && e.contains("a plugin has no \"type\""), "{e}");
+        assert!(
+            e.contains("10-x.conflist") && e.contains("a plugin has no \"type\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -170,6 +194,9 @@ mod tests {
         let v = default_config("10.244.3.0/24", Path::new("/var/lib/kubelet/cni/networks"));
         let c = NetworkConfigList::parse(Path::new("x"), v.to_string().as_bytes()).unwrap();
         assert_eq!(c.plugins[0]["type"], "kubelab-bridge");
-        assert_eq!(c.plugins[0]["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
+        assert_eq!(
+            c.plugins[0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.244.3.0/24"
+        );
     }
 }

@@ -125,8 +125,10 @@ impl PodNetwork {
     }
 
     fn cache_path(&self, a: &Attachment) -> PathBuf {
-        self.results_dir()
-            .join(format!("{}-{}-{}", a.network_name, a.container_id, a.if_name))
+        self.results_dir().join(format!(
+            "{}-{}-{}",
+            a.network_name, a.container_id, a.if_name
+        ))
     }
 
     fn save(&self, a: &Attachment) -> Result<(), NetworkError> {
@@ -157,7 +159,11 @@ impl PodNetwork {
     /// each getting the previous result. Attachments left by an earlier
     /// sandbox of the same pod are released first. Returns the pod's IP, or
     /// `None` when the node has no network config.
-    pub fn setup_pod(&self, pod: &PodRef, sandbox: &SandboxState) -> Result<Option<String>, NetworkError> {
+    pub fn setup_pod(
+        &self,
+        pod: &PodRef,
+        sandbox: &SandboxState,
+    ) -> Result<Option<String>, NetworkError> {
         self.teardown_pod(pod.uid, Some(sandbox))?;
         let Some(list) = self.load_config()? else {
             return Ok(None);
@@ -182,22 +188,30 @@ impl PodNetwork {
         for i in 0..list.plugins.len() {
             let conf = list.plugin_config(i, prev.as_ref());
             let kind = conf["type"].as_str().unwrap_or_default().to_string();
-            let out = invoke::exec_by_name(&kind, &self.env("ADD", &a, &netns), conf.to_string().as_bytes())
-                .and_then(|out| {
-                    invoke::parse_result(&kind, "ADD", &out)?;
-                    serde_json::from_slice::<Value>(&out).map_err(|e| InvokeError::BadOutput {
-                        plugin: kind.clone(),
-                        command: "ADD".into(),
-                        reason: e.to_string(),
-                        output: String::from_utf8_lossy(&out).into_owned(),
-                    })
-                });
+            let out = invoke::exec_by_name(
+                &kind,
+                &self.env("ADD", &a, &netns),
+                conf.to_string().as_bytes(),
+            )
+            .and_then(|out| {
+                invoke::parse_result(&kind, "ADD", &out)?;
+                serde_json::from_slice::<Value>(&out).map_err(|e| InvokeError::BadOutput {
+                    plugin: kind.clone(),
+                    command: "ADD".into(),
+                    reason: e.to_string(),
+                    output: String::from_utf8_lossy(&out).into_owned(),
+                })
+            });
             match out {
                 Ok(r) => prev = Some(r),
                 Err(source) => {
                     // Undo what the earlier plugins (and this one) may have done.
                     if let Err(e) = self.del(&a, Some(sandbox)) {
-                        tracing::warn!(pod = pod.name, "releasing a failed attachment: {}", crate::error_chain(&e));
+                        tracing::warn!(
+                            pod = pod.name,
+                            "releasing a failed attachment: {}",
+                            crate::error_chain(&e)
+                        );
                     }
                     return Err(NetworkError::Plugin {
                         network: list.name.clone(),
@@ -236,12 +250,15 @@ impl PodNetwork {
         for i in (0..list.plugins.len()).rev() {
             let conf = list.plugin_config(i, a.result.as_ref());
             let kind = conf["type"].as_str().unwrap_or_default().to_string();
-            invoke::exec_by_name(&kind, &self.env("DEL", a, &netns), conf.to_string().as_bytes()).map_err(
-                |source| NetworkError::Plugin {
-                    network: list.name.clone(),
-                    source,
-                },
-            )?;
+            invoke::exec_by_name(
+                &kind,
+                &self.env("DEL", a, &netns),
+                conf.to_string().as_bytes(),
+            )
+            .map_err(|source| NetworkError::Plugin {
+                network: list.name.clone(),
+                source,
+            })?;
         }
         match std::fs::remove_file(self.cache_path(a)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::Io {
@@ -254,7 +271,11 @@ impl PodNetwork {
 
     /// CNI DEL of every attachment of pod `uid` (its live sandbox's and any a
     /// dead one left). Nothing attached is fine.
-    pub fn teardown_pod(&self, uid: &str, sandbox: Option<&SandboxState>) -> Result<(), NetworkError> {
+    pub fn teardown_pod(
+        &self,
+        uid: &str,
+        sandbox: Option<&SandboxState>,
+    ) -> Result<(), NetworkError> {
         let mut first_error = None;
         for a in self.attachments().into_iter().filter(|a| a.pod_uid == uid) {
             if let Err(e) = self.del(&a, sandbox) {
@@ -267,10 +288,18 @@ impl PodNetwork {
     /// Releases attachments of pods the node no longer has (`has_pod` false),
     /// e.g. whose dirs were removed while the agent was down.
     pub fn release_orphans(&self, has_pod: impl Fn(&str) -> bool) {
-        for a in self.attachments().into_iter().filter(|a| !has_pod(&a.pod_uid)) {
+        for a in self
+            .attachments()
+            .into_iter()
+            .filter(|a| !has_pod(&a.pod_uid))
+        {
             match self.del(&a, None) {
-                Ok(()) => tracing::info!(container = %a.container_id, "released the network of a pod that is gone"),
-                Err(e) => tracing::warn!(container = %a.container_id, "releasing an orphaned attachment: {}", crate::error_chain(&e)),
+                Ok(()) => {
+                    tracing::info!(container = %a.container_id, "released the network of a pod that is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(container = %a.container_id, "releasing an orphaned attachment: {}", crate::error_chain(&e))
+                }
             }
         }
     }
@@ -286,7 +315,11 @@ pub fn pod_ip(result: &CniResult, ifname: &str) -> Option<String> {
             .get(i)
             .is_some_and(|iface| iface.name == ifname && !iface.sandbox.is_empty()),
     };
-    let ips: Vec<_> = result.ips.iter().filter(|ip| on_pod(ip.interface)).collect();
+    let ips: Vec<_> = result
+        .ips
+        .iter()
+        .filter(|ip| on_pod(ip.interface))
+        .collect();
     ips.iter()
         .find(|ip| ip.address.addr.is_ipv4())
         .or(ips.first())
@@ -302,7 +335,6 @@ pub fn parse_bin_dirs(s: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,7 +348,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pod_ip(&r, "eth0").as_deref(), Some("10.1.0.5"));
-        let ipam_only: CniResult = serde_json::from_str(r#"{"ips":[{"address":"10.2.0.7/24"}]}"#).unwrap();
+        let ipam_only: CniResult =
+            serde_json::from_str(r#"{"ips":[{"address":"10.2.0.7/24"}]}"#).unwrap();
         assert_eq!(pod_ip(&ipam_only, "eth0").as_deref(), Some("10.2.0.7"));
         assert_eq!(pod_ip(&CniResult::default(), "eth0"), None);
     }

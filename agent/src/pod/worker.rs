@@ -305,7 +305,7 @@ impl PodWorker {
         let hostname = pod.metadata.name.clone().unwrap_or_default();
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
         let uid = self.uid.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(SandboxState, Option<String>), String> {
+        let result = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
                 .map_err(|e| crate::error_chain(&e))?;
             ctx.cgroups
@@ -347,7 +347,10 @@ impl PodWorker {
                 Ok(ip) => ip,
                 Err(e) => {
                     sandbox::stop(&state);
-                    return Err(format!("setting up the pod network: {}", crate::error_chain(&e)));
+                    return Err(format!(
+                        "setting up the pod network: {}",
+                        crate::error_chain(&e)
+                    ));
                 }
             };
             if pod_ip.is_some() {
@@ -660,7 +663,7 @@ impl PodWorker {
         let target = ProbeTarget {
             netns: (!sandbox.host_network)
                 .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
-            pod_ip: None,
+            pod_ip: self.pod_ip.clone(),
             container_pid: run.started.pid,
             agent_exe: self.ctx.agent_exe.clone(),
             bundle: self.dir.join("containers").join(&run.container_id),
@@ -884,6 +887,17 @@ fn create_and_start(
         cgroups_path: &cgroup.to_string(),
         limits: &limits,
         passwd: &passwd,
+        oom_score_adj: spec::oom_score_adj(
+            QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),
+            container
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("memory"))
+                .and_then(|q| crate::quantity::bytes(q).ok())
+                .unwrap_or(0),
+            node_memory_bytes(),
+        ),
     })
     .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
     container::write_bundle(&bundle, &oci)
@@ -963,4 +977,17 @@ pub(crate) fn remove_pod_dir(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The node's memory (`MemTotal`), for the OOM score of Burstable containers.
+fn node_memory_bytes() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(1)
 }

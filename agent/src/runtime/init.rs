@@ -177,6 +177,12 @@ pub fn exec_container(
         .unwrap_or(super::spec::DEFAULT_PATH);
     let executable = find_executable(program, path_var)?;
 
+    if let Some(adj) = process.oom_score_adj() {
+        // Raising a score always works; lowering one (Guaranteed: -997) needs
+        // CAP_SYS_RESOURCE, which a confined node may lack: then the container
+        // keeps the score it inherited rather than failing to start.
+        let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
     drop_privileges(process)?;
 
     let cwd = process.cwd();

@@ -75,6 +75,10 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
     }
     let result = (|| -> anyhow::Result<()> {
+        // kubelet's score for the pod's infrastructure: killed only after
+        // everything else. Lowering a score needs CAP_SYS_RESOURCE, which a
+        // nested or confined node may lack: then the sandbox keeps the agent's.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "-998");
         unshare(flags)?;
         if !args.host_network {
             nix::unistd::sethostname(&args.hostname)?;

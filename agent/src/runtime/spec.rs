@@ -121,6 +121,26 @@ pub struct SpecInputs<'a> {
     pub limits: &'a CgroupLimits,
     /// Resolves a user name from the image config (`User: "nobody"`) to uid/gid.
     pub passwd: &'a dyn Fn(&str) -> Option<(u32, u32)>,
+    /// From [`oom_score_adj`]: who the kernel kills first when the node runs out.
+    pub oom_score_adj: i32,
+}
+
+/// kubelet's OOM score policy: Guaranteed containers last (-997), BestEffort
+/// first (1000), Burstable in between by their share of the node's memory.
+pub fn oom_score_adj(
+    qos: crate::cgroups::QosClass,
+    memory_request_bytes: i64,
+    node_memory_bytes: i64,
+) -> i32 {
+    use crate::cgroups::QosClass;
+    match qos {
+        QosClass::Guaranteed => -997,
+        QosClass::BestEffort => 1000,
+        QosClass::Burstable => {
+            let adj = 1000 - (1000 * memory_request_bytes) / node_memory_bytes.max(1);
+            adj.clamp(3, 999) as i32
+        }
+    }
 }
 
 /// Kubernetes' rule: `command` replaces the image's Entrypoint and `args`
@@ -451,6 +471,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .cwd(cwd)
         .capabilities(capabilities)
         .no_new_privileges(no_new_privileges)
+        .oom_score_adj(inputs.oom_score_adj)
         .build()?;
 
     let readonly_rootfs = sc
@@ -661,6 +682,17 @@ mod tests {
             args: args.map(|c| c.iter().map(|s| s.to_string()).collect()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn oom_score_follows_qos() {
+        use crate::cgroups::QosClass;
+        let gib = 1 << 30;
+        assert_eq!(oom_score_adj(QosClass::Guaranteed, gib, 4 * gib), -997);
+        assert_eq!(oom_score_adj(QosClass::BestEffort, 0, 4 * gib), 1000);
+        assert_eq!(oom_score_adj(QosClass::Burstable, gib, 4 * gib), 750);
+        assert_eq!(oom_score_adj(QosClass::Burstable, 0, 4 * gib), 999);
+        assert_eq!(oom_score_adj(QosClass::Burstable, 4 * gib, 4 * gib), 3);
     }
 
     #[test]

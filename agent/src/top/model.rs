@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::client::{ContainerStats, Event, Summary};
+use crate::client::{ContainerStats, Event, Summary, Throttling};
 use crate::quantity;
 
 /// Samples kept for a row's sparkline.
@@ -69,6 +69,26 @@ struct Reading {
     cpu_ns: u64,
     periods: u64,
     throttled: u64,
+    pod_periods: u64,
+    pod_throttled: u64,
+}
+
+fn max_share(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Throttled share between two readings of (periods, throttled periods).
+fn share(prev: (u64, u64), now: (u64, u64)) -> Option<f64> {
+    let periods = now.0.checked_sub(prev.0)?;
+    let throttled = now.1.saturating_sub(prev.1);
+    Some(if periods == 0 {
+        0.0
+    } else {
+        (throttled as f64 / periods as f64).min(1.0)
+    })
 }
 
 /// Rows from successive snapshots.
@@ -110,9 +130,10 @@ impl TopModel {
                 let running = status.is_some_and(|s| {
                     s.state.as_ref().is_some_and(|st| st.running.is_some())
                 });
-                let cs = stats.get(&key).filter(|_| running);
-                let (cpu, throttled) = match cs {
-                    Some(cs) => self.rates(&key, snap.at, cs),
+                let found = stats.get(&key).filter(|_| running);
+                let cs = found.map(|f| &f.0);
+                let (cpu, throttled) = match found {
+                    Some((cs, pod_t)) => self.rates(&key, snap.at, cs, pod_t.as_ref()),
                     None => {
                         self.previous.remove(&key);
                         (None, None)
@@ -156,36 +177,59 @@ impl TopModel {
 
     /// Cores and throttled share since the previous reading of this container
     /// (the agent's own 1 s rate and lifetime share until there is one).
-    fn rates(&mut self, key: &ContainerKey, at: f64, cs: &ContainerStats) -> (Option<f64>, Option<f64>) {
+    ///
+    /// The pod cgroup of a one-container pod carries the same CFS quota as the
+    /// container's, and the kernel counts a throttled period at whichever level
+    /// ran out first: the share is the larger of the two.
+    fn rates(
+        &mut self,
+        key: &ContainerKey,
+        at: f64,
+        cs: &ContainerStats,
+        pod: Option<&Throttling>,
+    ) -> (Option<f64>, Option<f64>) {
         let t = cs.cpu.throttling.clone().unwrap_or_default();
+        let pt = pod.cloned().unwrap_or_default();
         let now = Reading {
             at,
             cpu_ns: cs.cpu.usage_core_nano_seconds,
             periods: t.nr_periods,
             throttled: t.nr_throttled,
+            pod_periods: pt.nr_periods,
+            pod_throttled: pt.nr_throttled,
         };
         let prev = self.previous.insert(key.clone(), now);
         match prev {
             // A counter that went down is a new container (a restart): no rate yet.
             Some(p) if now.at - p.at > 0.05 && now.cpu_ns >= p.cpu_ns && now.periods >= p.periods => {
                 let cores = (now.cpu_ns - p.cpu_ns) as f64 / ((now.at - p.at) * 1e9);
-                let periods = now.periods - p.periods;
-                let throttled = (periods > 0)
-                    .then(|| (now.throttled.saturating_sub(p.throttled)) as f64 / periods as f64)
-                    .or(Some(0.0));
-                (Some(cores), throttled)
+                let container = share((p.periods, p.throttled), (now.periods, now.throttled));
+                let pod = share(
+                    (p.pod_periods, p.pod_throttled),
+                    (now.pod_periods, now.pod_throttled),
+                );
+                (Some(cores), max_share(container, pod))
             }
-            _ => (
-                cs.cpu.usage_nano_cores.map(|n| n as f64 / 1e9),
-                (t.nr_periods > 0).then(|| t.nr_throttled as f64 / t.nr_periods as f64),
-            ),
+            _ => {
+                let lifetime = |t: &Throttling| {
+                    (t.nr_periods > 0).then(|| t.nr_throttled as f64 / t.nr_periods as f64)
+                };
+                (
+                    cs.cpu.usage_nano_cores.map(|n| n as f64 / 1e9),
+                    max_share(lifetime(&t), pod.and_then(lifetime)),
+                )
+            }
         }
     }
 }
 
-fn container_stats(summary: &Summary) -> HashMap<ContainerKey, ContainerStats> {
+/// Every container's stats, with its pod's throttling when it is the pod's only container.
+fn container_stats(summary: &Summary) -> HashMap<ContainerKey, (ContainerStats, Option<Throttling>)> {
     let mut out = HashMap::new();
     for pod in &summary.pods {
+        let pod_throttling = (pod.containers.len() == 1)
+            .then(|| pod.cpu.throttling.clone())
+            .flatten();
         for c in &pod.containers {
             out.insert(
                 ContainerKey {
@@ -193,7 +237,7 @@ fn container_stats(summary: &Summary) -> HashMap<ContainerKey, ContainerStats> {
                     pod: pod.pod_ref.name.clone(),
                     container: c.name.clone(),
                 },
-                c.clone(),
+                (c.clone(), pod_throttling.clone()),
             );
         }
     }
@@ -439,8 +483,26 @@ mod tests {
         assert_eq!(r.restarts, 1);
         assert_eq!(r.oom_kills, 1, "the last exit was an OOM kill");
         assert_eq!(r.history.len(), 2);
+        // Throttled at the pod's level (the same quota): the larger share counts.
+        let mut pod_level = snap(12.0, 1_400_000_000, 120, 59);
+        pod_level.summary.pods[0].cpu.throttling = Some(Throttling {
+            nr_periods: 10,
+            nr_throttled: 10,
+            throttled_time_nano_seconds: 0,
+        });
+        model.update(&pod_level);
+        pod_level.at = 13.0;
+        pod_level.summary.pods[0].containers[0].cpu.usage_core_nano_seconds = 1_600_000_000;
+        pod_level.summary.pods[0].containers[0].cpu.throttling.as_mut().unwrap().nr_periods = 130;
+        pod_level.summary.pods[0].cpu.throttling = Some(Throttling {
+            nr_periods: 20,
+            nr_throttled: 20,
+            throttled_time_nano_seconds: 0,
+        });
+        let rows = model.update(&pod_level);
+        assert_eq!(rows[0].throttled, Some(1.0), "{:?}", rows[0]);
         // A counter that went down is a restarted container: no difference.
-        let rows = model.update(&snap(12.0, 5_000, 1, 0));
+        let rows = model.update(&snap(14.0, 5_000, 1, 0));
         assert_eq!(rows[0].cpu, Some(0.15));
     }
 

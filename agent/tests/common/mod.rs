@@ -66,6 +66,9 @@ pub struct TestNode {
     pub node_name: String,
     pub agent: Option<Child>,
     pub extra_args: Vec<String>,
+    /// Run the agent inside network namespace `<netns>` (one the test made with
+    /// `ip netns add`); the API is then reached from inside that namespace.
+    pub netns: Option<String>,
 }
 
 impl TestNode {
@@ -74,6 +77,17 @@ impl TestNode {
     }
 
     pub fn start_with(extra: &[&str]) -> TestNode {
+        Self::start_opts(None, extra)
+    }
+
+    /// A node whose agent runs inside network namespace `netns`. It enters only
+    /// the netns (`nsenter --net`): `ip netns exec` would also mount a fresh
+    /// /sys, which hides the cgroup hierarchies under /sys/fs/cgroup.
+    pub fn start_in_netns(netns: &str, extra: &[&str]) -> TestNode {
+        Self::start_opts(Some(netns), extra)
+    }
+
+    fn start_opts(netns: Option<&str>, extra: &[&str]) -> TestNode {
         let root = tempfile::Builder::new()
             .prefix("kubelab-node-")
             .tempdir()
@@ -100,6 +114,7 @@ impl TestNode {
             node_name: format!("node{n}"),
             agent: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(String::from),
         };
         node.spawn_agent();
         node
@@ -115,7 +130,15 @@ impl TestNode {
             .append(true)
             .open(self.root.path().join("agent.log"))
             .unwrap();
-        let child = Command::new(agent_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}")).arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
+        let child = cmd
             .arg("--root-dir")
             .arg(self.state_dir())
             .arg("--pod-manifest-path")
@@ -163,7 +186,7 @@ impl TestNode {
     }
 
     pub fn get(&self, path: &str) -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut s = self.connect()?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut buf = String::new();
@@ -173,6 +196,25 @@ impl TestNode {
             return Err(std::io::Error::other(format!("{path}: {head}\n{body}")));
         }
         Ok(body.to_string())
+    }
+
+    /// A connection to the agent's read-only port, from inside its netns if it has one.
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let port = self.port;
+        let Some(ns) = &self.netns else {
+            return TcpStream::connect(("127.0.0.1", port));
+        };
+        let path = format!("/var/run/netns/{ns}");
+        // setns changes only the calling thread: a thread of its own opens the
+        // socket there, and the socket stays in that namespace.
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(path)?;
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            TcpStream::connect(("127.0.0.1", port))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
     }
 
     pub fn get_json(&self, path: &str) -> Value {

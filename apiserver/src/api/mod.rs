@@ -190,13 +190,8 @@ impl Api {
         };
         let find = |plural: &str| self.registry.find(group, version, plural);
         if rest.is_empty() {
-            if group.is_empty() && version != "v1"
-                || self
-                    .registry
-                    .all()
-                    .iter()
-                    .all(|k| k.info().group != group || k.info().version != version)
-            {
+            let served = self.registry.all().iter().any(|k| k.info().group == group && k.info().version == version);
+            if !served {
                 return None;
             }
             return Some(Route::ResourceList {
@@ -1416,4 +1411,47 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/apis/{*rest}", any(resource_handler))
         .fallback(|| async { ApiError::not_found_path().into_response() })
         .with_state(api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::embedded::EmbeddedStore;
+
+    fn api() -> (tempfile::TempDir, Api) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+        (dir, Api::new(Arc::new(store), "127.0.0.1:6443".into()))
+    }
+
+    /// (resource, namespace, name, subresource)
+    type Routed = (String, Option<String>, Option<String>, Option<String>);
+
+    fn target(api: &Api, path: &str) -> Option<Routed> {
+        match api.route(path)? {
+            Route::Resource(t) => Some((t.kind.info().plural.to_owned(), t.namespace, t.name, t.subresource)),
+            Route::Bindings { namespace } => Some(("bindings".into(), Some(namespace), None, None)),
+            Route::ResourceList { group, version } => Some((format!("{group}/{version}"), None, None, None)),
+        }
+    }
+
+    #[test]
+    fn paths_route_to_resources_namespaces_and_subresources() {
+        let (_d, api) = api();
+        let s = |x: &str| Some(x.to_owned());
+        assert_eq!(target(&api, "/api/v1/pods"), Some(("pods".into(), None, None, None)));
+        assert_eq!(target(&api, "/api/v1/namespaces/default/pods/web/binding/"), Some(("pods".into(), s("default"), s("web"), s("binding"))));
+        assert_eq!(target(&api, "/api/v1/namespaces/kube-system"), Some(("namespaces".into(), None, s("kube-system"), None)));
+        assert_eq!(target(&api, "/api/v1/namespaces/dev/status"), Some(("namespaces".into(), None, s("dev"), s("status"))));
+        assert_eq!(target(&api, "/api/v1/nodes/n1/status"), Some(("nodes".into(), None, s("n1"), s("status"))));
+        assert_eq!(target(&api, "/api/v1/namespaces/dev/bindings"), Some(("bindings".into(), s("dev"), None, None)));
+        assert_eq!(
+            target(&api, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"),
+            Some(("leases".into(), s("kube-node-lease"), s("n1"), None))
+        );
+        assert_eq!(target(&api, "/apis/coordination.k8s.io/v1"), Some(("coordination.k8s.io/v1".into(), None, None, None)));
+        assert!(target(&api, "/api/v2").is_none());
+        assert!(target(&api, "/api/v1/widgets").is_none());
+        assert!(target(&api, "/api/v1/pods/web").is_none(), "namespaced objects need their namespace");
+    }
 }

@@ -193,7 +193,7 @@ fn merge_list(field: &str, original: &[Value], patch: &[Value]) -> Value {
     }
 }
 
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
     let sample = list.first();
     let key = match list_strategy(field, sample) {
         ListStrategy::ByKey(k) => Some(k),

@@ -248,7 +248,7 @@ impl<K: KindSpec> Kind for Typed<K> {
 fn valid_qualified_name(key: &str) -> bool {
     let name = match key.rsplit_once('/') {
         Some((prefix, name)) => {
-            if validation::dns1123_subdomain("", prefix).len() > 0 {
+            if !validation::dns1123_subdomain("", prefix).is_empty() {
                 return false;
             }
             name

@@ -317,10 +317,10 @@ impl KindSpec for Pod {
             p.reason.into(),
             p.restarts.into(),
             age(self.metadata.creation_timestamp.as_ref(), now),
-            p.ip.into(),
-            p.node.into(),
-            p.nominated.into(),
-            p.gates.into(),
+            p.ip,
+            p.node,
+            p.nominated,
+            p.gates,
         ]
     }
 }

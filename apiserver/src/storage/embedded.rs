@@ -43,6 +43,8 @@ pub struct EmbeddedStore {
 
 struct Inner {
     db: Database,
+    /// How many changes the log keeps.
+    window: u64,
     feed: Mutex<Feed>,
     live: broadcast::Sender<Arc<WatchEvent>>,
 }
@@ -61,6 +63,13 @@ fn backend<E: std::fmt::Display>(e: E) -> StorageError {
 
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_window(path, LOG_WINDOW)
+    }
+
+    /// Like [`Self::open`], keeping the last `window` changes for watchers
+    /// (at least one). The trim happens on the next write.
+    pub fn open_with_window(path: &Path, window: u64) -> Result<Self> {
+        let window = window.max(1);
         let db = Database::create(path)
             .map_err(|e| StorageError::Backend(format!("opening {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(backend)?;
@@ -94,6 +103,7 @@ impl EmbeddedStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                window,
                 feed: Mutex::new(feed),
                 live,
             }),
@@ -185,7 +195,7 @@ impl Inner {
             log.insert(revision, encode_event(&event).as_slice())
                 .map_err(backend)?;
             let mut compacted = feed.compacted;
-            while revision.saturating_sub(compacted) > LOG_WINDOW {
+            while revision.saturating_sub(compacted) > self.window {
                 compacted += 1;
                 log.remove(compacted).map_err(backend)?;
             }
@@ -485,6 +495,21 @@ mod tests {
             (e.key.as_str(), e.event_type, e.value.as_slice()),
             ("/a/1", EventType::Delete, &b"1"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn watch_from_a_compacted_revision_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open_with_window(&dir.path().join("db.redb"), 3).unwrap();
+        for i in 0..5 {
+            s.create(&format!("/a/{i}"), b"x".to_vec()).await.unwrap();
+        }
+        // Revisions 3, 4 and 5 are kept: resuming after 2 works, after 1 does not.
+        assert!(s.watch("/a/", 2).await.is_ok());
+        match s.watch("/a/", 1).await {
+            Err(StorageError::Compacted { requested: 1, oldest: 3 }) => {}
+            other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,11 @@ pub fn chain_name(network: &str, container_id: &str) -> String {
 }
 
 fn tool(ip: IpAddr) -> &'static str {
-    if ip.is_ipv4() { "iptables" } else { "ip6tables" }
+    if ip.is_ipv4() {
+        "iptables"
+    } else {
+        "ip6tables"
+    }
 }
 
 fn run(tool: &str, args: &[&str]) -> Result<String, String> {
@@ -40,14 +44,37 @@ fn run(tool: &str, args: &[&str]) -> Result<String, String> {
 /// Masquerades traffic from `ip` (in `subnet`) that leaves the subnet.
 pub fn setup(ip: IpPrefix, chain: &str, comment: &str) -> Result<(), String> {
     let t = tool(ip.addr);
-    let multicast = if ip.addr.is_ipv4() { "224.0.0.0/4" } else { "ff00::/8" };
+    let multicast = if ip.addr.is_ipv4() {
+        "224.0.0.0/4"
+    } else {
+        "ff00::/8"
+    };
     let subnet = ip.masked().to_string();
     if run(t, &["-t", "nat", "-S", chain]).is_err() {
         run(t, &["-t", "nat", "-N", chain])?;
     }
     let rules: [&[&str]; 2] = [
-        &["-d", &subnet, "-j", "ACCEPT", "-m", "comment", "--comment", comment],
-        &["!", "-d", multicast, "-j", "MASQUERADE", "-m", "comment", "--comment", comment],
+        &[
+            "-d",
+            &subnet,
+            "-j",
+            "ACCEPT",
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+        ],
+        &[
+            "!",
+            "-d",
+            multicast,
+            "-j",
+            "MASQUERADE",
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+        ],
     ];
     for rule in rules {
         let mut check = vec!["-t", "nat", "-C", chain];
@@ -59,7 +86,16 @@ pub fn setup(ip: IpPrefix, chain: &str, comment: &str) -> Result<(), String> {
         }
     }
     let src = ip.addr.to_string();
-    let jump = ["-s", src.as_str(), "-j", chain, "-m", "comment", "--comment", comment];
+    let jump = [
+        "-s",
+        src.as_str(),
+        "-j",
+        chain,
+        "-m",
+        "comment",
+        "--comment",
+        comment,
+    ];
     let mut check = vec!["-t", "nat", "-C", "POSTROUTING"];
     check.extend_from_slice(&jump);
     if run(t, &check).is_err() {
@@ -136,8 +172,19 @@ mod tests {
     #[test]
     fn iptables_save_lines_split_like_a_shell() {
         assert_eq!(
-            shell_words(r#"-s 10.1.0.2/32 -m comment --comment "name: \"net\" id: \"x\"" -j CNI-abc"#),
-            vec!["-s", "10.1.0.2/32", "-m", "comment", "--comment", r#"name: "net" id: "x""#, "-j", "CNI-abc"]
+            shell_words(
+                r#"-s 10.1.0.2/32 -m comment --comment "name: \"net\" id: \"x\"" -j CNI-abc"#
+            ),
+            vec![
+                "-s",
+                "10.1.0.2/32",
+                "-m",
+                "comment",
+                "--comment",
+                r#"name: "net" id: "x""#,
+                "-j",
+                "CNI-abc"
+            ]
         );
     }
 }

@@ -54,7 +54,8 @@ pub struct BridgeConf {
 impl BridgeConf {
     pub fn parse(stdin: &[u8]) -> Result<BridgeConf, CniError> {
         let mut c: BridgeConf = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::new(code::DECODE_FAILURE, "decoding the bridge network config").with_details(e.to_string())
+            CniError::new(code::DECODE_FAILURE, "decoding the bridge network config")
+                .with_details(e.to_string())
         })?;
         if c.is_default_gateway {
             c.is_gateway = true;
@@ -63,14 +64,23 @@ impl BridgeConf {
             c.mtu = None;
         }
         let bridge = c.bridge_name().to_string();
-        if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') || bridge.contains(char::is_whitespace) {
-            return Err(CniError::config(format!("bridge name {bridge:?} is not a valid interface name")));
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || bridge.contains('/')
+            || bridge.contains(char::is_whitespace)
+        {
+            return Err(CniError::config(format!(
+                "bridge name {bridge:?} is not a valid interface name"
+            )));
         }
         Ok(c)
     }
 
     pub fn bridge_name(&self) -> &str {
-        self.bridge.as_deref().filter(|b| !b.is_empty()).unwrap_or(DEFAULT_BRIDGE)
+        self.bridge
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .unwrap_or(DEFAULT_BRIDGE)
     }
 
     fn ipam_type(&self) -> Result<Option<String>, CniError> {
@@ -97,7 +107,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, CniError> {
 
 fn open_netns(path: &str) -> Result<File, CniError> {
     File::open(path).map_err(|e| {
-        CniError::new(code::UNKNOWN_CONTAINER, format!("opening netns {path:?}")).with_details(e.to_string())
+        CniError::new(code::UNKNOWN_CONTAINER, format!("opening netns {path:?}"))
+            .with_details(e.to_string())
     })
 }
 
@@ -157,10 +168,18 @@ impl Bridge {
         let host = Netlink::current().map_err(nl_err)?;
         let ns = open_netns(&args.netns)?;
         let cont = Netlink::in_netns(&ns).map_err(nl_err)?;
-        if cont.link_by_name(&args.ifname).await.map_err(nl_err)?.is_some() {
+        if cont
+            .link_by_name(&args.ifname)
+            .await
+            .map_err(nl_err)?
+            .is_some()
+        {
             return Err(CniError::new(
                 code::INTERNAL,
-                format!("container interface {} already exists in {}", args.ifname, args.netns),
+                format!(
+                    "container interface {} already exists in {}",
+                    args.ifname, args.netns
+                ),
             ));
         }
         let br = host
@@ -171,16 +190,19 @@ impl Bridge {
         // The veth pair: made here, one end moved into the container and renamed there.
         let host_name = format!("veth{}", random_hex(8));
         let tmp_name = format!("kltmp{}", random_hex(8));
-        let (hv, peer) = host.create_veth(&host_name, &tmp_name, conf.mtu).await.map_err(nl_err)?;
+        let (hv, peer) = host
+            .create_veth(&host_name, &tmp_name, conf.mtu)
+            .await
+            .map_err(nl_err)?;
         let result = async {
             host.move_to_netns(peer.index, &ns).await?;
-            let moved = cont
-                .link_by_name(&tmp_name)
-                .await?
-                .ok_or_else(|| NetlinkError::Invalid(format!("{tmp_name} did not arrive in the container netns")))?;
+            let moved = cont.link_by_name(&tmp_name).await?.ok_or_else(|| {
+                NetlinkError::Invalid(format!("{tmp_name} did not arrive in the container netns"))
+            })?;
             cont.rename(moved.index, &args.ifname, conf.mtu).await?;
             cont.set_up(moved.index, false).await?;
-            host.attach_to_bridge(hv.index, br.index, conf.hairpin_mode).await?;
+            host.attach_to_bridge(hv.index, br.index, conf.hairpin_mode)
+                .await?;
             Ok::<u32, NetlinkError>(moved.index)
         }
         .await;
@@ -198,7 +220,9 @@ impl Bridge {
         // Addresses from the delegated IPAM plugin.
         let Some(ipam_type) = conf.ipam_type()? else {
             cleanup_links().await;
-            return Err(CniError::config("the bridge plugin needs an \"ipam\" section"));
+            return Err(CniError::config(
+                "the bridge plugin needs an \"ipam\" section",
+            ));
         };
         let out = match invoke::exec_by_name(&ipam_type, &ipam_env("ADD", args), &args.stdin) {
             Ok(out) => out,
@@ -219,7 +243,10 @@ impl Bridge {
                 return Err(e.into());
             }
         };
-        match self.configure(args, conf, &host, &cont, &br, &hv, cont_index, ipam).await {
+        match self
+            .configure(args, conf, &host, &cont, &br, &hv, cont_index, ipam)
+            .await
+        {
             Ok(result) => {
                 undo.armed = false;
                 Ok(result)
@@ -247,7 +274,10 @@ impl Bridge {
         ipam: CniResult,
     ) -> Result<CniResult, CniError> {
         if ipam.ips.is_empty() {
-            return Err(CniError::new(code::INTERNAL, "the IPAM plugin returned no IP addresses"));
+            return Err(CniError::new(
+                code::INTERNAL,
+                "the IPAM plugin returned no IP addresses",
+            ));
         }
         let mut result = ipam;
         for ipc in &mut result.ips {
@@ -273,7 +303,9 @@ impl Bridge {
 
         // The container side: addresses, then routes (via the family's gateway when none is given).
         for ipc in &result.ips {
-            cont.add_address(cont_index, ipc.address).await.map_err(nl_err)?;
+            cont.add_address(cont_index, ipc.address)
+                .await
+                .map_err(nl_err)?;
         }
         for r in &result.routes {
             let gw = r.gw.or_else(|| {
@@ -283,7 +315,9 @@ impl Bridge {
                     .find(|i| i.address.addr.is_ipv4() == r.dst.addr.is_ipv4())
                     .and_then(|i| i.gateway)
             });
-            cont.add_route(cont_index, r.dst, gw).await.map_err(nl_err)?;
+            cont.add_route(cont_index, r.dst, gw)
+                .await
+                .map_err(nl_err)?;
         }
 
         // The host side: the gateway address on the bridge, forwarding, masquerading.
@@ -319,14 +353,23 @@ impl Bridge {
             let chain = masq::chain_name(&conf.name, &args.container_id);
             let comment = format!("name: {:?} id: {:?}", conf.name, args.container_id);
             for ipc in &result.ips {
-                masq::setup(ipc.address, &chain, &comment)
-                    .map_err(|e| CniError::new(code::INTERNAL, "setting up IP masquerading").with_details(e))?;
+                masq::setup(ipc.address, &chain, &comment).map_err(|e| {
+                    CniError::new(code::INTERNAL, "setting up IP masquerading").with_details(e)
+                })?;
             }
         }
 
         // MACs are read last: a bridge takes a port's address when it gets its first port.
-        let br_now = host.link_by_index(br.index).await.map_err(nl_err)?.unwrap_or_else(|| br.clone());
-        let hv_now = host.link_by_index(hv.index).await.map_err(nl_err)?.unwrap_or_else(|| hv.clone());
+        let br_now = host
+            .link_by_index(br.index)
+            .await
+            .map_err(nl_err)?
+            .unwrap_or_else(|| br.clone());
+        let hv_now = host
+            .link_by_index(hv.index)
+            .await
+            .map_err(nl_err)?
+            .unwrap_or_else(|| hv.clone());
         let c_now = cont
             .link_by_index(cont_index)
             .await
@@ -386,7 +429,11 @@ impl Bridge {
         }
         let fail = |msg: String| Err(CniError::new(code::INTERNAL, msg));
         let host = Netlink::current().map_err(nl_err)?;
-        let Some(br) = host.link_by_name(conf.bridge_name()).await.map_err(nl_err)? else {
+        let Some(br) = host
+            .link_by_name(conf.bridge_name())
+            .await
+            .map_err(nl_err)?
+        else {
             return fail(format!("bridge {} does not exist", conf.bridge_name()));
         };
         if !br.is_bridge {
@@ -395,22 +442,38 @@ impl Bridge {
         let ns = open_netns(&args.netns)?;
         let cont = Netlink::in_netns(&ns).map_err(nl_err)?;
         let Some(c) = cont.link_by_name(&args.ifname).await.map_err(nl_err)? else {
-            return fail(format!("interface {} does not exist in {}", args.ifname, args.netns));
+            return fail(format!(
+                "interface {} does not exist in {}",
+                args.ifname, args.netns
+            ));
         };
         let idx = prev
             .interfaces
             .iter()
             .position(|i| i.name == args.ifname && !i.sandbox.is_empty());
         let have = cont.addresses(c.index).await.map_err(nl_err)?;
-        for ipc in prev.ips.iter().filter(|i| i.interface.is_none() || i.interface == idx) {
+        for ipc in prev
+            .ips
+            .iter()
+            .filter(|i| i.interface.is_none() || i.interface == idx)
+        {
             if !have.contains(&ipc.address) {
-                return fail(format!("{} does not have address {}", args.ifname, ipc.address));
+                return fail(format!(
+                    "{} does not have address {}",
+                    args.ifname, ipc.address
+                ));
             }
         }
-        for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty() && i.name != br.name) {
+        for i in prev
+            .interfaces
+            .iter()
+            .filter(|i| i.sandbox.is_empty() && i.name != br.name)
+        {
             match host.link_by_name(&i.name).await.map_err(nl_err)? {
                 Some(l) if l.controller == Some(br.index) => {}
-                Some(_) => return fail(format!("{} is not attached to bridge {}", i.name, br.name)),
+                Some(_) => {
+                    return fail(format!("{} is not attached to bridge {}", i.name, br.name));
+                }
                 None => return fail(format!("host interface {} does not exist", i.name)),
             }
         }
@@ -462,9 +525,15 @@ mod tests {
         assert!(c.is_gateway);
         assert_eq!(c.mtu, None);
         assert_eq!(c.ipam_type().unwrap().as_deref(), Some("host-local"));
-        let e = BridgeConf::parse(br#"{"cniVersion":"1.0.0","name":"n","bridge":"much-too-long-bridge-name"}"#).unwrap_err();
+        let e = BridgeConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","bridge":"much-too-long-bridge-name"}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.code, 7);
-        let e = BridgeConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{}}"#).unwrap().ipam_type().unwrap_err();
+        let e = BridgeConf::parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{}}"#)
+            .unwrap()
+            .ipam_type()
+            .unwrap_err();
         assert_eq!(e.msg, "ipam: \"type\" is required");
     }
 }

@@ -65,11 +65,17 @@ impl Link {
             match a {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Address(b) => {
-                    link.mac = b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+                    link.mac = b
+                        .iter()
+                        .map(|x| format!("{x:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
                 }
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::LinkInfo(infos) => {
-                    link.is_bridge |= infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)))
+                    link.is_bridge |= infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)))
                 }
                 _ => {}
             }
@@ -110,7 +116,12 @@ impl Netlink {
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.try_next().await {
             Ok(m) => Ok(m.as_ref().map(Link::from_message)),
             Err(e) if errno(&e) == libc::ENODEV => Ok(None),
@@ -128,7 +139,12 @@ impl Netlink {
     }
 
     /// The bridge `name`, created (and brought up) if missing.
-    pub async fn ensure_bridge(&self, name: &str, mtu: Option<u32>, promisc: bool) -> Result<Link, NetlinkError> {
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        promisc: bool,
+    ) -> Result<Link, NetlinkError> {
         if self.link_by_name(name).await?.is_none() {
             let mut b = LinkBridge::new(name).up();
             if let Some(m) = mtu {
@@ -145,7 +161,9 @@ impl Netlink {
             .await?
             .ok_or_else(|| NetlinkError::Invalid(format!("bridge {name} vanished")))?;
         if !link.is_bridge {
-            return Err(NetlinkError::Invalid(format!("{name} already exists but is not a bridge")));
+            return Err(NetlinkError::Invalid(format!(
+                "{name} already exists but is not a bridge"
+            )));
         }
         self.set_up(link.index, promisc).await?;
         Ok(link)
@@ -165,7 +183,12 @@ impl Netlink {
     }
 
     /// A veth pair, both ends here; returns (host end, peer end).
-    pub async fn create_veth(&self, host: &str, peer: &str, mtu: Option<u32>) -> Result<(Link, Link), NetlinkError> {
+    pub async fn create_veth(
+        &self,
+        host: &str,
+        peer: &str,
+        mtu: Option<u32>,
+    ) -> Result<(Link, Link), NetlinkError> {
         let mut v = LinkVeth::new(host, peer);
         if let Some(m) = mtu {
             v = v.mtu(m);
@@ -176,8 +199,14 @@ impl Netlink {
             .execute()
             .await
             .map_err(Self::req(format!("creating veth pair {host}/{peer}")))?;
-        let h = self.link_by_name(host).await?.ok_or_else(|| NetlinkError::Invalid(format!("veth {host} vanished")))?;
-        let p = self.link_by_name(peer).await?.ok_or_else(|| NetlinkError::Invalid(format!("veth {peer} vanished")))?;
+        let h = self
+            .link_by_name(host)
+            .await?
+            .ok_or_else(|| NetlinkError::Invalid(format!("veth {host} vanished")))?;
+        let p = self
+            .link_by_name(peer)
+            .await?
+            .ok_or_else(|| NetlinkError::Invalid(format!("veth {peer} vanished")))?;
         Ok((h, p))
     }
 
@@ -185,13 +214,24 @@ impl Netlink {
         use std::os::fd::AsRawFd;
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).setns_by_fd(ns.as_raw_fd()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .build(),
+            )
             .execute()
             .await
-            .map_err(Self::req(format!("moving link #{index} into the container netns")))
+            .map_err(Self::req(format!(
+                "moving link #{index} into the container netns"
+            )))
     }
 
-    pub async fn rename(&self, index: u32, name: &str, mtu: Option<u32>) -> Result<(), NetlinkError> {
+    pub async fn rename(
+        &self,
+        index: u32,
+        name: &str,
+        mtu: Option<u32>,
+    ) -> Result<(), NetlinkError> {
         let mut m = LinkUnspec::new_with_index(index).name(name.to_string());
         if let Some(mtu) = mtu {
             m = m.mtu(mtu);
@@ -205,13 +245,25 @@ impl Netlink {
     }
 
     /// Puts `index` on bridge `bridge`, up, with hairpin mode as asked.
-    pub async fn attach_to_bridge(&self, index: u32, bridge: u32, hairpin: bool) -> Result<(), NetlinkError> {
+    pub async fn attach_to_bridge(
+        &self,
+        index: u32,
+        bridge: u32,
+        hairpin: bool,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).controller(bridge).up().build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
-            .map_err(Self::req(format!("attaching link #{index} to bridge #{bridge}")))?;
+            .map_err(Self::req(format!(
+                "attaching link #{index} to bridge #{bridge}"
+            )))?;
         if hairpin {
             self.handle
                 .link()
@@ -254,17 +306,34 @@ impl Netlink {
     }
 
     pub async fn add_address(&self, index: u32, addr: IpPrefix) -> Result<(), NetlinkError> {
-        match self.handle.address().add(index, addr.addr, addr.prefix).execute().await {
+        match self
+            .handle
+            .address()
+            .add(index, addr.addr, addr.prefix)
+            .execute()
+            .await
+        {
             Err(e) if errno(&e) == libc::EEXIST => Ok(()),
             r => r.map_err(Self::req(format!("adding address {addr} to link #{index}"))),
         }
     }
 
     pub async fn del_address(&self, index: u32, addr: IpPrefix) -> Result<(), NetlinkError> {
-        let mut msgs = self.handle.address().get().set_link_index_filter(index).execute();
-        while let Some(m) = msgs.try_next().await.map_err(Self::req("listing addresses"))? {
+        let mut msgs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(m) = msgs
+            .try_next()
+            .await
+            .map_err(Self::req("listing addresses"))?
+        {
             let matches = m.header.prefix_len == addr.prefix
-                && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == addr.addr));
+                && m.attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == addr.addr));
             if matches {
                 return self
                     .handle
@@ -279,13 +348,22 @@ impl Netlink {
     }
 
     /// A route to `dst` out of `index`, via `gw` if given (else on-link).
-    pub async fn add_route(&self, index: u32, dst: IpPrefix, gw: Option<IpAddr>) -> Result<(), NetlinkError> {
+    pub async fn add_route(
+        &self,
+        index: u32,
+        dst: IpPrefix,
+        gw: Option<IpAddr>,
+    ) -> Result<(), NetlinkError> {
         let mut b = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(dst.network(), dst.prefix)
             .map_err(|e| NetlinkError::Invalid(format!("route to {dst}: {e}")))?
             .output_interface(index);
         match gw {
-            Some(gw) => b = b.gateway(gw).map_err(|e| NetlinkError::Invalid(format!("route to {dst}: {e}")))?,
+            Some(gw) => {
+                b = b
+                    .gateway(gw)
+                    .map_err(|e| NetlinkError::Invalid(format!("route to {dst}: {e}")))?
+            }
             None => b = b.scope(RouteScope::Link),
         }
         match self.handle.route().add(b.build()).execute().await {

@@ -65,18 +65,28 @@ pub fn allocate<'c>(
             out.push((*ip, range));
             continue;
         }
-        if let Some(pos) = requested.iter().position(|ip| set.iter().any(|r| r.subnet.contains(*ip))) {
+        if let Some(pos) = requested
+            .iter()
+            .position(|ip| set.iter().any(|r| r.subnet.contains(*ip)))
+        {
             let ip = requested.remove(pos);
             let range = set.iter().find(|r| r.contains(ip)).ok_or_else(|| {
-                CniError::config(format!("requested IP {ip} is outside the configured ranges"))
+                CniError::config(format!(
+                    "requested IP {ip} is outside the configured ranges"
+                ))
             })?;
             if range.gateway == Some(ip) {
-                return Err(CniError::config(format!("requested IP {ip} is the gateway")));
+                return Err(CniError::config(format!(
+                    "requested IP {ip} is the gateway"
+                )));
             }
             if !store.reserve(id, ifname, ip, set_id).map_err(io)? {
                 return Err(CniError::new(
                     code::INTERNAL,
-                    format!("requested IP address {ip} is not available in range set {}", describe(set)),
+                    format!(
+                        "requested IP address {ip} is not available in range set {}",
+                        describe(set)
+                    ),
                 ));
             }
             out.push((ip, range));
@@ -136,14 +146,26 @@ mod tests {
             let ips = allocate(&store, &c, &format!("c{i}"), "eth0").unwrap();
             got.push(ips[0].0.to_string());
         }
-        assert_eq!(got, ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]);
+        assert_eq!(
+            got,
+            ["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"]
+        );
         let e = allocate(&store, &c, "c5", "eth0").unwrap_err();
-        assert_eq!(e.msg, "no IP addresses available in range set: 10.9.0.1-10.9.0.6");
+        assert_eq!(
+            e.msg,
+            "no IP addresses available in range set: 10.9.0.1-10.9.0.6"
+        );
         store.release_by_id("c1", "eth0").unwrap();
         // Round robin: the next one after the last reserved (.6) wraps to the free .3.
-        assert_eq!(allocate(&store, &c, "c6", "eth0").unwrap()[0].0.to_string(), "10.9.0.3");
+        assert_eq!(
+            allocate(&store, &c, "c6", "eth0").unwrap()[0].0.to_string(),
+            "10.9.0.3"
+        );
         // The same container asking again gets the same address.
-        assert_eq!(allocate(&store, &c, "c6", "eth0").unwrap()[0].0.to_string(), "10.9.0.3");
+        assert_eq!(
+            allocate(&store, &c, "c6", "eth0").unwrap()[0].0.to_string(),
+            "10.9.0.3"
+        );
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("testnet/10.9.0.3")).unwrap(),
             "c6\r\neth0"
@@ -179,7 +201,10 @@ mod tests {
         );
         let c = IpamConfig::parse(json.as_bytes(), &[("IP".into(), "10.9.0.77".into())]).unwrap();
         let store = Store::open(&c.data_dir, &c.network).unwrap();
-        assert_eq!(allocate(&store, &c, "a", "eth0").unwrap()[0].0.to_string(), "10.9.0.77");
+        assert_eq!(
+            allocate(&store, &c, "a", "eth0").unwrap()[0].0.to_string(),
+            "10.9.0.77"
+        );
         let e = allocate(&store, &c, "b", "eth0").unwrap_err();
         assert!(e.msg.contains("10.9.0.77 is not available"), "{}", e.msg);
     }

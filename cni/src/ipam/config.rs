@@ -62,7 +62,9 @@ pub struct Range {
 
 impl Range {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        self.subnet.contains(ip) && ip::to_int(ip) >= ip::to_int(self.start) && ip::to_int(ip) <= ip::to_int(self.end)
+        self.subnet.contains(ip)
+            && ip::to_int(ip) >= ip::to_int(self.start)
+            && ip::to_int(ip) <= ip::to_int(self.end)
     }
 }
 
@@ -92,9 +94,13 @@ pub fn valid_network_name(name: &str) -> bool {
 
 impl RangeConf {
     fn canonicalize(&self) -> Result<Range, CniError> {
-        let subnet = self.subnet.ok_or_else(|| invalid("ipam: a range has no \"subnet\""))?;
+        let subnet = self
+            .subnet
+            .ok_or_else(|| invalid("ipam: a range has no \"subnet\""))?;
         if subnet.prefix + 2 > subnet.bits() {
-            return Err(invalid(format!("ipam: network {subnet} too small to allocate from")));
+            return Err(invalid(format!(
+                "ipam: network {subnet} too small to allocate from"
+            )));
         }
         if subnet.network() != subnet.addr {
             return Err(invalid(format!(
@@ -106,7 +112,9 @@ impl RangeConf {
             if subnet.contains(ip) {
                 Ok(ip)
             } else {
-                Err(invalid(format!("ipam: {what} {ip} is not in network {subnet}")))
+                Err(invalid(format!(
+                    "ipam: {what} {ip} is not in network {subnet}"
+                )))
             }
         };
         let gateway = match self.gateway {
@@ -124,7 +132,9 @@ impl RangeConf {
             None => subnet.last(),
         };
         if ip::to_int(start) > ip::to_int(end) {
-            return Err(invalid(format!("ipam: rangeStart {start} is after rangeEnd {end}")));
+            return Err(invalid(format!(
+                "ipam: rangeStart {start} is after rangeEnd {end}"
+            )));
         }
         Ok(Range {
             subnet,
@@ -138,12 +148,18 @@ impl RangeConf {
 impl IpamConfig {
     pub fn parse(stdin: &[u8], cni_args: &[(String, String)]) -> Result<IpamConfig, CniError> {
         let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::new(code::DECODE_FAILURE, "decoding the network config").with_details(e.to_string())
+            CniError::new(code::DECODE_FAILURE, "decoding the network config")
+                .with_details(e.to_string())
         })?;
         if !valid_network_name(&conf.name) {
-            return Err(invalid(format!("network name {:?} is not valid", conf.name)));
+            return Err(invalid(format!(
+                "network name {:?} is not valid",
+                conf.name
+            )));
         }
-        let ipam = conf.ipam.ok_or_else(|| invalid("the network config has no \"ipam\" section"))?;
+        let ipam = conf
+            .ipam
+            .ok_or_else(|| invalid("the network config has no \"ipam\" section"))?;
         let mut sets = ipam.ranges.clone();
         if ipam.legacy.subnet.is_some() {
             sets.insert(0, vec![ipam.legacy.clone()]);
@@ -156,7 +172,10 @@ impl IpamConfig {
             if set.is_empty() {
                 return Err(invalid("ipam: an empty range set"));
             }
-            let ranges = set.iter().map(RangeConf::canonicalize).collect::<Result<Vec<_>, _>>()?;
+            let ranges = set
+                .iter()
+                .map(RangeConf::canonicalize)
+                .collect::<Result<Vec<_>, _>>()?;
             for (i, a) in ranges.iter().enumerate() {
                 if a.subnet.addr.is_ipv4() != ranges[0].subnet.addr.is_ipv4() {
                     return Err(invalid("ipam: a range set mixes IPv4 and IPv6"));
@@ -177,7 +196,10 @@ impl IpamConfig {
             if k == "IP" {
                 for s in v.split(',') {
                     requested.push(s.trim().parse().map_err(|_| {
-                        CniError::new(code::INVALID_ENV, format!("CNI_ARGS IP={s:?} is not an IP address"))
+                        CniError::new(
+                            code::INVALID_ENV,
+                            format!("CNI_ARGS IP={s:?} is not an IP address"),
+                        )
                     })?);
                 }
             }
@@ -192,14 +214,20 @@ impl IpamConfig {
                 })
                 .unwrap_or_default()
         };
-        requested.extend(from_json(conf.args.as_ref().and_then(|a| a.pointer("/cni/ips"))));
-        requested.extend(from_json(conf.runtime_config.as_ref().and_then(|r| r.get("ips"))));
+        requested.extend(from_json(
+            conf.args.as_ref().and_then(|a| a.pointer("/cni/ips")),
+        ));
+        requested.extend(from_json(
+            conf.runtime_config.as_ref().and_then(|r| r.get("ips")),
+        ));
         Ok(IpamConfig {
             cni_version: conf.cni_version,
             network: conf.name,
             range_sets,
             routes: ipam.routes,
-            data_dir: ipam.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: ipam
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             resolv_conf: ipam.resolv_conf,
             requested,
         })
@@ -208,8 +236,10 @@ impl IpamConfig {
 
 /// `cni.dev/valid-attachments` of a GC config: (containerID, ifname) pairs.
 pub fn valid_attachments(stdin: &[u8]) -> Result<Vec<(String, String)>, CniError> {
-    let v: Value = serde_json::from_slice(stdin)
-        .map_err(|e| CniError::new(code::DECODE_FAILURE, "decoding the network config").with_details(e.to_string()))?;
+    let v: Value = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(code::DECODE_FAILURE, "decoding the network config")
+            .with_details(e.to_string())
+    })?;
     Ok(v.get("cni.dev/valid-attachments")
         .and_then(Value::as_array)
         .map(|a| {
@@ -271,22 +301,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.range_sets.len(), 2);
-        assert_eq!(c.range_sets[0][0].gateway.unwrap().to_string(), "10.1.0.254");
-        assert_eq!(c.range_sets[1][0].end.to_string(), "fd00::ffff:ffff:ffff:ffff");
+        assert_eq!(
+            c.range_sets[0][0].gateway.unwrap().to_string(),
+            "10.1.0.254"
+        );
+        assert_eq!(
+            c.range_sets[1][0].end.to_string(),
+            "fd00::ffff:ffff:ffff:ffff"
+        );
         assert_eq!(c.requested, vec!["10.1.5.12".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.routes[0].dst.to_string(), "0.0.0.0/0");
     }
 
     #[test]
     fn bad_configs_are_explained() {
-        let e = parse(r#"{"cniVersion":"1.0.0","name":"net","ipam":{"subnet":"10.1.0.5/24"}}"#).unwrap_err();
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"net","ipam":{"subnet":"10.1.0.5/24"}}"#)
+            .unwrap_err();
         assert_eq!(e.code, 7);
         assert!(e.msg.contains("host bits set"), "{}", e.msg);
-        let e = parse(r#"{"cniVersion":"1.0.0","name":"net","ipam":{"subnet":"10.1.0.0/31"}}"#).unwrap_err();
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"net","ipam":{"subnet":"10.1.0.0/31"}}"#)
+            .unwrap_err();
         assert!(e.msg.contains("too small"), "{}", e.msg);
-        let e = parse(r#"{"cniVersion":"1.0.0","name":"../x","ipam":{"subnet":"10.1.0.0/24"}}"#).unwrap_err();
+        let e = parse(r#"{"cniVersion":"1.0.0","name":"../x","ipam":{"subnet":"10.1.0.0/24"}}"#)
+            .unwrap_err();
         assert!(e.msg.contains("not valid"), "{}", e.msg);
         let e = parse(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.1.0.0/24","rangeStart":"10.2.0.1"}}"#).unwrap_err();
-        assert!(e.msg.contains("rangeStart 10.2.0.1 is not in network 10.1.0.0/24"), "{}", e.msg);
+        assert!(
+            e.msg
+                .contains("rangeStart 10.2.0.1 is not in network 10.1.0.0/24"),
+            "{}",
+            e.msg
+        );
     }
 }

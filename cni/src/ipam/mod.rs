@@ -23,7 +23,10 @@ impl HostLocal {
     fn open(cfg: &IpamConfig) -> Result<Store, CniError> {
         Store::open(&cfg.data_dir, &cfg.network).map_err(|e| {
             CniError::io(
-                format!("opening the IPAM store {}", cfg.data_dir.join(&cfg.network).display()),
+                format!(
+                    "opening the IPAM store {}",
+                    cfg.data_dir.join(&cfg.network).display()
+                ),
                 e,
             )
         })
@@ -103,9 +106,14 @@ impl Plugin for HostLocal {
         let cfg = IpamConfig::parse(&args.stdin, &[])?;
         let valid = config::valid_attachments(&args.stdin)?;
         let store = Self::open(&cfg)?;
-        let all = store.all().map_err(|e| CniError::io("reading the IPAM store", e))?;
+        let all = store
+            .all()
+            .map_err(|e| CniError::io("reading the IPAM store", e))?;
         for (ip, id, ifname) in all {
-            if !valid.iter().any(|(v_id, v_if)| *v_id == id && *v_if == ifname) {
+            if !valid
+                .iter()
+                .any(|(v_id, v_if)| *v_id == id && *v_if == ifname)
+            {
                 store
                     .release_ip(ip)
                     .map_err(|e| CniError::io(format!("releasing {ip}"), e))?;

@@ -29,7 +29,8 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(dir.join(LOCK_FILE))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))?;
         Ok(Store { dir, _lock: lock })
     }
 
@@ -38,7 +39,13 @@ impl Store {
     }
 
     /// Claims `ip` for the container; `false` if someone holds it already.
-    pub fn reserve(&self, id: &str, ifname: &str, ip: IpAddr, range_id: usize) -> std::io::Result<bool> {
+    pub fn reserve(
+        &self,
+        id: &str,
+        ifname: &str,
+        ip: IpAddr,
+        range_id: usize,
+    ) -> std::io::Result<bool> {
         let path = self.dir.join(ip.to_string());
         let mut f = match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => f,
@@ -49,7 +56,10 @@ impl Store {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        std::fs::write(self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_id}")), ip.to_string())?;
+        std::fs::write(
+            self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_id}")),
+            ip.to_string(),
+        )?;
         Ok(true)
     }
 
