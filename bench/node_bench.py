@@ -160,38 +160,37 @@ def runc_start_latency(bundle_src, runs, work):
     spec["root"]["path"] = str(rootfs)
     # Own namespaces instead of the agent sandbox's; same cgroup nesting rule.
     spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")]
-    mem = own_cgroup("memory")
     spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
     # runc's device cgroup denies everything not listed; the agent sets none.
     spec["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     results = []
     for i in range(runs):
         cid = f"kubelab-bench-{os.getpid()}-{i}"
-        spec["linux"]["cgroupsPath"] = f"{mem}/kubelab-bench-runc/{cid}"
+        # Relative: runc nests it under its own cgroup in each hierarchy, as the
+        # agent does with a relative --cgroup-root.
+        spec["linux"]["cgroupsPath"] = f"kubelab-bench-runc/{cid}"
         (bundle / "config.json").write_text(json.dumps(spec))
-        t0 = time.perf_counter_ns()
-        r = subprocess.run(["runc", "run", "-d", "--bundle", str(bundle), cid],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        # stdio to a file: a detached container keeps runc's stdio open.
+        with open(Path(work) / "runc.log", "w") as log:
+            t0 = time.perf_counter_ns()
+            r = subprocess.run(["runc", "run", "-d", "--bundle", str(bundle), cid],
+                               stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            results.append((time.perf_counter_ns() - t0) / 1e6)
         if r.returncode != 0:
-            raise SystemExit(f"runc run failed: {r.stderr}")
-        results.append((time.perf_counter_ns() - t0) / 1e6)
+            raise SystemExit(f"runc run failed: {(Path(work) / 'runc.log').read_text()}")
         subprocess.run(["runc", "delete", "-f", cid], check=True)
-    for ctrl in ("cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "perf_event", "net_cls", "hugetlb", "systemd"):
-        base = Path("/sys/fs/cgroup") / ctrl / mem.lstrip("/") / "kubelab-bench-runc"
+    return results
+
+
+def remove_runc_cgroups():
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        mount = ctrls.replace("name=", "") if ctrls else "unified"
+        base = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / "kubelab-bench-runc"
         if base.exists():
             for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 d.rmdir()
             base.rmdir()
-    # Parent dirs runc made in hierarchies where this process sits at the root.
-    for ctrl in ("cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset", "perf_event", "net_cls", "hugetlb", "systemd"):
-        parts = Path(mem.lstrip("/")).parts
-        for n in range(len(parts), 0, -1):
-            d = Path("/sys/fs/cgroup") / ctrl / Path(*parts[:n])
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-    return results
 
 
 def main():
@@ -210,8 +209,10 @@ def main():
         out["agent_idle_rss_kib"] = rss_kib(node.proc.pid)
         lat, bundles = agent_start_latency(node, args.runs)
         out["agent_start_ms"] = lat
-        runc = runc_start_latency(bundles[0], args.runs, work)
-        out["runc_start_ms"] = runc
+        try:
+            out["runc_start_ms"] = runc_start_latency(bundles[0], args.runs, work)
+        finally:
+            remove_runc_cgroups()
         node.clear()
 
         t0 = time.time()

@@ -164,3 +164,35 @@ fn cpu_comparison_puts_usage_on_the_limit_line() {
     assert!(svg.contains("200m → 0.") && svg.contains("500m → 0."), "both runs plotted");
     assert!(out.join("cpu.svg").exists() && !out.join("compare.png").exists());
 }
+
+#[test]
+fn probe_experiment_times_the_liveness_restart() {
+    let node = TestNode::start();
+    let out = node.root.path().join("report-probe");
+    experiment(
+        &node,
+        &out,
+        &[
+            "probe", "--probe", "liveness", "--period-seconds", "1", "--failure-threshold", "2",
+            "--fail-after", "1s", "--duration", "9s", "--png",
+        ],
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| expected detection | 1–2 s after health is lost"), "{report}");
+    let measured: f64 = report
+        .split("| measured detection | ")
+        .nth(1)
+        .and_then(|r| r.split(" s").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no measured detection:\n{report}"));
+    assert!(
+        (0.8..=3.0).contains(&measured),
+        "two failures one second apart restart the container 1-2 s after health is lost, measured {measured} s:\n{report}"
+    );
+    assert!(report.contains("| Killing | Container workload failed liveness probe, will be restarted |"), "{report}");
+    let rows = csv(&out.join("samples.csv"));
+    assert!(rows.last().unwrap()["restarts"].parse::<i32>().unwrap() >= 1);
+    let svg = std::fs::read_to_string(out.join("probe.svg")).unwrap();
+    assert!(svg.contains("health lost") && svg.contains("probe failed (Unhealthy)") && svg.contains("restart (Killing)"));
+    assert_eq!(png_size(&out.join("probe.png")), (960, 540));
+}

@@ -1,7 +1,11 @@
 //! HTTPS serving: rustls with the cluster CA verifying optional client
 //! certificates, HTTP/1.1 and HTTP/2 (ALPN), one task per connection.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use axum::Router;
 use axum::extract::Request;
@@ -14,8 +18,95 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::auth::{ClientCertUser, user_from_certificate};
+use crate::auth::{ClientCertUser, TokenAuthenticator, user_from_certificate};
 use crate::pki::ServingPki;
+use crate::storage::embedded::EmbeddedStore;
+use crate::{api, auth, pki};
+
+/// Everything the server needs to start, from flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    pub secure_port: u16,
+    /// The address clients are told to use; the bind address (or loopback
+    /// when binding all addresses) if unset.
+    pub advertise_address: Option<IpAddr>,
+    pub token_auth_file: Option<PathBuf>,
+    pub change_log_window: u64,
+}
+
+impl Config {
+    fn advertise(&self) -> IpAddr {
+        self.advertise_address.unwrap_or(if self.bind_address.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.bind_address
+        })
+    }
+
+    /// Names the serving certificate is valid for: loopback, the advertised
+    /// and bound addresses, the host name, and the in-cluster names.
+    fn serving_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = [
+            "localhost",
+            "127.0.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "10.96.0.1",
+        ]
+        .map(String::from)
+        .to_vec();
+        hosts.push(self.advertise().to_string());
+        if !self.bind_address.is_unspecified() {
+            hosts.push(self.bind_address.to_string());
+        }
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            hosts.push(h.trim().to_owned());
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+}
+
+/// Prepares the data dir (certificates, kubeconfig, store, system
+/// objects) and serves until Ctrl-C.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let advertise = cfg.advertise();
+    let host_port = match advertise {
+        IpAddr::V6(ip) => format!("[{ip}]:{}", cfg.secure_port),
+        IpAddr::V4(ip) => format!("{ip}:{}", cfg.secure_port),
+    };
+    let pki = pki::prepare(&cfg.data_dir, &cfg.serving_hosts(), &format!("https://{host_port}"))?;
+    let tokens = match &cfg.token_auth_file {
+        Some(p) => TokenAuthenticator::from_csv(p)?,
+        None => TokenAuthenticator::default(),
+    };
+
+    let store = EmbeddedStore::open_with_window(&cfg.data_dir.join("store.redb"), cfg.change_log_window)?;
+    let api = Arc::new(api::Api::new(Arc::new(store), host_port));
+    api.bootstrap((advertise.to_string(), cfg.secure_port)).await?;
+
+    let app = api::router(api).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), auth::authenticate));
+    let tls = tls_config(&pki)?;
+    let listener = TcpListener::bind((cfg.bind_address, cfg.secure_port))
+        .await
+        .with_context(|| format!("binding {}:{}", cfg.bind_address, cfg.secure_port))?;
+    tracing::info!(
+        "serving on https://{} (kubeconfig: {})",
+        listener.local_addr()?,
+        cfg.data_dir.join("admin.kubeconfig").display()
+    );
+    tokio::select! {
+        r = serve(listener, tls, app) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {

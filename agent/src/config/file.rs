@@ -25,7 +25,7 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(20);
 
 /// How long after the first inotify event the directory is re-read, so that
 /// an editor's write-then-rename, or `cp` of several files, is one update.
-const DEBOUNCE: Duration = Duration::from_millis(10);
+const DEBOUNCE: Duration = Duration::from_millis(2);
 
 /// Static pods from `dir` (or from `dir` itself when it is a single file, as
 /// kubelet's `--pod-manifest-path` allows).

@@ -1,5 +1,5 @@
-//! `kubelab-agent experiment cpu|memory`: runs a seed-style pod under given
-//! limits on a running node, samples its container cgroup every 100 ms
+//! `kubelab-agent experiment cpu|memory|probe`: runs a seed-style pod under
+//! given limits (or probes) on a running node, samples its container every 100 ms
 //! through the agent's API, and writes a report directory: `samples.csv`,
 //! `report.md` and plots (`.svg`, and `.png` with `--png`).
 //!

@@ -491,7 +491,7 @@ impl Chart for ProbeTimeline<'_> {
             .label_font((FONT, 15))
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::MiddleRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .draw()?;
         Ok(())
     }

@@ -473,8 +473,9 @@ pub fn probe_markdown(node: &str, run: &Run, spec: &ProbeSpec, interval_ms: u128
     let _ = writeln!(out, "| restarts | {} |", run.samples.last().map(|s| s.restarts).unwrap_or(0));
     out.push_str("\n![Probe timeline](probe.svg)\n");
     out.push_str(&format!(
-        "\nThe kubelet acts on the {}th consecutive failure: the first failing probe comes within a \
-         period of the loss, so the {} happens {lo:.0}–{hi:.0} s after it (plus the probe's own run time).\n",
+        "\nThe kubelet acts after {} consecutive failures (failureThreshold): the first failing probe \
+         comes within a period of the loss, so the {} happens {lo:.0}–{hi:.0} s after it (plus the \
+         probe's own run time).\n",
         spec.failure_threshold,
         match spec.kind {
             ProbeKind::Liveness => "restart",
