@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::cgroups::CgroupDriver;
-use crate::config::FileSource;
+use crate::config::{ApiSource, FileSource};
 use crate::context::AgentContext;
 use crate::events::EventRecorder;
 use crate::network::{NetworkOptions, PodNetwork};
@@ -40,6 +40,8 @@ pub struct AgentOptions {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// `--pod-cidr`: the default network's subnet when the conf dir is empty.
     pub pod_cidr: Option<String>,
+    /// `--kubeconfig`: join the cluster it points at (absent: standalone).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -49,6 +51,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .with_context(|| format!("--cgroup-root {:?}", opts.cgroup_root))?;
     let images = ImageStore::open(&opts.root_dir)?;
     let agent_exe = std::fs::read_link("/proc/self/exe").context("finding this binary")?;
+    let client = match &opts.kubeconfig {
+        Some(path) => Some(crate::kubeapi::client_from_kubeconfig(path).await?),
+        None => None,
+    };
+    // A cluster node always has an address to report, as hostIP too.
+    let host_ip = match &client {
+        Some(_) => Some(crate::kubeapi::node_ip(opts.node_ip.as_deref())),
+        None => opts.node_ip.clone(),
+    };
     tracing::info!(
         node = %opts.node_name,
         root_dir = %opts.root_dir.display(),
@@ -67,7 +78,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_size: opts.container_log_max_size,
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
-        host_ip: opts.node_ip.clone(),
+        host_ip: host_ip.clone(),
         network: PodNetwork::new(NetworkOptions {
             conf_dir: opts.cni_conf_dir.clone(),
             bin_dirs: opts.cni_bin_dirs.clone(),
@@ -86,6 +97,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
 
     let (tx, rx) = mpsc::channel(16);
+    let mut sources = vec![crate::config::SOURCE_FILE];
+    if let Some(client) = client {
+        let source = ApiSource::new(client.clone(), opts.node_name.clone());
+        let kubelet_port = if opts.port != 0 {
+            opts.port
+        } else {
+            opts.read_only_port
+        };
+        crate::kubeapi::start(
+            client,
+            ctx.clone(),
+            &source,
+            host_ip.clone().unwrap_or_default(),
+            kubelet_port,
+        );
+        tokio::spawn(source.run(tx.clone()));
+        sources.push(crate::config::SOURCE_API);
+    }
     match &opts.pod_manifest_path {
         Some(dir) => {
             let mut source = FileSource::new(dir.clone(), opts.node_name.clone());
@@ -105,7 +134,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             std::mem::forget(tx);
         }
     }
-    tokio::spawn(PodManager::new(ctx.clone()).run(rx));
+    tokio::spawn(PodManager::new(ctx.clone()).with_sources(&sources).run(rx));
 
     let sampler = CpuSampler::default();
     tokio::spawn(sampler.clone().run(ctx.clone()));

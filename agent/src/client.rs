@@ -77,7 +77,10 @@ impl NodeClient {
             return Err(bad());
         }
         Ok(NodeClient {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             prefix: prefix.to_string(),
             timeout: Duration::from_secs(5),
@@ -101,8 +104,12 @@ impl NodeClient {
             .next()
             .ok_or_else(|| io_err(io::Error::other("no address")))?;
         let mut stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(io_err)?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io_err)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io_err)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(io_err)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(io_err)?;
         write!(
             stream,
             "GET {}{path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
@@ -119,7 +126,11 @@ impl NodeClient {
             return Err(ClientError::Status {
                 url,
                 status,
-                body: String::from_utf8_lossy(&body).trim().chars().take(300).collect(),
+                body: String::from_utf8_lossy(&body)
+                    .trim()
+                    .chars()
+                    .take(300)
+                    .collect(),
             });
         }
         Ok(body)
@@ -185,7 +196,9 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
     let body = if chunked {
         dechunk(body)?
     } else if let Some(n) = length {
-        body.get(..n).ok_or("body shorter than Content-Length")?.to_vec()
+        body.get(..n)
+            .ok_or("body shorter than Content-Length")?
+            .to_vec()
     } else {
         body.to_vec()
     };
@@ -315,9 +328,15 @@ mod tests {
     #[test]
     fn server_urls() {
         let c = NodeClient::new("http://127.0.0.1:10255").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.prefix.as_str()), ("127.0.0.1", 10255, ""));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("127.0.0.1", 10255, "")
+        );
         let c = NodeClient::new("http://node-1:8080/api/").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.prefix.as_str()), ("node-1", 8080, "/api"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("node-1", 8080, "/api")
+        );
         let c = NodeClient::new("http://[::1]:10255").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("::1", 10255));
         assert!(NodeClient::new("https://127.0.0.1:10250").is_err());

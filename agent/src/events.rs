@@ -24,9 +24,21 @@ pub struct Event {
     pub field_path: Option<String>,
 }
 
-#[derive(Clone, Default)]
+/// Recorded events are also broadcast to subscribers (the apiserver event
+/// sink); a slow subscriber loses the oldest, never blocks a pod worker.
+#[derive(Clone)]
 pub struct EventRecorder {
     events: Arc<Mutex<VecDeque<Event>>>,
+    sink: tokio::sync::broadcast::Sender<Event>,
+}
+
+impl Default for EventRecorder {
+    fn default() -> Self {
+        EventRecorder {
+            events: Default::default(),
+            sink: tokio::sync::broadcast::Sender::new(KEEP),
+        }
+    }
 }
 
 impl EventRecorder {
@@ -47,14 +59,21 @@ impl EventRecorder {
         if events.len() == KEEP {
             events.pop_front();
         }
-        events.push_back(Event {
+        let event = Event {
             time: Timestamp::now(),
             type_,
             reason: reason.to_string(),
             message,
             object: object.to_string(),
             field_path,
-        });
+        };
+        let _ = self.sink.send(event.clone());
+        events.push_back(event);
+    }
+
+    /// Every event recorded from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.sink.subscribe()
     }
 
     pub fn normal(&self, object: &str, container: Option<&str>, reason: &str, message: String) {

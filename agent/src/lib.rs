@@ -1,13 +1,14 @@
 //! kubelab-agent: a kubelet-like node agent.
 //!
 //! Where things live (kubelet's names where one exists):
-//! - [`config`]: pod sources (static manifest dir), merged into one desired set.
+//! - [`config`]: pod sources (static manifest dir, apiserver watch), merged into one desired set.
 //! - [`pod`]: one worker per pod, a state machine that owns its pod.
 //! - [`runtime`]: OCI spec from a pod (pure), sandbox, shim, container init, images.
 //! - [`cgroups`]: one driver over cgroup v1 and v2, and the QoS maths.
 //! - [`logs`]: CRI-format container logs.
 //! - [`network`]: the CNI client: pod networks by the node's CNI plugins.
 //! - [`status`]: pod status as the API reports it.
+//! - [`kubeapi`]: the node in a cluster: Node and Lease, pod status and mirror pods, events.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
 //! - [`client`], [`top`], [`experiment`]: tools that watch a node through that API.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod context;
 pub mod events;
 pub mod experiment;
+pub mod kubeapi;
 pub mod logs;
 pub mod network;
 pub mod pod;

@@ -30,6 +30,10 @@ struct Cli {
         global = true
     )]
     root_dir: PathBuf,
+    /// Join the cluster this kubeconfig points at: register the Node, run the
+    /// pods bound to it, report their status (absent: standalone).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// The node's name (default: the host name).
     #[arg(long, value_name = "NAME")]
     hostname_override: Option<String>,
@@ -180,6 +184,7 @@ fn main() -> anyhow::Result<()> {
         cni_conf_dir: cli.cni_conf_dir,
         cni_bin_dirs: kubelab_agent::network::parse_bin_dirs(&cli.cni_bin_dir),
         pod_cidr: cli.pod_cidr,
+        kubeconfig: cli.kubeconfig,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

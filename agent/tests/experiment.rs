@@ -43,7 +43,13 @@ fn csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
     lines
-        .map(|l| header.iter().cloned().zip(l.split(',').map(String::from)).collect())
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(String::from))
+                .collect()
+        })
         .collect()
 }
 
@@ -65,7 +71,12 @@ fn png_size(path: &PathBuf) -> (u32, u32) {
     let info = reader.next_frame(&mut buf).expect("PNG data decodes");
     // Not a blank image: a plot has many colours.
     let distinct: std::collections::HashSet<&[u8]> = buf.chunks(3).take(200_000).collect();
-    assert!(distinct.len() > 10, "{} colours in {}", distinct.len(), path.display());
+    assert!(
+        distinct.len() > 10,
+        "{} colours in {}",
+        distinct.len(),
+        path.display()
+    );
     (info.width, info.height)
 }
 
@@ -76,30 +87,63 @@ fn cpu_experiment_measures_the_limit_and_plots_it() {
     experiment(
         &node,
         &out,
-        &["cpu", "--cpu-limit", "500m", "--cpu-request", "250m", "--duration", "4s", "--png"],
+        &[
+            "cpu",
+            "--cpu-limit",
+            "500m",
+            "--cpu-request",
+            "250m",
+            "--duration",
+            "4s",
+            "--png",
+        ],
     );
     let rows = csv(&out.join("samples.csv"));
-    assert!(rows.len() >= 35, "every 100 ms for 4 s: {} samples", rows.len());
+    assert!(
+        rows.len() >= 35,
+        "every 100 ms for 4 s: {} samples",
+        rows.len()
+    );
     let mean = cpu_mean(&rows, "500m");
-    assert!((0.45..=0.55).contains(&mean), "CSV mean {mean:.3} cores, limit 0.5");
+    assert!(
+        (0.45..=0.55).contains(&mean),
+        "CSV mean {mean:.3} cores, limit 0.5"
+    );
     // Counted at the container's or the pod's cgroup (both carry the quota),
     // whichever ran out first.
     let last = rows.last().unwrap();
-    let share = |p: &str, t: &str| last[t].parse::<f64>().unwrap() / last[p].parse::<f64>().unwrap();
-    let throttled = share("nr_periods", "nr_throttled").max(share("pod_nr_periods", "pod_nr_throttled"));
-    assert!(throttled > 0.5, "a busy loop is throttled in most periods: {last:?}");
+    let share =
+        |p: &str, t: &str| last[t].parse::<f64>().unwrap() / last[p].parse::<f64>().unwrap();
+    let throttled =
+        share("nr_periods", "nr_throttled").max(share("pod_nr_periods", "pod_nr_throttled"));
+    assert!(
+        throttled > 0.5,
+        "a busy loop is throttled in most periods: {last:?}"
+    );
 
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.starts_with("# CPU experiment: 500m limit"), "{report}");
+    assert!(
+        report.starts_with("# CPU experiment: 500m limit"),
+        "{report}"
+    );
     assert!(report.contains("| CPU request | 250m |"), "{report}");
     assert!(report.contains("| measured mean | **0."), "{report}");
-    assert!(report.contains("![CPU usage over time against the limit](cpu.svg)"), "{report}");
+    assert!(
+        report.contains("![CPU usage over time against the limit](cpu.svg)"),
+        "{report}"
+    );
 
     let svg = std::fs::read_to_string(out.join("cpu.svg")).unwrap();
-    assert!(svg.contains("limit 500m (0.50 cores)"), "the limit line's legend");
+    assert!(
+        svg.contains("limit 500m (0.50 cores)"),
+        "the limit line's legend"
+    );
     assert!(svg.contains("stroke=\"#D62728\""), "the limit line (red)");
     assert!(svg.contains("usage, 1 s average") && svg.contains("usage, 100 ms samples"));
-    assert!(svg.contains("stroke=\"#1F77B4\""), "the usage series (blue)");
+    assert!(
+        svg.contains("stroke=\"#1F77B4\""),
+        "the usage series (blue)"
+    );
     assert!(svg.contains("request 250m"));
     assert_eq!(png_size(&out.join("cpu.png")), (960, 540));
 }
@@ -112,8 +156,18 @@ fn memory_experiment_records_the_oom_kill() {
         &node,
         &out,
         &[
-            "memory", "--memory-limit", "32Mi", "--allocate", "64Mi", "--ramp", "1s",
-            "--oom-kills", "1", "--duration", "8s", "--png",
+            "memory",
+            "--memory-limit",
+            "32Mi",
+            "--allocate",
+            "64Mi",
+            "--ramp",
+            "1s",
+            "--oom-kills",
+            "1",
+            "--duration",
+            "8s",
+            "--png",
         ],
     );
     let rows = csv(&out.join("samples.csv"));
@@ -124,8 +178,14 @@ fn memory_experiment_records_the_oom_kill() {
         .filter_map(|r| r["memory_working_set_bytes"].parse::<u64>().ok())
         .max()
         .unwrap();
-    assert!(peak > 16 << 20 && peak <= 32 << 20, "the working set climbs to the limit: {peak}");
-    assert!(rows.iter().all(|r| r["memory_limit_bytes"].is_empty() || r["memory_limit_bytes"] == "33554432"));
+    assert!(
+        peak > 16 << 20 && peak <= 32 << 20,
+        "the working set climbs to the limit: {peak}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["memory_limit_bytes"].is_empty() || r["memory_limit_bytes"] == "33554432")
+    );
 
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     let kills: u32 = report
@@ -138,8 +198,14 @@ fn memory_experiment_records_the_oom_kill() {
     assert!(report.contains("| time to OOM kill | "), "{report}");
     assert!(!report.contains("no OOM kill"), "{report}");
     let svg = std::fs::read_to_string(out.join("memory.svg")).unwrap();
-    assert!(svg.contains("limit 32Mi") && svg.contains("stroke=\"#D62728\""), "limit line");
-    assert!(svg.contains("working set") && svg.contains("stroke=\"#1F77B4\""), "data series");
+    assert!(
+        svg.contains("limit 32Mi") && svg.contains("stroke=\"#D62728\""),
+        "limit line"
+    );
+    assert!(
+        svg.contains("working set") && svg.contains("stroke=\"#1F77B4\""),
+        "data series"
+    );
     assert!(svg.contains("OOM kill ("), "the OOM kill is marked");
     assert_eq!(png_size(&out.join("memory.png")), (960, 540));
 }
@@ -148,7 +214,11 @@ fn memory_experiment_records_the_oom_kill() {
 fn cpu_comparison_puts_usage_on_the_limit_line() {
     let node = TestNode::start();
     let out = node.root.path().join("report-compare");
-    experiment(&node, &out, &["cpu", "--compare", "200m,500m", "--duration", "2s"]);
+    experiment(
+        &node,
+        &out,
+        &["cpu", "--compare", "200m,500m", "--duration", "2s"],
+    );
     let rows = csv(&out.join("samples.csv"));
     for (run, limit) in [("200m", 0.2), ("500m", 0.5)] {
         let mean = cpu_mean(&rows, run);
@@ -158,10 +228,16 @@ fn cpu_comparison_puts_usage_on_the_limit_line() {
         );
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("| 200m | - | 1 | 0.") && report.contains("| 500m | - | 1 | 0."), "{report}");
+    assert!(
+        report.contains("| 200m | - | 1 | 0.") && report.contains("| 500m | - | 1 | 0."),
+        "{report}"
+    );
     let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
     assert!(svg.contains("limit (usage = limit)") && svg.contains("measured mean"));
-    assert!(svg.contains("200m → 0.") && svg.contains("500m → 0."), "both runs plotted");
+    assert!(
+        svg.contains("200m → 0.") && svg.contains("500m → 0."),
+        "both runs plotted"
+    );
     assert!(out.join("cpu.svg").exists() && !out.join("compare.png").exists());
 }
 
@@ -173,12 +249,25 @@ fn probe_experiment_times_the_liveness_restart() {
         &node,
         &out,
         &[
-            "probe", "--probe", "liveness", "--period-seconds", "1", "--failure-threshold", "2",
-            "--fail-after", "1s", "--duration", "9s", "--png",
+            "probe",
+            "--probe",
+            "liveness",
+            "--period-seconds",
+            "1",
+            "--failure-threshold",
+            "2",
+            "--fail-after",
+            "1s",
+            "--duration",
+            "9s",
+            "--png",
         ],
     );
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("| expected detection | 1–2 s after health is lost"), "{report}");
+    assert!(
+        report.contains("| expected detection | 1–2 s after health is lost"),
+        "{report}"
+    );
     let measured: f64 = report
         .split("| measured detection | ")
         .nth(1)
@@ -189,10 +278,18 @@ fn probe_experiment_times_the_liveness_restart() {
         (0.8..=3.0).contains(&measured),
         "two failures one second apart restart the container 1-2 s after health is lost, measured {measured} s:\n{report}"
     );
-    assert!(report.contains("| Killing | Container workload failed liveness probe, will be restarted |"), "{report}");
+    assert!(
+        report
+            .contains("| Killing | Container workload failed liveness probe, will be restarted |"),
+        "{report}"
+    );
     let rows = csv(&out.join("samples.csv"));
     assert!(rows.last().unwrap()["restarts"].parse::<i32>().unwrap() >= 1);
     let svg = std::fs::read_to_string(out.join("probe.svg")).unwrap();
-    assert!(svg.contains("health lost") && svg.contains("probe failed (Unhealthy)") && svg.contains("restart (Killing)"));
+    assert!(
+        svg.contains("health lost")
+            && svg.contains("probe failed (Unhealthy)")
+            && svg.contains("restart (Killing)")
+    );
     assert_eq!(png_size(&out.join("probe.png")), (960, 540));
 }

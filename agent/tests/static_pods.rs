@@ -499,3 +499,66 @@ fn logs_of_the_current_and_previous_run_and_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn containers_of_a_pod_share_an_empty_dir_and_see_a_host_path() {
+    let node = TestNode::start();
+    let host_dir = node.root.path().join("host-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("greeting"), "from the node\n").unwrap();
+    node.write_manifest(
+        "shared.yaml",
+        &pod_yaml(
+            "shared",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: html
+    emptyDir: {{}}
+  - name: mem
+    emptyDir:
+      medium: Memory
+      sizeLimit: 8Mi
+  - name: node-data
+    hostPath:
+      path: {host}
+      type: Directory
+  containers:
+  - name: writer
+    image: busybox
+    command: ["sh", "-c", "echo written-by-writer > /html/index.html; df -k /scratch | tail -1; exec sleep 3600"]
+    volumeMounts:
+    - name: html
+      mountPath: /html
+    - name: mem
+      mountPath: /scratch
+  - name: reader
+    image: busybox
+    command: ["sh", "-c", "while [ ! -f /usr/share/html/index.html ]; do sleep 0.1; done; cat /usr/share/html/index.html /data/greeting; touch /data/x 2>/dev/null || echo data=ro; exec sleep 3600"]
+    volumeMounts:
+    - name: html
+      mountPath: /usr/share/html
+    - name: node-data
+      mountPath: /data
+      readOnly: true
+"#,
+                host = host_dir.display()
+            ),
+        ),
+    );
+    node.wait_running("shared");
+    let name = format!("shared-{}", node.node_name);
+    let logs = node.wait_for("the reader's output", Duration::from_secs(10), |n| {
+        n.get(&format!("/containerLogs/default/{name}/reader"))
+            .ok()
+            .filter(|l| l.contains("data=ro"))
+    });
+    assert_eq!(logs, "written-by-writer\nfrom the node\ndata=ro\n");
+    let writer = node.get(&format!("/containerLogs/default/{name}/writer")).unwrap();
+    assert!(writer.contains("tmpfs") && writer.contains("8192"), "a Memory emptyDir is an 8Mi tmpfs: {writer}");
+    node.remove_manifest("shared.yaml");
+    node.wait_for("pod gone", Duration::from_secs(10), |n| n.pods().is_empty().then_some(()));
+    assert!(node.mounts_below_root().is_empty(), "{:?}", node.mounts_below_root());
+    assert!(host_dir.join("greeting").exists(), "a hostPath is never deleted");
+}

@@ -57,28 +57,64 @@ fn top_once_prints_usage_against_the_limits() {
     node.wait_running("spin");
     std::thread::sleep(Duration::from_millis(500));
     let out = Command::new(agent_bin())
-        .args(["top", "--once", "--server", &server(&node), "-l", "app=spin"])
+        .args([
+            "top",
+            "--once",
+            "--server",
+            &server(&node),
+            "-l",
+            "app=spin",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
         [
-            "NAMESPACE", "POD", "CONTAINER", "QOS", "CPU", "REQUEST", "LIMIT", "THROTTLED",
-            "MEMORY", "MEM-LIMIT", "OOM-KILLS", "RESTARTS", "STATE"
+            "NAMESPACE",
+            "POD",
+            "CONTAINER",
+            "QOS",
+            "CPU",
+            "REQUEST",
+            "LIMIT",
+            "THROTTLED",
+            "MEMORY",
+            "MEM-LIMIT",
+            "OOM-KILLS",
+            "RESTARTS",
+            "STATE"
         ]
     );
-    assert_eq!(lines.len(), 2, "the selector keeps only the spin pod:\n{text}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "the selector keeps only the spin pod:\n{text}"
+    );
     let cols: Vec<&str> = lines[1].split_whitespace().collect();
     let pod = format!("spin-{}", node.node_name);
-    assert_eq!(&cols[..4], ["default", pod.as_str(), "spin", "Burstable"], "{text}");
+    assert_eq!(
+        &cols[..4],
+        ["default", pod.as_str(), "spin", "Burstable"],
+        "{text}"
+    );
     let cores: f64 = cols[4].parse().unwrap();
-    assert!((0.16..=0.24).contains(&cores), "a 200m limit holds the loop at 0.2 cores:\n{text}");
+    assert!(
+        (0.16..=0.24).contains(&cores),
+        "a 200m limit holds the loop at 0.2 cores:\n{text}"
+    );
     assert_eq!(&cols[5..7], ["0.10", "0.20"], "request and limit:\n{text}");
     let throttled: f64 = cols[7].trim_end_matches('%').parse().unwrap();
-    assert!(throttled >= 50.0, "the busy loop is throttled in most periods:\n{text}");
+    assert!(
+        throttled >= 50.0,
+        "the busy loop is throttled in most periods:\n{text}"
+    );
     assert_eq!(cols[9], "32Mi", "{text}");
     assert_eq!(&cols[10..], ["0", "0", "Running"], "{text}");
 }
@@ -123,7 +159,9 @@ impl Drop for Tmux {
 /// The text of the column whose header is `header`, in the row that starts with `row`.
 fn cell(screen: &str, row: &str, header: &str) -> Option<String> {
     let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
-    let head = lines.iter().find(|l| l.iter().collect::<String>().starts_with("POD/CONTAINER"))?;
+    let head = lines
+        .iter()
+        .find(|l| l.iter().collect::<String>().starts_with("POD/CONTAINER"))?;
     let head_text: String = head.iter().collect();
     let start = head_text.split(' ').scan(0, |pos, word| {
         let at = *pos;
@@ -131,7 +169,9 @@ fn cell(screen: &str, row: &str, header: &str) -> Option<String> {
         Some((at, word))
     });
     let (at, _) = start.into_iter().find(|(_, w)| *w == header)?;
-    let line = lines.iter().find(|l| l.iter().collect::<String>().starts_with(row))?;
+    let line = lines
+        .iter()
+        .find(|l| l.iter().collect::<String>().starts_with(row))?;
     let text: String = line.iter().skip(at).take_while(|c| **c != ' ').collect();
     Some(text)
 }
@@ -174,7 +214,11 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
         (0.16..=0.24).contains(&median),
         "a 200m limit shows as ≈ 0.20 cores (readings {readings:?}):\n{screen}"
     );
-    assert_eq!(cell(&screen, &spin_row, "LIM").as_deref(), Some("0.20"), "{screen}");
+    assert_eq!(
+        cell(&screen, &spin_row, "LIM").as_deref(),
+        Some("0.20"),
+        "{screen}"
+    );
     let throttled: f64 = cell(&screen, &spin_row, "THR")
         .and_then(|t| t.trim_end_matches('%').parse().ok())
         .unwrap_or(-1.0);
@@ -182,9 +226,14 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
     let oom: u32 = cell(&screen, &hog_row, "OOM")
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    assert!(oom >= 1, "the hog's OOM kill is counted in its row:\n{screen}");
     assert!(
-        screen.lines().any(|l| l.contains("OOMKilled") && l.contains(&hog_row)),
+        oom >= 1,
+        "the hog's OOM kill is counted in its row:\n{screen}"
+    );
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("OOMKilled") && l.contains(&hog_row)),
         "the events pane shows the OOM kill:\n{screen}"
     );
 }

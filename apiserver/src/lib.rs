@@ -6,7 +6,8 @@
 //!   defaults, validation, table columns.
 //! - [`api`]: REST semantics (create/get/list/watch/update/patch/delete, binding),
 //!   discovery and OpenAPI.
-//! - [`pki`], [`auth`], [`server`]: certificates, authentication, HTTPS serving.
+//! - [`pki`], [`auth`], [`server`]: certificates, authentication, HTTPS serving;
+//!   [`server::run`] is the whole startup.
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
 
 pub mod api;

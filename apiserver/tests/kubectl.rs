@@ -302,3 +302,47 @@ fn acknowledged_writes_survive_kill_9() {
     let rv: u64 = s.ok(&["get", "cm", "after-restart", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().unwrap();
     assert!(rv > last_rv, "resourceVersion went backwards: {rv} after {last_rv}");
 }
+
+#[test]
+fn status_subresource_drives_the_status_column_and_leases_work() {
+    let s = ApiServer::start();
+    s.ok(&["create", "-f", &s.file("pod.yaml", POD_WEB)]);
+    let set_status = |status: &str| {
+        s.ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", status]);
+        rows(&s.ok(&["get", "pods", "--no-headers"]))[0].clone()
+    };
+    let running = set_status(
+        r#"{"status":{"phase":"Running","podIP":"10.88.0.5","conditions":[{"type":"Ready","status":"True"}],
+            "containerStatuses":[{"name":"nginx","image":"nginx:1.25","imageID":"","ready":true,"restartCount":0,"state":{"running":{}}}]}}"#,
+    );
+    assert_eq!(running[..4], ["web", "1/1", "Running", "0"]);
+    assert!(s.ok(&["get", "pods", "-o", "wide"]).contains("10.88.0.5"));
+    let oom = set_status(
+        r#"{"status":{"containerStatuses":[{"name":"nginx","image":"nginx:1.25","imageID":"","ready":false,"restartCount":0,
+            "state":{"terminated":{"exitCode":137,"reason":"OOMKilled"}}}]}}"#,
+    );
+    assert_eq!(oom[..3], ["web", "0/1", "OOMKilled"]);
+    let crash = set_status(
+        r#"{"status":{"containerStatuses":[{"name":"nginx","image":"nginx:1.25","imageID":"","ready":false,"restartCount":3,
+            "state":{"waiting":{"reason":"CrashLoopBackOff"}},"lastState":{"terminated":{"exitCode":1,"finishedAt":"2020-01-01T00:00:00Z"}}}]}}"#,
+    );
+    assert_eq!(crash[..4], ["web", "0/1", "CrashLoopBackOff", "3"]);
+    let completed = set_status(
+        r#"{"status":{"phase":"Succeeded","containerStatuses":[{"name":"nginx","image":"nginx:1.25","imageID":"","ready":false,"restartCount":0,
+            "state":{"terminated":{"exitCode":0,"reason":"Completed"}}}]}}"#,
+    );
+    assert_eq!(completed[..3], ["web", "0/1", "Completed"]);
+
+    // Writes to the main resource leave status alone.
+    s.ok(&["label", "pod", "web", "x=y"]);
+    assert_eq!(s.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]), "Succeeded");
+
+    let lease = s.file(
+        "lease.yaml",
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: node1\n  namespace: kube-node-lease\nspec:\n  holderIdentity: node1\n  leaseDurationSeconds: 40\n",
+    );
+    s.ok(&["apply", "-f", &lease]);
+    let leases = rows(&s.ok(&["get", "leases", "-A"]));
+    assert_eq!(leases[0], ["NAMESPACE", "NAME", "HOLDER", "AGE"]);
+    assert_eq!(leases[1][..3], ["kube-node-lease", "node1", "node1"]);
+}

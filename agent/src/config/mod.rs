@@ -1,15 +1,18 @@
 //! Pod sources (kubelet's `pkg/kubelet/config`): static manifests from a
-//! directory, and the KubeletConfiguration file that points at it.
+//! directory, the pods the apiserver binds to this node, and the
+//! KubeletConfiguration file that points at the manifests.
 //!
 //! A source sends full snapshots ([`SourceUpdate`]) of the pods it wants on
 //! this node; whoever merges sources diffs them against what is running.
 
+pub mod api;
 pub mod file;
 pub mod kubelet_config;
 pub mod manifest;
 
 use k8s_openapi::api::core::v1::Pod;
 
+pub use api::{ApiSource, SOURCE_API};
 pub use file::FileSource;
 pub use kubelet_config::{KubeletConfiguration, load_kubelet_config, parse_go_duration};
 pub use manifest::{FieldError, ManifestError, load_static_pod};
@@ -21,7 +24,7 @@ pub const SOURCE_FILE: &str = "file";
 /// `Op: SET`): pods absent from a snapshot are to be stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceUpdate {
-    /// Which source sent it: [`SOURCE_FILE`].
+    /// Which source sent it: [`SOURCE_FILE`] or [`SOURCE_API`].
     pub source: &'static str,
     /// Valid pods, with static-pod and apiserver defaults applied, ordered by
     /// file name.

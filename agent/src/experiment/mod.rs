@@ -214,8 +214,8 @@ struct Setup {
 }
 
 fn setup(args: &NodeArgs, kind: &str) -> Result<Setup, ExperimentError> {
-    let interval = duration_flag("sample-interval", &args.sample_interval)?
-        .max(Duration::from_millis(10));
+    let interval =
+        duration_flag("sample-interval", &args.sample_interval)?.max(Duration::from_millis(10));
     let client = NodeClient::new(&args.server)?;
     // Reach the node before anything is written.
     let node_name = client.summary()?.node.node_name;
@@ -274,7 +274,16 @@ fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
     };
     let limits_cores = limits
         .iter()
-        .map(|l| cpu_flag(if args.compare.is_empty() { "cpu-limit" } else { "compare" }, l))
+        .map(|l| {
+            cpu_flag(
+                if args.compare.is_empty() {
+                    "cpu-limit"
+                } else {
+                    "compare"
+                },
+                l,
+            )
+        })
         .collect::<Result<Vec<f64>, _>>()?;
     if let Some(r) = &args.cpu_request {
         cpu_flag("cpu-request", r)?;
@@ -289,7 +298,11 @@ fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
         let workers = args
             .workers
             .unwrap_or_else(|| workload::workers_for((cores * 1000.0).round() as i64, cpus));
-        let base = args.node.name.clone().unwrap_or_else(|| "kubelab-exp-cpu".into());
+        let base = args
+            .node
+            .name
+            .clone()
+            .unwrap_or_else(|| "kubelab-exp-cpu".into());
         let name = format!("{base}-{}", limit.to_ascii_lowercase().replace('.', "-"));
         let resources = Resources {
             cpu_limit: Some(limit.clone()),
@@ -336,7 +349,12 @@ fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
     create_dir(&setup.out)?;
     let mut files = vec!["samples.csv".to_string()];
     write(&setup.out.join("samples.csv"), &report::samples_csv(&runs))?;
-    files.extend(plot::save(&plot::CpuOverTime { runs: &runs }, &setup.out, "cpu", args.node.png)?);
+    files.extend(plot::save(
+        &plot::CpuOverTime { runs: &runs },
+        &setup.out,
+        "cpu",
+        args.node.png,
+    )?);
     if runs.len() > 1 {
         files.extend(plot::save(
             &plot::UsageAgainstLimit { runs: &runs },
@@ -362,7 +380,11 @@ fn run_memory(args: MemoryArgs) -> Result<PathBuf, ExperimentError> {
     }
     let allocate = bytes_flag("allocate", &args.allocate)?;
     let setup = setup(&args.node, "memory")?;
-    let name = args.node.name.clone().unwrap_or_else(|| "kubelab-exp-memory".into());
+    let name = args
+        .node
+        .name
+        .clone()
+        .unwrap_or_else(|| "kubelab-exp-memory".into());
     let resources = Resources {
         memory_limit: Some(args.memory_limit.clone()),
         memory_request: args.memory_request.clone(),
@@ -422,7 +444,12 @@ fn run_memory(args: MemoryArgs) -> Result<PathBuf, ExperimentError> {
         &setup.out.join("samples.csv"),
         &report::samples_csv(std::slice::from_ref(&run)),
     )?;
-    files.extend(plot::save(&plot::MemoryOverTime { run: &run }, &setup.out, "memory", args.node.png)?);
+    files.extend(plot::save(
+        &plot::MemoryOverTime { run: &run },
+        &setup.out,
+        "memory",
+        args.node.png,
+    )?);
     let md = report::memory_markdown(&setup.node_name, &run, setup.interval.as_millis(), &files);
     write(&setup.out.join("report.md"), &md)?;
     Ok(setup.out)
@@ -512,15 +539,36 @@ fn run_probe(args: ProbeArgs) -> Result<PathBuf, ExperimentError> {
         .filter_map(|d| d.latency())
         .map(|l| format!("{l:.1} s"))
         .collect();
-    eprintln!("   detected after {}", if latencies.is_empty() { "-".into() } else { latencies.join(", ") });
+    eprintln!(
+        "   detected after {}",
+        if latencies.is_empty() {
+            "-".into()
+        } else {
+            latencies.join(", ")
+        }
+    );
     create_dir(&setup.out)?;
     let mut files = vec!["samples.csv".to_string()];
     write(
         &setup.out.join("samples.csv"),
         &report::samples_csv(std::slice::from_ref(&run)),
     )?;
-    files.extend(plot::save(&plot::ProbeTimeline { run: &run, spec: &spec }, &setup.out, "probe", args.node.png)?);
-    let md = report::probe_markdown(&setup.node_name, &run, &spec, setup.interval.as_millis(), &files);
+    files.extend(plot::save(
+        &plot::ProbeTimeline {
+            run: &run,
+            spec: &spec,
+        },
+        &setup.out,
+        "probe",
+        args.node.png,
+    )?);
+    let md = report::probe_markdown(
+        &setup.node_name,
+        &run,
+        &spec,
+        setup.interval.as_millis(),
+        &files,
+    );
     write(&setup.out.join("report.md"), &md)?;
     Ok(setup.out)
 }

@@ -49,7 +49,12 @@ fn register_fonts() {
 }
 
 /// Writes `<stem>.svg` (and `<stem>.png`) in `dir`; returns the file names.
-pub fn save(chart: &impl Chart, dir: &Path, stem: &str, png: bool) -> Result<Vec<String>, PlotError> {
+pub fn save(
+    chart: &impl Chart,
+    dir: &Path,
+    stem: &str,
+    png: bool,
+) -> Result<Vec<String>, PlotError> {
     register_fonts();
     let mut files = Vec::new();
     let svg = dir.join(format!("{stem}.svg"));
@@ -127,7 +132,11 @@ impl Chart for CpuOverTime<'_> {
             .draw()?;
         let single = self.runs.len() == 1;
         for (i, run) in self.runs.iter().enumerate() {
-            let color = if single { PALETTE[0] } else { PALETTE[i % PALETTE.len()] };
+            let color = if single {
+                PALETTE[0]
+            } else {
+                PALETTE[i % PALETTE.len()]
+            };
             let raw: Vec<(f64, f64)> = run
                 .samples
                 .iter()
@@ -172,7 +181,10 @@ impl Chart for CpuOverTime<'_> {
                         4,
                         REQUEST.stroke_width(2).into(),
                     ))?
-                    .label(format!("request {}", run.cpu_request.as_deref().unwrap_or("")))
+                    .label(format!(
+                        "request {}",
+                        run.cpu_request.as_deref().unwrap_or("")
+                    ))
                     .legend(legend_line(REQUEST, 2));
             }
         }
@@ -288,18 +300,18 @@ impl Chart for MemoryOverTime<'_> {
             .iter()
             .find_map(|s| s.memory_limit)
             .map(|l| l as f64 / MIB)
-            .or_else(|| run.memory_limit.as_deref().and_then(super::report::quantity_bytes).map(|b| b as f64 / MIB));
+            .or_else(|| {
+                run.memory_limit
+                    .as_deref()
+                    .and_then(super::report::quantity_bytes)
+                    .map(|b| b as f64 / MIB)
+            });
         let ws: Vec<(f64, f64)> = run
             .samples
             .iter()
             .filter_map(|s| Some((s.t, s.working_set? as f64 / MIB)))
             .collect();
-        let y_max = ws
-            .iter()
-            .map(|p| p.1)
-            .chain(limit)
-            .fold(1.0, f64::max)
-            * 1.2;
+        let y_max = ws.iter().map(|p| p.1).chain(limit).fold(1.0, f64::max) * 1.2;
         let mut chart = ChartBuilder::on(area)
             .caption(
                 format!(
@@ -420,7 +432,13 @@ impl Chart for ProbeTimeline<'_> {
             .x_desc("time (s)")
             .y_desc("ready")
             .y_labels(2)
-            .y_label_formatter(&|y| if *y > 0.5 { "true".into() } else { "false".into() })
+            .y_label_formatter(&|y| {
+                if *y > 0.5 {
+                    "true".into()
+                } else {
+                    "false".into()
+                }
+            })
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
             .light_line_style(RGBColor(246, 246, 246))
@@ -475,7 +493,12 @@ impl Chart for ProbeTimeline<'_> {
             )?
             .label("probe failed (Unhealthy)")
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 6, LIMIT.filled()));
-        for (i, e) in run.events.iter().filter(|e| e.reason == "Killing").enumerate() {
+        for (i, e) in run
+            .events
+            .iter()
+            .filter(|e| e.reason == "Killing")
+            .enumerate()
+        {
             let series = chart.draw_series(LineSeries::new(
                 vec![(e.t, -0.1), (e.t, 1.6)],
                 RGBColor(0, 0, 0).stroke_width(2),

@@ -75,8 +75,7 @@ pub fn windowed(samples: &[Sample], window: f64) -> Vec<(f64, f64)> {
         while j < i && samples[i].t - samples[j + 1].t >= window {
             j += 1;
         }
-        if j < i && samples[i].t - samples[j].t >= window * 0.95 && same_container(samples, j, i)
-        {
+        if j < i && samples[i].t - samples[j].t >= window * 0.95 && same_container(samples, j, i) {
             let (a, b) = (&samples[j], &samples[i]);
             let used = b.cpu_usage_ns.unwrap_or(0) as f64 - a.cpu_usage_ns.unwrap_or(0) as f64;
             out.push((b.t, used / ((b.t - a.t) * 1e9)));
@@ -134,8 +133,18 @@ pub fn cpu_summary(samples: &[Sample]) -> CpuSummary {
     }
     // The kernel counts a throttled period at the level whose quota ran out
     // first; both carry the limit, so the level that throttled more tells.
-    let share = |l: &[u64; 3]| if l[0] == 0 { 0.0 } else { l[1] as f64 / l[0] as f64 };
-    let level = if share(&pod) > share(&container) { pod } else { container };
+    let share = |l: &[u64; 3]| {
+        if l[0] == 0 {
+            0.0
+        } else {
+            l[1] as f64 / l[0] as f64
+        }
+    };
+    let level = if share(&pod) > share(&container) {
+        pod
+    } else {
+        container
+    };
     s.periods = level[0];
     s.throttled_periods = level[1].min(level[0]);
     s.throttled_seconds = level[2] as f64 / 1e9;
@@ -256,7 +265,9 @@ pub fn samples_csv(runs: &[Run]) -> String {
 /// Cores of a CPU quantity (`500m` → 0.5).
 pub fn quantity_cores(q: &str) -> Option<f64> {
     let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_string());
-    crate::quantity::cpu_millis(&q).ok().map(|m| m as f64 / 1000.0)
+    crate::quantity::cpu_millis(&q)
+        .ok()
+        .map(|m| m as f64 / 1000.0)
 }
 
 pub fn quantity_bytes(q: &str) -> Option<u64> {
@@ -265,11 +276,13 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
 }
 
 fn cores(c: Option<f64>) -> String {
-    c.map(|c| format!("{c:.3} cores")).unwrap_or_else(|| "-".into())
+    c.map(|c| format!("{c:.3} cores"))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn share(s: Option<f64>) -> String {
-    s.map(|s| format!("{:.0}%", s * 100.0)).unwrap_or_else(|| "-".into())
+    s.map(|s| format!("{:.0}%", s * 100.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn duration_line(run: &Run, interval_ms: u128) -> String {
@@ -317,12 +330,23 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
             out,
             "| CPU limit | {} |",
             match (&run.cpu_limit, limit) {
-                (Some(q), Some(c)) => format!("{q} ({c:.2} cores): CFS quota {:.0} µs per 100 ms period", c * 100_000.0),
+                (Some(q), Some(c)) => format!(
+                    "{q} ({c:.2} cores): CFS quota {:.0} µs per 100 ms period",
+                    c * 100_000.0
+                ),
                 _ => "none".into(),
             }
         );
-        let _ = writeln!(out, "| CPU request | {} |", run.cpu_request.as_deref().unwrap_or("none"));
-        let _ = writeln!(out, "| workload | {} busy loop(s) |", run.workers.unwrap_or(1));
+        let _ = writeln!(
+            out,
+            "| CPU request | {} |",
+            run.cpu_request.as_deref().unwrap_or("none")
+        );
+        let _ = writeln!(
+            out,
+            "| workload | {} busy loop(s) |",
+            run.workers.unwrap_or(1)
+        );
         let _ = writeln!(out, "| duration | {} |", duration_line(run, interval_ms));
         let _ = writeln!(
             out,
@@ -343,7 +367,11 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
             share(sum.throttled_share()),
             sum.throttled_seconds
         );
-        let _ = writeln!(out, "| restarts | {} |", run.samples.last().map(|s| s.restarts).unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "| restarts | {} |",
+            run.samples.last().map(|s| s.restarts).unwrap_or(0)
+        );
         out.push_str("\n![CPU usage over time against the limit](cpu.svg)\n");
         out.push_str(
             "\nA single 100 ms sample can exceed the limit: the quota is per CFS period, and a \
@@ -351,7 +379,10 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
         );
     } else {
         let _ = writeln!(out, "# CPU experiment: usage under {} limits\n", runs.len());
-        let _ = writeln!(out, "Node {node}. The same busy loops under each limit, one run after the other.\n");
+        let _ = writeln!(
+            out,
+            "Node {node}. The same busy loops under each limit, one run after the other.\n"
+        );
         let _ = writeln!(
             out,
             "| limit | request | busy loops | measured mean | mean / limit | p95 (1 s) | throttled periods | duration |"
@@ -407,16 +438,29 @@ pub fn memory_markdown(node: &str, run: &Run, interval_ms: u128, files: &[String
             _ => "none".into(),
         }
     );
-    let _ = writeln!(out, "| memory request | {} |", run.memory_request.as_deref().unwrap_or("none"));
-    let _ = writeln!(out, "| workload | allocates and touches {} |", fmt_bytes(run.allocate));
+    let _ = writeln!(
+        out,
+        "| memory request | {} |",
+        run.memory_request.as_deref().unwrap_or("none")
+    );
+    let _ = writeln!(
+        out,
+        "| workload | allocates and touches {} |",
+        fmt_bytes(run.allocate)
+    );
     let _ = writeln!(out, "| duration | {} |", duration_line(run, interval_ms));
-    let _ = writeln!(out, "| peak working set | {} |", fmt_bytes(sum.peak_working_set));
+    let _ = writeln!(
+        out,
+        "| peak working set | {} |",
+        fmt_bytes(sum.peak_working_set)
+    );
     let _ = writeln!(out, "| OOM kills | **{}** |", sum.oom_kills);
     let _ = writeln!(
         out,
         "| time to OOM kill | {} |",
         match (sum.time_to_oom, sum.first_oom_at) {
-            (Some(a), Some(t)) => format!("{a:.1} s after the container started (seen at t = {t:.1} s)"),
+            (Some(a), Some(t)) =>
+                format!("{a:.1} s after the container started (seen at t = {t:.1} s)"),
             (None, Some(t)) => format!("seen at t = {t:.1} s"),
             _ => "no OOM kill".into(),
         }
@@ -434,7 +478,13 @@ pub fn memory_markdown(node: &str, run: &Run, interval_ms: u128, files: &[String
     out
 }
 
-pub fn probe_markdown(node: &str, run: &Run, spec: &ProbeSpec, interval_ms: u128, files: &[String]) -> String {
+pub fn probe_markdown(
+    node: &str,
+    run: &Run,
+    spec: &ProbeSpec,
+    interval_ms: u128,
+    files: &[String],
+) -> String {
     let detections = probe_detections(run, spec);
     let (lo, hi) = spec.expected_detection();
     let kind = spec.kind.as_str();
@@ -452,7 +502,11 @@ pub fn probe_markdown(node: &str, run: &Run, spec: &ProbeSpec, interval_ms: u128
         "| probe | {kind}: `exec cat /tmp/healthy`, periodSeconds {}, failureThreshold {}, timeoutSeconds 1 |",
         spec.period_seconds, spec.failure_threshold
     );
-    let _ = writeln!(out, "| workload | healthy for {:.1} s after each start, then not |", spec.fail_after);
+    let _ = writeln!(
+        out,
+        "| workload | healthy for {:.1} s after each start, then not |",
+        spec.fail_after
+    );
     let _ = writeln!(out, "| duration | {} |", duration_line(run, interval_ms));
     let _ = writeln!(
         out,
@@ -466,11 +520,23 @@ pub fn probe_markdown(node: &str, run: &Run, spec: &ProbeSpec, interval_ms: u128
     let _ = writeln!(
         out,
         "| measured detection | {} |",
-        if measured.is_empty() { "none in the sampled time".to_string() } else { measured.join(", ") }
+        if measured.is_empty() {
+            "none in the sampled time".to_string()
+        } else {
+            measured.join(", ")
+        }
     );
-    let unhealthy = run.events.iter().filter(|e| e.reason == "Unhealthy").count();
+    let unhealthy = run
+        .events
+        .iter()
+        .filter(|e| e.reason == "Unhealthy")
+        .count();
     let _ = writeln!(out, "| `Unhealthy` events | {unhealthy} |");
-    let _ = writeln!(out, "| restarts | {} |", run.samples.last().map(|s| s.restarts).unwrap_or(0));
+    let _ = writeln!(
+        out,
+        "| restarts | {} |",
+        run.samples.last().map(|s| s.restarts).unwrap_or(0)
+    );
     out.push_str("\n![Probe timeline](probe.svg)\n");
     out.push_str(&format!(
         "\nThe kubelet acts after {} consecutive failures (failureThreshold): the first failing probe \
@@ -485,7 +551,13 @@ pub fn probe_markdown(node: &str, run: &Run, spec: &ProbeSpec, interval_ms: u128
     if !run.events.is_empty() {
         out.push_str("\n## Events\n\n| t (s) | reason | message |\n|---|---|---|\n");
         for e in &run.events {
-            let _ = writeln!(out, "| {:.2} | {} | {} |", e.t, e.reason, e.message.replace('|', "\\|"));
+            let _ = writeln!(
+                out,
+                "| {:.2} | {} | {} |",
+                e.t,
+                e.reason,
+                e.message.replace('|', "\\|")
+            );
         }
     }
     files_section(&mut out, files);
@@ -556,8 +628,16 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines.len(), 32);
-        assert!(lines[2].starts_with("500m,0.100,0.5000,50000000,1,0,0,,,,"), "{}", lines[2]);
-        assert_eq!(lines[1].split(',').nth(2), Some(""), "no rate for the first sample");
+        assert!(
+            lines[2].starts_with("500m,0.100,0.5000,50000000,1,0,0,,,,"),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(
+            lines[1].split(',').nth(2),
+            Some(""),
+            "no rate for the first sample"
+        );
     }
 
     #[test]
@@ -590,7 +670,11 @@ mod tests {
         assert!((s.seconds - 2.0).abs() < 1e-9, "{s:?}");
         let line = smoothed(&samples, 1.0, 0.2);
         assert!(line.iter().all(|(_, c)| (c - 0.2).abs() < 1e-9), "{line:?}");
-        assert_eq!(line.len(), 2 * 9, "from 0.2 s into each container: {line:?}");
+        assert_eq!(
+            line.len(),
+            2 * 9,
+            "from 0.2 s into each container: {line:?}"
+        );
         let w = windowed(&samples, 1.0);
         assert!(w.iter().all(|(_, c)| (c - 0.2).abs() < 1e-9), "{w:?}");
         assert_eq!(w.len(), 2, "one full second in each container: {w:?}");
@@ -604,11 +688,28 @@ mod tests {
             failure_threshold: 3,
             fail_after: 2.0,
         };
-        let ev = |t: f64, reason: &str| RunEvent { t, reason: reason.into(), message: String::new() };
+        let ev = |t: f64, reason: &str| RunEvent {
+            t,
+            reason: reason.into(),
+            message: String::new(),
+        };
         let run = Run {
-            samples: vec![Sample { t: 0.0, ..Default::default() }, Sample { t: 9.0, ..Default::default() }],
+            samples: vec![
+                Sample {
+                    t: 0.0,
+                    ..Default::default()
+                },
+                Sample {
+                    t: 9.0,
+                    ..Default::default()
+                },
+            ],
             starts: vec![-0.5, 4.2],
-            events: vec![ev(2.5, "Unhealthy"), ev(4.1, "Killing"), ev(8.0, "Unhealthy")],
+            events: vec![
+                ev(2.5, "Unhealthy"),
+                ev(4.1, "Killing"),
+                ev(8.0, "Unhealthy"),
+            ],
             ..Default::default()
         };
         let d = probe_detections(&run, &spec);
@@ -628,11 +729,29 @@ mod tests {
         assert_eq!(percentile(&[3.0], 95.0), Some(3.0));
         assert_eq!(percentile(&[], 95.0), None);
         let samples = vec![
-            Sample { t: 0.0, working_set: Some(10), memory_limit: Some(100), ..Default::default() },
-            Sample { t: 0.1, working_set: Some(90), memory_limit: Some(100), ..Default::default() },
-            Sample { t: 0.2, restarts: 1, oom_kills: 1, ..Default::default() },
+            Sample {
+                t: 0.0,
+                working_set: Some(10),
+                memory_limit: Some(100),
+                ..Default::default()
+            },
+            Sample {
+                t: 0.1,
+                working_set: Some(90),
+                memory_limit: Some(100),
+                ..Default::default()
+            },
+            Sample {
+                t: 0.2,
+                restarts: 1,
+                oom_kills: 1,
+                ..Default::default()
+            },
         ];
-        let ooms = vec![OomKill { t: 0.2, after: Some(1.25) }];
+        let ooms = vec![OomKill {
+            t: 0.2,
+            after: Some(1.25),
+        }];
         let m = memory_summary(&samples, &ooms);
         assert_eq!(m.limit, Some(100));
         assert_eq!(m.peak_working_set, Some(90));

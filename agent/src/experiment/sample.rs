@@ -246,26 +246,50 @@ mod tests {
         // An OOM kill from before sampling began is not counted.
         let before = status(serde_json::json!({"restartCount": 1,
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "old"}}}));
-        let a = obs.observe(0.0, Some(&stats(s1, 1_000_000_000, 1 << 20)), None, Some(&before));
+        let a = obs.observe(
+            0.0,
+            Some(&stats(s1, 1_000_000_000, 1 << 20)),
+            None,
+            Some(&before),
+        );
         assert_eq!((a.cpu_cores, a.oom_kills, a.restarts), (None, 0, 0));
-        let b = obs.observe(0.5, Some(&stats(s1, 1_100_000_000, 2 << 20)), None, Some(&before));
+        let b = obs.observe(
+            0.5,
+            Some(&stats(s1, 1_100_000_000, 2 << 20)),
+            None,
+            Some(&before),
+        );
         assert!((b.cpu_cores.unwrap() - 0.2).abs() < 1e-9);
         assert_eq!(b.working_set, Some(2 << 20));
         // Killed: restarted with a new container (new start time, counters from zero).
         let after = status(serde_json::json!({"restartCount": 2,
             "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c2"}}}));
-        let c = obs.observe(1.0, Some(&stats("2024-01-01T00:00:00.9Z", 5_000, 0)), None, Some(&after));
+        let c = obs.observe(
+            1.0,
+            Some(&stats("2024-01-01T00:00:00.9Z", 5_000, 0)),
+            None,
+            Some(&after),
+        );
         assert_eq!((c.oom_kills, c.restarts, c.cpu_cores), (1, 1, None));
         let kill = &obs.oom_kills[0];
         assert_eq!(kill.t, 1.0);
         assert!((kill.after.unwrap() - 1.5).abs() < 1e-6, "{kill:?}");
         // Seen again: not counted twice. Waiting: no stats.
-        let waiting = status(serde_json::json!({"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c2"}}}));
+        let waiting = status(
+            serde_json::json!({"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c2"}}}),
+        );
         let d = obs.observe(1.5, Some(&stats("x", 1, 1)), None, Some(&waiting));
-        assert_eq!((d.oom_kills, d.state.as_str(), d.working_set), (1, "CrashLoopBackOff", None));
+        assert_eq!(
+            (d.oom_kills, d.state.as_str(), d.working_set),
+            (1, "CrashLoopBackOff", None)
+        );
         assert_eq!(d.ready, Some(true));
         assert_eq!(obs.starts.len(), 2);
-        assert!((obs.starts[0] + 0.5).abs() < 1e-6 && (obs.starts[1] - 0.9).abs() < 1e-6, "{:?}", obs.starts);
+        assert!(
+            (obs.starts[0] + 0.5).abs() < 1e-6 && (obs.starts[1] - 0.9).abs() < 1e-6,
+            "{:?}",
+            obs.starts
+        );
     }
 }

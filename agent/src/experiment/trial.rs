@@ -113,7 +113,9 @@ impl<'a> Trial<'a> {
             .and_then(|l| l.get(RUN_LABEL))
             .cloned()
             .unwrap_or_default();
-        let file = node.manifest_dir.join(format!("kubelab-experiment-{name}.yaml"));
+        let file = node
+            .manifest_dir
+            .join(format!("kubelab-experiment-{name}.yaml"));
         write_atomically(&file, &workload::manifest(pod))?;
         let mut trial = Trial {
             node,

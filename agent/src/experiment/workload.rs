@@ -148,7 +148,10 @@ pub fn pod(
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([(RUN_LABEL.to_string(), run_id.to_string())])),
+            labels: Some(BTreeMap::from([(
+                RUN_LABEL.to_string(),
+                run_id.to_string(),
+            )])),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -220,7 +223,13 @@ mod tests {
         };
         assert_eq!(spec.expected_detection(), (4.0, 6.0));
         let pod = with_probe(
-            pod("p", "r", "busybox", probe_command(1.5), &Resources::default()),
+            pod(
+                "p",
+                "r",
+                "busybox",
+                probe_command(1.5),
+                &Resources::default(),
+            ),
             &spec,
         );
         let back: serde_json::Value = serde_yaml::from_str(&manifest(&pod)).unwrap();
@@ -229,7 +238,12 @@ mod tests {
         assert_eq!(c["livenessProbe"]["periodSeconds"], 2);
         assert_eq!(c["livenessProbe"]["failureThreshold"], 3);
         assert!(c.get("readinessProbe").is_none());
-        assert!(c["command"][2].as_str().unwrap().contains("sleep 1.5; rm -f /tmp/healthy"));
+        assert!(
+            c["command"][2]
+                .as_str()
+                .unwrap()
+                .contains("sleep 1.5; rm -f /tmp/healthy")
+        );
     }
 
     #[test]

@@ -3,11 +3,18 @@
 //! the same name (an edited manifest) starts only once the old one is gone,
 //! as kubelet's pod workers do.
 //!
+//! Each source (manifest files, the apiserver) sends full snapshots; the
+//! manager keeps the latest one per source and diffs their union against what
+//! runs. A pod with a `deletionTimestamp` is no longer wanted: it is stopped
+//! with its `deletionGracePeriodSeconds`.
+//!
 //! On start it also reads what the previous agent process left under
-//! `<root>/pods`: pods still wanted are adopted, the rest are cleaned up.
+//! `<root>/pods`: pods still wanted are adopted; the rest are cleaned up once
+//! every source has sent its first snapshot (kubelet's "sources ready").
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
@@ -33,7 +40,11 @@ pub struct PodManager {
     /// What the previous agent process left, until the first snapshot decides.
     leftovers: Option<HashMap<String, (Pod, PersistedState)>>,
     /// Source errors already reported, so a broken file is reported once.
-    reported_errors: HashSet<String>,
+    reported_errors: HashMap<&'static str, HashSet<String>>,
+    /// The latest snapshot of each source.
+    snapshots: HashMap<&'static str, Vec<Pod>>,
+    /// Sources whose first snapshot must arrive before leftovers are judged.
+    sources: Vec<&'static str>,
 }
 
 fn full_name(pod: &Pod) -> String {
@@ -52,8 +63,16 @@ impl PodManager {
             workers: HashMap::new(),
             waiting: Vec::new(),
             leftovers: Some(leftovers),
-            reported_errors: HashSet::new(),
+            reported_errors: HashMap::new(),
+            snapshots: HashMap::new(),
+            sources: vec![crate::config::SOURCE_FILE],
         }
+    }
+
+    /// The sources this manager merges (default: the manifest files only).
+    pub fn with_sources(mut self, sources: &[&'static str]) -> Self {
+        self.sources = sources.to_vec();
+        self
     }
 
     pub async fn run(mut self, mut updates: mpsc::Receiver<SourceUpdate>) {
@@ -71,9 +90,13 @@ impl PodManager {
 
     fn apply(&mut self, update: SourceUpdate) {
         let mut errors_now = HashSet::new();
+        let reported = self
+            .reported_errors
+            .remove(update.source)
+            .unwrap_or_default();
         for err in &update.errors {
             let text = err.to_string();
-            if !self.reported_errors.contains(&text) {
+            if !reported.contains(&text) {
                 self.ctx.events.warning(
                     &err.file().display().to_string(),
                     None,
@@ -83,19 +106,18 @@ impl PodManager {
             }
             errors_now.insert(text);
         }
-        self.reported_errors = errors_now;
+        self.reported_errors.insert(update.source, errors_now);
+        self.snapshots.insert(update.source, update.pods);
+        let sources_ready = self.sources.iter().all(|s| self.snapshots.contains_key(s));
 
-        let wanted: HashMap<String, Pod> = update
-            .pods
-            .into_iter()
-            .map(|p| (p.metadata.uid.clone().unwrap_or_default(), p))
-            .collect();
+        let (wanted, deleting) = merge_snapshots(&self.snapshots);
         let mut leftovers = self.leftovers.take().unwrap_or_default();
 
         for (uid, handle) in &mut self.workers {
             if !wanted.contains_key(uid) && !handle.stopping {
                 handle.stopping = true;
-                let _ = handle.tx.try_send(WorkerMsg::Stop { grace: None });
+                let grace = deleting.get(uid).copied().flatten();
+                let _ = handle.tx.try_send(WorkerMsg::Stop { grace });
             }
         }
         self.waiting
@@ -104,7 +126,7 @@ impl PodManager {
         // Pods of the previous agent process that nobody wants any more.
         let unwanted: Vec<String> = leftovers
             .keys()
-            .filter(|uid| !wanted.contains_key(*uid))
+            .filter(|uid| sources_ready && !wanted.contains_key(*uid))
             .cloned()
             .collect();
         for uid in unwanted {
@@ -134,6 +156,9 @@ impl PodManager {
             } else {
                 self.spawn(pod, adopted);
             }
+        }
+        if !sources_ready {
+            self.leftovers = Some(leftovers);
         }
     }
 
@@ -182,6 +207,28 @@ impl PodManager {
             }
         }
     }
+}
+
+/// The union of all sources' snapshots by UID, and the pods being deleted
+/// (`deletionTimestamp` set) with their grace period: those are not wanted.
+fn merge_snapshots(
+    snapshots: &HashMap<&'static str, Vec<Pod>>,
+) -> (HashMap<String, Pod>, HashMap<String, Option<Duration>>) {
+    let mut wanted = HashMap::new();
+    let mut deleting = HashMap::new();
+    for pod in snapshots.values().flatten() {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .map(|s| Duration::from_secs(s.max(0) as u64));
+            deleting.insert(uid, grace);
+        } else {
+            wanted.insert(uid, pod.clone());
+        }
+    }
+    (wanted, deleting)
 }
 
 /// Pods the previous agent process left under `<root>/pods`.

@@ -862,6 +862,16 @@ fn create_and_start(
             crate::error_chain(&e)
         )))
     })?;
+    let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir)
+        .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    // A subPath that does not exist yet is created, as the kubelet does.
+    if let Ok(mounts) = spec::volume_mounts(container, &volumes) {
+        for (source, _, _) in mounts {
+            if !source.exists() {
+                let _ = std::fs::create_dir_all(&source);
+            }
+        }
+    }
     let termination_log = bundle.join("termination-log");
     // 0666 as kubelet makes it: a container running as any user may write its message.
     std::fs::write(&termination_log, b"")
@@ -887,6 +897,7 @@ fn create_and_start(
         cgroups_path: &cgroup.to_string(),
         limits: &limits,
         passwd: &passwd,
+        volumes: &volumes,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),
             container
@@ -976,6 +987,8 @@ pub(crate) fn remove_pod_dir(dir: &Path) {
             let _ = image::remove_rootfs(&e.path());
         }
     }
+    // Memory-backed emptyDirs and anything else still mounted under the pod.
+    crate::runtime::volumes::unmount_below(dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 

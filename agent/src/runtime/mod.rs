@@ -14,3 +14,4 @@ pub mod init;
 pub mod sandbox;
 pub mod shim;
 pub mod spec;
+pub mod volumes;

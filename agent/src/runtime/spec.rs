@@ -79,6 +79,14 @@ pub enum SpecError {
     UnknownUser { container: String, user: String },
     #[error("container {container:?}: securityContext.capabilities: unknown capability {name:?}")]
     UnknownCapability { container: String, name: String },
+    #[error("container {container:?}: volumeMounts: volume {volume:?} not found")]
+    UnknownVolume { container: String, volume: String },
+    #[error("container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} must be a relative path inside the volume")]
+    BadSubPath {
+        container: String,
+        volume: String,
+        sub_path: String,
+    },
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -123,6 +131,38 @@ pub struct SpecInputs<'a> {
     pub passwd: &'a dyn Fn(&str) -> Option<(u32, u32)>,
     /// From [`oom_score_adj`]: who the kernel kills first when the node runs out.
     pub oom_score_adj: i32,
+    /// Where each of the pod's volumes is on the node, by name.
+    pub volumes: &'a std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// Each `volumeMounts` entry as (node path, container path, read-only).
+pub fn volume_mounts(
+    container: &Container,
+    volumes: &std::collections::BTreeMap<String, PathBuf>,
+) -> Result<Vec<(PathBuf, String, bool)>, SpecError> {
+    let mut out = Vec::new();
+    for vm in container.volume_mounts.iter().flatten() {
+        let base = volumes.get(&vm.name).ok_or_else(|| SpecError::UnknownVolume {
+            container: container.name.clone(),
+            volume: vm.name.clone(),
+        })?;
+        let source = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            None => base.clone(),
+            Some(sub) => {
+                let p = Path::new(sub);
+                if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+                    return Err(SpecError::BadSubPath {
+                        container: container.name.clone(),
+                        volume: vm.name.clone(),
+                        sub_path: sub.to_string(),
+                    });
+                }
+                base.join(p)
+            }
+        };
+        out.push((source, vm.mount_path.clone(), vm.read_only.unwrap_or(false)));
+    }
+    Ok(out)
 }
 
 /// kubelet's OOM score policy: Guaranteed containers last (-997), BestEffort
@@ -535,6 +575,9 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,
     ];
+    for (source, dest, readonly) in volume_mounts(container, inputs.volumes)? {
+        mounts.push(bind(&dest, &source, readonly)?);
+    }
     if privileged {
         // A privileged container sees the node's devices, as on Kubernetes.
         mounts[1] = bind("/dev", Path::new("/dev"), false)?;

@@ -289,9 +289,21 @@ pub struct PodEntry {
 }
 
 /// The agent's view of all its pods, written by pod workers, read by the API.
-#[derive(Clone, Default)]
+/// Every write bumps a generation counter that the status manager watches, so
+/// it learns of changes without polling.
+#[derive(Clone)]
 pub struct PodStatusStore {
     inner: Arc<RwLock<BTreeMap<String, PodEntry>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for PodStatusStore {
+    fn default() -> Self {
+        PodStatusStore {
+            inner: Default::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl PodStatusStore {
@@ -300,9 +312,15 @@ impl PodStatusStore {
             .write()
             .expect("lock")
             .insert(uid.to_string(), entry);
+        self.changes.send_modify(|g| *g += 1);
     }
     pub fn remove(&self, uid: &str) {
         self.inner.write().expect("lock").remove(uid);
+        self.changes.send_modify(|g| *g += 1);
+    }
+    /// Wakes up on every later `set` or `remove`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
     pub fn list(&self) -> Vec<PodEntry> {
         self.inner.read().expect("lock").values().cloned().collect()

@@ -127,9 +127,8 @@ impl TopModel {
                 let resources = container.resources.as_ref();
                 let request = |r: &str| resources?.requests.as_ref()?.get(r).cloned();
                 let limit = |r: &str| resources?.limits.as_ref()?.get(r).cloned();
-                let running = status.is_some_and(|s| {
-                    s.state.as_ref().is_some_and(|st| st.running.is_some())
-                });
+                let running =
+                    status.is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
                 let found = stats.get(&key).filter(|_| running);
                 let cs = found.map(|f| &f.0);
                 let (cpu, throttled) = match found {
@@ -201,7 +200,9 @@ impl TopModel {
         let prev = self.previous.insert(key.clone(), now);
         match prev {
             // A counter that went down is a new container (a restart): no rate yet.
-            Some(p) if now.at - p.at > 0.05 && now.cpu_ns >= p.cpu_ns && now.periods >= p.periods => {
+            Some(p)
+                if now.at - p.at > 0.05 && now.cpu_ns >= p.cpu_ns && now.periods >= p.periods =>
+            {
                 let cores = (now.cpu_ns - p.cpu_ns) as f64 / ((now.at - p.at) * 1e9);
                 let container = share((p.periods, p.throttled), (now.periods, now.throttled));
                 let pod = share(
@@ -224,7 +225,9 @@ impl TopModel {
 }
 
 /// Every container's stats, with its pod's throttling when it is the pod's only container.
-fn container_stats(summary: &Summary) -> HashMap<ContainerKey, (ContainerStats, Option<Throttling>)> {
+fn container_stats(
+    summary: &Summary,
+) -> HashMap<ContainerKey, (ContainerStats, Option<Throttling>)> {
     let mut out = HashMap::new();
     for pod in &summary.pods {
         let pod_throttling = (pod.containers.len() == 1)
@@ -336,7 +339,11 @@ pub fn parse_selector(s: &str) -> Result<Vec<Requirement>, String> {
 
 impl RowFilter {
     pub fn matches(&self, row: &Row) -> bool {
-        if self.namespace.as_ref().is_some_and(|ns| *ns != row.key.namespace) {
+        if self
+            .namespace
+            .as_ref()
+            .is_some_and(|ns| *ns != row.key.namespace)
+        {
             return false;
         }
         let labels = &row.labels;
@@ -346,13 +353,17 @@ impl RowFilter {
             Requirement::Exists(k) => labels.contains_key(k),
             Requirement::NotExists(k) => !labels.contains_key(k),
         });
-        let name = format!("{}/{}/{}", row.key.namespace, row.key.pod, row.key.container);
+        let name = format!(
+            "{}/{}/{}",
+            row.key.namespace, row.key.pod, row.key.container
+        );
         selected && (self.text.is_empty() || name.contains(&self.text))
     }
 
     /// Events about the pods this filter lets through.
     pub fn matches_event(&self, e: &Event, rows: &[Row]) -> bool {
-        rows.iter().any(|r| e.object == format!("{}/{}", r.key.namespace, r.key.pod))
+        rows.iter()
+            .any(|r| e.object == format!("{}/{}", r.key.namespace, r.key.pod))
             || (self.namespace.is_none() && self.selector.is_empty() && self.text.is_empty())
     }
 }
@@ -492,8 +503,15 @@ mod tests {
         });
         model.update(&pod_level);
         pod_level.at = 13.0;
-        pod_level.summary.pods[0].containers[0].cpu.usage_core_nano_seconds = 1_600_000_000;
-        pod_level.summary.pods[0].containers[0].cpu.throttling.as_mut().unwrap().nr_periods = 130;
+        pod_level.summary.pods[0].containers[0]
+            .cpu
+            .usage_core_nano_seconds = 1_600_000_000;
+        pod_level.summary.pods[0].containers[0]
+            .cpu
+            .throttling
+            .as_mut()
+            .unwrap()
+            .nr_periods = 130;
         pod_level.summary.pods[0].cpu.throttling = Some(Throttling {
             nr_periods: 20,
             nr_throttled: 20,
@@ -519,9 +537,12 @@ mod tests {
         };
         let rows = model.update(&Snapshot {
             at: 1.0,
-            pods: vec![pod("hog", serde_json::json!({"containerStatuses": [{
+            pods: vec![pod(
+                "hog",
+                serde_json::json!({"containerStatuses": [{
                 "name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 3,
-                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}))],
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+            )],
             summary: Summary::default(),
             events: Some(vec![
                 ev("OOMKilled", "c"),

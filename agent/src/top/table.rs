@@ -89,7 +89,11 @@ pub fn render(rows: &[Row]) -> String {
                 r.key.namespace.clone(),
                 r.key.pod.clone(),
                 r.key.container.clone(),
-                if r.qos.is_empty() { "-".into() } else { r.qos.clone() },
+                if r.qos.is_empty() {
+                    "-".into()
+                } else {
+                    r.qos.clone()
+                },
                 cores(r.cpu),
                 cores(r.cpu_request),
                 cores(r.cpu_limit),

@@ -81,7 +81,12 @@ fn footer_line(view: &View) -> Line<'static> {
             Span::raw(format!("{}▏ (Enter: keep, Esc: clear)", view.filter_text)),
         ]);
     }
-    let key = |k: &str| Span::styled(format!(" {k} "), Style::new().add_modifier(Modifier::REVERSED));
+    let key = |k: &str| {
+        Span::styled(
+            format!(" {k} "),
+            Style::new().add_modifier(Modifier::REVERSED),
+        )
+    };
     let mut spans = vec![
         key("q"),
         Span::raw(" quit "),
@@ -100,7 +105,7 @@ fn footer_line(view: &View) -> Line<'static> {
             " events:all".to_string()
         }),
     ];
-    spans.push(Span::raw("  THR=throttled periods"));
+    spans.push(Span::raw("  THR=throttled"));
     Line::from(spans)
 }
 
@@ -121,9 +126,7 @@ fn throttle_style(share: Option<f64>) -> Style {
 
 fn memory_style(r: &Row) -> Style {
     match (r.memory, r.memory_limit) {
-        (Some(m), Some(l)) if l > 0 && m as f64 >= 0.9 * l as f64 => {
-            Style::new().fg(Color::Red)
-        }
+        (Some(m), Some(l)) if l > 0 && m as f64 >= 0.9 * l as f64 => Style::new().fg(Color::Red),
         _ => Style::new(),
     }
 }
@@ -142,8 +145,21 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
     let (headers, widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec![
-                "NAMESPACE", "POD", "CONTAINER", "QOS", "CPU", "REQ", "LIMIT", "USE", "THR",
-                "MEMORY", "MLIMIT", "OOM", "RST", "STATE", "CPU HISTORY",
+                "NAMESPACE",
+                "POD",
+                "CONTAINER",
+                "QOS",
+                "CPU",
+                "REQ",
+                "LIMIT",
+                "USE",
+                "THR",
+                "MEMORY",
+                "MLIMIT",
+                "OOM",
+                "RST",
+                "STATE",
+                "CPU HISTORY",
             ],
             vec![
                 Constraint::Length(10),
@@ -166,7 +182,16 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
     } else {
         (
             vec![
-                "POD/CONTAINER", "QOS", "CPU", "LIM", "USE", "THR", "MEM", "MLIM", "OOM", "RST",
+                "POD/CONTAINER",
+                "QOS",
+                "CPU",
+                "LIM",
+                "USE",
+                "THR",
+                "MEM",
+                "MLIM",
+                "OOM",
+                "RST",
                 "HISTORY",
             ],
             vec![
@@ -230,7 +255,8 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
         cells.push(Cell::from(history).style(Style::new().fg(Color::Cyan)));
         TableRow::new(cells)
     });
-    let header = TableRow::new(headers).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let header = TableRow::new(headers)
+        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let table = Table::new(rows, widths).header(header).column_spacing(1);
     frame.render_widget(table, area);
 }
@@ -262,7 +288,11 @@ fn draw_events(frame: &mut Frame, area: Rect, view: &View) {
             } else {
                 Style::new()
             };
-            let pod = e.object.split_once('/').map(|(_, p)| p).unwrap_or(&e.object);
+            let pod = e
+                .object
+                .split_once('/')
+                .map(|(_, p)| p)
+                .unwrap_or(&e.object);
             let who = match e.container() {
                 Some(c) => format!("{pod}/{c}"),
                 None => pod.to_string(),

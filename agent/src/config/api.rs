@@ -1,0 +1,162 @@
+//! The apiserver pod source (kubelet's `config/apiserver.go`): a watch of the
+//! pods bound to this node (`spec.nodeName=<node>`), kept in a reflector store
+//! and sent as full snapshots like the file source's. Pods from the API keep
+//! the UID the apiserver gave them. Mirror pods (the API's view of this node's
+//! static pods) are in the store but never in a snapshot: the file source
+//! runs those.
+//!
+//! The store is shared: the status manager and the event sink read the API's
+//! view of this node's pods from it instead of asking the apiserver.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
+
+use super::SourceUpdate;
+use super::manifest::apply_pod_defaults;
+
+/// `kubernetes.io/config.source` of pods from the apiserver.
+pub const SOURCE_API: &str = "api";
+/// The annotation that marks a mirror pod; its value is the static pod's UID.
+pub const CONFIG_MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+pub struct ApiSource {
+    client: Client,
+    node_name: String,
+    reader: Store<Pod>,
+    writer: reflector::store::Writer<Pod>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+/// The static pod UID a mirror pod stands for, if `pod` is a mirror pod.
+pub fn mirror_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(CONFIG_MIRROR_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// What the API wants this node to run: its pods minus mirror pods, with the
+/// defaults the agent relies on, in a stable order.
+pub fn desired_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Pod> {
+    let mut out: Vec<Pod> = pods
+        .into_iter()
+        .filter(|p| mirror_of(p).is_none() && p.metadata.uid.is_some())
+        .map(|p| {
+            let mut pod = p.clone();
+            pod.status = None;
+            apply_pod_defaults(&mut pod);
+            pod
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    out
+}
+
+impl ApiSource {
+    pub fn new(client: Client, node_name: String) -> Self {
+        let (reader, writer) = reflector::store();
+        ApiSource {
+            client,
+            node_name,
+            reader,
+            writer,
+            changes: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// The API's pods of this node, as last seen.
+    pub fn store(&self) -> Store<Pod> {
+        self.reader.clone()
+    }
+
+    /// Wakes up whenever the store changed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub async fn run(self, tx: mpsc::Sender<SourceUpdate>) {
+        let api: Api<Pod> = Api::all(self.client);
+        let selector = format!("spec.nodeName={}", self.node_name);
+        let cfg = watcher::Config::default().fields(&selector);
+        // The watcher re-lists after errors with back-off; the store is swapped
+        // whole on each re-list (`InitDone`), so a snapshot is never partial.
+        let stream = reflector::reflector(self.writer, watcher(api, cfg).default_backoff());
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(_))
+                | Ok(watcher::Event::Delete(_))
+                | Ok(watcher::Event::InitDone) => {
+                    let state = self.reader.state();
+                    let update = SourceUpdate {
+                        source: SOURCE_API,
+                        pods: desired_pods(state.iter().map(|p| p.as_ref())),
+                        errors: vec![],
+                    };
+                    self.changes.send_modify(|g| *g += 1);
+                    if tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("watching the pods of this node: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod(name: &str, mirror: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                uid: Some(format!("uid-{name}")),
+                annotations: mirror
+                    .then(|| [(CONFIG_MIRROR_ANNOTATION.to_string(), "abc".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mirror_pods_are_not_run_and_api_pods_keep_their_uid() {
+        let pods = [
+            pod("web", false),
+            pod("static-node1", true),
+            pod("db", false),
+        ];
+        let desired = desired_pods(pods.iter());
+        let names: Vec<_> = desired
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["db", "web"]);
+        assert_eq!(desired[1].metadata.uid.as_deref(), Some("uid-web"));
+        let spec = desired[1].spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    }
+}

@@ -1,0 +1,138 @@
+//! The event sink (kubelet's event broadcaster to the apiserver): every event
+//! the agent records about a pod becomes a core/v1 Event, with the pod as its
+//! involvedObject and `kubelet` as its source. A repeat of the same event
+//! (same pod, container, reason and message) bumps `count` and
+//! `lastTimestamp` of the first, as kubelet's event correlator does.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::events::Event as AgentEvent;
+
+/// Remembered series at most; past that, repeats start new Events.
+const KEEP_SERIES: usize = 4096;
+
+/// The Event for `ev` about `pod` on `node`, pure.
+pub fn render_event(ev: &AgentEvent, pod: &Pod, node: &str) -> Event {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let nanos = ev.time.as_nanosecond();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{nanos:x}")),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(ns),
+            name: Some(name),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            field_path: ev.field_path.clone(),
+        },
+        reason: Some(ev.reason.clone()),
+        message: Some(ev.message.clone()),
+        type_: Some(ev.type_.into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.into()),
+        }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        count: Some(1),
+        first_timestamp: Some(Time(ev.time)),
+        last_timestamp: Some(Time(ev.time)),
+        ..Default::default()
+    }
+}
+
+pub struct EventSink {
+    pub client: Client,
+    pub node: String,
+    pub pods: Store<Pod>,
+}
+
+type SeriesKey = (String, Option<String>, String, String);
+
+impl EventSink {
+    /// The API pod an event is about: the pod itself, or a static pod's
+    /// mirror. Events recorded before the mirror exists wait for it a little.
+    async fn involved(&self, object: &str) -> Option<Pod> {
+        let (ns, name) = object.split_once('/')?;
+        if ns.is_empty() || name.contains('/') {
+            return None; // a manifest file, not a pod
+        }
+        let key = ObjectRef::<Pod>::new(name).within(ns);
+        for _ in 0..25 {
+            if let Some(p) = self.pods.get(&key) {
+                return Some((*p).clone());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+
+    pub async fn run(self, mut events: broadcast::Receiver<AgentEvent>) {
+        let mut series: HashMap<SeriesKey, (String, String, i32)> = HashMap::new();
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} events were not sent to the apiserver");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(pod) = self.involved(&ev.object).await else {
+                continue;
+            };
+            let key: SeriesKey = (
+                pod.metadata.uid.clone().unwrap_or_default(),
+                ev.field_path.clone(),
+                ev.reason.clone(),
+                ev.message.clone(),
+            );
+            if let Some((ns, name, count)) = series.get_mut(&key) {
+                let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+                *count += 1;
+                let patch = json!({"count": *count, "lastTimestamp": Time(ev.time)});
+                match api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => continue,
+                    Err(e) => tracing::debug!("updating event {name}: {e}"),
+                }
+                series.remove(&key);
+            }
+            let event = render_event(&ev, &pod, &self.node);
+            let ns = event.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+            match api.create(&PostParams::default(), &event).await {
+                Ok(created) => {
+                    if series.len() >= KEEP_SERIES {
+                        series.clear();
+                    }
+                    series.insert(key, (ns, created.metadata.name.unwrap_or_default(), 1));
+                }
+                Err(e) => {
+                    tracing::warn!(object = %ev.object, reason = %ev.reason, "sending an event: {e}")
+                }
+            }
+        }
+    }
+}

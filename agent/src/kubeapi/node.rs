@@ -1,0 +1,470 @@
+//! The Node object and its heartbeats (kubelet's `nodestatus` and
+//! `nodelease`): register the node (or take over an existing one), renew its
+//! Lease in `kube-node-lease` every 10 s, and send the node status when it
+//! changes and at least every 5 minutes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::KubeApiError;
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub const LEASE_DURATION_SECONDS: i32 = 40;
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// How often the node status is checked for changes.
+const STATUS_CHECK: Duration = Duration::from_secs(10);
+/// The status is sent at least this often even when nothing changed.
+const STATUS_REPORT: Duration = Duration::from_secs(300);
+/// Pod slots per node, kubelet's `--max-pods` default.
+pub const MAX_PODS: i64 = 110;
+/// The Kubernetes version whose kubelet this agent stands in for.
+pub const KUBELET_VERSION: &str = "v1.33.0";
+
+/// What the node looks like from this host; everything `render_node` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    pub name: String,
+    pub internal_ip: String,
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub ephemeral_storage_bytes: u64,
+    pub kernel_version: String,
+    pub os_image: String,
+    pub machine_id: String,
+    pub boot_id: String,
+    pub kubelet_port: u16,
+    pub memory_pressure: bool,
+    pub disk_pressure: bool,
+}
+
+/// `amd64`/`arm64`, as `GOARCH` names them.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn meminfo(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+/// The address a packet to the outside world would leave from: the
+/// default-route interface's. No packet is sent (UDP connect only picks a route).
+pub fn default_route_ip() -> Option<String> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("203.0.113.1:9").ok()?;
+    Some(sock.local_addr().ok()?.ip().to_string())
+}
+
+impl NodeFacts {
+    /// Reads the host: CPUs, memory, the filesystem of `root_dir`, kernel, OS.
+    pub fn gather(name: &str, internal_ip: &str, root_dir: &Path, kubelet_port: u16) -> Self {
+        let os_image = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| "Linux".into());
+        let (storage, disk_pressure) = match nix::sys::statvfs::statvfs(root_dir) {
+            Ok(st) => {
+                let total = st.blocks() as u64 * st.fragment_size() as u64;
+                let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+                // kubelet's default hard eviction threshold: nodefs.available < 10%.
+                (total, total > 0 && avail * 10 < total)
+            }
+            Err(_) => (0, false),
+        };
+        let memory = meminfo("MemTotal").unwrap_or(0);
+        let available = meminfo("MemAvailable").unwrap_or(memory);
+        NodeFacts {
+            name: name.to_string(),
+            internal_ip: internal_ip.to_string(),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            memory_bytes: memory,
+            ephemeral_storage_bytes: storage,
+            kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
+            os_image,
+            machine_id: read_trimmed("/etc/machine-id"),
+            boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
+            kubelet_port,
+            // kubelet's default hard eviction threshold: memory.available < 100Mi.
+            memory_pressure: available < 100 * 1024 * 1024,
+            disk_pressure,
+        }
+    }
+}
+
+pub fn node_labels(name: &str) -> BTreeMap<String, String> {
+    [
+        ("kubernetes.io/hostname", name),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", go_arch()),
+        ("beta.kubernetes.io/os", "linux"),
+        ("beta.kubernetes.io/arch", go_arch()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn condition(kind: &str, bad: bool, reason: &str, message: &str, now: Timestamp) -> NodeCondition {
+    let ok_status = if kind == "Ready" { !bad } else { bad };
+    NodeCondition {
+        type_: kind.into(),
+        status: if ok_status { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(Time(now)),
+        last_transition_time: Some(Time(now)),
+    }
+}
+
+/// The node status as the kubelet reports it (`setNodeStatus`), pure.
+/// Transition times are `now`; [`carry_transitions`] keeps older ones.
+pub fn render_status(f: &NodeFacts, now: Timestamp) -> NodeStatus {
+    let q = |s: String| Quantity(s);
+    let resources: BTreeMap<String, Quantity> = [
+        ("cpu", q(f.cpus.to_string())),
+        ("memory", q(format!("{}Ki", f.memory_bytes / 1024))),
+        ("pods", q(MAX_PODS.to_string())),
+        (
+            "ephemeral-storage",
+            q(format!("{}Ki", f.ephemeral_storage_bytes / 1024)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let pressure = |kind, bad, yes, no| {
+        let (reason, message) = if bad { yes } else { no };
+        condition(kind, bad, reason, message, now)
+    };
+    NodeStatus {
+        capacity: Some(resources.clone()),
+        allocatable: Some(resources),
+        conditions: Some(vec![
+            pressure(
+                "MemoryPressure",
+                f.memory_pressure,
+                (
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                ),
+                (
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
+            ),
+            pressure(
+                "DiskPressure",
+                f.disk_pressure,
+                ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+                ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ),
+            pressure(
+                "PIDPressure",
+                false,
+                (
+                    "KubeletHasInsufficientPID",
+                    "kubelet has insufficient PID available",
+                ),
+                (
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
+            ),
+            condition(
+                "Ready",
+                false,
+                "KubeletReady",
+                "kubelet is posting ready status",
+                now,
+            ),
+        ]),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: f.internal_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: f.name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: f.kubelet_port as i32,
+            }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: go_arch().into(),
+            operating_system: "linux".into(),
+            kernel_version: f.kernel_version.clone(),
+            os_image: f.os_image.clone(),
+            container_runtime_version: format!("kubelab://{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: KUBELET_VERSION.into(),
+            kube_proxy_version: String::new(),
+            machine_id: f.machine_id.clone(),
+            system_uuid: f.machine_id.clone(),
+            boot_id: f.boot_id.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Keeps `lastTransitionTime` of conditions whose status did not change.
+pub fn carry_transitions(new: &mut NodeStatus, old: Option<&NodeStatus>) {
+    let old = old.and_then(|o| o.conditions.as_ref());
+    for c in new.conditions.iter_mut().flatten() {
+        if let Some(prev) = old.and_then(|o| o.iter().find(|p| p.type_ == c.type_))
+            && prev.status == c.status
+            && prev.last_transition_time.is_some()
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+}
+
+/// The status without its timestamps: what decides whether it "changed".
+fn status_shape(s: &NodeStatus) -> serde_json::Value {
+    let mut s = s.clone();
+    for c in s.conditions.iter_mut().flatten() {
+        c.last_heartbeat_time = None;
+        c.last_transition_time = None;
+    }
+    serde_json::to_value(s).unwrap_or_default()
+}
+
+pub struct NodeAgent {
+    pub client: Client,
+    pub name: String,
+    pub internal_ip: String,
+    pub root_dir: std::path::PathBuf,
+    pub kubelet_port: u16,
+}
+
+impl NodeAgent {
+    fn facts(&self) -> NodeFacts {
+        NodeFacts::gather(
+            &self.name,
+            &self.internal_ip,
+            &self.root_dir,
+            self.kubelet_port,
+        )
+    }
+
+    /// Creates the Node, or takes over one of the same name; returns its UID.
+    async fn register(&self) -> Result<Node, KubeApiError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(node_labels(&self.name)),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(render_status(&self.facts(), Timestamp::now())),
+        };
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(n) => Ok(n),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                let patch = json!({"metadata": {"labels": node_labels(&self.name)}});
+                Ok(nodes
+                    .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Registers the node (retrying until the apiserver answers), publishes
+    /// its UID, then keeps the lease and the status fresh forever.
+    pub async fn run(self, node_uid: watch::Sender<Option<String>>) {
+        let node = loop {
+            match self.register().await {
+                Ok(n) => break n,
+                Err(e) => {
+                    tracing::warn!(node = %self.name, "registering the node: {e}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        let uid = node.metadata.uid.clone().unwrap_or_default();
+        tracing::info!(node = %self.name, %uid, "node registered");
+        let _ = node_uid.send(Some(uid.clone()));
+
+        let lease = tokio::spawn(renew_lease(self.client.clone(), self.name.clone(), uid));
+        let mut last_sent: Option<(NodeStatus, tokio::time::Instant)> = None;
+        let mut previous = node.status.clone();
+        let mut tick = tokio::time::interval(STATUS_CHECK);
+        loop {
+            tick.tick().await;
+            let mut status = render_status(&self.facts(), Timestamp::now());
+            carry_transitions(&mut status, previous.as_ref());
+            let due = match &last_sent {
+                None => true,
+                Some((old, at)) => {
+                    status_shape(old) != status_shape(&status) || at.elapsed() >= STATUS_REPORT
+                }
+            };
+            if !due {
+                continue;
+            }
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            let patch = json!({ "status": status });
+            match nodes
+                .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    previous = Some(status.clone());
+                    last_sent = Some((status, tokio::time::Instant::now()));
+                }
+                Err(e) => tracing::warn!(node = %self.name, "updating the node status: {e}"),
+            }
+            if lease.is_finished() {
+                break;
+            }
+        }
+    }
+}
+
+/// The node's Lease, owned by the Node so it goes with it.
+pub fn render_lease(node: &str, node_uid: &str, now: Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(node.into()),
+            namespace: Some(LEASE_NAMESPACE.into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: node.into(),
+                uid: node_uid.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node.into()),
+            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn renew_lease(client: Client, node: String, node_uid: String) {
+    let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    loop {
+        tick.tick().await;
+        let now = Timestamp::now();
+        let patch = json!({"spec": {"holderIdentity": node, "renewTime": MicroTime(now),
+            "leaseDurationSeconds": LEASE_DURATION_SECONDS}});
+        let result = match leases
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.is_not_found() => leases
+                .create(&PostParams::default(), &render_lease(&node, &node_uid, now))
+                .await
+                .map(|_| ()),
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(%node, "renewing the node lease: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            name: "node1".into(),
+            internal_ip: "10.0.0.5".into(),
+            cpus: 2,
+            memory_bytes: 4 * 1024 * 1024 * 1024,
+            ephemeral_storage_bytes: 20 * 1024 * 1024 * 1024,
+            kernel_version: "6.1.0".into(),
+            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
+            machine_id: "m".into(),
+            boot_id: "b".into(),
+            kubelet_port: 10250,
+            memory_pressure: false,
+            disk_pressure: false,
+        }
+    }
+
+    #[test]
+    fn status_reports_capacity_addresses_and_ready() {
+        let st = render_status(&facts(), Timestamp::UNIX_EPOCH);
+        let cap = st.capacity.unwrap();
+        assert_eq!(cap["cpu"].0, "2");
+        assert_eq!(cap["memory"].0, "4194304Ki");
+        assert_eq!(cap["pods"].0, "110");
+        let conds = st.conditions.unwrap();
+        let status = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().status.clone();
+        assert_eq!(status("Ready"), "True");
+        assert_eq!(status("MemoryPressure"), "False");
+        assert_eq!(status("DiskPressure"), "False");
+        assert_eq!(status("PIDPressure"), "False");
+        let addrs = st.addresses.unwrap();
+        assert_eq!(addrs[0].type_, "InternalIP");
+        assert_eq!(addrs[0].address, "10.0.0.5");
+        assert_eq!(addrs[1].address, "node1");
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let old = render_status(&facts(), Timestamp::UNIX_EPOCH);
+        let mut f = facts();
+        f.memory_pressure = true;
+        let mut new = render_status(&f, Timestamp::now());
+        carry_transitions(&mut new, Some(&old));
+        let conds = new.conditions.unwrap();
+        let find = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
+        assert_eq!(
+            find("Ready").last_transition_time,
+            Some(Time(Timestamp::UNIX_EPOCH))
+        );
+        assert_ne!(
+            find("MemoryPressure").last_transition_time,
+            Some(Time(Timestamp::UNIX_EPOCH))
+        );
+        assert_eq!(find("MemoryPressure").status, "True");
+        assert_eq!(node_labels("node1")["kubernetes.io/hostname"], "node1");
+    }
+}

@@ -1,0 +1,267 @@
+//! The status manager (kubelet's `status_manager` and `mirror_client`): sends
+//! each pod's status, exactly as `/pods` shows it, through the `status`
+//! subresource when it changed; keeps a mirror pod for every static pod; and
+//! finishes the deletion of pods whose containers are gone.
+//!
+//! It reads the API's view of this node's pods from the pod source's store
+//! and wakes up when either that store or the agent's status store changes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::config::SOURCE_FILE;
+use crate::config::api::{CONFIG_MIRROR_ANNOTATION, mirror_of};
+use crate::config::manifest::CONFIG_SOURCE_ANNOTATION;
+use crate::status::PodStatusStore;
+
+/// Even without changes, look again this often (recreate deleted mirrors,
+/// retry failed writes, remove mirrors of manifests removed while down).
+const RESYNC: Duration = Duration::from_secs(10);
+
+fn is_static(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_SOURCE_ANNOTATION))
+        .is_some_and(|s| s == SOURCE_FILE)
+}
+
+/// The mirror pod of a static pod: the same pod, without the identity the
+/// apiserver assigns, marked as a mirror and owned by the node (kubelet's
+/// `CreateMirrorPod`).
+pub fn render_mirror(static_pod: &Pod, node: &str, node_uid: &str) -> Pod {
+    let m = &static_pod.metadata;
+    let mut annotations = m.annotations.clone().unwrap_or_default();
+    annotations.insert(
+        CONFIG_MIRROR_ANNOTATION.into(),
+        m.uid.clone().unwrap_or_default(),
+    );
+    Pod {
+        metadata: ObjectMeta {
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            labels: m.labels.clone(),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: node.into(),
+                uid: node_uid.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: static_pod.spec.clone(),
+        status: None,
+    }
+}
+
+pub struct StatusManager {
+    pub client: Client,
+    pub node: String,
+    pub status: PodStatusStore,
+    pub pods: Store<Pod>,
+    pub pod_changes: watch::Receiver<u64>,
+    pub node_uid: watch::Receiver<Option<String>>,
+}
+
+fn delete_exactly(uid: &str) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl StatusManager {
+    pub async fn run(mut self) {
+        let node_uid = loop {
+            if let Some(uid) = self.node_uid.borrow().clone() {
+                break uid;
+            }
+            if self.node_uid.changed().await.is_err() {
+                return;
+            }
+        };
+        if self.pods.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut local = self.status.subscribe();
+        let mut sync = Sync {
+            sent: HashMap::new(),
+            created: HashSet::new(),
+            node_uid,
+        };
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            let full = tokio::select! {
+                r = local.changed() => { if r.is_err() { return; } false }
+                r = self.pod_changes.changed() => { if r.is_err() { return; } false }
+                _ = resync.tick() => true,
+            };
+            // Coalesce a burst of changes (a worker publishes several in a row).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            local.mark_unchanged();
+            self.pod_changes.mark_unchanged();
+            sync.run(&self, full).await;
+        }
+    }
+}
+
+struct Sync {
+    /// The status last sent, by the API pod's UID.
+    sent: HashMap<String, Value>,
+    /// Static pod UIDs whose mirror this process made.
+    created: HashSet<String>,
+    node_uid: String,
+}
+
+impl Sync {
+    async fn run(&mut self, m: &StatusManager, full: bool) {
+        let entries = m.status.list();
+        let api_pods = m.pods.state();
+        let by_uid: HashMap<&str, &Pod> = api_pods
+            .iter()
+            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p.as_ref())))
+            .collect();
+        let by_name: HashMap<(&str, &str), &Pod> = api_pods
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    (
+                        p.metadata.namespace.as_deref()?,
+                        p.metadata.name.as_deref()?,
+                    ),
+                    p.as_ref(),
+                ))
+            })
+            .collect();
+        let mut live: HashSet<String> = HashSet::new();
+
+        for entry in &entries {
+            let pod = &entry.pod;
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            live.insert(uid.clone());
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(m.client.clone(), ns);
+            let target: Pod = if is_static(pod) {
+                match by_name.get(&(ns, name)) {
+                    Some(mirror)
+                        if mirror_of(mirror) == Some(uid.as_str())
+                            && mirror.metadata.deletion_timestamp.is_none() =>
+                    {
+                        (*mirror).clone()
+                    }
+                    Some(other) => {
+                        // A mirror of an older version of the manifest, one being
+                        // deleted through the API, or a pod that is no mirror:
+                        // it goes, and the next round creates ours.
+                        if mirror_of(other).is_some() {
+                            let other_uid = other.metadata.uid.clone().unwrap_or_default();
+                            tracing::info!(pod = %format!("{ns}/{name}"), "replacing the mirror pod");
+                            if let Err(e) =
+                                ignore_gone(api.delete(name, &delete_exactly(&other_uid)).await)
+                            {
+                                tracing::warn!(pod = %format!("{ns}/{name}"), "deleting the mirror pod: {e}");
+                            }
+                        }
+                        continue;
+                    }
+                    None => {
+                        let mirror = render_mirror(pod, &m.node, &self.node_uid);
+                        match api.create(&PostParams::default(), &mirror).await {
+                            Ok(created) => {
+                                self.created.insert(uid.clone());
+                                created
+                            }
+                            Err(e) => {
+                                tracing::warn!(pod = %format!("{ns}/{name}"), "creating the mirror pod: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                }
+            } else {
+                match by_uid.get(uid.as_str()) {
+                    Some(p) => (*p).clone(),
+                    None => continue,
+                }
+            };
+            let target_uid = target.metadata.uid.clone().unwrap_or_default();
+            let status = serde_json::to_value(&pod.status).unwrap_or_default();
+            if self.sent.get(&target_uid) == Some(&status) {
+                continue;
+            }
+            // The UID pins the patch to this very pod, not a namesake made since.
+            let patch = json!({"metadata": {"uid": target_uid}, "status": status});
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.sent.insert(target_uid, status);
+                }
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), "updating the pod status: {e}")
+                }
+            }
+        }
+
+        for p in &api_pods {
+            let (Some(ns), Some(name), Some(uid)) = (
+                p.metadata.namespace.as_deref(),
+                p.metadata.name.as_deref(),
+                p.metadata.uid.as_deref(),
+            ) else {
+                continue;
+            };
+            let api: Api<Pod> = Api::namespaced(m.client.clone(), ns);
+            let gone = match mirror_of(p) {
+                // A mirror whose static pod no longer runs. Those this process
+                // did not make are judged only on resyncs, once the manifests
+                // have surely been read.
+                Some(static_uid) => {
+                    !live.contains(static_uid) && (full || self.created.contains(static_uid))
+                }
+                // Being deleted, and its containers are gone: finish it.
+                None => p.metadata.deletion_timestamp.is_some() && !live.contains(uid),
+            };
+            if gone {
+                tracing::info!(pod = %format!("{ns}/{name}"), "deleting the pod from the API");
+                match ignore_gone(api.delete(name, &delete_exactly(uid)).await) {
+                    Ok(()) => {
+                        if let Some(s) = mirror_of(p) {
+                            self.created.remove(s);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %format!("{ns}/{name}"), "deleting the pod: {e}")
+                    }
+                }
+            }
+        }
+        self.sent.retain(|uid, _| by_uid.contains_key(uid.as_str()));
+    }
+}

@@ -1,0 +1,350 @@
+//! The agent as a cluster node: the real `kubelab-apiserver` on a free loopback
+//! port, the agent joined to it with `--kubeconfig`, and the real `kubectl`
+//! (its own cache dir per test) as the user's eyes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestNode;
+
+/// The apiserver binary of this workspace build (`cargo build --workspace`
+/// puts it next to the agent's).
+fn apiserver_bin() -> PathBuf {
+    let bin = common::agent_bin().with_file_name("kubelab-apiserver");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+struct ApiServer {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl ApiServer {
+    fn start() -> ApiServer {
+        let dir = tempfile::Builder::new()
+            .prefix("kubelab-apiserver-")
+            .tempdir()
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
+        let child = Command::new(apiserver_bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--bind-address", "127.0.0.1", "--secure-port"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kubelab-apiserver");
+        let server = ApiServer { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || !server.kubeconfig().exists()
+        {
+            assert!(Instant::now() < deadline, "apiserver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    fn kubectl_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new("/usr/bin/kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl; its stdout, or `None` when it failed.
+    fn try_kubectl(&self, args: &[&str]) -> Option<String> {
+        let out = self.kubectl_with(args, None);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl and asserts it succeeded.
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_with(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let out = self.kubectl_with(&["apply", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it yields a value; on time-out fails naming `what`,
+/// with the agent's log.
+fn wait_for<T>(
+    node: &TestNode,
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            let log = node.agent_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\nagent log (tail):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The cells of the `kubectl get` row whose first cell is `name`.
+fn row(table: &str, name: &str) -> Option<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|cells| cells.first().map(String::as_str) == Some(name))
+}
+
+fn join(api: &ApiServer) -> TestNode {
+    let kubeconfig = api.kubeconfig();
+    TestNode::start_with(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-ip",
+        "127.0.0.1",
+    ])
+}
+
+fn api_pod(name: &str, node: &str, body: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 2\n{body}"
+    )
+}
+
+const SLEEPER: &str = "  containers:
+  - name: main
+    image: busybox
+    command: [\"sh\", \"-c\", \"exec sleep 3600\"]
+";
+
+#[test]
+fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
+    let api = ApiServer::start();
+    let node = join(&api);
+    let name = node.node_name.clone();
+
+    let ready = wait_for(&node, "the node Ready", Duration::from_secs(20), || {
+        let cells = row(&api.try_kubectl(&["get", "nodes"])?, &name)?;
+        (cells[1] == "Ready").then_some(cells)
+    });
+    assert_eq!(ready[4], "v1.33.0", "VERSION is the kubelet version: {ready:?}");
+    let labels = api.kubectl(&[
+        "get",
+        "node",
+        &name,
+        "-o",
+        "jsonpath={.metadata.labels.kubernetes\\.io/hostname} {.metadata.labels.kubernetes\\.io/os} {.status.capacity.pods} {.status.addresses[0].type}={.status.addresses[0].address}",
+    ]);
+    assert_eq!(labels, format!("{name} linux 110 InternalIP=127.0.0.1"));
+    let holder = wait_for(&node, "the node lease", Duration::from_secs(15), || {
+        api.try_kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            &name,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    });
+    assert_eq!(holder, name);
+
+    // A pod bound to the node runs, with the UID the apiserver gave it.
+    api.apply(&api_pod("sleeper", &name, SLEEPER));
+    wait_for(&node, "sleeper Running in kubectl", Duration::from_secs(30), || {
+        let cells = row(&api.try_kubectl(&["get", "pods"])?, "sleeper")?;
+        (cells[1] == "1/1" && cells[2] == "Running").then_some(())
+    });
+    let api_uid = api.kubectl(&["get", "pod", "sleeper", "-o", "jsonpath={.metadata.uid}"]);
+    let local = node
+        .pods()
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "sleeper")
+        .expect("sleeper in the agent's /pods");
+    assert_eq!(local["metadata"]["uid"], api_uid.as_str());
+    let status = api.kubectl(&[
+        "get",
+        "pod",
+        "sleeper",
+        "-o",
+        "jsonpath={.status.hostIP} {.status.qosClass} {.status.containerStatuses[0].ready} {.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(status, "127.0.0.1 BestEffort true True");
+
+    // A static pod shows up as its mirror pod, owned by the node.
+    node.write_manifest(
+        "web.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  terminationGracePeriodSeconds: 1\n{SLEEPER}"
+        ),
+    );
+    let mirror = format!("web-{name}");
+    wait_for(&node, "the mirror pod Running", Duration::from_secs(30), || {
+        let cells = row(&api.try_kubectl(&["get", "pods"])?, &mirror)?;
+        (cells[2] == "Running").then_some(())
+    });
+    let meta = api.kubectl(&[
+        "get",
+        "pod",
+        &mirror,
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/config\\.source} {.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {.metadata.uid}",
+    ]);
+    let parts: Vec<&str> = meta.split(' ').collect();
+    assert_eq!(&parts[..2], ["file", &format!("Node/{name}")], "{meta}");
+    let static_uid = node.pod("web").unwrap()["metadata"]["uid"].clone();
+    let mirror_annotation = api.kubectl(&[
+        "get",
+        "pod",
+        &mirror,
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/config\\.mirror}",
+    ]);
+    assert_eq!(static_uid, mirror_annotation.as_str());
+
+    // Deleting the mirror does not stop the static pod: the mirror comes back.
+    api.kubectl(&["delete", "pod", &mirror, "--wait=false"]);
+    wait_for(&node, "a new mirror pod", Duration::from_secs(30), || {
+        let uid = api.try_kubectl(&["get", "pod", &mirror, "-o", "jsonpath={.metadata.uid}"])?;
+        (!uid.is_empty() && uid != parts[2]).then_some(())
+    });
+    assert!(node.pod("web").is_some(), "the static pod keeps running");
+
+    // kubectl delete returns once the agent has stopped the pod and finished
+    // the deletion.
+    let started = Instant::now();
+    api.kubectl(&["delete", "pod", "sleeper", "--timeout=60s"]);
+    let took = started.elapsed();
+    assert!(
+        api.try_kubectl(&["get", "pod", "sleeper"]).is_none(),
+        "sleeper is gone from the API"
+    );
+    assert!(
+        !node
+            .pods()
+            .iter()
+            .any(|p| p["metadata"]["name"] == "sleeper"),
+        "sleeper is gone from the node"
+    );
+    // `exec sleep` ignores SIGTERM as PID 1: the 2 s grace period runs out.
+    assert!(took >= Duration::from_secs(2), "deleted after {took:?}");
+    assert!(took < Duration::from_secs(20), "deleted after {took:?}");
+
+    // Removing the manifest removes the mirror.
+    node.remove_manifest("web.yaml");
+    wait_for(&node, "the mirror pod gone", Duration::from_secs(30), || {
+        api.try_kubectl(&["get", "pod", &mirror])
+            .is_none()
+            .then_some(())
+    });
+    let _ = api.log();
+}
+
+#[test]
+fn oom_killed_pod_shows_reason_exit_code_and_events_in_kubectl() {
+    let api = ApiServer::start();
+    let node = join(&api);
+    let name = node.node_name.clone();
+    api.apply(&api_pod(
+        "hog",
+        &name,
+        "  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox
+    command: [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=96M\", \"count=1\"]
+    resources:
+      limits:
+        memory: 32Mi
+",
+    ));
+    wait_for(&node, "hog OOMKilled in kubectl get pods", Duration::from_secs(40), || {
+        let cells = row(&api.try_kubectl(&["get", "pods"])?, "hog")?;
+        (cells[2] == "OOMKilled").then_some(())
+    });
+    let describe = wait_for(&node, "events in kubectl describe", Duration::from_secs(20), || {
+        let d = api.try_kubectl(&["describe", "pod", "hog"])?;
+        (d.contains("Started") && d.contains("OOMKilled") && d.contains("kubelet")).then_some(d)
+    });
+    assert!(describe.contains("Exit Code:    137"), "{describe}");
+    assert!(describe.contains("Reason:       OOMKilled"), "{describe}");
+    assert!(describe.contains("Status:           Failed"), "{describe}");
+    assert!(describe.contains("QoS Class:                   Burstable"), "{describe}");
+    let events = api.kubectl(&["get", "events", "--field-selector", "involvedObject.name=hog"]);
+    for reason in ["Created", "Started"] {
+        assert!(events.contains(reason), "no {reason} event: {events}");
+    }
+
+    // A failed pod is deleted at once, and the node forgets it.
+    api.kubectl(&["delete", "pod", "hog", "--timeout=30s"]);
+    wait_for(&node, "hog gone from the node", Duration::from_secs(20), || {
+        (!node.pods().iter().any(|p| p["metadata"]["name"] == "hog")).then_some(())
+    });
+}
