@@ -562,3 +562,42 @@ fn containers_of_a_pod_share_an_empty_dir_and_see_a_host_path() {
     assert!(node.mounts_below_root().is_empty(), "{:?}", node.mounts_below_root());
     assert!(host_dir.join("greeting").exists(), "a hostPath is never deleted");
 }
+
+#[test]
+fn pre_stop_hook_runs_before_the_container_is_stopped() {
+    let node = TestNode::start();
+    let host_dir = node.root.path().join("hook-out");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    node.write_manifest(
+        "hook.yaml",
+        &pod_yaml(
+            "hook",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 3
+  volumes:
+  - name: out
+    hostPath:
+      path: {}
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "trap 'echo got-term >> /out/log; exit 0' TERM; while :; do sleep 0.1; done"]
+    volumeMounts:
+    - name: out
+      mountPath: /out
+    lifecycle:
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo pre-stop >> /out/log"]
+"#,
+                host_dir.display()
+            ),
+        ),
+    );
+    node.wait_running("hook");
+    node.remove_manifest("hook.yaml");
+    node.wait_for("pod gone", Duration::from_secs(10), |n| n.pods().is_empty().then_some(()));
+    let log = std::fs::read_to_string(host_dir.join("log")).unwrap();
+    assert_eq!(log, "pre-stop\ngot-term\n", "the hook runs first, then SIGTERM");
+}

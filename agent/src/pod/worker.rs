@@ -573,6 +573,8 @@ impl PodWorker {
                     .max(0) as u64,
             )
         });
+        let deadline = tokio::time::Instant::now() + grace;
+        self.run_pre_stop_hooks(deadline).await;
         for slot in &self.slots {
             if let Some(run) = &slot.current {
                 self.ctx.events.normal(
@@ -584,7 +586,6 @@ impl PodWorker {
                 container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
         self.drain_exits_until(deadline).await;
         if self.slots.iter().any(|s| s.current.is_some()) {
             for slot in &self.slots {
@@ -730,6 +731,47 @@ impl PodWorker {
                     }
                 });
             }
+        }
+    }
+
+    /// Each running container's `preStop` hook, all at once, within the grace
+    /// period (the kubelet runs the hook, then sends SIGTERM).
+    async fn run_pre_stop_hooks(&self, deadline: tokio::time::Instant) {
+        let mut hooks = Vec::new();
+        for slot in &self.slots {
+            let (Some(run), Some(sandbox)) = (&slot.current, &self.sandbox) else {
+                continue;
+            };
+            let Some(container) = self.container_spec(&slot.name).cloned() else {
+                continue;
+            };
+            let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+                continue;
+            };
+            let target = ProbeTarget {
+                netns: (!sandbox.host_network)
+                    .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
+                pod_ip: self.pod_ip.clone(),
+                container_pid: run.started.pid,
+                agent_exe: self.ctx.agent_exe.clone(),
+                bundle: self.dir.join("containers").join(&run.container_id),
+            };
+            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (events, key, name) = (self.ctx.events.clone(), self.key.clone(), slot.name.clone());
+            hooks.push(tokio::task::spawn_blocking(move || {
+                let outcome = prober::probe::run_handler(&hook, &container, &target, timeout);
+                if let prober::ProbeOutcome::Failure(msg) = outcome {
+                    events.warning(
+                        &key,
+                        Some(&name),
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {msg}"),
+                    );
+                }
+            }));
+        }
+        for hook in hooks {
+            let _ = tokio::time::timeout_at(deadline, hook).await;
         }
     }
 

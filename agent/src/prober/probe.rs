@@ -118,6 +118,28 @@ pub fn run_probe(probe: &Probe, container: &Container, target: &ProbeTarget) -> 
     ProbeOutcome::Failure("probe has no handler".into())
 }
 
+/// Runs a lifecycle hook (`preStop`, `postStart`): the same handlers as a
+/// probe, plus `sleep`, bounded by `timeout`.
+pub fn run_handler(
+    handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+    container: &Container,
+    target: &ProbeTarget,
+    timeout: Duration,
+) -> ProbeOutcome {
+    if let Some(sleep) = &handler.sleep {
+        std::thread::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout));
+        return ProbeOutcome::Success;
+    }
+    let probe = Probe {
+        exec: handler.exec.clone(),
+        http_get: handler.http_get.clone(),
+        tcp_socket: handler.tcp_socket.clone(),
+        timeout_seconds: Some(timeout.as_secs().max(1) as i32),
+        ..Default::default()
+    };
+    run_probe(&probe, container, target)
+}
+
 fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     let addr: SocketAddr = (host, port)
         .to_socket_addrs()?
