@@ -186,8 +186,17 @@ fn main() -> anyhow::Result<()> {
         pod_cidr: cli.pod_cidr,
         kubeconfig: cli.kubeconfig,
     };
+    // Two malloc arenas: the agent is mostly idle threads, and glibc's default
+    // of one arena per thread per core keeps freed memory in each.
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work is container starts and cgroup reads: more threads
+        // than this only queue on two cores.
+        .max_blocking_threads(32)
         .enable_all()
         .build()?
         .block_on(agent::run(options))

@@ -162,6 +162,15 @@ fn row(table: &str, name: &str) -> Option<Vec<String>> {
         .find(|cells| cells.first().map(String::as_str) == Some(name))
 }
 
+/// The values of every `Key:  value` line of `kubectl describe` output.
+fn field(describe: &str, key: &str) -> Vec<String> {
+    describe
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
 fn join(api: &ApiServer) -> TestNode {
     let kubeconfig = api.kubeconfig();
     TestNode::start_with(&[
@@ -194,7 +203,10 @@ fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
         let cells = row(&api.try_kubectl(&["get", "nodes"])?, &name)?;
         (cells[1] == "Ready").then_some(cells)
     });
-    assert_eq!(ready[4], "v1.33.0", "VERSION is the kubelet version: {ready:?}");
+    assert_eq!(
+        ready[4], "v1.33.0",
+        "VERSION is the kubelet version: {ready:?}"
+    );
     let labels = api.kubectl(&[
         "get",
         "node",
@@ -218,10 +230,15 @@ fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
 
     // A pod bound to the node runs, with the UID the apiserver gave it.
     api.apply(&api_pod("sleeper", &name, SLEEPER));
-    wait_for(&node, "sleeper Running in kubectl", Duration::from_secs(30), || {
-        let cells = row(&api.try_kubectl(&["get", "pods"])?, "sleeper")?;
-        (cells[1] == "1/1" && cells[2] == "Running").then_some(())
-    });
+    wait_for(
+        &node,
+        "sleeper Running in kubectl",
+        Duration::from_secs(30),
+        || {
+            let cells = row(&api.try_kubectl(&["get", "pods"])?, "sleeper")?;
+            (cells[1] == "1/1" && cells[2] == "Running").then_some(())
+        },
+    );
     let api_uid = api.kubectl(&["get", "pod", "sleeper", "-o", "jsonpath={.metadata.uid}"]);
     let local = node
         .pods()
@@ -246,10 +263,15 @@ fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
         ),
     );
     let mirror = format!("web-{name}");
-    wait_for(&node, "the mirror pod Running", Duration::from_secs(30), || {
-        let cells = row(&api.try_kubectl(&["get", "pods"])?, &mirror)?;
-        (cells[2] == "Running").then_some(())
-    });
+    wait_for(
+        &node,
+        "the mirror pod Running",
+        Duration::from_secs(30),
+        || {
+            let cells = row(&api.try_kubectl(&["get", "pods"])?, &mirror)?;
+            (cells[2] == "Running").then_some(())
+        },
+    );
     let meta = api.kubectl(&[
         "get",
         "pod",
@@ -299,11 +321,16 @@ fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
 
     // Removing the manifest removes the mirror.
     node.remove_manifest("web.yaml");
-    wait_for(&node, "the mirror pod gone", Duration::from_secs(30), || {
-        api.try_kubectl(&["get", "pod", &mirror])
-            .is_none()
-            .then_some(())
-    });
+    wait_for(
+        &node,
+        "the mirror pod gone",
+        Duration::from_secs(30),
+        || {
+            api.try_kubectl(&["get", "pod", &mirror])
+                .is_none()
+                .then_some(())
+        },
+    );
     let _ = api.log();
 }
 
@@ -325,26 +352,76 @@ fn oom_killed_pod_shows_reason_exit_code_and_events_in_kubectl() {
         memory: 32Mi
 ",
     ));
-    wait_for(&node, "hog OOMKilled in kubectl get pods", Duration::from_secs(40), || {
-        let cells = row(&api.try_kubectl(&["get", "pods"])?, "hog")?;
-        (cells[2] == "OOMKilled").then_some(())
-    });
-    let describe = wait_for(&node, "events in kubectl describe", Duration::from_secs(20), || {
-        let d = api.try_kubectl(&["describe", "pod", "hog"])?;
-        (d.contains("Started") && d.contains("OOMKilled") && d.contains("kubelet")).then_some(d)
-    });
-    assert!(describe.contains("Exit Code:    137"), "{describe}");
-    assert!(describe.contains("Reason:       OOMKilled"), "{describe}");
-    assert!(describe.contains("Status:           Failed"), "{describe}");
-    assert!(describe.contains("QoS Class:                   Burstable"), "{describe}");
-    let events = api.kubectl(&["get", "events", "--field-selector", "involvedObject.name=hog"]);
+    wait_for(
+        &node,
+        "hog OOMKilled in kubectl get pods",
+        Duration::from_secs(40),
+        || {
+            let cells = row(&api.try_kubectl(&["get", "pods"])?, "hog")?;
+            (cells[2] == "OOMKilled").then_some(())
+        },
+    );
+    let describe = wait_for(
+        &node,
+        "events in kubectl describe",
+        Duration::from_secs(20),
+        || {
+            let d = api.try_kubectl(&["describe", "pod", "hog"])?;
+            (d.contains("Started") && d.contains("OOMKilled") && d.contains("kubelet")).then_some(d)
+        },
+    );
+    assert_eq!(field(&describe, "Exit Code"), ["137"], "{describe}");
+    assert_eq!(field(&describe, "Reason"), ["OOMKilled"], "{describe}");
+    assert_eq!(field(&describe, "Status"), ["Failed"], "{describe}");
+    assert_eq!(field(&describe, "QoS Class"), ["Burstable"], "{describe}");
+    let events = api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=hog",
+    ]);
     for reason in ["Created", "Started"] {
         assert!(events.contains(reason), "no {reason} event: {events}");
     }
 
+    // With restartPolicy Always it restarts, backs off, and RESTARTS grows.
+    api.apply(&api_pod(
+        "hog2",
+        &name,
+        "  containers:
+  - name: hog
+    image: busybox
+    command: [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=96M\", \"count=1\"]
+    resources:
+      limits:
+        memory: 32Mi
+",
+    ));
+    let cells = wait_for(&node, "hog2 restarted", Duration::from_secs(40), || {
+        let cells = row(&api.try_kubectl(&["get", "pods"])?, "hog2")?;
+        (cells[3].parse::<u32>().ok()? >= 1).then_some(cells)
+    });
+    assert!(
+        ["OOMKilled", "CrashLoopBackOff"].contains(&cells[2].as_str()),
+        "{cells:?}"
+    );
+    let describe = wait_for(&node, "the BackOff event", Duration::from_secs(20), || {
+        let d = api.try_kubectl(&["describe", "pod", "hog2"])?;
+        d.contains("Back-off restarting failed container")
+            .then_some(d)
+    });
+    assert!(
+        field(&describe, "Exit Code").contains(&"137".to_string()),
+        "{describe}"
+    );
+
     // A failed pod is deleted at once, and the node forgets it.
     api.kubectl(&["delete", "pod", "hog", "--timeout=30s"]);
-    wait_for(&node, "hog gone from the node", Duration::from_secs(20), || {
-        (!node.pods().iter().any(|p| p["metadata"]["name"] == "hog")).then_some(())
-    });
+    api.kubectl(&["delete", "pod", "hog2", "--timeout=30s"]);
+    wait_for(
+        &node,
+        "hog gone from the node",
+        Duration::from_secs(20),
+        || node.pods().is_empty().then_some(()),
+    );
 }

@@ -1,7 +1,6 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::bail;
 use clap::Parser;
 
 use kubelab_apiserver::server::{self, Config};
@@ -28,7 +27,9 @@ struct Flags {
     /// an older resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = LOG_WINDOW)]
     change_log_window: u64,
-    /// etcd endpoints to use instead of the embedded store.
+    /// etcd endpoints (comma-separated, e.g. http://127.0.0.1:2379) to use
+    /// instead of the embedded store; watches then resume only from
+    /// revisions etcd has not compacted.
     #[arg(long, value_delimiter = ',')]
     etcd_servers: Vec<String>,
 }
@@ -40,9 +41,6 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let flags = Flags::parse();
-    if !flags.etcd_servers.is_empty() {
-        bail!("--etcd-servers: the etcd backend is not implemented yet; omit the flag to use the embedded store");
-    }
     server::run(Config {
         data_dir: flags.data_dir,
         bind_address: flags.bind_address,
@@ -50,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
         change_log_window: flags.change_log_window,
+        etcd_servers: flags.etcd_servers,
     })
     .await
 }

@@ -20,7 +20,9 @@ use tower::ServiceExt;
 
 use crate::auth::{ClientCertUser, TokenAuthenticator, user_from_certificate};
 use crate::pki::ServingPki;
+use crate::storage::Storage;
 use crate::storage::embedded::EmbeddedStore;
+use crate::storage::etcd::EtcdStore;
 use crate::{api, auth, pki};
 
 /// Everything the server needs to start, from flags.
@@ -34,6 +36,8 @@ pub struct Config {
     pub advertise_address: Option<IpAddr>,
     pub token_auth_file: Option<PathBuf>,
     pub change_log_window: u64,
+    /// etcd endpoints; empty: the embedded store in the data dir.
+    pub etcd_servers: Vec<String>,
 }
 
 impl Config {
@@ -87,8 +91,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => TokenAuthenticator::default(),
     };
 
-    let store = EmbeddedStore::open_with_window(&cfg.data_dir.join("store.redb"), cfg.change_log_window)?;
-    let api = Arc::new(api::Api::new(Arc::new(store), host_port));
+    let store: Arc<dyn Storage> = if cfg.etcd_servers.is_empty() {
+        Arc::new(EmbeddedStore::open_with_window(&cfg.data_dir.join("store.redb"), cfg.change_log_window)?)
+    } else {
+        Arc::new(EtcdStore::connect(&cfg.etcd_servers).await?)
+    };
+    let api = Arc::new(api::Api::new(store, host_port));
     api.bootstrap((advertise.to_string(), cfg.secure_port)).await?;
 
     let app = api::router(api).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), auth::authenticate));

@@ -96,8 +96,8 @@ impl NodeFacts {
             .unwrap_or_else(|| "Linux".into());
         let (storage, disk_pressure) = match nix::sys::statvfs::statvfs(root_dir) {
             Ok(st) => {
-                let total = st.blocks() as u64 * st.fragment_size() as u64;
-                let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+                let total = st.blocks() * st.fragment_size();
+                let avail = st.blocks_available() * st.fragment_size();
                 // kubelet's default hard eviction threshold: nodefs.available < 10%.
                 (total, total > 0 && avail * 10 < total)
             }

@@ -102,9 +102,7 @@ pub fn start_shim(launch: &ShimLaunch) -> Result<StartOutcome, ContainerError> {
         .map_err(ContainerError::Shim)?;
     // The shim outlives this call (and maybe the agent); a thread reaps it
     // when it ends so it never stays a zombie of the agent.
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
+    reap_in_background(child);
     let line = line.trim_end();
     if line.starts_with("started ") {
         match shim::read_started(launch.bundle) {
@@ -118,6 +116,20 @@ pub fn start_shim(launch: &ShimLaunch) -> Result<StartOutcome, ContainerError> {
         } else {
             msg.to_string()
         }))
+    }
+}
+
+/// Waits for a child on a small thread of its own, so it never stays a zombie
+/// of the agent; the thread needs almost no stack.
+pub(crate) fn reap_in_background(mut child: std::process::Child) {
+    let spawned = std::thread::Builder::new()
+        .name("reaper".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no thread to reap a child process: {e}");
     }
 }
 

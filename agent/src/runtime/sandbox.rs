@@ -201,9 +201,7 @@ pub fn start(
         .map_err(SandboxError::Spawn)?;
     // The sandbox lives on its own; a reaper thread collects it when it ends
     // so it never lingers as a zombie of the agent.
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
+    super::container::reap_in_background(child);
     let line = line.trim();
     if line != "ready" {
         let msg = line.strip_prefix("failed ").unwrap_or(line).to_string();

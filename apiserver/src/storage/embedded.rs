@@ -446,71 +446,7 @@ fn decode_event(revision: u64, bytes: &[u8]) -> Result<WatchEvent> {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, EmbeddedStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("db.redb")).unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn revisions_grow_and_conditional_writes_conflict() {
-        let (_dir, s) = store();
-        let r1 = s.create("/a/x", b"1".to_vec()).await.unwrap();
-        assert!(matches!(
-            s.create("/a/x", b"1".to_vec()).await,
-            Err(StorageError::AlreadyExists { .. })
-        ));
-        let r2 = s.update("/a/x", b"2".to_vec(), Some(r1)).await.unwrap();
-        assert!(r2 > r1);
-        assert!(matches!(
-            s.update("/a/x", b"3".to_vec(), Some(r1)).await,
-            Err(StorageError::Conflict { .. })
-        ));
-        assert!(matches!(
-            s.update("/a/missing", b"3".to_vec(), None).await,
-            Err(StorageError::NotFound { .. })
-        ));
-        let got = s.get("/a/x").await.unwrap().unwrap();
-        assert_eq!((got.value.as_slice(), got.mod_revision), (&b"2"[..], r2));
-        let deleted = s.delete("/a/x", None).await.unwrap();
-        assert_eq!(deleted.value, b"2");
-        assert!(deleted.mod_revision > r2);
-        assert_eq!(s.get("/a/x").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn list_is_prefix_scoped_and_watch_replays_then_follows() {
-        let (_dir, s) = store();
-        s.create("/a/1", b"1".to_vec()).await.unwrap();
-        s.create("/b/1", b"x".to_vec()).await.unwrap();
-        let (items, rev) = s.list("/a/").await.unwrap();
-        assert_eq!(items.len(), 1);
-        s.create("/a/2", b"2".to_vec()).await.unwrap();
-        let mut w = s.watch("/a/", rev).await.unwrap();
-        let e = w.next().await.unwrap().unwrap();
-        assert_eq!((e.key.as_str(), e.event_type), ("/a/2", EventType::Put));
-        s.delete("/a/1", None).await.unwrap();
-        let e = w.next().await.unwrap().unwrap();
-        assert_eq!(
-            (e.key.as_str(), e.event_type, e.value.as_slice()),
-            ("/a/1", EventType::Delete, &b"1"[..])
-        );
-    }
-
-    #[tokio::test]
-    async fn watch_from_a_compacted_revision_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = EmbeddedStore::open_with_window(&dir.path().join("db.redb"), 3).unwrap();
-        for i in 0..5 {
-            s.create(&format!("/a/{i}"), b"x".to_vec()).await.unwrap();
-        }
-        // Revisions 3, 4 and 5 are kept: resuming after 2 works, after 1 does not.
-        assert!(s.watch("/a/", 2).await.is_ok());
-        match s.watch("/a/", 1).await {
-            Err(StorageError::Compacted { requested: 1, oldest: 3 }) => {}
-            other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
-        }
-    }
+    // The behaviour every backend shares is tested in tests/storage.rs.
 
     #[tokio::test]
     async fn reopened_store_keeps_objects_revision_and_log() {

@@ -11,6 +11,7 @@
 //! on the way out, as the real apiserver does with etcd's `mod_revision`.
 
 pub mod embedded;
+pub mod etcd;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

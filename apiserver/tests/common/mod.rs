@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ pub struct ApiServer {
     extra_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
