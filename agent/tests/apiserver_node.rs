@@ -397,14 +397,12 @@ fn oom_killed_pod_shows_reason_exit_code_and_events_in_kubectl() {
         memory: 32Mi
 ",
     ));
-    let cells = wait_for(&node, "hog2 restarted", Duration::from_secs(40), || {
+    // RESTARTS grows (the state flips between Running, OOMKilled and
+    // CrashLoopBackOff as it does).
+    wait_for(&node, "hog2 restarted", Duration::from_secs(40), || {
         let cells = row(&api.try_kubectl(&["get", "pods"])?, "hog2")?;
-        (cells[3].parse::<u32>().ok()? >= 1).then_some(cells)
+        (cells[3].parse::<u32>().ok()? >= 1).then_some(())
     });
-    assert!(
-        ["OOMKilled", "CrashLoopBackOff"].contains(&cells[2].as_str()),
-        "{cells:?}"
-    );
     let describe = wait_for(&node, "the BackOff event", Duration::from_secs(20), || {
         let d = api.try_kubectl(&["describe", "pod", "hog2"])?;
         d.contains("Back-off restarting failed container")

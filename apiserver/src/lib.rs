@@ -8,11 +8,13 @@
 //!   discovery and OpenAPI.
 //! - [`pki`], [`auth`], [`server`]: certificates, authentication, HTTPS serving;
 //!   [`server::run`] is the whole startup.
+//! - [`node_client`]: the agents' kubelet API (pod logs, metrics).
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
 
 pub mod api;
 pub mod auth;
 pub mod kinds;
+pub mod node_client;
 pub mod pki;
 pub mod selectors;
 pub mod server;

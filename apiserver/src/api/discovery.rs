@@ -42,9 +42,10 @@ pub async fn api_versions(State(api): State<Arc<Api>>) -> Response {
 }
 
 pub async fn api_groups(State(api): State<Arc<Api>>) -> Response {
-    let groups: Vec<Value> = api
-        .registry
-        .groups()
+    let mut served = api.registry.groups();
+    // Not a stored kind: computed from the nodes' Summary API.
+    served.push((super::metrics::GROUP, super::metrics::VERSION));
+    let groups: Vec<Value> = served
         .into_iter()
         .map(|(g, v)| {
             let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
@@ -96,6 +97,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
         }
         if i.plural == "pods" {
             resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
+            resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
         }
     }
     if group.is_empty() {

@@ -2,6 +2,8 @@
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
 pub mod discovery;
+mod logs;
+pub mod metrics;
 pub mod object;
 pub mod patch;
 mod protobuf;
@@ -19,6 +21,7 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 
 use crate::kinds::{Kind, Registry};
+use crate::node_client::NodeClient;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, FieldError};
 use crate::storage::{Storage, StorageError};
@@ -36,6 +39,8 @@ pub struct Api {
     allocator: tokio::sync::Mutex<()>,
     /// `host:port` clients reach this server at, for discovery.
     pub advertise: String,
+    /// The agents' kubelet API, for logs and metrics.
+    pub nodes: NodeClient,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -178,6 +183,7 @@ impl Api {
             registry: Registry::default(),
             allocator: tokio::sync::Mutex::new(()),
             advertise,
+            nodes: NodeClient::default(),
         }
     }
 
@@ -328,6 +334,9 @@ impl Api {
             (&Method::POST, Some(name), Some("binding")) if kind.info().plural == "pods" => {
                 let binding = parse_body(&headers, &body)?;
                 self.bind(ns.unwrap_or("default"), name, &binding).await
+            }
+            (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
+                logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
             }
             (_, Some(_), Some(sub)) if !matches!(sub, "status" | "binding") => {
                 Err(ApiError::not_found_path())
@@ -1407,6 +1416,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/apis/", get(discovery::api_groups))
         .route("/openapi/v3", get(discovery::openapi_v3_root))
         .route("/openapi/v3/{*path}", get(discovery::openapi_v3_group))
+        .route("/apis/metrics.k8s.io/v1beta1", get(metrics::resources))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes/{name}", get(metrics::node))
+        .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics::all_pods))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods", get(metrics::namespace_pods))
+        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}", get(metrics::pod))
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))
         .fallback(|| async { ApiError::not_found_path().into_response() })

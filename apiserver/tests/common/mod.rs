@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod fake_node;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
