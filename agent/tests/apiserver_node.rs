@@ -423,3 +423,38 @@ fn oom_killed_pod_shows_reason_exit_code_and_events_in_kubectl() {
         || node.pods().is_empty().then_some(()),
     );
 }
+
+#[test]
+fn kubectl_logs_and_top_reach_the_real_agent() {
+    let api = ApiServer::start();
+    let node = join(&api);
+    let name = node.node_name.clone();
+    api.apply(&api_pod(
+        "spin",
+        &name,
+        "  containers:
+  - name: spin
+    image: busybox
+    command: [\"sh\", \"-c\", \"echo hello from the node; while :; do :; done\"]
+    resources:
+      limits:
+        cpu: 200m
+        memory: 32Mi
+",
+    ));
+    let logs = wait_for(&node, "kubectl logs", Duration::from_secs(30), || {
+        api.try_kubectl(&["logs", "spin"]).filter(|l| l.contains("hello"))
+    });
+    assert_eq!(logs.trim(), "hello from the node");
+    // kubectl top: CPU in millicores, from the agent's /stats/summary.
+    let cpu = wait_for(&node, "kubectl top pod", Duration::from_secs(30), || {
+        let out = api.try_kubectl(&["top", "pod", "spin", "--no-headers"])?;
+        let cells: Vec<&str> = out.split_whitespace().collect();
+        // The first reading has no rate yet (two samples make one).
+        cells.get(1)?.strip_suffix('m')?.parse::<u32>().ok().filter(|&m| m > 0)
+    });
+    assert!((150..=250).contains(&cpu), "a 200m limit shows as about 200m in kubectl top, got {cpu}m");
+    let top_node = api.kubectl(&["top", "node", "--no-headers"]);
+    assert!(top_node.starts_with(&name), "{top_node}");
+    api.kubectl(&["delete", "pod", "spin"]);
+}
