@@ -443,7 +443,8 @@ fn kubectl_logs_and_top_reach_the_real_agent() {
 ",
     ));
     let logs = wait_for(&node, "kubectl logs", Duration::from_secs(30), || {
-        api.try_kubectl(&["logs", "spin"]).filter(|l| l.contains("hello"))
+        api.try_kubectl(&["logs", "spin"])
+            .filter(|l| l.contains("hello"))
     });
     assert_eq!(logs.trim(), "hello from the node");
     // kubectl top: CPU in millicores, from the agent's /stats/summary.
@@ -451,9 +452,17 @@ fn kubectl_logs_and_top_reach_the_real_agent() {
         let out = api.try_kubectl(&["top", "pod", "spin", "--no-headers"])?;
         let cells: Vec<&str> = out.split_whitespace().collect();
         // The first reading has no rate yet (two samples make one).
-        cells.get(1)?.strip_suffix('m')?.parse::<u32>().ok().filter(|&m| m > 0)
+        cells
+            .get(1)?
+            .strip_suffix('m')?
+            .parse::<u32>()
+            .ok()
+            .filter(|&m| m > 0)
     });
-    assert!((150..=250).contains(&cpu), "a 200m limit shows as about 200m in kubectl top, got {cpu}m");
+    assert!(
+        (150..=250).contains(&cpu),
+        "a 200m limit shows as about 200m in kubectl top, got {cpu}m"
+    );
     let top_node = api.kubectl(&["top", "node", "--no-headers"]);
     assert!(top_node.starts_with(&name), "{top_node}");
     api.kubectl(&["delete", "pod", "spin"]);

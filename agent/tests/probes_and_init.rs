@@ -70,17 +70,30 @@ fn failing_liveness_probe_restarts_the_container_as_kubelet_does() {
     let events = events_for(&node, "kubia-liveness");
     let messages: Vec<String> = events
         .iter()
-        .map(|e| format!("{} {}", e["reason"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["reason"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            )
+        })
         .collect();
     assert!(
-        messages.contains(&"Unhealthy Liveness probe failed: HTTP probe failed with statuscode: 500".to_string()),
+        messages.contains(
+            &"Unhealthy Liveness probe failed: HTTP probe failed with statuscode: 500".to_string()
+        ),
         "{messages:#?}"
     );
     assert!(
-        messages.contains(&"Killing Container kubia failed liveness probe, will be restarted".to_string()),
+        messages.contains(
+            &"Killing Container kubia failed liveness probe, will be restarted".to_string()
+        ),
         "{messages:#?}"
     );
-    let unhealthy = messages.iter().filter(|m| m.starts_with("Unhealthy")).count();
+    let unhealthy = messages
+        .iter()
+        .filter(|m| m.starts_with("Unhealthy"))
+        .count();
     assert!(unhealthy >= 3, "failureThreshold 3: {messages:#?}");
 }
 
@@ -106,7 +119,10 @@ spec:
 "#,
     );
     let early = node.wait_running("ready");
-    assert_eq!(early["status"]["containerStatuses"][0]["ready"], false, "{early}");
+    assert_eq!(
+        early["status"]["containerStatuses"][0]["ready"], false,
+        "{early}"
+    );
     let ready_cond = |p: &Value| {
         p["status"]["conditions"]
             .as_array()
@@ -126,7 +142,10 @@ spec:
         .into_iter()
         .filter(|e| e["reason"] == "Unhealthy")
         .count();
-    assert!(unhealthy >= 1, "readiness failed at least once before the file appeared");
+    assert!(
+        unhealthy >= 1,
+        "readiness failed at least once before the file appeared"
+    );
 }
 
 #[test]
@@ -167,11 +186,22 @@ spec:
     for c in inits {
         assert_eq!(c["state"]["terminated"]["reason"], "Completed", "{c}");
     }
-    let first_done = inits[0]["state"]["terminated"]["finishedAt"].as_str().unwrap();
-    let second_start = inits[1]["state"]["terminated"]["startedAt"].as_str().unwrap();
+    let first_done = inits[0]["state"]["terminated"]["finishedAt"]
+        .as_str()
+        .unwrap();
+    let second_start = inits[1]["state"]["terminated"]["startedAt"]
+        .as_str()
+        .unwrap();
     assert!(first_done <= second_start, "in order: {inits:?}");
-    let app_start = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].as_str().unwrap();
-    assert!(inits[1]["state"]["terminated"]["finishedAt"].as_str().unwrap() <= app_start);
+    let app_start = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap();
+    assert!(
+        inits[1]["state"]["terminated"]["finishedAt"]
+            .as_str()
+            .unwrap()
+            <= app_start
+    );
 }
 
 #[test]
@@ -199,6 +229,12 @@ spec:
         let p = n.pod("initfail")?;
         (p["status"]["phase"] == "Failed").then_some(p)
     });
-    assert_eq!(pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 1);
-    assert!(pod["status"]["containerStatuses"][0]["state"]["running"].is_null(), "the app never ran: {pod}");
+    assert_eq!(
+        pod["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        1
+    );
+    assert!(
+        pod["status"]["containerStatuses"][0]["state"]["running"].is_null(),
+        "the app never ran: {pod}"
+    );
 }

@@ -67,7 +67,10 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
     );
     // containerd's default set: 0x00000000a80425fb.
     assert!(logs.contains("CapEff:\t00000000a80425fb"), "{logs}");
-    assert!(logs.contains("oom=1000"), "BestEffort containers are OOM-killed first: {logs}");
+    assert!(
+        logs.contains("oom=1000"),
+        "BestEffort containers are OOM-killed first: {logs}"
+    );
     for dev in [
         "null", "zero", "full", "random", "urandom", "tty", "pts", "shm",
     ] {
@@ -449,7 +452,10 @@ fn security_context_user_and_read_only_rootfs_are_honoured() {
             .filter(|l| l.contains("termlog"))
     });
     assert!(logs.contains("id=65534:65534"), "{logs}");
-    assert!(logs.contains("CapEff:\t0000000000000000"), "a non-root user keeps no capabilities: {logs}");
+    assert!(
+        logs.contains("CapEff:\t0000000000000000"),
+        "a non-root user keeps no capabilities: {logs}"
+    );
     assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
     assert!(logs.contains("root=ro"), "{logs}");
 }
@@ -477,21 +483,46 @@ fn logs_of_the_current_and_previous_run_and_metrics() {
     let last = &status["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 2, "{status}");
     assert_eq!(last["reason"], "Error", "{status}");
-    assert_eq!(last["message"], "bye\n", "the termination log becomes the message: {status}");
+    assert_eq!(
+        last["message"], "bye\n",
+        "the termination log becomes the message: {status}"
+    );
     let name = format!("crash-{}", node.node_name);
-    let previous = node.get(&format!("/containerLogs/default/{name}/c?previous=true")).unwrap();
+    let previous = node
+        .get(&format!("/containerLogs/default/{name}/c?previous=true"))
+        .unwrap();
     assert_eq!(previous, "line 1\nline 2\nline 3\noops\n");
-    let tail = node.get(&format!("/containerLogs/default/{name}/c?previous=true&tailLines=2")).unwrap();
+    let tail = node
+        .get(&format!(
+            "/containerLogs/default/{name}/c?previous=true&tailLines=2"
+        ))
+        .unwrap();
     assert_eq!(tail, "line 3\noops\n");
-    let stamped = node.get(&format!("/containerLogs/default/{name}/c?previous=true&timestamps=true")).unwrap();
-    assert!(stamped.lines().all(|l| l.len() > 31 && l.as_bytes()[4] == b'-' && l.contains('Z')), "{stamped}");
+    let stamped = node
+        .get(&format!(
+            "/containerLogs/default/{name}/c?previous=true&timestamps=true"
+        ))
+        .unwrap();
+    assert!(
+        stamped
+            .lines()
+            .all(|l| l.len() > 31 && l.as_bytes()[4] == b'-' && l.contains('Z')),
+        "{stamped}"
+    );
     // The raw file is in the CRI format under the root dir.
-    let uid = node.pod("crash").unwrap()["metadata"]["uid"].as_str().unwrap().to_string();
+    let uid = node.pod("crash").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let raw = std::fs::read_to_string(
-        node.state_dir().join(format!("logs/default_{name}_{uid}/c/0.log")),
+        node.state_dir()
+            .join(format!("logs/default_{name}_{uid}/c/0.log")),
     )
     .unwrap();
-    assert!(raw.lines().next().unwrap().contains(" stdout F line 1"), "{raw}");
+    assert!(
+        raw.lines().next().unwrap().contains(" stdout F line 1"),
+        "{raw}"
+    );
     assert!(raw.contains(" stderr F oops"), "{raw}");
     let metrics = node.get("/metrics").unwrap();
     assert!(
@@ -555,12 +586,26 @@ fn containers_of_a_pod_share_an_empty_dir_and_see_a_host_path() {
             .filter(|l| l.contains("data=ro"))
     });
     assert_eq!(logs, "written-by-writer\nfrom the node\ndata=ro\n");
-    let writer = node.get(&format!("/containerLogs/default/{name}/writer")).unwrap();
-    assert!(writer.contains("tmpfs") && writer.contains("8192"), "a Memory emptyDir is an 8Mi tmpfs: {writer}");
+    let writer = node
+        .get(&format!("/containerLogs/default/{name}/writer"))
+        .unwrap();
+    assert!(
+        writer.contains("tmpfs") && writer.contains("8192"),
+        "a Memory emptyDir is an 8Mi tmpfs: {writer}"
+    );
     node.remove_manifest("shared.yaml");
-    node.wait_for("pod gone", Duration::from_secs(10), |n| n.pods().is_empty().then_some(()));
-    assert!(node.mounts_below_root().is_empty(), "{:?}", node.mounts_below_root());
-    assert!(host_dir.join("greeting").exists(), "a hostPath is never deleted");
+    node.wait_for("pod gone", Duration::from_secs(10), |n| {
+        n.pods().is_empty().then_some(())
+    });
+    assert!(
+        node.mounts_below_root().is_empty(),
+        "{:?}",
+        node.mounts_below_root()
+    );
+    assert!(
+        host_dir.join("greeting").exists(),
+        "a hostPath is never deleted"
+    );
 }
 
 #[test]
@@ -597,7 +642,12 @@ fn pre_stop_hook_runs_before_the_container_is_stopped() {
     );
     node.wait_running("hook");
     node.remove_manifest("hook.yaml");
-    node.wait_for("pod gone", Duration::from_secs(10), |n| n.pods().is_empty().then_some(()));
+    node.wait_for("pod gone", Duration::from_secs(10), |n| {
+        n.pods().is_empty().then_some(())
+    });
     let log = std::fs::read_to_string(host_dir.join("log")).unwrap();
-    assert_eq!(log, "pre-stop\ngot-term\n", "the hook runs first, then SIGTERM");
+    assert_eq!(
+        log, "pre-stop\ngot-term\n",
+        "the hook runs first, then SIGTERM"
+    );
 }

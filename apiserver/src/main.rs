@@ -8,7 +8,11 @@ use kubelab_apiserver::storage::embedded::LOG_WINDOW;
 
 /// kube-apiserver's flag names for what this server does.
 #[derive(Parser, Debug)]
-#[command(name = "kubelab-apiserver", version, about = "A small Kubernetes-compatible apiserver")]
+#[command(
+    name = "kubelab-apiserver",
+    version,
+    about = "A small Kubernetes-compatible apiserver"
+)]
 struct Flags {
     /// Where the store, the CA and admin.kubeconfig live.
     #[arg(long, default_value = "/var/lib/kubelab-apiserver")]
@@ -37,7 +41,9 @@ struct Flags {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let flags = Flags::parse();

@@ -24,17 +24,36 @@ pub enum NodeClientError {
     #[error("node {node:?} has no addresses in its status")]
     NoAddress { node: String },
     #[error("connecting to the kubelet API of node {node:?} at {url}: {reason}")]
-    Unreachable { node: String, url: String, reason: String },
+    Unreachable {
+        node: String,
+        url: String,
+        reason: String,
+    },
     #[error("kubelet API of node {node:?} answered {code} for {url}: {body}")]
-    Status { node: String, url: String, code: u16, body: String },
+    Status {
+        node: String,
+        url: String,
+        code: u16,
+        body: String,
+    },
     #[error("reading {url} from node {node:?}: {reason}")]
-    Body { node: String, url: String, reason: String },
+    Body {
+        node: String,
+        url: String,
+        reason: String,
+    },
 }
 
 /// `http://<ip>:<port>` of a Node object's kubelet API.
 pub fn kubelet_base_url(node: &Value) -> Result<String, NodeClientError> {
-    let name = node["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let addresses = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
+    let name = node["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let addresses = node["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let address = addresses
         .iter()
         .find(|a| a["type"] == "InternalIP")
@@ -77,18 +96,32 @@ impl NodeClient {
         node: &Value,
         path_and_query: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, NodeClientError> {
-        let name = node["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = node["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let url = format!("{}{path_and_query}", kubelet_base_url(node)?);
         let unreachable = |reason: String| NodeClientError::Unreachable {
             node: name.clone(),
             url: url.clone(),
             reason,
         };
-        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| unreachable(e.to_string()))?;
-        let resp = self.http.get(uri).await.map_err(|e| unreachable(error_chain(&e)))?;
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| unreachable(e.to_string()))?;
+        let resp = self
+            .http
+            .get(uri)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
         if !resp.status().is_success() {
             let code = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             return Err(NodeClientError::Status {
                 node: name,
                 url,
@@ -102,13 +135,21 @@ impl NodeClient {
     /// GETs a JSON document from the node.
     pub async fn get_json(&self, node: &Value, path: &str) -> Result<Value, NodeClientError> {
         let resp = self.get(node, path).await?;
-        let name = node["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = node["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let body_err = |reason: String| NodeClientError::Body {
             node: name.clone(),
             url: path.to_owned(),
             reason,
         };
-        let bytes = resp.into_body().collect().await.map_err(|e| body_err(e.to_string()))?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| body_err(e.to_string()))?
+            .to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| body_err(e.to_string()))
     }
 }
@@ -137,6 +178,9 @@ mod tests {
         assert_eq!(kubelet_base_url(&node).unwrap(), "http://10.0.0.5:10255");
         let bare = json!({"metadata": {"name": "n2"}, "status": {"addresses": [{"type": "InternalIP", "address": "fd00::1"}]}});
         assert_eq!(kubelet_base_url(&bare).unwrap(), "http://[fd00::1]:10250");
-        assert!(matches!(kubelet_base_url(&json!({"metadata": {"name": "n3"}})), Err(NodeClientError::NoAddress { .. })));
+        assert!(matches!(
+            kubelet_base_url(&json!({"metadata": {"name": "n3"}})),
+            Err(NodeClientError::NoAddress { .. })
+        ));
     }
 }

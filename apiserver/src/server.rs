@@ -42,11 +42,12 @@ pub struct Config {
 
 impl Config {
     fn advertise(&self) -> IpAddr {
-        self.advertise_address.unwrap_or(if self.bind_address.is_unspecified() {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            self.bind_address
-        })
+        self.advertise_address
+            .unwrap_or(if self.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                self.bind_address
+            })
     }
 
     /// Names the serving certificate is valid for: loopback, the advertised
@@ -79,27 +80,39 @@ impl Config {
 /// Prepares the data dir (certificates, kubeconfig, store, system
 /// objects) and serves until Ctrl-C.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let advertise = cfg.advertise();
     let host_port = match advertise {
         IpAddr::V6(ip) => format!("[{ip}]:{}", cfg.secure_port),
         IpAddr::V4(ip) => format!("{ip}:{}", cfg.secure_port),
     };
-    let pki = pki::prepare(&cfg.data_dir, &cfg.serving_hosts(), &format!("https://{host_port}"))?;
+    let pki = pki::prepare(
+        &cfg.data_dir,
+        &cfg.serving_hosts(),
+        &format!("https://{host_port}"),
+    )?;
     let tokens = match &cfg.token_auth_file {
         Some(p) => TokenAuthenticator::from_csv(p)?,
         None => TokenAuthenticator::default(),
     };
 
     let store: Arc<dyn Storage> = if cfg.etcd_servers.is_empty() {
-        Arc::new(EmbeddedStore::open_with_window(&cfg.data_dir.join("store.redb"), cfg.change_log_window)?)
+        Arc::new(EmbeddedStore::open_with_window(
+            &cfg.data_dir.join("store.redb"),
+            cfg.change_log_window,
+        )?)
     } else {
         Arc::new(EtcdStore::connect(&cfg.etcd_servers).await?)
     };
     let api = Arc::new(api::Api::new(store, host_port));
-    api.bootstrap((advertise.to_string(), cfg.secure_port)).await?;
+    api.bootstrap((advertise.to_string(), cfg.secure_port))
+        .await?;
 
-    let app = api::router(api).layer(axum::middleware::from_fn_with_state(Arc::new(tokens), auth::authenticate));
+    let app = api::router(api).layer(axum::middleware::from_fn_with_state(
+        Arc::new(tokens),
+        auth::authenticate,
+    ));
     let tls = tls_config(&pki)?;
     let listener = TcpListener::bind((cfg.bind_address, cfg.secure_port))
         .await

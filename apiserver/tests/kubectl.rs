@@ -17,22 +17,42 @@ fn fresh_cluster_has_system_namespaces_and_the_kubernetes_service() {
     let ns = s.ok(&["get", "namespaces"]);
     assert_eq!(rows(&ns)[0], ["NAME", "STATUS", "AGE"]);
     for name in ["default", "kube-system", "kube-node-lease"] {
-        assert!(rows(&ns).iter().any(|r| r[0] == name && r[1] == "Active"), "{name} missing:\n{ns}");
+        assert!(
+            rows(&ns).iter().any(|r| r[0] == name && r[1] == "Active"),
+            "{name} missing:\n{ns}"
+        );
     }
     let all = s.ok(&["get", "all", "-A"]);
-    assert!(all.contains("service/kubernetes   ClusterIP   10.96.0.1"), "{all}");
-    assert!(s.ok(&["get", "sa", "-n", "kube-system"]).contains("default"));
+    assert!(
+        all.contains("service/kubernetes   ClusterIP   10.96.0.1"),
+        "{all}"
+    );
+    assert!(
+        s.ok(&["get", "sa", "-n", "kube-system"])
+            .contains("default")
+    );
 }
 
 #[test]
 fn requests_without_credentials_are_unauthorized_and_file_tokens_work() {
     let tokens_dir = tempfile::tempdir().unwrap();
     let tokens = tokens_dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "node-secret,system:node:node1,uid-1,\"system:nodes\"\n").unwrap();
+    std::fs::write(
+        &tokens,
+        "node-secret,system:node:node1,uid-1,\"system:nodes\"\n",
+    )
+    .unwrap();
     let s = ApiServer::start_with(&["--token-auth-file", tokens.to_str().unwrap()]);
     let (code, body) = {
         let out = std::process::Command::new("curl")
-            .args(["-sS", "--cacert", &s.ca_file(), "-w", "\n%{http_code}", &format!("{}/api/v1/pods", s.url())])
+            .args([
+                "-sS",
+                "--cacert",
+                &s.ca_file(),
+                "-w",
+                "\n%{http_code}",
+                &format!("{}/api/v1/pods", s.url()),
+            ])
             .output()
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
@@ -60,11 +80,19 @@ fn requests_without_credentials_are_unauthorized_and_file_tokens_work() {
         c.output().unwrap()
     };
     let good = as_token("node-secret");
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     assert!(String::from_utf8_lossy(&good.stdout).contains("kube-system"));
     let bad = as_token("wrong");
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]
@@ -73,7 +101,11 @@ fn pods_create_get_wide_selectors_describe_and_errors() {
     let pod = s.file("pod.yaml", POD_WEB);
     assert_eq!(s.ok(&["create", "-f", &pod]).trim(), "pod/web created");
     let dup = s.fails(&["create", "-f", &pod]);
-    assert!(dup.contains(r#"Error from server (AlreadyExists): error when creating"#) && dup.contains(r#"pods "web" already exists"#), "{dup}");
+    assert!(
+        dup.contains(r#"Error from server (AlreadyExists): error when creating"#)
+            && dup.contains(r#"pods "web" already exists"#),
+        "{dup}"
+    );
 
     let table = rows(&s.ok(&["get", "pods"]));
     assert_eq!(table[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
@@ -84,15 +116,49 @@ fn pods_create_get_wide_selectors_describe_and_errors() {
 
     let labels = s.ok(&["get", "po", "--show-labels"]);
     assert!(labels.contains("app=web,env=dev"), "{labels}");
-    assert_eq!(s.ok(&["get", "pods", "--selector", "env=dev", "--no-headers"]).lines().count(), 1);
-    assert_eq!(s.ok(&["get", "pods", "-l", "env in (prod,qa)", "--no-headers"]).lines().count(), 0);
-    assert!(s.ok(&["get", "pods", "-l", "env!=prod,!missing"]).contains("web"));
-    assert!(s.ok(&["get", "all", "--selector", "app=web"]).contains("pod/web"));
-    assert!(s.ok(&["get", "pods", "-A", "--field-selector", "spec.nodeName="]).contains("web"));
-    assert!(s.ok(&["get", "pods", "-A", "--field-selector", "status.phase=Running"]).is_empty());
+    assert_eq!(
+        s.ok(&["get", "pods", "--selector", "env=dev", "--no-headers"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        s.ok(&["get", "pods", "-l", "env in (prod,qa)", "--no-headers"])
+            .lines()
+            .count(),
+        0
+    );
+    assert!(
+        s.ok(&["get", "pods", "-l", "env!=prod,!missing"])
+            .contains("web")
+    );
+    assert!(
+        s.ok(&["get", "all", "--selector", "app=web"])
+            .contains("pod/web")
+    );
+    assert!(
+        s.ok(&["get", "pods", "-A", "--field-selector", "spec.nodeName="])
+            .contains("web")
+    );
+    assert!(
+        s.ok(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "status.phase=Running"
+        ])
+        .is_empty()
+    );
 
     let describe = s.ok(&["describe", "pod", "web"]);
-    for want in ["Name:             web", "Namespace:        default", "Status:           Pending", "Image:        nginx:1.25", "QoS Class:        BestEffort"] {
+    for want in [
+        "Name:             web",
+        "Namespace:        default",
+        "Status:           Pending",
+        "Image:        nginx:1.25",
+        "QoS Class:        BestEffort",
+    ] {
         assert!(describe.contains(want), "missing {want:?} in\n{describe}");
     }
 
@@ -104,21 +170,36 @@ fn pods_create_get_wide_selectors_describe_and_errors() {
     let invalid = s.file("bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n    resources:\n      limits:\n        cpu: lots\n");
     let err = s.fails(&["create", "-f", &invalid]);
     // kubectl prints a 422 with causes as a list, one line per field.
-    assert!(err.starts_with(r#"The Pod "Bad_Name" is invalid: "#), "{err}");
-    for field in ["metadata.name", "spec.containers[0].image: Required value", "spec.containers[0].resources.limits[cpu]"] {
+    assert!(
+        err.starts_with(r#"The Pod "Bad_Name" is invalid: "#),
+        "{err}"
+    );
+    for field in [
+        "metadata.name",
+        "spec.containers[0].image: Required value",
+        "spec.containers[0].resources.limits[cpu]",
+    ] {
         assert!(err.contains(field), "missing {field:?} in {err}");
     }
 
     let unknown = s.file("unknown.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: u\nspec:\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicyy: Always\n");
     let err = s.fails(&["create", "-f", &unknown]);
-    assert!(err.contains(r#"strict decoding error: unknown field "spec.containers[0].imagePullPolicyy""#), "{err}");
+    assert!(
+        err.contains(
+            r#"strict decoding error: unknown field "spec.containers[0].imagePullPolicyy""#
+        ),
+        "{err}"
+    );
 
     let generated = s.kubectl_stdin(
         &["create", "-f", "-", "-o", "name"],
         "apiVersion: v1\nkind: Pod\nmetadata:\n  generateName: gen-\nspec:\n  containers:\n  - name: c\n    image: busybox\n",
     );
     let name = String::from_utf8(generated.stdout).unwrap();
-    assert!(name.trim().starts_with("pod/gen-") && name.trim().len() == "pod/gen-".len() + 5, "{name}");
+    assert!(
+        name.trim().starts_with("pod/gen-") && name.trim().len() == "pod/gen-".len() + 5,
+        "{name}"
+    );
 }
 
 #[test]
@@ -128,16 +209,43 @@ fn apply_twice_replace_force_label_and_stale_update() {
     assert_eq!(s.ok(&["apply", "-f", &pod]).trim(), "pod/web created");
     assert_eq!(s.ok(&["apply", "-f", &pod]).trim(), "pod/web unchanged");
     let changed = s.file("pod2.yaml", &POD_WEB.replace("nginx:1.25", "nginx:1.26"));
-    assert_eq!(s.ok(&["apply", "-f", &changed]).trim(), "pod/web configured");
-    assert_eq!(s.ok(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[0].image}"]), "nginx:1.26");
+    assert_eq!(
+        s.ok(&["apply", "-f", &changed]).trim(),
+        "pod/web configured"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ]),
+        "nginx:1.26"
+    );
 
-    let cm = s.file("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+    let cm = s.file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n  b: \"2\"\n",
+    );
     s.ok(&["apply", "-f", &cm]);
-    let cm2 = s.file("cm2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"3\"\n");
-    assert_eq!(s.ok(&["apply", "-f", &cm2]).trim(), "configmap/cfg configured");
-    assert_eq!(s.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data}"]), r#"{"a":"3"}"#);
+    let cm2 = s.file(
+        "cm2.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"3\"\n",
+    );
+    assert_eq!(
+        s.ok(&["apply", "-f", &cm2]).trim(),
+        "configmap/cfg configured"
+    );
+    assert_eq!(
+        s.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data}"]),
+        r#"{"a":"3"}"#
+    );
 
-    assert_eq!(s.ok(&["label", "pod", "web", "tier=frontend"]).trim(), "pod/web labeled");
+    assert_eq!(
+        s.ok(&["label", "pod", "web", "tier=frontend"]).trim(),
+        "pod/web labeled"
+    );
     let l = rows(&s.ok(&["get", "pods", "-L", "tier"]));
     assert_eq!(l[0].last().unwrap(), "TIER");
     assert_eq!(l[1].last().unwrap(), "frontend");
@@ -149,14 +257,30 @@ fn apply_twice_replace_force_label_and_stale_update() {
     s.ok(&["label", "cm", "cfg", "x=y"]);
     let stale_file = s.file("stale.yaml", &stale);
     let err = s.fails(&["replace", "-f", &stale_file]);
-    assert!(err.contains("Error from server (Conflict)") && err.contains("the object has been modified"), "{err}");
+    assert!(
+        err.contains("Error from server (Conflict)")
+            && err.contains("the object has been modified"),
+        "{err}"
+    );
 
     let uid_before = s.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
     let out = s.ok(&["replace", "--force", "-f", &pod]);
-    assert!(out.contains(r#"pod "web" deleted"#) && out.contains("pod/web replaced"), "{out}");
-    assert_ne!(s.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]), uid_before);
-    assert_eq!(s.ok(&["delete", "pod", "web"]).trim(), r#"pod "web" deleted"#);
-    assert!(s.fails(&["get", "pod", "web"]).contains(r#"Error from server (NotFound): pods "web" not found"#));
+    assert!(
+        out.contains(r#"pod "web" deleted"#) && out.contains("pod/web replaced"),
+        "{out}"
+    );
+    assert_ne!(
+        s.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]),
+        uid_before
+    );
+    assert_eq!(
+        s.ok(&["delete", "pod", "web"]).trim(),
+        r#"pod "web" deleted"#
+    );
+    assert!(
+        s.fails(&["get", "pod", "web"])
+            .contains(r#"Error from server (NotFound): pods "web" not found"#)
+    );
 }
 
 #[test]
@@ -170,11 +294,28 @@ fn nodes_label_taint_and_binding() {
     assert!(s.ok(&["get", "no", "-o", "wide"]).contains("10.0.0.5"));
 
     s.ok(&["label", "nodes", "node1", "disktype=ssd"]);
-    assert!(s.ok(&["get", "nodes", "--show-labels"]).contains("disktype=ssd"));
-    assert_eq!(s.ok(&["taint", "nodes", "node1", "key1=value1:NoSchedule"]).trim(), "node/node1 tainted");
-    assert_eq!(s.ok(&["get", "node", "node1", "-o", "jsonpath={.spec.taints}"]), r#"[{"effect":"NoSchedule","key":"key1","value":"value1"}]"#);
-    assert_eq!(s.ok(&["taint", "nodes", "node1", "key1=value1:NoSchedule-"]).trim(), "node/node1 untainted");
-    assert_eq!(s.ok(&["get", "node", "node1", "-o", "jsonpath={.spec.taints}"]), "");
+    assert!(
+        s.ok(&["get", "nodes", "--show-labels"])
+            .contains("disktype=ssd")
+    );
+    assert_eq!(
+        s.ok(&["taint", "nodes", "node1", "key1=value1:NoSchedule"])
+            .trim(),
+        "node/node1 tainted"
+    );
+    assert_eq!(
+        s.ok(&["get", "node", "node1", "-o", "jsonpath={.spec.taints}"]),
+        r#"[{"effect":"NoSchedule","key":"key1","value":"value1"}]"#
+    );
+    assert_eq!(
+        s.ok(&["taint", "nodes", "node1", "key1=value1:NoSchedule-"])
+            .trim(),
+        "node/node1 untainted"
+    );
+    assert_eq!(
+        s.ok(&["get", "node", "node1", "-o", "jsonpath={.spec.taints}"]),
+        ""
+    );
 
     s.ok(&["create", "-f", &s.file("pod.yaml", POD_WEB)]);
     // The seed's curl recipe: chunked body, no Content-Type, trailing slash.
@@ -184,13 +325,38 @@ fn nodes_label_taint_and_binding() {
     );
     let url = format!("{}/api/v1/namespaces/default/pods/web/binding/", s.url());
     let data = format!("@{binding}");
-    let (code, body) = s.curl(&["-X", "POST", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type:", "--data-binary", &data, &url]);
+    let (code, body) = s.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Content-Type:",
+        "--data-binary",
+        &data,
+        &url,
+    ]);
     assert_eq!(code, 201, "{body}");
     assert!(s.ok(&["get", "pods", "-o", "wide"]).contains("node1"));
-    let (code, body) = s.curl(&["-X", "POST", "--data-binary", &data, url.trim_end_matches('/')]);
+    let (code, body) = s.curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        &data,
+        url.trim_end_matches('/'),
+    ]);
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("is already assigned to node"), "{body}");
-    assert!(s.ok(&["get", "pods", "--field-selector", "spec.nodeName=node1", "--no-headers"]).starts_with("web"));
+    assert!(
+        s.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=node1",
+            "--no-headers"
+        ])
+        .starts_with("web")
+    );
 
     // Bound pods terminate gracefully: the node's agent finishes the deletion.
     s.ok(&["delete", "pod", "web", "--wait=false"]);
@@ -202,48 +368,144 @@ fn nodes_label_taint_and_binding() {
 #[test]
 fn namespaces_generators_events_and_run_dry_run() {
     let s = ApiServer::start();
-    assert_eq!(s.ok(&["create", "namespace", "dev"]).trim(), "namespace/dev created");
-    s.ok(&["create", "configmap", "c1", "--from-literal=a=b", "-n", "dev"]);
-    s.ok(&["create", "secret", "generic", "s1", "--from-literal=pw=x", "-n", "dev"]);
-    s.ok(&["create", "service", "clusterip", "svc1", "--tcp=80:8080", "-n", "dev"]);
+    assert_eq!(
+        s.ok(&["create", "namespace", "dev"]).trim(),
+        "namespace/dev created"
+    );
+    s.ok(&[
+        "create",
+        "configmap",
+        "c1",
+        "--from-literal=a=b",
+        "-n",
+        "dev",
+    ]);
+    s.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=pw=x",
+        "-n",
+        "dev",
+    ]);
+    s.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc1",
+        "--tcp=80:8080",
+        "-n",
+        "dev",
+    ]);
     let secrets = rows(&s.ok(&["get", "secrets", "-n", "dev"]));
     assert_eq!(secrets[0], ["NAME", "TYPE", "DATA", "AGE"]);
     assert_eq!(secrets[1][..3], ["s1", "Opaque", "1"]);
     let svc = rows(&s.ok(&["get", "svc", "-n", "dev"]));
-    assert_eq!(svc[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
-    assert_eq!(svc[1][..5], ["svc1", "ClusterIP", "10.96.0.2", "<none>", "80/TCP"]);
-    assert_eq!(rows(&s.ok(&["get", "cm", "-n", "dev"]))[1][..2], ["c1", "1"]);
+    assert_eq!(
+        svc[0],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        svc[1][..5],
+        ["svc1", "ClusterIP", "10.96.0.2", "<none>", "80/TCP"]
+    );
+    assert_eq!(
+        rows(&s.ok(&["get", "cm", "-n", "dev"]))[1][..2],
+        ["c1", "1"]
+    );
 
-    let manifest = s.ok(&["run", "busy", "--image=busybox", "--restart=Never", "-n", "dev", "--dry-run=client", "-o", "yaml", "--", "sleep", "3600"]);
+    let manifest = s.ok(&[
+        "run",
+        "busy",
+        "--image=busybox",
+        "--restart=Never",
+        "-n",
+        "dev",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+        "--",
+        "sleep",
+        "3600",
+    ]);
     let created = s.kubectl_stdin(&["create", "-f", "-"], &manifest);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    assert_eq!(rows(&s.ok(&["get", "pods", "-n", "dev"]))[1][..3], ["busy", "0/1", "Pending"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert_eq!(
+        rows(&s.ok(&["get", "pods", "-n", "dev"]))[1][..3],
+        ["busy", "0/1", "Pending"]
+    );
 
     // describe finds a pod's events by kind, name, namespace and uid.
-    let uid = s.ok(&["get", "pod", "busy", "-n", "dev", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = s.ok(&[
+        "get",
+        "pod",
+        "busy",
+        "-n",
+        "dev",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     let event = s.file(
         "event.yaml",
         &format!("apiVersion: v1\nkind: Event\nmetadata:\n  name: busy.1\n  namespace: dev\ninvolvedObject:\n  kind: Pod\n  name: busy\n  namespace: dev\n  uid: {uid}\nreason: Scheduled\nmessage: Successfully assigned dev/busy to node1\ntype: Normal\nsource:\n  component: default-scheduler\ncount: 1\n"),
     );
     s.ok(&["create", "-f", &event]);
     let events = s.ok(&["get", "events", "-n", "dev"]);
-    assert_eq!(rows(&events)[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
-    assert!(events.contains("Normal   Scheduled   pod/busy   Successfully assigned dev/busy to node1"), "{events}");
-    assert!(s.ok(&["describe", "pod", "busy", "-n", "dev"]).contains("Successfully assigned dev/busy to node1"));
+    assert_eq!(
+        rows(&events)[0],
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(
+        events.contains("Normal   Scheduled   pod/busy   Successfully assigned dev/busy to node1"),
+        "{events}"
+    );
+    assert!(
+        s.ok(&["describe", "pod", "busy", "-n", "dev"])
+            .contains("Successfully assigned dev/busy to node1")
+    );
 
-    assert_eq!(s.ok(&["delete", "namespace", "dev"]).trim(), r#"namespace "dev" deleted"#);
+    assert_eq!(
+        s.ok(&["delete", "namespace", "dev"]).trim(),
+        r#"namespace "dev" deleted"#
+    );
     assert!(s.ok(&["get", "pods", "-A"]).is_empty());
-    assert!(s.fails(&["get", "ns", "dev"]).contains(r#"namespaces "dev" not found"#));
+    assert!(
+        s.fails(&["get", "ns", "dev"])
+            .contains(r#"namespaces "dev" not found"#)
+    );
 }
 
 #[test]
 fn get_pods_watch_sees_changes() {
     let s = ApiServer::start();
     s.ok(&["create", "-f", &s.file("pod.yaml", POD_WEB)]);
-    let mut watch = s.kubectl_cmd(&["get", "pods", "--watch"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut watch = s
+        .kubectl_cmd(&["get", "pods", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    assert_eq!(rows(&lines.next().unwrap().unwrap())[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
-    assert_eq!(rows(&lines.next().unwrap().unwrap())[0][..3], ["web", "0/1", "Pending"]);
+    assert_eq!(
+        rows(&lines.next().unwrap().unwrap())[0],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    );
+    assert_eq!(
+        rows(&lines.next().unwrap().unwrap())[0][..3],
+        ["web", "0/1", "Pending"]
+    );
 
     s.ok(&["create", "-f", &s.file("node.yaml", NODE1)]);
     s.ok(&["label", "pod", "web", "seen=yes"]);
@@ -256,7 +518,11 @@ fn get_pods_watch_sees_changes() {
     let _ = watch.kill();
     let _ = watch.wait();
     assert!(seen.iter().all(|l| l.starts_with("web ")), "{seen:?}");
-    assert_eq!(seen.len(), 2, "expected the label change and the deletion: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        2,
+        "expected the label change and the deletion: {seen:?}"
+    );
 }
 
 #[test]
@@ -272,7 +538,12 @@ fn acknowledged_writes_survive_kill_9() {
         key = s.client_cert_files().1,
         url = s.url()
     );
-    let mut writer = std::process::Command::new("sh").args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut out = BufReader::new(writer.stdout.take().unwrap()).lines();
     let mut acknowledged = Vec::new();
     while acknowledged.len() < 40 {
@@ -291,16 +562,44 @@ fn acknowledged_writes_survive_kill_9() {
 
     let last_rv: u64 = {
         s.restart();
-        let names = s.ok(&["get", "cm", "-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}"]);
+        let names = s.ok(&[
+            "get",
+            "cm",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ]);
         for name in &acknowledged {
-            assert!(names.lines().any(|n| n == name), "acknowledged {name} lost after kill -9");
+            assert!(
+                names.lines().any(|n| n == name),
+                "acknowledged {name} lost after kill -9"
+            );
         }
-        let rvs = s.ok(&["get", "cm", "-o", "jsonpath={range .items[*]}{.metadata.resourceVersion}{\"\\n\"}{end}"]);
-        rvs.lines().map(|r| r.parse::<u64>().unwrap()).max().unwrap()
+        let rvs = s.ok(&[
+            "get",
+            "cm",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.resourceVersion}{\"\\n\"}{end}",
+        ]);
+        rvs.lines()
+            .map(|r| r.parse::<u64>().unwrap())
+            .max()
+            .unwrap()
     };
     s.ok(&["create", "configmap", "after-restart"]);
-    let rv: u64 = s.ok(&["get", "cm", "after-restart", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().unwrap();
-    assert!(rv > last_rv, "resourceVersion went backwards: {rv} after {last_rv}");
+    let rv: u64 = s
+        .ok(&[
+            "get",
+            "cm",
+            "after-restart",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .parse()
+        .unwrap();
+    assert!(
+        rv > last_rv,
+        "resourceVersion went backwards: {rv} after {last_rv}"
+    );
 }
 
 #[test]
@@ -308,7 +607,15 @@ fn status_subresource_drives_the_status_column_and_leases_work() {
     let s = ApiServer::start();
     s.ok(&["create", "-f", &s.file("pod.yaml", POD_WEB)]);
     let set_status = |status: &str| {
-        s.ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", status]);
+        s.ok(&[
+            "patch",
+            "pod",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ]);
         rows(&s.ok(&["get", "pods", "--no-headers"]))[0].clone()
     };
     let running = set_status(
@@ -335,7 +642,10 @@ fn status_subresource_drives_the_status_column_and_leases_work() {
 
     // Writes to the main resource leave status alone.
     s.ok(&["label", "pod", "web", "x=y"]);
-    assert_eq!(s.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]), "Succeeded");
+    assert_eq!(
+        s.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]),
+        "Succeeded"
+    );
 
     let lease = s.file(
         "lease.yaml",

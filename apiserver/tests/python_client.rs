@@ -8,7 +8,10 @@ use common::ApiServer;
 #[test]
 fn python_kubernetes_client_lists_watches_patches_and_deletes_pods() {
     let s = ApiServer::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_workflow.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/client_workflow.py"
+    );
     let out = std::process::Command::new("/usr/bin/python3")
         .arg(script)
         .arg(s.kubeconfig())

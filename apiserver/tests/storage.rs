@@ -26,13 +26,23 @@ impl Fixture {
     fn embedded(window: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open_with_window(&dir.path().join("db.redb"), window).unwrap();
-        Self { store: Box::new(store), etcd_url: None, _keep: Box::new(dir) }
+        Self {
+            store: Box::new(store),
+            etcd_url: None,
+            _keep: Box::new(dir),
+        }
     }
 
     async fn etcd() -> Self {
         let etcd = EtcdServer::start();
-        let store = EtcdStore::connect(&[etcd.url()]).await.unwrap_or_else(|e| panic!("{e}\n{}", etcd.log()));
-        Self { store: Box::new(store), etcd_url: Some(etcd.url()), _keep: Box::new(etcd) }
+        let store = EtcdStore::connect(&[etcd.url()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", etcd.log()));
+        Self {
+            store: Box::new(store),
+            etcd_url: Some(etcd.url()),
+            _keep: Box::new(etcd),
+        }
     }
 
     /// Makes revisions before `keep_from` unavailable to watches.
@@ -55,16 +65,30 @@ async fn next(w: &mut WatchStream) -> kubelab_apiserver::storage::WatchEvent {
 async fn revisions_grow_and_conditional_writes_conflict(f: Fixture) {
     let s = f.store.as_ref();
     let r1 = s.create("/a/x", b"1".to_vec()).await.unwrap();
-    assert!(matches!(s.create("/a/x", b"1".to_vec()).await, Err(StorageError::AlreadyExists { .. })));
+    assert!(matches!(
+        s.create("/a/x", b"1".to_vec()).await,
+        Err(StorageError::AlreadyExists { .. })
+    ));
     let r2 = s.update("/a/x", b"2".to_vec(), Some(r1)).await.unwrap();
     assert!(r2 > r1);
     match s.update("/a/x", b"3".to_vec(), Some(r1)).await {
-        Err(StorageError::Conflict { expected, actual, .. }) => assert_eq!((expected, actual), (r1, r2)),
+        Err(StorageError::Conflict {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (r1, r2)),
         other => panic!("expected Conflict, got {other:?}"),
     }
-    assert!(matches!(s.update("/a/missing", b"3".to_vec(), None).await, Err(StorageError::NotFound { .. })));
-    assert!(matches!(s.delete("/a/missing", None).await, Err(StorageError::NotFound { .. })));
-    assert!(matches!(s.delete("/a/x", Some(r1)).await, Err(StorageError::Conflict { .. })));
+    assert!(matches!(
+        s.update("/a/missing", b"3".to_vec(), None).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.delete("/a/missing", None).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.delete("/a/x", Some(r1)).await,
+        Err(StorageError::Conflict { .. })
+    ));
     let got = s.get("/a/x").await.unwrap().unwrap();
     assert_eq!((got.value.as_slice(), got.mod_revision), (&b"2"[..], r2));
     assert_eq!(s.current_revision().await.unwrap(), r2);
@@ -101,10 +125,16 @@ async fn watch_replays_then_follows_with_previous_values(f: Fixture) {
     let r2 = s.create("/a/2", b"2".to_vec()).await.unwrap();
     let mut w = s.watch("/a/", rev).await.unwrap();
     let e = next(&mut w).await;
-    assert_eq!((e.key.as_str(), e.event_type, e.revision, e.prev_value), ("/a/2", EventType::Put, r2, None));
+    assert_eq!(
+        (e.key.as_str(), e.event_type, e.revision, e.prev_value),
+        ("/a/2", EventType::Put, r2, None)
+    );
     let r3 = s.update("/a/2", b"2b".to_vec(), Some(r2)).await.unwrap();
     let e = next(&mut w).await;
-    assert_eq!((e.value.as_slice(), e.revision, e.prev_value.as_deref()), (&b"2b"[..], r3, Some(&b"2"[..])));
+    assert_eq!(
+        (e.value.as_slice(), e.revision, e.prev_value.as_deref()),
+        (&b"2b"[..], r3, Some(&b"2"[..]))
+    );
     s.create("/b/2", b"y".to_vec()).await.unwrap();
     let deleted = s.delete("/a/1", None).await.unwrap();
     let e = next(&mut w).await;
@@ -125,7 +155,9 @@ async fn watch_from_a_compacted_revision_is_refused(f: Fixture) {
     let mut w = s.watch("/a/", revs[1]).await.unwrap();
     assert_eq!(next(&mut w).await.key, "/a/2");
     match s.watch("/a/", revs[0]).await {
-        Err(StorageError::Compacted { requested, oldest }) => assert_eq!((requested, oldest), (revs[0], revs[2])),
+        Err(StorageError::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (revs[0], revs[2]))
+        }
         Err(e) => panic!("expected Compacted, got {e}"),
         Ok(_) => panic!("expected Compacted, got a watch"),
     }

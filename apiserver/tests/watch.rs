@@ -7,7 +7,15 @@ mod common;
 use common::ApiServer;
 
 fn rv_of(s: &ApiServer, cm: &str) -> u64 {
-    s.ok(&["get", "cm", cm, "-o", "jsonpath={.metadata.resourceVersion}"]).parse().unwrap()
+    s.ok(&[
+        "get",
+        "cm",
+        cm,
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ])
+    .parse()
+    .unwrap()
 }
 
 #[test]
@@ -20,12 +28,27 @@ fn watch_resumes_from_a_resource_version_and_expires_old_ones() {
     }
     let before_last_two = rv_of(&s, "cm-5");
 
-    let url = |rv: u64| format!("{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1", s.url());
+    let url = |rv: u64| {
+        format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1",
+            s.url()
+        )
+    };
     let (code, body) = s.curl(&[&url(before_last_two)]);
     assert_eq!(code, 200);
-    let events: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let names: Vec<(&str, &str)> =
-        events.iter().map(|e| (e["type"].as_str().unwrap(), e["object"]["metadata"]["name"].as_str().unwrap())).collect();
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(names, [("ADDED", "cm-6"), ("ADDED", "cm-7")]);
 
     let (code, body) = s.curl(&[&url(first)]);
@@ -34,5 +57,10 @@ fn watch_resumes_from_a_resource_version_and_expires_old_ones() {
     assert_eq!(event["type"], "ERROR");
     assert_eq!(event["object"]["code"], 410);
     assert_eq!(event["object"]["reason"], "Expired");
-    assert!(event["object"]["message"].as_str().unwrap().starts_with(&format!("too old resource version: {first}")));
+    assert!(
+        event["object"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("too old resource version: {first}"))
+    );
 }

@@ -246,7 +246,9 @@ impl PodWorker {
         if let Some(i) = self.slots.iter().position(|s| s.init && !s.completed()) {
             return if self.slots[i].done { vec![] } else { vec![i] };
         }
-        (0..self.slots.len()).filter(|&i| !self.slots[i].init).collect()
+        (0..self.slots.len())
+            .filter(|&i| !self.slots[i].init)
+            .collect()
     }
 
     fn next_due(&self) -> Option<Timestamp> {
@@ -745,7 +747,11 @@ impl PodWorker {
             let Some(container) = self.container_spec(&slot.name).cloned() else {
                 continue;
             };
-            let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+            let Some(hook) = container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.clone())
+            else {
                 continue;
             };
             let target = ProbeTarget {
@@ -757,7 +763,8 @@ impl PodWorker {
                 bundle: self.dir.join("containers").join(&run.container_id),
             };
             let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let (events, key, name) = (self.ctx.events.clone(), self.key.clone(), slot.name.clone());
+            let (events, key, name) =
+                (self.ctx.events.clone(), self.key.clone(), slot.name.clone());
             hooks.push(tokio::task::spawn_blocking(move || {
                 let outcome = prober::probe::run_handler(&hook, &container, &target, timeout);
                 if let prober::ProbeOutcome::Failure(msg) = outcome {

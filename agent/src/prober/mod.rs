@@ -91,7 +91,11 @@ fn initial_delay(p: &Probe) -> Duration {
     Duration::from_secs(p.initial_delay_seconds.unwrap_or(0).max(0) as u64)
 }
 
-async fn probe_once(probe: &Probe, container: &Arc<Container>, target: &Arc<ProbeTarget>) -> ProbeOutcome {
+async fn probe_once(
+    probe: &Probe,
+    container: &Arc<Container>,
+    target: &Arc<ProbeTarget>,
+) -> ProbeOutcome {
     let (p, c, t) = (probe.clone(), container.clone(), target.clone());
     tokio::task::spawn_blocking(move || probe::run_probe(&p, &c, &t))
         .await
@@ -124,12 +128,17 @@ pub async fn run(
             let outcome = probe_once(&startup, &container, &target).await;
             let ok = outcome == ProbeOutcome::Success;
             if let ProbeOutcome::Failure(message) = outcome {
-                send(ProbeEvent::Unhealthy { kind: ProbeKind::Startup, message });
+                send(ProbeEvent::Unhealthy {
+                    kind: ProbeKind::Startup,
+                    message,
+                });
             }
             match counts.observe(ok) {
                 Some(true) => break,
                 Some(false) => {
-                    send(ProbeEvent::Restart { kind: ProbeKind::Startup });
+                    send(ProbeEvent::Restart {
+                        kind: ProbeKind::Startup,
+                    });
                     return;
                 }
                 None => {}
@@ -140,7 +149,12 @@ pub async fn run(
     send(ProbeEvent::Started);
 
     let liveness = container.liveness_probe.clone().map(|p| {
-        let (container, target, tx, id) = (container.clone(), target.clone(), tx.clone(), container_id.clone());
+        let (container, target, tx, id) = (
+            container.clone(),
+            target.clone(),
+            tx.clone(),
+            container_id.clone(),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(initial_delay(&p)).await;
             let mut counts = Thresholds::new(&p);
@@ -151,14 +165,19 @@ pub async fn run(
                     let _ = tx.send(ProbeNotice {
                         container: container.name.clone(),
                         container_id: id.clone(),
-                        event: ProbeEvent::Unhealthy { kind: ProbeKind::Liveness, message },
+                        event: ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Liveness,
+                            message,
+                        },
                     });
                 }
                 if counts.observe(ok) == Some(false) {
                     let _ = tx.send(ProbeNotice {
                         container: container.name.clone(),
                         container_id: id.clone(),
-                        event: ProbeEvent::Restart { kind: ProbeKind::Liveness },
+                        event: ProbeEvent::Restart {
+                            kind: ProbeKind::Liveness,
+                        },
                     });
                     return;
                 }
@@ -175,7 +194,10 @@ pub async fn run(
             let outcome = probe_once(&p, &container, &target).await;
             let ok = outcome == ProbeOutcome::Success;
             if let ProbeOutcome::Failure(message) = outcome {
-                send(ProbeEvent::Unhealthy { kind: ProbeKind::Readiness, message });
+                send(ProbeEvent::Unhealthy {
+                    kind: ProbeKind::Readiness,
+                    message,
+                });
             }
             if let Some(result) = counts.observe(ok)
                 && result != ready
@@ -213,6 +235,9 @@ mod tests {
         assert_eq!(t.observe(true), None);
         assert_eq!(t.observe(true), Some(true));
         let defaults = Thresholds::new(&Probe::default());
-        assert_eq!((defaults.success_threshold, defaults.failure_threshold), (1, 3));
+        assert_eq!(
+            (defaults.success_threshold, defaults.failure_threshold),
+            (1, 3)
+        );
     }
 }

@@ -46,7 +46,12 @@ fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String
                 .flatten()
                 .find(|p| p.name.as_deref() == Some(name.as_str()))
                 .map(|p| p.container_port as u16)
-                .ok_or_else(|| format!("couldn't find port {name:?} in container {}", container.name))
+                .ok_or_else(|| {
+                    format!(
+                        "couldn't find port {name:?} in container {}",
+                        container.name
+                    )
+                })
         }
     }
 }
@@ -59,7 +64,8 @@ fn in_netns<T: Send + 'static>(
 ) -> Result<T, String> {
     std::thread::spawn(move || -> Result<T, String> {
         if let Some(path) = netns {
-            let file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
             nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("setns {}: {e}", path.display()))?;
         }
@@ -92,8 +98,10 @@ pub fn run_probe(probe: &Probe, container: &Container, target: &ProbeTarget) -> 
         if scheme != "HTTP" {
             return ProbeOutcome::Failure(format!("scheme {scheme} is not supported by this node"));
         }
-        return in_netns(target.netns.clone(), move || http_get(&host, port, &path, &headers, timeout))
-            .unwrap_or_else(ProbeOutcome::Failure);
+        return in_netns(target.netns.clone(), move || {
+            http_get(&host, port, &path, &headers, timeout)
+        })
+        .unwrap_or_else(ProbeOutcome::Failure);
     }
     if let Some(tcp) = &probe.tcp_socket {
         let port = match resolve_port(&tcp.port, container) {
@@ -105,9 +113,11 @@ pub fn run_probe(probe: &Probe, container: &Container, target: &ProbeTarget) -> 
             .clone()
             .or_else(|| target.pod_ip.clone())
             .unwrap_or_else(|| "127.0.0.1".into());
-        return in_netns(target.netns.clone(), move || match connect(&host, port, timeout) {
-            Ok(_) => ProbeOutcome::Success,
-            Err(e) => ProbeOutcome::Failure(format!("dial tcp {host}:{port}: {e}")),
+        return in_netns(target.netns.clone(), move || {
+            match connect(&host, port, timeout) {
+                Ok(_) => ProbeOutcome::Success,
+                Err(e) => ProbeOutcome::Failure(format!("dial tcp {host}:{port}: {e}")),
+            }
         })
         .unwrap_or_else(ProbeOutcome::Failure);
     }
@@ -162,7 +172,9 @@ pub fn http_get(
         let mut s = connect(host, port, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n");
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+        );
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -186,7 +198,10 @@ pub fn http_get(
     match result {
         Ok(code) if (200..400).contains(&code) => ProbeOutcome::Success,
         Ok(code) => ProbeOutcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
             ProbeOutcome::Failure(format!(
                 "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             ))
@@ -272,15 +287,28 @@ mod tests {
     #[test]
     fn http_status_codes_decide_as_kubelet_does() {
         let t = Duration::from_secs(1);
-        assert_eq!(http_get("127.0.0.1", serve_once(200), "/", &[], t), ProbeOutcome::Success);
-        assert_eq!(http_get("127.0.0.1", serve_once(302), "/", &[], t), ProbeOutcome::Success);
+        assert_eq!(
+            http_get("127.0.0.1", serve_once(200), "/", &[], t),
+            ProbeOutcome::Success
+        );
+        assert_eq!(
+            http_get("127.0.0.1", serve_once(302), "/", &[], t),
+            ProbeOutcome::Success
+        );
         assert_eq!(
             http_get("127.0.0.1", serve_once(500), "/", &[], t),
             ProbeOutcome::Failure("HTTP probe failed with statuscode: 500".into())
         );
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         match http_get("127.0.0.1", closed, "/healthz", &[], t) {
-            ProbeOutcome::Failure(m) => assert!(m.contains("connection refused") || m.contains("refused"), "{m}"),
+            ProbeOutcome::Failure(m) => assert!(
+                m.contains("connection refused") || m.contains("refused"),
+                "{m}"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -296,7 +324,10 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert_eq!(resolve_port(&IntOrString::String("http".into()), &c), Ok(8080));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
         assert_eq!(resolve_port(&IntOrString::Int(81), &c), Ok(81));
         assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
     }

@@ -8,9 +8,9 @@ use std::ffi::CString;
 use std::fs;
 use std::path::PathBuf;
 
-use nix::sched::{setns, CloneFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
+use nix::sched::{CloneFlags, setns};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
 use oci_spec::runtime::Spec;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -30,13 +30,20 @@ fn join_cgroups(pid: i32) -> anyhow::Result<()> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
-        let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         let dir = if ctrls.is_empty() {
             if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
                 continue; // the hybrid layout's empty v2 tree
             }
             PathBuf::from("/sys/fs/cgroup")
-        } else if ctrls.split(',').any(|c| matches!(c, "cpu" | "cpuacct" | "memory" | "pids")) {
+        } else if ctrls
+            .split(',')
+            .any(|c| matches!(c, "cpu" | "cpuacct" | "memory" | "pids"))
+        {
             PathBuf::from("/sys/fs/cgroup").join(ctrls)
         } else {
             continue;
@@ -86,9 +93,17 @@ pub fn run(args: ExecArgs) -> anyhow::Result<()> {
                     nix::sys::prctl::set_no_new_privs()?;
                 }
                 let c = |s: &str| CString::new(s).map_err(anyhow::Error::from);
-                let argv = args.command.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
+                let argv = args
+                    .command
+                    .iter()
+                    .map(|a| c(a))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let envp = env.iter().map(|e| c(e)).collect::<Result<Vec<_>, _>>()?;
-                Ok(nix::unistd::execve(&c(&exe.to_string_lossy())?, &argv, &envp)?)
+                Ok(nix::unistd::execve(
+                    &c(&exe.to_string_lossy())?,
+                    &argv,
+                    &envp,
+                )?)
             })()
             .unwrap_err();
             eprintln!("{err:#}");

@@ -81,7 +81,9 @@ pub enum SpecError {
     UnknownCapability { container: String, name: String },
     #[error("container {container:?}: volumeMounts: volume {volume:?} not found")]
     UnknownVolume { container: String, volume: String },
-    #[error("container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} must be a relative path inside the volume")]
+    #[error(
+        "container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} must be a relative path inside the volume"
+    )]
     BadSubPath {
         container: String,
         volume: String,
@@ -142,10 +144,12 @@ pub fn volume_mounts(
 ) -> Result<Vec<(PathBuf, String, bool)>, SpecError> {
     let mut out = Vec::new();
     for vm in container.volume_mounts.iter().flatten() {
-        let base = volumes.get(&vm.name).ok_or_else(|| SpecError::UnknownVolume {
-            container: container.name.clone(),
-            volume: vm.name.clone(),
-        })?;
+        let base = volumes
+            .get(&vm.name)
+            .ok_or_else(|| SpecError::UnknownVolume {
+                container: container.name.clone(),
+                volume: vm.name.clone(),
+            })?;
         let source = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             None => base.clone(),
             Some(sub) => {

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, Volume};
-use nix::mount::{mount, MsFlags};
+use nix::mount::{MsFlags, mount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -62,7 +62,10 @@ fn is_mounted(path: &Path) -> bool {
 
 /// Creates (idempotently) every volume of the pod and returns where each is
 /// on the node, by volume name.
-pub fn prepare_volumes(pod: &Pod, pod_dir: &Path) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
+pub fn prepare_volumes(
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut out = BTreeMap::new();
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
@@ -75,18 +78,26 @@ pub fn prepare_volumes(pod: &Pod, pod_dir: &Path) -> Result<BTreeMap<String, Pat
             let dir = pod_dir.join("volumes/kubernetes.io~empty-dir").join(&name);
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             // Any user in any container of the pod may write it, as on Kubernetes.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io(&dir))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(io(&dir))?;
             if empty.medium.as_deref() == Some("Memory") && !is_mounted(&dir) {
                 let mut data = String::from("mode=1777");
                 if let Some(limit) = &empty.size_limit {
-                    let bytes = crate::quantity::bytes(limit).map_err(|source| VolumeError::Size {
-                        name: name.clone(),
-                        source,
-                    })?;
+                    let bytes =
+                        crate::quantity::bytes(limit).map_err(|source| VolumeError::Size {
+                            name: name.clone(),
+                            source,
+                        })?;
                     data.push_str(&format!(",size={bytes}"));
                 }
-                mount(Some("tmpfs"), &dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data.as_str()))
-                    .map_err(|e| io(&dir)(std::io::Error::from(e)))?;
+                mount(
+                    Some("tmpfs"),
+                    &dir,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(data.as_str()),
+                )
+                .map_err(|e| io(&dir)(std::io::Error::from(e)))?;
             }
             out.insert(name, dir);
         } else if let Some(host) = &v.host_path {
@@ -103,13 +114,15 @@ pub fn prepare_volumes(pod: &Pod, pod_dir: &Path) -> Result<BTreeMap<String, Pat
                 "DirectoryOrCreate" => {
                     if meta.is_none() {
                         std::fs::create_dir_all(&path).map_err(io(&path))?;
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(io(&path))?;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                            .map_err(io(&path))?;
                     }
                 }
                 "FileOrCreate" => {
                     if meta.is_none() {
                         std::fs::write(&path, b"").map_err(io(&path))?;
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(io(&path))?;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                            .map_err(io(&path))?;
                     }
                 }
                 "Directory" if !meta.as_ref().is_some_and(|m| m.is_dir()) => {
@@ -121,10 +134,18 @@ pub fn prepare_volumes(pod: &Pod, pod_dir: &Path) -> Result<BTreeMap<String, Pat
                 "Socket" if !meta.as_ref().is_some_and(|m| m.file_type().is_socket()) => {
                     return Err(problem("is not a socket"));
                 }
-                "CharDevice" if !meta.as_ref().is_some_and(|m| m.file_type().is_char_device()) => {
+                "CharDevice"
+                    if !meta
+                        .as_ref()
+                        .is_some_and(|m| m.file_type().is_char_device()) =>
+                {
                     return Err(problem("is not a character device"));
                 }
-                "BlockDevice" if !meta.as_ref().is_some_and(|m| m.file_type().is_block_device()) => {
+                "BlockDevice"
+                    if !meta
+                        .as_ref()
+                        .is_some_and(|m| m.file_type().is_block_device()) =>
+                {
                     return Err(problem("is not a block device"));
                 }
                 "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice" => {}
@@ -191,7 +212,10 @@ mod tests {
             },
         ]);
         let paths = prepare_volumes(&pod, dir.path()).unwrap();
-        assert_eq!(paths["scratch"], dir.path().join("volumes/kubernetes.io~empty-dir/scratch"));
+        assert_eq!(
+            paths["scratch"],
+            dir.path().join("volumes/kubernetes.io~empty-dir/scratch")
+        );
         assert!(paths["scratch"].is_dir());
         assert!(host.is_dir());
         // Idempotent.
@@ -205,8 +229,13 @@ mod tests {
             }),
             ..Default::default()
         }]);
-        let err = prepare_volumes(&missing, dir.path()).unwrap_err().to_string();
-        assert_eq!(err, "volume \"f\": hostPath \"/nonexistent/kubelab\" is not a file");
+        let err = prepare_volumes(&missing, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "volume \"f\": hostPath \"/nonexistent/kubelab\" is not a file"
+        );
 
         let cm = pod_with(vec![Volume {
             name: "conf".into(),

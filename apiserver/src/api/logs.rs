@@ -14,7 +14,14 @@ use crate::node_client::NodeClientError;
 use crate::status::ApiError;
 
 /// The log options kubectl sends that the agent understands, passed through.
-const FORWARDED: [&str; 6] = ["follow", "previous", "tailLines", "timestamps", "limitBytes", "sinceSeconds"];
+const FORWARDED: [&str; 6] = [
+    "follow",
+    "previous",
+    "tailLines",
+    "timestamps",
+    "limitBytes",
+    "sinceSeconds",
+];
 
 /// Which container's log: the one asked for, or the only one there is.
 fn container_name(pod: &Value, params: &Params) -> ApiResult<String> {
@@ -24,7 +31,11 @@ fn container_name(pod: &Value, params: &Params) -> ApiResult<String> {
         .flat_map(|f| pod["spec"][f].as_array().into_iter().flatten())
         .filter_map(|c| c["name"].as_str())
         .collect();
-    match params.get("container").map(String::as_str).filter(|c| !c.is_empty()) {
+    match params
+        .get("container")
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+    {
         Some(c) if names.contains(&c) => Ok(c.to_owned()),
         Some(c) => Err(ApiError::bad_request(format!(
             "container {c} is not valid for pod {pod_name}"
@@ -54,7 +65,12 @@ pub fn container_logs_path(ns: &str, pod: &str, container: &str, params: &Params
         .filter_map(|k| params.get(*k).map(|v| format!("{k}={}", encode(v))))
         .collect();
     query.sort();
-    let mut path = format!("/containerLogs/{}/{}/{}", encode(ns), encode(pod), encode(container));
+    let mut path = format!(
+        "/containerLogs/{}/{}/{}",
+        encode(ns),
+        encode(pod),
+        encode(container)
+    );
     if !query.is_empty() {
         path.push('?');
         path.push_str(&query.join("&"));
@@ -66,7 +82,9 @@ pub fn container_logs_path(ns: &str, pod: &str, container: &str, params: &Params
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -93,7 +111,9 @@ pub async fn pod_log(api: &Api, ns: &str, name: &str, params: &Params) -> ApiRes
     let pod = api.get(pods.as_ref(), Some(ns), name).await?;
     let container = container_name(&pod, params)?;
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
     };
     let node = api.get(nodes.as_ref(), None, node_name).await?;
     let resp = api
@@ -102,7 +122,10 @@ pub async fn pod_log(api: &Api, ns: &str, name: &str, params: &Params) -> ApiRes
         .await?;
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-cache, private")],
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::CACHE_CONTROL, "no-cache, private"),
+        ],
         Body::new(resp.into_body()),
     )
         .into_response())
@@ -119,16 +142,30 @@ mod tests {
         assert_eq!(container_name(&one, &Params::new()).unwrap(), "c");
         let two = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
         let e = container_name(&two, &Params::new()).unwrap_err();
-        assert_eq!(e.message, "a container name must be specified for pod p, choose one of: [a b]");
+        assert_eq!(
+            e.message,
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
         let asked: Params = [("container".to_owned(), "x".to_owned())].into();
-        assert_eq!(container_name(&two, &asked).unwrap_err().message, "container x is not valid for pod p");
+        assert_eq!(
+            container_name(&two, &asked).unwrap_err().message,
+            "container x is not valid for pod p"
+        );
     }
 
     #[test]
     fn log_options_are_forwarded_to_the_agent() {
-        let params: Params = [("follow", "true"), ("tailLines", "5"), ("container", "c"), ("pretty", "1")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into();
-        assert_eq!(container_logs_path("default", "web", "c", &params), "/containerLogs/default/web/c?follow=true&tailLines=5");
+        let params: Params = [
+            ("follow", "true"),
+            ("tailLines", "5"),
+            ("container", "c"),
+            ("pretty", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        assert_eq!(
+            container_logs_path("default", "web", "c", &params),
+            "/containerLogs/default/web/c?follow=true&tailLines=5"
+        );
     }
 }

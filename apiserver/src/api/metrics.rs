@@ -39,8 +39,13 @@ fn labels(obj: &Value) -> BTreeMap<String, String> {
 }
 
 fn selector(params: &Params) -> ApiResult<LabelSelector> {
-    LabelSelector::parse(params.get("labelSelector").map(String::as_str).unwrap_or(""))
-        .map_err(ApiError::bad_request)
+    LabelSelector::parse(
+        params
+            .get("labelSelector")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
+    .map_err(ApiError::bad_request)
 }
 
 /// The node's metrics from a Summary document.
@@ -74,7 +79,10 @@ pub fn pod_metrics(pod: &Value, entry: &Value) -> Value {
 
 impl Api {
     async fn stored(&self, plural: &str, ns: Option<&str>) -> ApiResult<Vec<Value>> {
-        let kind = self.registry.find("", "v1", plural).expect("core kind served");
+        let kind = self
+            .registry
+            .find("", "v1", plural)
+            .expect("core kind served");
         let (kvs, _) = self.store.list(&kind.info().key_prefix(ns)).await?;
         Ok(kvs.iter().map(object::decode).collect())
     }
@@ -90,44 +98,79 @@ impl Api {
                 }
             }
         });
-        futures::future::join_all(fetches).await.into_iter().flatten().collect()
+        futures::future::join_all(fetches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
-    async fn node_metrics_list(&self, params: &Params, name: Option<&str>) -> ApiResult<Vec<Value>> {
+    async fn node_metrics_list(
+        &self,
+        params: &Params,
+        name: Option<&str>,
+    ) -> ApiResult<Vec<Value>> {
         let sel = selector(params)?;
         let nodes: Vec<Value> = self
             .stored("nodes", None)
             .await?
             .into_iter()
-            .filter(|n| name.is_none_or(|want| n["metadata"]["name"] == want) && sel.matches(&labels(n)))
+            .filter(|n| {
+                name.is_none_or(|want| n["metadata"]["name"] == want) && sel.matches(&labels(n))
+            })
             .collect();
-        Ok(self.summaries(nodes).await.iter().map(|(n, s)| node_metrics(n, s)).collect())
+        Ok(self
+            .summaries(nodes)
+            .await
+            .iter()
+            .map(|(n, s)| node_metrics(n, s))
+            .collect())
     }
 
-    async fn pod_metrics_list(&self, ns: Option<&str>, params: &Params, name: Option<&str>) -> ApiResult<Vec<Value>> {
+    async fn pod_metrics_list(
+        &self,
+        ns: Option<&str>,
+        params: &Params,
+        name: Option<&str>,
+    ) -> ApiResult<Vec<Value>> {
         let sel = selector(params)?;
         let pods: BTreeMap<(String, String), Value> = self
             .stored("pods", ns)
             .await?
             .into_iter()
-            .filter(|p| name.is_none_or(|want| p["metadata"]["name"] == want) && sel.matches(&labels(p)))
+            .filter(|p| {
+                name.is_none_or(|want| p["metadata"]["name"] == want) && sel.matches(&labels(p))
+            })
             .map(|p| {
-                let key = (object::meta_str(&p, "namespace").unwrap_or("").to_owned(), object::meta_str(&p, "name").unwrap_or("").to_owned());
+                let key = (
+                    object::meta_str(&p, "namespace").unwrap_or("").to_owned(),
+                    object::meta_str(&p, "name").unwrap_or("").to_owned(),
+                );
                 (key, p)
             })
             .collect();
-        let node_names: Vec<&str> = pods.values().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
+        let node_names: Vec<&str> = pods
+            .values()
+            .filter_map(|p| p["spec"]["nodeName"].as_str())
+            .collect();
         let nodes: Vec<Value> = self
             .stored("nodes", None)
             .await?
             .into_iter()
-            .filter(|n| n["metadata"]["name"].as_str().is_some_and(|name| node_names.contains(&name)))
+            .filter(|n| {
+                n["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| node_names.contains(&name))
+            })
             .collect();
         let mut out = BTreeMap::new();
         for (_, summary) in self.summaries(nodes).await {
             for entry in summary["pods"].as_array().into_iter().flatten() {
                 let key = (
-                    entry["podRef"]["namespace"].as_str().unwrap_or("").to_owned(),
+                    entry["podRef"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
                     entry["podRef"]["name"].as_str().unwrap_or("").to_owned(),
                 );
                 if let Some(pod) = pods.get(&key) {
@@ -153,7 +196,12 @@ fn one(kind: &str, plural: &str, name: &str, items: Vec<Value>) -> Response {
             item["apiVersion"] = format!("{GROUP}/{VERSION}").into();
             json_response(StatusCode::OK, &item)
         }
-        None => ApiError::new(404, "NotFound", format!("{plural}.{GROUP} {name:?} not found")).into_response(),
+        None => ApiError::new(
+            404,
+            "NotFound",
+            format!("{plural}.{GROUP} {name:?} not found"),
+        )
+        .into_response(),
     }
 }
 
@@ -166,19 +214,43 @@ pub async fn resources() -> Response {
 }
 
 pub async fn nodes(State(api): State<Arc<Api>>, Query(params): Query<Params>) -> Response {
-    respond(api.node_metrics_list(&params, None).await.map(|items| list("NodeMetrics", items)))
+    respond(
+        api.node_metrics_list(&params, None)
+            .await
+            .map(|items| list("NodeMetrics", items)),
+    )
 }
 
-pub async fn node(State(api): State<Arc<Api>>, Path(name): Path<String>, Query(params): Query<Params>) -> Response {
-    respond(api.node_metrics_list(&params, Some(&name)).await.map(|items| one("NodeMetrics", "nodemetrics", &name, items)))
+pub async fn node(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    respond(
+        api.node_metrics_list(&params, Some(&name))
+            .await
+            .map(|items| one("NodeMetrics", "nodemetrics", &name, items)),
+    )
 }
 
 pub async fn all_pods(State(api): State<Arc<Api>>, Query(params): Query<Params>) -> Response {
-    respond(api.pod_metrics_list(None, &params, None).await.map(|items| list("PodMetrics", items)))
+    respond(
+        api.pod_metrics_list(None, &params, None)
+            .await
+            .map(|items| list("PodMetrics", items)),
+    )
 }
 
-pub async fn namespace_pods(State(api): State<Arc<Api>>, Path(ns): Path<String>, Query(params): Query<Params>) -> Response {
-    respond(api.pod_metrics_list(Some(&ns), &params, None).await.map(|items| list("PodMetrics", items)))
+pub async fn namespace_pods(
+    State(api): State<Arc<Api>>,
+    Path(ns): Path<String>,
+    Query(params): Query<Params>,
+) -> Response {
+    respond(
+        api.pod_metrics_list(Some(&ns), &params, None)
+            .await
+            .map(|items| list("PodMetrics", items)),
+    )
 }
 
 pub async fn pod(
@@ -186,7 +258,11 @@ pub async fn pod(
     Path((ns, name)): Path<(String, String)>,
     Query(params): Query<Params>,
 ) -> Response {
-    respond(api.pod_metrics_list(Some(&ns), &params, Some(&name)).await.map(|items| one("PodMetrics", "podmetrics", &name, items)))
+    respond(
+        api.pod_metrics_list(Some(&ns), &params, Some(&name))
+            .await
+            .map(|items| one("PodMetrics", "podmetrics", &name, items)),
+    )
 }
 
 #[cfg(test)]
@@ -199,7 +275,13 @@ mod tests {
         let summary = json!({"node": {"cpu": {"time": "2025-01-01T00:00:00Z", "usageNanoCores": 250000000u64},
                                       "memory": {"workingSetBytes": 1073741824u64}}});
         let m = node_metrics(&node, &summary);
-        assert_eq!(m["usage"], json!({"cpu": "250000000n", "memory": "1048576Ki"}));
-        assert_eq!((m["timestamp"].as_str(), m["window"].as_str()), (Some("2025-01-01T00:00:00Z"), Some("1s")));
+        assert_eq!(
+            m["usage"],
+            json!({"cpu": "250000000n", "memory": "1048576Ki"})
+        );
+        assert_eq!(
+            (m["timestamp"].as_str(), m["window"].as_str()),
+            (Some("2025-01-01T00:00:00Z"), Some("1s"))
+        );
     }
 }

@@ -196,7 +196,11 @@ impl Api {
         };
         let find = |plural: &str| self.registry.find(group, version, plural);
         if rest.is_empty() {
-            let served = self.registry.all().iter().any(|k| k.info().group == group && k.info().version == version);
+            let served = self
+                .registry
+                .all()
+                .iter()
+                .any(|k| k.info().group == group && k.info().version == version);
             if !served {
                 return None;
             }
@@ -1356,7 +1360,9 @@ fn unsupported_media_type(ct: &str) -> ApiError {
     ApiError::new(
         415,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct:?})"),
+        format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct:?})"
+        ),
     )
 }
 
@@ -1398,7 +1404,11 @@ async fn resource_handler(
     body: Bytes,
 ) -> Response {
     let (m, u) = (method.clone(), uri.clone());
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let response = api.handle(method, uri, headers, params, body).await;
     tracing::debug!(method = %m, uri = %u, content_type = ct, status = response.status().as_u16(), "request");
     response
@@ -1418,10 +1428,19 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/openapi/v3/{*path}", get(discovery::openapi_v3_group))
         .route("/apis/metrics.k8s.io/v1beta1", get(metrics::resources))
         .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
-        .route("/apis/metrics.k8s.io/v1beta1/nodes/{name}", get(metrics::node))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
+            get(metrics::node),
+        )
         .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics::all_pods))
-        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods", get(metrics::namespace_pods))
-        .route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}", get(metrics::pod))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods",
+            get(metrics::namespace_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}",
+            get(metrics::pod),
+        )
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))
         .fallback(|| async { ApiError::not_found_path().into_response() })
@@ -1444,9 +1463,16 @@ mod tests {
 
     fn target(api: &Api, path: &str) -> Option<Routed> {
         match api.route(path)? {
-            Route::Resource(t) => Some((t.kind.info().plural.to_owned(), t.namespace, t.name, t.subresource)),
+            Route::Resource(t) => Some((
+                t.kind.info().plural.to_owned(),
+                t.namespace,
+                t.name,
+                t.subresource,
+            )),
             Route::Bindings { namespace } => Some(("bindings".into(), Some(namespace), None, None)),
-            Route::ResourceList { group, version } => Some((format!("{group}/{version}"), None, None, None)),
+            Route::ResourceList { group, version } => {
+                Some((format!("{group}/{version}"), None, None, None))
+            }
         }
     }
 
@@ -1454,19 +1480,46 @@ mod tests {
     fn paths_route_to_resources_namespaces_and_subresources() {
         let (_d, api) = api();
         let s = |x: &str| Some(x.to_owned());
-        assert_eq!(target(&api, "/api/v1/pods"), Some(("pods".into(), None, None, None)));
-        assert_eq!(target(&api, "/api/v1/namespaces/default/pods/web/binding/"), Some(("pods".into(), s("default"), s("web"), s("binding"))));
-        assert_eq!(target(&api, "/api/v1/namespaces/kube-system"), Some(("namespaces".into(), None, s("kube-system"), None)));
-        assert_eq!(target(&api, "/api/v1/namespaces/dev/status"), Some(("namespaces".into(), None, s("dev"), s("status"))));
-        assert_eq!(target(&api, "/api/v1/nodes/n1/status"), Some(("nodes".into(), None, s("n1"), s("status"))));
-        assert_eq!(target(&api, "/api/v1/namespaces/dev/bindings"), Some(("bindings".into(), s("dev"), None, None)));
         assert_eq!(
-            target(&api, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"),
+            target(&api, "/api/v1/pods"),
+            Some(("pods".into(), None, None, None))
+        );
+        assert_eq!(
+            target(&api, "/api/v1/namespaces/default/pods/web/binding/"),
+            Some(("pods".into(), s("default"), s("web"), s("binding")))
+        );
+        assert_eq!(
+            target(&api, "/api/v1/namespaces/kube-system"),
+            Some(("namespaces".into(), None, s("kube-system"), None))
+        );
+        assert_eq!(
+            target(&api, "/api/v1/namespaces/dev/status"),
+            Some(("namespaces".into(), None, s("dev"), s("status")))
+        );
+        assert_eq!(
+            target(&api, "/api/v1/nodes/n1/status"),
+            Some(("nodes".into(), None, s("n1"), s("status")))
+        );
+        assert_eq!(
+            target(&api, "/api/v1/namespaces/dev/bindings"),
+            Some(("bindings".into(), s("dev"), None, None))
+        );
+        assert_eq!(
+            target(
+                &api,
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
+            ),
             Some(("leases".into(), s("kube-node-lease"), s("n1"), None))
         );
-        assert_eq!(target(&api, "/apis/coordination.k8s.io/v1"), Some(("coordination.k8s.io/v1".into(), None, None, None)));
+        assert_eq!(
+            target(&api, "/apis/coordination.k8s.io/v1"),
+            Some(("coordination.k8s.io/v1".into(), None, None, None))
+        );
         assert!(target(&api, "/api/v2").is_none());
         assert!(target(&api, "/api/v1/widgets").is_none());
-        assert!(target(&api, "/api/v1/pods/web").is_none(), "namespaced objects need their namespace");
+        assert!(
+            target(&api, "/api/v1/pods/web").is_none(),
+            "namespaced objects need their namespace"
+        );
     }
 }

@@ -36,11 +36,21 @@ struct Field {
 }
 
 const fn f(num: u64, name: &'static str, ty: Ty) -> Field {
-    Field { num, name, ty, repeated: false }
+    Field {
+        num,
+        name,
+        ty,
+        repeated: false,
+    }
 }
 
 const fn r(num: u64, name: &'static str, ty: Ty) -> Field {
-    Field { num, name, ty, repeated: true }
+    Field {
+        num,
+        name,
+        ty,
+        repeated: true,
+    }
 }
 
 const OWNER_REFERENCE: &[Field] = &[
@@ -128,7 +138,15 @@ const SERVICE_SPEC: &[Field] = &[
     f(11, "externalTrafficPolicy", Ty::Str),
     f(12, "healthCheckNodePort", Ty::Int),
     f(13, "publishNotReadyAddresses", Ty::Bool),
-    f(14, "sessionAffinityConfig", Ty::Msg(&[f(1, "clientIP", Ty::Msg(&[f(1, "timeoutSeconds", Ty::Int)]))])),
+    f(
+        14,
+        "sessionAffinityConfig",
+        Ty::Msg(&[f(
+            1,
+            "clientIP",
+            Ty::Msg(&[f(1, "timeoutSeconds", Ty::Int)]),
+        )]),
+    ),
     f(17, "ipFamilyPolicy", Ty::Str),
     r(18, "clusterIPs", Ty::Str),
     r(19, "ipFamilies", Ty::Str),
@@ -138,7 +156,10 @@ const SERVICE_SPEC: &[Field] = &[
     f(23, "trafficDistribution", Ty::Str),
 ];
 
-const SERVICE: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SERVICE_SPEC))];
+const SERVICE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(SERVICE_SPEC)),
+];
 
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
@@ -214,10 +235,14 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
     let mut rd = Reader { buf };
     while !rd.buf.is_empty() {
         let (num, wire) = rd.field()?;
-        let Some(field) = schema.iter().find(|f| f.num == num) else { continue };
+        let Some(field) = schema.iter().find(|f| f.num == num) else {
+            continue;
+        };
         let value = match (field.ty, wire) {
             (Ty::Str, Wire::Bytes(b)) => Value::String(String::from_utf8_lossy(b).into_owned()),
-            (Ty::Bytes, Wire::Bytes(b)) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+            (Ty::Bytes, Wire::Bytes(b)) => {
+                base64::engine::general_purpose::STANDARD.encode(b).into()
+            }
             // int32 fields carry negative values sign-extended to 64 bits.
             (Ty::Int, Wire::Varint(v)) => Value::from(v as i64),
             (Ty::Bool, Wire::Varint(v)) => Value::Bool(v != 0),
@@ -225,21 +250,41 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
             (Ty::Time, Wire::Bytes(b)) => {
                 let t = decode_message(b, &[f(1, "seconds", Ty::Int)])?;
                 let secs = t.get("seconds").and_then(Value::as_i64).unwrap_or(0);
-                jiff::Timestamp::from_second(secs).map_err(|_| ProtobufError::Malformed)?.to_string().into()
+                jiff::Timestamp::from_second(secs)
+                    .map_err(|_| ProtobufError::Malformed)?
+                    .to_string()
+                    .into()
             }
             (Ty::IntOrString, Wire::Bytes(b)) => {
-                let v = decode_message(b, &[f(1, "type", Ty::Int), f(2, "intVal", Ty::Int), f(3, "strVal", Ty::Str)])?;
+                let v = decode_message(
+                    b,
+                    &[
+                        f(1, "type", Ty::Int),
+                        f(2, "intVal", Ty::Int),
+                        f(3, "strVal", Ty::Str),
+                    ],
+                )?;
                 match v.get("type").and_then(Value::as_i64).unwrap_or(0) {
                     1 => v.get("strVal").cloned().unwrap_or_else(|| "".into()),
                     _ => v.get("intVal").cloned().unwrap_or_else(|| 0.into()),
                 }
             }
             (Ty::MapStr | Ty::MapBytes, Wire::Bytes(b)) => {
-                let value_ty = if matches!(field.ty, Ty::MapStr) { Ty::Str } else { Ty::Bytes };
+                let value_ty = if matches!(field.ty, Ty::MapStr) {
+                    Ty::Str
+                } else {
+                    Ty::Bytes
+                };
                 let entry = decode_message(b, &[f(1, "k", Ty::Str), f(2, "v", value_ty)])?;
-                let key = entry.get("k").and_then(Value::as_str).unwrap_or("").to_owned();
+                let key = entry
+                    .get("k")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let val = entry.get("v").cloned().unwrap_or_else(|| "".into());
-                let map = out.entry(field.name).or_insert_with(|| Value::Object(Map::new()));
+                let map = out
+                    .entry(field.name)
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if let Some(m) = map.as_object_mut() {
                     m.insert(key, val);
                 }
@@ -254,7 +299,9 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
             continue;
         }
         if field.repeated {
-            let list = out.entry(field.name).or_insert_with(|| Value::Array(Vec::new()));
+            let list = out
+                .entry(field.name)
+                .or_insert_with(|| Value::Array(Vec::new()));
             if let Some(l) = list.as_array_mut() {
                 l.push(value);
             }
@@ -278,15 +325,27 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             _ => {}
         }
     }
-    let api_version = type_meta.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned();
-    let kind = type_meta.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+    let api_version = type_meta
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = type_meta
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let schema = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Secret") => SECRET,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
-        _ => return Err(ProtobufError::UnsupportedKind(format!("{api_version}/{kind}"))),
+        _ => {
+            return Err(ProtobufError::UnsupportedKind(format!(
+                "{api_version}/{kind}"
+            )));
+        }
     };
     let mut obj = decode_message(raw, schema)?;
     obj["apiVersion"] = api_version.into();

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Api, param_bool, ApiResult, Filter, Output, Params, object, table_rows};
+use super::{Api, ApiResult, Filter, Output, Params, object, param_bool, table_rows};
 use crate::kinds::Kind;
 use crate::status::ApiError;
 use crate::storage::{EventType, StorageError, WatchEvent};
@@ -107,7 +107,8 @@ pub async fn watch(
     let info = kind.info().clone();
     let filter = Filter::from_params(kind.as_ref(), &params)?;
     let prefix = info.key_prefix(ns.as_deref());
-    let bookmarks = param_bool(&params, "allowWatchBookmarks") == Some(true) && matches!(out, Output::Object);
+    let bookmarks =
+        param_bool(&params, "allowWatchBookmarks") == Some(true) && matches!(out, Output::Object);
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType as EtcdEventType, GetOptions,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse,
+    Client, Compare, CompareOp, DeleteOptions, EventType as EtcdEventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse,
 };
 use futures::StreamExt;
 
@@ -33,7 +33,8 @@ fn backend(e: etcd_client::Error) -> StorageError {
 }
 
 fn is_compacted(e: &etcd_client::Error) -> bool {
-    e.to_string().contains("required revision has been compacted")
+    e.to_string()
+        .contains("required revision has been compacted")
 }
 
 fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> u64 {
@@ -60,14 +61,19 @@ impl EtcdStore {
     /// Connects to the given endpoints (`http://127.0.0.1:2379`, or
     /// `127.0.0.1:2379`) and checks that etcd answers.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
-        let client = Client::connect(endpoints, None)
-            .await
-            .map_err(|e| StorageError::Backend(format!("connecting to etcd at {}: {e}", endpoints.join(","))))?;
+        let client = Client::connect(endpoints, None).await.map_err(|e| {
+            StorageError::Backend(format!(
+                "connecting to etcd at {}: {e}",
+                endpoints.join(",")
+            ))
+        })?;
         let store = Self { client };
-        store
-            .current_revision()
-            .await
-            .map_err(|e| StorageError::Backend(format!("etcd at {} does not answer: {e}", endpoints.join(","))))?;
+        store.current_revision().await.map_err(|e| {
+            StorageError::Backend(format!(
+                "etcd at {} does not answer: {e}",
+                endpoints.join(",")
+            ))
+        })?;
         Ok(store)
     }
 
@@ -94,7 +100,12 @@ impl EtcdStore {
     /// Where a compacted watch must start instead, as etcd reports it.
     async fn compaction_revision(&self, prefix: &str, start: i64) -> Option<u64> {
         let opts = WatchOptions::new().with_prefix().with_start_revision(start);
-        let mut stream = self.client.watch_client().watch(prefix, Some(opts)).await.ok()?;
+        let mut stream = self
+            .client
+            .watch_client()
+            .watch(prefix, Some(opts))
+            .await
+            .ok()?;
         tokio::time::timeout(COMPACTION_REPORT_TIMEOUT, async {
             while let Ok(Some(resp)) = stream.message().await {
                 if resp.compact_revision() > 0 {
@@ -119,7 +130,9 @@ fn to_watch_events(resp: &WatchResponse) -> Vec<WatchEvent> {
             let (event_type, value) = match e.event_type() {
                 EtcdEventType::Put => (EventType::Put, kv.value().to_vec()),
                 // A delete's kv has no value: the last one is in prev_kv.
-                EtcdEventType::Delete => (EventType::Delete, prev_value.clone().unwrap_or_default()),
+                EtcdEventType::Delete => {
+                    (EventType::Delete, prev_value.clone().unwrap_or_default())
+                }
             };
             Some(WatchEvent {
                 event_type,
@@ -135,7 +148,12 @@ fn to_watch_events(resp: &WatchResponse) -> Vec<WatchEvent> {
 #[async_trait]
 impl Storage for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.client.kv_client().get(key, None).await.map_err(backend)?;
+        let resp = self
+            .client
+            .kv_client()
+            .get(key, None)
+            .await
+            .map_err(backend)?;
         Ok(resp.kvs().first().map(to_key_value))
     }
 
@@ -146,25 +164,47 @@ impl Storage for EtcdStore {
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
             .map_err(backend)?;
-        Ok((resp.kvs().iter().map(to_key_value).collect(), revision_of(resp.header())))
+        Ok((
+            resp.kvs().iter().map(to_key_value).collect(),
+            revision_of(resp.header()),
+        ))
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64> {
         let compare = Compare::create_revision(key, CompareOp::Equal, 0);
-        match self.guarded(key, compare, TxnOp::put(key, value, None)).await? {
+        match self
+            .guarded(key, compare, TxnOp::put(key, value, None))
+            .await?
+        {
             Ok((rev, _)) => Ok(rev),
-            Err(_) => Err(StorageError::AlreadyExists { key: key.to_owned() }),
+            Err(_) => Err(StorageError::AlreadyExists {
+                key: key.to_owned(),
+            }),
         }
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected_revision: Option<u64>) -> Result<u64> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected_revision: Option<u64>,
+    ) -> Result<u64> {
         let compare = match expected_revision {
             Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev as i64),
             None => Compare::create_revision(key, CompareOp::Greater, 0),
         };
-        match self.guarded(key, compare, TxnOp::put(key, value, Some(PutOptions::new()))).await? {
+        match self
+            .guarded(
+                key,
+                compare,
+                TxnOp::put(key, value, Some(PutOptions::new())),
+            )
+            .await?
+        {
             Ok((rev, _)) => Ok(rev),
-            Err(None) => Err(StorageError::NotFound { key: key.to_owned() }),
+            Err(None) => Err(StorageError::NotFound {
+                key: key.to_owned(),
+            }),
             Err(Some(current)) => Err(StorageError::Conflict {
                 key: key.to_owned(),
                 expected: expected_revision.unwrap_or(0),
@@ -191,7 +231,9 @@ impl Storage for EtcdStore {
                     mod_revision: rev,
                 })
             }
-            Err(None) => Err(StorageError::NotFound { key: key.to_owned() }),
+            Err(None) => Err(StorageError::NotFound {
+                key: key.to_owned(),
+            }),
             Err(Some(current)) => Err(StorageError::Conflict {
                 key: key.to_owned(),
                 expected: expected_revision.unwrap_or(0),
@@ -205,11 +247,17 @@ impl Storage for EtcdStore {
         // etcd reports a compacted start revision only after the watch is
         // created; a read at that revision tells at once. A future revision
         // is fine: the watch waits for it.
-        let probe = GetOptions::new().with_prefix().with_count_only().with_revision(start);
+        let probe = GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_revision(start);
         if let Err(e) = self.client.kv_client().get(prefix, Some(probe)).await {
             if is_compacted(&e) {
                 let oldest = self.compaction_revision(prefix, start).await.unwrap_or(0);
-                return Err(StorageError::Compacted { requested: after, oldest });
+                return Err(StorageError::Compacted {
+                    requested: after,
+                    oldest,
+                });
             }
             if !e.to_string().contains("future revision") {
                 return Err(backend(e));
@@ -219,7 +267,12 @@ impl Storage for EtcdStore {
             .with_prefix()
             .with_prev_key()
             .with_start_revision(start);
-        let stream = self.client.watch_client().watch(prefix, Some(opts)).await.map_err(backend)?;
+        let stream = self
+            .client
+            .watch_client()
+            .watch(prefix, Some(opts))
+            .await
+            .map_err(backend)?;
 
         struct State {
             stream: Option<etcd_client::WatchStream>,

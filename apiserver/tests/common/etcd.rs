@@ -20,21 +20,44 @@ impl EtcdServer {
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
         let child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--name",
+                "test",
+                "--data-dir",
+                dir.path().join("data").to_str().unwrap(),
+            ])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("test={peer}")])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start etcd (Debian package etcd-server)");
-        let mut s = Self { child, dir, client_port };
+        let mut s = Self {
+            child,
+            dir,
+            client_port,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", client_port)).is_err() {
             if let Some(status) = s.child.try_wait().unwrap() {
                 panic!("etcd exited with {status}: {}", s.log());
             }
-            assert!(Instant::now() < deadline, "etcd did not listen: {}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not listen: {}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         s

@@ -30,12 +30,21 @@ async fn container_logs(
 ) -> axum::response::Response {
     let mut keys: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
     keys.sort();
-    rec.lock().unwrap().push(format!("{ns}/{pod}/{container}?{}", keys.join("&")));
+    rec.lock()
+        .unwrap()
+        .push(format!("{ns}/{pod}/{container}?{}", keys.join("&")));
     if container == "missing" {
-        return (axum::http::StatusCode::BAD_REQUEST, format!("container {container:?} in pod {pod:?} is waiting to start")).into_response();
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("container {container:?} in pod {pod:?} is waiting to start"),
+        )
+            .into_response();
     }
     let lines: Vec<String> = (1..=3).map(|i| format!("{container} line {i}\n")).collect();
-    let tail = q.get("tailLines").and_then(|t| t.parse::<usize>().ok()).unwrap_or(lines.len());
+    let tail = q
+        .get("tailLines")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(lines.len());
     let first: String = lines[lines.len() - tail.min(lines.len())..].concat();
     if q.get("follow").map(String::as_str) != Some("true") {
         return first.into_response();
@@ -46,7 +55,11 @@ async fn container_logs(
             if n > 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let chunk = if n == 0 { first } else { format!("follow {n}\n") };
+            let chunk = if n == 0 {
+                first
+            } else {
+                format!("follow {n}\n")
+            };
             Some((Ok::<_, std::convert::Infallible>(chunk), n + 1))
         }
     });
@@ -84,11 +97,17 @@ impl FakeNode {
         let rec = log_requests.clone();
         let name = node_name.to_owned();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let app = Router::new()
                     .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
-                    .route("/stats/summary", get(move || async move { axum::Json(summary(&name)) }))
+                    .route(
+                        "/stats/summary",
+                        get(move || async move { axum::Json(summary(&name)) }),
+                    )
                     .with_state(rec);
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 axum::serve(listener, app)
@@ -99,7 +118,12 @@ impl FakeNode {
                     .unwrap();
             });
         });
-        Self { port, log_requests, shutdown: Some(tx), thread: Some(thread) }
+        Self {
+            port,
+            log_requests,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     /// A Node object whose kubelet API is this server.

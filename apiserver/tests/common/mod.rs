@@ -21,7 +21,11 @@ pub struct ApiServer {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl ApiServer {
@@ -53,9 +57,18 @@ impl ApiServer {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("apiserver.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("apiserver.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kubelab-apiserver"))
-            .args(["--data-dir", self.dir.path().to_str().unwrap(), "--bind-address", "127.0.0.1"])
+            .args([
+                "--data-dir",
+                self.dir.path().to_str().unwrap(),
+                "--bind-address",
+                "127.0.0.1",
+            ])
             .args(["--secure-port", &self.port.to_string()])
             .args(&self.extra_args)
             .stdout(Stdio::null())
@@ -68,7 +81,11 @@ impl ApiServer {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("apiserver exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "apiserver did not listen: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "apiserver did not listen: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -105,8 +122,19 @@ impl ApiServer {
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -125,7 +153,11 @@ impl ApiServer {
     /// Runs kubectl, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -139,8 +171,18 @@ impl ApiServer {
     /// The admin client certificate and key as PEM files (for curl).
     pub fn client_cert_files(&self) -> (String, String) {
         (
-            self.dir.path().join("admin.crt").to_str().unwrap().to_owned(),
-            self.dir.path().join("admin.key").to_str().unwrap().to_owned(),
+            self.dir
+                .path()
+                .join("admin.crt")
+                .to_str()
+                .unwrap()
+                .to_owned(),
+            self.dir
+                .path()
+                .join("admin.key")
+                .to_str()
+                .unwrap()
+                .to_owned(),
         )
     }
 
@@ -152,7 +194,17 @@ impl ApiServer {
     pub fn curl(&self, args: &[&str]) -> (u16, String) {
         let (crt, key) = self.client_cert_files();
         let out = Command::new("curl")
-            .args(["-sS", "--cacert", &self.ca_file(), "--cert", &crt, "--key", &key, "-w", "\n%{http_code}"])
+            .args([
+                "-sS",
+                "--cacert",
+                &self.ca_file(),
+                "--cert",
+                &crt,
+                "--key",
+                &key,
+                "-w",
+                "\n%{http_code}",
+            ])
             .args(args)
             .output()
             .expect("run curl");
@@ -170,7 +222,10 @@ impl Drop for ApiServer {
 
 /// Splits `kubectl get` table output into rows of whitespace-separated cells.
 pub fn rows(table: &str) -> Vec<Vec<String>> {
-    table.lines().map(|l| l.split_whitespace().map(String::from).collect()).collect()
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
 }
 
 pub const POD_WEB: &str = "apiVersion: v1
