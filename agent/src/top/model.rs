@@ -271,18 +271,7 @@ fn oom_from_status(status: Option<&ContainerStatus>, cs: Option<&ContainerStats>
 }
 
 fn state_of(s: &ContainerStatus) -> String {
-    let Some(state) = &s.state else {
-        return "Unknown".into();
-    };
-    if state.running.is_some() {
-        "Running".into()
-    } else if let Some(w) = &state.waiting {
-        w.reason.clone().unwrap_or_else(|| "Waiting".into())
-    } else if let Some(t) = &state.terminated {
-        t.reason.clone().unwrap_or_else(|| "Terminated".into())
-    } else {
-        "Unknown".into()
-    }
+    crate::status::state_word(s)
 }
 
 fn cores(q: &Quantity) -> Option<f64> {
