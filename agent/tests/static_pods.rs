@@ -42,6 +42,7 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
       echo "oom=$(cat /proc/self/oom_score_adj)"
       ls /dev | tr '\n' ' '; echo
       touch /sys/x 2>/dev/null && echo sys=rw || echo sys=ro
+      mknod /tmp/kmsg c 1 11 && ( exec 3</tmp/kmsg ) 2>/dev/null && echo kmsg=open || echo kmsg=denied
       cat /etc/hostname
       exec sleep 3600
 "#,
@@ -77,6 +78,10 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
         assert!(logs.contains(dev), "/dev lacks {dev}: {logs}");
     }
     assert!(logs.contains("sys=ro"), "{logs}");
+    assert!(
+        logs.contains("kmsg=denied"),
+        "mknod of a node device works (CAP_MKNOD), opening it must not: {logs}"
+    );
 }
 
 #[test]
@@ -649,5 +654,44 @@ fn pre_stop_hook_runs_before_the_container_is_stopped() {
     assert_eq!(
         log, "pre-stop\ngot-term\n",
         "the hook runs first, then SIGTERM"
+    );
+}
+
+#[test]
+fn privileged_container_keeps_the_nodes_capabilities_and_devices() {
+    let node = TestNode::start();
+    node.write_manifest(
+        "priv.yaml",
+        &pod_yaml(
+            "priv",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    securityContext:
+      privileged: true
+    command: ["sh", "-c"]
+    args:
+    - |
+      mknod /tmp/kmsg c 1 11 && ( exec 3</tmp/kmsg ) 2>/dev/null && echo kmsg=open || echo kmsg=denied
+      grep CapEff /proc/self/status
+      exec sleep 3600
+"#,
+        ),
+    );
+    node.wait_running("priv");
+    let name = format!("priv-{}", node.node_name);
+    let logs = node.wait_for("output", Duration::from_secs(10), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("CapEff"))
+    });
+    assert!(logs.contains("kmsg=open"), "{logs}");
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own_eff = own.lines().find(|l| l.starts_with("CapEff")).unwrap();
+    assert!(
+        logs.contains(own_eff),
+        "a privileged container has the node's capabilities ({own_eff}): {logs}"
     );
 }

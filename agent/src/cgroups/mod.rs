@@ -298,6 +298,11 @@ trait Backend: fmt::Debug + Send + Sync {
     fn kill_at_once(&self, path: &CgroupPath) -> Result<bool>;
     fn oom_kill_count(&self, path: &CgroupPath) -> Result<u64>;
     fn stats(&self, path: &CgroupPath) -> Result<CgroupStats>;
+    /// Limits the cgroup to the devices a container may use (see
+    /// [`CgroupDriver::restrict_devices`]).
+    fn restrict_devices(&self, _path: &CgroupPath) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The cgroup driver: creates, fills, measures and removes pod and container cgroups.
@@ -410,6 +415,17 @@ impl CgroupDriver {
     /// SIGKILLs every process in `path` and its descendants (`cgroup.kill` where
     /// the kernel has it, else a kill loop that also catches forks), then waits
     /// briefly for the cgroup to empty.
+    /// Lets the cgroup's processes create any device node but open only the
+    /// container runtimes' default set (null, zero, full, random, urandom, tty,
+    /// console, ptmx, pts, tun), as runc does for a non-privileged container:
+    /// with CAP_MKNOD a process could otherwise make and open the node's disks.
+    /// On v1 the `devices` controller does it; on v2 it takes an eBPF program,
+    /// which this driver does not load yet (a no-op there).
+    pub fn restrict_devices(&self, path: &CgroupPath) -> Result<()> {
+        path.validate()?;
+        self.inner.backend.restrict_devices(path)
+    }
+
     pub fn kill_all(&self, path: &CgroupPath) -> Result<()> {
         path.validate()?;
         let at_once = self.inner.backend.kill_at_once(path)?;
@@ -727,7 +743,7 @@ fn parse_cgroup_root(root: &str) -> Result<(Vec<String>, bool)> {
 }
 
 /// The v1 controllers the driver uses (and the ones it must have).
-const V1_CONTROLLERS: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
+const V1_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
 const V1_REQUIRED: [&str; 3] = ["cpu", "cpuacct", "memory"];
 const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 

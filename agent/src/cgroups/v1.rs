@@ -14,6 +14,22 @@ use super::{
     read_flat_keyed, read_u64, subdirs, working_set,
 };
 
+/// runc's default allow list for a non-privileged container.
+const DEFAULT_DEVICE_RULES: [&str; 12] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
 /// `memory.limit_in_bytes` at or above this means "no limit": the kernel reports
 /// `PAGE_COUNTER_MAX` pages (9223372036854771712 with 4 KiB pages).
 const UNLIMITED_BYTES: u64 = 1 << 62;
@@ -112,6 +128,24 @@ impl Backend for V1 {
                 pids.set_pid_max(max)
                     .map_err(ctl_err("set pids.max", &dir))?;
             }
+        }
+        Ok(())
+    }
+
+    fn restrict_devices(&self, path: &CgroupPath) -> Result<()> {
+        let Ok(dir) = self.dir_of("devices", path) else {
+            return Ok(()); // no devices hierarchy mounted
+        };
+        let write = |file: &str, rule: &str| {
+            std::fs::write(dir.join(file), rule).map_err(|e| CgroupError::Io {
+                op: "write device rule".into(),
+                path: dir.join(file),
+                source: e,
+            })
+        };
+        write("devices.deny", "a")?;
+        for rule in DEFAULT_DEVICE_RULES {
+            write("devices.allow", rule)?;
         }
         Ok(())
     }

@@ -911,6 +911,19 @@ fn create_and_start(
             crate::error_chain(&e)
         )))
     })?;
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
+    if !privileged {
+        ctx.cgroups.restrict_devices(&cgroup).map_err(|e| {
+            fail(CreateError::Other(format!(
+                "restricting the container's devices: {}",
+                crate::error_chain(&e)
+            )))
+        })?;
+    }
     let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
     // A subPath that does not exist yet is created, as the kubelet does.

@@ -42,7 +42,7 @@ fn join_cgroups(pid: i32) -> anyhow::Result<()> {
             PathBuf::from("/sys/fs/cgroup")
         } else if ctrls
             .split(',')
-            .any(|c| matches!(c, "cpu" | "cpuacct" | "memory" | "pids"))
+            .any(|c| matches!(c, "cpu" | "cpuacct" | "memory" | "pids" | "devices"))
         {
             PathBuf::from("/sys/fs/cgroup").join(ctrls)
         } else {

@@ -461,6 +461,9 @@ pub(crate) fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, 
 /// permitted set kept across setuid, then the final capability sets.
 pub(crate) fn drop_privileges(process: &oci_spec::runtime::Process) -> Result<(), InitError> {
     use caps::{CapSet, Capability as Cap};
+    // Only what this process holds can be kept (a privileged container asks
+    // for every capability; the node may have fewer, e.g. a confined agent).
+    let held = caps::read(None, CapSet::Permitted).unwrap_or_else(|_| caps::all());
     let wanted: std::collections::HashSet<Cap> = process
         .capabilities()
         .as_ref()
@@ -468,6 +471,7 @@ pub(crate) fn drop_privileges(process: &oci_spec::runtime::Process) -> Result<()
         .unwrap_or_default()
         .iter()
         .filter_map(|c| format!("CAP_{c}").parse::<Cap>().ok())
+        .filter(|c| held.contains(c))
         .collect();
     let cap_err = |what: &str, e: caps::errors::CapsError| InitError::Io {
         step: what.to_string(),

@@ -293,7 +293,7 @@ impl TestNode {
                 parts.next().unwrap_or(""),
                 parts.next().unwrap_or(""),
             );
-            for ctrl in ["cpu", "memory", "pids", "cpuacct"] {
+            for ctrl in ["cpu", "memory", "pids", "cpuacct", "devices"] {
                 if ctrls.split(',').any(|c| c == ctrl) {
                     let mount = PathBuf::from("/sys/fs/cgroup").join(ctrls);
                     let dir = mount
