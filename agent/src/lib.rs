@@ -19,6 +19,7 @@ pub mod config;
 pub mod context;
 pub mod events;
 pub mod experiment;
+pub mod host;
 pub mod kubeapi;
 pub mod logs;
 pub mod network;

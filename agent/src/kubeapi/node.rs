@@ -67,14 +67,6 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn meminfo(key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-}
-
 /// The address a packet to the outside world would leave from: the
 /// default-route interface's. No packet is sent (UDP connect only picks a route).
 pub fn default_route_ip() -> Option<String> {
@@ -103,8 +95,9 @@ impl NodeFacts {
             }
             Err(_) => (0, false),
         };
-        let memory = meminfo("MemTotal").unwrap_or(0);
-        let available = meminfo("MemAvailable").unwrap_or(memory);
+        let mem = crate::host::meminfo();
+        let memory = mem.get("MemTotal").copied().unwrap_or(0);
+        let available = mem.get("MemAvailable").copied().unwrap_or(memory);
         NodeFacts {
             name: name.to_string(),
             internal_ip: internal_ip.to_string(),

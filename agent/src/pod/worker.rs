@@ -969,7 +969,7 @@ fn create_and_start(
                 .and_then(|r| r.get("memory"))
                 .and_then(|q| crate::quantity::bytes(q).ok())
                 .unwrap_or(0),
-            node_memory_bytes(),
+            crate::host::memory_total() as i64,
         ),
     })
     .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
@@ -1052,17 +1052,4 @@ pub(crate) fn remove_pod_dir(dir: &Path) {
     // Memory-backed emptyDirs and anything else still mounted under the pod.
     crate::runtime::volumes::unmount_below(dir);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The node's memory (`MemTotal`), for the OOM score of Burstable containers.
-fn node_memory_bytes() -> i64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(1)
 }

@@ -210,21 +210,9 @@ fn memory_of(stats: &CgroupStats, now: &str) -> MemoryStats {
     }
 }
 
-fn meminfo() -> HashMap<String, u64> {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().ok()?;
-            Some((k.to_string(), kb * 1024))
-        })
-        .collect()
-}
-
 pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
     let now = Timestamp::now().to_string();
-    let mem = meminfo();
+    let mem = crate::host::meminfo();
     let total = mem.get("MemTotal").copied().unwrap_or(0);
     let available = mem.get("MemAvailable").copied().unwrap_or(0);
     let free = mem.get("MemFree").copied().unwrap_or(0);
