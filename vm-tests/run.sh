@@ -110,9 +110,14 @@ setup_qemu() {
 		say "downloading QEMU (qemu-system-x86 and the libraries the host lacks) into $dir"
 		rm -rf "$dir" && mkdir -p "$dir/debs"
 		# What apt would install, without installing it: the simulation lists
-		# exactly the packages missing on this host.
-		local pkgs
-		pkgs=$(apt-get -s -o Debug::NoLocking=1 install --no-install-recommends qemu-system-x86 |
+		# the packages missing on this host. It runs against a copy of dpkg's
+		# status without any qemu-* package, because a host may carry a newer
+		# qemu-utils (e.g. from backports) that Breaks Debian's own
+		# qemu-system-common; those parts come into the private copy instead.
+		local pkgs status="$dir/dpkg-status"
+		awk -v RS= -v ORS='\n\n' '!/^Package: qemu-/' /var/lib/dpkg/status >"$status"
+		pkgs=$(apt-get -s -o Debug::NoLocking=1 -o Dir::State::status="$status" \
+			install --no-install-recommends qemu-system-x86 |
 			awk '/^Inst /{print $2}')
 		[ -n "$pkgs" ] || die "apt found nothing to download for qemu-system-x86"
 		# shellcheck disable=SC2086
