@@ -23,6 +23,11 @@ echo "== unit and integration tests"
 # machine and must not compete with other tests' busy loops.
 cargo test --workspace -- --test-threads=1
 
+echo "== the apiserver's API tests again, on a real etcd"
+# The same suite judges both storage backends: the fixture starts an etcd
+# (Debian's etcd-server) per apiserver on loopback.
+KUBELAB_TEST_STORE=etcd cargo test -p kubelab-apiserver --tests -- --test-threads=1
+
 if [ -x vm-tests/run.sh ] && [ "${KUBELAB_SKIP_VM_TESTS:-0}" != 1 ]; then
   echo "== VM tests (cgroup v2 guest under QEMU)"
   start=$(date +%s)

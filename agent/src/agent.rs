@@ -42,6 +42,13 @@ pub struct AgentOptions {
     pub pod_cidr: Option<String>,
     /// `--kubeconfig`: join the cluster it points at (absent: standalone).
     pub kubeconfig: Option<PathBuf>,
+    /// `--kube-reserved`, `--system-reserved`, `--eviction-hard`: what the
+    /// Node's allocatable leaves out.
+    pub reservations: crate::config::reserved::NodeReservations,
+    /// `--node-lease-duration-seconds`: the node Lease's duration.
+    pub node_lease_duration_seconds: i32,
+    /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
+    pub proxy: crate::proxy::ProxyOptions,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -85,6 +92,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             pod_cidr: opts.pod_cidr.clone(),
             state_dir: opts.root_dir.join("cni"),
         }),
+        api_objects: client
+            .clone()
+            .map(crate::kubeapi::objects::ApiObjectCache::start),
     });
 
     {
@@ -99,6 +109,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(16);
     let mut sources = vec![crate::config::SOURCE_FILE];
     if let Some(client) = client {
+        let client_for_proxy = client.clone();
+        let client_for_pod_cidr = client.clone();
         let source = ApiSource::new(client.clone(), opts.node_name.clone());
         let kubelet_port = if opts.port != 0 {
             opts.port
@@ -111,9 +123,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             &source,
             host_ip.clone().unwrap_or_default(),
             kubelet_port,
+            opts.reservations.clone(),
+            opts.node_lease_duration_seconds,
         );
         tokio::spawn(source.run(tx.clone()));
         sources.push(crate::config::SOURCE_API);
+        // NodePorts answer on the node's address (nftables mode; iptables
+        // takes every local address).
+        let mut proxy = opts.proxy.clone();
+        proxy.node_ips = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
+        crate::proxy::start(client_for_proxy, proxy).context("starting the service proxy")?;
+        adopt_node_pod_cidr(client_for_pod_cidr, &ctx).await;
     }
     match &opts.pod_manifest_path {
         Some(dir) => {
@@ -166,4 +186,48 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; pods keep running and are adopted at the next start");
     Ok(())
+}
+
+/// How long a new cluster node waits for its Node's `spec.podCIDR` before
+/// starting pods without a network.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(10);
+/// How long it waits once its Node is there without one.
+const POD_CIDR_GRACE: Duration = Duration::from_secs(1);
+
+/// Without `--pod-cidr` and a network config, a cluster node uses the pod
+/// CIDR the cluster assigns its Node (kubelet's `podCIDR` from the control
+/// plane): waits briefly for it before pods start, then keeps watching if it
+/// has not come yet.
+async fn adopt_node_pod_cidr(client: kube::Client, ctx: &Arc<AgentContext>) {
+    if !ctx.network.lacks_config() {
+        return;
+    }
+    tracing::info!(
+        conf_dir = %ctx.network.conf_dir().display(),
+        "no --pod-cidr and no network config: waiting up to {}s for the Node's spec.podCIDR",
+        POD_CIDR_WAIT.as_secs()
+    );
+    let node = ctx.node_name.clone();
+    let deadline = tokio::time::Instant::now() + POD_CIDR_WAIT;
+    let waited = crate::kubeapi::node::wait_for_pod_cidr(
+        client.clone(),
+        &node,
+        Some(deadline),
+        Some(POD_CIDR_GRACE),
+    )
+    .await;
+    match waited {
+        Some(cidr) => ctx.network.set_node_pod_cidr(cidr),
+        None => {
+            tracing::warn!(%node, "the Node has no spec.podCIDR yet: pods get only their loopback until it has one");
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                if let Some(cidr) =
+                    crate::kubeapi::node::wait_for_pod_cidr(client, &node, None, None).await
+                {
+                    ctx.network.set_node_pod_cidr(cidr);
+                }
+            });
+        }
+    }
 }

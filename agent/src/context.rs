@@ -25,6 +25,8 @@ pub struct AgentContext {
     pub host_ip: Option<String>,
     /// The CNI client: pod sandboxes get their network (and IP) through it.
     pub network: crate::network::PodNetwork,
+    /// ConfigMaps, Secrets and Services from the apiserver (`None`: standalone).
+    pub api_objects: Option<crate::kubeapi::objects::ApiObjectCache>,
 }
 
 impl AgentContext {
@@ -34,5 +36,13 @@ impl AgentContext {
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.pods_dir().join(uid)
+    }
+
+    /// Where pods look up the API objects they refer to.
+    pub fn objects(&self) -> &dyn crate::kubeapi::objects::ObjectGetter {
+        match &self.api_objects {
+            Some(cache) => cache,
+            None => &crate::kubeapi::objects::NoApiObjects,
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`cgroups`]: one driver over cgroup v1 and v2, and the QoS maths.
 //! - [`logs`]: CRI-format container logs.
 //! - [`network`]: the CNI client: pod networks by the node's CNI plugins.
+//! - [`proxy`]: the service proxy: Services and EndpointSlices to iptables or nftables rules.
 //! - [`status`]: pod status as the API reports it.
 //! - [`kubeapi`]: the node in a cluster: Node and Lease, pod status and mirror pods, events.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
@@ -25,6 +26,7 @@ pub mod logs;
 pub mod network;
 pub mod pod;
 pub mod prober;
+pub mod proxy;
 pub mod quantity;
 pub mod runtime;
 pub mod server;

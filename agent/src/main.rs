@@ -77,6 +77,37 @@ struct Cli {
     /// The node's pod subnet: with no CNI config, a bridge network for it is written.
     #[arg(long, value_name = "CIDR")]
     pod_cidr: Option<String>,
+    /// Resources held back for the OS (e.g. cpu=100m,memory=256Mi,ephemeral-storage=1Gi,pid=100).
+    #[arg(long, value_name = "LIST")]
+    system_reserved: Option<String>,
+    /// Resources held back for the agent and runtime (same syntax as --system-reserved).
+    #[arg(long, value_name = "LIST")]
+    kube_reserved: Option<String>,
+    /// Hard eviction thresholds (default memory.available<100Mi,nodefs.available<10%,
+    /// nodefs.inodesFree<5%,imagefs.available<15%); they are left out of allocatable.
+    #[arg(long, value_name = "LIST")]
+    eviction_hard: Option<String>,
+    /// How long the node's Lease lasts; it is renewed every quarter of it
+    /// (default 40; the node controller's grace period should be no shorter).
+    #[arg(long, value_name = "SECONDS")]
+    node_lease_duration_seconds: Option<i32>,
+    /// The service proxy's mode (kube-proxy's flag): `iptables`, `nftables`,
+    /// or `none`. It runs when the node joins a cluster (`--kubeconfig`).
+    #[arg(long, value_enum, default_value = "iptables")]
+    proxy_mode: kubelab_agent::proxy::ProxyMode,
+    /// The pod network; traffic to cluster IPs from outside it is masqueraded.
+    #[arg(long, value_name = "CIDR", value_parser = kubelab_agent::proxy::parse_cidr)]
+    cluster_cidr: Option<String>,
+    /// The shortest time between two syncs of the proxy's rules (changes
+    /// arriving meanwhile are applied together), e.g. 200ms.
+    #[arg(long, value_name = "DURATION")]
+    iptables_min_sync_period: Option<String>,
+    /// How often the proxy's rules are synced even without changes (e.g. 30s).
+    #[arg(long, value_name = "DURATION")]
+    iptables_sync_period: Option<String>,
+    /// Remove every rule and chain the service proxy installed, then exit.
+    #[arg(long)]
+    cleanup: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -101,6 +132,9 @@ enum Command {
     /// Run a pod under given limits, sample it, and write a report with plots.
     #[command(subcommand)]
     Experiment(kubelab_agent::experiment::ExperimentCommand),
+    /// Time the service proxy's syncs on a synthetic cluster (bench/proxy_bench.sh).
+    #[command(hide = true)]
+    ProxyBench(kubelab_agent::proxy::bench::BenchArgs),
 }
 
 fn init_tracing() {
@@ -110,6 +144,17 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn proxy_period(
+    flag: &str,
+    value: &Option<String>,
+    default: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    match value {
+        Some(s) => parse_go_duration(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")),
+        None => Ok(default),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", dir.join("report.md").display());
             return Ok(());
         }
+        Some(Command::ProxyBench(args)) => return kubelab_agent::proxy::bench::run(args),
         Some(Command::Image(cmd)) => {
             init_tracing();
             return run_image_command(&cli.root_dir, cmd);
@@ -132,6 +178,15 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
     init_tracing();
+    if cli.cleanup {
+        let report = kubelab_agent::proxy::cleanup()?;
+        tracing::info!(
+            iptables_backends = report.iptables.len(),
+            nftables_table = report.nftables_table,
+            "service proxy rules cleaned up"
+        );
+        return Ok(());
+    }
 
     let file_cfg = match &cli.config {
         Some(path) => config::load_kubelet_config(path)?,
@@ -159,6 +214,29 @@ fn main() -> anyhow::Result<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
     };
     let pids = cli.pod_max_pids.unwrap_or(file_cfg.pod_pids_limit);
+    if let Some(secs) = cli.node_lease_duration_seconds
+        && secs <= 0
+    {
+        anyhow::bail!("--node-lease-duration-seconds {secs}: must be greater than 0");
+    }
+    use kubelab_agent::config::reserved;
+    let reservations = reserved::NodeReservations {
+        system_reserved: match &cli.system_reserved {
+            Some(s) => reserved::parse_reservation("--system-reserved", s)?,
+            None => file_cfg.system_reserved.clone(),
+        },
+        kube_reserved: match &cli.kube_reserved {
+            Some(s) => reserved::parse_reservation("--kube-reserved", s)?,
+            None => file_cfg.kube_reserved.clone(),
+        },
+        eviction_hard: match &cli.eviction_hard {
+            Some(s) => reserved::parse_eviction_hard("--eviction-hard", s)?,
+            None => file_cfg
+                .eviction_hard
+                .clone()
+                .unwrap_or_else(reserved::default_eviction_hard),
+        },
+    };
     let options = AgentOptions {
         node_name,
         root_dir: cli.root_dir,
@@ -185,6 +263,27 @@ fn main() -> anyhow::Result<()> {
         cni_bin_dirs: kubelab_agent::network::parse_bin_dirs(&cli.cni_bin_dir),
         pod_cidr: cli.pod_cidr,
         kubeconfig: cli.kubeconfig,
+        reservations,
+        node_lease_duration_seconds: cli
+            .node_lease_duration_seconds
+            .unwrap_or(file_cfg.node_lease_duration_seconds),
+        proxy: kubelab_agent::proxy::ProxyOptions {
+            mode: cli.proxy_mode,
+            cluster_cidr: cli.cluster_cidr,
+            periods: kubelab_agent::proxy::sync::SyncPeriods {
+                min_sync_period: proxy_period(
+                    "--iptables-min-sync-period",
+                    &cli.iptables_min_sync_period,
+                    kubelab_agent::proxy::DEFAULT_MIN_SYNC_PERIOD,
+                )?,
+                sync_period: proxy_period(
+                    "--iptables-sync-period",
+                    &cli.iptables_sync_period,
+                    kubelab_agent::proxy::DEFAULT_SYNC_PERIOD,
+                )?,
+            },
+            node_ips: vec![],
+        },
     };
     // Two malloc arenas: the agent is mostly idle threads, and glibc's default
     // of one arena per thread per core keeps freed memory in each.

@@ -44,6 +44,9 @@ impl ApiServer {
             .arg(dir.path())
             .args(["--bind-address", "127.0.0.1", "--secure-port"])
             .arg(port.to_string())
+            // These nodes run in the host's network namespace: with a pod
+            // CIDR they would write a bridge network config there.
+            .arg("--allocate-node-cidrs=false")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

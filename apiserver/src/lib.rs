@@ -8,11 +8,16 @@
 //!   discovery and OpenAPI.
 //! - [`pki`], [`auth`], [`server`]: certificates, authentication, HTTPS serving;
 //!   [`server::run`] is the whole startup.
+//! - [`controllers`]: in-process controllers (endpoints, node IPAM, ...),
+//!   started by [`server::run`] after bootstrap.
 //! - [`node_client`]: the agents' kubelet API (pod logs, metrics).
+//! - [`cidr`]: IPv4 ranges of the service and pod networks.
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
 
 pub mod api;
 pub mod auth;
+pub mod cidr;
+pub mod controllers;
 pub mod kinds;
 pub mod node_client;
 pub mod pki;

@@ -1,10 +1,18 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 
+use kubelab_apiserver::api::ServiceNetwork;
+use kubelab_apiserver::cidr::Ipv4Cidr;
+use kubelab_apiserver::controllers::ControllerOptions;
+use kubelab_apiserver::controllers::node_ipam::NodeIpamOptions;
+use kubelab_apiserver::controllers::node_lifecycle::{NodeLifecycleOptions, parse_duration};
 use kubelab_apiserver::server::{self, Config};
 use kubelab_apiserver::storage::embedded::LOG_WINDOW;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// kube-apiserver's flag names for what this server does.
 #[derive(Parser, Debug)]
@@ -36,6 +44,45 @@ struct Flags {
     /// revisions etcd has not compacted.
     #[arg(long, value_delimiter = ',')]
     etcd_servers: Vec<String>,
+    /// How often etcd's history is compacted (kube-apiserver's flag); each
+    /// round keeps one interval of history for watches. 0 disables it.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
+    /// Cluster IPs come from this range; its first address is the
+    /// `kubernetes` service's.
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: Ipv4Cidr,
+    /// Node ports come from this range (inclusive).
+    #[arg(long, value_name = "FROM-TO", default_value = "30000-32767", value_parser = port_range)]
+    service_node_port_range: (u16, u16),
+    /// Give every Node a pod subnet of --cluster-cidr (kube-controller-manager's flag).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// The pod network the nodes' pod subnets are cut from.
+    #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// The prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// How often the node lifecycle controller checks node health.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: std::time::Duration,
+    /// A node not heard from (lease, Ready heartbeat) for this long is
+    /// marked Unknown and tainted unreachable.
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+}
+
+/// `30000-32767`, as kube-apiserver's `--service-node-port-range` reads it.
+fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range such as 30000-32767");
+    let (from, to) = s.split_once('-').ok_or_else(bad)?;
+    let from: u16 = from.trim().parse().map_err(|_| bad())?;
+    let to: u16 = to.trim().parse().map_err(|_| bad())?;
+    if from == 0 || from > to {
+        return Err(bad());
+    }
+    Ok((from, to))
 }
 
 #[tokio::main]
@@ -55,6 +102,22 @@ async fn main() -> anyhow::Result<()> {
         token_auth_file: flags.token_auth_file,
         change_log_window: flags.change_log_window,
         etcd_servers: flags.etcd_servers,
+        etcd_compaction_interval: flags.etcd_compaction_interval,
+        service_network: ServiceNetwork {
+            cluster_ip_range: flags.service_cluster_ip_range,
+            node_ports: i64::from(flags.service_node_port_range.0)
+                ..=i64::from(flags.service_node_port_range.1),
+        },
+        controllers: ControllerOptions {
+            node_ipam: flags.allocate_node_cidrs.then_some(NodeIpamOptions {
+                cluster_cidr: flags.cluster_cidr,
+                node_cidr_mask_size: flags.node_cidr_mask_size,
+            }),
+            node_lifecycle: NodeLifecycleOptions {
+                monitor_period: flags.node_monitor_period,
+                grace_period: flags.node_monitor_grace_period,
+            },
+        },
     })
     .await
 }

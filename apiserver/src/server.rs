@@ -38,6 +38,12 @@ pub struct Config {
     pub change_log_window: u64,
     /// etcd endpoints; empty: the embedded store in the data dir.
     pub etcd_servers: Vec<String>,
+    /// How often etcd's history is compacted; zero: never.
+    pub etcd_compaction_interval: std::time::Duration,
+    /// `--service-cluster-ip-range`, `--service-node-port-range`.
+    pub service_network: api::ServiceNetwork,
+    /// The in-process controllers' settings.
+    pub controllers: crate::controllers::ControllerOptions,
 }
 
 impl Config {
@@ -60,10 +66,10 @@ impl Config {
             "kubernetes.default",
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
-            "10.96.0.1",
         ]
         .map(String::from)
         .to_vec();
+        hosts.push(self.service_network.kubernetes_service_ip().to_string());
         hosts.push(self.advertise().to_string());
         if !self.bind_address.is_unspecified() {
             hosts.push(self.bind_address.to_string());
@@ -103,11 +109,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.change_log_window,
         )?)
     } else {
-        Arc::new(EtcdStore::connect(&cfg.etcd_servers).await?)
+        let etcd = EtcdStore::connect(&cfg.etcd_servers).await?;
+        etcd.start_compaction(cfg.etcd_compaction_interval);
+        Arc::new(etcd)
     };
-    let api = Arc::new(api::Api::new(store, host_port));
-    api.bootstrap((advertise.to_string(), cfg.secure_port))
-        .await?;
+    let mut api = api::Api::new(store, host_port);
+    api.service_network = cfg.service_network.clone();
+    let api = Arc::new(api);
+    api.bootstrap().await?;
+    let kubernetes = crate::controllers::kubernetes_service::KubernetesService {
+        cluster_ip: cfg.service_network.kubernetes_service_ip().into(),
+        advertise_address: advertise,
+        secure_port: cfg.secure_port,
+    };
+    crate::controllers::start(&api, &cfg.controllers, kubernetes).await?;
 
     let app = api::router(api).layer(axum::middleware::from_fn_with_state(
         Arc::new(tokens),

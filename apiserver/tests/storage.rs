@@ -116,6 +116,37 @@ async fn list_is_prefix_scoped_and_key_ordered(f: Fixture) {
     assert_eq!(rev, s.current_revision().await.unwrap());
 }
 
+async fn pages_read_only_their_keys_and_count_the_rest(f: Fixture) {
+    let s = f.store.as_ref();
+    for k in ["/a/1", "/a/2", "/a/3", "/a/4", "/a/5", "/ab/1", "/b/1"] {
+        s.create(k, k.as_bytes().to_vec()).await.unwrap();
+    }
+    let keys = |p: &kubelab_apiserver::storage::Page| -> Vec<String> {
+        p.items.iter().map(|kv| kv.key.clone()).collect()
+    };
+    let first = s.list_page("/a/", None, 2).await.unwrap();
+    assert_eq!(keys(&first), ["/a/1", "/a/2"]);
+    assert_eq!(first.remaining, 3);
+    assert_eq!(first.items[1].value, b"/a/2");
+    assert_eq!(first.revision, s.current_revision().await.unwrap());
+    let second = s.list_page("/a/", Some("/a/2"), 2).await.unwrap();
+    assert_eq!(
+        (keys(&second), second.remaining),
+        (vec!["/a/3".to_owned(), "/a/4".to_owned()], 1)
+    );
+    let last = s.list_page("/a/", Some("/a/4"), 2).await.unwrap();
+    assert_eq!((keys(&last), last.remaining), (vec!["/a/5".to_owned()], 0));
+    // A continue key that has been deleted meanwhile still pages on.
+    s.delete("/a/3", None).await.unwrap();
+    let after_gone = s.list_page("/a/", Some("/a/3"), 10).await.unwrap();
+    assert_eq!(
+        (keys(&after_gone), after_gone.remaining),
+        (vec!["/a/4".to_owned(), "/a/5".to_owned()], 0)
+    );
+    let all = s.list_page("/a/", None, usize::MAX).await.unwrap();
+    assert_eq!((all.items.len(), all.remaining), (4, 0));
+}
+
 async fn watch_replays_then_follows_with_previous_values(f: Fixture) {
     let s = f.store.as_ref();
     s.create("/a/1", b"1".to_vec()).await.unwrap();
@@ -183,6 +214,7 @@ macro_rules! conformance {
 conformance!(
     revisions_grow_and_conditional_writes_conflict,
     list_is_prefix_scoped_and_key_ordered,
+    pages_read_only_their_keys_and_count_the_rest,
     watch_replays_then_follows_with_previous_values,
     watch_from_a_compacted_revision_is_refused,
 );

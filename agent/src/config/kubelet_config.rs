@@ -15,7 +15,7 @@ pub const KUBELET_CONFIG_KIND: &str = "KubeletConfiguration";
 
 /// The subset of kubelet's `KubeletConfiguration` the agent uses, defaults
 /// applied (v1beta1 defaults).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KubeletConfiguration {
     /// Static pod manifests (a directory, or a single file). Relative paths
     /// are resolved against the config file's directory, as kubelet does.
@@ -37,6 +37,14 @@ pub struct KubeletConfiguration {
     pub container_log_max_size: u64,
     /// Log files kept per container, the live one included; default 5.
     pub container_log_max_files: u32,
+    /// `systemReserved`: held back for the OS's daemons.
+    pub system_reserved: super::reserved::Reservation,
+    /// `kubeReserved`: held back for the node agent and runtime.
+    pub kube_reserved: super::reserved::Reservation,
+    /// `evictionHard`; `None`: kubelet's defaults.
+    pub eviction_hard: Option<Vec<super::reserved::EvictionThreshold>>,
+    /// `nodeLeaseDurationSeconds`, default 40.
+    pub node_lease_duration_seconds: i32,
 }
 
 impl Default for KubeletConfiguration {
@@ -51,6 +59,10 @@ impl Default for KubeletConfiguration {
             pod_pids_limit: -1,
             container_log_max_size: 10 << 20,
             container_log_max_files: 5,
+            system_reserved: Default::default(),
+            kube_reserved: Default::default(),
+            eviction_hard: None,
+            node_lease_duration_seconds: 40,
         }
     }
 }
@@ -93,6 +105,10 @@ struct RawKubeletConfiguration {
     pod_pids_limit: Option<i64>,
     container_log_max_size: Option<Quantity>,
     container_log_max_files: Option<i64>,
+    system_reserved: Option<std::collections::BTreeMap<String, String>>,
+    kube_reserved: Option<std::collections::BTreeMap<String, String>>,
+    eviction_hard: Option<std::collections::BTreeMap<String, String>>,
+    node_lease_duration_seconds: Option<i64>,
 }
 
 /// Read and validate a KubeletConfiguration file.
@@ -216,7 +232,48 @@ pub fn parse_kubelet_config(
                     )
                 })?;
     }
+    let pairs = |m: std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+        m.into_iter().collect()
+    };
+    if let Some(m) = raw.system_reserved {
+        config.system_reserved =
+            super::reserved::reservation_from_pairs("systemReserved", &pairs(m))
+                .map_err(|e| reserved_error(path, "systemReserved", e))?;
+    }
+    if let Some(m) = raw.kube_reserved {
+        config.kube_reserved = super::reserved::reservation_from_pairs("kubeReserved", &pairs(m))
+            .map_err(|e| reserved_error(path, "kubeReserved", e))?;
+    }
+    if let Some(m) = raw.eviction_hard {
+        config.eviction_hard = Some(
+            super::reserved::thresholds_from_pairs("evictionHard", &pairs(m))
+                .map_err(|e| reserved_error(path, "evictionHard", e))?,
+        );
+    }
+    if let Some(secs) = raw.node_lease_duration_seconds {
+        config.node_lease_duration_seconds =
+            i32::try_from(secs).ok().filter(|s| *s > 0).ok_or_else(|| {
+                invalid(
+                    "nodeLeaseDurationSeconds",
+                    secs.to_string(),
+                    "must be greater than 0",
+                )
+            })?;
+    }
     Ok(config)
+}
+
+fn reserved_error(
+    path: &Path,
+    field: &'static str,
+    e: super::reserved::ReservedError,
+) -> KubeletConfigError {
+    KubeletConfigError::Invalid {
+        path: path.to_owned(),
+        field,
+        value: format!("{:?}", e.entry),
+        detail: e.reason,
+    }
 }
 
 /// Why a Go duration string did not parse; Display matches Go's `time`.
@@ -400,6 +457,13 @@ readOnlyPort: 10255
 podPidsLimit: 1024
 containerLogMaxSize: 5Mi
 containerLogMaxFiles: 3
+systemReserved:
+  cpu: 100m
+  memory: 256Mi
+kubeReserved:
+  memory: 128Mi
+evictionHard:
+  memory.available: 200Mi
 authentication:
   anonymous: {enabled: false}
 ";
@@ -420,6 +484,17 @@ authentication:
                 pod_pids_limit: 1024,
                 container_log_max_size: 5 << 20,
                 container_log_max_files: 3,
+                system_reserved: [("cpu", "100m"), ("memory", "256Mi")]
+                    .map(|(k, v)| (k.to_owned(), Quantity(v.into())))
+                    .into(),
+                kube_reserved: [("memory".to_owned(), Quantity("128Mi".into()))].into(),
+                eviction_hard: Some(vec![super::super::reserved::EvictionThreshold {
+                    signal: "memory.available".into(),
+                    value: super::super::reserved::ThresholdValue::Quantity(Quantity(
+                        "200Mi".into()
+                    )),
+                }]),
+                node_lease_duration_seconds: 40,
             }
         );
     }
@@ -467,6 +542,10 @@ authentication:
         assert_eq!(
             e(&CONFIG.replace("Files: 3", "Files: 1")),
             "kc.yaml: containerLogMaxFiles: Invalid value: 1: must be greater than 1"
+        );
+        assert_eq!(
+            e(&CONFIG.replace("cpu: 100m", "cpu: fast")),
+            r#"kc.yaml: systemReserved: Invalid value: "cpu=fast": "fast" is not a valid quantity: it has no digits before its suffix; expected a number with an optional suffix (m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei) or decimal exponent (e3, E-3), e.g. "500m", "0.5", "128Mi", "1e3""#
         );
         let pids = e(&CONFIG.replace("podPidsLimit: 1024", "podPidsLimit: many"));
         assert!(

@@ -214,6 +214,15 @@ pub fn load_static_pod(
             errors,
         });
     }
+    // The kubelet refuses what only the apiserver could resolve: a static
+    // pod must run with the API down.
+    if let Some(kind) = crate::kubeapi::objects::api_reference_kind(&pod) {
+        return Err(ManifestError::Decode {
+            file: file.to_owned(),
+            field: None,
+            message: format!("static pods may not reference {kind}"),
+        });
+    }
     apply_static_pod_defaults(&mut pod, node_name);
     apply_pod_defaults(&mut pod);
     pod.metadata

@@ -9,6 +9,7 @@ pub mod api;
 pub mod file;
 pub mod kubelet_config;
 pub mod manifest;
+pub mod reserved;
 
 use k8s_openapi::api::core::v1::Pod;
 

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod node;
+pub mod objects;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub fn start(
     source: &ApiSource,
     internal_ip: String,
     kubelet_port: u16,
+    reservations: crate::config::reserved::NodeReservations,
+    lease_duration_seconds: i32,
 ) {
     let (uid_tx, uid_rx) = tokio::sync::watch::channel(None);
     tokio::spawn(
@@ -76,6 +79,8 @@ pub fn start(
             internal_ip,
             root_dir: ctx.root_dir.clone(),
             kubelet_port,
+            reservations,
+            lease_duration_seconds,
         }
         .run(uid_tx),
     );

@@ -1,7 +1,9 @@
 //! The Node object and its heartbeats (kubelet's `nodestatus` and
 //! `nodelease`): register the node (or take over an existing one), renew its
 //! Lease in `kube-node-lease` every 10 s, and send the node status when it
-//! changes and at least every 5 minutes.
+//! differs from what the apiserver has (the node controller may have set it
+//! Unknown meanwhile) and at least every 5 minutes. Allocatable is capacity
+//! less the reservations ([`crate::config::reserved`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,10 +23,13 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::KubeApiError;
+use crate::config::reserved::NodeReservations;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// kubelet's default `nodeLeaseDurationSeconds`.
 pub const LEASE_DURATION_SECONDS: i32 = 40;
-const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// kubelet renews its lease every quarter of the lease's duration.
+const LEASE_RENEW_FRACTION: f64 = 0.25;
 /// How often the node status is checked for changes.
 const STATUS_CHECK: Duration = Duration::from_secs(10);
 /// The status is sent at least this often even when nothing changed.
@@ -143,7 +148,7 @@ fn condition(kind: &str, bad: bool, reason: &str, message: &str, now: Timestamp)
 
 /// The node status as the kubelet reports it (`setNodeStatus`), pure.
 /// Transition times are `now`; [`carry_transitions`] keeps older ones.
-pub fn render_status(f: &NodeFacts, now: Timestamp) -> NodeStatus {
+pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp) -> NodeStatus {
     let q = |s: String| Quantity(s);
     let resources: BTreeMap<String, Quantity> = [
         ("cpu", q(f.cpus.to_string())),
@@ -162,8 +167,8 @@ pub fn render_status(f: &NodeFacts, now: Timestamp) -> NodeStatus {
         condition(kind, bad, reason, message, now)
     };
     NodeStatus {
-        capacity: Some(resources.clone()),
-        allocatable: Some(resources),
+        allocatable: Some(reserved.allocatable(&resources)),
+        capacity: Some(resources),
         conditions: Some(vec![
             pressure(
                 "MemoryPressure",
@@ -264,6 +269,9 @@ pub struct NodeAgent {
     pub internal_ip: String,
     pub root_dir: std::path::PathBuf,
     pub kubelet_port: u16,
+    pub reservations: NodeReservations,
+    /// `--node-lease-duration-seconds`; renewed every quarter of it.
+    pub lease_duration_seconds: i32,
 }
 
 impl NodeAgent {
@@ -286,7 +294,11 @@ impl NodeAgent {
                 ..Default::default()
             },
             spec: Some(NodeSpec::default()),
-            status: Some(render_status(&self.facts(), Timestamp::now())),
+            status: Some(render_status(
+                &self.facts(),
+                &self.reservations,
+                Timestamp::now(),
+            )),
         };
         match nodes.create(&PostParams::default(), &node).await {
             Ok(n) => Ok(n),
@@ -316,32 +328,44 @@ impl NodeAgent {
         tracing::info!(node = %self.name, %uid, "node registered");
         let _ = node_uid.send(Some(uid.clone()));
 
-        let lease = tokio::spawn(renew_lease(self.client.clone(), self.name.clone(), uid));
-        let mut last_sent: Option<(NodeStatus, tokio::time::Instant)> = None;
+        let lease = tokio::spawn(renew_lease(
+            self.client.clone(),
+            self.name.clone(),
+            uid,
+            self.lease_duration_seconds,
+        ));
+        let mut last_sent: Option<tokio::time::Instant> = None;
         let mut previous = node.status.clone();
         let mut tick = tokio::time::interval(STATUS_CHECK);
+        let nodes: Api<Node> = Api::all(self.client.clone());
         loop {
             tick.tick().await;
-            let mut status = render_status(&self.facts(), Timestamp::now());
+            // What the apiserver has now, as the kubelet compares against:
+            // the node controller writes conditions too.
+            match nodes.get_opt(&self.name).await {
+                Ok(Some(n)) => previous = n.status,
+                Ok(None) => {}
+                Err(e) => tracing::debug!(node = %self.name, "reading the node: {e}"),
+            }
+            let mut status = render_status(&self.facts(), &self.reservations, Timestamp::now());
             carry_transitions(&mut status, previous.as_ref());
-            let due = match &last_sent {
-                None => true,
-                Some((old, at)) => {
+            let due = match (&last_sent, &previous) {
+                (Some(at), Some(old)) => {
                     status_shape(old) != status_shape(&status) || at.elapsed() >= STATUS_REPORT
                 }
+                _ => true,
             };
             if !due {
                 continue;
             }
-            let nodes: Api<Node> = Api::all(self.client.clone());
             let patch = json!({ "status": status });
             match nodes
                 .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    previous = Some(status.clone());
-                    last_sent = Some((status, tokio::time::Instant::now()));
+                    previous = Some(status);
+                    last_sent = Some(tokio::time::Instant::now());
                 }
                 Err(e) => tracing::warn!(node = %self.name, "updating the node status: {e}"),
             }
@@ -353,7 +377,7 @@ impl NodeAgent {
 }
 
 /// The node's Lease, owned by the Node so it goes with it.
-pub fn render_lease(node: &str, node_uid: &str, now: Timestamp) -> Lease {
+pub fn render_lease(node: &str, node_uid: &str, duration_seconds: i32, now: Timestamp) -> Lease {
     Lease {
         metadata: ObjectMeta {
             name: Some(node.into()),
@@ -369,33 +393,78 @@ pub fn render_lease(node: &str, node_uid: &str, now: Timestamp) -> Lease {
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(node.into()),
-            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+            lease_duration_seconds: Some(duration_seconds),
             renew_time: Some(MicroTime(now)),
             ..Default::default()
         }),
     }
 }
 
-async fn renew_lease(client: Client, node: String, node_uid: String) {
+async fn renew_lease(client: Client, node: String, node_uid: String, duration_seconds: i32) {
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
-    let mut tick = tokio::time::interval(LEASE_RENEW);
+    let renew = Duration::from_secs_f64(duration_seconds.max(1) as f64 * LEASE_RENEW_FRACTION);
+    let mut tick = tokio::time::interval(renew);
     loop {
         tick.tick().await;
         let now = Timestamp::now();
         let patch = json!({"spec": {"holderIdentity": node, "renewTime": MicroTime(now),
-            "leaseDurationSeconds": LEASE_DURATION_SECONDS}});
+            "leaseDurationSeconds": duration_seconds}});
         let result = match leases
             .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Err(kube::Error::Api(s)) if s.is_not_found() => leases
-                .create(&PostParams::default(), &render_lease(&node, &node_uid, now))
+                .create(
+                    &PostParams::default(),
+                    &render_lease(&node, &node_uid, duration_seconds, now),
+                )
                 .await
                 .map(|_| ()),
             other => other.map(|_| ()),
         };
         if let Err(e) = result {
             tracing::warn!(%node, "renewing the node lease: {e}");
+        }
+    }
+}
+
+/// The Node's `spec.podCIDR`, as the cluster's node IPAM assigns it: watches
+/// the Node until it has one. Gives up at `deadline`, or, once the Node has
+/// been seen without one, `grace` later (IPAM answers a new Node within
+/// milliseconds; a cluster that does not allocate never will). `None`
+/// for either means no limit.
+pub async fn wait_for_pod_cidr(
+    client: Client,
+    node: &str,
+    deadline: Option<tokio::time::Instant>,
+    grace: Option<Duration>,
+) -> Option<String> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let nodes: Api<Node> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let mut stream = std::pin::pin!(watcher(nodes, cfg).default_backoff().applied_objects());
+    let mut give_up = deadline;
+    loop {
+        let next = match give_up {
+            Some(at) => match tokio::time::timeout_at(at, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => return None,
+            },
+            None => stream.next().await,
+        };
+        match next? {
+            Ok(n) => {
+                let cidr = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty());
+                if cidr.is_some() {
+                    return cidr;
+                }
+                if let Some(grace) = grace {
+                    let at = tokio::time::Instant::now() + grace;
+                    give_up = Some(give_up.map_or(at, |g| g.min(at)));
+                }
+            }
+            Err(e) => tracing::debug!(%node, "watching the node for its pod CIDR: {e}"),
         }
     }
 }
@@ -423,11 +492,22 @@ mod tests {
 
     #[test]
     fn status_reports_capacity_addresses_and_ready() {
-        let st = render_status(&facts(), Timestamp::UNIX_EPOCH);
+        let st = render_status(
+            &facts(),
+            &NodeReservations::default(),
+            Timestamp::UNIX_EPOCH,
+        );
         let cap = st.capacity.unwrap();
         assert_eq!(cap["cpu"].0, "2");
         assert_eq!(cap["memory"].0, "4194304Ki");
         assert_eq!(cap["pods"].0, "110");
+        // kubelet's default hard eviction holds back 100Mi of memory.
+        let alloc = st.allocatable.clone().unwrap();
+        assert_eq!(
+            alloc["memory"].0,
+            format!("{}Ki", 4 * 1024 * 1024 - 100 * 1024)
+        );
+        assert_eq!(alloc["cpu"].0, "2");
         let conds = st.conditions.unwrap();
         let status = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().status.clone();
         assert_eq!(status("Ready"), "True");
@@ -442,10 +522,14 @@ mod tests {
 
     #[test]
     fn unchanged_conditions_keep_their_transition_time() {
-        let old = render_status(&facts(), Timestamp::UNIX_EPOCH);
+        let old = render_status(
+            &facts(),
+            &NodeReservations::default(),
+            Timestamp::UNIX_EPOCH,
+        );
         let mut f = facts();
         f.memory_pressure = true;
-        let mut new = render_status(&f, Timestamp::now());
+        let mut new = render_status(&f, &NodeReservations::default(), Timestamp::now());
         carry_transitions(&mut new, Some(&old));
         let conds = new.conditions.unwrap();
         let find = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();

@@ -1,7 +1,10 @@
 //! The status manager (kubelet's `status_manager` and `mirror_client`): sends
 //! each pod's status, exactly as `/pods` shows it, through the `status`
-//! subresource when it changed; keeps a mirror pod for every static pod; and
-//! finishes the deletion of pods whose containers are gone.
+//! subresource when it changed (or when the API's copy says otherwise: the
+//! node controller marks pods not ready when it loses the node); keeps a
+//! mirror pod for every static pod; and finishes the deletion of pods whose
+//! containers are gone, after sending their final status (containers
+//! terminated with their exit codes, a terminal phase), as the kubelet does.
 //!
 //! It reads the API's view of this node's pods from the pod source's store
 //! and wakes up when either that store or the agent's status store changes.
@@ -9,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -63,6 +66,41 @@ pub fn render_mirror(static_pod: &Pod, node: &str, node_uid: &str) -> Pod {
         spec: static_pod.spec.clone(),
         status: None,
     }
+}
+
+/// A finished pod's last status as the API should keep it: a pod whose
+/// containers have all terminated is over, `Succeeded` if they all exited
+/// 0, else `Failed` (kubelet's terminal phase for deleted pods).
+pub fn final_status(mut status: PodStatus) -> PodStatus {
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    let exits: Option<Vec<i32>> = containers
+        .iter()
+        .map(|c| Some(c.state.as_ref()?.terminated.as_ref()?.exit_code))
+        .collect();
+    if let Some(codes) = exits.filter(|c| !c.is_empty()) {
+        let phase = if codes.iter().all(|c| *c == 0) {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+        status.phase = Some(phase.into());
+    }
+    status
+}
+
+/// The two things others change in an API pod's status: its phase and
+/// whether it is Ready.
+fn phase_and_ready(status: Option<&PodStatus>) -> (Option<String>, Option<String>) {
+    let Some(s) = status else {
+        return (None, None);
+    };
+    let ready = s
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone());
+    (s.phase.clone(), ready)
 }
 
 pub struct StatusManager {
@@ -210,7 +248,9 @@ impl Sync {
             };
             let target_uid = target.metadata.uid.clone().unwrap_or_default();
             let status = serde_json::to_value(&pod.status).unwrap_or_default();
-            if self.sent.get(&target_uid) == Some(&status) {
+            let api_agrees =
+                phase_and_ready(target.status.as_ref()) == phase_and_ready(pod.status.as_ref());
+            if self.sent.get(&target_uid) == Some(&status) && api_agrees {
                 continue;
             }
             // The UID pins the patch to this very pod, not a namesake made since.
@@ -249,9 +289,15 @@ impl Sync {
                 None => p.metadata.deletion_timestamp.is_some() && !live.contains(uid),
             };
             if gone {
+                // The uid the node ran it under: a mirror's static pod's.
+                let local_uid = mirror_of(p).unwrap_or(uid);
+                if let Some(last) = m.status.finished(local_uid) {
+                    self.send_final_status(&api, p, last).await;
+                }
                 tracing::info!(pod = %format!("{ns}/{name}"), "deleting the pod from the API");
                 match ignore_gone(api.delete(name, &delete_exactly(uid)).await) {
                     Ok(()) => {
+                        m.status.forget_finished(local_uid);
                         if let Some(s) = mirror_of(p) {
                             self.created.remove(s);
                         }
@@ -263,5 +309,70 @@ impl Sync {
             }
         }
         self.sent.retain(|uid, _| by_uid.contains_key(uid.as_str()));
+    }
+
+    /// Patches the API pod `p` with the final status of the pod the node
+    /// ran, unless that is what was sent last.
+    async fn send_final_status(&mut self, api: &Api<Pod>, p: &Pod, last: Pod) {
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        let status =
+            serde_json::to_value(final_status(last.status.unwrap_or_default())).unwrap_or_default();
+        if self.sent.get(&uid) == Some(&status) {
+            return;
+        }
+        let patch = json!({"metadata": {"uid": uid}, "status": status});
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                self.sent.insert(uid, status);
+            }
+            Err(e) => tracing::debug!(pod = %name, "sending the final status: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
+
+    fn exited(code: i32) -> ContainerStatus {
+        ContainerStatus {
+            name: format!("c{code}"),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_finished_pod_ends_in_a_terminal_phase() {
+        let status = |cs: Vec<ContainerStatus>| PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(cs),
+            ..Default::default()
+        };
+        let ok = final_status(status(vec![exited(0), exited(0)]));
+        assert_eq!(ok.phase.as_deref(), Some("Succeeded"));
+        let killed = final_status(status(vec![exited(0), exited(137)]));
+        assert_eq!(killed.phase.as_deref(), Some("Failed"));
+        let running = ContainerStatus {
+            state: Some(ContainerState::default()),
+            ..exited(0)
+        };
+        let mixed = final_status(status(vec![exited(0), running]));
+        assert_eq!(
+            mixed.phase.as_deref(),
+            Some("Running"),
+            "not all terminated"
+        );
     }
 }

@@ -78,11 +78,43 @@ pub struct Attachment {
 
 pub struct PodNetwork {
     opts: NetworkOptions,
+    /// The Node's `spec.podCIDR`, for a cluster node without `--pod-cidr`.
+    node_pod_cidr: std::sync::OnceLock<String>,
 }
 
 impl PodNetwork {
     pub fn new(opts: NetworkOptions) -> PodNetwork {
-        PodNetwork { opts }
+        PodNetwork {
+            opts,
+            node_pod_cidr: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The pod CIDR the default config is written for: `--pod-cidr`, else
+    /// the one the cluster assigned to the Node.
+    pub fn pod_cidr(&self) -> Option<&str> {
+        self.opts
+            .pod_cidr
+            .as_deref()
+            .or_else(|| self.node_pod_cidr.get().map(String::as_str))
+    }
+
+    /// Takes the Node's `spec.podCIDR` (once; `--pod-cidr` still wins).
+    pub fn set_node_pod_cidr(&self, cidr: String) {
+        if self.node_pod_cidr.set(cidr.clone()).is_ok() {
+            tracing::info!(pod_cidr = %cidr, "using the Node's spec.podCIDR for the pod network");
+        }
+    }
+
+    /// Whether pods would get only their loopback now: no config in the
+    /// conf dir and no pod CIDR to write the default one for.
+    pub fn lacks_config(&self) -> bool {
+        self.pod_cidr().is_none()
+            && config::config_files(&self.opts.conf_dir).is_ok_and(|f| f.is_empty())
+    }
+
+    pub fn conf_dir(&self) -> &std::path::Path {
+        &self.opts.conf_dir
     }
 
     fn results_dir(&self) -> PathBuf {
@@ -96,7 +128,7 @@ impl PodNetwork {
         if let Some(c) = config::load_first(&self.opts.conf_dir)? {
             return Ok(Some(c));
         }
-        let Some(cidr) = &self.opts.pod_cidr else {
+        let Some(cidr) = self.pod_cidr() else {
             return Ok(None);
         };
         let path = self.opts.conf_dir.join(config::DEFAULT_CONFIG_FILE);

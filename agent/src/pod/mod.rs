@@ -3,4 +3,5 @@
 
 pub mod manager;
 pub mod slot;
+pub mod termination_message;
 pub mod worker;

@@ -28,6 +28,13 @@ use crate::runtime::shim::ContainerExit;
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
 use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
 
+/// How long a `postStart` hook may take before it counts as failed.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The reason and message of a pod killed for its `activeDeadlineSeconds`.
+const DEADLINE_REASON: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
 /// Messages from the pod manager.
 #[derive(Debug)]
 pub enum WorkerMsg {
@@ -77,6 +84,40 @@ pub struct PodWorker {
     probes_rx: mpsc::UnboundedReceiver<ProbeNotice>,
     /// The prober of each running container, by container name.
     probers: std::collections::HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Notices of ConfigMap, Secret and Service changes (`None`: standalone).
+    object_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The pod's referenced objects as last seen (`objects::fingerprint`).
+    objects_seen: Vec<Option<String>>,
+    /// The volume problems last reported, so a retry does not repeat the Event.
+    mount_errors: Vec<String>,
+    /// The pod failed as a whole (reason, message): nothing restarts.
+    failure: Option<(String, String)>,
+    /// Runs killed because their `postStart` hook failed: container id → why.
+    hook_failures: std::collections::HashMap<String, String>,
+}
+
+/// A pod from a manifest file (it may not refer to API objects).
+fn is_static_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::config::manifest::CONFIG_SOURCE_ANNOTATION))
+        .is_some_and(|s| s == crate::config::SOURCE_FILE)
+}
+
+/// Resolves on the next change notice; never without a receiver (or sender).
+async fn next_change(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Go's `%v` of a command: `[sh -c exit 1]`.
+fn go_command(command: &[String]) -> String {
+    format!("[{}]", command.join(" "))
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -107,6 +148,7 @@ impl PodWorker {
             .collect();
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let (probes_tx, probes_rx) = mpsc::unbounded_channel();
+        let ctx_changes = ctx.api_objects.as_ref().map(|c| c.changes());
         PodWorker {
             key: format!(
                 "{}/{}",
@@ -129,6 +171,11 @@ impl PodWorker {
             probes_tx,
             probes_rx,
             probers: Default::default(),
+            object_changes: ctx_changes,
+            objects_seen: Vec::new(),
+            mount_errors: Vec::new(),
+            failure: None,
+            hook_failures: Default::default(),
         }
     }
 
@@ -155,11 +202,16 @@ impl PodWorker {
                 }
                 Some((name, id)) = self.exits_rx.recv() => self.on_exit(&name, &id).await,
                 Some(notice) = self.probes_rx.recv() => self.on_probe(notice),
+                _ = next_change(&mut self.object_changes) => self.on_objects_changed().await,
                 _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
+                    self.check_active_deadline().await;
                     self.start_due().await;
                 }
             }
         }
+        // The final status (containers terminated), for the status manager
+        // to send before it finishes the pod's deletion.
+        self.publish();
         self.ctx.status.remove(&self.uid);
     }
 
@@ -252,7 +304,7 @@ impl PodWorker {
     }
 
     fn next_due(&self) -> Option<Timestamp> {
-        if self.terminating {
+        if self.terminating || self.failure.is_some() {
             return None;
         }
         self.startable()
@@ -260,7 +312,144 @@ impl PodWorker {
             .map(|i| &self.slots[i])
             .filter(|s| s.current.is_none() && !s.done)
             .filter_map(|s| s.next_start)
+            .chain(self.active_deadline())
             .min()
+    }
+
+    /// When `activeDeadlineSeconds` (counted from the pod's start) runs out,
+    /// unless the pod already ended.
+    fn active_deadline(&self) -> Option<Timestamp> {
+        let secs = spec_of(&self.pod).active_deadline_seconds?;
+        let policy = self.restart_policy_for(false);
+        if self.failure.is_some()
+            || matches!(
+                status::pod_phase(&self.slots, &policy),
+                "Succeeded" | "Failed"
+            )
+        {
+            return None;
+        }
+        Some(self.start_time? + jiff::SignedDuration::from_secs(secs))
+    }
+
+    /// kubelet's active deadline handler: the pod fails with
+    /// `DeadlineExceeded` and its containers are killed, never restarted.
+    async fn check_active_deadline(&mut self) {
+        if self.terminating || self.active_deadline().is_none_or(|t| t > Timestamp::now()) {
+            return;
+        }
+        self.failure = Some((DEADLINE_REASON.into(), DEADLINE_MESSAGE.into()));
+        self.ctx
+            .events
+            .normal(&self.key, None, DEADLINE_REASON, DEADLINE_MESSAGE.into());
+        for (_, task) in self.probers.drain() {
+            task.abort();
+        }
+        self.publish();
+        self.kill_containers(self.grace_period()).await;
+        for slot in &mut self.slots {
+            slot.done = true;
+            slot.next_start = None;
+            slot.waiting = None;
+        }
+        self.persist();
+    }
+
+    fn grace_period(&self) -> Duration {
+        Duration::from_secs(
+            spec_of(&self.pod)
+                .termination_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64,
+        )
+    }
+
+    /// A ConfigMap, Secret or Service changed somewhere: if one this pod
+    /// refers to did, its volumes are rewritten and containers waiting for
+    /// it try again now.
+    async fn on_objects_changed(&mut self) {
+        if self.terminating || self.failure.is_some() {
+            return;
+        }
+        let seen = crate::kubeapi::objects::fingerprint(self.ctx.objects(), &self.pod);
+        if seen == self.objects_seen {
+            return;
+        }
+        self.objects_seen = seen;
+        if self.sandbox.is_some() {
+            let _ = self.ensure_api_volumes().await;
+        }
+        let now = Timestamp::now();
+        for slot in &mut self.slots {
+            let waiting_on_objects = slot.waiting.as_ref().is_some_and(|w| {
+                w.reason == "CreateContainerConfigError" || w.reason == "ContainerCreating"
+            });
+            if slot.current.is_none()
+                && !slot.done
+                && waiting_on_objects
+                && slot.next_start.is_some()
+            {
+                slot.next_start = Some(now);
+            }
+        }
+        self.start_due().await;
+    }
+
+    /// Writes the pod's configMap, secret, downwardAPI and projected volumes
+    /// (again, when their objects changed). A failure is a `FailedMount`
+    /// Event, once per distinct error.
+    async fn ensure_api_volumes(&mut self) -> Result<(), String> {
+        let has_api_volumes = spec_of(&self.pod)
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| crate::runtime::projection::plugin_dir(v).is_some());
+        if !has_api_volumes {
+            return Ok(());
+        }
+        let (ctx, pod, dir) = (self.ctx.clone(), self.pod.clone(), self.dir.clone());
+        let (notes, errors) = tokio::task::spawn_blocking(move || {
+            let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
+            crate::runtime::volumes::setup_api_volumes(
+                &pod,
+                &dir,
+                &crate::runtime::projection::ProjectionInputs {
+                    pod: &pod,
+                    node: &node,
+                    objects: ctx.objects(),
+                },
+            )
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (
+                vec![],
+                vec![crate::runtime::volumes::VolumeError::SetUp {
+                    name: String::new(),
+                    message: format!("volume task: {e}"),
+                }],
+            )
+        });
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let reports: Vec<String> = messages
+            .iter()
+            .cloned()
+            .chain(
+                notes
+                    .iter()
+                    .map(|n| format!("volume {:?}: {}", n.volume, n.message)),
+            )
+            .collect();
+        for m in reports.iter().filter(|m| !self.mount_errors.contains(m)) {
+            self.ctx
+                .events
+                .warning(&self.key, None, "FailedMount", m.clone());
+        }
+        self.mount_errors = reports;
+        match messages.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
     }
 
     async fn start_due(&mut self) {
@@ -277,6 +466,25 @@ impl PodWorker {
             })
             .collect();
         if due.is_empty() {
+            return;
+        }
+        if self.ctx.api_objects.is_some() {
+            self.objects_seen = crate::kubeapi::objects::fingerprint(self.ctx.objects(), &self.pod);
+        }
+        // Volumes first, as the kubelet mounts them before the sandbox exists:
+        // until they are there the containers wait in ContainerCreating.
+        if let Err(msg) = self.ensure_api_volumes().await {
+            for i in due {
+                let slot = &mut self.slots[i];
+                slot.schedule_after_create_error(
+                    "ContainerCreating",
+                    msg.clone(),
+                    Timestamp::now(),
+                );
+                if let Some(w) = slot.waiting.as_mut() {
+                    w.message = None;
+                }
+            }
             return;
         }
         if let Err(msg) = self.ensure_pod_infrastructure().await {
@@ -306,6 +514,7 @@ impl PodWorker {
         let dir = self.dir.clone();
         let hostname = pod.metadata.name.clone().unwrap_or_default();
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
+        let share_pid = spec_of(&pod).share_process_namespace.unwrap_or(false);
         let uid = self.uid.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
@@ -333,6 +542,7 @@ impl PodWorker {
                 &id,
                 &hostname,
                 host_network,
+                share_pid,
                 &ctx.cgroups.procs_files(&sandbox_cgroup),
             )
             .map_err(|e| crate::error_chain(&e))?;
@@ -399,6 +609,7 @@ impl PodWorker {
         let log_dir = self.log_dir();
         let image_ref = container.image.clone().unwrap_or_default();
         let name = container.name.clone();
+        let pod_ip = self.pod_ip.clone();
 
         let outcome = tokio::task::spawn_blocking(move || {
             create_and_start(
@@ -410,6 +621,7 @@ impl PodWorker {
                 &pod_cgroup,
                 &log_dir,
                 restart_count,
+                pod_ip.as_deref(),
             )
         })
         .await
@@ -445,8 +657,10 @@ impl PodWorker {
                     "Started",
                     format!("Started container {name}"),
                 );
-                self.start_prober(&name, &run);
-                self.watch(name, run);
+                self.watch(name.clone(), run.clone());
+                if self.run_post_start(&name, &run).await {
+                    self.start_prober(&name, &run);
+                }
             }
             Ok((run, Some(exit))) => {
                 // The runtime made the container but its process never ran.
@@ -503,13 +717,26 @@ impl PodWorker {
         let bundle = self.dir.join("containers").join(id);
         let ctx = self.ctx.clone();
         let cgroup = ctx.cgroups.container_path(&self.pod_cgroup, id);
+        let policy = self
+            .container_spec(name)
+            .and_then(|c| c.termination_message_policy.clone())
+            .unwrap_or_else(|| "File".into());
+        let log_path = logs::container_log_path(
+            &self.log_dir(),
+            name,
+            self.slots[idx].restart_count.max(0) as u32,
+        );
+        let hook_failure = self.hook_failures.remove(id);
         let terminated = tokio::task::spawn_blocking(move || {
             let terminated = match container::read_exit(&bundle) {
                 Some(exit) => {
-                    let message = std::fs::read(bundle.join("termination-log"))
-                        .ok()
-                        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned())
-                        .filter(|m| !m.is_empty());
+                    let message = crate::pod::termination_message::termination_message(
+                        &bundle.join("termination-log"),
+                        &log_path,
+                        &policy,
+                        exit.exit_code,
+                    )
+                    .or(hook_failure);
                     Terminated::from_exit(&run.container_id, &exit, message)
                 }
                 None => Terminated::lost(&run.container_id, Some(run.started.started_at)),
@@ -542,7 +769,12 @@ impl PodWorker {
         let policy = self.restart_policy_for(self.slots[idx].init);
         let slot = &mut self.slots[idx];
         slot.record_exit(terminated);
-        if !self.terminating {
+        if self.failure.is_some() {
+            // The pod has failed as a whole: nothing starts again.
+            slot.done = true;
+            slot.next_start = None;
+            slot.waiting = None;
+        } else if !self.terminating {
             slot.schedule_after_exit(&policy, Timestamp::now());
             if slot
                 .waiting
@@ -567,42 +799,8 @@ impl PodWorker {
             task.abort();
         }
         self.publish();
-        let grace = grace.unwrap_or_else(|| {
-            Duration::from_secs(
-                spec_of(&self.pod)
-                    .termination_grace_period_seconds
-                    .unwrap_or(30)
-                    .max(0) as u64,
-            )
-        });
-        let deadline = tokio::time::Instant::now() + grace;
-        self.run_pre_stop_hooks(deadline).await;
-        for slot in &self.slots {
-            if let Some(run) = &slot.current {
-                self.ctx.events.normal(
-                    &self.key,
-                    Some(&slot.name),
-                    "Killing",
-                    format!("Stopping container {}", slot.name),
-                );
-                container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
-            }
-        }
-        self.drain_exits_until(deadline).await;
-        if self.slots.iter().any(|s| s.current.is_some()) {
-            for slot in &self.slots {
-                if let Some(run) = &slot.current {
-                    let cg = self
-                        .ctx
-                        .cgroups
-                        .container_path(&self.pod_cgroup, &run.container_id);
-                    let _ = self.ctx.cgroups.kill_all(&cg);
-                    container::signal(&run.started, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            self.drain_exits_until(deadline).await;
-        }
+        let grace = grace.unwrap_or_else(|| self.grace_period());
+        self.kill_containers(grace).await;
         let ctx = self.ctx.clone();
         let sandbox = self.sandbox.take();
         let pod_cgroup = self.pod_cgroup.clone();
@@ -647,6 +845,129 @@ impl PodWorker {
         })
         .await;
         tracing::info!(pod = %self.key, "pod terminated and cleaned up");
+    }
+
+    /// preStop hooks, SIGTERM, the grace period, then SIGKILL for what is left.
+    async fn kill_containers(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.run_pre_stop_hooks(deadline).await;
+
+        for slot in &self.slots {
+            if let Some(run) = &slot.current {
+                self.ctx.events.normal(
+                    &self.key,
+                    Some(&slot.name),
+                    "Killing",
+                    format!("Stopping container {}", slot.name),
+                );
+                container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        self.drain_exits_until(deadline).await;
+        if self.slots.iter().any(|s| s.current.is_some()) {
+            for slot in &self.slots {
+                if let Some(run) = &slot.current {
+                    let cg = self
+                        .ctx
+                        .cgroups
+                        .container_path(&self.pod_cgroup, &run.container_id);
+                    let _ = self.ctx.cgroups.kill_all(&cg);
+                    container::signal(&run.started, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            self.drain_exits_until(deadline).await;
+        }
+    }
+
+    /// Where lifecycle hooks and probes of a run reach its container.
+    fn hook_target(&self, run: &CurrentRun) -> Option<ProbeTarget> {
+        let sandbox = self.sandbox.as_ref()?;
+        Some(ProbeTarget {
+            netns: (!sandbox.host_network)
+                .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
+            pod_ip: self.pod_ip.clone(),
+            container_pid: run.started.pid,
+            agent_exe: self.ctx.agent_exe.clone(),
+            bundle: self.dir.join("containers").join(&run.container_id),
+        })
+    }
+
+    /// Runs the container's `postStart` hook, if it has one, right after the
+    /// start (the next container waits, as with the kubelet). A failed hook
+    /// kills the run; it restarts by the pod's restart policy. Returns
+    /// whether the container may go on.
+    async fn run_post_start(&mut self, name: &str, run: &CurrentRun) -> bool {
+        let Some(container) = self.container_spec(name).cloned() else {
+            return true;
+        };
+        let Some(hook) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.clone())
+        else {
+            return true;
+        };
+        let Some(target) = self.hook_target(run) else {
+            return true;
+        };
+        let (h, c) = (hook.clone(), container.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            prober::probe::run_handler(&h, &c, &target, POST_START_TIMEOUT)
+        })
+        .await
+        .unwrap_or_else(|e| prober::ProbeOutcome::Failure(format!("hook task: {e}")));
+        let prober::ProbeOutcome::Failure(error) = outcome else {
+            return true;
+        };
+        let pod = format!(
+            "{}_{}({})",
+            self.pod.metadata.name.as_deref().unwrap_or_default(),
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+            self.uid
+        );
+        let detail = if let Some(exec) = &hook.exec {
+            format!(
+                "Exec lifecycle hook ({}) for Container {name:?} in Pod {pod:?} failed - error: {error}",
+                go_command(exec.command.as_deref().unwrap_or_default())
+            )
+        } else if let Some(http) = &hook.http_get {
+            format!(
+                "HTTP lifecycle hook ({}) for Container {name:?} in Pod {pod:?} failed - error: {error}",
+                http.path.as_deref().unwrap_or("")
+            )
+        } else {
+            format!("lifecycle hook for Container {name:?} in Pod {pod:?} failed - error: {error}")
+        };
+        tracing::warn!(pod = %self.key, container = name, "{detail}");
+        // The kubelet keeps the hook's output out of the Event (it may hold secrets).
+        self.ctx.events.warning(
+            &self.key,
+            Some(name),
+            "FailedPostStartHook",
+            "PostStartHook failed".into(),
+        );
+        self.ctx.events.normal(
+            &self.key,
+            Some(name),
+            "Killing",
+            "FailedPostStartHook".into(),
+        );
+        self.hook_failures.insert(run.container_id.clone(), detail);
+        let grace = self.grace_period();
+        let ctx = self.ctx.clone();
+        let cgroup = ctx
+            .cgroups
+            .container_path(&self.pod_cgroup, &run.container_id);
+        let started = run.started.clone();
+        tokio::spawn(async move {
+            container::signal(&started, nix::sys::signal::Signal::SIGTERM);
+            tokio::time::sleep(grace).await;
+            if container::shim_alive(&started) {
+                let _ = ctx.cgroups.kill_all(&cgroup);
+            }
+        });
+        false
     }
 
     /// Starts probing a container run, if its spec has probes.
@@ -828,6 +1149,7 @@ impl PodWorker {
             host_ip: self.ctx.host_ip.as_deref(),
             start_time: self.start_time,
             terminating: self.terminating,
+            failure: self.failure.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
         };
         let mut pod = self.pod.clone();
         pod.status = Some(status::compute_pod_status(&view));
@@ -882,12 +1204,40 @@ fn create_and_start(
     pod_cgroup: &CgroupPath,
     log_dir: &Path,
     restart_count: i32,
+    pod_ip: Option<&str>,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
     let image_ref = container.image.clone().unwrap_or_default();
     let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
         ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
         other => CreateError::Other(crate::error_chain(&other)),
     })?;
+    // The environment after the image, as the kubelet orders it: a missing
+    // ConfigMap or Secret is a CreateContainerConfigError.
+    let placement = crate::runtime::downward::PodPlacement {
+        pod_ips: pod_ip.map(String::from).into_iter().collect(),
+        host_ips: ctx.host_ip.clone().into_iter().collect(),
+    };
+    let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
+    let env = crate::runtime::env::make_environment_variables(
+        &crate::runtime::env::EnvInputs {
+            pod,
+            placement: &placement,
+            node: &node,
+            is_static: is_static_pod(pod),
+            objects: ctx.objects(),
+        },
+        container,
+    )
+    .map_err(|e| CreateError::Config(e.to_string()))?;
+    let key = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    for w in &env.warnings {
+        ctx.events
+            .warning(&key, Some(&container.name), w.reason, w.message.clone());
+    }
     let id = container::new_container_id();
     let bundle = pod_dir.join("containers").join(&id);
     let cgroup = ctx.cgroups.container_path(pod_cgroup, &id);
@@ -927,7 +1277,7 @@ fn create_and_start(
     let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
     // A subPath that does not exist yet is created, as the kubelet does.
-    if let Ok(mounts) = spec::volume_mounts(container, &volumes) {
+    if let Ok(mounts) = spec::volume_mounts(pod, container, &volumes) {
         for (source, _, _) in mounts {
             if !source.exists() {
                 let _ = std::fs::create_dir_all(&source);
@@ -944,7 +1294,10 @@ fn create_and_start(
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     let hostname = pod.metadata.name.clone().unwrap_or_default();
     let host_network = sandbox.host_network;
-    let namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
+    let mut namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
+    if sandbox.share_pid {
+        namespaces = namespaces.sharing_pids(sandbox.pid);
+    }
     let rootfs_path = rootfs.path.clone();
     let passwd = move |user: &str| spec::passwd_lookup(&rootfs_path, user);
     let oci = spec::build_spec(&SpecInputs {
@@ -960,6 +1313,7 @@ fn create_and_start(
         limits: &limits,
         passwd: &passwd,
         volumes: &volumes,
+        env: &env.vars,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),
             container

@@ -1,8 +1,10 @@
-//! `kubelab-agent exec --pid P --bundle B -- CMD...`: runs a command inside a
-//! running container, as exec probes (and later `kubectl exec`) need: the
+//! `kubelab-agent exec --pid P --bundle B [--tty] -- CMD...`: runs a command
+//! inside a running container, as exec probes and `kubectl exec` need: the
 //! container's cgroup, namespaces, root, user, capabilities and environment.
 //! A fresh single-threaded process, so it may fork (entering a PID namespace
-//! only takes effect for children).
+//! only takes effect for children). It exits with the command's exit code
+//! (128 + signal when killed); when the command cannot be started it says why
+//! on stderr and exits 127 (not found) or 126, as shells and runc do.
 
 use std::ffi::CString;
 use std::fs;
@@ -21,6 +23,12 @@ pub struct ExecArgs {
     /// The container's bundle dir (its config.json gives user, caps, env, cwd).
     #[arg(long)]
     pub bundle: PathBuf,
+    /// Run the command on a terminal, as runc's `--console-socket`: stdin is
+    /// a unix socket; a pty is made in the container's own devpts, its
+    /// master end is sent back over that socket (SCM_RIGHTS), and the
+    /// command gets the slave end as stdio and controlling tty.
+    #[arg(long)]
+    pub tty: bool,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }
@@ -54,7 +62,20 @@ fn join_cgroups(pid: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit code for a command that could not be started.
+pub const CANNOT_EXECUTE: i32 = 126;
+/// Exit code for a command that was not found.
+pub const NOT_FOUND: i32 = 127;
+
 pub fn run(args: ExecArgs) -> anyhow::Result<()> {
+    if let Err(e) = enter_and_exec(args) {
+        eprintln!("kubelab-agent exec: {e:#}");
+        std::process::exit(CANNOT_EXECUTE);
+    }
+    Ok(())
+}
+
+fn enter_and_exec(args: ExecArgs) -> anyhow::Result<()> {
     let spec = Spec::load(args.bundle.join("config.json"))?;
     let process = spec
         .process()
@@ -76,10 +97,25 @@ pub fn run(args: ExecArgs) -> anyhow::Result<()> {
     for (file, flag, path) in &namespaces {
         setns(file, *flag).map_err(|e| anyhow::anyhow!("setns {path}: {e}"))?;
     }
+    // In the container's mount namespace now: its /dev/ptmx, its devpts.
+    let console = if args.tty {
+        Some(open_console_and_send_master()?)
+    } else {
+        None
+    };
     // SAFETY: single-threaded process; the child only sets up and execs.
     match unsafe { fork()? } {
         ForkResult::Child => {
             let err = (|| -> anyhow::Result<std::convert::Infallible> {
+                if let Some(slave) = &console {
+                    for fd in 0..3 {
+                        // SAFETY: dup2 onto stdio in the single-threaded child.
+                        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(slave), fd) } < 0 {
+                            anyhow::bail!("dup2 the terminal: {}", std::io::Error::last_os_error());
+                        }
+                    }
+                    become_terminal_session()?;
+                }
                 let env = process.env().clone().unwrap_or_default();
                 let path_var = env
                     .iter()
@@ -107,10 +143,16 @@ pub fn run(args: ExecArgs) -> anyhow::Result<()> {
             })()
             .unwrap_err();
             eprintln!("{err:#}");
+            let code = match err.downcast_ref::<super::init::InitError>() {
+                Some(super::init::InitError::NotFound(_)) => NOT_FOUND,
+                _ => CANNOT_EXECUTE,
+            };
             // SAFETY: leave the forked child without running destructors.
-            unsafe { libc::_exit(126) }
+            unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => loop {
+            // (`console` stays open here until exit: harmless, the command's
+            // end of the terminal is what matters.)
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
                 Ok(WaitStatus::Signaled(_, sig, _)) => std::process::exit(128 + sig as i32),
@@ -119,4 +161,77 @@ pub fn run(args: ExecArgs) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// Makes a pty in the current mount namespace's devpts and sends its master
+/// end over the unix socket on fd 0; returns the slave end.
+fn open_console_and_send_master() -> anyhow::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| anyhow::anyhow!("opening /dev/ptmx in the container: {e}"))?;
+    nix::pty::grantpt(&master).map_err(|e| anyhow::anyhow!("grantpt: {e}"))?;
+    nix::pty::unlockpt(&master).map_err(|e| anyhow::anyhow!("unlockpt: {e}"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| anyhow::anyhow!("ptsname: {e}"))?;
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        0,
+        &[std::io::IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("sending the terminal to the agent: {e}"))?;
+    Ok(slave.into())
+}
+
+/// Receives the pty master `kubelab-agent exec --tty` sends over `socket`.
+pub fn receive_console(
+    socket: &std::os::unix::net::UnixStream,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "no terminal received",
+    ))
+}
+
+/// A new session whose controlling terminal is stdin (the pty's slave end),
+/// so the shell gets job control and `^C` reaches it.
+fn become_terminal_session() -> anyhow::Result<()> {
+    nix::unistd::setsid().map_err(|e| anyhow::anyhow!("setsid: {e}"))?;
+    // SAFETY: TIOCSCTTY takes an int argument; fd 0 is open.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        anyhow::bail!(
+            "making stdin the controlling terminal: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }

@@ -93,6 +93,11 @@ pub fn exec_container(
         .ok_or_else(|| InitError::Spec("no linux section".into()))?;
     let namespaces = linux.namespaces().clone().unwrap_or_default();
     for ns in &namespaces {
+        // A shared PID namespace was joined by the shim before the fork
+        // (setns for PID namespaces only moves children).
+        if ns.typ() == LinuxNamespaceType::Pid {
+            continue;
+        }
         if let Some(path) = ns.path() {
             let flag = clone_flag(ns.typ());
             let file = fs::File::open(path).step(|| format!("open {}", path.display()))?;

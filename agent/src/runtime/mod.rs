@@ -6,11 +6,18 @@
 //! - [`sandbox`]: the process holding a pod's network, IPC and UTS namespaces.
 //! - [`container`]: the agent's side of one container run.
 //! - [`image`]: the image store.
+//! - [`env`], [`envvars`], [`downward`]: a container's environment (pure).
+//! - [`projection`], [`atomic_writer`], [`volumes`]: pod volumes, API-backed ones included.
 
+pub mod atomic_writer;
 pub mod container;
+pub mod downward;
+pub mod env;
+pub mod envvars;
 pub mod exec;
 pub mod image;
 pub mod init;
+pub mod projection;
 pub mod sandbox;
 pub mod shim;
 pub mod spec;

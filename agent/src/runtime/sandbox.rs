@@ -35,6 +35,10 @@ pub struct SandboxArgs {
     /// Share the node's network and UTS namespaces (`hostNetwork: true`).
     #[arg(long)]
     pub host_network: bool,
+    /// Hold a PID namespace for the pod too (`shareProcessNamespace: true`):
+    /// the sandbox becomes its PID 1.
+    #[arg(long)]
+    pub share_pid: bool,
 }
 
 /// What the agent remembers of a pod's sandbox (`sandbox.json` in the pod dir).
@@ -47,6 +51,9 @@ pub struct SandboxState {
     /// with the pid it tells our process from a later one that reused the pid.
     pub start_ticks: u64,
     pub host_network: bool,
+    /// The sandbox is PID 1 of a PID namespace the containers share.
+    #[serde(default)]
+    pub share_pid: bool,
 }
 
 impl SandboxState {
@@ -91,8 +98,31 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         writeln!(out, "failed {e:#}")?;
         return Ok(());
     }
-    writeln!(out, "ready")?;
-    out.flush()?;
+    if args.share_pid {
+        // unshare(CLONE_NEWPID) only moves children: the next child is PID 1
+        // of the pod's PID namespace and becomes the sandbox; this process
+        // reports its pid and leaves.
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+            writeln!(out, "failed unshare pid namespace: {e}")?;
+            return Ok(());
+        }
+        // SAFETY: single-threaded process; the child continues below.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                writeln!(out, "ready {child}")?;
+                out.flush()?;
+                return Ok(());
+            }
+            Ok(nix::unistd::ForkResult::Child) => {}
+            Err(e) => {
+                writeln!(out, "failed fork: {e}")?;
+                return Ok(());
+            }
+        }
+    } else {
+        writeln!(out, "ready")?;
+        out.flush()?;
+    }
     // SAFETY: 0/1/2 are replaced by /dev/null; nothing else uses them.
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -159,12 +189,16 @@ pub fn start(
     id: &str,
     hostname: &str,
     host_network: bool,
+    share_pid: bool,
     cgroup_procs: &[PathBuf],
 ) -> Result<SandboxState, SandboxError> {
     let mut cmd = Command::new(agent_exe);
     cmd.arg("sandbox").arg("--hostname").arg(hostname);
     if host_network {
         cmd.arg("--host-network");
+    }
+    if share_pid {
+        cmd.arg("--share-pid");
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -193,7 +227,7 @@ pub fn start(
         });
     }
     let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
-    let pid = child.id() as i32;
+    let mut pid = child.id() as i32;
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped");
     BufReader::new(stdout)
@@ -203,7 +237,10 @@ pub fn start(
     // so it never lingers as a zombie of the agent.
     super::container::reap_in_background(child);
     let line = line.trim();
-    if line != "ready" {
+    // `ready <pid>`: the process holding the namespaces is the sandbox's child.
+    if let Some(p) = line.strip_prefix("ready ").and_then(|p| p.parse().ok()) {
+        pid = p;
+    } else if line != "ready" {
         let msg = line.strip_prefix("failed ").unwrap_or(line).to_string();
         return Err(SandboxError::Failed(if msg.is_empty() {
             "exited before it was ready".into()
@@ -216,6 +253,7 @@ pub fn start(
         pid,
         start_ticks: process_start_ticks(pid).unwrap_or(0),
         host_network,
+        share_pid,
     })
 }
 

@@ -121,15 +121,18 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     }
     let _ = nix::unistd::setsid();
     let spec = Spec::load(args.bundle.join("config.json"))?;
-    let new_pid_ns = spec
+    let pid_ns = spec
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
-        .map(|nss| {
+        .and_then(|nss| {
             nss.iter()
-                .any(|ns| ns.typ() == LinuxNamespaceType::Pid && ns.path().is_none())
-        })
-        .unwrap_or(false);
+                .find(|ns| ns.typ() == LinuxNamespaceType::Pid)
+                .cloned()
+        });
+    let new_pid_ns = pid_ns.as_ref().is_some_and(|ns| ns.path().is_none());
+    // The pod's shared PID namespace (`shareProcessNamespace`), held by the sandbox.
+    let shared_pid_ns = pid_ns.and_then(|ns| ns.path().clone());
 
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -138,6 +141,11 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     if new_pid_ns {
         // Our next child becomes PID 1 of a new PID namespace.
         unshare(CloneFlags::CLONE_NEWPID)?;
+    }
+    if let Some(path) = &shared_pid_ns {
+        // Our next child joins the pod's PID namespace (its PID 1 is the sandbox).
+        let ns = fs::File::open(path)?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWPID)?;
     }
 
     // SAFETY: the shim is single-threaded; the child only sets up and execs.
@@ -190,7 +198,14 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     detach_stdio(&args.bundle);
 
     let mut log = CriLogWriter::create(&args.log_path, args.log_max_size, args.log_max_files)?;
-    pump_logs(&mut log, out_r, err_r);
+    // In a shared PID namespace the container's processes outlive its main
+    // process (they are the sandbox's now) and may hold its stdout: when the
+    // main process exits, the rest of its cgroup goes too, as runc does for
+    // containers without a PID namespace of their own.
+    let main_exit = shared_pid_ns
+        .as_ref()
+        .and_then(|_| pidfd_open(child.as_raw()));
+    pump_logs(&mut log, out_r, err_r, main_exit, &args.cgroup_dirs);
     let status = wait_for(child);
     let finished_at = jiff::Timestamp::now();
     let (exit_code, signal) = match status {
@@ -240,22 +255,70 @@ fn read_to_string(fd: &OwnedFd) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A pidfd of a child, readable once it has exited.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGKILLs every process left in the container's cgroups.
+fn kill_cgroup(cgroup_dirs: &[PathBuf]) {
+    for dir in cgroup_dirs {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Copies the container's stdout and stderr into the log until both close
 /// (when PID 1 of the container's namespace exits, every process in it dies).
-fn pump_logs(log: &mut CriLogWriter, out: OwnedFd, err: OwnedFd) {
+/// With `main_exit` (a shared PID namespace), the container's leftover
+/// processes are killed once its main process has exited.
+fn pump_logs(
+    log: &mut CriLogWriter,
+    out: OwnedFd,
+    err: OwnedFd,
+    mut main_exit: Option<OwnedFd>,
+    cgroup_dirs: &[PathBuf],
+) {
     let mut open = [Some(out), Some(err)];
     let mut buf = vec![0u8; 64 * 1024];
     while open.iter().any(Option::is_some) {
+        if let Some(pidfd) = &main_exit {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+                kill_cgroup(cgroup_dirs);
+                main_exit = None;
+            }
+        }
         let ready: Vec<usize> = {
             let watched: Vec<usize> = (0..2).filter(|&i| open[i].is_some()).collect();
             let mut pollfds: Vec<PollFd> = watched
                 .iter()
                 .map(|&i| PollFd::new(open[i].as_ref().expect("open").as_fd(), PollFlags::POLLIN))
                 .collect();
+            if let Some(pidfd) = &main_exit {
+                pollfds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut pollfds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::Error::EINTR) => continue,
                 Err(_) => break,
+            }
+            if main_exit.is_some()
+                && pollfds
+                    .last()
+                    .and_then(|p| p.revents())
+                    .is_some_and(|r| !r.is_empty())
+            {
+                // Handled at the top of the loop; the pipes may still have data.
+                drop(pollfds);
+                kill_cgroup(cgroup_dirs);
+                main_exit = None;
+                continue;
             }
             watched
                 .iter()

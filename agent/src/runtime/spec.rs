@@ -101,6 +101,9 @@ pub struct SandboxNamespaces {
     pub ipc: PathBuf,
     /// `None` for `hostNetwork: true` (such pods share the node's hostname).
     pub uts: Option<PathBuf>,
+    /// The pod's PID namespace with `shareProcessNamespace: true`; `None`:
+    /// each container gets its own.
+    pub pid: Option<PathBuf>,
 }
 
 impl SandboxNamespaces {
@@ -110,7 +113,14 @@ impl SandboxNamespaces {
             net: (!host_network).then(|| ns("net")),
             ipc: ns("ipc"),
             uts: (!host_network).then(|| ns("uts")),
+            pid: None,
         }
+    }
+
+    /// Containers join the sandbox's PID namespace (its process is PID 1 there).
+    pub fn sharing_pids(mut self, pid: i32) -> Self {
+        self.pid = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
+        self
     }
 }
 
@@ -135,10 +145,15 @@ pub struct SpecInputs<'a> {
     pub oom_score_adj: i32,
     /// Where each of the pod's volumes is on the node, by name.
     pub volumes: &'a std::collections::BTreeMap<String, PathBuf>,
+    /// The pod's environment for this container (kubelet-computed: env,
+    /// envFrom, service variables); `$(VAR)` in command and args refers to it.
+    pub env: &'a [(String, String)],
 }
 
 /// Each `volumeMounts` entry as (node path, container path, read-only).
+/// Volumes made from API objects are always read-only, as the kubelet mounts them.
 pub fn volume_mounts(
+    pod: &Pod,
     container: &Container,
     volumes: &std::collections::BTreeMap<String, PathBuf>,
 ) -> Result<Vec<(PathBuf, String, bool)>, SpecError> {
@@ -164,7 +179,17 @@ pub fn volume_mounts(
                 base.join(p)
             }
         };
-        out.push((source, vm.mount_path.clone(), vm.read_only.unwrap_or(false)));
+        let api_backed = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .and_then(|vs| vs.iter().find(|v| v.name == vm.name))
+            .is_some_and(|v| super::projection::plugin_dir(v).is_some());
+        out.push((
+            source,
+            vm.mount_path.clone(),
+            vm.read_only.unwrap_or(false) || api_backed,
+        ));
     }
     Ok(out)
 }
@@ -238,14 +263,13 @@ pub fn expand_vars(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Stri
     out
 }
 
-/// The container's environment: the image's, then the pod's (later entries
-/// win, and may refer to earlier ones with `$(NAME)`), then HOSTNAME as
-/// container runtimes set it.
+/// The container's environment as the runtime builds it: the image's, the
+/// default PATH if the image sets none, HOSTNAME, then the pod's (from
+/// [`super::env::make_environment_variables`]), later entries winning.
 pub fn effective_env(
-    pod: &Pod,
-    container: &Container,
     image: &ImageConfiguration,
     hostname: &str,
+    pod_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -268,58 +292,10 @@ pub fn effective_env(
         set(&mut env, "PATH".into(), DEFAULT_PATH.into());
     }
     set(&mut env, "HOSTNAME".into(), hostname.into());
-    for var in container.env.iter().flatten() {
-        let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => {
-                let current = env.clone();
-                expand_vars(v, &|name| {
-                    current
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                })
-            }
-            (None, Some(from)) => match resolve_field_ref(pod, from) {
-                Some(v) => v,
-                None => continue,
-            },
-            (None, None) => String::new(),
-        };
-        set(&mut env, var.name.clone(), value);
+    for (k, v) in pod_env {
+        set(&mut env, k.clone(), v.clone());
     }
     env
-}
-
-/// `valueFrom.fieldRef` for the fields the node knows without the API.
-fn resolve_field_ref(pod: &Pod, from: &k8s_openapi::api::core::v1::EnvVarSource) -> Option<String> {
-    let field = from.field_ref.as_ref()?;
-    let path = field.field_path.as_str();
-    let meta = &pod.metadata;
-    let spec = pod.spec.as_ref();
-    let status = pod.status.as_ref();
-    Some(match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_default(),
-        "status.podIP" => status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
-        "status.hostIP" => status.and_then(|s| s.host_ip.clone()).unwrap_or_default(),
-        other => {
-            let key = other
-                .strip_prefix("metadata.labels['")
-                .map(|k| (k, &meta.labels))
-                .or_else(|| {
-                    other
-                        .strip_prefix("metadata.annotations['")
-                        .map(|k| (k, &meta.annotations))
-                })?;
-            let name = key.0.strip_suffix("']")?;
-            key.1.as_ref()?.get(name).cloned().unwrap_or_default()
-        }
-    })
 }
 
 /// The capability set after `securityContext.capabilities` add/drop.
@@ -437,8 +413,15 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     let sc = container.security_context.as_ref();
     let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
 
-    let env = effective_env(inputs.pod, container, inputs.image, inputs.hostname);
-    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let env = effective_env(inputs.image, inputs.hostname, inputs.env);
+    // Only the pod's variables expand in command and args, not the image's.
+    let lookup = |name: &str| {
+        inputs
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let argv: Vec<String> = effective_argv(container, inputs.image)
         .iter()
         .map(|a| expand_vars(a, &lookup))
@@ -579,7 +562,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,
     ];
-    for (source, dest, readonly) in volume_mounts(container, inputs.volumes)? {
+    for (source, dest, readonly) in volume_mounts(inputs.pod, container, inputs.volumes)? {
         mounts.push(bind(&dest, &source, readonly)?);
     }
     if privileged {
@@ -591,10 +574,12 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         });
     }
 
+    let mut pid_ns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+    if let Some(path) = &inputs.namespaces.pid {
+        pid_ns = pid_ns.path(path.clone());
+    }
     let mut namespaces = vec![
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Pid)
-            .build()?,
+        pid_ns.build()?,
         LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Mount)
             .build()?,
@@ -779,33 +764,19 @@ mod tests {
     #[test]
     fn env_layers_image_then_pod() {
         let img = image(&[], &["sh"]);
-        let mut c = container(None, None);
-        c.env = Some(vec![
-            k8s_openapi::api::core::v1::EnvVar {
-                name: "GREETING".into(),
-                value: Some("$(GREETING) there".into()),
-                ..Default::default()
-            },
-            k8s_openapi::api::core::v1::EnvVar {
-                name: "POD".into(),
-                value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
-                    field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ]);
-        let mut pod = Pod::default();
-        pod.metadata.name = Some("web-node1".into());
-        let env = effective_env(&pod, &c, &img, "web-node1");
+        let pod_env = vec![
+            ("GREETING".to_string(), "hello".to_string()),
+            ("POD".to_string(), "web-node1".to_string()),
+        ];
+        let env = effective_env(&img, "web-node1", &pod_env);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PATH"), Some("/bin"));
-        assert_eq!(get("GREETING"), Some("hi there"));
+        assert_eq!(get("GREETING"), Some("hello"), "the pod's value wins");
         assert_eq!(get("POD"), Some("web-node1"));
         assert_eq!(get("HOSTNAME"), Some("web-node1"));
+        let no_path = ImageConfigurationBuilder::default().build().unwrap();
+        let env = effective_env(&no_path, "h", &[]);
+        assert_eq!(env[0], ("PATH".to_string(), DEFAULT_PATH.to_string()));
     }
 
     #[test]

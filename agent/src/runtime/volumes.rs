@@ -1,7 +1,10 @@
-//! Pod volumes the node can provide by itself: `emptyDir` (a dir, or tmpfs
-//! for `medium: Memory`) and `hostPath` (with its `type` checks), in kubelet's
-//! layout: `<pod dir>/volumes/kubernetes.io~empty-dir/<name>`.
-//! Volumes that need the API (configMap, secret, PVCs) are refused by name.
+//! Pod volumes in kubelet's layout, `<pod dir>/volumes/<plugin>/<name>`:
+//! `emptyDir` (a dir, or a tmpfs for `medium: Memory`), `hostPath` (with its
+//! `type` checks), and the volumes made from API objects and the pod itself:
+//! `configMap`, `secret`, `downwardAPI` and `projected`, written with the
+//! [`atomic_writer`](super::atomic_writer) (secret and projected ones on a
+//! tmpfs) and rewritten in place when their objects change. Other kinds
+//! (PVCs, NFS, ...) are refused by name.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -33,6 +36,9 @@ pub enum VolumeError {
         #[source]
         source: crate::quantity::QuantityError,
     },
+    /// The kubelet's `FailedMount` wording.
+    #[error("MountVolume.SetUp failed for volume {name:?} : {message}")]
+    SetUp { name: String, message: String },
 }
 
 fn kind_of(v: &Volume) -> &'static str {
@@ -81,15 +87,22 @@ pub fn prepare_volumes(
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                 .map_err(io(&dir))?;
             if empty.medium.as_deref() == Some("Memory") && !is_mounted(&dir) {
-                let mut data = String::from("mode=1777");
-                if let Some(limit) = &empty.size_limit {
-                    let bytes =
-                        crate::quantity::bytes(limit).map_err(|source| VolumeError::Size {
-                            name: name.clone(),
-                            source,
-                        })?;
-                    data.push_str(&format!(",size={bytes}"));
-                }
+                let size_limit =
+                    match &empty.size_limit {
+                        Some(limit) => Some(crate::quantity::bytes(limit).map_err(|source| {
+                            VolumeError::Size {
+                                name: name.clone(),
+                                source,
+                            }
+                        })?),
+                        None => None,
+                    };
+                let size = memory_volume_size(
+                    crate::host::memory_total() as i64,
+                    pod_memory_limit(pod),
+                    size_limit,
+                );
+                let data = format!("mode=1777,size={size}");
                 mount(
                     Some("tmpfs"),
                     &dir,
@@ -152,6 +165,12 @@ pub fn prepare_volumes(
                 other => return Err(problem(&format!("has an unknown type {other:?}"))),
             }
             out.insert(name, path);
+        } else if let Some(plugin) = super::projection::plugin_dir(v) {
+            // Written by `setup_api_volumes` before any container starts.
+            out.insert(
+                name.clone(),
+                pod_dir.join("volumes").join(plugin).join(&name),
+            );
         } else {
             return Err(VolumeError::Unsupported {
                 name,
@@ -160,6 +179,99 @@ pub fn prepare_volumes(
         }
     }
     Ok(out)
+}
+
+/// The pod cgroup's memory limit (`None`: unlimited).
+fn pod_memory_limit(pod: &Pod) -> Option<i64> {
+    let spec = pod.spec.as_ref()?;
+    crate::cgroups::CgroupLimits::for_pod(spec, None)
+        .ok()?
+        .memory_limit_bytes
+}
+
+/// kubelet's `calculateEmptyDirMemorySize`: a memory-backed emptyDir is as
+/// large as the node's memory, or the pod's memory limit if smaller, or its
+/// own `sizeLimit` if smaller still. Its pages are charged to the memory
+/// cgroup of whoever writes them, so the pod's limit bounds it either way.
+pub fn memory_volume_size(
+    node_memory: i64,
+    pod_limit: Option<i64>,
+    size_limit: Option<i64>,
+) -> i64 {
+    let mut size = node_memory;
+    if let Some(limit) = pod_limit.filter(|l| *l > 0 && *l <= size) {
+        size = limit;
+    }
+    if let Some(limit) = size_limit.filter(|l| *l > 0 && *l <= size) {
+        size = limit;
+    }
+    size
+}
+
+/// A problem worth an Event that did not stop a volume (a projected source skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeNote {
+    pub volume: String,
+    pub message: String,
+}
+
+/// Writes (or rewrites, when their objects changed) every configMap, secret,
+/// downwardAPI and projected volume of the pod. A volume that fails is
+/// reported and the others are still written.
+pub fn setup_api_volumes(
+    pod: &Pod,
+    pod_dir: &Path,
+    inputs: &super::projection::ProjectionInputs,
+) -> (Vec<VolumeNote>, Vec<VolumeError>) {
+    let mut notes = Vec::new();
+    let mut errors = Vec::new();
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for v in volumes.into_iter().flatten() {
+        let (Some(plugin), Some(content)) = (
+            super::projection::plugin_dir(v),
+            super::projection::volume_content(v, inputs),
+        ) else {
+            continue;
+        };
+        let name = v.name.clone();
+        let setup = |message: String| VolumeError::SetUp {
+            name: name.clone(),
+            message,
+        };
+        let content = match content {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(setup(e.to_string()));
+                continue;
+            }
+        };
+        let dir = pod_dir.join("volumes").join(plugin).join(&name);
+        let prepared = (|| -> Result<(), String> {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            if super::projection::memory_backed(v) && !is_mounted(&dir) {
+                // Secrets never touch the node's disk.
+                mount(
+                    Some("tmpfs"),
+                    &dir,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=0755"),
+                )
+                .map_err(|e| format!("mounting a tmpfs at {}: {e}", dir.display()))?;
+            }
+            super::atomic_writer::write(&dir, &content.payload)
+                .map_err(|e| crate::error_chain(&e))?;
+            Ok(())
+        })();
+        match prepared {
+            Ok(()) => notes.extend(content.skipped.into_iter().map(|message| VolumeNote {
+                volume: name.clone(),
+                message,
+            })),
+            Err(message) => errors.push(setup(message)),
+        }
+    }
+    (notes, errors)
 }
 
 /// Unmounts everything mounted at or below `dir` (deepest first), so that a
@@ -237,14 +349,110 @@ mod tests {
             "volume \"f\": hostPath \"/nonexistent/kubelab\" is not a file"
         );
 
-        let cm = pod_with(vec![Volume {
-            name: "conf".into(),
-            config_map: Some(Default::default()),
+        let nfs = pod_with(vec![Volume {
+            name: "share".into(),
+            nfs: Some(Default::default()),
             ..Default::default()
         }]);
         assert_eq!(
-            prepare_volumes(&cm, dir.path()).unwrap_err().to_string(),
-            "volume \"conf\": configMap volumes are not supported on this node yet"
+            prepare_volumes(&nfs, dir.path()).unwrap_err().to_string(),
+            "volume \"share\": nfs volumes are not supported on this node yet"
+        );
+    }
+
+    #[test]
+    fn memory_volumes_are_sized_as_the_kubelet_sizes_them() {
+        let gib = 1i64 << 30;
+        assert_eq!(memory_volume_size(8 * gib, None, None), 8 * gib);
+        assert_eq!(memory_volume_size(8 * gib, Some(gib), None), gib);
+        assert_eq!(
+            memory_volume_size(8 * gib, Some(gib), Some(gib / 4)),
+            gib / 4
+        );
+        assert_eq!(
+            memory_volume_size(8 * gib, Some(gib), Some(2 * gib)),
+            gib,
+            "a larger sizeLimit does not count"
+        );
+        assert_eq!(memory_volume_size(8 * gib, None, Some(16 * gib)), 8 * gib);
+    }
+
+    #[test]
+    fn api_volumes_are_written_atomically_and_follow_their_objects() {
+        use crate::kubeapi::objects::InMemoryObjects;
+        use crate::runtime::downward::NodeAllocatable;
+        use crate::runtime::projection::ProjectionInputs;
+        use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut pod = pod_with(vec![
+            Volume {
+                name: "conf".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: "nginx".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "missing".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: "absent".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]);
+        pod.metadata.namespace = Some("default".into());
+        let cm = |text: &str| ConfigMap {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("nginx".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            data: Some([("default.conf".to_string(), text.to_string())].into()),
+            ..Default::default()
+        };
+        let node = NodeAllocatable {
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+        };
+        let mut objects = InMemoryObjects {
+            config_maps: vec![cm("listen 80;")],
+            ..Default::default()
+        };
+        let run = |objects: &InMemoryObjects| {
+            setup_api_volumes(
+                &pod,
+                dir.path(),
+                &ProjectionInputs {
+                    pod: &pod,
+                    node: &node,
+                    objects,
+                },
+            )
+        };
+        let (_, errors) = run(&objects);
+        assert_eq!(
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            ["MountVolume.SetUp failed for volume \"missing\" : configmap \"absent\" not found"]
+        );
+        let paths = prepare_volumes(&pod, dir.path()).unwrap();
+        let conf = &paths["conf"];
+        assert_eq!(
+            *conf,
+            dir.path().join("volumes/kubernetes.io~configmap/conf")
+        );
+        assert_eq!(
+            std::fs::read_to_string(conf.join("default.conf")).unwrap(),
+            "listen 80;"
+        );
+        objects.config_maps = vec![cm("listen 81;")];
+        run(&objects);
+        assert_eq!(
+            std::fs::read_to_string(conf.join("default.conf")).unwrap(),
+            "listen 81;"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! The kubelet HTTP API, on kubelet's paths: `/healthz`, `/pods`,
-//! `/stats/summary`, `/containerLogs/{ns}/{pod}/{container}`, `/metrics`.
+//! `/stats/summary`, `/containerLogs/{ns}/{pod}/{container}`, `/metrics`,
+//! `/exec/{ns}/{pod}/{container}`.
 
+pub mod exec;
 pub mod metrics;
 pub mod stats;
 
@@ -31,6 +33,10 @@ pub fn router(state: ServerState) -> Router {
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(exec::exec).post(exec::exec),
         )
         .route("/metrics", get(metrics))
         .route("/events", get(events))

@@ -25,6 +25,8 @@ pub struct PodView<'a> {
     pub host_ip: Option<&'a str>,
     pub start_time: Option<Timestamp>,
     pub terminating: bool,
+    /// The pod failed as a whole: (reason, message), e.g. `DeadlineExceeded`.
+    pub failure: Option<(&'a str, &'a str)>,
 }
 
 fn time(t: Timestamp) -> Time {
@@ -233,7 +235,10 @@ pub fn compute_pod_status(view: &PodView) -> PodStatus {
             st
         })
         .collect();
-    let phase = pod_phase(view.slots, &restart_policy);
+    let phase = match view.failure {
+        Some(_) => "Failed",
+        None => pod_phase(view.slots, &restart_policy),
+    };
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
     let not_ready: Vec<&str> = statuses
         .iter()
@@ -279,6 +284,8 @@ pub fn compute_pod_status(view: &PodView) -> PodStatus {
         pod_ips: view.pod_ip.map(|ip| vec![PodIP { ip: ip.to_string() }]),
         qos_class: Some(view.qos.as_str().to_string()),
         start_time: view.start_time.map(time),
+        reason: view.failure.map(|(r, _)| r.to_string()),
+        message: view.failure.map(|(_, m)| m.to_string()),
         ..Default::default()
     }
 }
@@ -308,16 +315,26 @@ pub struct PodEntry {
 /// The agent's view of all its pods, written by pod workers, read by the API.
 /// Every write bumps a generation counter that the status manager watches, so
 /// it learns of changes without polling.
+///
+/// A removed pod's last view stays as its *final* status (its containers
+/// terminated, with their exit codes) until the status manager has sent it
+/// and [`PodStatusStore::forget_finished`] it: the API's watchers see how a
+/// pod ended before it is deleted.
 #[derive(Clone)]
 pub struct PodStatusStore {
     inner: Arc<RwLock<BTreeMap<String, PodEntry>>>,
+    finished: Arc<RwLock<std::collections::VecDeque<(String, Pod)>>>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
+
+/// Final statuses kept for pods nobody collects (standalone nodes).
+const FINISHED_KEPT: usize = 256;
 
 impl Default for PodStatusStore {
     fn default() -> Self {
         PodStatusStore {
             inner: Default::default(),
+            finished: Default::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -332,8 +349,31 @@ impl PodStatusStore {
         self.changes.send_modify(|g| *g += 1);
     }
     pub fn remove(&self, uid: &str) {
-        self.inner.write().expect("lock").remove(uid);
+        let last = self.inner.write().expect("lock").remove(uid);
+        if let Some(entry) = last {
+            let mut finished = self.finished.write().expect("lock");
+            finished.retain(|(u, _)| u != uid);
+            if finished.len() >= FINISHED_KEPT {
+                finished.pop_front();
+            }
+            finished.push_back((uid.to_string(), entry.pod));
+        }
         self.changes.send_modify(|g| *g += 1);
+    }
+    /// The last status of a removed pod, until forgotten.
+    pub fn finished(&self, uid: &str) -> Option<Pod> {
+        self.finished
+            .read()
+            .expect("lock")
+            .iter()
+            .find(|(u, _)| u == uid)
+            .map(|(_, p)| p.clone())
+    }
+    pub fn forget_finished(&self, uid: &str) {
+        self.finished
+            .write()
+            .expect("lock")
+            .retain(|(u, _)| u != uid);
     }
     /// Wakes up on every later `set` or `remove`.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -151,6 +151,14 @@ impl TestNode {
             .arg("--read-only-port")
             .arg(self.port.to_string())
             .args(&self.extra_args)
+            // The service proxy (on by default with --kubeconfig) writes
+            // iptables rules: only ever in a namespace the test made.
+            .args(
+                (self.netns.is_none() && !self.extra_args.iter().any(|a| a == "--proxy-mode"))
+                    .then_some(["--proxy-mode", "none"])
+                    .into_iter()
+                    .flatten(),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

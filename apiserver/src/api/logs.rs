@@ -24,7 +24,7 @@ const FORWARDED: [&str; 6] = [
 ];
 
 /// Which container's log: the one asked for, or the only one there is.
-fn container_name(pod: &Value, params: &Params) -> ApiResult<String> {
+pub(super) fn container_name(pod: &Value, params: &Params) -> ApiResult<String> {
     let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let names: Vec<&str> = ["initContainers", "containers", "ephemeralContainers"]
         .iter()
@@ -79,7 +79,7 @@ pub fn container_logs_path(ns: &str, pod: &str, container: &str, params: &Params
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -2,6 +2,10 @@
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
 pub mod discovery;
+pub mod events;
+mod eviction;
+mod exec;
+mod in_process;
 mod logs;
 pub mod metrics;
 pub mod object;
@@ -29,14 +33,41 @@ use object::{meta, meta_mut, meta_str};
 
 pub type Params = HashMap<String, String>;
 
-/// The service CIDR cluster IPs come from; `.1` is the `kubernetes` service.
-pub const SERVICE_CIDR_BASE: [u8; 3] = [10, 96, 0];
+/// Where services get their addresses (`--service-cluster-ip-range`,
+/// `--service-node-port-range`).
+#[derive(Debug, Clone)]
+pub struct ServiceNetwork {
+    /// Cluster IPs; the first address is the `kubernetes` service's.
+    pub cluster_ip_range: crate::cidr::Ipv4Cidr,
+    /// Node ports, inclusive.
+    pub node_ports: std::ops::RangeInclusive<i64>,
+}
+
+impl Default for ServiceNetwork {
+    /// kubeadm's service subnet and kube-apiserver's node port range.
+    fn default() -> Self {
+        Self {
+            cluster_ip_range: crate::cidr::Ipv4Cidr::new([10, 96, 0, 0].into(), 12),
+            node_ports: 30000..=32767,
+        }
+    }
+}
+
+impl ServiceNetwork {
+    /// The `kubernetes` service's cluster IP: the range's first address.
+    pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
+        self.cluster_ip_range
+            .nth(1)
+            .unwrap_or(self.cluster_ip_range.network())
+    }
+}
 
 pub struct Api {
     pub store: Arc<dyn Storage>,
     pub registry: Registry,
     /// Serialises service creation so two services never get one IP.
     allocator: tokio::sync::Mutex<()>,
+    pub service_network: ServiceNetwork,
     /// `host:port` clients reach this server at, for discovery.
     pub advertise: String,
     /// The agents' kubelet API, for logs and metrics.
@@ -47,7 +78,8 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
+        // to_vec writes straight into bytes; Display goes through fmt.
+        serde_json::to_vec(v).unwrap_or_default(),
     )
         .into_response()
 }
@@ -150,6 +182,10 @@ impl Filter {
         Ok(Self { labels, fields })
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn matches(&self, v: &Value) -> bool {
         (self.labels.is_empty() || self.labels.matches(&object::labels(v)))
             && (self.fields.is_empty() || self.fields.matches(|f| object::field_value(v, f)))
@@ -182,6 +218,7 @@ impl Api {
             store,
             registry: Registry::default(),
             allocator: tokio::sync::Mutex::new(()),
+            service_network: ServiceNetwork::default(),
             advertise,
             nodes: NodeClient::default(),
         }
@@ -339,6 +376,11 @@ impl Api {
                 let binding = parse_body(&headers, &body)?;
                 self.bind(ns.unwrap_or("default"), name, &binding).await
             }
+            (&Method::POST, Some(name), Some("eviction")) if kind.info().plural == "pods" => {
+                let eviction = parse_body(&headers, &body)?;
+                self.evict(ns.unwrap_or("default"), name, &eviction, &params)
+                    .await
+            }
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
             }
@@ -396,7 +438,6 @@ impl Api {
     ) -> ApiResult<Response> {
         let info = kind.info();
         let filter = Filter::from_params(kind, params)?;
-        let (kvs, revision) = self.store.list(&info.key_prefix(ns)).await?;
         let limit: usize = params
             .get("limit")
             .and_then(|l| l.parse().ok())
@@ -406,31 +447,54 @@ impl Api {
             Some(token) => Some(decode_continue(token)?),
             None => None,
         };
+        let prefix = info.key_prefix(ns);
         let mut items = Vec::new();
         let mut next = None;
-        let mut remaining = 0usize;
-        for kv in kvs.iter().filter(|kv| {
-            start_after
-                .as_ref()
-                .is_none_or(|s| kv.key.as_str() > s.as_str())
-        }) {
-            let obj = object::decode(kv);
-            if !filter.matches(&obj) {
-                continue;
+        let mut remaining = None;
+        let revision;
+        if filter.is_empty() {
+            // Without selectors a page is exactly the next `limit` keys:
+            // the store reads only those, and counts the rest.
+            let page = self
+                .store
+                .list_page(&prefix, start_after.as_deref(), limit)
+                .await?;
+            revision = page.revision;
+            items = page.items.iter().map(object::decode).collect();
+            if page.remaining > 0 {
+                next = key_of_last(&items, info, ns);
+                remaining = Some(page.remaining);
             }
-            if items.len() == limit {
-                if next.is_none() {
-                    next = key_of_last(&items, info, ns);
+        } else {
+            let (kvs, rev) = self.store.list(&prefix).await?;
+            revision = rev;
+            let mut rest = kvs.iter().filter(|kv| {
+                start_after
+                    .as_ref()
+                    .is_none_or(|s| kv.key.as_str() > s.as_str())
+            });
+            for kv in rest.by_ref() {
+                let obj = object::decode(kv);
+                if !filter.matches(&obj) {
+                    continue;
                 }
-                remaining += 1;
-                continue;
+                items.push(obj);
+                if items.len() == limit {
+                    break;
+                }
             }
-            items.push(obj);
+            // A full page with keys left over gets a continue token; as the
+            // real apiserver does, no count of what is left under a selector.
+            if items.len() == limit && rest.next().is_some() {
+                next = key_of_last(&items, info, ns);
+            }
         }
         let mut list_meta = json!({"resourceVersion": revision.to_string()});
         if let Some(last_key) = next {
             list_meta["continue"] = encode_continue(&last_key, revision).into();
-            list_meta["remainingItemCount"] = remaining.into();
+            if let Some(n) = remaining {
+                list_meta["remainingItemCount"] = n.into();
+            }
         }
         let body = match out {
             Output::Table(include) => table(kind, &items, include, list_meta),
@@ -515,7 +579,7 @@ impl Api {
             self.require_namespace_exists(ns).await?;
         }
         if info.plural == "services" {
-            self.allocate_service(&mut obj, &name).await?;
+            self.allocate_service(&mut obj, &name, None).await?;
         }
         Ok((obj, unknown))
     }
@@ -787,6 +851,7 @@ impl Api {
         }
         let (obj, warnings) = self.decode_strict(kind, obj, params)?;
         let mut new = self.prepare_update(kind, &old, obj, status_only)?;
+        let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
         if is_dry_run(params) {
             return Ok(with_warnings(
                 self.respond(kind, StatusCode::OK, &new, out),
@@ -883,6 +948,7 @@ impl Api {
             }
             let (patched, warnings) = self.decode_strict(kind, patched, params)?;
             let mut new = self.prepare_update(kind, &old, patched, status_only)?;
+            let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
             if is_dry_run(params) {
                 return Ok(with_warnings(
                     self.respond(kind, StatusCode::OK, &new, out),
@@ -1103,24 +1169,42 @@ impl Api {
             .collect();
         conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
         pod["status"]["conditions"] = Value::Array(conditions);
-        self.store
+        let rev = self
+            .store
             .update(&key, object::encode(&pod), Some(current.mod_revision))
             .await
             .map_err(|e| ApiError::from_storage(subject, name, e))?;
+        meta_mut(&mut pod).insert("resourceVersion".into(), rev.to_string().into());
+        self.record_event(
+            &pod,
+            events::SCHEDULER,
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {ns}/{name} to {node}"),
+        )
+        .await;
         Ok(json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ))
     }
 
-    /// Cluster IP (and node ports) for a new service, from the store's view
-    /// of what is taken.
-    async fn allocate_service(&self, svc: &mut Value, name: &str) -> ApiResult<()> {
+    /// Cluster IP and node ports for a new or updated service (`old`), from
+    /// the store's view of what the other services hold.
+    async fn allocate_service(
+        &self,
+        svc: &mut Value,
+        name: &str,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
         let kind = self
             .registry
             .find("", "v1", "services")
             .expect("services served");
         let subject = kind.info().subject();
+        let invalid = |field: String, value: String, why: String| {
+            ApiError::invalid(subject, name, &[FieldError::invalid_raw(field, value, why)])
+        };
         let type_ = svc["spec"]["type"]
             .as_str()
             .unwrap_or("ClusterIP")
@@ -1128,68 +1212,154 @@ impl Api {
         if type_ == "ExternalName" {
             return Ok(());
         }
+        let ns = meta_str(svc, "namespace").unwrap_or("").to_owned();
         let (kvs, _) = self.store.list(&kind.info().key_prefix(None)).await?;
-        let existing: Vec<Value> = kvs.iter().map(object::decode).collect();
-        let used_ips: Vec<&str> = existing
+        let others: Vec<Value> = kvs
+            .iter()
+            .map(object::decode)
+            .filter(|o| !(meta_str(o, "namespace") == Some(ns.as_str()) && object::name(o) == name))
+            .collect();
+        let used_ips: Vec<&str> = others
             .iter()
             .filter_map(|s| s["spec"]["clusterIP"].as_str())
             .collect();
+        let net = &self.service_network;
+        let range = net.cluster_ip_range;
         let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_owned();
+        let old_ip = old.and_then(|o| o["spec"]["clusterIP"].as_str());
         let ip = match requested.as_str() {
             "None" => "None".to_owned(),
-            "" => {
-                let free = (2u32..65_534)
-                    .map(|n| {
+            "" => (2..range.size().saturating_sub(1))
+                .filter_map(|n| range.nth(n))
+                .map(|ip| ip.to_string())
+                .find(|ip| !used_ips.contains(&ip.as_str()))
+                .ok_or_else(|| {
+                    ApiError::internal(format!(
+                        "failed to allocate a serviceIP: range {range} is full"
+                    ))
+                })?,
+            ip if Some(ip) == old_ip => ip.to_owned(),
+            ip => {
+                let field = "spec.clusterIPs".to_owned();
+                let value = format!("[]string{{{ip:?}}}");
+                let parsed: std::net::Ipv4Addr = ip.parse().map_err(|_| {
+                    invalid(
+                        field.clone(),
+                        value.clone(),
+                        "must be a valid IP address".into(),
+                    )
+                })?;
+                if !range.contains(parsed) {
+                    return Err(invalid(
+                        field,
+                        value,
                         format!(
-                            "{}.{}.{}.{}",
-                            SERVICE_CIDR_BASE[0],
-                            SERVICE_CIDR_BASE[1],
-                            n >> 8,
-                            n & 0xff
-                        )
-                    })
-                    .find(|ip| !used_ips.contains(&ip.as_str()));
-                free.ok_or_else(|| ApiError::internal("no cluster IPs left in 10.96.0.0/16"))?
-            }
-            ip if used_ips.contains(&ip) => {
-                return Err(ApiError::invalid(
-                    subject,
-                    name,
-                    &[FieldError::invalid_raw(
-                        "spec.clusterIPs",
-                        format!("[]string{{{ip:?}}}"),
+                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {range}"
+                        ),
+                    ));
+                }
+                if used_ips.contains(&ip) {
+                    return Err(invalid(
+                        field,
+                        value,
                         format!("failed to allocate IP {ip}: provided IP is already allocated"),
-                    )],
-                ));
+                    ));
+                }
+                ip.to_owned()
             }
-            ip => ip.to_owned(),
         };
         svc["spec"]["clusterIP"] = ip.clone().into();
         svc["spec"]["clusterIPs"] = json!([ip]);
-        if type_ == "NodePort" || type_ == "LoadBalancer" {
-            let mut used_ports: Vec<i64> = existing
-                .iter()
-                .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
-                .filter_map(|p| p["nodePort"].as_i64())
-                .collect();
-            if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
-                for p in ports {
-                    if p["nodePort"].as_i64().is_none() {
-                        let port = (30000..=32767)
-                            .find(|n| !used_ports.contains(n))
-                            .ok_or_else(|| ApiError::internal("no node ports left"))?;
-                        used_ports.push(port);
-                        p["nodePort"] = port.into();
+        let wants_node_ports = type_ == "NodePort" || type_ == "LoadBalancer";
+        let old_ports: Vec<i64> = old
+            .and_then(|o| o["spec"]["ports"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["nodePort"].as_i64())
+            .collect();
+        let mut used_ports: Vec<i64> = others
+            .iter()
+            .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["nodePort"].as_i64())
+            .collect();
+        let Some(ports) = svc["spec"]["ports"].as_array_mut() else {
+            return Ok(());
+        };
+        for (i, p) in ports.iter_mut().enumerate() {
+            if !wants_node_ports {
+                // A service that stops being a NodePort gives its ports back.
+                if old.is_some()
+                    && let Some(o) = p.as_object_mut()
+                {
+                    o.remove("nodePort");
+                }
+                continue;
+            }
+            match p["nodePort"].as_i64().filter(|n| *n != 0) {
+                Some(n) if old_ports.contains(&n) => used_ports.push(n),
+                Some(n) => {
+                    let field = format!("spec.ports[{i}].nodePort");
+                    if !net.node_ports.contains(&n) {
+                        return Err(invalid(
+                            field,
+                            n.to_string(),
+                            format!(
+                                "provided port is not in the valid range. The range of valid ports is {}-{}",
+                                net.node_ports.start(),
+                                net.node_ports.end()
+                            ),
+                        ));
                     }
+                    if used_ports.contains(&n) {
+                        return Err(invalid(
+                            field,
+                            n.to_string(),
+                            "provided port is already allocated".into(),
+                        ));
+                    }
+                    used_ports.push(n);
+                }
+                None => {
+                    let port = net
+                        .node_ports
+                        .clone()
+                        .find(|n| !used_ports.contains(n))
+                        .ok_or_else(|| {
+                            ApiError::internal(format!(
+                                "failed to allocate a nodePort: range {}-{} is full",
+                                net.node_ports.start(),
+                                net.node_ports.end()
+                            ))
+                        })?;
+                    used_ports.push(port);
+                    p["nodePort"] = port.into();
                 }
             }
         }
         Ok(())
     }
 
-    /// What a fresh cluster has: the three system namespaces (each with its
-    /// `default` ServiceAccount) and the `kubernetes` service.
-    pub async fn bootstrap(&self, service_ip_port: (String, u16)) -> anyhow::Result<()> {
+    /// Allocation for an updated service, under the allocator lock that
+    /// the caller holds until the write is done.
+    async fn allocate_on_update(
+        &self,
+        kind: &dyn Kind,
+        new: &mut Value,
+        old: &Value,
+    ) -> ApiResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        if kind.info().plural != "services" {
+            return Ok(None);
+        }
+        let guard = self.allocator.lock().await;
+        let name = object::name(old).to_owned();
+        self.allocate_service(new, &name, Some(old)).await?;
+        Ok(Some(guard))
+    }
+
+    /// What a fresh cluster has: the system namespaces, each with its
+    /// `default` ServiceAccount. (The `kubernetes` service is
+    /// [`crate::controllers::kubernetes_service`]'s.)
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
         let namespaces = self
             .registry
             .find("", "v1", "namespaces")
@@ -1202,65 +1372,6 @@ impl Api {
                     namespaces.as_ref(),
                     None,
                     obj,
-                    &Params::new(),
-                    Output::Object,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!(e.message))?;
-            }
-        }
-        let services = self
-            .registry
-            .find("", "v1", "services")
-            .expect("services served");
-        if self
-            .get(services.as_ref(), Some("default"), "kubernetes")
-            .await
-            .is_err()
-        {
-            let svc = json!({"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": service_ip_port.1}]}});
-            self.create(
-                services.as_ref(),
-                Some("default"),
-                svc,
-                &Params::new(),
-                Output::Object,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        }
-        let endpoints = self
-            .registry
-            .find("", "v1", "endpoints")
-            .expect("endpoints served");
-        let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": service_ip_port.0}], "ports": [{"name": "https", "port": service_ip_port.1, "protocol": "TCP"}]}]});
-        match self
-            .get(endpoints.as_ref(), Some("default"), "kubernetes")
-            .await
-        {
-            Ok(current) if current["subsets"] == ep["subsets"] => {}
-            Ok(_) => {
-                let _ = self
-                    .update(
-                        endpoints.as_ref(),
-                        Some("default"),
-                        "kubernetes",
-                        ep,
-                        &Params::new(),
-                        false,
-                        Output::Object,
-                    )
-                    .await;
-            }
-            Err(_) => {
-                self.create(
-                    endpoints.as_ref(),
-                    Some("default"),
-                    ep,
                     &Params::new(),
                     Output::Object,
                 )
@@ -1440,6 +1551,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}",
             get(metrics::pod),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            any(exec::pod_exec),
         )
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))

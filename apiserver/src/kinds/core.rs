@@ -92,10 +92,12 @@ impl KindSpec for Node {
             .flatten()
             .find(|c| c.type_ == "Ready")
             .map(|c| c.status.as_str());
+        // As kubectl's printer: any Ready condition but True (False, or
+        // Unknown once the node controller lost the kubelet) is NotReady.
         let mut state = match ready {
             Some("True") => "Ready".to_owned(),
-            Some("False") => "NotReady".to_owned(),
-            _ => "Unknown".to_owned(),
+            Some(_) => "NotReady".to_owned(),
+            None => "Unknown".to_owned(),
         };
         if self.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
             state.push_str(",SchedulingDisabled");
@@ -327,17 +329,23 @@ impl KindSpec for Endpoints {
         vec![name_col(), col("Endpoints", "string", 0), age_col()]
     }
 
+    /// `formatEndpoints`: ready addresses only, port by port; `<none>`
+    /// only when there are no subsets at all.
     fn cells(&self, now: jiff::Timestamp) -> Vec<Value> {
         let mut list = Vec::new();
-        for s in self.subsets.iter().flatten() {
-            for a in s.addresses.iter().flatten() {
-                let ports = s.ports.as_deref().unwrap_or_default();
-                if ports.is_empty() {
-                    list.push(a.ip.clone());
-                }
-                for p in ports {
-                    list.push(format!("{}:{}", a.ip, p.port));
-                }
+        let subsets = self.subsets.as_deref().unwrap_or_default();
+        for s in subsets {
+            let addresses = s.addresses.as_deref().unwrap_or_default();
+            let ports = s.ports.as_deref().unwrap_or_default();
+            if ports.is_empty() {
+                // Headless services may have no ports.
+                list.extend(addresses.iter().map(|a| a.ip.clone()));
+            }
+            for p in ports {
+                list.extend(addresses.iter().map(|a| match a.ip.contains(':') {
+                    true => format!("[{}]:{}", a.ip, p.port),
+                    false => format!("{}:{}", a.ip, p.port),
+                }));
             }
         }
         let shown = if list.len() > 3 {
@@ -347,7 +355,11 @@ impl KindSpec for Endpoints {
         };
         vec![
             name_of(&self.metadata),
-            none_if_empty(shown),
+            if subsets.is_empty() {
+                "<none>".into()
+            } else {
+                shown.into()
+            },
             age(self.metadata.creation_timestamp.as_ref(), now),
         ]
     }

@@ -7,6 +7,7 @@
 //! Kubernetes type defines is ever stored.
 
 mod core;
+mod discovery;
 mod pod;
 pub mod table;
 pub mod validation;
@@ -298,7 +299,9 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        use k8s_openapi::api::{coordination::v1 as coordination, core::v1 as core};
+        use k8s_openapi::api::{
+            coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+        };
         Self {
             kinds: vec![
                 typed::<core::Namespace>("", "v1"),
@@ -311,6 +314,7 @@ impl Default for Registry {
                 typed::<core::Secret>("", "v1"),
                 typed::<core::ServiceAccount>("", "v1"),
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
+                typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
             ],
         }
     }

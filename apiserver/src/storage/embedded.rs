@@ -21,7 +21,7 @@ use futures::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
-use super::{EventType, KeyValue, Result, Storage, StorageError, WatchEvent, WatchStream};
+use super::{EventType, KeyValue, Page, Result, Storage, StorageError, WatchEvent, WatchStream};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -269,6 +269,57 @@ impl Storage for EmbeddedStore {
                 });
             }
             Ok((out, revision))
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        self.blocking(move |inner| {
+            let txn = inner.db.begin_read().map_err(backend)?;
+            let revision = txn
+                .open_table(META)
+                .map_err(backend)?
+                .get(META_REVISION)
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let objects = txn.open_table(OBJECTS).map_err(backend)?;
+            let from = start_after.as_deref().unwrap_or(prefix.as_str());
+            let mut items = Vec::new();
+            let mut remaining = 0;
+            for entry in objects.range(from..).map_err(backend)? {
+                let (k, v) = entry.map_err(backend)?;
+                let key = k.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                if start_after.as_deref() == Some(key) {
+                    continue;
+                }
+                if items.len() == limit {
+                    // Only counted: the values of later pages stay unread.
+                    remaining += 1;
+                    continue;
+                }
+                let (mod_revision, value) = split_stored(v.value());
+                items.push(KeyValue {
+                    key: key.to_owned(),
+                    value,
+                    mod_revision,
+                });
+            }
+            Ok(Page {
+                items,
+                remaining,
+                revision,
+            })
         })
         .await
     }

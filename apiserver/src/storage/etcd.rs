@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use futures::StreamExt;
 
-use super::{EventType, KeyValue, Result, Storage, StorageError, WatchEvent, WatchStream};
+use super::{EventType, KeyValue, Page, Result, Storage, StorageError, WatchEvent, WatchStream};
 
 /// How long `watch` waits for etcd to name the compaction revision when the
 /// start revision is known to be compacted (etcd reports it asynchronously).
@@ -35,6 +35,19 @@ fn backend(e: etcd_client::Error) -> StorageError {
 fn is_compacted(e: &etcd_client::Error) -> bool {
     e.to_string()
         .contains("required revision has been compacted")
+}
+
+/// The first key after every key that starts with `prefix` (etcd's range end
+/// for a prefix): the prefix with its last byte below 0xff incremented.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
 }
 
 fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> u64 {
@@ -75,6 +88,44 @@ impl EtcdStore {
             ))
         })?;
         Ok(store)
+    }
+
+    /// Compacts etcd's history every `interval`, as kube-apiserver does
+    /// (`--etcd-compaction-interval`): each round compacts up to the
+    /// revision seen one round earlier, so watches can resume from anything
+    /// younger than one interval and etcd does not grow without bound.
+    pub fn start_compaction(&self, interval: std::time::Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        let store = Self {
+            client: self.client.clone(),
+        };
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            let mut seen_last_round = 0u64;
+            loop {
+                ticks.tick().await;
+                if seen_last_round > 0 {
+                    match store
+                        .client
+                        .kv_client()
+                        .compact(seen_last_round as i64, None)
+                        .await
+                    {
+                        Ok(_) => tracing::debug!(revision = seen_last_round, "compacted etcd"),
+                        // Someone (another apiserver) compacted further already.
+                        Err(e) if is_compacted(&e) => {}
+                        Err(e) => tracing::warn!("compacting etcd: {e}"),
+                    }
+                }
+                match store.current_revision().await {
+                    Ok(r) => seen_last_round = r,
+                    Err(e) => tracing::warn!("reading etcd's revision: {e}"),
+                }
+            }
+        });
     }
 
     /// Runs a write guarded by `compare`; on failure returns what the key
@@ -168,6 +219,37 @@ impl Storage for EtcdStore {
             resp.kvs().iter().map(to_key_value).collect(),
             revision_of(resp.header()),
         ))
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        // [first key after start_after, end of prefix): etcd counts the
+        // whole range and returns only `limit` of it.
+        let start = match start_after {
+            Some(k) => format!("{k}\0"),
+            None => prefix.to_owned(),
+        };
+        let mut opts = GetOptions::new().with_range(prefix_end(prefix));
+        if limit < usize::MAX {
+            opts = opts.with_limit(limit as i64);
+        }
+        let resp = self
+            .client
+            .kv_client()
+            .get(start, Some(opts))
+            .await
+            .map_err(backend)?;
+        let items: Vec<KeyValue> = resp.kvs().iter().map(to_key_value).collect();
+        let remaining = (resp.count().max(0) as usize).saturating_sub(items.len());
+        Ok(Page {
+            items,
+            remaining,
+            revision: revision_of(resp.header()),
+        })
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64> {

@@ -24,6 +24,15 @@ pub struct KeyValue {
     pub mod_revision: u64,
 }
 
+/// One page of a listing (see [`Storage::list_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<KeyValue>,
+    /// Keys under the prefix after the last item.
+    pub remaining: usize,
+    pub revision: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
     Put,
@@ -77,6 +86,27 @@ pub trait Storage: Send + Sync + 'static {
     /// All keys under `prefix`, in key order, and the store revision the
     /// snapshot was taken at (a watch from that revision misses nothing).
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)>;
+
+    /// At most `limit` keys under `prefix` that sort after `start_after`,
+    /// how many keys are left after them, and the store revision: one page
+    /// of a chunked LIST, read without touching the values of other pages.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page> {
+        let (kvs, revision) = self.list(prefix).await?;
+        let mut rest = kvs
+            .into_iter()
+            .filter(|kv| start_after.is_none_or(|s| kv.key.as_str() > s));
+        let items: Vec<KeyValue> = rest.by_ref().take(limit).collect();
+        Ok(Page {
+            items,
+            remaining: rest.count(),
+            revision,
+        })
+    }
 
     /// Creates `key`; fails with `AlreadyExists` if it is present.
     /// Returns the new revision.

@@ -1,6 +1,9 @@
 //! A fixture that runs the real `kubelab-apiserver` on a free loopback port
 //! with a temp data dir, and drives it with the real `/usr/bin/kubectl`
 //! (fresh discovery cache per server). The server is killed on drop.
+//!
+//! `KUBELAB_TEST_STORE=etcd` runs every such server on a real etcd of its
+//! own instead of the embedded store: the same suite judges both backends.
 
 #![allow(dead_code)]
 
@@ -18,6 +21,14 @@ pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
     extra_args: Vec<String>,
+    /// The etcd behind this server when the suite runs on etcd; it outlives
+    /// apiserver restarts, as a real etcd would.
+    etcd: Option<etcd::EtcdServer>,
+}
+
+/// Whether this run judges the etcd backend (`KUBELAB_TEST_STORE=etcd`).
+pub fn on_etcd() -> bool {
+    std::env::var("KUBELAB_TEST_STORE").is_ok_and(|v| v == "etcd")
 }
 
 pub fn free_port() -> u16 {
@@ -34,11 +45,20 @@ impl ApiServer {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Self {
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let etcd = if on_etcd() && !extra_args.iter().any(|a| a == "--etcd-servers") {
+            let etcd = etcd::EtcdServer::start();
+            extra_args.extend(["--etcd-servers".to_owned(), etcd.url()]);
+            Some(etcd)
+        } else {
+            None
+        };
         let mut s = Self {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
+            etcd,
         };
         s.spawn();
         s

@@ -1,0 +1,613 @@
+//! `/exec/{namespace}/{pod}/{container}`: kubelet's exec endpoint, on the
+//! WebSocket streaming protocol `kubectl exec` speaks (`v5.channel.k8s.io`,
+//! also `v4.channel.k8s.io`).
+//!
+//! Every WebSocket message is one binary frame whose first byte names a
+//! channel: 0 stdin, 1 stdout, 2 stderr, 3 the final `Status` (JSON), 4 a
+//! terminal resize (`{"Width":..,"Height":..}`), and in v5 255 to close a
+//! channel (the client's stdin at EOF). The command runs through
+//! `kubelab-agent exec` ([`crate::runtime::exec`]), which joins the
+//! container's cgroup and namespaces; with `tty=true` it makes a pty in the
+//! container and hands its master end over, which this side reads, writes
+//! and resizes.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::ServerState;
+use crate::runtime::shim;
+
+/// The subprotocols served, preferred first.
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const ERROR: u8 = 3;
+pub const RESIZE: u8 = 4;
+/// v5: `[255, channel]` closes that channel.
+pub const CLOSE: u8 = 255;
+/// How long the exec process may take to hand over its terminal.
+const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The query of an exec request, as kubelet's `remotecommand.NewOptions`
+/// reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// Go's `strconv.ParseBool`, which the apiserver's query decoding uses.
+fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" | "" => Ok(false),
+        other => Err(format!("invalid value {other:?} for {name}: not a boolean")),
+    }
+}
+
+impl ExecOptions {
+    pub fn from_query(pairs: &[(String, String)]) -> Result<Self, String> {
+        let mut o = ExecOptions {
+            command: Vec::new(),
+            stdin: false,
+            stdout: false,
+            stderr: false,
+            tty: false,
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "command" => o.command.push(v.clone()),
+                "stdin" | "input" => o.stdin = parse_bool(k, v)?,
+                "stdout" | "output" => o.stdout = parse_bool(k, v)?,
+                "stderr" | "error" => o.stderr = parse_bool(k, v)?,
+                "tty" => o.tty = parse_bool(k, v)?,
+                _ => {}
+            }
+        }
+        if o.command.is_empty() {
+            return Err("you must specify at least one command for the container".into());
+        }
+        if !o.stdin && !o.stdout && !o.stderr {
+            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+        }
+        // A terminal has one output stream: stderr goes to it too.
+        if o.tty {
+            o.stderr = false;
+        }
+        Ok(o)
+    }
+}
+
+/// What the client sent on one binary message.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    Stdin(Bytes),
+    Resize {
+        width: u16,
+        height: u16,
+    },
+    CloseStdin,
+    /// Another channel, an empty frame, or a resize that does not parse.
+    Ignored,
+}
+
+/// `TerminalSize` as client-go encodes it (Go field names, no tags).
+#[derive(serde::Deserialize)]
+struct TerminalSize {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+pub fn decode_inbound(data: Bytes) -> Inbound {
+    let Some(&channel) = data.first() else {
+        return Inbound::Ignored;
+    };
+    let payload = data.slice(1..);
+    match channel {
+        STDIN => Inbound::Stdin(payload),
+        RESIZE => match serde_json::from_slice::<TerminalSize>(&payload) {
+            Ok(s) => Inbound::Resize {
+                width: s.width,
+                height: s.height,
+            },
+            Err(_) => Inbound::Ignored,
+        },
+        CLOSE if payload.first() == Some(&STDIN) => Inbound::CloseStdin,
+        _ => Inbound::Ignored,
+    }
+}
+
+/// The `Status` on the error channel for a command that ended with `code`,
+/// as the kubelet writes it: kubectl exits with the code of the `ExitCode`
+/// cause.
+pub fn exit_status(code: i32) -> Value {
+    if code == 0 {
+        return json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+    }
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: exit status {code}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
+    })
+}
+
+/// The `Status` for a command that could not be run at all.
+pub fn internal_error_status(message: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("Internal error occurred: error executing command in container: {message}"),
+        "reason": "InternalError",
+        "details": {"causes": [{"message": format!("error executing command in container: {message}")}]},
+        "code": 500
+    })
+}
+
+/// A close with code 1000: client-go reads the end of its streams from
+/// it (a close without a code is an error there).
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(Bytes::from(v))
+}
+
+/// Where the command runs: a running container's init pid and bundle.
+#[derive(Debug, Clone)]
+struct ExecTarget {
+    pid: i32,
+    bundle: PathBuf,
+}
+
+/// A refusal before the upgrade: the code and the user's message.
+type Refusal = (StatusCode, String);
+
+fn error(code: StatusCode, msg: String) -> Response {
+    (code, msg).into_response()
+}
+
+/// The running container `container` of pod `ns/pod`, or the reason there
+/// is none, worded for the user.
+fn find_target(
+    s: &ServerState,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Result<ExecTarget, Refusal> {
+    let Some(entry) = s.ctx.status.find(ns, pod) else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} not found on node {}", s.ctx.node_name),
+        ));
+    };
+    let Some(run) = entry.containers.iter().find(|c| c.name == container) else {
+        let status = entry.pod.status.clone().unwrap_or_default();
+        let known = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .chain(status.init_container_statuses.iter().flatten())
+            .find(|c| c.name == container);
+        return Err(match known {
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("container {container} not found in pod {ns}/{pod}"),
+            ),
+            Some(c) => (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container {container} in pod {ns}/{pod} is not running (state: {})",
+                    crate::status::state_word(c)
+                ),
+            ),
+        });
+    };
+    let uid = entry.pod.metadata.uid.clone().unwrap_or_default();
+    let bundle = s
+        .ctx
+        .pod_dir(&uid)
+        .join("containers")
+        .join(&run.container_id);
+    match shim::read_started(&bundle) {
+        Some(started) if PathBuf::from(format!("/proc/{}", started.pid)).exists() => {
+            Ok(ExecTarget {
+                pid: started.pid,
+                bundle,
+            })
+        }
+        _ => Err((
+            StatusCode::BAD_REQUEST,
+            format!("container {container} in pod {ns}/{pod} is not running"),
+        )),
+    }
+}
+
+pub async fn exec(
+    State(s): State<ServerState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let pairs: Vec<(String, String)> = match query_pairs(query.as_deref().unwrap_or_default()) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let opts = match ExecOptions::from_query(&pairs) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let target = match find_target(&s, &namespace, &pod, &container) {
+        Ok(t) => t,
+        Err((code, msg)) => return error(code, msg),
+    };
+    let Ok(ws) = ws else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "exec needs a WebSocket upgrade with one of the subprotocols {}",
+                PROTOCOLS.join(", ")
+            ),
+        );
+    };
+    let offered: Vec<String> = ws
+        .requested_protocols()
+        .filter_map(|p| p.to_str().ok())
+        .flat_map(|p| p.split(',').map(|s| s.trim().to_owned()))
+        .collect();
+    if !PROTOCOLS.iter().any(|p| offered.iter().any(|o| o == p)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unsupported streaming protocols {offered:?}; this node speaks {}",
+                PROTOCOLS.join(", ")
+            ),
+        );
+    }
+    let agent_exe = s.ctx.agent_exe.clone();
+    let who = format!("{namespace}/{pod}/{container}");
+    ws.protocols(PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            tracing::info!(container = %who, command = ?opts.command, tty = opts.tty, "exec");
+            session(socket, agent_exe, target, opts).await;
+        })
+}
+
+/// `a=1&b=x%20y` as key/value pairs, in order (repeated keys kept).
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|e| format!("invalid query: {e}"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| format!("invalid query: {e}"))
+}
+
+/// The command's side of a session: its process and stdio.
+struct ExecProcess {
+    child: tokio::process::Child,
+    stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    outputs: Vec<(u8, Box<dyn AsyncRead + Send + Unpin>)>,
+    /// The pty's master end, for resizes.
+    pty: Option<OwnedFd>,
+}
+
+impl ExecProcess {
+    async fn spawn(
+        agent_exe: &std::path::Path,
+        t: &ExecTarget,
+        o: &ExecOptions,
+    ) -> std::io::Result<Self> {
+        let mut cmd = tokio::process::Command::new(agent_exe);
+        cmd.arg("exec")
+            .arg("--pid")
+            .arg(t.pid.to_string())
+            .arg("--bundle")
+            .arg(&t.bundle);
+        if o.tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--").args(&o.command);
+        if o.tty {
+            return Self::spawn_on_terminal(cmd).await;
+        }
+        let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+        cmd.stdin(piped(o.stdin))
+            .stdout(piped(o.stdout))
+            .stderr(piped(o.stderr));
+        let mut child = cmd.spawn()?;
+        let mut outputs: Vec<(u8, Box<dyn AsyncRead + Send + Unpin>)> = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            outputs.push((STDOUT, Box::new(out)));
+        }
+        if let Some(err) = child.stderr.take() {
+            outputs.push((STDERR, Box::new(err)));
+        }
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
+        Ok(ExecProcess {
+            child,
+            stdin,
+            outputs,
+            pty: None,
+        })
+    }
+
+    /// The command on a pty made inside the container (its devpts, so
+    /// `tty` names it there): the exec process sends the master end back
+    /// over a socket on its stdin. Its own stdout and stderr only ever carry
+    /// its errors, which go to the client's terminal output too.
+    async fn spawn_on_terminal(mut cmd: tokio::process::Command) -> std::io::Result<Self> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        drop(cmd);
+        ours.set_read_timeout(Some(CONSOLE_TIMEOUT))?;
+        // Fails (end of file) when the exec process dies before sending it.
+        let master =
+            tokio::task::spawn_blocking(move || crate::runtime::exec::receive_console(&ours))
+                .await
+                .map_err(std::io::Error::other)?;
+        let mut outputs: Vec<(u8, Box<dyn AsyncRead + Send + Unpin>)> = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            outputs.push((STDOUT, Box::new(out)));
+        }
+        if let Some(err) = child.stderr.take() {
+            outputs.push((STDOUT, Box::new(err)));
+        }
+        let Ok(master) = master else {
+            return Ok(ExecProcess {
+                child,
+                stdin: None,
+                outputs,
+                pty: None,
+            });
+        };
+        let reader = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
+        let writer = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
+        outputs.push((STDOUT, Box::new(reader)));
+        Ok(ExecProcess {
+            child,
+            stdin: Some(Box::new(writer)),
+            outputs,
+            pty: Some(master),
+        })
+    }
+}
+
+fn resize(pty: &OwnedFd, width: u16, height: u16) {
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer; the fd is a pty master.
+    if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        tracing::debug!(
+            "resizing the exec terminal: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs the command and relays its streams until it has ended and its
+/// output is drained; then the Status, then the close.
+async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts: ExecOptions) {
+    let (mut sink, mut stream) = socket.split();
+    let mut process = match ExecProcess::spawn(&agent_exe, &target, &opts).await {
+        Ok(p) => p,
+        Err(e) => {
+            let status = internal_error_status(&format!("starting {}: {e}", agent_exe.display()));
+            let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+            let _ = sink.send(normal_close()).await;
+            return;
+        }
+    };
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let close = matches!(msg, Message::Close(_));
+            if sink.send(msg).await.is_err() || close {
+                break;
+            }
+        }
+    });
+    let readers: Vec<_> = std::mem::take(&mut process.outputs)
+        .into_iter()
+        .map(|(channel, mut r)| {
+            let tx = out_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match r.read(&mut buf).await {
+                        // EOF, or EIO from a pty whose last slave is closed.
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send(frame(channel, &buf[..n])).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Client → command: stdin, resizes, stdin's close. Writes go through a
+    // task of their own so a command that does not read never stalls resizes.
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Bytes>(16);
+    let stdin_task = process.stdin.take().map(|mut w| {
+        tokio::spawn(async move {
+            while let Some(data) = stdin_rx.recv().await {
+                if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        })
+    });
+    let pty = process.pty.take();
+    let inbound = tokio::spawn(async move {
+        let mut stdin_tx = Some(stdin_tx);
+        while let Some(Ok(msg)) = stream.next().await {
+            let data = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match decode_inbound(data) {
+                Inbound::Stdin(bytes) => {
+                    if let Some(tx) = &stdin_tx
+                        && tx.send(bytes).await.is_err()
+                    {
+                        stdin_tx = None;
+                    }
+                }
+                Inbound::Resize { width, height } => {
+                    if let Some(p) = &pty {
+                        resize(p, width, height);
+                    }
+                }
+                Inbound::CloseStdin => stdin_tx = None,
+                Inbound::Ignored => {}
+            }
+        }
+        // The client is gone (or closed): so is stdin; a terminal hangs up.
+        drop(stdin_tx);
+        drop(pty);
+    });
+
+    for r in readers {
+        let _ = r.await;
+    }
+    let status = match process.child.wait().await {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            exit_status(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+        }
+        Err(e) => internal_error_status(&format!("waiting for the command: {e}")),
+    };
+    let _ = out_tx
+        .send(frame(ERROR, status.to_string().as_bytes()))
+        .await;
+    let _ = out_tx.send(normal_close()).await;
+    drop(out_tx);
+    let _ = writer.await;
+    inbound.abort();
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_keep_the_command_in_order_and_drop_stderr_for_a_tty() {
+        let o = ExecOptions::from_query(&q(&[
+            ("command", "sh"),
+            ("command", "-c"),
+            ("command", "echo hi"),
+            ("stdin", "true"),
+            ("stdout", "true"),
+            ("stderr", "true"),
+            ("tty", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(o.command, ["sh", "-c", "echo hi"]);
+        assert!(o.stdin && o.stdout && o.tty);
+        assert!(!o.stderr, "a terminal has one output stream");
+        assert_eq!(
+            ExecOptions::from_query(&q(&[("stdout", "true")])).unwrap_err(),
+            "you must specify at least one command for the container"
+        );
+        assert_eq!(
+            ExecOptions::from_query(&q(&[("command", "ls")])).unwrap_err(),
+            "you must specify at least 1 of stdin, stdout, stderr"
+        );
+        assert!(ExecOptions::from_query(&q(&[("command", "ls"), ("stdout", "yes")])).is_err());
+    }
+
+    #[test]
+    fn inbound_frames_decode_by_channel() {
+        assert_eq!(
+            decode_inbound(Bytes::from_static(b"\x00abc")),
+            Inbound::Stdin(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(
+            decode_inbound(Bytes::from_static(b"\x04{\"Width\":120,\"Height\":40}")),
+            Inbound::Resize {
+                width: 120,
+                height: 40
+            }
+        );
+        assert_eq!(
+            decode_inbound(Bytes::from_static(b"\xff\x00")),
+            Inbound::CloseStdin
+        );
+        assert_eq!(
+            decode_inbound(Bytes::from_static(b"\xff\x01")),
+            Inbound::Ignored
+        );
+        assert_eq!(decode_inbound(Bytes::new()), Inbound::Ignored);
+    }
+
+    #[test]
+    fn exit_codes_become_the_status_kubectl_reads() {
+        assert_eq!(exit_status(0)["status"], "Success");
+        let st = exit_status(3);
+        assert_eq!(st["status"], "Failure");
+        assert_eq!(st["reason"], "NonZeroExitCode");
+        assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(st["details"]["causes"][0]["message"], "3");
+        assert_eq!(
+            frame(ERROR, b"{}"),
+            Message::Binary(Bytes::from_static(b"\x03{}"))
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! `kubectl exec` end to end: the real kubectl (WebSocket, v5.channel.k8s.io)
+//! → the real apiserver's `pods/exec` → the agent's `/exec/...` → a process
+//! inside the container's namespaces and cgroup.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use cluster::{ApiServer, api_pod, row, wait_for};
+
+const SHELL: &str = "  containers:
+  - name: main
+    image: busybox
+    command: [\"sh\", \"-c\", \"exec sleep 3600\"]
+  - name: done
+    image: busybox
+    command: [\"true\"]
+  restartPolicy: Never
+";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn exec(api: &ApiServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut full = vec!["exec"];
+    full.extend_from_slice(args);
+    api.kubectl_with(&full, stdin)
+}
+
+/// The `<controller>` line of a /proc/<pid>/cgroup text.
+fn cgroup_line<'a>(text: &'a str, controller: &str) -> Option<&'a str> {
+    text.lines().find(|l| {
+        l.split(':')
+            .nth(1)
+            .is_some_and(|c| c.split(',').any(|c| c == controller))
+    })
+}
+
+#[test]
+fn kubectl_exec_runs_commands_inside_the_container() {
+    let api = ApiServer::start();
+    let node = api.join();
+    let name = node.node_name.clone();
+    api.apply(&api_pod("shell", &name, SHELL));
+    wait_for(&node, "shell running", Duration::from_secs(40), || {
+        let cells = row(&api.try_kubectl(&["get", "pods"])?, "shell")?;
+        // One container runs, the other has completed: 1/2, and kubectl
+        // calls that NotReady.
+        (cells[1] == "1/2"
+            && api.try_kubectl(&[
+                "get",
+                "pod",
+                "shell",
+                "-o",
+                "jsonpath={.status.containerStatuses[?(@.name==\"done\")].state.terminated.reason}",
+            ])? == "Completed")
+            .then_some(())
+    });
+
+    // Both streams, and kubectl exits with the command's code.
+    let out = exec(
+        &api,
+        &[
+            "shell",
+            "-c",
+            "main",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(
+        text(&out.stderr).starts_with("err\n"),
+        "{:?}",
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let ok = exec(&api, &["shell", "-c", "main", "--", "true"], None);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+
+    // stdin reaches the command, and its end (v5 close) ends `cat`.
+    let input = "hello\nfrom stdin\n";
+    let out = exec(
+        &api,
+        &["-i", "shell", "-c", "main", "--", "cat"],
+        Some(input),
+    );
+    assert_eq!(text(&out.stdout), input, "{}", text(&out.stderr));
+    assert!(out.status.success());
+
+    // The container's cgroup (the same as its PID 1's, the pod's), and UTS.
+    let own = api.kubectl(&[
+        "exec",
+        "shell",
+        "-c",
+        "main",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    let init = api.kubectl(&["exec", "shell", "-c", "main", "--", "cat", "/proc/1/cgroup"]);
+    let uid = api.kubectl(&["get", "pod", "shell", "-o", "jsonpath={.metadata.uid}"]);
+    let id = api.kubectl(&[
+        "get",
+        "pod",
+        "shell",
+        "-o",
+        "jsonpath={.status.containerStatuses[?(@.name==\"main\")].containerID}",
+    ]);
+    let id = id.trim_start_matches("kubelab://");
+    for controller in ["memory", "pids", "cpu"] {
+        let line = cgroup_line(&own, controller)
+            .unwrap_or_else(|| panic!("no {controller} line in {own}"));
+        assert_eq!(Some(line), cgroup_line(&init, controller), "{own}\n{init}");
+        assert!(
+            line.contains(&format!("pod{uid}/")) && line.ends_with(id),
+            "exec runs in the container's {controller} cgroup: {line}"
+        );
+    }
+    assert_eq!(
+        api.kubectl(&["exec", "shell", "-c", "main", "--", "hostname"])
+            .trim(),
+        "shell"
+    );
+    let ps = api.kubectl(&["exec", "shell", "-c", "main", "--", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "sleep", "3600"]),
+        "the container's PID namespace: {ps}"
+    );
+
+    // Errors a user can cause, in words.
+    let missing = exec(&api, &["shell", "-c", "nope", "--", "true"], None);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("container nope is not valid for pod shell"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let stopped = exec(&api, &["shell", "-c", "done", "--", "true"], None);
+    assert!(!stopped.status.success());
+    assert!(
+        text(&stopped.stderr).contains("container done in pod default/shell is not running"),
+        "{}",
+        text(&stopped.stderr)
+    );
+    let ghost = exec(&api, &["ghost", "--", "true"], None);
+    assert!(!ghost.status.success());
+    assert!(
+        text(&ghost.stderr).contains("pods \"ghost\" not found"),
+        "{}",
+        text(&ghost.stderr)
+    );
+    let not_found = exec(&api, &["shell", "-c", "main", "--", "no-such-tool"], None);
+    assert_eq!(not_found.status.code(), Some(127));
+    assert!(
+        text(&not_found.stderr).contains("\"no-such-tool\": executable file not found in $PATH"),
+        "{}",
+        text(&not_found.stderr)
+    );
+
+    // A terminal: `script` gives kubectl one (30 rows, 100 columns); the
+    // command gets a pty of the same size, and what is typed reaches it.
+    let cmd = format!(
+        "stty rows 30 cols 100; kubectl --cache-dir {} exec -it shell -c main -- sh -c 'tty; stty size; read line; echo \"got $line\"; exit 4'",
+        api.dir.path().join("kube-cache").display()
+    );
+    let mut script = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("KUBECONFIG", api.kubeconfig())
+        .env("HOME", api.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    {
+        use std::io::Write;
+        let mut stdin = script.stdin.take().unwrap();
+        // Typed once the shell is up: it reads a line from the terminal.
+        std::thread::sleep(Duration::from_secs(3));
+        stdin.write_all(b"typed\r").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let out = script.wait_with_output().unwrap();
+    let screen = text(&out.stdout);
+    assert!(
+        screen.contains("/dev/pts/0"),
+        "a terminal of the container's own devpts: {screen:?}"
+    );
+    assert!(screen.contains("30 100"), "the client's size: {screen:?}");
+    assert!(screen.contains("got typed"), "typed input: {screen:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{screen:?} {}",
+        text(&out.stderr)
+    );
+
+    api.kubectl(&["delete", "pod", "shell", "--timeout=30s"]);
+}
