@@ -26,7 +26,11 @@ cargo test --workspace -- --test-threads=1
 echo "== the apiserver's API tests again, on a real etcd"
 # The same suite judges both storage backends: the fixture starts an etcd
 # (Debian's etcd-server) per apiserver on loopback.
-KUBELAB_TEST_STORE=etcd cargo test -p kubelab-apiserver --tests -- --test-threads=1
+# The targets are named with --workspace (not -p kubelab-apiserver): the same
+# package selection as above keeps cargo's feature set, so nothing rebuilds.
+apiserver_tests=()
+for t in apiserver/tests/*.rs; do apiserver_tests+=(--test "$(basename "$t" .rs)"); done
+KUBELAB_TEST_STORE=etcd cargo test --workspace "${apiserver_tests[@]}" -- --test-threads=1
 
 if [ -x vm-tests/run.sh ] && [ "${KUBELAB_SKIP_VM_TESTS:-0}" != 1 ]; then
   echo "== VM tests (cgroup v2 guest under QEMU)"
