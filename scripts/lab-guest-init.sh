@@ -69,8 +69,13 @@ out=/share/out/$name
 mkdir -p "$out"
 rm -f "$out/provision.status"
 args="--node-name $name --node-ip $node_ip --bin-dir /share/bin --image /share/busybox.tar"
-if [ "$node" = 1 ] && [ -x /share/bin/kubelab-apiserver ]; then
-	args="$args --apiserver --export-kubeconfig $out/admin.kubeconfig"
+if [ -x /share/bin/kubelab-apiserver ]; then
+	if [ "$node" = 1 ]; then
+		args="$args --apiserver --export-kubeconfig $out/admin.kubeconfig"
+	else
+		# The other nodes join node1's apiserver with the kubeconfig it exports.
+		args="$args --kubeconfig /share/out/node1/admin.kubeconfig"
+	fi
 fi
 cat >/etc/systemd/system/kubelab-lab-provision.service <<EOF
 [Unit]

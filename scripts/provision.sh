@@ -10,8 +10,12 @@
 #   --node-name NAME        the node's name (default: the host name)
 #   --node-ip IP            the node's address on the cluster network: the
 #                           agent's --node-ip, the apiserver's --advertise-address
-#   --apiserver             run kubelab-apiserver here too (the first node)
-#   --bin-dir DIR           take kubelab-agent (and kubelab-apiserver) from DIR
+#   --apiserver             run kubelab-apiserver here too (the first node);
+#                           this node's agent joins it with its admin.kubeconfig
+#   --kubeconfig F          join the agent to the apiserver F points at (the
+#                           other nodes; waits for F to appear, up to 10 min)
+#   --bin-dir DIR           take kubelab-agent (and kubelab-apiserver, and the
+#                           CNI plugins kubelab-bridge, kubelab-host-local) from DIR
 #                           (default: <repo>/target/release, then target/debug;
 #                           when neither has them, build them with cargo)
 #   --image TAR             import this OCI archive as the pods' image (default:
@@ -22,6 +26,9 @@
 #
 # What it leaves on the node:
 #   /usr/local/bin/kubelab-agent, /usr/local/bin/kubelab-apiserver
+#   /opt/cni/bin/kubelab-bridge, kubelab-host-local   the pods' network (the
+#                           agent writes /etc/cni/net.d/ for the node's podCIDR)
+#   /etc/kubelab/kubelet.kubeconfig   the agent's credentials for the apiserver
 #   /etc/systemd/system/kubelab-agent.service, kubelab-apiserver.service (deploy/systemd/)
 #   /etc/kubelab/agent.yaml        KubeletConfiguration: staticPodPath, cgroupRoot, readOnlyPort
 #   /etc/kubelab/manifests/        static pods (add, edit, delete files here)
@@ -39,6 +46,7 @@ BIN_DIR=""
 IMAGE=""
 EXAMPLES="$REPO/examples/static"
 EXPORT_KUBECONFIG=""
+KUBECONFIG_IN=""
 WAIT=1
 
 AGENT_PORT=10255
@@ -60,6 +68,7 @@ while [ $# -gt 0 ]; do
 	--image) IMAGE=$2; shift ;;
 	--examples) EXAMPLES=$2; shift ;;
 	--export-kubeconfig) EXPORT_KUBECONFIG=$2; shift ;;
+	--kubeconfig) KUBECONFIG_IN=$2; shift ;;
 	--no-wait) WAIT=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown option $1" ;;
@@ -125,6 +134,11 @@ install_binaries() {
 	# install(1) replaces the file rather than writing into it, so running
 	# shims (the old agent binary) are not disturbed.
 	install -m 0755 "$dir/kubelab-agent" /usr/local/bin/kubelab-agent
+	# The CNI plugins where the agent looks by default (--cni-bin-dir).
+	local p
+	for p in kubelab-bridge kubelab-host-local; do
+		[ ! -x "$dir/$p" ] || install -D -m 0755 "$dir/$p" "/opt/cni/bin/$p"
+	done
 	if [ "$APISERVER" = 1 ]; then
 		[ -x "$dir/kubelab-apiserver" ] || die "--apiserver: no kubelab-apiserver in $dir"
 		install -m 0755 "$dir/kubelab-apiserver" /usr/local/bin/kubelab-apiserver
@@ -163,6 +177,7 @@ readOnlyPort: $AGENT_PORT
 EOF
 	local args="--hostname-override $NODE_NAME --port 0"
 	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"
+	[ -z "$AGENT_KUBECONFIG" ] || args+=" --kubeconfig $AGENT_KUBECONFIG"
 	printf '# Written by scripts/provision.sh\nKUBELAB_AGENT_ARGS="%s"\n' "$args" >/etc/default/kubelab-agent
 	if [ "$APISERVER" = 1 ]; then
 		args=""
@@ -210,20 +225,39 @@ apiserver_ready() {
 		curl -fsSk --max-time 3 "https://127.0.0.1:$APISERVER_PORT/readyz" | grep -q ok
 }
 
+# The agent's credentials: the apiserver's own admin.kubeconfig on its node,
+# the one given with --kubeconfig elsewhere (a lab, not a hardened cluster:
+# there is no node authorizer, every agent is an admin).
+AGENT_KUBECONFIG=""
+join_apiserver() {
+	local src=$KUBECONFIG_IN
+	[ "$APISERVER" = 0 ] || src=$APISERVER_DATA/admin.kubeconfig
+	[ -n "$src" ] || return 0
+	if [ ! -f "$src" ]; then
+		say "waiting for $src (the first node's apiserver)"
+		wait_for kubelab-agent 600 test -f "$src"
+	fi
+	install -D -m 0600 "$src" /etc/kubelab/kubelet.kubeconfig
+	AGENT_KUBECONFIG=/etc/kubelab/kubelet.kubeconfig
+}
+
 # ---------------------------------------------------------------- main
 say "node $NODE_NAME${NODE_IP:+ ($NODE_IP)}$([ "$APISERVER" = 0 ] || echo ", with the apiserver")"
 install_binaries
 install_image
-write_config
 if [ "$APISERVER" = 1 ]; then
+	write_config
 	start_unit kubelab-apiserver.service
+	# The agent joins with the admin kubeconfig, which the first start writes.
+	wait_for kubelab-apiserver 120 test -f "$APISERVER_DATA/admin.kubeconfig"
 	[ "$WAIT" = 0 ] || wait_for kubelab-apiserver 120 apiserver_ready
 	if [ -n "$EXPORT_KUBECONFIG" ]; then
-		[ "$WAIT" = 1 ] || wait_for kubelab-apiserver 120 test -f "$APISERVER_DATA/admin.kubeconfig"
 		install -m 0600 "$APISERVER_DATA/admin.kubeconfig" "$EXPORT_KUBECONFIG"
 		say "admin kubeconfig copied to $EXPORT_KUBECONFIG"
 	fi
 fi
+join_apiserver
+write_config
 start_unit kubelab-agent.service
 [ "$WAIT" = 0 ] || wait_for kubelab-agent 60 curl -fsS --max-time 3 "http://127.0.0.1:$AGENT_PORT/healthz"
 say "done: kubelab-agent$([ "$APISERVER" = 1 ] && echo " and kubelab-apiserver") running" \

@@ -150,6 +150,78 @@ until_ok() {
 	done
 }
 
+# kubectl against the lab's apiserver (the kubeconfig scripts/lab wrote)
+lkubectl() { kubectl --kubeconfig "$LAB_DIR/kubeconfig" --request-timeout=30s "$@"; }
+node_ready() {
+	[ "$(lkubectl get node node1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
+		[ -n "$(lkubectl get node node1 -o jsonpath='{.spec.podCIDR}')" ]
+}
+two_ready_endpoints() {
+	[ "$(lkubectl get endpointslices -l kubernetes.io/service-name=smoke-web \
+		-o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')" = xx ]
+}
+
+# Two httpd pods behind a ClusterIP Service, created with kubectl; from node1,
+# the ClusterIP answers from both (the agent's kube-proxy-style rules).
+lab_service() {
+	local out cip
+	if until_ok 120 node_ready; then
+		pass lab-node-joined
+		echo "  .. $(lkubectl get nodes -o wide --no-headers 2>&1 | head -1)"
+	else
+		fail lab-node-joined "$(lkubectl get nodes -o wide 2>&1 | tr '\n' ' ')"
+		return
+	fi
+	if ! out=$(lkubectl apply -f - 2>&1 <<'EOF'
+apiVersion: v1
+kind: Service
+metadata: {name: smoke-web}
+spec:
+  selector: {app: smoke-web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, labels: {app: smoke-web}}
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, labels: {app: smoke-web}}
+spec:
+  nodeName: node1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 8080 -h /www"]
+EOF
+	); then
+		fail lab-clusterip-service "kubectl apply: $out"
+		return
+	fi
+	cip=$(lkubectl get service smoke-web -o jsonpath='{.spec.clusterIP}')
+	if ! until_ok 180 two_ready_endpoints; then
+		fail lab-clusterip-service "smoke-web has not 2 ready endpoints: $(lkubectl get pods,endpointslices -o wide 2>&1 | tr '\n' ' ')"
+		return
+	fi
+	# One ssh session asks up to 40 times (random balancing) and prints what answered.
+	out=$(lab ssh 1 "for i in \$(seq 40); do curl -s --max-time 3 http://$cip/; done | sort | uniq -c" 2>&1)
+	if grep -q web-1 <<<"$out" && grep -q web-2 <<<"$out"; then
+		pass lab-clusterip-service
+		echo "  .. http://$cip/ from node1: $(echo "$out" | tr -s ' \n' ' ')"
+	else
+		fail lab-clusterip-service "40 requests to http://$cip/ from node1 got: $out"
+	fi
+	lkubectl delete pod,service -l app=smoke-web --grace-period=1 --wait=false >/dev/null 2>&1
+}
+
 smoke() {
 	if [ "$(id -u)" != 0 ]; then
 		skip lab-smoke "needs root (sudo vm-tests/lab-test.sh --smoke)"
@@ -179,6 +251,12 @@ smoke() {
 		else
 			fail lab-kubectl "kubectl through 127.0.0.1:$((PORT_BASE + 43)): $out"
 		fi
+	fi
+
+	# The agent joined the apiserver: node1 is a Ready node with a podCIDR, and a
+	# Service made with kubectl reaches its pods through the node's iptables.
+	if [ -x "$REPO/target/debug/kubelab-apiserver" ] && command -v kubectl >/dev/null; then
+		lab_service
 	fi
 
 	# The agent's API through its forwarded port: the examples run and bite.

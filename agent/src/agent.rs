@@ -129,9 +129,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         tokio::spawn(source.run(tx.clone()));
         sources.push(crate::config::SOURCE_API);
         // NodePorts answer on the node's address (nftables mode; iptables
-        // takes every local address).
+        // takes every local address); Local traffic policies keep traffic on
+        // endpoints of this node's name.
         let mut proxy = opts.proxy.clone();
         proxy.node_ips = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
+        proxy.node_name = opts.node_name.clone();
         crate::proxy::start(client_for_proxy, proxy).context("starting the service proxy")?;
         adopt_node_pod_cidr(client_for_pod_cidr, &ctx).await;
     }

@@ -283,6 +283,8 @@ fn main() -> anyhow::Result<()> {
                 )?,
             },
             node_ips: vec![],
+            // The agent's node name, set where the proxy starts.
+            node_name: String::new(),
         },
     };
     // Two malloc arenas: the agent is mostly idle threads, and glibc's default

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use kubelab_agent::proxy::apply::{self, Iptables, IptablesBackend};
-use kubelab_agent::proxy::iptables::{SavedTable, endpoint_chain, external_chain, service_chain};
+use kubelab_agent::proxy::iptables::{
+    SavedTable, endpoint_chain, external_chain, local_chain, service_chain,
+};
 use kubelab_agent::proxy::model::{Endpoint, Protocol, ProxyModel, ServicePort, ServicePortName};
 use kubelab_agent::proxy::nftables::{self, NftOptions, NftSyncer};
 use kubelab_agent::proxy::sync::{IptablesSyncer, RuleSyncer};
@@ -109,7 +111,12 @@ fn service(name: &str, ip: &str, node_port: Option<u16>, eps: &[Endpoint]) -> Se
         cluster_ip: ip.parse().unwrap(),
         port: 80,
         node_port,
+        external_ips: vec![],
+        affinity_timeout: None,
+        external_local: false,
+        internal_local: false,
         endpoints: eps,
+        local_endpoints: vec![],
     }
 }
 
@@ -439,6 +446,158 @@ fn nftables_partial_sync_and_cleanup() {
     );
 }
 
+/// Services with every feature the renderers know (ClientIP affinity,
+/// external IPs, both Local traffic policies with and without an endpoint on
+/// this node), applied for real, then changed through partial syncs: the
+/// tools accept every input.
+fn feature_models() -> Vec<ProxyModel> {
+    let eps = [ep("10.1.0.1", 8080), ep("10.1.0.2", 8080)];
+    let mut sticky = service("sticky", "10.96.0.20", Some(30090), &eps);
+    sticky.affinity_timeout = Some(10800);
+    let mut ext = service("ext", "10.96.0.21", Some(30091), &eps);
+    ext.external_ips = vec!["192.168.99.22".parse().unwrap()];
+    ext.external_local = true;
+    ext.local_endpoints = vec![eps[0]];
+    ext.affinity_timeout = Some(300);
+    let mut ext_none = service("ext-none", "10.96.0.22", Some(30092), &eps);
+    ext_none.external_ips = vec!["192.168.99.23".parse().unwrap()];
+    ext_none.external_local = true;
+    let mut itp = service("itp", "10.96.0.23", None, &eps);
+    itp.internal_local = true;
+    itp.local_endpoints = vec![eps[1]];
+    let mut itp_none = service("itp-none", "10.96.0.24", None, &eps);
+    itp_none.internal_local = true;
+    let first = model(vec![sticky, ext, ext_none, itp, itp_none]);
+    // A new timeout, an endpoint gone, a policy back to Cluster.
+    let mut second = first.clone();
+    let s = second.services.get_mut(&spn("sticky", "http")).unwrap();
+    s.affinity_timeout = Some(60);
+    let s = second.services.get_mut(&spn("ext", "http")).unwrap();
+    s.endpoints = vec![eps[0]];
+    s.external_local = false;
+    s.local_endpoints.clear();
+    // Affinity off, and the Local policy without its endpoint.
+    let mut third = second.clone();
+    third
+        .services
+        .get_mut(&spn("sticky", "http"))
+        .unwrap()
+        .affinity_timeout = None;
+    third
+        .services
+        .get_mut(&spn("ext", "http"))
+        .unwrap()
+        .affinity_timeout = None;
+    third
+        .services
+        .get_mut(&spn("itp", "http"))
+        .unwrap()
+        .local_endpoints
+        .clear();
+    vec![first, second, third]
+}
+
+/// Runs `syncer` through [`feature_models`] in `ns`; the outcomes.
+fn sync_features(
+    ns: &Netns,
+    mut syncer: Box<dyn RuleSyncer>,
+) -> Vec<kubelab_agent::proxy::sync::SyncOutcome> {
+    let models = feature_models();
+    ns.run(move || {
+        models
+            .iter()
+            .map(|m| syncer.sync(m, false).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    })
+}
+
+fn iptables_features(backend: IptablesBackend) {
+    let ns = Netns::new("iptf");
+    let ipt = Iptables::with_backend(backend).unwrap();
+    let syncer = Box::new(IptablesSyncer::new(ipt.clone(), Some("10.1.0.0/16".into())));
+    let models = feature_models();
+    let outcomes = sync_features(&ns, syncer);
+    assert!(outcomes[0].full && !outcomes[1].full && !outcomes[2].full);
+    // The last state, read back.
+    let (nat, filter) = saved(&ns, &ipt);
+    let last = &models[2];
+    let sticky_svc = service_chain(&spn("sticky", "http"), Protocol::Tcp);
+    assert!(
+        !nat.rules.iter().any(|(_, r)| r.contains("-m recent")),
+        "affinity off, yet: {nat:?}"
+    );
+    let ext = &last.services[&spn("ext", "http")];
+    assert!(
+        !nat.chains.contains(&local_chain(&ext.name, ext.protocol)),
+        "the Local chain of a service back to Cluster is gone"
+    );
+    let drops: BTreeSet<&str> = filter
+        .rules
+        .iter()
+        .filter(|(_, r)| r.ends_with("-j DROP") && r.contains("has no local endpoints"))
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(
+        drops,
+        BTreeSet::from(["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"]),
+        "{filter:?}"
+    );
+    assert!(nat.chains.contains(&sticky_svc));
+    // The affinity rules as iptables-save prints them, after the first sync.
+    let first = &outcomes[0].input;
+    assert!(
+        first.contains(&format!(
+            "-m recent --name {sep} --rcheck --seconds 10800 --reap -j {sep}",
+            sep = endpoint_chain(&spn("sticky", "http"), Protocol::Tcp, &ep("10.1.0.1", 8080))
+        )),
+        "{first}"
+    );
+    assert!(outcomes[1].input.contains("--rcheck --seconds 60 --reap"));
+    let report = ns.run(|| apply::cleanup().unwrap());
+    assert_eq!(report.iptables.len(), 1);
+}
+
+#[test]
+fn iptables_nft_backend_applies_affinity_external_ips_and_local_policies() {
+    iptables_features(IptablesBackend::Nft);
+}
+
+#[test]
+fn iptables_legacy_backend_applies_affinity_external_ips_and_local_policies() {
+    iptables_features(IptablesBackend::Legacy);
+}
+
+#[test]
+fn nftables_applies_affinity_external_ips_and_local_policies() {
+    let ns = Netns::new("nftf");
+    let syncer = Box::new(NftSyncer::new(NftOptions {
+        cluster_cidr: Some("10.1.0.0/16".into()),
+        node_ips: vec!["192.168.77.1".parse().unwrap()],
+    }));
+    let outcomes = sync_features(&ns, syncer);
+    assert!(outcomes[0].full && !outcomes[1].full && !outcomes[2].full);
+    assert!(
+        outcomes[1].input.contains("timeout 60s"),
+        "{}",
+        outcomes[1].input
+    );
+    let table = ns.sh("nft list table ip kubelab-proxy");
+    assert!(!table.contains("affinity-"), "affinity off, yet: {table}");
+    assert!(!table.contains("chain local-"), "{table}");
+    assert!(
+        table.contains("10.96.0.24 . tcp . 80 comment \"default/itp-none:http\" : drop"),
+        "{table}"
+    );
+    assert!(
+        table.contains("192.168.99.23 . tcp . 80 comment \"default/ext-none:http\" : drop"),
+        "{table}"
+    );
+    assert!(
+        table.contains("192.168.99.22 . tcp . 80 : goto external-"),
+        "{table}"
+    );
+}
+
 /// Three "pods" (namespaces running busybox httpd on :8080, each answering
 /// its own name), a client pod and the node, wired by veths through the node.
 struct Lab {
@@ -451,6 +610,8 @@ struct Lab {
 
 const NODE_IP: &str = "192.168.77.1";
 const CLUSTER_CIDR: &str = "10.150.0.0/16";
+/// An external IP of "web", routed to the node by the pods' default route.
+const EXTERNAL_IP: &str = "192.168.99.22";
 
 impl Lab {
     fn new() -> Lab {
@@ -558,8 +719,13 @@ fn lab_model() -> ProxyModel {
             port: 8080,
         })
         .collect();
+    let mut web = service("web", "10.96.0.10", Some(30080), &eps);
+    web.external_ips = vec![EXTERNAL_IP.parse().unwrap()];
+    let mut sticky = service("sticky", "10.96.0.13", None, &eps);
+    sticky.affinity_timeout = Some(10800);
     model(vec![
-        service("web", "10.96.0.10", Some(30080), &eps),
+        web,
+        sticky,
         // Only pod1 behind it: pod1 reaching itself through it is hairpin traffic.
         service("self", "10.96.0.11", None, &eps[..1]),
         service("empty", "10.96.0.12", None, &[]),
@@ -592,6 +758,29 @@ fn traffic_through_rules(syncer: Box<dyn RuleSyncer>) {
     // Hairpin: pod1 through a service whose only endpoint is pod1.
     let seen = answers(&lab.pods[0], "10.96.0.11:80".parse().unwrap(), 3);
     assert_eq!(seen, BTreeMap::from([("hello-from-pod1".to_string(), 3)]));
+    // The external IP of "web", from another pod (routed through the node).
+    let seen = answers(
+        &lab.client,
+        format!("{EXTERNAL_IP}:80").parse().unwrap(),
+        30,
+    );
+    assert!(
+        seen.keys().all(|k| all.contains(k)) && seen.len() >= 2,
+        "another pod through the external IP: {seen:?}"
+    );
+    // ClientIP affinity: every request of one client reaches the same pod
+    // (without it, 20 requests over 3 pods all land on one pod with
+    // probability 3^-19), from a pod and from the node.
+    let sticky: SocketAddr = "10.96.0.13:80".parse().unwrap();
+    for (who, ns) in [("another pod", &lab.client), ("the node", &lab.node)] {
+        let seen = answers(ns, sticky, 20);
+        assert_eq!(
+            seen.len(),
+            1,
+            "{who} through a ClientIP-affinity service: {seen:?}"
+        );
+        assert!(seen.keys().all(|k| all.contains(k)), "{who}: {seen:?}");
+    }
     // A service without endpoints is refused, from a pod and from the node
     // (a REJECT: connection refused, not a time-out).
     let empty: SocketAddr = "10.96.0.12:80".parse().unwrap();

@@ -289,12 +289,130 @@ else
 	blocked pods-removed
 fi
 
-# --- (4) ClusterIP service ---------------------------------------------------
-
-skip clusterip-service "networking (CNI, service proxy) is not implemented yet: a later issue"
-
 if [ -n "$AGENT_PID" ]; then
 	kill $AGENT_PID 2>/dev/null
+	wait $AGENT_PID 2>/dev/null
 	[ "$FAILED" = 0 ] || agent_log_tail 40
 fi
+
+# --- (4) ClusterIP service through the iptables rules -------------------------
+# A node as the Kubernetes docs draw one: the apiserver, the agent joined to it
+# (--kubeconfig), pods on the CNI bridge (our plugins, from /share/bin) and a
+# Service whose ClusterIP the agent's proxy turns into iptables rules. The
+# guest has no NIC: a dummy interface is the node's address and default route
+# (as on a real node, traffic to a ClusterIP needs a route before nat OUTPUT).
+
+APISERVER=/share/bin/kubelab-apiserver
+API_DIR=/var/lib/kubelab-apiserver
+KAPI=https://127.0.0.1:6443
+NODE_IP=192.168.50.10
+APILOG=/tmp/apiserver.log
+APISERVER_PID=""
+
+# kapi METHOD PATH [JSON-FILE]: the API as the admin (client certificate)
+kapi() {
+	curl -sS --max-time 10 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
+		-H 'Content-Type: application/json' -X "$1" "$KAPI$2" ${3:+--data-binary @$3}
+}
+# wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e)
+wait_api() {
+	limit=$1 start=$(now)
+	while :; do
+		kapi GET "$3" 2>/dev/null | jq -e "$2" >/dev/null 2>&1 && return 0
+		awk -v a="$start" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }' && return 1
+		sleep 1
+	done
+}
+# web_pod NAME: a busybox httpd answering with its pod's hostname
+web_pod() {
+	cat >/tmp/$1.json <<EOF
+{"apiVersion": "v1", "kind": "Pod",
+ "metadata": {"name": "$1", "namespace": "default", "labels": {"app": "web"}},
+ "spec": {"nodeName": "vm", "terminationGracePeriodSeconds": 1,
+  "containers": [{"name": "httpd", "image": "busybox",
+   "command": ["sh", "-c", "mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 8080 -h /www"],
+   "ports": [{"containerPort": 8080}]}]}}
+EOF
+	kapi POST /api/v1/namespaces/default/pods /tmp/$1.json >/dev/null
+}
+api_diag() {
+	note "pods: $(kapi GET /api/v1/namespaces/default/pods | jq -c '[.items[] | {n: .metadata.name, phase: .status.phase, ip: .status.podIP}]' 2>&1)"
+	note "endpointslices: $(kapi GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices | jq -c '[.items[] | {n: .metadata.name, e: .endpoints}]' 2>&1)"
+	echo "  -- last lines of $APILOG --"
+	tail -n 10 $APILOG 2>/dev/null | sed 's/^/  | /'
+	agent_log_tail 30
+}
+# past SECS START: more than SECS seconds since START (from now)
+past() { awk -v a="$2" -v b="$(now)" -v l="$1" 'BEGIN { exit !(b - a > l) }'; }
+
+clusterip_check() {
+	[ $AGENT_OK = 1 ] || { WHY="the agent did not come up (see above)"; return 1; }
+	[ -x $APISERVER ] || { WHY="no $APISERVER: the workspace built no kubelab-apiserver"; return 1; }
+	[ -x /share/bin/kubelab-bridge ] || { WHY="no /share/bin/kubelab-bridge (the CNI plugin)"; return 1; }
+	ip link add node0 type dummy && ip addr add $NODE_IP/24 dev node0 && ip link set node0 up &&
+		ip route add default dev node0 && sysctl -qw net.ipv4.ip_forward=1 ||
+		{ WHY="could not give the guest a node address"; return 1; }
+
+	t=$(now)
+	$APISERVER --data-dir $API_DIR --advertise-address $NODE_IP >$APILOG 2>&1 &
+	APISERVER_PID=$!
+	wait_api 60 '.kind == "Namespace"' /api/v1/namespaces/default ||
+		{ WHY="the apiserver did not answer within 60 s"; api_diag; return 1; }
+	note "apiserver answering $(elapsed "$t") s after start"
+
+	t=$(now)
+	$AGENT --root-dir $ROOT_DIR --pod-manifest-path $MANIFESTS --cgroup-root $CGROUP_ROOT \
+		--read-only-port 10255 --hostname-override vm --node-ip $NODE_IP \
+		--kubeconfig $API_DIR/admin.kubeconfig --cni-bin-dir /share/bin --proxy-mode iptables >$LOG 2>&1 &
+	AGENT_PID=$!
+	wait_api 60 '.spec.podCIDR != null and any(.status.conditions[]; .type == "Ready" and .status == "True")' /api/v1/nodes/vm ||
+		{ WHY="node vm not Ready with a podCIDR within 60 s"; api_diag; return 1; }
+	note "node vm Ready, podCIDR $(kapi GET /api/v1/nodes/vm 2>&1 | jq -r .spec.podCIDR 2>&1), $(elapsed "$t") s after the agent started"
+
+	cat >/tmp/web-svc.json <<'EOF'
+{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+ "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+EOF
+	t=$(now)
+	web_pod web-1 && web_pod web-2 && kapi POST /api/v1/namespaces/default/services /tmp/web-svc.json >/dev/null ||
+		{ WHY="creating the pods and the service failed"; api_diag; return 1; }
+	CIP=$(kapi GET /api/v1/namespaces/default/services/web | jq -r .spec.clusterIP)
+	wait_api 180 '[.items[].endpoints[]? | select(.conditions.ready)] | length == 2' \
+		'/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb' ||
+		{ WHY="the EndpointSlice of web has not 2 ready endpoints after 180 s"; api_diag; return 1; }
+	note "web ($CIP) has 2 ready endpoints $(elapsed "$t") s after the pods were created"
+
+	# The proxy's rules: default/web's KUBE-SVC chain jumps to two KUBE-SEP chains.
+	t=$(now)
+	until [ "$(iptables-save -t nat 2>/dev/null | grep -F -- "default/web" | grep -c -- "-j KUBE-SEP-")" = 2 ]; do
+		past 30 "$t" && {
+			WHY="no KUBE-SVC rules with 2 endpoints for default/web after 30 s ($(iptables-save -t nat 2>&1 | grep -c KUBE) KUBE lines in nat)"
+			api_diag
+			return 1
+		}
+		sleep 1
+	done
+	note "$(iptables -V): KUBE-SVC -> 2 KUBE-SEP for default/web; $(iptables-save -t nat | grep -c '^-A KUBE') KUBE rules in nat"
+
+	# Both endpoints answer through the ClusterIP (random balancing: ask until each has).
+	seen="" i=0
+	while [ $i -lt 40 ]; do
+		i=$((i + 1))
+		body=$(curl -s --max-time 3 "http://$CIP/" 2>/dev/null)
+		case " $seen " in *" $body "*) ;; *) seen="$seen $body" ;; esac
+		case "$seen" in *web-1*web-2* | *web-2*web-1*) break ;; esac
+	done
+	case "$seen" in
+	*web-1*web-2* | *web-2*web-1*) CLUSTERIP_NOTE="http://$CIP/ answered from$seen in $i requests" ;;
+	*) WHY="40 requests to http://$CIP/ reached only:${seen:- nothing}"; api_diag; return 1 ;;
+	esac
+}
+
+if clusterip_check; then
+	pass clusterip-service "$CLUSTERIP_NOTE"
+else
+	fail clusterip-service "$WHY"
+fi
+[ -z "$AGENT_PID" ] || kill $AGENT_PID 2>/dev/null
+[ -z "$APISERVER_PID" ] || kill $APISERVER_PID 2>/dev/null
 summary

@@ -67,7 +67,12 @@ pub fn synthetic_model(services: usize, endpoints: usize, generation: usize) -> 
                 cluster_ip: nth_ip([10, 96], s),
                 port: 80,
                 node_port: None,
+                external_ips: vec![],
+                affinity_timeout: None,
+                external_local: false,
+                internal_local: false,
                 endpoints: eps,
+                local_endpoints: vec![],
             },
         );
     }

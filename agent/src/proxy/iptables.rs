@@ -2,16 +2,24 @@
 //! wording, so `iptables-save` on a node reads like one running kube-proxy:
 //!
 //! - nat `KUBE-SERVICES` (from PREROUTING and OUTPUT): one rule per service
-//!   port matching its cluster IP, jumping to `KUBE-SVC-<hash>`; its last rule
-//!   sends traffic to local addresses on to `KUBE-NODEPORTS`.
-//! - `KUBE-SVC-<hash>`: marks traffic from outside `--cluster-cidr` for
-//!   masquerade, then picks an endpoint at random (`-m statistic`, probability
-//!   1/(n-i) for the i-th of n, so each gets 1/n).
-//! - `KUBE-SEP-<hash>`: marks hairpin traffic (from the endpoint itself), DNAT.
-//! - `KUBE-EXT-<hash>` (NodePort): marks for masquerade, then `KUBE-SVC-`.
+//!   port matching its cluster IP, jumping to `KUBE-SVC-<hash>` (`KUBE-SVL-`
+//!   under `internalTrafficPolicy: Local`), and one per external IP, jumping
+//!   to `KUBE-EXT-<hash>`; its last rule sends traffic to local addresses on
+//!   to `KUBE-NODEPORTS`.
+//! - `KUBE-SVC-<hash>` (all endpoints) / `KUBE-SVL-<hash>` (this node's, for
+//!   the Local policies): marks traffic from outside `--cluster-cidr` for
+//!   masquerade; with ClientIP affinity, sends a client back to the endpoint
+//!   it had (`-m recent --rcheck`); then picks an endpoint at random
+//!   (`-m statistic`, probability 1/(n-i) for the i-th of n, so each gets 1/n).
+//! - `KUBE-SEP-<hash>`: marks hairpin traffic (from the endpoint itself),
+//!   records the client for affinity (`-m recent --set`), DNAT.
+//! - `KUBE-EXT-<hash>` (NodePort, external IPs): marks for masquerade, then
+//!   `KUBE-SVC-`; under `externalTrafficPolicy: Local` no SNAT, pods and the
+//!   node go to `KUBE-SVC-`, everyone else to `KUBE-SVL-`.
 //! - `KUBE-MARK-MASQ` sets mark 0x4000; `KUBE-POSTROUTING` masquerades it.
 //! - filter `KUBE-SERVICES` / `KUBE-EXTERNAL-SERVICES`: REJECT for service
-//!   ports without endpoints, so clients are refused at once.
+//!   ports without endpoints, so clients are refused at once; DROP for a
+//!   Local policy without an endpoint on this node.
 //!
 //! Everything here is pure: [`Ruleset::render`] from the model, and
 //! [`render_restore`] writes all of it or only the parts a partial sync needs.
@@ -101,6 +109,14 @@ pub fn service_chain(name: &ServicePortName, protocol: Protocol) -> String {
 pub fn external_chain(name: &ServicePortName, protocol: Protocol) -> String {
     format!(
         "KUBE-EXT-{}",
+        hash16(&[&name.to_string(), protocol.as_str()])
+    )
+}
+
+/// `KUBE-SVL-`: the endpoints of a Local traffic policy (same hash as its SVC chain).
+pub fn local_chain(name: &ServicePortName, protocol: Protocol) -> String {
+    format!(
+        "KUBE-SVL-{}",
         hash16(&[&name.to_string(), protocol.as_str()])
     )
 }
@@ -241,7 +257,8 @@ pub fn jump_rules() -> Vec<JumpRule> {
 /// the shared chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRules {
-    /// `KUBE-SVC-`, `KUBE-EXT-`, then the `KUBE-SEP-` chains; empty without endpoints.
+    /// `KUBE-SVC-`, `KUBE-SVL-`, `KUBE-EXT-` (those in use), then the
+    /// `KUBE-SEP-` chains; empty without endpoints.
     pub chains: Vec<String>,
     /// The `-A` lines of those chains.
     pub rules: Vec<String>,
@@ -253,10 +270,27 @@ pub struct ServiceRules {
 }
 
 impl ServiceRules {
+    /// kube-proxy's `syncProxyRules` for one service port, in its order:
+    /// capture rules (cluster IP, external IPs, node port) or filter rules
+    /// for destinations with nowhere to go, then the SVC/SVL/EXT chains and
+    /// one SEP chain per endpoint they lead to.
     pub fn render(sp: &ServicePort, opts: &RenderOptions, large_cluster: bool) -> ServiceRules {
         let name = sp.name.to_string();
         let proto = sp.protocol.as_str();
+        let r = sp.routing();
         let svc_chain = service_chain(&sp.name, sp.protocol);
+        let svl_chain = local_chain(&sp.name, sp.protocol);
+        let ext_chain = external_chain(&sp.name, sp.protocol);
+        let internal_chain = if r.internal_local {
+            &svl_chain
+        } else {
+            &svc_chain
+        };
+        let external_policy_chain = if r.external_local {
+            &svl_chain
+        } else {
+            &svc_chain
+        };
         let dest = format!(
             "-m {proto} -p {proto} -d {} --dport {}",
             sp.cluster_ip, sp.port
@@ -268,76 +302,182 @@ impl ServiceRules {
             nodeports_rules: vec![],
             filter_rules: vec![],
         };
-        if sp.endpoints.is_empty() {
+        // No endpoints anywhere: refused. Endpoints, but none on this node
+        // for a Local policy: dropped.
+        let (internal_verdict, external_verdict) = if !r.has_endpoints {
             let c = comment(&format!("{name} has no endpoints"));
+            ((c.clone(), "REJECT"), (c, "REJECT"))
+        } else {
+            let c = comment(&format!("{name} has no local endpoints"));
+            ((c.clone(), "DROP"), (c, "DROP"))
+        };
+        let cluster_ip_comment = comment(&format!("{name} cluster IP"));
+        if r.has_internal {
+            out.services_rules.push(format!(
+                "-A {KUBE_SERVICES} {cluster_ip_comment} {dest} -j {internal_chain}"
+            ));
+        } else {
+            let (c, verdict) = &internal_verdict;
             out.filter_rules
-                .push(format!("-A {KUBE_SERVICES} {c} {dest} -j REJECT"));
-            if let Some(np) = sp.node_port {
-                out.filter_rules.push(format!(
-                    "-A {KUBE_EXTERNAL_SERVICES} {c} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j REJECT"
+                .push(format!("-A {KUBE_SERVICES} {c} {dest} -j {verdict}"));
+        }
+        for ip in &sp.external_ips {
+            let ext_dest = format!("-m {proto} -p {proto} -d {ip} --dport {}", sp.port);
+            if r.has_endpoints {
+                out.services_rules.push(format!(
+                    "-A {KUBE_SERVICES} {} {ext_dest} -j {ext_chain}",
+                    comment(&format!("{name} external IP"))
                 ));
             }
+            if !r.has_external {
+                let (c, verdict) = &external_verdict;
+                out.filter_rules.push(format!(
+                    "-A {KUBE_EXTERNAL_SERVICES} {c} {ext_dest} -j {verdict}"
+                ));
+            }
+        }
+        if let Some(np) = sp.node_port {
+            if r.has_endpoints {
+                out.nodeports_rules.push(format!(
+                    "-A {KUBE_NODEPORTS} {} -m {proto} -p {proto} --dport {np} -j {ext_chain}",
+                    comment(&name)
+                ));
+            }
+            if !r.has_external {
+                let (c, verdict) = &external_verdict;
+                out.filter_rules.push(format!(
+                    "-A {KUBE_EXTERNAL_SERVICES} {c} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j {verdict}"
+                ));
+            }
+        }
+        if !r.has_endpoints {
             return out;
         }
-        let cluster_ip_comment = comment(&format!("{name} cluster IP"));
-        out.services_rules.push(format!(
-            "-A {KUBE_SERVICES} {cluster_ip_comment} {dest} -j {svc_chain}"
-        ));
-        out.chains.push(svc_chain.clone());
-        if let Some(cidr) = &opts.cluster_cidr {
+        if !r.cluster.is_empty() {
+            out.chains.push(svc_chain.clone());
+        }
+        if !r.local.is_empty() {
+            out.chains.push(svl_chain.clone());
+        }
+        if r.has_internal
+            && let Some(cidr) = &opts.cluster_cidr
+        {
             // Traffic to the cluster IP from outside the pod network (the node
             // itself, or routed in from elsewhere) may leave the node again.
             out.rules.push(format!(
-                "-A {svc_chain} {cluster_ip_comment} {dest} ! -s {cidr} -j {KUBE_MARK_MASQ}"
+                "-A {internal_chain} {cluster_ip_comment} {dest} ! -s {cidr} -j {KUBE_MARK_MASQ}"
             ));
         }
-        if let Some(np) = sp.node_port {
-            let ext = external_chain(&sp.name, sp.protocol);
-            out.nodeports_rules.push(format!(
-                "-A {KUBE_NODEPORTS} {} -m {proto} -p {proto} --dport {np} -j {ext}",
-                comment(&name)
-            ));
-            out.chains.push(ext.clone());
-            out.rules.push(format!(
-                "-A {ext} {} -j {KUBE_MARK_MASQ}",
-                comment(&format!(
-                    "masquerade traffic for {name} external destinations"
-                ))
-            ));
-            out.rules.push(format!("-A {ext} -j {svc_chain}"));
+        if r.uses_external_chain {
+            out.chains.push(ext_chain.clone());
+            if !r.external_local {
+                // Endpoints may be on other nodes: replies must come back here.
+                out.rules.push(format!(
+                    "-A {ext_chain} {} -j {KUBE_MARK_MASQ}",
+                    comment(&format!(
+                        "masquerade traffic for {name} external destinations"
+                    ))
+                ));
+            } else {
+                // Only this node's endpoints: the client's address is kept,
+                // except for pods and the node itself, which are sent to any
+                // endpoint as if they had gone out to a load balancer.
+                if let Some(cidr) = &opts.cluster_cidr {
+                    out.rules.push(format!(
+                        "-A {ext_chain} {} -s {cidr} -j {svc_chain}",
+                        comment(&format!("pod traffic for {name} external destinations"))
+                    ));
+                }
+                out.rules.push(format!(
+                    "-A {ext_chain} {} -m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}",
+                    comment(&format!(
+                        "masquerade LOCAL traffic for {name} external destinations"
+                    ))
+                ));
+                out.rules.push(format!(
+                    "-A {ext_chain} {} -m addrtype --src-type LOCAL -j {svc_chain}",
+                    comment(&format!(
+                        "route LOCAL traffic for {name} external destinations"
+                    ))
+                ));
+            }
+            if r.has_external {
+                out.rules
+                    .push(format!("-A {ext_chain} -j {external_policy_chain}"));
+            }
         }
-        let n = sp.endpoints.len();
         let sep_comment = if large_cluster {
             String::new()
         } else {
             format!("{} ", comment(&name))
         };
-        for (i, ep) in sp.endpoints.iter().enumerate() {
+        for (chain, eps) in [(&svc_chain, r.cluster), (&svl_chain, r.local)] {
+            if !eps.is_empty() {
+                endpoint_jumps(&mut out.rules, sp, chain, eps, large_cluster);
+            }
+        }
+        for ep in &r.reachable {
             let sep = endpoint_chain(&sp.name, sp.protocol, ep);
-            let mut rule = format!("-A {svc_chain} ");
-            if !large_cluster {
-                rule.push_str(&comment(&format!("{name} -> {ep}")));
-                rule.push(' ');
-            }
-            if i + 1 < n {
-                let _ = write!(
-                    rule,
-                    "-m statistic --mode random --probability {} ",
-                    probability(n - i)
-                );
-            }
-            let _ = write!(rule, "-j {sep}");
-            out.rules.push(rule);
             out.rules.push(format!(
                 "-A {sep} {sep_comment}-s {} -j {KUBE_MARK_MASQ}",
                 ep.ip
             ));
+            // Affinity: remember which endpoint this client got.
+            let recent = if sp.affinity_timeout.is_some() {
+                format!("-m recent --name {sep} --set ")
+            } else {
+                String::new()
+            };
             out.rules.push(format!(
-                "-A {sep} {sep_comment}-m {proto} -p {proto} -j DNAT --to-destination {ep}"
+                "-A {sep} {sep_comment}{recent}-m {proto} -p {proto} -j DNAT --to-destination {ep}"
             ));
             out.chains.push(sep);
         }
         out
+    }
+}
+
+/// The rules of a policy chain (`KUBE-SVC-`/`KUBE-SVL-`) leading to `eps`:
+/// with ClientIP affinity, first back to the endpoint a client had within
+/// the timeout, then one at random (`-m statistic`, probability 1/(n-i) for
+/// the i-th of n, so each gets 1/n).
+fn endpoint_jumps(
+    rules: &mut Vec<String>,
+    sp: &ServicePort,
+    chain: &str,
+    eps: &[Endpoint],
+    large_cluster: bool,
+) {
+    let name = sp.name.to_string();
+    let head = |ep: &Endpoint| {
+        let mut rule = format!("-A {chain} ");
+        if !large_cluster {
+            rule.push_str(&comment(&format!("{name} -> {ep}")));
+            rule.push(' ');
+        }
+        rule
+    };
+    if let Some(timeout) = sp.affinity_timeout {
+        for ep in eps {
+            let sep = endpoint_chain(&sp.name, sp.protocol, ep);
+            rules.push(format!(
+                "{}-m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}",
+                head(ep)
+            ));
+        }
+    }
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let mut rule = head(ep);
+        if i + 1 < n {
+            let _ = write!(
+                rule,
+                "-m statistic --mode random --probability {} ",
+                probability(n - i)
+            );
+        }
+        let _ = write!(rule, "-j {}", endpoint_chain(&sp.name, sp.protocol, ep));
+        rules.push(rule);
     }
 }
 
@@ -704,7 +844,7 @@ pub fn render_cleanup(nat: &SavedTable, filter: &SavedTable) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::model::tests::{EndpointSpec, service, slice};
+    use crate::proxy::model::tests::{EndpointSpec, NODE, on_nodes, service, slice, spec};
 
     fn name(ns: &str, svc: &str, port: &str) -> ServicePortName {
         ServicePortName {
@@ -765,7 +905,7 @@ mod tests {
             80,
             &[("10.180.0.1", None, None, None)],
         );
-        let model = ProxyModel::build([&svc], [&eps]);
+        let model = ProxyModel::build([&svc], [&eps], NODE);
         let text = render_ruleset(&model, &opts());
         let want = "\
 *filter
@@ -815,7 +955,7 @@ COMMIT
                 ("10.1.0.6", None, None, None),
             ],
         );
-        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps]), &opts());
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let probs: Vec<Option<&str>> = rs
             .services
             .values()
@@ -854,7 +994,7 @@ COMMIT
             "10.96.0.20",
             &[("http", 80, 30080)],
         );
-        let model = ProxyModel::build([&svc], []);
+        let model = ProxyModel::build([&svc], [], NODE);
         let rs = Ruleset::render(&model, &opts());
         let s = &rs.services[&name("ns1", "gone", "http")];
         assert!(s.chains.is_empty() && s.rules.is_empty() && s.services_rules.is_empty());
@@ -889,7 +1029,7 @@ COMMIT
             &[("10.180.0.3", None, None, None)],
         );
         let rs = Ruleset::render(
-            &ProxyModel::build([&svc], [&eps]),
+            &ProxyModel::build([&svc], [&eps], NODE),
             &RenderOptions::default(),
         );
         let s = &rs.services[&name("ns3", "svc3", "p80")];
@@ -928,7 +1068,7 @@ COMMIT
             .map(|ip| (ip.as_str(), None, None, None))
             .collect();
         let s = slice("ns", "big", "", 80, &eps);
-        let rs = Ruleset::render(&ProxyModel::build([&svc], [&s]), &opts());
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&s], NODE), &opts());
         let rules = &rs.services.values().next().unwrap().rules;
         assert!(
             rules
@@ -948,7 +1088,7 @@ COMMIT
             80,
             &[("10.180.0.1", None, None, None)],
         );
-        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps]), &opts());
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let key = name("ns1", "svc1", "p80");
         let plan = WritePlan {
             services: vec![&key],
@@ -980,8 +1120,8 @@ COMMIT
             ],
         );
         let eb1 = slice("ns", "b", "", 80, &[("10.1.0.3", None, None, None)]);
-        let mut rs = Ruleset::render(&ProxyModel::build([&a, &b], [&ea, &eb]), &opts());
-        let after = ProxyModel::build([&a, &b], [&ea, &eb1]);
+        let mut rs = Ruleset::render(&ProxyModel::build([&a, &b], [&ea, &eb], NODE), &opts());
+        let after = ProxyModel::build([&a, &b], [&ea, &eb1], NODE);
         let change = rs.update(&after);
         assert_eq!(change.services, [name("ns", "b", "")]);
         let gone = endpoint_chain(
@@ -998,7 +1138,7 @@ COMMIT
         assert_eq!(change.stale_chains, [gone]);
         assert_eq!(rs, Ruleset::render(&after, &opts()));
         // Service a deleted: all its chains are stale, nothing to write.
-        let only_b = ProxyModel::build([&b], [&eb1]);
+        let only_b = ProxyModel::build([&b], [&eb1], NODE);
         let change = rs.update(&only_b);
         assert!(change.services.is_empty());
         assert_eq!(change.stale_chains.len(), 2);
@@ -1051,6 +1191,260 @@ COMMIT
         assert_eq!(
             render_cleanup(&SavedTable::default(), &SavedTable::default()),
             None
+        );
+    }
+
+    #[test]
+    fn client_ip_affinity_sends_a_client_back_to_its_endpoint_with_recent() {
+        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
+        spec(&mut svc).session_affinity = Some("ClientIP".into());
+        let eps = slice(
+            "ns1",
+            "svc1",
+            "p80",
+            80,
+            &[
+                ("10.180.0.1", None, None, None),
+                ("10.180.0.2", None, None, None),
+            ],
+        );
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let s = &rs.services[&name("ns1", "svc1", "p80")];
+        assert_eq!(
+            s.chains,
+            [
+                "KUBE-SVC-XPGD46QRK7WJZT7O",
+                "KUBE-SEP-SXIVWICOYRO3J4NJ",
+                "KUBE-SEP-LXVODXWDISEETFEF"
+            ]
+        );
+        assert_eq!(
+            s.rules,
+            [
+                "-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment \"ns1/svc1:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ",
+                "-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment \"ns1/svc1:p80 -> 10.180.0.1:80\" -m recent --name KUBE-SEP-SXIVWICOYRO3J4NJ --rcheck --seconds 10800 --reap -j KUBE-SEP-SXIVWICOYRO3J4NJ",
+                "-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment \"ns1/svc1:p80 -> 10.180.0.2:80\" -m recent --name KUBE-SEP-LXVODXWDISEETFEF --rcheck --seconds 10800 --reap -j KUBE-SEP-LXVODXWDISEETFEF",
+                "-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment \"ns1/svc1:p80 -> 10.180.0.1:80\" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-SXIVWICOYRO3J4NJ",
+                "-A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment \"ns1/svc1:p80 -> 10.180.0.2:80\" -j KUBE-SEP-LXVODXWDISEETFEF",
+                "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -s 10.180.0.1 -j KUBE-MARK-MASQ",
+                "-A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m recent --name KUBE-SEP-SXIVWICOYRO3J4NJ --set -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80",
+                "-A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment ns1/svc1:p80 -s 10.180.0.2 -j KUBE-MARK-MASQ",
+                "-A KUBE-SEP-LXVODXWDISEETFEF -m comment --comment ns1/svc1:p80 -m recent --name KUBE-SEP-LXVODXWDISEETFEF --set -m tcp -p tcp -j DNAT --to-destination 10.180.0.2:80",
+            ]
+        );
+        // A timeout of its own; a changed timeout is a changed service.
+        use k8s_openapi::api::core::v1::{ClientIPConfig, SessionAffinityConfig};
+        spec(&mut svc).session_affinity_config = Some(SessionAffinityConfig {
+            client_ip: Some(ClientIPConfig {
+                timeout_seconds: Some(60),
+            }),
+        });
+        let mut rs = rs;
+        let change = rs.update(&ProxyModel::build([&svc], [&eps], NODE));
+        assert_eq!(change.services, [name("ns1", "svc1", "p80")]);
+        assert!(change.stale_chains.is_empty());
+        let rules = &rs.services[&name("ns1", "svc1", "p80")].rules;
+        assert_eq!(
+            rules
+                .iter()
+                .filter(|r| r.contains("--rcheck --seconds 60 --reap"))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn external_ips_go_through_the_external_chain_that_masquerades() {
+        let mut svc = service(
+            "ns2",
+            "svc2",
+            "NodePort",
+            "172.30.0.42",
+            &[("p80", 80, 3002)],
+        );
+        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
+        let eps = slice(
+            "ns2",
+            "svc2",
+            "p80",
+            80,
+            &[("10.180.0.2", None, None, None)],
+        );
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let s = &rs.services[&name("ns2", "svc2", "p80")];
+        assert_eq!(
+            s.services_rules,
+            [
+                "-A KUBE-SERVICES -m comment --comment \"ns2/svc2:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.42 --dport 80 -j KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+                "-A KUBE-SERVICES -m comment --comment \"ns2/svc2:p80 external IP\" -m tcp -p tcp -d 192.168.99.22 --dport 80 -j KUBE-EXT-GNZBNJ2PO5MGZ6GT",
+            ]
+        );
+        assert_eq!(
+            s.nodeports_rules,
+            [
+                "-A KUBE-NODEPORTS -m comment --comment ns2/svc2:p80 -m tcp -p tcp --dport 3002 -j KUBE-EXT-GNZBNJ2PO5MGZ6GT"
+            ]
+        );
+        assert_eq!(
+            s.chains,
+            [
+                "KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+                "KUBE-EXT-GNZBNJ2PO5MGZ6GT",
+                "KUBE-SEP-RS4RBKLTHTF2IUXJ"
+            ]
+        );
+        assert_eq!(
+            s.rules[1..3],
+            [
+                "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment \"masquerade traffic for ns2/svc2:p80 external destinations\" -j KUBE-MARK-MASQ",
+                "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -j KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+            ]
+        );
+        assert!(s.filter_rules.is_empty());
+        // External IPs alone (a ClusterIP service) make the external chain too.
+        let mut cip = service("ns2", "svc2", "ClusterIP", "172.30.0.42", &[("p80", 80, 0)]);
+        spec(&mut cip).external_ips = Some(vec!["192.168.99.22".into()]);
+        let rs = Ruleset::render(&ProxyModel::build([&cip], [&eps], NODE), &opts());
+        let s = &rs.services[&name("ns2", "svc2", "p80")];
+        assert!(s.chains.contains(&"KUBE-EXT-GNZBNJ2PO5MGZ6GT".to_string()));
+        assert!(s.nodeports_rules.is_empty());
+        // Without endpoints the external IP is refused, like the node port.
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [], NODE), &opts());
+        assert_eq!(
+            rs.services[&name("ns2", "svc2", "p80")].filter_rules,
+            [
+                "-A KUBE-SERVICES -m comment --comment \"ns2/svc2:p80 has no endpoints\" -m tcp -p tcp -d 172.30.0.42 --dport 80 -j REJECT",
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"ns2/svc2:p80 has no endpoints\" -m tcp -p tcp -d 192.168.99.22 --dport 80 -j REJECT",
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"ns2/svc2:p80 has no endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3002 -j REJECT",
+            ]
+        );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints() {
+        let mut svc = service(
+            "ns2",
+            "svc2",
+            "NodePort",
+            "172.30.0.42",
+            &[("p80", 80, 3002)],
+        );
+        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
+        spec(&mut svc).external_traffic_policy = Some("Local".into());
+        let eps = on_nodes(
+            slice(
+                "ns2",
+                "svc2",
+                "p80",
+                80,
+                &[
+                    ("10.180.0.2", None, None, None),
+                    ("10.180.1.2", None, None, None),
+                ],
+            ),
+            &[NODE, "node2"],
+        );
+        let mut rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let s = &rs.services[&name("ns2", "svc2", "p80")];
+        assert_eq!(
+            s.chains,
+            [
+                "KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+                "KUBE-SVL-GNZBNJ2PO5MGZ6GT",
+                "KUBE-EXT-GNZBNJ2PO5MGZ6GT",
+                "KUBE-SEP-RS4RBKLTHTF2IUXJ",
+                "KUBE-SEP-J7UNSSMXXN3UTZD6"
+            ]
+        );
+        assert_eq!(
+            s.rules[..8],
+            [
+                "-A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment \"ns2/svc2:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.42 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ",
+                "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment \"pod traffic for ns2/svc2:p80 external destinations\" -s 10.0.0.0/8 -j KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+                "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment \"masquerade LOCAL traffic for ns2/svc2:p80 external destinations\" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment \"route LOCAL traffic for ns2/svc2:p80 external destinations\" -m addrtype --src-type LOCAL -j KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+                "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -j KUBE-SVL-GNZBNJ2PO5MGZ6GT",
+                "-A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment \"ns2/svc2:p80 -> 10.180.0.2:80\" -m statistic --mode random --probability 0.5000000000 -j KUBE-SEP-RS4RBKLTHTF2IUXJ",
+                "-A KUBE-SVC-GNZBNJ2PO5MGZ6GT -m comment --comment \"ns2/svc2:p80 -> 10.180.1.2:80\" -j KUBE-SEP-J7UNSSMXXN3UTZD6",
+                "-A KUBE-SVL-GNZBNJ2PO5MGZ6GT -m comment --comment \"ns2/svc2:p80 -> 10.180.0.2:80\" -j KUBE-SEP-RS4RBKLTHTF2IUXJ",
+            ]
+        );
+        // No external traffic is masqueraded unconditionally.
+        assert!(!s.rules.iter().any(|r| r.contains("masquerade traffic for")));
+        assert!(s.filter_rules.is_empty());
+
+        // On a node without an endpoint of its own: external traffic from
+        // elsewhere is dropped in filter; pods and the node still get through.
+        let elsewhere = ProxyModel::build([&svc], [&eps], "node3");
+        let change = rs.update(&elsewhere);
+        assert_eq!(change.stale_chains, ["KUBE-SVL-GNZBNJ2PO5MGZ6GT"]);
+        let s = &rs.services[&name("ns2", "svc2", "p80")];
+        assert_eq!(
+            s.filter_rules,
+            [
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"ns2/svc2:p80 has no local endpoints\" -m tcp -p tcp -d 192.168.99.22 --dport 80 -j DROP",
+                "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"ns2/svc2:p80 has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3002 -j DROP",
+            ]
+        );
+        assert!(s.rules.iter().all(|r| !r.contains("KUBE-SVL-")));
+        assert_eq!(
+            s.rules
+                .iter()
+                .filter(|r| r.starts_with("-A KUBE-EXT-"))
+                .count(),
+            3,
+            "{:#?}",
+            s.rules
+        );
+        assert_eq!(rs, Ruleset::render(&elsewhere, &opts()));
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_sends_the_cluster_ip_to_local_endpoints_or_drops() {
+        let mut svc = service("ns3", "svc3", "ClusterIP", "172.30.0.43", &[("p80", 80, 0)]);
+        spec(&mut svc).internal_traffic_policy = Some("Local".into());
+        let eps = on_nodes(
+            slice(
+                "ns3",
+                "svc3",
+                "p80",
+                80,
+                &[
+                    ("10.180.0.3", None, None, None),
+                    ("10.180.1.3", None, None, None),
+                ],
+            ),
+            &[NODE, "node2"],
+        );
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let s = &rs.services[&name("ns3", "svc3", "p80")];
+        assert_eq!(
+            s.services_rules,
+            [
+                "-A KUBE-SERVICES -m comment --comment \"ns3/svc3:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.43 --dport 80 -j KUBE-SVL-X27LE4BHSL4DOUIK"
+            ]
+        );
+        assert_eq!(
+            s.chains,
+            ["KUBE-SVL-X27LE4BHSL4DOUIK", "KUBE-SEP-OYPFS5VJICHGATKP"]
+        );
+        assert_eq!(
+            s.rules,
+            [
+                "-A KUBE-SVL-X27LE4BHSL4DOUIK -m comment --comment \"ns3/svc3:p80 cluster IP\" -m tcp -p tcp -d 172.30.0.43 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ",
+                "-A KUBE-SVL-X27LE4BHSL4DOUIK -m comment --comment \"ns3/svc3:p80 -> 10.180.0.3:80\" -j KUBE-SEP-OYPFS5VJICHGATKP",
+                "-A KUBE-SEP-OYPFS5VJICHGATKP -m comment --comment ns3/svc3:p80 -s 10.180.0.3 -j KUBE-MARK-MASQ",
+                "-A KUBE-SEP-OYPFS5VJICHGATKP -m comment --comment ns3/svc3:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.3:80",
+            ]
+        );
+        let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], "node3"), &opts());
+        let s = &rs.services[&name("ns3", "svc3", "p80")];
+        assert!(s.chains.is_empty() && s.services_rules.is_empty());
+        assert_eq!(
+            s.filter_rules,
+            [
+                "-A KUBE-SERVICES -m comment --comment \"ns3/svc3:p80 has no local endpoints\" -m tcp -p tcp -d 172.30.0.43 --dport 80 -j DROP"
+            ]
         );
     }
 }

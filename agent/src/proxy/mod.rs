@@ -1,9 +1,12 @@
 //! The service proxy (kube-proxy's job on this node): Services and
 //! EndpointSlices of all namespaces, watched through the apiserver, become
-//! iptables or nftables rules that send traffic for a cluster IP or a
-//! NodePort to the service's ready endpoints.
+//! iptables or nftables rules that send traffic for a cluster IP, a NodePort
+//! or an external IP to the service's ready endpoints (this node's only under
+//! a Local traffic policy), keeping a client on one endpoint with ClientIP
+//! session affinity.
 //!
-//! - [`model`]: API objects → service ports with their endpoints (pure).
+//! - [`model`]: API objects and the node's name → service ports with their
+//!   endpoints (pure).
 //! - [`iptables`]: the model → `iptables-restore` text, kube-proxy's layout (pure).
 //! - [`nftables`]: the model → an `nft -f` table of its own, and its syncer.
 //! - [`sync`]: partial syncs against what was last applied, and their pacing.
@@ -53,6 +56,9 @@ pub struct ProxyOptions {
     /// The node's addresses (NodePorts answer there in nftables mode; the
     /// iptables mode takes every local address, as kube-proxy's default).
     pub node_ips: Vec<Ipv4Addr>,
+    /// This node's name: endpoints whose `nodeName` is it are local (the
+    /// `Local` traffic policies).
+    pub node_name: String,
 }
 
 /// The syncer of `opts.mode` (`None` for `--proxy-mode none`), with the
@@ -161,8 +167,10 @@ pub fn start(client: Client, opts: ProxyOptions) -> Result<(), ApplyError> {
         min_sync_period = ?opts.periods.min_sync_period,
         sync_period = ?opts.periods.sync_period,
         cluster_cidr = opts.cluster_cidr.as_deref().unwrap_or("none"),
+        node = %opts.node_name,
         "service proxy: watching Services and EndpointSlices"
     );
+    let node_name = opts.node_name.clone();
     let model = move || {
         if !services.listed.load(Ordering::SeqCst) || !slices.listed.load(Ordering::SeqCst) {
             return None;
@@ -172,6 +180,7 @@ pub fn start(client: Client, opts: ProxyOptions) -> Result<(), ApplyError> {
         Some(ProxyModel::build(
             svcs.iter().map(|s| s.as_ref()),
             eps.iter().map(|s| s.as_ref()),
+            &node_name,
         ))
     };
     tokio::spawn(async move {

@@ -1,7 +1,9 @@
 //! What the proxy programs, reduced from the API's `Service` and
 //! `discovery.k8s.io/v1` `EndpointSlice` objects: one [`ServicePort`] per port
-//! of every service with a cluster IP, with the endpoints traffic may go to.
-//! Pure: the renderers ([`super::iptables`], [`super::nftables`]) turn it into
+//! of every service with a cluster IP, with the endpoints traffic may go to
+//! (all nodes', and this node's for the Local traffic policies);
+//! [`ServicePort::routing`] is kube-proxy's reading of those policies, shared
+//! by both renderers. Pure: the renderers ([`super::iptables`], [`super::nftables`]) turn it into
 //! rules.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +76,9 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+
 /// One port of one service, with the endpoints the proxy sends its traffic to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
@@ -82,8 +87,92 @@ pub struct ServicePort {
     pub cluster_ip: Ipv4Addr,
     pub port: u16,
     pub node_port: Option<u16>,
-    /// Sorted; empty means the service is refused (REJECT).
+    /// `spec.externalIPs` (the IPv4 ones, sorted): traffic to them on `port`
+    /// is the service's, like NodePort traffic.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `sessionAffinity: ClientIP`: how many seconds a client keeps its endpoint.
+    pub affinity_timeout: Option<u32>,
+    /// `externalTrafficPolicy: Local`, on a port with external destinations.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local`.
+    pub internal_local: bool,
+    /// Sorted; the endpoints of the Cluster policy (all nodes'); empty means
+    /// the service has no endpoint anywhere and is refused (REJECT).
     pub endpoints: Vec<Endpoint>,
+    /// Sorted; the endpoints on this node, when a Local policy uses them
+    /// (empty otherwise).
+    pub local_endpoints: Vec<Endpoint>,
+}
+
+/// Where a port's traffic goes under its traffic policies, as kube-proxy
+/// decides it (`CategorizeEndpoints` and its proxiers' `has*Endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing<'a> {
+    /// The Cluster-policy chain's endpoints; empty: no such chain.
+    pub cluster: &'a [Endpoint],
+    /// The Local-policy chain's endpoints; empty: no such chain.
+    pub local: &'a [Endpoint],
+    /// Every endpoint some chain leads to (one endpoint chain each), sorted.
+    pub reachable: Vec<Endpoint>,
+    /// Endpoints exist somewhere; without any, every destination is refused.
+    pub has_endpoints: bool,
+    /// Cluster IP traffic goes to the Local chain (else the Cluster one).
+    pub internal_local: bool,
+    /// Cluster IP traffic has somewhere to go (else it is dropped).
+    pub has_internal: bool,
+    /// External traffic that is not short-circuited goes to the Local chain.
+    pub external_local: bool,
+    /// External traffic has somewhere to go (else it is dropped).
+    pub has_external: bool,
+    /// NodePort / external IP traffic enters through the external chain.
+    pub uses_external_chain: bool,
+}
+
+impl ServicePort {
+    /// A NodePort or external IPs: traffic from outside reaches the service.
+    pub fn externally_accessible(&self) -> bool {
+        self.node_port.is_some() || !self.external_ips.is_empty()
+    }
+
+    /// Whether the Cluster policy's endpoints are used: for cluster IP
+    /// traffic under `internalTrafficPolicy: Cluster`, and always when the
+    /// port is external (pod and node traffic to external destinations is
+    /// short-circuited to them even under `externalTrafficPolicy: Local`).
+    pub fn uses_cluster_endpoints(&self) -> bool {
+        !self.internal_local || self.externally_accessible()
+    }
+
+    /// Whether a Local policy applies (so the model keeps local endpoints).
+    pub fn uses_local_endpoints(&self) -> bool {
+        self.internal_local || (self.external_local && self.externally_accessible())
+    }
+
+    pub fn routing(&self) -> Routing<'_> {
+        let cluster: &[Endpoint] = if self.uses_cluster_endpoints() {
+            &self.endpoints
+        } else {
+            &[]
+        };
+        let local: &[Endpoint] = if self.uses_local_endpoints() {
+            &self.local_endpoints
+        } else {
+            &[]
+        };
+        let reachable: BTreeSet<Endpoint> = cluster.iter().chain(local).copied().collect();
+        let has_endpoints = !self.endpoints.is_empty();
+        let external_local = self.external_local && self.externally_accessible();
+        Routing {
+            cluster,
+            local,
+            reachable: reachable.into_iter().collect(),
+            has_endpoints,
+            internal_local: self.internal_local,
+            has_internal: has_endpoints && (!self.internal_local || !local.is_empty()),
+            external_local,
+            has_external: has_endpoints && (!external_local || !local.is_empty()),
+            uses_external_chain: has_endpoints && self.externally_accessible(),
+        }
+    }
 }
 
 /// Every service port the node proxies, in a stable order.
@@ -93,17 +182,22 @@ pub struct ProxyModel {
 }
 
 impl ProxyModel {
-    /// The model of `services` with the endpoints of `slices`.
+    /// The model of `services` with the endpoints of `slices`, on the node
+    /// `node_name` (endpoints whose `nodeName` is it are local).
     pub fn build<'a>(
         services: impl IntoIterator<Item = &'a Service>,
         slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        node_name: &str,
     ) -> ProxyModel {
-        let endpoints = endpoints_by_port(slices);
+        let endpoints = endpoints_by_port(slices, node_name);
         let mut out = BTreeMap::new();
         for svc in services {
             for mut sp in service_ports(svc) {
                 if let Some(eps) = endpoints.get(&(sp.name.clone(), sp.protocol)) {
-                    sp.endpoints = eps.clone();
+                    sp.endpoints = eps.cluster.clone();
+                    if sp.uses_local_endpoints() {
+                        sp.local_endpoints = eps.local.clone();
+                    }
                 }
                 out.insert(sp.name.clone(), sp);
             }
@@ -138,6 +232,25 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
         return vec![];
     };
     let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let external_ips: Vec<Ipv4Addr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+    });
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     spec.ports
         .iter()
         .flatten()
@@ -158,7 +271,17 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
                     .filter(|_| node_ports)
                     .and_then(|n| u16::try_from(n).ok())
                     .filter(|n| *n > 0),
+                external_ips: external_ips.clone(),
+                affinity_timeout,
+                external_local: false,
+                internal_local,
                 endpoints: vec![],
+                local_endpoints: vec![],
+            })
+            .map(|mut sp| {
+                // The policy means nothing without external destinations.
+                sp.external_local = external_local && sp.externally_accessible();
+                sp
             })
         })
         .collect()
@@ -170,14 +293,47 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
 struct Conditions {
     ready: bool,
     serving_terminating: bool,
+    /// On this node (`nodeName`).
+    local: bool,
 }
 
-/// The endpoints of every `(service port, protocol)` in `slices`: the ready
-/// ones, or, when none is ready, those still serving while terminating (so
-/// connections drain during a rollout, as kube-proxy does).
+/// The usable endpoints of one service port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortEndpoints {
+    /// All nodes': the ready ones, or, when none is ready, those still
+    /// serving while terminating (so connections drain during a rollout, as
+    /// kube-proxy does).
+    pub cluster: Vec<Endpoint>,
+    /// This node's, chosen the same way among this node's only.
+    pub local: Vec<Endpoint>,
+}
+
+/// The ready endpoints of `eps` that `keep` selects, or, when none is ready,
+/// the serving-terminating ones.
+fn usable(
+    eps: &BTreeMap<Endpoint, Conditions>,
+    keep: impl Fn(&Conditions) -> bool,
+) -> Vec<Endpoint> {
+    let pick = |f: &dyn Fn(&Conditions) -> bool| -> Vec<Endpoint> {
+        eps.iter()
+            .filter(|(_, c)| keep(c) && f(c))
+            .map(|(e, _)| *e)
+            .collect()
+    };
+    let ready = pick(&|c| c.ready);
+    if ready.is_empty() {
+        pick(&|c| c.serving_terminating)
+    } else {
+        ready
+    }
+}
+
+/// The endpoints of every `(service port, protocol)` in `slices`, as seen
+/// from the node `node_name`.
 pub fn endpoints_by_port<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
-) -> BTreeMap<(ServicePortName, Protocol), Vec<Endpoint>> {
+    node_name: &str,
+) -> BTreeMap<(ServicePortName, Protocol), PortEndpoints> {
     let mut all: BTreeMap<(ServicePortName, Protocol), BTreeMap<Endpoint, Conditions>> =
         BTreeMap::new();
     for slice in slices {
@@ -225,25 +381,15 @@ pub fn endpoints_by_port<'a>(
                 let cond = entry.entry(Endpoint { ip, port: number }).or_default();
                 cond.ready |= ready;
                 cond.serving_terminating |= serving && terminating;
+                cond.local |= !node_name.is_empty() && ep.node_name.as_deref() == Some(node_name);
             }
         }
     }
     all.into_iter()
         .map(|(key, eps)| {
-            let ready: Vec<Endpoint> = eps
-                .iter()
-                .filter(|(_, c)| c.ready)
-                .map(|(e, _)| *e)
-                .collect();
-            let usable = if ready.is_empty() {
-                eps.iter()
-                    .filter(|(_, c)| c.serving_terminating)
-                    .map(|(e, _)| *e)
-                    .collect()
-            } else {
-                ready
-            };
-            (key, usable)
+            let cluster = usable(&eps, |_| true);
+            let local = usable(&eps, |c| c.local);
+            (key, PortEndpoints { cluster, local })
         })
         .collect()
 }
@@ -273,6 +419,9 @@ pub(crate) mod tests {
         Endpoint as ApiEndpoint, EndpointConditions, EndpointPort,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    /// The node the tests' proxy runs on.
+    pub const NODE: &str = "node1";
 
     pub fn service(
         ns: &str,
@@ -348,6 +497,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// The spec of `svc`, to set what [`service`] leaves out.
+    pub fn spec(svc: &mut Service) -> &mut ServiceSpec {
+        svc.spec.as_mut().unwrap()
+    }
+
+    /// `slice` with the `nodeName` of each endpoint, in order.
+    pub fn on_nodes(mut slice: EndpointSlice, nodes: &[&str]) -> EndpointSlice {
+        for (ep, node) in slice.endpoints.iter_mut().zip(nodes) {
+            ep.node_name = Some(node.to_string());
+        }
+        slice
+    }
+
     fn ep(s: &str) -> Endpoint {
         let (ip, port) = s.split_once(':').unwrap();
         Endpoint {
@@ -383,7 +545,7 @@ pub(crate) mod tests {
                 ("10.1.0.4", Some(false), Some(true), Some(true)),
             ],
         );
-        let m = ProxyModel::build([&svc], [&s]);
+        let m = ProxyModel::build([&svc], [&s], NODE);
         let sp = m.services.values().next().unwrap();
         assert_eq!(sp.endpoints, vec![ep("10.1.0.1:8080"), ep("10.1.0.3:8080")]);
         assert_eq!(sp.cluster_ip.to_string(), "10.96.0.10");
@@ -409,7 +571,7 @@ pub(crate) mod tests {
                 ("10.1.0.3", Some(false), Some(false), Some(true)),
             ],
         );
-        let m = ProxyModel::build([&svc], [&s]);
+        let m = ProxyModel::build([&svc], [&s], NODE);
         let sp = m.services.values().next().unwrap();
         assert_eq!(sp.endpoints, vec![ep("10.1.0.2:8080")]);
         assert_eq!(sp.node_port, Some(30080));
@@ -427,7 +589,7 @@ pub(crate) mod tests {
             9090,
             &[("10.1.0.1", None, None, None)],
         );
-        let m = ProxyModel::build([&headless, &ext, &web], [&other_port]);
+        let m = ProxyModel::build([&headless, &ext, &web], [&other_port], NODE);
         assert_eq!(m.services.len(), 1);
         assert!(m.services.values().next().unwrap().endpoints.is_empty());
     }
@@ -446,11 +608,137 @@ pub(crate) mod tests {
                 ("10.1.0.2", None, None, None),
             ],
         );
-        let m = ProxyModel::build([&svc], [&a, &b]);
+        let m = ProxyModel::build([&svc], [&a, &b], NODE);
         assert_eq!(
             m.services.values().next().unwrap().endpoints,
             vec![ep("10.1.0.1:80"), ep("10.1.0.2:80")]
         );
         assert_eq!(m.endpoint_count(), 2);
+    }
+
+    #[test]
+    fn client_ip_affinity_and_external_ips_are_read_from_the_spec() {
+        use k8s_openapi::api::core::v1::{ClientIPConfig, SessionAffinityConfig};
+        let mut svc = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("http", 80, 0)]);
+        let ports = service_ports(&svc);
+        assert_eq!(ports[0].affinity_timeout, None);
+        assert!(ports[0].external_ips.is_empty() && !ports[0].externally_accessible());
+        spec(&mut svc).session_affinity = Some("ClientIP".into());
+        spec(&mut svc).external_ips = Some(vec![
+            "192.168.1.20".into(),
+            "fd00::1".into(),
+            "192.168.1.10".into(),
+            "192.168.1.20".into(),
+        ]);
+        let sp = &service_ports(&svc)[0];
+        assert_eq!(sp.affinity_timeout, Some(DEFAULT_AFFINITY_TIMEOUT));
+        assert_eq!(
+            sp.external_ips,
+            [
+                "192.168.1.10".parse::<Ipv4Addr>().unwrap(),
+                "192.168.1.20".parse().unwrap()
+            ]
+        );
+        assert!(sp.externally_accessible());
+        spec(&mut svc).session_affinity_config = Some(SessionAffinityConfig {
+            client_ip: Some(ClientIPConfig {
+                timeout_seconds: Some(60),
+            }),
+        });
+        assert_eq!(service_ports(&svc)[0].affinity_timeout, Some(60));
+        spec(&mut svc).session_affinity = Some("None".into());
+        assert_eq!(service_ports(&svc)[0].affinity_timeout, None);
+    }
+
+    #[test]
+    fn local_policies_keep_this_nodes_endpoints() {
+        let eps = on_nodes(
+            slice(
+                "ns1",
+                "web",
+                "http",
+                8080,
+                &[
+                    ("10.1.0.1", None, None, None),
+                    ("10.1.0.2", None, None, None),
+                    ("10.2.0.1", None, None, None),
+                ],
+            ),
+            &[NODE, NODE, "node2"],
+        );
+        // externalTrafficPolicy: Local on a ClusterIP service without
+        // external IPs means nothing.
+        let mut svc = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("http", 80, 0)]);
+        spec(&mut svc).external_traffic_policy = Some("Local".into());
+        let m = ProxyModel::build([&svc], [&eps], NODE);
+        let sp = m.services.values().next().unwrap();
+        assert!(!sp.external_local && !sp.uses_local_endpoints());
+        assert!(sp.local_endpoints.is_empty());
+        assert_eq!(sp.endpoints.len(), 3);
+
+        let mut np = service(
+            "ns1",
+            "web",
+            "NodePort",
+            "10.96.0.10",
+            &[("http", 80, 30080)],
+        );
+        spec(&mut np).external_traffic_policy = Some("Local".into());
+        let m = ProxyModel::build([&np], [&eps], NODE);
+        let sp = m.services.values().next().unwrap();
+        assert!(sp.external_local);
+        assert_eq!(
+            sp.local_endpoints,
+            [ep("10.1.0.1:8080"), ep("10.1.0.2:8080")]
+        );
+        let r = sp.routing();
+        assert!(r.has_internal && r.has_external && r.uses_external_chain);
+        assert_eq!(r.cluster.len(), 3);
+        assert_eq!(r.reachable.len(), 3);
+        // On another node only 10.2.0.1 is local; on a third none is.
+        let m = ProxyModel::build([&np], [&eps], "node2");
+        assert_eq!(
+            m.services.values().next().unwrap().local_endpoints,
+            [ep("10.2.0.1:8080")]
+        );
+        let m = ProxyModel::build([&np], [&eps], "node3");
+        let r = m.services.values().next().unwrap().routing();
+        assert!(r.has_endpoints && r.has_internal && !r.has_external);
+
+        // internalTrafficPolicy: Local: only local endpoints, no cluster chain.
+        let mut itp = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("http", 80, 0)]);
+        spec(&mut itp).internal_traffic_policy = Some("Local".into());
+        let m = ProxyModel::build([&itp], [&eps], "node2");
+        let r = m.services.values().next().unwrap().routing();
+        assert!(r.cluster.is_empty() && r.internal_local && r.has_internal);
+        assert_eq!(r.local, [ep("10.2.0.1:8080")]);
+        assert_eq!(r.reachable, [ep("10.2.0.1:8080")]);
+        let m = ProxyModel::build([&itp], [&eps], "node3");
+        let r = m.services.values().next().unwrap().routing();
+        assert!(r.has_endpoints && !r.has_internal && r.reachable.is_empty());
+    }
+
+    #[test]
+    fn a_local_policy_falls_back_to_this_nodes_terminating_endpoints() {
+        let mut svc = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("http", 80, 0)]);
+        spec(&mut svc).internal_traffic_policy = Some("Local".into());
+        let eps = on_nodes(
+            slice(
+                "ns1",
+                "web",
+                "http",
+                8080,
+                &[
+                    ("10.1.0.1", Some(false), Some(true), Some(true)),
+                    ("10.2.0.1", None, None, None),
+                ],
+            ),
+            &[NODE, "node2"],
+        );
+        let m = ProxyModel::build([&svc], [&eps], NODE);
+        let sp = m.services.values().next().unwrap();
+        // Cluster-wide a ready endpoint exists; locally only the draining one.
+        assert_eq!(sp.endpoints, [ep("10.2.0.1:8080")]);
+        assert_eq!(sp.local_endpoints, [ep("10.1.0.1:8080")]);
     }
 }

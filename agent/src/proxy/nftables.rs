@@ -13,6 +13,16 @@
 //! `numgen random mod (N-i) 0 ... dnat to`, the same 1/(N-i) series as the
 //! iptables mode; hairpin traffic is masqueraded through the
 //! `hairpin-connections` set (endpoint . endpoint) as newer kube-proxy does.
+//! Endpoint chains exist only with ClientIP affinity, as kube-proxy lays them
+//! out: `update @affinity-<endpoint> { ip saddr }` (a set with the affinity
+//! timeout) before the DNAT, and `ip saddr @affinity-<endpoint> goto
+//! endpoint-<endpoint>` in the service chain before the random pick.
+//!
+//! External IPs are `service-ips` elements leading to the service's
+//! `external-` chain, like NodePorts; `externalTrafficPolicy: Local` sends
+//! external traffic to a `local-` chain of this node's endpoints (no SNAT),
+//! `internalTrafficPolicy: Local` cluster IP traffic too; without a local
+//! endpoint that traffic is dropped (`no-endpoint-*` verdict `drop`).
 //!
 //! A full sync replaces the table in one transaction; a partial sync writes
 //! only the service chains whose rules changed and the map elements that
@@ -27,7 +37,7 @@ use sha2::{Digest, Sha256};
 
 use super::apply::{ApplyError, run_with_input};
 use super::iptables::MASQ_MARK;
-use super::model::{ProxyModel, ServicePort, ServicePortName};
+use super::model::{Endpoint, ProxyModel, ServicePort, ServicePortName};
 use super::sync::{RuleSyncer, SyncOutcome};
 
 /// The family and name of the proxy's table.
@@ -54,21 +64,39 @@ fn hash8(text: &str) -> String {
         .collect()
 }
 
-/// `HASH-ns/name/proto/port`, kube-proxy's `servicePortChainNameBase`.
-pub fn chain_name_base(sp: &ServicePort) -> String {
-    let name = format!(
-        "{}/{}/{}/{}",
-        sp.name.namespace,
-        sp.name.name,
-        sp.protocol.as_str(),
-        sp.name.port
-    );
-    let mut out = format!("{}-{name}", hash8(&name));
+/// kube-proxy's `hashAndTruncate`: `HASH-name`, cut to the length limit.
+fn hash_and_truncate(name: &str) -> String {
+    let mut out = format!("{}-{name}", hash8(name));
     if out.len() > CHAIN_NAME_BASE_MAX {
         out.truncate(CHAIN_NAME_BASE_MAX - 3);
         out.push_str("...");
     }
     out
+}
+
+/// `HASH-ns/name/proto/port`, kube-proxy's `servicePortChainNameBase`.
+pub fn chain_name_base(sp: &ServicePort) -> String {
+    hash_and_truncate(&format!(
+        "{}/{}/{}/{}",
+        sp.name.namespace,
+        sp.name.name,
+        sp.protocol.as_str(),
+        sp.name.port
+    ))
+}
+
+/// `HASH-ns/name/proto/port__ip/port`, kube-proxy's
+/// `servicePortEndpointChainNameBase`: the endpoint chain and affinity set.
+pub fn endpoint_name_base(sp: &ServicePort, ep: &Endpoint) -> String {
+    hash_and_truncate(&format!(
+        "{}/{}/{}/{}__{}/{}",
+        sp.name.namespace,
+        sp.name.name,
+        sp.protocol.as_str(),
+        sp.name.port,
+        ep.ip,
+        ep.port
+    ))
 }
 
 /// One element of a set or map: what identifies it.
@@ -79,74 +107,208 @@ struct ElementKey {
 }
 
 /// What one service port puts in the table: its chains with their rules,
-/// and its elements (key, then the text after the key: ` comment ".." :
-/// verdict`, or nothing for a plain set).
+/// its affinity sets (name, definition), and its elements (key, then the
+/// text after the key: ` comment ".." : verdict`, or nothing for a plain set).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ServiceUnit {
     chains: Vec<(String, Vec<String>)>,
+    sets: Vec<(String, String)>,
     elements: Vec<(ElementKey, String)>,
 }
 
 impl ServiceUnit {
+    /// kube-proxy's nftables `syncProxyRules` for one service port: map
+    /// elements capturing its destinations (or `no-endpoint-*` verdicts for
+    /// those with nowhere to go), the service/local/external chains, and,
+    /// with ClientIP affinity, an endpoint chain and affinity set per endpoint.
     fn render(sp: &ServicePort, opts: &NftOptions) -> ServiceUnit {
-        let mut unit = ServiceUnit::default();
+        let mut elements: Vec<(ElementKey, String)> = Vec::new();
         let mut element = |set: &'static str, key: String, rest: String| {
-            unit.elements.push((ElementKey { set, key }, rest));
+            elements.push((ElementKey { set, key }, rest));
         };
         let base = chain_name_base(sp);
         let proto = sp.protocol.as_str();
         let name = sp.name.to_string();
+        let r = sp.routing();
+        let svc_chain = format!("service-{base}");
+        let local_chain = format!("local-{base}");
+        let ext_chain = format!("external-{base}");
+        let internal_chain = if r.internal_local {
+            &local_chain
+        } else {
+            &svc_chain
+        };
+        let external_policy_chain = if r.external_local {
+            &local_chain
+        } else {
+            &svc_chain
+        };
         element("cluster-ips", sp.cluster_ip.to_string(), String::new());
-        let ip_key = format!("{} . {proto} . {}", sp.cluster_ip, sp.port);
-        if sp.endpoints.is_empty() {
-            let rest = format!(" comment \"{name}\" : goto reject-chain");
-            element("no-endpoint-services", ip_key, rest.clone());
-            if let Some(np) = sp.node_port {
-                element("no-endpoint-nodeports", format!("{proto} . {np}"), rest);
+        let ip_key = |ip: &Ipv4Addr| format!("{ip} . {proto} . {}", sp.port);
+        // No endpoints anywhere: refused. Endpoints, but none on this node
+        // for a Local policy: dropped.
+        let no_endpoints = format!(
+            " comment \"{name}\" : {}",
+            if r.has_endpoints {
+                "drop"
+            } else {
+                "goto reject-chain"
             }
+        );
+        if r.has_internal {
+            element(
+                "service-ips",
+                ip_key(&sp.cluster_ip),
+                format!(" : goto {internal_chain}"),
+            );
+        } else {
+            element(
+                "no-endpoint-services",
+                ip_key(&sp.cluster_ip),
+                no_endpoints.clone(),
+            );
+        }
+        for ip in &sp.external_ips {
+            if r.has_endpoints {
+                element("service-ips", ip_key(ip), format!(" : goto {ext_chain}"));
+            }
+            if !r.has_external {
+                element("no-endpoint-services", ip_key(ip), no_endpoints.clone());
+            }
+        }
+        if let Some(np) = sp.node_port {
+            let key = format!("{proto} . {np}");
+            if r.has_endpoints {
+                element(
+                    "service-nodeports",
+                    key.clone(),
+                    format!(" : goto {ext_chain}"),
+                );
+            }
+            if !r.has_external {
+                element("no-endpoint-nodeports", key, no_endpoints.clone());
+            }
+        }
+        let mut unit = ServiceUnit::default();
+        if !r.has_endpoints {
+            unit.elements = elements;
             return unit;
         }
-        let svc_chain = format!("service-{base}");
-        let mut rules = Vec::new();
-        if let Some(cidr) = &opts.cluster_cidr {
-            rules.push(format!(
+        let mut svc_rules = Vec::new();
+        let mut local_rules = Vec::new();
+        if r.has_internal
+            && let Some(cidr) = &opts.cluster_cidr
+        {
+            let masq = format!(
                 "ip daddr {} ip saddr != {cidr} jump mark-for-masquerade",
                 sp.cluster_ip
-            ));
-        }
-        let n = sp.endpoints.len();
-        for (i, ep) in sp.endpoints.iter().enumerate() {
-            let pick = if i + 1 < n {
-                format!("numgen random mod {} 0 ", n - i)
+            );
+            if r.internal_local {
+                local_rules.push(masq);
             } else {
-                String::new()
-            };
-            rules.push(format!("{pick}meta l4proto {proto} dnat to {ep}"));
-            element(
-                "hairpin-connections",
-                format!("{} . {}", ep.ip, ep.ip),
-                String::new(),
-            );
+                svc_rules.push(masq);
+            }
         }
-        element("service-ips", ip_key, format!(" : goto {svc_chain}"));
-        if let Some(np) = sp.node_port {
-            let ext = format!("external-{base}");
-            element(
-                "service-nodeports",
-                format!("{proto} . {np}"),
-                format!(" : goto {ext}"),
-            );
-            unit.chains.push((
-                ext,
-                vec![
-                    "jump mark-for-masquerade".into(),
-                    format!("goto {svc_chain}"),
-                ],
+        if r.uses_external_chain {
+            let mut rules = Vec::new();
+            if !r.external_local {
+                // Endpoints may be on other nodes: replies must come back here.
+                rules.push("jump mark-for-masquerade".to_string());
+            } else {
+                // Only this node's endpoints: the client's address is kept,
+                // except for pods and the node itself, which are sent to any
+                // endpoint as if they had gone out to a load balancer.
+                if let Some(cidr) = &opts.cluster_cidr {
+                    rules.push(format!(
+                        "ip saddr {cidr} goto {svc_chain} comment \"short-circuit pod traffic\""
+                    ));
+                }
+                rules.push(
+                    "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\""
+                        .to_string(),
+                );
+                rules.push(format!(
+                    "fib saddr type local goto {svc_chain} comment \"short-circuit local traffic\""
+                ));
+            }
+            if r.has_external {
+                rules.push(format!("goto {external_policy_chain}"));
+            }
+            unit.chains.push((ext_chain, rules));
+        }
+        if !r.cluster.is_empty() {
+            svc_rules.extend(endpoint_rules(sp, r.cluster));
+            unit.chains.push((svc_chain, svc_rules));
+        }
+        if !r.local.is_empty() {
+            local_rules.extend(endpoint_rules(sp, r.local));
+            unit.chains.push((local_chain, local_rules));
+        }
+        for ep in &r.reachable {
+            if let Some(timeout) = sp.affinity_timeout {
+                let ep_base = endpoint_name_base(sp, ep);
+                let set = format!("affinity-{ep_base}");
+                unit.chains.push((
+                    format!("endpoint-{ep_base}"),
+                    vec![
+                        format!("update @{set} {{ ip saddr }}"),
+                        format!("meta l4proto {proto} dnat to {ep}"),
+                    ],
+                ));
+                // "dynamic" as kube-proxy: the kernel adds it to a set that
+                // rules update, and an `add` without it would then differ.
+                unit.sets.push((
+                    set,
+                    format!("type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ;"),
+                ));
+            }
+            elements.push((
+                ElementKey {
+                    set: "hairpin-connections",
+                    key: format!("{} . {}", ep.ip, ep.ip),
+                },
+                String::new(),
             ));
         }
-        unit.chains.push((svc_chain, rules));
+        unit.elements = elements;
         unit
     }
+}
+
+/// The rules of a policy chain (`service-`/`local-`) leading to `eps`: with
+/// ClientIP affinity, first back to the endpoint a client had within the
+/// timeout (`ip saddr @affinity-…`), then through the endpoint chains; else
+/// straight to a DNAT. `numgen random mod (N-i) 0` picks the i-th of N with
+/// probability 1/(N-i), so each gets 1/N.
+fn endpoint_rules(sp: &ServicePort, eps: &[Endpoint]) -> Vec<String> {
+    let proto = sp.protocol.as_str();
+    let mut rules = Vec::new();
+    let affinity = sp.affinity_timeout.is_some();
+    if affinity {
+        for ep in eps {
+            let ep_base = endpoint_name_base(sp, ep);
+            rules.push(format!(
+                "ip saddr @affinity-{ep_base} goto endpoint-{ep_base}"
+            ));
+        }
+    }
+    let n = eps.len();
+    for (i, ep) in eps.iter().enumerate() {
+        let pick = if i + 1 < n {
+            format!("numgen random mod {} 0 ", n - i)
+        } else {
+            String::new()
+        };
+        if affinity {
+            rules.push(format!(
+                "{pick}goto endpoint-{}",
+                endpoint_name_base(sp, ep)
+            ));
+        } else {
+            rules.push(format!("{pick}meta l4proto {proto} dnat to {ep}"));
+        }
+    }
+    rules
 }
 
 /// The desired content of the table, kept per service so an update
@@ -224,6 +386,8 @@ impl NftRuleset {
         let mut touched: BTreeMap<ElementKey, Option<String>> = BTreeMap::new();
         let mut old_chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut new_chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut old_sets: BTreeMap<String, String> = BTreeMap::new();
+        let mut new_sets: BTreeMap<String, String> = BTreeMap::new();
         let gone: Vec<ServicePortName> = self
             .services
             .keys()
@@ -241,6 +405,7 @@ impl NftRuleset {
             unit: ServiceUnit,
             touched: &mut BTreeMap<ElementKey, Option<String>>,
             old_chains: &mut BTreeMap<String, Vec<String>>,
+            old_sets: &mut BTreeMap<String, String>,
         ) {
             for (key, _) in &unit.elements {
                 touched
@@ -249,15 +414,16 @@ impl NftRuleset {
                 rs.release(key);
             }
             old_chains.extend(unit.chains);
+            old_sets.extend(unit.sets);
         }
         for k in gone {
             if let Some((_, unit)) = self.services.remove(&k) {
-                drop_unit(self, unit, &mut touched, &mut old_chains);
+                drop_unit(self, unit, &mut touched, &mut old_chains, &mut old_sets);
             }
         }
         for sp in changed {
             if let Some((_, unit)) = self.services.remove(&sp.name) {
-                drop_unit(self, unit, &mut touched, &mut old_chains);
+                drop_unit(self, unit, &mut touched, &mut old_chains, &mut old_sets);
             }
             let unit = ServiceUnit::render(sp, &self.opts);
             for (key, rest) in &unit.elements {
@@ -267,14 +433,27 @@ impl NftRuleset {
                 self.hold(key.clone(), rest.clone());
             }
             new_chains.extend(unit.chains.iter().cloned());
+            new_sets.extend(unit.sets.iter().cloned());
             self.services.insert(sp.name.clone(), (sp.clone(), unit));
         }
 
+        // A set whose definition changed (its timeout) is deleted and added
+        // again, so every chain using it is emptied first and rewritten.
+        let redefined: Vec<&String> = new_sets
+            .iter()
+            .filter(|(n, def)| old_sets.get(*n).is_some_and(|old| old != *def))
+            .map(|(n, _)| n)
+            .collect();
+        let uses_redefined = |rules: &[String]| {
+            redefined
+                .iter()
+                .any(|set| rules.iter().any(|r| r.contains(&format!("@{set} "))))
+        };
         let mut out = String::new();
         let mut change = NftChange::default();
         for (chain, rules) in &new_chains {
             match old_chains.get(chain) {
-                Some(old) if old == rules => continue,
+                Some(old) if old == rules && !uses_redefined(rules) => continue,
                 Some(_) => {
                     let _ = writeln!(out, "flush chain {TABLE} {chain}");
                 }
@@ -283,6 +462,24 @@ impl NftRuleset {
                 }
             }
             change.written_chains.push(chain.clone());
+        }
+        change.deleted_chains = old_chains
+            .keys()
+            .filter(|c| !new_chains.contains_key(*c))
+            .cloned()
+            .collect();
+        // Flush all before deleting any chain (a stale external chain jumps
+        // to a stale service chain) or set (stale chains may use it).
+        for chain in &change.deleted_chains {
+            let _ = writeln!(out, "flush chain {TABLE} {chain}");
+        }
+        for set in &redefined {
+            let _ = writeln!(out, "delete set {TABLE} {set}");
+        }
+        for (set, def) in &new_sets {
+            if !old_sets.contains_key(set) || redefined.contains(&set) {
+                let _ = writeln!(out, "add set {TABLE} {set} {{ {def} }}");
+            }
         }
         for chain in &change.written_chains {
             write_chain(&mut out, chain, &new_chains[chain]);
@@ -310,18 +507,11 @@ impl NftRuleset {
             );
         }
         write_elements(&mut out, adds.into_iter());
-        change.deleted_chains = old_chains
-            .keys()
-            .filter(|c| !new_chains.contains_key(*c))
-            .cloned()
-            .collect();
-        // Flush all before deleting any: a stale external chain jumps to a
-        // stale service chain.
-        for chain in &change.deleted_chains {
-            let _ = writeln!(out, "flush chain {TABLE} {chain}");
-        }
         for chain in &change.deleted_chains {
             let _ = writeln!(out, "delete chain {TABLE} {chain}");
+        }
+        for set in old_sets.keys().filter(|s| !new_sets.contains_key(*s)) {
+            let _ = writeln!(out, "delete set {TABLE} {set}");
         }
         change.text = out;
         change
@@ -339,6 +529,14 @@ impl NftRuleset {
             .values()
             .flat_map(|(_, u)| u.chains.iter().map(|(c, r)| (c, r)))
             .collect();
+        let sets: BTreeMap<&String, &String> = self
+            .services
+            .values()
+            .flat_map(|(_, u)| u.sets.iter().map(|(n, d)| (n, d)))
+            .collect();
+        for (set, def) in &sets {
+            let _ = writeln!(out, "add set {TABLE} {set} {{ {def} }}");
+        }
         for chain in chains.keys() {
             let _ = writeln!(out, "add chain {TABLE} {chain}");
         }
@@ -528,7 +726,7 @@ pub fn listed_chains() -> Result<BTreeSet<String>, ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::model::tests::{service, slice};
+    use crate::proxy::model::tests::{NODE, on_nodes, service, slice, spec};
 
     fn opts() -> NftOptions {
         NftOptions {
@@ -580,7 +778,7 @@ mod tests {
             80,
             &[("10.180.0.3", None, None, None)],
         );
-        let model = ProxyModel::build([&svc1, &svc3, &svc6], [&e1, &e3]);
+        let model = ProxyModel::build([&svc1, &svc3, &svc6], [&e1, &e3], NODE);
         let text = NftRuleset::render(&model, &opts()).full_text();
         let body: Vec<&str> = text
             .lines()
@@ -629,8 +827,8 @@ mod tests {
             ],
         );
         let eb1 = slice("ns", "b", "", 80, &[("10.1.0.3", None, None, None)]);
-        let mut rs = NftRuleset::render(&ProxyModel::build([&a, &b], [&ea, &eb2]), &opts());
-        let after = ProxyModel::build([&a, &b], [&ea, &eb1]);
+        let mut rs = NftRuleset::render(&ProxyModel::build([&a, &b], [&ea, &eb2], NODE), &opts());
+        let after = ProxyModel::build([&a, &b], [&ea, &eb1], NODE);
         let change = rs.update(&after);
         assert_eq!(change.written_chains, ["service-6447YX26-ns/b/tcp/"]);
         assert!(change.deleted_chains.is_empty());
@@ -644,7 +842,7 @@ mod tests {
         // The updated ruleset is the one rendered from scratch.
         assert_eq!(rs, NftRuleset::render(&after, &opts()));
         // Endpoints gone: the chain goes, the service is rejected.
-        let none = ProxyModel::build([&a, &b], [&ea]);
+        let none = ProxyModel::build([&a, &b], [&ea], NODE);
         let change = rs.update(&none);
         let text = &change.text;
         assert_eq!(change.deleted_chains, ["service-6447YX26-ns/b/tcp/"]);
@@ -653,7 +851,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("add element ip kubelab-proxy no-endpoint-services { 10.96.0.2 . tcp . 80 comment \"ns/b\" : goto reject-chain }\n"), "{text}");
-        assert!(text.ends_with("flush chain ip kubelab-proxy service-6447YX26-ns/b/tcp/\ndelete chain ip kubelab-proxy service-6447YX26-ns/b/tcp/\n"), "{text}");
+        assert!(
+            text.starts_with("flush chain ip kubelab-proxy service-6447YX26-ns/b/tcp/\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("delete chain ip kubelab-proxy service-6447YX26-ns/b/tcp/\n"),
+            "{text}"
+        );
         // An endpoint IP shared by two services stays a hairpin element
         // until neither has it.
         let a2 = slice(
@@ -666,12 +871,303 @@ mod tests {
                 ("10.1.0.3", None, None, None),
             ],
         );
-        rs.update(&ProxyModel::build([&a, &b], [&a2, &eb1]));
-        let change = rs.update(&ProxyModel::build([&a, &b], [&ea, &eb1]));
+        rs.update(&ProxyModel::build([&a, &b], [&a2, &eb1], NODE));
+        let change = rs.update(&ProxyModel::build([&a, &b], [&ea, &eb1], NODE));
         assert!(!change.text.contains("hairpin"), "{}", change.text);
         assert_eq!(
-            rs.update(&ProxyModel::build([&a, &b], [&ea, &eb1])).text,
+            rs.update(&ProxyModel::build([&a, &b], [&ea, &eb1], NODE))
+                .text,
             ""
+        );
+    }
+
+    /// The lines of a full table that are not the fixed skeleton.
+    fn body(rs: &NftRuleset) -> Vec<String> {
+        let fixed = skeleton(&opts());
+        rs.full_text()
+            .lines()
+            .filter(|l| !fixed.contains(&format!("{l}\n")))
+            .skip(2)
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn client_ip_affinity_uses_a_timeout_set_per_endpoint_as_kube_proxy() {
+        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
+        spec(&mut svc).session_affinity = Some("ClientIP".into());
+        let eps = slice(
+            "ns1",
+            "svc1",
+            "p80",
+            80,
+            &[
+                ("10.180.0.1", None, None, None),
+                ("10.180.0.2", None, None, None),
+            ],
+        );
+        let rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let t = "ip kubelab-proxy";
+        let e1 = "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80";
+        let e2 = "2ZNDXFAB-ns1/svc1/tcp/p80__10.180.0.2/80";
+        let svc_chain = "service-ULMVA6XW-ns1/svc1/tcp/p80";
+        assert_eq!(
+            body(&rs),
+            [
+                format!(
+                    "add set {t} affinity-{e2} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}"
+                ),
+                format!(
+                    "add set {t} affinity-{e1} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}"
+                ),
+                format!("add chain {t} endpoint-{e2}"),
+                format!("add chain {t} endpoint-{e1}"),
+                format!("add chain {t} {svc_chain}"),
+                format!("add rule {t} endpoint-{e2} update @affinity-{e2} {{ ip saddr }}"),
+                format!("add rule {t} endpoint-{e2} meta l4proto tcp dnat to 10.180.0.2:80"),
+                format!("add rule {t} endpoint-{e1} update @affinity-{e1} {{ ip saddr }}"),
+                format!("add rule {t} endpoint-{e1} meta l4proto tcp dnat to 10.180.0.1:80"),
+                format!(
+                    "add rule {t} {svc_chain} ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
+                ),
+                format!("add rule {t} {svc_chain} ip saddr @affinity-{e1} goto endpoint-{e1}"),
+                format!("add rule {t} {svc_chain} ip saddr @affinity-{e2} goto endpoint-{e2}"),
+                format!("add rule {t} {svc_chain} numgen random mod 2 0 goto endpoint-{e1}"),
+                format!("add rule {t} {svc_chain} goto endpoint-{e2}"),
+                format!("add element {t} cluster-ips {{ 172.30.0.41 }}"),
+                format!(
+                    "add element {t} hairpin-connections {{ 10.180.0.1 . 10.180.0.1 , 10.180.0.2 . 10.180.0.2 }}"
+                ),
+                format!("add element {t} nodeport-ips {{ 192.168.0.2 }}"),
+                format!(
+                    "add element {t} service-ips {{ 172.30.0.41 . tcp . 80 : goto {svc_chain} }}"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn affinity_changes_rewrite_chains_and_sets_in_a_partial_update() {
+        use k8s_openapi::api::core::v1::{ClientIPConfig, SessionAffinityConfig};
+        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
+        spec(&mut svc).session_affinity = Some("ClientIP".into());
+        let eps = slice(
+            "ns1",
+            "svc1",
+            "p80",
+            80,
+            &[
+                ("10.180.0.1", None, None, None),
+                ("10.180.0.2", None, None, None),
+            ],
+        );
+        let mut rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let t = "ip kubelab-proxy";
+        let e1 = "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80";
+        let e2 = "2ZNDXFAB-ns1/svc1/tcp/p80__10.180.0.2/80";
+        let svc_chain = "service-ULMVA6XW-ns1/svc1/tcp/p80";
+        // A new timeout: the sets are made again, and the chains using them
+        // emptied before and refilled after.
+        spec(&mut svc).session_affinity_config = Some(SessionAffinityConfig {
+            client_ip: Some(ClientIPConfig {
+                timeout_seconds: Some(60),
+            }),
+        });
+        let m = ProxyModel::build([&svc], [&eps], NODE);
+        let change = rs.update(&m);
+        let lines: Vec<&str> = change.text.lines().collect();
+        assert_eq!(
+            lines[..7],
+            [
+                format!("flush chain {t} endpoint-{e2}"),
+                format!("flush chain {t} endpoint-{e1}"),
+                format!("flush chain {t} {svc_chain}"),
+                format!("delete set {t} affinity-{e2}"),
+                format!("delete set {t} affinity-{e1}"),
+                format!(
+                    "add set {t} affinity-{e2} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 60s ; }}"
+                ),
+                format!(
+                    "add set {t} affinity-{e1} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 60s ; }}"
+                ),
+            ]
+        );
+        assert_eq!(lines.len(), 7 + 9, "{}", change.text);
+        assert_eq!(rs, NftRuleset::render(&m, &opts()));
+        // An endpoint gone: its chain, then its set, are deleted.
+        let eps1 = slice(
+            "ns1",
+            "svc1",
+            "p80",
+            80,
+            &[("10.180.0.2", None, None, None)],
+        );
+        let change = rs.update(&ProxyModel::build([&svc], [&eps1], NODE));
+        assert_eq!(change.deleted_chains, [format!("endpoint-{e1}")]);
+        assert!(
+            change.text.ends_with(&format!(
+                "delete chain {t} endpoint-{e1}\ndelete set {t} affinity-{e1}\n"
+            )),
+            "{}",
+            change.text
+        );
+        // Affinity off: back to a DNAT in the service chain.
+        spec(&mut svc).session_affinity = None;
+        let m = ProxyModel::build([&svc], [&eps1], NODE);
+        let change = rs.update(&m);
+        assert_eq!(
+            change.text,
+            format!(
+                "flush chain {t} {svc_chain}\n\
+                 flush chain {t} endpoint-{e2}\n\
+                 add rule {t} {svc_chain} ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade\n\
+                 add rule {t} {svc_chain} meta l4proto tcp dnat to 10.180.0.2:80\n\
+                 delete chain {t} endpoint-{e2}\n\
+                 delete set {t} affinity-{e2}\n"
+            )
+        );
+        assert_eq!(rs, NftRuleset::render(&m, &opts()));
+    }
+
+    #[test]
+    fn external_ips_and_external_traffic_policy_local() {
+        let mut svc = service(
+            "ns2",
+            "svc2",
+            "NodePort",
+            "172.30.0.42",
+            &[("p80", 80, 3002)],
+        );
+        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
+        let eps = on_nodes(
+            slice(
+                "ns2",
+                "svc2",
+                "p80",
+                80,
+                &[
+                    ("10.180.0.2", None, None, None),
+                    ("10.180.1.2", None, None, None),
+                ],
+            ),
+            &[NODE, "node2"],
+        );
+        let t = "ip kubelab-proxy";
+        let base = "42NFTM6N-ns2/svc2/tcp/p80";
+        let ext = format!("external-{base}");
+        // Cluster policy: the external IP leads to the external chain, which
+        // masquerades.
+        let rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        let b = body(&rs);
+        assert!(
+            b.contains(&format!("add rule {t} {ext} jump mark-for-masquerade")),
+            "{b:#?}"
+        );
+        assert!(
+            b.contains(&format!("add rule {t} {ext} goto service-{base}")),
+            "{b:#?}"
+        );
+        assert!(b.contains(&format!("add element {t} service-ips {{ 172.30.0.42 . tcp . 80 : goto service-{base} , 192.168.99.22 . tcp . 80 : goto {ext} }}")), "{b:#?}");
+
+        // Local policy: no SNAT; pods and the node short-circuit to all
+        // endpoints, everyone else reaches this node's.
+        spec(&mut svc).external_traffic_policy = Some("Local".into());
+        let mut rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        assert_eq!(
+            body(&rs),
+            [
+                format!("add chain {t} {ext}"),
+                format!("add chain {t} local-{base}"),
+                format!("add chain {t} service-{base}"),
+                format!(
+                    "add rule {t} {ext} ip saddr 10.0.0.0/8 goto service-{base} comment \"short-circuit pod traffic\""
+                ),
+                format!(
+                    "add rule {t} {ext} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\""
+                ),
+                format!(
+                    "add rule {t} {ext} fib saddr type local goto service-{base} comment \"short-circuit local traffic\""
+                ),
+                format!("add rule {t} {ext} goto local-{base}"),
+                format!("add rule {t} local-{base} meta l4proto tcp dnat to 10.180.0.2:80"),
+                format!(
+                    "add rule {t} service-{base} ip daddr 172.30.0.42 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
+                ),
+                format!(
+                    "add rule {t} service-{base} numgen random mod 2 0 meta l4proto tcp dnat to 10.180.0.2:80"
+                ),
+                format!("add rule {t} service-{base} meta l4proto tcp dnat to 10.180.1.2:80"),
+                format!("add element {t} cluster-ips {{ 172.30.0.42 }}"),
+                format!(
+                    "add element {t} hairpin-connections {{ 10.180.0.2 . 10.180.0.2 , 10.180.1.2 . 10.180.1.2 }}"
+                ),
+                format!("add element {t} nodeport-ips {{ 192.168.0.2 }}"),
+                format!(
+                    "add element {t} service-ips {{ 172.30.0.42 . tcp . 80 : goto service-{base} , 192.168.99.22 . tcp . 80 : goto {ext} }}"
+                ),
+                format!("add element {t} service-nodeports {{ tcp . 3002 : goto {ext} }}"),
+            ]
+        );
+        // This node loses its endpoint: the local chain goes, and external
+        // traffic that is not short-circuited is dropped.
+        let elsewhere = ProxyModel::build([&svc], [&eps], "node3");
+        let change = rs.update(&elsewhere);
+        assert_eq!(change.deleted_chains, [format!("local-{base}")]);
+        assert_eq!(change.written_chains, std::slice::from_ref(&ext));
+        assert!(change.text.contains(&format!("add element {t} no-endpoint-nodeports {{ tcp . 3002 comment \"ns2/svc2:p80\" : drop }}\n")), "{}", change.text);
+        assert!(change.text.contains(&format!("add element {t} no-endpoint-services {{ 192.168.99.22 . tcp . 80 comment \"ns2/svc2:p80\" : drop }}\n")), "{}", change.text);
+        assert!(
+            !change.text.contains(&format!("goto local-{base}")),
+            "{}",
+            change.text
+        );
+        assert_eq!(rs, NftRuleset::render(&elsewhere, &opts()));
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_uses_a_local_chain_or_drops() {
+        let mut svc = service("ns3", "svc3", "ClusterIP", "172.30.0.43", &[("p80", 80, 0)]);
+        spec(&mut svc).internal_traffic_policy = Some("Local".into());
+        let eps = on_nodes(
+            slice(
+                "ns3",
+                "svc3",
+                "p80",
+                80,
+                &[
+                    ("10.180.0.3", None, None, None),
+                    ("10.180.1.3", None, None, None),
+                ],
+            ),
+            &[NODE, "node2"],
+        );
+        let t = "ip kubelab-proxy";
+        let local = "local-4AT6LBPK-ns3/svc3/tcp/p80";
+        let rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
+        assert_eq!(
+            body(&rs),
+            [
+                format!("add chain {t} {local}"),
+                format!(
+                    "add rule {t} {local} ip daddr 172.30.0.43 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"
+                ),
+                format!("add rule {t} {local} meta l4proto tcp dnat to 10.180.0.3:80"),
+                format!("add element {t} cluster-ips {{ 172.30.0.43 }}"),
+                format!("add element {t} hairpin-connections {{ 10.180.0.3 . 10.180.0.3 }}"),
+                format!("add element {t} nodeport-ips {{ 192.168.0.2 }}"),
+                format!("add element {t} service-ips {{ 172.30.0.43 . tcp . 80 : goto {local} }}"),
+            ]
+        );
+        let rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], "node3"), &opts());
+        assert_eq!(
+            body(&rs),
+            [
+                format!("add element {t} cluster-ips {{ 172.30.0.43 }}"),
+                format!(
+                    "add element {t} no-endpoint-services {{ 172.30.0.43 . tcp . 80 comment \"ns3/svc3:p80\" : drop }}"
+                ),
+                format!("add element {t} nodeport-ips {{ 192.168.0.2 }}"),
+            ]
         );
     }
 }

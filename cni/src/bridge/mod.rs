@@ -163,8 +163,50 @@ impl Drop for AddUndo<'_> {
     }
 }
 
+/// Runs the IPAM plugin on the blocking pool, so that the caller can go on meanwhile.
+fn spawn_ipam(
+    ipam_type: &str,
+    command: &'static str,
+    args: &CmdArgs,
+) -> tokio::task::JoinHandle<Result<Vec<u8>, CniError>> {
+    let (t, a) = (ipam_type.to_string(), args.clone());
+    tokio::task::spawn_blocking(move || {
+        invoke::exec_by_name(&t, &ipam_env(command, &a), &a.stdin).map_err(CniError::from)
+    })
+}
+
+async fn join_ipam(
+    task: tokio::task::JoinHandle<Result<Vec<u8>, CniError>>,
+) -> Result<Vec<u8>, CniError> {
+    task.await
+        .map_err(|e| CniError::new(code::INTERNAL, format!("running the IPAM plugin: {e}")))?
+}
+
+/// The pod's address families, from the addresses on its interface
+/// (IPv6 link-local ones aside: every IPv6 interface has one).
+fn families_of(addrs: &[IpPrefix]) -> Vec<masq::Family> {
+    let mut out = Vec::new();
+    for a in addrs {
+        if let std::net::IpAddr::V6(v6) = a.addr
+            && v6.segments()[0] & 0xffc0 == 0xfe80
+        {
+            continue;
+        }
+        let f = masq::Family::of(a.addr);
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
+}
+
 impl Bridge {
     async fn add_async(&self, args: &CmdArgs, conf: &BridgeConf) -> Result<CniResult, CniError> {
+        let Some(ipam_type) = conf.ipam_type()? else {
+            return Err(CniError::config(
+                "the bridge plugin needs an \"ipam\" section",
+            ));
+        };
         let host = Netlink::current().map_err(nl_err)?;
         let ns = open_netns(&args.netns)?;
         let cont = Netlink::in_netns(&ns).map_err(nl_err)?;
@@ -182,69 +224,30 @@ impl Bridge {
                 ),
             ));
         }
-        let br = host
-            .ensure_bridge(conf.bridge_name(), conf.mtu, conf.promisc_mode)
-            .await
-            .map_err(nl_err)?;
 
-        // The veth pair: made here, one end moved into the container and renamed there.
-        let host_name = format!("veth{}", random_hex(8));
-        let tmp_name = format!("kltmp{}", random_hex(8));
-        let (hv, peer) = host
-            .create_veth(&host_name, &tmp_name, conf.mtu)
-            .await
-            .map_err(nl_err)?;
-        let result = async {
-            host.move_to_netns(peer.index, &ns).await?;
-            let moved = cont.link_by_name(&tmp_name).await?.ok_or_else(|| {
-                NetlinkError::Invalid(format!("{tmp_name} did not arrive in the container netns"))
-            })?;
-            cont.rename(moved.index, &args.ifname, conf.mtu).await?;
-            cont.set_up(moved.index, false).await?;
-            host.attach_to_bridge(hv.index, br.index, conf.hairpin_mode)
-                .await?;
-            Ok::<u32, NetlinkError>(moved.index)
-        }
-        .await;
-        let cont_index = match result {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = host.delete_link(hv.index).await;
-                return Err(nl_err(e));
-            }
-        };
-        let cleanup_links = async || {
-            let _ = cont.delete_link(cont_index).await;
-        };
-
-        // Addresses from the delegated IPAM plugin.
-        let Some(ipam_type) = conf.ipam_type()? else {
-            cleanup_links().await;
-            return Err(CniError::config(
-                "the bridge plugin needs an \"ipam\" section",
-            ));
-        };
-        let out = match invoke::exec_by_name(&ipam_type, &ipam_env("ADD", args), &args.stdin) {
-            Ok(out) => out,
-            Err(e) => {
-                cleanup_links().await;
-                return Err(e.into());
-            }
-        };
+        // Addresses from the delegated IPAM plugin, which runs while the links are made.
+        let ipam_task = spawn_ipam(&ipam_type, "ADD", args);
+        let links = self.make_links(args, conf, &host, &cont, &ns).await;
+        let out = join_ipam(ipam_task).await;
+        // From here on a failure releases the addresses (if they were allocated).
         let mut undo = AddUndo {
             args,
-            ipam: Some(ipam_type.clone()),
+            ipam: out.is_ok().then(|| ipam_type.clone()),
             armed: true,
         };
-        let ipam = match invoke::parse_result(&ipam_type, "ADD", &out) {
+        let (br, hv, cont_link) = links?;
+        let cleanup_links = async || {
+            let _ = cont.delete_link(cont_link.index).await;
+        };
+        let ipam = match out.and_then(|out| Ok(invoke::parse_result(&ipam_type, "ADD", &out)?)) {
             Ok(r) => r,
             Err(e) => {
                 cleanup_links().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         match self
-            .configure(args, conf, &host, &cont, &br, &hv, cont_index, ipam)
+            .configure(args, conf, &host, &cont, &br, &hv, &cont_link, ipam)
             .await
         {
             Ok(result) => {
@@ -254,9 +257,58 @@ impl Bridge {
             Err(e) => {
                 cleanup_links().await;
                 if conf.ip_masq {
-                    masq::teardown(&masq::chain_name(&conf.name, &args.container_id));
+                    let _ = masq::teardown(
+                        &masq::chain_name(&conf.name, &args.container_id),
+                        &masq::Family::BOTH,
+                    );
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// The bridge and the veth pair: the host end on the bridge, the other end
+    /// made as `CNI_IFNAME` right in the container's namespace, both up.
+    /// Returns (bridge, host end, container end).
+    async fn make_links(
+        &self,
+        args: &CmdArgs,
+        conf: &BridgeConf,
+        host: &Netlink,
+        cont: &Netlink,
+        ns: &File,
+    ) -> Result<(netlink::Link, netlink::Link, netlink::Link), CniError> {
+        let br = host
+            .ensure_bridge(conf.bridge_name(), conf.mtu, conf.promisc_mode)
+            .await
+            .map_err(nl_err)?;
+        let host_name = format!("veth{}", random_hex(8));
+        host.create_veth_pair(&host_name, &args.ifname, ns, br.index, conf.mtu)
+            .await
+            .map_err(nl_err)?;
+        let ends = async {
+            let hv = host
+                .link_by_name(&host_name)
+                .await?
+                .ok_or_else(|| NetlinkError::Invalid(format!("veth {host_name} vanished")))?;
+            let c = cont.link_by_name(&args.ifname).await?.ok_or_else(|| {
+                NetlinkError::Invalid(format!("{} vanished from the container", args.ifname))
+            })?;
+            cont.set_up(c.index, false).await?;
+            if conf.hairpin_mode {
+                host.set_hairpin(hv.index).await?;
+            }
+            Ok::<_, NetlinkError>((hv, c))
+        }
+        .await;
+        match ends {
+            Ok((hv, c)) => Ok((br, hv, c)),
+            Err(e) => {
+                // Either end going takes the pair with it.
+                if let Ok(Some(l)) = host.link_by_name(&host_name).await {
+                    let _ = host.delete_link(l.index).await;
+                }
+                Err(nl_err(e))
             }
         }
     }
@@ -270,9 +322,10 @@ impl Bridge {
         cont: &Netlink,
         br: &netlink::Link,
         hv: &netlink::Link,
-        cont_index: u32,
+        cont_link: &netlink::Link,
         ipam: CniResult,
     ) -> Result<CniResult, CniError> {
+        let cont_index = cont_link.index;
         if ipam.ips.is_empty() {
             return Err(CniError::new(
                 code::INTERNAL,
@@ -352,29 +405,26 @@ impl Bridge {
         if conf.ip_masq {
             let chain = masq::chain_name(&conf.name, &args.container_id);
             let comment = format!("name: {:?} id: {:?}", conf.name, args.container_id);
-            for ipc in &result.ips {
-                masq::setup(ipc.address, &chain, &comment).map_err(|e| {
+            for family in masq::Family::BOTH {
+                let ips: Vec<IpPrefix> = result
+                    .ips
+                    .iter()
+                    .map(|i| i.address)
+                    .filter(|a| masq::Family::of(a.addr) == family)
+                    .collect();
+                masq::setup(&ips, &chain, &comment).map_err(|e| {
                     CniError::new(code::INTERNAL, "setting up IP masquerading").with_details(e)
                 })?;
             }
         }
 
-        // MACs are read last: a bridge takes a port's address when it gets its first port.
+        // The bridge's MAC is read now: a bridge takes a port's address when it
+        // gets its first port. The veth ends keep the ones they were made with.
         let br_now = host
             .link_by_index(br.index)
             .await
             .map_err(nl_err)?
             .unwrap_or_else(|| br.clone());
-        let hv_now = host
-            .link_by_index(hv.index)
-            .await
-            .map_err(nl_err)?
-            .unwrap_or_else(|| hv.clone());
-        let c_now = cont
-            .link_by_index(cont_index)
-            .await
-            .map_err(nl_err)?
-            .ok_or_else(|| CniError::new(code::INTERNAL, "the container interface vanished"))?;
         result.interfaces = vec![
             Interface {
                 name: br_now.name,
@@ -382,13 +432,13 @@ impl Bridge {
                 ..Default::default()
             },
             Interface {
-                name: hv_now.name,
-                mac: hv_now.mac,
+                name: hv.name.clone(),
+                mac: hv.mac.clone(),
                 ..Default::default()
             },
             Interface {
-                name: c_now.name,
-                mac: c_now.mac,
+                name: cont_link.name.clone(),
+                mac: cont_link.mac.clone(),
                 mtu: None,
                 sandbox: args.netns.clone(),
             },
@@ -401,20 +451,58 @@ impl Bridge {
     }
 
     async fn del_async(&self, args: &CmdArgs, conf: &BridgeConf) -> Result<(), CniError> {
-        if let Some(t) = conf.ipam_type()? {
-            invoke::exec_by_name(&t, &ipam_env("DEL", args), &args.stdin)?;
-        }
-        if !args.netns.is_empty() {
-            // A netns that is gone took its veth end (and so the pair) with it.
-            if let Ok(ns) = File::open(&args.netns) {
-                let cont = Netlink::in_netns(&ns).map_err(nl_err)?;
-                if let Some(link) = cont.link_by_name(&args.ifname).await.map_err(nl_err)? {
-                    cont.delete_link(link.index).await.map_err(nl_err)?;
+        // The addresses, the pod's link and the masquerade rules are released
+        // at once: none of the three needs another gone first.
+        let ipam_task = conf.ipam_type()?.map(|t| spawn_ipam(&t, "DEL", args));
+        let mut link_step = Ok(());
+        let mut pod_link = None;
+        // The rules' families are the pod's addresses'; both when they are not known.
+        let mut families = masq::Family::BOTH.to_vec();
+        // A netns that is gone took its veth end (and so the pair) with it.
+        if let Some(ns) = (!args.netns.is_empty())
+            .then(|| File::open(&args.netns).ok())
+            .flatten()
+        {
+            let found = async {
+                let cont = Netlink::in_netns(&ns)?;
+                let Some(link) = cont.link_by_name(&args.ifname).await? else {
+                    return Ok(None);
+                };
+                let addrs = cont.addresses(link.index).await?;
+                Ok::<_, NetlinkError>(Some((cont, link.index, families_of(&addrs))))
+            }
+            .await;
+            match found {
+                Ok(Some((cont, index, fams))) => {
+                    if !fams.is_empty() {
+                        families = fams;
+                    }
+                    pod_link = Some((cont, index));
                 }
+                Ok(None) => {}
+                Err(e) => link_step = Err(nl_err(e)),
             }
         }
-        if conf.ip_masq {
-            masq::teardown(&masq::chain_name(&conf.name, &args.container_id));
+        let masq_task = conf.ip_masq.then(|| {
+            let chain = masq::chain_name(&conf.name, &args.container_id);
+            tokio::task::spawn_blocking(move || masq::teardown(&chain, &families))
+        });
+        if let Some((cont, index)) = pod_link {
+            link_step = cont.delete_link(index).await.map_err(nl_err);
+        }
+        // The IPAM plugin's error first, as a runtime expects it.
+        if let Some(t) = ipam_task {
+            join_ipam(t).await?;
+        }
+        link_step?;
+        if let Some(t) = masq_task {
+            t.await
+                .map_err(|e| {
+                    CniError::new(code::INTERNAL, format!("removing IP masquerading: {e}"))
+                })?
+                .map_err(|e| {
+                    CniError::new(code::INTERNAL, "removing IP masquerading").with_details(e)
+                })?;
         }
         Ok(())
     }

@@ -9,9 +9,14 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
 use crate::ip::IpPrefix;
 
@@ -50,6 +55,8 @@ pub struct Link {
     pub mac: String,
     pub controller: Option<u32>,
     pub is_bridge: bool,
+    pub up: bool,
+    pub promisc: bool,
 }
 
 impl Link {
@@ -60,6 +67,8 @@ impl Link {
             mac: String::new(),
             controller: None,
             is_bridge: false,
+            up: m.header.flags.contains(LinkFlags::Up),
+            promisc: m.header.flags.contains(LinkFlags::Promisc),
         };
         for a in &m.attributes {
             match a {
@@ -145,27 +154,35 @@ impl Netlink {
         mtu: Option<u32>,
         promisc: bool,
     ) -> Result<Link, NetlinkError> {
-        if self.link_by_name(name).await?.is_none() {
-            let mut b = LinkBridge::new(name).up();
-            if let Some(m) = mtu {
-                b = b.mtu(m);
+        let link = match self.link_by_name(name).await? {
+            Some(l) => l,
+            None => {
+                let mut b = LinkBridge::new(name).up();
+                if let Some(m) = mtu {
+                    b = b.mtu(m);
+                }
+                if promisc {
+                    b = b.promiscuous(true);
+                }
+                match self.handle.link().add(b.build()).execute().await {
+                    // Another ADD made it meanwhile.
+                    Err(e) if errno(&e) == libc::EEXIST => {}
+                    r => r.map_err(Self::req(format!("creating bridge {name}")))?,
+                }
+                self.link_by_name(name)
+                    .await?
+                    .ok_or_else(|| NetlinkError::Invalid(format!("bridge {name} vanished")))?
             }
-            match self.handle.link().add(b.build()).execute().await {
-                // Another ADD made it meanwhile.
-                Err(e) if errno(&e) == libc::EEXIST => {}
-                r => r.map_err(Self::req(format!("creating bridge {name}")))?,
-            }
-        }
-        let link = self
-            .link_by_name(name)
-            .await?
-            .ok_or_else(|| NetlinkError::Invalid(format!("bridge {name} vanished")))?;
+        };
         if !link.is_bridge {
             return Err(NetlinkError::Invalid(format!(
                 "{name} already exists but is not a bridge"
             )));
         }
-        self.set_up(link.index, promisc).await?;
+        // Only a request when something is to change: most ADDs find it as they want it.
+        if !link.up || (promisc && !link.promisc) {
+            self.set_up(link.index, promisc).await?;
+        }
         Ok(link)
     }
 
@@ -182,97 +199,49 @@ impl Netlink {
             .map_err(Self::req(format!("setting link #{index} up")))
     }
 
-    /// A veth pair, both ends here; returns (host end, peer end).
-    pub async fn create_veth(
+    /// A veth pair made in one request, as `ip link add HOST master BRIDGE up
+    /// type veth peer name PEER netns NS` does: the host end here, up and on
+    /// the bridge; the peer named `peer` in the namespace `ns`, still down (the
+    /// kernel refuses to bring up a peer made in another namespace). Nothing is
+    /// moved or renamed afterwards (each of those costs the kernel a namespace
+    /// change or a rename notification).
+    pub async fn create_veth_pair(
         &self,
         host: &str,
         peer: &str,
-        mtu: Option<u32>,
-    ) -> Result<(Link, Link), NetlinkError> {
-        let mut v = LinkVeth::new(host, peer);
-        if let Some(m) = mtu {
-            v = v.mtu(m);
-        }
-        self.handle
-            .link()
-            .add(v.build())
-            .execute()
-            .await
-            .map_err(Self::req(format!("creating veth pair {host}/{peer}")))?;
-        let h = self
-            .link_by_name(host)
-            .await?
-            .ok_or_else(|| NetlinkError::Invalid(format!("veth {host} vanished")))?;
-        let p = self
-            .link_by_name(peer)
-            .await?
-            .ok_or_else(|| NetlinkError::Invalid(format!("veth {peer} vanished")))?;
-        Ok((h, p))
-    }
-
-    pub async fn move_to_netns(&self, index: u32, ns: &File) -> Result<(), NetlinkError> {
-        use std::os::fd::AsRawFd;
-        self.handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .setns_by_fd(ns.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(Self::req(format!(
-                "moving link #{index} into the container netns"
-            )))
-    }
-
-    pub async fn rename(
-        &self,
-        index: u32,
-        name: &str,
-        mtu: Option<u32>,
-    ) -> Result<(), NetlinkError> {
-        let mut m = LinkUnspec::new_with_index(index).name(name.to_string());
-        if let Some(mtu) = mtu {
-            m = m.mtu(mtu);
-        }
-        self.handle
-            .link()
-            .set(m.build())
-            .execute()
-            .await
-            .map_err(Self::req(format!("renaming link #{index} to {name}")))
-    }
-
-    /// Puts `index` on bridge `bridge`, up, with hairpin mode as asked.
-    pub async fn attach_to_bridge(
-        &self,
-        index: u32,
+        ns: &File,
         bridge: u32,
-        hairpin: bool,
+        mtu: Option<u32>,
     ) -> Result<(), NetlinkError> {
+        use std::os::fd::AsRawFd;
+        let mut p = LinkUnspec::new_with_name(peer).setns_by_fd(ns.as_raw_fd());
+        let mut h = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host)
+            .up()
+            .controller(bridge);
+        if let Some(m) = mtu {
+            p = p.mtu(m);
+            h = h.mtu(m);
+        }
+        let msg = h
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
+            .build();
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-            )
+            .add(msg)
             .execute()
             .await
-            .map_err(Self::req(format!(
-                "attaching link #{index} to bridge #{bridge}"
-            )))?;
-        if hairpin {
-            self.handle
-                .link()
-                .set_port(LinkBridgePort::new(index).hairpin(true).build())
-                .execute()
-                .await
-                .map_err(Self::req(format!("setting hairpin mode on link #{index}")))?;
-        }
-        Ok(())
+            .map_err(Self::req(format!("creating veth pair {host}/{peer}")))
+    }
+
+    /// Hairpin mode on a bridge port.
+    pub async fn set_hairpin(&self, index: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(Self::req(format!("setting hairpin mode on link #{index}")))
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<(), NetlinkError> {
