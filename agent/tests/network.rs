@@ -99,6 +99,17 @@ fn bridge_conflist(plugin: &str, ipam: &str, subnet: &str, data_dir: &Path) -> V
     })
 }
 
+/// `<tmp>/net.d/10-podnet.conflist` with [`bridge_conflist`], its IPAM data
+/// in `<tmp>/ipam`; returns (conf dir, IPAM data dir).
+fn write_bridge_conf(tmp: &Path, plugin: &str, ipam: &str, subnet: &str) -> (PathBuf, PathBuf) {
+    let conf_dir = tmp.join("net.d");
+    let ipam_dir = tmp.join("ipam");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = bridge_conflist(plugin, ipam, subnet, &ipam_dir);
+    std::fs::write(conf_dir.join("10-podnet.conflist"), conf.to_string()).unwrap();
+    (conf_dir, ipam_dir)
+}
+
 fn ip_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|it| {
@@ -151,16 +162,12 @@ fn wait_gone(node: &TestNode, ns: &Netns) {
 fn pods_get_ips_from_our_bridge_and_reach_each_other() {
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    let ipam_dir = tmp.path().join("ipam");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = bridge_conflist(
+    let (conf_dir, ipam_dir) = write_bridge_conf(
+        tmp.path(),
         "kubelab-bridge",
         "kubelab-host-local",
         "10.130.0.0/24",
-        &ipam_dir,
     );
-    std::fs::write(conf_dir.join("10-podnet.conflist"), conf.to_string()).unwrap();
     let node = TestNode::start_in_netns(
         &ns.name,
         &[
@@ -254,11 +261,8 @@ fn reference_plugins_driven_by_the_agent_and_host_network_skips_cni() {
     );
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    let ipam_dir = tmp.path().join("ipam");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = bridge_conflist("bridge", "host-local", "10.132.0.0/24", &ipam_dir);
-    std::fs::write(conf_dir.join("10-podnet.conflist"), conf.to_string()).unwrap();
+    let (conf_dir, ipam_dir) =
+        write_bridge_conf(tmp.path(), "bridge", "host-local", "10.132.0.0/24");
     let node = TestNode::start_in_netns(
         &ns.name,
         &[
@@ -486,18 +490,14 @@ fn fifty_pods_created_and_deleted_leave_nothing_behind() {
     const PODS: usize = 50;
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    let ipam_dir = tmp.path().join("ipam");
-    let ipam_net = ipam_dir.join("podnet");
-    std::fs::create_dir_all(&conf_dir).unwrap();
     // ipMasq on: every pod gets its own nat chain, which must go with it.
-    let conf = bridge_conflist(
+    let (conf_dir, ipam_dir) = write_bridge_conf(
+        tmp.path(),
         "kubelab-bridge",
         "kubelab-host-local",
         "10.133.0.0/24",
-        &ipam_dir,
     );
-    std::fs::write(conf_dir.join("10-podnet.conflist"), conf.to_string()).unwrap();
+    let ipam_net = ipam_dir.join("podnet");
     // No apiserver here, so no service proxy: it runs only with --kubeconfig
     // (its rules are covered by service_proxy*.rs); said explicitly.
     let node = TestNode::start_in_netns(

@@ -92,7 +92,8 @@ pub struct ServicePort {
     pub external_ips: Vec<Ipv4Addr>,
     /// `sessionAffinity: ClientIP`: how many seconds a client keeps its endpoint.
     pub affinity_timeout: Option<u32>,
-    /// `externalTrafficPolicy: Local`, on a port with external destinations.
+    /// `externalTrafficPolicy: Local`, on a port with external destinations
+    /// (only then: [`service_ports`] leaves it false otherwise).
     pub external_local: bool,
     /// `internalTrafficPolicy: Local`.
     pub internal_local: bool,
@@ -144,7 +145,7 @@ impl ServicePort {
 
     /// Whether a Local policy applies (so the model keeps local endpoints).
     pub fn uses_local_endpoints(&self) -> bool {
-        self.internal_local || (self.external_local && self.externally_accessible())
+        self.internal_local || self.external_local
     }
 
     pub fn routing(&self) -> Routing<'_> {
@@ -160,7 +161,7 @@ impl ServicePort {
         };
         let reachable: BTreeSet<Endpoint> = cluster.iter().chain(local).copied().collect();
         let has_endpoints = !self.endpoints.is_empty();
-        let external_local = self.external_local && self.externally_accessible();
+        let external_local = self.external_local;
         Routing {
             cluster,
             local,
@@ -257,6 +258,11 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
         .filter_map(|p| {
             let protocol = Protocol::parse(p.protocol.as_deref())?;
             let port = u16::try_from(p.port).ok().filter(|p| *p > 0)?;
+            let node_port = p
+                .node_port
+                .filter(|_| node_ports)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0);
             Some(ServicePort {
                 name: ServicePortName {
                     namespace: ns.to_string(),
@@ -266,22 +272,14 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
                 protocol,
                 cluster_ip,
                 port,
-                node_port: p
-                    .node_port
-                    .filter(|_| node_ports)
-                    .and_then(|n| u16::try_from(n).ok())
-                    .filter(|n| *n > 0),
+                node_port,
                 external_ips: external_ips.clone(),
                 affinity_timeout,
-                external_local: false,
+                // The policy means nothing without external destinations.
+                external_local: external_local && (node_port.is_some() || !external_ips.is_empty()),
                 internal_local,
                 endpoints: vec![],
                 local_endpoints: vec![],
-            })
-            .map(|mut sp| {
-                // The policy means nothing without external destinations.
-                sp.external_local = external_local && sp.externally_accessible();
-                sp
             })
         })
         .collect()
