@@ -304,12 +304,10 @@ impl ServiceRules {
         };
         // No endpoints anywhere: refused. Endpoints, but none on this node
         // for a Local policy: dropped.
-        let (internal_verdict, external_verdict) = if !r.has_endpoints {
-            let c = comment(&format!("{name} has no endpoints"));
-            ((c.clone(), "REJECT"), (c, "REJECT"))
+        let (no_route, verdict) = if !r.has_endpoints {
+            (comment(&format!("{name} has no endpoints")), "REJECT")
         } else {
-            let c = comment(&format!("{name} has no local endpoints"));
-            ((c.clone(), "DROP"), (c, "DROP"))
+            (comment(&format!("{name} has no local endpoints")), "DROP")
         };
         let cluster_ip_comment = comment(&format!("{name} cluster IP"));
         if r.has_internal {
@@ -317,9 +315,8 @@ impl ServiceRules {
                 "-A {KUBE_SERVICES} {cluster_ip_comment} {dest} -j {internal_chain}"
             ));
         } else {
-            let (c, verdict) = &internal_verdict;
             out.filter_rules
-                .push(format!("-A {KUBE_SERVICES} {c} {dest} -j {verdict}"));
+                .push(format!("-A {KUBE_SERVICES} {no_route} {dest} -j {verdict}"));
         }
         for ip in &sp.external_ips {
             let ext_dest = format!("-m {proto} -p {proto} -d {ip} --dport {}", sp.port);
@@ -330,9 +327,8 @@ impl ServiceRules {
                 ));
             }
             if !r.has_external {
-                let (c, verdict) = &external_verdict;
                 out.filter_rules.push(format!(
-                    "-A {KUBE_EXTERNAL_SERVICES} {c} {ext_dest} -j {verdict}"
+                    "-A {KUBE_EXTERNAL_SERVICES} {no_route} {ext_dest} -j {verdict}"
                 ));
             }
         }
@@ -344,9 +340,8 @@ impl ServiceRules {
                 ));
             }
             if !r.has_external {
-                let (c, verdict) = &external_verdict;
                 out.filter_rules.push(format!(
-                    "-A {KUBE_EXTERNAL_SERVICES} {c} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j {verdict}"
+                    "-A {KUBE_EXTERNAL_SERVICES} {no_route} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j {verdict}"
                 ));
             }
         }
