@@ -10,8 +10,10 @@
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod kubernetes_service;
+pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod served_resources;
 
 use std::sync::Arc;
 
