@@ -15,7 +15,6 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod served_resources;
-pub mod work_queue;
 
 use std::sync::Arc;
 
