@@ -213,3 +213,196 @@ spec:
         );
     }
 }
+
+/// Names of the pods `selector` selects, with their controller's name.
+fn pods(s: &ApiServer, selector: &str) -> Vec<(String, Option<String>)> {
+    let list = json(s, &["get", "pods", "-l", selector]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let owner = p["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| r["name"].as_str().unwrap().to_owned());
+            (p["metadata"]["name"].as_str().unwrap().to_owned(), owner)
+        })
+        .collect()
+}
+
+fn wait_for_pods(s: &ApiServer, selector: &str, n: usize) -> Vec<(String, Option<String>)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = pods(s, selector);
+        if p.len() == n {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} pods with {selector} (have {}); server log:\n{}",
+            p.len(),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Marks a pod Running and Ready through the status subresource, as its
+/// kubelet would.
+fn make_ready(s: &ApiServer, pod: &str) {
+    let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+    let patch = serde_json::json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": now.to_string()}]}});
+    s.ok(&[
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
+}
+
+#[test]
+fn replica_sets_and_replication_controllers_keep_their_pods() {
+    let s = ApiServer::start();
+    s.kubectl_stdin(&["create", "-f", "-"], RS_WEB);
+    let first = wait_for_pods(&s, "app=web", 3);
+    for (name, owner) in &first {
+        assert!(
+            name.starts_with("web-") && name.len() == "web-".len() + 5,
+            "{name}"
+        );
+        assert_eq!(owner.as_deref(), Some("web"));
+    }
+    let pod = json(&s, &["get", "pod", &first[0].0]);
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "ReplicaSet");
+    assert_eq!(owner["apiVersion"], "apps/v1");
+    assert_eq!(owner["blockOwnerDeletion"], true);
+    assert_eq!(
+        owner["uid"],
+        json(&s, &["get", "rs", "web"])["metadata"]["uid"]
+    );
+
+    // Scale 3 → 6 (kubectl scale) → 2 (a patch, as kubectl edit sends) → 4 (replace -f).
+    s.ok(&["scale", "rs/web", "--replicas=6"]);
+    wait_for_pods(&s, "app=web", 6);
+    s.ok(&[
+        "patch",
+        "rs/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ]);
+    wait_for_pods(&s, "app=web", 2);
+    let file = s.file("rs.yaml", &RS_WEB.replace("replicas: 3", "replicas: 4"));
+    s.ok(&["replace", "-f", &file]);
+    let four = wait_for_pods(&s, "app=web", 4);
+
+    // Ready pods (as a kubelet reports them) show in the status and columns.
+    for (name, _) in &four[..2] {
+        make_ready(&s, name);
+    }
+    let rs = eventually("2 ready replicas", || {
+        let rs = json(&s, &["get", "rs", "web"]);
+        (rs["status"]["readyReplicas"] == 2).then_some(rs)
+    });
+    assert_eq!(rs["status"]["replicas"], 4);
+    assert_eq!(rs["status"]["availableReplicas"], 2);
+    assert_eq!(rs["status"]["fullyLabeledReplicas"], 4);
+    assert_eq!(
+        rs["status"]["observedGeneration"],
+        rs["metadata"]["generation"]
+    );
+    assert_eq!(rows(&s.ok(&["get", "rs", "web"]))[1][1..4], ["4", "4", "2"]);
+
+    // A deleted pod is replaced.
+    let victim = four[3].0.clone();
+    s.ok(&["delete", "pod", &victim, "--wait=false"]);
+    let after = eventually("a replacement pod", || {
+        let p = pods(&s, "app=web");
+        (p.len() == 4 && !p.iter().any(|(n, _)| *n == victim)).then_some(p)
+    });
+    assert!(after.iter().all(|(_, o)| o.as_deref() == Some("web")));
+
+    // A pod relabeled out of the selector is released, and replaced.
+    let relabeled = after[0].0.clone();
+    s.ok(&["label", "pod", &relabeled, "app=debug", "--overwrite"]);
+    wait_for_pods(&s, "app=web", 4);
+    let released = eventually("the relabeled pod released", || {
+        let p = json(&s, &["get", "pod", &relabeled]);
+        p["metadata"]["ownerReferences"].is_null().then_some(p)
+    });
+    assert_eq!(released["metadata"]["labels"]["app"], "debug");
+    // Labeled back, it is adopted again and one pod too many goes.
+    s.ok(&["label", "pod", &relabeled, "app=web", "--overwrite"]);
+    eventually("4 pods again after adoption", || {
+        let p = pods(&s, "app=web");
+        (p.len() == 4 && p.iter().all(|(_, o)| o.as_deref() == Some("web"))).then_some(())
+    });
+
+    let events = s.ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.kind=ReplicaSet",
+    ]);
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("Created pod: web-"),
+        "{events}"
+    );
+    assert!(
+        events.contains("SuccessfulDelete") && events.contains("Deleted pod: web-"),
+        "{events}"
+    );
+
+    // A ReplicationController from YAML does the same with its own pods.
+    s.kubectl_stdin(&["create", "-f", "-"], RC_WEB);
+    let rc_pods = wait_for_pods(&s, "app=web-rc", 3);
+    assert!(
+        rc_pods
+            .iter()
+            .all(|(n, o)| n.starts_with("web-rc-") && o.as_deref() == Some("web-rc"))
+    );
+    s.ok(&["scale", "rc/web-rc", "--replicas=1"]);
+    wait_for_pods(&s, "app=web-rc", 1);
+    let rc = eventually("rc status", || {
+        let rc = json(&s, &["get", "rc", "web-rc"]);
+        (rc["status"]["replicas"] == 1).then_some(rc)
+    });
+    assert_eq!(
+        rc["status"]["observedGeneration"],
+        rc["metadata"]["generation"]
+    );
+}
+
+#[test]
+fn a_burst_of_100_replicas_never_makes_extra_pods() {
+    let s = ApiServer::start();
+    s.kubectl_stdin(
+        &["create", "-f", "-"],
+        &RS_WEB.replace("replicas: 3", "replicas: 100"),
+    );
+    wait_for_pods(&s, "app=web", 100);
+    // Events about the new pods keep arriving after the last create;
+    // the count must stay put while the controller sees them all.
+    let rs = eventually("status of 100", || {
+        let rs = json(&s, &["get", "rs", "web"]);
+        (rs["status"]["replicas"] == 100).then_some(rs)
+    });
+    assert_eq!(rs["status"]["replicas"], 100);
+    assert_eq!(pods(&s, "app=web").len(), 100);
+    let created = s
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector=reason=SuccessfulCreate",
+            "-o",
+            "name",
+        ])
+        .lines()
+        .count();
+    assert_eq!(created, 100);
+}
