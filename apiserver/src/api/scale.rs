@@ -123,7 +123,7 @@ impl Api {
                 return Ok(json_response(StatusCode::OK, &scale_of(kind, &new)));
             }
             match self
-                .store_update(kind, &mut new, current.mod_revision)
+                .store_update(kind, &old, &mut new, current.mod_revision)
                 .await
             {
                 Ok(()) => return Ok(json_response(StatusCode::OK, &scale_of(kind, &new))),

@@ -15,13 +15,17 @@ pub mod endpoints;
 pub mod endpoints_render;
 pub mod event_recorder;
 pub mod expectations;
+pub mod garbage_collector;
 pub mod informers;
 pub mod kubernetes_service;
 pub mod manager;
+pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod reconcile_queue;
 pub mod replicaset;
 pub mod replicaset_decide;
+pub mod served_resources;
 pub mod work_queue;
 
 use std::sync::Arc;
@@ -79,6 +83,11 @@ pub async fn start(
         tokio::spawn(ipam.run());
     }
     let client = crate::client::in_process(api.clone(), "system:kube-controller-manager");
+    tokio::spawn(namespace::run(client.clone()));
+    tokio::spawn(garbage_collector::run(
+        client.clone(),
+        garbage_collector::CONCURRENT_GC_SYNCS,
+    ));
     let manager_opts = opts.manager.clone();
     tokio::spawn(async move {
         if let Err(e) = manager::run(client, manager_opts).await {

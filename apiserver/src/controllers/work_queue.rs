@@ -1,25 +1,128 @@
-//! A controller's work queue of object keys, on `kube::runtime`'s applier
-//! (the machinery behind `Controller`): a key queued many times is
-//! reconciled once, one key is never reconciled twice at the same time,
-//! and a failed key is retried with per-key exponential back-off (client-go's
-//! `ItemExponentialFailureRateLimiter`: 5 ms doubling to 1000 s).
+//! A work queue with client-go's guarantees (`workqueue.RateLimitingInterface`)
+//! for controllers whose items are not one typed resource — the garbage
+//! collector's items are objects of every kind, so `kube::runtime`'s
+//! `Controller` (one main resource) does not fit it. An item waits in the
+//! queue at most once, is handed to one worker at a time (added again
+//! while processed, it comes back after `done`), and failures are retried
+//! with per-item exponential back-off (5 ms doubling to 1000 s).
 
-use std::collections::HashMap;
-use std::fmt::{Debug, Display};
-use std::future::Future;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::channel::mpsc;
-use kube::Resource;
-use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::Notify;
 
 const BASE_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_secs(1000);
 
-/// The delay before the `failures`-th retry.
+struct State<K> {
+    queue: VecDeque<K>,
+    /// Waiting to be processed (in `queue`, or to be re-queued after `done`).
+    dirty: HashSet<K>,
+    processing: HashSet<K>,
+    failures: HashMap<K, u32>,
+}
+
+pub struct WorkQueue<K> {
+    state: Mutex<State<K>>,
+    ready: Notify,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> WorkQueue<K> {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                dirty: HashSet::new(),
+                processing: HashSet::new(),
+                failures: HashMap::new(),
+            }),
+            ready: Notify::new(),
+        })
+    }
+
+    pub fn add(&self, item: K) {
+        let mut s = self.state.lock().expect("work queue lock");
+        if !s.dirty.insert(item.clone()) {
+            return;
+        }
+        if s.processing.contains(&item) {
+            return;
+        }
+        s.queue.push_back(item);
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// The next item; the caller calls [`Self::done`] when finished with it.
+    pub async fn get(&self) -> K {
+        loop {
+            {
+                let mut s = self.state.lock().expect("work queue lock");
+                if let Some(item) = s.queue.pop_front() {
+                    s.dirty.remove(&item);
+                    s.processing.insert(item.clone());
+                    if !s.queue.is_empty() {
+                        // Let another idle worker take the next one.
+                        self.ready.notify_one();
+                    }
+                    return item;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    pub fn done(&self, item: &K) {
+        let mut s = self.state.lock().expect("work queue lock");
+        s.processing.remove(item);
+        if s.dirty.contains(item) {
+            s.queue.push_back(item.clone());
+            drop(s);
+            self.ready.notify_one();
+        }
+    }
+
+    pub fn add_after(self: &Arc<Self>, item: K, delay: Duration) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            queue.add(item);
+        });
+    }
+
+    /// Adds the item again after its back-off, which doubles per failure.
+    pub fn add_rate_limited(self: &Arc<Self>, item: K) {
+        let delay = {
+            let mut s = self.state.lock().expect("work queue lock");
+            let n = s.failures.entry(item.clone()).or_default();
+            let delay = backoff(*n);
+            *n += 1;
+            delay
+        };
+        self.add_after(item, delay);
+    }
+
+    /// Clears the item's failure count (it succeeded).
+    pub fn forget(&self, item: &K) {
+        self.state
+            .lock()
+            .expect("work queue lock")
+            .failures
+            .remove(item);
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("work queue lock").queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// client-go's `ItemExponentialFailureRateLimiter(5ms, 1000s)`.
 pub fn backoff(failures: u32) -> Duration {
     BASE_DELAY
         .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
@@ -27,125 +130,30 @@ pub fn backoff(failures: u32) -> Duration {
         .min(MAX_DELAY)
 }
 
-/// The sending side: controllers' event handlers add keys here.
-pub struct Queue<K: Resource>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    tx: mpsc::UnboundedSender<ObjectRef<K>>,
-}
-
-impl<K: Resource> Clone for Queue<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    fn clone(&self) -> Self {
-        Self {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-impl<K: Resource + Clone + 'static> Queue<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
-{
-    pub fn add(&self, namespace: Option<&str>, name: &str) {
-        let mut r = ObjectRef::new(name);
-        if let Some(ns) = namespace {
-            r = r.within(ns);
-        }
-        let _ = self.tx.unbounded_send(r);
-    }
-
-    pub fn add_object(&self, obj: &K) {
-        let m = obj.meta();
-        self.add(m.namespace.as_deref(), m.name.as_deref().unwrap_or(""));
-    }
-
-    /// Queues every object in `store`.
-    pub fn add_all(&self, store: &Store<K>) {
-        for obj in store.state() {
-            self.add_object(&obj);
-        }
-    }
-}
-
-pub fn queue<K: Resource>() -> (Queue<K>, mpsc::UnboundedReceiver<ObjectRef<K>>)
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    let (tx, rx) = mpsc::unbounded();
-    (Queue { tx }, rx)
-}
-
-/// What a sync asks for next: nothing, or another look after a while
-/// (a pod becoming available after `minReadySeconds`, a progress deadline).
-pub type SyncResult<E> = Result<Option<Duration>, E>;
-
-/// Runs `sync` for every queued key with up to `workers` keys at a time,
-/// until the queue's senders are gone.
-pub async fn run<K, Ctx, F, Fut, E>(
-    controller: &'static str,
-    store: Store<K>,
-    keys: mpsc::UnboundedReceiver<ObjectRef<K>>,
-    ctx: Arc<Ctx>,
-    workers: u16,
-    mut sync: F,
-) where
-    K: Resource + Clone + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Debug + Unpin + Default,
-    Ctx: Send + Sync + 'static,
-    F: FnMut(Arc<K>, Arc<Ctx>) -> Fut,
-    Fut: Future<Output = SyncResult<E>> + Send + 'static,
-    E: Display + Send + 'static,
-{
-    let failures: Arc<Mutex<HashMap<ObjectRef<K>, u32>>> = Default::default();
-    let reconciler = move |obj: Arc<K>, ctx: Arc<Ctx>| {
-        let key = ObjectRef::from_obj(obj.as_ref());
-        let failures = failures.clone();
-        let fut = sync(obj, ctx);
-        Box::pin(async move {
-            let result = fut.await;
-            let mut f = failures.lock().expect("failure counts");
-            let action = match result {
-                Ok(next) => {
-                    f.remove(&key);
-                    next.map_or_else(Action::await_change, Action::requeue)
-                }
-                Err(e) => {
-                    let n = f.entry(key.clone()).or_insert(0);
-                    *n += 1;
-                    tracing::warn!(controller, key = %key, retries = *n, "sync failed: {e}");
-                    Action::requeue(backoff(*n - 1))
-                }
-            };
-            Ok::<_, std::convert::Infallible>(action)
-        })
-    };
-    let requests =
-        keys.map(|r| Ok::<_, std::convert::Infallible>(controller::ReconcileRequest::from(r)));
-    controller::applier(
-        reconciler,
-        |_, _, _| Action::await_change(),
-        ctx,
-        store,
-        requests,
-        controller::Config::default().concurrency(workers),
-    )
-    .for_each(|_| async {})
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn an_item_waits_once_and_comes_back_if_added_while_processed() {
+        let q = WorkQueue::new();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!(q.len(), 2);
+        let first = q.get().await;
+        assert_eq!(first, "a");
+        q.add("a"); // changed while being processed
+        assert_eq!(q.get().await, "b");
+        assert!(q.is_empty(), "not handed out twice at once");
+        q.done(&"a");
+        assert_eq!(q.get().await, "a");
+    }
+
     #[test]
-    fn backoff_doubles_from_5ms_to_1000s() {
+    fn failures_back_off_exponentially_up_to_a_cap() {
         assert_eq!(backoff(0), Duration::from_millis(5));
-        assert_eq!(backoff(1), Duration::from_millis(10));
-        assert_eq!(backoff(4), Duration::from_millis(80));
-        assert_eq!(backoff(40), MAX_DELAY);
+        assert_eq!(backoff(3), Duration::from_millis(40));
+        assert_eq!(backoff(40), Duration::from_secs(1000));
     }
 }
