@@ -26,7 +26,6 @@ pub mod reconcile_queue;
 pub mod replicaset;
 pub mod replicaset_decide;
 pub mod served_resources;
-pub mod work_queue;
 
 use std::sync::Arc;
 

@@ -16,6 +16,7 @@
 
 pub mod decide;
 pub mod graph;
+pub mod queue;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,10 +31,10 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::served_resources::{self, ServedResource};
-use super::work_queue::WorkQueue;
 use crate::api::deletion::{FINALIZER_FOREGROUND, FINALIZER_ORPHAN, Propagation};
 use decide::{Decision, ForegroundStep, ItemFacts, OwnerState};
 use graph::{Graph, Identity, Observed, Uid, Work};
+use queue::WorkQueue;
 
 /// kube-controller-manager's `--concurrent-gc-syncs` default.
 pub const CONCURRENT_GC_SYNCS: usize = 20;

@@ -1,7 +1,7 @@
-//! A work queue with client-go's guarantees (`workqueue.RateLimitingInterface`)
-//! for controllers whose items are not one typed resource — the garbage
-//! collector's items are objects of every kind, so `kube::runtime`'s
-//! `Controller` (one main resource) does not fit it. An item waits in the
+//! The collector's work queues, with client-go's guarantees
+//! (`workqueue.RateLimitingInterface`): its items are objects of every
+//! kind by uid, so the typed work queue of the other controllers (one
+//! resource, `kube::runtime`'s applier) does not fit it. An item waits in the
 //! queue at most once, is handed to one worker at a time (added again
 //! while processed, it comes back after `done`), and failures are retried
 //! with per-item exponential back-off (5 ms doubling to 1000 s).
