@@ -22,10 +22,10 @@ pub mod manager;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
-pub mod reconcile_queue;
 pub mod replicaset;
 pub mod replicaset_decide;
 pub mod served_resources;
+pub mod work_queue;
 
 use std::sync::Arc;
 

@@ -28,11 +28,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::event_recorder::{EventRecorder, reference};
 use super::expectations::Expectations;
 use super::informers::{Change, Informers, SharedInformer};
-use super::reconcile_queue::{self, Queue};
 use super::replicaset_decide::{
     BURST_REPLICAS, ReplicaCounts, claim, controller_of, controller_ref, count, is_active,
     next_available_in, pod_from_template, pods_to_delete, slow_start_batches,
 };
+use super::work_queue::{self, Queue};
 
 /// How many owners sync at once (`--concurrent-replicaset-syncs`).
 pub const CONCURRENT_SYNCS: u16 = 5;
@@ -215,11 +215,11 @@ pub async fn run<K: Replicated>(informers: Informers) -> anyhow::Result<()> {
         owners: informers.get::<K>(),
         expectations: Mutex::default(),
     });
-    let (queue, keys) = reconcile_queue::queue::<K>();
+    let (queue, keys) = work_queue::queue::<K>();
     let changes = watch_changes(ctx.clone(), queue);
     ctx.pods.synced().await;
     ctx.owners.synced().await;
-    let workers = reconcile_queue::run(
+    let workers = work_queue::run(
         K::COMPONENT,
         ctx.owners.store.clone(),
         keys,
@@ -324,7 +324,7 @@ fn api_message(e: &kube::Error) -> String {
 async fn sync<K: Replicated>(
     owner: Arc<K>,
     ctx: Arc<Context<K>>,
-) -> reconcile_queue::SyncResult<ReplicaSetError> {
+) -> work_queue::SyncResult<ReplicaSetError> {
     let ns = owner.namespace().unwrap_or_default();
     let name = owner.name_any();
     let key = key_of(&ns, &name);
