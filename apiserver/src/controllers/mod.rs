@@ -11,6 +11,7 @@
 //! informers, work queues, `kube::Client`) run by the controller
 //! [`manager`], in-process or as its own process.
 
+pub mod daemonset_decide;
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod event_recorder;
