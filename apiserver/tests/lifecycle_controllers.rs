@@ -353,8 +353,10 @@ fn a_no_execute_taint_evicts_intolerant_pods_and_tolerant_ones_after_their_time(
     );
     apply(
         &s,
-        &bound_pod("tolerant", "n1", "")
-            .replace("spec:\n", "spec:\n  tolerations:\n  - {key: k, operator: Equal, value: v, effect: NoExecute}\n"),
+        &bound_pod("tolerant", "n1", "").replace(
+            "spec:\n",
+            "spec:\n  tolerations:\n  - {key: k, operator: Equal, value: v, effect: NoExecute}\n",
+        ),
     );
     apply(
         &s,
@@ -364,16 +366,20 @@ fn a_no_execute_taint_evicts_intolerant_pods_and_tolerant_ones_after_their_time(
         ),
     );
     s.ok(&["taint", "nodes", "n1", "k=v:NoExecute"]);
-    let reason = wait_for("the intolerant pod's eviction", Duration::from_secs(20), || {
-        let r = s.ok(&[
+    let reason = wait_for(
+        "the intolerant pod's eviction",
+        Duration::from_secs(20),
+        || {
+            let r = s.ok(&[
             "get",
             "pod",
             "intolerant",
             "-o",
             r#"jsonpath={.metadata.deletionTimestamp} {.status.conditions[?(@.type=="DisruptionTarget")].reason}"#,
         ]);
-        r.split_whitespace().nth(1).map(str::to_owned)
-    });
+            r.split_whitespace().nth(1).map(str::to_owned)
+        },
+    );
     assert_eq!(reason, "DeletionByTaintManager");
     let events = s.ok(&[
         "get",
@@ -395,11 +401,21 @@ fn a_no_execute_taint_evicts_intolerant_pods_and_tolerant_ones_after_their_time(
     ]);
     // The pod tolerating the taint for 2 s goes after them; the one
     // tolerating it forever stays.
-    wait_for("the briefly tolerant pod to go", Duration::from_secs(20), || {
-        (names(&s, &["pods"]) == ["tolerant"]).then_some(())
-    });
-    let events = s.ok(&["get", "events", "--field-selector", "reason=TaintManagerEviction"]);
-    assert!(events.contains("Marking for deletion Pod default/briefly"), "{events}");
+    wait_for(
+        "the briefly tolerant pod to go",
+        Duration::from_secs(20),
+        || (names(&s, &["pods"]) == ["tolerant"]).then_some(()),
+    );
+    let events = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+    ]);
+    assert!(
+        events.contains("Marking for deletion Pod default/briefly"),
+        "{events}"
+    );
     assert!(!events.contains("default/tolerant"), "{events}");
 }
 
@@ -408,12 +424,26 @@ fn pods_of_a_deleted_node_are_removed() {
     let s = ApiServer::start();
     add_node(&s, "n1");
     add_node(&s, "n2");
-    apply(&s, &bound_pod("on-n1", "n1", "").replace("terminationGracePeriodSeconds: 0", "terminationGracePeriodSeconds: 30"));
-    apply(&s, &bound_pod("on-n2", "n2", "").replace("terminationGracePeriodSeconds: 0", "terminationGracePeriodSeconds: 30"));
+    apply(
+        &s,
+        &bound_pod("on-n1", "n1", "").replace(
+            "terminationGracePeriodSeconds: 0",
+            "terminationGracePeriodSeconds: 30",
+        ),
+    );
+    apply(
+        &s,
+        &bound_pod("on-n2", "n2", "").replace(
+            "terminationGracePeriodSeconds: 0",
+            "terminationGracePeriodSeconds: 30",
+        ),
+    );
     s.ok(&["delete", "node", "n2"]);
-    wait_for("the pod of the deleted node to go", Duration::from_secs(20), || {
-        (names(&s, &["pods"]) == ["on-n1"]).then_some(())
-    });
+    wait_for(
+        "the pod of the deleted node to go",
+        Duration::from_secs(20),
+        || (names(&s, &["pods"]) == ["on-n1"]).then_some(()),
+    );
 }
 
 #[test]
@@ -433,228 +463,79 @@ fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
             r#"{"status":{"phase":"Succeeded"}}"#,
         ]);
     }
-    wait_for("two terminated pods collected", Duration::from_secs(30), || {
-        (names(&s, &["pods"]) == ["third"]).then_some(())
-    });
+    wait_for(
+        "two terminated pods collected",
+        Duration::from_secs(30),
+        || (names(&s, &["pods"]) == ["third"]).then_some(()),
+    );
 }
 
-/// What a kubelet would do for pods on Node objects without one: bound
-/// pods are reported Running and Ready, and a pod being deleted is finished
-/// off. Runs until dropped.
-struct FakeKubelets {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl FakeKubelets {
-    fn start(s: &ApiServer) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let kubeconfig = s.kubeconfig();
-        let home = s.dir.path().to_owned();
-        let thread = std::thread::spawn(move || {
-            let kubectl = |args: &[&str]| {
-                std::process::Command::new("/usr/bin/kubectl")
-                    .env("KUBECONFIG", &kubeconfig)
-                    .env("HOME", &home)
-                    .arg("--cache-dir")
-                    .arg(home.join("kube-cache-kubelets"))
-                    .args(args)
-                    .output()
-                    .expect("run kubectl")
-            };
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = kubectl(&[
-                    "get",
-                    "pods",
-                    "-A",
-                    "-o",
-                    r#"jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp} {.status.phase}{"\n"}{end}"#,
-                ]);
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    let f: Vec<&str> = line.split(' ').collect();
-                    let [ns, name, node, deleting, phase] = f[..] else {
-                        continue;
-                    };
-                    if node.is_empty() {
-                        continue;
-                    }
-                    if !deleting.is_empty() {
-                        kubectl(&["delete", "pod", name, "-n", ns, "--grace-period=0", "--force"]);
-                    } else if phase != "Running" {
-                        let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
-                        let status = format!(
-                            r#"{{"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}}]}}}}"#
-                        );
-                        kubectl(&["patch", "pod", name, "-n", ns, "--subresource=status", "--type=merge", "-p", &status]);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for FakeKubelets {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-const DAEMONSET: &str = "apiVersion: apps/v1
-kind: DaemonSet
+const REPLICASET: &str = "apiVersion: apps/v1
+kind: ReplicaSet
 metadata:
-  name: agent
+  name: web
 spec:
+  replicas: 2
   selector:
-    matchLabels: {app: agent}
-  updateStrategy:
-    type: RollingUpdate
-    rollingUpdate: {maxUnavailable: 1}
+    matchLabels: {app: web}
   template:
     metadata:
-      labels: {app: agent}
+      labels: {app: web}
     spec:
-      nodeSelector: {role: worker}
       terminationGracePeriodSeconds: 0
       containers:
-      - {name: c, image: IMAGE}
+      - {name: c, image: busybox}
 ";
 
-/// `kubectl get ds agent` as (DESIRED, CURRENT, READY, UP-TO-DATE, AVAILABLE, NODE SELECTOR).
-fn ds_row(s: &ApiServer) -> Vec<String> {
-    let r = rows(&s.ok(&["get", "ds", "agent", "--no-headers"]));
-    r[0][1..7].to_vec()
-}
-
-fn pods_per_node(s: &ApiServer) -> Vec<String> {
-    let mut nodes: Vec<String> = s
-        .ok(&[
-            "get",
-            "pods",
-            "-l",
-            "app=agent",
-            "-o",
-            r#"jsonpath={range .items[*]}{.spec.nodeName}{"\n"}{end}"#,
-        ])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    nodes.sort();
-    nodes
+fn web_pods(s: &ApiServer) -> Vec<String> {
+    names(s, &["pods", "-l", "app=web"])
 }
 
 #[test]
-fn a_daemonset_runs_one_pod_per_eligible_node() {
+fn deleting_a_replicaset_cascades_unless_told_to_orphan() {
     let s = ApiServer::start();
-    let _kubelets = FakeKubelets::start(&s);
-    add_node(&s, "n1");
-    add_node(&s, "n2");
-    apply(&s, &DAEMONSET.replace("IMAGE", "busybox:1.35"));
-    wait_for("a pod on each node", Duration::from_secs(30), || {
-        (ds_row(&s) == ["2", "2", "2", "2", "2", "role=worker"]).then_some(())
+    apply(&s, REPLICASET);
+    let pods = wait_for("two pods", Duration::from_secs(30), || {
+        let p = web_pods(&s);
+        (p.len() == 2).then_some(p)
     });
-    assert_eq!(pods_per_node(&s), ["n1", "n2"]);
-    let affinity = s.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=agent",
-        "--field-selector",
-        "spec.nodeName=n1",
-        "-o",
-        "jsonpath={.items[0].spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0]}",
-    ]);
-    assert_eq!(affinity, r#"{"key":"metadata.name","operator":"In","values":["n1"]}"#);
-
-    // A new node gets one.
-    add_node(&s, "n3");
-    wait_for("a pod on the new node", Duration::from_secs(30), || {
-        (pods_per_node(&s) == ["n1", "n2", "n3"]).then_some(())
-    });
-    // A node labelled out of the selector loses its pod.
-    s.ok(&["label", "node", "n1", "role-"]);
-    wait_for("the pod of n1 to go", Duration::from_secs(30), || {
-        (pods_per_node(&s) == ["n2", "n3"]).then_some(())
-    });
-    wait_for("the status to follow", Duration::from_secs(30), || {
-        (ds_row(&s) == ["2", "2", "2", "2", "2", "role=worker"]).then_some(())
-    });
-}
-
-#[test]
-fn a_daemonset_rolls_out_a_new_template_and_back() {
-    let s = ApiServer::start();
-    let _kubelets = FakeKubelets::start(&s);
-    for n in ["n1", "n2", "n3"] {
-        add_node(&s, n);
-    }
-    apply(&s, &DAEMONSET.replace("IMAGE", "busybox:1.35"));
-    s.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
-    s.ok(&["set", "image", "ds/agent", "c=busybox:1.36"]);
-    let status = s.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
-    assert!(
-        status.contains(r#"daemon set "agent" successfully rolled out"#),
-        "{status}"
+    // --cascade=orphan: the pods stay, no longer owned.
+    s.ok(&["delete", "rs", "web", "--cascade=orphan"]);
+    wait_for(
+        "the owner references to go",
+        Duration::from_secs(20),
+        || {
+            let refs = s.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].metadata.ownerReferences}",
+            ]);
+            refs.is_empty().then_some(())
+        },
     );
-    let images = s.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=agent",
-        "-o",
-        "jsonpath={.items[*].spec.containers[0].image}",
-    ]);
-    assert_eq!(images, "busybox:1.36 busybox:1.36 busybox:1.36");
-    let history = s.ok(&["rollout", "history", "ds/agent"]);
-    let revisions: Vec<String> = rows(&history)
-        .iter()
-        .skip(2)
-        .filter_map(|r| r.first().cloned())
-        .collect();
-    assert_eq!(revisions, ["1", "2"], "{history}");
-    let hashes = s.ok(&[
-        "get",
-        "controllerrevisions",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]);
-    assert_eq!(hashes.split_whitespace().count(), 2, "{hashes}");
-    let pod_hash = s.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=agent",
-        "-o",
-        "jsonpath={.items[0].metadata.labels.controller-revision-hash}",
-    ]);
-    assert!(hashes.contains(&format!("agent-{pod_hash}")), "{hashes} / {pod_hash}");
+    assert_eq!(web_pods(&s), pods);
+    assert!(s.fails(&["get", "rs", "web"]).contains("not found"));
 
-    s.ok(&["rollout", "undo", "ds/agent"]);
-    s.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
-    wait_for("the old image back", Duration::from_secs(30), || {
-        let images = s.ok(&[
+    // Recreated, it adopts the orphans; kubectl's default delete
+    // (background) then takes them with it.
+    apply(&s, REPLICASET);
+    wait_for("the orphans adopted", Duration::from_secs(20), || {
+        let owners = s.ok(&[
             "get",
             "pods",
             "-l",
-            "app=agent",
+            "app=web",
             "-o",
-            "jsonpath={.items[*].spec.containers[0].image}",
+            "jsonpath={.items[*].metadata.ownerReferences[0].kind}",
         ]);
-        (images == "busybox:1.35 busybox:1.35 busybox:1.35").then_some(())
+        (owners == "ReplicaSet ReplicaSet").then_some(())
     });
-    let history = s.ok(&["rollout", "history", "ds/agent"]);
-    let revisions: Vec<String> = rows(&history)
-        .iter()
-        .skip(2)
-        .filter_map(|r| r.first().cloned())
-        .collect();
-    assert_eq!(revisions, ["2", "3"], "the rolled-back revision is the newest: {history}");
+    assert_eq!(web_pods(&s), pods, "adopted, not replaced");
+    s.ok(&["delete", "rs", "web"]);
+    wait_for("the pods to go with it", Duration::from_secs(20), || {
+        web_pods(&s).is_empty().then_some(())
+    });
 }
