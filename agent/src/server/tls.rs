@@ -12,14 +12,16 @@ use axum::Router;
 use axum::extract::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::auth::{ClientCertUser, authn::user_from_certificate};
+use super::auth::{ClientCertUser, UserInfo, authn::user_from_certificate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -150,13 +152,22 @@ pub fn self_signed(node_name: &str, node_ips: &[IpAddr]) -> Result<(String, Stri
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// `--port`'s TLS: the rustls configuration, and the verifier of client
+/// certificates against `--client-ca-file` when one is given.
+pub struct SecureServing {
+    pub config: rustls::ServerConfig,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
 /// The rustls configuration of `--port`: the serving certificate, and
 /// client certificates requested (never required: tokens authenticate too)
-/// and verified against `client_ca_file` when given.
+/// when `client_ca_file` is given. As on kubelet, a certificate the CA did
+/// not sign does not break the handshake: it authenticates nobody, and the
+/// request goes on to the other authenticators (401 without one).
 pub fn server_config(
     cert: &ServingCert,
     client_ca_file: Option<&Path>,
-) -> Result<rustls::ServerConfig, TlsError> {
+) -> Result<SecureServing, TlsError> {
     // Chosen explicitly: with several rustls backends linked into one
     // workspace build, the process-wide default is ambiguous.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -180,7 +191,7 @@ pub fn server_config(
         })?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let builder = match client_ca_file {
+    let (builder, client_verifier) = match client_ca_file {
         Some(path) => {
             let ca_pem = pem(path)?;
             let mut roots = RootCertStore::empty();
@@ -199,45 +210,113 @@ pub fn server_config(
                     path: path.to_owned(),
                 });
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier: Arc<dyn ClientCertVerifier> =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()?;
+            let requesting = Arc::new(RequestClientCert(verifier.clone()));
+            (
+                builder.with_client_cert_verifier(requesting),
+                Some(verifier),
+            )
         }
-        None => builder.with_no_client_auth(),
+        None => (builder.with_no_client_auth(), None),
     };
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok(SecureServing {
+        config,
+        client_verifier,
+    })
+}
+
+/// Go's `tls.RequestClientCert`: asks for a certificate and takes whatever
+/// comes (its possession still proven by the handshake signature); the
+/// chain is checked afterwards, by [`SecureServing::client_user`].
+#[derive(Debug)]
+struct RequestClientCert(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+impl SecureServing {
+    /// The user of a presented certificate chain when `--client-ca-file`
+    /// signed it (kubelet's x509 authenticator), else nobody.
+    fn client_user(&self, chain: Option<&[CertificateDer<'static>]>) -> Option<UserInfo> {
+        let verifier = self.client_verifier.as_ref()?;
+        let (leaf, intermediates) = chain?.split_first()?;
+        match verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+            Ok(_) => user_from_certificate(leaf),
+            Err(e) => {
+                tracing::debug!("client certificate not accepted: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Serves `app` over TLS on `listener`, one task per connection; a client
-/// certificate rustls verified becomes [`ClientCertUser`] on each request.
-pub async fn serve(
-    listener: TcpListener,
-    config: rustls::ServerConfig,
-    app: Router,
-) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+/// certificate the client CA signed becomes [`ClientCertUser`] on each request.
+pub async fn serve(listener: TcpListener, tls: SecureServing, app: Router) -> std::io::Result<()> {
+    let tls = Arc::new(tls);
+    let acceptor = TlsAcceptor::from(Arc::new(tls.config.clone()));
     loop {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(%peer, "TLS handshake failed: {e}");
                     return;
                 }
             };
-            let user = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| user_from_certificate(c));
+            let user = tls.client_user(stream.get_ref().1.peer_certificates());
             let service =
                 hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                     if let Some(u) = &user {
@@ -246,7 +325,7 @@ pub async fn serve(
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(%peer, "connection ended: {e}");
