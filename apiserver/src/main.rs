@@ -114,6 +114,18 @@ struct Flags {
     /// The prefix length of each node's pod subnet.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// The client certificate the apiserver presents to kubelets (PEM;
+    /// default: apiserver-kubelet-client.crt in the data dir,
+    /// kube-apiserver-kubelet-client in system:masters).
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate.
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// Check kubelets' serving certificates against this CA (PEM); without
+    /// it they are not verified.
+    #[arg(long, value_name = "FILE")]
+    kubelet_certificate_authority: Option<PathBuf>,
     /// How often the node lifecycle controller checks node health.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     node_monitor_period: std::time::Duration,
@@ -173,6 +185,11 @@ async fn main() -> anyhow::Result<()> {
         secure_port: flags.secure_port,
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
+        kubelet: server::KubeletClientFlags {
+            client_certificate: flags.kubelet_client_certificate,
+            client_key: flags.kubelet_client_key,
+            certificate_authority: flags.kubelet_certificate_authority,
+        },
         change_log_window: flags.change_log_window,
         etcd_servers: flags.etcd_servers,
         etcd_compaction_interval: flags.etcd_compaction_interval,
