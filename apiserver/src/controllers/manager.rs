@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::ReplicationController;
 
 use super::informers::Informers;
-use super::replicaset;
+use super::{deployment, replicaset};
 use crate::leader_election::{LeaderElection, run_as_leader};
 
 /// The lease the active controller manager holds.
@@ -43,6 +43,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "replicationcontroller-controller",
         alias: "replicationcontroller",
         start: |i| Box::pin(replicaset::run::<ReplicationController>(i)),
+    },
+    ControllerEntry {
+        name: "deployment-controller",
+        alias: "deployment",
+        start: |i| Box::pin(deployment::run(i)),
     },
 ];
 

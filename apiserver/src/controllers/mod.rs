@@ -12,6 +12,7 @@
 //! [`manager`], in-process or as its own process.
 
 pub mod daemonset_decide;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod event_recorder;
@@ -25,6 +26,7 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod replicaset;
 pub mod replicaset_decide;
+pub mod rollout;
 pub mod served_resources;
 pub mod work_queue;
 
