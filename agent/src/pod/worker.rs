@@ -1276,13 +1276,23 @@ fn create_and_start(
     }
     let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-    // A subPath that does not exist yet is created, as the kubelet does.
-    if let Ok(mounts) = spec::volume_mounts(pod, container, &volumes) {
-        for (source, _, _) in mounts {
-            if !source.exists() {
-                let _ = std::fs::create_dir_all(&source);
-            }
-        }
+    // Each subPath looked up beneath its volume and bind-mounted where
+    // nothing in the pod can swap it (a missing one is created, as the kubelet does).
+    let mut sub_paths = std::collections::BTreeMap::new();
+    for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
+        let Some(sub) = spec::sub_path_of(vm, &env.vars) else {
+            continue;
+        };
+        spec::check_sub_path(&container.name, &vm.name, &sub)
+            .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+        let Some(volume_dir) = volumes.get(&vm.name) else {
+            continue;
+        };
+        let target =
+            crate::runtime::subpath::target_path(pod_dir, &vm.name, &container.name, i);
+        crate::runtime::subpath::prepare(volume_dir, &vm.name, &sub, &target)
+            .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+        sub_paths.insert(i, target);
     }
     let termination_log = bundle.join("termination-log");
     // 0666 as kubelet makes it: a container running as any user may write its message.
@@ -1313,6 +1323,7 @@ fn create_and_start(
         limits: &limits,
         passwd: &passwd,
         volumes: &volumes,
+        sub_paths: &sub_paths,
         env: &env.vars,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),

@@ -89,6 +89,14 @@ pub enum SpecError {
         volume: String,
         sub_path: String,
     },
+    #[error(
+        "container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} was not prepared"
+    )]
+    SubPathNotPrepared {
+        container: String,
+        volume: String,
+        sub_path: String,
+    },
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -145,38 +153,76 @@ pub struct SpecInputs<'a> {
     pub oom_score_adj: i32,
     /// Where each of the pod's volumes is on the node, by name.
     pub volumes: &'a std::collections::BTreeMap<String, PathBuf>,
+    /// Prepared subPath mount points, by index in the container's volumeMounts.
+    pub sub_paths: &'a std::collections::BTreeMap<usize, PathBuf>,
     /// The pod's environment for this container (kubelet-computed: env,
     /// envFrom, service variables); `$(VAR)` in command and args refers to it.
     pub env: &'a [(String, String)],
 }
 
+/// The subPath of a volumeMount: `subPath`, or `subPathExpr` with `$(VAR)`
+/// expanded from the container's environment, as the kubelet does.
+pub fn sub_path_of(
+    vm: &k8s_openapi::api::core::v1::VolumeMount,
+    env: &[(String, String)],
+) -> Option<String> {
+    if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        return Some(sub.to_string());
+    }
+    let expr = vm.sub_path_expr.as_deref().filter(|s| !s.is_empty())?;
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    Some(expand_vars(expr, &lookup)).filter(|s| !s.is_empty())
+}
+
+/// A subPath must be relative and stay in its volume by name alone; links
+/// are checked when it is looked up ([`super::subpath`]).
+pub fn check_sub_path(container: &str, volume: &str, sub: &str) -> Result<(), SpecError> {
+    let p = Path::new(sub);
+    if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(SpecError::BadSubPath {
+            container: container.to_string(),
+            volume: volume.to_string(),
+            sub_path: sub.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Each `volumeMounts` entry as (node path, container path, read-only).
 /// Volumes made from API objects are always read-only, as the kubelet mounts them.
+/// A mount with a subPath uses its prepared mount point from `sub_paths`
+/// (by index in `volumeMounts`), never the volume path joined with it.
 pub fn volume_mounts(
     pod: &Pod,
     container: &Container,
     volumes: &std::collections::BTreeMap<String, PathBuf>,
+    sub_paths: &std::collections::BTreeMap<usize, PathBuf>,
+    env: &[(String, String)],
 ) -> Result<Vec<(PathBuf, String, bool)>, SpecError> {
     let mut out = Vec::new();
-    for vm in container.volume_mounts.iter().flatten() {
+    for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
         let base = volumes
             .get(&vm.name)
             .ok_or_else(|| SpecError::UnknownVolume {
                 container: container.name.clone(),
                 volume: vm.name.clone(),
             })?;
-        let source = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let source = match sub_path_of(vm, env) {
             None => base.clone(),
             Some(sub) => {
-                let p = Path::new(sub);
-                if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
-                    return Err(SpecError::BadSubPath {
+                check_sub_path(&container.name, &vm.name, &sub)?;
+                sub_paths
+                    .get(&i)
+                    .cloned()
+                    .ok_or_else(|| SpecError::SubPathNotPrepared {
                         container: container.name.clone(),
                         volume: vm.name.clone(),
-                        sub_path: sub.to_string(),
-                    });
-                }
-                base.join(p)
+                        sub_path: sub.clone(),
+                    })?
             }
         };
         let api_backed = pod
@@ -562,7 +608,13 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,
     ];
-    for (source, dest, readonly) in volume_mounts(inputs.pod, container, inputs.volumes)? {
+    for (source, dest, readonly) in volume_mounts(
+        inputs.pod,
+        container,
+        inputs.volumes,
+        inputs.sub_paths,
+        inputs.env,
+    )? {
         mounts.push(bind(&dest, &source, readonly)?);
     }
     if privileged {

@@ -1,0 +1,278 @@
+//! What a pod spec can do to the node: each attack here must fail, and the
+//! node's files and mounts must be as they were. Run as root; each test owns
+//! a node (temp dirs, a cgroup subtree) removed even if the test fails.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::TestNode;
+use serde_json::Value;
+
+fn pod_yaml(name: &str, body: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n{body}")
+}
+
+/// A node directory holding one file, to check nothing reached it.
+fn victim_dir(node: &TestNode) -> std::path::PathBuf {
+    let dir = node.root.path().join("victim");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("secret"), "node secret\n").unwrap();
+    dir
+}
+
+fn assert_untouched(dir: &Path) {
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "{} changed mode", dir.display());
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["secret"], "files appeared in {}", dir.display());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secret")).unwrap(),
+        "node secret\n"
+    );
+    let target = dir.to_string_lossy().to_string();
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&target)));
+    assert!(!mounted, "something is mounted on {target}");
+}
+
+/// The container's waiting state once it has one with `reason`.
+fn wait_waiting(node: &TestNode, pod: &str, container: &str, reason: &str) -> Value {
+    node.wait_for(
+        &format!("{pod}/{container} waiting with {reason}"),
+        Duration::from_secs(30),
+        |n| {
+            let c = n.container_status(pod, container)?;
+            (c["state"]["waiting"]["reason"] == reason).then(|| c["state"]["waiting"].clone())
+        },
+    )
+}
+
+/// CVE-2017-1002101: an init container turns the subPath into a link to the
+/// node's directory; the app container must not get it.
+#[test]
+fn a_sub_path_made_a_symlink_by_an_init_container_does_not_reach_the_node() {
+    let node = TestNode::start();
+    let victim = victim_dir(&node);
+    node.write_manifest(
+        "subpath.yaml",
+        &pod_yaml(
+            "subpath",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+  initContainers:
+  - name: plant
+    image: busybox
+    command: ["sh", "-c", "ln -s {victim} /shared/escape && ln -s / /shared/root && mkdir /shared/ok && echo inside > /shared/ok/f"]
+    volumeMounts:
+    - name: shared
+      mountPath: /shared
+  containers:
+  - name: escape
+    image: busybox
+    command: ["sh", "-c", "ls /mnt; cat /mnt/secret; echo hacked > /mnt/pwned; exec sleep 3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /mnt
+      subPath: escape
+  - name: root
+    image: busybox
+    command: ["sh", "-c", "ls /mnt; exec sleep 3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /mnt
+      subPath: root
+  - name: fine
+    image: busybox
+    command: ["sh", "-c", "cat /mnt/f; exec sleep 3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /mnt
+      subPath: ok
+"#,
+                victim = victim.display()
+            ),
+        ),
+    );
+    for container in ["escape", "root"] {
+        let waiting = wait_waiting(&node, "subpath", container, "CreateContainerConfigError");
+        let message = waiting["message"].as_str().unwrap();
+        assert!(
+            message.contains("not within volume path"),
+            "{container}: {message}"
+        );
+    }
+    let name = format!("subpath-{}", node.node_name);
+    let logs = node.wait_for("the fine container's output", Duration::from_secs(20), |n| {
+        n.get(&format!("/containerLogs/default/{name}/fine"))
+            .ok()
+            .filter(|l| !l.is_empty())
+    });
+    assert_eq!(logs, "inside\n", "a subPath inside the volume works");
+    assert_untouched(&victim);
+    node.remove_manifest("subpath.yaml");
+    node.wait_for("pod gone", Duration::from_secs(20), |n| {
+        n.pods().is_empty().then_some(())
+    });
+    assert!(
+        node.mounts_below_root().is_empty(),
+        "{:?}",
+        node.mounts_below_root()
+    );
+    assert_untouched(&victim);
+}
+
+/// A volume named like a path would be a directory outside the pod's:
+/// refused before anything is made (emptyDir would chmod it 0777, a Memory
+/// emptyDir would leave a tmpfs over it).
+#[test]
+fn a_volume_named_like_a_path_is_refused() {
+    let node = TestNode::start();
+    // pods/<uid>/volumes/kubernetes.io~empty-dir/../../../../victim is <state>/victim.
+    let victim = node.state_dir().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(victim.join("secret"), "node secret\n").unwrap();
+    node.write_manifest(
+        "badvol.yaml",
+        &pod_yaml(
+            "badvol",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: ../../../../victim
+    emptyDir:
+      medium: Memory
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo x > /v/pwned; exec sleep 3600"]
+    volumeMounts:
+    - name: ../../../../victim
+      mountPath: /v
+"#,
+        ),
+    );
+    node.write_manifest(
+        "good.yaml",
+        &pod_yaml(
+            "good",
+            "spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [\"sleep\", \"3600\"]\n",
+        ),
+    );
+    node.wait_running("good");
+    let log = node.wait_for("the manifest error", Duration::from_secs(10), |n| {
+        let log = n.agent_log();
+        log.contains("badvol.yaml").then_some(log)
+    });
+    assert!(
+        log.contains(r#"spec.volumes[0].name: Invalid value: "../../../../victim": a lowercase RFC 1123 label must consist of"#),
+        "{}",
+        common::tail(&log, 20)
+    );
+    assert_eq!(node.pods().len(), 1, "the bad pod is not run");
+    assert_untouched(&victim);
+}
+
+/// Mount paths through links: a 41-hop chain, and a mount target that an
+/// init container made a symlink to a node directory.
+#[test]
+fn mount_paths_through_symlinks_create_nothing_on_the_node() {
+    let node = TestNode::start();
+    let victim = victim_dir(&node);
+    let chain = format!(
+        "i=0; while [ $i -lt 41 ]; do ln -s /data/l$((i+1)) /data/l$i; i=$((i+1)); done; ln -s {v} /data/l41; ln -s {v} /data/link",
+        v = victim.display()
+    );
+    node.write_manifest(
+        "links.yaml",
+        &pod_yaml(
+            "links",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes:
+  - name: data
+    emptyDir: {{}}
+  - name: other
+    emptyDir: {{}}
+  initContainers:
+  - name: plant
+    image: busybox
+    command: ["sh", "-c", "{chain}"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+  containers:
+  - name: chain
+    image: busybox
+    command: ["sh", "-c", "touch /data/l0/x/pwned; sleep 3600"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+    - name: other
+      mountPath: /data/l0/x
+  - name: link
+    image: busybox
+    command: ["sh", "-c", "touch /data/link/pwned; sleep 3600"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+    - name: other
+      mountPath: /data/link
+"#
+            ),
+        ),
+    );
+    let status = |container: &str| {
+        node.wait_for(
+            &format!("{container} refused"),
+            Duration::from_secs(30),
+            |n| {
+                let c = n.container_status("links", container)?;
+                let t = &c["state"]["terminated"];
+                t.is_object().then(|| t.clone())
+            },
+        )
+    };
+    let chain = status("chain");
+    assert_eq!(chain["reason"], "StartError", "{chain}");
+    assert!(
+        chain["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many levels of symbolic links"),
+        "{chain}"
+    );
+    let link = status("link");
+    assert_eq!(link["reason"], "StartError", "{link}");
+    assert!(
+        link["message"].as_str().unwrap().contains("is a symlink"),
+        "{link}"
+    );
+    assert_untouched(&victim);
+    node.remove_manifest("links.yaml");
+    node.wait_for("pod gone", Duration::from_secs(20), |n| {
+        n.pods().is_empty().then_some(())
+    });
+    assert!(
+        node.mounts_below_root().is_empty(),
+        "{:?}",
+        node.mounts_below_root()
+    );
+    assert_untouched(&victim);
+}
