@@ -116,11 +116,15 @@ fn a_sub_path_made_a_symlink_by_an_init_container_does_not_reach_the_node() {
         );
     }
     let name = format!("subpath-{}", node.node_name);
-    let logs = node.wait_for("the fine container's output", Duration::from_secs(20), |n| {
-        n.get(&format!("/containerLogs/default/{name}/fine"))
-            .ok()
-            .filter(|l| !l.is_empty())
-    });
+    let logs = node.wait_for(
+        "the fine container's output",
+        Duration::from_secs(20),
+        |n| {
+            n.get(&format!("/containerLogs/default/{name}/fine"))
+                .ok()
+                .filter(|l| !l.is_empty())
+        },
+    );
     assert_eq!(logs, "inside\n", "a subPath inside the volume works");
     assert_untouched(&victim);
     node.remove_manifest("subpath.yaml");
@@ -275,4 +279,94 @@ fn mount_paths_through_symlinks_create_nothing_on_the_node() {
         node.mounts_below_root()
     );
     assert_untouched(&victim);
+}
+
+/// Seccomp: `--seccomp-default` puts RuntimeDefault (containerd's profile)
+/// on containers that name none; `Unconfined` and `Localhost` as asked.
+#[test]
+fn seccomp_profiles_confine_containers() {
+    let node = TestNode::start_with(&["--seccomp-default"]);
+    let profiles = node.state_dir().join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let probe = r#"grep Seccomp: /proc/self/status; unshare -U true && echo unshare=ok || echo unshare=refused; mkdir /tmp/d && echo mkdir=ok || echo mkdir=refused; echo done; exec sleep 3600"#;
+    node.write_manifest(
+        "seccomp.yaml",
+        &pod_yaml(
+            "seccomp",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: default
+    image: busybox
+    command: ["sh", "-c", '{probe}']
+  - name: unconfined
+    image: busybox
+    command: ["sh", "-c", '{probe}']
+    securityContext:
+      seccompProfile:
+        type: Unconfined
+  - name: localhost
+    image: busybox
+    command: ["sh", "-c", '{probe}']
+    securityContext:
+      seccompProfile:
+        type: Localhost
+        localhostProfile: profiles/no-mkdir.json
+  - name: no-new-privs
+    image: busybox
+    command: ["sh", "-c", '{probe}']
+    securityContext:
+      allowPrivilegeEscalation: false
+      seccompProfile:
+        type: RuntimeDefault
+  - name: missing
+    image: busybox
+    command: ["sh", "-c", '{probe}']
+    securityContext:
+      seccompProfile:
+        type: Localhost
+        localhostProfile: ../../../etc/passwd
+"#
+            ),
+        ),
+    );
+    let name = format!("seccomp-{}", node.node_name);
+    let logs = |container: &str| {
+        node.wait_for(
+            &format!("{container}'s output"),
+            Duration::from_secs(30),
+            |n| {
+                n.get(&format!("/containerLogs/default/{name}/{container}"))
+                    .ok()
+                    .filter(|l| l.contains("done"))
+            },
+        )
+    };
+    let default = logs("default");
+    assert!(default.contains("Seccomp:\t2"), "{default}");
+    assert!(default.contains("unshare=refused"), "{default}");
+    assert!(default.contains("mkdir=ok"), "{default}");
+    let unconfined = logs("unconfined");
+    assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
+    assert!(unconfined.contains("unshare=ok"), "{unconfined}");
+    let localhost = logs("localhost");
+    assert!(localhost.contains("Seccomp:\t2"), "{localhost}");
+    assert!(localhost.contains("unshare=ok"), "{localhost}");
+    assert!(localhost.contains("mkdir=refused"), "{localhost}");
+    let nnp = logs("no-new-privs");
+    assert!(nnp.contains("Seccomp:\t2"), "{nnp}");
+    assert!(nnp.contains("unshare=refused"), "{nnp}");
+    let missing = wait_waiting(&node, "seccomp", "missing", "CreateContainerError");
+    let message = missing["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot load seccomp profile") && message.contains("leads out of"),
+        "{message}"
+    );
 }

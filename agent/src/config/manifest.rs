@@ -462,7 +462,10 @@ fn validate_container(
         if vm.mount_path.is_empty() {
             errors.push(FieldError::required(format!("{field}.mountPath")));
         }
-        for (key, value) in [("subPath", &vm.sub_path), ("subPathExpr", &vm.sub_path_expr)] {
+        for (key, value) in [
+            ("subPath", &vm.sub_path),
+            ("subPathExpr", &vm.sub_path_expr),
+        ] {
             if let Some(sub) = value.as_deref().filter(|s| !s.is_empty())
                 && let Err(detail) = check_local_descending_path(sub)
             {

@@ -1288,8 +1288,7 @@ fn create_and_start(
         let Some(volume_dir) = volumes.get(&vm.name) else {
             continue;
         };
-        let target =
-            crate::runtime::subpath::target_path(pod_dir, &vm.name, &container.name, i);
+        let target = crate::runtime::subpath::target_path(pod_dir, &vm.name, &container.name, i);
         crate::runtime::subpath::prepare(volume_dir, &vm.name, &sub, &target)
             .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
         sub_paths.insert(i, target);
@@ -1310,6 +1309,17 @@ fn create_and_start(
     }
     let rootfs_path = rootfs.path.clone();
     let passwd = move |user: &str| spec::passwd_lookup(&rootfs_path, user);
+    use crate::runtime::seccomp::{self, SeccompChoice};
+    let seccomp_profile = match seccomp::choose(pod, container, ctx.policy.seccomp_default)
+        .map_err(|e| fail(CreateError::Config(e.to_string())))?
+    {
+        SeccompChoice::Unconfined => None,
+        SeccompChoice::RuntimeDefault => Some(seccomp::Profile::runtime_default()),
+        SeccompChoice::Localhost(path) => Some(
+            seccomp::load_localhost(&ctx.root_dir.join("seccomp"), &path)
+                .map_err(|e| fail(CreateError::Other(e.to_string())))?,
+        ),
+    };
     let oci = spec::build_spec(&SpecInputs {
         pod,
         container,
@@ -1324,6 +1334,8 @@ fn create_and_start(
         passwd: &passwd,
         volumes: &volumes,
         sub_paths: &sub_paths,
+        seccomp: seccomp_profile.as_ref(),
+        kernel: seccomp::profile::kernel_version(),
         env: &env.vars,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),

@@ -19,7 +19,7 @@ use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InRootError {
-    #[error("{path}: a symlink leads out of {root}")]
+    #[error("{path}: leads out of {root}")]
     Escapes { path: String, root: String },
     #[error("{path}: too many levels of symbolic links (more than 40) under {root}")]
     TooManyLinks { path: String, root: String },
@@ -336,7 +336,9 @@ mod tests {
             symlink(format!("/l{}", i + 1), r.join(format!("l{i}"))).unwrap();
         }
         symlink("/dir", r.join("l41")).unwrap();
-        let err = root.mount_target(Path::new("/l0/x"), Kind::Dir).unwrap_err();
+        let err = root
+            .mount_target(Path::new("/l0/x"), Kind::Dir)
+            .unwrap_err();
         assert!(matches!(err, InRootError::TooManyLinks { .. }), "{err}");
         assert!(!r.join("dir").exists());
     }

@@ -44,6 +44,8 @@ pub enum InitError {
     NotFound(String),
     #[error("invalid spec: {0}")]
     Spec(String),
+    #[error(transparent)]
+    Seccomp(super::seccomp::SeccompError),
     #[error("{what}: {source}")]
     Path {
         what: String,
@@ -205,6 +207,19 @@ pub fn exec_container(
         // keeps the score it inherited rather than failing to start.
         let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
     }
+    // Seccomp goes on last, just before exec, when no_new_privs allows it
+    // unprivileged; otherwise before the capabilities go (loading needs
+    // CAP_SYS_ADMIN then), as runc does.
+    let seccomp = match linux.seccomp() {
+        Some(profile) => {
+            Some(super::seccomp::filter::compile(profile).map_err(InitError::Seccomp)?)
+        }
+        None => None,
+    };
+    let no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    if !no_new_privileges && let Some(programs) = &seccomp {
+        super::seccomp::filter::load(programs).map_err(InitError::Seccomp)?;
+    }
     drop_privileges(process)?;
 
     let cwd = process.cwd();
@@ -212,8 +227,11 @@ pub fn exec_container(
         fs::create_dir_all(cwd).step(|| format!("create workingDir {}", cwd.display()))?;
         chdir(cwd).step(|| format!("chdir {}", cwd.display()))?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
+        if let Some(programs) = &seccomp {
+            super::seccomp::filter::load(programs).map_err(InitError::Seccomp)?;
+        }
     }
 
     let c = |s: &str| CString::new(s).map_err(|_| InitError::Spec(format!("NUL in {s:?}")));
@@ -289,8 +307,8 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
             what: format!("bind source for {}", dest.display()),
             source: e,
         })?;
-        let kind = in_root::kind_of(source_fd.as_fd())
-            .step(|| format!("stat {}", source.display()))?;
+        let kind =
+            in_root::kind_of(source_fd.as_fd()).step(|| format!("stat {}", source.display()))?;
         let target = root.mount_target(dest, kind).map_err(in_root)?;
         mount(
             Some(&in_root::fd_path(source_fd.as_fd())),

@@ -99,6 +99,8 @@ pub enum SpecError {
     },
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
 }
 
 /// Where the pod's sandbox keeps the namespaces its containers join.
@@ -155,6 +157,11 @@ pub struct SpecInputs<'a> {
     pub volumes: &'a std::collections::BTreeMap<String, PathBuf>,
     /// Prepared subPath mount points, by index in the container's volumeMounts.
     pub sub_paths: &'a std::collections::BTreeMap<usize, PathBuf>,
+    /// The seccomp profile the container runs under (`None`: unconfined),
+    /// resolved for its capabilities on this architecture and kernel.
+    pub seccomp: Option<&'a super::seccomp::Profile>,
+    /// The node's kernel (major, minor), which a profile's rules may ask about.
+    pub kernel: (u32, u32),
     /// The pod's environment for this container (kubelet-computed: env,
     /// envFrom, service variables); `$(VAR)` in command and args refers to it.
     pub env: &'a [(String, String)],
@@ -170,11 +177,7 @@ pub fn sub_path_of(
         return Some(sub.to_string());
     }
     let expr = vm.sub_path_expr.as_deref().filter(|s| !s.is_empty())?;
-    let lookup = |name: &str| {
-        env.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     Some(expand_vars(expr, &lookup)).filter(|s| !s.is_empty())
 }
 
@@ -697,11 +700,26 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         resources = resources.pids(LinuxPidsBuilder::default().limit(max).build()?);
     }
 
+    let bounding: Vec<String> = cap_names.iter().map(|c| format!("CAP_{c}")).collect();
+    let seccomp = inputs
+        .seccomp
+        .map(|profile| {
+            profile.resolve(&super::seccomp::Target {
+                caps: &bounding,
+                arch: super::seccomp::profile::native_arch(),
+                kernel: inputs.kernel,
+            })
+        })
+        .transpose()?;
+
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(inputs.cgroups_path))
         .resources(resources.build()?)
         .devices(devices);
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
     if !privileged {
         linux = linux
             .masked_paths(

@@ -81,8 +81,7 @@ pub fn prepare(
         }
         Err(e) => return Err(path_err(e)),
     };
-    let kind =
-        in_root::kind_of(source.as_fd()).map_err(|e| mount_err(std::io::Error::from(e)))?;
+    let kind = in_root::kind_of(source.as_fd()).map_err(|e| mount_err(std::io::Error::from(e)))?;
 
     // A restarted container gets the subPath looked up afresh.
     super::volumes::unmount_below(target);

@@ -175,7 +175,10 @@ fn validate_containers(
             }
         }
         for (j, vm) in c.volume_mounts.iter().flatten().enumerate() {
-            for (key, value) in [("subPath", &vm.sub_path), ("subPathExpr", &vm.sub_path_expr)] {
+            for (key, value) in [
+                ("subPath", &vm.sub_path),
+                ("subPathExpr", &vm.sub_path_expr),
+            ] {
                 if let Some(sub) = value.as_deref().filter(|s| !s.is_empty()) {
                     errs.extend(local_descending_path(
                         &format!("{p}.volumeMounts[{j}].{key}"),
@@ -654,11 +657,13 @@ mod tests {
 
     #[test]
     fn volume_names_are_dns_labels_and_sub_paths_stay_inside() {
-        let p = pod(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+        let p = pod(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
             "spec": {"volumes": [{"name": "../../tmp/victim", "emptyDir": {}}, {"name": "ok", "emptyDir": {}}, {"name": "ok", "emptyDir": {}}],
             "containers": [{"name": "c", "image": "x", "volumeMounts": [
                 {"name": "ok", "mountPath": "/a", "subPath": "../x"},
-                {"name": "ok", "mountPath": "/b", "subPathExpr": "/$(POD)"}]}]}}));
+                {"name": "ok", "mountPath": "/b", "subPathExpr": "/$(POD)"}]}]}}),
+        );
         let errs: Vec<String> = p.validate(None).iter().map(|e| e.to_string()).collect();
         assert_eq!(
             errs,
