@@ -57,6 +57,17 @@ fn wait_waiting(node: &TestNode, pod: &str, container: &str, reason: &str) -> Va
     )
 }
 
+fn events_for(node: &TestNode, pod: &str) -> Vec<Value> {
+    let full = format!("default/{pod}-{}", node.node_name);
+    node.get_json("/events")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["object"] == full.as_str())
+        .collect()
+}
+
 /// CVE-2017-1002101: an init container turns the subPath into a link to the
 /// node's directory; the app container must not get it.
 #[test]
@@ -368,5 +379,78 @@ fn seccomp_profiles_confine_containers() {
     assert!(
         message.contains("cannot load seccomp profile") && message.contains("leads out of"),
         "{message}"
+    );
+}
+
+/// `runAsNonRoot` refuses a container that would run as root: the busybox
+/// image runs as root (no USER), and `USER`-less images are the common case.
+#[test]
+fn run_as_non_root_refuses_a_root_container() {
+    let node = TestNode::start();
+    node.write_manifest(
+        "nonroot.yaml",
+        &pod_yaml(
+            "nonroot",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    runAsNonRoot: true
+  containers:
+  - name: image-root
+    image: busybox
+    command: ["sleep", "3600"]
+  - name: explicit-root
+    image: busybox
+    command: ["sleep", "3600"]
+    securityContext:
+      runAsUser: 0
+  - name: nobody
+    image: busybox
+    command: ["sleep", "3600"]
+    securityContext:
+      runAsUser: 65534
+"#,
+        ),
+    );
+    let pod = node.wait_for("the pod's uid", Duration::from_secs(20), |n| {
+        n.pod("nonroot")
+    });
+    let who = format!(
+        "nonroot-{}_default({})",
+        node.node_name,
+        pod["metadata"]["uid"].as_str().unwrap()
+    );
+    let waiting = wait_waiting(&node, "nonroot", "image-root", "CreateContainerConfigError");
+    assert_eq!(
+        waiting["message"],
+        format!(
+            "container has runAsNonRoot and image will run as root (pod: {who:?}, container: image-root)"
+        )
+    );
+    let waiting = wait_waiting(
+        &node,
+        "nonroot",
+        "explicit-root",
+        "CreateContainerConfigError",
+    );
+    assert_eq!(
+        waiting["message"],
+        format!(
+            "container's runAsUser breaks non-root policy (pod: {who:?}, container: explicit-root)"
+        )
+    );
+    node.wait_for("nobody running", Duration::from_secs(20), |n| {
+        let c = n.container_status("nonroot", "nobody")?;
+        c["state"]["running"].is_object().then_some(())
+    });
+    let failed = events_for(&node, "nonroot");
+    assert!(
+        failed.iter().any(|e| e["reason"] == "Failed"
+            && e["type"] == "Warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m
+                    .starts_with("Error: container has runAsNonRoot and image will run as root"))),
+        "{failed:?}"
     );
 }

@@ -101,6 +101,9 @@ pub enum SpecError {
     Oci(#[from] oci_spec::OciSpecError),
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
+    /// `runAsNonRoot` and a user 0, in the kubelet's words.
+    #[error("{0}")]
+    RunAsNonRoot(String),
 }
 
 /// Where the pod's sandbox keeps the namespaces its containers join.
@@ -388,6 +391,43 @@ fn all_capability_names() -> Vec<String> {
         .collect()
 }
 
+/// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot: true`, an explicit
+/// `runAsUser: 0`, or an image user that is root (`uid`, resolved from the
+/// image's `User`, numeric or named), refuses the container.
+pub fn verify_run_as_non_root(pod: &Pod, container: &Container, uid: u32) -> Result<(), SpecError> {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let non_root = sc
+        .and_then(|s| s.run_as_non_root)
+        .or(pod_sc.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false);
+    if !non_root {
+        return Ok(());
+    }
+    // format.Pod: name_namespace(uid)
+    let who = format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    );
+    match sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user))
+    {
+        Some(0) => Err(SpecError::RunAsNonRoot(format!(
+            "container's runAsUser breaks non-root policy (pod: {who:?}, container: {})",
+            container.name
+        ))),
+        Some(_) => Ok(()),
+        None if uid == 0 => Err(SpecError::RunAsNonRoot(format!(
+            "container has runAsNonRoot and image will run as root (pod: {who:?}, container: {})",
+            container.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// uid, gid: the container's securityContext wins over the pod's, which wins over
 /// the image's `User`.
 fn effective_user(inputs: &SpecInputs) -> Result<(u32, u32), SpecError> {
@@ -495,6 +535,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .unwrap_or_else(|| "/".into());
 
     let (uid, gid) = effective_user(inputs)?;
+    verify_run_as_non_root(inputs.pod, container, uid)?;
     let pod_sc = inputs
         .pod
         .spec
@@ -864,5 +905,49 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(effective_capabilities(&c).unwrap(), ["NET_ADMIN", "KILL"]);
+    }
+
+    #[test]
+    fn run_as_non_root_refuses_user_zero_from_any_source() {
+        use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pod.metadata.name = Some("web".into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some("1234".into());
+        let mut c = container(None, None);
+        assert_eq!(
+            verify_run_as_non_root(&pod, &c, 0).unwrap_err().to_string(),
+            "container has runAsNonRoot and image will run as root (pod: \"web_default(1234)\", container: c)"
+        );
+        verify_run_as_non_root(&pod, &c, 65534).unwrap();
+        c.security_context = Some(SecurityContext {
+            run_as_user: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            verify_run_as_non_root(&pod, &c, 65534)
+                .unwrap_err()
+                .to_string(),
+            "container's runAsUser breaks non-root policy (pod: \"web_default(1234)\", container: c)"
+        );
+        c.security_context = Some(SecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        });
+        verify_run_as_non_root(&pod, &c, 0).unwrap();
+        c.security_context = Some(SecurityContext {
+            run_as_non_root: Some(false),
+            ..Default::default()
+        });
+        verify_run_as_non_root(&pod, &c, 0).unwrap();
     }
 }
