@@ -27,7 +27,7 @@ pub mod network;
 pub mod pod;
 pub mod prober;
 pub mod proxy;
-pub mod quantity;
+pub use kubelab_rules::quantity;
 pub mod runtime;
 pub mod server;
 pub mod status;

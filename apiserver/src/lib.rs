@@ -10,6 +10,8 @@
 //!   [`server::run`] is the whole startup.
 //! - [`controllers`]: in-process controllers (endpoints, node IPAM, ...),
 //!   started by [`server::run`] after bootstrap.
+//! - [`client`]: an in-process `kube::Client` for the control plane;
+//!   [`leader_election`]: one active scheduler/controller manager per cluster.
 //! - [`node_client`]: the agents' kubelet API (pod logs, metrics).
 //! - [`cidr`]: IPv4 ranges of the service and pod networks.
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
@@ -17,8 +19,10 @@
 pub mod api;
 pub mod auth;
 pub mod cidr;
+pub mod client;
 pub mod controllers;
 pub mod kinds;
+pub mod leader_election;
 pub mod node_client;
 pub mod pki;
 pub mod selectors;

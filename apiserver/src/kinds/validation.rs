@@ -73,32 +73,10 @@ pub fn dns1035_label(field: &str, value: &str) -> Vec<FieldError> {
     errs
 }
 
-/// Whether `s` is a resource quantity as `resource.ParseQuantity` accepts:
-/// a signed decimal number, then a binary (Ki..Ei), decimal (n, u, m, k,
-/// M..E) or exponent (e3, E-2) suffix.
+/// Whether `s` is a resource quantity as `resource.ParseQuantity` accepts
+/// it: the one grammar the node reads quantities with too.
 pub fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits_end);
-    let mut parts = num.splitn(2, '.');
-    let int = parts.next().unwrap_or("");
-    let frac = parts.next();
-    if num.matches('.').count() > 1 || (int.is_empty() && frac.is_none_or(str::is_empty)) {
-        return false;
-    }
-    match suffix {
-        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti"
-        | "Pi" | "Ei" => true,
-        _ => {
-            let Some(exp) = suffix.strip_prefix(['e', 'E']) else {
-                return false;
-            };
-            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-            !exp.is_empty() && exp.bytes().all(|c| c.is_ascii_digit())
-        }
-    }
+    kubelab_rules::quantity::parse(s).is_ok()
 }
 
 pub const QUANTITY_MSG: &str =

@@ -1,0 +1,194 @@
+//! `metav1.LabelSelector` (matchLabels + matchExpressions), as controllers
+//! select their pods and as `status.selector` / `kubectl get -o wide` print
+//! it (apimachinery's `LabelSelectorAsSelector` and `FormatLabelSelector`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("{operator:?} is not a valid label selector operator")]
+    UnknownOperator { operator: String },
+    #[error("for 'In', 'NotIn' operators, values set can't be empty")]
+    EmptyValues,
+    #[error("values set must be empty for 'Exists', 'DoesNotExist'")]
+    UnexpectedValues,
+}
+
+/// Checks the requirements as `LabelSelectorAsSelector` does before use.
+pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
+    for r in selector.match_expressions.iter().flatten() {
+        let values = r.values.as_deref().unwrap_or_default();
+        match r.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => return Err(SelectorError::EmptyValues),
+            "In" | "NotIn" => {}
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(SelectorError::UnexpectedValues);
+            }
+            "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(SelectorError::UnknownOperator {
+                    operator: other.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `labels` satisfy every requirement. An empty selector selects
+/// everything (as `LabelSelectorAsSelector` makes it); an invalid operator
+/// selects nothing.
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_ok
+        && selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .all(|r| requirement_matches(r, labels))
+}
+
+fn requirement_matches(r: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    let value = labels.get(&r.key);
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
+}
+
+/// Whether the selector selects nothing at all (`nil` in Go: no selector).
+pub fn is_empty(selector: &LabelSelector) -> bool {
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+}
+
+/// The selector in the `labelSelector` query grammar, requirements sorted
+/// by key as apimachinery prints them: `app=web,tier in (a,b),!legacy`.
+pub fn selector_string(selector: &LabelSelector) -> String {
+    let mut reqs: Vec<(String, String)> = Vec::new();
+    for (k, v) in selector.match_labels.iter().flatten() {
+        reqs.push((k.clone(), format!("{k}={v}")));
+    }
+    for r in selector.match_expressions.iter().flatten() {
+        let mut values = r.values.clone().unwrap_or_default();
+        values.sort();
+        let text = match r.operator.as_str() {
+            "In" => format!("{} in ({})", r.key, values.join(",")),
+            "NotIn" => format!("{} notin ({})", r.key, values.join(",")),
+            "Exists" => r.key.clone(),
+            "DoesNotExist" => format!("!{}", r.key),
+            other => format!("{} {other} ({})", r.key, values.join(",")),
+        };
+        reqs.push((r.key.clone(), text));
+    }
+    reqs.sort();
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn match_labels_and_expressions_must_all_hold() {
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![
+                expr("tier", "In", &["front", "back"]),
+                expr("legacy", "DoesNotExist", &[]),
+                expr("env", "NotIn", &["prod"]),
+            ]),
+        };
+        assert!(matches(&sel, &labels(&[("app", "web"), ("tier", "front")])));
+        assert!(matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "back"), ("env", "dev")])
+        ));
+        assert!(!matches(&sel, &labels(&[("app", "web")])), "tier missing");
+        assert!(!matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "front"), ("legacy", "")])
+        ));
+        assert!(!matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "front"), ("env", "prod")])
+        ));
+        assert!(!matches(&sel, &labels(&[("app", "db"), ("tier", "front")])));
+    }
+
+    #[test]
+    fn empty_selector_selects_everything() {
+        let sel = LabelSelector::default();
+        assert!(is_empty(&sel));
+        assert!(matches(&sel, &labels(&[("a", "b")])));
+        assert!(matches(&sel, &BTreeMap::new()));
+    }
+
+    #[test]
+    fn invalid_operators_and_values_are_reported() {
+        let bad_op = LabelSelector {
+            match_expressions: Some(vec![expr("a", "Like", &["x"])]),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&bad_op).unwrap_err().to_string(),
+            "\"Like\" is not a valid label selector operator"
+        );
+        assert!(!matches(&bad_op, &labels(&[("a", "x")])));
+        let empty_in = LabelSelector {
+            match_expressions: Some(vec![expr("a", "In", &[])]),
+            ..Default::default()
+        };
+        assert_eq!(validate(&empty_in), Err(SelectorError::EmptyValues));
+    }
+
+    #[test]
+    fn printed_sorted_by_key_as_kubectl_shows_it() {
+        let sel = LabelSelector {
+            match_labels: Some(labels(&[("tier", "front"), ("app", "web")])),
+            match_expressions: Some(vec![
+                expr("zone", "NotIn", &["b", "a"]),
+                expr("legacy", "DoesNotExist", &[]),
+                expr("env", "Exists", &[]),
+            ]),
+        };
+        assert_eq!(
+            selector_string(&sel),
+            "app=web,env,!legacy,tier=front,zone notin (a,b)"
+        );
+    }
+}
