@@ -454,3 +454,83 @@ fn run_as_non_root_refuses_a_root_container() {
         "{failed:?}"
     );
 }
+
+/// Sysctls: safe ones and those `--allowed-unsafe-sysctls` names are set in
+/// the pod's namespaces (the node's values stay); others reject the pod.
+#[test]
+fn pod_sysctls_are_set_in_the_pod_or_the_pod_is_rejected() {
+    let node = TestNode::start_with(&["--allowed-unsafe-sysctls", "kernel.msg*"]);
+    let host_port_start =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let host_msgmax = std::fs::read_to_string("/proc/sys/kernel/msgmax").unwrap();
+    node.write_manifest(
+        "sysctls.yaml",
+        &pod_yaml(
+            "sysctls",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls:
+    - name: net.ipv4.ip_unprivileged_port_start
+      value: "80"
+    - name: kernel.shm_rmid_forced
+      value: "1"
+    - name: kernel.msgmax
+      value: "12345"
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo port=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start) shm=$(cat /proc/sys/kernel/shm_rmid_forced) msgmax=$(cat /proc/sys/kernel/msgmax); exec sleep 3600"]
+"#,
+        ),
+    );
+    node.write_manifest(
+        "forbidden.yaml",
+        &pod_yaml(
+            "forbidden",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls:
+    - name: net.core.somaxconn
+      value: "1024"
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+"#,
+        ),
+    );
+    let name = format!("sysctls-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| !l.is_empty())
+    });
+    assert_eq!(logs, "port=80 shm=1 msgmax=12345\n");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(),
+        host_port_start
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/msgmax").unwrap(),
+        host_msgmax
+    );
+
+    let rejected = node.wait_for("forbidden pod Failed", Duration::from_secs(20), |n| {
+        let p = n.pod("forbidden")?;
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(rejected["status"]["reason"], "SysctlForbidden");
+    assert_eq!(
+        rejected["status"]["message"],
+        "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted"
+    );
+    let events = events_for(&node, "forbidden");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "SysctlForbidden" && e["type"] == "Warning"),
+        "{events:?}"
+    );
+}

@@ -218,12 +218,35 @@ impl PodWorker {
     /// A new pod: its dir, cgroup and sandbox; containers start from the loop.
     async fn setup(&mut self) {
         self.start_time = Some(Timestamp::now());
+        // The kubelet's admission: a pod asking for sysctls this node does
+        // not allow is rejected before anything of it exists.
+        if let Err(message) =
+            crate::runtime::sysctls::admit(&self.pod, &self.ctx.policy.allowed_unsafe_sysctls)
+        {
+            self.reject(crate::runtime::sysctls::FORBIDDEN_REASON, &message);
+            return;
+        }
         if let Err(e) = std::fs::create_dir_all(&self.dir)
             .and_then(|_| std::fs::write(self.dir.join("pod.json"), serde_json::to_vec(&self.pod)?))
         {
             tracing::error!(pod = %self.key, "writing {}: {e}", self.dir.display());
         }
         self.start_due().await;
+    }
+
+    /// The kubelet's `rejectPod`: the pod fails with `reason`, an event says
+    /// why, and none of its containers is ever started.
+    fn reject(&mut self, reason: &str, message: &str) {
+        self.ctx
+            .events
+            .warning(&self.key, None, reason, message.to_string());
+        self.failure = Some((reason.into(), format!("Pod was rejected: {message}")));
+        for slot in &mut self.slots {
+            slot.done = true;
+            slot.next_start = None;
+            slot.waiting = None;
+        }
+        self.persist();
     }
 
     /// Takes over a pod the previous agent process ran: re-attach to live shims,
@@ -543,6 +566,7 @@ impl PodWorker {
                 &hostname,
                 host_network,
                 share_pid,
+                &crate::runtime::sysctls::pod_sysctls(&pod),
                 &ctx.cgroups.procs_files(&sandbox_cgroup),
             )
             .map_err(|e| crate::error_chain(&e))?;

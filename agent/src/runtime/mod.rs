@@ -25,4 +25,5 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod subpath;
+pub mod sysctls;
 pub mod volumes;
