@@ -101,6 +101,14 @@ pub enum SpecError {
     Oci(#[from] oci_spec::OciSpecError),
     #[error(transparent)]
     Seccomp(#[from] super::seccomp::SeccompError),
+    /// `procMount` other than `Default`, worded as kube-apiserver's validation.
+    #[error("container {container:?}: securityContext.procMount: {message}")]
+    ProcMount { container: String, message: String },
+    /// Refused rather than run with the node's users.
+    #[error(
+        "spec.hostUsers: false needs user namespaces with idmapped mounts, which this node does not support"
+    )]
+    HostUsers,
     /// `runAsNonRoot` and a user 0, in the kubelet's words.
     #[error("{0}")]
     RunAsNonRoot(String),
@@ -391,6 +399,35 @@ fn all_capability_names() -> Vec<String> {
         .collect()
 }
 
+/// `procMount`: `Default` masks `/proc` as runc does ([`MASKED_PATHS`],
+/// [`READONLY_PATHS`]); `Unmasked` needs a user namespace (`hostUsers:
+/// false`), which this node does not offer, so it is refused either way.
+pub fn check_proc_mount(pod: &Pod, container: &Container) -> Result<(), SpecError> {
+    let value = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.proc_mount.as_deref())
+        .unwrap_or("Default");
+    let refuse = |message: String| SpecError::ProcMount {
+        container: container.name.clone(),
+        message,
+    };
+    match value {
+        "Default" => Ok(()),
+        "Unmasked" => {
+            let host_users = pod.spec.as_ref().and_then(|s| s.host_users).unwrap_or(true);
+            Err(refuse(if host_users {
+                "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`".into()
+            } else {
+                "Unmasked needs a user namespace (hostUsers: false), which this node does not support".into()
+            }))
+        }
+        other => Err(refuse(format!(
+            "Unsupported value: {other:?}: supported values: \"Default\", \"Unmasked\""
+        ))),
+    }
+}
+
 /// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot: true`, an explicit
 /// `runAsUser: 0`, or an image user that is root (`uid`, resolved from the
 /// image's `User`, numeric or named), refuses the container.
@@ -536,6 +573,10 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
 
     let (uid, gid) = effective_user(inputs)?;
     verify_run_as_non_root(inputs.pod, container, uid)?;
+    check_proc_mount(inputs.pod, container)?;
+    if inputs.pod.spec.as_ref().and_then(|s| s.host_users) == Some(false) {
+        return Err(SpecError::HostUsers);
+    }
     let pod_sc = inputs
         .pod
         .spec
@@ -949,5 +990,31 @@ mod tests {
             ..Default::default()
         });
         verify_run_as_non_root(&pod, &c, 0).unwrap();
+    }
+
+    #[test]
+    fn proc_mount_default_only() {
+        use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
+        let mut pod = Pod::default();
+        let mut c = container(None, None);
+        check_proc_mount(&pod, &c).unwrap();
+        c.security_context = Some(SecurityContext {
+            proc_mount: Some("Unmasked".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            check_proc_mount(&pod, &c).unwrap_err().to_string(),
+            "container \"c\": securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
+        );
+        pod.spec = Some(PodSpec {
+            host_users: Some(false),
+            ..Default::default()
+        });
+        assert!(
+            check_proc_mount(&pod, &c)
+                .unwrap_err()
+                .to_string()
+                .contains("does not support")
+        );
     }
 }
