@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod object;
 pub mod patch;
 mod protobuf;
+pub mod scale;
 mod watch;
 
 use std::collections::HashMap;
@@ -394,6 +395,21 @@ impl Api {
                 self.evict(ns.unwrap_or("default"), name, &eviction, &params)
                     .await
             }
+            (&Method::GET, Some(name), Some("scale")) if kind.info().has_scale => {
+                self.get_scale(kind, ns, name).await
+            }
+            (&Method::PUT, Some(name), Some("scale")) if kind.info().has_scale => {
+                let scale = parse_body(&headers, &body)?;
+                self.update_scale(kind, ns, name, scale, &params).await
+            }
+            (&Method::PATCH, Some(name), Some("scale")) if kind.info().has_scale => {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                self.patch_scale(kind, ns, name, &ct, &body, &params).await
+            }
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
             }
@@ -775,19 +791,21 @@ impl Api {
             }
             m.remove("managedFields");
         }
-        if !status_only
-            && new.get("spec") != old.get("spec")
-            && meta(old).get("generation").is_some()
-        {
+        let mut new = kind
+            .prepare_update(new, old)
+            .map_err(ApiError::bad_request)?;
+        // Compared after defaulting: a replace that leaves out defaulted
+        // fields changes nothing.
+        let changed = new.get("spec") != old.get("spec")
+            || (info.annotations_bump_generation
+                && meta(&new).get("annotations") != meta(old).get("annotations"));
+        if !status_only && changed && meta(old).get("generation").is_some() {
             let g = meta(old)
                 .get("generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), (g + 1).into());
         }
-        let new = kind
-            .prepare_update(new, old)
-            .map_err(ApiError::bad_request)?;
         let errs = kind.validate(&new, Some(old));
         if !errs.is_empty() {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
