@@ -49,6 +49,24 @@ struct ControllerManagerFlags {
     /// Controllers to run: `*` all, `foo` enables foo, `-foo` disables foo.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    #[command(flatten)]
+    tuning: ControllerTuning,
+}
+
+/// kube-controller-manager's per-controller settings, taken by the
+/// in-process manager and the `controller-manager` subcommand alike.
+#[derive(Args, Debug)]
+struct ControllerTuning {
+    /// Garbage collector workers.
+    #[arg(long, default_value_t = manager_defaults().concurrent_gc_syncs)]
+    concurrent_gc_syncs: usize,
+    /// Finished pods kept before PodGC deletes the oldest; 0 keeps all.
+    #[arg(long, default_value_t = manager_defaults().terminated_pod_gc_threshold)]
+    terminated_pod_gc_threshold: usize,
+}
+
+fn manager_defaults() -> ManagerOptions {
+    ManagerOptions::default()
 }
 
 /// kube-apiserver's flag names for what this server does.
@@ -96,6 +114,18 @@ struct Flags {
     /// The prefix length of each node's pod subnet.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// The client certificate the apiserver presents to kubelets (PEM;
+    /// default: apiserver-kubelet-client.crt in the data dir,
+    /// kube-apiserver-kubelet-client in system:masters).
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate.
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// Check kubelets' serving certificates against this CA (PEM); without
+    /// it they are not verified.
+    #[arg(long, value_name = "FILE")]
+    kubelet_certificate_authority: Option<PathBuf>,
     /// How often the node lifecycle controller checks node health.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     node_monitor_period: std::time::Duration,
@@ -108,6 +138,8 @@ struct Flags {
     /// separate `controller-manager`).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    #[command(flatten)]
+    tuning: ControllerTuning,
 }
 
 /// `30000-32767`, as kube-apiserver's `--service-node-port-range` reads it.
@@ -138,6 +170,8 @@ async fn main() -> anyhow::Result<()> {
             ManagerOptions {
                 controllers: cm.controllers,
                 leader_elect: cm.leader_elect,
+                concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
+                terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
                 ..Default::default()
             },
         )
@@ -151,6 +185,11 @@ async fn main() -> anyhow::Result<()> {
         secure_port: flags.secure_port,
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
+        kubelet: server::KubeletClientFlags {
+            client_certificate: flags.kubelet_client_certificate,
+            client_key: flags.kubelet_client_key,
+            certificate_authority: flags.kubelet_certificate_authority,
+        },
         change_log_window: flags.change_log_window,
         etcd_servers: flags.etcd_servers,
         etcd_compaction_interval: flags.etcd_compaction_interval,
@@ -170,6 +209,8 @@ async fn main() -> anyhow::Result<()> {
             },
             manager: ManagerOptions {
                 controllers: flags.controllers,
+                concurrent_gc_syncs: flags.tuning.concurrent_gc_syncs,
+                terminated_pod_gc_threshold: flags.tuning.terminated_pod_gc_threshold,
                 ..Default::default()
             },
         },

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod object;
 pub mod patch;
 mod protobuf;
+mod reviews;
 pub mod scale;
 mod watch;
 
@@ -75,6 +76,11 @@ pub struct Api {
     pub advertise: String,
     /// The agents' kubelet API, for logs and metrics.
     pub nodes: NodeClient,
+    /// Bearer tokens (`--token-auth-file`), which TokenReviews check.
+    pub tokens: Arc<crate::auth::TokenAuthenticator>,
+    /// The user the apiserver's kubelet client certificate names, which
+    /// SubjectAccessReviews allow on the kubelets' API.
+    pub kubelet_client_user: String,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -224,6 +230,8 @@ impl Api {
             service_network: ServiceNetwork::default(),
             advertise,
             nodes: NodeClient::default(),
+            tokens: Arc::default(),
+            kubelet_client_user: crate::authorizer::default_kubelet_client_user(),
         }
     }
 
@@ -1708,6 +1716,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             any(exec::pod_exec),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(reviews::token_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(reviews::subject_access_review),
         )
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))
