@@ -49,6 +49,24 @@ struct ControllerManagerFlags {
     /// Controllers to run: `*` all, `foo` enables foo, `-foo` disables foo.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    #[command(flatten)]
+    tuning: ControllerTuning,
+}
+
+/// kube-controller-manager's per-controller settings, taken by the
+/// in-process manager and the `controller-manager` subcommand alike.
+#[derive(Args, Debug)]
+struct ControllerTuning {
+    /// Garbage collector workers.
+    #[arg(long, default_value_t = manager_defaults().concurrent_gc_syncs)]
+    concurrent_gc_syncs: usize,
+    /// Finished pods kept before PodGC deletes the oldest; 0 keeps all.
+    #[arg(long, default_value_t = manager_defaults().terminated_pod_gc_threshold)]
+    terminated_pod_gc_threshold: usize,
+}
+
+fn manager_defaults() -> ManagerOptions {
+    ManagerOptions::default()
 }
 
 /// kube-apiserver's flag names for what this server does.
@@ -120,6 +138,8 @@ struct Flags {
     /// separate `controller-manager`).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    #[command(flatten)]
+    tuning: ControllerTuning,
 }
 
 /// `30000-32767`, as kube-apiserver's `--service-node-port-range` reads it.
@@ -150,6 +170,8 @@ async fn main() -> anyhow::Result<()> {
             ManagerOptions {
                 controllers: cm.controllers,
                 leader_elect: cm.leader_elect,
+                concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
+                terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
                 ..Default::default()
             },
         )
@@ -187,6 +209,8 @@ async fn main() -> anyhow::Result<()> {
             },
             manager: ManagerOptions {
                 controllers: flags.controllers,
+                concurrent_gc_syncs: flags.tuning.concurrent_gc_syncs,
+                terminated_pod_gc_threshold: flags.tuning.terminated_pod_gc_threshold,
                 ..Default::default()
             },
         },

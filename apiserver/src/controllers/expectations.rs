@@ -60,6 +60,19 @@ impl Expectations {
         );
     }
 
+    /// Before creating `creations` pods and deleting `deletions` in one
+    /// sync (`SetExpectations`).
+    pub fn expect(&mut self, key: &str, creations: usize, deletions: &[String], now: Instant) {
+        self.pending.insert(
+            key.to_owned(),
+            Pending {
+                creations: creations as i64,
+                deletions: deletions.iter().cloned().collect(),
+                set_at: now,
+            },
+        );
+    }
+
     /// A new pod of `key` showed up in the watch, or a create failed.
     pub fn creation_observed(&mut self, key: &str) {
         if let Some(p) = self.pending.get_mut(key) {

@@ -15,13 +15,14 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::ReplicationController;
 
 use super::informers::Informers;
-use super::replicaset;
+use super::pod_gc::PodGcOptions;
+use super::{daemonset, garbage_collector, namespace, pod_gc, replicaset, taint_eviction};
 use crate::leader_election::{LeaderElection, run_as_leader};
 
 /// The lease the active controller manager holds.
 pub const LEASE_NAME: &str = "kube-controller-manager";
 
-type Start = fn(Informers) -> BoxFuture<'static, anyhow::Result<()>>;
+type Start = fn(Informers, &ManagerOptions) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// One controller the manager can run.
 pub struct ControllerEntry {
@@ -37,12 +38,55 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
     ControllerEntry {
         name: "replicaset-controller",
         alias: "replicaset",
-        start: |i| Box::pin(replicaset::run::<ReplicaSet>(i)),
+        start: |i, _| Box::pin(replicaset::run::<ReplicaSet>(i)),
     },
     ControllerEntry {
         name: "replicationcontroller-controller",
         alias: "replicationcontroller",
-        start: |i| Box::pin(replicaset::run::<ReplicationController>(i)),
+        start: |i, _| Box::pin(replicaset::run::<ReplicationController>(i)),
+    },
+    ControllerEntry {
+        name: "daemonset-controller",
+        alias: "daemonset",
+        start: |i, _| Box::pin(daemonset::run(i)),
+    },
+    ControllerEntry {
+        name: "garbage-collector-controller",
+        alias: "garbagecollector",
+        start: |i, o| {
+            let workers = o.concurrent_gc_syncs;
+            Box::pin(async move {
+                garbage_collector::run(i.client(), workers).await;
+                Ok(())
+            })
+        },
+    },
+    ControllerEntry {
+        name: "namespace-controller",
+        alias: "namespace",
+        start: |i, _| {
+            Box::pin(async move {
+                namespace::run(i.client()).await;
+                Ok(())
+            })
+        },
+    },
+    ControllerEntry {
+        name: "taint-eviction-controller",
+        alias: "taint-eviction-controller",
+        start: |i, _| Box::pin(taint_eviction::run(i)),
+    },
+    ControllerEntry {
+        name: "pod-garbage-collector-controller",
+        alias: "podgc",
+        start: |i, o| {
+            Box::pin(pod_gc::run(
+                i,
+                PodGcOptions {
+                    terminated_pod_gc_threshold: o.terminated_pod_gc_threshold,
+                },
+            ))
+        },
     },
 ];
 
@@ -61,6 +105,11 @@ pub struct ManagerOptions {
     /// `--leader-elect`.
     pub leader_elect: bool,
     pub leader_election: LeaderElection,
+    /// `--concurrent-gc-syncs`: the garbage collector's workers.
+    pub concurrent_gc_syncs: usize,
+    /// `--terminated-pod-gc-threshold`: finished pods kept before PodGC
+    /// deletes the oldest (0: no limit).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for ManagerOptions {
@@ -69,6 +118,8 @@ impl Default for ManagerOptions {
             controllers: vec!["*".into()],
             leader_elect: true,
             leader_election: LeaderElection::new(LEASE_NAME),
+            concurrent_gc_syncs: garbage_collector::CONCURRENT_GC_SYNCS,
+            terminated_pod_gc_threshold: pod_gc::TERMINATED_POD_GC_THRESHOLD,
         }
     }
 }
@@ -117,10 +168,10 @@ pub async fn run(client: kube::Client, opts: ManagerOptions) -> anyhow::Result<(
     let names: Vec<&str> = enabled.iter().map(|c| c.name).collect();
     tracing::info!(controllers = ?names, "starting controllers");
     if !opts.leader_elect {
-        return run_controllers(client, &enabled).await;
+        return run_controllers(client, &enabled, &opts).await;
     }
     run_as_leader(client.clone(), opts.leader_election.clone(), || {
-        run_controllers(client.clone(), &enabled)
+        run_controllers(client.clone(), &enabled, &opts)
     })
     .await
 }
@@ -130,11 +181,12 @@ pub async fn run(client: kube::Client, opts: ManagerOptions) -> anyhow::Result<(
 async fn run_controllers(
     client: kube::Client,
     enabled: &[&'static ControllerEntry],
+    opts: &ManagerOptions,
 ) -> anyhow::Result<()> {
     let informers = Informers::new(client);
     let mut running = tokio::task::JoinSet::new();
     for c in enabled {
-        let fut = (c.start)(informers.clone());
+        let fut = (c.start)(informers.clone(), opts);
         let name = c.name;
         running.spawn(async move { (name, fut.await) });
     }

@@ -11,6 +11,7 @@
 //! informers, work queues, `kube::Client`) run by the controller
 //! [`manager`], in-process or as its own process.
 
+pub mod daemonset;
 pub mod daemonset_decide;
 pub mod endpoints;
 pub mod endpoints_render;
@@ -23,9 +24,11 @@ pub mod manager;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod replicaset;
 pub mod replicaset_decide;
 pub mod served_resources;
+pub mod taint_eviction;
 pub mod work_queue;
 
 use std::sync::Arc;
@@ -83,11 +86,6 @@ pub async fn start(
         tokio::spawn(ipam.run());
     }
     let client = crate::client::in_process(api.clone(), "system:kube-controller-manager");
-    tokio::spawn(namespace::run(client.clone()));
-    tokio::spawn(garbage_collector::run(
-        client.clone(),
-        garbage_collector::CONCURRENT_GC_SYNCS,
-    ));
     let manager_opts = opts.manager.clone();
     tokio::spawn(async move {
         if let Err(e) = manager::run(client, manager_opts).await {
