@@ -47,6 +47,9 @@ pub struct Config {
     pub service_network: api::ServiceNetwork,
     /// The in-process controllers' settings.
     pub controllers: crate::controllers::ControllerOptions,
+    /// The in-process scheduler's settings; `None` (`--disable-scheduler`):
+    /// no scheduler runs here.
+    pub scheduler: Option<crate::scheduler::SchedulerSettings>,
 }
 
 /// `--kubelet-client-certificate`, `--kubelet-client-key`,
@@ -173,6 +176,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         secure_port: cfg.secure_port,
     };
     crate::controllers::start(&api, &cfg.controllers, kubernetes).await?;
+    if let Some(settings) = cfg.scheduler.clone() {
+        let client = crate::client::in_process(api.clone(), "system:kube-scheduler");
+        tokio::spawn(async move {
+            if let Err(e) = crate::scheduler::run(client, settings).await {
+                tracing::error!("the scheduler stopped: {e:#}");
+            }
+        });
+    }
 
     let app = api::router(api).layer(axum::middleware::from_fn_with_state(
         tokens,

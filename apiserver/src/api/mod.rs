@@ -1336,14 +1336,7 @@ impl Api {
             .await
             .map_err(|e| ApiError::from_storage(subject, name, e))?;
         meta_mut(&mut pod).insert("resourceVersion".into(), rev.to_string().into());
-        self.record_event(
-            &pod,
-            events::SCHEDULER,
-            "Normal",
-            "Scheduled",
-            &format!("Successfully assigned {ns}/{name} to {node}"),
-        )
-        .await;
+        // The scheduler that asked records `Scheduled`, under its own name.
         Ok(json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

@@ -203,7 +203,10 @@ mod tests {
         cache.assume(&pod("q", "300m", ""), "n1");
         cache.forget("uid-q");
         assert_eq!(cache.node("n1").unwrap().requested.milli_cpu, 600);
-        assert_eq!(cache.remove_pod("uid-p"), Some(ClusterEvent::AssignedPodDelete));
+        assert_eq!(
+            cache.remove_pod("uid-p"),
+            Some(ClusterEvent::AssignedPodDelete)
+        );
         assert_eq!(cache.node("n1").unwrap().requested.milli_cpu, 0);
     }
 
@@ -211,7 +214,10 @@ mod tests {
     fn node_updates_say_what_changed() {
         let mut cache = Cache::default();
         let n = node("n1", "1", "1Gi", &[]);
-        assert_eq!(cache.upsert_node(Arc::new(n.clone())), vec![ClusterEvent::NodeAdd]);
+        assert_eq!(
+            cache.upsert_node(Arc::new(n.clone())),
+            vec![ClusterEvent::NodeAdd]
+        );
         let mut labelled = n.clone();
         labelled
             .metadata
@@ -243,6 +249,9 @@ mod tests {
         assert_eq!(cache.node("late").unwrap().requested.milli_cpu, 1000);
         cache.remove_node("late");
         assert!(cache.node("late").is_none());
-        assert_eq!(cache.remove_pod("uid-p"), Some(ClusterEvent::AssignedPodDelete));
+        assert_eq!(
+            cache.remove_pod("uid-p"),
+            Some(ClusterEvent::AssignedPodDelete)
+        );
     }
 }

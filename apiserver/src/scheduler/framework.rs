@@ -374,7 +374,9 @@ mod tests {
     use crate::scheduler::plugins::testing::*;
     use k8s_openapi::api::core::v1::Taint;
 
-    fn snapshot_of(nodes: &[NodeInfo]) -> (Vec<NodeInfo>, HashMap<String, BTreeMap<String, String>>) {
+    fn snapshot_of(
+        nodes: &[NodeInfo],
+    ) -> (Vec<NodeInfo>, HashMap<String, BTreeMap<String, String>>) {
         (nodes.to_vec(), HashMap::new())
     }
 
@@ -398,8 +400,15 @@ mod tests {
             namespace_labels: &ns,
         };
         let profile = Profile::default_named("default-scheduler");
-        let err = schedule_pod(&profile, &snap, pinfo(pod("big", "2", "")), HashMap::new(), 0, |_| 0)
-            .unwrap_err();
+        let err = schedule_pod(
+            &profile,
+            &snap,
+            pinfo(pod("big", "2", "")),
+            HashMap::new(),
+            0,
+            |_| 0,
+        )
+        .unwrap_err();
         assert_eq!(
             err.error.message(),
             "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu."
@@ -431,8 +440,15 @@ mod tests {
             namespace_labels: &ns,
         };
         let profile = Profile::default_named("default-scheduler");
-        let p = schedule_pod(&profile, &snap, pinfo(pod("p", "500m", "1Gi")), HashMap::new(), 0, |_| 0)
-            .unwrap();
+        let p = schedule_pod(
+            &profile,
+            &snap,
+            pinfo(pod("p", "500m", "1Gi")),
+            HashMap::new(),
+            0,
+            |_| 0,
+        )
+        .unwrap();
         assert_eq!(p.node, "idle");
 
         assert_eq!(select_host(&[5, 9, 9, 1], |_| 0), Some(2));
@@ -467,14 +483,28 @@ mod tests {
         };
         let mut profile = Profile::default_named("no-taints");
         assert!(
-            schedule_pod(&profile, &snap, pinfo(pod("p", "", "")), HashMap::new(), 0, |_| 0)
-                .is_err()
+            schedule_pod(
+                &profile,
+                &snap,
+                pinfo(pod("p", "", "")),
+                HashMap::new(),
+                0,
+                |_| 0
+            )
+            .is_err()
         );
         profile.filters.retain(|p| *p != Plugin::TaintToleration);
         assert_eq!(
-            schedule_pod(&profile, &snap, pinfo(pod("p", "", "")), HashMap::new(), 0, |_| 0)
-                .unwrap()
-                .node,
+            schedule_pod(
+                &profile,
+                &snap,
+                pinfo(pod("p", "", "")),
+                HashMap::new(),
+                0,
+                |_| 0
+            )
+            .unwrap()
+            .node,
             "n1"
         );
     }

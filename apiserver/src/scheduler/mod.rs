@@ -10,7 +10,14 @@
 //! - [`scheduler`]: the loop — watches, queue, binding, events, status.
 
 pub mod cache;
+pub mod config;
+pub mod events;
 pub mod framework;
 pub mod node_info;
 pub mod plugins;
+pub mod preemption;
 pub mod queue;
+pub mod runner;
+
+pub use config::{KubeSchedulerConfiguration, SchedulerSettings};
+pub use runner::run;

@@ -160,9 +160,8 @@ impl PodInfo {
                     .as_ref()
             })
             .is_some_and(|t| !t.is_empty());
-        let has_affinity = affinity.is_some_and(|a| {
-            a.pod_affinity.is_some() || a.pod_anti_affinity.is_some()
-        });
+        let has_affinity =
+            affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
         PodInfo {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -236,10 +235,12 @@ impl NodeInfo {
             .flatten()
             .flat_map(|img| {
                 let size = img.size_bytes.unwrap_or(0);
-                img.names
-                    .iter()
-                    .flatten()
-                    .map(move |n| (super::plugins::image_locality::normalized_image_name(n), size))
+                img.names.iter().flatten().map(move |n| {
+                    (
+                        super::plugins::image_locality::normalized_image_name(n),
+                        size,
+                    )
+                })
             })
             .collect();
         self.node = node;

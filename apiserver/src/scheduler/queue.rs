@@ -196,8 +196,9 @@ impl SchedulingQueue {
         self.place(&uid, Place::Active);
     }
 
-    /// The pending pod changed: an unschedulable one gets another try (its
-    /// spec may now fit), the others keep their place with the new object.
+    /// The pending pod changed: an unschedulable one whose spec, labels or
+    /// annotations changed gets another try; the others keep their place
+    /// with the new object.
     pub fn update(&mut self, pod: Arc<Pod>, now: Instant) {
         let uid = uid_of(&pod);
         let Some(q) = self.pods.get_mut(&uid) else {
@@ -205,7 +206,15 @@ impl SchedulingQueue {
             return;
         };
         let place = q.place;
+        // Status-only changes (the scheduler's own condition, a kubelet's
+        // report) can't make a pod fit: it keeps its place.
+        let relevant = q.pod.spec != pod.spec
+            || q.pod.metadata.labels != pod.metadata.labels
+            || q.pod.metadata.annotations != pod.metadata.annotations;
         q.pod = pod;
+        if !relevant {
+            return;
+        }
         match place {
             Place::InFlight => q.moved_in_flight = true,
             Place::Unschedulable => {
@@ -418,6 +427,23 @@ mod tests {
         queue.unschedulable("p", vec![Plugin::NodeResourcesFit], t0);
         queue.flush(t0 + Duration::from_secs(1));
         assert_eq!(uid(queue.pop(t0)).as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn a_status_update_does_not_retry_but_a_spec_change_does() {
+        let mut queue = q();
+        let t0 = Instant::now();
+        queue.add(pod("p", 0));
+        queue.pop(t0).unwrap();
+        queue.unschedulable("p", vec![Plugin::TaintToleration], t0);
+        let mut status_only = (*pod("p", 0)).clone();
+        status_only.status = Some(Default::default());
+        queue.update(Arc::new(status_only), t0 + Duration::from_secs(5));
+        assert!(queue.pop(t0 + Duration::from_secs(5)).is_none());
+        let mut tolerant = (*pod("p", 0)).clone();
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![Default::default()]);
+        queue.update(Arc::new(tolerant), t0 + Duration::from_secs(5));
+        assert!(queue.pop(t0 + Duration::from_secs(5)).is_some());
     }
 
     #[test]

@@ -24,10 +24,12 @@ pub fn normalized_image_name(name: &str) -> String {
         None => (name, ""),
     };
     let last_slash = path.rfind('/');
-    let has_tag = path.rfind(':').is_some_and(|c| last_slash.is_none_or(|s| c > s));
+    let has_tag = path
+        .rfind(':')
+        .is_some_and(|c| last_slash.is_none_or(|s| c > s));
     let first = path.split('/').next().unwrap_or_default();
-    let has_registry = path.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        path.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut out = String::new();
     if !has_registry {
         out.push_str("docker.io/");
@@ -98,9 +100,18 @@ mod tests {
 
     #[test]
     fn names_normalise_to_one_spelling() {
-        assert_eq!(normalized_image_name("nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(normalized_image_name("nginx:1.25"), "docker.io/library/nginx:1.25");
-        assert_eq!(normalized_image_name("bitnami/redis"), "docker.io/bitnami/redis:latest");
+        assert_eq!(
+            normalized_image_name("nginx"),
+            "docker.io/library/nginx:latest"
+        );
+        assert_eq!(
+            normalized_image_name("nginx:1.25"),
+            "docker.io/library/nginx:1.25"
+        );
+        assert_eq!(
+            normalized_image_name("bitnami/redis"),
+            "docker.io/bitnami/redis:latest"
+        );
         assert_eq!(
             normalized_image_name("localhost:5000/app"),
             "localhost:5000/app:latest"

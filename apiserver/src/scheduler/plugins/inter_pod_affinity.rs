@@ -32,8 +32,7 @@ impl AffinityTerm {
     /// `owner` is the pod the term belongs to: its namespace is the default,
     /// its labels fill `matchLabelKeys`.
     pub fn new(term: &PodAffinityTerm, owner: &Pod, weight: i64) -> Self {
-        let mut namespaces: HashSet<String> =
-            term.namespaces.iter().flatten().cloned().collect();
+        let mut namespaces: HashSet<String> = term.namespaces.iter().flatten().cloned().collect();
         if namespaces.is_empty() && term.namespace_selector.is_none() {
             namespaces.insert(owner.metadata.namespace.clone().unwrap_or_default());
         }
@@ -43,13 +42,13 @@ impl AffinityTerm {
             let merge = |keys: &Option<Vec<String>>, op: &str, sel: &mut LabelSelector| {
                 for key in keys.iter().flatten() {
                     if let Some(v) = labels.get(key) {
-                        sel.match_expressions
-                            .get_or_insert_with(Vec::new)
-                            .push(LabelSelectorRequirement {
+                        sel.match_expressions.get_or_insert_with(Vec::new).push(
+                            LabelSelectorRequirement {
                                 key: key.clone(),
                                 operator: op.into(),
                                 values: Some(vec![v.clone()]),
-                            });
+                            },
+                        );
                     }
                 }
             };
@@ -126,7 +125,8 @@ impl PodTerms {
                 .iter()
                 .flatten()
             {
-                t.required_anti_affinity.push(AffinityTerm::new(term, pod, 0));
+                t.required_anti_affinity
+                    .push(AffinityTerm::new(term, pod, 0));
             }
             for w in a
                 .preferred_during_scheduling_ignored_during_execution
@@ -266,7 +266,11 @@ pub fn pre_filter(
     Some(s)
 }
 
-pub fn filter(state: &CycleState, node: &NodeInfo, ns_labels: &HashMap<String, BTreeMap<String, String>>) -> FilterResult {
+pub fn filter(
+    state: &CycleState,
+    node: &NodeInfo,
+    ns_labels: &HashMap<String, BTreeMap<String, String>>,
+) -> FilterResult {
     let Some(s) = &state.inter_pod else {
         return Ok(());
     };

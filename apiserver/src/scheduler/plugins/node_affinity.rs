@@ -68,7 +68,10 @@ mod tests {
         p.spec.as_mut().unwrap().node_selector = Some([("size".into(), "Large".into())].into());
         let state = CycleState::new(pinfo(p.clone()));
         assert!(filter(&state, &large).is_ok());
-        assert_eq!(filter(&state, &small).unwrap_err().reasons, vec![ERR_REASON]);
+        assert_eq!(
+            filter(&state, &small).unwrap_err().reasons,
+            vec![ERR_REASON]
+        );
 
         p.spec.as_mut().unwrap().node_selector = None;
         p.spec.as_mut().unwrap().affinity = Some(Affinity {

@@ -14,7 +14,11 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
         .iter()
         .any(|want| node.used_ports.iter().any(|used| used.conflicts(want)));
     if clash {
-        Err(Rejection::new(Plugin::NodePorts, Code::Unschedulable, ERR_REASON))
+        Err(Rejection::new(
+            Plugin::NodePorts,
+            Code::Unschedulable,
+            ERR_REASON,
+        ))
     } else {
         Ok(())
     }
@@ -31,7 +35,10 @@ mod tests {
         n.add_pod(on(with_host_port(pod("web", "", ""), 8080), "n1"));
         let same = CycleState::new(pinfo(with_host_port(pod("p", "", ""), 8080)));
         let err = filter(&same, &n).unwrap_err();
-        assert_eq!((err.code, err.reasons), (Code::Unschedulable, vec![ERR_REASON.to_string()]));
+        assert_eq!(
+            (err.code, err.reasons),
+            (Code::Unschedulable, vec![ERR_REASON.to_string()])
+        );
         let other = CycleState::new(pinfo(with_host_port(pod("q", "", ""), 9090)));
         assert!(filter(&other, &n).is_ok());
         // The port is free again once the pod leaves.

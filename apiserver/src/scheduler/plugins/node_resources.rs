@@ -166,9 +166,7 @@ pub fn fit_score(strategy: &ScoringStrategy, state: &CycleState, node: &NodeInfo
         return 0;
     }
     match strategy.kind {
-        StrategyKind::RequestedToCapacityRatio(_) => {
-            (total as f64 / weights as f64).round() as i64
-        }
+        StrategyKind::RequestedToCapacityRatio(_) => (total as f64 / weights as f64).round() as i64,
         _ => total / weights,
     }
 }
@@ -219,7 +217,10 @@ mod tests {
         let none = CycleState::new(pinfo(pod("p", "", "")));
         assert!(filter(&none, &n).is_ok());
         n.allocatable.allowed_pods = 1;
-        assert_eq!(filter(&none, &n).unwrap_err().reasons, vec!["Too many pods"]);
+        assert_eq!(
+            filter(&none, &n).unwrap_err().reasons,
+            vec!["Too many pods"]
+        );
     }
 
     #[test]
@@ -252,7 +253,10 @@ mod tests {
         state
             .nominated
             .insert("n1".into(), vec![pinfo(pod("high", "500m", ""))]);
-        assert_eq!(filter(&state, &n).unwrap_err().reasons, vec!["Insufficient cpu"]);
+        assert_eq!(
+            filter(&state, &n).unwrap_err().reasons,
+            vec!["Insufficient cpu"]
+        );
     }
 
     #[test]

@@ -103,7 +103,8 @@ fn node_counts(state: &CycleState, node: &NodeInfo, c: &Constraint, all: &[Const
     {
         return false;
     }
-    if c.honor_taints && taints::untolerated_scheduling_taint(&node.node, &state.tolerations).is_some()
+    if c.honor_taints
+        && taints::untolerated_scheduling_taint(&node.node, &state.tolerations).is_some()
     {
         return false;
     }
@@ -263,16 +264,17 @@ mod tests {
 
     fn spread_pod(name: &str, when: &str, max_skew: i32) -> Pod {
         let mut p = labelled(pod(name, "", ""), &[("app", "web")]);
-        p.spec.as_mut().unwrap().topology_spread_constraints = Some(vec![TopologySpreadConstraint {
-            max_skew,
-            topology_key: "zone".into(),
-            when_unsatisfiable: when.into(),
-            label_selector: Some(LabelSelector {
-                match_labels: Some([("app".to_string(), "web".to_string())].into()),
+        p.spec.as_mut().unwrap().topology_spread_constraints =
+            Some(vec![TopologySpreadConstraint {
+                max_skew,
+                topology_key: "zone".into(),
+                when_unsatisfiable: when.into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }]);
+            }]);
         p
     }
 

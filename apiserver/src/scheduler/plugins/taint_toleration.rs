@@ -23,7 +23,10 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
 
 /// Raw score: how many PreferNoSchedule taints the pod doesn't tolerate.
 pub fn score(state: &CycleState, node: &NodeInfo) -> i64 {
-    taints::count_intolerable_prefer_no_schedule(taints::node_taints(&node.node), &state.tolerations)
+    taints::count_intolerable_prefer_no_schedule(
+        taints::node_taints(&node.node),
+        &state.tolerations,
+    )
 }
 
 /// Fewer intolerable taints score higher.
@@ -54,10 +57,17 @@ mod tests {
         ));
         let state = CycleState::new(pinfo(pod("p", "", "")));
         let err = filter(&state, &n).unwrap_err();
-        assert_eq!(err.reasons, vec!["node(s) had untolerated taint {app: blue}"]);
+        assert_eq!(
+            err.reasons,
+            vec!["node(s) had untolerated taint {app: blue}"]
+        );
         let cp = info(tainted(
             node("cp", "1", "1Gi", &[]),
-            vec![taint("node-role.kubernetes.io/control-plane", "", "NoSchedule")],
+            vec![taint(
+                "node-role.kubernetes.io/control-plane",
+                "",
+                "NoSchedule",
+            )],
         ));
         assert_eq!(
             filter(&state, &cp).unwrap_err().reasons,
