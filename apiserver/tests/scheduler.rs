@@ -479,3 +479,86 @@ fn two_apiservers_on_one_etcd_schedule_once() {
     );
     assert!(!a.log().contains("binding:") && !b.log().contains("binding:"));
 }
+
+#[test]
+fn a_higher_priority_pod_preempts_a_lower_one() {
+    let s = cluster(&[]);
+    add_node(&s, "node1", "2", &[]);
+    apply(
+        &s,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: low\nvalue: 100\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000000\ndescription: for the important pods\n",
+    );
+    let classes = s.ok(&["get", "priorityclass"]);
+    for want in [
+        "high",
+        "low",
+        "system-cluster-critical",
+        "system-node-critical",
+    ] {
+        assert!(classes.contains(want), "{classes}");
+    }
+    // An unknown class is refused at admission.
+    let out = s.kubectl(&[
+        "run",
+        "nope",
+        "--image=busybox",
+        "--overrides",
+        r#"{"spec":{"priorityClassName":"nope"}}"#,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        r#"Error from server (Forbidden): pods "nope" is forbidden: no PriorityClass with name nope was found"#
+    );
+    let pod = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  priorityClassName: {class}\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests:\n        cpu: \"1\"\n"
+        )
+    };
+    apply(&s, &pod("low1", "low"));
+    apply(&s, &pod("low2", "low"));
+    wait_bound(&s, "low1");
+    wait_bound(&s, "low2");
+    assert_eq!(
+        s.ok(&["get", "pod", "low1", "-o", "jsonpath={.spec.priority}"]),
+        "100"
+    );
+    apply(&s, &pod("critical", "high"));
+    assert_eq!(wait_bound(&s, "critical"), "node1");
+    let uid = s.ok(&["get", "pod", "critical", "-o", "jsonpath={.metadata.uid}"]);
+    let preempted = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Preempted",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.name}|{.message}|{.source.component}{\"\\n\"}{end}",
+    ]);
+    let victim = preempted
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no Preempted event"));
+    let (name, rest) = victim.split_once('|').unwrap();
+    assert!(name == "low1" || name == "low2", "{victim}");
+    assert_eq!(
+        rest,
+        format!("Preempted by pod {uid} on node node1|default-scheduler")
+    );
+    // One victim was enough: the other low pod stays.
+    let left = s.ok(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {end}",
+    ]);
+    assert_eq!(left.split_whitespace().count(), 2, "{left}");
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pod",
+            "critical",
+            "-o",
+            "jsonpath={.status.nominatedNodeName}"
+        ]),
+        "node1"
+    );
+}
