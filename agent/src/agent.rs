@@ -49,6 +49,8 @@ pub struct AgentOptions {
     pub node_lease_duration_seconds: i32,
     /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
     pub proxy: crate::proxy::ProxyOptions,
+    /// `--seccomp-default`, `--allowed-unsafe-sysctls`.
+    pub policy: crate::runtime::node_policy::NodePolicy,
     /// `--tls-cert-file`/`--tls-private-key-file`: `--port`'s certificate.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
@@ -91,6 +93,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
         host_ip: host_ip.clone(),
+        policy: opts.policy.clone(),
         network: PodNetwork::new(NetworkOptions {
             conf_dir: opts.cni_conf_dir.clone(),
             bin_dirs: opts.cni_bin_dirs.clone(),
