@@ -97,15 +97,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             .map(crate::kubeapi::objects::ApiObjectCache::start),
     });
 
-    {
-        // Networks of pods whose dirs are gone (removed while the agent was down).
-        let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || {
-            ctx.network
-                .release_orphans(|uid| ctx.pod_dir(uid).join("pod.json").exists())
-        });
-    }
-
     let (tx, rx) = mpsc::channel(16);
     let mut sources = vec![crate::config::SOURCE_FILE];
     if let Some(client) = client {
@@ -156,7 +147,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             std::mem::forget(tx);
         }
     }
-    tokio::spawn(PodManager::new(ctx.clone()).with_sources(&sources).run(rx));
+    // What the previous agent process left is read (and what no pod dir
+    // names is removed: networks, cgroups) before any pod starts.
+    let manager = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || PodManager::new(ctx))
+            .await
+            .context("reading the pods the previous agent left")?
+    };
+    tokio::spawn(manager.with_sources(&sources).run(rx));
 
     let sampler = CpuSampler::default();
     tokio::spawn(sampler.clone().run(ctx.clone()));
@@ -170,7 +169,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         }
         let addr = SocketAddr::new(opts.address, port);
         let state = state.clone();
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = listen_retrying(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving the kubelet API");
@@ -188,6 +187,34 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; pods keep running and are adopted at the next start");
     Ok(())
+}
+
+/// How long a restarted agent keeps trying a port still held by a process
+/// the previous one left (a child forked but not yet exec'd holds its sockets).
+const LISTEN_RETRY: Duration = Duration::from_secs(30);
+
+/// Listens on `addr` (SO_REUSEADDR: connections of the previous process in
+/// TIME_WAIT do not count), retrying while the address is in use.
+async fn listen_retrying(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + LISTEN_RETRY;
+    loop {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|_| socket.listen(1024)) {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%addr, "address in use, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// How long a new cluster node waits for its Node's `spec.podCIDR` before
