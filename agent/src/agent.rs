@@ -49,6 +49,8 @@ pub struct AgentOptions {
     pub node_lease_duration_seconds: i32,
     /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
     pub proxy: crate::proxy::ProxyOptions,
+    /// `--seccomp-default`, `--allowed-unsafe-sysctls`.
+    pub policy: crate::runtime::node_policy::NodePolicy,
     /// `--tls-cert-file`/`--tls-private-key-file`: `--port`'s certificate.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
@@ -91,6 +93,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
         host_ip: host_ip.clone(),
+        policy: opts.policy.clone(),
         network: PodNetwork::new(NetworkOptions {
             conf_dir: opts.cni_conf_dir.clone(),
             bin_dirs: opts.cni_bin_dirs.clone(),
@@ -105,6 +108,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // `--port`'s TLS and auth are checked before anything runs: a bad
     // certificate or a webhook without an apiserver stops the start.
     let secure = if opts.port != 0 {
+        let auth = server::auth::KubeletAuth::new(&opts.auth, client.clone(), &opts.node_name)?;
         let node_ips: Vec<IpAddr> = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
         let cert = server::tls::serving_cert(
             opts.tls_cert_file.as_deref(),
@@ -115,7 +119,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         )?;
         let tls =
             server::tls::server_config(&cert, opts.auth.authentication.client_ca_file.as_deref())?;
-        let auth = server::auth::KubeletAuth::new(&opts.auth, client.clone(), &opts.node_name)?;
         Some((tls, Arc::new(auth)))
     } else {
         None

@@ -45,6 +45,10 @@ pub struct KubeletConfiguration {
     pub eviction_hard: Option<Vec<super::reserved::EvictionThreshold>>,
     /// `nodeLeaseDurationSeconds`, default 40.
     pub node_lease_duration_seconds: i32,
+    /// `seccompDefault`: RuntimeDefault for containers that name no profile.
+    pub seccomp_default: bool,
+    /// `allowedUnsafeSysctls`: names or `prefix*` patterns.
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// `tlsCertFile`/`tlsPrivateKeyFile`: the `port`'s serving certificate
     /// (absent: a self-signed one under the root dir's `pki/`).
     pub tls_cert_file: Option<PathBuf>,
@@ -140,6 +144,8 @@ impl Default for KubeletConfiguration {
             kube_reserved: Default::default(),
             eviction_hard: None,
             node_lease_duration_seconds: 40,
+            seccomp_default: false,
+            allowed_unsafe_sysctls: Vec::new(),
             tls_cert_file: None,
             tls_private_key_file: None,
             authentication: KubeletAuthentication::default(),
@@ -190,6 +196,8 @@ struct RawKubeletConfiguration {
     kube_reserved: Option<std::collections::BTreeMap<String, String>>,
     eviction_hard: Option<std::collections::BTreeMap<String, String>>,
     node_lease_duration_seconds: Option<i64>,
+    seccomp_default: Option<bool>,
+    allowed_unsafe_sysctls: Option<Vec<String>>,
     tls_cert_file: Option<String>,
     tls_private_key_file: Option<String>,
     authentication: Option<RawAuthentication>,
@@ -335,6 +343,12 @@ pub fn parse_kubelet_config(
     }
     if let Some(limit) = raw.pod_pids_limit {
         config.pod_pids_limit = limit;
+    }
+    if let Some(on) = raw.seccomp_default {
+        config.seccomp_default = on;
+    }
+    if let Some(list) = raw.allowed_unsafe_sysctls {
+        config.allowed_unsafe_sysctls = list;
     }
     if let Some(size) = raw.container_log_max_size {
         config.container_log_max_size = crate::quantity::bytes(&size)
@@ -639,6 +653,8 @@ kubeReserved:
   memory: 128Mi
 evictionHard:
   memory.available: 200Mi
+seccompDefault: true
+allowedUnsafeSysctls: [kernel.msg*, net.core.somaxconn]
 tlsCertFile: pki/node.crt
 tlsPrivateKeyFile: /etc/kubelab/pki/node.key
 authentication:
@@ -682,6 +698,8 @@ authorization:
                     )),
                 }]),
                 node_lease_duration_seconds: 40,
+                seccomp_default: true,
+                allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),
                 tls_private_key_file: Some("/etc/kubelab/pki/node.key".into()),
                 authentication: KubeletAuthentication {
