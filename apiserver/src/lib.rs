@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cidr;
 pub mod client;
 pub mod controllers;
+pub mod dns;
 pub mod kinds;
 pub mod leader_election;
 pub mod node_client;
