@@ -275,13 +275,11 @@ pub fn parse_kubelet_config(
             })?;
     }
     for (i, ip) in raw.cluster_dns.iter().flatten().enumerate() {
-        let parsed = ip.parse().map_err(|_| {
-            KubeletConfigError::Invalid {
-                path: path.to_owned(),
-                field: "clusterDNS",
-                value: format!("{ip:?}"),
-                detail: format!("entry {i} must be a valid IP address"),
-            }
+        let parsed = ip.parse().map_err(|_| KubeletConfigError::Invalid {
+            path: path.to_owned(),
+            field: "clusterDNS",
+            value: format!("{ip:?}"),
+            detail: format!("entry {i} must be a valid IP address"),
         })?;
         config.cluster_dns.push(parsed);
     }

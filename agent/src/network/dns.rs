@@ -44,7 +44,9 @@ impl ResolvConf {
                         .map(|s| s.trim_end_matches('.').to_string())
                         .collect();
                 }
-                ["options", rest @ ..] => conf.options = rest.iter().map(|s| s.to_string()).collect(),
+                ["options", rest @ ..] => {
+                    conf.options = rest.iter().map(|s| s.to_string()).collect()
+                }
                 _ => {}
             }
         }
@@ -170,7 +172,10 @@ pub fn pod_resolv_conf(pod: &Pod, node: &NodeDns) -> (ResolvConf, Vec<DnsWarning
         }
     };
     if let Some(extra) = &spec.dns_config {
-        push_unique(&mut conf.nameservers, extra.nameservers.iter().flatten().cloned());
+        push_unique(
+            &mut conf.nameservers,
+            extra.nameservers.iter().flatten().cloned(),
+        );
         push_unique(
             &mut conf.searches,
             extra
@@ -406,7 +411,13 @@ mod tests {
         );
         assert_eq!(conf.nameservers, ["10.96.0.10", "1.1.1.1"]);
         assert_eq!(conf.searches.last().unwrap(), "extra.example");
-        assert_eq!(conf.searches.iter().filter(|s| *s == "cluster.local").count(), 1);
+        assert_eq!(
+            conf.searches
+                .iter()
+                .filter(|s| *s == "cluster.local")
+                .count(),
+            1
+        );
         assert_eq!(conf.options, ["ndots:1", "single-request-reopen"]);
     }
 
@@ -417,7 +428,11 @@ mod tests {
         let (conf, warnings) = pod_resolv_conf(&pod(json!({})), &n);
         assert_eq!(conf, n.host);
         assert_eq!(warnings[0].reason, "MissingClusterDNS");
-        assert!(warnings[0].message.contains("Falling back to \"Default\" policy"));
+        assert!(
+            warnings[0]
+                .message
+                .contains("Falling back to \"Default\" policy")
+        );
     }
 
     #[test]
@@ -442,7 +457,9 @@ mod tests {
         assert_eq!(names.hostname, "db-0");
         assert_eq!(names.domain.as_deref(), Some("db.shop.svc.cluster.local"));
         assert_eq!(
-            pod_hosts_file(&p, &names, &["10.244.0.9".into()]).lines().last(),
+            pod_hosts_file(&p, &names, &["10.244.0.9".into()])
+                .lines()
+                .last(),
             Some("10.244.0.9\tdb-0.db.shop.svc.cluster.local\tdb-0")
         );
         let p = pod(json!({"hostname": "db-0", "subdomain": "db", "setHostnameAsFQDN": true}));
@@ -453,9 +470,14 @@ mod tests {
         // Without a hostname: the pod's name.
         let p = pod(json!({}));
         let names = pod_hostname(&p, "cluster.local").unwrap();
-        assert_eq!((names.hostname.as_str(), names.domain.clone()), ("web-0", None));
         assert_eq!(
-            pod_hosts_file(&p, &names, &["10.244.0.9".into()]).lines().last(),
+            (names.hostname.as_str(), names.domain.clone()),
+            ("web-0", None)
+        );
+        assert_eq!(
+            pod_hosts_file(&p, &names, &["10.244.0.9".into()])
+                .lines()
+                .last(),
             Some("10.244.0.9\tweb-0")
         );
         let long = "x".repeat(60);
@@ -468,9 +490,14 @@ mod tests {
 
     #[test]
     fn host_aliases_are_appended() {
-        let p = pod(json!({"hostAliases": [{"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]}]}));
+        let p = pod(
+            json!({"hostAliases": [{"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]}]}),
+        );
         let names = pod_hostname(&p, "cluster.local").unwrap();
         let hosts = pod_hosts_file(&p, &names, &[]);
-        assert!(hosts.ends_with("# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n"), "{hosts}");
+        assert!(
+            hosts.ends_with("# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n"),
+            "{hosts}"
+        );
     }
 }

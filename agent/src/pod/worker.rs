@@ -529,8 +529,8 @@ impl PodWorker {
             ctx.cgroups
                 .create(&sandbox_cgroup, &CgroupLimits::default())
                 .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
-            let names = dns::pod_hostname(&pod, &ctx.dns.cluster_domain)
-                .map_err(|e| e.to_string())?;
+            let names =
+                dns::pod_hostname(&pod, &ctx.dns.cluster_domain).map_err(|e| e.to_string())?;
             let (resolv, warnings) = dns::pod_resolv_conf(&pod, &ctx.dns);
             for w in warnings {
                 ctx.events.warning(&key, None, w.reason, w.message);
@@ -541,10 +541,16 @@ impl PodWorker {
                     let node_hostname = nix::unistd::gethostname()
                         .map(|h| h.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    (node_hostname, dns::host_network_hosts_file(&node_hosts, &pod))
+                    (
+                        node_hostname,
+                        dns::host_network_hosts_file(&node_hosts, &pod),
+                    )
                 } else {
                     let ips: Vec<String> = pod_ip.map(str::to_owned).into_iter().collect();
-                    (names.hostname.clone(), dns::pod_hosts_file(&pod, &names, &ips))
+                    (
+                        names.hostname.clone(),
+                        dns::pod_hosts_file(&pod, &names, &ips),
+                    )
                 };
                 vec![
                     ("hosts", hosts),

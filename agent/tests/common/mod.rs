@@ -147,7 +147,15 @@ impl TestNode {
             .arg(&self.cgroup_root)
             .arg("--hostname-override")
             .arg(&self.node_name)
-            .args(["--address", "127.0.0.1", "--port", "0"])
+            // A node that others reach (the apiserver relaying exec) says
+            // where it listens with its own --address.
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--address"))
+                    .then_some(["--address", "127.0.0.1"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(["--port", "0"])
             .arg("--read-only-port")
             .arg(self.port.to_string())
             .args(&self.extra_args)
