@@ -220,6 +220,17 @@ impl ApiError {
             )
         }
     }
+    /// `errors.NewForbidden`: `namespaces "default" is forbidden: <why>`.
+    pub fn forbidden(s: Subject, name: &str, why: &str) -> Self {
+        Self {
+            details: Some(Box::new(s.details(name))),
+            ..Self::new(
+                403,
+                "Forbidden",
+                format!("{} {name:?} is forbidden: {why}", s.qualified()),
+            )
+        }
+    }
     pub fn stale(s: Subject, name: &str) -> Self {
         Self::conflict(
             s,

@@ -3,5 +3,8 @@
 //! quantities, label selectors, and the predicates the scheduler, the
 //! DaemonSet controller and the taint manager share.
 
+pub mod node_affinity;
 pub mod quantity;
+pub mod resources;
 pub mod selector;
+pub mod taints;

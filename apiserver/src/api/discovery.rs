@@ -95,6 +95,12 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             resources.push(json!({"name": format!("{}/status", i.plural), "singularName": "", "namespaced": i.namespaced,
                 "kind": i.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if i.plural == "namespaces" {
+            resources.push(
+                json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false,
+                "kind": "Namespace", "verbs": ["update"]}),
+            );
+        }
         if i.plural == "pods" {
             resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
             resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));

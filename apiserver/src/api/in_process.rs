@@ -58,7 +58,7 @@ impl Api {
         let (obj, _warnings) = self.decode_strict(kind, obj, &Params::new())?;
         let mut new = self.prepare_update(kind, &old, obj, status_only)?;
         let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
-        self.store_update(kind, &mut new, expected)
+        self.store_update(kind, &old, &mut new, expected)
             .await
             .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
         Ok(new)

@@ -1,6 +1,7 @@
 //! The REST API: path routing, and create/get/list/watch/update/patch/delete
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
+pub mod deletion;
 pub mod discovery;
 pub mod events;
 mod eviction;
@@ -29,6 +30,7 @@ use crate::node_client::NodeClient;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, FieldError};
 use crate::storage::{Storage, StorageError};
+use deletion::DeleteRequest;
 use object::{meta, meta_mut, meta_str};
 
 pub type Params = HashMap<String, String>;
@@ -345,7 +347,14 @@ impl Api {
                 let ns = self.require_namespace(kind, ns)?;
                 self.create(kind, ns, obj, &params, out).await
             }
-            (&Method::DELETE, None, None) => self.delete_collection(kind, ns, &params).await,
+            (&Method::DELETE, None, None) => {
+                let opts = if body.is_empty() {
+                    Value::Null
+                } else {
+                    parse_body(&headers, &body)?
+                };
+                self.delete_collection(kind, ns, &opts, &params).await
+            }
             (&Method::GET, Some(name), None | Some("status")) => {
                 let obj = self.get(kind, ns, name).await?;
                 Ok(self.respond(kind, StatusCode::OK, &obj, out))
@@ -372,6 +381,10 @@ impl Api {
                 };
                 self.delete(kind, ns, name, &opts, &params).await
             }
+            (&Method::PUT, Some(name), Some("finalize")) if kind.info().plural == "namespaces" => {
+                let obj = parse_body(&headers, &body)?;
+                self.finalize_namespace(kind, name, obj, out).await
+            }
             (&Method::POST, Some(name), Some("binding")) if kind.info().plural == "pods" => {
                 let binding = parse_body(&headers, &body)?;
                 self.bind(ns.unwrap_or("default"), name, &binding).await
@@ -384,7 +397,7 @@ impl Api {
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
             }
-            (_, Some(_), Some(sub)) if !matches!(sub, "status" | "binding") => {
+            (_, Some(_), Some(sub)) if !matches!(sub, "status" | "binding" | "finalize") => {
                 Err(ApiError::not_found_path())
             }
             _ => Err(ApiError::method_not_allowed()),
@@ -576,7 +589,8 @@ impl Api {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
         if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
-            self.require_namespace_exists(ns).await?;
+            self.require_namespace_exists(info.subject(), &name, ns)
+                .await?;
         }
         if info.plural == "services" {
             self.allocate_service(&mut obj, &name, None).await?;
@@ -584,17 +598,24 @@ impl Api {
         Ok((obj, unknown))
     }
 
-    async fn require_namespace_exists(&self, ns: &str) -> ApiResult<()> {
+    /// NamespaceLifecycle: new objects only in namespaces that exist and
+    /// are not being terminated.
+    async fn require_namespace_exists(
+        &self,
+        subject: crate::status::Subject<'_>,
+        name: &str,
+        ns: &str,
+    ) -> ApiResult<()> {
         let kind = self
             .registry
             .find("", "v1", "namespaces")
             .expect("namespaces served");
         let nsobj = self.get(kind.as_ref(), None, ns).await?;
         if meta_str(&nsobj, "deletionTimestamp").is_some() {
-            return Err(ApiError::new(
-                403,
-                "Forbidden",
-                format!(
+            return Err(ApiError::forbidden(
+                subject,
+                name,
+                &format!(
                     "unable to create new content in namespace {ns} because it is being terminated"
                 ),
             ));
@@ -779,18 +800,13 @@ impl Api {
     async fn store_update(
         &self,
         kind: &dyn Kind,
+        old: &Value,
         new: &mut Value,
         expected: u64,
     ) -> Result<(), StorageError> {
         let info = kind.info();
         let key = info.key(meta_str(new, "namespace"), object::name(new));
-        let finalized = meta_str(new, "deletionTimestamp").is_some()
-            && meta(new)
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(|f| f.is_empty())
-            && info.plural != "pods";
-        if finalized {
+        if deletion::finalized_by_update(old, new, info.plural) {
             let kv = self.store.delete(&key, Some(expected)).await?;
             meta_mut(new).insert("resourceVersion".into(), kv.mod_revision.to_string().into());
             return Ok(());
@@ -858,7 +874,7 @@ impl Api {
                 &warnings,
             ));
         }
-        self.store_update(kind, &mut new, expected)
+        self.store_update(kind, &old, &mut new, expected)
             .await
             .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
         Ok(with_warnings(
@@ -955,7 +971,7 @@ impl Api {
                     &warnings,
                 ));
             }
-            match self.store_update(kind, &mut new, expected).await {
+            match self.store_update(kind, &old, &mut new, expected).await {
                 Ok(()) => {
                     return Ok(with_warnings(
                         self.respond(kind, StatusCode::OK, &new, out),
@@ -979,35 +995,42 @@ impl Api {
         params: &Params,
     ) -> ApiResult<Response> {
         let info = kind.info();
+        let req = DeleteRequest::from_request(opts, params)?;
         let key = info.key(ns, name);
         let Some(current) = self.store.get(&key).await? else {
             return Err(ApiError::not_found(info.subject(), name));
         };
         let mut obj = object::decode(&current);
-        if let Some(pre) = opts.get("preconditions") {
-            let uid_mismatch = pre
-                .get("uid")
-                .and_then(Value::as_str)
-                .is_some_and(|u| Some(u) != meta_str(&obj, "uid"));
-            let rv_mismatch = pre
-                .get("resourceVersion")
-                .and_then(Value::as_str)
-                .is_some_and(|r| Some(r) != meta_str(&obj, "resourceVersion"));
-            if uid_mismatch || rv_mismatch {
-                return Err(ApiError::conflict(
-                    info.subject(),
-                    name,
-                    "the UID or resourceVersion in the precondition does not match",
-                ));
-            }
+        let uid_mismatch = req
+            .precondition_uid
+            .as_deref()
+            .is_some_and(|u| Some(u) != meta_str(&obj, "uid"));
+        let rv_mismatch = req
+            .precondition_resource_version
+            .as_deref()
+            .is_some_and(|r| Some(r) != meta_str(&obj, "resourceVersion"));
+        if uid_mismatch || rv_mismatch {
+            return Err(ApiError::conflict(
+                info.subject(),
+                name,
+                "the UID or resourceVersion in the precondition does not match",
+            ));
         }
-        let grace = params
-            .get("gracePeriodSeconds")
-            .and_then(|g| g.parse::<i64>().ok())
-            .or_else(|| opts.get("gracePeriodSeconds").and_then(Value::as_i64));
-        if is_dry_run(params) {
+        if info.plural == "namespaces" {
+            return self
+                .delete_namespace(kind, obj, current.mod_revision, &req)
+                .await;
+        }
+        if req.dry_run {
             return Ok(json_response(StatusCode::OK, &obj));
         }
+        let existing = deletion::finalizers(&obj);
+        let gc = deletion::gc_finalizers(&existing, &req, deletion::default_policy(info));
+        let finalizers = gc.clone().unwrap_or_else(|| existing.clone());
+        let deleting = meta_str(&obj, "deletionTimestamp").is_some();
+        let current_grace = meta(&obj)
+            .get("deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
         // Pods on a node terminate gracefully: the node's agent stops the
         // containers, then deletes the pod with a zero grace period.
         if info.plural == "pods" {
@@ -1018,86 +1041,198 @@ impl Api {
                 obj["status"]["phase"].as_str(),
                 Some("Succeeded" | "Failed")
             );
-            let grace = grace
+            let grace = req
+                .grace_period_seconds
                 .unwrap_or_else(|| {
                     obj["spec"]["terminationGracePeriodSeconds"]
                         .as_i64()
                         .unwrap_or(30)
                 })
                 .max(0);
+            // A deletion under way may only be shortened.
+            if deleting && current_grace.is_some_and(|g| g > 0 && g <= grace) {
+                return Ok(json_response(StatusCode::OK, &obj));
+            }
             if bound && !terminal && grace > 0 {
-                let current_grace = meta(&obj)
-                    .get("deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64);
-                if current_grace.is_some_and(|g| g <= grace) {
-                    return Ok(json_response(StatusCode::OK, &obj));
-                }
                 let m = meta_mut(&mut obj);
                 m.insert(
                     "deletionTimestamp".into(),
                     object::timestamp_after(grace).into(),
                 );
                 m.insert("deletionGracePeriodSeconds".into(), grace.into());
-                let rev = self
-                    .store
-                    .update(&key, object::encode(&obj), Some(current.mod_revision))
-                    .await
-                    .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
-                meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
+                if gc.is_some() {
+                    m.insert("finalizers".into(), json!(finalizers));
+                }
+                self.write_deletion(kind, &key, &mut obj, current.mod_revision)
+                    .await?;
                 return Ok(json_response(StatusCode::OK, &obj));
             }
         }
-        if meta(&obj)
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty())
-            && info.plural != "namespaces"
-        {
-            if meta_str(&obj, "deletionTimestamp").is_none() {
-                let m = meta_mut(&mut obj);
+        if finalizers.is_empty() {
+            self.store
+                .delete(&key, Some(current.mod_revision))
+                .await
+                .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        // Finalizers hold the object: it is marked, and goes when the last
+        // one is removed.
+        let m = meta_mut(&mut obj);
+        let mut changed = gc.is_some();
+        if gc.is_some() {
+            m.insert("finalizers".into(), json!(finalizers));
+        }
+        if !deleting || current_grace != Some(0) {
+            if !deleting {
                 m.insert("deletionTimestamp".into(), object::now_rfc3339().into());
-                m.insert("deletionGracePeriodSeconds".into(), 0.into());
-                let rev = self
-                    .store
-                    .update(&key, object::encode(&obj), Some(current.mod_revision))
-                    .await
-                    .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
-                meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
             }
-            return Ok(json_response(StatusCode::ACCEPTED, &obj));
+            m.insert("deletionGracePeriodSeconds".into(), 0.into());
+            changed = true;
         }
-        if info.plural == "namespaces" {
-            self.delete_namespace_contents(name).await?;
+        if changed {
+            self.write_deletion(kind, &key, &mut obj, current.mod_revision)
+                .await?;
         }
-        self.store
-            .delete(&key, Some(current.mod_revision))
-            .await
-            .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
-        Ok(json_response(StatusCode::OK, &obj))
+        let code = if req.wants_accepted() {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        Ok(json_response(code, &obj))
     }
 
-    /// The namespace controller's job, done inline before the namespace goes.
-    async fn delete_namespace_contents(&self, ns: &str) -> ApiResult<()> {
-        for kind in self.registry.all().iter().filter(|k| k.info().namespaced) {
-            let (kvs, _) = self.store.list(&kind.info().key_prefix(Some(ns))).await?;
-            for kv in kvs {
-                match self.store.delete(&kv.key, None).await {
-                    Ok(_) | Err(StorageError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
+    /// Stores an object marked for deletion, conditionally on `expected`.
+    async fn write_deletion(
+        &self,
+        kind: &dyn Kind,
+        key: &str,
+        obj: &mut Value,
+        expected: u64,
+    ) -> ApiResult<()> {
+        let rev = self
+            .store
+            .update(key, object::encode(obj), Some(expected))
+            .await
+            .map_err(|e| ApiError::from_storage(kind.info().subject(), object::name(obj), e))?;
+        meta_mut(obj).insert("resourceVersion".into(), rev.to_string().into());
+        Ok(())
+    }
+
+    /// A Namespace's DELETE, as its registry does it: the first one puts it
+    /// in `Terminating` (deletionTimestamp, phase, the collector's
+    /// finalizers as asked); the namespace controller empties it and
+    /// removes `kubernetes` from `spec.finalizers` through `finalize`, and
+    /// the namespace goes when no finalizer is left.
+    async fn delete_namespace(
+        &self,
+        kind: &dyn Kind,
+        mut ns: Value,
+        expected: u64,
+        req: &DeleteRequest,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let name = object::name(&ns).to_owned();
+        if deletion::IMMORTAL_NAMESPACES.contains(&name.as_str()) {
+            return Err(ApiError::forbidden(
+                info.subject(),
+                &name,
+                "this namespace may not be deleted",
+            ));
+        }
+        if req.dry_run {
+            return Ok(json_response(StatusCode::OK, &ns));
+        }
+        let key = info.key(None, &name);
+        if meta_str(&ns, "deletionTimestamp").is_none() {
+            let existing = deletion::finalizers(&ns);
+            // Only an explicit request puts the collector's finalizers on a
+            // namespace (its contents are the namespace controller's).
+            let gc = if req.propagation.is_some() || req.orphan_dependents.is_some() {
+                deletion::gc_finalizers(&existing, req, deletion::Propagation::Background)
+            } else {
+                None
+            };
+            let m = meta_mut(&mut ns);
+            m.insert("deletionTimestamp".into(), object::now_rfc3339().into());
+            if let Some(f) = gc {
+                if f.is_empty() {
+                    m.remove("finalizers");
+                } else {
+                    m.insert("finalizers".into(), json!(f));
                 }
             }
+            ns["status"]["phase"] = "Terminating".into();
+            if deletion::spec_finalizers(&ns).is_empty() && deletion::finalizers(&ns).is_empty() {
+                self.store
+                    .delete(&key, Some(expected))
+                    .await
+                    .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
+                return Ok(json_response(StatusCode::OK, &ns));
+            }
+            self.write_deletion(kind, &key, &mut ns, expected).await?;
+            return Ok(json_response(StatusCode::OK, &ns));
         }
-        Ok(())
+        if deletion::spec_finalizers(&ns).is_empty() && deletion::finalizers(&ns).is_empty() {
+            self.store
+                .delete(&key, Some(expected))
+                .await
+                .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
+        }
+        Ok(json_response(StatusCode::OK, &ns))
+    }
+
+    /// `PUT namespaces/{name}/finalize`: only `spec.finalizers` changes; a
+    /// namespace under deletion with none left goes.
+    async fn finalize_namespace(
+        &self,
+        kind: &dyn Kind,
+        name: &str,
+        body: Value,
+        out: Output,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let body = check_type(kind, body)?;
+        let key = info.key(None, name);
+        let Some(current) = self.store.get(&key).await? else {
+            return Err(ApiError::not_found(info.subject(), name));
+        };
+        let old = object::decode(&current);
+        let expected = match object::resource_version(&body) {
+            Some(rv) if rv != current.mod_revision => {
+                return Err(ApiError::stale(info.subject(), name));
+            }
+            _ => current.mod_revision,
+        };
+        let wanted = deletion::spec_finalizers(&body);
+        let errs: Vec<FieldError> = wanted
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| {
+                crate::kinds::validation::finalizer_name(&format!("spec.finalizers[{i}]"), f)
+            })
+            .collect();
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(info.subject(), name, &errs));
+        }
+        let mut new = old.clone();
+        new["spec"]["finalizers"] = json!(wanted);
+        self.store_update(kind, &old, &mut new, expected)
+            .await
+            .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
+        Ok(self.respond(kind, StatusCode::OK, &new, out))
     }
 
     async fn delete_collection(
         &self,
         kind: &dyn Kind,
         ns: Option<&str>,
+        opts: &Value,
         params: &Params,
     ) -> ApiResult<Response> {
         let info = kind.info();
         let filter = Filter::from_params(kind, params)?;
+        // Checked once up front, so bad options fail the request as a whole.
+        DeleteRequest::from_request(opts, params)?;
         let (kvs, rev) = self.store.list(&info.key_prefix(ns)).await?;
         let mut items = Vec::new();
         for kv in kvs {
@@ -1108,7 +1243,7 @@ impl Api {
             let name = object::name(&obj).to_owned();
             let obj_ns = meta_str(&obj, "namespace").map(str::to_owned);
             match self
-                .delete(kind, obj_ns.as_deref(), &name, &Value::Null, params)
+                .delete(kind, obj_ns.as_deref(), &name, opts, params)
                 .await
             {
                 Ok(_) => items.push(obj),

@@ -9,9 +9,12 @@
 
 pub mod endpoints;
 pub mod endpoints_render;
+pub mod garbage_collector;
 pub mod kubernetes_service;
+pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod served_resources;
 
 use std::sync::Arc;
 
@@ -64,5 +67,11 @@ pub async fn start(
     if let Some(ipam) = ipam {
         tokio::spawn(ipam.run());
     }
+    let client = crate::client::in_process(api.clone(), "system:kube-controller-manager");
+    tokio::spawn(namespace::run(client.clone()));
+    tokio::spawn(garbage_collector::run(
+        client.clone(),
+        garbage_collector::CONCURRENT_GC_SYNCS,
+    ));
     Ok(())
 }

@@ -38,12 +38,17 @@ impl KindSpec for Namespace {
         });
     }
 
-    fn prepare_update(&mut self, _old: &Self) {
+    fn prepare_update(&mut self, old: &Self) {
         let name = self.metadata.name.clone().unwrap_or_default();
         self.metadata
             .labels
             .get_or_insert_with(Default::default)
             .insert("kubernetes.io/metadata.name".into(), name);
+        // spec.finalizers change only through `namespaces/{name}/finalize`.
+        let finalizers = old.spec.as_ref().and_then(|s| s.finalizers.clone());
+        self.spec
+            .get_or_insert_with(NamespaceSpec::default)
+            .finalizers = finalizers;
     }
 
     fn columns() -> Vec<Column> {

@@ -246,7 +246,7 @@ impl<K: KindSpec> Kind for Typed<K> {
     }
 }
 
-fn valid_qualified_name(key: &str) -> bool {
+pub(crate) fn valid_qualified_name(key: &str) -> bool {
     let name = match key.rsplit_once('/') {
         Some((prefix, name)) => {
             if !validation::dns1123_subdomain("", prefix).is_empty() {

@@ -72,13 +72,17 @@ fn default_spec(spec: &mut PodSpec) {
         default_container(c);
     }
     // DefaultTolerationSeconds admission: tolerate a not-ready or
-    // unreachable node for five minutes.
+    // unreachable node for five minutes, unless a toleration of the pod
+    // already covers that NoExecute taint (by its key or a wildcard).
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
     for key in [
         "node.kubernetes.io/not-ready",
         "node.kubernetes.io/unreachable",
     ] {
-        if !tolerations.iter().any(|t| t.key.as_deref() == Some(key)) {
+        let covered = tolerations.iter().any(|t| {
+            matches!(t.key.as_deref(), None | Some("")) || t.key.as_deref() == Some(key)
+        } && matches!(t.effect.as_deref(), None | Some("") | Some("NoExecute")));
+        if !covered {
             tolerations.push(Toleration {
                 key: Some(key.into()),
                 operator: Some("Exists".into()),

@@ -70,6 +70,28 @@ pub fn is_quantity(s: &str) -> bool {
 pub const QUANTITY_MSG: &str =
     "must match the regex '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
 
+/// `ValidateFinalizerName` as a Namespace's `spec.finalizers` is checked:
+/// a qualified name, either one of the standard finalizers or with a
+/// domain prefix.
+pub fn finalizer_name(field: &str, value: &str) -> Vec<FieldError> {
+    if !super::valid_qualified_name(value) {
+        return vec![FieldError::invalid(
+            field,
+            value,
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+        )];
+    }
+    let standard = ["kubernetes", "orphan", "foregroundDeletion"];
+    if !value.contains('/') && !standard.contains(&value) {
+        return vec![FieldError::invalid(
+            field,
+            value,
+            "name is neither a standard finalizer name nor is it fully qualified",
+        )];
+    }
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

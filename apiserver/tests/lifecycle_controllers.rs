@@ -1,0 +1,310 @@
+//! The lifecycle controllers as a user sees them through the real kubectl:
+//! the garbage collector (cascading deletes: background, foreground,
+//! orphan), the namespace controller, taint eviction, PodGC and the
+//! DaemonSet controller. Nodes are Node objects without agents (no kubelet
+//! finishes a graceful pod deletion there, so pods on them are given short
+//! grace periods or none at all).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ApiServer, rows};
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn names(s: &ApiServer, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["get"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "jsonpath={.items[*].metadata.name}"]);
+    s.ok(&full).split_whitespace().map(str::to_owned).collect()
+}
+
+const POD_IN_DEV: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: NAME
+  namespace: dev
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+";
+
+#[test]
+fn a_deleted_namespace_is_terminating_until_its_content_is_gone() {
+    let s = ApiServer::start();
+    s.ok(&["create", "namespace", "dev"]);
+    for name in ["a", "b"] {
+        s.kubectl_stdin(&["apply", "-f", "-"], &POD_IN_DEV.replace("NAME", name));
+    }
+    s.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "dev",
+        "--from-literal=k=v",
+    ]);
+    // A finalizer of someone else's holds a configmap, and with it the namespace.
+    s.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        "dev",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    assert_eq!(
+        s.ok(&["delete", "namespace", "dev", "--wait=false"]).trim(),
+        r#"namespace "dev" deleted"#
+    );
+    let row = rows(&s.ok(&["get", "namespace", "dev", "--no-headers"]));
+    assert_eq!(row[0][1], "Terminating");
+    let err = s
+        .kubectl_stdin(&["apply", "-f", "-"], &POD_IN_DEV.replace("NAME", "late"))
+        .stderr;
+    assert!(
+        String::from_utf8_lossy(&err).contains(
+            r#"pods "late" is forbidden: unable to create new content in namespace dev because it is being terminated"#
+        ),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    // The pods go; the held configmap stays, and the conditions say why.
+    wait_for("the pods to go", Duration::from_secs(20), || {
+        names(&s, &["pods", "-n", "dev"]).is_empty().then_some(())
+    });
+    let message = wait_for("the finalizer condition", Duration::from_secs(20), || {
+        let m = s.ok(&[
+            "get",
+            "namespace",
+            "dev",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="NamespaceFinalizersRemaining")].message}"#,
+        ]);
+        m.contains("example.com/hold").then_some(m)
+    });
+    assert_eq!(
+        message,
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "namespace",
+            "dev",
+            "-o",
+            "jsonpath={.spec.finalizers}"
+        ]),
+        r#"["kubernetes"]"#
+    );
+    s.ok(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-n",
+        "dev",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    s.ok(&["wait", "--for=delete", "namespace/dev", "--timeout=30s"]);
+    assert!(
+        s.fails(&["get", "ns", "dev"])
+            .contains(r#"namespaces "dev" not found"#)
+    );
+}
+
+#[test]
+fn system_namespaces_cannot_be_deleted() {
+    let s = ApiServer::start();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let err = s.fails(&["delete", "namespace", ns]);
+        assert!(
+            err.contains(&format!(
+                r#"Error from server (Forbidden): namespaces "{ns}" is forbidden: this namespace may not be deleted"#
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        rows(&s.ok(&["get", "namespace", "default", "--no-headers"]))[0][1],
+        "Active"
+    );
+}
+
+/// A pod owned by `owner` (kind, name, uid), unscheduled: deleting it is
+/// immediate unless a finalizer holds it.
+fn owned_pod(name: &str, owner: (&str, &str, &str), finalizers: &[&str]) -> String {
+    let (kind, owner_name, uid) = owner;
+    let api_version = if kind == "ConfigMap" { "v1" } else { "apps/v1" };
+    let finalizers = if finalizers.is_empty() {
+        String::new()
+    } else {
+        format!("  finalizers: [{}]\n", finalizers.join(", "))
+    };
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: owned}}
+{finalizers}  ownerReferences:
+  - {{apiVersion: {api_version}, kind: {kind}, name: {owner_name}, uid: {uid}, controller: true, blockOwnerDeletion: true}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: c, image: busybox}}
+"
+    )
+}
+
+fn uid_of(s: &ApiServer, what: &[&str]) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "jsonpath={.metadata.uid}"]);
+    s.ok(&args)
+}
+
+fn apply(s: &ApiServer, yaml: &str) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
+    let s = ApiServer::start();
+    // Background (kubectl's default): the owner goes, then its dependents.
+    s.ok(&["create", "configmap", "owner", "--from-literal=k=v"]);
+    let uid = uid_of(&s, &["configmap", "owner"]);
+    for name in ["a", "b"] {
+        apply(&s, &owned_pod(name, ("ConfigMap", "owner", &uid), &[]));
+    }
+    s.ok(&["delete", "configmap", "owner"]);
+    wait_for(
+        "the dependents to be collected",
+        Duration::from_secs(20),
+        || {
+            names(&s, &["pods", "-l", "app=owned"])
+                .is_empty()
+                .then_some(())
+        },
+    );
+
+    // Orphan: the dependents stay, without the reference.
+    s.ok(&["create", "configmap", "owner", "--from-literal=k=v"]);
+    let uid = uid_of(&s, &["configmap", "owner"]);
+    apply(&s, &owned_pod("c", ("ConfigMap", "owner", &uid), &[]));
+    s.ok(&["delete", "configmap", "owner", "--cascade=orphan"]);
+    assert!(
+        s.fails(&["get", "configmap", "owner"])
+            .contains("not found")
+    );
+    wait_for("the reference to go", Duration::from_secs(20), || {
+        let refs = s.ok(&[
+            "get",
+            "pod",
+            "c",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
+        refs.is_empty().then_some(())
+    });
+    assert_eq!(names(&s, &["pods", "-l", "app=owned"]), ["c"]);
+
+    // Dangling: a reference to an owner that never existed.
+    apply(
+        &s,
+        &owned_pod(
+            "d",
+            ("ConfigMap", "ghost", "9b1c5d4e-0000-4000-8000-000000000000"),
+            &[],
+        ),
+    );
+    wait_for(
+        "the dangling dependent to go",
+        Duration::from_secs(20),
+        || (names(&s, &["pods", "-l", "app=owned"]) == ["c"]).then_some(()),
+    );
+}
+
+#[test]
+fn a_foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone() {
+    let s = ApiServer::start();
+    s.ok(&["create", "configmap", "owner", "--from-literal=k=v"]);
+    let uid = uid_of(&s, &["configmap", "owner"]);
+    // A finalizer of someone else's holds one dependent once it is deleted.
+    apply(
+        &s,
+        &owned_pod("held", ("ConfigMap", "owner", &uid), &["example.com/hold"]),
+    );
+    apply(&s, &owned_pod("free", ("ConfigMap", "owner", &uid), &[]));
+    s.ok(&[
+        "delete",
+        "configmap",
+        "owner",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    let owner_finalizers = s.ok(&[
+        "get",
+        "configmap",
+        "owner",
+        "-o",
+        "jsonpath={.metadata.finalizers}",
+    ]);
+    assert_eq!(owner_finalizers, r#"["foregroundDeletion"]"#);
+    wait_for(
+        "the held dependent to be deleted",
+        Duration::from_secs(20),
+        || {
+            let ts = s.ok(&[
+                "get",
+                "pod",
+                "held",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            ]);
+            (!ts.is_empty() && names(&s, &["pods", "-l", "app=owned"]) == ["held"]).then_some(())
+        },
+    );
+    // The owner is still there, waiting.
+    assert!(
+        !s.ok(&[
+            "get",
+            "configmap",
+            "owner",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}"
+        ])
+        .is_empty()
+    );
+    s.ok(&[
+        "patch",
+        "pod",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    s.ok(&["wait", "--for=delete", "configmap/owner", "--timeout=30s"]);
+    assert!(names(&s, &["pods", "-l", "app=owned"]).is_empty());
+}
