@@ -8,3 +8,4 @@ pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod taints;
+pub mod template_hash;

@@ -7,6 +7,7 @@
 //! [`start`] is called once from [`crate::server::run`] after bootstrap;
 //! each controller runs as its own task for the life of the process.
 
+pub mod daemonset_decide;
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod garbage_collector;
