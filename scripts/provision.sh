@@ -29,8 +29,11 @@
 #   /opt/cni/bin/kubelab-bridge, kubelab-host-local   the pods' network (the
 #                           agent writes /etc/cni/net.d/ for the node's podCIDR)
 #   /etc/kubelab/kubelet.kubeconfig   the agent's credentials for the apiserver
+#   /etc/kubelab/pki/ca.crt        the cluster CA: client certificates it signed
+#                           (the apiserver's) authenticate on the agent's port 10250
 #   /etc/systemd/system/kubelab-agent.service, kubelab-apiserver.service (deploy/systemd/)
-#   /etc/kubelab/agent.yaml        KubeletConfiguration: staticPodPath, cgroupRoot, readOnlyPort
+#   /etc/kubelab/agent.yaml        KubeletConfiguration: staticPodPath, cgroupRoot, ports,
+#                           authentication, authorization
 #   /etc/kubelab/manifests/        static pods (add, edit, delete files here)
 #   /etc/default/kubelab-agent, /etc/default/kubelab-apiserver   per-node flags
 #   /var/lib/kubelet               the agent's root dir (images, pods, logs)
@@ -50,6 +53,7 @@ KUBECONFIG_IN=""
 WAIT=1
 
 AGENT_PORT=10255
+SECURE_PORT=10250
 APISERVER_PORT=6443
 MANIFESTS=/etc/kubelab/manifests
 APISERVER_DATA=/var/lib/kubelab-apiserver
@@ -171,11 +175,15 @@ kind: KubeletConfiguration
 staticPodPath: $MANIFESTS
 cgroupRoot: /kubelab
 cgroupDriver: cgroupfs
-# The kubelet API, plain HTTP: /pods, /stats/summary, /containerLogs, /metrics.
-# (The other port, 10250, is turned off with --port 0 in /etc/default/kubelab-agent.)
+# The kubelet API over HTTPS (a self-signed certificate in
+# /var/lib/kubelet/pki): logs and exec for the apiserver, every request
+# authenticated and authorized as kubeadm sets a kubelet up.
+port: $SECURE_PORT
+$(auth_config)
+# The read-only API, plain HTTP: /pods, /stats/summary, /metrics (top, experiment).
 readOnlyPort: $AGENT_PORT
 EOF
-	local args="--hostname-override $NODE_NAME --port 0"
+	local args="--hostname-override $NODE_NAME"
 	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"
 	[ -z "$AGENT_KUBECONFIG" ] || args+=" --kubeconfig $AGENT_KUBECONFIG"
 	printf '# Written by scripts/provision.sh\nKUBELAB_AGENT_ARGS="%s"\n' "$args" >/etc/default/kubelab-agent
@@ -190,6 +198,31 @@ EOF
 	fi
 	mkdir -p /usr/local/share/doc/kubelab
 	[ ! -f "$REPO/README.md" ] || cp "$REPO/README.md" /usr/local/share/doc/kubelab/
+}
+
+# The agent's authentication/authorization (KubeletConfiguration). Joined:
+# client certificates of the cluster CA (the apiserver's among them), tokens
+# and permissions checked with the apiserver (TokenReview,
+# SubjectAccessReview). Standalone there is nobody to ask: no one gets in.
+auth_config() {
+	if [ -n "$AGENT_KUBECONFIG" ]; then
+		cat <<EOF
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true, cacheTTL: 2m}
+  x509: {clientCAFile: $CLIENT_CA}
+authorization:
+  mode: Webhook
+EOF
+	else
+		cat <<EOF
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+EOF
+	fi
 }
 
 # (Re)start a unit: a running agent is restarted so the new binary and config
@@ -229,6 +262,7 @@ apiserver_ready() {
 # the one given with --kubeconfig elsewhere (a lab, not a hardened cluster:
 # there is no node authorizer, every agent is an admin).
 AGENT_KUBECONFIG=""
+CLIENT_CA=/etc/kubelab/pki/ca.crt
 join_apiserver() {
 	local src=$KUBECONFIG_IN
 	[ "$APISERVER" = 0 ] || src=$APISERVER_DATA/admin.kubeconfig
@@ -239,6 +273,10 @@ join_apiserver() {
 	fi
 	install -D -m 0600 "$src" /etc/kubelab/kubelet.kubeconfig
 	AGENT_KUBECONFIG=/etc/kubelab/kubelet.kubeconfig
+	# The cluster CA, which signs the apiserver's kubelet client certificate.
+	mkdir -p "$(dirname "$CLIENT_CA")"
+	sed -n 's/^ *certificate-authority-data: *//p' "$AGENT_KUBECONFIG" | head -1 | base64 -d >"$CLIENT_CA"
+	grep -q 'BEGIN CERTIFICATE' "$CLIENT_CA" || die "no certificate-authority-data in $src"
 }
 
 # ---------------------------------------------------------------- main

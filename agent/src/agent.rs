@@ -55,6 +55,11 @@ pub struct AgentOptions {
     pub cluster_domain: String,
     /// `--resolv-conf`: what `Default` pods get and others add to.
     pub resolv_conf: PathBuf,
+    /// `--tls-cert-file`/`--tls-private-key-file`: `--port`'s certificate.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Who may use `--port`, and for what.
+    pub auth: crate::server::auth::AuthOptions,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -128,23 +133,38 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         });
     }
 
+    // `--port`'s TLS and auth are checked before anything runs: a bad
+    // certificate or a webhook without an apiserver stops the start.
+    let secure = if opts.port != 0 {
+        let node_ips: Vec<IpAddr> = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
+        let cert = server::tls::serving_cert(
+            opts.tls_cert_file.as_deref(),
+            opts.tls_private_key_file.as_deref(),
+            &opts.root_dir,
+            &opts.node_name,
+            &node_ips,
+        )?;
+        let tls =
+            server::tls::server_config(&cert, opts.auth.authentication.client_ca_file.as_deref())?;
+        let auth = server::auth::KubeletAuth::new(&opts.auth, client.clone(), &opts.node_name)?;
+        Some((tls, Arc::new(auth)))
+    } else {
+        None
+    };
+
     let (tx, rx) = mpsc::channel(16);
     let mut sources = vec![crate::config::SOURCE_FILE];
     if let Some(client) = client {
         let client_for_proxy = client.clone();
         let client_for_pod_cidr = client.clone();
         let source = ApiSource::new(client.clone(), opts.node_name.clone());
-        let kubelet_port = if opts.port != 0 {
-            opts.port
-        } else {
-            opts.read_only_port
-        };
+        // The apiserver reaches the kubelet API on `--port` only (HTTPS).
         crate::kubeapi::start(
             client,
             ctx.clone(),
             &source,
             host_ip.clone().unwrap_or_default(),
-            kubelet_port,
+            opts.port,
             opts.reservations.clone(),
             opts.node_lease_duration_seconds,
         );
@@ -186,19 +206,29 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         ctx: ctx.clone(),
         sampler,
     };
-    for port in [opts.port, opts.read_only_port] {
-        if port == 0 {
-            continue;
-        }
-        let addr = SocketAddr::new(opts.address, port);
-        let state = state.clone();
+    if let Some((tls, auth)) = secure {
+        let addr = SocketAddr::new(opts.address, opts.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "serving the kubelet API");
+        tracing::info!(%addr, "serving the kubelet API (HTTPS)");
+        let app = server::router(state.clone(), auth);
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, server::router(state)).await {
+            if let Err(e) = server::tls::serve(listener, tls, app).await {
                 tracing::error!(%addr, "API server stopped: {e}");
+            }
+        });
+    }
+    if opts.read_only_port != 0 {
+        let addr = SocketAddr::new(opts.address, opts.read_only_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, "serving the read-only kubelet API");
+        let app = server::read_only_router(state);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(%addr, "read-only API server stopped: {e}");
             }
         });
     }

@@ -174,13 +174,25 @@ fn field(describe: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// A node of the cluster with its kubelet API on an HTTPS `--port` that
+/// takes the cluster CA's client certificates (the apiserver's among them)
+/// and asks the apiserver about tokens and permissions.
 fn join(api: &ApiServer) -> TestNode {
     let kubeconfig = api.kubeconfig();
+    let ca = api.dir.path().join("ca.crt");
+    let port = common::free_port().to_string();
     TestNode::start_with(&[
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
         "--node-ip",
         "127.0.0.1",
+        "--port",
+        &port,
+        "--client-ca-file",
+        ca.to_str().unwrap(),
+        "--authentication-token-webhook",
+        "--authorization-mode",
+        "Webhook",
     ])
 }
 

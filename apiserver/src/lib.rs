@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authorizer;
 pub mod cidr;
 pub mod client;
 pub mod controllers;

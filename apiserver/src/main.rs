@@ -1,11 +1,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 use kubelab_apiserver::api::ServiceNetwork;
 use kubelab_apiserver::cidr::Ipv4Cidr;
 use kubelab_apiserver::controllers::ControllerOptions;
+use kubelab_apiserver::controllers::manager::{self, ManagerOptions};
 use kubelab_apiserver::controllers::node_ipam::NodeIpamOptions;
 use kubelab_apiserver::controllers::node_lifecycle::{NodeLifecycleOptions, parse_duration};
 use kubelab_apiserver::dns::{self, ClusterDnsConfig, kube_dns_service::KubeDnsService};
@@ -15,16 +16,65 @@ use kubelab_apiserver::storage::embedded::LOG_WINDOW;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// kube-apiserver's flag names for what this server does.
+/// Without a subcommand: the apiserver, with the control plane in-process.
 #[derive(Parser, Debug)]
 #[command(
     name = "kubelab-apiserver",
     version,
-    about = "A small Kubernetes-compatible apiserver"
+    about = "A small Kubernetes-compatible apiserver",
+    args_conflicts_with_subcommands = true
 )]
-struct Flags {
+struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    server: Flags,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller manager alone, as kube-controller-manager.
+    ControllerManager(ControllerManagerFlags),
+    /// Run only the cluster DNS, against an apiserver from --kubeconfig.
+    Dns(DnsFlags),
+}
+
+/// kube-controller-manager's flag names.
+#[derive(Args, Debug)]
+struct ControllerManagerFlags {
+    /// The API server and credentials; without it, `$KUBECONFIG`,
+    /// `~/.kube/config` or the in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Take the `kube-system/kube-controller-manager` Lease before acting.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// Controllers to run: `*` all, `foo` enables foo, `-foo` disables foo.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    #[command(flatten)]
+    tuning: ControllerTuning,
+}
+
+/// kube-controller-manager's per-controller settings, taken by the
+/// in-process manager and the `controller-manager` subcommand alike.
+#[derive(Args, Debug)]
+struct ControllerTuning {
+    /// Garbage collector workers.
+    #[arg(long, default_value_t = manager_defaults().concurrent_gc_syncs)]
+    concurrent_gc_syncs: usize,
+    /// Finished pods kept before PodGC deletes the oldest; 0 keeps all.
+    #[arg(long, default_value_t = manager_defaults().terminated_pod_gc_threshold)]
+    terminated_pod_gc_threshold: usize,
+}
+
+fn manager_defaults() -> ManagerOptions {
+    ManagerOptions::default()
+}
+
+/// kube-apiserver's flag names for what this server does.
+#[derive(Args, Debug)]
+struct Flags {
     /// Where the store, the CA and admin.kubeconfig live.
     #[arg(long, default_value = "/var/lib/kubelab-apiserver")]
     data_dir: PathBuf,
@@ -67,6 +117,18 @@ struct Flags {
     /// The prefix length of each node's pod subnet.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// The client certificate the apiserver presents to kubelets (PEM;
+    /// default: apiserver-kubelet-client.crt in the data dir,
+    /// kube-apiserver-kubelet-client in system:masters).
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate.
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// Check kubelets' serving certificates against this CA (PEM); without
+    /// it they are not verified.
+    #[arg(long, value_name = "FILE")]
+    kubelet_certificate_authority: Option<PathBuf>,
     /// How often the node lifecycle controller checks node health.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     node_monitor_period: std::time::Duration,
@@ -74,6 +136,13 @@ struct Flags {
     /// marked Unknown and tainted unreachable.
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// The in-process controller manager's controllers, as
+    /// kube-controller-manager's `--controllers`; empty runs none (for a
+    /// separate `controller-manager`).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    #[command(flatten)]
+    tuning: ControllerTuning,
     /// Components not to run in this process, as k3s' `--disable`:
     /// `coredns` (the cluster DNS and its `kube-dns` Service).
     #[arg(long, value_delimiter = ',', value_parser = ["coredns"])]
@@ -123,12 +192,6 @@ impl DnsNameFlags {
             }
         }
     }
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run only the cluster DNS, against an apiserver from --kubeconfig.
-    Dns(DnsFlags),
 }
 
 #[derive(clap::Args, Debug)]
@@ -195,10 +258,26 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let flags = Flags::parse();
-    if let Some(Command::Dns(dns_flags)) = flags.command {
+    let cli = Cli::parse();
+    if let Some(Command::ControllerManager(cm)) = cli.command {
+        let client = kubelab_apiserver::client::from_kubeconfig(cm.kubeconfig.as_deref()).await?;
+        return manager::run(
+            client,
+            ManagerOptions {
+                controllers: cm.controllers,
+                leader_elect: cm.leader_elect,
+                concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
+                terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    if let Some(Command::Dns(dns_flags)) = cli.command {
         return run_dns(dns_flags).await;
     }
+    let flags = cli.server;
+    manager::enabled_controllers(&flags.controllers)?;
     let cluster_dns = if flags.disable.iter().any(|d| d == "coredns") {
         None
     } else {
@@ -214,6 +293,11 @@ async fn main() -> anyhow::Result<()> {
         secure_port: flags.secure_port,
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
+        kubelet: server::KubeletClientFlags {
+            client_certificate: flags.kubelet_client_certificate,
+            client_key: flags.kubelet_client_key,
+            certificate_authority: flags.kubelet_certificate_authority,
+        },
         change_log_window: flags.change_log_window,
         etcd_servers: flags.etcd_servers,
         etcd_compaction_interval: flags.etcd_compaction_interval,
@@ -231,6 +315,12 @@ async fn main() -> anyhow::Result<()> {
             node_lifecycle: NodeLifecycleOptions {
                 monitor_period: flags.node_monitor_period,
                 grace_period: flags.node_monitor_grace_period,
+            },
+            manager: ManagerOptions {
+                controllers: flags.controllers,
+                concurrent_gc_syncs: flags.tuning.concurrent_gc_syncs,
+                terminated_pod_gc_threshold: flags.tuning.terminated_pod_gc_threshold,
+                ..Default::default()
             },
         },
     })

@@ -5,6 +5,9 @@
 //!   every start so its names always match the current bind address.
 //! - `admin.crt`/`admin.key`: a client certificate for `kubernetes-admin`
 //!   in `system:masters`, and `admin.kubeconfig` that embeds it.
+//! - `apiserver-kubelet-client.crt`/`.key`: what the apiserver presents to
+//!   the kubelets (`kube-apiserver-kubelet-client` in `system:masters`, as
+//!   kubeadm makes it), unless `--kubelet-client-certificate` says otherwise.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +37,13 @@ pub struct ServingPki {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The default client certificate towards the kubelets.
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
+
+/// The user the apiserver's default kubelet client certificate names.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
@@ -117,6 +126,36 @@ fn issue(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A client certificate for `cn` in `org`, kept in `<data_dir>/<file>.crt|key`
+/// across restarts; made on first use.
+fn client_cert(
+    data_dir: &Path,
+    ca_pem: &str,
+    ca_key: &KeyPair,
+    file: &str,
+    cn: &str,
+    org: &str,
+) -> Result<(String, String), PkiError> {
+    let (crt_path, key_path) = (
+        data_dir.join(format!("{file}.crt")),
+        data_dir.join(format!("{file}.key")),
+    );
+    if let (Some(c), Some(k)) = (read(&crt_path)?, read(&key_path)?) {
+        return Ok((c, k));
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(cn, Some(org));
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let (c, k) = issue(ca_pem, ca_key, params)?;
+    write(&crt_path, &c, false)?;
+    write(&key_path, &k, true)?;
+    Ok((c, k))
+}
+
 /// Makes (or loads) the CA, issues the serving certificate for `hosts`, and
 /// writes `admin.kubeconfig` pointing at `server_url`.
 pub fn prepare(
@@ -144,25 +183,22 @@ pub fn prepare(
     write(&data_dir.join("apiserver.crt"), &cert_pem, false)?;
     write(&data_dir.join("apiserver.key"), &key_pem, true)?;
 
-    let (admin_crt, admin_key) = match (
-        read(&data_dir.join("admin.crt"))?,
-        read(&data_dir.join("admin.key"))?,
-    ) {
-        (Some(c), Some(k)) => (c, k),
-        _ => {
-            let mut params = CertificateParams::default();
-            params.distinguished_name = name("kubernetes-admin", Some("system:masters"));
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let (c, k) = issue(&ca_pem, &ca_key, params)?;
-            write(&data_dir.join("admin.crt"), &c, false)?;
-            write(&data_dir.join("admin.key"), &k, true)?;
-            (c, k)
-        }
-    };
+    let (admin_crt, admin_key) = client_cert(
+        data_dir,
+        &ca_pem,
+        &ca_key,
+        "admin",
+        "kubernetes-admin",
+        "system:masters",
+    )?;
+    client_cert(
+        data_dir,
+        &ca_pem,
+        &ca_key,
+        "apiserver-kubelet-client",
+        KUBELET_CLIENT_USER,
+        "system:masters",
+    )?;
     write(
         &data_dir.join("admin.kubeconfig"),
         &kubeconfig(server_url, &ca_pem, &admin_crt, &admin_key),
@@ -172,6 +208,8 @@ pub fn prepare(
         ca_pem,
         cert_pem,
         key_pem,
+        kubelet_client_cert: data_dir.join("apiserver-kubelet-client.crt"),
+        kubelet_client_key: data_dir.join("apiserver-kubelet-client.key"),
     })
 }
 

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::{ClientCertUser, TokenAuthenticator, user_from_certificate};
+use crate::node_client::{KubeletTls, NodeClient};
 use crate::pki::ServingPki;
 use crate::storage::Storage;
 use crate::storage::embedded::EmbeddedStore;
@@ -35,6 +36,8 @@ pub struct Config {
     /// when binding all addresses) if unset.
     pub advertise_address: Option<IpAddr>,
     pub token_auth_file: Option<PathBuf>,
+    /// How the apiserver reaches kubelets.
+    pub kubelet: KubeletClientFlags,
     pub change_log_window: u64,
     /// etcd endpoints; empty: the embedded store in the data dir.
     pub etcd_servers: Vec<String>,
@@ -55,6 +58,41 @@ pub struct ClusterDnsOptions {
     pub listen: Option<std::net::SocketAddr>,
     pub domain: String,
     pub upstreams: Vec<std::net::SocketAddr>,
+}
+
+/// `--kubelet-client-certificate`, `--kubelet-client-key`,
+/// `--kubelet-certificate-authority`.
+#[derive(Debug, Clone, Default)]
+pub struct KubeletClientFlags {
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub certificate_authority: Option<PathBuf>,
+}
+
+impl KubeletClientFlags {
+    /// The files to use: the flags', else the data dir's default client pair.
+    fn resolve(&self, pki: &ServingPki) -> KubeletTls {
+        let (cert, key) = match (&self.client_certificate, &self.client_key) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => (
+                pki.kubelet_client_cert.clone(),
+                pki.kubelet_client_key.clone(),
+            ),
+        };
+        KubeletTls {
+            client_certificate: cert,
+            client_key: key,
+            certificate_authority: self.certificate_authority.clone(),
+        }
+    }
+}
+
+/// The user a PEM client certificate file names (its CN), for the
+/// authorizer to recognise the apiserver's own kubelet client.
+fn certificate_user(path: &std::path::Path) -> Option<String> {
+    let pem = std::fs::read(path).ok()?;
+    let der = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    user_from_certificate(&der).map(|u| u.name)
 }
 
 impl Config {
@@ -124,8 +162,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         etcd.start_compaction(cfg.etcd_compaction_interval);
         Arc::new(etcd)
     };
+    let kubelet_tls = cfg.kubelet.resolve(&pki);
+    if kubelet_tls.certificate_authority.is_none() {
+        tracing::warn!(
+            "no --kubelet-certificate-authority: kubelets' serving certificates are not verified"
+        );
+    }
+    let tokens = Arc::new(tokens);
     let mut api = api::Api::new(store, host_port);
     api.service_network = cfg.service_network.clone();
+    api.nodes = NodeClient::new(kubelet_tls.client_config()?);
+    api.tokens = tokens.clone();
+    if let Some(user) = certificate_user(&kubelet_tls.client_certificate) {
+        api.kubelet_client_user = user;
+    }
     let api = Arc::new(api);
     api.bootstrap().await?;
     let kubernetes = crate::controllers::kubernetes_service::KubernetesService {
@@ -139,7 +189,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     let app = api::router(api).layer(axum::middleware::from_fn_with_state(
-        Arc::new(tokens),
+        tokens,
         auth::authenticate,
     ));
     let tls = tls_config(&pki)?;

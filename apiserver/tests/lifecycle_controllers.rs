@@ -308,3 +308,234 @@ fn a_foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone() {
     s.ok(&["wait", "--for=delete", "configmap/owner", "--timeout=30s"]);
     assert!(names(&s, &["pods", "-l", "app=owned"]).is_empty());
 }
+
+const NODE: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: NAME
+  labels: {kubernetes.io/hostname: NAME, role: worker}
+status:
+  capacity: {cpu: \"2\", memory: 4Gi, pods: \"110\"}
+  allocatable: {cpu: \"2\", memory: 4Gi, pods: \"110\"}
+  conditions:
+  - {type: Ready, status: \"True\", reason: KubeletReady, message: ready}
+";
+
+fn add_node(s: &ApiServer, name: &str) {
+    apply(s, &NODE.replace("NAME", name));
+}
+
+/// A pod bound to `node` by its spec (no scheduler involved), deleted at
+/// once when asked (no kubelet would finish a graceful deletion here).
+fn bound_pod(name: &str, node: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+{extra}spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: c, image: busybox}}
+"
+    )
+}
+
+#[test]
+fn a_no_execute_taint_evicts_intolerant_pods_and_tolerant_ones_after_their_time() {
+    let s = ApiServer::start();
+    add_node(&s, "n1");
+    // Held by a finalizer once deleted, so its DisruptionTarget condition shows.
+    apply(
+        &s,
+        &bound_pod("intolerant", "n1", "  finalizers: [example.com/hold]\n"),
+    );
+    apply(
+        &s,
+        &bound_pod("tolerant", "n1", "").replace(
+            "spec:\n",
+            "spec:\n  tolerations:\n  - {key: k, operator: Equal, value: v, effect: NoExecute}\n",
+        ),
+    );
+    apply(
+        &s,
+        &bound_pod("briefly", "n1", "").replace(
+            "spec:\n",
+            "spec:\n  tolerations:\n  - {key: k, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n",
+        ),
+    );
+    s.ok(&["taint", "nodes", "n1", "k=v:NoExecute"]);
+    let reason = wait_for(
+        "the intolerant pod's eviction",
+        Duration::from_secs(20),
+        || {
+            let r = s.ok(&[
+            "get",
+            "pod",
+            "intolerant",
+            "-o",
+            r#"jsonpath={.metadata.deletionTimestamp} {.status.conditions[?(@.type=="DisruptionTarget")].reason}"#,
+        ]);
+            r.split_whitespace().nth(1).map(str::to_owned)
+        },
+    );
+    assert_eq!(reason, "DeletionByTaintManager");
+    let events = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+    ]);
+    assert!(
+        events.contains("Marking for deletion Pod default/intolerant"),
+        "{events}"
+    );
+    s.ok(&[
+        "patch",
+        "pod",
+        "intolerant",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    // The pod tolerating the taint for 2 s goes after them; the one
+    // tolerating it forever stays.
+    wait_for(
+        "the briefly tolerant pod to go",
+        Duration::from_secs(20),
+        || (names(&s, &["pods"]) == ["tolerant"]).then_some(()),
+    );
+    let events = s.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "reason=TaintManagerEviction",
+    ]);
+    assert!(
+        events.contains("Marking for deletion Pod default/briefly"),
+        "{events}"
+    );
+    assert!(!events.contains("default/tolerant"), "{events}");
+}
+
+#[test]
+fn pods_of_a_deleted_node_are_removed() {
+    let s = ApiServer::start();
+    add_node(&s, "n1");
+    add_node(&s, "n2");
+    apply(
+        &s,
+        &bound_pod("on-n1", "n1", "").replace(
+            "terminationGracePeriodSeconds: 0",
+            "terminationGracePeriodSeconds: 30",
+        ),
+    );
+    apply(
+        &s,
+        &bound_pod("on-n2", "n2", "").replace(
+            "terminationGracePeriodSeconds: 0",
+            "terminationGracePeriodSeconds: 30",
+        ),
+    );
+    s.ok(&["delete", "node", "n2"]);
+    wait_for(
+        "the pod of the deleted node to go",
+        Duration::from_secs(20),
+        || (names(&s, &["pods"]) == ["on-n1"]).then_some(()),
+    );
+}
+
+#[test]
+fn terminated_pods_beyond_the_threshold_are_collected_oldest_first() {
+    // (Created within a second of each other, they go by name: first, second.)
+    let s = ApiServer::start_with(&["--terminated-pod-gc-threshold=1"]);
+    add_node(&s, "n1");
+    for name in ["first", "second", "third"] {
+        apply(&s, &bound_pod(name, "n1", ""));
+        s.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Succeeded"}}"#,
+        ]);
+    }
+    wait_for(
+        "two terminated pods collected",
+        Duration::from_secs(30),
+        || (names(&s, &["pods"]) == ["third"]).then_some(()),
+    );
+}
+
+const REPLICASET: &str = "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - {name: c, image: busybox}
+";
+
+fn web_pods(s: &ApiServer) -> Vec<String> {
+    names(s, &["pods", "-l", "app=web"])
+}
+
+#[test]
+fn deleting_a_replicaset_cascades_unless_told_to_orphan() {
+    let s = ApiServer::start();
+    apply(&s, REPLICASET);
+    let pods = wait_for("two pods", Duration::from_secs(30), || {
+        let p = web_pods(&s);
+        (p.len() == 2).then_some(p)
+    });
+    // --cascade=orphan: the pods stay, no longer owned.
+    s.ok(&["delete", "rs", "web", "--cascade=orphan"]);
+    wait_for(
+        "the owner references to go",
+        Duration::from_secs(20),
+        || {
+            let refs = s.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].metadata.ownerReferences}",
+            ]);
+            refs.is_empty().then_some(())
+        },
+    );
+    assert_eq!(web_pods(&s), pods);
+    assert!(s.fails(&["get", "rs", "web"]).contains("not found"));
+
+    // Recreated, it adopts the orphans; kubectl's default delete
+    // (background) then takes them with it.
+    apply(&s, REPLICASET);
+    wait_for("the orphans adopted", Duration::from_secs(20), || {
+        let owners = s.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences[0].kind}",
+        ]);
+        (owners == "ReplicaSet ReplicaSet").then_some(())
+    });
+    assert_eq!(web_pods(&s), pods, "adopted, not replaced");
+    s.ok(&["delete", "rs", "web"]);
+    wait_for("the pods to go with it", Duration::from_secs(20), || {
+        web_pods(&s).is_empty().then_some(())
+    });
+}

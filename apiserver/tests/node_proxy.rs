@@ -23,7 +23,8 @@ spec:
 
 fn cluster_with_node() -> (ApiServer, FakeNode) {
     let s = ApiServer::start();
-    let node = FakeNode::start("node1");
+    let ca = std::fs::read_to_string(s.data_dir().join("ca.crt")).unwrap();
+    let node = FakeNode::start("node1", &ca);
     s.ok(&[
         "create",
         "-f",
@@ -46,6 +47,11 @@ fn kubectl_logs_reads_the_container_log_from_the_node() {
     );
     let seen = node.log_requests.lock().unwrap().clone();
     assert_eq!(seen[0], "default/web/nginx?");
+    // The apiserver came with its kubelet client certificate.
+    assert_eq!(
+        node.users.lock().unwrap()[0],
+        "kube-apiserver-kubelet-client"
+    );
     assert_eq!(seen[1], "default/web/nginx?tailLines=1&timestamps=true");
 
     let err = s.fails(&["logs", "web", "-c", "sidecar"]);

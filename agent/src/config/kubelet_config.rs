@@ -52,6 +52,83 @@ pub struct KubeletConfiguration {
     pub cluster_domain: Option<String>,
     /// `resolvConf`, default `/etc/resolv.conf`.
     pub resolv_conf: PathBuf,
+    /// `tlsCertFile`/`tlsPrivateKeyFile`: the `port`'s serving certificate
+    /// (absent: a self-signed one under the root dir's `pki/`).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `authentication`: who a request to `port` comes from.
+    pub authentication: KubeletAuthentication,
+    /// `authorization`: what that user may do.
+    pub authorization: KubeletAuthorization,
+}
+
+/// `authentication` of a KubeletConfiguration (v1beta1 defaults: anonymous
+/// off, the token webhook on with a 2 minute cache, no client CA).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeletAuthentication {
+    /// `x509.clientCAFile`: client certificates signed by it authenticate
+    /// (user from CN, groups from O).
+    pub client_ca_file: Option<PathBuf>,
+    /// `webhook.enabled`: bearer tokens are checked with a TokenReview.
+    pub webhook_enabled: bool,
+    /// `webhook.cacheTTL`.
+    pub webhook_cache_ttl: Duration,
+    /// `anonymous.enabled`: requests without credentials are
+    /// `system:anonymous` instead of 401.
+    pub anonymous_enabled: bool,
+}
+
+impl Default for KubeletAuthentication {
+    fn default() -> Self {
+        Self {
+            client_ca_file: None,
+            webhook_enabled: true,
+            webhook_cache_ttl: Duration::from_secs(120),
+            anonymous_enabled: false,
+        }
+    }
+}
+
+/// `authorization.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    AlwaysAllow,
+    /// A SubjectAccessReview to the apiserver for every request (cached).
+    Webhook,
+}
+
+impl std::str::FromStr for AuthorizationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "AlwaysAllow" => Ok(Self::AlwaysAllow),
+            "Webhook" => Ok(Self::Webhook),
+            other => Err(format!(
+                "unsupported authorization mode {other:?}: must be \"AlwaysAllow\" or \"Webhook\""
+            )),
+        }
+    }
+}
+
+/// `authorization` of a KubeletConfiguration (v1beta1 defaults: Webhook,
+/// allowed answers cached 5 minutes, denials 30 seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeletAuthorization {
+    pub mode: AuthorizationMode,
+    /// `webhook.cacheAuthorizedTTL`.
+    pub cache_authorized_ttl: Duration,
+    /// `webhook.cacheUnauthorizedTTL`.
+    pub cache_unauthorized_ttl: Duration,
+}
+
+impl Default for KubeletAuthorization {
+    fn default() -> Self {
+        Self {
+            mode: AuthorizationMode::Webhook,
+            cache_authorized_ttl: Duration::from_secs(300),
+            cache_unauthorized_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for KubeletConfiguration {
@@ -73,6 +150,10 @@ impl Default for KubeletConfiguration {
             cluster_dns: Vec::new(),
             cluster_domain: None,
             resolv_conf: "/etc/resolv.conf".into(),
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            authentication: KubeletAuthentication::default(),
+            authorization: KubeletAuthorization::default(),
         }
     }
 }
@@ -123,6 +204,54 @@ struct RawKubeletConfiguration {
     cluster_dns: Option<Vec<String>>,
     cluster_domain: Option<String>,
     resolv_conf: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_private_key_file: Option<String>,
+    authentication: Option<RawAuthentication>,
+    authorization: Option<RawAuthorization>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawAuthentication {
+    x509: Option<RawX509>,
+    webhook: Option<RawAuthnWebhook>,
+    anonymous: Option<RawAnonymous>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawX509 {
+    #[serde(rename = "clientCAFile")]
+    client_ca_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAuthnWebhook {
+    enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    cache_ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAnonymous {
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAuthorization {
+    mode: Option<String>,
+    webhook: Option<RawAuthzWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAuthzWebhook {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    cache_unauthorized_ttl: Option<String>,
 }
 
 /// Read and validate a KubeletConfiguration file.
@@ -286,6 +415,52 @@ pub fn parse_kubelet_config(
     config.cluster_domain = raw.cluster_domain.filter(|d| !d.is_empty());
     if let Some(r) = raw.resolv_conf.filter(|r| !r.is_empty()) {
         config.resolv_conf = r.into();
+    }
+    let file_path = |p: String| {
+        let p = PathBuf::from(p);
+        let base = path.parent().unwrap_or(Path::new(""));
+        if p.is_relative() { base.join(p) } else { p }
+    };
+    config.tls_cert_file = raw.tls_cert_file.filter(|p| !p.is_empty()).map(file_path);
+    config.tls_private_key_file = raw
+        .tls_private_key_file
+        .filter(|p| !p.is_empty())
+        .map(file_path);
+    let duration = |field: &'static str, value: String| {
+        parse_go_duration(&value).map_err(|e| invalid(field, format!("{value:?}"), &e.to_string()))
+    };
+    if let Some(authn) = raw.authentication {
+        let x509 = authn.x509.and_then(|x| x.client_ca_file);
+        config.authentication.client_ca_file = x509.filter(|p| !p.is_empty()).map(file_path);
+        if let Some(webhook) = authn.webhook {
+            if let Some(enabled) = webhook.enabled {
+                config.authentication.webhook_enabled = enabled;
+            }
+            if let Some(ttl) = webhook.cache_ttl {
+                config.authentication.webhook_cache_ttl =
+                    duration("authentication.webhook.cacheTTL", ttl)?;
+            }
+        }
+        if let Some(enabled) = authn.anonymous.and_then(|a| a.enabled) {
+            config.authentication.anonymous_enabled = enabled;
+        }
+    }
+    if let Some(authz) = raw.authorization {
+        if let Some(mode) = authz.mode {
+            config.authorization.mode = mode
+                .parse()
+                .map_err(|e: String| invalid("authorization.mode", format!("{mode:?}"), &e))?;
+        }
+        if let Some(webhook) = authz.webhook {
+            if let Some(ttl) = webhook.cache_authorized_ttl {
+                config.authorization.cache_authorized_ttl =
+                    duration("authorization.webhook.cacheAuthorizedTTL", ttl)?;
+            }
+            if let Some(ttl) = webhook.cache_unauthorized_ttl {
+                config.authorization.cache_unauthorized_ttl =
+                    duration("authorization.webhook.cacheUnauthorizedTTL", ttl)?;
+            }
+        }
     }
     Ok(config)
 }
@@ -494,8 +669,20 @@ evictionHard:
 clusterDNS:
 - 10.96.0.10
 clusterDomain: cluster.local
+tlsCertFile: pki/node.crt
+tlsPrivateKeyFile: /etc/kubelab/pki/node.key
 authentication:
   anonymous: {enabled: false}
+  webhook:
+    enabled: true
+    cacheTTL: 1m
+  x509:
+    clientCAFile: /etc/kubelab/pki/ca.crt
+authorization:
+  mode: Webhook
+  webhook:
+    cacheAuthorizedTTL: 10s
+    cacheUnauthorizedTTL: 5s
 ";
 
     #[test]
@@ -528,6 +715,19 @@ authentication:
                 cluster_dns: vec!["10.96.0.10".parse().unwrap()],
                 cluster_domain: Some("cluster.local".into()),
                 resolv_conf: "/etc/resolv.conf".into(),
+                tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),
+                tls_private_key_file: Some("/etc/kubelab/pki/node.key".into()),
+                authentication: KubeletAuthentication {
+                    client_ca_file: Some("/etc/kubelab/pki/ca.crt".into()),
+                    webhook_enabled: true,
+                    webhook_cache_ttl: Duration::from_secs(60),
+                    anonymous_enabled: false,
+                },
+                authorization: KubeletAuthorization {
+                    mode: AuthorizationMode::Webhook,
+                    cache_authorized_ttl: Duration::from_secs(10),
+                    cache_unauthorized_ttl: Duration::from_secs(5),
+                },
             }
         );
     }
@@ -584,6 +784,14 @@ authentication:
         assert!(
             pids.starts_with("kc.yaml: podPidsLimit: invalid type"),
             "{pids}"
+        );
+        assert_eq!(
+            e(&CONFIG.replace("mode: Webhook", "mode: RBAC")),
+            r#"kc.yaml: authorization.mode: Invalid value: "RBAC": unsupported authorization mode "RBAC": must be "AlwaysAllow" or "Webhook""#
+        );
+        assert_eq!(
+            e(&CONFIG.replace("cacheTTL: 1m", "cacheTTL: soon")),
+            r#"kc.yaml: authentication.webhook.cacheTTL: Invalid value: "soon": time: invalid duration "soon""#
         );
         assert_eq!(
             e("apiVersion: v1\nkind: Pod\n"),

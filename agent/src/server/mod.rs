@@ -1,10 +1,16 @@
 //! The kubelet HTTP API, on kubelet's paths: `/healthz`, `/pods`,
 //! `/stats/summary`, `/containerLogs/{ns}/{pod}/{container}`, `/metrics`,
 //! `/exec/{ns}/{pod}/{container}`.
+//!
+//! Two servers, as the kubelet has: `--port` over HTTPS with every path
+//! behind authentication and authorization ([`auth`]), and the read-only
+//! port in plain HTTP with only what reads state (no exec, no logs).
 
+pub mod auth;
 pub mod exec;
 pub mod metrics;
 pub mod stats;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -25,11 +31,22 @@ pub struct ServerState {
     pub sampler: stats::CpuSampler,
 }
 
-pub fn router(state: ServerState) -> Router {
+/// The read-only port's paths: node and pod state, no way to act on a pod
+/// or read its logs (kubelet's read-only server has no such handlers: 404).
+pub fn read_only_router(state: ServerState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
         .route("/stats/summary", get(summary))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events))
+        .with_state(state)
+}
+
+/// `--port`'s paths: the read-only ones plus logs and exec, every one
+/// behind `auth`'s filter.
+pub fn router(state: ServerState, auth: Arc<auth::KubeletAuth>) -> Router {
+    let debugging = Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
@@ -38,9 +55,13 @@ pub fn router(state: ServerState) -> Router {
             "/exec/{namespace}/{pod}/{container}",
             get(exec::exec).post(exec::exec),
         )
-        .route("/metrics", get(metrics))
-        .route("/events", get(events))
-        .with_state(state)
+        .with_state(state.clone());
+    read_only_router(state)
+        .merge(debugging)
+        // A layer on the router, not on its routes: unknown paths are
+        // refused to strangers too (401 before 404), as on kubelet.
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(auth, auth::filter))
 }
 
 async fn pods(State(s): State<ServerState>) -> Json<serde_json::Value> {

@@ -137,15 +137,37 @@ impl ApiServer {
         std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
     }
 
-    /// A node of this cluster (its IP is 127.0.0.1).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A node of this cluster (its IP is 127.0.0.1), its kubelet API on an
+    /// HTTPS `--port` as kubeadm sets a kubelet up: client certificates of
+    /// the cluster CA, tokens and permissions checked with the apiserver.
     pub fn join(&self) -> TestNode {
+        self.join_with(&[])
+    }
+
+    /// [`Self::join`] with more agent flags.
+    pub fn join_with(&self, extra: &[&str]) -> TestNode {
         let kubeconfig = self.kubeconfig();
-        TestNode::start_with(&[
+        let ca = self.ca_file();
+        let port = super::common::free_port().to_string();
+        let mut args = vec![
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
             "--node-ip",
             "127.0.0.1",
-        ])
+            "--port",
+            &port,
+            "--client-ca-file",
+            ca.to_str().unwrap(),
+            "--authentication-token-webhook",
+            "--authorization-mode",
+            "Webhook",
+        ];
+        args.extend_from_slice(extra);
+        TestNode::start_with(&args)
     }
 }
 

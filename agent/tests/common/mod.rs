@@ -49,7 +49,7 @@ pub fn test_image() -> PathBuf {
     out
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -69,6 +69,46 @@ pub struct TestNode {
     /// Run the agent inside network namespace `<netns>` (one the test made with
     /// `ip netns add`); the API is then reached from inside that namespace.
     pub netns: Option<String>,
+    /// `--port` (HTTPS), where logs are read; 0 when the test turned it off.
+    pub secure_port: u16,
+    /// The client certificate and key the test reads logs with: the
+    /// apiserver's kubelet client for a cluster node (next to the
+    /// `--client-ca-file` the test gave), else one of a CA made for this node.
+    pub client_cert: (PathBuf, PathBuf),
+}
+
+/// A CA in `dir` with a client certificate of `system:masters`; returns
+/// (CA file, client certificate, client key).
+fn test_client_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "kubelab-test-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let mut client = CertificateParams::default();
+    client
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "kubelab-test");
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = client
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    let paths = (
+        dir.join("ca.crt"),
+        dir.join("client.crt"),
+        dir.join("client.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
 
 impl TestNode {
@@ -106,6 +146,30 @@ impl TestNode {
             .status()
             .unwrap();
         assert!(status.success(), "image import failed");
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let flag = |args: &[String], f: &str| args.iter().position(|a| a == f);
+        // Every node serves --port (HTTPS), where logs are read, unless the
+        // test chose its own.
+        if flag(&extra_args, "--port").is_none() {
+            extra_args.extend(["--port".to_owned(), free_port().to_string()]);
+        }
+        let secure_port: u16 = extra_args[flag(&extra_args, "--port").unwrap() + 1]
+            .parse()
+            .unwrap();
+        let client_cert = match flag(&extra_args, "--client-ca-file") {
+            Some(i) => {
+                let dir = Path::new(&extra_args[i + 1]).parent().unwrap().to_owned();
+                (
+                    dir.join("apiserver-kubelet-client.crt"),
+                    dir.join("apiserver-kubelet-client.key"),
+                )
+            }
+            None => {
+                let (ca, crt, key) = test_client_pki(&root.path().join("test-pki"));
+                extra_args.extend(["--client-ca-file".to_owned(), ca.display().to_string()]);
+                (crt, key)
+            }
+        };
         let mut node = TestNode {
             root,
             manifests,
@@ -113,8 +177,10 @@ impl TestNode {
             port: free_port(),
             node_name: format!("node{n}"),
             agent: None,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             netns: netns.map(String::from),
+            secure_port,
+            client_cert,
         };
         node.spawn_agent();
         node
@@ -147,17 +213,25 @@ impl TestNode {
             .arg(&self.cgroup_root)
             .arg("--hostname-override")
             .arg(&self.node_name)
-            // A node that others reach (the apiserver relaying exec) says
-            // where it listens with its own --address.
+            // Loopback and no --port, unless the test says otherwise.
             .args(
-                (!self.extra_args.iter().any(|a| a == "--address"))
+                (!self.has_arg("--address"))
                     .then_some(["--address", "127.0.0.1"])
                     .into_iter()
                     .flatten(),
             )
-            .args(["--port", "0"])
-            .arg("--read-only-port")
-            .arg(self.port.to_string())
+            .args(
+                (!self.has_arg("--port"))
+                    .then_some(["--port", "0"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(
+                (!self.has_arg("--read-only-port"))
+                    .then(|| ["--read-only-port".to_owned(), self.port.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             // The service proxy (on by default with --kubeconfig) writes
             // iptables rules: only ever in a namespace the test made.
@@ -173,9 +247,30 @@ impl TestNode {
             .spawn()
             .unwrap();
         self.agent = Some(child);
+        if self.arg_value("--read-only-port") == Some("0") {
+            // Only --port listens (HTTPS, credentials needed): up once it accepts.
+            let port: u16 = self
+                .arg_value("--port")
+                .and_then(|p| p.parse().ok())
+                .expect("--read-only-port 0 needs a --port to wait for");
+            self.wait_for("the agent's --port", Duration::from_secs(20), |n| {
+                n.connect_to(port).ok()
+            });
+            return;
+        }
         self.wait_for("the agent's /healthz", Duration::from_secs(20), |n| {
             n.get("/healthz").ok().filter(|b| b == "ok")
         });
+    }
+
+    fn has_arg(&self, flag: &str) -> bool {
+        self.extra_args.iter().any(|a| a == flag)
+    }
+
+    /// The value of `flag` among the extra arguments.
+    pub fn arg_value(&self, flag: &str) -> Option<&str> {
+        let i = self.extra_args.iter().position(|a| a == flag)?;
+        self.extra_args.get(i + 1).map(String::as_str)
     }
 
     pub fn agent_log(&self) -> String {
@@ -201,7 +296,12 @@ impl TestNode {
         std::fs::remove_file(self.manifests.join(file)).unwrap();
     }
 
+    /// GETs `path` from the read-only port, except the logs, which only
+    /// `--port` serves: those with the node's client certificate over HTTPS.
     pub fn get(&self, path: &str) -> std::io::Result<String> {
+        if path.starts_with("/containerLogs/") {
+            return self.get_secure(path);
+        }
         let mut s = self.connect()?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
@@ -214,9 +314,41 @@ impl TestNode {
         Ok(body.to_string())
     }
 
+    /// GETs `path` from `--port` with [`Self::client_cert`] (curl, in the
+    /// node's netns if it has one); only a 200 is a success.
+    pub fn get_secure(&self, path: &str) -> std::io::Result<String> {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}")).arg("curl");
+                c
+            }
+            None => Command::new("curl"),
+        };
+        let out = cmd
+            .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}", "--cert"])
+            .arg(&self.client_cert.0)
+            .arg("--key")
+            .arg(&self.client_cert.1)
+            .arg(format!("https://127.0.0.1:{}{path}", self.secure_port))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        if code != "200" {
+            return Err(std::io::Error::other(format!(
+                "{path}: HTTP {code}\n{body}"
+            )));
+        }
+        Ok(body.to_owned())
+    }
+
     /// A connection to the agent's read-only port, from inside its netns if it has one.
     fn connect(&self) -> std::io::Result<TcpStream> {
-        let port = self.port;
+        self.connect_to(self.port)
+    }
+
+    /// A connection to `port` on the agent's loopback, from inside its netns if it has one.
+    pub fn connect_to(&self, port: u16) -> std::io::Result<TcpStream> {
         let Some(ns) = &self.netns else {
             return TcpStream::connect(("127.0.0.1", port));
         };

@@ -333,6 +333,8 @@ mod tests {
             short_names: &[],
             categories: &[],
             has_status: true,
+            has_scale: false,
+            annotations_bump_generation: false,
         };
         assert_eq!(default_policy(&jobs), Propagation::Orphan);
     }

@@ -95,6 +95,10 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             resources.push(json!({"name": format!("{}/status", i.plural), "singularName": "", "namespaced": i.namespaced,
                 "kind": i.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if i.has_scale {
+            resources.push(json!({"name": format!("{}/scale", i.plural), "singularName": "", "namespaced": i.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
         if i.plural == "namespaces" {
             resources.push(
                 json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false,

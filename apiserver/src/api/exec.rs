@@ -26,9 +26,9 @@ pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const AGENT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type AgentSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// `ws://<node>/exec/{ns}/{pod}/{container}?<query>` for the agent.
+/// `wss://<node>/exec/{ns}/{pod}/{container}?<query>` for the agent.
 pub fn agent_exec_url(
     node: &serde_json::Value,
     ns: &str,
@@ -37,7 +37,7 @@ pub fn agent_exec_url(
     query: &str,
 ) -> Result<String, NodeClientError> {
     let base = kubelet_base_url(node)?;
-    let base = base.replacen("http://", "ws://", 1);
+    let base = base.replacen("https://", "wss://", 1);
     let mut url = format!(
         "{base}/exec/{}/{}/{}",
         super::logs::encode(ns),
@@ -107,9 +107,20 @@ async fn connect_agent(
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", value);
     }
+    let tls = api
+        .nodes
+        .tls_config()
+        .ok_or_else(|| unreachable("no TLS configuration for kubelets".into()))?;
+    let stream = tokio::time::timeout(
+        AGENT_HANDSHAKE_TIMEOUT,
+        connect_tls(tls, request.uri().clone()),
+    )
+    .await
+    .map_err(|_| unreachable("timed out".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
     let connected = tokio::time::timeout(
         AGENT_HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async(request),
+        tokio_tungstenite::client_async(request, stream),
     )
     .await
     .map_err(|_| unreachable("timed out".into()))?;
@@ -134,6 +145,31 @@ async fn connect_agent(
         .into()),
         Err(e) => Err(unreachable(e.to_string()).into()),
     }
+}
+
+/// A TLS connection to the kubelet `uri` names, as the apiserver's kubelet
+/// client makes it (its client certificate; the kubelet's checked when a CA
+/// is configured).
+async fn connect_tls(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    uri: axum::http::Uri,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let host = uri
+        .host()
+        .ok_or_else(|| std::io::Error::other("no host in the kubelet's URL"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(crate::node_client::DEFAULT_KUBELET_PORT as u16);
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
 }
 
 /// `a=1&b=2` decoded, repeated keys kept (`command` is one per word).
@@ -270,7 +306,7 @@ mod tests {
                 "command=sh&command=-c&stdout=true"
             )
             .unwrap(),
-            "ws://10.0.0.5:10255/exec/default/web/main?command=sh&command=-c&stdout=true"
+            "wss://10.0.0.5:10255/exec/default/web/main?command=sh&command=-c&stdout=true"
         );
     }
 

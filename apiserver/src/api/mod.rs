@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod object;
 pub mod patch;
 mod protobuf;
+mod reviews;
+pub mod scale;
 mod watch;
 
 use std::collections::HashMap;
@@ -74,6 +76,11 @@ pub struct Api {
     pub advertise: String,
     /// The agents' kubelet API, for logs and metrics.
     pub nodes: NodeClient,
+    /// Bearer tokens (`--token-auth-file`), which TokenReviews check.
+    pub tokens: Arc<crate::auth::TokenAuthenticator>,
+    /// The user the apiserver's kubelet client certificate names, which
+    /// SubjectAccessReviews allow on the kubelets' API.
+    pub kubelet_client_user: String,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -223,6 +230,8 @@ impl Api {
             service_network: ServiceNetwork::default(),
             advertise,
             nodes: NodeClient::default(),
+            tokens: Arc::default(),
+            kubelet_client_user: crate::authorizer::default_kubelet_client_user(),
         }
     }
 
@@ -393,6 +402,21 @@ impl Api {
                 let eviction = parse_body(&headers, &body)?;
                 self.evict(ns.unwrap_or("default"), name, &eviction, &params)
                     .await
+            }
+            (&Method::GET, Some(name), Some("scale")) if kind.info().has_scale => {
+                self.get_scale(kind, ns, name).await
+            }
+            (&Method::PUT, Some(name), Some("scale")) if kind.info().has_scale => {
+                let scale = parse_body(&headers, &body)?;
+                self.update_scale(kind, ns, name, scale, &params).await
+            }
+            (&Method::PATCH, Some(name), Some("scale")) if kind.info().has_scale => {
+                let ct = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                self.patch_scale(kind, ns, name, &ct, &body, &params).await
             }
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
@@ -775,19 +799,21 @@ impl Api {
             }
             m.remove("managedFields");
         }
-        if !status_only
-            && new.get("spec") != old.get("spec")
-            && meta(old).get("generation").is_some()
-        {
+        let mut new = kind
+            .prepare_update(new, old)
+            .map_err(ApiError::bad_request)?;
+        // Compared after defaulting: a replace that leaves out defaulted
+        // fields changes nothing.
+        let changed = new.get("spec") != old.get("spec")
+            || (info.annotations_bump_generation
+                && meta(&new).get("annotations") != meta(old).get("annotations"));
+        if !status_only && changed && meta(old).get("generation").is_some() {
             let g = meta(old)
                 .get("generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             meta_mut(&mut new).insert("generation".into(), (g + 1).into());
         }
-        let new = kind
-            .prepare_update(new, old)
-            .map_err(ApiError::bad_request)?;
         let errs = kind.validate(&new, Some(old));
         if !errs.is_empty() {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
@@ -1690,6 +1716,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             any(exec::pod_exec),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(reviews::token_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            axum::routing::post(reviews::subject_access_review),
         )
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))

@@ -1,7 +1,7 @@
 //! Decoding the Kubernetes protobuf encoding for request bodies.
 //!
 //! kubectl's typed clients (`kubectl create namespace|configmap|secret|
-//! serviceaccount|service ...`) send `application/vnd.kubernetes.protobuf`
+//! serviceaccount|service|deployment ...`) send `application/vnd.kubernetes.protobuf`
 //! and do not retry in JSON on a 415. Responses are always JSON (clients
 //! accept it), so only decoding is needed, and only for the kinds those
 //! generators create. The envelope is the magic `k8s\0` followed by a
@@ -17,6 +17,8 @@ enum Ty {
     /// Base64 in JSON, as `[]byte` fields are.
     Bytes,
     Int,
+    /// A pointer (`*int32`) field: zero is a value, not absence.
+    OptInt,
     Bool,
     Msg(&'static [Field]),
     MapStr,
@@ -161,6 +163,98 @@ const SERVICE: &[Field] = &[
     f(2, "spec", Ty::Msg(SERVICE_SPEC)),
 ];
 
+const LABEL_SELECTOR: &[Field] = &[
+    f(1, "matchLabels", Ty::MapStr),
+    r(
+        2,
+        "matchExpressions",
+        Ty::Msg(&[
+            f(1, "key", Ty::Str),
+            f(2, "operator", Ty::Str),
+            r(3, "values", Ty::Str),
+        ]),
+    ),
+];
+
+/// What `kubectl create deployment` puts in a container: name, image,
+/// command, ports, and an empty `resources`.
+const CONTAINER: &[Field] = &[
+    f(1, "name", Ty::Str),
+    f(2, "image", Ty::Str),
+    r(3, "command", Ty::Str),
+    r(4, "args", Ty::Str),
+    f(5, "workingDir", Ty::Str),
+    r(
+        6,
+        "ports",
+        Ty::Msg(&[
+            f(1, "name", Ty::Str),
+            f(2, "hostPort", Ty::Int),
+            f(3, "containerPort", Ty::Int),
+            f(4, "protocol", Ty::Str),
+        ]),
+    ),
+    r(
+        7,
+        "env",
+        Ty::Msg(&[f(1, "name", Ty::Str), f(2, "value", Ty::Str)]),
+    ),
+    f(8, "resources", Ty::Msg(&[])),
+    f(13, "terminationMessagePath", Ty::Str),
+    f(14, "imagePullPolicy", Ty::Str),
+    f(20, "terminationMessagePolicy", Ty::Str),
+];
+
+const POD_TEMPLATE_SPEC: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            r(2, "containers", Ty::Msg(CONTAINER)),
+            f(3, "restartPolicy", Ty::Str),
+            f(4, "terminationGracePeriodSeconds", Ty::OptInt),
+            f(6, "dnsPolicy", Ty::Str),
+            f(7, "nodeSelector", Ty::MapStr),
+            f(8, "serviceAccountName", Ty::Str),
+            f(19, "schedulerName", Ty::Str),
+            r(20, "initContainers", Ty::Msg(CONTAINER)),
+        ]),
+    ),
+];
+
+const DEPLOYMENT: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "replicas", Ty::OptInt),
+            f(2, "selector", Ty::Msg(LABEL_SELECTOR)),
+            f(3, "template", Ty::Msg(POD_TEMPLATE_SPEC)),
+            f(
+                4,
+                "strategy",
+                Ty::Msg(&[
+                    f(1, "type", Ty::Str),
+                    f(
+                        2,
+                        "rollingUpdate",
+                        Ty::Msg(&[
+                            f(1, "maxUnavailable", Ty::IntOrString),
+                            f(2, "maxSurge", Ty::IntOrString),
+                        ]),
+                    ),
+                ]),
+            ),
+            f(5, "minReadySeconds", Ty::Int),
+            f(6, "revisionHistoryLimit", Ty::OptInt),
+            f(7, "paused", Ty::Bool),
+            f(9, "progressDeadlineSeconds", Ty::OptInt),
+        ]),
+    ),
+];
+
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -244,12 +338,16 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
                 base64::engine::general_purpose::STANDARD.encode(b).into()
             }
             // int32 fields carry negative values sign-extended to 64 bits.
-            (Ty::Int, Wire::Varint(v)) => Value::from(v as i64),
+            (Ty::Int | Ty::OptInt, Wire::Varint(v)) => Value::from(v as i64),
             (Ty::Bool, Wire::Varint(v)) => Value::Bool(v != 0),
             (Ty::Msg(s), Wire::Bytes(b)) => decode_message(b, s)?,
             (Ty::Time, Wire::Bytes(b)) => {
                 let t = decode_message(b, &[f(1, "seconds", Ty::Int)])?;
                 let secs = t.get("seconds").and_then(Value::as_i64).unwrap_or(0);
+                if secs == 0 {
+                    // Go marshals a zero time as an empty message.
+                    continue;
+                }
                 jiff::Timestamp::from_second(secs)
                     .map_err(|_| ProtobufError::Malformed)?
                     .to_string()
@@ -295,7 +393,8 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
         // Go's non-pointer fields go on the wire even when empty; JSON
         // (`omitempty`) leaves them out, and defaulting expects that.
         let zero_time = field.name.ends_with("Timestamp") && value == "0001-01-01T00:00:00Z";
-        if !field.repeated && (value == "" || value == 0 || zero_time) {
+        let keep_zero = matches!(field.ty, Ty::OptInt);
+        if !field.repeated && (value == "" || (value == 0 && !keep_zero) || zero_time) {
             continue;
         }
         if field.repeated {
@@ -341,6 +440,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Secret") => SECRET,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
+        ("apps/v1", "Deployment") => DEPLOYMENT,
         _ => {
             return Err(ProtobufError::UnsupportedKind(format!(
                 "{api_version}/{kind}"

@@ -6,16 +6,30 @@
 //!
 //! [`start`] is called once from [`crate::server::run`] after bootstrap;
 //! each controller runs as its own task for the life of the process.
+//!
+//! The workload controllers are instead clients of the API (shared
+//! informers, work queues, `kube::Client`) run by the controller
+//! [`manager`], in-process or as its own process.
 
+pub mod daemonset;
 pub mod daemonset_decide;
 pub mod endpoints;
 pub mod endpoints_render;
+pub mod event_recorder;
+pub mod expectations;
 pub mod garbage_collector;
+pub mod informers;
 pub mod kubernetes_service;
+pub mod manager;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod pod_gc;
+pub mod replicaset;
+pub mod replicaset_decide;
 pub mod served_resources;
+pub mod taint_eviction;
+pub mod work_queue;
 
 use std::sync::Arc;
 
@@ -32,6 +46,8 @@ pub struct ControllerOptions {
     pub node_ipam: Option<node_ipam::NodeIpamOptions>,
     /// `--node-monitor-period` and `--node-monitor-grace-period`.
     pub node_lifecycle: node_lifecycle::NodeLifecycleOptions,
+    /// The in-process controller manager's `--controllers`.
+    pub manager: manager::ManagerOptions,
 }
 
 impl Default for ControllerOptions {
@@ -39,6 +55,7 @@ impl Default for ControllerOptions {
         Self {
             node_ipam: Some(Default::default()),
             node_lifecycle: Default::default(),
+            manager: Default::default(),
         }
     }
 }
@@ -69,10 +86,11 @@ pub async fn start(
         tokio::spawn(ipam.run());
     }
     let client = crate::client::in_process(api.clone(), "system:kube-controller-manager");
-    tokio::spawn(namespace::run(client.clone()));
-    tokio::spawn(garbage_collector::run(
-        client.clone(),
-        garbage_collector::CONCURRENT_GC_SYNCS,
-    ));
+    let manager_opts = opts.manager.clone();
+    tokio::spawn(async move {
+        if let Err(e) = manager::run(client, manager_opts).await {
+            tracing::error!("controller manager stopped: {e:#}");
+        }
+    });
     Ok(())
 }

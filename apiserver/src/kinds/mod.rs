@@ -9,8 +9,10 @@
 mod core;
 mod discovery;
 mod pod;
+pub mod pod_template;
 pub mod table;
 pub mod validation;
+mod workloads;
 
 use std::sync::Arc;
 
@@ -35,6 +37,10 @@ pub struct ResourceInfo {
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
     pub has_status: bool,
+    /// Serves the `autoscaling/v1` Scale subresource over `spec.replicas`.
+    pub has_scale: bool,
+    /// Annotation changes bump `metadata.generation` as spec changes do.
+    pub annotations_bump_generation: bool,
 }
 
 impl ResourceInfo {
@@ -93,6 +99,8 @@ pub trait KindSpec:
     const SHORT_NAMES: &'static [&'static str] = &[];
     const CATEGORIES: &'static [&'static str] = &[];
     const HAS_STATUS: bool = false;
+    const HAS_SCALE: bool = false;
+    const ANNOTATIONS_BUMP_GENERATION: bool = false;
     /// Field selectors beyond `metadata.name` and `metadata.namespace`.
     const FIELDS: &'static [&'static str] = &[];
 
@@ -287,6 +295,8 @@ fn typed<K: KindSpec>(group: &'static str, version: &'static str) -> Arc<dyn Kin
             short_names: K::SHORT_NAMES,
             categories: K::CATEGORIES,
             has_status: K::HAS_STATUS,
+            has_scale: K::HAS_SCALE,
+            annotations_bump_generation: K::ANNOTATIONS_BUMP_GENERATION,
         },
         _k: std::marker::PhantomData,
     })
@@ -300,7 +310,8 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+            apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
+            discovery::v1 as discovery,
         };
         Self {
             kinds: vec![
@@ -313,6 +324,12 @@ impl Default for Registry {
                 typed::<core::ConfigMap>("", "v1"),
                 typed::<core::Secret>("", "v1"),
                 typed::<core::ServiceAccount>("", "v1"),
+                typed::<core::ReplicationController>("", "v1"),
+                typed::<core::PodTemplate>("", "v1"),
+                typed::<apps::Deployment>("apps", "v1"),
+                typed::<apps::ReplicaSet>("apps", "v1"),
+                typed::<apps::DaemonSet>("apps", "v1"),
+                typed::<apps::ControllerRevision>("apps", "v1"),
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
             ],

@@ -21,14 +21,6 @@ fn default_container(c: &mut Container) {
         .get_or_insert_with(|| "/dev/termination-log".into());
     c.termination_message_policy
         .get_or_insert_with(|| "File".into());
-    let resources = c.resources.get_or_insert_with(Default::default);
-    // Requests default to limits, as SetDefaults_Pod does.
-    if let Some(limits) = &resources.limits {
-        let requests = resources.requests.get_or_insert_with(Default::default);
-        for (k, v) in limits {
-            requests.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
     for p in c.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());
     }
@@ -46,13 +38,29 @@ pub fn default_pull_policy(image: &str) -> &'static str {
     }
 }
 
-fn default_spec(spec: &mut PodSpec) {
+/// `SetDefaults_PodSpec` and `SetDefaults_Container`: what pods and pod
+/// templates (in ReplicaSets, Deployments, ...) both get.
+pub fn default_pod_spec(spec: &mut PodSpec) {
     spec.restart_policy.get_or_insert_with(|| "Always".into());
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
     spec.scheduler_name
         .get_or_insert_with(|| "default-scheduler".into());
     spec.security_context.get_or_insert_with(Default::default);
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        default_container(c);
+    }
+}
+
+/// What only pods get: `SetDefaults_Pod` (requests from limits, service
+/// links) and the admission plugins (ServiceAccount, Priority,
+/// DefaultTolerationSeconds), which see pods, not templates.
+fn default_spec(spec: &mut PodSpec) {
+    default_pod_spec(spec);
     spec.enable_service_links.get_or_insert(true);
     spec.priority.get_or_insert(0);
     spec.preemption_policy
@@ -69,7 +77,14 @@ fn default_spec(spec: &mut PodSpec) {
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
-        default_container(c);
+        let resources = c.resources.get_or_insert_with(Default::default);
+        // Requests default to limits, as SetDefaults_Pod does.
+        if let Some(limits) = &resources.limits {
+            let requests = resources.requests.get_or_insert_with(Default::default);
+            for (k, v) in limits {
+                requests.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
     }
     // DefaultTolerationSeconds admission: tolerate a not-ready or
     // unreachable node for five minutes, unless a toleration of the pod
@@ -206,6 +221,58 @@ fn spec_without_mutable_fields(spec: &PodSpec) -> Value {
     serde_json::to_value(s).expect("PodSpec serializes")
 }
 
+/// `ValidatePodSpec`'s checks this server makes, with field paths under
+/// `path` (`spec` for a pod, `spec.template.spec` for a template).
+pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if spec.containers.is_empty() {
+        errs.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut names = BTreeSet::new();
+    validate_containers(
+        &spec.containers,
+        &format!("{path}.containers"),
+        &mut names,
+        &mut errs,
+    );
+    if let Some(init) = &spec.init_containers {
+        validate_containers(
+            init,
+            &format!("{path}.initContainers"),
+            &mut names,
+            &mut errs,
+        );
+    }
+    if let Some(p) = &spec.restart_policy
+        && !["Always", "OnFailure", "Never"].contains(&p.as_str())
+    {
+        errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            p,
+            &["Always", "OnFailure", "Never"],
+        ));
+    }
+    if let Some(p) = &spec.dns_policy
+        && !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"].contains(&p.as_str())
+    {
+        errs.push(FieldError::not_supported(
+            format!("{path}.dnsPolicy"),
+            p,
+            &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+        ));
+    }
+    if let Some(g) = spec.termination_grace_period_seconds
+        && g < 0
+    {
+        errs.push(FieldError::invalid_raw(
+            format!("{path}.terminationGracePeriodSeconds"),
+            g.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    errs
+}
+
 impl KindSpec for Pod {
     const SHORT_NAMES: &'static [&'static str] = &["po"];
     const CATEGORIES: &'static [&'static str] = &["all"];
@@ -243,41 +310,7 @@ impl KindSpec for Pod {
         let Some(spec) = &self.spec else {
             return vec![FieldError::required("spec", "")];
         };
-        if spec.containers.is_empty() {
-            errs.push(FieldError::required("spec.containers", ""));
-        }
-        let mut names = BTreeSet::new();
-        validate_containers(&spec.containers, "spec.containers", &mut names, &mut errs);
-        if let Some(init) = &spec.init_containers {
-            validate_containers(init, "spec.initContainers", &mut names, &mut errs);
-        }
-        if let Some(p) = &spec.restart_policy
-            && !["Always", "OnFailure", "Never"].contains(&p.as_str())
-        {
-            errs.push(FieldError::not_supported(
-                "spec.restartPolicy",
-                p,
-                &["Always", "OnFailure", "Never"],
-            ));
-        }
-        if let Some(p) = &spec.dns_policy
-            && !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"].contains(&p.as_str())
-        {
-            errs.push(FieldError::not_supported(
-                "spec.dnsPolicy",
-                p,
-                &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
-            ));
-        }
-        if let Some(g) = spec.termination_grace_period_seconds
-            && g < 0
-        {
-            errs.push(FieldError::invalid_raw(
-                "spec.terminationGracePeriodSeconds",
-                g.to_string(),
-                "must be greater than or equal to 0",
-            ));
-        }
+        errs.extend(validate_pod_spec(spec, "spec"));
         if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
             if old_spec.node_name.is_some() && old_spec.node_name != spec.node_name {
                 errs.push(FieldError::forbidden(

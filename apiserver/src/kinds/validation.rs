@@ -1,6 +1,9 @@
 //! Validation helpers with apimachinery's wording, so errors read as users
 //! of the real apiserver know them.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::status::FieldError;
 
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -69,6 +72,104 @@ pub fn is_quantity(s: &str) -> bool {
 
 pub const QUANTITY_MSG: &str =
     "must match the regex '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
+pub const NEGATIVE_MSG: &str = "must be greater than or equal to 0";
+
+/// `ValidateNonnegativeField`.
+pub fn nonnegative(field: &str, value: i64) -> Vec<FieldError> {
+    if value < 0 {
+        vec![FieldError::invalid_raw(
+            field,
+            value.to_string(),
+            NEGATIVE_MSG,
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A `map[string]string` as Go's `%#v` prints it, keys sorted:
+/// `map[string]string{"app":"web"}`, or `map[string]string(nil)`.
+pub fn go_string_map(m: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    match m {
+        Some(m) if !m.is_empty() => {
+            let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
+            format!("map[string]string{{{}}}", pairs.join(", "))
+        }
+        Some(_) => "map[string]string{}".into(),
+        None => "map[string]string(nil)".into(),
+    }
+}
+
+/// A `metav1.LabelSelector` as Go's `%#v` prints it in field errors.
+pub fn go_label_selector(s: &LabelSelector) -> String {
+    let exprs = match &s.match_expressions {
+        None => "[]v1.LabelSelectorRequirement(nil)".to_owned(),
+        Some(reqs) => {
+            let items: Vec<String> = reqs
+                .iter()
+                .map(|r| {
+                    let values = match &r.values {
+                        None => "[]string(nil)".to_owned(),
+                        Some(v) => format!(
+                            "[]string{{{}}}",
+                            v.iter()
+                                .map(|x| format!("{x:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    format!(
+                        "v1.LabelSelectorRequirement{{Key:{:?}, Operator:{:?}, Values:{values}}}",
+                        r.key, r.operator
+                    )
+                })
+                .collect();
+            format!("[]v1.LabelSelectorRequirement{{{}}}", items.join(", "))
+        }
+    };
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{exprs}}}",
+        go_string_map(s.match_labels.as_ref())
+    )
+}
+
+/// An `intstr.IntOrString` as Go's `%#v` prints it in field errors.
+pub fn go_int_or_string(v: &IntOrString) -> String {
+    match v {
+        IntOrString::Int(i) => format!("intstr.IntOrString{{Type:0, IntVal:{i}, StrVal:\"\"}}"),
+        IntOrString::String(s) => format!("intstr.IntOrString{{Type:1, IntVal:0, StrVal:{s:?}}}"),
+    }
+}
+
+/// `ValidatePositiveIntOrPercent` and `IsNotMoreThan100Percent`.
+pub fn int_or_percent(field: &str, v: &IntOrString, at_most_100: bool) -> Vec<FieldError> {
+    match v {
+        IntOrString::Int(i) => nonnegative(field, i64::from(*i)),
+        IntOrString::String(s) => match percent(s) {
+            None => vec![FieldError::invalid_raw(
+                field,
+                go_int_or_string(v),
+                "must be an integer or percentage (e.g '5%')",
+            )],
+            Some(p) if at_most_100 && p > 100 => vec![FieldError::invalid_raw(
+                field,
+                go_int_or_string(v),
+                "must not be greater than 100%",
+            )],
+            Some(p) => nonnegative(field, p),
+        },
+    }
+}
+
+/// The number in `"25%"`, as `IsValidPercent` accepts it.
+pub fn percent(s: &str) -> Option<i64> {
+    let digits = s.strip_suffix('%')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 /// `ValidateFinalizerName` as a Namespace's `spec.finalizers` is checked:
 /// a qualified name, either one of the standard finalizers or with a

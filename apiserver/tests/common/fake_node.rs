@@ -1,7 +1,9 @@
-//! A stand-in for a node agent's kubelet API on a free loopback port:
-//! `/containerLogs` (three lines; `follow` keeps adding a line every 100 ms)
-//! and `/stats/summary` with fixed figures. It records each log request's
-//! path and query; it stops when dropped.
+//! A stand-in for a node agent's kubelet API on a free loopback port, over
+//! HTTPS as a kubelet serves it (a self-signed serving certificate; client
+//! certificates checked against the cluster CA): `/containerLogs` (three
+//! lines; `follow` keeps adding a line every 100 ms) and `/stats/summary`
+//! with fixed figures. It records each log request's path and query and
+//! who made it; it stops when dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,8 @@ use serde_json::json;
 pub struct FakeNode {
     pub port: u16,
     pub log_requests: Arc<Mutex<Vec<String>>>,
+    /// The client certificate user of each request (empty: none).
+    pub users: Arc<Mutex<Vec<String>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -87,15 +91,47 @@ pub fn summary(node: &str) -> serde_json::Value {
            "pods": [pod("default", "web", "nginx", 100_000_000, 64 << 20), pod("prod", "db", "postgres", 5_000_000, 32 << 20)]})
 }
 
+/// Records the verified client certificate's user of every request.
+async fn record_user(
+    State(users): State<Recorded>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let user = req
+        .extensions()
+        .get::<kubelab_apiserver::auth::ClientCertUser>()
+        .map(|u| u.0.name.clone())
+        .unwrap_or_default();
+    users.lock().unwrap().push(user);
+    next.run(req).await
+}
+
 impl FakeNode {
-    pub fn start(node_name: &str) -> Self {
+    /// A node whose clients are checked against `client_ca` (PEM).
+    pub fn start(node_name: &str, client_ca: &str) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let log_requests: Recorded = Arc::default();
+        let users: Recorded = Arc::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rec = log_requests.clone();
+        let seen = users.clone();
         let name = node_name.to_owned();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+        let tls = kubelab_apiserver::server::tls_config(&kubelab_apiserver::pki::ServingPki {
+            ca_pem: client_ca.to_owned(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            kubelet_client_cert: Default::default(),
+            kubelet_client_key: Default::default(),
+        })
+        .unwrap();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -108,19 +144,19 @@ impl FakeNode {
                         "/stats/summary",
                         get(move || async move { axum::Json(summary(&name)) }),
                     )
-                    .with_state(rec);
+                    .with_state(rec)
+                    .layer(axum::middleware::from_fn_with_state(seen, record_user));
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .unwrap();
+                tokio::select! {
+                    r = kubelab_apiserver::server::serve(listener, tls, app) => r.unwrap(),
+                    _ = rx => {}
+                }
             });
         });
         Self {
             port,
             log_requests,
+            users,
             shutdown: Some(tx),
             thread: Some(thread),
         }

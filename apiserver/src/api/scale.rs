@@ -1,0 +1,200 @@
+//! The `scale` subresource (`autoscaling/v1` Scale) of Deployments,
+//! ReplicaSets and ReplicationControllers: a view of `spec.replicas`,
+//! `status.replicas` and the selector, as `kubectl scale` and autoscalers
+//! read and write it.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::Value;
+
+use super::{Api, ApiResult, Params, is_dry_run, json_response, object, patch};
+use crate::kinds::Kind;
+use crate::status::{ApiError, FieldError, Subject};
+use crate::storage::StorageError;
+
+const SCALE: Subject<'static> = Subject {
+    group: "autoscaling",
+    plural: "scale",
+    kind: "Scale",
+};
+
+/// `status.selector`: the label selector in query form. A
+/// ReplicationController's selector is a plain map.
+fn selector_string(kind: &dyn Kind, obj: &Value) -> String {
+    let sel = &obj["spec"]["selector"];
+    if kind.info().kind == "ReplicationController" {
+        let map: BTreeMap<String, String> = serde_json::from_value(sel.clone()).unwrap_or_default();
+        return map
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let sel: LabelSelector = serde_json::from_value(sel.clone()).unwrap_or_default();
+    kubelab_rules::selector::selector_string(&sel)
+}
+
+/// The Scale an object presents.
+pub fn scale_of(kind: &dyn Kind, obj: &Value) -> Value {
+    let m = object::meta(obj);
+    let text = |f: &str| m.get(f).and_then(Value::as_str).map(str::to_owned);
+    let scale = Scale {
+        metadata: ObjectMeta {
+            name: text("name"),
+            namespace: text("namespace"),
+            uid: text("uid"),
+            resource_version: text("resourceVersion"),
+            creation_timestamp: serde_json::from_value(m["creationTimestamp"].clone()).ok(),
+            ..Default::default()
+        },
+        spec: Some(ScaleSpec {
+            replicas: obj["spec"]["replicas"].as_i64().map(|r| r as i32),
+        }),
+        status: Some(ScaleStatus {
+            replicas: obj["status"]["replicas"].as_i64().unwrap_or(0) as i32,
+            selector: Some(selector_string(kind, obj)),
+        }),
+    };
+    let mut v = serde_json::to_value(scale).expect("Scale serializes");
+    v["apiVersion"] = "autoscaling/v1".into();
+    v["kind"] = "Scale".into();
+    v
+}
+
+impl Api {
+    pub(super) async fn get_scale(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Response> {
+        let obj = self.get(kind, ns, name).await?;
+        Ok(json_response(StatusCode::OK, &scale_of(kind, &obj)))
+    }
+
+    /// Sets `spec.replicas` from a Scale; the Scale's `resourceVersion`,
+    /// when given, is a precondition on the object.
+    pub(super) async fn update_scale(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+        scale: Value,
+        params: &Params,
+    ) -> ApiResult<Response> {
+        let info = kind.info();
+        let replicas = match &scale["spec"]["replicas"] {
+            Value::Null => 0,
+            v => v.as_i64().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: {v} is not an integer"
+                ))
+            })?,
+        };
+        if replicas < 0 {
+            return Err(ApiError::invalid(
+                SCALE,
+                name,
+                &[FieldError::invalid_raw(
+                    "spec.replicas",
+                    replicas.to_string(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let pinned = object::resource_version(&scale);
+        let key = info.key(ns, name);
+        for _attempt in 0..8 {
+            let Some(current) = self.store.get(&key).await? else {
+                return Err(ApiError::not_found(info.subject(), name));
+            };
+            if pinned.is_some_and(|rv| rv != current.mod_revision) {
+                return Err(ApiError::stale(info.subject(), name));
+            }
+            let old = object::decode(&current);
+            let mut obj = old.clone();
+            obj["spec"]["replicas"] = replicas.into();
+            let mut new = self.prepare_update(kind, &old, obj, false)?;
+            if is_dry_run(params) {
+                return Ok(json_response(StatusCode::OK, &scale_of(kind, &new)));
+            }
+            match self
+                .store_update(kind, &old, &mut new, current.mod_revision)
+                .await
+            {
+                Ok(()) => return Ok(json_response(StatusCode::OK, &scale_of(kind, &new))),
+                Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(e) => return Err(ApiError::from_storage(info.subject(), name, e)),
+            }
+        }
+        Err(ApiError::stale(info.subject(), name))
+    }
+
+    /// Patches the Scale view (JSON, merge or strategic merge patch), then
+    /// writes it as [`Api::update_scale`] does.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn patch_scale(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        params: &Params,
+    ) -> ApiResult<Response> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let p: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let obj = self.get(kind, ns, name).await?;
+        let current = scale_of(kind, &obj);
+        let pinned = object::meta_str(&p, "resourceVersion").is_some();
+        let mut patched = match media {
+            "application/json-patch+json" => patch::json_patch(&current, &p)
+                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+            "application/merge-patch+json" => patch::merge_patch(&current, &p),
+            "application/strategic-merge-patch+json" => patch::strategic_merge(&current, &p),
+            other => {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                    ),
+                ));
+            }
+        };
+        if !pinned {
+            object::meta_mut(&mut patched).remove("resourceVersion");
+        }
+        self.update_scale(kind, ns, name, patched, params).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn scale_shows_replicas_and_selector() {
+        let r = Registry::default();
+        let rs = r.find("apps", "v1", "replicasets").unwrap();
+        let obj = json!({"metadata": {"name": "web", "namespace": "default", "resourceVersion": "7", "uid": "u"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe"]}]}},
+            "status": {"replicas": 2}});
+        let s = scale_of(rs.as_ref(), &obj);
+        assert_eq!(s["apiVersion"], "autoscaling/v1");
+        assert_eq!(s["spec"]["replicas"], 3);
+        assert_eq!(s["status"]["replicas"], 2);
+        assert_eq!(s["status"]["selector"], "app=web,tier in (fe)");
+        assert_eq!(s["metadata"]["resourceVersion"], "7");
+        let rc = r.find("", "v1", "replicationcontrollers").unwrap();
+        let obj = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"b": "2", "a": "1"}}});
+        assert_eq!(scale_of(rc.as_ref(), &obj)["status"]["selector"], "a=1,b=2");
+    }
+}

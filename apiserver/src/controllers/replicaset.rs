@@ -1,0 +1,547 @@
+//! The ReplicaSet controller, which also runs ReplicationControllers (as
+//! kube-controller-manager's does): keeps `spec.replicas` active pods of
+//! each, adopting matching orphans and releasing pods whose labels stopped
+//! matching, and reports the counts in `status`. A client of the API:
+//! shared pod and owner informers, a work queue of owner keys, writes
+//! through `kube::Client`. Decisions are in [`super::replicaset_decide`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::future::join_all;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{
+    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition,
+    ReplicationControllerStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::event_recorder::{EventRecorder, reference};
+use super::expectations::Expectations;
+use super::informers::{Change, Informers, SharedInformer};
+use super::replicaset_decide::{
+    BURST_REPLICAS, ReplicaCounts, claim, controller_of, controller_ref, count, is_active,
+    next_available_in, pod_from_template, pods_to_delete, slow_start_batches,
+};
+use super::work_queue::{self, Queue};
+
+/// How many owners sync at once (`--concurrent-replicaset-syncs`).
+pub const CONCURRENT_SYNCS: u16 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaSetError {
+    #[error("{verb} pod {pod}: {source}")]
+    Pod {
+        verb: &'static str,
+        pod: String,
+        source: kube::Error,
+    },
+    #[error("updating status of {owner}: {source}")]
+    Status { owner: String, source: kube::Error },
+    #[error("{0}")]
+    Replicas(String),
+}
+
+/// What differs between a ReplicaSet and a ReplicationController.
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + k8s_openapi::Resource
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// The events' `source.component`.
+    const COMPONENT: &'static str;
+    fn replicas(&self) -> i32;
+    fn min_ready_seconds(&self) -> i32;
+    fn selects(&self, labels: &BTreeMap<String, String>) -> bool;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    /// The status this object should have; `None` when it has it already.
+    fn new_status(&self, counts: ReplicaCounts, failure: Option<(&str, String)>) -> Option<Value>;
+}
+
+fn nonzero(n: i32) -> Option<i32> {
+    (n != 0).then_some(n)
+}
+
+/// `ReplicaFailure` set on a failed create/delete, cleared when a sync
+/// succeeds; kept (with its time) while the failure persists.
+fn failure_condition<C: Clone>(
+    old: Option<&Vec<C>>,
+    is_failure: impl Fn(&C) -> bool,
+    failure: Option<(&str, String)>,
+    make: impl Fn(&str, String) -> C,
+) -> Option<Vec<C>> {
+    let mut conds: Vec<C> = old.cloned().unwrap_or_default();
+    let existing = conds.iter().any(&is_failure);
+    match failure {
+        Some((reason, message)) if !existing => conds.push(make(reason, message)),
+        None if existing => conds.retain(|c| !is_failure(c)),
+        _ => {}
+    }
+    (!conds.is_empty()).then_some(conds)
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        let sel = self.spec.as_ref().map(|s| &s.selector);
+        // An empty selector selects nothing for a controller.
+        sel.is_some_and(|s| {
+            !kubelab_rules::selector::is_empty(s) && kubelab_rules::selector::matches(s, labels)
+        })
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn new_status(&self, c: ReplicaCounts, failure: Option<(&str, String)>) -> Option<Value> {
+        let old = self.status.clone().unwrap_or_default();
+        let status = ReplicaSetStatus {
+            replicas: c.replicas,
+            fully_labeled_replicas: nonzero(c.fully_labeled),
+            ready_replicas: nonzero(c.ready),
+            available_replicas: nonzero(c.available),
+            observed_generation: self.metadata.generation,
+            conditions: failure_condition(
+                old.conditions.as_ref(),
+                |c: &ReplicaSetCondition| c.type_ == "ReplicaFailure",
+                failure,
+                |reason, message| ReplicaSetCondition {
+                    type_: "ReplicaFailure".into(),
+                    status: "True".into(),
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                    last_transition_time: Some(Time(jiff::Timestamp::now())),
+                },
+            ),
+            terminating_replicas: old.terminating_replicas,
+        };
+        (status != old).then(|| serde_json::to_value(status).expect("status serializes"))
+    }
+}
+
+impl Replicated for ReplicationController {
+    const COMPONENT: &'static str = "replication-controller";
+
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        let sel = self.spec.as_ref().and_then(|s| s.selector.clone());
+        sel.is_some_and(|s| {
+            let s = LabelSelector {
+                match_labels: Some(s),
+                match_expressions: None,
+            };
+            !kubelab_rules::selector::is_empty(&s) && kubelab_rules::selector::matches(&s, labels)
+        })
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn new_status(&self, c: ReplicaCounts, failure: Option<(&str, String)>) -> Option<Value> {
+        let old = self.status.clone().unwrap_or_default();
+        let status = ReplicationControllerStatus {
+            replicas: c.replicas,
+            fully_labeled_replicas: nonzero(c.fully_labeled),
+            ready_replicas: nonzero(c.ready),
+            available_replicas: nonzero(c.available),
+            observed_generation: self.metadata.generation,
+            conditions: failure_condition(
+                old.conditions.as_ref(),
+                |c: &ReplicationControllerCondition| c.type_ == "ReplicaFailure",
+                failure,
+                |reason, message| ReplicationControllerCondition {
+                    type_: "ReplicaFailure".into(),
+                    status: "True".into(),
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                    last_transition_time: Some(Time(jiff::Timestamp::now())),
+                },
+            ),
+        };
+        (status != old).then(|| serde_json::to_value(status).expect("status serializes"))
+    }
+}
+
+struct Context<K: Replicated> {
+    client: kube::Client,
+    pods: SharedInformer<Pod>,
+    owners: SharedInformer<K>,
+    expectations: Mutex<Expectations>,
+    recorder: EventRecorder,
+}
+
+fn key_of(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+/// Runs the controller for `K` until its informers end.
+pub async fn run<K: Replicated>(informers: Informers) -> anyhow::Result<()> {
+    let client = informers.client();
+    let ctx = Arc::new(Context::<K> {
+        recorder: EventRecorder::new(client.clone(), K::COMPONENT),
+        client,
+        pods: informers.get::<Pod>(),
+        owners: informers.get::<K>(),
+        expectations: Mutex::default(),
+    });
+    let (queue, keys) = work_queue::queue::<K>();
+    let changes = watch_changes(ctx.clone(), queue);
+    ctx.pods.synced().await;
+    ctx.owners.synced().await;
+    let workers = work_queue::run(
+        K::COMPONENT,
+        ctx.owners.store.clone(),
+        keys,
+        ctx.clone(),
+        CONCURRENT_SYNCS,
+        |owner, ctx| sync(owner, ctx),
+    );
+    tokio::select! {
+        _ = changes => {}
+        _ = workers => {}
+    }
+    Ok(())
+}
+
+/// Maps owner and pod changes to owner keys, and tells the expectations
+/// what the watch has shown (`addPod`, `updatePod`, `deletePod`).
+async fn watch_changes<K: Replicated>(ctx: Arc<Context<K>>, queue: Queue<K>) {
+    let mut pods = ctx.pods.subscribe();
+    let mut owners = ctx.owners.subscribe();
+    ctx.owners.synced().await;
+    ctx.pods.synced().await;
+    queue.add_all(&ctx.owners.store);
+    let mut seen: HashSet<String> = ctx
+        .pods
+        .store
+        .state()
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    let owner_key = |pod: &Pod| {
+        controller_of(&pod.metadata)
+            .filter(|r| r.kind == K::KIND)
+            .map(|r| (pod.namespace().unwrap_or_default(), r.name.clone()))
+    };
+    // Orphans (and released pods) go to every owner that selects them.
+    let enqueue_selecting = |pod: &Pod| {
+        let ns = pod.namespace().unwrap_or_default();
+        let labels = pod.labels();
+        for o in ctx.owners.store.state() {
+            if o.namespace().as_deref() == Some(ns.as_str()) && o.selects(labels) {
+                queue.add_object(&o);
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            change = owners.recv() => match change {
+                Ok(Change::Applied(o)) => queue.add_object(&o),
+                Ok(Change::Deleted(o)) => {
+                    let key = key_of(&o.namespace().unwrap_or_default(), &o.name_any());
+                    ctx.expectations.lock().expect("expectations").forget(&key);
+                }
+                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.owners.store),
+                Err(RecvError::Closed) => return,
+            },
+            change = pods.recv() => match change {
+                Ok(Change::Applied(p)) => {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    let new = seen.insert(uid);
+                    match owner_key(&p) {
+                        Some((ns, name)) => {
+                            let key = key_of(&ns, &name);
+                            let mut e = ctx.expectations.lock().expect("expectations");
+                            if new {
+                                e.creation_observed(&key);
+                            }
+                            if p.metadata.deletion_timestamp.is_some() {
+                                e.deletion_observed(&key, &p.name_any());
+                            }
+                            drop(e);
+                            queue.add(Some(&ns), &name);
+                            // Its labels may have stopped matching: another owner may adopt it.
+                        }
+                        None => enqueue_selecting(&p),
+                    }
+                }
+                Ok(Change::Deleted(p)) => {
+                    seen.remove(p.metadata.uid.as_deref().unwrap_or_default());
+                    if let Some((ns, name)) = owner_key(&p) {
+                        ctx.expectations
+                            .lock()
+                            .expect("expectations")
+                            .deletion_observed(&key_of(&ns, &name), &p.name_any());
+                        queue.add(Some(&ns), &name);
+                    }
+                }
+                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.owners.store),
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `syncReplicaSet`.
+async fn sync<K: Replicated>(
+    owner: Arc<K>,
+    ctx: Arc<Context<K>>,
+) -> work_queue::SyncResult<ReplicaSetError> {
+    let ns = owner.namespace().unwrap_or_default();
+    let name = owner.name_any();
+    let key = key_of(&ns, &name);
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let all: Vec<Arc<Pod>> = ctx
+        .pods
+        .store
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .collect();
+    let claims = claim(&all, &uid, |l| owner.selects(l), deleting);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let owner_ref = controller_ref(&K::API_VERSION, K::KIND, owner.meta());
+    for p in &claims.adopt {
+        let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
+        refs.push(owner_ref.clone());
+        patch_owner_refs(&pods, p, refs).await?;
+    }
+    for p in &claims.release {
+        let refs: Vec<_> = p
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| r.uid != uid)
+            .cloned()
+            .collect();
+        patch_owner_refs(&pods, p, refs).await?;
+    }
+    let active: Vec<Arc<Pod>> = claims.owned.into_iter().filter(|p| is_active(p)).collect();
+    let satisfied = ctx
+        .expectations
+        .lock()
+        .expect("expectations")
+        .satisfied(&key, Instant::now());
+    let mut failure = None;
+    if satisfied && !deleting {
+        let want = owner.replicas().max(0) as usize;
+        if active.len() < want {
+            failure = create_pods(&ctx, &owner, &key, want - active.len(), &owner_ref)
+                .await
+                .map(|m| ("FailedCreate", m));
+        } else if active.len() > want {
+            failure = delete_pods(&ctx, &owner, &key, &active, &all, active.len() - want)
+                .await
+                .map(|m| ("FailedDelete", m));
+        }
+    }
+    let now = jiff::Timestamp::now();
+    let template_labels = owner
+        .template()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let counts = count(&active, &template_labels, owner.min_ready_seconds(), now);
+    let failed = failure.as_ref().map(|(_, m)| m.clone());
+    if let Some(status) = owner.new_status(counts, failure) {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": with_nulls(status) })),
+        )
+        .await
+        .map_err(|source| ReplicaSetError::Status {
+            owner: key.clone(),
+            source,
+        })?;
+    }
+    if let Some(m) = failed {
+        return Err(ReplicaSetError::Replicas(m));
+    }
+    Ok(next_available_in(&active, owner.min_ready_seconds(), now))
+}
+
+/// A merge patch removes fields only when told so with `null`.
+fn with_nulls(mut status: Value) -> Value {
+    for f in [
+        "conditions",
+        "fullyLabeledReplicas",
+        "readyReplicas",
+        "availableReplicas",
+    ] {
+        if status.get(f).is_none() {
+            status[f] = Value::Null;
+        }
+    }
+    status
+}
+
+async fn patch_owner_refs(
+    pods: &Api<Pod>,
+    p: &Pod,
+    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Result<(), ReplicaSetError> {
+    let name = p.name_any();
+    let patch = json!({"metadata": {
+        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
+        "uid": p.metadata.uid,
+        "resourceVersion": p.metadata.resource_version,
+    }});
+    match pods
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone already: nothing to adopt or release.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(ReplicaSetError::Pod {
+            verb: "patching",
+            pod: name,
+            source,
+        }),
+    }
+}
+
+/// Creates `n` pods (at most a burst) in slow-start batches; returns the
+/// first error's message.
+async fn create_pods<K: Replicated>(
+    ctx: &Context<K>,
+    owner: &K,
+    key: &str,
+    n: usize,
+    owner_ref: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> Option<String> {
+    let n = n.min(BURST_REPLICAS);
+    let ns = owner.namespace().unwrap_or_default();
+    let about = reference(&K::API_VERSION, K::KIND, owner.meta());
+    ctx.expectations
+        .lock()
+        .expect("expectations")
+        .expect_creations(key, n, Instant::now());
+    let template = owner.template().cloned().unwrap_or_default();
+    let pod = pod_from_template(&template, &ns, &owner.name_any(), owner_ref.clone());
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut done = 0;
+    let params = PostParams::default();
+    for batch in slow_start_batches(n) {
+        let results = join_all((0..batch).map(|_| api.create(&params, &pod))).await;
+        done += batch;
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(p) => ctx.recorder.normal(
+                    about.clone(),
+                    "SuccessfulCreate",
+                    format!("Created pod: {}", p.name_any()),
+                ),
+                Err(e) => {
+                    let message = format!("Error creating: {}", api_message(&e));
+                    ctx.expectations
+                        .lock()
+                        .expect("expectations")
+                        .creation_observed(key);
+                    ctx.recorder
+                        .warning(about.clone(), "FailedCreate", message.clone());
+                    error.get_or_insert(message);
+                }
+            }
+        }
+        if let Some(e) = error {
+            // The rest of the creations will not happen: stop expecting them.
+            let mut exp = ctx.expectations.lock().expect("expectations");
+            for _ in done..n {
+                exp.creation_observed(key);
+            }
+            return Some(e);
+        }
+    }
+    None
+}
+
+async fn delete_pods<K: Replicated>(
+    ctx: &Context<K>,
+    owner: &K,
+    key: &str,
+    active: &[Arc<Pod>],
+    related: &[Arc<Pod>],
+    n: usize,
+) -> Option<String> {
+    let victims = pods_to_delete(active, related, n.min(BURST_REPLICAS));
+    let names: Vec<String> = victims.iter().map(|p| p.name_any()).collect();
+    ctx.expectations
+        .lock()
+        .expect("expectations")
+        .expect_deletions(key, &names, Instant::now());
+    let about = reference(&K::API_VERSION, K::KIND, owner.meta());
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace().unwrap_or_default());
+    let params = DeleteParams::default();
+    let results = join_all(names.iter().map(|n| api.delete(n, &params))).await;
+    let mut error = None;
+    for (name, r) in names.iter().zip(results) {
+        match r {
+            Ok(_) => ctx.recorder.normal(
+                about.clone(),
+                "SuccessfulDelete",
+                format!("Deleted pod: {name}"),
+            ),
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                ctx.expectations
+                    .lock()
+                    .expect("expectations")
+                    .deletion_observed(key, name);
+            }
+            Err(e) => {
+                ctx.expectations
+                    .lock()
+                    .expect("expectations")
+                    .deletion_observed(key, name);
+                let message = format!("Error deleting: {}", api_message(&e));
+                ctx.recorder
+                    .warning(about.clone(), "FailedDelete", message.clone());
+                error.get_or_insert(message);
+            }
+        }
+    }
+    error
+}
