@@ -149,7 +149,17 @@ impl NetnsCluster {
             plugins.join("kubelab-bridge").exists(),
             "the kubelab-cni plugins are not built: cargo build --workspace"
         );
+        let ca = dir.path().join("ca.crt");
+        // The kubelet API as kubeadm sets it up: HTTPS, client certificates
+        // of the cluster CA, permissions checked with the apiserver.
         let mut args: Vec<&str> = vec![
+            "--port",
+            "10250",
+            "--client-ca-file",
+            ca.to_str().unwrap(),
+            "--authentication-token-webhook",
+            "--authorization-mode",
+            "Webhook",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
             "--node-ip",
