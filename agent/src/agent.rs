@@ -136,6 +136,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // `--port`'s TLS and auth are checked before anything runs: a bad
     // certificate or a webhook without an apiserver stops the start.
     let secure = if opts.port != 0 {
+        let auth = server::auth::KubeletAuth::new(&opts.auth, client.clone(), &opts.node_name)?;
         let node_ips: Vec<IpAddr> = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
         let cert = server::tls::serving_cert(
             opts.tls_cert_file.as_deref(),
@@ -146,7 +147,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         )?;
         let tls =
             server::tls::server_config(&cert, opts.auth.authentication.client_ca_file.as_deref())?;
-        let auth = server::auth::KubeletAuth::new(&opts.auth, client.clone(), &opts.node_name)?;
         Some((tls, Arc::new(auth)))
     } else {
         None

@@ -63,31 +63,9 @@ struct Cli {
     /// The key of --tls-cert-file.
     #[arg(long, value_name = "FILE")]
     tls_private_key_file: Option<PathBuf>,
-    /// Client certificates signed by this CA authenticate on `--port` (user
-    /// from CN, groups from O).
-    #[arg(long, value_name = "FILE")]
-    client_ca_file: Option<PathBuf>,
-    /// Let requests without credentials in as system:anonymous (default
-    /// false, as kubeadm sets it).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    anonymous_auth: Option<bool>,
-    /// Check bearer tokens with the apiserver's TokenReview API (needs
-    /// --kubeconfig).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    authentication_token_webhook: Option<bool>,
-    /// How long TokenReview answers are cached (default 2m0s).
-    #[arg(long, value_name = "DURATION")]
-    authentication_token_webhook_cache_ttl: Option<String>,
-    /// AlwaysAllow, or Webhook: ask the apiserver with a SubjectAccessReview
-    /// (needs --kubeconfig). Default AlwaysAllow; Webhook with --config.
-    #[arg(long, value_name = "MODE")]
-    authorization_mode: Option<kubelab_agent::config::kubelet_config::AuthorizationMode>,
-    /// How long an allowed SubjectAccessReview is cached (default 5m0s).
-    #[arg(long, value_name = "DURATION")]
-    authorization_webhook_cache_authorized_ttl: Option<String>,
-    /// How long a denied SubjectAccessReview is cached (default 30s).
-    #[arg(long, value_name = "DURATION")]
-    authorization_webhook_cache_unauthorized_ttl: Option<String>,
+    /// `--port`'s authentication and authorization (kubelet's flags).
+    #[command(flatten)]
+    auth: kubelab_agent::server::auth::AuthFlags,
     /// The pids limit of every pod (-1: unlimited).
     #[arg(long)]
     pod_max_pids: Option<i64>,
@@ -200,59 +178,6 @@ fn proxy_period(
     }
 }
 
-/// `--port`'s authentication and authorization: flags over the config
-/// file. Without `--config` the flags' own defaults apply, which are
-/// kubelet's (no token webhook, AlwaysAllow) except `--anonymous-auth`
-/// (false, as kubeadm sets it); with it, KubeletConfiguration's
-/// (token webhook, Webhook).
-fn auth_options(
-    cli: &Cli,
-    file_cfg: &config::KubeletConfiguration,
-) -> anyhow::Result<kubelab_agent::server::auth::AuthOptions> {
-    use kubelab_agent::config::kubelet_config::AuthorizationMode;
-    let mut authentication = file_cfg.authentication.clone();
-    let mut authorization = file_cfg.authorization.clone();
-    if cli.config.is_none() {
-        authentication.webhook_enabled = false;
-        authorization.mode = AuthorizationMode::AlwaysAllow;
-    }
-    let duration = |flag: &str, v: &Option<String>, current: std::time::Duration| match v {
-        Some(s) => parse_go_duration(s).map_err(|e| anyhow::anyhow!("{flag}: {e}")),
-        None => Ok(current),
-    };
-    if let Some(ca) = &cli.client_ca_file {
-        authentication.client_ca_file = Some(ca.clone());
-    }
-    if let Some(anonymous) = cli.anonymous_auth {
-        authentication.anonymous_enabled = anonymous;
-    }
-    if let Some(webhook) = cli.authentication_token_webhook {
-        authentication.webhook_enabled = webhook;
-    }
-    authentication.webhook_cache_ttl = duration(
-        "--authentication-token-webhook-cache-ttl",
-        &cli.authentication_token_webhook_cache_ttl,
-        authentication.webhook_cache_ttl,
-    )?;
-    if let Some(mode) = cli.authorization_mode {
-        authorization.mode = mode;
-    }
-    authorization.cache_authorized_ttl = duration(
-        "--authorization-webhook-cache-authorized-ttl",
-        &cli.authorization_webhook_cache_authorized_ttl,
-        authorization.cache_authorized_ttl,
-    )?;
-    authorization.cache_unauthorized_ttl = duration(
-        "--authorization-webhook-cache-unauthorized-ttl",
-        &cli.authorization_webhook_cache_unauthorized_ttl,
-        authorization.cache_unauthorized_ttl,
-    )?;
-    Ok(kubelab_agent::server::auth::AuthOptions {
-        authentication,
-        authorization,
-    })
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -288,7 +213,9 @@ fn main() -> anyhow::Result<()> {
         Some(path) => config::load_kubelet_config(path)?,
         None => config::KubeletConfiguration::default(),
     };
-    let auth = auth_options(&cli, &file_cfg)?;
+    let auth = cli
+        .auth
+        .resolve(cli.config.is_some().then_some(&file_cfg))?;
     let cgroup_driver = cli.cgroup_driver.unwrap_or(file_cfg.cgroup_driver);
     if cgroup_driver != "cgroupfs" {
         anyhow::bail!("--cgroup-driver {cgroup_driver:?}: only \"cgroupfs\" is supported");

@@ -93,6 +93,8 @@ fn the_kubelet_api_authenticates_and_authorizes_as_the_kubelet_does() {
         ("GET", EXEC),
         ("GET", "/pods"),
         ("GET", "/healthz"),
+        // A path no handler serves: still 401 first, as on kubelet.
+        ("GET", "/configz"),
     ] {
         assert_eq!(
             curl(&url(path), method, Cred::None, None),
