@@ -55,6 +55,8 @@ pub struct AgentOptions {
     pub cluster_domain: String,
     /// `--resolv-conf`: what `Default` pods get and others add to.
     pub resolv_conf: PathBuf,
+    /// `--seccomp-default`, `--allowed-unsafe-sysctls`.
+    pub policy: crate::runtime::node_policy::NodePolicy,
     /// `--tls-cert-file`/`--tls-private-key-file`: `--port`'s certificate.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
@@ -108,6 +110,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
         host_ip: host_ip.clone(),
+        policy: opts.policy.clone(),
         network: PodNetwork::new(NetworkOptions {
             conf_dir: opts.cni_conf_dir.clone(),
             bin_dirs: opts.cni_bin_dirs.clone(),

@@ -23,6 +23,8 @@ pub struct AgentContext {
     /// `--pod-max-pids` / `podPidsLimit`: the pids limit of every pod cgroup.
     pub pod_pids_limit: Option<i64>,
     pub host_ip: Option<String>,
+    /// What pod specs may ask of this node (seccomp default, unsafe sysctls).
+    pub policy: crate::runtime::node_policy::NodePolicy,
     /// The CNI client: pod sandboxes get their network (and IP) through it.
     pub network: crate::network::PodNetwork,
     /// ConfigMaps, Secrets and Services from the apiserver (`None`: standalone).

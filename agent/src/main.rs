@@ -129,6 +129,13 @@ struct Cli {
     /// Remove every rule and chain the service proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
+    /// Run containers that name no seccomp profile under RuntimeDefault.
+    #[arg(long)]
+    seccomp_default: bool,
+    /// Unsafe sysctls (names, or prefixes ending in `*`) pods may set,
+    /// comma-separated, e.g. 'kernel.msg*,net.core.somaxconn'.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    allowed_unsafe_sysctls: Option<Vec<String>>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -324,6 +331,13 @@ fn main() -> anyhow::Result<()> {
             .resolv_conf
             .clone()
             .unwrap_or(file_cfg.resolv_conf.clone()),
+        policy: kubelab_agent::runtime::node_policy::NodePolicy {
+            seccomp_default: cli.seccomp_default || file_cfg.seccomp_default,
+            allowed_unsafe_sysctls: cli
+                .allowed_unsafe_sysctls
+                .clone()
+                .unwrap_or_else(|| file_cfg.allowed_unsafe_sysctls.clone()),
+        },
         tls_cert_file: cli.tls_cert_file.or(file_cfg.tls_cert_file),
         tls_private_key_file: cli.tls_private_key_file.or(file_cfg.tls_private_key_file),
         auth,

@@ -58,7 +58,7 @@ fn container_runs_isolated_with_pod_hostname_and_default_capabilities() {
     let logs = node.wait_for("container output", Duration::from_secs(10), |n| {
         n.get(&format!("/containerLogs/default/{name}/main"))
             .ok()
-            .filter(|l| l.lines().count() >= 5)
+            .filter(|l| l.contains("kmsg=") && l.lines().count() >= 7)
     });
     assert!(
         logs.contains(&format!(

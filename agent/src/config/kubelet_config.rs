@@ -52,6 +52,10 @@ pub struct KubeletConfiguration {
     pub cluster_domain: Option<String>,
     /// `resolvConf`, default `/etc/resolv.conf`.
     pub resolv_conf: PathBuf,
+    /// `seccompDefault`: RuntimeDefault for containers that name no profile.
+    pub seccomp_default: bool,
+    /// `allowedUnsafeSysctls`: names or `prefix*` patterns.
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// `tlsCertFile`/`tlsPrivateKeyFile`: the `port`'s serving certificate
     /// (absent: a self-signed one under the root dir's `pki/`).
     pub tls_cert_file: Option<PathBuf>,
@@ -150,6 +154,8 @@ impl Default for KubeletConfiguration {
             cluster_dns: Vec::new(),
             cluster_domain: None,
             resolv_conf: "/etc/resolv.conf".into(),
+            seccomp_default: false,
+            allowed_unsafe_sysctls: Vec::new(),
             tls_cert_file: None,
             tls_private_key_file: None,
             authentication: KubeletAuthentication::default(),
@@ -204,6 +210,8 @@ struct RawKubeletConfiguration {
     cluster_dns: Option<Vec<String>>,
     cluster_domain: Option<String>,
     resolv_conf: Option<String>,
+    seccomp_default: Option<bool>,
+    allowed_unsafe_sysctls: Option<Vec<String>>,
     tls_cert_file: Option<String>,
     tls_private_key_file: Option<String>,
     authentication: Option<RawAuthentication>,
@@ -349,6 +357,12 @@ pub fn parse_kubelet_config(
     }
     if let Some(limit) = raw.pod_pids_limit {
         config.pod_pids_limit = limit;
+    }
+    if let Some(on) = raw.seccomp_default {
+        config.seccomp_default = on;
+    }
+    if let Some(list) = raw.allowed_unsafe_sysctls {
+        config.allowed_unsafe_sysctls = list;
     }
     if let Some(size) = raw.container_log_max_size {
         config.container_log_max_size = crate::quantity::bytes(&size)
@@ -669,6 +683,8 @@ evictionHard:
 clusterDNS:
 - 10.96.0.10
 clusterDomain: cluster.local
+seccompDefault: true
+allowedUnsafeSysctls: [kernel.msg*, net.core.somaxconn]
 tlsCertFile: pki/node.crt
 tlsPrivateKeyFile: /etc/kubelab/pki/node.key
 authentication:
@@ -715,6 +731,8 @@ authorization:
                 cluster_dns: vec!["10.96.0.10".parse().unwrap()],
                 cluster_domain: Some("cluster.local".into()),
                 resolv_conf: "/etc/resolv.conf".into(),
+                seccomp_default: true,
+                allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),
                 tls_private_key_file: Some("/etc/kubelab/pki/node.key".into()),
                 authentication: KubeletAuthentication {

@@ -112,6 +112,9 @@ pub enum FieldErrorKind {
     Forbidden {
         detail: String,
     },
+    NotFound {
+        value: String,
+    },
 }
 
 impl fmt::Display for FieldError {
@@ -133,6 +136,7 @@ impl fmt::Display for FieldError {
                 )
             }
             FieldErrorKind::Forbidden { detail } => write!(f, "Forbidden: {detail}"),
+            FieldErrorKind::NotFound { value } => write!(f, "Not found: {value}"),
         }
     }
 }
@@ -184,6 +188,14 @@ impl FieldError {
             kind: FieldErrorKind::NotSupported {
                 value: format!("{value:?}"),
                 supported,
+            },
+        }
+    }
+    fn not_found(field: impl Into<String>, value: &str) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::NotFound {
+                value: format!("{value:?}"),
             },
         }
     }
@@ -389,6 +401,19 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
         errors.push(FieldError::required("spec.containers"));
     }
 
+    // Volume names become directory names on the node: DNS labels only.
+    let mut volumes = HashSet::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let field = format!("spec.volumes[{i}].name");
+        if v.name.is_empty() {
+            errors.push(FieldError::required(field));
+        } else if let Err(detail) = check_dns1123_label(&v.name) {
+            errors.push(FieldError::invalid(field, &v.name, detail));
+        } else if !volumes.insert(v.name.clone()) {
+            errors.push(FieldError::duplicate(field, &v.name));
+        }
+    }
+
     // Names are unique across init and app containers: they share the
     // pod's log directory and cgroup namespace.
     let mut names = HashSet::new();
@@ -399,6 +424,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
             &format!("spec.initContainers[{i}]"),
             true,
             host_network,
+            &volumes,
             &mut names,
             &mut errors,
         );
@@ -409,6 +435,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
             &format!("spec.containers[{i}]"),
             false,
             host_network,
+            &volumes,
             &mut names,
             &mut errors,
         );
@@ -421,9 +448,31 @@ fn validate_container(
     path: &str,
     is_init: bool,
     host_network: bool,
+    volumes: &HashSet<String>,
     names: &mut HashSet<String>,
     errors: &mut Vec<FieldError>,
 ) {
+    for (j, vm) in c.volume_mounts.iter().flatten().enumerate() {
+        let field = format!("{path}.volumeMounts[{j}]");
+        if vm.name.is_empty() {
+            errors.push(FieldError::required(format!("{field}.name")));
+        } else if !volumes.contains(&vm.name) {
+            errors.push(FieldError::not_found(format!("{field}.name"), &vm.name));
+        }
+        if vm.mount_path.is_empty() {
+            errors.push(FieldError::required(format!("{field}.mountPath")));
+        }
+        for (key, value) in [
+            ("subPath", &vm.sub_path),
+            ("subPathExpr", &vm.sub_path_expr),
+        ] {
+            if let Some(sub) = value.as_deref().filter(|s| !s.is_empty())
+                && let Err(detail) = check_local_descending_path(sub)
+            {
+                errors.push(FieldError::invalid(format!("{field}.{key}"), sub, detail));
+            }
+        }
+    }
     if c.name.is_empty() {
         errors.push(FieldError::required(format!("{path}.name")));
     } else if let Err(detail) = check_dns1123_label(&c.name) {
@@ -759,6 +808,17 @@ fn is_label(s: &str) -> bool {
 }
 
 /// apimachinery's `IsDNS1123Label`.
+/// kube-apiserver's `validateLocalDescendingPath` (subPath, subPathExpr).
+pub fn check_local_descending_path(p: &str) -> Result<(), String> {
+    if p.starts_with('/') {
+        return Err("must be a relative path".into());
+    }
+    if p.split('/').any(|part| part == "..") {
+        return Err("must not contain '..'".into());
+    }
+    Ok(())
+}
+
 pub fn check_dns1123_label(s: &str) -> Result<(), String> {
     if s.len() > 63 {
         return Err("must be no more than 63 characters".into());
@@ -1049,6 +1109,37 @@ spec:
         assert_eq!(
             e,
             r#"pods/test.yaml: spec.containers[0].resources.requests.memory: Invalid value: "4Gi": must be less than or equal to memory limit of 2Gi"#
+        );
+    }
+
+    #[test]
+    fn volume_names_and_sub_paths_cannot_name_node_paths() {
+        let e = err("\
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  volumes:
+  - name: ../../tmp/victim
+    emptyDir: {}
+  containers:
+  - name: app
+    image: busybox
+    volumeMounts:
+    - {name: ../../tmp/victim, mountPath: /v, subPath: ../up}
+    - {name: missing, mountPath: /m}
+");
+        assert!(
+            e.contains(r#"spec.volumes[0].name: Invalid value: "../../tmp/victim": a lowercase RFC 1123 label must consist of"#),
+            "{e}"
+        );
+        assert!(
+            e.contains(r#"spec.containers[0].volumeMounts[0].subPath: Invalid value: "../up": must not contain '..'"#),
+            "{e}"
+        );
+        assert!(
+            e.contains(r#"spec.containers[0].volumeMounts[1].name: Not found: "missing""#),
+            "{e}"
         );
     }
 

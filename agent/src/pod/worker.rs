@@ -219,12 +219,35 @@ impl PodWorker {
     /// A new pod: its dir, cgroup and sandbox; containers start from the loop.
     async fn setup(&mut self) {
         self.start_time = Some(Timestamp::now());
+        // The kubelet's admission: a pod asking for sysctls this node does
+        // not allow is rejected before anything of it exists.
+        if let Err(message) =
+            crate::runtime::sysctls::admit(&self.pod, &self.ctx.policy.allowed_unsafe_sysctls)
+        {
+            self.reject(crate::runtime::sysctls::FORBIDDEN_REASON, &message);
+            return;
+        }
         if let Err(e) = std::fs::create_dir_all(&self.dir)
             .and_then(|_| std::fs::write(self.dir.join("pod.json"), serde_json::to_vec(&self.pod)?))
         {
             tracing::error!(pod = %self.key, "writing {}: {e}", self.dir.display());
         }
         self.start_due().await;
+    }
+
+    /// The kubelet's `rejectPod`: the pod fails with `reason`, an event says
+    /// why, and none of its containers is ever started.
+    fn reject(&mut self, reason: &str, message: &str) {
+        self.ctx
+            .events
+            .warning(&self.key, None, reason, message.to_string());
+        self.failure = Some((reason.into(), format!("Pod was rejected: {message}")));
+        for slot in &mut self.slots {
+            slot.done = true;
+            slot.next_start = None;
+            slot.waiting = None;
+        }
+        self.persist();
     }
 
     /// Takes over a pod the previous agent process ran: re-attach to live shims,
@@ -566,6 +589,7 @@ impl PodWorker {
                 &names.hostname,
                 host_network,
                 share_pid,
+                &crate::runtime::sysctls::pod_sysctls(&pod),
                 &ctx.cgroups.procs_files(&sandbox_cgroup),
             )
             .map_err(|e| crate::error_chain(&e))?;
@@ -1299,13 +1323,22 @@ fn create_and_start(
     }
     let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-    // A subPath that does not exist yet is created, as the kubelet does.
-    if let Ok(mounts) = spec::volume_mounts(pod, container, &volumes) {
-        for (source, _, _) in mounts {
-            if !source.exists() {
-                let _ = std::fs::create_dir_all(&source);
-            }
-        }
+    // Each subPath looked up beneath its volume and bind-mounted where
+    // nothing in the pod can swap it (a missing one is created, as the kubelet does).
+    let mut sub_paths = std::collections::BTreeMap::new();
+    for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
+        let Some(sub) = spec::sub_path_of(vm, &env.vars) else {
+            continue;
+        };
+        spec::check_sub_path(&container.name, &vm.name, &sub)
+            .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+        let Some(volume_dir) = volumes.get(&vm.name) else {
+            continue;
+        };
+        let target = crate::runtime::subpath::target_path(pod_dir, &vm.name, &container.name, i);
+        crate::runtime::subpath::prepare(volume_dir, &vm.name, &sub, &target)
+            .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+        sub_paths.insert(i, target);
     }
     let termination_log = bundle.join("termination-log");
     // 0666 as kubelet makes it: a container running as any user may write its message.
@@ -1323,6 +1356,17 @@ fn create_and_start(
     }
     let rootfs_path = rootfs.path.clone();
     let passwd = move |user: &str| spec::passwd_lookup(&rootfs_path, user);
+    use crate::runtime::seccomp::{self, SeccompChoice};
+    let seccomp_profile = match seccomp::choose(pod, container, ctx.policy.seccomp_default)
+        .map_err(|e| fail(CreateError::Config(e.to_string())))?
+    {
+        SeccompChoice::Unconfined => None,
+        SeccompChoice::RuntimeDefault => Some(seccomp::Profile::runtime_default()),
+        SeccompChoice::Localhost(path) => Some(
+            seccomp::load_localhost(&ctx.root_dir.join("seccomp"), &path)
+                .map_err(|e| fail(CreateError::Other(e.to_string())))?,
+        ),
+    };
     let oci = spec::build_spec(&SpecInputs {
         pod,
         container,
@@ -1336,6 +1380,9 @@ fn create_and_start(
         limits: &limits,
         passwd: &passwd,
         volumes: &volumes,
+        sub_paths: &sub_paths,
+        seccomp: seccomp_profile.as_ref(),
+        kernel: seccomp::profile::kernel_version(),
         env: &env.vars,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),

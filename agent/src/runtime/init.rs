@@ -11,15 +11,20 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-use nix::unistd::{Gid, Uid, chdir, execve, pivot_root, setgid, setgroups, setsid, setuid};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknodat};
+use nix::unistd::{
+    Gid, Uid, UnlinkatFlags, chdir, execve, pivot_root, setgid, setgroups, setsid, setuid,
+    symlinkat, unlinkat,
+};
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
+
+use super::in_root::{self, InRootError, Kind, Root, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -39,6 +44,14 @@ pub enum InitError {
     NotFound(String),
     #[error("invalid spec: {0}")]
     Spec(String),
+    #[error(transparent)]
+    Seccomp(super::seccomp::SeccompError),
+    #[error("{what}: {source}")]
+    Path {
+        what: String,
+        #[source]
+        source: InRootError,
+    },
 }
 
 trait Step<T> {
@@ -136,10 +149,16 @@ pub fn exec_container(
     )
     .step(|| format!("bind rootfs {}", rootfs.display()))?;
 
+    // Every path below is looked up inside the rootfs, held open from here.
+    let in_rootfs = Root::open(&rootfs, Scope::InRoot).map_err(|e| InitError::Path {
+        what: "rootfs".into(),
+        source: e,
+    })?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        mount_into(&rootfs, m)?;
+        mount_into(&in_rootfs, m)?;
     }
-    create_devices(&rootfs, linux.devices().as_deref().unwrap_or_default())?;
+    create_devices(&in_rootfs, linux.devices().as_deref().unwrap_or_default())?;
+    drop(in_rootfs);
 
     chdir(&rootfs).step(|| "chdir rootfs".into())?;
     pivot_root(".", ".").step(|| "pivot_root".into())?;
@@ -188,6 +207,19 @@ pub fn exec_container(
         // keeps the score it inherited rather than failing to start.
         let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
     }
+    // Seccomp goes on last, just before exec, when no_new_privs allows it
+    // unprivileged; otherwise before the capabilities go (loading needs
+    // CAP_SYS_ADMIN then), as runc does.
+    let seccomp = match linux.seccomp() {
+        Some(profile) => {
+            Some(super::seccomp::filter::compile(profile).map_err(InitError::Seccomp)?)
+        }
+        None => None,
+    };
+    let no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    if !no_new_privileges && let Some(programs) = &seccomp {
+        super::seccomp::filter::load(programs).map_err(InitError::Seccomp)?;
+    }
     drop_privileges(process)?;
 
     let cwd = process.cwd();
@@ -195,8 +227,11 @@ pub fn exec_container(
         fs::create_dir_all(cwd).step(|| format!("create workingDir {}", cwd.display()))?;
         chdir(cwd).step(|| format!("chdir {}", cwd.display()))?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
+        if let Some(programs) = &seccomp {
+            super::seccomp::filter::load(programs).map_err(InitError::Seccomp)?;
+        }
     }
 
     let c = |s: &str| CString::new(s).map_err(|_| InitError::Spec(format!("NUL in {s:?}")));
@@ -231,44 +266,6 @@ fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
-/// Joins `path` under `root` resolving every symlink *inside* the root, so an
-/// image cannot point a mount destination (say `/etc/hosts`) at the node's files.
-pub fn secure_join(root: &Path, path: &Path) -> PathBuf {
-    let mut resolved = PathBuf::new();
-    let mut pending: Vec<PathBuf> = path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(PathBuf::from(n)),
-            Component::ParentDir => Some(PathBuf::from("..")),
-            _ => None,
-        })
-        .collect();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part == Path::new("..") {
-            resolved.pop();
-            continue;
-        }
-        let candidate = resolved.join(&part);
-        match fs::read_link(root.join(&candidate)) {
-            Ok(target) if hops < 40 => {
-                hops += 1;
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                pending.extend(target.components().rev().filter_map(|c| match c {
-                    Component::Normal(n) => Some(PathBuf::from(n)),
-                    Component::ParentDir => Some(PathBuf::from("..")),
-                    _ => None,
-                }));
-            }
-            _ => resolved = candidate,
-        }
-    }
-    root.join(resolved)
-}
-
 /// Splits OCI mount options into flags and the filesystem's data string.
 fn mount_flags(options: &[String]) -> (MsFlags, bool, String) {
     let mut flags = MsFlags::empty();
@@ -293,89 +290,117 @@ fn mount_flags(options: &[String]) -> (MsFlags, bool, String) {
     (flags, readonly, data.join(","))
 }
 
-fn mount_into(rootfs: &Path, m: &Mount) -> Result<(), InitError> {
-    let dest = secure_join(rootfs, m.destination());
+fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
+    let dest = m.destination();
     let (mut flags, readonly, data) = mount_flags(m.options().as_deref().unwrap_or_default());
     let source = m.source().clone().unwrap_or_default();
     let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
+    let in_root = |e| InitError::Path {
+        what: format!("mount destination {}", dest.display()),
+        source: e,
+    };
     if is_bind {
         flags |= MsFlags::MS_BIND;
-        if source.is_dir() {
-            fs::create_dir_all(&dest).step(|| format!("mkdir {}", dest.display()))?;
-        } else {
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).step(|| format!("mkdir {}", parent.display()))?;
-            }
-            if !dest.exists() {
-                fs::write(&dest, b"").step(|| format!("create {}", dest.display()))?;
-            }
-        }
-        mount(Some(&source), &dest, None::<&str>, flags, None::<&str>)
-            .step(|| format!("bind {} at {}", source.display(), m.destination().display()))?;
+        // The source is the node's (a volume, the pod's /etc files): held
+        // open so what is checked is what gets mounted.
+        let source_fd = in_root::open_node_path(&source).map_err(|e| InitError::Path {
+            what: format!("bind source for {}", dest.display()),
+            source: e,
+        })?;
+        let kind =
+            in_root::kind_of(source_fd.as_fd()).step(|| format!("stat {}", source.display()))?;
+        let target = root.mount_target(dest, kind).map_err(in_root)?;
+        mount(
+            Some(&in_root::fd_path(source_fd.as_fd())),
+            &in_root::fd_path(target.as_fd()),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .step(|| format!("bind {} at {}", source.display(), dest.display()))?;
         if readonly {
+            // The remount goes to the new mount, found again inside the root
+            // (the old descriptor names what lies beneath it).
+            let mounted = root.mount_target(dest, kind).map_err(in_root)?;
             mount(
                 None::<&str>,
-                &dest,
+                &in_root::fd_path(mounted.as_fd()),
                 None::<&str>,
                 flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
                 None::<&str>,
             )
-            .step(|| format!("remount {} read-only", m.destination().display()))?;
+            .step(|| format!("remount {} read-only", dest.display()))?;
         }
         return Ok(());
     }
-    fs::create_dir_all(&dest).step(|| format!("mkdir {}", dest.display()))?;
+    // proc, sysfs, tmpfs...: only ever on a real directory of the rootfs
+    // (never through a symlink an image planted, runc's GHSA-fh74-hm69-rqjw).
+    let target = root.mount_target(dest, Kind::Dir).map_err(in_root)?;
     if readonly {
         flags |= MsFlags::MS_RDONLY;
     }
     let typ = m.typ().clone().unwrap_or_default();
     mount(
         Some(&source),
-        &dest,
+        &in_root::fd_path(target.as_fd()),
         Some(typ.as_str()),
         flags,
         (!data.is_empty()).then_some(data.as_str()),
     )
-    .step(|| format!("mount {typ} at {}", m.destination().display()))?;
+    .step(|| format!("mount {typ} at {}", dest.display()))?;
     Ok(())
 }
 
 fn create_devices(
-    rootfs: &Path,
+    root: &Root,
     devices: &[oci_spec::runtime::LinuxDevice],
 ) -> Result<(), InitError> {
-    let dev = rootfs.join("dev");
+    let in_root = |what: String| move |e| InitError::Path { what, source: e };
     for d in devices {
-        let path = secure_join(rootfs, d.path());
+        let path = d.path();
+        let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else {
+            return Err(InitError::Spec(format!("device path {}", path.display())));
+        };
+        let dir = root
+            .mkdir_all(parent, 0o755)
+            .map_err(in_root(format!("device {}", path.display())))?;
         let kind = match d.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             _ => SFlag::S_IFCHR,
         };
         let mode = d.file_mode().unwrap_or(0o666);
-        let _ = fs::remove_file(&path);
-        let made = mknod(
-            &path,
+        let _ = unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir);
+        let made = mknodat(
+            &dir,
+            name,
             kind,
             Mode::from_bits_truncate(mode),
             makedev(d.major() as u64, d.minor() as u64),
         );
         if made.is_err() {
             // Without CAP_MKNOD (nested setups), bind the node's device instead.
-            fs::write(&path, b"").step(|| format!("create {}", path.display()))?;
+            let target = root
+                .mount_target(path, Kind::File)
+                .map_err(in_root(format!("device {}", path.display())))?;
             mount(
-                Some(d.path()),
-                &path,
+                Some(path),
+                &in_root::fd_path(target.as_fd()),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .step(|| format!("bind device {}", d.path().display()))?;
+            .step(|| format!("bind device {}", path.display()))?;
         } else {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .step(|| format!("chmod {}", path.display()))?;
+            fchmodat(
+                &dir,
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .step(|| format!("chmod {}", path.display()))?;
         }
     }
-    if dev.is_dir() {
+    if let Ok(dev) = root.resolve(Path::new("/dev")) {
         for (link, target) in [
             ("fd", "/proc/self/fd"),
             ("stdin", "/proc/self/fd/0"),
@@ -384,9 +409,9 @@ fn create_devices(
             ("ptmx", "pts/ptmx"),
             ("core", "/proc/kcore"),
         ] {
-            let p = dev.join(link);
-            if fs::symlink_metadata(&p).is_err() {
-                symlink(target, &p).step(|| format!("symlink /dev/{link}"))?;
+            match symlinkat(target, &dev, link) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e).step(|| format!("symlink /dev/{link}")),
             }
         }
     }
@@ -513,18 +538,6 @@ pub(crate) fn drop_privileges(process: &oci_spec::runtime::Process) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secure_join_keeps_symlinks_inside_the_root() {
-        let root = tempfile::tempdir().unwrap();
-        let r = root.path();
-        fs::create_dir_all(r.join("real")).unwrap();
-        symlink("/etc", r.join("etc")).unwrap();
-        symlink("../../../real", r.join("up")).unwrap();
-        assert_eq!(secure_join(r, Path::new("/etc/hosts")), r.join("etc/hosts"));
-        assert_eq!(secure_join(r, Path::new("/up/x")), r.join("real/x"));
-        assert_eq!(secure_join(r, Path::new("/../../x")), r.join("x"));
-    }
 
     #[test]
     fn mount_options_split_into_flags_and_data() {

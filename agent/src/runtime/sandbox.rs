@@ -39,6 +39,9 @@ pub struct SandboxArgs {
     /// the sandbox becomes its PID 1.
     #[arg(long)]
     pub share_pid: bool,
+    /// A pod sysctl to set in the new namespaces, `name=value` (repeated).
+    #[arg(long = "sysctl", value_name = "NAME=VALUE")]
+    pub sysctls: Vec<String>,
 }
 
 /// What the agent remembers of a pod's sandbox (`sandbox.json` in the pod dir).
@@ -91,6 +94,17 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
             nix::unistd::sethostname(&args.hostname)?;
             loopback_up()?;
         }
+        // In the pod's own IPC and network namespaces, before CNI sets the
+        // network up: what the pod's containers will share.
+        let sysctls: Vec<(String, String)> = args
+            .sysctls
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        super::sysctls::apply(&sysctls)?;
         Ok(())
     })();
     let mut out = std::io::stdout();
@@ -190,6 +204,7 @@ pub fn start(
     hostname: &str,
     host_network: bool,
     share_pid: bool,
+    sysctls: &[(String, String)],
     cgroup_procs: &[PathBuf],
 ) -> Result<SandboxState, SandboxError> {
     let mut cmd = Command::new(agent_exe);
@@ -199,6 +214,9 @@ pub fn start(
     }
     if share_pid {
         cmd.arg("--share-pid");
+    }
+    for (name, value) in sysctls {
+        cmd.arg("--sysctl").arg(format!("{name}={value}"));
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

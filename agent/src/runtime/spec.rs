@@ -89,8 +89,29 @@ pub enum SpecError {
         volume: String,
         sub_path: String,
     },
+    #[error(
+        "container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} was not prepared"
+    )]
+    SubPathNotPrepared {
+        container: String,
+        volume: String,
+        sub_path: String,
+    },
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
+    /// `procMount` other than `Default`, worded as kube-apiserver's validation.
+    #[error("container {container:?}: securityContext.procMount: {message}")]
+    ProcMount { container: String, message: String },
+    /// Refused rather than run with the node's users.
+    #[error(
+        "spec.hostUsers: false needs user namespaces with idmapped mounts, which this node does not support"
+    )]
+    HostUsers,
+    /// `runAsNonRoot` and a user 0, in the kubelet's words.
+    #[error("{0}")]
+    RunAsNonRoot(String),
 }
 
 /// Where the pod's sandbox keeps the namespaces its containers join.
@@ -145,38 +166,77 @@ pub struct SpecInputs<'a> {
     pub oom_score_adj: i32,
     /// Where each of the pod's volumes is on the node, by name.
     pub volumes: &'a std::collections::BTreeMap<String, PathBuf>,
+    /// Prepared subPath mount points, by index in the container's volumeMounts.
+    pub sub_paths: &'a std::collections::BTreeMap<usize, PathBuf>,
+    /// The seccomp profile the container runs under (`None`: unconfined),
+    /// resolved for its capabilities on this architecture and kernel.
+    pub seccomp: Option<&'a super::seccomp::Profile>,
+    /// The node's kernel (major, minor), which a profile's rules may ask about.
+    pub kernel: (u32, u32),
     /// The pod's environment for this container (kubelet-computed: env,
     /// envFrom, service variables); `$(VAR)` in command and args refers to it.
     pub env: &'a [(String, String)],
 }
 
+/// The subPath of a volumeMount: `subPath`, or `subPathExpr` with `$(VAR)`
+/// expanded from the container's environment, as the kubelet does.
+pub fn sub_path_of(
+    vm: &k8s_openapi::api::core::v1::VolumeMount,
+    env: &[(String, String)],
+) -> Option<String> {
+    if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        return Some(sub.to_string());
+    }
+    let expr = vm.sub_path_expr.as_deref().filter(|s| !s.is_empty())?;
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    Some(expand_vars(expr, &lookup)).filter(|s| !s.is_empty())
+}
+
+/// A subPath must be relative and stay in its volume by name alone; links
+/// are checked when it is looked up ([`super::subpath`]).
+pub fn check_sub_path(container: &str, volume: &str, sub: &str) -> Result<(), SpecError> {
+    let p = Path::new(sub);
+    if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(SpecError::BadSubPath {
+            container: container.to_string(),
+            volume: volume.to_string(),
+            sub_path: sub.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Each `volumeMounts` entry as (node path, container path, read-only).
 /// Volumes made from API objects are always read-only, as the kubelet mounts them.
+/// A mount with a subPath uses its prepared mount point from `sub_paths`
+/// (by index in `volumeMounts`), never the volume path joined with it.
 pub fn volume_mounts(
     pod: &Pod,
     container: &Container,
     volumes: &std::collections::BTreeMap<String, PathBuf>,
+    sub_paths: &std::collections::BTreeMap<usize, PathBuf>,
+    env: &[(String, String)],
 ) -> Result<Vec<(PathBuf, String, bool)>, SpecError> {
     let mut out = Vec::new();
-    for vm in container.volume_mounts.iter().flatten() {
+    for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
         let base = volumes
             .get(&vm.name)
             .ok_or_else(|| SpecError::UnknownVolume {
                 container: container.name.clone(),
                 volume: vm.name.clone(),
             })?;
-        let source = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let source = match sub_path_of(vm, env) {
             None => base.clone(),
             Some(sub) => {
-                let p = Path::new(sub);
-                if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
-                    return Err(SpecError::BadSubPath {
+                check_sub_path(&container.name, &vm.name, &sub)?;
+                sub_paths
+                    .get(&i)
+                    .cloned()
+                    .ok_or_else(|| SpecError::SubPathNotPrepared {
                         container: container.name.clone(),
                         volume: vm.name.clone(),
-                        sub_path: sub.to_string(),
-                    });
-                }
-                base.join(p)
+                        sub_path: sub.clone(),
+                    })?
             }
         };
         let api_backed = pod
@@ -339,6 +399,72 @@ fn all_capability_names() -> Vec<String> {
         .collect()
 }
 
+/// `procMount`: `Default` masks `/proc` as runc does ([`MASKED_PATHS`],
+/// [`READONLY_PATHS`]); `Unmasked` needs a user namespace (`hostUsers:
+/// false`), which this node does not offer, so it is refused either way.
+pub fn check_proc_mount(pod: &Pod, container: &Container) -> Result<(), SpecError> {
+    let value = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.proc_mount.as_deref())
+        .unwrap_or("Default");
+    let refuse = |message: String| SpecError::ProcMount {
+        container: container.name.clone(),
+        message,
+    };
+    match value {
+        "Default" => Ok(()),
+        "Unmasked" => {
+            let host_users = pod.spec.as_ref().and_then(|s| s.host_users).unwrap_or(true);
+            Err(refuse(if host_users {
+                "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`".into()
+            } else {
+                "Unmasked needs a user namespace (hostUsers: false), which this node does not support".into()
+            }))
+        }
+        other => Err(refuse(format!(
+            "Unsupported value: {other:?}: supported values: \"Default\", \"Unmasked\""
+        ))),
+    }
+}
+
+/// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot: true`, an explicit
+/// `runAsUser: 0`, or an image user that is root (`uid`, resolved from the
+/// image's `User`, numeric or named), refuses the container.
+pub fn verify_run_as_non_root(pod: &Pod, container: &Container, uid: u32) -> Result<(), SpecError> {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let non_root = sc
+        .and_then(|s| s.run_as_non_root)
+        .or(pod_sc.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false);
+    if !non_root {
+        return Ok(());
+    }
+    // format.Pod: name_namespace(uid)
+    let who = format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    );
+    match sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user))
+    {
+        Some(0) => Err(SpecError::RunAsNonRoot(format!(
+            "container's runAsUser breaks non-root policy (pod: {who:?}, container: {})",
+            container.name
+        ))),
+        Some(_) => Ok(()),
+        None if uid == 0 => Err(SpecError::RunAsNonRoot(format!(
+            "container has runAsNonRoot and image will run as root (pod: {who:?}, container: {})",
+            container.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// uid, gid: the container's securityContext wins over the pod's, which wins over
 /// the image's `User`.
 fn effective_user(inputs: &SpecInputs) -> Result<(u32, u32), SpecError> {
@@ -446,6 +572,11 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .unwrap_or_else(|| "/".into());
 
     let (uid, gid) = effective_user(inputs)?;
+    verify_run_as_non_root(inputs.pod, container, uid)?;
+    check_proc_mount(inputs.pod, container)?;
+    if inputs.pod.spec.as_ref().and_then(|s| s.host_users) == Some(false) {
+        return Err(SpecError::HostUsers);
+    }
     let pod_sc = inputs
         .pod
         .spec
@@ -562,7 +693,13 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,
     ];
-    for (source, dest, readonly) in volume_mounts(inputs.pod, container, inputs.volumes)? {
+    for (source, dest, readonly) in volume_mounts(
+        inputs.pod,
+        container,
+        inputs.volumes,
+        inputs.sub_paths,
+        inputs.env,
+    )? {
         mounts.push(bind(&dest, &source, readonly)?);
     }
     if privileged {
@@ -645,11 +782,26 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         resources = resources.pids(LinuxPidsBuilder::default().limit(max).build()?);
     }
 
+    let bounding: Vec<String> = cap_names.iter().map(|c| format!("CAP_{c}")).collect();
+    let seccomp = inputs
+        .seccomp
+        .map(|profile| {
+            profile.resolve(&super::seccomp::Target {
+                caps: &bounding,
+                arch: super::seccomp::profile::native_arch(),
+                kernel: inputs.kernel,
+            })
+        })
+        .transpose()?;
+
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(inputs.cgroups_path))
         .resources(resources.build()?)
         .devices(devices);
+    if let Some(seccomp) = seccomp {
+        linux = linux.seccomp(seccomp);
+    }
     if !privileged {
         linux = linux
             .masked_paths(
@@ -794,5 +946,75 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(effective_capabilities(&c).unwrap(), ["NET_ADMIN", "KILL"]);
+    }
+
+    #[test]
+    fn run_as_non_root_refuses_user_zero_from_any_source() {
+        use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pod.metadata.name = Some("web".into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some("1234".into());
+        let mut c = container(None, None);
+        assert_eq!(
+            verify_run_as_non_root(&pod, &c, 0).unwrap_err().to_string(),
+            "container has runAsNonRoot and image will run as root (pod: \"web_default(1234)\", container: c)"
+        );
+        verify_run_as_non_root(&pod, &c, 65534).unwrap();
+        c.security_context = Some(SecurityContext {
+            run_as_user: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            verify_run_as_non_root(&pod, &c, 65534)
+                .unwrap_err()
+                .to_string(),
+            "container's runAsUser breaks non-root policy (pod: \"web_default(1234)\", container: c)"
+        );
+        c.security_context = Some(SecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        });
+        verify_run_as_non_root(&pod, &c, 0).unwrap();
+        c.security_context = Some(SecurityContext {
+            run_as_non_root: Some(false),
+            ..Default::default()
+        });
+        verify_run_as_non_root(&pod, &c, 0).unwrap();
+    }
+
+    #[test]
+    fn proc_mount_default_only() {
+        use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
+        let mut pod = Pod::default();
+        let mut c = container(None, None);
+        check_proc_mount(&pod, &c).unwrap();
+        c.security_context = Some(SecurityContext {
+            proc_mount: Some("Unmasked".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            check_proc_mount(&pod, &c).unwrap_err().to_string(),
+            "container \"c\": securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
+        );
+        pod.spec = Some(PodSpec {
+            host_users: Some(false),
+            ..Default::default()
+        });
+        assert!(
+            check_proc_mount(&pod, &c)
+                .unwrap_err()
+                .to_string()
+                .contains("does not support")
+        );
     }
 }

@@ -36,6 +36,13 @@ pub enum VolumeError {
         #[source]
         source: crate::quantity::QuantityError,
     },
+    /// A name that is not a DNS label would be a path on the node.
+    #[error("spec.volumes[{index}].name: Invalid value: {name:?}: {detail}")]
+    InvalidName {
+        index: usize,
+        name: String,
+        detail: String,
+    },
     /// The kubelet's `FailedMount` wording.
     #[error("MountVolume.SetUp failed for volume {name:?} : {message}")]
     SetUp { name: String, message: String },
@@ -73,6 +80,7 @@ pub fn prepare_volumes(
     pod_dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut out = BTreeMap::new();
+    check_volume_names(pod)?;
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
         let name = v.name.clone();
@@ -181,6 +189,22 @@ pub fn prepare_volumes(
     Ok(out)
 }
 
+/// Every volume name is a DNS label: it becomes a directory name under the
+/// pod's dir, so `../../x` must never reach the filesystem.
+pub fn check_volume_names(pod: &Pod) -> Result<(), VolumeError> {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for (index, v) in volumes.into_iter().flatten().enumerate() {
+        if let Err(detail) = crate::config::manifest::check_dns1123_label(&v.name) {
+            return Err(VolumeError::InvalidName {
+                index,
+                name: v.name.clone(),
+                detail,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The pod cgroup's memory limit (`None`: unlimited).
 fn pod_memory_limit(pod: &Pod) -> Option<i64> {
     let spec = pod.spec.as_ref()?;
@@ -225,6 +249,9 @@ pub fn setup_api_volumes(
 ) -> (Vec<VolumeNote>, Vec<VolumeError>) {
     let mut notes = Vec::new();
     let mut errors = Vec::new();
+    if let Err(e) = check_volume_names(pod) {
+        return (notes, vec![e]);
+    }
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
         let (Some(plugin), Some(content)) = (

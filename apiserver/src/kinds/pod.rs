@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::KindSpec;
 use super::table::{Column, age, age_col, col, name_col, none_if_empty};
-use super::validation::{QUANTITY_MSG, dns1123_label, is_quantity};
+use super::validation::{QUANTITY_MSG, dns1123_label, is_quantity, local_descending_path};
 use crate::status::FieldError;
 
 fn default_container(c: &mut Container) {
@@ -193,6 +193,19 @@ fn validate_containers(
                 }
             }
         }
+        for (j, vm) in c.volume_mounts.iter().flatten().enumerate() {
+            for (key, value) in [
+                ("subPath", &vm.sub_path),
+                ("subPathExpr", &vm.sub_path_expr),
+            ] {
+                if let Some(sub) = value.as_deref().filter(|s| !s.is_empty()) {
+                    errs.extend(local_descending_path(
+                        &format!("{p}.volumeMounts[{j}].{key}"),
+                        sub,
+                    ));
+                }
+            }
+        }
         for (j, port) in c.ports.iter().flatten().enumerate() {
             if !(1..=65535).contains(&port.container_port) {
                 errs.push(FieldError::invalid_raw(
@@ -227,6 +240,18 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if spec.containers.is_empty() {
         errs.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    // Volume names become directory names on the node.
+    let mut volumes = BTreeSet::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let field = format!("{path}.volumes[{i}].name");
+        if v.name.is_empty() {
+            errs.push(FieldError::required(field, ""));
+        } else if !volumes.insert(v.name.clone()) {
+            errs.push(FieldError::duplicate(field, &v.name));
+        } else {
+            errs.extend(dns1123_label(&field, &v.name));
+        }
     }
     let mut names = BTreeSet::new();
     validate_containers(
@@ -663,6 +688,27 @@ mod tests {
                 "spec.containers[0].image",
                 "spec.containers[1].name",
                 "spec.containers[1].resources.limits[cpu]"
+            ]
+        );
+    }
+
+    #[test]
+    fn volume_names_are_dns_labels_and_sub_paths_stay_inside() {
+        let p = pod(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"volumes": [{"name": "../../tmp/victim", "emptyDir": {}}, {"name": "ok", "emptyDir": {}}, {"name": "ok", "emptyDir": {}}],
+            "containers": [{"name": "c", "image": "x", "volumeMounts": [
+                {"name": "ok", "mountPath": "/a", "subPath": "../x"},
+                {"name": "ok", "mountPath": "/b", "subPathExpr": "/$(POD)"}]}]}}),
+        );
+        let errs: Vec<String> = p.validate(None).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.volumes[0].name: Invalid value: \"../../tmp/victim\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+                "spec.volumes[2].name: Duplicate value: \"ok\"",
+                "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"../x\": must not contain '..'",
+                "spec.containers[0].volumeMounts[1].subPathExpr: Invalid value: \"/$(POD)\": must be a relative path",
             ]
         );
     }

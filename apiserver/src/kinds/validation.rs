@@ -34,6 +34,18 @@ pub fn dns1123_label(field: &str, value: &str) -> Vec<FieldError> {
     errs
 }
 
+/// `validateLocalDescendingPath`: a subPath stays inside its volume by name.
+pub fn local_descending_path(field: &str, value: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if value.starts_with('/') {
+        errs.push(FieldError::invalid(field, value, "must be a relative path"));
+    }
+    if value.split('/').any(|part| part == "..") {
+        errs.push(FieldError::invalid(field, value, "must not contain '..'"));
+    }
+    errs
+}
+
 pub fn dns1123_subdomain(field: &str, value: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if value.len() > 253 {
