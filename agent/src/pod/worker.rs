@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::cgroups::{CgroupLimits, CgroupPath, QosClass};
 use crate::context::AgentContext;
 use crate::logs;
+use crate::network::dns;
 use crate::pod::leftovers;
 use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
@@ -708,6 +709,7 @@ impl PodWorker {
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
         let share_pid = spec_of(&pod).share_process_namespace.unwrap_or(false);
         let uid = self.uid.clone();
+        let key = self.key.clone();
         // The id is on disk before anything carries it: whatever this
         // process is killed in the middle of, the next one finds it.
         let id = container::new_container_id();
@@ -725,6 +727,7 @@ impl PodWorker {
                 host_network,
                 share_pid,
                 &uid,
+                &key,
             );
             if made.is_err() {
                 // Nothing half made stays: processes, cgroup, network.
@@ -1351,34 +1354,55 @@ fn make_sandbox(
     pod_cgroup: &CgroupPath,
     dir: &Path,
     id: &str,
-    hostname: &str,
+    pod_name: &str,
     host_network: bool,
     share_pid: bool,
     uid: &str,
+    key: &str,
 ) -> Result<(SandboxState, Option<String>), String> {
     let limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
         .map_err(|e| crate::error_chain(&e))?;
     ctx.cgroups
         .create(pod_cgroup, &limits)
         .map_err(|e| format!("creating the pod cgroup: {}", crate::error_chain(&e)))?;
-    let sandbox_cgroup = ctx.cgroups.container_path(&pod_cgroup, &id);
+    let sandbox_cgroup = ctx.cgroups.container_path(pod_cgroup, id);
     ctx.cgroups
         .create(&sandbox_cgroup, &CgroupLimits::default())
         .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
-    let node_hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let etc_hostname = if host_network {
-        node_hostname.as_str()
-    } else {
-        hostname
+    let names = dns::pod_hostname(pod, &ctx.dns.cluster_domain).map_err(|e| e.to_string())?;
+    let (resolv, warnings) = dns::pod_resolv_conf(pod, &ctx.dns);
+    for w in warnings {
+        ctx.events.warning(key, None, w.reason, w.message);
+    }
+    let etc_files = |pod_ip: Option<&str>| -> Vec<(&str, String)> {
+        let (hostname, hosts) = if host_network {
+            let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            let node_hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                node_hostname,
+                dns::host_network_hosts_file(&node_hosts, pod),
+            )
+        } else {
+            let ips: Vec<String> = pod_ip.map(str::to_owned).into_iter().collect();
+            (
+                names.hostname.clone(),
+                dns::pod_hosts_file(pod, &names, &ips),
+            )
+        };
+        vec![
+            ("hosts", hosts),
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", resolv.render()),
+        ]
     };
-    sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, None, host_network)
+    sandbox::write_pod_etc(&dir.join("etc"), &etc_files(None))
         .map_err(|e| crate::error_chain(&e))?;
     let state = sandbox::start(
         &ctx.agent_exe,
-        &id,
-        &hostname,
+        id,
+        &names.hostname,
         host_network,
         share_pid,
         &crate::runtime::sysctls::pod_sysctls(pod),
@@ -1391,8 +1415,8 @@ fn make_sandbox(
     // CNI ADD into the sandbox's netns; the pod's /etc/hosts then names its IP.
     let pod_ref = crate::network::PodRef {
         namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
-        name: &hostname,
-        uid: &uid,
+        name: pod_name,
+        uid,
     };
     let pod_ip = match ctx.network.setup_pod(&pod_ref, &state) {
         Ok(ip) => ip,
@@ -1405,7 +1429,7 @@ fn make_sandbox(
         }
     };
     if pod_ip.is_some() {
-        sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, pod_ip.as_deref(), false)
+        sandbox::write_pod_etc(&dir.join("etc"), &etc_files(pod_ip.as_deref()))
             .map_err(|e| crate::error_chain(&e))?;
     }
     Ok((state, pod_ip))
@@ -1527,7 +1551,7 @@ fn create_and_start(
             std::fs::set_permissions(&termination_log, std::fs::Permissions::from_mode(0o666))
         })
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
-    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = ctx.pod_hostname(pod);
     let host_network = sandbox.host_network;
     let mut namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
     if sandbox.share_pid {
