@@ -406,3 +406,284 @@ fn a_burst_of_100_replicas_never_makes_extra_pods() {
         .count();
     assert_eq!(created, 100);
 }
+
+/// Stands in for the kubelets: marks every pending pod that `selector`
+/// selects Running and Ready, until dropped.
+struct FakeKubelets {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKubelets {
+    fn start(s: &ApiServer, selector: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kubeconfig, home) = (s.kubeconfig(), s.dir.path().to_owned());
+        let (flag, selector) = (stop.clone(), selector.to_owned());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new("/usr/bin/kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("HOME", &home)
+                    .args([
+                        "get",
+                        "pods",
+                        "-l",
+                        &selector,
+                        "--field-selector=status.phase=Pending",
+                        "-o",
+                        "name",
+                    ])
+                    .output()
+                    .unwrap();
+                let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+                let patch = serde_json::json!({"status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now.to_string()}]}});
+                for pod in String::from_utf8_lossy(&out.stdout).lines() {
+                    let _ = std::process::Command::new("/usr/bin/kubectl")
+                        .env("KUBECONFIG", &kubeconfig)
+                        .env("HOME", &home)
+                        .args([
+                            "patch",
+                            pod,
+                            "--subresource=status",
+                            "--type=merge",
+                            "-p",
+                            &patch.to_string(),
+                        ])
+                        .output();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeKubelets {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn replica_sets(s: &ApiServer) -> Vec<Value> {
+    json(s, &["get", "rs", "-l", "app=web"])["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn image_of(rs: &Value) -> &str {
+    rs["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn deployments_roll_out_roll_back_pause_and_resume() {
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.25",
+        "--replicas=3",
+    ]);
+    s.ok(&[
+        "annotate",
+        "deploy/web",
+        "kubernetes.io/change-cause=first release",
+    ]);
+    let _kubelets = FakeKubelets::start(&s, "app=web");
+    let done = s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(
+        done.contains("deployment \"web\" successfully rolled out"),
+        "{done}"
+    );
+
+    let rs1 = replica_sets(&s);
+    assert_eq!(rs1.len(), 1);
+    let rs1_name = rs1[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let hash = rs1[0]["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(rs1_name, format!("web-{hash}"));
+    assert_eq!(
+        rs1[0]["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash.as_str()
+    );
+    assert_eq!(
+        rs1[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        rs1[0]["metadata"]["annotations"]["kubernetes.io/change-cause"],
+        "first release"
+    );
+    for (pod, owner) in pods(&s, "app=web") {
+        assert!(pod.starts_with(&format!("{rs1_name}-")), "{pod}");
+        assert_eq!(owner.as_deref(), Some(rs1_name.as_str()));
+    }
+    let d = json(&s, &["get", "deploy", "web"]);
+    let cond = |d: &Value, t: &str| {
+        d["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(cond(&d, "Available")["reason"], "MinimumReplicasAvailable");
+    assert_eq!(cond(&d, "Progressing")["reason"], "NewReplicaSetAvailable");
+    assert_eq!(d["status"]["availableReplicas"], 3);
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
+    assert_eq!(
+        rows(&s.ok(&["get", "deploy", "web"]))[1][1..4],
+        ["3/3", "3", "3"]
+    );
+
+    // A new image: a second ReplicaSet, the old one scaled down one pod at
+    // a time (maxSurge 25% → 1, maxUnavailable 25% → 0 of 3).
+    s.ok(&["set", "image", "deploy/web", "nginx=nginx:1.26"]);
+    s.ok(&[
+        "annotate",
+        "deploy/web",
+        "kubernetes.io/change-cause=upgrade to 1.26",
+        "--overwrite",
+    ]);
+    let done = s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    let rss = replica_sets(&s);
+    assert_eq!(rss.len(), 2);
+    let rs2 = rss.iter().find(|r| image_of(r) == "nginx:1.26").unwrap();
+    let rs2_name = rs2["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(rs2["spec"]["replicas"], 3);
+    assert_eq!(
+        rs2["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let old = rss
+        .iter()
+        .find(|r| r["metadata"]["name"] == rs1_name.as_str())
+        .unwrap();
+    assert_eq!(old["spec"]["replicas"], 0);
+    let events = s.ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.kind=Deployment",
+        "-o",
+        "custom-columns=MSG:.message",
+    ]);
+    assert!(
+        events.contains(&format!("Scaled up replica set {rs2_name} from 0 to 1")),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!("Scaled down replica set {rs1_name} from 3 to 2")),
+        "{events}"
+    );
+    assert!(
+        !events.contains(&format!("Scaled down replica set {rs1_name} from 3 to 1")),
+        "{events}"
+    );
+    assert!(
+        pods(&s, "app=web")
+            .iter()
+            .all(|(_, o)| o.as_deref() == Some(rs2_name.as_str()))
+    );
+
+    // History lists both revisions with their change causes.
+    let history = s.ok(&["rollout", "history", "deploy/web"]);
+    assert!(history.contains("1         first release"), "{history}");
+    assert!(history.contains("2         upgrade to 1.26"), "{history}");
+
+    // Undo goes back to the first template, as revision 3.
+    s.ok(&["rollout", "undo", "deploy/web"]);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let d = json(&s, &["get", "deploy", "web"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.25"
+    );
+    let back = replica_sets(&s)
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == rs1_name.as_str())
+        .unwrap();
+    assert_eq!(back["spec"]["replicas"], 3);
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
+    s.ok(&["rollout", "undo", "deploy/web", "--to-revision=2"]);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert_eq!(
+        json(&s, &["get", "deploy", "web"])["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.26"
+    );
+
+    // Paused, a template change makes no ReplicaSet; resumed, it does.
+    s.ok(&["rollout", "pause", "deploy/web"]);
+    let paused = eventually("the DeploymentPaused condition", || {
+        let d = json(&s, &["get", "deploy", "web"]);
+        (cond(&d, "Progressing")["reason"] == "DeploymentPaused").then_some(d)
+    });
+    assert_eq!(cond(&paused, "Progressing")["status"], "Unknown");
+    s.ok(&["set", "image", "deploy/web", "nginx=nginx:1.27"]);
+    let err = s.fails(&["rollout", "undo", "deploy/web"]);
+    assert!(
+        err.contains("you cannot rollback a paused deployment"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(replica_sets(&s).iter().all(|r| image_of(r) != "nginx:1.27"));
+    s.ok(&["rollout", "resume", "deploy/web"]);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(
+        replica_sets(&s)
+            .iter()
+            .any(|r| image_of(r) == "nginx:1.27" && r["spec"]["replicas"] == 3)
+    );
+
+    // Restart: a new ReplicaSet for the same image.
+    let before = replica_sets(&s).len();
+    s.ok(&["rollout", "restart", "deploy/web"]);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert_eq!(replica_sets(&s).len(), before + 1);
+
+    // Scaling keeps the revision and sizes the one active set.
+    s.ok(&["scale", "deploy/web", "--replicas=5"]);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    wait_for_pods(&s, "app=web", 5);
+}
+
+#[test]
+fn python_client_creates_reads_and_scales_a_deployment() {
+    let s = ApiServer::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/deployments.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(s.kubeconfig())
+        .output()
+        .expect("run /usr/bin/python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python deployments failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("python deployments: OK"), "{stdout}");
+}

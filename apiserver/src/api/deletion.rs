@@ -335,6 +335,7 @@ mod tests {
             has_status: true,
             has_scale: false,
             annotations_bump_generation: false,
+            status_updates_annotations: false,
         };
         assert_eq!(default_policy(&jobs), Propagation::Orphan);
     }

@@ -765,6 +765,12 @@ impl Api {
             if let Some(rv) = meta(&new).get("resourceVersion") {
                 meta_mut(&mut merged).insert("resourceVersion".into(), rv.clone());
             }
+            if info.status_updates_annotations {
+                match meta(&new).get("annotations") {
+                    Some(a) => meta_mut(&mut merged).insert("annotations".into(), a.clone()),
+                    None => meta_mut(&mut merged).remove("annotations"),
+                };
+            }
             merged
         } else {
             let mut new = new;

@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::ReplicationController;
 
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
-use super::{daemonset, garbage_collector, namespace, pod_gc, replicaset, taint_eviction};
+use super::{
+    daemonset, deployment, garbage_collector, namespace, pod_gc, replicaset, taint_eviction,
+};
 use crate::leader_election::{LeaderElection, run_as_leader};
 
 /// The lease the active controller manager holds.
@@ -87,6 +89,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
                 },
             ))
         },
+    },
+    ControllerEntry {
+        name: "deployment-controller",
+        alias: "deployment",
+        start: |i, _| Box::pin(deployment::run(i)),
     },
 ];
 

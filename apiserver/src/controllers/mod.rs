@@ -13,6 +13,7 @@
 
 pub mod daemonset;
 pub mod daemonset_decide;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod event_recorder;
@@ -27,6 +28,7 @@ pub mod node_lifecycle;
 pub mod pod_gc;
 pub mod replicaset;
 pub mod replicaset_decide;
+pub mod rollout;
 pub mod served_resources;
 pub mod taint_eviction;
 pub mod work_queue;

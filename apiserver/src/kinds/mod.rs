@@ -41,6 +41,9 @@ pub struct ResourceInfo {
     pub has_scale: bool,
     /// Annotation changes bump `metadata.generation` as spec changes do.
     pub annotations_bump_generation: bool,
+    /// The status subresource also takes metadata (the Deployment
+    /// controller records revisions there without a new generation).
+    pub status_updates_annotations: bool,
 }
 
 impl ResourceInfo {
@@ -101,6 +104,7 @@ pub trait KindSpec:
     const HAS_STATUS: bool = false;
     const HAS_SCALE: bool = false;
     const ANNOTATIONS_BUMP_GENERATION: bool = false;
+    const STATUS_UPDATES_ANNOTATIONS: bool = false;
     /// Field selectors beyond `metadata.name` and `metadata.namespace`.
     const FIELDS: &'static [&'static str] = &[];
 
@@ -297,6 +301,7 @@ fn typed<K: KindSpec>(group: &'static str, version: &'static str) -> Arc<dyn Kin
             has_status: K::HAS_STATUS,
             has_scale: K::HAS_SCALE,
             annotations_bump_generation: K::ANNOTATIONS_BUMP_GENERATION,
+            status_updates_annotations: K::STATUS_UPDATES_ANNOTATIONS,
         },
         _k: std::marker::PhantomData,
     })

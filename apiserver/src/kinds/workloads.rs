@@ -291,6 +291,8 @@ impl KindSpec for Deployment {
     /// Annotations are copied to the ReplicaSets, so their changes are
     /// changes the controller must observe.
     const ANNOTATIONS_BUMP_GENERATION: bool = true;
+    /// `deploymentStatusStrategy` keeps only spec and labels.
+    const STATUS_UPDATES_ANNOTATIONS: bool = true;
 
     fn prepare_create(&mut self) {
         let spec = self.spec.get_or_insert_with(Default::default);
