@@ -161,30 +161,6 @@ spec:
         memory: 32Mi
 EOF
 
-# A root container with CAP_MKNOD makes nodes for the guest's disk and
-# /dev/kmsg and tries to open them: on cgroup v2 only the agent's eBPF device
-# program stands in the way.
-DISK_DEV=$(cat /sys/block/vda/dev 2>/dev/null || echo 254:0)
-cat >$MANIFESTS/dev-probe.yaml <<EOF
-apiVersion: v1
-kind: Pod
-metadata:
-  name: dev-probe
-  namespace: default
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: probe
-    image: busybox
-    command:
-    - sh
-    - -c
-    - |
-      mknod /tmp/disk b ${DISK_DEV%%:*} ${DISK_DEV##*:} && mknod /tmp/sda b 8 0 && mknod /tmp/kmsg c 1 11 && echo mknod=ok
-      for f in /dev/null /tmp/disk /tmp/sda /tmp/kmsg; do (exec 3<\$f) 2>/tmp/err && echo "\$f=open" || echo "\$f=denied \$(cat /tmp/err)"; done
-      exec sleep 3600
-EOF
-
 AGENT_PID=""
 if [ $AGENT_OK = 1 ]; then
 	t=$(now)
@@ -249,32 +225,6 @@ if [ $AGENT_OK = 1 ]; then
 	fi
 else
 	blocked memory-limit-oomkills
-fi
-
-# --- (2b) devices: the eBPF allow-list refuses the node's disk ---------------
-
-if [ $AGENT_OK = 1 ]; then
-	probe_log=""
-	probe_done() {
-		name=$(pod_jq dev-probe .metadata.name)
-		[ -n "$name" ] || return 1
-		probe_log=$(curl -sf --max-time 5 "$API/containerLogs/default/$name/probe")
-		echo "$probe_log" | grep -q "/tmp/kmsg="
-	}
-	if ! wait_for 120 probe_done; then
-		fail devices-restricted "no output from dev-probe within 120 s: $(pod_jq dev-probe '.status.containerStatuses[0].state | tojson')"
-		agent_log_tail
-	elif echo "$probe_log" | grep -q "mknod=ok" &&
-		echo "$probe_log" | grep -q "/dev/null=open" &&
-		echo "$probe_log" | grep -q "/tmp/disk=denied.*Operation not permitted" &&
-		echo "$probe_log" | grep -q "/tmp/kmsg=denied.*Operation not permitted"; then
-		pass devices-restricted "disk $DISK_DEV: $(echo "$probe_log" | tr '\n' ' ')"
-	else
-		fail devices-restricted "want mknod=ok, /dev/null open, the disk ($DISK_DEV) and kmsg denied (EPERM): $(echo "$probe_log" | tr '\n' ' ')"
-	fi
-	rm -f $MANIFESTS/dev-probe.yaml
-else
-	blocked devices-restricted
 fi
 
 # --- (3) removing the manifests removes cgroups, processes, namespaces --------
