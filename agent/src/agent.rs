@@ -49,6 +49,12 @@ pub struct AgentOptions {
     pub node_lease_duration_seconds: i32,
     /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
     pub proxy: crate::proxy::ProxyOptions,
+    /// `--cluster-dns`: the nameservers of `ClusterFirst` pods.
+    pub cluster_dns: Vec<IpAddr>,
+    /// `--cluster-domain`: their search domains' base.
+    pub cluster_domain: String,
+    /// `--resolv-conf`: what `Default` pods get and others add to.
+    pub resolv_conf: PathBuf,
     /// `--seccomp-default`, `--allowed-unsafe-sysctls`.
     pub policy: crate::runtime::node_policy::NodePolicy,
     /// `--tls-cert-file`/`--tls-private-key-file`: `--port`'s certificate.
@@ -81,6 +87,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         cgroup_root = %opts.cgroup_root,
         "starting the agent"
     );
+    // kubelet reads the node's resolver file once, at start.
+    let host_resolv = match std::fs::read_to_string(&opts.resolv_conf) {
+        Ok(text) => crate::network::dns::ResolvConf::parse(&text),
+        Err(e) => {
+            tracing::warn!(
+                "--resolv-conf {}: {e}; pods get no host nameservers",
+                opts.resolv_conf.display()
+            );
+            Default::default()
+        }
+    };
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
@@ -103,6 +120,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         api_objects: client
             .clone()
             .map(crate::kubeapi::objects::ApiObjectCache::start),
+        dns: crate::network::dns::NodeDns {
+            cluster_dns: opts.cluster_dns.clone(),
+            cluster_domain: opts.cluster_domain.clone(),
+            host: host_resolv,
+        },
     });
 
     {

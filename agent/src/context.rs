@@ -29,9 +29,21 @@ pub struct AgentContext {
     pub network: crate::network::PodNetwork,
     /// ConfigMaps, Secrets and Services from the apiserver (`None`: standalone).
     pub api_objects: Option<crate::kubeapi::objects::ApiObjectCache>,
+    /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
+    pub dns: crate::network::dns::NodeDns,
 }
 
 impl AgentContext {
+    /// The pod's host name and domain; a pod whose FQDN is too long keeps
+    /// its short name here (its sandbox refuses to start).
+    pub fn pod_hostname(&self, pod: &k8s_openapi::api::core::v1::Pod) -> String {
+        let names = crate::network::dns::pod_hostname(pod, &self.dns.cluster_domain);
+        match names {
+            Ok(n) => n.hostname,
+            Err(_) => pod.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
     pub fn pods_dir(&self) -> PathBuf {
         self.root_dir.join("pods")
     }

@@ -7,6 +7,7 @@
 //! attachments of sandboxes that died with a crashed agent are still released.
 
 pub mod config;
+pub mod dns;
 
 use std::path::PathBuf;
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::cgroups::{CgroupLimits, CgroupPath, QosClass};
 use crate::context::AgentContext;
 use crate::logs;
+use crate::network::dns;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
@@ -539,6 +540,7 @@ impl PodWorker {
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
         let share_pid = spec_of(&pod).share_process_namespace.unwrap_or(false);
         let uid = self.uid.clone();
+        let key = self.key.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
                 .map_err(|e| crate::error_chain(&e))?;
@@ -550,20 +552,41 @@ impl PodWorker {
             ctx.cgroups
                 .create(&sandbox_cgroup, &CgroupLimits::default())
                 .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
-            let node_hostname = nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let etc_hostname = if host_network {
-                &node_hostname
-            } else {
-                &hostname
+            let names =
+                dns::pod_hostname(&pod, &ctx.dns.cluster_domain).map_err(|e| e.to_string())?;
+            let (resolv, warnings) = dns::pod_resolv_conf(&pod, &ctx.dns);
+            for w in warnings {
+                ctx.events.warning(&key, None, w.reason, w.message);
+            }
+            let etc_files = |pod_ip: Option<&str>| -> Vec<(&str, String)> {
+                let (hostname, hosts) = if host_network {
+                    let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+                    let node_hostname = nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (
+                        node_hostname,
+                        dns::host_network_hosts_file(&node_hosts, &pod),
+                    )
+                } else {
+                    let ips: Vec<String> = pod_ip.map(str::to_owned).into_iter().collect();
+                    (
+                        names.hostname.clone(),
+                        dns::pod_hosts_file(&pod, &names, &ips),
+                    )
+                };
+                vec![
+                    ("hosts", hosts),
+                    ("hostname", format!("{hostname}\n")),
+                    ("resolv.conf", resolv.render()),
+                ]
             };
-            sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, None, host_network)
+            sandbox::write_pod_etc(&dir.join("etc"), &etc_files(None))
                 .map_err(|e| crate::error_chain(&e))?;
             let state = sandbox::start(
                 &ctx.agent_exe,
                 &id,
-                &hostname,
+                &names.hostname,
                 host_network,
                 share_pid,
                 &crate::runtime::sysctls::pod_sysctls(&pod),
@@ -590,7 +613,7 @@ impl PodWorker {
                 }
             };
             if pod_ip.is_some() {
-                sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, pod_ip.as_deref(), false)
+                sandbox::write_pod_etc(&dir.join("etc"), &etc_files(pod_ip.as_deref()))
                     .map_err(|e| crate::error_chain(&e))?;
             }
             Ok((state, pod_ip))
@@ -1325,7 +1348,7 @@ fn create_and_start(
             std::fs::set_permissions(&termination_log, std::fs::Permissions::from_mode(0o666))
         })
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
-    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = ctx.pod_hostname(pod);
     let host_network = sandbox.host_network;
     let mut namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
     if sandbox.share_pid {
