@@ -31,6 +31,7 @@
 //! All of it is plain synchronous std code: it runs in the agent (via
 //! `spawn_blocking`) and in single-threaded helper processes alike.
 
+pub mod devices;
 mod qos;
 mod v1;
 mod v2;
