@@ -1,7 +1,7 @@
 //! A node's life in the cluster, through the real kubectl: the node
 //! controller losing and finding the agent again (NotReady, unreachable
 //! taints), cordon / drain / uncordon with evictions the agent carries out,
-//! the scheduler's `Scheduled` event on a binding, and allocatable less the
+//! `kubectl run` placed by the in-process scheduler and run, and allocatable less the
 //! node's reservations.
 
 #[path = "common/cluster.rs"]
@@ -318,28 +318,48 @@ fn cordon_drain_and_uncordon_evict_api_pods_and_leave_the_mirror_pod() {
 }
 
 #[test]
-fn a_binding_records_the_schedulers_event() {
+fn kubectl_run_is_scheduled_onto_the_node_and_runs() {
     let api = ApiServer::start();
     let node = api.join();
     let name = node.node_name.clone();
-    api.apply(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unbound\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: busybox\n    command: [\"sleep\", \"3600\"]\n",
-    );
-    let binding = format!(
-        "{{\"apiVersion\":\"v1\",\"kind\":\"Binding\",\"metadata\":{{\"name\":\"unbound\"}},\"target\":{{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"name\":\"{name}\"}}}}"
-    );
-    let file = api.dir.path().join("binding.json");
-    std::fs::write(&file, binding).unwrap();
     api.kubectl(&[
-        "create",
-        "--raw",
-        "/api/v1/namespaces/default/pods/unbound/binding",
-        "-f",
-        file.to_str().unwrap(),
+        "run",
+        "sched",
+        "--image=busybox",
+        "--overrides",
+        // A busy build machine's disk may be past the agent's 10% nodefs
+        // threshold; its DiskPressure taint would (rightly) keep the pod off.
+        r#"{"spec":{"terminationGracePeriodSeconds":1,"tolerations":[{"key":"node.kubernetes.io/disk-pressure","operator":"Exists","effect":"NoSchedule"}]}}"#,
+        "--command",
+        "--",
+        "sleep",
+        "3600",
     ]);
-    let message = format!("Successfully assigned default/unbound to {name}");
+    // The in-process scheduler binds it; the agent starts it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let placed = loop {
+        let out = api.try_kubectl(&[
+            "get",
+            "pod",
+            "sched",
+            "-o",
+            "jsonpath={.spec.nodeName} {.status.phase}",
+        ]);
+        if out.as_deref() == Some(format!("{name} Running").as_str()) || Instant::now() > deadline {
+            break out.unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        placed,
+        format!("{name} Running"),
+        "{}\nagent log:\n{}",
+        api.kubectl(&["describe", "pod", "sched"]),
+        common::tail(&node.agent_log(), 30)
+    );
+    let message = format!("Successfully assigned default/sched to {name}");
     let describe = wait_for(&node, "events in describe", Duration::from_secs(30), || {
-        let d = api.try_kubectl(&["describe", "pod", "unbound"])?;
+        let d = api.try_kubectl(&["describe", "pod", "sched"])?;
         d.contains("Started").then_some(d)
     });
     let scheduled = describe
@@ -357,8 +377,8 @@ fn a_binding_records_the_schedulers_event() {
         "-o",
         "jsonpath={.items[0].source.component} {.items[0].involvedObject.name} {.items[0].message}",
     ]);
-    assert_eq!(events, format!("default-scheduler unbound {message}"));
-    api.kubectl(&["delete", "pod", "unbound", "--timeout=30s"]);
+    assert_eq!(events, format!("default-scheduler sched {message}"));
+    api.kubectl(&["delete", "pod", "sched", "--timeout=30s"]);
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub mod kinds;
 pub mod leader_election;
 pub mod node_client;
 pub mod pki;
+pub mod scheduler;
 pub mod selectors;
 pub mod server;
 pub mod status;

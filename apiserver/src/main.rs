@@ -10,13 +10,15 @@ use kubelab_apiserver::controllers::manager::{self, ManagerOptions};
 use kubelab_apiserver::controllers::node_ipam::NodeIpamOptions;
 use kubelab_apiserver::controllers::node_lifecycle::{NodeLifecycleOptions, parse_duration};
 use kubelab_apiserver::dns::{self, ClusterDnsConfig, kube_dns_service::KubeDnsService};
+use kubelab_apiserver::scheduler::{KubeSchedulerConfiguration, SchedulerSettings};
 use kubelab_apiserver::server::{self, Config};
 use kubelab_apiserver::storage::embedded::LOG_WINDOW;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Without a subcommand: the apiserver, with the control plane in-process.
+/// Serves the API and runs the control plane in-process; a subcommand
+/// runs one part of the control plane alone, against a cluster's API.
 #[derive(Parser, Debug)]
 #[command(
     name = "kubelab-apiserver",
@@ -35,6 +37,8 @@ struct Cli {
 enum Command {
     /// Run the controller manager alone, as kube-controller-manager.
     ControllerManager(ControllerManagerFlags),
+    /// kube-scheduler: places pending pods on nodes, as a client of the API.
+    Scheduler(SchedulerFlags),
     /// Run only the cluster DNS, against an apiserver from --kubeconfig.
     Dns(DnsFlags),
 }
@@ -70,6 +74,59 @@ struct ControllerTuning {
 
 fn manager_defaults() -> ManagerOptions {
     ManagerOptions::default()
+}
+
+/// kube-scheduler's flags.
+#[derive(Args, Debug, Clone)]
+struct SchedulerFlags {
+    /// The cluster to schedule for (absent: $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Take the lease before scheduling, so that of several schedulers only one acts.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    leader_elect: Option<bool>,
+    /// The lease's name (default kube-scheduler, or the config's leaderElection.resourceName).
+    #[arg(long)]
+    leader_elect_resource_name: Option<String>,
+    /// The lease's namespace (default kube-system).
+    #[arg(long)]
+    leader_elect_resource_namespace: Option<String>,
+    /// Without --config: the one profile's schedulerName (older
+    /// kube-scheduler's flag, as the multiple-schedulers recipes use it).
+    #[arg(long)]
+    scheduler_name: Option<String>,
+}
+
+impl SchedulerFlags {
+    /// The configuration file (or the defaults) with the flags on top.
+    fn settings(&self) -> anyhow::Result<SchedulerSettings> {
+        let file = match &self.config {
+            Some(p) => KubeSchedulerConfiguration::from_file(p)?,
+            None => KubeSchedulerConfiguration::default(),
+        };
+        let mut settings = file.resolve()?;
+        if let Some(name) = &self.scheduler_name {
+            if self.config.is_some() {
+                anyhow::bail!(
+                    "--scheduler-name cannot be used with --config: name the profiles in the file"
+                );
+            }
+            settings.profiles[0].scheduler_name = name.clone();
+        }
+        if let Some(le) = self.leader_elect {
+            settings.leader_elect = le;
+        }
+        if let Some(n) = &self.leader_elect_resource_name {
+            settings.lease_name = n.clone();
+        }
+        if let Some(n) = &self.leader_elect_resource_namespace {
+            settings.lease_namespace = n.clone();
+        }
+        Ok(settings)
+    }
 }
 
 /// kube-apiserver's flag names for what this server does.
@@ -143,6 +200,13 @@ struct Flags {
     controllers: Vec<String>,
     #[command(flatten)]
     tuning: ControllerTuning,
+    /// Don't run the scheduler in this process (run `kubelab-apiserver
+    /// scheduler` elsewhere, or bind pods yourself).
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// The in-process scheduler's KubeSchedulerConfiguration file.
+    #[arg(long, value_name = "FILE")]
+    scheduler_config: Option<PathBuf>,
     /// Components not to run in this process, as k3s' `--disable`:
     /// `coredns` (the cluster DNS and its `kube-dns` Service).
     #[arg(long, value_delimiter = ',', value_parser = ["coredns"])]
@@ -259,25 +323,45 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(Command::ControllerManager(cm)) = cli.command {
-        let client = kubelab_apiserver::client::from_kubeconfig(cm.kubeconfig.as_deref()).await?;
-        return manager::run(
-            client,
-            ManagerOptions {
-                controllers: cm.controllers,
-                leader_elect: cm.leader_elect,
-                concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
-                terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
-                ..Default::default()
-            },
-        )
-        .await;
-    }
-    if let Some(Command::Dns(dns_flags)) = cli.command {
-        return run_dns(dns_flags).await;
+    match cli.command {
+        Some(Command::ControllerManager(cm)) => {
+            let client =
+                kubelab_apiserver::client::from_kubeconfig(cm.kubeconfig.as_deref()).await?;
+            return manager::run(
+                client,
+                ManagerOptions {
+                    controllers: cm.controllers,
+                    leader_elect: cm.leader_elect,
+                    concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
+                    terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        Some(Command::Scheduler(sf)) => {
+            let settings = sf.settings()?;
+            let client =
+                kubelab_apiserver::client::from_kubeconfig(sf.kubeconfig.as_deref()).await?;
+            return tokio::select! {
+                r = kubelab_apiserver::scheduler::run(client, settings) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            };
+        }
+        Some(Command::Dns(dns_flags)) => return run_dns(dns_flags).await,
+        None => {}
     }
     let flags = cli.server;
     manager::enabled_controllers(&flags.controllers)?;
+    let scheduler = if flags.disable_scheduler {
+        None
+    } else {
+        let file = match &flags.scheduler_config {
+            Some(p) => KubeSchedulerConfiguration::from_file(p)?,
+            None => KubeSchedulerConfiguration::default(),
+        };
+        Some(file.resolve()?)
+    };
     let cluster_dns = if flags.disable.iter().any(|d| d == "coredns") {
         None
     } else {
@@ -323,6 +407,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             },
         },
+        scheduler,
     })
     .await
 }

@@ -47,6 +47,9 @@ pub struct Config {
     pub service_network: api::ServiceNetwork,
     /// The in-process controllers' settings.
     pub controllers: crate::controllers::ControllerOptions,
+    /// The in-process scheduler's settings; `None` (`--disable-scheduler`):
+    /// no scheduler runs here.
+    pub scheduler: Option<crate::scheduler::SchedulerSettings>,
     /// The in-process cluster DNS; `None`: not run (`--disable=coredns`).
     pub cluster_dns: Option<ClusterDnsOptions>,
 }
@@ -184,6 +187,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         secure_port: cfg.secure_port,
     };
     crate::controllers::start(&api, &cfg.controllers, kubernetes).await?;
+    if let Some(settings) = cfg.scheduler.clone() {
+        let client = crate::client::in_process(api.clone(), "system:kube-scheduler");
+        tokio::spawn(async move {
+            if let Err(e) = crate::scheduler::run(client, settings).await {
+                tracing::error!("the scheduler stopped: {e:#}");
+            }
+        });
+    }
     if let Some(dns) = &cfg.cluster_dns {
         start_cluster_dns(&api, &cfg, dns, advertise);
     }

@@ -66,7 +66,8 @@ fn kubectl_logs_reads_the_container_log_from_the_node() {
             "pending.yaml",
             &POD_ON_NODE1
                 .replace("name: web", "name: pending")
-                .replace("  nodeName: node1\n", ""),
+                // A scheduler that doesn't run: it stays unassigned.
+                .replace("  nodeName: node1\n", "  schedulerName: none\n"),
         ),
     ]);
     let err = s.fails(&["logs", "pending"]);

@@ -1,6 +1,5 @@
 //! Events the apiserver process records itself, as the components it stands
-//! in for do: `default-scheduler` on a binding, `node-controller` on node
-//! health. Core/v1 Events, named `<object>.<hex time>` as client-go names them.
+//! in for do: `node-controller` on node health. Core/v1 Events, named `<object>.<hex time>` as client-go names them.
 
 use serde_json::{Value, json};
 
@@ -14,10 +13,6 @@ pub struct EventSource {
     pub action: &'static str,
 }
 
-pub const SCHEDULER: EventSource = EventSource {
-    component: "default-scheduler",
-    action: "Binding",
-};
 pub const NODE_CONTROLLER: EventSource = EventSource {
     component: "node-controller",
     action: "NodeHealth",
@@ -96,22 +91,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_scheduled_event_reads_as_the_schedulers() {
+    fn events_read_as_the_components() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web", "namespace": "dev", "uid": "u1", "resourceVersion": "7"}});
         let e = render_event(
             &pod,
-            SCHEDULER,
+            NODE_CONTROLLER,
             "Normal",
-            "Scheduled",
-            "Successfully assigned dev/web to node1",
+            "NodeNotReady",
+            "Node is not ready",
             jiff::Timestamp::from_second(1_700_000_000).unwrap(),
         );
         assert_eq!(e["metadata"]["namespace"], "dev");
         assert!(e["metadata"]["name"].as_str().unwrap().starts_with("web."));
         assert_eq!(e["involvedObject"]["kind"], "Pod");
         assert_eq!(e["involvedObject"]["uid"], "u1");
-        assert_eq!(e["source"]["component"], "default-scheduler");
+        assert_eq!(e["source"]["component"], "node-controller");
         assert_eq!(e["firstTimestamp"], "2023-11-14T22:13:20Z");
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}});
         let e = render_event(

@@ -11,6 +11,7 @@ mod logs;
 pub mod metrics;
 pub mod object;
 pub mod patch;
+mod priority;
 mod protobuf;
 mod reviews;
 pub mod scale;
@@ -605,7 +606,13 @@ impl Api {
         if obj.get("spec").is_some() && info.plural != "namespaces" {
             meta_mut(&mut obj).insert("generation".into(), 1.into());
         }
-        let (obj, unknown) = self.decode_strict(kind, obj, params)?;
+        let (mut obj, unknown) = self.decode_strict(kind, obj, params)?;
+        // Admission that reads other objects, before defaults fill the fields.
+        match (info.group, info.plural) {
+            ("", "pods") => self.admit_pod_priority(&mut obj).await?,
+            ("scheduling.k8s.io", "priorityclasses") => self.admit_priority_class(&obj).await?,
+            _ => {}
+        }
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
         let name = object::name(&obj).to_owned();
         let errs = kind.validate(&obj, None);
@@ -1342,14 +1349,7 @@ impl Api {
             .await
             .map_err(|e| ApiError::from_storage(subject, name, e))?;
         meta_mut(&mut pod).insert("resourceVersion".into(), rev.to_string().into());
-        self.record_event(
-            &pod,
-            events::SCHEDULER,
-            "Normal",
-            "Scheduled",
-            &format!("Successfully assigned {ns}/{name} to {node}"),
-        )
-        .await;
+        // The scheduler that asked records `Scheduled`, under its own name.
         Ok(json_response(
             StatusCode::CREATED,
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
@@ -1546,6 +1546,7 @@ impl Api {
                 .map_err(|e| anyhow::anyhow!(e.message))?;
             }
         }
+        self.bootstrap_priority_classes().await?;
         Ok(())
     }
 }

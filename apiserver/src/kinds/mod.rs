@@ -10,6 +10,7 @@ mod core;
 mod discovery;
 mod pod;
 pub mod pod_template;
+pub mod scheduling;
 pub mod table;
 pub mod validation;
 mod workloads;
@@ -316,7 +317,7 @@ impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
             apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
-            discovery::v1 as discovery,
+            discovery::v1 as discovery, scheduling::v1 as scheduling,
         };
         Self {
             kinds: vec![
@@ -337,6 +338,7 @@ impl Default for Registry {
                 typed::<apps::ControllerRevision>("apps", "v1"),
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
+                typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
             ],
         }
     }

@@ -1,0 +1,230 @@
+//! DefaultPreemption (PostFilter): when a pod fits nowhere, find a node
+//! where evicting lower-priority pods makes room, with the fewest and least
+//! important victims. Pure: it names the node and the victims; the caller
+//! nominates the pod there and deletes the victims gracefully.
+
+use std::collections::BTreeMap;
+
+use super::framework::{FitError, Profile, run_filters};
+use super::node_info::PodInfo;
+use super::plugins::{Code, CycleState, Plugin, Rejection, Snapshot};
+
+pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
+pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+
+/// The node to nominate and the pods to evict there.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub node: String,
+    pub victims: Vec<PodInfo>,
+}
+
+fn start_time(p: &PodInfo) -> Option<jiff::Timestamp> {
+    p.pod.status.as_ref()?.start_time.as_ref().map(|t| t.0)
+}
+
+/// `PodEligibleToPreemptOthers`: `None` if the pod may preempt, else why not.
+pub fn ineligible(state: &CycleState, snapshot: &Snapshot) -> Option<&'static str> {
+    let spec = state.pod.pod.spec.as_ref()?;
+    if spec.preemption_policy.as_deref() == Some("Never") {
+        return Some("not eligible due to preemptionPolicy=Never.");
+    }
+    let nominated = state
+        .pod
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())?;
+    let node = snapshot.nodes.iter().find(|n| n.name == nominated)?;
+    // Victims of an earlier round are still terminating: wait for them.
+    node.pods
+        .iter()
+        .any(|p| p.is_terminating() && p.priority < state.pod.priority)
+        .then_some("not eligible due to a terminating pod on the nominated node.")
+}
+
+/// Finds the best candidate, or the `preemption: …` message saying why
+/// there is none.
+pub fn preempt(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    state: &CycleState,
+    fit: &FitError,
+) -> Result<Candidate, String> {
+    if let Some(why) = ineligible(state, snapshot) {
+        return Err(format!("preemption: {why}"));
+    }
+    let mut statuses: BTreeMap<String, Rejection> = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for node in snapshot.nodes {
+        let helpful = fit
+            .statuses
+            .get(&node.name)
+            .is_some_and(|r| r.code == Code::Unschedulable);
+        if !helpful {
+            statuses.insert(
+                node.name.clone(),
+                Rejection::new(
+                    Plugin::DefaultPreemption,
+                    Code::UnschedulableAndUnresolvable,
+                    NOT_HELPFUL,
+                ),
+            );
+            continue;
+        }
+        match victims_on(profile, snapshot, state, node) {
+            Some(victims) => candidates.push(Candidate {
+                node: node.name.clone(),
+                victims,
+            }),
+            None => {
+                statuses.insert(
+                    node.name.clone(),
+                    Rejection::new(Plugin::DefaultPreemption, Code::Unschedulable, NO_VICTIMS),
+                );
+            }
+        }
+    }
+    if candidates.is_empty() {
+        let inner = FitError {
+            num_all_nodes: snapshot.nodes.len(),
+            statuses,
+            post_filter_msg: None,
+        };
+        return Err(format!("preemption: {}", inner.message()));
+    }
+    Ok(pick_one(candidates))
+}
+
+/// `SelectVictimsOnNode`: remove every lower-priority pod; if the pod then
+/// fits, add back the most important ones while it still fits.
+fn victims_on(
+    profile: &Profile,
+    snapshot: &Snapshot,
+    state: &CycleState,
+    node: &super::node_info::NodeInfo,
+) -> Option<Vec<PodInfo>> {
+    let mut trial = node.clone();
+    let mut lower: Vec<PodInfo> = node
+        .pods
+        .iter()
+        .filter(|p| p.priority < state.pod.priority)
+        .cloned()
+        .collect();
+    if lower.is_empty() {
+        return None;
+    }
+    for p in &lower {
+        trial.remove_pod(&p.uid);
+    }
+    run_filters(profile, state, &trial, snapshot).ok()?;
+    // Most important first: higher priority, then started earlier.
+    lower.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| start_time(a).cmp(&start_time(b)))
+    });
+    let mut victims = Vec::new();
+    for p in lower {
+        trial.add_pod(p.clone());
+        if run_filters(profile, state, &trial, snapshot).is_err() {
+            trial.remove_pod(&p.uid);
+            victims.push(p);
+        }
+    }
+    Some(victims)
+}
+
+/// `pickOneNodeForPreemption`: the lowest highest-priority victim, then the
+/// smallest priority sum, then the fewest victims.
+fn pick_one(mut candidates: Vec<Candidate>) -> Candidate {
+    let key = |c: &Candidate| {
+        let highest = c
+            .victims
+            .iter()
+            .map(|v| v.priority)
+            .max()
+            .unwrap_or(i32::MIN);
+        let sum: i64 = c
+            .victims
+            .iter()
+            .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
+            .sum();
+        (highest, sum, c.victims.len())
+    };
+    candidates.sort_by_key(key);
+    candidates.swap_remove(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::framework::{Profile, schedule_pod};
+    use crate::scheduler::node_info::NodeInfo;
+    use crate::scheduler::plugins::testing::*;
+    use std::collections::HashMap;
+
+    fn prioritized(name: &str, cpu: &str, priority: i32, node: Option<&str>) -> PodInfo {
+        let mut p = pod(name, cpu, "");
+        p.spec.as_mut().unwrap().priority = Some(priority);
+        match node {
+            Some(n) => on(p, n),
+            None => pinfo(p),
+        }
+    }
+
+    fn run(nodes: &[NodeInfo], incoming: PodInfo) -> Result<Candidate, String> {
+        let ns = HashMap::new();
+        let snap = Snapshot {
+            nodes,
+            namespace_labels: &ns,
+        };
+        let profile = Profile::default_named("default-scheduler");
+        let failed = schedule_pod(&profile, &snap, incoming, HashMap::new(), 0, |_| 0).unwrap_err();
+        preempt(&profile, &snap, &failed.state, &failed.error)
+    }
+
+    #[test]
+    fn evicts_the_fewest_least_important_pods() {
+        let mut a = info(node("a", "2", "4Gi", &[]));
+        a.add_pod(prioritized("a-low", "1", 10, Some("a")));
+        a.add_pod(prioritized("a-mid", "1", 100, Some("a")));
+        let mut b = info(node("b", "2", "4Gi", &[]));
+        b.add_pod(prioritized("b-high", "2", 500, Some("b")));
+        let c = run(&[a, b], prioritized("critical", "1", 1000, None)).unwrap();
+        assert_eq!(c.node, "a");
+        let names: Vec<&str> = c.victims.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, vec!["a-low"]);
+    }
+
+    #[test]
+    fn nothing_lower_to_evict_is_said_as_kube_scheduler_says_it() {
+        let mut a = info(node("a", "1", "4Gi", &[]));
+        a.add_pod(prioritized("peer", "1", 1000, Some("a")));
+        let cordoned = {
+            let mut n = node("b", "8", "4Gi", &[]);
+            n.spec.as_mut().unwrap().unschedulable = Some(true);
+            info(n)
+        };
+        let err = run(&[a, cordoned], prioritized("p", "1", 1000, None)).unwrap_err();
+        assert_eq!(
+            err,
+            "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
+        );
+    }
+
+    #[test]
+    fn preemption_policy_never_does_not_preempt() {
+        let mut a = info(node("a", "1", "4Gi", &[]));
+        a.add_pod(prioritized("low", "1", 0, Some("a")));
+        let mut p = prioritized("p", "1", 1000, None);
+        let mut pod = (*p.pod).clone();
+        pod.spec.as_mut().unwrap().preemption_policy = Some("Never".into());
+        p = pinfo(pod);
+        assert_eq!(
+            run(&[a], p).unwrap_err(),
+            "preemption: not eligible due to preemptionPolicy=Never."
+        );
+    }
+}

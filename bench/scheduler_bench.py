@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Scheduler throughput, as kube-scheduler's scheduler_perf measures it
+(SchedulingBasic): N Node objects with no agents behind them (kept Ready
+by a long --node-monitor-grace-period; scheduler_perf's node: 4 CPU,
+32 GiB, 110 pods), then P pods (scheduler_perf's pod: 100m CPU, 500 MiB
+requested) created as fast as the API takes them, and the in-process
+scheduler binds them.
+
+Measured, per cluster size, in one run against one fresh apiserver:
+1. The bare write ceiling: P pods created with spec.nodeName already set
+   (nothing to schedule) by the same clients: creates/s.
+2. Scheduling: P unassigned pods created; a watch records when each one
+   shows spec.nodeName. Throughput = P / (first create sent -> last pod
+   bound), pods/s, also as a share of the bare write rate; bind latency =
+   create acknowledged -> binding seen on the watch, p50 and p99.
+
+Run from the repo root after `cargo build --release --workspace`:
+    python3 bench/scheduler_bench.py [--nodes 500,5000] [--pods 1000] [--clients 2]
+Prints a table and writes bench/scheduler_results.json. Nothing is asserted.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from apiserver_bench import APISERVER, Client, free_port, rss_kib, tls_context, wait_port
+
+REPO = Path(__file__).resolve().parent.parent
+# Another build (e.g. target/debug) to try the script quickly.
+APISERVER = Path(os.environ.get("KUBELAB_APISERVER", APISERVER))
+
+
+def node(name):
+    alloc = {"cpu": "4", "memory": "32Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {
+            "capacity": alloc,
+            "allocatable": alloc,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status"}],
+        },
+    }
+
+
+def pod(name, node_name=None):
+    spec = {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}]}
+    if node_name:
+        spec["nodeName"] = node_name
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def create_all(port, ctx, clients, path, objects):
+    """POSTs every object with `clients` keep-alive connections; returns
+    (start, end, {name: ack time})."""
+    acks = {}
+    lock = threading.Lock()
+    chunks = [objects[i::clients] for i in range(clients)]
+
+    def worker(chunk):
+        c = Client(port, ctx)
+        for obj in chunk:
+            c.request("POST", path, obj)
+            t = time.monotonic()
+            with lock:
+                acks[obj["metadata"]["name"]] = t
+
+    threads = [threading.Thread(target=worker, args=(ch,)) for ch in chunks]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return start, time.monotonic(), acks
+
+
+class BindWatch:
+    """Watches pods in a namespace from a resourceVersion; records when each
+    pod first shows spec.nodeName."""
+
+    def __init__(self, port, ctx, ns, rv):
+        self.bound = {}
+        self.done = threading.Event()
+        self.want = None
+        c = Client(port, ctx)
+        c.conn.request("GET", f"/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}",
+                       headers={"Accept": "application/json"})
+        self.resp = c.conn.getresponse()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while True:
+            line = self.resp.readline()
+            if not line:
+                return
+            line = line.strip()
+            if not line:
+                continue
+            ev = json.loads(line)
+            obj = ev.get("object", {})
+            name = obj.get("metadata", {}).get("name")
+            if obj.get("spec", {}).get("nodeName") and name not in self.bound:
+                self.bound[name] = time.monotonic()
+                if self.want is not None and len(self.bound) >= self.want:
+                    self.done.set()
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def run_size(nodes, pods, clients):
+    tmp = Path(tempfile.mkdtemp(prefix="kubelab-sched-bench-"))
+    port = free_port()
+    log = open(tmp / "apiserver.log", "w")
+    proc = subprocess.Popen(
+        [str(APISERVER), "--data-dir", str(tmp / "data"), "--bind-address", "127.0.0.1",
+         "--secure-port", str(port), "--node-monitor-grace-period", "24h",
+         "--allocate-node-cidrs=false"],
+        stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_port(port, proc, "kubelab-apiserver")
+        time.sleep(0.5)
+        ctx = tls_context(tmp / "data")
+        admin = Client(port, ctx)
+        for ns in ("bare", "sched"):
+            admin.request("POST", "/api/v1/namespaces",
+                          {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        t0 = time.monotonic()
+        create_all(port, ctx, 4, "/api/v1/nodes", [node(f"node-{i}") for i in range(nodes)])
+        node_secs = time.monotonic() - t0
+        time.sleep(1.0)
+
+        # 1. The bare write ceiling: pods that need no scheduling.
+        bare = [pod(f"bare-{i}", f"node-{i % nodes}") for i in range(pods)]
+        s, e, _ = create_all(port, ctx, clients, "/api/v1/namespaces/bare/pods", bare)
+        bare_rate = pods / (e - s)
+        time.sleep(1.0)
+
+        # 2. Scheduling.
+        rv = json.loads(admin.request("GET", "/api/v1/namespaces/sched/pods"))["metadata"]["resourceVersion"]
+        watch = BindWatch(port, ctx, "sched", rv)
+        watch.want = pods
+        todo = [pod(f"p-{i}") for i in range(pods)]
+        start, created, acks = create_all(port, ctx, clients, "/api/v1/namespaces/sched/pods", todo)
+        finished = watch.done.wait(timeout=300)
+        last = max(watch.bound.values()) if watch.bound else time.monotonic()
+        latencies = [(watch.bound[n] - acks[n]) * 1000 for n in acks if n in watch.bound]
+        result = {
+            "nodes": nodes,
+            "pods": pods,
+            "clients": clients,
+            "node_create_s": round(node_secs, 2),
+            "bare_creates_per_s": round(bare_rate, 1),
+            "create_rate_per_s": round(pods / (created - start), 1),
+            "bound": len(watch.bound),
+            "all_bound": finished,
+            "scheduled_pods_per_s": round(len(watch.bound) / (last - start), 1),
+            "share_of_bare_write_rate": round(len(watch.bound) / (last - start) / bare_rate, 3),
+            "bind_latency_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
+            "bind_latency_p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
+            "apiserver_rss_kib": rss_kib(proc.pid),
+        }
+        return result
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", default="500,5000")
+    ap.add_argument("--pods", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=2)
+    args = ap.parse_args()
+    if not APISERVER.exists():
+        raise SystemExit(f"{APISERVER} missing: cargo build --release --workspace")
+    results = []
+    for n in [int(x) for x in args.nodes.split(",")]:
+        r = run_size(n, args.pods, args.clients)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    print()
+    print(f"{'nodes':>6} {'pods':>5} {'bare w/s':>9} {'create/s':>9} {'sched pods/s':>13} "
+          f"{'share':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in results:
+        print(f"{r['nodes']:>6} {r['pods']:>5} {r['bare_creates_per_s']:>9} {r['create_rate_per_s']:>9} "
+              f"{r['scheduled_pods_per_s']:>13} {r['share_of_bare_write_rate']:>6} "
+              f"{r['bind_latency_p50_ms']:>8} {r['bind_latency_p99_ms']:>8}")
+    (REPO / "bench/scheduler_results.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
