@@ -120,6 +120,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         api_objects: client
             .clone()
             .map(crate::kubeapi::objects::ApiObjectCache::start),
+        api_client: client.clone(),
         dns: crate::network::dns::NodeDns {
             cluster_dns: opts.cluster_dns.clone(),
             cluster_domain: opts.cluster_domain.clone(),

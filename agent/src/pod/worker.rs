@@ -708,6 +708,9 @@ impl PodWorker {
         let hostname = pod.metadata.name.clone().unwrap_or_default();
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
         let share_pid = spec_of(&pod).share_process_namespace.unwrap_or(false);
+        if !host_network {
+            ctx.refresh_pod_cidr().await;
+        }
         let uid = self.uid.clone();
         let key = self.key.clone();
         // The id is on disk before anything carries it: whatever this
