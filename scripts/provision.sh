@@ -165,6 +165,14 @@ install_image() {
 	RUST_LOG=warn /usr/local/bin/kubelab-agent --root-dir /var/lib/kubelet image import "$tar" >/dev/null
 }
 
+# A node of a cluster resolves names through its DNS: the kube-dns Service
+# (the service range's tenth address) that the apiserver serves, as kubeadm
+# writes clusterDNS/clusterDomain into the kubelet's config.
+cluster_dns_config() {
+	[ -n "$AGENT_KUBECONFIG" ] || return 0
+	printf 'clusterDNS: [10.96.0.10]\nclusterDomain: cluster.local\n'
+}
+
 # ---------------------------------------------------------------- units
 write_config() {
 	mkdir -p /etc/kubelab "$MANIFESTS"
@@ -182,6 +190,7 @@ port: $SECURE_PORT
 $(auth_config)
 # The read-only API, plain HTTP: /pods, /stats/summary, /metrics (top, experiment).
 readOnlyPort: $AGENT_PORT
+$(cluster_dns_config)
 EOF
 	local args="--hostname-override $NODE_NAME"
 	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"

@@ -49,6 +49,12 @@ pub struct AgentOptions {
     pub node_lease_duration_seconds: i32,
     /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
     pub proxy: crate::proxy::ProxyOptions,
+    /// `--cluster-dns`: the nameservers of `ClusterFirst` pods.
+    pub cluster_dns: Vec<IpAddr>,
+    /// `--cluster-domain`: their search domains' base.
+    pub cluster_domain: String,
+    /// `--resolv-conf`: what `Default` pods get and others add to.
+    pub resolv_conf: PathBuf,
     /// `--seccomp-default`, `--allowed-unsafe-sysctls`.
     pub policy: crate::runtime::node_policy::NodePolicy,
     /// `--tls-cert-file`/`--tls-private-key-file`: `--port`'s certificate.
@@ -81,6 +87,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         cgroup_root = %opts.cgroup_root,
         "starting the agent"
     );
+    // kubelet reads the node's resolver file once, at start.
+    let host_resolv = match std::fs::read_to_string(&opts.resolv_conf) {
+        Ok(text) => crate::network::dns::ResolvConf::parse(&text),
+        Err(e) => {
+            tracing::warn!(
+                "--resolv-conf {}: {e}; pods get no host nameservers",
+                opts.resolv_conf.display()
+            );
+            Default::default()
+        }
+    };
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
@@ -103,16 +120,13 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         api_objects: client
             .clone()
             .map(crate::kubeapi::objects::ApiObjectCache::start),
+        api_client: client.clone(),
+        dns: crate::network::dns::NodeDns {
+            cluster_dns: opts.cluster_dns.clone(),
+            cluster_domain: opts.cluster_domain.clone(),
+            host: host_resolv,
+        },
     });
-
-    {
-        // Networks of pods whose dirs are gone (removed while the agent was down).
-        let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || {
-            ctx.network
-                .release_orphans(|uid| ctx.pod_dir(uid).join("pod.json").exists())
-        });
-    }
 
     // `--port`'s TLS and auth are checked before anything runs: a bad
     // certificate or a webhook without an apiserver stops the start.
@@ -179,7 +193,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             std::mem::forget(tx);
         }
     }
-    tokio::spawn(PodManager::new(ctx.clone()).with_sources(&sources).run(rx));
+    // What the previous agent process left is read (and what no pod dir
+    // names is removed: networks, cgroups) before any pod starts.
+    let manager = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || PodManager::new(ctx))
+            .await
+            .context("reading the pods the previous agent left")?
+    };
+    tokio::spawn(manager.with_sources(&sources).run(rx));
 
     let sampler = CpuSampler::default();
     tokio::spawn(sampler.clone().run(ctx.clone()));
@@ -189,7 +211,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
     if let Some((tls, auth)) = secure {
         let addr = SocketAddr::new(opts.address, opts.port);
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = listen_retrying(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving the kubelet API (HTTPS)");
@@ -202,7 +224,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     if opts.read_only_port != 0 {
         let addr = SocketAddr::new(opts.address, opts.read_only_port);
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = listen_retrying(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "serving the read-only kubelet API");
@@ -221,6 +243,34 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; pods keep running and are adopted at the next start");
     Ok(())
+}
+
+/// How long a restarted agent keeps trying a port still held by a process
+/// the previous one left (a child forked but not yet exec'd holds its sockets).
+const LISTEN_RETRY: Duration = Duration::from_secs(30);
+
+/// Listens on `addr` (SO_REUSEADDR: connections of the previous process in
+/// TIME_WAIT do not count), retrying while the address is in use.
+async fn listen_retrying(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = tokio::time::Instant::now() + LISTEN_RETRY;
+    loop {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|_| socket.listen(1024)) {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%addr, "address in use, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// How long a new cluster node waits for its Node's `spec.podCIDR` before

@@ -29,9 +29,43 @@ pub struct AgentContext {
     pub network: crate::network::PodNetwork,
     /// ConfigMaps, Secrets and Services from the apiserver (`None`: standalone).
     pub api_objects: Option<crate::kubeapi::objects::ApiObjectCache>,
+    /// The apiserver, for a cluster node (`None`: standalone).
+    pub api_client: Option<kube::Client>,
+    /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
+    pub dns: crate::network::dns::NodeDns,
 }
 
 impl AgentContext {
+    /// The pod's host name and domain; a pod whose FQDN is too long keeps
+    /// its short name here (its sandbox refuses to start).
+    pub fn pod_hostname(&self, pod: &k8s_openapi::api::core::v1::Pod) -> String {
+        let names = crate::network::dns::pod_hostname(pod, &self.dns.cluster_domain);
+        match names {
+            Ok(n) => n.hostname,
+            Err(_) => pod.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Before a pod is given only its loopback: asks the API once more for
+    /// the Node's `spec.podCIDR`. The watch that adopts it may lag behind a
+    /// pod created right after the CIDR was assigned.
+    pub async fn refresh_pod_cidr(&self) {
+        let Some(client) = &self.api_client else {
+            return;
+        };
+        if !self.network.lacks_config() {
+            return;
+        }
+        let read = crate::kubeapi::node::read_pod_cidr(client.clone(), &self.node_name);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+            Ok(Some(cidr)) => self.network.set_node_pod_cidr(cidr),
+            Ok(None) => {}
+            Err(_) => {
+                tracing::debug!(node = %self.node_name, "reading the Node's podCIDR timed out")
+            }
+        }
+    }
+
     pub fn pods_dir(&self) -> PathBuf {
         self.root_dir.join("pods")
     }

@@ -115,6 +115,17 @@ struct Cli {
     /// How often the proxy's rules are synced even without changes (e.g. 30s).
     #[arg(long, value_name = "DURATION")]
     iptables_sync_period: Option<String>,
+    /// Nameservers of `ClusterFirst` pods, comma-separated (kubelet's
+    /// `--cluster-dns`; the `kube-dns` Service's IP, 10.96.0.10).
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster's DNS domain: pods search `<ns>.svc.<domain>`,
+    /// `svc.<domain>` and `<domain>` (default cluster.local).
+    #[arg(long, value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
+    /// The node's resolver file, for `Default` pods and host search domains.
+    #[arg(long, value_name = "FILE")]
+    resolv_conf: Option<PathBuf>,
     /// Remove every rule and chain the service proxy installed, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -306,6 +317,20 @@ fn main() -> anyhow::Result<()> {
             // The agent's node name, set where the proxy starts.
             node_name: String::new(),
         },
+        cluster_dns: if cli.cluster_dns.is_empty() {
+            file_cfg.cluster_dns.clone()
+        } else {
+            cli.cluster_dns.clone()
+        },
+        cluster_domain: cli
+            .cluster_domain
+            .clone()
+            .or(file_cfg.cluster_domain.clone())
+            .unwrap_or_else(|| kubelab_agent::network::dns::DEFAULT_CLUSTER_DOMAIN.into()),
+        resolv_conf: cli
+            .resolv_conf
+            .clone()
+            .unwrap_or(file_cfg.resolv_conf.clone()),
         policy: kubelab_agent::runtime::node_policy::NodePolicy {
             seccomp_default: cli.seccomp_default || file_cfg.seccomp_default,
             allowed_unsafe_sysctls: cli

@@ -327,3 +327,89 @@ fn create_updates_limits_and_kill_all_catches_every_process() {
     let left: Vec<_> = roots.into_iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The cgroup v2 device program, for real: this host mounts a cgroup2
+/// hierarchy beside its v1 controllers, and the kernel asks a
+/// `BPF_CGROUP_DEVICE` program attached there on every device open. A child
+/// in a cgroup with runc's default allow-list opens /dev/null but not a kmsg
+/// or disk node it could make with CAP_MKNOD.
+#[test]
+fn v2_device_program_allows_the_default_devices_only() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(mount) = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let point = pre.split(' ').nth(4)?;
+        (post.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(point))
+    }) else {
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    let dir = mount
+        .join(own)
+        .join(format!("kubelab-devices-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _guard = RemoveOnDrop(dir.clone());
+    use kubelab_agent::cgroups::devices;
+    devices::attach(&dir, &devices::default_rules()).unwrap();
+
+    let nodes = tempfile::tempdir().unwrap();
+    let mk = |name: &str, kind: nix::sys::stat::SFlag, major: u64, minor: u64| {
+        nix::sys::stat::mknod(
+            &nodes.path().join(name),
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .unwrap();
+    };
+    mk("kmsg", nix::sys::stat::SFlag::S_IFCHR, 1, 11);
+    mk("sda", nix::sys::stat::SFlag::S_IFBLK, 8, 0);
+    mk("null", nix::sys::stat::SFlag::S_IFCHR, 1, 3);
+    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+    let script = r#"for f in /dev/null "$0/null" "$0/kmsg" "$0/sda"; do
+        (exec 3<"$f") 2>/dev/null && echo "$f open" || echo "$f denied"; done
+        mknod "$0/made" b 8 0 && echo mknod=ok || echo mknod=denied"#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg(nodes.path());
+    // SAFETY: only open/write/close between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).replace(&nodes.path().display().to_string(), "T");
+    assert_eq!(
+        text,
+        "/dev/null open\nT/null open\nT/kmsg denied\nT/sda denied\nmknod=ok\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -206,3 +206,43 @@ fn kubectl_exec_runs_commands_inside_the_container() {
 
     api.kubectl(&["delete", "pod", "shell", "--timeout=30s"]);
 }
+
+/// `kubectl cp` both ways: it runs `tar` in the container through exec,
+/// the archive on stdin (in) or stdout (out).
+#[test]
+fn kubectl_cp_copies_files_into_and_out_of_a_container() {
+    let api = ApiServer::start();
+    let node = api.join();
+    let name = node.node_name.clone();
+    api.apply(&api_pod(
+        "box",
+        &name,
+        "  containers:\n  - name: main\n    image: busybox\n    command: [\"sh\", \"-c\", \"exec sleep 3600\"]\n",
+    ));
+    wait_for(&node, "box running", Duration::from_secs(40), || {
+        let cells = row(&api.try_kubectl(&["get", "pods"])?, "box")?;
+        (cells[2] == "Running").then_some(())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("notes.txt");
+    let content = "line one\nline two: copied with kubectl cp\n".repeat(500);
+    std::fs::write(&local, &content).unwrap();
+    let to = api.kubectl_with(&["cp", local.to_str().unwrap(), "box:/tmp/notes.txt"], None);
+    assert!(to.status.success(), "kubectl cp in: {}", text(&to.stderr));
+    let inside = exec(&api, &["box", "--", "md5sum", "/tmp/notes.txt"], None);
+    let local_sum = Command::new("md5sum").arg(&local).output().unwrap();
+    assert_eq!(
+        text(&inside.stdout).split_whitespace().next(),
+        text(&local_sum.stdout).split_whitespace().next(),
+        "the copy in the container differs"
+    );
+    let back = dir.path().join("back.txt");
+    let from = api.kubectl_with(&["cp", "box:/tmp/notes.txt", back.to_str().unwrap()], None);
+    assert!(
+        from.status.success(),
+        "kubectl cp out: {}",
+        text(&from.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), content);
+    api.delete_all_pods();
+}

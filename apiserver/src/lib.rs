@@ -22,6 +22,7 @@ pub mod authorizer;
 pub mod cidr;
 pub mod client;
 pub mod controllers;
+pub mod dns;
 pub mod kinds;
 pub mod leader_election;
 pub mod node_client;

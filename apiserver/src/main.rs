@@ -1,4 +1,4 @@
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -9,6 +9,7 @@ use kubelab_apiserver::controllers::ControllerOptions;
 use kubelab_apiserver::controllers::manager::{self, ManagerOptions};
 use kubelab_apiserver::controllers::node_ipam::NodeIpamOptions;
 use kubelab_apiserver::controllers::node_lifecycle::{NodeLifecycleOptions, parse_duration};
+use kubelab_apiserver::dns::{self, ClusterDnsConfig, kube_dns_service::KubeDnsService};
 use kubelab_apiserver::scheduler::{KubeSchedulerConfiguration, SchedulerSettings};
 use kubelab_apiserver::server::{self, Config};
 use kubelab_apiserver::storage::embedded::LOG_WINDOW;
@@ -38,6 +39,8 @@ enum Command {
     ControllerManager(ControllerManagerFlags),
     /// kube-scheduler: places pending pods on nodes, as a client of the API.
     Scheduler(SchedulerFlags),
+    /// Run only the cluster DNS, against an apiserver from --kubeconfig.
+    Dns(DnsFlags),
 }
 
 /// kube-controller-manager's flag names.
@@ -204,6 +207,97 @@ struct Flags {
     /// The in-process scheduler's KubeSchedulerConfiguration file.
     #[arg(long, value_name = "FILE")]
     scheduler_config: Option<PathBuf>,
+    /// Components not to run in this process, as k3s' `--disable`:
+    /// `coredns` (the cluster DNS and its `kube-dns` Service).
+    #[arg(long, value_delimiter = ',', value_parser = ["coredns"])]
+    disable: Vec<String>,
+    /// Where the cluster DNS listens (UDP and TCP); the `kube-dns` Service's
+    /// endpoints point here. Default: the advertise address, port 53.
+    #[arg(long, value_name = "ADDR:PORT")]
+    cluster_dns_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    dns_names: DnsNameFlags,
+}
+
+/// What the cluster DNS serves and where it forwards the rest.
+#[derive(clap::Args, Debug, Clone)]
+struct DnsNameFlags {
+    /// The cluster's DNS domain (kubelet's `--cluster-domain`).
+    #[arg(long, default_value = dns::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
+    /// Resolvers for names outside the cluster (IP or IP:PORT, repeatable);
+    /// default: the nameservers of --resolv-conf.
+    #[arg(
+        long = "upstream",
+        alias = "cluster-dns-upstream",
+        value_name = "IP[:PORT]",
+        value_delimiter = ','
+    )]
+    upstream: Vec<String>,
+    /// The node's resolver configuration, for the default upstreams.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+}
+
+impl DnsNameFlags {
+    fn upstreams(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        if !self.upstream.is_empty() {
+            return Ok(self
+                .upstream
+                .iter()
+                .map(|u| dns::upstream::parse_upstream(u))
+                .collect::<Result<_, _>>()?);
+        }
+        match dns::upstream::resolv_conf_nameservers(&self.resolv_conf) {
+            Ok(servers) => Ok(servers),
+            Err(e) => {
+                tracing::warn!("cluster DNS: {e}; names outside the cluster will fail");
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct DnsFlags {
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Where to listen (UDP and TCP).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:53")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    names: DnsNameFlags,
+    /// Keep the `kube-dns` Service's endpoints pointing at this address
+    /// (and the listen port); unset: leave the Service to whoever made it.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// The `kube-dns` Service's cluster IP, with --advertise-address.
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_ip: IpAddr,
+}
+
+async fn run_dns(flags: DnsFlags) -> anyhow::Result<()> {
+    let client = kubelab_apiserver::client::from_kubeconfig(flags.kubeconfig.as_deref()).await?;
+    if let Some(ip) = flags.advertise_address {
+        tokio::spawn(dns::keep_kube_dns_service(
+            client.clone(),
+            KubeDnsService {
+                cluster_ip: flags.cluster_ip,
+                endpoint: SocketAddr::new(ip, flags.listen.port()),
+            },
+        ));
+    }
+    let cfg = ClusterDnsConfig {
+        listen: flags.listen,
+        domain: flags.names.cluster_domain.clone(),
+        upstreams: flags.names.upstreams()?,
+        ttl: dns::records::DEFAULT_TTL,
+    };
+    tokio::select! {
+        r = dns::serve(client, cfg) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
 }
 
 /// `30000-32767`, as kube-apiserver's `--service-node-port-range` reads it.
@@ -222,7 +316,9 @@ fn port_range(s: &str) -> Result<(u16, u16), String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // hickory's server logs every query at info.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -252,6 +348,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             };
         }
+        Some(Command::Dns(dns_flags)) => return run_dns(dns_flags).await,
         None => {}
     }
     let flags = cli.server;
@@ -264,6 +361,15 @@ async fn main() -> anyhow::Result<()> {
             None => KubeSchedulerConfiguration::default(),
         };
         Some(file.resolve()?)
+    };
+    let cluster_dns = if flags.disable.iter().any(|d| d == "coredns") {
+        None
+    } else {
+        Some(server::ClusterDnsOptions {
+            listen: flags.cluster_dns_listen,
+            domain: flags.dns_names.cluster_domain.clone(),
+            upstreams: flags.dns_names.upstreams()?,
+        })
     };
     server::run(Config {
         data_dir: flags.data_dir,
@@ -284,6 +390,7 @@ async fn main() -> anyhow::Result<()> {
             node_ports: i64::from(flags.service_node_port_range.0)
                 ..=i64::from(flags.service_node_port_range.1),
         },
+        cluster_dns,
         controllers: ControllerOptions {
             node_ipam: flags.allocate_node_cidrs.then_some(NodeIpamOptions {
                 cluster_cidr: flags.cluster_cidr,

@@ -50,6 +50,17 @@ pub struct Config {
     /// The in-process scheduler's settings; `None` (`--disable-scheduler`):
     /// no scheduler runs here.
     pub scheduler: Option<crate::scheduler::SchedulerSettings>,
+    /// The in-process cluster DNS; `None`: not run (`--disable=coredns`).
+    pub cluster_dns: Option<ClusterDnsOptions>,
+}
+
+/// The in-process cluster DNS's settings.
+#[derive(Debug, Clone)]
+pub struct ClusterDnsOptions {
+    /// Where it listens; `None`: the advertise address, port 53.
+    pub listen: Option<std::net::SocketAddr>,
+    pub domain: String,
+    pub upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// `--kubelet-client-certificate`, `--kubelet-client-key`,
@@ -184,6 +195,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(dns) = &cfg.cluster_dns {
+        start_cluster_dns(&api, &cfg, dns, advertise);
+    }
 
     let app = api::router(api).layer(axum::middleware::from_fn_with_state(
         tokens,
@@ -203,6 +217,46 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+/// The cluster DNS as the control plane runs it (as k3s runs CoreDNS): the
+/// `kube-dns` Service pointing at it, and the server. A server that cannot
+/// listen (port 53 taken) is logged; the apiserver keeps serving.
+fn start_cluster_dns(
+    api: &Arc<api::Api>,
+    cfg: &Config,
+    dns: &ClusterDnsOptions,
+    advertise: IpAddr,
+) {
+    use crate::dns;
+    let client =
+        crate::client::in_process(api.clone(), "system:serviceaccount:kube-system:coredns");
+    let listen = dns
+        .listen
+        .unwrap_or_else(|| std::net::SocketAddr::new(advertise, 53));
+    let endpoint_ip = if listen.ip().is_unspecified() {
+        advertise
+    } else {
+        listen.ip()
+    };
+    tokio::spawn(dns::keep_kube_dns_service(
+        client.clone(),
+        dns::kube_dns_service::KubeDnsService {
+            cluster_ip: dns::kube_dns_cluster_ip(&cfg.service_network.cluster_ip_range),
+            endpoint: std::net::SocketAddr::new(endpoint_ip, listen.port()),
+        },
+    ));
+    let config = dns::ClusterDnsConfig {
+        listen,
+        domain: dns.domain.clone(),
+        upstreams: dns.upstreams.clone(),
+        ttl: dns::records::DEFAULT_TTL,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = dns::serve(client, config).await {
+            tracing::error!("cluster DNS stopped: {e}");
+        }
+    });
 }
 
 #[derive(Debug, thiserror::Error)]

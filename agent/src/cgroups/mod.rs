@@ -31,6 +31,7 @@
 //! All of it is plain synchronous std code: it runs in the agent (via
 //! `spawn_blocking`) and in single-threaded helper processes alike.
 
+pub mod devices;
 mod qos;
 mod v1;
 mod v2;
@@ -490,6 +491,19 @@ impl CgroupDriver {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// The names of `path`'s child cgroups in any hierarchy (a pod's:
+    /// its sandbox and container ids). Empty if it does not exist.
+    pub fn children(&self, path: &CgroupPath) -> BTreeSet<String> {
+        self.dirs(path)
+            .iter()
+            .filter_map(|d| fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     /// Every `pod<uid>` cgroup under `kubepods`, for cleaning up orphans after a restart.

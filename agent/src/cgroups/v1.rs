@@ -14,22 +14,6 @@ use super::{
     read_flat_keyed, read_u64, subdirs, working_set,
 };
 
-/// runc's default allow list for a non-privileged container.
-const DEFAULT_DEVICE_RULES: [&str; 12] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-    "c 10:200 rwm",
-];
-
 /// `memory.limit_in_bytes` at or above this means "no limit": the kernel reports
 /// `PAGE_COUNTER_MAX` pages (9223372036854771712 with 4 KiB pages).
 const UNLIMITED_BYTES: u64 = 1 << 62;
@@ -144,7 +128,7 @@ impl Backend for V1 {
             })
         };
         write("devices.deny", "a")?;
-        for rule in DEFAULT_DEVICE_RULES {
+        for rule in super::devices::DEFAULT_DEVICE_RULES {
             write("devices.allow", rule)?;
         }
         Ok(())

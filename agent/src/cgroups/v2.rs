@@ -180,6 +180,18 @@ impl Backend for V2 {
         Ok(())
     }
 
+    /// v2 has no devices file: runc's allow-list goes in as an eBPF program.
+    fn restrict_devices(&self, path: &CgroupPath) -> Result<()> {
+        let dir = self.root.dir(path);
+        super::devices::attach(&dir, &super::devices::default_rules()).map_err(|e| {
+            CgroupError::Io {
+                op: "restrict devices".into(),
+                path: dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })
+    }
+
     fn kill_at_once(&self, path: &CgroupPath) -> Result<bool> {
         let file = self.root.dir(path).join("cgroup.kill");
         match write_existing(&file, "1") {

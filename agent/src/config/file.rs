@@ -17,7 +17,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::manifest::{CONFIG_SEEN_ANNOTATION, FieldError, ManifestError, load_static_pod};
+use super::manifest::{
+    CONFIG_SEEN_ANNOTATION, FieldError, MAX_MANIFEST_BYTES, ManifestError, load_static_pod,
+};
 use super::{SOURCE_FILE, SourceUpdate};
 
 /// kubelet's `--file-check-frequency` default.
@@ -258,8 +260,16 @@ pub fn read_manifest_path(
     // Full name → file that defined it: two files may not define one pod.
     let mut defined_by: HashMap<(String, String), PathBuf> = HashMap::new();
     for file in files {
-        let content = match std::fs::read(&file) {
-            Ok(c) => c,
+        let content = match read_limited(&file, MAX_MANIFEST_BYTES) {
+            Ok(Ok(c)) => c,
+            Ok(Err(size)) => {
+                update.errors.push(ManifestError::TooLarge {
+                    file,
+                    size,
+                    limit: MAX_MANIFEST_BYTES,
+                });
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 update.errors.push(ManifestError::Read {
@@ -293,6 +303,23 @@ pub fn read_manifest_path(
         }
     }
     Ok(update)
+}
+
+/// The file's content, or `Err(size)` when it is over `limit` bytes (never
+/// more than `limit + 1` bytes are read, even from a file that grows).
+fn read_limited(file: &Path, limit: u64) -> io::Result<Result<Vec<u8>, u64>> {
+    use std::io::Read;
+    let f = std::fs::File::open(file)?;
+    let size = f.metadata()?.len();
+    if size > limit {
+        return Ok(Err(size));
+    }
+    let mut content = Vec::with_capacity(size as usize);
+    f.take(limit + 1).read_to_end(&mut content)?;
+    if content.len() as u64 > limit {
+        return Ok(Err(content.len() as u64));
+    }
+    Ok(Ok(content))
 }
 
 /// kubelet ignores dot files: editors' swap files, `..data` of projected
@@ -526,5 +553,36 @@ mod tests {
             second.pods[0].metadata.annotations.as_ref().unwrap()[CONFIG_SEEN_ANNOTATION],
             "2024-01-01T00:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn manifests_over_the_limit_are_refused_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        // Sparse: its size is what counts, and it is never read.
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(30 * 1024 * 1024).unwrap();
+        std::fs::write(dir.path().join("ok.yaml"), POD.replace("NAME", "ok")).unwrap();
+        let update = read_manifest_path(dir.path(), "node1", jiff::Timestamp::now()).unwrap();
+        assert_eq!(update.pods.len(), 1, "the other manifest still runs");
+        assert_eq!(
+            update
+                .errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>(),
+            vec![format!(
+                "{}: the manifest is 31457280 bytes, over the limit of 3145728 bytes",
+                big.display()
+            )]
+        );
+        assert_eq!(
+            read_limited(&big, 10).unwrap(),
+            Err(31457280),
+            "refused by its size"
+        );
+        std::fs::write(&big, b"12345").unwrap();
+        assert_eq!(read_limited(&big, 5).unwrap(), Ok(b"12345".to_vec()));
+        assert_eq!(read_limited(&big, 4).unwrap(), Err(5));
     }
 }

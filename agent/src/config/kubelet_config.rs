@@ -45,6 +45,13 @@ pub struct KubeletConfiguration {
     pub eviction_hard: Option<Vec<super::reserved::EvictionThreshold>>,
     /// `nodeLeaseDurationSeconds`, default 40.
     pub node_lease_duration_seconds: i32,
+    /// `clusterDNS`: nameservers of `ClusterFirst` pods.
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// `clusterDomain`; kubelet has none by default, kubeadm writes
+    /// `cluster.local`.
+    pub cluster_domain: Option<String>,
+    /// `resolvConf`, default `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
     /// `seccompDefault`: RuntimeDefault for containers that name no profile.
     pub seccomp_default: bool,
     /// `allowedUnsafeSysctls`: names or `prefix*` patterns.
@@ -144,6 +151,9 @@ impl Default for KubeletConfiguration {
             kube_reserved: Default::default(),
             eviction_hard: None,
             node_lease_duration_seconds: 40,
+            cluster_dns: Vec::new(),
+            cluster_domain: None,
+            resolv_conf: "/etc/resolv.conf".into(),
             seccomp_default: false,
             allowed_unsafe_sysctls: Vec::new(),
             tls_cert_file: None,
@@ -196,6 +206,10 @@ struct RawKubeletConfiguration {
     kube_reserved: Option<std::collections::BTreeMap<String, String>>,
     eviction_hard: Option<std::collections::BTreeMap<String, String>>,
     node_lease_duration_seconds: Option<i64>,
+    #[serde(rename = "clusterDNS")]
+    cluster_dns: Option<Vec<String>>,
+    cluster_domain: Option<String>,
+    resolv_conf: Option<String>,
     seccomp_default: Option<bool>,
     allowed_unsafe_sysctls: Option<Vec<String>>,
     tls_cert_file: Option<String>,
@@ -402,6 +416,19 @@ pub fn parse_kubelet_config(
                     "must be greater than 0",
                 )
             })?;
+    }
+    for (i, ip) in raw.cluster_dns.iter().flatten().enumerate() {
+        let parsed = ip.parse().map_err(|_| KubeletConfigError::Invalid {
+            path: path.to_owned(),
+            field: "clusterDNS",
+            value: format!("{ip:?}"),
+            detail: format!("entry {i} must be a valid IP address"),
+        })?;
+        config.cluster_dns.push(parsed);
+    }
+    config.cluster_domain = raw.cluster_domain.filter(|d| !d.is_empty());
+    if let Some(r) = raw.resolv_conf.filter(|r| !r.is_empty()) {
+        config.resolv_conf = r.into();
     }
     let file_path = |p: String| {
         let p = PathBuf::from(p);
@@ -653,6 +680,9 @@ kubeReserved:
   memory: 128Mi
 evictionHard:
   memory.available: 200Mi
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
 seccompDefault: true
 allowedUnsafeSysctls: [kernel.msg*, net.core.somaxconn]
 tlsCertFile: pki/node.crt
@@ -698,6 +728,9 @@ authorization:
                     )),
                 }]),
                 node_lease_duration_seconds: 40,
+                cluster_dns: vec!["10.96.0.10".parse().unwrap()],
+                cluster_domain: Some("cluster.local".into()),
+                resolv_conf: "/etc/resolv.conf".into(),
                 seccomp_default: true,
                 allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),

@@ -29,6 +29,15 @@ const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
 const IMAGE_PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 
+/// The largest manifest file the agent reads: kube-apiserver's request size
+/// limit, so a static pod is never bigger than its mirror pod could be.
+pub const MAX_MANIFEST_BYTES: u64 = 3 * 1024 * 1024;
+/// The most containers (init and app together) the agent runs in one pod.
+/// Kubernetes sets no number; each container costs a shim, a rootfs mount
+/// and a cgroup, so a pod of thousands is refused instead of worked on for
+/// minutes.
+pub const MAX_CONTAINERS_PER_POD: usize = 250;
+
 /// A manifest file that did not become a pod. Display reads like kubectl:
 /// `pods/bad.yaml: spec.containers[0].image: Required value`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +53,13 @@ pub enum ManifestError {
         field: Option<String>,
         message: String,
     },
+    /// The file is larger than [`MAX_MANIFEST_BYTES`]; it was not decoded.
+    #[error("{}: the manifest is {size} bytes, over the limit of {limit} bytes", file.display())]
+    TooLarge {
+        file: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     /// Decoded, but the apiserver would reject it. Never empty.
     #[error("{}: {}", file.display(), FieldErrors(errors))]
     Invalid {
@@ -56,9 +72,10 @@ impl ManifestError {
     /// The manifest file this error is about.
     pub fn file(&self) -> &Path {
         match self {
-            Self::Read { file, .. } | Self::Decode { file, .. } | Self::Invalid { file, .. } => {
-                file
-            }
+            Self::Read { file, .. }
+            | Self::Decode { file, .. }
+            | Self::TooLarge { file, .. }
+            | Self::Invalid { file, .. } => file,
         }
     }
 }
@@ -112,6 +129,11 @@ pub enum FieldErrorKind {
     Forbidden {
         detail: String,
     },
+    /// A list longer than allowed.
+    TooMany {
+        actual: usize,
+        max: usize,
+    },
     NotFound {
         value: String,
     },
@@ -136,12 +158,21 @@ impl fmt::Display for FieldError {
                 )
             }
             FieldErrorKind::Forbidden { detail } => write!(f, "Forbidden: {detail}"),
+            FieldErrorKind::TooMany { actual, max } => {
+                write!(f, "Too many: {actual}: must have at most {max} items")
+            }
             FieldErrorKind::NotFound { value } => write!(f, "Not found: {value}"),
         }
     }
 }
 
 impl FieldError {
+    fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        Self {
+            field: field.into(),
+            kind: FieldErrorKind::TooMany { actual, max },
+        }
+    }
     fn required(field: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -400,6 +431,11 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
     if spec.containers.is_empty() {
         errors.push(FieldError::required("spec.containers"));
     }
+    if let Some(e) = too_many_containers(spec) {
+        // Checked before the containers one by one: that is the work refused.
+        errors.push(e);
+        return errors;
+    }
 
     // Volume names become directory names on the node: DNS labels only.
     let mut volumes = HashSet::new();
@@ -441,6 +477,26 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
         );
     }
     errors
+}
+
+/// A pod with more containers than [`MAX_CONTAINERS_PER_POD`], as an error
+/// on the list that goes over it (`spec.containers`, or `spec.initContainers`
+/// when the init containers alone do).
+pub fn too_many_containers(spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<FieldError> {
+    let init = spec.init_containers.as_ref().map_or(0, Vec::len);
+    let total = init + spec.containers.len();
+    if total <= MAX_CONTAINERS_PER_POD {
+        return None;
+    }
+    Some(if init > MAX_CONTAINERS_PER_POD {
+        FieldError::too_many("spec.initContainers", init, MAX_CONTAINERS_PER_POD)
+    } else {
+        FieldError::too_many(
+            "spec.containers",
+            spec.containers.len(),
+            MAX_CONTAINERS_PER_POD - init,
+        )
+    })
 }
 
 fn validate_container(
@@ -1291,5 +1347,52 @@ spec:
         assert!(check_iana_svc_name("http").is_ok());
         assert!(check_iana_svc_name("8080").is_err());
         assert!(check_iana_svc_name("a--b").is_err());
+    }
+
+    #[test]
+    fn pods_with_too_many_containers_are_refused_naming_the_list() {
+        let containers: String = (0..10_000)
+            .map(|i| format!("  - {{name: c{i}, image: busybox}}\n"))
+            .collect();
+        let e = err(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n{containers}"
+        ));
+        assert_eq!(
+            e,
+            "pods/test.yaml: spec.containers: Too many: 10000: must have at most 250 items"
+        );
+        let init: String = (0..300)
+            .map(|i| format!("  - {{name: i{i}, image: busybox}}\n"))
+            .collect();
+        let e = err(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  initContainers:\n{init}  containers:\n  - {{name: app, image: busybox}}\n"
+        ));
+        assert_eq!(
+            e,
+            "pods/test.yaml: spec.initContainers: Too many: 300: must have at most 250 items"
+        );
+        // 200 init containers leave room for 50 app containers.
+        let init: String = (0..200)
+            .map(|i| format!("  - {{name: i{i}, image: busybox}}\n"))
+            .collect();
+        let apps: String = (0..51)
+            .map(|i| format!("  - {{name: a{i}, image: busybox}}\n"))
+            .collect();
+        let e = err(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  initContainers:\n{init}  containers:\n{apps}"
+        ));
+        assert_eq!(
+            e,
+            "pods/test.yaml: spec.containers: Too many: 51: must have at most 50 items"
+        );
+        let apps: String = (0..250)
+            .map(|i| format!("  - {{name: a{i}, image: busybox}}\n"))
+            .collect();
+        assert!(
+            load(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n{apps}"
+            ))
+            .is_ok()
+        );
     }
 }

@@ -433,6 +433,18 @@ async fn renew_lease(client: Client, node: String, node_uid: String, duration_se
 /// been seen without one, `grace` later (IPAM answers a new Node within
 /// milliseconds; a cluster that does not allocate never will). `None`
 /// for either means no limit.
+/// The Node's `spec.podCIDR` now, if it has one.
+pub async fn read_pod_cidr(client: Client, node: &str) -> Option<String> {
+    let nodes: Api<Node> = Api::all(client);
+    match nodes.get_opt(node).await {
+        Ok(n) => n?.spec?.pod_cidr.filter(|c| !c.is_empty()),
+        Err(e) => {
+            tracing::debug!(%node, "reading the node for its pod CIDR: {e}");
+            None
+        }
+    }
+}
+
 pub async fn wait_for_pod_cidr(
     client: Client,
     node: &str,

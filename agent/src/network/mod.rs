@@ -7,6 +7,7 @@
 //! attachments of sandboxes that died with a crashed agent are still released.
 
 pub mod config;
+pub mod dns;
 
 use std::path::PathBuf;
 
@@ -315,6 +316,36 @@ impl PodNetwork {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// CNI DEL of the attachments made for sandbox `container_id` (none is
+    /// fine): a sandbox removed after a restart, whose process is gone.
+    pub fn release_container(&self, container_id: &str) -> Result<(), NetworkError> {
+        let mut first_error = None;
+        for a in self
+            .attachments()
+            .into_iter()
+            .filter(|a| a.container_id == container_id)
+        {
+            if let Err(e) = self.del(&a, None) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes cache files a killed agent was writing (`.tmp`, never renamed
+    /// into place): the attachment they describe was either not made yet or
+    /// is cached already under its final name.
+    pub fn remove_unfinished_cache_files(&self) {
+        let Ok(entries) = std::fs::read_dir(self.results_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Releases attachments of pods the node no longer has (`has_pod` false),

@@ -245,9 +245,12 @@ fn scan_pods_dir(ctx: &AgentContext) -> HashMap<String, (Pod, PersistedState)> {
             }
             None => {
                 tracing::warn!("removing unreadable pod dir {}", entry.path().display());
-                worker::remove_pod_dir(&entry.path());
+                crate::pod::leftovers::sweep_unreadable_pod(ctx, &entry.path(), &uid);
             }
         }
     }
+    // Cgroups and networks of pods whose dir is gone (an agent killed while
+    // removing a pod), now that the readable dirs are known.
+    crate::pod::leftovers::sweep_pods_without_dir(ctx, |uid| found.contains_key(uid));
     found
 }

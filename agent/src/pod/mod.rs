@@ -1,7 +1,10 @@
 //! Pods on this node: the manager (one worker per pod), the worker (a state
-//! machine that owns its pod) and the per-container record it keeps.
+//! machine that owns its pod), the per-container record it keeps, and what a
+//! restarted agent does with what the previous process left (recovery).
 
+pub mod leftovers;
 pub mod manager;
+pub mod recovery;
 pub mod slot;
 pub mod termination_message;
 pub mod worker;

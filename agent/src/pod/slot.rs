@@ -113,6 +113,10 @@ pub struct ContainerSlot {
     /// The startup probe has succeeded for the current run (or there is none).
     #[serde(default)]
     pub started: bool,
+    /// The id of a run being created: recorded before its bundle, cgroup and
+    /// shim exist, so a restarted agent finds them (and never starts the id twice).
+    #[serde(default)]
+    pub creating: Option<String>,
 }
 
 impl ContainerSlot {
@@ -134,6 +138,7 @@ impl ContainerSlot {
             done: false,
             image: image.to_string(),
             image_id: None,
+            creating: None,
         }
     }
 

@@ -19,12 +19,15 @@ use tokio::sync::mpsc;
 use crate::cgroups::{CgroupLimits, CgroupPath, QosClass};
 use crate::context::AgentContext;
 use crate::logs;
+use crate::network::dns;
+use crate::pod::leftovers;
+use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
 use crate::runtime::image::{self, ImageError};
 use crate::runtime::sandbox::{self, SandboxState};
-use crate::runtime::shim::ContainerExit;
+use crate::runtime::shim::{ContainerExit, ContainerStarted};
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
 use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
 
@@ -52,6 +55,10 @@ pub struct PersistedState {
     /// The sandbox's IP from CNI ADD.
     #[serde(default)]
     pub pod_ip: Option<String>,
+    /// The id of a sandbox being made: recorded before its cgroup, process
+    /// and network exist, and replaced by `sandbox` once all three do.
+    #[serde(default)]
+    pub sandbox_intent: Option<String>,
 }
 
 pub fn load_persisted(pod_dir: &Path) -> Option<(Pod, PersistedState)> {
@@ -73,11 +80,18 @@ pub struct PodWorker {
     qos: QosClass,
     pod_cgroup: CgroupPath,
     sandbox: Option<SandboxState>,
+    /// See [`PersistedState::sandbox_intent`].
+    sandbox_intent: Option<String>,
     slots: Vec<ContainerSlot>,
     start_time: Option<Timestamp>,
     /// The sandbox's IP from CNI ADD (`None`: hostNetwork, or no network config).
     pod_ip: Option<String>,
     terminating: bool,
+    /// The pod manager's messages (set when the worker runs).
+    inbox: Option<mpsc::Receiver<WorkerMsg>>,
+    /// A stop that arrived while containers were starting: it ends the
+    /// start-up loop and is carried out next (with its grace period).
+    stop_requested: Option<Option<Duration>>,
     exits_tx: mpsc::UnboundedSender<ExitNotice>,
     exits_rx: mpsc::UnboundedReceiver<ExitNotice>,
     probes_tx: mpsc::UnboundedSender<ProbeNotice>,
@@ -94,6 +108,15 @@ pub struct PodWorker {
     failure: Option<(String, String)>,
     /// Runs killed because their `postStart` hook failed: container id → why.
     hook_failures: std::collections::HashMap<String, String>,
+}
+
+/// Why the node refuses to run a pod at all (reason, message), as kubelet's
+/// admission handlers do: a pod from the API with more containers than
+/// the agent runs in one pod (a manifest file is refused before that).
+fn admission_rejection(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Option<(&'static str, String)> {
+    crate::config::manifest::too_many_containers(spec).map(|e| ("TooManyContainers", e.to_string()))
 }
 
 /// A pod from a manifest file (it may not refer to API objects).
@@ -162,10 +185,13 @@ impl PodWorker {
             qos,
             pod_cgroup,
             sandbox: None,
+            sandbox_intent: None,
             slots,
             start_time: None,
             pod_ip: None,
             terminating: false,
+            inbox: None,
+            stop_requested: None,
             exits_tx,
             exits_rx,
             probes_tx,
@@ -179,20 +205,26 @@ impl PodWorker {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<WorkerMsg>, adopted: Option<PersistedState>) {
+    pub async fn run(mut self, rx: mpsc::Receiver<WorkerMsg>, adopted: Option<PersistedState>) {
+        self.inbox = Some(rx);
         match adopted {
-            Some(state) => self.adopt(state),
+            Some(state) => self.adopt(state).await,
             None => self.setup().await,
         }
         loop {
+            if let Some(grace) = self.stop_requested.take() {
+                self.terminate(grace).await;
+                break;
+            }
             self.publish();
             let due = self.next_due();
             let sleep = due.map(|t| {
                 let wait = t.duration_since(Timestamp::now());
                 Duration::from_nanos(wait.as_nanos().clamp(0, i64::MAX as i128) as u64)
             });
+            let inbox = self.inbox.as_mut().expect("set above");
             tokio::select! {
-                msg = rx.recv() => {
+                msg = inbox.recv() => {
                     let grace = match msg {
                         Some(WorkerMsg::Stop { grace }) => grace,
                         None => None,
@@ -226,11 +258,18 @@ impl PodWorker {
             self.reject(crate::runtime::sysctls::FORBIDDEN_REASON, &message);
             return;
         }
-        if let Err(e) = std::fs::create_dir_all(&self.dir)
-            .and_then(|_| std::fs::write(self.dir.join("pod.json"), serde_json::to_vec(&self.pod)?))
-        {
+        if let Some((reason, message)) = admission_rejection(spec_of(&self.pod)) {
+            self.reject(reason, &message);
+            return;
+        }
+        // Both files before anything is made for the pod: a pod dir the
+        // agent can read names everything the pod may have on the node.
+        if let Err(e) = std::fs::create_dir_all(&self.dir).and_then(|_| {
+            crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &self.pod)
+        }) {
             tracing::error!(pod = %self.key, "writing {}: {e}", self.dir.display());
         }
+        self.persist();
         self.start_due().await;
     }
 
@@ -249,47 +288,171 @@ impl PodWorker {
         self.persist();
     }
 
-    /// Takes over a pod the previous agent process ran: re-attach to live shims,
-    /// and learn the exits that happened meanwhile.
-    fn adopt(&mut self, state: PersistedState) {
+    /// Whether the pod manager asked this pod to stop; a stop found here
+    /// (between two container starts) ends the start-up loop.
+    fn stop_requested(&mut self) -> bool {
+        if self.stop_requested.is_none() {
+            if let Some(inbox) = self.inbox.as_mut() {
+                match inbox.try_recv() {
+                    Ok(WorkerMsg::Stop { grace }) => self.stop_requested = Some(grace),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.stop_requested = Some(None)
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+            }
+        }
+        self.stop_requested.is_some()
+    }
+
+    /// Takes over a pod the previous agent process ran. What it left is
+    /// observed (recorded and intended sandbox and runs, bundles, cgroups),
+    /// [`recovery::decide`] says what is adopted and what goes, the rest is
+    /// removed; then the adopted runs are watched as if this process had
+    /// started them, and their exits meanwhile are learned.
+    async fn adopt(&mut self, state: PersistedState) {
         self.start_time = state.start_time;
-        self.sandbox = state.sandbox.filter(|s| s.is_alive());
-        self.pod_ip = state.pod_ip.filter(|_| self.sandbox.is_some());
         for slot in &mut self.slots {
             if let Some(old) = state.slots.iter().find(|s| s.name == slot.name) {
                 *slot = old.clone();
             }
         }
-        if let Err(e) = std::fs::write(
-            self.dir.join("pod.json"),
-            serde_json::to_vec(&self.pod).unwrap_or_default(),
-        ) {
+        if let Err(e) =
+            crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &self.pod)
+        {
             tracing::warn!(pod = %self.key, "writing pod.json: {e}");
         }
-        let sandbox_lost = self.sandbox.is_none();
-        for slot in &self.slots {
-            if let Some(run) = &slot.current {
-                if sandbox_lost {
-                    // Containers joined namespaces that are gone: start over, as
-                    // kubelet does when a sandbox dies.
-                    let cg = self
-                        .ctx
-                        .cgroups
-                        .container_path(&self.pod_cgroup, &run.container_id);
-                    let _ = self.ctx.cgroups.kill_all(&cg);
-                }
-                self.watch(slot.name.clone(), run.clone());
+        let (ctx, dir, pod_cgroup) = (self.ctx.clone(), self.dir.clone(), self.pod_cgroup.clone());
+        let recorded = state.clone();
+        let key = self.key.clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            let found = leftovers::observe(&ctx, &dir, &pod_cgroup, &recorded);
+            let plan = recovery::decide(&found);
+            if !plan.remove.is_empty() {
+                tracing::info!(pod = %key, removed = ?plan.remove, "removing what a previous agent process left half made");
             }
+            for id in &plan.remove {
+                leftovers::remove_id(&ctx, &dir, &pod_cgroup, id);
+            }
+            for run in plan.adopt.iter().filter(|r| r.kill) {
+                // Containers joined namespaces that are gone: start over, as
+                // kubelet does when a sandbox dies.
+                let cg = ctx.cgroups.container_path(&pod_cgroup, &run.container_id);
+                let _ = ctx.cgroups.kill_all(&cg);
+            }
+            plan
+        })
+        .await;
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Nothing was removed: keep what is recorded, as before.
+                tracing::error!(pod = %self.key, "recovering the pod: {e}");
+                recovery::decide(&recovery::Found {
+                    sandbox: state.sandbox.as_ref().map(|s| recovery::FoundSandbox {
+                        id: s.id.clone(),
+                        alive: s.is_alive(),
+                    }),
+                    runs: state
+                        .slots
+                        .iter()
+                        .filter_map(|s| {
+                            let run = s.current.as_ref()?;
+                            Some(recovery::FoundRun {
+                                slot: s.name.clone(),
+                                container_id: run.container_id.clone(),
+                                recorded: true,
+                                started: Some(run.started.clone()),
+                                exited: false,
+                            })
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            }
+        };
+        self.sandbox = state.sandbox.filter(|_| plan.keep_sandbox);
+        self.pod_ip = state.pod_ip.filter(|_| self.sandbox.is_some());
+        self.sandbox_intent = None;
+        for idx in 0..self.slots.len() {
+            self.slots[idx].creating = None;
+            let Some(adopted) = plan.adopt.iter().find(|a| a.slot == self.slots[idx].name) else {
+                self.slots[idx].current = None;
+                continue;
+            };
+            if self.slots[idx]
+                .current
+                .as_ref()
+                .is_some_and(|r| r.container_id == adopted.container_id)
+            {
+                continue;
+            }
+            // A run the previous process started but did not record: it is
+            // this slot's run now, as if the start had been seen.
+            let image_id = self
+                .ctx
+                .images
+                .resolve(&self.slots[idx].image)
+                .map(|i| i.id)
+                .unwrap_or_default();
+            let started = adopted.started.clone().unwrap_or_else(|| ContainerStarted {
+                pid: 0,
+                shim_pid: 0,
+                started_at: Timestamp::now(),
+            });
+            let run = CurrentRun {
+                container_id: adopted.container_id.clone(),
+                started,
+                image_id,
+            };
+            tracing::info!(pod = %self.key, container = %self.slots[idx].name, id = %run.container_id, "adopted a container started before the restart");
+            self.record_start(idx, run);
         }
+        self.persist();
         let running: Vec<(String, CurrentRun)> = self
             .slots
             .iter()
             .filter_map(|s| s.current.clone().map(|r| (s.name.clone(), r)))
             .collect();
         for (name, run) in running {
-            self.start_prober(&name, &run);
+            self.watch(name.clone(), run.clone());
+            if self.sandbox.is_some() {
+                self.start_prober(&name, &run);
+            }
         }
         tracing::info!(pod = %self.key, "adopted pod");
+    }
+
+    /// A run has started in slot `idx`: it is the slot's current run, with
+    /// the restart count, probe state and events a start brings.
+    fn record_start(&mut self, idx: usize, run: CurrentRun) {
+        let name = self.slots[idx].name.clone();
+        let probes = self.container_spec(&name).cloned();
+        let slot = &mut self.slots[idx];
+        let is_restart = !slot.terminated.is_empty();
+        slot.restart_count += i32::from(is_restart);
+        slot.ready = probes
+            .as_ref()
+            .and_then(|c| c.readiness_probe.as_ref())
+            .map(|_| false);
+        slot.started = probes.as_ref().is_none_or(|c| c.startup_probe.is_none());
+        slot.image_id = Some(run.image_id.clone());
+        slot.current = Some(run);
+        slot.waiting = None;
+        slot.next_start = None;
+        slot.creating = None;
+        self.ctx.events.normal(
+            &self.key,
+            Some(&name),
+            "Created",
+            format!("Created container {name}"),
+        );
+        self.ctx.events.normal(
+            &self.key,
+            Some(&name),
+            "Started",
+            format!("Started container {name}"),
+        );
     }
 
     fn container_spec(&self, name: &str) -> Option<&Container> {
@@ -510,6 +673,9 @@ impl PodWorker {
             }
             return;
         }
+        if self.stop_requested() {
+            return;
+        }
         if let Err(msg) = self.ensure_pod_infrastructure().await {
             for i in due {
                 let slot = &mut self.slots[i];
@@ -522,6 +688,10 @@ impl PodWorker {
             return;
         }
         for i in due {
+            // A pod being deleted does not wait for the rest of its containers.
+            if self.stop_requested() {
+                return;
+            }
             self.start_container(i).await;
         }
     }
@@ -538,65 +708,39 @@ impl PodWorker {
         let hostname = pod.metadata.name.clone().unwrap_or_default();
         let host_network = spec_of(&pod).host_network.unwrap_or(false);
         let share_pid = spec_of(&pod).share_process_namespace.unwrap_or(false);
+        if !host_network {
+            ctx.refresh_pod_cidr().await;
+        }
         let uid = self.uid.clone();
+        let key = self.key.clone();
+        // The id is on disk before anything carries it: whatever this
+        // process is killed in the middle of, the next one finds it.
+        let id = container::new_container_id();
+        self.sandbox_intent = Some(id.clone());
+        self.persist();
+        let sandbox_id = id.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let limits = CgroupLimits::for_pod(spec_of(&pod), ctx.pod_pids_limit)
-                .map_err(|e| crate::error_chain(&e))?;
-            ctx.cgroups
-                .create(&pod_cgroup, &limits)
-                .map_err(|e| format!("creating the pod cgroup: {}", crate::error_chain(&e)))?;
-            let id = container::new_container_id();
-            let sandbox_cgroup = ctx.cgroups.container_path(&pod_cgroup, &id);
-            ctx.cgroups
-                .create(&sandbox_cgroup, &CgroupLimits::default())
-                .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
-            let node_hostname = nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let etc_hostname = if host_network {
-                &node_hostname
-            } else {
-                &hostname
-            };
-            sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, None, host_network)
-                .map_err(|e| crate::error_chain(&e))?;
-            let state = sandbox::start(
-                &ctx.agent_exe,
+            let made = make_sandbox(
+                &ctx,
+                &pod,
+                &pod_cgroup,
+                &dir,
                 &id,
                 &hostname,
                 host_network,
                 share_pid,
-                &crate::runtime::sysctls::pod_sysctls(&pod),
-                &ctx.cgroups.procs_files(&sandbox_cgroup),
-            )
-            .map_err(|e| crate::error_chain(&e))?;
-            if host_network {
-                return Ok((state, None));
+                &uid,
+                &key,
+            );
+            if made.is_err() {
+                // Nothing half made stays: processes, cgroup, network.
+                leftovers::remove_id(&ctx, &dir, &pod_cgroup, &id);
             }
-            // CNI ADD into the sandbox's netns; the pod's /etc/hosts then names its IP.
-            let pod_ref = crate::network::PodRef {
-                namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
-                name: &hostname,
-                uid: &uid,
-            };
-            let pod_ip = match ctx.network.setup_pod(&pod_ref, &state) {
-                Ok(ip) => ip,
-                Err(e) => {
-                    sandbox::stop(&state);
-                    return Err(format!(
-                        "setting up the pod network: {}",
-                        crate::error_chain(&e)
-                    ));
-                }
-            };
-            if pod_ip.is_some() {
-                sandbox::write_pod_etc(&dir.join("etc"), etc_hostname, pod_ip.as_deref(), false)
-                    .map_err(|e| crate::error_chain(&e))?;
-            }
-            Ok((state, pod_ip))
+            made
         })
         .await
         .unwrap_or_else(|e| Err(format!("sandbox task: {e}")));
+        self.sandbox_intent = None;
         match result {
             Ok((state, pod_ip)) => {
                 self.sandbox = Some(state);
@@ -605,6 +749,8 @@ impl PodWorker {
                 Ok(())
             }
             Err(msg) => {
+                self.persist();
+                tracing::warn!(pod = %self.key, sandbox = %sandbox_id, "creating the sandbox: {msg}");
                 self.ctx.events.warning(
                     &self.key,
                     None,
@@ -623,7 +769,7 @@ impl PodWorker {
         let Some(sandbox) = self.sandbox.clone() else {
             return;
         };
-        let slot = &mut self.slots[idx];
+        let slot = &self.slots[idx];
         let is_restart = !slot.terminated.is_empty();
         let restart_count = slot.restart_count + i32::from(is_restart);
         let ctx = self.ctx.clone();
@@ -634,6 +780,11 @@ impl PodWorker {
         let image_ref = container.image.clone().unwrap_or_default();
         let name = container.name.clone();
         let pod_ip = self.pod_ip.clone();
+        // The id is on disk before its bundle, cgroup and shim exist: a
+        // restarted agent adopts or removes it, and never starts it again.
+        let id = container::new_container_id();
+        self.slots[idx].creating = Some(id.clone());
+        self.persist();
 
         let outcome = tokio::task::spawn_blocking(move || {
             create_and_start(
@@ -644,48 +795,31 @@ impl PodWorker {
                 &dir,
                 &pod_cgroup,
                 &log_dir,
+                &id,
                 restart_count,
                 pod_ip.as_deref(),
             )
         })
         .await
         .unwrap_or_else(|e| Err(CreateError::Other(format!("start task: {e}"))));
+        self.slots[idx].creating = None;
 
         let now = Timestamp::now();
         let key = self.key.clone();
         let events = self.ctx.events.clone();
         let policy = self.restart_policy_for(self.slots[idx].init);
-        let spec_for_probes = self.container_spec(&name).cloned();
+        if let Ok((run, None)) = &outcome {
+            self.record_start(idx, run.clone());
+            self.watch(name.clone(), run.clone());
+            if self.run_post_start(&name, run).await {
+                self.start_prober(&name, run);
+            }
+            self.persist();
+            return;
+        }
         let slot = &mut self.slots[idx];
         match outcome {
-            Ok((run, None)) => {
-                let probes = spec_for_probes.as_ref();
-                slot.ready = probes
-                    .and_then(|c| c.readiness_probe.as_ref())
-                    .map(|_| false);
-                slot.started = probes.is_none_or(|c| c.startup_probe.is_none());
-                slot.restart_count = restart_count;
-                slot.image_id = Some(run.image_id.clone());
-                slot.current = Some(run.clone());
-                slot.waiting = None;
-                slot.next_start = None;
-                events.normal(
-                    &key,
-                    Some(&name),
-                    "Created",
-                    format!("Created container {name}"),
-                );
-                events.normal(
-                    &key,
-                    Some(&name),
-                    "Started",
-                    format!("Started container {name}"),
-                );
-                self.watch(name.clone(), run.clone());
-                if self.run_post_start(&name, &run).await {
-                    self.start_prober(&name, &run);
-                }
-            }
+            Ok((_, None)) => unreachable!("handled above"),
             Ok((run, Some(exit))) => {
                 // The runtime made the container but its process never ran.
                 slot.restart_count = restart_count;
@@ -861,10 +995,14 @@ impl PodWorker {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            // Anything else in the pod's cgroup: a run no record names.
+            if let Err(e) = ctx.cgroups.kill_all(&pod_cgroup) {
+                tracing::warn!(pod = %key, "killing what is left in the pod cgroup: {e}");
+            }
             if let Err(e) = ctx.cgroups.remove(&pod_cgroup) {
                 tracing::warn!(pod = %key, "removing the pod cgroup: {e}");
             }
-            remove_pod_dir(&dir);
+            remove_pod_dir_if_unused(&dir);
             let _ = std::fs::remove_dir_all(&log_dir);
         })
         .await;
@@ -1154,6 +1292,7 @@ impl PodWorker {
             slots: self.slots.clone(),
             start_time: self.start_time,
             pod_ip: self.pod_ip.clone(),
+            sandbox_intent: self.sandbox_intent.clone(),
         };
         if let Err(e) =
             crate::runtime::shim::write_json_atomic(&self.dir.join("worker.json"), &state)
@@ -1209,6 +1348,96 @@ impl PodWorker {
     }
 }
 
+/// Makes a pod's sandbox: the pod cgroup, the sandbox's cgroup and process,
+/// its /etc files and its network (CNI ADD). Blocking.
+#[allow(clippy::too_many_arguments)]
+fn make_sandbox(
+    ctx: &AgentContext,
+    pod: &Pod,
+    pod_cgroup: &CgroupPath,
+    dir: &Path,
+    id: &str,
+    pod_name: &str,
+    host_network: bool,
+    share_pid: bool,
+    uid: &str,
+    key: &str,
+) -> Result<(SandboxState, Option<String>), String> {
+    let limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
+        .map_err(|e| crate::error_chain(&e))?;
+    ctx.cgroups
+        .create(pod_cgroup, &limits)
+        .map_err(|e| format!("creating the pod cgroup: {}", crate::error_chain(&e)))?;
+    let sandbox_cgroup = ctx.cgroups.container_path(pod_cgroup, id);
+    ctx.cgroups
+        .create(&sandbox_cgroup, &CgroupLimits::default())
+        .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
+    let names = dns::pod_hostname(pod, &ctx.dns.cluster_domain).map_err(|e| e.to_string())?;
+    let (resolv, warnings) = dns::pod_resolv_conf(pod, &ctx.dns);
+    for w in warnings {
+        ctx.events.warning(key, None, w.reason, w.message);
+    }
+    let etc_files = |pod_ip: Option<&str>| -> Vec<(&str, String)> {
+        let (hostname, hosts) = if host_network {
+            let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            let node_hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                node_hostname,
+                dns::host_network_hosts_file(&node_hosts, pod),
+            )
+        } else {
+            let ips: Vec<String> = pod_ip.map(str::to_owned).into_iter().collect();
+            (
+                names.hostname.clone(),
+                dns::pod_hosts_file(pod, &names, &ips),
+            )
+        };
+        vec![
+            ("hosts", hosts),
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", resolv.render()),
+        ]
+    };
+    sandbox::write_pod_etc(&dir.join("etc"), &etc_files(None))
+        .map_err(|e| crate::error_chain(&e))?;
+    let state = sandbox::start(
+        &ctx.agent_exe,
+        id,
+        &names.hostname,
+        host_network,
+        share_pid,
+        &crate::runtime::sysctls::pod_sysctls(pod),
+        &ctx.cgroups.procs_files(&sandbox_cgroup),
+    )
+    .map_err(|e| crate::error_chain(&e))?;
+    if host_network {
+        return Ok((state, None));
+    }
+    // CNI ADD into the sandbox's netns; the pod's /etc/hosts then names its IP.
+    let pod_ref = crate::network::PodRef {
+        namespace: pod.metadata.namespace.as_deref().unwrap_or("default"),
+        name: pod_name,
+        uid,
+    };
+    let pod_ip = match ctx.network.setup_pod(&pod_ref, &state) {
+        Ok(ip) => ip,
+        Err(e) => {
+            sandbox::stop(&state);
+            return Err(format!(
+                "setting up the pod network: {}",
+                crate::error_chain(&e)
+            ));
+        }
+    };
+    if pod_ip.is_some() {
+        sandbox::write_pod_etc(&dir.join("etc"), &etc_files(pod_ip.as_deref()))
+            .map_err(|e| crate::error_chain(&e))?;
+    }
+    Ok((state, pod_ip))
+}
+
 #[derive(Debug)]
 enum CreateError {
     ImageMissing(String),
@@ -1227,6 +1456,7 @@ fn create_and_start(
     pod_dir: &Path,
     pod_cgroup: &CgroupPath,
     log_dir: &Path,
+    id: &str,
     restart_count: i32,
     pod_ip: Option<&str>,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
@@ -1262,9 +1492,8 @@ fn create_and_start(
         ctx.events
             .warning(&key, Some(&container.name), w.reason, w.message.clone());
     }
-    let id = container::new_container_id();
-    let bundle = pod_dir.join("containers").join(&id);
-    let cgroup = ctx.cgroups.container_path(pod_cgroup, &id);
+    let bundle = pod_dir.join("containers").join(id);
+    let cgroup = ctx.cgroups.container_path(pod_cgroup, id);
     let fail = |e: CreateError| {
         remove_run(ctx, &bundle, &cgroup);
         e
@@ -1325,7 +1554,7 @@ fn create_and_start(
             std::fs::set_permissions(&termination_log, std::fs::Permissions::from_mode(0o666))
         })
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
-    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = ctx.pod_hostname(pod);
     let host_network = sandbox.host_network;
     let mut namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
     if sandbox.share_pid {
@@ -1395,7 +1624,7 @@ fn create_and_start(
     match outcome {
         StartOutcome::Running(started) => Ok((
             CurrentRun {
-                container_id: id,
+                container_id: id.to_string(),
                 started,
                 image_id: image.id.clone(),
             },
@@ -1411,7 +1640,7 @@ fn create_and_start(
                 finished_at: Timestamp::now(),
             });
             let run = CurrentRun {
-                container_id: id,
+                container_id: id.to_string(),
                 started: crate::runtime::shim::ContainerStarted {
                     pid: 0,
                     shim_pid: 0,
@@ -1442,9 +1671,25 @@ fn remove_run(ctx: &AgentContext, bundle: &Path, cgroup: &CgroupPath) {
     let _ = std::fs::remove_dir_all(bundle);
 }
 
-/// Removes a pod dir, unmounting any rootfs still mounted under it first so
-/// that nothing beneath a mount point is deleted through it.
-pub(crate) fn remove_pod_dir(dir: &Path) {
+/// Removes a pod dir: shims of runs under it are killed, any rootfs and
+/// volume still mounted under it is unmounted first (so that nothing beneath a
+/// mount point is deleted through it). A dir that still describes a live
+/// process or a mount after that is kept, so a later agent finds it again;
+/// returns whether the dir is gone.
+pub(crate) fn remove_pod_dir_if_unused(dir: &Path) -> bool {
+    let shims = leftovers::shims_under(dir);
+    for (pid, _) in &shims {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for _ in 0..100 {
+        if leftovers::shims_under(dir).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     if let Ok(entries) = std::fs::read_dir(dir.join("containers")) {
         for e in entries.flatten() {
             let _ = image::remove_rootfs(&e.path());
@@ -1452,5 +1697,11 @@ pub(crate) fn remove_pod_dir(dir: &Path) {
     }
     // Memory-backed emptyDirs and anything else still mounted under the pod.
     crate::runtime::volumes::unmount_below(dir);
+    let in_use = leftovers::still_in_use(dir);
+    if !in_use.is_empty() {
+        tracing::warn!(dir = %dir.display(), ?in_use, "keeping a pod dir that still describes live processes or mounts");
+        return false;
+    }
     let _ = std::fs::remove_dir_all(dir);
+    true
 }

@@ -282,37 +282,16 @@ pub fn stop(state: &SandboxState) {
     }
 }
 
-/// Writes the pod-wide files its containers bind-mount: hosts, hostname, resolv.conf.
-pub fn write_pod_etc(
-    dir: &Path,
-    hostname: &str,
-    pod_ip: Option<&str>,
-    host_network: bool,
-) -> Result<(), SandboxError> {
-    let write = |name: &str, content: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, content).map_err(|source| SandboxError::PodFile { path, source })
-    };
+/// Writes the pod-wide files its containers bind-mount (`hosts`,
+/// `hostname`, `resolv.conf`: their names and contents).
+pub fn write_pod_etc(dir: &Path, files: &[(&str, String)]) -> Result<(), SandboxError> {
     std::fs::create_dir_all(dir).map_err(|source| SandboxError::PodFile {
         path: dir.to_path_buf(),
         source,
     })?;
-    let hosts = if host_network {
-        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        let mut h = String::from(
-            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
-        );
-        if let Some(ip) = pod_ip {
-            h.push_str(&format!("{ip}\t{hostname}\n"));
-        }
-        h
-    };
-    write("hosts", hosts)?;
-    write("hostname", format!("{hostname}\n"))?;
-    write(
-        "resolv.conf",
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    )?;
+    for (name, content) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|source| SandboxError::PodFile { path, source })?;
+    }
     Ok(())
 }

@@ -489,6 +489,9 @@ async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts
         while let Some(Ok(msg)) = stream.next().await {
             let data = match msg {
                 Message::Binary(b) => b,
+                // The Python client sends its frames as text: the channel
+                // byte and the data, the same bytes.
+                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
                 Message::Close(_) => break,
                 _ => continue,
             };

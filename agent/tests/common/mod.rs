@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod node_net;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

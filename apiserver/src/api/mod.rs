@@ -1674,14 +1674,52 @@ fn check_type(kind: &dyn Kind, mut obj: Value) -> ApiResult<Value> {
     Ok(obj)
 }
 
+/// kube-apiserver's limit on a request body (its `MaxRequestBodyBytes`):
+/// a larger one is refused before it is decoded.
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The request body, at most [`MAX_REQUEST_BODY_BYTES`]; a larger one (by its
+/// Content-Length, or once that much has arrived) is kube-apiserver's 413.
+async fn read_limited_body(headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let over_limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                too_large()
+            } else {
+                ApiError::bad_request(format!("reading the request body: {e}"))
+            }
+        })
+}
+
 async fn resource_handler(
     State(api): State<Arc<Api>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     Query(params): Query<Params>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match read_limited_body(&headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let (m, u) = (method.clone(), uri.clone());
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -1735,6 +1773,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))
         .fallback(|| async { ApiError::not_found_path().into_response() })
+        // kube-apiserver's limit for every body; the resource handler applies
+        // it itself, to answer with kube-apiserver's Status.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .with_state(api)
 }
 

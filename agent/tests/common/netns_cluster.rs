@@ -1,0 +1,326 @@
+//! A one-node cluster inside a network namespace this test makes (the
+//! "node"): the real apiserver (its cluster DNS included) advertising the
+//! node's address, the agent joined to it with pods on its CNI bridge and
+//! the iptables service proxy, and the real `kubectl` run inside the
+//! namespace. Everything is removed on drop.
+//! Include with `#[path = "common/netns_cluster.rs"] mod netns_cluster;`
+//! next to `mod common;`.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::{TestNode, agent_bin};
+
+pub const API_PORT: u16 = 6443;
+
+/// `ip netns add`; deleted on drop (with the rules and links in it).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("{prefix}-{}", std::process::id());
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Netns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    pub fn sh(&self, cmd: &str) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .args(["sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `f` on a thread inside the namespace and waits for it.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().expect("thread in the netns panicked")
+    }
+
+    /// Starts `f` on a thread inside the namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(path).unwrap();
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path())).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub struct NetnsCluster {
+    pub node: TestNode,
+    api: Child,
+    pub dir: tempfile::TempDir,
+    /// Dropped last: the agent and apiserver run inside it.
+    pub ns: Netns,
+    pub node_ip: String,
+    _cni_conf: tempfile::TempDir,
+}
+
+impl NetnsCluster {
+    /// The node's address is `node_ip` (on a veth end inside the
+    /// namespace), its pods get `pod_cidr`.
+    pub fn start(
+        prefix: &str,
+        node_ip: &str,
+        pod_cidr: &str,
+        api_flags: &[&str],
+        agent_flags: &[&str],
+    ) -> NetnsCluster {
+        let ns = Netns::new(prefix);
+        ns.sh(&format!(
+            "ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 \
+             && ip link add ext0 type veth peer name ext1 && ip link set ext1 up && ip link set ext0 up \
+             && ip addr add {node_ip}/32 dev ext0 && ip route add 10.96.0.0/12 dev ext0"
+        ));
+        let bin = agent_bin().with_file_name("kubelab-apiserver");
+        assert!(
+            bin.exists(),
+            "{} missing: cargo build --workspace",
+            bin.display()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("kubelab-apiserver-")
+            .tempdir()
+            .unwrap();
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
+        let api = ns
+            .command(bin.to_str().unwrap())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--bind-address", "0.0.0.0", "--advertise-address", node_ip])
+            .args(["--secure-port", &API_PORT.to_string()])
+            .args(["--allocate-node-cidrs=false"])
+            .args(api_flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr: std::net::SocketAddr = format!("{node_ip}:{API_PORT}").parse().unwrap();
+        while !kubeconfig.exists() || ns.run(move || std::net::TcpStream::connect(addr)).is_err() {
+            assert!(Instant::now() < deadline, "apiserver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let cni_conf = tempfile::tempdir().unwrap();
+        let plugins = agent_bin().parent().unwrap().to_path_buf();
+        assert!(
+            plugins.join("kubelab-bridge").exists(),
+            "the kubelab-cni plugins are not built: cargo build --workspace"
+        );
+        let ca = dir.path().join("ca.crt");
+        // The kubelet API as kubeadm sets it up: HTTPS, client certificates
+        // of the cluster CA, permissions checked with the apiserver.
+        let mut args: Vec<&str> = vec![
+            "--port",
+            "10250",
+            "--client-ca-file",
+            ca.to_str().unwrap(),
+            "--authentication-token-webhook",
+            "--authorization-mode",
+            "Webhook",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--node-ip",
+            node_ip,
+            "--cni-conf-dir",
+            cni_conf.path().to_str().unwrap(),
+            "--cni-bin-dir",
+            plugins.to_str().unwrap(),
+            "--pod-cidr",
+            pod_cidr,
+            "--cluster-cidr",
+            "10.0.0.0/8",
+            "--proxy-mode",
+            "iptables",
+            "--address",
+            "0.0.0.0",
+        ];
+        args.extend_from_slice(agent_flags);
+        let node = TestNode::start_in_netns(&ns.name, &args);
+        NetnsCluster {
+            node,
+            api,
+            dir,
+            ns,
+            node_ip: node_ip.to_owned(),
+            _cni_conf: cni_conf,
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    pub fn api_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// `kubectl` inside the namespace, with this cluster's kubeconfig.
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut c = self.ns.command("/usr/bin/kubectl");
+        c.env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args);
+        c
+    }
+
+    pub fn kubectl_with(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            input.write_all(data).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_with(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl_with(&["apply", "-f", "-"], Some(yaml.as_bytes()));
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What to print when a wait times out.
+    pub fn diag(&self) -> String {
+        format!(
+            "agent log:\n{}\napiserver log:\n{}\nkubectl get pods,svc,endpointslices -A:\n{}",
+            super::common::tail(&self.node.agent_log(), 30),
+            super::common::tail(&self.api_log(), 15),
+            String::from_utf8_lossy(
+                &self
+                    .kubectl_with(
+                        &["get", "pods,svc,endpointslices", "-A", "-o", "wide"],
+                        None
+                    )
+                    .stdout
+            )
+        )
+    }
+
+    /// Polls `f` until it yields a value, failing with [`Self::diag`].
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.diag()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_running(&self, pod: &str) {
+        self.wait_for(&format!("{pod} Running"), Duration::from_secs(60), || {
+            let phase = self.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.phase}"]);
+            (phase == "Running").then_some(())
+        });
+    }
+
+    /// Runs `sh -c cmd` in a pod's container through `kubectl exec`.
+    pub fn exec(&self, pod: &str, cmd: &str) -> Output {
+        self.kubectl_with(&["exec", pod, "--", "sh", "-c", cmd], None)
+    }
+
+    /// [`Self::exec`] that must succeed; its stdout.
+    pub fn exec_ok(&self, pod: &str, cmd: &str) -> String {
+        let out = self.exec(pod, cmd);
+        assert!(
+            out.status.success(),
+            "kubectl exec {pod} -- sh -c {cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetnsCluster {
+    fn drop(&mut self) {
+        let _ = self.kubectl_with(
+            &[
+                "delete",
+                "pods",
+                "--all",
+                "--grace-period=1",
+                "--timeout=30s",
+            ],
+            None,
+        );
+        let _ = self.api.kill();
+        let _ = self.api.wait();
+    }
+}
