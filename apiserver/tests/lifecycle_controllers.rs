@@ -191,9 +191,7 @@ fn apply(s: &ApiServer, yaml: &str) {
 
 #[test]
 fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
-    // The collector alone: with the scheduler's status writes racing the
-    // orphaning patch, the kept dependent was seen to go too (under study).
-    let s = ApiServer::start_with(&["--disable-scheduler"]);
+    let s = ApiServer::start();
     // Background (kubectl's default): the owner goes, then its dependents.
     s.ok(&["create", "configmap", "owner", "--from-literal=k=v"]);
     let uid = uid_of(&s, &["configmap", "owner"]);
@@ -232,6 +230,58 @@ fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
     });
     assert_eq!(names(&s, &["pods", "-l", "app=owned"]), ["c"]);
 
+    // A dependent the collector sees only after the orphaning (its watch
+    // event late behind the owner's; here: made while another finalizer
+    // still holds the owner) lets go of the owner too, instead of being
+    // collected as dangling once the owner is gone.
+    s.ok(&["create", "configmap", "held", "--from-literal=k=v"]);
+    s.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    let uid = uid_of(&s, &["configmap", "held"]);
+    s.ok(&[
+        "delete",
+        "configmap",
+        "held",
+        "--cascade=orphan",
+        "--wait=false",
+    ]);
+    wait_for("the orphaning to finish", Duration::from_secs(20), || {
+        let f = s.ok(&[
+            "get",
+            "configmap",
+            "held",
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ]);
+        (f == r#"["example.com/hold"]"#).then_some(())
+    });
+    apply(&s, &owned_pod("late", ("ConfigMap", "held", &uid), &[]));
+    s.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    wait_for("the late reference to go", Duration::from_secs(20), || {
+        let refs = s.ok(&[
+            "get",
+            "pod",
+            "late",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
+        refs.is_empty().then_some(())
+    });
+    assert_eq!(names(&s, &["pods", "-l", "app=owned"]), ["c", "late"]);
+
     // Dangling: a reference to an owner that never existed.
     apply(
         &s,
@@ -244,7 +294,7 @@ fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
     wait_for(
         "the dangling dependent to go",
         Duration::from_secs(20),
-        || (names(&s, &["pods", "-l", "app=owned"]) == ["c"]).then_some(()),
+        || (names(&s, &["pods", "-l", "app=owned"]) == ["c", "late"]).then_some(()),
     );
 }
 
