@@ -23,6 +23,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::controller_ref_manager::{ClaimError, adopt_and_release};
 use super::daemonset_decide::{self as decide, HistoryStep, Plan};
 use super::expectations::Expectations;
 use super::informers::{Change, Informers, SharedInformer};
@@ -50,6 +51,8 @@ pub enum DaemonSetError {
     },
     #[error("daemon set {ds}: {message}")]
     Sync { ds: String, message: String },
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
 }
 
 struct Context {
@@ -238,22 +241,7 @@ async fn sync(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> work_queue::SyncResult<D
     let claims = claim(&in_ns, &uid, |l| selects(&ds, l), false);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let owner_ref = decide::controller_ref(&ds);
-    for p in &claims.adopt {
-        let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(owner_ref.clone());
-        patch_owner_refs(&pods_api, p, refs, &key).await?;
-    }
-    for p in &claims.release {
-        let refs = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|r| r.uid != uid)
-            .cloned()
-            .collect();
-        patch_owner_refs(&pods_api, p, refs, &key).await?;
-    }
+    adopt_and_release(&pods_api, &claims, &owner_ref).await?;
     let pods: Vec<Pod> = claims.owned.iter().map(|p| (**p).clone()).collect();
 
     let (hash, old_revisions) = construct_history(&ctx, &ds, &pods).await?;
@@ -292,32 +280,6 @@ fn is_rolling_update(ds: &DaemonSet) -> bool {
         .and_then(|u| u.type_.as_deref())
         .unwrap_or("RollingUpdate")
         == "RollingUpdate"
-}
-
-async fn patch_owner_refs(
-    api: &Api<Pod>,
-    p: &Pod,
-    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-    key: &str,
-) -> Result<(), DaemonSetError> {
-    let patch = json!({"metadata": {
-        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
-        "uid": p.metadata.uid,
-        "resourceVersion": p.metadata.resource_version,
-    }});
-    match api
-        .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(DaemonSetError::Api {
-            verb: "patching",
-            what: format!("pod {}", p.name_any()),
-            ds: key.to_owned(),
-            source,
-        }),
-    }
 }
 
 /// `constructHistory`: the current revision's hash (creating or

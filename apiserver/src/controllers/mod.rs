@@ -11,6 +11,7 @@
 //! informers, work queues, `kube::Client`) run by the controller
 //! [`manager`], in-process or as its own process.
 
+pub mod controller_ref_manager;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;

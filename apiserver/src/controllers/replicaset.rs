@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::controller_ref_manager::{ClaimError, adopt_and_release};
 use super::expectations::Expectations;
 use super::informers::{Change, Informers, SharedInformer};
 use super::replicaset_decide::{
@@ -49,6 +50,8 @@ pub enum ReplicaSetError {
     Status { owner: String, source: kube::Error },
     #[error("{0}")]
     Replicas(String),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
 }
 
 /// What differs between a ReplicaSet and a ReplicationController.
@@ -340,22 +343,7 @@ async fn sync<K: Replicated>(
     let claims = claim(&all, &uid, |l| owner.selects(l), deleting);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let owner_ref = controller_ref(&K::API_VERSION, K::KIND, owner.meta());
-    for p in &claims.adopt {
-        let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(owner_ref.clone());
-        patch_owner_refs(&pods, p, refs).await?;
-    }
-    for p in &claims.release {
-        let refs: Vec<_> = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|r| r.uid != uid)
-            .cloned()
-            .collect();
-        patch_owner_refs(&pods, p, refs).await?;
-    }
+    adopt_and_release(&pods, &claims, &owner_ref).await?;
     let active: Vec<Arc<Pod>> = claims.owned.into_iter().filter(|p| is_active(p)).collect();
     let satisfied = ctx
         .expectations
@@ -415,32 +403,6 @@ fn with_nulls(mut status: Value) -> Value {
         }
     }
     status
-}
-
-async fn patch_owner_refs(
-    pods: &Api<Pod>,
-    p: &Pod,
-    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<(), ReplicaSetError> {
-    let name = p.name_any();
-    let patch = json!({"metadata": {
-        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
-        "uid": p.metadata.uid,
-        "resourceVersion": p.metadata.resource_version,
-    }});
-    match pods
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone already: nothing to adopt or release.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(ReplicaSetError::Pod {
-            verb: "patching",
-            pod: name,
-            source,
-        }),
-    }
 }
 
 /// Creates `n` pods (at most a burst) in slow-start batches; returns the
