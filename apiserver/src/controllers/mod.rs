@@ -26,6 +26,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_gc;
+pub mod pod_owner_changes;
 pub mod replicaset;
 pub mod replicaset_decide;
 pub mod rollout;
