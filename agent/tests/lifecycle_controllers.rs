@@ -91,16 +91,25 @@ fn web_pods_on_node(node: &common::TestNode) -> Vec<(String, String)> {
 #[test]
 fn a_deployment_runs_scales_rolls_out_and_back_on_a_real_node() {
     let api = ApiServer::start();
-    let node = api.join();
+    // The host's disk is shared with builds: no DiskPressure taint unless
+    // it is really full.
+    let node = api.join_with(&[
+        "--eviction-hard",
+        "memory.available<1Mi,nodefs.available<1%",
+    ]);
     let name = node.node_name.clone();
     wait_for(&node, "node Ready", Duration::from_secs(20), || {
         (row(&api.try_kubectl(&["get", "nodes"])?, &name)?[1] == "Ready").then_some(())
     });
     let rollout_status = || {
-        let out = api.kubectl(&["rollout", "status", "deploy/web", "--timeout=120s"]);
+        let out = api.kubectl_with(&["rollout", "status", "deploy/web", "--timeout=180s"], None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.contains("deployment \"web\" successfully rolled out"),
-            "{out}"
+            out.status.success() && stdout.contains("deployment \"web\" successfully rolled out"),
+            "rollout status: {stdout}{}\n{}\napiserver log (tail):\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            api.kubectl(&["get", "deploy,rs,pods,events", "-o", "wide"]),
+            common::tail(&api.log(), 60)
         );
     };
     api.kubectl(&[
