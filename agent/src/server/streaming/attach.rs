@@ -25,7 +25,8 @@ use super::{SPDY_UPGRADE, accept_spdy, asks_upgrade_to, negotiate, offered_strea
 use crate::runtime::attach;
 use crate::server::ServerState;
 use crate::server::exec::{
-    self as channels, Inbound, TerminalSize, decode_inbound, error, find_target, query_pairs,
+    self as channels, Inbound, TerminalSize, decode_inbound, error, find_target, parse_bool,
+    query_pairs,
 };
 
 /// The SPDY streaming protocols served, preferred first.
@@ -51,12 +52,11 @@ impl AttachOptions {
             tty: false,
         };
         for (k, v) in pairs {
-            let on = matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True");
             match k.as_str() {
-                "stdin" | "input" => o.stdin = on,
-                "stdout" | "output" => o.stdout = on,
-                "stderr" | "error" => o.stderr = on,
-                "tty" => o.tty = on,
+                "stdin" | "input" => o.stdin = parse_bool(k, v)?,
+                "stdout" | "output" => o.stdout = parse_bool(k, v)?,
+                "stderr" | "error" => o.stderr = parse_bool(k, v)?,
+                "tty" => o.tty = parse_bool(k, v)?,
                 _ => {}
             }
         }
@@ -384,22 +384,10 @@ fn take_sizes(pending: &mut Vec<u8>) -> Vec<(u16, u16)> {
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn options_read_the_query_and_a_terminal_has_no_stderr() {
-        let o = AttachOptions::from_query(&q(&[
-            ("stdin", "true"),
-            ("stdout", "true"),
-            ("stderr", "true"),
-            ("tty", "true"),
-        ]))
-        .unwrap();
+        let q = query_pairs("stdin=true&stdout=1&stderr=true&tty=true").unwrap();
+        let o = AttachOptions::from_query(&q).unwrap();
         assert_eq!(
             o,
             AttachOptions {
@@ -410,7 +398,7 @@ mod tests {
             }
         );
         assert_eq!(
-            AttachOptions::from_query(&q(&[("tty", "true")])).unwrap_err(),
+            AttachOptions::from_query(&query_pairs("tty=true").unwrap()).unwrap_err(),
             "you must specify at least 1 of stdin, stdout, stderr"
         );
     }
