@@ -139,6 +139,17 @@ impl Tmux {
         tmux
     }
 
+    fn resize(&self, width: u16, height: u16) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "resize-window", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux resize-window");
+    }
+
     fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "capture-pane", "-p"])
@@ -236,4 +247,17 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
             .any(|l| l.contains("OOMKilled") && l.contains(&hog_row)),
         "the events pane shows the OOM kill:\n{screen}"
     );
+
+    // At 120 columns the request and the state come before wider names.
+    tmux.resize(120, 32);
+    let wide_enough = (0..10).find_map(|_| {
+        std::thread::sleep(Duration::from_secs(1));
+        let screen = tmux.screen();
+        let req = cell(&screen, &spin_row, "REQ")?;
+        let state = cell(&screen, &spin_row, "STATE")?;
+        Some((req, state, screen))
+    });
+    let (req, state, screen) = wide_enough.expect("REQ and STATE columns at 120x32");
+    assert_eq!(req, "0.10", "{screen}");
+    assert_eq!(state, "Running", "{screen}");
 }

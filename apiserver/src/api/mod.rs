@@ -15,6 +15,7 @@ mod priority;
 mod protobuf;
 mod reviews;
 pub mod scale;
+mod stream_proxy;
 mod watch;
 
 use std::collections::HashMap;
@@ -1761,6 +1762,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             any(exec::pod_exec),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/attach",
+            any(stream_proxy::pod_attach),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            any(stream_proxy::pod_portforward),
         )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",
