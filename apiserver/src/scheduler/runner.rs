@@ -117,33 +117,32 @@ struct Scheduler {
     pods_synced: bool,
 }
 
+/// Every object of a kind, as a relisting watch.
+fn watch<K>(client: &kube::Client) -> futures::stream::BoxStream<'static, watcher::Result<Event<K>>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed()
+}
+
 async fn run_scheduling(
     client: kube::Client,
     settings: Arc<SchedulerSettings>,
 ) -> anyhow::Result<()> {
-    let cfg = watcher::Config::default();
-    let mut nodes = watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .boxed();
-    let mut pods = watcher::watcher(Api::<Pod>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .boxed();
-    let mut namespaces = watcher::watcher(Api::<Namespace>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .boxed();
+    let mut nodes = watch::<Node>(&client);
+    let mut pods = watch::<Pod>(&client);
+    let mut namespaces = watch::<Namespace>(&client);
     // Selectors for the default topology spreading.
-    let mut services = watcher::watcher(Api::<Service>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .boxed();
-    let mut rcs = watcher::watcher(
-        Api::<ReplicationController>::all(client.clone()),
-        cfg.clone(),
-    )
-    .default_backoff()
-    .boxed();
-    let mut replica_sets = watcher::watcher(Api::<ReplicaSet>::all(client.clone()), cfg)
-        .default_backoff()
-        .boxed();
+    let mut services = watch::<Service>(&client);
+    let mut rcs = watch::<ReplicationController>(&client);
+    let mut replica_sets = watch::<ReplicaSet>(&client);
     let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         recorder: Recorder::spawn(client.clone()),
@@ -182,18 +181,9 @@ async fn run_scheduling(
                 Ok(e) => s.on_namespace(e),
                 Err(err) => tracing::warn!("watching namespaces: {err}"),
             },
-            Some(e) = services.next() => match e {
-                Ok(e) => s.on_workload(e),
-                Err(err) => tracing::warn!("watching services: {err}"),
-            },
-            Some(e) = rcs.next() => match e {
-                Ok(e) => s.on_workload(e),
-                Err(err) => tracing::warn!("watching replicationcontrollers: {err}"),
-            },
-            Some(e) = replica_sets.next() => match e {
-                Ok(e) => s.on_workload(e),
-                Err(err) => tracing::warn!("watching replicasets: {err}"),
-            },
+            Some(e) = services.next() => s.on_workload(e, "services"),
+            Some(e) = rcs.next() => s.on_workload(e, "replicationcontrollers"),
+            Some(e) = replica_sets.next() => s.on_workload(e, "replicasets"),
             Some(out) = bind_rx.recv() => s.on_bind(out),
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -264,8 +254,12 @@ impl Scheduler {
         }
     }
 
-    fn on_workload<K: SelectorSource>(&mut self, e: Event<K>) {
+    fn on_workload<K: SelectorSource>(&mut self, e: Result<Event<K>, watcher::Error>, what: &str) {
         let w = &mut self.cache.workloads;
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => return tracing::warn!("watching {what}: {err}"),
+        };
         match e {
             Event::Init => K::clear(w),
             Event::InitApply(o) | Event::Apply(o) => o.put(w),
