@@ -1,4 +1,4 @@
-//! `kubelab-agent top`, read the way a person reads it: the plain table of
+//! `kubelab top`, read the way a person reads it: the plain table of
 //! `--once`, and the live screen in an 80×24 tmux pane (`capture-pane`).
 //! A 200m-limited busy loop must show ≈ 0.20 cores and most CFS periods
 //! throttled; a memory hog's OOM kill must show in its row and in the events.
@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestNode, agent_bin};
+use common::TestNode;
 
 const SPIN: &str = r#"apiVersion: v1
 kind: Pod
@@ -56,7 +56,7 @@ fn top_once_prints_usage_against_the_limits() {
     node.write_manifest("spin.yaml", SPIN);
     node.wait_running("spin");
     std::thread::sleep(Duration::from_millis(500));
-    let out = Command::new(agent_bin())
+    let out = Command::new(common::tools_bin())
         .args([
             "top",
             "--once",
@@ -195,7 +195,7 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
     node.wait_running("spin");
     let tmux = Tmux::start(&format!(
         "{} top --server {}",
-        agent_bin().display(),
+        common::tools_bin().display(),
         server(&node)
     ));
     let spin_row = format!("spin-{}/spin", node.node_name);

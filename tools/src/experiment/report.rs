@@ -265,14 +265,16 @@ pub fn samples_csv(runs: &[Run]) -> String {
 /// Cores of a CPU quantity (`500m` → 0.5).
 pub fn quantity_cores(q: &str) -> Option<f64> {
     let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_string());
-    crate::quantity::cpu_millis(&q)
+    kubelab_rules::quantity::cpu_millis(&q)
         .ok()
         .map(|m| m as f64 / 1000.0)
 }
 
 pub fn quantity_bytes(q: &str) -> Option<u64> {
     let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_string());
-    crate::quantity::bytes(&q).ok().map(|b| b.max(0) as u64)
+    kubelab_rules::quantity::bytes(&q)
+        .ok()
+        .map(|b| b.max(0) as u64)
 }
 
 fn cores(c: Option<f64>) -> String {

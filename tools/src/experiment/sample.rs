@@ -203,7 +203,7 @@ impl Observer {
 }
 
 fn state_of(s: &ContainerStatus) -> String {
-    crate::status::state_word(s)
+    kubelab_rules::container_state::state_word(s)
 }
 
 #[cfg(test)]

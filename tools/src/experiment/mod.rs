@@ -1,4 +1,4 @@
-//! `kubelab-agent experiment cpu|memory|probe`: runs a seed-style pod under
+//! `kubelab experiment cpu|memory|probe`: runs a seed-style pod under
 //! given limits (or probes) on a running node, samples its container every 100 ms
 //! through the agent's API, and writes a report directory: `samples.csv`,
 //! `report.md` and plots (`.svg`, and `.png` with `--png`).
@@ -161,7 +161,7 @@ pub enum ExperimentError {
 }
 
 fn duration_flag(flag: &'static str, value: &str) -> Result<Duration, ExperimentError> {
-    crate::config::parse_go_duration(value).map_err(|e| ExperimentError::Flag {
+    kubelab_rules::duration::parse_go_duration(value).map_err(|e| ExperimentError::Flag {
         flag,
         value: value.into(),
         reason: e.to_string(),
