@@ -534,3 +534,51 @@ fn pod_sysctls_are_set_in_the_pod_or_the_pod_is_rejected() {
         "{events:?}"
     );
 }
+
+/// A container's /dev is `nodev`: the runtime's nodes (bind mounts of the
+/// node's) open, a node the container makes there with CAP_MKNOD does not,
+/// even for a device the device cgroup allows.
+#[test]
+fn dev_is_nodev_apart_from_the_runtime_devices() {
+    let node = TestNode::start();
+    node.write_manifest(
+        "devnodes.yaml",
+        &pod_yaml(
+            "devnodes",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      awk '$5 == "/dev" { print "dev-options=" $6 }' /proc/self/mountinfo
+      mknod /dev/null2 c 1 3 && echo mknod=ok
+      for f in /dev/null /dev/zero /dev/null2; do (exec 3<$f) 2>/tmp/err && echo "$f=open" || echo "$f=denied $(cat /tmp/err)"; done
+      exec sleep 3600
+"#,
+        ),
+    );
+    let name = format!("devnodes-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("/dev/null2="))
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    let options = lines[0].strip_prefix("dev-options=").unwrap();
+    assert!(
+        options.split(',').any(|o| o == "nodev") && options.split(',').any(|o| o == "nosuid"),
+        "{logs}"
+    );
+    assert_eq!(
+        lines[1..4],
+        ["mknod=ok", "/dev/null=open", "/dev/zero=open"]
+    );
+    assert!(
+        lines[4].starts_with("/dev/null2=denied") && lines[4].ends_with("Permission denied"),
+        "{logs}"
+    );
+}

@@ -161,6 +161,32 @@ spec:
         memory: 32Mi
 EOF
 
+# A root container with CAP_MKNOD makes nodes for the guest's disk and
+# /dev/kmsg and tries to open them: on cgroup v2 only the agent's eBPF device
+# program stands in the way. The read-only port serves no logs, so the probe
+# reports through its termination message (state.terminated.message in /pods).
+DISK_DEV=$(cat /sys/block/vda/dev 2>/dev/null || echo 254:0)
+cat >$MANIFESTS/dev-probe.yaml <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dev-probe
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: probe
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      exec >/dev/termination-log 2>&1
+      mknod /tmp/disk b ${DISK_DEV%%:*} ${DISK_DEV##*:} && mknod /tmp/kmsg c 1 11 && echo mknod=ok
+      for f in /dev/null /tmp/disk /tmp/kmsg; do (exec 3<\$f) 2>/tmp/err && echo "\$f=open" || echo "\$f=denied \$(cat /tmp/err)"; done
+EOF
+
 AGENT_PID=""
 if [ $AGENT_OK = 1 ]; then
 	t=$(now)
@@ -225,6 +251,29 @@ if [ $AGENT_OK = 1 ]; then
 	fi
 else
 	blocked memory-limit-oomkills
+fi
+
+# --- (2b) devices: the eBPF allow-list refuses the node's disk ---------------
+
+probe_done() { [ -n "$(pod_jq dev-probe .status.containerStatuses[0].state.terminated.finishedAt)" ]; }
+if [ $AGENT_OK = 1 ]; then
+	if ! wait_for 120 probe_done; then
+		fail devices-restricted "dev-probe did not finish within 120 s: $(pod_jq dev-probe '.status.containerStatuses[0].state | tojson')"
+		agent_log_tail
+	else
+		probe_log=$(pod_jq dev-probe .status.containerStatuses[0].state.terminated.message)
+		if echo "$probe_log" | grep -q "mknod=ok" &&
+			echo "$probe_log" | grep -q "/dev/null=open" &&
+			echo "$probe_log" | grep -q "/tmp/disk=denied.*Operation not permitted" &&
+			echo "$probe_log" | grep -q "/tmp/kmsg=denied.*Operation not permitted"; then
+			pass devices-restricted "disk $DISK_DEV: $(echo "$probe_log" | tr '\n' ' ')"
+		else
+			fail devices-restricted "want mknod=ok, /dev/null open, the disk ($DISK_DEV) and kmsg denied (EPERM): $(echo "$probe_log" | tr '\n' ' ')"
+		fi
+	fi
+	rm -f $MANIFESTS/dev-probe.yaml
+else
+	blocked devices-restricted
 fi
 
 # --- (3) removing the manifests removes cgroups, processes, namespaces --------

@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, makedev, mknodat};
+use nix::sys::stat::makedev;
 use nix::unistd::{
-    Gid, Uid, UnlinkatFlags, chdir, execve, pivot_root, setgid, setgroups, setsid, setuid,
-    symlinkat, unlinkat,
+    Gid, Uid, chdir, execve, pivot_root, setgid, setgroups, setsid, setuid, symlinkat,
 };
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 
@@ -351,6 +350,10 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
     Ok(())
 }
 
+/// The spec's device nodes, each a bind mount of the node's own node (as
+/// runc does in user namespaces): the container's /dev is mounted `nodev`,
+/// so a node made there with mknod opens nothing, while a bind mount keeps
+/// the flags of the node's /dev.
 fn create_devices(
     root: &Root,
     devices: &[oci_spec::runtime::LinuxDevice],
@@ -358,47 +361,31 @@ fn create_devices(
     let in_root = |what: String| move |e| InitError::Path { what, source: e };
     for d in devices {
         let path = d.path();
-        let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else {
-            return Err(InitError::Spec(format!("device path {}", path.display())));
+        let want_kind = match d.typ() {
+            LinuxDeviceType::B => libc::S_IFBLK,
+            _ => libc::S_IFCHR,
         };
-        let dir = root
-            .mkdir_all(parent, 0o755)
-            .map_err(in_root(format!("device {}", path.display())))?;
-        let kind = match d.typ() {
-            LinuxDeviceType::B => SFlag::S_IFBLK,
-            _ => SFlag::S_IFCHR,
-        };
-        let mode = d.file_mode().unwrap_or(0o666);
-        let _ = unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir);
-        let made = mknodat(
-            &dir,
-            name,
-            kind,
-            Mode::from_bits_truncate(mode),
-            makedev(d.major() as u64, d.minor() as u64),
-        );
-        if made.is_err() {
-            // Without CAP_MKNOD (nested setups), bind the node's device instead.
-            let target = root
-                .mount_target(path, Kind::File)
-                .map_err(in_root(format!("device {}", path.display())))?;
-            mount(
-                Some(path),
-                &in_root::fd_path(target.as_fd()),
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .step(|| format!("bind device {}", path.display()))?;
-        } else {
-            fchmodat(
-                &dir,
-                name,
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .step(|| format!("chmod {}", path.display()))?;
+        let want_rdev = makedev(d.major() as u64, d.minor() as u64);
+        let node = nix::sys::stat::stat(path).step(|| format!("stat {}", path.display()))?;
+        if node.st_mode & libc::S_IFMT != want_kind || node.st_rdev != want_rdev {
+            return Err(InitError::Spec(format!(
+                "the node's {} is not device {}:{}",
+                path.display(),
+                d.major(),
+                d.minor()
+            )));
         }
+        let target = root
+            .mount_target(path, Kind::File)
+            .map_err(in_root(format!("device {}", path.display())))?;
+        mount(
+            Some(path),
+            &in_root::fd_path(target.as_fd()),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .step(|| format!("bind device {}", path.display()))?;
     }
     if let Ok(dev) = root.resolve(Path::new("/dev")) {
         for (link, target) in [

@@ -651,7 +651,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
             "/dev",
             "tmpfs",
             "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            &["nosuid", "nodev", "strictatime", "mode=755", "size=65536k"],
         )?,
         mount(
             "/dev/pts",
