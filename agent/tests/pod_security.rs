@@ -582,3 +582,82 @@ fn dev_is_nodev_apart_from_the_runtime_devices() {
         "{logs}"
     );
 }
+
+/// `fsGroup` owns the pod's volumes, as the kubelet's SetVolumeOwnership
+/// does: a non-root user reads a downwardAPI file of mode 0400 through the
+/// group, files made in an emptyDir get the group, and the process has the
+/// fsGroup and `supplementalGroups` as its groups.
+#[test]
+fn fs_group_owns_volumes_and_supplemental_groups_are_set() {
+    use std::os::unix::fs::MetadataExt;
+    let node = TestNode::start();
+    node.write_manifest(
+        "fsgroup.yaml",
+        &pod_yaml(
+            "fsgroup",
+            r#"  labels:
+    app: owned
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 3000
+    fsGroup: 2000
+    supplementalGroups: [4000]
+  volumes:
+  - name: data
+    emptyDir: {}
+  - name: info
+    downwardAPI:
+      defaultMode: 256 # 0400
+      items:
+      - path: labels
+        fieldRef:
+          fieldPath: metadata.labels
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - name: data
+      mountPath: /data
+    - name: info
+      mountPath: /info
+    command:
+    - sh
+    - -c
+    - |
+      echo "ids=$(id -u) $(id -g) groups=$(id -G)"
+      echo "data=$(stat -c '%g %a' /data)"
+      touch /data/made && echo "made=$(stat -c '%u %g' /data/made)"
+      echo "labels=$(stat -L -c '%g %a' /info/labels) $(cat /info/labels)"
+      exec sleep 3600
+"#,
+        ),
+    );
+    let name = format!("fsgroup-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("labels="))
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    let mut groups: Vec<&str> = lines[0]
+        .strip_prefix("ids=1000 3000 groups=")
+        .unwrap_or_else(|| panic!("{logs}"))
+        .split(' ')
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["2000", "3000", "4000"], "{logs}");
+    assert_eq!(lines[1], "data=2000 2777", "{logs}");
+    assert_eq!(lines[2], "made=1000 2000", "{logs}");
+    assert_eq!(lines[3], "labels=2000 440 app=\"owned\"", "{logs}");
+
+    // On the node too.
+    let pod = node.pod("fsgroup").unwrap();
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let volume = node
+        .state_dir()
+        .join(format!("pods/{uid}/volumes/kubernetes.io~empty-dir/data"));
+    let meta = std::fs::metadata(&volume).unwrap_or_else(|e| panic!("{}: {e}", volume.display()));
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
+}

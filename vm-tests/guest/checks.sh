@@ -363,11 +363,14 @@ kapi() {
 	curl -sS --max-time 10 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
 		-H 'Content-Type: application/json' -X "$1" "$KAPI$2" ${3:+--data-binary @$3}
 }
-# wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e)
+# wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e).
+# curl must answer: jq 1.6 -e exits 0 on empty input, which let a refused
+# connection pass for an answer.
 wait_api() {
 	limit=$1 start=$(now)
 	while :; do
-		kapi GET "$3" 2>/dev/null | jq -e "$2" >/dev/null 2>&1 && return 0
+		body=$(kapi GET "$3" 2>/dev/null) && [ -n "$body" ] &&
+			echo "$body" | jq -e "$2" >/dev/null 2>&1 && return 0
 		awk -v a="$start" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }' && return 1
 		sleep 1
 	done
@@ -387,6 +390,13 @@ EOF
 api_diag() {
 	note "pods: $(kapi GET /api/v1/namespaces/default/pods | jq -c '[.items[] | {n: .metadata.name, phase: .status.phase, ip: .status.podIP}]' 2>&1)"
 	note "endpointslices: $(kapi GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices | jq -c '[.items[] | {n: .metadata.name, e: .endpoints}]' 2>&1)"
+	if kill -0 "$APISERVER_PID" 2>/dev/null; then
+		note "apiserver $APISERVER_PID: $(ps -o stat=,rss= -p "$APISERVER_PID"), cgroup $(cat /proc/$APISERVER_PID/cgroup 2>&1)"
+	else
+		note "the apiserver exited: $(wait "$APISERVER_PID"; echo status $?)"
+	fi
+	note "listening on 6443: $(ss -Hltnp 'sport = :6443' 2>&1 | tr '\n' ' ')"
+	note "kernel: $(dmesg 2>/dev/null | tail -n 5 | tr '\n' ' ')"
 	echo "  -- last lines of $APILOG --"
 	tail -n 10 $APILOG 2>/dev/null | sed 's/^/  | /'
 	agent_log_tail 30
