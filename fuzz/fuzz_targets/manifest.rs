@@ -1,17 +1,8 @@
-//! The agent's static pod manifest reader: decode (YAML or JSON), validate,
-//! default. Any input must give a pod or a `ManifestError`, never a panic.
+//! cargo-fuzz target: see `fuzz/checks/manifest.rs` for the property (the
+//! workspace's tests replay the same check over the corpus).
 #![no_main]
 
-use std::path::Path;
+#[path = "../checks/manifest.rs"]
+mod manifest;
 
-use kubelab_agent::config::manifest::load_static_pod;
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let seen = jiff::Timestamp::UNIX_EPOCH;
-    if let Ok(pod) = load_static_pod(Path::new("fuzz.yaml"), data, "node1", seen) {
-        // A pod that loads is one the worker can take: a name and a spec.
-        assert!(pod.metadata.name.is_some_and(|n| n.ends_with("-node1")));
-        assert!(pod.spec.is_some());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| manifest::check(data));
