@@ -37,7 +37,7 @@ const STATUS_REPORT: Duration = Duration::from_secs(300);
 /// Pod slots per node, kubelet's `--max-pods` default.
 pub const MAX_PODS: i64 = 110;
 /// The Kubernetes version whose kubelet this agent stands in for.
-pub const KUBELET_VERSION: &str = "v1.33.0";
+pub const KUBELET_VERSION: &str = kubelab_rules::version::GIT_VERSION;
 
 /// What the node looks like from this host; everything `render_node` needs.
 #[derive(Debug, Clone, PartialEq)]
