@@ -661,3 +661,105 @@ spec:
     let meta = std::fs::metadata(&volume).unwrap_or_else(|e| panic!("{}: {e}", volume.display()));
     assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
 }
+
+/// `recursiveReadOnly: Enabled` makes what is mounted below a read-only
+/// volume read-only too (a plain `readOnly` leaves a submount writable);
+/// a mode the kubelet refuses, and `hostUsers: false` on a node without
+/// user namespace support, stop the container with a clear error.
+#[test]
+fn recursive_read_only_mounts_and_refused_modes() {
+    let node = TestNode::start();
+    let shared = node.root.path().join("shared");
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &shared.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(shared.join("sub"));
+    node.write_manifest(
+        "rro.yaml",
+        &pod_yaml(
+            "rro",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    hostPath:
+      path: {}
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - name: shared
+      mountPath: /rro
+      readOnly: true
+      recursiveReadOnly: Enabled
+    - name: shared
+      mountPath: /ro
+      readOnly: true
+    command:
+    - sh
+    - -c
+    - |
+      for f in /rro/top /rro/sub/x /ro/top /ro/sub/x; do touch $f 2>/dev/null && echo "$f=written" || echo "$f=refused"; done
+      exec sleep 3600
+  - name: not-read-only
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /rro
+      recursiveReadOnly: Enabled
+"#,
+                shared.display()
+            ),
+        ),
+    );
+    node.write_manifest(
+        "userns.yaml",
+        &pod_yaml(
+            "userns",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  hostUsers: false
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+"#,
+        ),
+    );
+    let name = format!("rro-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("/ro/sub/x="))
+    });
+    assert_eq!(
+        logs,
+        "/rro/top=refused\n/rro/sub/x=refused\n/ro/top=refused\n/ro/sub/x=written\n"
+    );
+    let waiting = wait_waiting(&node, "rro", "not-read-only", "CreateContainerConfigError");
+    assert_eq!(
+        waiting["message"],
+        "container \"not-read-only\": volume mount \"shared\": recursiveReadOnly: may only be specified when readOnly is true"
+    );
+    let waiting = wait_waiting(&node, "userns", "c", "CreateContainerConfigError");
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("hostUsers: false needs user namespaces")),
+        "{waiting}"
+    );
+}

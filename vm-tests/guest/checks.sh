@@ -435,7 +435,10 @@ EOF
 	t=$(now)
 	web_pod web-1 && web_pod web-2 && kapi POST /api/v1/namespaces/default/services /tmp/web-svc.json >/dev/null ||
 		{ WHY="creating the pods and the service failed"; api_diag; return 1; }
-	CIP=$(kapi GET /api/v1/namespaces/default/services/web | jq -r .spec.clusterIP)
+	# One request may time out while the guest is busy starting the pods.
+	wait_api 60 '.spec.clusterIP | test("^[0-9]")' /api/v1/namespaces/default/services/web ||
+		{ WHY="service web has no clusterIP after 60 s"; api_diag; return 1; }
+	CIP=$(echo "$body" | jq -r .spec.clusterIP)
 	wait_api 180 '[.items[].endpoints[]? | select(.conditions.ready)] | length == 2' \
 		'/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb' ||
 		{ WHY="the EndpointSlice of web has not 2 ready endpoints after 180 s"; api_diag; return 1; }

@@ -266,13 +266,16 @@ fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
 }
 
 /// Splits OCI mount options into flags and the filesystem's data string.
-fn mount_flags(options: &[String]) -> (MsFlags, bool, String) {
+/// Mount options as flags: (flags, read-only, recursively read-only, data).
+fn mount_flags(options: &[String]) -> (MsFlags, bool, bool, String) {
     let mut flags = MsFlags::empty();
     let mut readonly = false;
+    let mut recursive_ro = false;
     let mut data = Vec::new();
     for opt in options {
         match opt.as_str() {
             "ro" => readonly = true,
+            "rro" => recursive_ro = true,
             "rw" => {}
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "noexec" => flags |= MsFlags::MS_NOEXEC,
@@ -286,12 +289,47 @@ fn mount_flags(options: &[String]) -> (MsFlags, bool, String) {
             other => data.push(other.to_string()),
         }
     }
-    (flags, readonly, data.join(","))
+    (flags, readonly, recursive_ro, data.join(","))
+}
+
+/// `mount_setattr(2)` with `AT_RECURSIVE`: the mount at `target` and every
+/// mount below it read-only (a plain remount leaves submounts writable).
+fn make_recursively_read_only(target: std::os::fd::BorrowedFd) -> nix::Result<()> {
+    /// `struct mount_attr` (linux/mount.h).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const SYS_MOUNT_SETATTR: libc::c_long = 442;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid fd, an empty C string with AT_EMPTY_PATH, and a
+    // mount_attr of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_MOUNT_SETATTR,
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::errno::Errno::result(rc).map(drop)
 }
 
 fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
     let dest = m.destination();
-    let (mut flags, readonly, data) = mount_flags(m.options().as_deref().unwrap_or_default());
+    let (mut flags, readonly, recursive_ro, data) =
+        mount_flags(m.options().as_deref().unwrap_or_default());
     let source = m.source().clone().unwrap_or_default();
     let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
     let in_root = |e| InitError::Path {
@@ -329,6 +367,10 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
                 None::<&str>,
             )
             .step(|| format!("remount {} read-only", dest.display()))?;
+            if recursive_ro {
+                make_recursively_read_only(mounted.as_fd())
+                    .step(|| format!("make {} recursively read-only", dest.display()))?;
+            }
         }
         return Ok(());
     }
@@ -528,13 +570,13 @@ mod tests {
 
     #[test]
     fn mount_options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["nosuid", "ro", "mode=755", "size=65536k"]
+        let opts: Vec<String> = ["nosuid", "ro", "rro", "mode=755", "size=65536k"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (flags, ro, data) = mount_flags(&opts);
+        let (flags, ro, rro, data) = mount_flags(&opts);
         assert!(flags.contains(MsFlags::MS_NOSUID));
-        assert!(ro);
+        assert!(ro && rro);
         assert_eq!(data, "mode=755,size=65536k");
     }
 }
