@@ -303,6 +303,10 @@ fn kill_9_during_pod_start_leaves_no_duplicate_and_no_orphan() {
         problems.len(),
         started.elapsed()
     );
+    assert_no_problems(&problems, seed, &node);
+}
+
+fn assert_no_problems(problems: &[String], seed: u64, node: &TestNode) {
     assert!(
         problems.is_empty(),
         "{} problems (seed {seed}):\n{}\nagent log (tail):\n{}",
@@ -428,7 +432,7 @@ fn leftovers(node: &TestNode, ns: &Netns, ipam_net: &Path, base: &Baseline) -> V
 /// may be left.
 #[test]
 fn kill_9_during_pod_termination_leaves_no_orphan() {
-    const ROUNDS: usize = 5;
+    const ROUNDS: usize = 8;
     const PODS: usize = 6;
     /// Past the 1 s grace period: the kill also lands in the clean-up after it.
     const KILL_WITHIN_MS: u64 = 2500;
@@ -467,13 +471,7 @@ fn kill_9_during_pod_termination_leaves_no_orphan() {
         );
         problems.extend(found.into_iter().map(|p| format!("round {round}: {p}")));
     }
-    assert!(
-        problems.is_empty(),
-        "{} problems (seed {seed}):\n{}\nagent log (tail):\n{}",
-        problems.len(),
-        problems.join("\n"),
-        common::tail(&node.agent_log(), 60)
-    );
+    assert_no_problems(&problems, seed, &node);
 }
 
 /// Polls `f` until it returns `want` or `timeout` passes; its last value.
