@@ -3,7 +3,7 @@
 //! (`fuzz/regressions/<target>`), and a bounded number of deterministic
 //! mutations of each: the part of fuzzing that every `cargo test` runs, on
 //! the stable toolchain. `KUBELAB_FUZZ_MUTATIONS` sets the mutations per
-//! input (default 500). An input that fails is written to
+//! input (default 300). An input that fails is written to
 //! `target/fuzz-failures/<target>/` and named in the panic message; copied
 //! into `fuzz/regressions/<target>/`, it is checked in every run after.
 
@@ -118,7 +118,7 @@ pub fn replay(target: &str, check: fn(&[u8])) {
     let rounds: u64 = std::env::var("KUBELAB_FUZZ_MUTATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(300);
     let run = |what: String, data: &[u8]| {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(data)));
         if outcome.is_err() {
