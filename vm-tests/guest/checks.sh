@@ -360,7 +360,8 @@ APISERVER_PID=""
 
 # kapi METHOD PATH [JSON-FILE]: the API as the admin (client certificate)
 kapi() {
-	curl -sS --max-time 10 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
+	# 30 s: under TCG on a busy host one request can take over 10 s.
+	curl -sS --max-time 30 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
 		-H 'Content-Type: application/json' -X "$1" "$KAPI$2" ${3:+--data-binary @$3}
 }
 # wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e).
