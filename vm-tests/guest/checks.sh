@@ -309,9 +309,11 @@ NODE_IP=192.168.50.10
 APILOG=/tmp/apiserver.log
 APISERVER_PID=""
 
-# kapi METHOD PATH [JSON-FILE]: the API as the admin (client certificate)
+# kapi METHOD PATH [JSON-FILE]: the API as the admin (client certificate).
+# A refused connect is retried: on a 1-vCPU TCG guest a loopback connect was
+# seen refused once while the apiserver kept serving, and a POST took over 10 s.
 kapi() {
-	curl -sS --max-time 10 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
+	curl -sS --max-time 30 --retry 3 --retry-connrefused --retry-delay 1 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
 		-H 'Content-Type: application/json' -X "$1" "$KAPI$2" ${3:+--data-binary @$3}
 }
 # wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e)
@@ -336,6 +338,7 @@ EOF
 	kapi POST /api/v1/namespaces/default/pods /tmp/$1.json >/dev/null
 }
 api_diag() {
+	note "apiserver process: $(kill -0 $APISERVER_PID 2>/dev/null && echo alive || echo gone); listening: $(ss -ltn 2>/dev/null | awk 'NR > 1 {print $4}' | tr '\n' ' ')"
 	note "pods: $(kapi GET /api/v1/namespaces/default/pods | jq -c '[.items[] | {n: .metadata.name, phase: .status.phase, ip: .status.podIP}]' 2>&1)"
 	note "endpointslices: $(kapi GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices | jq -c '[.items[] | {n: .metadata.name, e: .endpoints}]' 2>&1)"
 	echo "  -- last lines of $APILOG --"
