@@ -12,7 +12,11 @@ port; a Service `bench-web` is created, then:
    from /proc), which is what "per core" compares.
 2. Latency at 100 concurrent clients: a closed loop of 100 asyncio UDP
    clients (each waits for its answer before the next query); p50 and p99.
-3. Service creation to its name resolving: POST a new Service over an open
+3. The same dnsperf run against a peer measured in this run: Debian's
+   `dnsmasq` (apt install dnsmasq-base) answering the same name from a
+   `--host-record`, from memory, one thread, as CoreDNS answers a cached
+   service name. CoreDNS itself is not packaged for this machine.
+4. Service creation to its name resolving: POST a new Service over an open
    HTTPS connection; from the moment the apiserver acknowledged it, the name
    is asked every millisecond until it answers NOERROR; median and max of 20.
 
@@ -28,6 +32,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import socket
 import ssl
 import statistics
@@ -107,7 +112,8 @@ def resolves(sock, name):
     sock.send(query(name))
     try:
         reply = sock.recv(512)
-    except socket.timeout:
+    except (socket.timeout, ConnectionRefusedError):
+        # Not listening yet (ICMP port unreachable): asked again.
         return False
     return rcode(reply) == 0 and answers(reply) > 0
 
@@ -126,6 +132,27 @@ def creation_to_resolution(conn, dns_port, n=20):
             time.sleep(0.001)
         took.append((time.monotonic() - t0) * 1000)
     return took
+
+
+def run_dnsmasq(tmp):
+    """dnsmasq on a loopback port with the benchmark's name as a host record."""
+    port = free_port(socket.SOCK_DGRAM)
+    proc = subprocess.Popen(
+        ["dnsmasq", "--keep-in-foreground", "--port", str(port),
+         "--listen-address", "127.0.0.1", "--bind-interfaces", "--no-resolv",
+         "--no-hosts", "--user=root", "--pid-file=" + str(tmp / "dnsmasq.pid"),
+         f"--host-record={NAME},10.96.0.50"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.connect(("127.0.0.1", port))
+    probe.settimeout(0.5)
+    deadline = time.monotonic() + 10
+    while not resolves(probe, NAME):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit("dnsmasq did not answer")
+        time.sleep(0.05)
+    return proc, port
 
 
 def dnsperf(dns_port, seconds, pid, tmp):
@@ -230,6 +257,15 @@ def main():
         creation = creation_to_resolution(conn, dns_port)
         perf = dnsperf(dns_port, args.seconds, proc.pid, tmp)
         latencies = asyncio.run(closed_loop(dns_port, 100, args.seconds))
+        peer = None
+        if shutil.which("dnsmasq"):
+            dnsmasq, peer_port = run_dnsmasq(tmp)
+            try:
+                peer = dnsperf(peer_port, args.seconds, dnsmasq.pid, tmp)
+                peer_latencies = asyncio.run(closed_loop(peer_port, 100, args.seconds))
+            finally:
+                dnsmasq.terminate()
+                dnsmasq.wait()
         results = {
             "binary": str(apiserver.relative_to(REPO) if apiserver.is_relative_to(REPO) else apiserver),
             "cores": os.cpu_count(),
@@ -241,6 +277,17 @@ def main():
                 "qps": round(len(latencies) / args.seconds),
                 "p50_ms": round(pct(latencies, 0.50), 3),
                 "p99_ms": round(pct(latencies, 0.99), 3),
+            },
+            "peer_dnsmasq": None if peer is None else {
+                "dnsperf_100_clients": {k: v for k, v in peer.items() if k != "raw"},
+                "closed_loop_100_clients": {
+                    "qps": round(len(peer_latencies) / args.seconds),
+                    "p50_ms": round(pct(peer_latencies, 0.50), 3),
+                    "p99_ms": round(pct(peer_latencies, 0.99), 3),
+                },
+                "ratio_qps": round(perf.get("qps", 0) / peer["qps"], 2) if peer.get("qps") else None,
+                "ratio_qps_per_core": round(perf.get("qps_per_core", 0) / peer["qps_per_core"], 2)
+                if peer.get("qps_per_core") else None,
             },
             "service_created_to_resolving_ms": {
                 "median": round(statistics.median(creation), 2),
@@ -258,6 +305,14 @@ def main():
     cl = results["closed_loop_100_clients"]
     print(f"closed loop, 100 clients: {cl['qps']:8d} queries/s, "
           f"p50 {cl['p50_ms']} ms, p99 {cl['p99_ms']} ms")
+    if peer is not None:
+        pd = results["peer_dnsmasq"]
+        print(f"dnsmasq (same run):     {peer.get('qps', 0):10.0f} queries/s "
+              f"({peer.get('qps_per_core', 0)} per core), closed loop "
+              f"p50 {pd['closed_loop_100_clients']['p50_ms']} ms; kubelab/dnsmasq: "
+              f"{pd['ratio_qps']}x queries/s, {pd['ratio_qps_per_core']}x per core")
+    else:
+        print("dnsmasq not installed (apt install dnsmasq-base): no same-run peer")
     cr = results["service_created_to_resolving_ms"]
     print(f"Service created -> name resolves: median {cr['median']} ms, max {cr['max']} ms "
           f"({cr['samples']} services)")

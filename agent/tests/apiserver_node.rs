@@ -305,6 +305,21 @@ fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
         "jsonpath={.metadata.annotations.kubernetes\\.io/config\\.mirror}",
     ]);
     assert_eq!(static_uid, mirror_annotation.as_str());
+    // kubectl describe of the mirror finds the static pod's events (recorded
+    // under the UID the mirror carries), Pulled among them.
+    let describe = wait_for(
+        &node,
+        "the static pod's events in describe",
+        Duration::from_secs(30),
+        || {
+            let d = api.try_kubectl(&["describe", "pod", &mirror])?;
+            (d.contains("Started") && d.contains("Pulled")).then_some(d)
+        },
+    );
+    assert!(
+        describe.contains("Container image \"busybox\" already present on machine"),
+        "{describe}"
+    );
 
     // Deleting the mirror does not stop the static pod: the mirror comes back.
     api.kubectl(&["delete", "pod", &mirror, "--wait=false"]);
@@ -477,6 +492,33 @@ fn kubectl_logs_and_top_reach_the_real_agent() {
     assert!(
         (150..=250).contains(&cpu),
         "a 200m limit shows as about 200m in kubectl top, got {cpu}m"
+    );
+    // Memory as metrics-server reports it: the working set in Ki (a shell
+    // loop's is a few hundred Ki, which kubectl top rounds down to 0Mi).
+    let metrics = api.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/spin",
+    ]);
+    let metrics: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    let memory = metrics["containers"][0]["usage"]["memory"]
+        .as_str()
+        .unwrap_or_default();
+    let kib: u64 = memory
+        .strip_suffix("Ki")
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        kib > 0,
+        "the working set of a running shell is not zero: {metrics}"
+    );
+    let top = api.kubectl(&["top", "pod", "spin", "--no-headers"]);
+    assert!(
+        top.split_whitespace()
+            .nth(2)
+            .is_some_and(|m| m.ends_with("Mi")),
+        "{top}"
     );
     let top_node = api.kubectl(&["top", "node", "--no-headers"]);
     assert!(top_node.starts_with(&name), "{top_node}");

@@ -15,6 +15,7 @@
 //! - [`node_client`]: the agents' kubelet API (pod logs, metrics).
 //! - [`cidr`]: IPv4 ranges of the service and pod networks.
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
+//! - [`event_recorder`]: the Events the scheduler and controllers record.
 
 pub mod api;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod cidr;
 pub mod client;
 pub mod controllers;
 pub mod dns;
+pub mod event_recorder;
 pub mod kinds;
 pub mod leader_election;
 pub mod node_client;

@@ -13,7 +13,7 @@ use common::{ApiServer, NODE1, POD_WEB, rows};
 fn fresh_cluster_has_system_namespaces_and_the_kubernetes_service() {
     let s = ApiServer::start();
     let version = s.ok(&["version"]);
-    assert!(version.contains("Server Version: v1.32"), "{version}");
+    assert!(version.contains("Server Version: v1.33"), "{version}");
     let ns = s.ok(&["get", "namespaces"]);
     assert_eq!(rows(&ns)[0], ["NAME", "STATUS", "AGE"]);
     for name in ["default", "kube-system", "kube-node-lease"] {
@@ -298,7 +298,7 @@ fn nodes_label_taint_and_binding() {
     let nodes = rows(&s.ok(&["get", "nodes"]));
     assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
     assert_eq!(nodes[1][..3], ["node1", "Ready", "<none>"]);
-    assert_eq!(nodes[1][4], "v1.32.0");
+    assert_eq!(nodes[1][4], "v1.33.0");
     assert!(s.ok(&["get", "no", "-o", "wide"]).contains("10.0.0.5"));
 
     s.ok(&["label", "nodes", "node1", "disktype=ssd"]);

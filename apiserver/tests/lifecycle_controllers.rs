@@ -191,9 +191,7 @@ fn apply(s: &ApiServer, yaml: &str) {
 
 #[test]
 fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
-    // The collector alone: with the scheduler's status writes racing the
-    // orphaning patch, the kept dependent was seen to go too (under study).
-    let s = ApiServer::start_with(&["--disable-scheduler"]);
+    let s = ApiServer::start();
     // Background (kubectl's default): the owner goes, then its dependents.
     s.ok(&["create", "configmap", "owner", "--from-literal=k=v"]);
     let uid = uid_of(&s, &["configmap", "owner"]);
@@ -232,6 +230,58 @@ fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
     });
     assert_eq!(names(&s, &["pods", "-l", "app=owned"]), ["c"]);
 
+    // A dependent the collector sees only after the orphaning (its watch
+    // event late behind the owner's; here: made while another finalizer
+    // still holds the owner) lets go of the owner too, instead of being
+    // collected as dangling once the owner is gone.
+    s.ok(&["create", "configmap", "held", "--from-literal=k=v"]);
+    s.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    let uid = uid_of(&s, &["configmap", "held"]);
+    s.ok(&[
+        "delete",
+        "configmap",
+        "held",
+        "--cascade=orphan",
+        "--wait=false",
+    ]);
+    wait_for("the orphaning to finish", Duration::from_secs(20), || {
+        let f = s.ok(&[
+            "get",
+            "configmap",
+            "held",
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ]);
+        (f == r#"["example.com/hold"]"#).then_some(())
+    });
+    apply(&s, &owned_pod("late", ("ConfigMap", "held", &uid), &[]));
+    s.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    wait_for("the late reference to go", Duration::from_secs(20), || {
+        let refs = s.ok(&[
+            "get",
+            "pod",
+            "late",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ]);
+        refs.is_empty().then_some(())
+    });
+    assert_eq!(names(&s, &["pods", "-l", "app=owned"]), ["c", "late"]);
+
     // Dangling: a reference to an owner that never existed.
     apply(
         &s,
@@ -244,7 +294,7 @@ fn the_collector_cascades_orphans_and_collects_dangling_dependents() {
     wait_for(
         "the dangling dependent to go",
         Duration::from_secs(20),
-        || (names(&s, &["pods", "-l", "app=owned"]) == ["c"]).then_some(()),
+        || (names(&s, &["pods", "-l", "app=owned"]) == ["c", "late"]).then_some(()),
     );
 }
 
@@ -540,4 +590,273 @@ fn deleting_a_replicaset_cascades_unless_told_to_orphan() {
     wait_for("the pods to go with it", Duration::from_secs(20), || {
         web_pods(&s).is_empty().then_some(())
     });
+}
+/// What a kubelet would do for pods on Node objects without one: bound
+/// pods are reported Running and Ready, and a pod being deleted is finished
+/// off. Runs until dropped.
+struct FakeKubelets {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKubelets {
+    fn start(s: &ApiServer) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let kubeconfig = s.kubeconfig();
+        let home = s.dir.path().to_owned();
+        let thread = std::thread::spawn(move || {
+            let kubectl = |args: &[&str]| {
+                std::process::Command::new("/usr/bin/kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .env("HOME", &home)
+                    .arg("--cache-dir")
+                    .arg(home.join("kube-cache-kubelets"))
+                    .args(args)
+                    .output()
+                    .expect("run kubectl")
+            };
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = kubectl(&[
+                    "get",
+                    "pods",
+                    "-A",
+                    "-o",
+                    r#"jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp} {.status.phase}{"\n"}{end}"#,
+                ]);
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let f: Vec<&str> = line.split(' ').collect();
+                    let [ns, name, node, deleting, phase] = f[..] else {
+                        continue;
+                    };
+                    if node.is_empty() {
+                        continue;
+                    }
+                    if !deleting.is_empty() {
+                        kubectl(&[
+                            "delete",
+                            "pod",
+                            name,
+                            "-n",
+                            ns,
+                            "--grace-period=0",
+                            "--force",
+                        ]);
+                    } else if phase != "Running" {
+                        let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+                            .unwrap();
+                        let status = format!(
+                            r#"{{"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{now}"}}]}}}}"#
+                        );
+                        kubectl(&[
+                            "patch",
+                            "pod",
+                            name,
+                            "-n",
+                            ns,
+                            "--subresource=status",
+                            "--type=merge",
+                            "-p",
+                            &status,
+                        ]);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeKubelets {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const DAEMONSET: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 1}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      nodeSelector: {role: worker}
+      terminationGracePeriodSeconds: 0
+      containers:
+      - {name: c, image: IMAGE}
+";
+
+/// `kubectl get ds agent` as (DESIRED, CURRENT, READY, UP-TO-DATE, AVAILABLE, NODE SELECTOR).
+fn ds_row(s: &ApiServer) -> Vec<String> {
+    let r = rows(&s.ok(&["get", "ds", "agent", "--no-headers"]));
+    r[0][1..7].to_vec()
+}
+
+fn pods_per_node(s: &ApiServer) -> Vec<String> {
+    let mut nodes: Vec<String> = s
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.nodeName}{"\n"}{end}"#,
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn a_daemonset_runs_one_pod_per_eligible_node() {
+    let s = ApiServer::start();
+    let _kubelets = FakeKubelets::start(&s);
+    add_node(&s, "n1");
+    add_node(&s, "n2");
+    apply(&s, &DAEMONSET.replace("IMAGE", "busybox:1.35"));
+    wait_for("a pod on each node", Duration::from_secs(30), || {
+        (ds_row(&s) == ["2", "2", "2", "2", "2", "role=worker"]).then_some(())
+    });
+    assert_eq!(pods_per_node(&s), ["n1", "n2"]);
+    let affinity = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=agent",
+        "--field-selector",
+        "spec.nodeName=n1",
+        "-o",
+        "jsonpath={.items[0].spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0]}",
+    ]);
+    assert_eq!(
+        affinity,
+        r#"{"key":"metadata.name","operator":"In","values":["n1"]}"#
+    );
+
+    // A new node gets one.
+    add_node(&s, "n3");
+    wait_for("a pod on the new node", Duration::from_secs(30), || {
+        (pods_per_node(&s) == ["n1", "n2", "n3"]).then_some(())
+    });
+    // A node labelled out of the selector loses its pod.
+    s.ok(&["label", "node", "n1", "role-"]);
+    wait_for("the pod of n1 to go", Duration::from_secs(30), || {
+        (pods_per_node(&s) == ["n2", "n3"]).then_some(())
+    });
+    wait_for("the status to follow", Duration::from_secs(30), || {
+        (ds_row(&s) == ["2", "2", "2", "2", "2", "role=worker"]).then_some(())
+    });
+}
+
+/// `kubectl rollout status ds/agent`, its output; on failure, what the
+/// DaemonSet and its pods looked like.
+fn rollout_status(s: &ApiServer) -> String {
+    let out = s.kubectl(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(
+        out.status.success(),
+        "rollout status: {}{}\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        s.ok(&["get", "ds", "agent", "-o", "yaml"]),
+        s.ok(&["get", "pods", "-o", "wide", "--show-labels"]),
+        s.log()
+            .lines()
+            .filter(|l| l.contains("daemonsets") && !l.contains("GET"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_daemonset_rolls_out_a_new_template_and_back() {
+    let s = ApiServer::start();
+    let _kubelets = FakeKubelets::start(&s);
+    for n in ["n1", "n2", "n3"] {
+        add_node(&s, n);
+    }
+    apply(&s, &DAEMONSET.replace("IMAGE", "busybox:1.35"));
+    rollout_status(&s);
+    s.ok(&["set", "image", "ds/agent", "c=busybox:1.36"]);
+    let status = rollout_status(&s);
+    assert!(
+        status.contains(r#"daemon set "agent" successfully rolled out"#),
+        "{status}"
+    );
+    let images = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=agent",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert_eq!(images, "busybox:1.36 busybox:1.36 busybox:1.36");
+    let history = s.ok(&["rollout", "history", "ds/agent"]);
+    let revisions: Vec<String> = rows(&history)
+        .iter()
+        .skip(2)
+        .filter_map(|r| r.first().cloned())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let hashes = s.ok(&[
+        "get",
+        "controllerrevisions",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert_eq!(hashes.split_whitespace().count(), 2, "{hashes}");
+    let pod_hash = s.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=agent",
+        "-o",
+        "jsonpath={.items[0].metadata.labels.controller-revision-hash}",
+    ]);
+    assert!(
+        hashes.contains(&format!("agent-{pod_hash}")),
+        "{hashes} / {pod_hash}"
+    );
+
+    s.ok(&["rollout", "undo", "ds/agent"]);
+    rollout_status(&s);
+    wait_for("the old image back", Duration::from_secs(30), || {
+        let images = s.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ]);
+        (images == "busybox:1.35 busybox:1.35 busybox:1.35").then_some(())
+    });
+    let history = s.ok(&["rollout", "history", "ds/agent"]);
+    let revisions: Vec<String> = rows(&history)
+        .iter()
+        .skip(2)
+        .filter_map(|r| r.first().cloned())
+        .collect();
+    assert_eq!(
+        revisions,
+        ["2", "3"],
+        "the rolled-back revision is the newest: {history}"
+    );
 }

@@ -394,8 +394,10 @@ fn a_burst_of_100_replicas_never_makes_extra_pods() {
     });
     assert_eq!(rs["status"]["replicas"], 100);
     assert_eq!(pods(&s, "app=web").len(), 100);
-    let created = s
-        .ok(&[
+    // Events are written behind the creates: their count reaches 100 and
+    // stays there.
+    let created = || {
+        s.ok(&[
             "get",
             "events",
             "--field-selector=reason=SuccessfulCreate",
@@ -403,8 +405,12 @@ fn a_burst_of_100_replicas_never_makes_extra_pods() {
             "name",
         ])
         .lines()
-        .count();
-    assert_eq!(created, 100);
+        .count()
+    };
+    eventually("100 SuccessfulCreate events", || {
+        (created() >= 100).then_some(())
+    });
+    assert_eq!(created(), 100);
 }
 
 /// Stands in for the kubelets: marks every pending pod that `selector`

@@ -3,6 +3,16 @@
 //! quantities, label selectors, and the predicates the scheduler, the
 //! DaemonSet controller and the taint manager share.
 
+/// The Kubernetes release the whole project stands in for: the apiserver's
+/// `/version`, the node's kubeletVersion and the k8s-openapi types agree on it
+/// (a kubelet newer than its apiserver is a skew Kubernetes does not allow).
+pub mod version {
+    pub const MAJOR: &str = "1";
+    pub const MINOR: &str = "33";
+    /// `v1.33.0`, as kubelet and kube-apiserver print their version.
+    pub const GIT_VERSION: &str = "v1.33.0";
+}
+
 pub mod node_affinity;
 pub mod quantity;
 pub mod resources;

@@ -40,7 +40,10 @@ pub fn render_event(ev: &AgentEvent, pod: &Pod, node: &str) -> Event {
             kind: Some("Pod".into()),
             namespace: Some(ns),
             name: Some(name),
-            uid: pod.metadata.uid.clone(),
+            // A static pod's events are about the pod the kubelet runs, whose
+            // UID its mirror carries in `kubernetes.io/config.mirror`: kubectl
+            // describe of the mirror looks them up there.
+            uid: mirror_source_uid(pod).or_else(|| pod.metadata.uid.clone()),
             resource_version: pod.metadata.resource_version.clone(),
             field_path: ev.field_path.clone(),
         },
@@ -58,6 +61,15 @@ pub fn render_event(ev: &AgentEvent, pod: &Pod, node: &str) -> Event {
         last_timestamp: Some(Time(ev.time)),
         ..Default::default()
     }
+}
+
+fn mirror_source_uid(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get("kubernetes.io/config.mirror")
+        .filter(|u| !u.is_empty())
+        .cloned()
 }
 
 pub struct EventSink {
@@ -134,5 +146,58 @@ impl EventSink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AgentEvent {
+        AgentEvent {
+            time: jiff::Timestamp::now(),
+            type_: "Normal",
+            reason: "Started".into(),
+            message: "Started container web".into(),
+            object: "default/web-node1".into(),
+            field_path: Some("spec.containers{web}".into()),
+        }
+    }
+
+    fn pod(annotations: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web-node1".into()),
+                namespace: Some("default".into()),
+                uid: Some("api-uid".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pod_from_the_api_is_referred_to_by_its_uid() {
+        let e = render_event(&event(), &pod(&[]), "node1");
+        assert_eq!(e.involved_object.uid.as_deref(), Some("api-uid"));
+        assert_eq!(e.involved_object.name.as_deref(), Some("web-node1"));
+        assert_eq!(
+            e.involved_object.field_path.as_deref(),
+            Some("spec.containers{web}")
+        );
+        assert_eq!(e.source.unwrap().component.as_deref(), Some("kubelet"));
+    }
+
+    #[test]
+    fn a_static_pod_is_referred_to_by_the_uid_its_mirror_carries() {
+        let mirror = pod(&[("kubernetes.io/config.mirror", "static-hash")]);
+        let e = render_event(&event(), &mirror, "node1");
+        assert_eq!(e.involved_object.uid.as_deref(), Some("static-hash"));
     }
 }

@@ -37,7 +37,7 @@ const STATUS_REPORT: Duration = Duration::from_secs(300);
 /// Pod slots per node, kubelet's `--max-pods` default.
 pub const MAX_PODS: i64 = 110;
 /// The Kubernetes version whose kubelet this agent stands in for.
-pub const KUBELET_VERSION: &str = "v1.33.0";
+pub const KUBELET_VERSION: &str = kubelab_rules::version::GIT_VERSION;
 
 /// What the node looks like from this host; everything `render_node` needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +82,15 @@ pub fn default_route_ip() -> Option<String> {
 
 impl NodeFacts {
     /// Reads the host: CPUs, memory, the filesystem of `root_dir`, kernel, OS.
-    pub fn gather(name: &str, internal_ip: &str, root_dir: &Path, kubelet_port: u16) -> Self {
+    /// Pressure is judged against the node's hard eviction thresholds
+    /// (`--eviction-hard`, kubelet's defaults when not given).
+    pub fn gather(
+        name: &str,
+        internal_ip: &str,
+        root_dir: &Path,
+        kubelet_port: u16,
+        thresholds: &NodeReservations,
+    ) -> Self {
         let os_image = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|t| {
@@ -95,8 +103,10 @@ impl NodeFacts {
             Ok(st) => {
                 let total = st.blocks() * st.fragment_size();
                 let avail = st.blocks_available() * st.fragment_size();
-                // kubelet's default hard eviction threshold: nodefs.available < 10%.
-                (total, total > 0 && avail * 10 < total)
+                (
+                    total,
+                    total > 0 && thresholds.crosses("nodefs.available", avail, total),
+                )
             }
             Err(_) => (0, false),
         };
@@ -114,8 +124,7 @@ impl NodeFacts {
             machine_id: read_trimmed("/etc/machine-id"),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             kubelet_port,
-            // kubelet's default hard eviction threshold: memory.available < 100Mi.
-            memory_pressure: available < 100 * 1024 * 1024,
+            memory_pressure: thresholds.crosses("memory.available", available, memory),
             disk_pressure,
         }
     }
@@ -281,6 +290,7 @@ impl NodeAgent {
             &self.internal_ip,
             &self.root_dir,
             self.kubelet_port,
+            &self.reservations,
         )
     }
 

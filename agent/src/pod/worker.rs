@@ -1465,6 +1465,19 @@ fn create_and_start(
         ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
         other => CreateError::Other(crate::error_chain(&other)),
     })?;
+    let key = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    // Images come from the node's store, never pulled: what kubelet says
+    // for an image it finds present.
+    ctx.events.normal(
+        &key,
+        Some(&container.name),
+        "Pulled",
+        format!("Container image {image_ref:?} already present on machine"),
+    );
     // The environment after the image, as the kubelet orders it: a missing
     // ConfigMap or Secret is a CreateContainerConfigError.
     let placement = crate::runtime::downward::PodPlacement {
@@ -1483,11 +1496,6 @@ fn create_and_start(
         container,
     )
     .map_err(|e| CreateError::Config(e.to_string()))?;
-    let key = format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    );
     for w in &env.warnings {
         ctx.events
             .warning(&key, Some(&container.name), w.reason, w.message.clone());

@@ -110,11 +110,11 @@ pub enum Inbound {
 
 /// `TerminalSize` as client-go encodes it (Go field names, no tags).
 #[derive(serde::Deserialize)]
-struct TerminalSize {
+pub(super) struct TerminalSize {
     #[serde(rename = "Width")]
-    width: u16,
+    pub width: u16,
     #[serde(rename = "Height")]
-    height: u16,
+    pub height: u16,
 }
 
 pub fn decode_inbound(data: Bytes) -> Inbound {
@@ -170,14 +170,14 @@ pub fn internal_error_status(message: &str) -> Value {
 
 /// A close with code 1000: client-go reads the end of its streams from
 /// it (a close without a code is an error there).
-fn normal_close() -> Message {
+pub(super) fn normal_close() -> Message {
     Message::Close(Some(axum::extract::ws::CloseFrame {
         code: axum::extract::ws::close_code::NORMAL,
         reason: "".into(),
     }))
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
+pub(super) fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
@@ -186,21 +186,21 @@ fn frame(channel: u8, data: &[u8]) -> Message {
 
 /// Where the command runs: a running container's init pid and bundle.
 #[derive(Debug, Clone)]
-struct ExecTarget {
-    pid: i32,
-    bundle: PathBuf,
+pub(super) struct ExecTarget {
+    pub pid: i32,
+    pub bundle: PathBuf,
 }
 
 /// A refusal before the upgrade: the code and the user's message.
-type Refusal = (StatusCode, String);
+pub(super) type Refusal = (StatusCode, String);
 
-fn error(code: StatusCode, msg: String) -> Response {
+pub(super) fn error(code: StatusCode, msg: String) -> Response {
     (code, msg).into_response()
 }
 
 /// The running container `container` of pod `ns/pod`, or the reason there
 /// is none, worded for the user.
-fn find_target(
+pub(super) fn find_target(
     s: &ServerState,
     ns: &str,
     pod: &str,
@@ -305,7 +305,7 @@ pub async fn exec(
 }
 
 /// `a=1&b=x%20y` as key/value pairs, in order (repeated keys kept).
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+pub(super) fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
         &format!("/?{query}")
             .parse()

@@ -1,6 +1,6 @@
 //! The kubelet HTTP API, on kubelet's paths: `/healthz`, `/pods`,
 //! `/stats/summary`, `/containerLogs/{ns}/{pod}/{container}`, `/metrics`,
-//! `/exec/{ns}/{pod}/{container}`.
+//! `/exec/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`.
 //!
 //! Two servers, as the kubelet has: `--port` over HTTPS with every path
 //! behind authentication and authorization ([`auth`]), and the read-only
@@ -10,6 +10,7 @@ pub mod auth;
 pub mod exec;
 pub mod metrics;
 pub mod stats;
+pub mod streaming;
 pub mod tls;
 
 use std::sync::Arc;
@@ -54,6 +55,10 @@ pub fn router(state: ServerState, auth: Arc<auth::KubeletAuth>) -> Router {
         .route(
             "/exec/{namespace}/{pod}/{container}",
             get(exec::exec).post(exec::exec),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(streaming::portforward::port_forward).post(streaming::portforward::port_forward),
         )
         .with_state(state.clone());
     read_only_router(state)

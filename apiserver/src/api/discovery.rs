@@ -12,14 +12,15 @@ use serde_json::{Value, json};
 use super::{Api, json_response};
 use crate::kinds::Registry;
 
-/// kubectl here dispatches on the server's minor version: report 1.32.
+/// The project's one Kubernetes version (the node reports the same).
 pub async fn version() -> Response {
+    use kubelab_rules::version;
     json_response(
         StatusCode::OK,
         &json!({
-            "major": "1",
-            "minor": "32",
-            "gitVersion": "v1.32.0-kubelab",
+            "major": version::MAJOR,
+            "minor": version::MINOR,
+            "gitVersion": version::GIT_VERSION,
             "gitCommit": "0000000000000000000000000000000000000000",
             "gitTreeState": "clean",
             "buildDate": "2025-01-01T00:00:00Z",
@@ -109,6 +110,8 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             resources.push(json!({"name": "pods/binding", "singularName": "", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
             resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
             resources.push(json!({"name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions", "verbs": ["create", "get"]}));
+            resources.push(json!({"name": "pods/attach", "singularName": "", "namespaced": true, "kind": "PodAttachOptions", "verbs": ["create", "get"]}));
+            resources.push(json!({"name": "pods/portforward", "singularName": "", "namespaced": true, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}));
             // kubectl drain evicts only when discovery lists this, with its group and version.
             resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         }
@@ -195,6 +198,6 @@ pub async fn openapi_v3_group(State(api): State<Arc<Api>>, Path(path): Path<Stri
     }
     json_response(
         StatusCode::OK,
-        &json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "components": {"schemas": {}}}),
+        &json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": kubelab_rules::version::GIT_VERSION}, "paths": paths, "components": {"schemas": {}}}),
     )
 }

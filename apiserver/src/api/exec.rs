@@ -150,7 +150,7 @@ async fn connect_agent(
 /// A TLS connection to the kubelet `uri` names, as the apiserver's kubelet
 /// client makes it (its client certificate; the kubelet's checked when a CA
 /// is configured).
-async fn connect_tls(
+pub(super) async fn connect_tls(
     tls: std::sync::Arc<rustls::ClientConfig>,
     uri: axum::http::Uri,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod events;
 mod eviction;
 mod exec;
+mod stream_proxy;
 mod in_process;
 mod logs;
 pub mod metrics;
@@ -1761,6 +1762,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             any(exec::pod_exec),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/attach",
+            any(stream_proxy::pod_attach),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            any(stream_proxy::pod_portforward),
         )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",

@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::daemonset_decide::{self as decide, HistoryStep, Plan};
-use super::event_recorder::{EventRecorder, reference};
 use super::expectations::Expectations;
 use super::informers::{Change, Informers, SharedInformer};
 use super::replicaset_decide::{claim, controller_of, slow_start_batches};
 use super::work_queue::{self, Queue};
+use crate::event_recorder::{EventRecorder, reference};
 
 pub const COMPONENT: &str = "daemonset-controller";
 /// `--concurrent-daemonset-syncs`.

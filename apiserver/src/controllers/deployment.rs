@@ -17,7 +17,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::event_recorder::{EventRecorder, reference};
 use super::informers::{Change, Informers, SharedInformer};
 use super::replicaset_decide::{controller_of, controller_ref, is_active};
 use super::rollout::{
@@ -25,6 +24,7 @@ use super::rollout::{
     replicas_annotations, rs_replicas, set_condition,
 };
 use super::work_queue::{self, Queue};
+use crate::event_recorder::{EventRecorder, reference};
 
 /// `--concurrent-deployment-syncs`.
 pub const CONCURRENT_SYNCS: u16 = 5;

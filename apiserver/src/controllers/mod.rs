@@ -16,7 +16,6 @@ pub mod daemonset_decide;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpoints_render;
-pub mod event_recorder;
 pub mod expectations;
 pub mod garbage_collector;
 pub mod informers;

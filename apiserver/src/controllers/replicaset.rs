@@ -25,7 +25,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::event_recorder::{EventRecorder, reference};
 use super::expectations::Expectations;
 use super::informers::{Change, Informers, SharedInformer};
 use super::replicaset_decide::{
@@ -33,6 +32,7 @@ use super::replicaset_decide::{
     next_available_in, pod_from_template, pods_to_delete, slow_start_batches,
 };
 use super::work_queue::{self, Queue};
+use crate::event_recorder::{EventRecorder, reference};
 
 /// How many owners sync at once (`--concurrent-replicaset-syncs`).
 pub const CONCURRENT_SYNCS: u16 = 5;

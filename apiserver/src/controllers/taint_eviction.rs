@@ -23,8 +23,8 @@ use kubelab_rules::taints::{NO_EXECUTE, node_taints, tolerates};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::event_recorder::{EventRecorder, reference};
 use super::informers::{Change, Informers};
+use crate::event_recorder::{EventRecorder, reference};
 
 /// The component its events are recorded as.
 pub const COMPONENT: &str = "taint-eviction-controller";

@@ -594,6 +594,49 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    #[test]
+    fn default_toleration_seconds_are_added_unless_a_toleration_covers_the_taint() {
+        let keys = |p: &Pod| -> Vec<(String, Option<i64>)> {
+            p.spec
+                .as_ref()
+                .unwrap()
+                .tolerations
+                .iter()
+                .flatten()
+                .map(|t| (t.key.clone().unwrap_or_default(), t.toleration_seconds))
+                .collect()
+        };
+        let mut plain = pod(json!({"spec": {"containers": [{"name": "c", "image": "busybox"}]}}));
+        plain.prepare_create();
+        assert_eq!(
+            keys(&plain),
+            [
+                ("node.kubernetes.io/not-ready".to_owned(), Some(300)),
+                ("node.kubernetes.io/unreachable".to_owned(), Some(300))
+            ]
+        );
+        // A wildcard NoExecute toleration already covers both.
+        let mut wildcard = pod(
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox"}],
+            "tolerations": [{"operator": "Exists", "effect": "NoExecute"}]}}),
+        );
+        wildcard.prepare_create();
+        assert_eq!(keys(&wildcard), [(String::new(), None)]);
+        // Its own not-ready toleration is kept; unreachable gets the default.
+        let mut own = pod(
+            json!({"spec": {"containers": [{"name": "c", "image": "busybox"}],
+            "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "tolerationSeconds": 10}]}}),
+        );
+        own.prepare_create();
+        assert_eq!(
+            keys(&own),
+            [
+                ("node.kubernetes.io/not-ready".to_owned(), Some(10)),
+                ("node.kubernetes.io/unreachable".to_owned(), Some(300))
+            ]
+        );
+    }
+
     fn status_cell(p: &Pod) -> String {
         p.cells(jiff::Timestamp::now())[2]
             .as_str()

@@ -523,15 +523,10 @@ impl KindSpec for ControllerRevision {
     fn validate(&self, old: Option<&Self>) -> Vec<FieldError> {
         let mut errs = nonnegative("revision", self.revision);
         if let Some(old) = old {
+            // Only the data is fixed: a controller renumbers the revision
+            // it rolls back to (`ValidateControllerRevisionUpdate`).
             if old.data != self.data {
                 errs.push(FieldError::forbidden("data", "field is immutable"));
-            }
-            if old.revision != self.revision {
-                errs.push(FieldError::invalid_raw(
-                    "revision",
-                    self.revision.to_string(),
-                    "field is immutable",
-                ));
             }
         }
         errs

@@ -279,7 +279,7 @@ status:
   - type: InternalIP
     address: 10.0.0.5
   nodeInfo:
-    kubeletVersion: v1.32.0
+    kubeletVersion: v1.33.0
     osImage: Debian GNU/Linux 12
     kernelVersion: 6.1.0
     containerRuntimeVersion: kubelab://0.1

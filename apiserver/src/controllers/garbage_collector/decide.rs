@@ -17,6 +17,10 @@ pub enum OwnerState {
     Dangling,
     /// Being deleted in the foreground: waiting for its dependents to go.
     WaitingForDependents,
+    /// Deleted with the `orphan` finalizer: its dependents are let go, even
+    /// one the collector first saw after the orphaning (the watches of two
+    /// resources are not ordered), so a reference to it never collects.
+    Orphaned,
 }
 
 /// What happens to an item that has owner references.
@@ -42,6 +46,23 @@ pub struct ItemFacts {
 }
 
 pub fn decide(owners: &[(OwnerReference, OwnerState)], item: &ItemFacts) -> Decision {
+    let (orphaned, others): (Vec<_>, Vec<_>) = owners
+        .iter()
+        .cloned()
+        .partition(|(_, s)| *s == OwnerState::Orphaned);
+    let orphaned: Vec<Uid> = orphaned.into_iter().map(|(r, _)| r.uid).collect();
+    // References to orphaning owners go; the others decide.
+    match decide_by_others(&others, item) {
+        Decision::Keep if !orphaned.is_empty() => Decision::RemoveOwnerReferences(orphaned),
+        Decision::RemoveOwnerReferences(mut gone) => {
+            gone.extend(orphaned);
+            Decision::RemoveOwnerReferences(gone)
+        }
+        d => d,
+    }
+}
+
+fn decide_by_others(owners: &[(OwnerReference, OwnerState)], item: &ItemFacts) -> Decision {
     if owners.is_empty() {
         return Decision::Keep;
     }
@@ -206,6 +227,47 @@ mod tests {
             decide(&[(r("a"), OwnerState::Dangling)], &orphaning),
             Decision::Delete {
                 propagation: Propagation::Orphan,
+                unblock_first: false
+            }
+        );
+    }
+
+    #[test]
+    fn references_to_an_orphaning_owner_go_and_never_collect_the_item() {
+        let item = ItemFacts::default();
+        assert_eq!(
+            decide(&[(r("a"), OwnerState::Orphaned)], &item),
+            Decision::RemoveOwnerReferences(vec!["a".into()])
+        );
+        assert_eq!(
+            decide(
+                &[(r("a"), OwnerState::Orphaned), (r("b"), OwnerState::Solid)],
+                &item
+            ),
+            Decision::RemoveOwnerReferences(vec!["a".into()])
+        );
+        assert_eq!(
+            decide(
+                &[
+                    (r("a"), OwnerState::Orphaned),
+                    (r("b"), OwnerState::Solid),
+                    (r("c"), OwnerState::Dangling)
+                ],
+                &item
+            ),
+            Decision::RemoveOwnerReferences(vec!["c".into(), "a".into()])
+        );
+        // Another owner that is gone still collects it.
+        assert_eq!(
+            decide(
+                &[
+                    (r("a"), OwnerState::Orphaned),
+                    (r("b"), OwnerState::Dangling)
+                ],
+                &item
+            ),
+            Decision::Delete {
+                propagation: Propagation::Background,
                 unblock_first: false
             }
         );

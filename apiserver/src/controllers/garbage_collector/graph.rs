@@ -93,6 +93,9 @@ pub struct Graph {
     /// Owners confirmed gone (`absentOwnerCache`), so their other
     /// dependents need no GET to know it.
     absent: HashSet<Uid>,
+    /// Owners whose dependents were orphaned: a dependent that names one
+    /// lets go of it instead of being collected when it is gone.
+    orphaned: HashSet<Uid>,
     /// Per watched resource (`group/Kind`), the uids seen since its watch
     /// (re)listed, to drop objects deleted while it was away.
     relisting: BTreeMap<String, HashSet<Uid>>,
@@ -127,6 +130,14 @@ impl Graph {
 
     pub fn mark_absent(&mut self, uid: &str) {
         self.absent.insert(uid.to_owned());
+    }
+
+    pub fn was_orphaned(&self, uid: &str) -> bool {
+        self.orphaned.contains(uid)
+    }
+
+    pub fn mark_orphaned(&mut self, uid: &str) {
+        self.orphaned.insert(uid.to_owned());
     }
 
     /// An add or update from a watch.

@@ -301,25 +301,36 @@ impl GarbageCollector {
                     decide::without_owners(refs, &gone)
                 })
                 .await
+                .map(drop)
             }
             Decision::Delete {
                 propagation,
                 unblock_first,
             } => {
+                // Deleted only as it was read: an owner reference removed
+                // meanwhile (an orphaning) must not be overtaken.
+                let mut read_at = latest.resource_version();
                 if unblock_first {
-                    self.update_owner_references(&view.identity, decide::unblocked)
+                    read_at = self
+                        .update_owner_references(&view.identity, decide::unblocked)
                         .await?;
                 }
                 tracing::info!(item = %describe(&view.identity), kind = %view.identity.kind, propagation = propagation.as_str(), "deleting object whose owners are gone");
-                self.delete(&view.identity, propagation).await
+                self.delete(&view.identity, propagation, read_at).await
             }
         }
     }
 
     /// An owner, as a live read finds it.
     async fn classify(&self, r: &OwnerReference, item: &Identity) -> Result<OwnerState, GcError> {
-        if self.graph.lock().expect("graph lock").is_absent(&r.uid) {
-            return Ok(OwnerState::Dangling);
+        {
+            let g = self.graph.lock().expect("graph lock");
+            if g.was_orphaned(&r.uid) {
+                return Ok(OwnerState::Orphaned);
+            }
+            if g.is_absent(&r.uid) {
+                return Ok(OwnerState::Dangling);
+            }
         }
         let resource = self.resource(&r.api_version, &r.kind)?;
         // A namespaced owner lives in its dependent's namespace; a
@@ -371,13 +382,17 @@ impl GarbageCollector {
     }
 
     /// `attemptToOrphan`: the owner's references go from its dependents,
-    /// then its `orphan` finalizer.
+    /// then its `orphan` finalizer. The owner is remembered as orphaning
+    /// first: a dependent whose watch event is still on its way when the
+    /// owner goes lets go of it too, instead of being collected as
+    /// dangling (upstream's known race, kubernetes#26120).
     async fn orphan_dependents(&self, uid: &str) -> Result<(), GcError> {
         let (owner, dependents) = {
-            let g = self.graph.lock().expect("graph lock");
+            let mut g = self.graph.lock().expect("graph lock");
             let Some(view) = g.view(uid) else {
                 return Ok(());
             };
+            g.mark_orphaned(uid);
             (view.identity, g.dependents_of(uid))
         };
         for dep in &dependents {
@@ -393,7 +408,15 @@ impl GarbageCollector {
         self.remove_finalizer(&owner, FINALIZER_ORPHAN).await
     }
 
-    async fn delete(&self, id: &Identity, propagation: Propagation) -> Result<(), GcError> {
+    /// Deletes the object if it still has `id`'s uid and, when given, the
+    /// resourceVersion the decision was made on (a change sends the item
+    /// back to be looked at again).
+    async fn delete(
+        &self,
+        id: &Identity,
+        propagation: Propagation,
+        resource_version: Option<String>,
+    ) -> Result<(), GcError> {
         let r = self.resource(&id.api_version, &id.kind)?;
         let params = DeleteParams {
             propagation_policy: Some(match propagation {
@@ -403,7 +426,7 @@ impl GarbageCollector {
             }),
             preconditions: Some(Preconditions {
                 uid: Some(id.uid.clone()),
-                resource_version: None,
+                resource_version: resource_version.clone(),
             }),
             ..Default::default()
         };
@@ -413,8 +436,17 @@ impl GarbageCollector {
             .await
         {
             Ok(_) => Ok(()),
-            // Gone already, or replaced by another object of that name.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            // Gone already.
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            // Changed since read, or replaced by another object of that
+            // name: looked at again (a replaced one leaves the graph then).
+            Err(kube::Error::Api(s)) if s.code == 409 && resource_version.is_some() => {
+                Err(GcError::Contended {
+                    kind: id.kind.clone(),
+                    name: describe(id),
+                })
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(source) => Err(GcError::Api {
                 action: "deleting",
                 kind: id.kind.clone(),
@@ -430,7 +462,7 @@ impl GarbageCollector {
         &self,
         id: &Identity,
         change: impl Fn(&[OwnerReference]) -> Vec<OwnerReference>,
-    ) -> Result<(), GcError> {
+    ) -> Result<Option<String>, GcError> {
         self.patch_metadata(id, "updating owner references of", |obj| {
             let refs = obj.owner_references();
             let new = change(refs);
@@ -459,16 +491,18 @@ impl GarbageCollector {
             })
         })
         .await
+        .map(drop)
     }
 
     /// A JSON merge patch of `metadata` computed from the live object,
-    /// pinned to its resourceVersion, retried on conflicts.
+    /// pinned to its resourceVersion, retried on conflicts; the object's
+    /// resourceVersion after it (none if it is gone).
     async fn patch_metadata(
         &self,
         id: &Identity,
         action: &'static str,
         change: impl Fn(&DynamicObject) -> Option<serde_json::Value>,
-    ) -> Result<(), GcError> {
+    ) -> Result<Option<String>, GcError> {
         let r = self.resource(&id.api_version, &id.kind)?;
         let api = self.api(r, id.namespace.as_deref());
         let err = |source| GcError::Api {
@@ -479,20 +513,20 @@ impl GarbageCollector {
         };
         for _ in 0..WRITE_ATTEMPTS {
             let Some(obj) = api.get_opt(&id.name).await.map_err(err)? else {
-                return Ok(());
+                return Ok(None);
             };
             if obj.metadata.uid.as_deref() != Some(id.uid.as_str()) {
-                return Ok(());
+                return Ok(None);
             }
             let Some(mut meta) = change(&obj) else {
-                return Ok(());
+                return Ok(obj.resource_version());
             };
             meta["resourceVersion"] = obj.resource_version().unwrap_or_default().into();
             let patch = Patch::Merge(json!({"metadata": meta}));
             match api.patch(&id.name, &PatchParams::default(), &patch).await {
-                Ok(_) => return Ok(()),
+                Ok(patched) => return Ok(patched.resource_version()),
                 Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
                 Err(e) => return Err(err(e)),
             }
         }
