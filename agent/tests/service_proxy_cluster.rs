@@ -132,14 +132,10 @@ spec:
         prober("client", &[web.clone(), node_port.clone(), empty.clone()])
     ));
     for p in ["web-1", "web-2", "web-3", "client"] {
-        c.wait_for(
-            &format!("{p} Running"),
-            Duration::from_secs(60),
-            || {
-                let phase = api.kubectl(&["get", "pod", p, "-o", "jsonpath={.status.phase}"]);
-                (phase == "Running").then_some(())
-            },
-        );
+        c.wait_for(&format!("{p} Running"), Duration::from_secs(60), || {
+            let phase = api.kubectl(&["get", "pod", p, "-o", "jsonpath={.status.phase}"]);
+            (phase == "Running").then_some(())
+        });
     }
     let all: BTreeSet<String> = ["web-1", "web-2", "web-3"]
         .iter()

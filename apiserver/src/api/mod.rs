@@ -6,7 +6,6 @@ pub mod discovery;
 pub mod events;
 mod eviction;
 mod exec;
-mod stream_proxy;
 mod in_process;
 mod logs;
 pub mod metrics;
@@ -16,6 +15,7 @@ mod priority;
 mod protobuf;
 mod reviews;
 pub mod scale;
+mod stream_proxy;
 mod watch;
 
 use std::collections::HashMap;

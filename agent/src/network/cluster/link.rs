@@ -17,6 +17,7 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
+use kubelab_cni::bridge::netlink::errno;
 use kubelab_cni::ip::IpPrefix;
 
 use super::plan::{PeerRoute, ROUTE_PROTOCOL, format_mac};
@@ -33,13 +34,6 @@ pub enum LinkError {
     },
     #[error("no interface of this node has the address {0} (--node-ip)")]
     NoInterface(Ipv4Addr),
-}
-
-fn errno(e: &rtnetlink::Error) -> i32 {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
-        _ => 0,
-    }
 }
 
 fn req(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
