@@ -28,7 +28,7 @@
 #   --no-wait               don't wait for the services to answer
 #
 # What it leaves on the node:
-#   /usr/local/bin/kubelab-agent, /usr/local/bin/kubelab-apiserver
+#   /usr/local/bin/kubelab-agent, /usr/local/bin/kubelab-apiserver, /usr/local/bin/kubelab
 #   /opt/cni/bin/kubelab-bridge, kubelab-host-local   the pods' network (the
 #                           agent writes /etc/cni/net.d/ for the node's podCIDR)
 #   /etc/kubelab/kubelet.kubeconfig   the agent's credentials for the apiserver
@@ -147,6 +147,8 @@ install_binaries() {
 	# install(1) replaces the file rather than writing into it, so running
 	# shims (the old agent binary) are not disturbed.
 	install -m 0755 "$dir/kubelab-agent" /usr/local/bin/kubelab-agent
+	# The user tools (kubelab top, kubelab experiment), when built.
+	[ ! -x "$dir/kubelab" ] || install -m 0755 "$dir/kubelab" /usr/local/bin/kubelab
 	# The CNI plugins where the agent looks by default (--cni-bin-dir).
 	local p
 	for p in kubelab-bridge kubelab-host-local; do

@@ -11,15 +11,14 @@
 //! - [`status`]: pod status as the API reports it.
 //! - [`kubeapi`]: the node in a cluster: Node and Lease, pod status and mirror pods, events.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
-//! - [`client`], [`top`], [`experiment`]: tools that watch a node through that API.
+//! The user tools that watch a node through that API (`top`, `experiment`)
+//! are their own binary, `kubelab` (the `tools/` crate).
 
 pub mod agent;
 pub mod cgroups;
-pub mod client;
 pub mod config;
 pub mod context;
 pub mod events;
-pub mod experiment;
 pub mod host;
 pub mod kubeapi;
 pub mod logs;
@@ -31,7 +30,6 @@ pub use kubelab_rules::quantity;
 pub mod runtime;
 pub mod server;
 pub mod status;
-pub mod top;
 
 /// An error with its causes, `outer: inner: root`, for messages users read
 /// (module errors keep their cause in `source()`, as thiserror has it).

@@ -160,11 +160,6 @@ enum Command {
     /// Run a command inside a running container (exec probes).
     #[command(hide = true)]
     Exec(exec::ExecArgs),
-    /// A live view of a node's containers against their limits.
-    Top(kubelab_agent::top::TopArgs),
-    /// Run a pod under given limits, sample it, and write a report with plots.
-    #[command(subcommand)]
-    Experiment(kubelab_agent::experiment::ExperimentCommand),
     /// Time the service proxy's syncs on a synthetic cluster (bench/proxy_bench.sh).
     #[command(hide = true)]
     ProxyBench(kubelab_agent::proxy::bench::BenchArgs),
@@ -197,12 +192,6 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Shim(args)) => return shim::run(args),
         Some(Command::Sandbox(args)) => return sandbox::run(args),
         Some(Command::Exec(args)) => return exec::run(args),
-        Some(Command::Top(args)) => return Ok(kubelab_agent::top::run(args)?),
-        Some(Command::Experiment(cmd)) => {
-            let dir = kubelab_agent::experiment::run(cmd)?;
-            println!("{}", dir.join("report.md").display());
-            return Ok(());
-        }
         Some(Command::ProxyBench(args)) => return kubelab_agent::proxy::bench::run(args),
         Some(Command::Image(cmd)) => {
             init_tracing();

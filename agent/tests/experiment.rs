@@ -1,4 +1,4 @@
-//! `kubelab-agent experiment`, run against a test node as a user runs it
+//! `kubelab experiment`, run against a test node as a user runs it
 //! against a lab node (`--server` its read-only port, `--manifest-dir` its
 //! static pod directory): the CSV's CPU mean lies within ±10% of the limit,
 //! the memory report records the OOM kill, the SVGs hold the limit line and
@@ -9,10 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestNode, agent_bin};
+use common::TestNode;
 
 fn experiment(node: &TestNode, out: &Path, args: &[&str]) -> String {
-    let result = Command::new(agent_bin())
+    let result = Command::new(common::tools_bin())
         .arg("experiment")
         .args(args)
         .args(["--server", &format!("http://127.0.0.1:{}", node.port)])

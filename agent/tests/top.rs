@@ -1,4 +1,4 @@
-//! `kubelab-agent top`, read the way a person reads it: the plain table of
+//! `kubelab top`, read the way a person reads it: the plain table of
 //! `--once`, and the live screen in an 80×24 tmux pane (`capture-pane`).
 //! A 200m-limited busy loop must show ≈ 0.20 cores and most CFS periods
 //! throttled; a memory hog's OOM kill must show in its row and in the events.
@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestNode, agent_bin};
+use common::TestNode;
 
 const SPIN: &str = r#"apiVersion: v1
 kind: Pod
@@ -56,7 +56,7 @@ fn top_once_prints_usage_against_the_limits() {
     node.write_manifest("spin.yaml", SPIN);
     node.wait_running("spin");
     std::thread::sleep(Duration::from_millis(500));
-    let out = Command::new(agent_bin())
+    let out = Command::new(common::tools_bin())
         .args([
             "top",
             "--once",
@@ -139,6 +139,17 @@ impl Tmux {
         tmux
     }
 
+    fn resize(&self, width: u16, height: u16) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "resize-window", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux resize-window");
+    }
+
     fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "capture-pane", "-p"])
@@ -184,7 +195,7 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
     node.wait_running("spin");
     let tmux = Tmux::start(&format!(
         "{} top --server {}",
-        agent_bin().display(),
+        common::tools_bin().display(),
         server(&node)
     ));
     let spin_row = format!("spin-{}/spin", node.node_name);
@@ -236,4 +247,17 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
             .any(|l| l.contains("OOMKilled") && l.contains(&hog_row)),
         "the events pane shows the OOM kill:\n{screen}"
     );
+
+    // At 120 columns the request and the state come before wider names.
+    tmux.resize(120, 32);
+    let wide_enough = (0..10).find_map(|_| {
+        std::thread::sleep(Duration::from_secs(1));
+        let screen = tmux.screen();
+        let req = cell(&screen, &spin_row, "REQ")?;
+        let state = cell(&screen, &spin_row, "STATE")?;
+        Some((req, state, screen))
+    });
+    let (req, state, screen) = wide_enough.expect("REQ and STATE columns at 120x32");
+    assert_eq!(req, "0.10", "{screen}");
+    assert_eq!(state, "Running", "{screen}");
 }

@@ -490,6 +490,77 @@ fn image_of(rs: &Value) -> &str {
         .unwrap()
 }
 
+/// The controller reference of an object, as (kind, name, uid).
+fn controller(obj: &Value) -> Option<(String, String, String)> {
+    let r = obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)?;
+    let f = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    Some((f("kind"), f("name"), f("uid")))
+}
+
+#[test]
+fn a_deployment_adopts_the_replica_set_an_orphaning_delete_left() {
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.35",
+        "--replicas=2",
+    ]);
+    let pods_before = wait_for_pods(&s, "app=web", 2);
+    let rs = eventually("the replica set", || {
+        let rss = replica_sets(&s);
+        (rss.len() == 1).then(|| rss[0].clone())
+    });
+    let rs_name = rs["metadata"]["name"].as_str().unwrap().to_owned();
+
+    // --cascade=orphan: the set stays, without a controller.
+    s.ok(&["delete", "deployment", "web", "--cascade=orphan"]);
+    eventually("the set to be orphaned", || {
+        let rs = json(&s, &["get", "rs", &rs_name]);
+        controller(&rs).is_none().then_some(())
+    });
+
+    // A Deployment that selects it takes it back: no new set, no new pods.
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox:1.35",
+        "--replicas=2",
+    ]);
+    let uid = json(&s, &["get", "deploy", "web"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the set to be adopted", || {
+        let rs = json(&s, &["get", "rs", &rs_name]);
+        (controller(&rs) == Some(("Deployment".into(), "web".into(), uid.clone()))).then_some(())
+    });
+    let names: Vec<String> = replica_sets(&s)
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, [rs_name.clone()]);
+    assert_eq!(pods(&s, "app=web"), pods_before);
+    let revision = json(&s, &["get", "deploy", "web"])["metadata"]["annotations"]
+        ["deployment.kubernetes.io/revision"]
+        .clone();
+    assert_eq!(revision, "1");
+
+    // Scaling the new Deployment goes through the adopted set.
+    s.ok(&["scale", "deploy/web", "--replicas=3"]);
+    let pods_after = wait_for_pods(&s, "app=web", 3);
+    assert!(
+        pods_after
+            .iter()
+            .all(|(_, o)| o.as_deref() == Some(rs_name.as_str()))
+    );
+}
+
 #[test]
 fn deployments_roll_out_roll_back_pause_and_resume() {
     let s = ApiServer::start();

@@ -13,6 +13,8 @@ pub mod version {
     pub const GIT_VERSION: &str = "v1.33.0";
 }
 
+pub mod container_state;
+pub mod duration;
 pub mod node_affinity;
 pub mod quantity;
 pub mod resources;

@@ -79,7 +79,7 @@ async fn pods(State(s): State<ServerState>) -> Json<serde_json::Value> {
     }))
 }
 
-/// Recent events (newest last), for tools that show them (`kubelab-agent top`).
+/// Recent events (newest last), for tools that show them (`kubelab top`).
 async fn events(State(s): State<ServerState>) -> Json<Vec<crate::events::Event>> {
     Json(s.ctx.events.list())
 }

@@ -110,22 +110,7 @@ pub fn container_status(slot: &ContainerSlot, terminating: bool) -> ContainerSta
     }
 }
 
-/// One word for a container's state, as tools show it: `Running`, or the
-/// waiting or terminated reason (`CrashLoopBackOff`, `OOMKilled`, ...).
-pub fn state_word(s: &ContainerStatus) -> String {
-    let Some(state) = &s.state else {
-        return "Unknown".into();
-    };
-    if state.running.is_some() {
-        "Running".into()
-    } else if let Some(w) = &state.waiting {
-        w.reason.clone().unwrap_or_else(|| "Waiting".into())
-    } else if let Some(t) = &state.terminated {
-        t.reason.clone().unwrap_or_else(|| "Terminated".into())
-    } else {
-        "Unknown".into()
-    }
-}
+pub use kubelab_rules::container_state::state_word;
 
 /// kubelet's `getPhase`: init containers first (a failed one that will not
 /// be retried fails the pod; any not yet completed keeps it Pending), then

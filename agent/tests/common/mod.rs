@@ -22,6 +22,18 @@ pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kubelab-agent"))
 }
 
+/// `kubelab`, the user tools (`top`, `experiment`): the workspace's `tools/`
+/// crate, built next to the agent by `cargo build --workspace`.
+pub fn tools_bin() -> PathBuf {
+    let bin = agent_bin().with_file_name("kubelab");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

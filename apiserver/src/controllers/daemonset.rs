@@ -11,7 +11,6 @@
 //! keep a burst of events from creating a second pod on a node. The
 //! decisions are in [`super::daemonset_decide`].
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +22,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::controller_ref_manager::{ClaimError, adopt_and_release};
 use super::daemonset_decide::{self as decide, HistoryStep, Plan};
 use super::expectations::Expectations;
 use super::informers::{Change, Informers, SharedInformer};
+use super::pod_owner_changes::{PodOwners, owner_key};
 use super::replicaset_decide::{claim, controller_of, slow_start_batches};
 use super::work_queue::{self, Queue};
 use crate::event_recorder::{EventRecorder, reference};
@@ -50,6 +51,8 @@ pub enum DaemonSetError {
     },
     #[error("daemon set {ds}: {message}")]
     Sync { ds: String, message: String },
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
 }
 
 struct Context {
@@ -60,10 +63,6 @@ struct Context {
     revisions: SharedInformer<ControllerRevision>,
     expectations: Mutex<Expectations>,
     recorder: EventRecorder,
-}
-
-fn key_of(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
 }
 
 /// Runs the controller on the shared informers until they stop.
@@ -79,7 +78,14 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
         expectations: Mutex::default(),
     });
     let (queue, keys) = work_queue::queue::<DaemonSet>();
-    let changes = watch_changes(ctx.clone(), queue);
+    let pod_changes = PodOwners {
+        owners: &ctx.daemonsets,
+        pods: &ctx.pods,
+        expectations: &ctx.expectations,
+        selects,
+    }
+    .watch(queue.clone());
+    let other_changes = watch_nodes_and_revisions(ctx.clone(), queue);
     for synced in [
         Box::pin(ctx.daemonsets.synced()) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
         Box::pin(ctx.pods.synced()),
@@ -97,7 +103,8 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
         |ds, ctx| sync(ds, ctx),
     );
     tokio::select! {
-        _ = changes => {}
+        _ = pod_changes => {}
+        _ = other_changes => {}
         _ = workers => {}
     }
     Ok(())
@@ -118,75 +125,14 @@ fn selects(ds: &DaemonSet, labels: &std::collections::BTreeMap<String, String>) 
     })
 }
 
-/// Maps changes to DaemonSet keys and feeds the expectations.
-async fn watch_changes(ctx: Arc<Context>, queue: Queue<DaemonSet>) {
-    let mut daemonsets = ctx.daemonsets.subscribe();
-    let mut pods = ctx.pods.subscribe();
+/// Node and ControllerRevision changes as DaemonSet keys (pods and the
+/// DaemonSets themselves: [`PodOwners`]).
+async fn watch_nodes_and_revisions(ctx: Arc<Context>, queue: Queue<DaemonSet>) {
     let mut nodes = ctx.nodes.subscribe();
     let mut revisions = ctx.revisions.subscribe();
     ctx.daemonsets.synced().await;
-    ctx.pods.synced().await;
-    queue.add_all(&ctx.daemonsets.store);
-    let mut seen: HashSet<String> = ctx
-        .pods
-        .store
-        .state()
-        .iter()
-        .filter_map(|p| p.metadata.uid.clone())
-        .collect();
-    let enqueue_selecting = |pod: &Pod| {
-        let ns = pod.namespace().unwrap_or_default();
-        for ds in ctx.daemonsets.store.state() {
-            if ds.namespace().as_deref() == Some(ns.as_str()) && selects(&ds, pod.labels()) {
-                queue.add_object(&ds);
-            }
-        }
-    };
     loop {
         tokio::select! {
-            change = daemonsets.recv() => match change {
-                Ok(Change::Applied(ds)) => queue.add_object(&ds),
-                Ok(Change::Deleted(ds)) => {
-                    let key = key_of(&ds.namespace().unwrap_or_default(), &ds.name_any());
-                    ctx.expectations.lock().expect("expectations").forget(&key);
-                }
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.daemonsets.store),
-                Err(RecvError::Closed) => return,
-            },
-            change = pods.recv() => match change {
-                Ok(Change::Applied(p)) => {
-                    let new = seen.insert(p.metadata.uid.clone().unwrap_or_default());
-                    match owning_daemonset(&p.metadata) {
-                        Some(name) => {
-                            let ns = p.namespace().unwrap_or_default();
-                            let key = key_of(&ns, &name);
-                            let mut e = ctx.expectations.lock().expect("expectations");
-                            if new {
-                                e.creation_observed(&key);
-                            }
-                            if p.metadata.deletion_timestamp.is_some() {
-                                e.deletion_observed(&key, &p.name_any());
-                            }
-                            drop(e);
-                            queue.add(Some(&ns), &name);
-                        }
-                        None => enqueue_selecting(&p),
-                    }
-                }
-                Ok(Change::Deleted(p)) => {
-                    seen.remove(p.metadata.uid.as_deref().unwrap_or_default());
-                    if let Some(name) = owning_daemonset(&p.metadata) {
-                        let ns = p.namespace().unwrap_or_default();
-                        ctx.expectations
-                            .lock()
-                            .expect("expectations")
-                            .deletion_observed(&key_of(&ns, &name), &p.name_any());
-                        queue.add(Some(&ns), &name);
-                    }
-                }
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.daemonsets.store),
-                Err(RecvError::Closed) => return,
-            },
             // Any node change may change where daemon pods belong.
             change = nodes.recv() => match change {
                 Ok(_) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.daemonsets.store),
@@ -216,7 +162,7 @@ fn api_message(e: &kube::Error) -> String {
 async fn sync(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> work_queue::SyncResult<DaemonSetError> {
     let ns = ds.namespace().unwrap_or_default();
     let name = ds.name_any();
-    let key = key_of(&ns, &name);
+    let key = owner_key(&ns, &name);
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(None);
     }
@@ -238,22 +184,7 @@ async fn sync(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> work_queue::SyncResult<D
     let claims = claim(&in_ns, &uid, |l| selects(&ds, l), false);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let owner_ref = decide::controller_ref(&ds);
-    for p in &claims.adopt {
-        let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(owner_ref.clone());
-        patch_owner_refs(&pods_api, p, refs, &key).await?;
-    }
-    for p in &claims.release {
-        let refs = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|r| r.uid != uid)
-            .cloned()
-            .collect();
-        patch_owner_refs(&pods_api, p, refs, &key).await?;
-    }
+    adopt_and_release(&pods_api, &claims, &owner_ref).await?;
     let pods: Vec<Pod> = claims.owned.iter().map(|p| (**p).clone()).collect();
 
     let (hash, old_revisions) = construct_history(&ctx, &ds, &pods).await?;
@@ -294,32 +225,6 @@ fn is_rolling_update(ds: &DaemonSet) -> bool {
         == "RollingUpdate"
 }
 
-async fn patch_owner_refs(
-    api: &Api<Pod>,
-    p: &Pod,
-    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-    key: &str,
-) -> Result<(), DaemonSetError> {
-    let patch = json!({"metadata": {
-        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
-        "uid": p.metadata.uid,
-        "resourceVersion": p.metadata.resource_version,
-    }});
-    match api
-        .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(DaemonSetError::Api {
-            verb: "patching",
-            what: format!("pod {}", p.name_any()),
-            ds: key.to_owned(),
-            source,
-        }),
-    }
-}
-
 /// `constructHistory`: the current revision's hash (creating or
 /// renumbering its ControllerRevision, dropping duplicates), and the other
 /// revisions.
@@ -329,7 +234,7 @@ async fn construct_history(
     _pods: &[Pod],
 ) -> Result<(String, Vec<ControllerRevision>), DaemonSetError> {
     let ns = ds.namespace().unwrap_or_default();
-    let key = key_of(&ns, &ds.name_any());
+    let key = owner_key(&ns, &ds.name_any());
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let owned: Vec<ControllerRevision> = ctx
         .revisions

@@ -17,8 +17,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::controller_ref_manager::{ClaimError, adopt_and_release};
 use super::informers::{Change, Informers, SharedInformer};
-use super::replicaset_decide::{controller_of, controller_ref, is_active};
+use super::replicaset_decide::{claim, controller_of, controller_ref, is_active};
 use super::rollout::{
     self, REVISION, REVISION_HISTORY, find_new, new_rs_condition, paused_condition,
     replicas_annotations, rs_replicas, set_condition,
@@ -42,6 +43,8 @@ pub enum DeploymentError {
     Deployment { name: String, source: kube::Error },
     #[error("replica set {0} exists with another template; collision count raised")]
     HashCollision(String),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
 }
 
 struct Context {
@@ -106,6 +109,14 @@ async fn watch_changes(ctx: Arc<Context>, queue: Queue<Deployment>) {
                 Ok(Change::Applied(rs) | Change::Deleted(rs)) => {
                     if let Some((ns, name)) = owner_of_rs(&rs) {
                         queue.add(Some(&ns), &name);
+                    } else if controller_of(&rs.metadata).is_none() {
+                        // An orphan goes to every Deployment that selects it.
+                        let ns = rs.namespace();
+                        for d in ctx.deployments.store.state() {
+                            if d.namespace() == ns && selects(&d, rs.labels()) {
+                                queue.add_object(&d);
+                            }
+                        }
                     }
                 }
                 Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.deployments.store),
@@ -503,26 +514,39 @@ impl Rollout<'_> {
     }
 }
 
+/// Whether the Deployment's selector covers `labels` (an empty selector
+/// covers nothing for a controller).
+fn selects(d: &Deployment, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    d.spec.as_ref().is_some_and(|s| {
+        !kubelab_rules::selector::is_empty(&s.selector)
+            && kubelab_rules::selector::matches(&s.selector, labels)
+    })
+}
+
 /// `syncDeployment`.
 async fn sync(d: Arc<Deployment>, ctx: Arc<Context>) -> work_queue::SyncResult<DeploymentError> {
     let ns = d.namespace().unwrap_or_default();
     let uid = d.metadata.uid.clone().unwrap_or_default();
-    let rss: Vec<ReplicaSet> = ctx
+    // `getReplicaSetsForDeployment`: its own sets, orphans it selects
+    // adopted, its sets whose labels stopped matching released.
+    let in_ns: Vec<Arc<ReplicaSet>> = ctx
         .replica_sets
         .store
         .state()
-        .iter()
-        .filter(|rs| {
-            rs.metadata.namespace.as_deref() == Some(ns.as_str())
-                && controller_of(&rs.metadata).is_some_and(|r| r.uid == uid)
-        })
-        .map(|rs| (**rs).clone())
+        .into_iter()
+        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns.as_str()))
         .collect();
+    let deleting = d.metadata.deletion_timestamp.is_some();
+    let claims = claim(&in_ns, &uid, |l| selects(&d, l), deleting);
+    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let owner = controller_ref(&Deployment::API_VERSION, Deployment::KIND, &d.metadata);
+    adopt_and_release(&rs_api, &claims, &owner).await?;
+    let rss = claims.owned.iter().map(|rs| (**rs).clone()).collect();
     let mut r = Rollout {
         ctx: &ctx,
         d: (*d).clone(),
         rss,
-        rs_api: Api::namespaced(ctx.client.clone(), &ns),
+        rs_api,
         now: jiff::Timestamp::now(),
     };
     if d.metadata.deletion_timestamp.is_none() {

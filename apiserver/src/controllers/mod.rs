@@ -11,6 +11,7 @@
 //! informers, work queues, `kube::Client`) run by the controller
 //! [`manager`], in-process or as its own process.
 
+pub mod controller_ref_manager;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;
@@ -25,6 +26,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_gc;
+pub mod pod_owner_changes;
 pub mod replicaset;
 pub mod replicaset_decide;
 pub mod rollout;

@@ -5,7 +5,7 @@
 //! shared pod and owner informers, a work queue of owner keys, writes
 //! through `kube::Client`. Decisions are in [`super::replicaset_decide`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,15 +23,16 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
+use super::controller_ref_manager::{ClaimError, adopt_and_release};
 use super::expectations::Expectations;
-use super::informers::{Change, Informers, SharedInformer};
+use super::informers::{Informers, SharedInformer};
+use super::pod_owner_changes::{PodOwners, owner_key};
 use super::replicaset_decide::{
-    BURST_REPLICAS, ReplicaCounts, claim, controller_of, controller_ref, count, is_active,
-    next_available_in, pod_from_template, pods_to_delete, slow_start_batches,
+    BURST_REPLICAS, ReplicaCounts, claim, controller_ref, count, is_active, next_available_in,
+    pod_from_template, pods_to_delete, slow_start_batches,
 };
-use super::work_queue::{self, Queue};
+use super::work_queue;
 use crate::event_recorder::{EventRecorder, reference};
 
 /// How many owners sync at once (`--concurrent-replicaset-syncs`).
@@ -49,6 +50,8 @@ pub enum ReplicaSetError {
     Status { owner: String, source: kube::Error },
     #[error("{0}")]
     Replicas(String),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
 }
 
 /// What differs between a ReplicaSet and a ReplicationController.
@@ -201,10 +204,6 @@ struct Context<K: Replicated> {
     recorder: EventRecorder,
 }
 
-fn key_of(ns: &str, name: &str) -> String {
-    format!("{ns}/{name}")
-}
-
 /// Runs the controller for `K` until its informers end.
 pub async fn run<K: Replicated>(informers: Informers) -> anyhow::Result<()> {
     let client = informers.client();
@@ -216,7 +215,13 @@ pub async fn run<K: Replicated>(informers: Informers) -> anyhow::Result<()> {
         expectations: Mutex::default(),
     });
     let (queue, keys) = work_queue::queue::<K>();
-    let changes = watch_changes(ctx.clone(), queue);
+    let changes = PodOwners {
+        owners: &ctx.owners,
+        pods: &ctx.pods,
+        expectations: &ctx.expectations,
+        selects: |o: &K, labels| o.selects(labels),
+    }
+    .watch(queue);
     ctx.pods.synced().await;
     ctx.owners.synced().await;
     let workers = work_queue::run(
@@ -234,85 +239,6 @@ pub async fn run<K: Replicated>(informers: Informers) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Maps owner and pod changes to owner keys, and tells the expectations
-/// what the watch has shown (`addPod`, `updatePod`, `deletePod`).
-async fn watch_changes<K: Replicated>(ctx: Arc<Context<K>>, queue: Queue<K>) {
-    let mut pods = ctx.pods.subscribe();
-    let mut owners = ctx.owners.subscribe();
-    ctx.owners.synced().await;
-    ctx.pods.synced().await;
-    queue.add_all(&ctx.owners.store);
-    let mut seen: HashSet<String> = ctx
-        .pods
-        .store
-        .state()
-        .iter()
-        .filter_map(|p| p.metadata.uid.clone())
-        .collect();
-    let owner_key = |pod: &Pod| {
-        controller_of(&pod.metadata)
-            .filter(|r| r.kind == K::KIND)
-            .map(|r| (pod.namespace().unwrap_or_default(), r.name.clone()))
-    };
-    // Orphans (and released pods) go to every owner that selects them.
-    let enqueue_selecting = |pod: &Pod| {
-        let ns = pod.namespace().unwrap_or_default();
-        let labels = pod.labels();
-        for o in ctx.owners.store.state() {
-            if o.namespace().as_deref() == Some(ns.as_str()) && o.selects(labels) {
-                queue.add_object(&o);
-            }
-        }
-    };
-    loop {
-        tokio::select! {
-            change = owners.recv() => match change {
-                Ok(Change::Applied(o)) => queue.add_object(&o),
-                Ok(Change::Deleted(o)) => {
-                    let key = key_of(&o.namespace().unwrap_or_default(), &o.name_any());
-                    ctx.expectations.lock().expect("expectations").forget(&key);
-                }
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.owners.store),
-                Err(RecvError::Closed) => return,
-            },
-            change = pods.recv() => match change {
-                Ok(Change::Applied(p)) => {
-                    let uid = p.metadata.uid.clone().unwrap_or_default();
-                    let new = seen.insert(uid);
-                    match owner_key(&p) {
-                        Some((ns, name)) => {
-                            let key = key_of(&ns, &name);
-                            let mut e = ctx.expectations.lock().expect("expectations");
-                            if new {
-                                e.creation_observed(&key);
-                            }
-                            if p.metadata.deletion_timestamp.is_some() {
-                                e.deletion_observed(&key, &p.name_any());
-                            }
-                            drop(e);
-                            queue.add(Some(&ns), &name);
-                            // Its labels may have stopped matching: another owner may adopt it.
-                        }
-                        None => enqueue_selecting(&p),
-                    }
-                }
-                Ok(Change::Deleted(p)) => {
-                    seen.remove(p.metadata.uid.as_deref().unwrap_or_default());
-                    if let Some((ns, name)) = owner_key(&p) {
-                        ctx.expectations
-                            .lock()
-                            .expect("expectations")
-                            .deletion_observed(&key_of(&ns, &name), &p.name_any());
-                        queue.add(Some(&ns), &name);
-                    }
-                }
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&ctx.owners.store),
-                Err(RecvError::Closed) => return,
-            },
-        }
-    }
-}
-
 fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
@@ -327,7 +253,7 @@ async fn sync<K: Replicated>(
 ) -> work_queue::SyncResult<ReplicaSetError> {
     let ns = owner.namespace().unwrap_or_default();
     let name = owner.name_any();
-    let key = key_of(&ns, &name);
+    let key = owner_key(&ns, &name);
     let uid = owner.meta().uid.clone().unwrap_or_default();
     let deleting = owner.meta().deletion_timestamp.is_some();
     let all: Vec<Arc<Pod>> = ctx
@@ -340,22 +266,7 @@ async fn sync<K: Replicated>(
     let claims = claim(&all, &uid, |l| owner.selects(l), deleting);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let owner_ref = controller_ref(&K::API_VERSION, K::KIND, owner.meta());
-    for p in &claims.adopt {
-        let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-        refs.push(owner_ref.clone());
-        patch_owner_refs(&pods, p, refs).await?;
-    }
-    for p in &claims.release {
-        let refs: Vec<_> = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|r| r.uid != uid)
-            .cloned()
-            .collect();
-        patch_owner_refs(&pods, p, refs).await?;
-    }
+    adopt_and_release(&pods, &claims, &owner_ref).await?;
     let active: Vec<Arc<Pod>> = claims.owned.into_iter().filter(|p| is_active(p)).collect();
     let satisfied = ctx
         .expectations
@@ -415,32 +326,6 @@ fn with_nulls(mut status: Value) -> Value {
         }
     }
     status
-}
-
-async fn patch_owner_refs(
-    pods: &Api<Pod>,
-    p: &Pod,
-    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<(), ReplicaSetError> {
-    let name = p.name_any();
-    let patch = json!({"metadata": {
-        "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
-        "uid": p.metadata.uid,
-        "resourceVersion": p.metadata.resource_version,
-    }});
-    match pods
-        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Gone already: nothing to adopt or release.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(source) => Err(ReplicaSetError::Pod {
-            verb: "patching",
-            pod: name,
-            source,
-        }),
-    }
 }
 
 /// Creates `n` pods (at most a burst) in slow-start batches; returns the

@@ -73,40 +73,52 @@ pub fn next_available_in(
         .map(|s| std::time::Duration::from_secs(s.max(0) as u64 + 1))
 }
 
-/// What a controller does with the pods of its namespace (`ClaimPods`).
-#[derive(Debug, Default)]
-pub struct Claims {
-    /// Pods it controls whose labels still match (adopted ones included).
-    pub owned: Vec<Arc<Pod>>,
+/// What a controller does with the objects of its namespace that its
+/// selector may cover (`ClaimPods`, `ClaimReplicaSets`).
+#[derive(Debug)]
+pub struct Claims<T> {
+    /// Objects it controls whose labels still match (adopted ones included).
+    pub owned: Vec<Arc<T>>,
     /// Orphans that match: to be given this controller's reference.
-    pub adopt: Vec<Arc<Pod>>,
-    /// Pods it controls whose labels stopped matching: to be let go.
-    pub release: Vec<Arc<Pod>>,
+    pub adopt: Vec<Arc<T>>,
+    /// Objects it controls whose labels stopped matching: to be let go.
+    pub release: Vec<Arc<T>>,
+}
+
+impl<T> Default for Claims<T> {
+    fn default() -> Self {
+        Claims {
+            owned: Vec::new(),
+            adopt: Vec::new(),
+            release: Vec::new(),
+        }
+    }
 }
 
 /// `owner_uid` is the controller's UID; `selects` its selector;
 /// `deleting` whether it is being deleted (it then adopts and releases
 /// nothing).
-pub fn claim<'a>(
-    pods: impl IntoIterator<Item = &'a Arc<Pod>>,
+pub fn claim<'a, T: kube::Resource + 'a>(
+    objects: impl IntoIterator<Item = &'a Arc<T>>,
     owner_uid: &str,
     selects: impl Fn(&BTreeMap<String, String>) -> bool,
     deleting: bool,
-) -> Claims {
+) -> Claims<T> {
     let mut c = Claims::default();
     let empty = BTreeMap::new();
-    for pod in pods {
-        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    for obj in objects {
+        let meta = obj.meta();
+        let labels = meta.labels.as_ref().unwrap_or(&empty);
         let matches = selects(labels);
-        match controller_of(&pod.metadata) {
+        match controller_of(meta) {
             Some(r) if r.uid != owner_uid => {}
-            Some(_) if matches => c.owned.push(pod.clone()),
-            Some(_) if !deleting => c.release.push(pod.clone()),
+            Some(_) if matches => c.owned.push(obj.clone()),
+            Some(_) if !deleting => c.release.push(obj.clone()),
             Some(_) => {}
-            None if deleting || pod.metadata.deletion_timestamp.is_some() || !matches => {}
+            None if deleting || meta.deletion_timestamp.is_some() || !matches => {}
             None => {
-                c.adopt.push(pod.clone());
-                c.owned.push(pod.clone());
+                c.adopt.push(obj.clone());
+                c.owned.push(obj.clone());
             }
         }
     }

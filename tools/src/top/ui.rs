@@ -14,6 +14,9 @@ use crate::client::{Event, NodeStats};
 
 /// Terminals at least this wide get the wide layout.
 const WIDE: u16 = 140;
+/// From this width the short layout also shows REQ and STATE: what a
+/// request and a crash loop look like matter more than long names.
+const MEDIUM: u16 = 100;
 
 pub struct View<'a> {
     pub server: &'a str,
@@ -180,35 +183,36 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
             ],
         )
     } else {
-        (
-            vec![
-                "POD/CONTAINER",
-                "QOS",
-                "CPU",
-                "LIM",
-                "USE",
-                "THR",
-                "MEM",
-                "MLIM",
-                "OOM",
-                "RST",
-                "HISTORY",
-            ],
-            vec![
-                Constraint::Min(12),
-                Constraint::Length(5),
-                Constraint::Length(4),
-                Constraint::Length(4),
-                Constraint::Length(6),
-                Constraint::Length(4),
-                Constraint::Length(6),
-                Constraint::Length(5),
-                Constraint::Length(3),
-                Constraint::Length(3),
-                Constraint::Length(8),
-            ],
-        )
+        let medium = area.width >= MEDIUM;
+        let mut headers = vec!["POD/CONTAINER", "QOS", "CPU"];
+        let mut widths = vec![
+            Constraint::Min(12),
+            Constraint::Length(5),
+            Constraint::Length(4),
+        ];
+        if medium {
+            headers.push("REQ");
+            widths.push(Constraint::Length(4));
+        }
+        headers.extend(["LIM", "USE", "THR", "MEM", "MLIM", "OOM", "RST"]);
+        widths.extend([
+            Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(5),
+            Constraint::Length(3),
+            Constraint::Length(3),
+        ]);
+        if medium {
+            headers.push("STATE");
+            widths.push(Constraint::Length(16));
+        }
+        headers.push("HISTORY");
+        widths.push(Constraint::Length(8));
+        (headers, widths)
     };
+    let medium = area.width >= MEDIUM;
     let history_width = if wide { 12 } else { 8 };
     let bar_width = if wide { 10 } else { 6 };
     let rows = view.rows.iter().map(|r| {
@@ -234,7 +238,7 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
             cells.push(Cell::from(qos_short(&r.qos).to_string()));
         }
         cells.push(Cell::from(cores(r.cpu)).style(cpu_style(r)));
-        if wide {
+        if medium {
             cells.push(Cell::from(cores(r.cpu_request)));
         }
         cells.push(Cell::from(cores(r.cpu_limit)));
@@ -244,7 +248,7 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
         cells.push(Cell::from(bytes(r.memory_limit)));
         cells.push(Cell::from(r.oom_kills.to_string()).style(oom_style));
         cells.push(Cell::from(r.restarts.to_string()));
-        if wide {
+        if medium {
             let style = if r.state == "Running" {
                 Style::new()
             } else {

@@ -1,4 +1,4 @@
-//! `kubelab-agent top`: a live view of a node's containers against their
+//! `kubelab top`: a live view of a node's containers against their
 //! limits: CPU used against request and limit, the share of CFS periods
 //! throttled, memory working set against the limit, OOM kills, restarts, QoS,
 //! and recent events. It reads the agent's read-only API (`/pods`,
@@ -90,7 +90,7 @@ impl Reader {
 }
 
 pub fn run(args: TopArgs) -> Result<(), TopError> {
-    let interval = crate::config::parse_go_duration(&args.interval)
+    let interval = kubelab_rules::duration::parse_go_duration(&args.interval)
         .map_err(|e| TopError::Interval(args.interval.clone(), e.to_string()))?
         .max(Duration::from_millis(100));
     let filter = RowFilter {

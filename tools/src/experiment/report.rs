@@ -265,14 +265,16 @@ pub fn samples_csv(runs: &[Run]) -> String {
 /// Cores of a CPU quantity (`500m` → 0.5).
 pub fn quantity_cores(q: &str) -> Option<f64> {
     let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_string());
-    crate::quantity::cpu_millis(&q)
+    kubelab_rules::quantity::cpu_millis(&q)
         .ok()
         .map(|m| m as f64 / 1000.0)
 }
 
 pub fn quantity_bytes(q: &str) -> Option<u64> {
     let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.to_string());
-    crate::quantity::bytes(&q).ok().map(|b| b.max(0) as u64)
+    kubelab_rules::quantity::bytes(&q)
+        .ok()
+        .map(|b| b.max(0) as u64)
 }
 
 fn cores(c: Option<f64>) -> String {
@@ -372,6 +374,9 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
             "| restarts | {} |",
             run.samples.last().map(|s| s.restarts).unwrap_or(0)
         );
+        if let Some(note) = contention_note(sum.mean, limit, sum.throttled_share()) {
+            let _ = writeln!(out, "\n**{note}**");
+        }
         out.push_str("\n![CPU usage over time against the limit](cpu.svg)\n");
         out.push_str(
             "\nA single 100 ms sample can exceed the limit: the quota is per CFS period, and a \
@@ -407,6 +412,17 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
                 run.samples.last().map(|s| s.t).unwrap_or(0.0),
             );
         }
+        for run in runs {
+            let sum = cpu_summary(&run.samples);
+            let limit = run.cpu_limit.as_deref().and_then(quantity_cores);
+            if let Some(note) = contention_note(sum.mean, limit, sum.throttled_share()) {
+                let _ = writeln!(
+                    out,
+                    "\n**{}**: {note}",
+                    run.cpu_limit.as_deref().unwrap_or("no limit")
+                );
+            }
+        }
         out.push_str(
             "\n![Measured usage against the limit](compare.svg)\n\n\
              Measured mean usage against the limit: on the diagonal when CFS enforces the quota.\n\n\
@@ -415,6 +431,26 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
     }
     files_section(&mut out, files);
     out
+}
+
+/// When a run's usage stayed well under its limit and the quota rarely ran
+/// out, the limit did not hold it back: other work on the node's CPUs did.
+pub fn contention_note(
+    mean: Option<f64>,
+    limit: Option<f64>,
+    throttled: Option<f64>,
+) -> Option<String> {
+    let (mean, limit) = (mean?, limit?);
+    let throttled = throttled.unwrap_or(0.0);
+    (limit > 0.0 && mean < 0.8 * limit && throttled < 0.1).then(|| {
+        format!(
+            "Not the limit: the loop used {:.0}% of its {limit:.2}-core limit with only {:.0}% of \
+             periods throttled, so the CFS quota was not what held it back. The node's CPUs were \
+             busy with other work (CPU contention); run it again on a quieter node.",
+            mean / limit * 100.0,
+            throttled * 100.0
+        )
+    })
 }
 
 pub fn memory_markdown(node: &str, run: &Run, interval_ms: u128, files: &[String]) -> String {
@@ -567,6 +603,20 @@ pub fn probe_markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_far_below_its_limit_and_rarely_throttled_is_contention() {
+        let note = contention_note(Some(0.08), Some(0.2), Some(0.02)).unwrap();
+        assert!(
+            note.starts_with("Not the limit: the loop used 40% of its 0.20-core limit"),
+            "{note}"
+        );
+        assert!(note.contains("CPU contention"), "{note}");
+        // On the limit, or throttled most of the time: the limit is what bit.
+        assert_eq!(contention_note(Some(0.19), Some(0.2), Some(0.9)), None);
+        assert_eq!(contention_note(Some(0.1), Some(0.2), Some(0.6)), None);
+        assert_eq!(contention_note(Some(0.1), None, None), None);
+    }
 
     fn sample(t: f64, cpu_ns: u64, rate: bool, periods: u64, throttled: u64) -> Sample {
         Sample {

@@ -44,7 +44,7 @@ pub struct Sample {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OomKill {
-    /// When it was seen, in seconds since sampling began.
+    /// When it happened, in seconds since sampling began.
     pub t: f64,
     /// Seconds from that container's start to the kill.
     pub after: Option<f64>,
@@ -138,12 +138,21 @@ impl Observer {
             // Exits from before sampling began are not this run's.
             if self.seen_exits.insert(key) && !first && exit.reason.as_deref() == Some("OOMKilled")
             {
-                let now = self.t0 + jiff::SignedDuration::from_secs_f64(t);
-                let after = self
-                    .last_start
+                // Marked where the kill happened (the exit's finishedAt, which
+                // the runtime takes from the kernel's OOM event), not where a
+                // sample first saw it.
+                let killed = exit
+                    .finished_at
+                    .as_ref()
+                    .map(|f| self.since_t0(f.0))
+                    .filter(|k| (0.0..=t).contains(k))
+                    .unwrap_or(t);
+                let now = self.t0 + jiff::SignedDuration::from_secs_f64(killed);
+                let started = exit.started_at.as_ref().map(|s| s.0).or(self.last_start);
+                let after = started
                     .map(|s| now.duration_since(s).as_secs_f64())
                     .filter(|a| *a >= 0.0);
-                self.oom_kills.push(OomKill { t, after });
+                self.oom_kills.push(OomKill { t: killed, after });
             }
         }
         let running = status
@@ -194,7 +203,7 @@ impl Observer {
 }
 
 fn state_of(s: &ContainerStatus) -> String {
-    crate::status::state_word(s)
+    kubelab_rules::container_state::state_word(s)
 }
 
 #[cfg(test)]
@@ -280,5 +289,21 @@ mod tests {
             "{:?}",
             obs.starts
         );
+    }
+
+    #[test]
+    fn an_oom_kill_is_placed_at_its_finish_time_not_where_it_was_seen() {
+        let t0: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+        let mut obs = Observer::new(t0);
+        let running = status(serde_json::json!({}));
+        obs.observe(0.0, None, None, Some(&running));
+        // Seen at 3.0 s; the container started at 0.5 s and was killed at 2.2 s.
+        let killed = status(serde_json::json!({"restartCount": 1,
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c1",
+                "startedAt": "2024-01-01T00:00:00.5Z", "finishedAt": "2024-01-01T00:00:02.2Z"}}}));
+        obs.observe(3.0, None, None, Some(&killed));
+        let kill = &obs.oom_kills[0];
+        assert!((kill.t - 2.2).abs() < 1e-6, "{kill:?}");
+        assert!((kill.after.unwrap() - 1.7).abs() < 1e-6, "{kill:?}");
     }
 }

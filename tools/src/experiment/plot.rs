@@ -398,7 +398,8 @@ impl Chart for MemoryOverTime<'_> {
     }
 }
 
-/// A probe run over time: readiness as a step line, when health was lost,
+/// A probe run over time: readiness (or, for a liveness probe, the restart
+/// count) as a step line, when health was lost,
 /// each failed probe (`Unhealthy`) and each restart (`Killing`).
 pub struct ProbeTimeline<'a> {
     pub run: &'a Run,
@@ -410,6 +411,24 @@ impl Chart for ProbeTimeline<'_> {
         area.fill(&WHITE)?;
         let run = self.run;
         let x_max = run.samples.last().map(|s| s.t).unwrap_or(0.0).max(1.0);
+        // A liveness probe restarts the container: its plot counts restarts.
+        // A readiness probe only takes the pod out of endpoints: it plots ready.
+        let liveness = matches!(self.spec.kind, super::workload::ProbeKind::Liveness);
+        let level = |s: &super::sample::Sample| {
+            if liveness {
+                s.restarts as f64
+            } else if s.ready == Some(true) {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        let y_max = if liveness {
+            run.samples.iter().map(level).fold(1.0, f64::max)
+        } else {
+            1.0
+        };
+        let (bottom, top) = (-0.1 * y_max, 1.6 * y_max);
         let mut chart = ChartBuilder::on(area)
             .caption(
                 format!(
@@ -426,14 +445,16 @@ impl Chart for ProbeTimeline<'_> {
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(64)
-            .build_cartesian_2d(0f64..x_max, -0.1f64..1.6f64)?;
+            .build_cartesian_2d(0f64..x_max, bottom..top)?;
         chart
             .configure_mesh()
             .x_desc("time (s)")
-            .y_desc("ready")
-            .y_labels(2)
+            .y_desc(if liveness { "restarts" } else { "ready" })
+            .y_labels(if liveness { y_max as usize + 1 } else { 2 })
             .y_label_formatter(&|y| {
-                if *y > 0.5 {
+                if liveness {
+                    format!("{}", y.round() as i64)
+                } else if *y > 0.5 {
                     "true".into()
                 } else {
                     "false".into()
@@ -443,10 +464,10 @@ impl Chart for ProbeTimeline<'_> {
             .axis_desc_style((FONT, 17))
             .light_line_style(RGBColor(246, 246, 246))
             .draw()?;
-        // Readiness as a step line; gaps where no container ran.
+        // Readiness (or the restart count) as a step line.
         let mut steps: Vec<(f64, f64)> = Vec::new();
         for s in &run.samples {
-            let y = if s.ready == Some(true) { 1.0 } else { 0.0 };
+            let y = level(s);
             if let Some(&(_, prev)) = steps.last()
                 && prev != y
             {
@@ -456,12 +477,16 @@ impl Chart for ProbeTimeline<'_> {
         }
         chart
             .draw_series(LineSeries::new(steps, PALETTE[0].stroke_width(3)))?
-            .label("ready")
+            .label(if liveness {
+                "restarts (the liveness probe's kills)"
+            } else {
+                "ready"
+            })
             .legend(legend_line(PALETTE[0], 3));
         let lost_color = PALETTE[2];
         for (i, d) in probe_detections(run, self.spec).iter().enumerate() {
             let series = chart.draw_series(DashedLineSeries::new(
-                vec![(d.lost, -0.1), (d.lost, 1.6)],
+                vec![(d.lost, bottom), (d.lost, top)],
                 8,
                 5,
                 lost_color.stroke_width(2).into(),
@@ -474,7 +499,7 @@ impl Chart for ProbeTimeline<'_> {
             if let Some(l) = d.latency() {
                 chart.draw_series(std::iter::once(Text::new(
                     format!(" detected after {l:.1} s"),
-                    (d.lost, 1.45),
+                    (d.lost, 1.45 * y_max),
                     (FONT, 15).into_font(),
                 )))?;
             }
@@ -489,7 +514,7 @@ impl Chart for ProbeTimeline<'_> {
             .draw_series(
                 failed
                     .iter()
-                    .map(|t| TriangleMarker::new((*t, 0.5), 7, LIMIT.filled())),
+                    .map(|t| TriangleMarker::new((*t, 0.5 * y_max), 7, LIMIT.filled())),
             )?
             .label("probe failed (Unhealthy)")
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 6, LIMIT.filled()));
@@ -500,7 +525,7 @@ impl Chart for ProbeTimeline<'_> {
             .enumerate()
         {
             let series = chart.draw_series(LineSeries::new(
-                vec![(e.t, -0.1), (e.t, 1.6)],
+                vec![(e.t, bottom), (e.t, top)],
                 RGBColor(0, 0, 0).stroke_width(2),
             ))?;
             if i == 0 {

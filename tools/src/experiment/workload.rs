@@ -181,7 +181,7 @@ pub fn pod(
 
 /// The manifest file's text.
 pub fn manifest(pod: &Pod) -> String {
-    let mut text = String::from("# Written by `kubelab-agent experiment`; removed when it ends.\n");
+    let mut text = String::from("# Written by `kubelab experiment`; removed when it ends.\n");
     // (a k8s-openapi Pod writes its own apiVersion and kind)
     text.push_str(&serde_yaml::to_string(pod).expect("a pod serializes"));
     text

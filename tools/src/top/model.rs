@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::client::{ContainerStats, Event, Summary, Throttling};
-use crate::quantity;
+use kubelab_rules::quantity;
 
 /// Samples kept for a row's sparkline.
 pub const HISTORY: usize = 32;
@@ -271,7 +271,7 @@ fn oom_from_status(status: Option<&ContainerStatus>, cs: Option<&ContainerStats>
 }
 
 fn state_of(s: &ContainerStatus) -> String {
-    crate::status::state_word(s)
+    kubelab_rules::container_state::state_word(s)
 }
 
 fn cores(q: &Quantity) -> Option<f64> {

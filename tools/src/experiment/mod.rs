@@ -1,4 +1,4 @@
-//! `kubelab-agent experiment cpu|memory|probe`: runs a seed-style pod under
+//! `kubelab experiment cpu|memory|probe`: runs a seed-style pod under
 //! given limits (or probes) on a running node, samples its container every 100 ms
 //! through the agent's API, and writes a report directory: `samples.csv`,
 //! `report.md` and plots (`.svg`, and `.png` with `--png`).
@@ -161,14 +161,29 @@ pub enum ExperimentError {
 }
 
 fn duration_flag(flag: &'static str, value: &str) -> Result<Duration, ExperimentError> {
-    crate::config::parse_go_duration(value).map_err(|e| ExperimentError::Flag {
+    kubelab_rules::duration::parse_go_duration(value).map_err(|e| ExperimentError::Flag {
         flag,
         value: value.into(),
         reason: e.to_string(),
     })
 }
 
+/// A CPU quantity without a unit counts cores (`500` is 500 cores, `500m`
+/// half of one); a large one is more likely a forgotten `m`.
+pub fn unitless_cpu_warning(flag: &str, value: &str) -> Option<String> {
+    let cores: f64 = value.trim().parse().ok()?;
+    (cores >= 10.0).then(|| {
+        format!(
+            "warning: --{flag} {value} means {value} cores (a CPU quantity without a unit counts \
+             cores); for {value} millicores write {value}m"
+        )
+    })
+}
+
 fn cpu_flag(flag: &'static str, value: &str) -> Result<f64, ExperimentError> {
+    if let Some(w) = unitless_cpu_warning(flag, value) {
+        eprintln!("{w}");
+    }
     quantity_cores(value)
         .filter(|c| *c > 0.0)
         .ok_or_else(|| ExperimentError::Flag {
@@ -571,4 +586,22 @@ fn run_probe(args: ProbeArgs) -> Result<PathBuf, ExperimentError> {
     );
     write(&setup.out.join("report.md"), &md)?;
     Ok(setup.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_limit_without_a_unit_warns_that_it_counts_cores() {
+        let w = unitless_cpu_warning("cpu-limit", "500").unwrap();
+        assert_eq!(
+            w,
+            "warning: --cpu-limit 500 means 500 cores (a CPU quantity without a unit counts \
+             cores); for 500 millicores write 500m"
+        );
+        assert_eq!(unitless_cpu_warning("cpu-limit", "500m"), None);
+        assert_eq!(unitless_cpu_warning("cpu-limit", "1"), None);
+        assert_eq!(unitless_cpu_warning("cpu-limit", "0.5"), None);
+    }
 }
