@@ -12,7 +12,13 @@ Measured, per cluster size, in one run against one fresh apiserver:
 2. Scheduling: P unassigned pods created; a watch records when each one
    shows spec.nodeName. Throughput = P / (first create sent -> last pod
    bound), pods/s, also as a share of the bare write rate; bind latency =
-   create acknowledged -> binding seen on the watch, p50 and p99.
+   create acknowledged -> binding seen on the watch, p50 and p99. This is
+   bounded by the create rate when the scheduler keeps up.
+3. Backlog drain (scheduler_perf's SchedulingThroughput once pods wait):
+   P pods for `bench-scheduler`, a profile nothing runs yet, are created;
+   then `kubelab-apiserver scheduler --kubeconfig` (its own process, as
+   kube-scheduler runs) starts with that profile; drain rate = P / (first
+   pod bound -> last pod bound), also as a share of the bare write rate.
 
 Run from the repo root after `cargo build --release --workspace`:
     python3 bench/scheduler_bench.py [--nodes 500,5000] [--pods 1000] [--clients 2]
@@ -172,7 +178,40 @@ def run_size(nodes, pods, clients):
             "bind_latency_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
             "bind_latency_p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
             "apiserver_rss_kib": rss_kib(proc.pid),
+            "load_average_1m": round(os.getloadavg()[0], 2),
         }
+
+        # 3. Backlog drain by a scheduler process of its own.
+        admin.request("POST", "/api/v1/namespaces",
+                      {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "backlog"}})
+        rv = json.loads(admin.request("GET", "/api/v1/namespaces/backlog/pods"))["metadata"]["resourceVersion"]
+        watch = BindWatch(port, ctx, "backlog", rv)
+        watch.want = pods
+        waiting = [pod(f"b-{i}") for i in range(pods)]
+        for p in waiting:
+            p["spec"]["schedulerName"] = "bench-scheduler"
+        create_all(port, ctx, clients, "/api/v1/namespaces/backlog/pods", waiting)
+        cfg = tmp / "bench-scheduler.yaml"
+        cfg.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+                       "leaderElection:\n  leaderElect: false\nprofiles:\n- schedulerName: bench-scheduler\n")
+        sched_log = open(tmp / "scheduler.log", "w")
+        started = time.monotonic()
+        sched = subprocess.Popen(
+            [str(APISERVER), "scheduler", "--kubeconfig", str(tmp / "data" / "admin.kubeconfig"),
+             "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=sched_log)
+        try:
+            drained = watch.done.wait(timeout=300)
+        finally:
+            sched.terminate()
+            sched.wait(timeout=10)
+            sched_log.close()
+        times = sorted(watch.bound.values())
+        if len(times) > 1:
+            drain_rate = (len(times) - 1) / (times[-1] - times[0])
+            result["backlog_all_bound"] = drained
+            result["backlog_drain_pods_per_s"] = round(drain_rate, 1)
+            result["backlog_share_of_bare_write_rate"] = round(drain_rate / bare_rate, 3)
+            result["backlog_start_to_first_bind_s"] = round(times[0] - started, 2)
         return result
     finally:
         proc.terminate()
@@ -199,11 +238,12 @@ def main():
         print(json.dumps(r), flush=True)
     print()
     print(f"{'nodes':>6} {'pods':>5} {'bare w/s':>9} {'create/s':>9} {'sched pods/s':>13} "
-          f"{'share':>6} {'p50 ms':>8} {'p99 ms':>8}")
+          f"{'share':>6} {'p50 ms':>8} {'p99 ms':>8} {'drain pods/s':>13} {'share':>6}")
     for r in results:
         print(f"{r['nodes']:>6} {r['pods']:>5} {r['bare_creates_per_s']:>9} {r['create_rate_per_s']:>9} "
               f"{r['scheduled_pods_per_s']:>13} {r['share_of_bare_write_rate']:>6} "
-              f"{r['bind_latency_p50_ms']:>8} {r['bind_latency_p99_ms']:>8}")
+              f"{r['bind_latency_p50_ms']:>8} {r['bind_latency_p99_ms']:>8} "
+              f"{r.get('backlog_drain_pods_per_s', '-'):>13} {r.get('backlog_share_of_bare_write_rate', '-'):>6}")
     (REPO / "bench/scheduler_results.json").write_text(json.dumps(results, indent=1) + "\n")
 
 

@@ -562,3 +562,69 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
         "node1"
     );
 }
+
+/// A preemptor waits, nominated, while its victim terminates (no kubelet
+/// here to finish it); when preemption later finds no node at all its
+/// nomination is withdrawn, as kube-scheduler withdraws it.
+#[test]
+fn a_nomination_stands_while_victims_leave_and_goes_when_nothing_can_help() {
+    let s = cluster(&[]);
+    add_node(&s, "node1", "1", &[]);
+    apply(
+        &s,
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: low\nvalue: 100\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000000\n",
+    );
+    let pod = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  priorityClassName: {class}\n  terminationGracePeriodSeconds: 600\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      requests:\n        cpu: \"1\"\n"
+        )
+    };
+    apply(&s, &pod("victim", "low"));
+    wait_bound(&s, "victim");
+    apply(&s, &pod("preemptor", "high"));
+    let nominated = || {
+        s.ok(&[
+            "get",
+            "pod",
+            "preemptor",
+            "-o",
+            "jsonpath={.status.nominatedNodeName}",
+        ])
+    };
+    wait_for(&s, "preemptor nominated to node1", 30, || {
+        (nominated() == "node1").then_some(())
+    });
+    wait_for(&s, "the victim terminating", 30, || {
+        let ts = s.ok(&[
+            "get",
+            "pod",
+            "victim",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]);
+        (!ts.is_empty()).then_some(())
+    });
+    // The victim holds its room until it is gone: the preemptor waits,
+    // nominated.
+    failed_scheduling(
+        &s,
+        "preemptor",
+        "0/1 nodes are available: 1 Insufficient cpu.",
+    );
+    assert_eq!(nominated(), "node1");
+    assert_eq!(node_of(&s, "preemptor"), "");
+
+    // The node is cordoned and the victim goes: preemption cannot help.
+    s.ok(&["cordon", "node1"]);
+    s.ok(&["delete", "pod", "victim", "--force", "--grace-period=0"]);
+    failed_scheduling(
+        &s,
+        "preemptor",
+        "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+    );
+    wait_for(&s, "the nomination withdrawn", 30, || {
+        nominated().is_empty().then_some(())
+    });
+    s.ok(&["uncordon", "node1"]);
+    assert_eq!(wait_bound(&s, "preemptor"), "node1");
+}

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use super::node_info::{NodeInfo, PodInfo};
 use super::plugins::Snapshot;
 use super::queue::ClusterEvent;
+use super::workload_selectors::WorkloadSelectors;
 
 #[derive(Default)]
 pub struct Cache {
@@ -23,6 +24,7 @@ pub struct Cache {
     /// Pods bound to nodes the cache doesn't know (yet).
     orphans: HashMap<String, Vec<PodInfo>>,
     pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    pub workloads: WorkloadSelectors,
 }
 
 /// Whether a pod holds resources on its node: bound and not finished.
@@ -41,6 +43,7 @@ impl Cache {
         Snapshot {
             nodes: &self.nodes,
             namespace_labels: &self.namespace_labels,
+            workloads: &self.workloads,
         }
     }
 

@@ -8,12 +8,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::framework::Profile;
 use super::plugins::Plugin;
 use super::plugins::node_resources::{ScoringStrategy, StrategyKind};
+use super::plugins::pod_topology_spread::SpreadDefaults;
 
 pub const API_VERSION: &str = "kubescheduler.config.k8s.io/v1";
 pub const KIND: &str = "KubeSchedulerConfiguration";
@@ -412,10 +414,61 @@ fn resolve_profile(index: usize, pc: &ProfileConfig) -> Result<Profile, ConfigEr
                     p.hard_pod_affinity_weight = w;
                 }
             }
+            Plugin::PodTopologySpread => {
+                p.spread_defaults = spread_defaults(&args).map_err(bad)?;
+            }
             _ => {}
         }
     }
     Ok(p)
+}
+
+/// `PodTopologySpreadArgs`: `defaultingType` System (kube-scheduler's
+/// built-in constraints) or List (`defaultConstraints`, without selectors).
+fn spread_defaults(args: &Value) -> Result<SpreadDefaults, String> {
+    let listed: Vec<TopologySpreadConstraint> = match args.get("defaultConstraints") {
+        Some(v) => {
+            serde_json::from_value(v.clone()).map_err(|e| format!("defaultConstraints: {e}"))?
+        }
+        None => Vec::new(),
+    };
+    match args
+        .get("defaultingType")
+        .and_then(Value::as_str)
+        .unwrap_or("System")
+    {
+        "System" if !listed.is_empty() => {
+            Err("defaultingType: Invalid value: \"System\": when .defaultConstraints are not empty must be \"List\"".into())
+        }
+        "System" => Ok(SpreadDefaults::default()),
+        "List" => {
+            let mut seen = Vec::new();
+            for (i, c) in listed.iter().enumerate() {
+                let at = format!("defaultConstraints[{i}]");
+                if c.max_skew <= 0 {
+                    return Err(format!("{at}.maxSkew: Invalid value: {}: must be greater than zero", c.max_skew));
+                }
+                if c.topology_key.is_empty() {
+                    return Err(format!("{at}.topologyKey: Required value: can not be empty"));
+                }
+                if !matches!(c.when_unsatisfiable.as_str(), "DoNotSchedule" | "ScheduleAnyway") {
+                    return Err(format!("{at}.whenUnsatisfiable: Unsupported value: {:?}: supported values: \"DoNotSchedule\", \"ScheduleAnyway\"", c.when_unsatisfiable));
+                }
+                if c.label_selector.is_some() {
+                    return Err(format!("{at}.labelSelector: Forbidden: constraint must not define a selector, as they deduced for each pod"));
+                }
+                let pair = (c.topology_key.as_str(), c.when_unsatisfiable.as_str());
+                if seen.contains(&pair) {
+                    return Err(format!("{at}.{{topologyKey, whenUnsatisfiable}}: Duplicate value: {{{:?}, {:?}}}", pair.0, pair.1));
+                }
+                seen.push(pair);
+            }
+            Ok(SpreadDefaults { constraints: listed, system: false })
+        }
+        other => Err(format!(
+            "defaultingType: Unsupported value: {other:?}: supported values: \"List\", \"System\""
+        )),
+    }
 }
 
 fn scoring_strategy(v: &Value) -> Result<ScoringStrategy, String> {
@@ -531,6 +584,51 @@ profiles:
         assert!(!bp.preemption);
         assert_eq!(bp.fit_strategy.kind, StrategyKind::MostAllocated);
         assert_eq!(bp.fit_strategy.resources, vec![("cpu".to_string(), 2)]);
+    }
+
+    #[test]
+    fn topology_spread_defaults_are_the_systems_or_listed() {
+        let resolve = |args: &str| {
+            KubeSchedulerConfiguration::from_yaml(&format!(
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- pluginConfig:\n  - name: PodTopologySpread\n    args:\n{args}"
+            ))
+            .unwrap()
+            .resolve()
+        };
+        let system = SchedulerSettings::default().profiles[0]
+            .spread_defaults
+            .clone();
+        assert!(system.system);
+        let keys: Vec<(&str, i32)> = system
+            .constraints
+            .iter()
+            .map(|c| (c.topology_key.as_str(), c.max_skew))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("kubernetes.io/hostname", 3),
+                ("topology.kubernetes.io/zone", 5)
+            ]
+        );
+
+        let listed = resolve("      defaultingType: List\n      defaultConstraints:\n      - maxSkew: 1\n        topologyKey: rack\n        whenUnsatisfiable: DoNotSchedule\n").unwrap();
+        let d = &listed.profiles[0].spread_defaults;
+        assert!(!d.system);
+        assert_eq!(d.constraints.len(), 1);
+        assert_eq!(d.constraints[0].topology_key, "rack");
+
+        // List with nothing listed: no default spreading at all.
+        let none = resolve("      defaultingType: List\n").unwrap();
+        assert!(none.profiles[0].spread_defaults.constraints.is_empty());
+
+        let err = resolve("      defaultConstraints:\n      - maxSkew: 1\n        topologyKey: rack\n        whenUnsatisfiable: DoNotSchedule\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "profiles[0].pluginConfig[PodTopologySpread].args: defaultingType: Invalid value: \"System\": when .defaultConstraints are not empty must be \"List\""
+        );
+        let err = resolve("      defaultingType: List\n      defaultConstraints:\n      - maxSkew: 1\n        topologyKey: rack\n        whenUnsatisfiable: ScheduleAnyway\n        labelSelector: {matchLabels: {app: web}}\n").unwrap_err();
+        assert!(err.to_string().ends_with("defaultConstraints[0].labelSelector: Forbidden: constraint must not define a selector, as they deduced for each pod"), "{err}");
     }
 
     #[test]

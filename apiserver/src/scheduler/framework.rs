@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::node_info::{NodeInfo, PodInfo};
 use super::plugins::node_resources::ScoringStrategy;
+use super::plugins::pod_topology_spread::SpreadDefaults;
 use super::plugins::{
     Code, CycleState, FilterResult, Plugin, Rejection, Snapshot, image_locality,
     inter_pod_affinity, node_affinity, node_name, node_ports, node_resources, node_unschedulable,
@@ -28,6 +29,8 @@ pub struct Profile {
     pub hard_pod_affinity_weight: i64,
     /// `percentageOfNodesToScore`; `None` or 0: adaptive.
     pub percentage_of_nodes_to_score: Option<i32>,
+    /// PodTopologySpread's constraints for pods that have none.
+    pub spread_defaults: SpreadDefaults,
 }
 
 impl Profile {
@@ -58,6 +61,7 @@ impl Profile {
             fit_strategy: ScoringStrategy::default(),
             hard_pod_affinity_weight: 1,
             percentage_of_nodes_to_score: None,
+            spread_defaults: SpreadDefaults::default(),
         }
     }
 
@@ -182,7 +186,7 @@ pub fn prepare(
             inter_pod_affinity::pre_filter(&state, snapshot, profile.hard_pod_affinity_weight);
     }
     if profile.has_filter(Plugin::PodTopologySpread) {
-        state.spread = pod_topology_spread::pre_filter(&state, snapshot);
+        state.spread = pod_topology_spread::pre_filter(&state, &profile.spread_defaults, snapshot);
     }
     state
 }
@@ -233,12 +237,17 @@ pub fn prioritize(
                 s
             }
             Plugin::PodTopologySpread => {
-                let Some(pre) = pod_topology_spread::pre_score(state, feasible) else {
+                let Some(pre) = pod_topology_spread::pre_score(
+                    state,
+                    &profile.spread_defaults,
+                    feasible,
+                    snapshot,
+                ) else {
                     continue;
                 };
                 let raw: Vec<Option<i64>> = feasible
                     .iter()
-                    .map(|n| pod_topology_spread::score(&pre, n))
+                    .map(|n| pod_topology_spread::score(&pre, state, n))
                     .collect();
                 pod_topology_spread::normalize(&raw)
             }
@@ -398,6 +407,7 @@ mod tests {
         let snap = Snapshot {
             nodes: &nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let profile = Profile::default_named("default-scheduler");
         let err = schedule_pod(
@@ -438,6 +448,7 @@ mod tests {
         let snap = Snapshot {
             nodes: &nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let profile = Profile::default_named("default-scheduler");
         let p = schedule_pod(
@@ -480,6 +491,7 @@ mod tests {
         let snap = Snapshot {
             nodes: &nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let mut profile = Profile::default_named("no-taints");
         assert!(

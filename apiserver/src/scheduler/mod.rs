@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod preemption;
 pub mod queue;
 pub mod runner;
+pub mod workload_selectors;
 
 pub use config::{KubeSchedulerConfiguration, SchedulerSettings};
 pub use runner::run;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use kubelab_rules::resources::{self, RequestOptions, Resources};
 
 /// Amounts in the units the scheduler compares (`framework.Resource`).
@@ -136,12 +136,20 @@ pub struct PodInfo {
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> Self {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let requests = resources::pod_requests(&spec, RequestOptions::default())
+        // Read in place: a pod's spec is large and this runs per event.
+        let no_spec;
+        let spec = match &pod.spec {
+            Some(s) => s,
+            None => {
+                no_spec = PodSpec::default();
+                &no_spec
+            }
+        };
+        let requests = resources::pod_requests(spec, RequestOptions::default())
             .map(|r| ResourceVec::from_resources(&r))
             .unwrap_or_default();
         let non_zero = resources::pod_requests(
-            &spec,
+            spec,
             RequestOptions {
                 non_zero_defaults: true,
                 ..Default::default()

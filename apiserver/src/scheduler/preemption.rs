@@ -44,16 +44,27 @@ pub fn ineligible(state: &CycleState, snapshot: &Snapshot) -> Option<&'static st
         .then_some("not eligible due to a terminating pod on the nominated node.")
 }
 
-/// Finds the best candidate, or the `preemption: …` message saying why
-/// there is none.
+/// Why preemption found no node: the `preemption: …` message, and
+/// whether the pod's earlier nomination goes (no candidate anywhere) or
+/// stays (the pod may not preempt yet: its victims are still leaving).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoCandidate {
+    pub message: String,
+    pub clear_nomination: bool,
+}
+
+/// Finds the best candidate, or says why there is none.
 pub fn preempt(
     profile: &Profile,
     snapshot: &Snapshot,
     state: &CycleState,
     fit: &FitError,
-) -> Result<Candidate, String> {
+) -> Result<Candidate, NoCandidate> {
     if let Some(why) = ineligible(state, snapshot) {
-        return Err(format!("preemption: {why}"));
+        return Err(NoCandidate {
+            message: format!("preemption: {why}"),
+            clear_nomination: false,
+        });
     }
     let mut statuses: BTreeMap<String, Rejection> = BTreeMap::new();
     let mut candidates = Vec::new();
@@ -92,7 +103,10 @@ pub fn preempt(
             statuses,
             post_filter_msg: None,
         };
-        return Err(format!("preemption: {}", inner.message()));
+        return Err(NoCandidate {
+            message: format!("preemption: {}", inner.message()),
+            clear_nomination: true,
+        });
     }
     Ok(pick_one(candidates))
 }
@@ -174,11 +188,12 @@ mod tests {
         }
     }
 
-    fn run(nodes: &[NodeInfo], incoming: PodInfo) -> Result<Candidate, String> {
+    fn run(nodes: &[NodeInfo], incoming: PodInfo) -> Result<Candidate, NoCandidate> {
         let ns = HashMap::new();
         let snap = Snapshot {
             nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let profile = Profile::default_named("default-scheduler");
         let failed = schedule_pod(&profile, &snap, incoming, HashMap::new(), 0, |_| 0).unwrap_err();
@@ -209,9 +224,11 @@ mod tests {
         };
         let err = run(&[a, cordoned], prioritized("p", "1", 1000, None)).unwrap_err();
         assert_eq!(
-            err,
+            err.message,
             "preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
         );
+        // No candidate anywhere: an earlier nomination is withdrawn.
+        assert!(err.clear_nomination);
     }
 
     #[test]
@@ -224,7 +241,33 @@ mod tests {
         p = pinfo(pod);
         assert_eq!(
             run(&[a], p).unwrap_err(),
-            "preemption: not eligible due to preemptionPolicy=Never."
+            NoCandidate {
+                message: "preemption: not eligible due to preemptionPolicy=Never.".into(),
+                clear_nomination: false,
+            }
+        );
+    }
+
+    #[test]
+    fn a_pod_waiting_for_its_victims_keeps_its_nomination() {
+        let mut a = info(node("a", "1", "4Gi", &[]));
+        let mut leaving = (*prioritized("low", "1", 0, Some("a")).pod).clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        a.add_pod(PodInfo::new(std::sync::Arc::new(leaving)));
+        let mut p = (*prioritized("p", "1", 1000, None).pod).clone();
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            nominated_node_name: Some("a".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            run(&[a], pinfo(p)).unwrap_err(),
+            NoCandidate {
+                message: "preemption: not eligible due to a terminating pod on the nominated node."
+                    .into(),
+                clear_nomination: false,
+            }
         );
     }
 }

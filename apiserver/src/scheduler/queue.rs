@@ -6,7 +6,7 @@
 //! left there five minutes are retried anyway, as upstream does.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,10 @@ type ActiveKey = (Reverse<i32>, u64, String);
 
 pub struct SchedulingQueue {
     pods: HashMap<String, QueuedPod>,
+    /// Pods unschedulable or in flight: the only ones a cluster event moves
+    /// or marks (a backlog of active pods must not make every event cost
+    /// a scan of the backlog).
+    held: HashSet<String>,
     active: BTreeSet<ActiveKey>,
     backoff: BTreeSet<(Instant, u64, String)>,
     seq: u64,
@@ -113,6 +117,7 @@ impl SchedulingQueue {
     pub fn new(initial_backoff: Duration, max_backoff: Duration) -> Self {
         SchedulingQueue {
             pods: HashMap::new(),
+            held: HashSet::new(),
             active: BTreeSet::new(),
             backoff: BTreeSet::new(),
             seq: 0,
@@ -163,13 +168,17 @@ impl SchedulingQueue {
         q.unschedulable_since = None;
         match place {
             Place::Active => {
+                self.held.remove(uid);
                 self.active
                     .insert((Reverse(q.priority()), seq, uid.to_owned()));
             }
             Place::Backoff(t) => {
+                self.held.remove(uid);
                 self.backoff.insert((t, seq, uid.to_owned()));
             }
-            Place::Unschedulable | Place::InFlight => {}
+            Place::Unschedulable | Place::InFlight => {
+                self.held.insert(uid.to_owned());
+            }
         }
     }
 
@@ -228,6 +237,7 @@ impl SchedulingQueue {
 
     pub fn delete(&mut self, uid: &str) {
         self.unlink(uid);
+        self.held.remove(uid);
         self.pods.remove(uid);
     }
 
@@ -236,6 +246,7 @@ impl SchedulingQueue {
         let (_, _, uid) = self.active.pop_first()?;
         let q = self.pods.get_mut(&uid)?;
         q.place = Place::InFlight;
+        self.held.insert(uid.clone());
         q.attempts += 1;
         q.last_attempt = Some(now);
         q.moved_in_flight = false;
@@ -298,7 +309,10 @@ impl SchedulingQueue {
     /// Moves the unschedulable pods this event may help.
     pub fn on_event(&mut self, event: ClusterEvent, now: Instant) -> usize {
         let mut moved = Vec::new();
-        for (uid, q) in self.pods.iter_mut() {
+        for uid in &self.held {
+            let Some(q) = self.pods.get_mut(uid) else {
+                continue;
+            };
             if !event.may_help(&q.rejected_by) {
                 continue;
             }
@@ -324,13 +338,15 @@ impl SchedulingQueue {
             self.place(&uid, Place::Active);
         }
         let stale: Vec<String> = self
-            .pods
+            .held
             .iter()
-            .filter(|(_, q)| {
-                q.unschedulable_since
+            .filter(|uid| {
+                self.pods
+                    .get(*uid)
+                    .and_then(|q| q.unschedulable_since)
                     .is_some_and(|t| now.duration_since(t) >= MAX_IN_UNSCHEDULABLE)
             })
-            .map(|(uid, _)| uid.clone())
+            .cloned()
             .collect();
         for uid in stale {
             self.place(&uid, Place::Active);

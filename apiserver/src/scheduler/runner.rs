@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, Pod, ReplicationController, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -26,6 +29,7 @@ use super::framework::{self, Profile};
 use super::node_info::PodInfo;
 use super::preemption;
 use super::queue::{ClusterEvent, SchedulingQueue};
+use super::workload_selectors::SelectorSource;
 
 /// How many bindings may be in flight at once.
 const MAX_CONCURRENT_BINDS: usize = 64;
@@ -113,20 +117,32 @@ struct Scheduler {
     pods_synced: bool,
 }
 
+/// Every object of a kind, as a relisting watch.
+fn watch<K>(client: &kube::Client) -> futures::stream::BoxStream<'static, watcher::Result<Event<K>>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .boxed()
+}
+
 async fn run_scheduling(
     client: kube::Client,
     settings: Arc<SchedulerSettings>,
 ) -> anyhow::Result<()> {
-    let cfg = watcher::Config::default();
-    let mut nodes = watcher::watcher(Api::<Node>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .boxed();
-    let mut pods = watcher::watcher(Api::<Pod>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .boxed();
-    let mut namespaces = watcher::watcher(Api::<Namespace>::all(client.clone()), cfg)
-        .default_backoff()
-        .boxed();
+    let mut nodes = watch::<Node>(&client);
+    let mut pods = watch::<Pod>(&client);
+    let mut namespaces = watch::<Namespace>(&client);
+    // Selectors for the default topology spreading.
+    let mut services = watch::<Service>(&client);
+    let mut rcs = watch::<ReplicationController>(&client);
+    let mut replica_sets = watch::<ReplicaSet>(&client);
     let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         recorder: Recorder::spawn(client.clone()),
@@ -165,6 +181,9 @@ async fn run_scheduling(
                 Ok(e) => s.on_namespace(e),
                 Err(err) => tracing::warn!("watching namespaces: {err}"),
             },
+            Some(e) = services.next() => s.on_workload(e, "services"),
+            Some(e) = rcs.next() => s.on_workload(e, "replicationcontrollers"),
+            Some(e) = replica_sets.next() => s.on_workload(e, "replicasets"),
             Some(out) = bind_rx.recv() => s.on_bind(out),
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -232,6 +251,20 @@ impl Scheduler {
                     .remove(ns.metadata.name.as_deref().unwrap_or_default());
             }
             Event::Init | Event::InitDone => {}
+        }
+    }
+
+    fn on_workload<K: SelectorSource>(&mut self, e: Result<Event<K>, watcher::Error>, what: &str) {
+        let w = &mut self.cache.workloads;
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => return tracing::warn!("watching {what}: {err}"),
+        };
+        match e {
+            Event::Init => K::clear(w),
+            Event::InitApply(o) | Event::Apply(o) => o.put(w),
+            Event::Delete(o) => o.remove(w),
+            Event::InitDone => {}
         }
     }
 
@@ -352,6 +385,7 @@ impl Scheduler {
         };
         let info = PodInfo::new(pod.clone());
         let u = info.uid.clone();
+        let info_priority = info.priority;
         let nominated = self.nominated_for(&u, info.priority);
         let n = self.cache.node_count();
 
@@ -386,6 +420,9 @@ impl Scheduler {
             Err(failed) => {
                 let mut error = failed.error;
                 let mut nominate = None;
+                // Without preemption (or when it may not run yet) an earlier
+                // nomination stands; when it finds nothing, it goes.
+                let mut nomination = Nomination::Keep;
                 if profile.preemption && error.num_all_nodes > 0 {
                     match preemption::preempt(
                         profile,
@@ -393,18 +430,32 @@ impl Scheduler {
                         &failed.state,
                         &error,
                     ) {
-                        Ok(c) => nominate = Some(c),
-                        Err(msg) => error.post_filter_msg = Some(msg),
+                        Ok(c) => {
+                            nomination = Nomination::Set(c.node.clone());
+                            nominate = Some(c);
+                        }
+                        Err(no) => {
+                            error.post_filter_msg = Some(no.message);
+                            if no.clear_nomination {
+                                nomination = Nomination::Clear;
+                            }
+                        }
                     }
                 }
                 let message = error.message();
                 tracing::debug!(pod = %format!("{}/{}", failed.state.pod.namespace, failed.state.pod.name), %message, "unschedulable");
                 self.queue
                     .unschedulable(&u, error.rejecting_plugins(), Instant::now());
-                let nominated_node = nominate.as_ref().map(|c| c.node.clone());
-                if let Some(c) = &nominate {
-                    self.nominated
-                        .insert(u.clone(), (c.node.clone(), failed.state.pod.clone()));
+                match &nominate {
+                    Some(c) => {
+                        self.nominated
+                            .insert(u.clone(), (c.node.clone(), failed.state.pod.clone()));
+                        self.withdraw_lower_nominations(&u, info_priority, &c.node);
+                    }
+                    None if nomination == Nomination::Clear => {
+                        self.nominated.remove(&u);
+                    }
+                    None => {}
                 }
                 self.recorder.record(PodEvent::new(
                     &pod,
@@ -418,7 +469,7 @@ impl Scheduler {
                     self.client.clone(),
                     pod.clone(),
                     message,
-                    nominated_node,
+                    nomination,
                 ));
                 if let Some(c) = nominate {
                     tokio::spawn(evict_victims(
@@ -429,6 +480,23 @@ impl Scheduler {
                         c,
                     ));
                 }
+            }
+        }
+    }
+
+    /// Pods of lower priority than the preemptor nominated to the same
+    /// node may no longer fit there: their nominations go (as
+    /// `prepareCandidate` clears them).
+    fn withdraw_lower_nominations(&mut self, preemptor: &str, priority: i32, node: &str) {
+        let lower: Vec<String> = self
+            .nominated
+            .iter()
+            .filter(|(u, (n, p))| u.as_str() != preemptor && n == node && p.priority < priority)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in lower {
+            if let Some((_, p)) = self.nominated.remove(&u) {
+                tokio::spawn(clear_nominated_node(self.client.clone(), p.pod));
             }
         }
     }
@@ -497,13 +565,23 @@ impl Scheduler {
     }
 }
 
+/// What a failed cycle does to `status.nominatedNodeName`
+/// (kube-scheduler's `NominatingInfo`).
+#[derive(Debug, Clone, PartialEq)]
+enum Nomination {
+    Keep,
+    Set(String),
+    Clear,
+}
+
 /// `PodScheduled=False reason=Unschedulable` with the message (unless the
-/// pod says so already), and `status.nominatedNodeName` after preemption.
+/// pod says so already), and `status.nominatedNodeName` set after
+/// preemption or cleared when preemption found no node.
 async fn report_unschedulable(
     client: kube::Client,
     pod: Arc<Pod>,
     message: String,
-    nominated: Option<String>,
+    nomination: Nomination,
 ) {
     let unchanged = pod
         .status
@@ -517,7 +595,13 @@ async fn report_unschedulable(
                 && c.reason.as_deref() == Some("Unschedulable")
                 && c.message.as_deref() == Some(message.as_str())
         });
-    if unchanged && nominated.is_none() {
+    let nominated_now = nominated_node(&pod);
+    let nomination_unchanged = match &nomination {
+        Nomination::Keep => true,
+        Nomination::Set(n) => nominated_now.as_ref() == Some(n),
+        Nomination::Clear => nominated_now.is_none(),
+    };
+    if unchanged && nomination_unchanged {
         return;
     }
     let mut status = json!({"conditions": [{
@@ -528,8 +612,12 @@ async fn report_unschedulable(
         "lastProbeTime": null,
         "lastTransitionTime": Time(jiff::Timestamp::now()),
     }]});
-    if let Some(n) = nominated {
-        status["nominatedNodeName"] = n.into();
+    match nomination {
+        Nomination::Set(n) if !nomination_unchanged => status["nominatedNodeName"] = n.into(),
+        Nomination::Clear if !nomination_unchanged => {
+            status["nominatedNodeName"] = serde_json::Value::Null
+        }
+        _ => {}
     }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -543,6 +631,23 @@ async fn report_unschedulable(
         .await
     {
         tracing::debug!(pod = %format!("{ns}/{name}"), "updating the PodScheduled condition: {e}");
+    }
+}
+
+/// Withdraws a pending pod's `status.nominatedNodeName`.
+async fn clear_nominated_node(client: kube::Client, pod: Arc<Pod>) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    if let Err(e) = pods
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"nominatedNodeName": null}})),
+        )
+        .await
+    {
+        tracing::debug!(pod = %format!("{ns}/{name}"), "clearing nominatedNodeName: {e}");
     }
 }
 

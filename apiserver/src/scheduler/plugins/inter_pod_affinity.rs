@@ -381,6 +381,7 @@ mod tests {
         let snap = Snapshot {
             nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let mut state = CycleState::new(pinfo(p));
         state.inter_pod = pre_filter(&state, &snap, 1);
@@ -466,6 +467,7 @@ mod tests {
         let snap = Snapshot {
             nodes: &nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let p = with_affinity(
             pod("web", "", ""),

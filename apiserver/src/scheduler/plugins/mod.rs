@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use k8s_openapi::api::core::v1::Toleration;
 
 use super::node_info::{NodeInfo, PodInfo};
+use super::workload_selectors::WorkloadSelectors;
 
 /// The highest score a plugin gives a node (`framework.MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -142,6 +143,8 @@ pub struct Snapshot<'a> {
     pub nodes: &'a [NodeInfo],
     /// Namespaces' labels, for `namespaceSelector` in pod affinity terms.
     pub namespace_labels: &'a HashMap<String, BTreeMap<String, String>>,
+    /// Workloads' selectors, for the default topology spreading.
+    pub workloads: &'a WorkloadSelectors,
 }
 
 /// What the plugins compute once per pod and cycle.
@@ -203,6 +206,10 @@ pub(crate) mod testing {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::super::node_info::{NodeInfo, PodInfo};
+    use super::super::workload_selectors::WorkloadSelectors;
+
+    /// No Services or controllers.
+    pub static NO_WORKLOADS: WorkloadSelectors = WorkloadSelectors::new();
 
     pub fn node(name: &str, cpu: &str, memory: &str, labels: &[(&str, &str)]) -> Node {
         Node {

@@ -23,9 +23,16 @@ fn nominated_requests(state: &CycleState, node: &NodeInfo) -> (ResourceVec, i64)
 /// Every resource the node lacks for the pod, in kube-scheduler's words
 /// ("Too many pods", "Insufficient cpu", …).
 pub fn insufficient(state: &CycleState, node: &NodeInfo) -> Vec<String> {
-    let (nominated, nominated_pods) = nominated_requests(state, node);
-    let mut used = node.requested.clone();
-    used.add(&nominated);
+    let mut with_nominated = None;
+    let mut nominated_pods = 0;
+    if state.nominated.contains_key(&node.name) {
+        let (nominated, n) = nominated_requests(state, node);
+        let mut used = node.requested.clone();
+        used.add(&nominated);
+        with_nominated = Some(used);
+        nominated_pods = n;
+    }
+    let used = with_nominated.as_ref().unwrap_or(&node.requested);
     let mut out = Vec::new();
     if node.pods.len() as i64 + nominated_pods + 1 > node.allocatable.allowed_pods {
         out.push("Too many pods".to_owned());

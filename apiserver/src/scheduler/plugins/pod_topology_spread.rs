@@ -2,6 +2,9 @@
 //! evenly spread over topology domains. `DoNotSchedule` constraints filter
 //! (the skew after placing may not exceed `maxSkew`), `ScheduleAnyway`
 //! constraints score (fewer matching pods in the node's domain is better).
+//! A pod without constraints of its own gets the profile's default ones
+//! (kube-scheduler's system defaults: spread over hosts and zones), selecting
+//! the pods its Services, ReplicationController or ReplicaSet select.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -15,6 +18,33 @@ use crate::scheduler::node_info::{NodeInfo, PodInfo};
 pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
 pub const ERR_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// `PodTopologySpreadArgs`: the constraints for pods that give none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpreadDefaults {
+    pub constraints: Vec<TopologySpreadConstraint>,
+    /// `defaultingType: System`: nodes missing a topology key still count.
+    pub system: bool,
+}
+
+impl Default for SpreadDefaults {
+    /// kube-scheduler's system defaults: hosts with maxSkew 3, zones with 5.
+    fn default() -> Self {
+        let soft = |key: &str, max_skew| TopologySpreadConstraint {
+            max_skew,
+            topology_key: key.into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            ..Default::default()
+        };
+        SpreadDefaults {
+            constraints: vec![soft(HOSTNAME, 3), soft(ZONE, 5)],
+            system: true,
+        }
+    }
+}
 
 /// One constraint made ready to count.
 #[derive(Debug, Clone)]
@@ -64,15 +94,51 @@ impl Constraint {
     }
 }
 
-/// The pod's constraints with this `whenUnsatisfiable`.
-pub fn constraints(pod: &Pod, when: &str) -> Vec<Constraint> {
+fn own_constraints(pod: &Pod) -> &[TopologySpreadConstraint] {
     pod.spec
         .as_ref()
-        .and_then(|s| s.topology_spread_constraints.as_ref())
-        .into_iter()
-        .flatten()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or_default()
+}
+
+/// The pod's constraints with this `whenUnsatisfiable`; for a pod with
+/// none, the defaults selecting what its workloads select (none if nothing
+/// does).
+pub fn constraints(
+    pod: &Pod,
+    defaults: &SpreadDefaults,
+    snapshot: &Snapshot,
+    when: &str,
+) -> Vec<Constraint> {
+    let own = own_constraints(pod);
+    if !own.is_empty() {
+        return own
+            .iter()
+            .filter(|c| c.when_unsatisfiable == when)
+            .map(|c| Constraint::new(c, pod))
+            .collect();
+    }
+    if !defaults
+        .constraints
+        .iter()
+        .any(|c| c.when_unsatisfiable == when)
+    {
+        return Vec::new();
+    }
+    let Some(sel) = snapshot.workloads.default_selector(pod) else {
+        return Vec::new();
+    };
+    defaults
+        .constraints
+        .iter()
         .filter(|c| c.when_unsatisfiable == when)
-        .map(|c| Constraint::new(c, pod))
+        .map(|c| {
+            let with_selector = TopologySpreadConstraint {
+                label_selector: Some(sel.clone()),
+                ..c.clone()
+            };
+            Constraint::new(&with_selector, pod)
+        })
         .collect()
 }
 
@@ -91,12 +157,14 @@ fn has_all_keys(labels: &BTreeMap<String, String>, cs: &[Constraint]) -> bool {
 }
 
 /// Whether a node's pods count for a constraint: it must carry every
-/// topology key, and (per policy) match the pod's node affinity and have
-/// no taint the pod doesn't tolerate.
+/// topology key, and pass the inclusion policies.
 fn node_counts(state: &CycleState, node: &NodeInfo, c: &Constraint, all: &[Constraint]) -> bool {
-    if !has_all_keys(node.labels(), all) {
-        return false;
-    }
+    has_all_keys(node.labels(), all) && included(state, node, c)
+}
+
+/// The node inclusion policies: (per policy) the node matches the pod's
+/// node affinity and has no taint the pod doesn't tolerate.
+fn included(state: &CycleState, node: &NodeInfo, c: &Constraint) -> bool {
     if c.honor_node_affinity
         && let Some(spec) = state.pod.pod.spec.as_ref()
         && !node_affinity::required_node_affinity_matches(spec, &node.node)
@@ -111,6 +179,13 @@ fn node_counts(state: &CycleState, node: &NodeInfo, c: &Constraint, all: &[Const
     true
 }
 
+fn matching_pods(state: &CycleState, node: &NodeInfo, c: &Constraint) -> i64 {
+    node.pods
+        .iter()
+        .filter(|p| c.selects(p, &state.pod.namespace))
+        .count() as i64
+}
+
 fn count(state: &CycleState, nodes: &[&NodeInfo], cs: &[Constraint]) -> HashMap<TopologyPair, i64> {
     let mut counts: HashMap<TopologyPair, i64> = HashMap::new();
     for node in nodes {
@@ -119,11 +194,7 @@ fn count(state: &CycleState, nodes: &[&NodeInfo], cs: &[Constraint]) -> HashMap<
                 continue;
             }
             let value = node.labels()[&c.topology_key].clone();
-            let n = node
-                .pods
-                .iter()
-                .filter(|p| c.selects(p, &state.pod.namespace))
-                .count() as i64;
+            let n = matching_pods(state, node, c);
             *counts.entry((c.topology_key.clone(), value)).or_insert(0) += n;
         }
     }
@@ -131,8 +202,12 @@ fn count(state: &CycleState, nodes: &[&NodeInfo], cs: &[Constraint]) -> HashMap<
 }
 
 /// Counts matching pods per domain for the `DoNotSchedule` constraints.
-pub fn pre_filter(state: &CycleState, snapshot: &Snapshot) -> Option<PreFilterState> {
-    let cs = constraints(&state.pod.pod, "DoNotSchedule");
+pub fn pre_filter(
+    state: &CycleState,
+    defaults: &SpreadDefaults,
+    snapshot: &Snapshot,
+) -> Option<PreFilterState> {
+    let cs = constraints(&state.pod.pod, defaults, snapshot, "DoNotSchedule");
     if cs.is_empty() {
         return None;
     }
@@ -190,53 +265,97 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
     Ok(())
 }
 
-/// What scoring needs: the `ScheduleAnyway` constraints, the counts over
-/// the nodes that passed the filters, and each constraint's weight
-/// (log of its domain count + 2, so keys with many domains count more).
+/// What scoring needs: the `ScheduleAnyway` constraints, the matching pods
+/// per domain of the nodes that passed the filters (counted over every
+/// node; per host at score time), each constraint's weight (log of its
+/// domain count + 2, so keys with many domains count more), and the nodes
+/// not scored for lacking a topology key.
 #[derive(Debug, Clone, Default)]
 pub struct PreScoreState {
     constraints: Vec<Constraint>,
-    counts: HashMap<TopologyPair, i64>,
+    counts: Vec<HashMap<String, i64>>,
     weights: Vec<f64>,
+    ignored: HashSet<String>,
 }
 
-pub fn pre_score(state: &CycleState, feasible: &[&NodeInfo]) -> Option<PreScoreState> {
-    let cs = constraints(&state.pod.pod, "ScheduleAnyway");
+pub fn pre_score(
+    state: &CycleState,
+    defaults: &SpreadDefaults,
+    feasible: &[&NodeInfo],
+    snapshot: &Snapshot,
+) -> Option<PreScoreState> {
+    let pod = &state.pod.pod;
+    let cs = constraints(pod, defaults, snapshot, "ScheduleAnyway");
     if cs.is_empty() {
         return None;
     }
-    let counts = count(state, feasible, &cs);
+    // The system defaults spread over hosts even where zones are unlabelled.
+    let require_all = !own_constraints(pod).is_empty() || !defaults.system;
+    let mut ignored = HashSet::new();
+    let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
+    for node in feasible {
+        let labels = node.labels();
+        if require_all && !has_all_keys(labels, &cs) {
+            ignored.insert(node.name.clone());
+            continue;
+        }
+        for (i, c) in cs.iter().enumerate() {
+            if c.topology_key != HOSTNAME {
+                let value = labels.get(&c.topology_key).cloned().unwrap_or_default();
+                counts[i].entry(value).or_insert(0);
+            }
+        }
+    }
     let weights = cs
         .iter()
-        .map(|c| {
-            let domains: HashSet<&String> = feasible
-                .iter()
-                .filter_map(|n| n.labels().get(&c.topology_key))
-                .collect();
-            ((domains.len() + 2) as f64).ln()
+        .enumerate()
+        .map(|(i, c)| {
+            let domains = if c.topology_key == HOSTNAME {
+                feasible.len() - ignored.len()
+            } else {
+                counts[i].len()
+            };
+            ((domains + 2) as f64).ln()
         })
         .collect();
+    for node in snapshot.nodes {
+        let labels = node.labels();
+        if require_all && !has_all_keys(labels, &cs) {
+            continue;
+        }
+        for (i, c) in cs.iter().enumerate() {
+            let value = labels.get(&c.topology_key).map_or("", String::as_str);
+            if let Some(n) = counts[i].get_mut(value)
+                && included(state, node, c)
+            {
+                *n += matching_pods(state, node, c);
+            }
+        }
+    }
     Some(PreScoreState {
         constraints: cs,
         counts,
         weights,
+        ignored,
     })
 }
 
-/// Raw score (lower is better); `None` for a node lacking a topology key.
-pub fn score(s: &PreScoreState, node: &NodeInfo) -> Option<i64> {
-    let labels = node.labels();
-    if !has_all_keys(labels, &s.constraints) {
+/// Raw score (lower is better); `None` for a node not scored.
+pub fn score(s: &PreScoreState, state: &CycleState, node: &NodeInfo) -> Option<i64> {
+    if s.ignored.contains(&node.name) {
         return None;
     }
+    let labels = node.labels();
     let mut total = 0.0;
     for (i, c) in s.constraints.iter().enumerate() {
-        let value = &labels[&c.topology_key];
-        let n = s
-            .counts
-            .get(&(c.topology_key.clone(), value.clone()))
-            .copied()
-            .unwrap_or(0);
+        let Some(value) = labels.get(&c.topology_key) else {
+            continue;
+        };
+        let n = if c.topology_key == HOSTNAME {
+            matching_pods(state, node, c)
+        } else {
+            s.counts[i].get(value).copied().unwrap_or(0)
+        };
         total += n as f64 * s.weights[i] + (c.max_skew - 1) as f64;
     }
     Some(total.round() as i64)
@@ -294,9 +413,10 @@ mod tests {
         let snap = Snapshot {
             nodes: &nodes,
             namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
         };
         let mut state = CycleState::new(pinfo(spread_pod("w3", "DoNotSchedule", 1)));
-        state.spread = pre_filter(&state, &snap);
+        state.spread = pre_filter(&state, &SpreadDefaults::default(), &snap);
         let got: Vec<_> = nodes
             .iter()
             .map(|n| filter(&state, n).map_err(|e| (e.code, e.reasons[0].clone())))
@@ -315,7 +435,7 @@ mod tests {
         );
         // maxSkew 3 allows it.
         let mut state = CycleState::new(pinfo(spread_pod("w3", "DoNotSchedule", 3)));
-        state.spread = pre_filter(&state, &snap);
+        state.spread = pre_filter(&state, &SpreadDefaults::default(), &snap);
         assert!(filter(&state, &nodes[0]).is_ok());
     }
 
@@ -324,10 +444,80 @@ mod tests {
         let nodes = cluster();
         let state = CycleState::new(pinfo(spread_pod("w3", "ScheduleAnyway", 1)));
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
-        let s = pre_score(&state, &feasible).unwrap();
-        let raw: Vec<Option<i64>> = nodes.iter().map(|n| score(&s, n)).collect();
+        let ns = HashMap::new();
+        let snap = Snapshot {
+            nodes: &nodes,
+            namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
+        };
+        let s = pre_score(&state, &SpreadDefaults::default(), &feasible, &snap).unwrap();
+        let raw: Vec<Option<i64>> = nodes.iter().map(|n| score(&s, &state, n)).collect();
         // Two domains: weight ln(4) ≈ 1.386; z1: 2 × 1.386 ≈ 3.
         assert_eq!(raw, vec![Some(3), Some(0), None]);
         assert_eq!(normalize(&raw), vec![0, 100, 0]);
+    }
+
+    #[test]
+    fn pods_of_a_service_are_spread_over_hosts_and_zones_by_default() {
+        use crate::scheduler::workload_selectors::{SelectorSource, WorkloadSelectors};
+        use k8s_openapi::api::core::v1::{Service, ServiceSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+        fn zone(z: &'static str) -> [(&'static str, &'static str); 1] {
+            [("topology.kubernetes.io/zone", z)]
+        }
+        let mut h1 = info(node("h1", "4", "8Gi", &zone("z1")));
+        let h2 = info(node("h2", "4", "8Gi", &zone("z1")));
+        let mut h3 = info(node("h3", "4", "8Gi", &zone("z2")));
+        let h4 = info(node("h4", "4", "8Gi", &[]));
+        let web = |name: &str| labelled(pod(name, "", ""), &[("app", "web")]);
+        h1.add_pod(on(web("w1"), "h1"));
+        h1.add_pod(on(web("w2"), "h1"));
+        h3.add_pod(on(web("w3"), "h3"));
+        // Not selected by the service: never counted.
+        h3.add_pod(on(labelled(pod("db", "", ""), &[("app", "db")]), "h3"));
+        let nodes = vec![h1, h2, h3, h4];
+        let mut workloads = WorkloadSelectors::new();
+        Service {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .put(&mut workloads);
+        let ns = HashMap::new();
+        let snap = Snapshot {
+            nodes: &nodes,
+            namespace_labels: &ns,
+            workloads: &workloads,
+        };
+        let feasible: Vec<&NodeInfo> = nodes.iter().collect();
+        let state = CycleState::new(pinfo(web("w4")));
+        let s = pre_score(&state, &SpreadDefaults::default(), &feasible, &snap).unwrap();
+        let raw: Vec<Option<i64>> = nodes.iter().map(|n| score(&s, &state, n)).collect();
+        // Hosts: 4 domains, weight ln 6; zones z1, z2 and h4's unlabelled
+        // one, weight ln 5; each adds maxSkew − 1 (2 and 4). h1: 2 pods on
+        // the host, 2 in z1: 2·1.79 + 2 + 2·1.61 + 4 ≈ 13. h4 has no zone
+        // label yet still counts for hosts under the system defaults.
+        assert_eq!(raw, vec![Some(13), Some(9), Some(9), Some(2)]);
+        assert_eq!(normalize(&raw), vec![15, 46, 46, 100]);
+        // The defaults only score: no filtering state.
+        assert!(pre_filter(&state, &SpreadDefaults::default(), &snap).is_none());
+
+        // A pod nothing selects is not spread; nor is one under a profile
+        // that lists no defaults.
+        let lone = CycleState::new(pinfo(labelled(pod("x", "", ""), &[("app", "x")])));
+        assert!(pre_score(&lone, &SpreadDefaults::default(), &feasible, &snap).is_none());
+        let none = SpreadDefaults {
+            constraints: Vec::new(),
+            system: false,
+        };
+        assert!(pre_score(&state, &none, &feasible, &snap).is_none());
     }
 }
