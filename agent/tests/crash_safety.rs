@@ -220,40 +220,9 @@ fn duplicates_and_strays(node: &TestNode, pods: &[Value]) -> Vec<String> {
 fn kill_9_during_pod_start_leaves_no_duplicate_and_no_orphan() {
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
-    let (conf_dir, ipam_dir) = write_bridge_conf(
-        tmp.path(),
-        "kubelab-bridge",
-        "kubelab-host-local",
-        "10.134.0.0/24",
-    );
-    let ipam_net = ipam_dir.join("podnet");
-    let mut node = TestNode::start_in_netns(
-        &ns.name,
-        &[
-            "--cni-conf-dir",
-            conf_dir.to_str().unwrap(),
-            "--cni-bin-dir",
-            our_plugin_dir().to_str().unwrap(),
-            "--proxy-mode",
-            "none",
-        ],
-    );
-    let base_ipt = iptables_rules(&ns);
-    let base_mounts = mountinfo_naming(node.root.path());
-    let base_cgroups = node.cgroup_dirs_below_root();
-
-    let seed = std::env::var("KUBELAB_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("KUBELAB_CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    let (mut node, ipam_net) = start_node(&ns, tmp.path(), "10.134.0.0/24");
+    let base = Baseline::of(&node, &ns);
+    let (seed, mut rng) = seeded_rng();
     let started = Instant::now();
     let mut problems = Vec::new();
     let mut names = Vec::new();
@@ -322,7 +291,90 @@ fn kill_9_during_pod_start_leaves_no_duplicate_and_no_orphan() {
     node.wait_for("all pods gone from /pods", Duration::from_secs(300), |n| {
         try_pods(n)?.is_empty().then_some(())
     });
-    let procs = until_empty(Duration::from_secs(30), || runtime_processes(&node));
+    problems.extend(leftovers(&node, &ns, &ipam_net, &base));
+    let pods_with_duplicates: BTreeSet<&str> = problems
+        .iter()
+        .filter_map(|p| p.split_once(": pod ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split(':').next())
+        .collect();
+    eprintln!(
+        "{ROUNDS} rounds, {total} pods, {} with a second sandbox or container, {} problems, in {:?}",
+        pods_with_duplicates.len(),
+        problems.len(),
+        started.elapsed()
+    );
+    assert_no_problems(&problems, seed, &node);
+}
+
+fn assert_no_problems(problems: &[String], seed: u64, node: &TestNode) {
+    assert!(
+        problems.is_empty(),
+        "{} problems (seed {seed}):\n{}\nagent log (tail):\n{}",
+        problems.len(),
+        problems.join("\n"),
+        common::tail(&node.agent_log(), 60)
+    );
+}
+
+/// A node agent in `ns` with the kubelab bridge and host-local plugins on
+/// `subnet`; also the host-local dir of its network.
+fn start_node(ns: &Netns, tmp: &Path, subnet: &str) -> (TestNode, PathBuf) {
+    let (conf_dir, ipam_dir) =
+        write_bridge_conf(tmp, "kubelab-bridge", "kubelab-host-local", subnet);
+    let node = TestNode::start_in_netns(
+        &ns.name,
+        &[
+            "--cni-conf-dir",
+            conf_dir.to_str().unwrap(),
+            "--cni-bin-dir",
+            our_plugin_dir().to_str().unwrap(),
+            "--proxy-mode",
+            "none",
+        ],
+    );
+    (node, ipam_dir.join("podnet"))
+}
+
+/// The kill delays' generator, seeded from `KUBELAB_CRASH_SEED` or the clock
+/// (printed, so that a failing run can be replayed).
+fn seeded_rng() -> (u64, Rng) {
+    let seed = std::env::var("KUBELAB_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("KUBELAB_CRASH_SEED={seed}");
+    (seed, Rng(seed))
+}
+
+/// What the node had before any pod: what is left after them is compared to it.
+struct Baseline {
+    iptables: BTreeSet<String>,
+    mounts: Vec<String>,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Baseline {
+    fn of(node: &TestNode, ns: &Netns) -> Baseline {
+        Baseline {
+            iptables: iptables_rules(ns),
+            mounts: mountinfo_naming(node.root.path()),
+            cgroups: node.cgroup_dirs_below_root(),
+        }
+    }
+}
+
+/// Everything a gone pod may have left, once the node lists no pod: sandbox
+/// and shim processes, veths, IP allocations, iptables rules, mounts,
+/// cgroups, CNI result cache entries, pod dirs.
+fn leftovers(node: &TestNode, ns: &Netns, ipam_net: &Path, base: &Baseline) -> Vec<String> {
+    let mut problems = Vec::new();
+    let procs = until_empty(Duration::from_secs(30), || runtime_processes(node));
     if !procs.is_empty() {
         problems.push(format!("processes left: {procs:?}"));
     }
@@ -330,24 +382,25 @@ fn kill_9_during_pod_start_leaves_no_duplicate_and_no_orphan() {
     if !veths.is_empty() {
         problems.push(format!("veths left: {veths:?}"));
     }
-    let ip_left = ip_files(&ipam_net);
+    let ip_left = ip_files(ipam_net);
     if !ip_left.is_empty() {
         problems.push(format!("IP allocations left: {ip_left:?}"));
     }
-    let ipt_left: Vec<String> = iptables_rules(&ns).difference(&base_ipt).cloned().collect();
+    let ipt_left: Vec<String> = iptables_rules(ns)
+        .difference(&base.iptables)
+        .cloned()
+        .collect();
     if !ipt_left.is_empty() {
         problems.push(format!("iptables rules left: {ipt_left:?}"));
     }
     let mounts: Vec<String> = mountinfo_naming(node.root.path())
         .into_iter()
-        .filter(|m| !base_mounts.contains(m))
+        .filter(|m| !base.mounts.contains(m))
         .collect();
     if !mounts.is_empty() {
         problems.push(format!("mounts left: {mounts:#?}"));
     }
-    let cgroups = until_empty(Duration::from_secs(10), || {
-        pod_cgroups(&node, &base_cgroups)
-    });
+    let cgroups = until_empty(Duration::from_secs(10), || pod_cgroups(node, &base.cgroups));
     if !cgroups.is_empty() {
         problems.push(format!("cgroups left: {cgroups:#?}"));
     }
@@ -369,24 +422,56 @@ fn kill_9_during_pod_start_leaves_no_duplicate_and_no_orphan() {
     if !pod_dirs.is_empty() {
         problems.push(format!("pod dirs left: {pod_dirs:?}"));
     }
-    let pods_with_duplicates: BTreeSet<&str> = problems
-        .iter()
-        .filter_map(|p| p.split_once(": pod ").map(|(_, rest)| rest))
-        .filter_map(|rest| rest.split(':').next())
-        .collect();
-    eprintln!(
-        "{ROUNDS} rounds, {total} pods, {} with a second sandbox or container, {} problems, in {:?}",
-        pods_with_duplicates.len(),
-        problems.len(),
-        started.elapsed()
-    );
-    assert!(
-        problems.is_empty(),
-        "{} problems (seed {seed}):\n{}\nagent log (tail):\n{}",
-        problems.len(),
-        problems.join("\n"),
-        common::tail(&node.agent_log(), 60)
-    );
+    problems
+}
+
+/// `kill -9` while pods terminate: in each round the node runs pods, their
+/// manifests go, and the agent is SIGKILLed at a random moment of the
+/// termination (grace period, container kill, CNI DEL, cgroup and dir
+/// removal) and started again. Once the node lists no pod, nothing of them
+/// may be left.
+#[test]
+fn kill_9_during_pod_termination_leaves_no_orphan() {
+    const ROUNDS: usize = 8;
+    const PODS: usize = 6;
+    /// Past the 1 s grace period: the kill also lands in the clean-up after it.
+    const KILL_WITHIN_MS: u64 = 2500;
+    let ns = Netns::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut node, ipam_net) = start_node(&ns, tmp.path(), "10.135.0.0/24");
+    let base = Baseline::of(&node, &ns);
+    let (seed, mut rng) = seeded_rng();
+    let mut problems = Vec::new();
+    for round in 0..ROUNDS {
+        let names: Vec<String> = (0..PODS).map(|i| format!("t{round}p{i}")).collect();
+        for name in &names {
+            node.write_manifest(&format!("{name}.yaml"), &pod_yaml(name));
+        }
+        node.wait_for(
+            &format!("round {round}: {PODS} pods Running"),
+            Duration::from_secs(300),
+            |n| all_running(&try_pods(n)?, PODS).then_some(()),
+        );
+        for name in &names {
+            node.remove_manifest(&format!("{name}.yaml"));
+        }
+        let delay = rng.next() % (KILL_WITHIN_MS + 1);
+        std::thread::sleep(Duration::from_millis(delay));
+        node.kill_agent();
+        node.spawn_agent();
+        node.wait_for(
+            &format!("round {round}: no pod left in /pods"),
+            Duration::from_secs(300),
+            |n| try_pods(n)?.is_empty().then_some(()),
+        );
+        let found = leftovers(&node, &ns, &ipam_net, &base);
+        eprintln!(
+            "round {round}: killed {delay} ms into termination, {} problems",
+            found.len()
+        );
+        problems.extend(found.into_iter().map(|p| format!("round {round}: {p}")));
+    }
+    assert_no_problems(&problems, seed, &node);
 }
 
 /// Polls `f` until it returns `want` or `timeout` passes; its last value.

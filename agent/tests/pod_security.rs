@@ -534,3 +534,232 @@ fn pod_sysctls_are_set_in_the_pod_or_the_pod_is_rejected() {
         "{events:?}"
     );
 }
+
+/// A container's /dev is `nodev`: the runtime's nodes (bind mounts of the
+/// node's) open, a node the container makes there with CAP_MKNOD does not,
+/// even for a device the device cgroup allows.
+#[test]
+fn dev_is_nodev_apart_from_the_runtime_devices() {
+    let node = TestNode::start();
+    node.write_manifest(
+        "devnodes.yaml",
+        &pod_yaml(
+            "devnodes",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      awk '$5 == "/dev" { print "dev-options=" $6 }' /proc/self/mountinfo
+      mknod /dev/null2 c 1 3 && echo mknod=ok
+      for f in /dev/null /dev/zero /dev/null2; do (exec 3<$f) 2>/tmp/err && echo "$f=open" || echo "$f=denied $(cat /tmp/err)"; done
+      exec sleep 3600
+"#,
+        ),
+    );
+    let name = format!("devnodes-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("/dev/null2="))
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    let options = lines[0].strip_prefix("dev-options=").unwrap();
+    assert!(
+        options.split(',').any(|o| o == "nodev") && options.split(',').any(|o| o == "nosuid"),
+        "{logs}"
+    );
+    assert_eq!(
+        lines[1..4],
+        ["mknod=ok", "/dev/null=open", "/dev/zero=open"]
+    );
+    assert!(
+        lines[4].starts_with("/dev/null2=denied") && lines[4].ends_with("Permission denied"),
+        "{logs}"
+    );
+}
+
+/// `fsGroup` owns the pod's volumes, as the kubelet's SetVolumeOwnership
+/// does: a non-root user reads a downwardAPI file of mode 0400 through the
+/// group, files made in an emptyDir get the group, and the process has the
+/// fsGroup and `supplementalGroups` as its groups.
+#[test]
+fn fs_group_owns_volumes_and_supplemental_groups_are_set() {
+    use std::os::unix::fs::MetadataExt;
+    let node = TestNode::start();
+    node.write_manifest(
+        "fsgroup.yaml",
+        &pod_yaml(
+            "fsgroup",
+            r#"  labels:
+    app: owned
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 3000
+    fsGroup: 2000
+    supplementalGroups: [4000]
+  volumes:
+  - name: data
+    emptyDir: {}
+  - name: info
+    downwardAPI:
+      defaultMode: 256 # 0400
+      items:
+      - path: labels
+        fieldRef:
+          fieldPath: metadata.labels
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - name: data
+      mountPath: /data
+    - name: info
+      mountPath: /info
+    command:
+    - sh
+    - -c
+    - |
+      echo "ids=$(id -u) $(id -g) groups=$(id -G)"
+      echo "data=$(stat -c '%g %a' /data)"
+      touch /data/made && echo "made=$(stat -c '%u %g' /data/made)"
+      echo "labels=$(stat -L -c '%g %a' /info/labels) $(cat /info/labels)"
+      exec sleep 3600
+"#,
+        ),
+    );
+    let name = format!("fsgroup-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("labels="))
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    let mut groups: Vec<&str> = lines[0]
+        .strip_prefix("ids=1000 3000 groups=")
+        .unwrap_or_else(|| panic!("{logs}"))
+        .split(' ')
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["2000", "3000", "4000"], "{logs}");
+    assert_eq!(lines[1], "data=2000 2777", "{logs}");
+    assert_eq!(lines[2], "made=1000 2000", "{logs}");
+    assert_eq!(lines[3], "labels=2000 440 app=\"owned\"", "{logs}");
+
+    // On the node too.
+    let pod = node.pod("fsgroup").unwrap();
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let volume = node
+        .state_dir()
+        .join(format!("pods/{uid}/volumes/kubernetes.io~empty-dir/data"));
+    let meta = std::fs::metadata(&volume).unwrap_or_else(|e| panic!("{}: {e}", volume.display()));
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
+}
+
+/// `recursiveReadOnly: Enabled` makes what is mounted below a read-only
+/// volume read-only too (a plain `readOnly` leaves a submount writable);
+/// a mode the kubelet refuses, and `hostUsers: false` on a node without
+/// user namespace support, stop the container with a clear error.
+#[test]
+fn recursive_read_only_mounts_and_refused_modes() {
+    let node = TestNode::start();
+    let shared = node.root.path().join("shared");
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &shared.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(shared.join("sub"));
+    node.write_manifest(
+        "rro.yaml",
+        &pod_yaml(
+            "rro",
+            &format!(
+                r#"spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    hostPath:
+      path: {}
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - name: shared
+      mountPath: /rro
+      readOnly: true
+      recursiveReadOnly: Enabled
+    - name: shared
+      mountPath: /ro
+      readOnly: true
+    command:
+    - sh
+    - -c
+    - |
+      for f in /rro/top /rro/sub/x /ro/top /ro/sub/x; do touch $f 2>/dev/null && echo "$f=written" || echo "$f=refused"; done
+      exec sleep 3600
+  - name: not-read-only
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - name: shared
+      mountPath: /rro
+      recursiveReadOnly: Enabled
+"#,
+                shared.display()
+            ),
+        ),
+    );
+    node.write_manifest(
+        "userns.yaml",
+        &pod_yaml(
+            "userns",
+            r#"spec:
+  terminationGracePeriodSeconds: 1
+  hostUsers: false
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+"#,
+        ),
+    );
+    let name = format!("rro-{}", node.node_name);
+    let logs = node.wait_for("the container's output", Duration::from_secs(30), |n| {
+        n.get(&format!("/containerLogs/default/{name}/c"))
+            .ok()
+            .filter(|l| l.contains("/ro/sub/x="))
+    });
+    assert_eq!(
+        logs,
+        "/rro/top=refused\n/rro/sub/x=refused\n/ro/top=refused\n/ro/sub/x=written\n"
+    );
+    let waiting = wait_waiting(&node, "rro", "not-read-only", "CreateContainerConfigError");
+    assert_eq!(
+        waiting["message"],
+        "container \"not-read-only\": volume mount \"shared\": recursiveReadOnly: may only be specified when readOnly is true"
+    );
+    let waiting = wait_waiting(&node, "userns", "c", "CreateContainerConfigError");
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("hostUsers: false needs user namespaces")),
+        "{waiting}"
+    );
+}

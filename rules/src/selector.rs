@@ -14,12 +14,120 @@ pub enum SelectorError {
     EmptyValues,
     #[error("values set must be empty for 'Exists', 'DoesNotExist'")]
     UnexpectedValues,
+    #[error("key: Invalid value: {key:?}: {detail}")]
+    InvalidKey { key: String, detail: String },
+    #[error("values[{index}]: Invalid value: {value:?}: {detail}")]
+    InvalidValue {
+        index: usize,
+        value: String,
+        detail: String,
+    },
+}
+
+const NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const PREFIX_MSG: &str = "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// apimachinery's `IsQualifiedName`: `[prefix/]name`, the messages joined.
+fn qualified_name_errors(key: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let name = match key.split_once('/') {
+        Some((prefix, name)) if !name.contains('/') => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                if prefix.len() > 253 {
+                    errs.push("prefix part must be no more than 253 characters".to_string());
+                }
+                let label = |l: &str| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                };
+                if !prefix.split('.').all(label) {
+                    errs.push(PREFIX_MSG.to_string());
+                }
+            }
+            name
+        }
+        Some(_) => {
+            return vec![format!(
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                &NAME_MSG["name part ".len()..]
+            )];
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_string());
+    }
+    if !is_label_name(name) {
+        errs.push(NAME_MSG.to_string());
+    }
+    errs
+}
+
+/// apimachinery's `IsValidLabelValue`.
+fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !value.is_empty() && !is_label_name(value) {
+        errs.push(VALUE_MSG.to_string());
+    }
+    errs
+}
+
+fn check_key(key: &str) -> Result<(), SelectorError> {
+    let errs = qualified_name_errors(key);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(SelectorError::InvalidKey {
+        key: key.to_string(),
+        detail: errs.join("; "),
+    })
+}
+
+fn check_values<'a>(values: impl IntoIterator<Item = &'a String>) -> Result<(), SelectorError> {
+    for (index, value) in values.into_iter().enumerate() {
+        let errs = label_value_errors(value);
+        if !errs.is_empty() {
+            return Err(SelectorError::InvalidValue {
+                index,
+                value: value.clone(),
+                detail: errs.join("; "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the requirements as `LabelSelectorAsSelector` does before use.
 pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        check_key(key)?;
+        check_values([value])?;
+    }
     for r in selector.match_expressions.iter().flatten() {
+        check_key(&r.key)?;
         let values = r.values.as_deref().unwrap_or_default();
+        check_values(values)?;
         match r.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => return Err(SelectorError::EmptyValues),
             "In" | "NotIn" => {}
@@ -121,6 +229,38 @@ mod tests {
             operator: op.into(),
             values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn keys_and_values_are_checked_as_label_selector_as_selector_does() {
+        let with = |e: LabelSelectorRequirement| LabelSelector {
+            match_expressions: Some(vec![e]),
+            ..Default::default()
+        };
+        let key_err = |e| match validate(&with(e)) {
+            Err(SelectorError::InvalidKey { detail, .. }) => detail,
+            other => panic!("{other:?}"),
+        };
+        assert!(key_err(expr("", "In", &["a"])).starts_with("name part must be non-empty; "));
+        assert!(key_err(expr("a b", "Exists", &[])).starts_with("name part must consist of"));
+        assert_eq!(
+            key_err(expr("/x", "Exists", &[])),
+            "prefix part must be non-empty"
+        );
+        assert!(key_err(expr("a/b/c", "Exists", &[])).starts_with("a qualified name must consist"));
+        assert!(validate(&with(expr("example.com/app_name.x", "In", &["", "v-1"]))).is_ok());
+        assert!(matches!(
+            validate(&with(expr("app", "In", &["ok", "not ok"]))),
+            Err(SelectorError::InvalidValue { index: 1, .. })
+        ));
+        let bad_label = LabelSelector {
+            match_labels: Some(labels(&[("app", "-web")])),
+            ..Default::default()
+        };
+        assert!(matches!(
+            validate(&bad_label),
+            Err(SelectorError::InvalidValue { index: 0, .. })
+        ));
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub type Payload = BTreeMap<String, FileProjection>;
 pub enum WriteError {
     #[error("invalid path: {0}")]
     InvalidPath(String),
+    #[error("preparing {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -180,6 +186,15 @@ fn write_payload(payload: &Payload, dir: &Path) -> Result<(), WriteError> {
 /// Writes `payload` into `target` (which must exist) the atomic way. Returns
 /// whether anything changed.
 pub fn write(target: &Path, payload: &Payload) -> Result<bool, WriteError> {
+    write_with(target, payload, &|_| Ok(()))
+}
+
+/// A hook run on a new version's timestamped dir, once it is written and
+/// before it becomes visible (the kubelet's `setPerms`: fsGroup ownership).
+pub type Prepare<'a> = &'a dyn Fn(&Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// [`write`], with `prepare` run on each new version before the swap.
+pub fn write_with(target: &Path, payload: &Payload, prepare: Prepare) -> Result<bool, WriteError> {
     let mut clean = Payload::new();
     for (path, file) in payload {
         clean.insert(validate_path(path)?, file.clone());
@@ -201,7 +216,13 @@ pub fn write(target: &Path, payload: &Payload) -> Result<bool, WriteError> {
     if changed {
         let ts_dir = new_timestamp_dir(target)?;
         let ts_name = ts_dir.file_name().expect("named").to_owned();
-        if let Err(e) = write_payload(&clean, &ts_dir) {
+        let written = write_payload(&clean, &ts_dir).and_then(|()| {
+            prepare(&ts_dir).map_err(|source| WriteError::Prepare {
+                path: ts_dir.clone(),
+                source,
+            })
+        });
+        if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&ts_dir);
             return Err(e);
         }

@@ -26,4 +26,5 @@ pub mod shim;
 pub mod spec;
 pub mod subpath;
 pub mod sysctls;
+pub mod volume_ownership;
 pub mod volumes;

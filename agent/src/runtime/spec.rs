@@ -104,6 +104,13 @@ pub enum SpecError {
     /// `procMount` other than `Default`, worded as kube-apiserver's validation.
     #[error("container {container:?}: securityContext.procMount: {message}")]
     ProcMount { container: String, message: String },
+    /// `volumeMounts[].recursiveReadOnly`, worded as kube-apiserver's validation.
+    #[error("container {container:?}: volume mount {volume:?}: recursiveReadOnly: {message}")]
+    RecursiveReadOnly {
+        container: String,
+        volume: String,
+        message: String,
+    },
     /// Refused rather than run with the node's users.
     #[error(
         "spec.hostUsers: false needs user namespaces with idmapped mounts, which this node does not support"
@@ -216,7 +223,7 @@ pub fn volume_mounts(
     volumes: &std::collections::BTreeMap<String, PathBuf>,
     sub_paths: &std::collections::BTreeMap<usize, PathBuf>,
     env: &[(String, String)],
-) -> Result<Vec<(PathBuf, String, bool)>, SpecError> {
+) -> Result<Vec<(PathBuf, String, ReadOnly)>, SpecError> {
     let mut out = Vec::new();
     for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
         let base = volumes
@@ -245,13 +252,57 @@ pub fn volume_mounts(
             .and_then(|s| s.volumes.as_ref())
             .and_then(|vs| vs.iter().find(|v| v.name == vm.name))
             .is_some_and(|v| super::projection::plugin_dir(v).is_some());
-        out.push((
-            source,
-            vm.mount_path.clone(),
-            vm.read_only.unwrap_or(false) || api_backed,
-        ));
+        let read_only = read_only_mode(container, vm, vm.read_only.unwrap_or(false) || api_backed)?;
+        out.push((source, vm.mount_path.clone(), read_only));
     }
     Ok(out)
+}
+
+/// How a volume is mounted read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    No,
+    /// The mount itself, not what is mounted below it (the default).
+    Yes,
+    /// `recursiveReadOnly`: submounts too (`mount_setattr(AT_RECURSIVE)`,
+    /// runc's `rro` option).
+    Recursive,
+}
+
+/// `recursiveReadOnly`: `Disabled` (or unset), `IfPossible` or `Enabled`,
+/// the last two only with `readOnly: true`. This runtime can always do it
+/// (kernels since 5.12), so `IfPossible` is `Enabled`.
+fn read_only_mode(
+    container: &Container,
+    vm: &k8s_openapi::api::core::v1::VolumeMount,
+    read_only: bool,
+) -> Result<ReadOnly, SpecError> {
+    let invalid = |message: String| SpecError::RecursiveReadOnly {
+        container: container.name.clone(),
+        volume: vm.name.clone(),
+        message,
+    };
+    match vm.recursive_read_only.as_deref() {
+        None | Some("Disabled") => Ok(if read_only {
+            ReadOnly::Yes
+        } else {
+            ReadOnly::No
+        }),
+        Some("IfPossible" | "Enabled") if !vm.read_only.unwrap_or(false) => Err(invalid(
+            "may only be specified when readOnly is true".into(),
+        )),
+        Some(mode @ ("IfPossible" | "Enabled"))
+            if vm.mount_propagation.as_deref().is_some_and(|p| p != "None") =>
+        {
+            Err(invalid(format!(
+                "{mode:?}: may only be specified when mountPropagation is None"
+            )))
+        }
+        Some("IfPossible" | "Enabled") => Ok(ReadOnly::Recursive),
+        Some(other) => Err(invalid(format!(
+            "Unsupported value: {other:?}: supported values: \"Disabled\", \"IfPossible\", \"Enabled\""
+        ))),
+    }
 }
 
 /// kubelet's OOM score policy: Guaranteed containers last (-997), BestEffort
@@ -526,9 +577,23 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
 }
 
 fn bind(dest: &str, source: &Path, readonly: bool) -> Result<Mount, SpecError> {
+    bind_volume(
+        dest,
+        source,
+        if readonly {
+            ReadOnly::Yes
+        } else {
+            ReadOnly::No
+        },
+    )
+}
+
+fn bind_volume(dest: &str, source: &Path, read_only: ReadOnly) -> Result<Mount, SpecError> {
     let mut options = vec!["rbind", "rprivate"];
-    if readonly {
-        options.push("ro");
+    match read_only {
+        ReadOnly::No => {}
+        ReadOnly::Yes => options.push("ro"),
+        ReadOnly::Recursive => options.extend(["ro", "rro"]),
     }
     mount(dest, "bind", &source.to_string_lossy(), &options)
 }
@@ -651,7 +716,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
             "/dev",
             "tmpfs",
             "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            &["nosuid", "nodev", "strictatime", "mode=755", "size=65536k"],
         )?,
         mount(
             "/dev/pts",
@@ -693,14 +758,14 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,
     ];
-    for (source, dest, readonly) in volume_mounts(
+    for (source, dest, read_only) in volume_mounts(
         inputs.pod,
         container,
         inputs.volumes,
         inputs.sub_paths,
         inputs.env,
     )? {
-        mounts.push(bind(&dest, &source, readonly)?);
+        mounts.push(bind_volume(&dest, &source, read_only)?);
     }
     if privileged {
         // A privileged container sees the node's devices, as on Kubernetes.

@@ -43,6 +43,12 @@ pub enum VolumeError {
         name: String,
         detail: String,
     },
+    #[error("volume {name:?}: {source}")]
+    Ownership {
+        name: String,
+        #[source]
+        source: super::volume_ownership::OwnershipError,
+    },
     /// The kubelet's `FailedMount` wording.
     #[error("MountVolume.SetUp failed for volume {name:?} : {message}")]
     SetUp { name: String, message: String },
@@ -81,6 +87,7 @@ pub fn prepare_volumes(
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut out = BTreeMap::new();
     check_volume_names(pod)?;
+    let fs_group = super::volume_ownership::fs_group(pod);
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
         let name = v.name.clone();
@@ -119,6 +126,16 @@ pub fn prepare_volumes(
                     Some(data.as_str()),
                 )
                 .map_err(|e| io(&dir)(std::io::Error::from(e)))?;
+            }
+            if let Some(group) = fs_group
+                && super::volume_ownership::needs_ownership(&dir, group, false)
+            {
+                super::volume_ownership::set_volume_ownership(&dir, group, false).map_err(|e| {
+                    VolumeError::Ownership {
+                        name: name.clone(),
+                        source: e,
+                    }
+                })?;
             }
             out.insert(name, dir);
         } else if let Some(host) = &v.host_path {
@@ -252,6 +269,7 @@ pub fn setup_api_volumes(
     if let Err(e) = check_volume_names(pod) {
         return (notes, vec![e]);
     }
+    let fs_group = super::volume_ownership::fs_group(pod);
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
         let (Some(plugin), Some(content)) = (
@@ -265,7 +283,7 @@ pub fn setup_api_volumes(
             name: name.clone(),
             message,
         };
-        let content = match content {
+        let mut content = match content {
             Ok(c) => c,
             Err(e) => {
                 errors.push(setup(e.to_string()));
@@ -286,8 +304,26 @@ pub fn setup_api_volumes(
                 )
                 .map_err(|e| format!("mounting a tmpfs at {}: {e}", dir.display()))?;
             }
-            super::atomic_writer::write(&dir, &content.payload)
+            let Some(group) = fs_group else {
+                super::atomic_writer::write(&dir, &content.payload)
+                    .map_err(|e| crate::error_chain(&e))?;
+                return Ok(());
+            };
+            // The kubelet mounts these volumes read-only: group read, set in
+            // the payload so that an unchanged volume compares equal.
+            for file in content.payload.values_mut() {
+                file.mode = super::volume_ownership::owned_mode(file.mode, false, true);
+            }
+            let own = |ts_dir: &Path| {
+                super::volume_ownership::set_volume_ownership(ts_dir, group, true)
+                    .map_err(|e| e.into())
+            };
+            super::atomic_writer::write_with(&dir, &content.payload, &own)
                 .map_err(|e| crate::error_chain(&e))?;
+            if super::volume_ownership::needs_ownership(&dir, group, true) {
+                super::volume_ownership::set_volume_ownership(&dir, group, true)
+                    .map_err(|e| crate::error_chain(&e))?;
+            }
             Ok(())
         })();
         match prepared {

@@ -237,7 +237,6 @@ impl<'a> Unpacker<'a> {
             return self.whiteout(&name, &parent, last_bytes);
         }
         let path = parent.join(last);
-        let header = entry.header().clone();
         match kind {
             tar::EntryType::Directory => {
                 match fs::symlink_metadata(&path) {
@@ -301,29 +300,31 @@ impl<'a> Unpacker<'a> {
                 remove_existing(&name, &path)?;
                 fs::hard_link(&source, &path).map_err(io_err(&name, "hardlinking", &path))?;
             }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            // Device nodes shipped in a layer are made inert: an empty file
+            // with no permissions takes the name (so it still hides what a
+            // lower layer had there). A container gets its devices from the
+            // runtime's /dev; a disk's node left in the rootfs would be one
+            // mknod saved for whoever gets past the device cgroup.
+            tar::EntryType::Char | tar::EntryType::Block => {
+                tracing::debug!(entry = %name, "device node in an image layer made an empty file");
                 remove_existing(&name, &path)?;
-                let sflag = match kind {
-                    tar::EntryType::Char => SFlag::S_IFCHR,
-                    tar::EntryType::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
-                };
-                let dev = nix::sys::stat::makedev(
-                    header.device_major().ok().flatten().unwrap_or(0) as u64,
-                    header.device_minor().ok().flatten().unwrap_or(0) as u64,
-                );
-                match nix::sys::stat::mknod(&path, sflag, Mode::from_bits_truncate(0o600), dev) {
-                    Ok(()) => {
-                        set_owner_mode(&name, &path, &meta)?;
-                        let _ = set_mtime(&path, meta.mtime);
-                    }
-                    // Without CAP_MKNOD (user namespaces) device nodes are skipped, as
-                    // containerd does; the runtime provides /dev anyway.
-                    Err(nix::errno::Errno::EPERM) => {
-                        tracing::debug!(entry = %name, "skipping device node: no permission")
-                    }
-                    Err(e) => return Err(io_err(&name, "mknod", &path)(e.into())),
-                }
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(io_err(&name, "creating", &path))?;
+                std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
+                    .map_err(io_err(&name, "chown", &path))?;
+                let _ = set_mtime(&path, meta.mtime);
+            }
+            tar::EntryType::Fifo => {
+                remove_existing(&name, &path)?;
+                nix::sys::stat::mknod(&path, SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+                    .map_err(|e| io_err(&name, "mknod", &path)(e.into()))?;
+                set_owner_mode(&name, &path, &meta)?;
+                let _ = set_mtime(&path, meta.mtime);
             }
             other => {
                 tracing::debug!(entry = %name, kind = ?other, "skipping unsupported tar entry type")
@@ -701,6 +702,36 @@ mod tests {
     }
 
     use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+
+    #[test]
+    fn device_nodes_in_a_layer_are_inert() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, major, minor) in [
+            ("disk", tar::EntryType::Block, 8, 0),
+            ("mem", tar::EntryType::Char, 1, 1),
+            ("pipe", tar::EntryType::Fifo, 0, 0),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o666);
+            h.set_uid(0);
+            h.set_gid(6);
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+            h.set_size(0);
+            b.append_data(&mut h, path, io::empty()).unwrap();
+        }
+        let data = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        unpack_layer(&data[..], dir.path()).unwrap();
+        for name in ["disk", "mem"] {
+            let meta = fs::symlink_metadata(dir.path().join(name)).unwrap();
+            assert!(meta.file_type().is_file(), "{name}: {:?}", meta.file_type());
+            assert_eq!((meta.len(), meta.mode() & 0o7777, meta.rdev()), (0, 0, 0));
+        }
+        let pipe = fs::symlink_metadata(dir.path().join("pipe")).unwrap();
+        assert_eq!(pipe.mode() & libc::S_IFMT, libc::S_IFIFO);
+    }
 
     #[test]
     fn entry_components_refuse_parent_and_absolute() {
