@@ -1627,6 +1627,8 @@ fn create_and_start(
         log_max_size: ctx.log_max_size,
         log_max_files: ctx.log_max_files,
         cgroup_dirs: &cgroup_dirs,
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
     })
     .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     match outcome {

@@ -71,6 +71,9 @@ pub struct ShimLaunch<'a> {
     pub log_max_size: u64,
     pub log_max_files: usize,
     pub cgroup_dirs: &'a [PathBuf],
+    /// The container's `stdin` and `stdinOnce`.
+    pub stdin: bool,
+    pub stdin_once: bool,
 }
 
 /// Starts the shim and waits for its one-line report. Blocking.
@@ -90,6 +93,12 @@ pub fn start_shim(launch: &ShimLaunch) -> Result<StartOutcome, ContainerError> {
         .arg(launch.log_max_files.to_string());
     for dir in launch.cgroup_dirs {
         cmd.arg("--cgroup-dir").arg(dir);
+    }
+    if launch.stdin {
+        cmd.arg("--stdin");
+    }
+    if launch.stdin_once {
+        cmd.arg("--stdin-once");
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

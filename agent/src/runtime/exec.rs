@@ -99,7 +99,7 @@ fn enter_and_exec(args: ExecArgs) -> anyhow::Result<()> {
     }
     // In the container's mount namespace now: its /dev/ptmx, its devpts.
     let console = if args.tty {
-        Some(open_console_and_send_master()?)
+        Some(open_console_and_send_master(0)?)
     } else {
         None
     };
@@ -164,8 +164,10 @@ fn enter_and_exec(args: ExecArgs) -> anyhow::Result<()> {
 }
 
 /// Makes a pty in the current mount namespace's devpts and sends its master
-/// end over the unix socket on fd 0; returns the slave end.
-fn open_console_and_send_master() -> anyhow::Result<std::os::fd::OwnedFd> {
+/// end over the unix socket `socket`; returns the slave end.
+pub(crate) fn open_console_and_send_master(
+    socket: std::os::fd::RawFd,
+) -> anyhow::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::OFlag;
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     use std::os::fd::AsRawFd;
@@ -183,7 +185,7 @@ fn open_console_and_send_master() -> anyhow::Result<std::os::fd::OwnedFd> {
         .map_err(|e| anyhow::anyhow!("opening {name}: {e}"))?;
     let fds = [master.as_raw_fd()];
     sendmsg::<()>(
-        0,
+        socket,
         &[std::io::IoSlice::new(b"m")],
         &[ControlMessage::ScmRights(&fds)],
         MsgFlags::empty(),

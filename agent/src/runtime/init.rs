@@ -75,8 +75,13 @@ impl<T> Step<T> for std::io::Result<T> {
 
 /// File descriptors the child's stdio is wired to.
 pub struct Stdio {
+    /// The read end of the shim's stdin pipe (`stdin: true`); else /dev/null.
+    pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// `tty: true`: the socket the terminal's master end goes back over
+    /// (runc's console socket); the terminal replaces all three above.
+    pub console: Option<OwnedFd>,
 }
 
 /// Sets the container up and execs its process; returns only on failure.
@@ -85,11 +90,22 @@ pub fn exec_container(
     cgroup_dirs: &[PathBuf],
     stdio: Stdio,
 ) -> Result<Infallible, InitError> {
-    let devnull = fs::File::open("/dev/null").step(|| "open /dev/null".into())?;
-    dup2_raw(devnull.as_raw_fd(), 0)?;
-    dup2_raw(stdio.stdout.as_raw_fd(), 1)?;
-    dup2_raw(stdio.stderr.as_raw_fd(), 2)?;
-    drop(stdio);
+    let Stdio {
+        stdin,
+        stdout,
+        stderr,
+        console,
+    } = stdio;
+    match stdin {
+        Some(fd) => dup2_raw(fd.as_raw_fd(), 0)?,
+        None => {
+            let devnull = fs::File::open("/dev/null").step(|| "open /dev/null".into())?;
+            dup2_raw(devnull.as_raw_fd(), 0)?;
+        }
+    }
+    dup2_raw(stdout.as_raw_fd(), 1)?;
+    dup2_raw(stderr.as_raw_fd(), 2)?;
+    drop((stdout, stderr));
     // A session of its own: the agent's terminal signals never reach the container.
     setsid().step(|| "setsid".into())?;
 
@@ -183,6 +199,24 @@ pub fn exec_container(
     }
     if new_uts && let Some(hostname) = spec.hostname() {
         nix::unistd::sethostname(hostname).step(|| "sethostname".into())?;
+    }
+    if let Some(socket) = console {
+        // In the container's devpts now, so the terminal is named there.
+        let slave = super::exec::open_console_and_send_master(socket.as_raw_fd())
+            .map_err(|e| InitError::Spec(format!("making the terminal: {e:#}")))?;
+        drop(socket);
+        for fd in 0..3 {
+            dup2_raw(slave.as_raw_fd(), fd)?;
+        }
+        drop(slave);
+        // The session setsid made above gets the terminal as its own.
+        // SAFETY: TIOCSCTTY takes an int argument; fd 0 is the terminal.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(InitError::Spec(format!(
+                "making the terminal the controlling one: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
     }
 
     let process = spec

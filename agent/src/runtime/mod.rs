@@ -3,6 +3,8 @@
 //! - [`spec`]: pod + image config → OCI runtime spec (pure).
 //! - [`init`]: the container's init stage: makes a spec real (mounts, pivot_root, caps, exec).
 //! - [`shim`]: the per-container supervisor that outlives the agent.
+//! - [`attach`]: the shim's attach socket (a container's stdin, output, terminal size).
+//! - [`attach_server`]: the shim's side of that socket.
 //! - [`sandbox`]: the process holding a pod's network, IPC and UTS namespaces.
 //! - [`container`]: the agent's side of one container run.
 //! - [`image`]: the image store.
@@ -10,6 +12,8 @@
 //! - [`projection`], [`atomic_writer`], [`volumes`]: pod volumes, API-backed ones included.
 
 pub mod atomic_writer;
+pub mod attach;
+pub mod attach_server;
 pub mod container;
 pub mod downward;
 pub mod env;

@@ -65,6 +65,14 @@ pub struct ShimArgs {
     /// Every cgroup directory the container joins (one per v1 controller).
     #[arg(long = "cgroup-dir")]
     pub cgroup_dirs: Vec<PathBuf>,
+    /// The container reads stdin (`stdin: true`): a pipe the attach socket
+    /// writes to, or the terminal with `process.terminal`.
+    #[arg(long)]
+    pub stdin: bool,
+    /// `stdinOnce`: the container's stdin closes when the first attached
+    /// client's stdin does.
+    #[arg(long)]
+    pub stdin_once: bool,
 }
 
 pub fn state_path(bundle: &Path) -> PathBuf {
@@ -134,6 +142,23 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     // The pod's shared PID namespace (`shareProcessNamespace`), held by the sandbox.
     let shared_pid_ns = pid_ns.and_then(|ns| ns.path().clone());
 
+    let tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let stdin_pipe = if args.stdin && !tty {
+        Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+    } else {
+        None
+    };
+    // The container makes its terminal in its own devpts and sends the
+    // master end back over this socket pair.
+    let console = if tty {
+        Some(std::os::unix::net::UnixStream::pair()?)
+    } else {
+        None
+    };
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // Closed by a successful exec (CLOEXEC), or carries the setup error.
@@ -152,9 +177,15 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     let child = match unsafe { fork()? } {
         ForkResult::Child => {
             drop((out_r, err_r, status_r));
+            let (stdin, console) = (
+                stdin_pipe.map(|(r, _w)| r),
+                console.map(|(_ours, theirs)| OwnedFd::from(theirs)),
+            );
             let stdio = super::init::Stdio {
+                stdin,
                 stdout: out_w,
                 stderr: err_w,
+                console,
             };
             let err = match super::init::exec_container(&spec, &args.cgroup_dirs, stdio) {
                 Ok(never) => match never {},
@@ -167,6 +198,8 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
         ForkResult::Parent { child } => child,
     };
     drop((out_w, err_w, status_w));
+    let stdin_w = stdin_pipe.map(|(_r, w)| w);
+    let console = console.map(|(ours, _theirs)| ours);
     let started_at = jiff::Timestamp::now();
     let setup_error = read_to_string(&status_r);
     drop(status_r);
@@ -197,6 +230,26 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     let _ = report.flush();
     detach_stdio(&args.bundle);
 
+    // With a terminal, it carries stdin and all output; the pipes closed
+    // when the container replaced them.
+    let terminal = match console {
+        Some(socket) => {
+            socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            Some(super::exec::receive_console(&socket)?)
+        }
+        None => None,
+    };
+    let mut attach = super::attach_server::AttachServer::start(
+        &args.bundle,
+        stdin_w,
+        terminal.as_ref(),
+        args.stdin,
+        args.stdin_once,
+    );
+    let sources = match terminal {
+        Some(master) => vec![(master, LogStream::Stdout)],
+        None => vec![(out_r, LogStream::Stdout), (err_r, LogStream::Stderr)],
+    };
     let mut log = CriLogWriter::create(&args.log_path, args.log_max_size, args.log_max_files)?;
     // In a shared PID namespace the container's processes outlive its main
     // process (they are the sandbox's now) and may hold its stdout: when the
@@ -205,7 +258,17 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     let main_exit = shared_pid_ns
         .as_ref()
         .and_then(|_| pidfd_open(child.as_raw()));
-    pump_logs(&mut log, out_r, err_r, main_exit, &args.cgroup_dirs);
+    pump_logs(
+        &mut log,
+        sources,
+        main_exit,
+        &args.cgroup_dirs,
+        attach.as_mut(),
+    );
+    // Attached clients see the end of the output.
+    if let Some(a) = &mut attach {
+        a.finish();
+    }
     let status = wait_for(child);
     let finished_at = jiff::Timestamp::now();
     let (exit_code, signal) = match status {
@@ -273,20 +336,22 @@ fn kill_cgroup(cgroup_dirs: &[PathBuf]) {
     }
 }
 
-/// Copies the container's stdout and stderr into the log until both close
-/// (when PID 1 of the container's namespace exits, every process in it dies).
-/// With `main_exit` (a shared PID namespace), the container's leftover
-/// processes are killed once its main process has exited.
+/// Copies the container's output (stdout and stderr, or its terminal) into
+/// the log, and to the attached clients, until every source closes (when PID 1 of the
+/// container's namespace exits, every process in it dies). With
+/// `main_exit` (a shared PID namespace), the container's leftover processes
+/// are killed once its main process has exited.
 fn pump_logs(
     log: &mut CriLogWriter,
-    out: OwnedFd,
-    err: OwnedFd,
+    sources: Vec<(OwnedFd, LogStream)>,
     mut main_exit: Option<OwnedFd>,
     cgroup_dirs: &[PathBuf],
+    mut attach: Option<&mut super::attach_server::AttachServer>,
 ) {
-    let mut open = [Some(out), Some(err)];
+    let mut open: Vec<(Option<OwnedFd>, LogStream)> =
+        sources.into_iter().map(|(fd, s)| (Some(fd), s)).collect();
     let mut buf = vec![0u8; 64 * 1024];
-    while open.iter().any(Option::is_some) {
+    while open.iter().any(|(fd, _)| fd.is_some()) {
         if let Some(pidfd) = &main_exit {
             let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
             if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
@@ -295,11 +360,18 @@ fn pump_logs(
             }
         }
         let ready: Vec<usize> = {
-            let watched: Vec<usize> = (0..2).filter(|&i| open[i].is_some()).collect();
+            let watched: Vec<usize> = (0..open.len()).filter(|&i| open[i].0.is_some()).collect();
             let mut pollfds: Vec<PollFd> = watched
                 .iter()
-                .map(|&i| PollFd::new(open[i].as_ref().expect("open").as_fd(), PollFlags::POLLIN))
+                .map(|&i| PollFd::new(open[i].0.as_ref().expect("open").as_fd(), PollFlags::POLLIN))
                 .collect();
+            let mut tokens = Vec::new();
+            if let Some(a) = &attach {
+                for (fd, flags, token) in a.interest() {
+                    pollfds.push(PollFd::new(fd, flags));
+                    tokens.push(token);
+                }
+            }
             if let Some(pidfd) = &main_exit {
                 pollfds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
             }
@@ -308,39 +380,51 @@ fn pump_logs(
                 Err(nix::Error::EINTR) => continue,
                 Err(_) => break,
             }
-            if main_exit.is_some()
+            let attach_ready: Vec<_> = tokens
+                .iter()
+                .zip(pollfds[watched.len()..].iter())
+                .filter_map(|(t, p)| p.revents().filter(|r| !r.is_empty()).map(|r| (*t, r)))
+                .collect();
+            let main_exited = main_exit.is_some()
                 && pollfds
                     .last()
                     .and_then(|p| p.revents())
-                    .is_some_and(|r| !r.is_empty())
-            {
-                // Handled at the top of the loop; the pipes may still have data.
-                drop(pollfds);
-                kill_cgroup(cgroup_dirs);
-                main_exit = None;
-                continue;
-            }
-            watched
+                    .is_some_and(|r| !r.is_empty());
+            let ready: Vec<usize> = watched
                 .iter()
                 .zip(pollfds.iter())
                 .filter(|(_, p)| !p.revents().unwrap_or(PollFlags::empty()).is_empty())
                 .map(|(&i, _)| i)
-                .collect()
+                .collect();
+            drop(pollfds);
+            if let Some(a) = attach.as_deref_mut() {
+                for (token, revents) in attach_ready {
+                    a.ready(token, revents);
+                }
+                a.sweep();
+            }
+            if main_exited {
+                // The pipes may still have data: read on the next round.
+                kill_cgroup(cgroup_dirs);
+                main_exit = None;
+                continue;
+            }
+            ready
         };
         for idx in ready {
-            let stream = if idx == 0 {
-                LogStream::Stdout
-            } else {
-                LogStream::Stderr
-            };
-            let fd = open[idx].as_ref().expect("polled fds are open");
+            let stream = open[idx].1;
+            let fd = open[idx].0.as_ref().expect("polled fds are open");
             match read(fd, &mut buf) {
-                Ok(0) => open[idx] = None,
+                Ok(0) => open[idx].0 = None,
                 Ok(n) => {
                     let _ = log.write(stream, &buf[..n]);
+                    if let Some(a) = attach.as_deref_mut() {
+                        a.broadcast(stream, &buf[..n]);
+                    }
                 }
                 Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => {}
-                Err(_) => open[idx] = None,
+                // EIO: a terminal whose last slave end has closed.
+                Err(_) => open[idx].0 = None,
             }
         }
     }

@@ -677,7 +677,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .unwrap_or(false);
 
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(container.tty.unwrap_or(false))
         .user(
             UserBuilder::default()
                 .uid(uid)

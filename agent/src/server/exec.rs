@@ -54,7 +54,7 @@ pub struct ExecOptions {
 }
 
 /// Go's `strconv.ParseBool`, which the apiserver's query decoding uses.
-fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
+pub(super) fn parse_bool(name: &str, v: &str) -> Result<bool, String> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" | "" => Ok(false),

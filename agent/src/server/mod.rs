@@ -1,6 +1,7 @@
 //! The kubelet HTTP API, on kubelet's paths: `/healthz`, `/pods`,
 //! `/stats/summary`, `/containerLogs/{ns}/{pod}/{container}`, `/metrics`,
-//! `/exec/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`.
+//! `/exec/{ns}/{pod}/{container}`, `/attach/{ns}/{pod}/{container}`,
+//! `/portForward/{ns}/{pod}`.
 //!
 //! Two servers, as the kubelet has: `--port` over HTTPS with every path
 //! behind authentication and authorization ([`auth`]), and the read-only
@@ -55,6 +56,10 @@ pub fn router(state: ServerState, auth: Arc<auth::KubeletAuth>) -> Router {
         .route(
             "/exec/{namespace}/{pod}/{container}",
             get(exec::exec).post(exec::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(streaming::attach::attach).post(streaming::attach::attach),
         )
         .route(
             "/portForward/{namespace}/{pod}",

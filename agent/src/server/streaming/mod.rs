@@ -3,6 +3,7 @@
 //! and a WebSocket whose binary messages carry a byte stream (SPDY tunnelled
 //! in WebSocket, `SPDY/3.1+portforward.k8s.io`).
 
+pub mod attach;
 pub mod portforward;
 pub mod spdy;
 

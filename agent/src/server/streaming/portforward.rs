@@ -384,31 +384,24 @@ async fn serve_channels(socket: WebSocket, target: PodTarget, ports: Vec<u16>) {
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn ports_come_from_either_query_form_and_bad_ones_are_named() {
         assert_eq!(
-            requested_ports(&q(&[("port", "80"), ("port", "8080")])).unwrap(),
+            requested_ports(&query_pairs("port=80&port=8080").unwrap()).unwrap(),
             [80, 8080]
         );
         assert_eq!(
-            requested_ports(&q(&[("ports", "80,81")])).unwrap(),
+            requested_ports(&query_pairs("ports=80,81").unwrap()).unwrap(),
             [80, 81]
         );
         assert_eq!(
-            requested_ports(&q(&[("ports", "http")])).unwrap_err(),
+            requested_ports(&query_pairs("ports=http").unwrap()).unwrap_err(),
             "unable to parse \"http\" as a port"
         );
         assert_eq!(
-            requested_ports(&q(&[("ports", "0")])).unwrap_err(),
+            requested_ports(&query_pairs("ports=0").unwrap()).unwrap_err(),
             "unable to parse \"0\" as a port"
         );
-        assert!(requested_ports(&q(&[])).is_err());
+        assert!(requested_ports(&query_pairs("").unwrap()).is_err());
     }
 }
