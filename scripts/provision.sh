@@ -22,6 +22,9 @@
 #                           build busybox:latest with scripts/build-test-image.sh)
 #   --examples DIR|none     static pods to start with (default: <repo>/examples/static)
 #   --export-kubeconfig F   copy the apiserver's admin.kubeconfig to F
+#   --pod-network-backend B how pods reach other nodes' pods: vxlan (default,
+#                           flannel's: an overlay, VNI 1, UDP 8472), host-gw (a
+#                           route per node, nodes on one L2 segment) or none
 #   --no-wait               don't wait for the services to answer
 #
 # What it leaves on the node:
@@ -50,6 +53,7 @@ IMAGE=""
 EXAMPLES="$REPO/examples/static"
 EXPORT_KUBECONFIG=""
 KUBECONFIG_IN=""
+POD_NETWORK_BACKEND=vxlan
 WAIT=1
 
 AGENT_PORT=10255
@@ -73,6 +77,7 @@ while [ $# -gt 0 ]; do
 	--examples) EXAMPLES=$2; shift ;;
 	--export-kubeconfig) EXPORT_KUBECONFIG=$2; shift ;;
 	--kubeconfig) KUBECONFIG_IN=$2; shift ;;
+	--pod-network-backend) POD_NETWORK_BACKEND=$2; shift ;;
 	--no-wait) WAIT=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown option $1" ;;
@@ -80,6 +85,10 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
+case "$POD_NETWORK_BACKEND" in
+vxlan | host-gw | none) ;;
+*) die "--pod-network-backend $POD_NETWORK_BACKEND: must be vxlan, host-gw or none" ;;
+esac
 [ "$(id -u)" = 0 ] || die "run as root on the node"
 [ -n "$NODE_NAME" ] || NODE_NAME=$(hostname)
 if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
@@ -175,6 +184,14 @@ cluster_dns_config() {
 	printf 'clusterDNS: [10.96.0.10]\nclusterDomain: cluster.local\n'
 }
 
+# A node of a cluster reaches the other nodes' pods (the agent keeps routes,
+# or a VXLAN device, in line with the Nodes and records the backend in the
+# CNI config it writes).
+pod_network_config() {
+	[ -n "$AGENT_KUBECONFIG" ] || return 0
+	printf 'podNetworkBackend: %s\n' "$POD_NETWORK_BACKEND"
+}
+
 # ---------------------------------------------------------------- units
 write_config() {
 	mkdir -p /etc/kubelab "$MANIFESTS"
@@ -193,6 +210,7 @@ $(auth_config)
 # The read-only API, plain HTTP: /pods, /stats/summary, /metrics (top, experiment).
 readOnlyPort: $AGENT_PORT
 $(cluster_dns_config)
+$(pod_network_config)
 EOF
 	local args="--hostname-override $NODE_NAME"
 	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"

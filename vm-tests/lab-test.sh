@@ -11,6 +11,13 @@
 #                                   units from the outside, then scripts/lab
 #                                   down (≈ 2 min warm under TCG)
 #   sudo vm-tests/lab-test.sh       both
+#   sudo vm-tests/lab-test.sh --cluster
+#                                   scripts/lab up --nodes 3 (its default pod
+#                                   network, vxlan): a pod on node2 reaches a
+#                                   pod on node3 by IP, a ClusterIP Service with
+#                                   endpoints on two nodes answers from both, a
+#                                   NodePort answers on every node; then down
+#                                   (slow under TCG: three guests on one host)
 #
 # Each check prints `PASS name`, `FAIL name: why` or `SKIP name: why`; the exit
 # status is 1 when a check failed. The smoke run uses its own state dir and
@@ -21,11 +28,13 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATIC=0
 SMOKE=0
+CLUSTER=0
 case "${1:-}" in
 --static) STATIC=1 ;;
 --smoke) SMOKE=1 ;;
+--cluster) CLUSTER=1 ;;
 "") STATIC=1 SMOKE=1 ;;
-*) echo "usage: vm-tests/lab-test.sh [--static|--smoke]" >&2; exit 2 ;;
+*) echo "usage: vm-tests/lab-test.sh [--static|--smoke|--cluster]" >&2; exit 2 ;;
 esac
 
 PASSED=0 FAILED=0 SKIPPED=0
@@ -310,11 +319,139 @@ smoke() {
 	echo "  .. smoke run took $((SECONDS - t0)) s"
 }
 
+# ---------------------------------------------------------------- cluster
+# node_has_cidr N: node N is Ready with a pod CIDR
+node_has_cidr() {
+	[ "$(lkubectl get node "node$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
+		[ -n "$(lkubectl get node "node$1" -o jsonpath='{.spec.podCIDR}')" ]
+}
+# pods_running NAME...: each pod is Running with an IP
+pods_running() {
+	local p
+	for p in "$@"; do
+		[ "$(lkubectl get pod "$p" -o jsonpath='{.status.phase}')" = Running ] || return 1
+		[ -n "$(lkubectl get pod "$p" -o jsonpath='{.status.podIP}')" ] || return 1
+	done
+}
+# who_answers FROM_POD IP:PORT: `<pod> <client address>` of /cgi-bin/who there
+who_answers() {
+	lkubectl exec "$1" -- sh -c "printf 'GET /cgi-bin/who HTTP/1.0\r\n\r\n' | nc -w 3 ${2%:*} ${2#*:}" 2>/dev/null |
+		tr -d '\r' | sed '1,/^$/d' | head -1 | sed 's/\[::ffff:\(.*\)\]/\1/'
+}
+# pod_reaches FROM_POD IP:PORT POD: the answer comes from POD
+pod_reaches() { [ "$(who_answers "$1" "$2" | cut -d' ' -f1)" = "$3" ]; }
+
+# An httpd pod on node N whose /cgi-bin/who answers `<pod> <client address>`.
+who_pod() {
+	cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: who-$1, labels: {app: who}}
+spec:
+  nodeName: node$1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\necho \$(hostname) \$REMOTE_ADDR\\\\n' >/www/cgi-bin/who && chmod +x /www/cgi-bin/who && exec httpd -f -p 8080 -h /www"]
+---
+EOF
+}
+
+# Three nodes on the lab's LAN and the pod network across them (the lab's
+# default, vxlan): pod to pod between nodes with the source address kept, a
+# ClusterIP Service with endpoints on two nodes answering from both, a
+# NodePort answering on every node.
+cluster() {
+	if [ "$(id -u)" != 0 ]; then
+		skip lab-cluster "needs root (sudo vm-tests/lab-test.sh --cluster)"
+		return
+	fi
+	local t0=$SECONDS out i ip2 ip3 cip seen node_ip
+	trap 'lab down >/dev/null 2>&1; cleanup' EXIT
+	if ! lab up --no-build --nodes 3; then
+		fail lab-cluster-up "scripts/lab up --nodes 3 failed (consoles: $LAB_DIR/node*.console.log)"
+		lab down >/dev/null 2>&1
+		return
+	fi
+	pass lab-cluster-up
+	echo "  .. scripts/lab up --nodes 3 took $((SECONDS - t0)) s"
+	for i in 1 2 3; do
+		if ! until_ok 300 node_has_cidr "$i"; then
+			fail lab-cluster-nodes "node$i is not Ready with a pod CIDR: $(lkubectl get nodes -o wide 2>&1 | tr '\n' ' ')"
+			lab down >/dev/null 2>&1
+			return
+		fi
+	done
+	pass lab-cluster-nodes
+	if ! out=$({ who_pod 2; who_pod 3; cat <<'EOF'
+apiVersion: v1
+kind: Service
+metadata: {name: who, labels: {app: who}}
+spec:
+  type: NodePort
+  selector: {app: who}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+EOF
+	} | lkubectl apply -f - 2>&1); then
+		fail lab-cluster-pods "kubectl apply: $out"
+		lab down >/dev/null 2>&1
+		return
+	fi
+	if ! until_ok 300 pods_running who-2 who-3; then
+		fail lab-cluster-pods "$(lkubectl get pods -o wide 2>&1 | tr '\n' ' ')"
+		lab down >/dev/null 2>&1
+		return
+	fi
+	ip2=$(lkubectl get pod who-2 -o jsonpath='{.status.podIP}')
+	ip3=$(lkubectl get pod who-3 -o jsonpath='{.status.podIP}')
+
+	# A pod on node2 reaches a pod on node3 by IP, and is seen with its own address.
+	if until_ok 120 pod_reaches who-2 "$ip3:8080" who-3 &&
+		[ "$(who_answers who-2 "$ip3:8080")" = "who-3 $ip2" ]; then
+		pass lab-pod-to-pod
+		echo "  .. who-2 ($ip2, node2) -> who-3 ($ip3, node3): $(who_answers who-2 "$ip3:8080")"
+	else
+		fail lab-pod-to-pod "who-2 -> $ip3:8080 answered: $(who_answers who-2 "$ip3:8080")"
+	fi
+
+	# The ClusterIP, endpoints on node2 and node3, answers from both (asked
+	# from node1, which has neither).
+	cip=$(lkubectl get service who -o jsonpath='{.spec.clusterIP}')
+	out=$(lab ssh 1 "for i in \$(seq 40); do curl -s --max-time 3 http://$cip/cgi-bin/who; echo; done | cut -d' ' -f1 | sort | uniq -c" 2>&1)
+	if grep -q who-2 <<<"$out" && grep -q who-3 <<<"$out"; then
+		pass lab-cluster-clusterip
+		echo "  .. http://$cip/ from node1: $(echo "$out" | tr -s ' \n' ' ')"
+	else
+		fail lab-cluster-clusterip "40 requests to http://$cip/ from node1 got: $out"
+	fi
+
+	# The NodePort answers on every node's address (asked from node1).
+	seen=""
+	for i in 1 2 3; do
+		node_ip=$(lkubectl get node "node$i" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+		out=$(lab ssh 1 "for i in \$(seq 10); do curl -s --max-time 3 http://$node_ip:30080/cgi-bin/who; echo; done | cut -d' ' -f1 | sort -u" 2>&1)
+		if grep -q who- <<<"$out"; then
+			seen+=" node$i($node_ip):$(echo "$out" | tr '\n' ' ')"
+		else
+			fail lab-cluster-nodeport "http://$node_ip:30080/ (node$i) got: $out"
+			seen=""
+			break
+		fi
+	done
+	[ -z "$seen" ] || { pass lab-cluster-nodeport; echo "  .. NodePort 30080:$seen"; }
+
+	lkubectl delete pod,service -l app=who --grace-period=1 --wait=false >/dev/null 2>&1
+	lab down
+	echo "  .. cluster run took $((SECONDS - t0)) s"
+}
+
 if [ "$STATIC" = 1 ]; then
 	check_shellcheck
 	check_units
 	check_vagrant
 fi
 [ "$SMOKE" = 0 ] || smoke
+[ "$CLUSTER" = 0 ] || cluster
 echo "lab-test: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" = 0 ]

@@ -14,6 +14,7 @@ use crate::cgroups::CgroupDriver;
 use crate::config::{ApiSource, FileSource};
 use crate::context::AgentContext;
 use crate::events::EventRecorder;
+use crate::network::cluster::{ClusterNetworkOptions, PodNetworkBackend};
 use crate::network::{NetworkOptions, PodNetwork};
 use crate::pod::manager::PodManager;
 use crate::runtime::image::ImageStore;
@@ -40,6 +41,8 @@ pub struct AgentOptions {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// `--pod-cidr`: the default network's subnet when the conf dir is empty.
     pub pod_cidr: Option<String>,
+    /// `--pod-network-backend`: how pods reach other nodes' pods.
+    pub pod_network_backend: crate::network::cluster::PodNetworkBackend,
     /// `--kubeconfig`: join the cluster it points at (absent: standalone).
     pub kubeconfig: Option<PathBuf>,
     /// `--kube-reserved`, `--system-reserved`, `--eviction-hard`: what the
@@ -98,6 +101,23 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             Default::default()
         }
     };
+    let backend = opts.pod_network_backend;
+    let node_ipv4: Option<std::net::Ipv4Addr> = host_ip.as_deref().and_then(|ip| ip.parse().ok());
+    if backend != PodNetworkBackend::None && (client.is_none() || node_ipv4.is_none()) {
+        anyhow::bail!(
+            "--pod-network-backend {}: needs --kubeconfig (the other nodes come from the apiserver) and an IPv4 --node-ip",
+            backend.as_str()
+        );
+    }
+    // Pods on a VXLAN network get the node interface's MTU less the encapsulation.
+    let pod_mtu = match (backend, node_ipv4) {
+        (PodNetworkBackend::Vxlan, Some(ip)) => Some(
+            crate::network::cluster::vxlan_pod_mtu(ip)
+                .await
+                .with_context(|| format!("finding the interface of --node-ip {ip}"))?,
+        ),
+        _ => None,
+    };
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
@@ -116,6 +136,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             bin_dirs: opts.cni_bin_dirs.clone(),
             pod_cidr: opts.pod_cidr.clone(),
             state_dir: opts.root_dir.join("cni"),
+            backend,
+            pod_mtu,
         }),
         api_objects: client
             .clone()
@@ -171,7 +193,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         let mut proxy = opts.proxy.clone();
         proxy.node_ips = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
         proxy.node_name = opts.node_name.clone();
-        crate::proxy::start(client_for_proxy, proxy).context("starting the service proxy")?;
+        crate::proxy::start(client_for_proxy.clone(), proxy)
+            .context("starting the service proxy")?;
+        if let Some(node_ip) = node_ipv4 {
+            crate::network::cluster::start(
+                client_for_proxy,
+                ClusterNetworkOptions {
+                    backend,
+                    node_name: opts.node_name.clone(),
+                    node_ip,
+                    pod_cidr: opts.pod_cidr.as_deref().and_then(|c| c.parse().ok()),
+                    cluster_cidr: opts
+                        .proxy
+                        .cluster_cidr
+                        .as_deref()
+                        .and_then(|c| c.parse().ok()),
+                },
+            );
+        }
         adopt_node_pod_cidr(client_for_pod_cidr, &ctx).await;
     }
     match &opts.pod_manifest_path {

@@ -105,6 +105,11 @@ struct Cli {
     /// or `none`. It runs when the node joins a cluster (`--kubeconfig`).
     #[arg(long, value_enum, default_value = "iptables")]
     proxy_mode: kubelab_agent::proxy::ProxyMode,
+    /// How pods reach other nodes' pods: `host-gw` (a route per node's pod
+    /// CIDR via its address, nodes on one L2 segment), `vxlan` (an overlay,
+    /// VNI 1, UDP 8472) or `none` (default).
+    #[arg(long, value_name = "BACKEND", value_enum)]
+    pod_network_backend: Option<kubelab_agent::network::cluster::PodNetworkBackend>,
     /// The pod network; traffic to cluster IPs from outside it is masqueraded.
     #[arg(long, value_name = "CIDR", value_parser = kubelab_agent::proxy::parse_cidr)]
     cluster_cidr: Option<String>,
@@ -282,6 +287,9 @@ fn main() -> anyhow::Result<()> {
         cni_conf_dir: cli.cni_conf_dir,
         cni_bin_dirs: kubelab_agent::network::parse_bin_dirs(&cli.cni_bin_dir),
         pod_cidr: cli.pod_cidr,
+        pod_network_backend: cli
+            .pod_network_backend
+            .unwrap_or(file_cfg.pod_network_backend),
         kubeconfig: cli.kubeconfig,
         reservations,
         node_lease_duration_seconds: cli

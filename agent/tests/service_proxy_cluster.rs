@@ -8,210 +8,17 @@
 //! a service without endpoints is refused at once.
 
 mod common;
+#[path = "common/netns_cluster.rs"]
+mod netns_cluster;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, agent_bin};
+use netns_cluster::NetnsCluster;
 
 const NODE_IP: &str = "192.168.78.1";
-const API_PORT: u16 = 6443;
-
-/// `ip netns add`; deleted on drop (with the rules and links in it).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("kl-pxe2e-{}", std::process::id());
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success()
-        );
-        Netns { name }
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    fn sh(&self, cmd: &str) -> String {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", self.path()))
-            .args(["sh", "-c", cmd])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .expect("thread in the netns panicked")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// The apiserver inside the node's namespace, on its loopback.
-struct ApiServer {
-    child: Child,
-    dir: tempfile::TempDir,
-    netns: String,
-}
-
-impl ApiServer {
-    fn start(ns: &Netns) -> ApiServer {
-        let bin = agent_bin().with_file_name("kubelab-apiserver");
-        assert!(
-            bin.exists(),
-            "{} missing: cargo build --workspace",
-            bin.display()
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("kubelab-apiserver-")
-            .tempdir()
-            .unwrap();
-        let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", ns.path()))
-            .arg(&bin)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--bind-address", "127.0.0.1", "--secure-port"])
-            .arg(API_PORT.to_string())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let server = ApiServer {
-            child,
-            dir,
-            netns: ns.path(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !server.kubeconfig().exists()
-            || ns
-                .run(|| TcpStream::connect(("127.0.0.1", API_PORT)))
-                .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "apiserver did not start:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("admin.kubeconfig")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
-    }
-
-    fn kubectl_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", self.netns))
-            .arg("/usr/bin/kubectl")
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn kubectl(&self, args: &[&str]) -> String {
-        let out = self.kubectl_with(args, None);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn apply(&self, yaml: &str) {
-        let out = self.kubectl_with(&["apply", "-f", "-"], Some(yaml));
-        assert!(
-            out.status.success(),
-            "kubectl apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn our_plugin_dir() -> PathBuf {
-    let dir = agent_bin().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("kubelab-bridge").exists(),
-        "the kubelab-cni plugins are not built: cargo build --workspace"
-    );
-    dir
-}
-
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    diag: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", diag());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// `GET /` over a fresh connection; the first line of the body.
 fn http_get(addr: SocketAddr) -> std::io::Result<String> {
@@ -264,14 +71,8 @@ fn prober(name: &str, targets: &[String]) -> String {
 
 #[test]
 fn services_reach_all_pods_from_node_and_pods_nodeport_hairpin_deletion_and_reject() {
-    let ns = Netns::new();
-    ns.sh(&format!(
-        "ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 \
-         && ip link add ext0 type veth peer name ext1 && ip link set ext1 up && ip link set ext0 up \
-         && ip addr add {NODE_IP}/32 dev ext0 && ip route add 10.96.0.0/12 dev ext0"
-    ));
-    let api = ApiServer::start(&ns);
-    let resources = api.kubectl(&[
+    let c = NetnsCluster::start("kl-pxe2e", NODE_IP, "10.151.7.0/24", &[], &[]);
+    let resources = c.kubectl(&[
         "api-resources",
         "--api-group=discovery.k8s.io",
         "-o",
@@ -281,38 +82,8 @@ fn services_reach_all_pods_from_node_and_pods_nodeport_hairpin_deletion_and_reje
         resources.lines().any(|l| l.starts_with("endpointslices")),
         "the apiserver serves no EndpointSlices: {resources}"
     );
-    let conf_dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig();
-    let node = TestNode::start_in_netns(
-        &ns.name,
-        &[
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--node-ip",
-            NODE_IP,
-            "--cni-conf-dir",
-            conf_dir.path().to_str().unwrap(),
-            "--cni-bin-dir",
-            our_plugin_dir().to_str().unwrap(),
-            "--pod-cidr",
-            "10.151.7.0/24",
-            "--cluster-cidr",
-            "10.0.0.0/8",
-            "--proxy-mode",
-            "iptables",
-        ],
-    );
+    let (ns, node, api) = (&c.ns, &c.node, &c);
     let name = node.node_name.clone();
-    let diag = || {
-        format!(
-            "agent log:\n{}\nkubectl get pods,svc,endpointslices:\n{}",
-            common::tail(&node.agent_log(), 40),
-            String::from_utf8_lossy(
-                &api.kubectl_with(&["get", "pods,svc,endpointslices", "-o", "wide"], None)
-                    .stdout
-            )
-        )
-    };
 
     api.apply(
         r#"apiVersion: v1
@@ -361,15 +132,10 @@ spec:
         prober("client", &[web.clone(), node_port.clone(), empty.clone()])
     ));
     for p in ["web-1", "web-2", "web-3", "client"] {
-        wait_for(
-            &format!("{p} Running"),
-            Duration::from_secs(60),
-            diag,
-            || {
-                let phase = api.kubectl(&["get", "pod", p, "-o", "jsonpath={.status.phase}"]);
-                (phase == "Running").then_some(())
-            },
-        );
+        c.wait_for(&format!("{p} Running"), Duration::from_secs(60), || {
+            let phase = api.kubectl(&["get", "pod", p, "-o", "jsonpath={.status.phase}"]);
+            (phase == "Running").then_some(())
+        });
     }
     let all: BTreeSet<String> = ["web-1", "web-2", "web-3"]
         .iter()
@@ -378,10 +144,9 @@ spec:
 
     // From the node: through the ClusterIP every pod answers.
     let web_addr: SocketAddr = web.parse().unwrap();
-    let seen = wait_for(
+    let seen = c.wait_for(
         "all three pods through the ClusterIP from the node",
         Duration::from_secs(30),
-        diag,
         || {
             let seen: BTreeSet<String> =
                 ns.run(move || (0..40).filter_map(|_| http_get(web_addr).ok()).collect());
@@ -409,10 +174,9 @@ spec:
         node.get(&format!("/containerLogs/default/{pod}/{c}"))
             .unwrap_or_default()
     };
-    wait_for(
+    c.wait_for(
         "the client pod to reach all three pods and the NodePort",
         Duration::from_secs(30),
-        diag,
         || {
             let log = logs("client", "client");
             let via_cluster_ip: BTreeSet<String> = log
@@ -433,10 +197,9 @@ spec:
         },
     );
     // Hairpin: web-1 reaches itself through a service whose only endpoint it is.
-    wait_for(
+    c.wait_for(
         "web-1 reaching itself through its service",
         Duration::from_secs(30),
-        diag,
         || {
             logs("web-1", "hairpin")
                 .contains(&format!("{hairpin_ip}:80 hello-from-web-1"))
@@ -453,7 +216,7 @@ spec:
     );
     let deleted_at = Instant::now();
     api.kubectl(&["delete", "pod", "web-3", "--wait=false"]);
-    wait_for("web-3's rules to go", Duration::from_secs(15), diag, || {
+    c.wait_for("web-3's rules to go", Duration::from_secs(15), || {
         (!ns.sh("iptables-save -t nat").contains(&dnat)).then_some(())
     });
     let took = deleted_at.elapsed();

@@ -161,6 +161,32 @@ spec:
         memory: 32Mi
 EOF
 
+# A root container with CAP_MKNOD makes nodes for the guest's disk and
+# /dev/kmsg and tries to open them: on cgroup v2 only the agent's eBPF device
+# program stands in the way. The read-only port serves no logs, so the probe
+# reports through its termination message (state.terminated.message in /pods).
+DISK_DEV=$(cat /sys/block/vda/dev 2>/dev/null || echo 254:0)
+cat >$MANIFESTS/dev-probe.yaml <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dev-probe
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: probe
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      exec >/dev/termination-log 2>&1
+      mknod /tmp/disk b ${DISK_DEV%%:*} ${DISK_DEV##*:} && mknod /tmp/kmsg c 1 11 && echo mknod=ok
+      for f in /dev/null /tmp/disk /tmp/kmsg; do (exec 3<\$f) 2>/tmp/err && echo "\$f=open" || echo "\$f=denied \$(cat /tmp/err)"; done
+EOF
+
 AGENT_PID=""
 if [ $AGENT_OK = 1 ]; then
 	t=$(now)
@@ -225,6 +251,29 @@ if [ $AGENT_OK = 1 ]; then
 	fi
 else
 	blocked memory-limit-oomkills
+fi
+
+# --- (2b) devices: the eBPF allow-list refuses the node's disk ---------------
+
+probe_done() { [ -n "$(pod_jq dev-probe .status.containerStatuses[0].state.terminated.finishedAt)" ]; }
+if [ $AGENT_OK = 1 ]; then
+	if ! wait_for 120 probe_done; then
+		fail devices-restricted "dev-probe did not finish within 120 s: $(pod_jq dev-probe '.status.containerStatuses[0].state | tojson')"
+		agent_log_tail
+	else
+		probe_log=$(pod_jq dev-probe .status.containerStatuses[0].state.terminated.message)
+		if echo "$probe_log" | grep -q "mknod=ok" &&
+			echo "$probe_log" | grep -q "/dev/null=open" &&
+			echo "$probe_log" | grep -q "/tmp/disk=denied.*Operation not permitted" &&
+			echo "$probe_log" | grep -q "/tmp/kmsg=denied.*Operation not permitted"; then
+			pass devices-restricted "disk $DISK_DEV: $(echo "$probe_log" | tr '\n' ' ')"
+		else
+			fail devices-restricted "want mknod=ok, /dev/null open, the disk ($DISK_DEV) and kmsg denied (EPERM): $(echo "$probe_log" | tr '\n' ' ')"
+		fi
+	fi
+	rm -f $MANIFESTS/dev-probe.yaml
+else
+	blocked devices-restricted
 fi
 
 # --- (3) removing the manifests removes cgroups, processes, namespaces --------
@@ -311,14 +360,18 @@ APISERVER_PID=""
 
 # kapi METHOD PATH [JSON-FILE]: the API as the admin (client certificate)
 kapi() {
-	curl -sS --max-time 10 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
+	# 30 s: under TCG on a busy host one request can take over 10 s.
+	curl -sS --max-time 30 --cacert $API_DIR/ca.crt --cert $API_DIR/admin.crt --key $API_DIR/admin.key \
 		-H 'Content-Type: application/json' -X "$1" "$KAPI$2" ${3:+--data-binary @$3}
 }
-# wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e)
+# wait_api SECS JQ PATH: until the object at PATH satisfies JQ (jq -e).
+# curl must answer: jq 1.6 -e exits 0 on empty input, which let a refused
+# connection pass for an answer.
 wait_api() {
 	limit=$1 start=$(now)
 	while :; do
-		kapi GET "$3" 2>/dev/null | jq -e "$2" >/dev/null 2>&1 && return 0
+		body=$(kapi GET "$3" 2>/dev/null) && [ -n "$body" ] &&
+			echo "$body" | jq -e "$2" >/dev/null 2>&1 && return 0
 		awk -v a="$start" -v b="$(now)" -v l="$limit" 'BEGIN { exit !(b - a > l) }' && return 1
 		sleep 1
 	done
@@ -338,6 +391,13 @@ EOF
 api_diag() {
 	note "pods: $(kapi GET /api/v1/namespaces/default/pods | jq -c '[.items[] | {n: .metadata.name, phase: .status.phase, ip: .status.podIP}]' 2>&1)"
 	note "endpointslices: $(kapi GET /apis/discovery.k8s.io/v1/namespaces/default/endpointslices | jq -c '[.items[] | {n: .metadata.name, e: .endpoints}]' 2>&1)"
+	if kill -0 "$APISERVER_PID" 2>/dev/null; then
+		note "apiserver $APISERVER_PID: $(ps -o stat=,rss= -p "$APISERVER_PID"), cgroup $(cat /proc/$APISERVER_PID/cgroup 2>&1)"
+	else
+		note "the apiserver exited: $(wait "$APISERVER_PID"; echo status $?)"
+	fi
+	note "listening on 6443: $(ss -Hltnp 'sport = :6443' 2>&1 | tr '\n' ' ')"
+	note "kernel: $(dmesg 2>/dev/null | tail -n 5 | tr '\n' ' ')"
 	echo "  -- last lines of $APILOG --"
 	tail -n 10 $APILOG 2>/dev/null | sed 's/^/  | /'
 	agent_log_tail 30
@@ -376,7 +436,10 @@ EOF
 	t=$(now)
 	web_pod web-1 && web_pod web-2 && kapi POST /api/v1/namespaces/default/services /tmp/web-svc.json >/dev/null ||
 		{ WHY="creating the pods and the service failed"; api_diag; return 1; }
-	CIP=$(kapi GET /api/v1/namespaces/default/services/web | jq -r .spec.clusterIP)
+	# One request may time out while the guest is busy starting the pods.
+	wait_api 60 '.spec.clusterIP | test("^[0-9]")' /api/v1/namespaces/default/services/web ||
+		{ WHY="service web has no clusterIP after 60 s"; api_diag; return 1; }
+	CIP=$(echo "$body" | jq -r .spec.clusterIP)
 	wait_api 180 '[.items[].endpoints[]? | select(.conditions.ready)] | length == 2' \
 		'/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb' ||
 		{ WHY="the EndpointSlice of web has not 2 ready endpoints after 180 s"; api_diag; return 1; }

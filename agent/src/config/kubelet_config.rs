@@ -56,6 +56,9 @@ pub struct KubeletConfiguration {
     pub seccomp_default: bool,
     /// `allowedUnsafeSysctls`: names or `prefix*` patterns.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// `podNetworkBackend` (the agent's own field): how pods reach other
+    /// nodes' pods, `host-gw`, `vxlan` or `none` (default).
+    pub pod_network_backend: crate::network::cluster::PodNetworkBackend,
     /// `tlsCertFile`/`tlsPrivateKeyFile`: the `port`'s serving certificate
     /// (absent: a self-signed one under the root dir's `pki/`).
     pub tls_cert_file: Option<PathBuf>,
@@ -156,6 +159,7 @@ impl Default for KubeletConfiguration {
             resolv_conf: "/etc/resolv.conf".into(),
             seccomp_default: false,
             allowed_unsafe_sysctls: Vec::new(),
+            pod_network_backend: Default::default(),
             tls_cert_file: None,
             tls_private_key_file: None,
             authentication: KubeletAuthentication::default(),
@@ -212,6 +216,7 @@ struct RawKubeletConfiguration {
     resolv_conf: Option<String>,
     seccomp_default: Option<bool>,
     allowed_unsafe_sysctls: Option<Vec<String>>,
+    pod_network_backend: Option<String>,
     tls_cert_file: Option<String>,
     tls_private_key_file: Option<String>,
     authentication: Option<RawAuthentication>,
@@ -363,6 +368,11 @@ pub fn parse_kubelet_config(
     }
     if let Some(list) = raw.allowed_unsafe_sysctls {
         config.allowed_unsafe_sysctls = list;
+    }
+    if let Some(b) = raw.pod_network_backend {
+        config.pod_network_backend = b
+            .parse()
+            .map_err(|e: String| invalid("podNetworkBackend", format!("{b:?}"), &e))?;
     }
     if let Some(size) = raw.container_log_max_size {
         config.container_log_max_size = crate::quantity::bytes(&size)
@@ -569,6 +579,7 @@ clusterDNS:
 clusterDomain: cluster.local
 seccompDefault: true
 allowedUnsafeSysctls: [kernel.msg*, net.core.somaxconn]
+podNetworkBackend: vxlan
 tlsCertFile: pki/node.crt
 tlsPrivateKeyFile: /etc/kubelab/pki/node.key
 authentication:
@@ -617,6 +628,7 @@ authorization:
                 resolv_conf: "/etc/resolv.conf".into(),
                 seccomp_default: true,
                 allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
+                pod_network_backend: crate::network::cluster::PodNetworkBackend::Vxlan,
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),
                 tls_private_key_file: Some("/etc/kubelab/pki/node.key".into()),
                 authentication: KubeletAuthentication {
@@ -694,6 +706,10 @@ authorization:
         assert_eq!(
             e(&CONFIG.replace("cacheTTL: 1m", "cacheTTL: soon")),
             r#"kc.yaml: authentication.webhook.cacheTTL: Invalid value: "soon": time: invalid duration "soon""#
+        );
+        assert_eq!(
+            e(&CONFIG.replace("podNetworkBackend: vxlan", "podNetworkBackend: flannel")),
+            r#"kc.yaml: podNetworkBackend: Invalid value: "flannel": unsupported pod network backend "flannel": must be "host-gw", "vxlan" or "none""#
         );
         assert_eq!(
             e("apiVersion: v1\nkind: Pod\n"),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::NetworkError;
+use super::cluster::PodNetworkBackend;
 
 /// A network configuration list (`.conflist`), or a `.conf` made into one.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,25 +125,38 @@ pub fn load_first(dir: &Path) -> Result<Option<NetworkConfigList>, NetworkError>
 pub const DEFAULT_CONFIG_FILE: &str = "10-kubelab.conflist";
 
 /// The default bridge network for a node's pod CIDR: our bridge plugin with
-/// our host-local IPAM, the first address as the gateway on `cni0`,
-/// masquerading for traffic leaving the pod network.
-pub fn default_config(pod_cidr: &str, ipam_data_dir: &Path) -> Value {
+/// our host-local IPAM, the first address as the gateway on `cni0`. Without a
+/// pod network across nodes the bridge masquerades whatever leaves the
+/// node's pod CIDR; with one (`podNetworkBackend`, recorded in the list) the
+/// agent masquerades only what leaves the pod networks, so pods on other
+/// nodes see a pod's own address, and over VXLAN pods get the smaller MTU.
+pub fn default_config(
+    pod_cidr: &str,
+    ipam_data_dir: &Path,
+    backend: PodNetworkBackend,
+    mtu: Option<u32>,
+) -> Value {
+    let mut bridge = json!({
+        "type": "kubelab-bridge",
+        "bridge": "cni0",
+        "isGateway": true,
+        "isDefaultGateway": true,
+        "ipMasq": backend == PodNetworkBackend::None,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "kubelab-host-local",
+            "ranges": [[{ "subnet": pod_cidr }]],
+            "dataDir": ipam_data_dir,
+        }
+    });
+    if let Some(mtu) = mtu {
+        bridge["mtu"] = json!(mtu);
+    }
     json!({
         "cniVersion": "1.0.0",
         "name": "kubelab",
-        "plugins": [{
-            "type": "kubelab-bridge",
-            "bridge": "cni0",
-            "isGateway": true,
-            "isDefaultGateway": true,
-            "ipMasq": true,
-            "hairpinMode": true,
-            "ipam": {
-                "type": "kubelab-host-local",
-                "ranges": [[{ "subnet": pod_cidr }]],
-                "dataDir": ipam_data_dir,
-            }
-        }]
+        "podNetworkBackend": backend.as_str(),
+        "plugins": [bridge]
     })
 }
 
@@ -191,12 +205,24 @@ mod tests {
 
     #[test]
     fn default_config_is_a_valid_list() {
-        let v = default_config("10.244.3.0/24", Path::new("/var/lib/kubelet/cni/networks"));
+        let dir = Path::new("/var/lib/kubelet/cni/networks");
+        let v = default_config("10.244.3.0/24", dir, PodNetworkBackend::None, None);
         let c = NetworkConfigList::parse(Path::new("x"), v.to_string().as_bytes()).unwrap();
         assert_eq!(c.plugins[0]["type"], "kubelab-bridge");
         assert_eq!(
             c.plugins[0]["ipam"]["ranges"][0][0]["subnet"],
             "10.244.3.0/24"
         );
+        assert_eq!(v["podNetworkBackend"], "none");
+        assert_eq!(c.plugins[0]["ipMasq"], true);
+        assert_eq!(c.plugins[0].get("mtu"), None);
+        // Across nodes the agent masquerades (only off the pod networks).
+        let vx = default_config("10.244.3.0/24", dir, PodNetworkBackend::Vxlan, Some(1450));
+        assert_eq!(vx["podNetworkBackend"], "vxlan");
+        assert_eq!(vx["plugins"][0]["ipMasq"], false);
+        assert_eq!(vx["plugins"][0]["mtu"], 1450);
+        let hg = default_config("10.244.3.0/24", dir, PodNetworkBackend::HostGw, None);
+        assert_eq!(hg["podNetworkBackend"], "host-gw");
+        assert_eq!(hg["plugins"][0]["ipMasq"], false);
     }
 }

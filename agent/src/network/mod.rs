@@ -6,6 +6,7 @@
 //! DEL gets the same config and its `prevResult` even after a restart, and so
 //! attachments of sandboxes that died with a crashed agent are still released.
 
+pub mod cluster;
 pub mod config;
 pub mod dns;
 
@@ -51,6 +52,12 @@ pub struct NetworkOptions {
     pub pod_cidr: Option<String>,
     /// `<root-dir>/cni`.
     pub state_dir: PathBuf,
+    /// `--pod-network-backend`: how pods reach other nodes' pods (recorded
+    /// in the default config, which it shapes).
+    pub backend: cluster::PodNetworkBackend,
+    /// The pods' MTU in the default config (VXLAN: the node's less the
+    /// encapsulation); `None`: the bridge's default.
+    pub pod_mtu: Option<u32>,
 }
 
 /// Which pod an attachment belongs to (CNI_ARGS, as kubelet passes them).
@@ -123,17 +130,27 @@ impl PodNetwork {
     }
 
     /// The node's network config. With an empty conf dir and a pod CIDR, the
-    /// default bridge config is written first; with neither, `None`: pods get
-    /// only their loopback.
+    /// default bridge config is written first (and written again when the
+    /// agent's own file was made for another pod CIDR or backend); with
+    /// neither, `None`: pods get only their loopback.
     pub fn load_config(&self) -> Result<Option<NetworkConfigList>, NetworkError> {
-        if let Some(c) = config::load_first(&self.opts.conf_dir)? {
-            return Ok(Some(c));
-        }
+        let first = config::load_first(&self.opts.conf_dir)?;
         let Some(cidr) = self.pod_cidr() else {
-            return Ok(None);
+            return Ok(first);
         };
         let path = self.opts.conf_dir.join(config::DEFAULT_CONFIG_FILE);
-        let value = config::default_config(cidr, &self.opts.state_dir.join("networks"));
+        let value = config::default_config(
+            cidr,
+            &self.opts.state_dir.join("networks"),
+            self.opts.backend,
+            self.opts.pod_mtu,
+        );
+        if let Some(c) = first {
+            if c.source != path || c.to_value() == list_value(&value) {
+                return Ok(Some(c));
+            }
+            tracing::info!(path = %path.display(), "the default pod network config was written for another pod CIDR or backend");
+        }
         let io = |source| NetworkError::Io {
             path: path.clone(),
             source,
@@ -387,6 +404,12 @@ pub fn pod_ip(result: &CniResult, ifname: &str) -> Option<String> {
         .find(|ip| ip.address.addr.is_ipv4())
         .or(ips.first())
         .map(|ip| ip.address.addr.to_string())
+}
+
+/// A config list as [`NetworkConfigList::to_value`] gives it back (what
+/// comparing a written default with a new one looks at).
+fn list_value(v: &Value) -> Value {
+    serde_json::json!({ "cniVersion": v["cniVersion"], "name": v["name"], "plugins": v["plugins"] })
 }
 
 /// `--cni-bin-dir`: a comma-separated list.

@@ -87,14 +87,111 @@ impl Drop for Netns {
     }
 }
 
+/// A node of a [`NetnsCluster`] besides the first: its agent in a namespace
+/// of its own, on the cluster's LAN.
+pub struct PeerNode {
+    pub node: TestNode,
+    pub ip: String,
+    _cni_conf: tempfile::TempDir,
+    /// Dropped after the agent.
+    pub ns: Netns,
+}
+
 pub struct NetnsCluster {
     pub node: TestNode,
+    /// Further nodes ([`Self::start_nodes`]), in order.
+    pub peers: Vec<PeerNode>,
     api: Child,
     pub dir: tempfile::TempDir,
     /// Dropped last: the agent and apiserver run inside it.
     pub ns: Netns,
     pub node_ip: String,
     _cni_conf: tempfile::TempDir,
+    /// The segment joining the nodes ([`Self::start_nodes`]): a bridge in a
+    /// namespace of its own holding [`LAN_GATEWAY`], the nodes' default
+    /// gateway and a client outside the cluster.
+    pub lan: Option<Netns>,
+}
+
+/// The LAN of [`NetnsCluster::start_nodes`]: node `i` (1-based) is `LAN_PREFIX.i`.
+pub const LAN_PREFIX: &str = "192.168.80";
+pub const LAN_GATEWAY: &str = "192.168.80.254";
+
+/// The real apiserver inside `ns`, serving on `node_ip`; waits until it answers.
+fn start_apiserver(ns: &Netns, node_ip: &str, api_flags: &[&str]) -> (Child, tempfile::TempDir) {
+    let bin = agent_bin().with_file_name("kubelab-apiserver");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --workspace",
+        bin.display()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("kubelab-apiserver-")
+        .tempdir()
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
+    let api = ns
+        .command(bin.to_str().unwrap())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--bind-address", "0.0.0.0", "--advertise-address", node_ip])
+        .args(["--secure-port", &API_PORT.to_string()])
+        .args(api_flags)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr: std::net::SocketAddr = format!("{node_ip}:{API_PORT}").parse().unwrap();
+    while !kubeconfig.exists() || ns.run(move || std::net::TcpStream::connect(addr)).is_err() {
+        assert!(Instant::now() < deadline, "apiserver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (api, dir)
+}
+
+/// An agent of the cluster whose apiserver data is in `api_dir`, inside
+/// `ns` with address `node_ip`, its pods on the kubelab CNI bridge.
+fn start_agent(
+    ns: &Netns,
+    api_dir: &std::path::Path,
+    node_ip: &str,
+    agent_flags: &[&str],
+) -> (TestNode, tempfile::TempDir) {
+    let cni_conf = tempfile::tempdir().unwrap();
+    let plugins = agent_bin().parent().unwrap().to_path_buf();
+    assert!(
+        plugins.join("kubelab-bridge").exists(),
+        "the kubelab-cni plugins are not built: cargo build --workspace"
+    );
+    let kubeconfig = api_dir.join("admin.kubeconfig");
+    let ca = api_dir.join("ca.crt");
+    // The kubelet API as kubeadm sets it up: HTTPS, client certificates
+    // of the cluster CA, permissions checked with the apiserver.
+    let mut args: Vec<&str> = vec![
+        "--port",
+        "10250",
+        "--client-ca-file",
+        ca.to_str().unwrap(),
+        "--authentication-token-webhook",
+        "--authorization-mode",
+        "Webhook",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-ip",
+        node_ip,
+        "--cni-conf-dir",
+        cni_conf.path().to_str().unwrap(),
+        "--cni-bin-dir",
+        plugins.to_str().unwrap(),
+        "--proxy-mode",
+        "iptables",
+        "--address",
+        "0.0.0.0",
+    ];
+    args.extend_from_slice(agent_flags);
+    (TestNode::start_in_netns(&ns.name, &args), cni_conf)
 }
 
 impl NetnsCluster {
@@ -113,79 +210,75 @@ impl NetnsCluster {
              && ip link add ext0 type veth peer name ext1 && ip link set ext1 up && ip link set ext0 up \
              && ip addr add {node_ip}/32 dev ext0 && ip route add 10.96.0.0/12 dev ext0"
         ));
-        let bin = agent_bin().with_file_name("kubelab-apiserver");
-        assert!(
-            bin.exists(),
-            "{} missing: cargo build --workspace",
-            bin.display()
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("kubelab-apiserver-")
-            .tempdir()
-            .unwrap();
-        let log = std::fs::File::create(dir.path().join("apiserver.log")).unwrap();
-        let api = ns
-            .command(bin.to_str().unwrap())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--bind-address", "0.0.0.0", "--advertise-address", node_ip])
-            .args(["--secure-port", &API_PORT.to_string()])
-            .args(["--allocate-node-cidrs=false"])
-            .args(api_flags)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr: std::net::SocketAddr = format!("{node_ip}:{API_PORT}").parse().unwrap();
-        while !kubeconfig.exists() || ns.run(move || std::net::TcpStream::connect(addr)).is_err() {
-            assert!(Instant::now() < deadline, "apiserver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let cni_conf = tempfile::tempdir().unwrap();
-        let plugins = agent_bin().parent().unwrap().to_path_buf();
-        assert!(
-            plugins.join("kubelab-bridge").exists(),
-            "the kubelab-cni plugins are not built: cargo build --workspace"
-        );
-        let ca = dir.path().join("ca.crt");
-        // The kubelet API as kubeadm sets it up: HTTPS, client certificates
-        // of the cluster CA, permissions checked with the apiserver.
-        let mut args: Vec<&str> = vec![
-            "--port",
-            "10250",
-            "--client-ca-file",
-            ca.to_str().unwrap(),
-            "--authentication-token-webhook",
-            "--authorization-mode",
-            "Webhook",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--node-ip",
-            node_ip,
-            "--cni-conf-dir",
-            cni_conf.path().to_str().unwrap(),
-            "--cni-bin-dir",
-            plugins.to_str().unwrap(),
-            "--pod-cidr",
-            pod_cidr,
-            "--cluster-cidr",
-            "10.0.0.0/8",
-            "--proxy-mode",
-            "iptables",
-            "--address",
-            "0.0.0.0",
-        ];
+        let mut api_args = vec!["--allocate-node-cidrs=false"];
+        api_args.extend_from_slice(api_flags);
+        let (api, dir) = start_apiserver(&ns, node_ip, &api_args);
+        let mut args = vec!["--pod-cidr", pod_cidr, "--cluster-cidr", "10.0.0.0/8"];
         args.extend_from_slice(agent_flags);
-        let node = TestNode::start_in_netns(&ns.name, &args);
+        let (node, cni_conf) = start_agent(&ns, dir.path(), node_ip, &args);
         NetnsCluster {
             node,
+            peers: vec![],
             api,
             dir,
             ns,
             node_ip: node_ip.to_owned(),
             _cni_conf: cni_conf,
+            lan: None,
+        }
+    }
+
+    /// `count` nodes, each an agent in a namespace of its own, on one LAN (a
+    /// bridge in a namespace of its own, see [`LAN_GATEWAY`]); the apiserver
+    /// in the first node's namespace gives each Node a pod CIDR of
+    /// 10.244.0.0/16.
+    pub fn start_nodes(prefix: &str, count: usize, agent_flags: &[&str]) -> NetnsCluster {
+        assert!(count >= 1);
+        let lan = Netns::new(&format!("{prefix}-lan"));
+        lan.sh(&format!(
+            "ip link set lo up && ip link add br0 type bridge && ip link set br0 up \
+             && ip addr add {LAN_GATEWAY}/24 dev br0"
+        ));
+        let join = |i: usize| {
+            let ns = Netns::new(&format!("{prefix}-n{i}"));
+            let ip = format!("{LAN_PREFIX}.{i}");
+            lan.sh(&format!(
+                "ip link add lan{i} type veth peer name eth0 netns {} \
+                 && ip link set lan{i} master br0 up",
+                ns.name
+            ));
+            ns.sh(&format!(
+                "ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 && ip link set eth0 up \
+                 && ip addr add {ip}/24 dev eth0 && ip route add default via {LAN_GATEWAY}"
+            ));
+            (ns, ip)
+        };
+        let (ns, node_ip) = join(1);
+        let (api, dir) = start_apiserver(&ns, &node_ip, &[]);
+        let mut args = vec!["--cluster-cidr", "10.244.0.0/16"];
+        args.extend_from_slice(agent_flags);
+        let (node, cni_conf) = start_agent(&ns, dir.path(), &node_ip, &args);
+        let peers = (2..=count)
+            .map(|i| {
+                let (ns, ip) = join(i);
+                let (node, cni_conf) = start_agent(&ns, dir.path(), &ip, &args);
+                PeerNode {
+                    node,
+                    ip,
+                    _cni_conf: cni_conf,
+                    ns,
+                }
+            })
+            .collect();
+        NetnsCluster {
+            node,
+            peers,
+            api,
+            dir,
+            ns,
+            node_ip,
+            _cni_conf: cni_conf,
+            lan: Some(lan),
         }
     }
 
@@ -248,7 +341,16 @@ impl NetnsCluster {
     pub fn diag(&self) -> String {
         format!(
             "agent log:\n{}\napiserver log:\n{}\nkubectl get pods,svc,endpointslices -A:\n{}",
-            super::common::tail(&self.node.agent_log(), 30),
+            super::common::tail(&self.node.agent_log(), 30)
+                + &self
+                    .peers
+                    .iter()
+                    .map(|p| format!(
+                        "\nagent log of {}:\n{}",
+                        p.node.node_name,
+                        super::common::tail(&p.node.agent_log(), 30)
+                    ))
+                    .collect::<String>(),
             super::common::tail(&self.api_log(), 15),
             String::from_utf8_lossy(
                 &self

@@ -36,7 +36,8 @@ pub enum NetlinkError {
     Invalid(String),
 }
 
-fn errno(e: &rtnetlink::Error) -> i32 {
+/// The errno of a failed netlink request (0 when it is not a kernel error).
+pub fn errno(e: &rtnetlink::Error) -> i32 {
     match e {
         rtnetlink::Error::NetlinkError(m) => -m.raw_code(),
         _ => 0,
