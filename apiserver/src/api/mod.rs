@@ -1315,41 +1315,50 @@ impl Api {
             ));
         }
         let key = pods.info().key(Some(ns), name);
-        let Some(current) = self.store.get(&key).await? else {
-            return Err(ApiError::not_found(pods.info().subject(), name));
-        };
-        let mut pod = object::decode(&current);
-        if meta_str(&pod, "deletionTimestamp").is_some() {
-            return Err(ApiError::conflict(
-                subject,
-                name,
-                &format!("pod {name} is being deleted, cannot be assigned to a host"),
-            ));
+        // Retried on a concurrent write (upstream's GuaranteedUpdate): only
+        // an assigned or deleted pod refuses a binding.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(current) = self.store.get(&key).await? else {
+                return Err(ApiError::not_found(pods.info().subject(), name));
+            };
+            let mut pod = object::decode(&current);
+            if meta_str(&pod, "deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(
+                    subject,
+                    name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
+            }
+            if let Some(assigned) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(
+                    subject,
+                    name,
+                    &format!("pod {name} is already assigned to node {assigned:?}"),
+                ));
+            }
+            pod["spec"]["nodeName"] = node.into();
+            let conditions = pod["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conditions: Vec<Value> = conditions
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
+            pod["status"]["conditions"] = Value::Array(conditions);
+            match self
+                .store
+                .update(&key, object::encode(&pod), Some(current.mod_revision))
+                .await
+            {
+                Ok(_) => break,
+                Err(StorageError::Conflict { .. }) if attempt < 8 => continue,
+                Err(e) => return Err(ApiError::from_storage(subject, name, e)),
+            }
         }
-        if let Some(assigned) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict(
-                subject,
-                name,
-                &format!("pod {name} is already assigned to node {assigned:?}"),
-            ));
-        }
-        pod["spec"]["nodeName"] = node.into();
-        let conditions = pod["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut conditions: Vec<Value> = conditions
-            .into_iter()
-            .filter(|c| c["type"] != "PodScheduled")
-            .collect();
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
-        pod["status"]["conditions"] = Value::Array(conditions);
-        let rev = self
-            .store
-            .update(&key, object::encode(&pod), Some(current.mod_revision))
-            .await
-            .map_err(|e| ApiError::from_storage(subject, name, e))?;
-        meta_mut(&mut pod).insert("resourceVersion".into(), rev.to_string().into());
         // The scheduler that asked records `Scheduled`, under its own name.
         Ok(json_response(
             StatusCode::CREATED,
