@@ -20,3 +20,8 @@ pub fn meminfo() -> HashMap<String, u64> {
 pub fn memory_total() -> u64 {
     meminfo().get("MemTotal").copied().unwrap_or(0)
 }
+
+/// The node's CPUs as capacity counts them: those this process may run on.
+pub fn cpu_count() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}

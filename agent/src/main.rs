@@ -131,7 +131,8 @@ struct Cli {
     /// The node's resolver file, for `Default` pods and host search domains.
     #[arg(long, value_name = "FILE")]
     resolv_conf: Option<PathBuf>,
-    /// Remove every rule and chain the service proxy installed, then exit.
+    /// Remove every rule and chain the service proxy installed, and the pod
+    /// network's routes, VXLAN device and rules, then exit.
     #[arg(long)]
     cleanup: bool,
     /// Run containers that name no seccomp profile under RuntimeDefault.
@@ -206,6 +207,16 @@ fn main() -> anyhow::Result<()> {
             iptables_backends = report.iptables.len(),
             nftables_table = report.nftables_table,
             "service proxy rules cleaned up"
+        );
+        let network = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(kubelab_agent::network::cluster::cleanup())?;
+        tracing::info!(
+            routes = network.routes,
+            vxlan_device = network.vxlan_device,
+            iptables_backends = network.rules.len(),
+            "pod network routes, device and rules cleaned up"
         );
         return Ok(());
     }

@@ -296,6 +296,34 @@ fn pod_network_across_two_nodes(backend: &str) {
             "node 2's neighbour entry is gone"
         );
     }
+
+    // `--cleanup` on node 2 (its agent stopped) removes what the pod network
+    // made there: the route to node 1's pods, the VXLAN device, the chains.
+    let peer = &c.peers[0];
+    assert!(routes_to(&peer.ns, &cidr1).is_some());
+    let out = peer
+        .ns
+        .command(common::agent_bin().to_str().unwrap())
+        .arg("--cleanup")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "--cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(peer.ns.sh("ip -4 route show proto 75"), "", "routes left");
+    assert!(
+        peer.ns
+            .sh("ip link show kubelab.1 2>/dev/null || true")
+            .is_empty(),
+        "the VXLAN device is left"
+    );
+    let rules = peer.ns.sh("iptables-save");
+    assert!(
+        !rules.contains("KUBELAB-POSTRTG") && !rules.contains("KUBELAB-FWD"),
+        "pod network chains left:\n{rules}"
+    );
 }
 
 #[test]

@@ -260,4 +260,14 @@ fn top_in_tmux_shows_the_busy_loop_throttled_and_the_oom_kill() {
     let (req, state, screen) = wide_enough.expect("REQ and STATE columns at 120x32");
     assert_eq!(req, "0.10", "{screen}");
     assert_eq!(state, "Running", "{screen}");
+    // The node's cpu figure says what it is out of.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        screen
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains(&format!("/{cores} cores")),
+        "the header names the node's {cores} cores:\n{screen}"
+    );
 }

@@ -163,6 +163,21 @@ impl NodeClient {
     pub fn events(&self) -> Result<Vec<Event>, ClientError> {
         self.get_json("/events")
     }
+
+    /// The node's CPU count, cAdvisor's `machine_cpu_cores` in `/metrics`
+    /// (`None` from an agent that does not report it).
+    pub fn machine_cpu_cores(&self) -> Result<Option<u64>, ClientError> {
+        let body = self.get("/metrics")?;
+        Ok(gauge(&String::from_utf8_lossy(&body), "machine_cpu_cores").map(|v| v as u64))
+    }
+}
+
+/// An unlabelled sample's value in the Prometheus text format.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Status code and body of an HTTP/1.x response (close-delimited, with a
@@ -324,6 +339,16 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unlabelled_gauge_is_read_from_metrics_text() {
+        let text = "# HELP machine_cpu_cores Number of logical CPU cores.\n\
+                    # TYPE machine_cpu_cores gauge\n\
+                    machine_cpu_cores_other 9\n\
+                    machine_cpu_cores 2\n";
+        assert_eq!(gauge(text, "machine_cpu_cores"), Some(2.0));
+        assert_eq!(gauge(text, "absent"), None);
+    }
 
     #[test]
     fn server_urls() {

@@ -187,6 +187,32 @@ spec:
       for f in /dev/null /tmp/disk /tmp/kmsg; do (exec 3<\$f) 2>/tmp/err && echo "\$f=open" || echo "\$f=denied \$(cat /tmp/err)"; done
 EOF
 
+# The container's own cgroup, read-only, at /sys/fs/cgroup (cgroup namespace)
+cat >$MANIFESTS/cg-view.yaml <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cg-view
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: probe
+    image: busybox
+    resources:
+      limits: {cpu: 250m, memory: 48Mi}
+    command:
+    - sh
+    - -c
+    - |
+      exec >/dev/termination-log 2>&1
+      echo "memory.max=\$(cat /sys/fs/cgroup/memory.max)"
+      echo "cpu.max=\$(cat /sys/fs/cgroup/cpu.max)"
+      echo "self=\$(cat /proc/self/cgroup)"
+      echo 1 > /sys/fs/cgroup/memory.max 2>/dev/null && echo write=ok || echo write=refused
+EOF
+
 AGENT_PID=""
 if [ $AGENT_OK = 1 ]; then
 	t=$(now)
@@ -274,6 +300,28 @@ if [ $AGENT_OK = 1 ]; then
 	rm -f $MANIFESTS/dev-probe.yaml
 else
 	blocked devices-restricted
+fi
+
+# --- (2c) the container reads its own limits at /sys/fs/cgroup --------------
+
+view_done() { [ -n "$(pod_jq cg-view .status.containerStatuses[0].state.terminated.finishedAt)" ]; }
+if [ $AGENT_OK = 1 ]; then
+	if ! wait_for 120 view_done; then
+		fail cgroup-view "cg-view did not finish within 120 s: $(pod_jq cg-view '.status.containerStatuses[0].state | tojson')"
+	else
+		view_log=$(pod_jq cg-view .status.containerStatuses[0].state.terminated.message)
+		if echo "$view_log" | grep -qx "memory.max=50331648" &&
+			echo "$view_log" | grep -qx "cpu.max=25000 100000" &&
+			echo "$view_log" | grep -qx "self=0::/" &&
+			echo "$view_log" | grep -qx "write=refused"; then
+			pass cgroup-view "$(echo "$view_log" | tr '\n' ' ')"
+		else
+			fail cgroup-view "want memory.max=50331648, cpu.max=25000 100000, self=0::/, write=refused: $(echo "$view_log" | tr '\n' ' ')"
+		fi
+	fi
+	rm -f $MANIFESTS/cg-view.yaml
+else
+	blocked cgroup-view
 fi
 
 # --- (3) removing the manifests removes cgroups, processes, namespaces --------

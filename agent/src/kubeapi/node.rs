@@ -116,7 +116,7 @@ impl NodeFacts {
         NodeFacts {
             name: name.to_string(),
             internal_ip: internal_ip.to_string(),
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            cpus: crate::host::cpu_count(),
             memory_bytes: memory,
             ephemeral_storage_bytes: storage,
             kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),

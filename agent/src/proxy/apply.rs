@@ -194,7 +194,7 @@ impl Iptables {
     }
 }
 
-fn which(program: &str) -> bool {
+pub(crate) fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
         .unwrap_or(false)

@@ -801,11 +801,20 @@ impl SavedTable {
 pub fn render_cleanup(nat: &SavedTable, filter: &SavedTable) -> Option<String> {
     let nat_ours = |c: &str| NAT_TOP_CHAINS.contains(&c) || is_service_chain(c);
     let filter_ours = |c: &str| FILTER_TOP_CHAINS.contains(&c) || FILTER_CLEANUP_ONLY.contains(&c);
+    render_chain_removal(nat, &nat_ours, filter, &filter_ours)
+}
+
+/// Input for `iptables-restore --noflush` that removes the chains `ours`
+/// selects in `nat` and `filter`, and every rule elsewhere that jumps into
+/// them. `None` when there is nothing to remove.
+pub fn render_chain_removal(
+    nat: &SavedTable,
+    nat_ours: &dyn Fn(&str) -> bool,
+    filter: &SavedTable,
+    filter_ours: &dyn Fn(&str) -> bool,
+) -> Option<String> {
     let mut out = String::new();
-    for (name, saved, ours) in [
-        ("filter", filter, &filter_ours as &dyn Fn(&str) -> bool),
-        ("nat", nat, &nat_ours),
-    ] {
+    for (name, saved, ours) in [("filter", filter, filter_ours), ("nat", nat, nat_ours)] {
         let chains: Vec<&String> = saved.chains.iter().filter(|c| ours(c)).collect();
         // Rules of other chains that jump into ours (the jump rules).
         let jumps: Vec<&(String, String)> = saved

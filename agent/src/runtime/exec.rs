@@ -88,6 +88,7 @@ fn enter_and_exec(args: ExecArgs) -> anyhow::Result<()> {
         ("uts", CloneFlags::CLONE_NEWUTS),
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let path = format!("/proc/{}/ns/{name}", args.pid);

@@ -138,6 +138,13 @@ pub fn exec_container(
     if new_uts {
         unshare(CloneFlags::CLONE_NEWUTS).step(|| "unshare uts".into())?;
     }
+    // After joining the cgroup above, so the namespace is rooted at it.
+    if namespaces
+        .iter()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Cgroup && ns.path().is_none())
+    {
+        unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare cgroup namespace".into())?;
+    }
     unshare(CloneFlags::CLONE_NEWNS).step(|| "unshare mount namespace".into())?;
     // Nothing we mount may propagate back to the node.
     mount(
@@ -170,7 +177,7 @@ pub fn exec_container(
         source: e,
     })?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        mount_into(&in_rootfs, m)?;
+        mount_into(&in_rootfs, m, cgroup_dirs)?;
     }
     create_devices(&in_rootfs, linux.devices().as_deref().unwrap_or_default())?;
     drop(in_rootfs);
@@ -360,10 +367,14 @@ fn make_recursively_read_only(target: std::os::fd::BorrowedFd) -> nix::Result<()
     nix::errno::Errno::result(rc).map(drop)
 }
 
-fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
+fn mount_into(root: &Root, m: &Mount, cgroup_dirs: &[PathBuf]) -> Result<(), InitError> {
     let dest = m.destination();
     let (mut flags, readonly, recursive_ro, data) =
         mount_flags(m.options().as_deref().unwrap_or_default());
+    if m.typ().as_deref() == Some("cgroup") {
+        return super::cgroup_view::mount_view(root, dest, flags, readonly, cgroup_dirs)
+            .map_err(InitError::Spec);
+    }
     let source = m.source().clone().unwrap_or_default();
     let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
     let in_root = |e| InitError::Path {

@@ -14,6 +14,7 @@
 pub mod atomic_writer;
 pub mod attach;
 pub mod attach_server;
+pub mod cgroup_view;
 pub mod container;
 pub mod downward;
 pub mod env;

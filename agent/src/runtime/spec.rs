@@ -753,6 +753,17 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
                 &["nosuid", "noexec", "nodev", "ro"]
             },
         )?,
+        // The container's own cgroup, read-only unless privileged (containerd's rule).
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            if privileged {
+                &["nosuid", "noexec", "nodev", "relatime"]
+            } else {
+                &["nosuid", "noexec", "nodev", "relatime", "ro"]
+            },
+        )?,
         bind("/etc/hosts", &etc.join("hosts"), false)?,
         bind("/etc/hostname", &etc.join("hostname"), false)?,
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
@@ -788,6 +799,11 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Ipc)
             .path(inputs.namespaces.ipc.clone())
+            .build()?,
+        // Its own cgroup namespace, rooted at the container's cgroup, so
+        // /proc/self/cgroup and the /sys/fs/cgroup view agree.
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Cgroup)
             .build()?,
     ];
     if let Some(net) = &inputs.namespaces.net {

@@ -137,8 +137,12 @@ pub fn render(ctx: &AgentContext) -> String {
         }
     }
     containers.add("", n_containers as f64);
+    let mut machine_cores =
+        Family::new("machine_cpu_cores", "gauge", "Number of logical CPU cores.");
+    machine_cores.add("", crate::host::cpu_count() as f64);
     let mut out = String::new();
     for f in [
+        &machine_cores,
         &running,
         &containers,
         &cpu,

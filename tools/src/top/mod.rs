@@ -133,6 +133,8 @@ struct Screen {
     rows: Vec<Row>,
     events: Vec<Event>,
     node: Option<crate::client::NodeStats>,
+    /// The node's CPU count, read once: what the node's cpu figure is out of.
+    node_cores: Option<u64>,
     sort: SortKey,
     filter: RowFilter,
     editing_filter: bool,
@@ -148,6 +150,7 @@ impl Screen {
             rows: Vec::new(),
             events: Vec::new(),
             node: None,
+            node_cores: None,
             sort,
             filter,
             editing_filter: false,
@@ -190,6 +193,7 @@ impl Screen {
         interval: Duration,
     ) -> Result<(), TopError> {
         self.apply(first);
+        self.node_cores = reader.client.machine_cpu_cores().ok().flatten();
         let server = reader.client.server();
         let mut next_read = Instant::now() + interval;
         loop {
@@ -211,6 +215,7 @@ impl Screen {
                         &ui::View {
                             server: &server,
                             node: self.node.as_ref(),
+                            node_cores: self.node_cores,
                             rows: &rows,
                             events: &events,
                             sort: self.sort,

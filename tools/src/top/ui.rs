@@ -21,6 +21,7 @@ const MEDIUM: u16 = 100;
 pub struct View<'a> {
     pub server: &'a str,
     pub node: Option<&'a NodeStats>,
+    pub node_cores: Option<u64>,
     pub rows: &'a [Row],
     pub events: &'a [Event],
     pub sort: SortKey,
@@ -55,8 +56,12 @@ fn header_line(view: &View) -> Line<'static> {
     if let Some(node) = view.node {
         spans.push(Span::raw(format!(" {} ", node.node_name)));
         let cpu = node.cpu.usage_nano_cores.map(|n| n as f64 / 1e9);
+        let of_cores = view
+            .node_cores
+            .map(|n| format!("/{n} cores"))
+            .unwrap_or_default();
         spans.push(Span::raw(format!(
-            " cpu {}  mem {}/{} ",
+            " cpu {}{of_cores}  mem {}/{} ",
             cores(cpu),
             bytes(Some(node.memory.working_set_bytes)),
             bytes(node.memory.limit_bytes)

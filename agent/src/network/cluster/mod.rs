@@ -33,7 +33,7 @@ use kube::{Api, Client};
 use kubelab_cni::ip::IpPrefix;
 use tokio::sync::watch;
 
-use crate::proxy::apply::{ApplyError, Iptables};
+use crate::proxy::apply::{ApplyError, Iptables, IptablesBackend};
 use crate::proxy::iptables::{JumpRule, SavedTable};
 use link::{LinkError, NodeLinks, VxlanDevice};
 use plan::{Peer, Skipped};
@@ -300,6 +300,52 @@ async fn sync(
         .await
         .expect("rules task")?;
     Ok(())
+}
+
+/// What `--cleanup` removed of the pod network.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    /// Routes to other nodes' pod CIDRs (the agent's route protocol).
+    pub routes: usize,
+    pub vxlan_device: bool,
+    /// The iptables backends whose chains and jump rules went.
+    pub rules: Vec<IptablesBackend>,
+}
+
+/// Removes everything the pod network made on this node: its routes, the
+/// VXLAN device (with its entries) and its masquerade and forward rules.
+pub async fn cleanup() -> Result<CleanupReport, ClusterNetworkError> {
+    let links = NodeLinks::connect()?;
+    let mut report = CleanupReport::default();
+    for (dst, m) in links.our_routes().await? {
+        links.delete_route(dst, m).await?;
+        report.routes += 1;
+    }
+    report.vxlan_device = links.delete_link(plan::VXLAN_DEVICE).await?;
+    report.rules = tokio::task::spawn_blocking(remove_rules)
+        .await
+        .expect("rules task")?;
+    Ok(report)
+}
+
+fn remove_rules() -> Result<Vec<IptablesBackend>, ApplyError> {
+    let ours = |c: &str| c == plan::POSTROUTING_CHAIN || c == plan::FORWARD_CHAIN;
+    let mut removed = Vec::new();
+    for backend in [IptablesBackend::Nft, IptablesBackend::Legacy] {
+        let ipt = Iptables::with_backend(backend)?;
+        if !crate::proxy::apply::which(&ipt.save_program()) {
+            continue;
+        }
+        let nat = ipt.save("nat")?;
+        let filter = ipt.save("filter")?;
+        if let Some(text) =
+            crate::proxy::iptables::render_chain_removal(&nat, &ours, &filter, &ours)
+        {
+            ipt.restore(&text)?;
+            removed.push(backend);
+        }
+    }
+    Ok(removed)
 }
 
 /// The jumps from the built-in chains into the pod network's chains.
