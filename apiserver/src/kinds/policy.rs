@@ -3,6 +3,7 @@
 //! sets it, and the columns `kubectl get pdb` prints.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubelab_rules::selector;
 use serde_json::Value;
@@ -14,6 +15,55 @@ use crate::status::FieldError;
 
 /// `spec.unhealthyPodEvictionPolicy` values.
 pub const UNHEALTHY_POD_EVICTION_POLICIES: [&str; 2] = ["AlwaysAllow", "IfHealthyBudget"];
+
+/// The condition type the disruption controller and evictions keep.
+pub const DISRUPTION_ALLOWED: &str = "DisruptionAllowed";
+pub const SUFFICIENT_PODS: &str = "SufficientPods";
+pub const INSUFFICIENT_PODS: &str = "InsufficientPods";
+pub const SYNC_FAILED: &str = "SyncFailed";
+
+/// `apimeta.SetStatusCondition` for `DisruptionAllowed`: the transition
+/// time moves only when the status does.
+pub fn set_disruption_allowed(
+    status: &mut PodDisruptionBudgetStatus,
+    allowed: bool,
+    reason: &str,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let value = if allowed { "True" } else { "False" };
+    let existing = conditions
+        .iter_mut()
+        .find(|c| c.type_ == DISRUPTION_ALLOWED);
+    let transition = match &existing {
+        Some(c) if c.status == value => c.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let condition = Condition {
+        type_: DISRUPTION_ALLOWED.into(),
+        status: value.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: status.observed_generation,
+        last_transition_time: transition,
+    };
+    match existing {
+        Some(c) => *c = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// `UpdateDisruptionAllowedCondition`: the condition as the count says.
+pub fn update_disruption_allowed(status: &mut PodDisruptionBudgetStatus, now: jiff::Timestamp) {
+    let allowed = status.disruptions_allowed > 0;
+    let reason = if allowed {
+        SUFFICIENT_PODS
+    } else {
+        INSUFFICIENT_PODS
+    };
+    set_disruption_allowed(status, allowed, reason, String::new(), now);
+}
 
 fn int_or_string_text(v: Option<&IntOrString>) -> Value {
     match v {
