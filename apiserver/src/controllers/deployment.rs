@@ -244,16 +244,24 @@ impl Rollout<'_> {
                     changed = true;
                 }
             }
+            // The new set counts availability with the Deployment's minReadySeconds.
+            let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
+            let min_ready_stale = new
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0)
+                != min_ready.unwrap_or(0);
             let mut new = new;
-            if changed {
+            if changed || min_ready_stale {
                 let name = new.name_any();
+                let patch = json!({
+                    "metadata": {"annotations": annotations},
+                    "spec": {"minReadySeconds": min_ready.unwrap_or(0)},
+                });
                 new = self
                     .rs_api
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
-                    )
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                     .map_err(|source| DeploymentError::ReplicaSet {
                         verb: "updating",
