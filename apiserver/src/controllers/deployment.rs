@@ -64,23 +64,22 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
         replica_sets: informers.get::<ReplicaSet>(),
         pods: informers.get::<Pod>(),
     });
-    let (queue, keys) = work_queue::queue::<Deployment>();
-    let changes = watch_changes(ctx.clone(), queue);
-    ctx.deployments.synced().await;
-    ctx.replica_sets.synced().await;
-    ctx.pods.synced().await;
-    let workers = work_queue::run(
+    work_queue::serve(
         COMPONENT,
         ctx.deployments.store.clone(),
-        keys,
         ctx.clone(),
         CONCURRENT_SYNCS,
+        |queue| watch_changes(ctx.clone(), queue),
+        async {
+            tokio::join!(
+                ctx.deployments.synced(),
+                ctx.replica_sets.synced(),
+                ctx.pods.synced()
+            );
+        },
         |d, ctx| sync(d, ctx),
-    );
-    tokio::select! {
-        _ = changes => {}
-        _ = workers => {}
-    }
+    )
+    .await;
     Ok(())
 }
 
