@@ -6,10 +6,12 @@
 //! typed struct on the way in ([`Kind::normalize`]), so only what the
 //! Kubernetes type defines is ever stored.
 
+pub mod autoscaling;
 mod core;
 mod discovery;
 mod pod;
 pub mod pod_template;
+pub mod policy;
 pub mod scheduling;
 pub mod table;
 pub mod validation;
@@ -316,8 +318,9 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
-            discovery::v1 as discovery, scheduling::v1 as scheduling,
+            apps::v1 as apps, autoscaling::v2 as autoscaling, coordination::v1 as coordination,
+            core::v1 as core, discovery::v1 as discovery, policy::v1 as policy,
+            scheduling::v1 as scheduling,
         };
         Self {
             kinds: vec![
@@ -339,6 +342,8 @@ impl Default for Registry {
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
+                typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
             ],
         }
     }
