@@ -6,6 +6,7 @@
 //! typed struct on the way in ([`Kind::normalize`]), so only what the
 //! Kubernetes type defines is ever stored.
 
+pub mod batch;
 mod core;
 mod discovery;
 mod pod;
@@ -316,7 +317,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
+            apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
             discovery::v1 as discovery, scheduling::v1 as scheduling,
         };
         Self {
@@ -336,6 +337,8 @@ impl Default for Registry {
                 typed::<apps::ReplicaSet>("apps", "v1"),
                 typed::<apps::DaemonSet>("apps", "v1"),
                 typed::<apps::ControllerRevision>("apps", "v1"),
+                typed::<batch::Job>("batch", "v1"),
+                typed::<batch::CronJob>("batch", "v1"),
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
