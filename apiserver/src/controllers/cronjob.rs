@@ -31,7 +31,10 @@ pub enum CronJobError {
         source: kube::Error,
     },
     #[error("updating status of cronjob {cronjob}: {source}")]
-    Status { cronjob: String, source: kube::Error },
+    Status {
+        cronjob: String,
+        source: kube::Error,
+    },
 }
 
 struct Context {
@@ -186,7 +189,9 @@ async fn sync(cj: Arc<CronJob>, ctx: Arc<Context>) -> work_queue::SyncResult<Cro
         status.last_schedule_time = Some(super::cronjob_decide::schedule_time(scheduled));
     }
     status.active = (!plan.active.is_empty()).then(|| plan.active.clone());
-    status.last_successful_time = plan.last_successful_time.map(super::cronjob_decide::schedule_time);
+    status.last_successful_time = plan
+        .last_successful_time
+        .map(super::cronjob_decide::schedule_time);
     if Some(&status) != cj.status.as_ref() {
         let mut value = serde_json::to_value(&status).expect("status serializes");
         for f in ["active", "lastScheduleTime", "lastSuccessfulTime"] {

@@ -78,7 +78,12 @@ fn oldest_past_limit(mut jobs: Vec<Arc<Job>>, limit: i32) -> Vec<Arc<Job>> {
     if jobs.len() <= limit {
         return Vec::new();
     }
-    let start = |j: &Job| j.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0);
+    let start = |j: &Job| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+    };
     jobs.sort_by(|a, b| match (start(a), start(b)) {
         (Some(x), Some(y)) if x != y => x.cmp(&y),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -108,7 +113,10 @@ pub fn decide(cj: &CronJob, jobs: &[Arc<Job>], schedule: &Schedule, now: Timesta
             plan.events.push((
                 "Normal",
                 "MissingJob",
-                format!("Active job went missing: {}", r.name.as_deref().unwrap_or("")),
+                format!(
+                    "Active job went missing: {}",
+                    r.name.as_deref().unwrap_or("")
+                ),
             ));
             continue;
         };
@@ -136,14 +144,25 @@ pub fn decide(cj: &CronJob, jobs: &[Arc<Job>], schedule: &Schedule, now: Timesta
             None => plan.active.push(r.clone()),
         }
     }
-    // Unfinished Jobs it controls but does not list (created before a
-    // status write was lost) are active too.
+    // Unfinished Jobs it controls but does not list: made by hand
+    // (`kubectl create job --from`), or created before a status write was
+    // lost. Upstream only warns about them.
     for j in jobs {
         if job_finished(j).is_none()
-            && !plan.active.iter().any(|r| r.uid == j.metadata.uid)
-            && !status.active.iter().flatten().any(|r| r.uid == j.metadata.uid)
+            && !status
+                .active
+                .iter()
+                .flatten()
+                .any(|r| r.uid == j.metadata.uid)
         {
-            plan.active.push(job_ref(j));
+            plan.events.push((
+                "Warning",
+                "UnexpectedJob",
+                format!(
+                    "Saw a job that the controller did not create or forgot: {}",
+                    j.metadata.name.as_deref().unwrap_or("")
+                ),
+            ));
         }
     }
     let (succeeded, failed): (Vec<Arc<Job>>, Vec<Arc<Job>>) = jobs
@@ -152,18 +171,16 @@ pub fn decide(cj: &CronJob, jobs: &[Arc<Job>], schedule: &Schedule, now: Timesta
         .cloned()
         .partition(|j| job_finished(j) == Some("Complete"));
     plan.cleanup = oldest_past_limit(succeeded, spec.successful_jobs_history_limit.unwrap_or(3));
-    plan.cleanup
-        .extend(oldest_past_limit(failed, spec.failed_jobs_history_limit.unwrap_or(1)));
+    plan.cleanup.extend(oldest_past_limit(
+        failed,
+        spec.failed_jobs_history_limit.unwrap_or(1),
+    ));
 
     if cj.metadata.deletion_timestamp.is_some() || spec.suspend == Some(true) {
         return plan;
     }
     plan.requeue = next_schedule_in(schedule, now);
-    let created = cj
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(now, |t| t.0);
+    let created = cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
     let last = status.last_schedule_time.as_ref().map(|t| t.0);
     let state = most_recent_schedule(schedule, created, last, spec.starting_deadline_seconds, now);
     if state.missed > TOO_MANY_MISSED {
@@ -192,7 +209,10 @@ pub fn decide(cj: &CronJob, jobs: &[Arc<Job>], schedule: &Schedule, now: Timesta
         return plan;
     }
     let name = job_name(cj.metadata.name.as_deref().unwrap_or(""), scheduled);
-    if plan.active.iter().any(|r| r.name.as_deref() == Some(name.as_str()))
+    if plan
+        .active
+        .iter()
+        .any(|r| r.name.as_deref() == Some(name.as_str()))
         || last == Some(scheduled)
     {
         return plan;
@@ -235,7 +255,10 @@ pub fn job_from_template(cj: &CronJob, scheduled: Timestamp, tz: &jiff::tz::Time
     );
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(cj.metadata.name.as_deref().unwrap_or(""), scheduled)),
+            name: Some(job_name(
+                cj.metadata.name.as_deref().unwrap_or(""),
+                scheduled,
+            )),
             namespace: cj.metadata.namespace.clone(),
             labels: tmeta.labels,
             annotations: Some(annotations),
@@ -273,16 +296,22 @@ mod tests {
         if let (Some(a), Value::Object(b)) = (s.as_object_mut(), spec) {
             a.extend(b);
         }
-        serde_json::from_value(json!({"metadata": {"name": "hello", "namespace": "default", "uid": "cj1",
-            "creationTimestamp": "2025-03-01T10:00:30Z"}, "spec": s, "status": status}))
+        serde_json::from_value(
+            json!({"metadata": {"name": "hello", "namespace": "default", "uid": "cj1",
+            "creationTimestamp": "2025-03-01T10:00:30Z"}, "spec": s, "status": status}),
+        )
         .unwrap()
     }
 
     fn job(name: &str, uid: &str, cond: Option<&str>, start: &str) -> Arc<Job> {
-        let conds = cond.map(|c| json!([{"type": c, "status": "True"}])).unwrap_or(json!([]));
+        let conds = cond
+            .map(|c| json!([{"type": c, "status": "True"}]))
+            .unwrap_or(json!([]));
         Arc::new(
-            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": uid},
-                "status": {"startTime": start, "completionTime": start, "conditions": conds}}))
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": "default", "uid": uid},
+                "status": {"startTime": start, "completionTime": start, "conditions": conds}}),
+            )
             .unwrap(),
         )
     }
@@ -297,9 +326,15 @@ mod tests {
         let plan = decide(&cj, &[], &utc("*/1 * * * *"), ts("2025-03-01T10:01:05Z"));
         assert_eq!(plan.create, Some(ts("2025-03-01T10:01:00Z")));
         assert_eq!(plan.requeue, Some(Duration::from_millis(55_100)));
-        assert_eq!(job_name("hello", ts("2025-03-01T10:01:00Z")), "hello-29013721");
+        assert_eq!(
+            job_name("hello", ts("2025-03-01T10:01:00Z")),
+            "hello-29013721"
+        );
         // Already scheduled: nothing more until the next minute.
-        let cj = cronjob(json!({}), json!({"lastScheduleTime": "2025-03-01T10:01:00Z"}));
+        let cj = cronjob(
+            json!({}),
+            json!({"lastScheduleTime": "2025-03-01T10:01:00Z"}),
+        );
         let plan = decide(&cj, &[], &utc("*/1 * * * *"), ts("2025-03-01T10:01:40Z"));
         assert_eq!(plan.create, None);
         // Not due yet.
@@ -314,7 +349,12 @@ mod tests {
         let status = json!({"lastScheduleTime": "2025-03-01T10:01:00Z",
             "active": [{"kind": "Job", "name": "hello-1", "namespace": "default", "uid": "j1"}]});
         let now = ts("2025-03-01T10:02:03Z");
-        let allow = decide(&cronjob(json!({}), status.clone()), &[running.clone()], &utc("*/1 * * * *"), now);
+        let allow = decide(
+            &cronjob(json!({}), status.clone()),
+            &[running.clone()],
+            &utc("*/1 * * * *"),
+            now,
+        );
         assert_eq!(allow.create, Some(ts("2025-03-01T10:02:00Z")));
         assert_eq!(allow.active.len(), 1);
         let forbid = decide(
@@ -349,12 +389,21 @@ mod tests {
             job("f1", "f1", Some("Failed"), "2025-03-01T10:01:30Z"),
             job("f2", "f2", Some("Failed"), "2025-03-01T10:02:30Z"),
         ];
-        let plan = decide(&cronjob(json!({"suspend": true}), status), &jobs, &utc("*/1 * * * *"), ts("2025-03-01T10:05:00Z"));
+        let plan = decide(
+            &cronjob(json!({"suspend": true}), status),
+            &jobs,
+            &utc("*/1 * * * *"),
+            ts("2025-03-01T10:05:00Z"),
+        );
         assert!(plan.active.is_empty());
         let reasons: Vec<_> = plan.events.iter().map(|e| e.1).collect();
         assert_eq!(reasons, ["SawCompletedJob", "MissingJob"]);
         assert_eq!(plan.last_successful_time, Some(ts("2025-03-01T10:04:00Z")));
-        let cleaned: Vec<_> = plan.cleanup.iter().map(|j| j.metadata.name.clone().unwrap()).collect();
+        let cleaned: Vec<_> = plan
+            .cleanup
+            .iter()
+            .map(|j| j.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(cleaned, ["s1", "f1"]);
         // Suspended: no start.
         assert_eq!(plan.create, None);
@@ -368,7 +417,10 @@ mod tests {
         assert_eq!(plan.events[0].1, "TooManyMissedTimes");
         assert_eq!(plan.create, Some(ts("2025-03-02T10:00:00Z")));
         // The start time is older than the deadline allows: skipped.
-        let cj = cronjob(json!({"startingDeadlineSeconds": 5}), json!({"lastScheduleTime": "2025-03-01T10:00:00Z"}));
+        let cj = cronjob(
+            json!({"startingDeadlineSeconds": 5}),
+            json!({"lastScheduleTime": "2025-03-01T10:00:00Z"}),
+        );
         let plan = decide(&cj, &[], &utc("*/2 * * * *"), ts("2025-03-01T10:02:30Z"));
         assert_eq!(plan.create, None);
     }
@@ -385,6 +437,9 @@ mod tests {
             "2025-03-01T11:01:00+01:00"
         );
         let owner = &j.metadata.owner_references.unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("CronJob", "cj1"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("CronJob", "cj1")
+        );
     }
 }

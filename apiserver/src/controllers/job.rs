@@ -13,8 +13,8 @@ use std::time::Instant;
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -177,7 +177,11 @@ async fn remove_finalizer(client: &kube::Client, pod: &Pod) -> Result<(), JobErr
         "finalizers": if rest.is_empty() { serde_json::Value::Null } else { json!(rest) },
     }});
     match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -281,7 +285,10 @@ async fn sync(job: Arc<Job>, ctx: Arc<Context>) -> work_queue::SyncResult<JobErr
     let mut held: HashSet<String> = HashSet::new();
     for p in owned.iter().filter(|p| has_tracking_finalizer(p)) {
         let uid = p.metadata.uid.clone().unwrap_or_default();
-        let ignored = plan.ignored.iter().any(|i| i.metadata.uid == p.metadata.uid);
+        let ignored = plan
+            .ignored
+            .iter()
+            .any(|i| i.metadata.uid == p.metadata.uid);
         if !recorded.contains(&uid) && !ignored {
             continue;
         }
@@ -312,7 +319,12 @@ async fn sync(job: Arc<Job>, ctx: Arc<Context>) -> work_queue::SyncResult<JobErr
     let status = next_status(&job, &plan, &pending, now);
     if Some(&status) != job.status.as_ref() {
         let mut value = serde_json::to_value(&status).expect("status serializes");
-        for f in ["completionTime", "startTime", "completedIndexes", "conditions"] {
+        for f in [
+            "completionTime",
+            "startTime",
+            "completedIndexes",
+            "conditions",
+        ] {
             if value.get(f).is_none() {
                 value[f] = serde_json::Value::Null;
             }

@@ -8,12 +8,12 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobSpec, JobStatus, PodFailurePolicy, UncountedTerminatedPods,
 };
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use jiff::Timestamp;
 
 use super::replicaset_decide::{is_ready, pod_from_template, pods_to_delete};
 
@@ -151,13 +151,15 @@ impl BackoffRecord {
         match succeeded.iter().max() {
             None if failed.is_empty() => self,
             None => Self {
-                failures_after_last_success: self.failures_after_last_success
-                    + failed.len() as u32,
+                failures_after_last_success: self.failures_after_last_success + failed.len() as u32,
                 last_failure: failed.iter().copied().chain(self.last_failure).max(),
             },
             Some(last_success) => {
-                let after: Vec<Timestamp> =
-                    failed.iter().copied().filter(|t| t > last_success).collect();
+                let after: Vec<Timestamp> = failed
+                    .iter()
+                    .copied()
+                    .filter(|t| t > last_success)
+                    .collect();
                 Self {
                     failures_after_last_success: after.len() as u32,
                     last_failure: after.into_iter().max(),
@@ -207,11 +209,7 @@ pub fn match_failure_policy(policy: &PodFailurePolicy, pod: &Pod) -> Option<Poli
     for (i, rule) in policy.rules.iter().enumerate() {
         if let Some(codes) = &rule.on_exit_codes {
             for c in &containers {
-                if codes
-                    .container_name
-                    .as_deref()
-                    .is_some_and(|n| n != c.name)
-                {
+                if codes.container_name.as_deref().is_some_and(|n| n != c.name) {
                     continue;
                 }
                 let Some(code) = c
@@ -395,7 +393,8 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
             None => {}
         }
     }
-    let times = |v: &[Arc<Pod>]| -> Vec<Timestamp> { v.iter().map(|p| finish_time(p, now)).collect() };
+    let times =
+        |v: &[Arc<Pod>]| -> Vec<Timestamp> { v.iter().map(|p| finish_time(p, now)).collect() };
     plan.backoff = backoff.update(&times(&plan.new_succeeded), &times(&plan.new_failed));
     let uncounted_len = |v: &Option<Vec<String>>| v.as_ref().map_or(0, Vec::len) as i32;
     plan.failed = status.failed.unwrap_or(0)
@@ -411,7 +410,9 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
     let active: Vec<Arc<Pod>> = pods.iter().filter(|p| is_active(p)).cloned().collect();
     plan.terminating = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed"))
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed")
+        })
         .count() as i32;
     plan.ready = active.iter().filter(|p| is_ready(p)).count() as i32;
 
@@ -423,7 +424,11 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
         ));
     }
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let restarts: i32 = if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref())
+    let restarts: i32 = if spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
         == Some("OnFailure")
     {
         active
@@ -447,8 +452,8 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
         _ => None,
     };
     plan.failure = policy_failure.or_else(|| {
-        let over_limit = plan.failed > backoff_limit
-            || (restarts > 0 && restarts >= backoff_limit.max(1));
+        let over_limit =
+            plan.failed > backoff_limit || (restarts > 0 && restarts >= backoff_limit.max(1));
         if over_limit {
             Some(Failure::new(
                 "BackoffLimitExceeded",
@@ -501,9 +506,10 @@ fn manage_pods(job: &Job, spec: &JobSpec, active: &[Arc<Pod>], plan: &mut Plan, 
         keep.clear();
         for p in active {
             match completion_index(p) {
-                Some(i) if i < completions
-                    && !plan.completed_indexes.contains(&i)
-                    && running_indexes.insert(i) =>
+                Some(i)
+                    if i < completions
+                        && !plan.completed_indexes.contains(&i)
+                        && running_indexes.insert(i) =>
                 {
                     keep.push(p.clone())
                 }
@@ -592,7 +598,13 @@ pub fn job_pod(job: &Job, index: Option<i32>, owner: OwnerReference) -> Pod {
     pod
 }
 
-fn new_condition(type_: &str, status: &str, reason: &str, message: &str, now: Timestamp) -> JobCondition {
+fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> JobCondition {
     JobCondition {
         type_: type_.into(),
         status: status.into(),
@@ -622,7 +634,12 @@ fn set_condition(conds: &mut Vec<JobCondition>, c: JobCondition) -> bool {
 /// The status after this sync's writes: `flushed` are the uids of
 /// recorded finished pods whose finalizer is gone (they move into the
 /// counts), `pending` those still held (they stay uncounted).
-pub fn next_status(job: &Job, plan: &Plan, pending: &UncountedTerminatedPods, now: Timestamp) -> JobStatus {
+pub fn next_status(
+    job: &Job,
+    plan: &Plan,
+    pending: &UncountedTerminatedPods,
+    now: Timestamp,
+) -> JobStatus {
     let mut status = job.status.clone().unwrap_or_default();
     let pending_len = |v: &Option<Vec<String>>| v.as_ref().map_or(0, Vec::len) as i32;
     status.failed = Some(plan.failed - pending_len(&pending.failed));
@@ -640,28 +657,49 @@ pub fn next_status(job: &Job, plan: &Plan, pending: &UncountedTerminatedPods, no
         status.completed_indexes = (!s.is_empty()).then_some(s);
     }
     let mut conds = status.conditions.take().unwrap_or_default();
-    let everything_counted = pending_len(&pending.failed) == 0 && pending_len(&pending.succeeded) == 0;
+    let everything_counted =
+        pending_len(&pending.failed) == 0 && pending_len(&pending.succeeded) == 0;
     let settled = !plan.pods_remaining && everything_counted;
     if let Some(f) = &plan.failure {
-        set_condition(&mut conds, new_condition("FailureTarget", "True", &f.reason, &f.message, now));
+        set_condition(
+            &mut conds,
+            new_condition("FailureTarget", "True", &f.reason, &f.message, now),
+        );
         if settled {
-            set_condition(&mut conds, new_condition("Failed", "True", &f.reason, &f.message, now));
+            set_condition(
+                &mut conds,
+                new_condition("Failed", "True", &f.reason, &f.message, now),
+            );
         }
     } else if plan.success {
         let msg = "Reached expected number of succeeded pods";
-        set_condition(&mut conds, new_condition("SuccessCriteriaMet", "True", "CompletionsReached", msg, now));
+        set_condition(
+            &mut conds,
+            new_condition("SuccessCriteriaMet", "True", "CompletionsReached", msg, now),
+        );
         if settled {
-            set_condition(&mut conds, new_condition("Complete", "True", "CompletionsReached", msg, now));
+            set_condition(
+                &mut conds,
+                new_condition("Complete", "True", "CompletionsReached", msg, now),
+            );
             status.completion_time.get_or_insert(Time(now));
         }
     } else if plan.suspended {
-        if set_condition(&mut conds, new_condition("Suspended", "True", "JobSuspended", "Job suspended", now)) {
+        if set_condition(
+            &mut conds,
+            new_condition("Suspended", "True", "JobSuspended", "Job suspended", now),
+        ) {
             status.start_time = None;
         }
     } else {
-        let was_suspended = conds.iter().any(|c| c.type_ == "Suspended" && c.status == "True");
+        let was_suspended = conds
+            .iter()
+            .any(|c| c.type_ == "Suspended" && c.status == "True");
         if was_suspended {
-            set_condition(&mut conds, new_condition("Suspended", "False", "JobResumed", "Job resumed", now));
+            set_condition(
+                &mut conds,
+                new_condition("Suspended", "False", "JobResumed", "Job resumed", now),
+            );
             status.start_time = Some(Time(now));
         }
     }
@@ -680,8 +718,10 @@ mod tests {
     fn job(spec: Value) -> Job {
         let mut spec = spec;
         spec["template"] = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}});
-        serde_json::from_value(json!({"metadata": {"name": "pi", "namespace": "default", "uid": "j1"},
-            "spec": spec, "status": {"startTime": "2025-01-01T00:00:00Z"}}))
+        serde_json::from_value(
+            json!({"metadata": {"name": "pi", "namespace": "default", "uid": "j1"},
+            "spec": spec, "status": {"startTime": "2025-01-01T00:00:00Z"}}),
+        )
         .unwrap()
     }
 
@@ -703,7 +743,11 @@ mod tests {
     }
 
     fn indexed(name: &str, phase: &str, i: i32) -> Arc<Pod> {
-        pod(name, phase, json!({"metadata": {"annotations": {COMPLETION_INDEX: i.to_string()}}}))
+        pod(
+            name,
+            phase,
+            json!({"metadata": {"annotations": {COMPLETION_INDEX: i.to_string()}}}),
+        )
     }
 
     fn now() -> Timestamp {
@@ -727,13 +771,19 @@ mod tests {
         assert_eq!(plan.succeeded, 4);
         // Too many running (parallelism lowered): the extra go.
         let j1 = job(json!({"completions": 5, "parallelism": 1}));
-        let pods = [pod("a", "Running", json!({})), pod("b", "Pending", json!({}))];
+        let pods = [
+            pod("a", "Running", json!({})),
+            pod("b", "Pending", json!({})),
+        ];
         let plan = decide(&j1, &pods, BackoffRecord::default(), now());
         assert_eq!(plan.delete.len(), 1);
         assert_eq!(plan.delete[0].metadata.name.as_deref(), Some("b"));
         // A work queue (no completions) stops starting pods after a success.
         let q = job(json!({"parallelism": 3}));
-        let pods = [pod("a", "Succeeded", json!({})), pod("b", "Running", json!({}))];
+        let pods = [
+            pod("a", "Succeeded", json!({})),
+            pod("b", "Running", json!({})),
+        ];
         let plan = decide(&q, &pods, BackoffRecord::default(), now());
         assert!(plan.create.is_empty() && !plan.success);
         let pods = [pod("a", "Succeeded", json!({}))];
@@ -752,12 +802,19 @@ mod tests {
         ];
         let plan = decide(&j, &pods, BackoffRecord::default(), now());
         assert_eq!(plan.create, [Some(3), Some(4)]);
-        let deleted: Vec<_> = plan.delete.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let deleted: Vec<_> = plan
+            .delete
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(deleted, ["dup", "done"]);
         assert_eq!(format_indexes(&plan.completed_indexes), "0,1");
         assert_eq!(plan.succeeded, 2);
         assert_eq!(parse_indexes("0,2-4,9", 5), BTreeSet::from([0, 2, 3, 4]));
-        assert_eq!(format_indexes(&BTreeSet::from([0, 2, 3, 4, 7, 8])), "0,2-4,7,8");
+        assert_eq!(
+            format_indexes(&BTreeSet::from([0, 2, 3, 4, 7, 8])),
+            "0,2-4,7,8"
+        );
     }
 
     #[test]
@@ -766,15 +823,27 @@ mod tests {
         let owner = super::super::replicaset_decide::controller_ref("batch/v1", "Job", &j.metadata);
         let p = job_pod(&j, Some(2), owner);
         assert_eq!(p.metadata.generate_name.as_deref(), Some("pi-2-"));
-        assert_eq!(p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX], "2");
+        assert_eq!(
+            p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX],
+            "2"
+        );
         assert_eq!(p.metadata.labels.as_ref().unwrap()[COMPLETION_INDEX], "2");
-        assert_eq!(p.metadata.finalizers.as_deref(), Some(&[JOB_TRACKING_FINALIZER.to_owned()][..]));
+        assert_eq!(
+            p.metadata.finalizers.as_deref(),
+            Some(&[JOB_TRACKING_FINALIZER.to_owned()][..])
+        );
         let spec = p.spec.unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("pi-2"));
         let env = &spec.containers[0].env.as_ref().unwrap()[0];
         assert_eq!(env.name, "JOB_COMPLETION_INDEX");
         assert_eq!(
-            env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+            env.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
             "metadata.annotations['batch.kubernetes.io/job-completion-index']"
         );
     }
@@ -784,7 +853,10 @@ mod tests {
         let t0: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
         let r = BackoffRecord::default().update(&[], &[t0]);
         assert_eq!(r.remaining(t0), Duration::from_secs(10));
-        assert_eq!(r.remaining(t0 + jiff::SignedDuration::from_secs(4)), Duration::from_secs(6));
+        assert_eq!(
+            r.remaining(t0 + jiff::SignedDuration::from_secs(4)),
+            Duration::from_secs(6)
+        );
         let r = r.update(&[], &[t0]);
         assert_eq!(r.remaining(t0), Duration::from_secs(20));
         let r = r.update(&[], &[t0, t0, t0, t0, t0]);
@@ -805,7 +877,11 @@ mod tests {
     #[test]
     fn failures_over_the_backoff_limit_fail_the_job_after_its_pods_are_gone() {
         let j = job(json!({"completions": 1, "backoffLimit": 1}));
-        let pods = [pod("a", "Failed", json!({})), pod("b", "Failed", json!({})), pod("c", "Running", json!({}))];
+        let pods = [
+            pod("a", "Failed", json!({})),
+            pod("b", "Failed", json!({})),
+            pod("c", "Running", json!({})),
+        ];
         let plan = decide(&j, &pods, BackoffRecord::default(), now());
         let f = plan.failure.clone().unwrap();
         assert_eq!(f.reason, "BackoffLimitExceeded");
@@ -813,7 +889,13 @@ mod tests {
         assert_eq!(plan.delete.len(), 1);
         let pending = UncountedTerminatedPods::default();
         let s = next_status(&j, &plan, &pending, now());
-        let types: Vec<_> = s.conditions.as_ref().unwrap().iter().map(|c| c.type_.as_str()).collect();
+        let types: Vec<_> = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(types, ["FailureTarget"]);
         assert_eq!(s.failed, Some(2));
         // Once the last pod is gone and counted: Failed.
@@ -822,7 +904,13 @@ mod tests {
         let pods = [pod("c", "Failed", json!({}))];
         let plan = decide(&j2, &pods, BackoffRecord::default(), now());
         let s = next_status(&j2, &plan, &pending, now());
-        let failed = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Failed").unwrap();
+        let failed = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .unwrap();
         assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
         assert_eq!(s.failed, Some(3));
     }
@@ -830,7 +918,10 @@ mod tests {
     #[test]
     fn completion_waits_for_every_pod_to_be_counted() {
         let j = job(json!({"completions": 2, "parallelism": 2}));
-        let pods = [pod("a", "Succeeded", json!({})), pod("b", "Succeeded", json!({}))];
+        let pods = [
+            pod("a", "Succeeded", json!({})),
+            pod("b", "Succeeded", json!({})),
+        ];
         let plan = decide(&j, &pods, BackoffRecord::default(), now());
         assert!(plan.success);
         // Finalizer removal of one pod failed: it stays uncounted, no Complete yet.
@@ -840,10 +931,22 @@ mod tests {
         };
         let s = next_status(&j, &plan, &pending, now());
         assert_eq!(s.succeeded, Some(1));
-        let types: Vec<_> = s.conditions.as_ref().unwrap().iter().map(|c| c.type_.as_str()).collect();
+        let types: Vec<_> = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(types, ["SuccessCriteriaMet"]);
         let s = next_status(&j, &plan, &UncountedTerminatedPods::default(), now());
-        let c = s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Complete").unwrap();
+        let c = s
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Complete")
+            .unwrap();
         assert_eq!(c.reason.as_deref(), Some("CompletionsReached"));
         assert_eq!(s.succeeded, Some(2));
         assert!(s.completion_time.is_some());
@@ -859,19 +962,37 @@ mod tests {
         let plan = decide(&j, &pods, BackoffRecord::default(), now());
         assert_eq!(plan.requeue, Some(Duration::from_secs(40)));
 
-        let mut j = job(json!({"completions": 1, "backoffLimit": 6, "podFailurePolicy": {"rules": [
+        let mut j = job(
+            json!({"completions": 1, "backoffLimit": 6, "podFailurePolicy": {"rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}}]}}));
+            {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [42]}}]}}),
+        );
         j.spec.as_mut().unwrap().pod_replacement_policy = Some("Failed".into());
-        let exited = |code: i32| json!({"status": {"containerStatuses": [{"name": "c", "image": "busybox", "imageID": "",
-            "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code}}}]}});
-        let evicted = pod("ev", "Failed", json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}}));
+        let exited = |code: i32| {
+            json!({"status": {"containerStatuses": [{"name": "c", "image": "busybox", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code}}}]}})
+        };
+        let evicted = pod(
+            "ev",
+            "Failed",
+            json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}}),
+        );
         let plan = decide(&j, &[evicted], BackoffRecord::default(), now());
         assert_eq!((plan.ignored.len(), plan.failed), (1, 0));
         assert!(plan.failure.is_none());
-        let plan = decide(&j, &[pod("x", "Failed", exited(1))], BackoffRecord::default(), now());
+        let plan = decide(
+            &j,
+            &[pod("x", "Failed", exited(1))],
+            BackoffRecord::default(),
+            now(),
+        );
         assert!(plan.failure.is_none());
-        let plan = decide(&j, &[pod("x", "Failed", exited(42))], BackoffRecord::default(), now());
+        let plan = decide(
+            &j,
+            &[pod("x", "Failed", exited(42))],
+            BackoffRecord::default(),
+            now(),
+        );
         let f = plan.failure.unwrap();
         assert_eq!(f.reason, "PodFailurePolicy");
         assert_eq!(
@@ -889,7 +1010,10 @@ mod tests {
         assert_eq!(plan.delete.len(), 1);
         let s = next_status(&j, &plan, &UncountedTerminatedPods::default(), now());
         let c = &s.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.type_.as_str(), c.reason.as_deref()), ("Suspended", Some("JobSuspended")));
+        assert_eq!(
+            (c.type_.as_str(), c.reason.as_deref()),
+            ("Suspended", Some("JobSuspended"))
+        );
         assert!(s.start_time.is_none());
         let mut resumed = j.clone();
         resumed.spec.as_mut().unwrap().suspend = Some(false);
@@ -898,14 +1022,21 @@ mod tests {
         assert_eq!(plan.create.len(), 2);
         let s = next_status(&resumed, &plan, &UncountedTerminatedPods::default(), now());
         let c = &s.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("JobResumed")));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref()),
+            ("False", Some("JobResumed"))
+        );
         assert_eq!(s.start_time, Some(Time(now())));
     }
 
     #[test]
     fn terminating_pods_count_as_failed_unless_replacement_waits_for_failure() {
         let j = job(json!({"completions": 1}));
-        let deleting = pod("d", "Running", json!({"metadata": {"deletionTimestamp": "2025-01-01T00:00:30Z"}}));
+        let deleting = pod(
+            "d",
+            "Running",
+            json!({"metadata": {"deletionTimestamp": "2025-01-01T00:00:30Z"}}),
+        );
         assert_eq!(finished(&deleting, &j), Some(Finished::Failed));
         let mut j2 = j.clone();
         j2.spec.as_mut().unwrap().pod_replacement_policy = Some("Failed".into());

@@ -138,15 +138,30 @@ mod tests {
         };
         let at = |s: &str| -> Timestamp { s.parse().unwrap() };
         assert_eq!(
-            expiry(&job(Some(100), Some("Complete")), at("2025-01-01T00:00:40Z")),
+            expiry(
+                &job(Some(100), Some("Complete")),
+                at("2025-01-01T00:00:40Z")
+            ),
             Expiry::In(Duration::from_secs(60))
         );
         assert_eq!(
             expiry(&job(Some(0), Some("Failed")), at("2025-01-01T00:00:00Z")),
             Expiry::Delete
         );
-        assert_eq!(expiry(&job(None, Some("Complete")), at("2025-01-02T00:00:00Z")), Expiry::Never);
-        assert_eq!(expiry(&job(Some(5), None), at("2025-01-02T00:00:00Z")), Expiry::Never);
-        assert_eq!(expiry(&job(Some(5), Some("FailureTarget")), at("2025-01-02T00:00:00Z")), Expiry::Never);
+        assert_eq!(
+            expiry(&job(None, Some("Complete")), at("2025-01-02T00:00:00Z")),
+            Expiry::Never
+        );
+        assert_eq!(
+            expiry(&job(Some(5), None), at("2025-01-02T00:00:00Z")),
+            Expiry::Never
+        );
+        assert_eq!(
+            expiry(
+                &job(Some(5), Some("FailureTarget")),
+                at("2025-01-02T00:00:00Z")
+            ),
+            Expiry::Never
+        );
     }
 }

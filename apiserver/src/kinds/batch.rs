@@ -17,7 +17,7 @@ use super::pod::validate_pod_spec;
 use super::pod_template::{container_cells, default_template, selector_mismatch, template_labels};
 use super::table::{Column, age, age_col, col, human_duration, name_col, none_if_empty};
 use super::validation::{go_label_selector, nonnegative};
-use crate::cron_schedule::{self, Schedule};
+use crate::cron_schedule::Schedule;
 use crate::status::FieldError;
 
 /// `batch.kubernetes.io/controller-uid`: the label the generated selector uses.
@@ -237,7 +237,10 @@ fn validate_job_spec(spec: &JobSpec, path: &str, needs_selector: bool) -> Vec<Fi
             } else if !selector::is_empty(sel)
                 && !selector::matches(sel, &template_labels(&spec.template))
             {
-                errs.push(selector_mismatch(&format!("{path}.template"), &spec.template));
+                errs.push(selector_mismatch(
+                    &format!("{path}.template"),
+                    &spec.template,
+                ));
             }
         }
     }
@@ -342,7 +345,11 @@ impl KindSpec for Job {
         generate_selector(spec, &name, &uid);
         // `SetDefaults_Job`: a Job without labels takes its pods' labels.
         if self.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) {
-            self.metadata.labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone());
+            self.metadata.labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone());
         }
         self.status = Some(JobStatus::default());
     }
@@ -520,15 +527,17 @@ impl KindSpec for CronJob {
         };
         if spec.schedule.is_empty() {
             errs.push(FieldError::required("spec.schedule", ""));
-        } else if let Err(e) = Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
-            let (field, value) = match e {
-                cron_schedule::ScheduleError::TimeZone(_) => (
-                    "spec.timeZone",
-                    spec.time_zone.clone().unwrap_or_default(),
-                ),
-                _ => ("spec.schedule", spec.schedule.clone()),
-            };
-            errs.push(FieldError::invalid(field, &value, e.to_string()));
+        } else if let Err(e) = Schedule::parse(&spec.schedule, Some("UTC")) {
+            errs.push(FieldError::invalid(
+                "spec.schedule",
+                &spec.schedule,
+                e.to_string(),
+            ));
+        }
+        if let Some(tz) = &spec.time_zone
+            && let Err(e) = Schedule::parse("* * * * *", Some(tz))
+        {
+            errs.push(FieldError::invalid("spec.timeZone", tz, e.to_string()));
         }
         match spec.concurrency_policy.as_deref().unwrap_or("") {
             "Allow" | "Forbid" | "Replace" => {}
@@ -554,7 +563,10 @@ impl KindSpec for CronJob {
                 errs.extend(nonnegative(&format!("spec.{field}"), v));
             }
         }
-        errs.extend(validate_job_template(&spec.job_template, "spec.jobTemplate"));
+        errs.extend(validate_job_template(
+            &spec.job_template,
+            "spec.jobTemplate",
+        ));
         errs
     }
 
@@ -581,9 +593,14 @@ impl KindSpec for CronJob {
         vec![
             name_of(&self.metadata),
             spec.schedule.clone().into(),
-            spec.time_zone.clone().unwrap_or_else(|| "<none>".into()).into(),
+            spec.time_zone
+                .clone()
+                .unwrap_or_else(|| "<none>".into())
+                .into(),
+            // `printBoolPtr`.
             match spec.suspend {
-                Some(b) => b.into(),
+                Some(true) => "True".into(),
+                Some(false) => "False".into(),
                 None => "<unset>".into(),
             },
             status.active.map_or(0, |a| a.len()).into(),
@@ -644,7 +661,11 @@ mod tests {
             BTreeMap::from([(CONTROLLER_UID_LABEL.to_owned(), "u-1".to_owned())])
         );
         assert_eq!(j.metadata.labels.as_ref(), Some(&labels));
-        assert!(j.validate(None).is_empty(), "{:?}", errors(j.validate(None)));
+        assert!(
+            j.validate(None).is_empty(),
+            "{:?}",
+            errors(j.validate(None))
+        );
 
         // Parallelism alone leaves completions unset (a work queue).
         let mut q = job(json!({"metadata": {"name": "q", "uid": "u-2"},
@@ -666,11 +687,16 @@ mod tests {
             "{errs:?}"
         );
         assert!(
-            errs.contains(&"spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0".to_owned()),
+            errs.contains(
+                &"spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0"
+                    .to_owned()
+            ),
             "{errs:?}"
         );
         assert!(
-            errs.contains(&"spec.completions: Required value: when completion mode is Indexed".to_owned()),
+            errs.contains(
+                &"spec.completions: Required value: when completion mode is Indexed".to_owned()
+            ),
             "{errs:?}"
         );
 
@@ -688,7 +714,9 @@ mod tests {
                 "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}));
         manual.prepare_create();
         assert!(manual.validate(None).is_empty());
-        assert!(!template_labels(&manual.spec.as_ref().unwrap().template).contains_key(JOB_NAME_LABEL));
+        assert!(
+            !template_labels(&manual.spec.as_ref().unwrap().template).contains_key(JOB_NAME_LABEL)
+        );
     }
 
     #[test]
@@ -698,12 +726,22 @@ mod tests {
                 "containers": [{"name": "pi", "image": "perl"}]}}}}));
         old.prepare_create();
         let mut new = old.clone();
-        new.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image =
-            Some("perl:5".into());
+        new.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = Some("perl:5".into());
         new.spec.as_mut().unwrap().completions = Some(3);
         let errs = errors(new.validate(Some(&old)));
         assert!(
-            errs.contains(&"spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable".to_owned()),
+            errs.contains(
+                &"spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable"
+                    .to_owned()
+            ),
             "{errs:?}"
         );
         assert!(
@@ -737,9 +775,11 @@ mod tests {
     #[test]
     fn job_rows_read_as_kubectl_prints_them() {
         let now = jiff::Timestamp::from_second(1_700_000_100).unwrap();
-        let j = job(json!({"metadata": {"name": "pi", "creationTimestamp": "2023-11-14T22:13:20Z"},
+        let j = job(
+            json!({"metadata": {"name": "pi", "creationTimestamp": "2023-11-14T22:13:20Z"},
             "spec": {"completions": 5, "parallelism": 2, "template": {"spec": {"containers": [{"name": "pi", "image": "perl"}]}}},
-            "status": {"succeeded": 3, "startTime": "2023-11-14T22:13:20Z"}}));
+            "status": {"succeeded": 3, "startTime": "2023-11-14T22:13:20Z"}}),
+        );
         let cells = j.cells(now);
         assert_eq!(cells[1], "Running");
         assert_eq!(cells[2], "3/5");
@@ -768,7 +808,11 @@ mod tests {
         assert_eq!(spec.suspend, Some(false));
         // Job defaults are the Job's, not the template's.
         assert_eq!(spec.job_template.spec.as_ref().unwrap().backoff_limit, None);
-        assert!(cj.validate(None).is_empty(), "{:?}", errors(cj.validate(None)));
+        assert!(
+            cj.validate(None).is_empty(),
+            "{:?}",
+            errors(cj.validate(None))
+        );
 
         let mut bad = cj.clone();
         let s = bad.spec.as_mut().unwrap();
@@ -779,7 +823,10 @@ mod tests {
             errs.contains(&"spec.schedule: Invalid value: \"TZ=UTC 0 * * * *\": cannot use TZ or CRON_TZ in schedule, use timeZone field instead".to_owned()),
             "{errs:?}"
         );
-        assert!(errs.iter().any(|e| e.starts_with("spec.concurrencyPolicy: Unsupported value: \"Sometimes\"")));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.concurrencyPolicy: Unsupported value: \"Sometimes\""))
+        );
         let mut bad = cj.clone();
         bad.spec.as_mut().unwrap().time_zone = Some("Mars/Olympus".into());
         assert_eq!(

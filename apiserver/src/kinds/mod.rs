@@ -317,8 +317,8 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-            discovery::v1 as discovery, scheduling::v1 as scheduling,
+            apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination,
+            core::v1 as core, discovery::v1 as discovery, scheduling::v1 as scheduling,
         };
         Self {
             kinds: vec![
