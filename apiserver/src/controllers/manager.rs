@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    cronjob, daemonset, deployment, garbage_collector, job, namespace, pod_gc, replicaset,
-    taint_eviction, ttl_after_finished,
+    cronjob, daemonset, deployment, disruption, garbage_collector, job, namespace, pod_gc,
+    replicaset, taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -110,6 +110,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "deployment-controller",
         alias: "deployment",
         start: |i, _| Box::pin(deployment::run(i)),
+    },
+    ControllerEntry {
+        name: "disruption-controller",
+        alias: "disruption",
+        start: |i, _| Box::pin(disruption::run(i)),
     },
 ];
 

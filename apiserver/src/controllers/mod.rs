@@ -17,6 +17,8 @@ pub mod cronjob_decide;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;
+pub mod disruption;
+pub mod disruption_budget;
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod expectations;

@@ -6,11 +6,13 @@
 //! typed struct on the way in ([`Kind::normalize`]), so only what the
 //! Kubernetes type defines is ever stored.
 
+pub mod autoscaling;
 pub mod batch;
 mod core;
 mod discovery;
 mod pod;
 pub mod pod_template;
+pub mod policy;
 pub mod scheduling;
 pub mod table;
 pub mod validation;
@@ -317,8 +319,9 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination,
-            core::v1 as core, discovery::v1 as discovery, scheduling::v1 as scheduling,
+            apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+            coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+            policy::v1 as policy, scheduling::v1 as scheduling,
         };
         Self {
             kinds: vec![
@@ -342,6 +345,8 @@ impl Default for Registry {
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
+                typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
             ],
         }
     }
