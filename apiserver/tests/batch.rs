@@ -80,6 +80,27 @@ fn condition(job: &Value, type_: &str) -> Option<Value> {
         .cloned()
 }
 
+/// [`eventually`], showing the apiserver's log when it times out.
+fn eventually_or_log<T>(
+    s: &ApiServer,
+    what: &str,
+    secs: u64,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; apiserver log:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn with_node() -> (ApiServer, FakeNode) {
     let s = ApiServer::start();
     let ca = std::fs::read_to_string(s.data_dir().join("ca.crt")).unwrap();
@@ -205,14 +226,26 @@ fn completions_run_two_at_a_time_and_the_ttl_removes_the_finished_job() {
         assert!(running_pods(&s, "five").len() <= 2);
         finish(&s, &name(&active[0]), 0);
         finished += 1;
+        if finished == 5 {
+            break;
+        }
         eventually("the success counted", 60, || {
             (json_of(&s, &["get", "job", "five"])["status"]["succeeded"] == finished).then_some(())
         });
-        if finished < 5 {
-            let row = &rows(&s.ok(&["get", "job", "five"]))[1];
-            assert_eq!(row[2], format!("{finished}/5"));
-        }
+        let row = &rows(&s.ok(&["get", "job", "five"]))[1];
+        assert_eq!(row[2], format!("{finished}/5"));
     }
+    // It completed (the event outlives the Job)...
+    eventually("the Completed event", 60, || {
+        s.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=five,reason=Completed",
+        ])
+        .contains("Job completed")
+        .then_some(())
+    });
     // ttlSecondsAfterFinished: 0: the TTL controller deletes it once complete.
     eventually("the job deleted by its TTL", 60, || {
         let out = s.kubectl(&["get", "job", "five"]);
@@ -476,7 +509,7 @@ fn cronjobs_schedule_jobs_and_kubectl_creates_one_by_hand() {
     assert_eq!(manual["metadata"]["ownerReferences"][0]["kind"], "CronJob");
 
     // The next minute's start time makes a Job named by that minute.
-    let scheduled = eventually("a scheduled job", 90, || {
+    let scheduled = eventually_or_log(&s, "a scheduled job", 90, || {
         let cj = json_of(&s, &["get", "cronjob", "hello"]);
         let active = cj["status"]["active"]
             .as_array()
