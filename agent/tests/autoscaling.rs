@@ -50,6 +50,18 @@ fn replicas(api: &ApiServer) -> Option<String> {
     ])
 }
 
+/// The messages of the autoscaler's events.
+fn hpa_events(api: &ApiServer) -> String {
+    api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=HorizontalPodAutoscaler",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])
+}
+
 #[test]
 fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
     let api = ApiServer::start_with(&["--horizontal-pod-autoscaler-sync-period", "2s"]);
@@ -94,14 +106,7 @@ fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
         Duration::from_secs(90),
         || (replicas(&api)? == "3").then_some(()),
     );
-    let events = api.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=HorizontalPodAutoscaler",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let events = hpa_events(&api);
     assert!(
         events.contains(
             "New size: 3; reason: cpu resource utilization (percentage of request) above target"
@@ -171,14 +176,7 @@ fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
         Duration::from_secs(90),
         || (replicas(&api)? == "1").then_some(()),
     );
-    let events = api.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=HorizontalPodAutoscaler",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let events = hpa_events(&api);
     assert!(
         events.contains("New size: 1; reason: All metrics below target"),
         "{events}"
