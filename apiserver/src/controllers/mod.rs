@@ -12,6 +12,8 @@
 //! [`manager`], in-process or as its own process.
 
 pub mod controller_ref_manager;
+pub mod cronjob;
+pub mod cronjob_decide;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;
@@ -23,6 +25,8 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod horizontal;
 pub mod informers;
+pub mod job;
+pub mod job_decide;
 pub mod kubernetes_service;
 pub mod manager;
 pub mod namespace;
@@ -37,6 +41,7 @@ pub mod rollout;
 pub mod scale_recommendations;
 pub mod served_resources;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 pub mod work_queue;
 
 use std::sync::Arc;
