@@ -50,6 +50,18 @@ fn replicas(api: &ApiServer) -> Option<String> {
     ])
 }
 
+/// The messages of the autoscaler's events.
+fn hpa_events(api: &ApiServer) -> String {
+    api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=HorizontalPodAutoscaler",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ])
+}
+
 #[test]
 fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
     let api = ApiServer::start_with(&["--horizontal-pod-autoscaler-sync-period", "2s"]);
@@ -94,14 +106,7 @@ fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
         Duration::from_secs(90),
         || (replicas(&api)? == "3").then_some(()),
     );
-    let events = api.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=HorizontalPodAutoscaler",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let events = hpa_events(&api);
     assert!(
         events.contains(
             "New size: 3; reason: cpu resource utilization (percentage of request) above target"
@@ -122,8 +127,13 @@ fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
     assert_eq!(cells[1], "Deployment/php", "{table}");
     assert_eq!(cells[2], "cpu:", "{table}");
     let (current, target) = cells[3].split_once('/').unwrap();
-    let current: u32 = current.trim_end_matches('%').parse().unwrap_or(0);
-    assert!(current > 55, "usage above the target: {table}");
+    // Three pods now share the load: only the form of the figure is fixed.
+    assert!(
+        current
+            .strip_suffix('%')
+            .is_some_and(|n| n.parse::<u32>().is_ok()),
+        "the usage as a percentage of the request: {table}"
+    );
     assert_eq!(target, "50%", "{table}");
     assert_eq!(&cells[4..7], ["1", "3", "3"].map(String::from), "{table}");
     let conditions = api.kubectl(&[
@@ -171,14 +181,7 @@ fn an_hpa_scales_a_busy_deployment_up_and_back_down() {
         Duration::from_secs(90),
         || (replicas(&api)? == "1").then_some(()),
     );
-    let events = api.kubectl(&[
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=HorizontalPodAutoscaler",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]);
+    let events = hpa_events(&api);
     assert!(
         events.contains("New size: 1; reason: All metrics below target"),
         "{events}"

@@ -125,8 +125,16 @@ fn change_in_period(events: &[Timed], period: i32, now: i64) -> i32 {
         .sum()
 }
 
-/// `calculateScaleUpLimitWithScalingRules`.
-fn scale_up_limit(current: i32, history: &History, rules: &HPAScalingRules, now: i64) -> i32 {
+/// The limit each policy sets, from the replicas at its period's start
+/// (`calculateScaleUpLimitWithScalingRules` and
+/// `calculateScaleDownLimitWithBehaviors`), the selected one of them.
+fn policy_limit(
+    current: i32,
+    history: &History,
+    rules: &HPAScalingRules,
+    now: i64,
+    up: bool,
+) -> i32 {
     let select = rules.select_policy.as_deref().unwrap_or("Max");
     if select == "Disabled" {
         return current;
@@ -134,39 +142,24 @@ fn scale_up_limit(current: i32, history: &History, rules: &HPAScalingRules, now:
     let proposals = rules.policies.iter().flatten().map(|policy| {
         let start = current - change_in_period(&history.scale_ups, policy.period_seconds, now)
             + change_in_period(&history.scale_downs, policy.period_seconds, now);
+        let sign = if up { 1 } else { -1 };
         if policy.type_ == "Pods" {
-            start + policy.value
+            start + sign * policy.value
         } else {
-            (f64::from(start) * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i32
+            let scaled = f64::from(start) * (1.0 + f64::from(sign * policy.value) / 100.0);
+            if up {
+                scaled.ceil() as i32
+            } else {
+                scaled as i32
+            }
         }
     });
-    if select == "Min" {
+    // Up, `Max` allows the most replicas; down, `Max` removes the most.
+    let pick_lowest = (select == "Min") == up;
+    if pick_lowest {
         proposals.min().unwrap_or(i32::MAX)
     } else {
         proposals.max().unwrap_or(i32::MIN)
-    }
-}
-
-/// `calculateScaleDownLimitWithBehaviors`: `Max` picks the policy that
-/// removes the most, that is the lowest limit.
-fn scale_down_limit(current: i32, history: &History, rules: &HPAScalingRules, now: i64) -> i32 {
-    let select = rules.select_policy.as_deref().unwrap_or("Max");
-    if select == "Disabled" {
-        return current;
-    }
-    let proposals = rules.policies.iter().flatten().map(|policy| {
-        let start = current - change_in_period(&history.scale_ups, policy.period_seconds, now)
-            + change_in_period(&history.scale_downs, policy.period_seconds, now);
-        if policy.type_ == "Pods" {
-            start - policy.value
-        } else {
-            (f64::from(start) * (1.0 - f64::from(policy.value) / 100.0)) as i32
-        }
-    });
-    if select == "Min" {
-        proposals.max().unwrap_or(i32::MIN)
-    } else {
-        proposals.min().unwrap_or(i32::MAX)
     }
 }
 
@@ -209,7 +202,7 @@ pub fn normalize_with_behavior(
         READY_FOR_NEW_SCALE
     };
     let (replicas, reason) = if stabilized > p.current {
-        let limit = scale_up_limit(p.current, history, &up, p.now).max(p.current);
+        let limit = policy_limit(p.current, history, &up, p.now, true).max(p.current);
         let (allowed, why) = if p.max > limit {
             (limit, SCALE_UP_LIMIT)
         } else {
@@ -221,7 +214,7 @@ pub fn normalize_with_behavior(
             (stabilized, WITHIN_RANGE)
         }
     } else if stabilized < p.current {
-        let limit = scale_down_limit(p.current, history, &down, p.now).min(p.current);
+        let limit = policy_limit(p.current, history, &down, p.now, false).min(p.current);
         let (allowed, why) = if p.min < limit {
             (limit, SCALE_DOWN_LIMIT)
         } else {

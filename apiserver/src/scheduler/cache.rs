@@ -25,6 +25,8 @@ pub struct Cache {
     orphans: HashMap<String, Vec<PodInfo>>,
     pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
     pub workloads: WorkloadSelectors,
+    /// PodDisruptionBudgets by `namespace/name`, weighed by preemption.
+    pub budgets: BTreeMap<String, k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 }
 
 /// Whether a pod holds resources on its node: bound and not finished.

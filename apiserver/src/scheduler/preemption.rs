@@ -1,9 +1,12 @@
 //! DefaultPreemption (PostFilter): when a pod fits nowhere, find a node
 //! where evicting lower-priority pods makes room, with the fewest and least
-//! important victims. Pure: it names the node and the victims; the caller
-//! nominates the pod there and deletes the victims gracefully.
+//! important victims, preferring victims whose eviction violates no
+//! PodDisruptionBudget. Pure: it names the node and the victims; the
+//! caller nominates the pod there and deletes the victims gracefully.
 
 use std::collections::BTreeMap;
+
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use super::framework::{FitError, Profile, run_filters};
 use super::node_info::PodInfo;
@@ -17,6 +20,59 @@ pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 pub struct Candidate {
     pub node: String,
     pub victims: Vec<PodInfo>,
+    /// Victims whose eviction a PodDisruptionBudget does not allow.
+    pub pdb_violations: usize,
+}
+
+/// `filterPodsWithPDBViolation`: splits pods (in order) into those whose
+/// eviction would exceed a budget's `disruptionsAllowed` and the others.
+/// Evicting several pods of one budget uses its allowance up in turn; a
+/// pod the budget already counts as disrupted takes nothing from it. A
+/// budget with an empty selector covers nothing here.
+pub fn split_by_budget_violation(
+    pods: Vec<PodInfo>,
+    budgets: &[PodDisruptionBudget],
+) -> (Vec<PodInfo>, Vec<PodInfo>) {
+    let mut allowed: Vec<i32> = budgets
+        .iter()
+        .map(|b| b.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for p in pods {
+        let labels = p.pod.metadata.labels.clone().unwrap_or_default();
+        let mut violated = false;
+        if !labels.is_empty() {
+            for (i, b) in budgets.iter().enumerate() {
+                if b.metadata.namespace.as_deref() != Some(p.namespace.as_str()) {
+                    continue;
+                }
+                let Some(sel) = b.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                    continue;
+                };
+                if kubelab_rules::selector::is_empty(sel)
+                    || !kubelab_rules::selector::matches(sel, &labels)
+                {
+                    continue;
+                }
+                let disrupted = b
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.disrupted_pods.as_ref())
+                    .is_some_and(|d| d.contains_key(&p.name));
+                if disrupted {
+                    continue;
+                }
+                allowed[i] -= 1;
+                violated |= allowed[i] < 0;
+            }
+        }
+        if violated {
+            violating.push(p);
+        } else {
+            fine.push(p);
+        }
+    }
+    (violating, fine)
 }
 
 fn start_time(p: &PodInfo) -> Option<jiff::Timestamp> {
@@ -59,6 +115,7 @@ pub fn preempt(
     snapshot: &Snapshot,
     state: &CycleState,
     fit: &FitError,
+    budgets: &[PodDisruptionBudget],
 ) -> Result<Candidate, NoCandidate> {
     if let Some(why) = ineligible(state, snapshot) {
         return Err(NoCandidate {
@@ -84,10 +141,11 @@ pub fn preempt(
             );
             continue;
         }
-        match victims_on(profile, snapshot, state, node) {
-            Some(victims) => candidates.push(Candidate {
+        match victims_on(profile, snapshot, state, node, budgets) {
+            Some((victims, pdb_violations)) => candidates.push(Candidate {
                 node: node.name.clone(),
                 victims,
+                pdb_violations,
             }),
             None => {
                 statuses.insert(
@@ -112,13 +170,16 @@ pub fn preempt(
 }
 
 /// `SelectVictimsOnNode`: remove every lower-priority pod; if the pod then
-/// fits, add back the most important ones while it still fits.
+/// fits, add back the most important ones while it still fits, those
+/// whose eviction would violate a budget first. Returns the victims and
+/// how many of them violate a budget.
 fn victims_on(
     profile: &Profile,
     snapshot: &Snapshot,
     state: &CycleState,
     node: &super::node_info::NodeInfo,
-) -> Option<Vec<PodInfo>> {
+    budgets: &[PodDisruptionBudget],
+) -> Option<(Vec<PodInfo>, usize)> {
     let mut trial = node.clone();
     let mut lower: Vec<PodInfo> = node
         .pods
@@ -139,19 +200,27 @@ fn victims_on(
             .cmp(&a.priority)
             .then_with(|| start_time(a).cmp(&start_time(b)))
     });
+    let (violating, fine) = split_by_budget_violation(lower, budgets);
     let mut victims = Vec::new();
-    for p in lower {
+    let mut violations = 0;
+    for (p, violates) in violating
+        .into_iter()
+        .map(|p| (p, true))
+        .chain(fine.into_iter().map(|p| (p, false)))
+    {
         trial.add_pod(p.clone());
         if run_filters(profile, state, &trial, snapshot).is_err() {
             trial.remove_pod(&p.uid);
             victims.push(p);
+            violations += usize::from(violates);
         }
     }
-    Some(victims)
+    Some((victims, violations))
 }
 
-/// `pickOneNodeForPreemption`: the lowest highest-priority victim, then the
-/// smallest priority sum, then the fewest victims.
+/// `pickOneNodeForPreemption`: the fewest budget violations, then the
+/// lowest highest-priority victim, then the smallest priority sum, then
+/// the fewest victims.
 fn pick_one(mut candidates: Vec<Candidate>) -> Candidate {
     let key = |c: &Candidate| {
         let highest = c
@@ -165,7 +234,7 @@ fn pick_one(mut candidates: Vec<Candidate>) -> Candidate {
             .iter()
             .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
             .sum();
-        (highest, sum, c.victims.len())
+        (c.pdb_violations, highest, sum, c.victims.len())
     };
     candidates.sort_by_key(key);
     candidates.swap_remove(0)
@@ -189,6 +258,14 @@ mod tests {
     }
 
     fn run(nodes: &[NodeInfo], incoming: PodInfo) -> Result<Candidate, NoCandidate> {
+        run_with_budgets(nodes, incoming, &[])
+    }
+
+    fn run_with_budgets(
+        nodes: &[NodeInfo],
+        incoming: PodInfo,
+        budgets: &[PodDisruptionBudget],
+    ) -> Result<Candidate, NoCandidate> {
         let ns = HashMap::new();
         let snap = Snapshot {
             nodes,
@@ -197,7 +274,87 @@ mod tests {
         };
         let profile = Profile::default_named("default-scheduler");
         let failed = schedule_pod(&profile, &snap, incoming, HashMap::new(), 0, |_| 0).unwrap_err();
-        preempt(&profile, &snap, &failed.state, &failed.error)
+        preempt(&profile, &snap, &failed.state, &failed.error, budgets)
+    }
+
+    fn labelled(name: &str, cpu: &str, priority: i32, node: &str, app: &str) -> PodInfo {
+        let mut p = (*prioritized(name, cpu, priority, Some(node)).pod).clone();
+        p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        PodInfo::new(std::sync::Arc::new(p))
+    }
+
+    fn budget(app: &str, allowed: i32) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(app.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec {
+                selector: Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                        match_labels: Some([("app".to_string(), app.to_string())].into()),
+                        ..Default::default()
+                    },
+                ),
+                ..Default::default()
+            }),
+            status: Some(k8s_openapi::api::policy::v1::PodDisruptionBudgetStatus {
+                disruptions_allowed: allowed,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn victims_whose_budget_allows_no_disruption_are_spared_when_possible() {
+        // Node a: the cheapest victim by priority, but its budget is spent.
+        let mut a = info(node("a", "1", "4Gi", &[]));
+        a.add_pod(labelled("guarded", "1", 10, "a", "db"));
+        // Node b: a more important victim, with room in its budget.
+        let mut b = info(node("b", "1", "4Gi", &[]));
+        b.add_pod(labelled("free", "1", 100, "b", "web"));
+        let budgets = [budget("db", 0), budget("web", 1)];
+        let c = run_with_budgets(
+            &[a.clone(), b.clone()],
+            prioritized("p", "1", 1000, None),
+            &budgets,
+        )
+        .unwrap();
+        assert_eq!((c.node.as_str(), c.pdb_violations), ("b", 0));
+        // Without budgets the lower priority decides.
+        let c = run(&[a.clone(), b], prioritized("p", "1", 1000, None)).unwrap();
+        assert_eq!(c.node, "a");
+        // Where only a violating victim makes room, it is still taken.
+        let c = run_with_budgets(&[a], prioritized("p", "1", 1000, None), &budgets).unwrap();
+        assert_eq!((c.node.as_str(), c.pdb_violations), ("a", 1));
+    }
+
+    #[test]
+    fn a_budget_allows_as_many_victims_as_its_disruptions() {
+        let pods: Vec<PodInfo> = (0..3)
+            .map(|i| labelled(&format!("web-{i}"), "1", 0, "a", "web"))
+            .collect();
+        let (violating, fine) = split_by_budget_violation(pods.clone(), &[budget("web", 2)]);
+        assert_eq!(
+            (violating.len(), fine.len(), violating[0].name.as_str()),
+            (1, 2, "web-2")
+        );
+        // An already-disrupted pod takes nothing from the budget.
+        let mut b = budget("web", 1);
+        b.status.as_mut().unwrap().disrupted_pods = Some(
+            [(
+                "web-0".to_string(),
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            )]
+            .into(),
+        );
+        let (violating, _) = split_by_budget_violation(pods.clone(), &[b]);
+        assert_eq!(violating.len(), 1);
+        // An empty selector covers nothing for the scheduler.
+        let mut empty = budget("web", 0);
+        empty.spec.as_mut().unwrap().selector = Some(Default::default());
+        assert!(split_by_budget_violation(pods, &[empty]).0.is_empty());
     }
 
     #[test]

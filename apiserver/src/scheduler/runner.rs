@@ -143,6 +143,7 @@ async fn run_scheduling(
     let mut services = watch::<Service>(&client);
     let mut rcs = watch::<ReplicationController>(&client);
     let mut replica_sets = watch::<ReplicaSet>(&client);
+    let mut budgets = watch::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&client);
     let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         recorder: Recorder::spawn(client.clone()),
@@ -184,6 +185,10 @@ async fn run_scheduling(
             Some(e) = services.next() => s.on_workload(e, "services"),
             Some(e) = rcs.next() => s.on_workload(e, "replicationcontrollers"),
             Some(e) = replica_sets.next() => s.on_workload(e, "replicasets"),
+            Some(e) = budgets.next() => match e {
+                Ok(e) => s.on_budget(e),
+                Err(err) => tracing::warn!("watching poddisruptionbudgets: {err}"),
+            },
             Some(out) = bind_rx.recv() => s.on_bind(out),
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
@@ -232,6 +237,26 @@ impl Scheduler {
             Event::Delete(n) => self
                 .cache
                 .remove_node(n.metadata.name.as_deref().unwrap_or_default()),
+        }
+    }
+
+    fn on_budget(&mut self, e: Event<k8s_openapi::api::policy::v1::PodDisruptionBudget>) {
+        let key = |b: &k8s_openapi::api::policy::v1::PodDisruptionBudget| {
+            format!(
+                "{}/{}",
+                b.metadata.namespace.as_deref().unwrap_or_default(),
+                b.metadata.name.as_deref().unwrap_or_default()
+            )
+        };
+        match e {
+            Event::Init => self.cache.budgets.clear(),
+            Event::InitApply(b) | Event::Apply(b) => {
+                self.cache.budgets.insert(key(&b), b);
+            }
+            Event::Delete(b) => {
+                self.cache.budgets.remove(&key(&b));
+            }
+            Event::InitDone => {}
         }
     }
 
@@ -424,11 +449,13 @@ impl Scheduler {
                 // nomination stands; when it finds nothing, it goes.
                 let mut nomination = Nomination::Keep;
                 if profile.preemption && error.num_all_nodes > 0 {
+                    let budgets: Vec<_> = self.cache.budgets.values().cloned().collect();
                     match preemption::preempt(
                         profile,
                         &self.cache.snapshot(),
                         &failed.state,
                         &error,
+                        &budgets,
                     ) {
                         Ok(c) => {
                             nomination = Nomination::Set(c.node.clone());
