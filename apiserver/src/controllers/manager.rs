@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    daemonset, deployment, garbage_collector, namespace, pod_gc, replicaset, taint_eviction,
+    daemonset, deployment, garbage_collector, namespace, persistent_volume, pod_gc, replicaset,
+    taint_eviction,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -94,6 +95,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "deployment-controller",
         alias: "deployment",
         start: |i, _| Box::pin(deployment::run(i)),
+    },
+    ControllerEntry {
+        name: "persistentvolume-binder-controller",
+        alias: "persistentvolume-binder",
+        start: |i, _| Box::pin(persistent_volume::run(i)),
     },
 ];
 

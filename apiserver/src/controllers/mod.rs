@@ -25,6 +25,8 @@ pub mod manager;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod persistent_volume;
+pub mod persistent_volume_decide;
 pub mod pod_gc;
 pub mod pod_owner_changes;
 pub mod replicaset;

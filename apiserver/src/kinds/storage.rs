@@ -384,6 +384,10 @@ impl KindSpec for PersistentVolumeClaim {
             if b.volume_name.as_deref().unwrap_or("").is_empty() {
                 b.volume_name = a.volume_name.clone();
             }
+            // A claim without a class may get one (the default, later).
+            if b.storage_class_name.is_none() {
+                b.storage_class_name = a.storage_class_name.clone();
+            }
             if a != b {
                 errs.push(FieldError::forbidden(
                     "spec",
