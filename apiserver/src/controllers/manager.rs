@@ -18,7 +18,7 @@ use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
     daemonset, deployment, garbage_collector, namespace, persistent_volume, pod_gc, replicaset,
-    taint_eviction,
+    statefulset, taint_eviction,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -100,6 +100,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "persistentvolume-binder-controller",
         alias: "persistentvolume-binder",
         start: |i, _| Box::pin(persistent_volume::run(i)),
+    },
+    ControllerEntry {
+        name: "statefulset-controller",
+        alias: "statefulset",
+        start: |i, _| Box::pin(statefulset::run(i)),
     },
 ];
 

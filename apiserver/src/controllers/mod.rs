@@ -11,6 +11,7 @@
 //! informers, work queues, `kube::Client`) run by the controller
 //! [`manager`], in-process or as its own process.
 
+pub mod controller_history;
 pub mod controller_ref_manager;
 pub mod daemonset;
 pub mod daemonset_decide;
@@ -33,6 +34,8 @@ pub mod replicaset;
 pub mod replicaset_decide;
 pub mod rollout;
 pub mod served_resources;
+pub mod statefulset;
+pub mod statefulset_decide;
 pub mod taint_eviction;
 pub mod work_queue;
 
