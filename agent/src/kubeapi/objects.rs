@@ -425,7 +425,11 @@ pub fn fingerprint(objects: &dyn ObjectGetter, pod: &Pod) -> Vec<Option<String>>
             continue;
         };
         let claim = objects.persistent_volume_claim(ns, &c.claim_name).ok();
-        out.push(claim.as_ref().map(|c| c.metadata.resource_version.clone().unwrap_or_default()));
+        out.push(
+            claim
+                .as_ref()
+                .map(|c| c.metadata.resource_version.clone().unwrap_or_default()),
+        );
         let volume = claim
             .and_then(|c| c.spec.as_ref()?.volume_name.clone())
             .and_then(|n| objects.persistent_volume(&n).ok());

@@ -276,7 +276,12 @@ pub fn resolve_claims(
         };
         let claim = objects
             .persistent_volume_claim(ns, &source.claim_name)
-            .map_err(|e| VolumeError::Claim(format!("error processing PVC {ns}/{}: {e}", source.claim_name)))?;
+            .map_err(|e| {
+                VolumeError::Claim(format!(
+                    "error processing PVC {ns}/{}: {e}",
+                    source.claim_name
+                ))
+            })?;
         if claim.metadata.deletion_timestamp.is_some() {
             return Err(VolumeError::Claim(format!(
                 "error processing PVC {ns}/{}: PVC is being deleted",
@@ -300,7 +305,10 @@ pub fn resolve_claims(
             )));
         }
         let pv = objects.persistent_volume(&volume_name).map_err(|e| {
-            VolumeError::Claim(format!("error processing PVC {ns}/{}: {e}", source.claim_name))
+            VolumeError::Claim(format!(
+                "error processing PVC {ns}/{}: {e}",
+                source.claim_name
+            ))
         })?;
         out.insert(v.name.clone(), pv);
     }
@@ -495,7 +503,10 @@ mod tests {
         assert!(paths["scratch"].is_dir());
         assert!(host.is_dir());
         // Idempotent.
-        assert_eq!(prepare_volumes(&pod, dir.path(), &BTreeMap::new()).unwrap(), paths);
+        assert_eq!(
+            prepare_volumes(&pod, dir.path(), &BTreeMap::new()).unwrap(),
+            paths
+        );
 
         let missing = pod_with(vec![Volume {
             name: "f".into(),
@@ -519,7 +530,9 @@ mod tests {
             ..Default::default()
         }]);
         assert_eq!(
-            prepare_volumes(&nfs, dir.path(), &BTreeMap::new()).unwrap_err().to_string(),
+            prepare_volumes(&nfs, dir.path(), &BTreeMap::new())
+                .unwrap_err()
+                .to_string(),
             "volume \"share\": nfs volumes are not supported on this node yet"
         );
     }
@@ -567,7 +580,10 @@ mod tests {
         let claims = resolve_claims(&pod, &objects).unwrap();
         let paths = prepare_volumes(&pod, dir.path(), &claims).unwrap();
         assert_eq!(paths["www"], data);
-        assert!(data.is_dir(), "DirectoryOrCreate made the volume's directory");
+        assert!(
+            data.is_dir(),
+            "DirectoryOrCreate made the volume's directory"
+        );
         // A volume path the apiserver would refuse is refused here too.
         objects.volumes = vec![pv("/var/lib/../../etc")];
         let claims = resolve_claims(&pod, &objects).unwrap();

@@ -671,7 +671,12 @@ pub fn status(
 
 /// The revision's data (`getPatch`).
 pub fn revision_data(ds: &DaemonSet) -> Value {
-    controller_history::patch_data(&ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default())
+    controller_history::patch_data(
+        &ds.spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default(),
+    )
 }
 
 pub use super::controller_history::{HistoryStep, revision_template};
@@ -689,7 +694,11 @@ pub fn template_hash(ds: &DaemonSet) -> String {
 
 /// A new ControllerRevision for the DaemonSet's template (`snapshot`).
 pub fn new_revision(ds: &DaemonSet, hash: &str, revision: i64) -> ControllerRevision {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     controller_history::new_revision(&ds.metadata, controller_ref(ds), &template, hash, revision)
 }
 

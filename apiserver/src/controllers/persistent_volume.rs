@@ -23,8 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::informers::{Change, Informers, SharedInformer};
 use super::persistent_volume_decide::{
-    self as decide, BIND_COMPLETED, BOUND_BY_CONTROLLER, ClaimStep, STORAGE_PROVISIONER,
-    VolumeStep,
+    self as decide, BIND_COMPLETED, BOUND_BY_CONTROLLER, ClaimStep, STORAGE_PROVISIONER, VolumeStep,
 };
 use super::work_queue::{self, Queue};
 use crate::event_recorder::{EventRecorder, reference};
@@ -212,12 +211,23 @@ fn users(ctx: &Context, claim: &PersistentVolumeClaim) -> Vec<Arc<Pod>> {
         .collect()
 }
 
-fn without_finalizer(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, f: &str) -> Value {
-    let rest: Vec<&String> = meta.finalizers.iter().flatten().filter(|x| *x != f).collect();
+fn without_finalizer(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    f: &str,
+) -> Value {
+    let rest: Vec<&String> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|x| *x != f)
+        .collect();
     json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}})
 }
 
-fn has_finalizer(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, f: &str) -> bool {
+fn has_finalizer(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    f: &str,
+) -> bool {
     meta.finalizers.iter().flatten().any(|x| x == f)
 }
 
@@ -245,25 +255,58 @@ async fn sync_claim(
                 &Patch::Merge(without_finalizer(&claim.metadata, PVC_PROTECTION)),
             )
             .await
-            .map_err(api_err("removing the protection finalizer of claim", claim_key(&claim)))?;
+            .map_err(api_err(
+                "removing the protection finalizer of claim",
+                claim_key(&claim),
+            ))?;
         }
         return Ok(None);
     }
-    let volumes: Vec<PersistentVolume> = ctx.volumes.store.state().iter().map(|v| (**v).clone()).collect();
-    let classes: Vec<StorageClass> = ctx.classes.store.state().iter().map(|c| (**c).clone()).collect();
-    let nodes: Vec<Node> = ctx.nodes.store.state().iter().map(|n| (**n).clone()).collect();
-    let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
-    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    let volumes: Vec<PersistentVolume> = ctx
+        .volumes
+        .store
+        .state()
+        .iter()
+        .map(|v| (**v).clone())
+        .collect();
+    let classes: Vec<StorageClass> = ctx
+        .classes
+        .store
+        .state()
+        .iter()
+        .map(|c| (**c).clone())
+        .collect();
+    let nodes: Vec<Node> = ctx
+        .nodes
+        .store
+        .state()
+        .iter()
+        .map(|n| (**n).clone())
+        .collect();
+    let phase = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
     if !volume_name.is_empty()
         && phase == "Bound"
-        && !volumes.iter().any(|v| v.metadata.name.as_deref() == Some(volume_name.as_str()))
+        && !volumes
+            .iter()
+            .any(|v| v.metadata.name.as_deref() == Some(volume_name.as_str()))
     {
         ctx.recorder.warning(
             about,
             "ClaimLost",
             "Bound claim has lost its PersistentVolume. Data on the volume is lost!".into(),
         );
-        return patch_claim_status(&api, &name, json!({"phase": "Lost"})).await.map(|_| None);
+        return patch_claim_status(&api, &name, json!({"phase": "Lost"}))
+            .await
+            .map(|_| None);
     }
     let consumer_node = users
         .iter()
@@ -278,7 +321,10 @@ async fn sync_claim(
                 &Patch::Merge(json!({"spec": {"storageClassName": class}})),
             )
             .await
-            .map_err(api_err("setting the default class of claim", claim_key(&claim)))?;
+            .map_err(api_err(
+                "setting the default class of claim",
+                claim_key(&claim),
+            ))?;
         }
         ClaimStep::SelectNode(node) => {
             api.patch(
@@ -291,7 +337,10 @@ async fn sync_claim(
         }
         ClaimStep::Provision { node } => provision(&ctx, &claim, &classes, &nodes, &node).await?,
         ClaimStep::Bind(volume) => {
-            let Some(pv) = volumes.iter().find(|v| v.metadata.name.as_deref() == Some(volume.as_str())) else {
+            let Some(pv) = volumes
+                .iter()
+                .find(|v| v.metadata.name.as_deref() == Some(volume.as_str()))
+            else {
                 return Ok(None);
             };
             bind(&ctx, &claim, pv).await?;
@@ -313,7 +362,11 @@ async fn patch_claim_status(
     status: Value,
 ) -> Result<(), VolumeError> {
     match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -332,7 +385,10 @@ async fn provision(
     node: &str,
 ) -> Result<(), VolumeError> {
     let class_name = decide::claim_class(claim);
-    let Some(class) = classes.iter().find(|c| c.metadata.name.as_deref() == Some(class_name.as_str())) else {
+    let Some(class) = classes
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()))
+    else {
         return Ok(());
     };
     let about = reference("v1", "PersistentVolumeClaim", &claim.metadata);
@@ -358,10 +414,15 @@ async fn provision(
         ctx.recorder.normal(
             about.clone(),
             "Provisioning",
-            format!("External provisioner is provisioning volume for claim {:?}", claim_key(claim)),
+            format!(
+                "External provisioner is provisioning volume for claim {:?}",
+                claim_key(claim)
+            ),
         );
     }
-    let node_obj = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(node));
+    let node_obj = nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(node));
     let pv = decide::provisioned_volume(claim, class, node, node_obj);
     let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
@@ -405,7 +466,12 @@ async fn bind(
         // Pinned to the version decided on: two claims never take one volume.
         let mut patch = json!({"metadata": {"resourceVersion": pv.metadata.resource_version},
             "spec": {"claimRef": decide::claim_ref(claim)}});
-        if pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none() {
+        if pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_none()
+        {
             patch["metadata"]["annotations"] = json!({BOUND_BY_CONTROLLER: "yes"});
         }
         volumes
@@ -416,7 +482,11 @@ async fn bind(
     if pv.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
         set_volume_phase(ctx, &pv_name, "Bound").await?;
     }
-    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
     let completed = claim
         .metadata
         .annotations
@@ -476,11 +546,17 @@ async fn sync_volume(
 ) -> work_queue::SyncResult<VolumeError> {
     let name = pv.name_any();
     let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
-    let claim = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|r| {
-        ctx.claims.store.state().into_iter().find(|c| {
-            c.metadata.namespace == r.namespace && c.metadata.name == r.name
-        })
-    });
+    let claim = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|r| {
+            ctx.claims
+                .store
+                .state()
+                .into_iter()
+                .find(|c| c.metadata.namespace == r.namespace && c.metadata.name == r.name)
+        });
     let claim = claim.filter(|c| decide::claim_ref_is(&pv, c));
     if pv.metadata.deletion_timestamp.is_some() {
         // `pv-protection`: the volume goes once no claim is bound to it.
@@ -494,34 +570,37 @@ async fn sync_volume(
                 &Patch::Merge(without_finalizer(&pv.metadata, PV_PROTECTION)),
             )
             .await
-            .map_err(api_err("removing the protection finalizer of volume", name.clone()))?;
+            .map_err(api_err(
+                "removing the protection finalizer of volume",
+                name.clone(),
+            ))?;
         }
         return Ok(None);
     }
     match decide::volume_step(&pv, claim.as_deref()) {
         VolumeStep::Wait => {}
         VolumeStep::Phase(phase) => set_volume_phase(&ctx, &name, phase).await?,
-        VolumeStep::Delete => {
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => {
-                    ctx.recorder.warning(
-                        reference("v1", "PersistentVolume", &pv.metadata),
-                        "VolumeFailedDelete",
-                        e.to_string(),
-                    );
-                    return Err(api_err("deleting released volume", name)(e));
-                }
+        VolumeStep::Delete => match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                ctx.recorder.warning(
+                    reference("v1", "PersistentVolume", &pv.metadata),
+                    "VolumeFailedDelete",
+                    e.to_string(),
+                );
+                return Err(api_err("deleting released volume", name)(e));
             }
-        }
+        },
         VolumeStep::Unbind => {
             api.patch(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"resourceVersion": pv.metadata.resource_version,
+                &Patch::Merge(
+                    json!({"metadata": {"resourceVersion": pv.metadata.resource_version,
                     "annotations": {BOUND_BY_CONTROLLER: null}},
-                    "spec": {"claimRef": null}})),
+                    "spec": {"claimRef": null}}),
+                ),
             )
             .await
             .map_err(api_err("unbinding volume", name.clone()))?;

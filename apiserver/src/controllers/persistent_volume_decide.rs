@@ -153,12 +153,7 @@ pub fn mismatch(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> Option<
         return Some("volume mode differs");
     }
     let have = vs.access_modes.clone().unwrap_or_default();
-    if !cs
-        .access_modes
-        .iter()
-        .flatten()
-        .all(|m| have.contains(m))
-    {
+    if !cs.access_modes.iter().flatten().all(|m| have.contains(m)) {
         return Some("access modes differ");
     }
     if capacity_bytes(pv) < requested_bytes(claim) {
@@ -257,9 +252,7 @@ pub fn claim_step(
             Some(pv) if pv.spec.as_ref().is_some_and(|s| s.claim_ref.is_some()) => {
                 ClaimStep::Pending {
                     reason: "FailedBinding",
-                    message: format!(
-                        "volume {volume_name:?} already bound to a different claim."
-                    ),
+                    message: format!("volume {volume_name:?} already bound to a different claim."),
                 }
             }
             Some(pv) => match mismatch(pv, claim) {
@@ -285,9 +278,8 @@ pub fn claim_step(
     let class = classes
         .iter()
         .find(|c| c.metadata.name.as_deref() == Some(class_name.as_str()));
-    let delayed = class.is_some_and(|c| {
-        c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
-    });
+    let delayed =
+        class.is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
     let selected = claim
         .metadata
         .annotations
@@ -398,7 +390,9 @@ pub fn volume_step(pv: &PersistentVolume, claim: Option<&PersistentVolumeClaim>)
                 return VolumeStep::Phase("Released");
             }
             match spec.persistent_volume_reclaim_policy.as_deref() {
-                Some("Delete") if phase == "Released" && pv.metadata.deletion_timestamp.is_none() => {
+                Some("Delete")
+                    if phase == "Released" && pv.metadata.deletion_timestamp.is_none() =>
+                {
                     VolumeStep::Delete
                 }
                 _ => VolumeStep::Wait,
@@ -608,27 +602,56 @@ mod tests {
             pv("big", "10Gi", json!({})),
             pv("small", "1Gi", json!({})),
             pv("fits", "2Gi", json!({})),
-            pv("rwx", "2Gi", json!({"spec": {"accessModes": ["ReadWriteMany"]}})),
-            pv("classy", "2Gi", json!({"spec": {"storageClassName": "fast"}})),
+            pv(
+                "rwx",
+                "2Gi",
+                json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
+            ),
+            pv(
+                "classy",
+                "2Gi",
+                json!({"spec": {"storageClassName": "fast"}}),
+            ),
         ];
         let claim = pvc("data", "1500Mi", json!({}));
         assert_eq!(
-            find_matching_volume(&claim, &vols, None).unwrap().metadata.name.as_deref(),
+            find_matching_volume(&claim, &vols, None)
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
             Some("fits")
         );
         let fast = pvc("data", "1Gi", json!({"spec": {"storageClassName": "fast"}}));
         assert_eq!(
-            find_matching_volume(&fast, &vols, None).unwrap().metadata.name.as_deref(),
+            find_matching_volume(&fast, &vols, None)
+                .unwrap()
+                .metadata
+                .name
+                .as_deref(),
             Some("classy")
         );
-        let many = pvc("data", "1Gi", json!({"spec": {"accessModes": ["ReadWriteMany"]}}));
-        assert_eq!(claim_step(&many, &vols, &[], &[], None), ClaimStep::Bind("rwx".into()));
-        let picky = pvc("data", "1Gi", json!({"spec": {"selector": {"matchLabels": {"disk": "hdd"}}}}));
+        let many = pvc(
+            "data",
+            "1Gi",
+            json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
+        );
+        assert_eq!(
+            claim_step(&many, &vols, &[], &[], None),
+            ClaimStep::Bind("rwx".into())
+        );
+        let picky = pvc(
+            "data",
+            "1Gi",
+            json!({"spec": {"selector": {"matchLabels": {"disk": "hdd"}}}}),
+        );
         assert_eq!(
             claim_step(&picky, &vols, &[], &[], None),
             ClaimStep::Pending {
                 reason: "FailedBinding",
-                message: "no persistent volumes available for this claim and no storage class is set".into()
+                message:
+                    "no persistent volumes available for this claim and no storage class is set"
+                        .into()
             }
         );
     }
@@ -636,20 +659,33 @@ mod tests {
     #[test]
     fn pre_binding_goes_both_ways() {
         // A volume reserved for another claim is not taken.
-        let reserved = pv("res", "1Gi", json!({"spec": {"claimRef": {"namespace": "default", "name": "other"}}}));
+        let reserved = pv(
+            "res",
+            "1Gi",
+            json!({"spec": {"claimRef": {"namespace": "default", "name": "other"}}}),
+        );
         let free = pv("free", "5Gi", json!({}));
         let claim = pvc("data", "1Gi", json!({}));
         let vols = [reserved.clone(), free];
-        assert_eq!(claim_step(&claim, &vols, &[], &[], None), ClaimStep::Bind("free".into()));
+        assert_eq!(
+            claim_step(&claim, &vols, &[], &[], None),
+            ClaimStep::Bind("free".into())
+        );
         // The claim it is reserved for gets it, though a bigger one is free.
         let other = pvc("other", "1Gi", json!({}));
-        assert_eq!(claim_step(&other, &vols, &[], &[], None), ClaimStep::Bind("res".into()));
+        assert_eq!(
+            claim_step(&other, &vols, &[], &[], None),
+            ClaimStep::Bind("res".into())
+        );
         // A claim naming a volume waits for exactly that one.
         let named = pvc("data", "1Gi", json!({"spec": {"volumeName": "res"}}));
         assert!(matches!(claim_step(&named, &vols, &[], &[], None),
             ClaimStep::Pending { reason: "FailedBinding", ref message } if message.contains("already bound to a different claim")));
         let named = pvc("data", "1Gi", json!({"spec": {"volumeName": "free"}}));
-        assert_eq!(claim_step(&named, &vols, &[], &[], None), ClaimStep::Bind("free".into()));
+        assert_eq!(
+            claim_step(&named, &vols, &[], &[], None),
+            ClaimStep::Bind("free".into())
+        );
     }
 
     #[test]
@@ -659,24 +695,49 @@ mod tests {
         claim.spec.as_mut().unwrap().storage_class_name = None;
         let classes = [class.clone()];
         let nodes = [node("n1")];
-        assert_eq!(claim_step(&claim, &[], &classes, &nodes, None), ClaimStep::SetClass("local-path".into()));
+        assert_eq!(
+            claim_step(&claim, &[], &classes, &nodes, None),
+            ClaimStep::SetClass("local-path".into())
+        );
         claim.spec.as_mut().unwrap().storage_class_name = Some("local-path".into());
-        assert!(matches!(claim_step(&claim, &[], &classes, &nodes, None), ClaimStep::Pending { reason: "WaitForFirstConsumer", .. }));
-        assert_eq!(claim_step(&claim, &[], &classes, &nodes, Some("n1")), ClaimStep::SelectNode("n1".into()));
+        assert!(matches!(
+            claim_step(&claim, &[], &classes, &nodes, None),
+            ClaimStep::Pending {
+                reason: "WaitForFirstConsumer",
+                ..
+            }
+        ));
+        assert_eq!(
+            claim_step(&claim, &[], &classes, &nodes, Some("n1")),
+            ClaimStep::SelectNode("n1".into())
+        );
         claim.metadata.annotations = Some([(SELECTED_NODE.to_owned(), "n1".to_owned())].into());
-        assert_eq!(claim_step(&claim, &[], &classes, &nodes, None), ClaimStep::Provision { node: "n1".into() });
+        assert_eq!(
+            claim_step(&claim, &[], &classes, &nodes, None),
+            ClaimStep::Provision { node: "n1".into() }
+        );
         let made = provisioned_volume(&claim, &class, "n1", Some(&nodes[0]));
         assert_eq!(made.metadata.name.as_deref(), Some("pvc-uid-www-web-0"));
         let spec = made.spec.as_ref().unwrap();
-        assert_eq!(spec.host_path.as_ref().unwrap().path, "/var/lib/kubelet/storage/pvc-uid-www-web-0_default_www-web-0");
+        assert_eq!(
+            spec.host_path.as_ref().unwrap().path,
+            "/var/lib/kubelet/storage/pvc-uid-www-web-0_default_www-web-0"
+        );
         assert!(volume_fits_node(&made, &nodes[0]));
         assert!(!volume_fits_node(&made, &node("n2")));
         assert!(claim_ref_is(&made, &claim));
         // A local volume on another node is not bound to a claim whose pod went to n1.
-        let elsewhere = pv("local-n2", "5Gi", json!({"spec": {"storageClassName": "local-path",
+        let elsewhere = pv(
+            "local-n2",
+            "5Gi",
+            json!({"spec": {"storageClassName": "local-path",
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}));
-        assert_eq!(claim_step(&claim, &[elsewhere.clone()], &classes, &nodes, None), ClaimStep::Provision { node: "n1".into() });
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}),
+        );
+        assert_eq!(
+            claim_step(&claim, &[elsewhere.clone()], &classes, &nodes, None),
+            ClaimStep::Provision { node: "n1".into() }
+        );
         // A node the controller does not know yet still gets the volume.
         assert_eq!(
             claim_step(&claim, &[elsewhere], &classes, &[node("n2")], None),
@@ -689,14 +750,33 @@ mod tests {
         let claim = pvc("data", "1Gi", json!({"spec": {"volumeName": "pv0"}}));
         let free = pv("pv0", "1Gi", json!({"status": {"phase": "Pending"}}));
         assert_eq!(volume_step(&free, None), VolumeStep::Phase("Available"));
-        let bound = pv("pv0", "1Gi", json!({"spec": {"claimRef": {"namespace": "default", "name": "data", "uid": "uid-data"}}}));
-        assert_eq!(volume_step(&bound, Some(&claim)), VolumeStep::Phase("Bound"));
+        let bound = pv(
+            "pv0",
+            "1Gi",
+            json!({"spec": {"claimRef": {"namespace": "default", "name": "data", "uid": "uid-data"}}}),
+        );
+        assert_eq!(
+            volume_step(&bound, Some(&claim)),
+            VolumeStep::Phase("Bound")
+        );
         assert_eq!(volume_step(&bound, None), VolumeStep::Phase("Released"));
-        let released = pv("pv0", "1Gi", json!({"spec": {"claimRef": {"namespace": "default", "name": "data", "uid": "uid-data"}},
-            "status": {"phase": "Released"}}));
-        assert_eq!(volume_step(&released, None), VolumeStep::Wait, "Retain keeps it");
+        let released = pv(
+            "pv0",
+            "1Gi",
+            json!({"spec": {"claimRef": {"namespace": "default", "name": "data", "uid": "uid-data"}},
+            "status": {"phase": "Released"}}),
+        );
+        assert_eq!(
+            volume_step(&released, None),
+            VolumeStep::Wait,
+            "Retain keeps it"
+        );
         let mut delete = released.clone();
-        delete.spec.as_mut().unwrap().persistent_volume_reclaim_policy = Some("Delete".into());
+        delete
+            .spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_reclaim_policy = Some("Delete".into());
         assert_eq!(volume_step(&delete, None), VolumeStep::Delete);
         // A new claim of the same name is not the one it was bound to.
         let mut newer = claim.clone();
@@ -705,6 +785,9 @@ mod tests {
         // A released volume is not bound again.
         let mut again = released.clone();
         again.spec.as_mut().unwrap().claim_ref = None;
-        assert_eq!(mismatch(&again, &pvc("x", "1Gi", json!({}))), Some("volume is released"));
+        assert_eq!(
+            mismatch(&again, &pvc("x", "1Gi", json!({}))),
+            Some("volume is released")
+        );
     }
 }

@@ -181,7 +181,10 @@ async fn sync(
         .state()
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .filter(|p| decide::ordinal_of(&set, p).is_some() || controller_of(&p.metadata).is_some_and(|r| r.uid == uid))
+        .filter(|p| {
+            decide::ordinal_of(&set, p).is_some()
+                || controller_of(&p.metadata).is_some_and(|r| r.uid == uid)
+        })
         .collect();
     let claims = claim(&in_ns, &uid, |l| selects(&set, l), false);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -194,7 +197,12 @@ async fn sync(
             .iter()
             .find(|r| r.metadata.name.as_deref() == Some(&format!("{name}-{hash}")))
             .and_then(history::revision_template)
-            .unwrap_or_else(|| set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default())
+            .unwrap_or_else(|| {
+                set.spec
+                    .as_ref()
+                    .map(|s| s.template.clone())
+                    .unwrap_or_default()
+            })
     };
     let existing_claims: std::collections::HashSet<String> = ctx
         .claims
@@ -236,28 +244,36 @@ async fn sync(
                         ctx.recorder.warning(
                             about.clone(),
                             "FailedCreate",
-                            format!("create Pod {pod_name} in StatefulSet {name} failed error: {}", api_message(&e)),
+                            format!(
+                                "create Pod {pod_name} in StatefulSet {name} failed error: {}",
+                                api_message(&e)
+                            ),
                         );
                         return Err(api_err("creating", format!("pod {pod_name}"), &name)(e));
                     }
                 }
             }
-            Action::Delete(pod_name) => match pods_api.delete(&pod_name, &DeleteParams::default()).await {
-                Ok(_) => ctx.recorder.normal(
-                    about.clone(),
-                    "SuccessfulDelete",
-                    format!("delete Pod {pod_name} in StatefulSet {name} successful"),
-                ),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => {
-                    ctx.recorder.warning(
+            Action::Delete(pod_name) => {
+                match pods_api.delete(&pod_name, &DeleteParams::default()).await {
+                    Ok(_) => ctx.recorder.normal(
                         about.clone(),
-                        "FailedDelete",
-                        format!("delete Pod {pod_name} in StatefulSet {name} failed error: {}", api_message(&e)),
-                    );
-                    return Err(api_err("deleting", format!("pod {pod_name}"), &name)(e));
+                        "SuccessfulDelete",
+                        format!("delete Pod {pod_name} in StatefulSet {name} successful"),
+                    ),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        ctx.recorder.warning(
+                            about.clone(),
+                            "FailedDelete",
+                            format!(
+                                "delete Pod {pod_name} in StatefulSet {name} failed error: {}",
+                                api_message(&e)
+                            ),
+                        );
+                        return Err(api_err("deleting", format!("pod {pod_name}"), &name)(e));
+                    }
                 }
-            },
+            }
         }
     }
     delete_scaled_down_claims(&ctx, &set, &pods).await?;
@@ -287,7 +303,10 @@ async fn create_claims(
             Ok(_) => ctx.recorder.normal(
                 about.clone(),
                 "SuccessfulCreate",
-                format!("create Claim {claim_name} Pod {pod} in StatefulSet {} success", set.name_any()),
+                format!(
+                    "create Claim {claim_name} Pod {pod} in StatefulSet {} success",
+                    set.name_any()
+                ),
             ),
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => {
@@ -296,7 +315,11 @@ async fn create_claims(
                     "FailedCreate",
                     format!("create Claim {claim_name} for Pod {pod} in StatefulSet {} failed error: {}", set.name_any(), api_message(&e)),
                 );
-                return Err(api_err("creating", format!("claim {claim_name}"), &set.name_any())(e));
+                return Err(api_err(
+                    "creating",
+                    format!("claim {claim_name}"),
+                    &set.name_any(),
+                )(e));
             }
         }
     }
@@ -322,15 +345,24 @@ async fn delete_scaled_down_claims(
     let ns = set.namespace().unwrap_or_default();
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
     let end = start + decide::replicas(set);
-    let live: std::collections::HashSet<i32> = pods.iter().filter_map(|p| decide::ordinal_of(set, p)).collect();
+    let live: std::collections::HashSet<i32> = pods
+        .iter()
+        .filter_map(|p| decide::ordinal_of(set, p))
+        .collect();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     for c in ctx.claims.store.state() {
-        if c.metadata.namespace.as_deref() != Some(ns.as_str()) || c.metadata.deletion_timestamp.is_some() {
+        if c.metadata.namespace.as_deref() != Some(ns.as_str())
+            || c.metadata.deletion_timestamp.is_some()
+        {
             continue;
         }
         let claim_name = c.metadata.name.clone().unwrap_or_default();
         let condemned = spec.volume_claim_templates.iter().flatten().any(|t| {
-            let prefix = format!("{}-{}-", t.metadata.name.as_deref().unwrap_or_default(), set.name_any());
+            let prefix = format!(
+                "{}-{}-",
+                t.metadata.name.as_deref().unwrap_or_default(),
+                set.name_any()
+            );
             claim_name
                 .strip_prefix(&prefix)
                 .and_then(|n| n.parse::<i32>().ok())
@@ -340,7 +372,13 @@ async fn delete_scaled_down_claims(
             match api.delete(&claim_name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(api_err("deleting", format!("claim {claim_name}"), &set.name_any())(e)),
+                Err(e) => {
+                    return Err(api_err(
+                        "deleting",
+                        format!("claim {claim_name}"),
+                        &set.name_any(),
+                    )(e));
+                }
             }
         }
     }
@@ -365,13 +403,23 @@ async fn construct_history(
         .filter(|r| controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
         .map(|r| (**r).clone())
         .collect();
-    let template = set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = set
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let collisions = set.status.as_ref().and_then(|s| s.collision_count);
     let hash = kubelab_rules::template_hash::compute_hash(&template, collisions);
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
     let data = history::patch_data(&template);
     let step = history::history_step(&revisions, &data, |n| {
-        history::new_revision(&set.metadata, decide::controller_ref(set), &template, &hash, n)
+        history::new_revision(
+            &set.metadata,
+            decide::controller_ref(set),
+            &template,
+            &hash,
+            n,
+        )
     });
     let update_name = match step {
         HistoryStep::Create(rev) => {
@@ -384,12 +432,18 @@ async fn construct_history(
                     sets.patch_status(
                         &name,
                         &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"collisionCount": collisions.unwrap_or(0) + 1}})),
+                        &Patch::Merge(
+                            json!({"status": {"collisionCount": collisions.unwrap_or(0) + 1}}),
+                        ),
                     )
                     .await
                     .map_err(api_err("updating", "collisionCount", &name))?;
                 }
-                Err(e) => return Err(api_err("creating", format!("revision {rev_name}"), &name)(e)),
+                Err(e) => {
+                    return Err(api_err("creating", format!("revision {rev_name}"), &name)(
+                        e,
+                    ));
+                }
             }
             rev_name
         }
@@ -405,20 +459,37 @@ async fn construct_history(
                 }
             }
             if let Some(revision) = renumber_to {
-                api.patch(&rev_name, &PatchParams::default(), &Patch::Merge(json!({"revision": revision})))
-                    .await
-                    .map_err(api_err("renumbering", format!("revision {rev_name}"), &name))?;
+                api.patch(
+                    &rev_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"revision": revision})),
+                )
+                .await
+                .map_err(api_err(
+                    "renumbering",
+                    format!("revision {rev_name}"),
+                    &name,
+                ))?;
             }
             rev_name
         }
     };
-    let hash_of = |rev_name: &str| rev_name.strip_prefix(&format!("{name}-")).unwrap_or(rev_name).to_owned();
+    let hash_of = |rev_name: &str| {
+        rev_name
+            .strip_prefix(&format!("{name}-"))
+            .unwrap_or(rev_name)
+            .to_owned()
+    };
     let update = hash_of(&update_name);
     let current = set
         .status
         .as_ref()
         .and_then(|s| s.current_revision.clone())
-        .filter(|c| revisions.iter().any(|r| r.metadata.name.as_deref() == Some(&format!("{name}-{c}"))))
+        .filter(|c| {
+            revisions
+                .iter()
+                .any(|r| r.metadata.name.as_deref() == Some(&format!("{name}-{c}")))
+        })
         .unwrap_or_else(|| update.clone());
     Ok((current, update, revisions))
 }
@@ -433,7 +504,12 @@ async fn cleanup_history(
     current: &str,
     update: &str,
 ) -> Result<(), StatefulSetError> {
-    let limit = set.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
+    let limit = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10)
+        .max(0) as usize;
     let name = set.name_any();
     let live: std::collections::HashSet<String> = pods
         .iter()
@@ -449,13 +525,18 @@ async fn cleanup_history(
         return Ok(());
     }
     old.sort_by_key(|r| r.revision);
-    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let api: Api<ControllerRevision> =
+        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
     for r in &old[..old.len() - limit] {
         let rev_name = r.metadata.name.clone().unwrap_or_default();
         match api.delete(&rev_name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(api_err("deleting", format!("revision {rev_name}"), &name)(e)),
+            Err(e) => {
+                return Err(api_err("deleting", format!("revision {rev_name}"), &name)(
+                    e,
+                ));
+            }
         }
     }
     Ok(())
@@ -469,7 +550,8 @@ async fn update_status(
     if set.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+    let api: Api<StatefulSet> =
+        Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
     match api
         .patch_status(
             &set.name_any(),

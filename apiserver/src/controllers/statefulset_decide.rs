@@ -301,7 +301,9 @@ pub fn plan(
         };
         if is_failed(pod) || is_succeeded(pod) {
             if !is_terminating(pod) {
-                actions.push(Action::Delete(pod.metadata.name.clone().unwrap_or_default()));
+                actions.push(Action::Delete(
+                    pod.metadata.name.clone().unwrap_or_default(),
+                ));
             }
             if monotonic {
                 return actions;
@@ -327,7 +329,9 @@ pub fn plan(
         if monotonic && by_ordinal.values().any(|p| !is_healthy(p)) {
             return actions;
         }
-        actions.push(Action::Delete(pod.metadata.name.clone().unwrap_or_default()));
+        actions.push(Action::Delete(
+            pod.metadata.name.clone().unwrap_or_default(),
+        ));
         if monotonic {
             return actions;
         }
@@ -350,7 +354,9 @@ pub fn plan(
         if is_terminating(pod) || budget <= 0 {
             break;
         }
-        actions.push(Action::Delete(pod.metadata.name.clone().unwrap_or_default()));
+        actions.push(Action::Delete(
+            pod.metadata.name.clone().unwrap_or_default(),
+        ));
         budget -= 1;
     }
     actions
@@ -447,7 +453,9 @@ mod tests {
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]}}))
         .unwrap();
         if deleting {
-            p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+            p.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            );
         }
         p
     }
@@ -475,14 +483,34 @@ mod tests {
         assert_eq!(spec.hostname.as_deref(), Some("web-2"));
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         let vols = spec.volumes.as_ref().unwrap();
-        assert_eq!(vols.len(), 1, "the claim replaces the template's volume of its name");
-        assert_eq!(vols[0].persistent_volume_claim.as_ref().unwrap().claim_name, "www-web-2");
+        assert_eq!(
+            vols.len(),
+            1,
+            "the claim replaces the template's volume of its name"
+        );
+        assert_eq!(
+            vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            "www-web-2"
+        );
         let claims = claims_for(&s, 2);
         assert_eq!(claims[0].metadata.name.as_deref(), Some("www-web-2"));
         assert_eq!(claims[0].metadata.labels.as_ref().unwrap()["app"], "nginx");
-        assert!(claims[0].metadata.owner_references.is_none(), "Retain: claims outlive the set");
-        let deleting = set(json!({"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}}));
-        assert_eq!(claims_for(&deleting, 0)[0].metadata.owner_references.as_ref().unwrap()[0].uid, "set-uid");
+        assert!(
+            claims[0].metadata.owner_references.is_none(),
+            "Retain: claims outlive the set"
+        );
+        let deleting = set(
+            json!({"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"}}),
+        );
+        assert_eq!(
+            claims_for(&deleting, 0)[0]
+                .metadata
+                .owner_references
+                .as_ref()
+                .unwrap()[0]
+                .uid,
+            "set-uid"
+        );
         assert_eq!(ordinal_of(&s, &pod("web-10", "a", "ready")), Some(10));
         assert_eq!(ordinal_of(&s, &pod("web-01", "a", "ready")), None);
         assert_eq!(ordinal_of(&s, &pod("webby-1", "a", "ready")), None);
@@ -494,7 +522,10 @@ mod tests {
         let none = |_| false;
         assert_eq!(creates(&plan(&s, &[], "a", "a", none)), [0]);
         let starting = [pod("web-0", "a", "starting")];
-        assert!(plan(&s, &starting, "a", "a", none).is_empty(), "waits for web-0 to be ready");
+        assert!(
+            plan(&s, &starting, "a", "a", none).is_empty(),
+            "waits for web-0 to be ready"
+        );
         let one = [pod("web-0", "a", "ready")];
         assert_eq!(creates(&plan(&s, &one, "a", "a", none)), [1]);
         // A deleted middle pod comes back first, with the same name.
@@ -502,10 +533,18 @@ mod tests {
         assert_eq!(creates(&plan(&s, &gap, "a", "a", none)), [1]);
         // A failed pod is deleted, to be recreated.
         let failed = [pod("web-0", "a", "failed")];
-        assert_eq!(plan(&s, &failed, "a", "a", none), [Action::Delete("web-0".into())]);
+        assert_eq!(
+            plan(&s, &failed, "a", "a", none),
+            [Action::Delete("web-0".into())]
+        );
         // Scale down: the highest ordinal first, one at a time.
-        let over: Vec<Pod> = (0..5).map(|i| pod(&format!("web-{i}"), "a", "ready")).collect();
-        assert_eq!(plan(&s, &over, "a", "a", none), [Action::Delete("web-4".into())]);
+        let over: Vec<Pod> = (0..5)
+            .map(|i| pod(&format!("web-{i}"), "a", "ready"))
+            .collect();
+        assert_eq!(
+            plan(&s, &over, "a", "a", none),
+            [Action::Delete("web-4".into())]
+        );
         let mut going = over.clone();
         going[4] = pod("web-4", "a", "terminating");
         assert!(plan(&s, &going, "a", "a", none).is_empty());
@@ -514,43 +553,75 @@ mod tests {
         assert_eq!(creates(&plan(&p, &[], "a", "a", none)), [0, 1, 2]);
         assert_eq!(
             plan(&p, &over, "a", "a", none),
-            [Action::Delete("web-4".into()), Action::Delete("web-3".into())]
+            [
+                Action::Delete("web-4".into()),
+                Action::Delete("web-3".into())
+            ]
         );
         // Claims deleted under a live pod come back.
-        let all: Vec<Pod> = (0..3).map(|i| pod(&format!("web-{i}"), "a", "ready")).collect();
-        assert_eq!(plan(&s, &all, "a", "a", |o| o == 1), [Action::CreateClaims { ordinal: 1 }]);
+        let all: Vec<Pod> = (0..3)
+            .map(|i| pod(&format!("web-{i}"), "a", "ready"))
+            .collect();
+        assert_eq!(
+            plan(&s, &all, "a", "a", |o| o == 1),
+            [Action::CreateClaims { ordinal: 1 }]
+        );
     }
 
     #[test]
     fn rolling_update_goes_down_from_the_top_to_the_partition() {
         let s = set(json!({}));
         let none = |_| false;
-        let old: Vec<Pod> = (0..3).map(|i| pod(&format!("web-{i}"), "a", "ready")).collect();
-        assert_eq!(plan(&s, &old, "a", "b", none), [Action::Delete("web-2".into())]);
+        let old: Vec<Pod> = (0..3)
+            .map(|i| pod(&format!("web-{i}"), "a", "ready"))
+            .collect();
+        assert_eq!(
+            plan(&s, &old, "a", "b", none),
+            [Action::Delete("web-2".into())]
+        );
         let mut mid = old.clone();
         mid[2] = pod("web-2", "b", "starting");
-        assert!(plan(&s, &mid, "a", "b", none).is_empty(), "waits for the updated pod");
+        assert!(
+            plan(&s, &mid, "a", "b", none).is_empty(),
+            "waits for the updated pod"
+        );
         mid[2] = pod("web-2", "b", "ready");
-        assert_eq!(plan(&s, &mid, "a", "b", none), [Action::Delete("web-1".into())]);
+        assert_eq!(
+            plan(&s, &mid, "a", "b", none),
+            [Action::Delete("web-1".into())]
+        );
         // partition 2: only web-2 is updated; pods below keep the old revision.
-        let part = set(json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}));
+        let part = set(
+            json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}),
+        );
         assert!(plan(&part, &mid, "a", "b", none).is_empty());
         assert_eq!(
             plan(&part, &[pod("web-0", "a", "ready")], "a", "b", none),
-            [Action::Create { ordinal: 1, update_revision: false }]
+            [Action::Create {
+                ordinal: 1,
+                update_revision: false
+            }]
         );
         // maxUnavailable 2 replaces two at a time.
-        let wide = set(json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}}));
+        let wide = set(
+            json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}}),
+        );
         assert_eq!(
             plan(&wide, &old, "a", "b", none),
-            [Action::Delete("web-2".into()), Action::Delete("web-1".into())]
+            [
+                Action::Delete("web-2".into()),
+                Action::Delete("web-1".into())
+            ]
         );
         // OnDelete never deletes for an update; a recreated pod is new.
         let on_delete = set(json!({"updateStrategy": {"type": "OnDelete"}}));
         assert!(plan(&on_delete, &old, "a", "b", none).is_empty());
         assert_eq!(
             plan(&on_delete, &old[..2], "a", "b", none),
-            [Action::Create { ordinal: 2, update_revision: true }]
+            [Action::Create {
+                ordinal: 2,
+                update_revision: true
+            }]
         );
     }
 
@@ -558,11 +629,27 @@ mod tests {
     fn status_counts_and_completes_the_rollout() {
         let s = set(json!({}));
         let now = jiff::Timestamp::now();
-        let pods = [pod("web-0", "a", "ready"), pod("web-1", "b", "ready"), pod("web-2", "b", "starting")];
+        let pods = [
+            pod("web-0", "a", "ready"),
+            pod("web-1", "b", "ready"),
+            pod("web-2", "b", "starting"),
+        ];
         let st = status(&s, &pods, "a", "b", now);
-        assert_eq!((st.replicas, st.ready_replicas, st.current_replicas, st.updated_replicas), (3, Some(2), Some(1), Some(2)));
+        assert_eq!(
+            (
+                st.replicas,
+                st.ready_replicas,
+                st.current_replicas,
+                st.updated_replicas
+            ),
+            (3, Some(2), Some(1), Some(2))
+        );
         assert_eq!(st.current_revision.as_deref(), Some("a"));
-        let done = [pod("web-0", "b", "ready"), pod("web-1", "b", "ready"), pod("web-2", "b", "ready")];
+        let done = [
+            pod("web-0", "b", "ready"),
+            pod("web-1", "b", "ready"),
+            pod("web-2", "b", "ready"),
+        ];
         let st = status(&s, &done, "a", "b", now);
         assert_eq!(st.current_revision.as_deref(), Some("b"));
         assert_eq!(st.current_replicas, Some(3));

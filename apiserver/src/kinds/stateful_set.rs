@@ -32,9 +32,7 @@ impl KindSpec for StatefulSet {
         let strategy = spec
             .update_strategy
             .get_or_insert_with(StatefulSetUpdateStrategy::default);
-        let type_ = strategy
-            .type_
-            .get_or_insert_with(|| "RollingUpdate".into());
+        let type_ = strategy.type_.get_or_insert_with(|| "RollingUpdate".into());
         if type_ == "RollingUpdate" {
             strategy
                 .rolling_update
@@ -46,7 +44,9 @@ impl KindSpec for StatefulSet {
         let retention = spec
             .persistent_volume_claim_retention_policy
             .get_or_insert_with(StatefulSetPersistentVolumeClaimRetentionPolicy::default);
-        retention.when_deleted.get_or_insert_with(|| "Retain".into());
+        retention
+            .when_deleted
+            .get_or_insert_with(|| "Retain".into());
         retention.when_scaled.get_or_insert_with(|| "Retain".into());
         for t in spec.volume_claim_templates.iter_mut().flatten() {
             let s = t.spec.get_or_insert_with(Default::default);
@@ -142,7 +142,10 @@ impl KindSpec for StatefulSet {
             spec.min_ready_seconds.unwrap_or(0).into(),
         ));
         if let Some(o) = &spec.ordinals {
-            errs.extend(nonnegative("spec.ordinals.start", o.start.unwrap_or(0).into()));
+            errs.extend(nonnegative(
+                "spec.ordinals.start",
+                o.start.unwrap_or(0).into(),
+            ));
         }
         if let Some(limit) = spec.revision_history_limit {
             errs.extend(nonnegative("spec.revisionHistoryLimit", limit.into()));
@@ -230,14 +233,10 @@ fn claim_template_errors(i: usize, t: &PersistentVolumeClaim) -> Vec<FieldError>
             n,
         )),
     }
-    errs.extend(
-        KindSpec::validate(t, None)
-            .into_iter()
-            .map(|mut e| {
-                e.field = format!("{prefix}.{}", e.field);
-                e
-            }),
-    );
+    errs.extend(KindSpec::validate(t, None).into_iter().map(|mut e| {
+        e.field = format!("{prefix}.{}", e.field);
+        e
+    }));
     errs
 }
 
@@ -269,15 +268,23 @@ mod tests {
         let u = spec.update_strategy.as_ref().unwrap();
         assert_eq!(u.type_.as_deref(), Some("RollingUpdate"));
         assert_eq!(u.rolling_update.as_ref().unwrap().partition, Some(0));
-        let r = spec.persistent_volume_claim_retention_policy.as_ref().unwrap();
+        let r = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
         assert_eq!(r.when_deleted.as_deref(), Some("Retain"));
         assert!(s.validate(None).is_empty(), "{:?}", s.validate(None));
 
         let mut bad = web();
         bad["spec"]["podManagementPolicy"] = "Random".into();
-        bad["spec"]["updateStrategy"] = json!({"type": "OnDelete", "rollingUpdate": {"partition": 1}});
+        bad["spec"]["updateStrategy"] =
+            json!({"type": "OnDelete", "rollingUpdate": {"partition": 1}});
         bad["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] = json!([]);
-        let errs: Vec<String> = sts(bad).validate(None).iter().map(|e| e.to_string()).collect();
+        let errs: Vec<String> = sts(bad)
+            .validate(None)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
         assert_eq!(
             errs,
             [
@@ -290,8 +297,17 @@ mod tests {
         let old = sts(web());
         let mut new = old.clone();
         new.spec.as_mut().unwrap().service_name = Some("other".into());
-        let errs: Vec<String> = new.validate(Some(&old)).iter().map(|e| e.to_string()).collect();
-        assert!(errs[0].starts_with("spec: Forbidden: updates to statefulset spec for fields other than 'replicas'"), "{errs:?}");
+        let errs: Vec<String> = new
+            .validate(Some(&old))
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errs[0].starts_with(
+                "spec: Forbidden: updates to statefulset spec for fields other than 'replicas'"
+            ),
+            "{errs:?}"
+        );
         let mut scaled = old.clone();
         scaled.spec.as_mut().unwrap().replicas = Some(5);
         assert!(scaled.validate(Some(&old)).is_empty());

@@ -97,7 +97,10 @@ fn storage_of(m: Option<&BTreeMap<String, Quantity>>) -> Option<&Quantity> {
 /// The volume sources a PersistentVolume names, by field name.
 fn volume_sources(spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec) -> Vec<&'static str> {
     let present = [
-        ("awsElasticBlockStore", spec.aws_elastic_block_store.is_some()),
+        (
+            "awsElasticBlockStore",
+            spec.aws_elastic_block_store.is_some(),
+        ),
         ("azureDisk", spec.azure_disk.is_some()),
         ("azureFile", spec.azure_file.is_some()),
         ("cephfs", spec.cephfs.is_some()),
@@ -112,7 +115,10 @@ fn volume_sources(spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec) -> Ve
         ("iscsi", spec.iscsi.is_some()),
         ("local", spec.local.is_some()),
         ("nfs", spec.nfs.is_some()),
-        ("photonPersistentDisk", spec.photon_persistent_disk.is_some()),
+        (
+            "photonPersistentDisk",
+            spec.photon_persistent_disk.is_some(),
+        ),
         ("portworxVolume", spec.portworx_volume.is_some()),
         ("quobyte", spec.quobyte.is_some()),
         ("rbd", spec.rbd.is_some()),
@@ -155,9 +161,9 @@ impl KindSpec for PersistentVolume {
         spec.volume_mode.get_or_insert_with(|| "Filesystem".into());
         self.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus {
             phase: Some("Pending".into()),
-            last_phase_transition_time: Some(
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-            ),
+            last_phase_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::now(),
+            )),
             ..Default::default()
         });
         add_finalizer(&mut self.metadata, PV_PROTECTION);
@@ -202,7 +208,11 @@ impl KindSpec for PersistentVolume {
         if let Some(m) = &spec.volume_mode
             && !VOLUME_MODES.contains(&m.as_str())
         {
-            errs.push(FieldError::not_supported("spec.volumeMode", m, &VOLUME_MODES));
+            errs.push(FieldError::not_supported(
+                "spec.volumeMode",
+                m,
+                &VOLUME_MODES,
+            ));
         }
         if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
             errs.extend(super::validation::dns1123_subdomain(
@@ -228,14 +238,22 @@ impl KindSpec for PersistentVolume {
         }
         if let Some(l) = &spec.local {
             errs.extend(host_path_errors("spec.local.path", &l.path, true));
-            if spec.node_affinity.as_ref().and_then(|a| a.required.as_ref()).is_none() {
+            if spec
+                .node_affinity
+                .as_ref()
+                .and_then(|a| a.required.as_ref())
+                .is_none()
+            {
                 errs.push(FieldError::required(
                     "spec.nodeAffinity",
                     "Local volumes require node affinity",
                 ));
             }
         }
-        if let Some(req) = spec.node_affinity.as_ref().and_then(|a| a.required.as_ref())
+        if let Some(req) = spec
+            .node_affinity
+            .as_ref()
+            .and_then(|a| a.required.as_ref())
             && let Err(e) = kubelab_rules::node_affinity::validate_node_selector(req)
         {
             errs.push(FieldError::invalid_raw(
@@ -313,7 +331,9 @@ impl KindSpec for PersistentVolume {
                 .into(),
             status.reason.unwrap_or_default().into(),
             age(self.metadata.creation_timestamp.as_ref(), now),
-            spec.volume_mode.unwrap_or_else(|| "Filesystem".into()).into(),
+            spec.volume_mode
+                .unwrap_or_else(|| "Filesystem".into())
+                .into(),
         ]
     }
 }
@@ -366,7 +386,11 @@ impl KindSpec for PersistentVolumeClaim {
         if let Some(m) = &spec.volume_mode
             && !VOLUME_MODES.contains(&m.as_str())
         {
-            errs.push(FieldError::not_supported("spec.volumeMode", m, &VOLUME_MODES));
+            errs.push(FieldError::not_supported(
+                "spec.volumeMode",
+                m,
+                &VOLUME_MODES,
+            ));
         }
         if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
             errs.extend(super::validation::dns1123_subdomain(
@@ -443,7 +467,9 @@ impl KindSpec for PersistentVolumeClaim {
                 .unwrap_or_else(|| "<unset>".into())
                 .into(),
             age(self.metadata.creation_timestamp.as_ref(), now),
-            spec.volume_mode.unwrap_or_else(|| "Filesystem".into()).into(),
+            spec.volume_mode
+                .unwrap_or_else(|| "Filesystem".into())
+                .into(),
         ]
     }
 }
@@ -568,7 +594,8 @@ mod tests {
     #[test]
     fn volumes_need_modes_capacity_and_exactly_one_source() {
         let mut pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": "pv0"}, "spec": {}})).unwrap();
+            "metadata": {"name": "pv0"}, "spec": {}}))
+        .unwrap();
         pv.prepare_create();
         assert_eq!(
             messages(&pv.validate(None)),
@@ -581,7 +608,8 @@ mod tests {
         let mut pv: PersistentVolume = serde_json::from_value(json!({
             "metadata": {"name": "pv0"},
             "spec": {"accessModes": ["ReadWriteOnce", "Sometimes"], "capacity": {"storage": "1Gi"},
-                "hostPath": {"path": "/data"}, "local": {"path": "data/../x"}}})).unwrap();
+                "hostPath": {"path": "/data"}, "local": {"path": "data/../x"}}}))
+        .unwrap();
         pv.prepare_create();
         assert_eq!(
             messages(&pv.validate(None)),
@@ -594,7 +622,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            pv.spec.as_ref().unwrap().persistent_volume_reclaim_policy.as_deref(),
+            pv.spec
+                .as_ref()
+                .unwrap()
+                .persistent_volume_reclaim_policy
+                .as_deref(),
             Some("Retain")
         );
         assert_eq!(pv.metadata.finalizers, Some(vec![PV_PROTECTION.into()]));
@@ -608,7 +640,10 @@ mod tests {
         .unwrap();
         pvc.prepare_create();
         assert!(pvc.validate(None).is_empty());
-        assert_eq!(pvc.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+        assert_eq!(
+            pvc.status.as_ref().unwrap().phase.as_deref(),
+            Some("Pending")
+        );
         let mut bound = pvc.clone();
         bound.spec.as_mut().unwrap().volume_name = Some("pv0".into());
         assert!(bound.validate(Some(&pvc)).is_empty());
@@ -616,7 +651,9 @@ mod tests {
         changed.spec.as_mut().unwrap().access_modes = Some(vec!["ReadWriteMany".into()]);
         assert_eq!(
             messages(&changed.validate(Some(&bound))),
-            ["spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"]
+            [
+                "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"
+            ]
         );
         let mut empty: PersistentVolumeClaim =
             serde_json::from_value(json!({"metadata": {"name": "x"}, "spec": {}})).unwrap();
@@ -641,10 +678,21 @@ mod tests {
             "status": {"phase": "Bound"}})).unwrap();
         let cells = pv.cells(now);
         assert_eq!(PersistentVolume::columns().len(), cells.len());
-        assert_eq!(cells[1..7], [json!("8Gi"), json!("RWO,RWX"), json!("Delete"), json!("Bound"), json!("default/data"), json!("standard")]);
+        assert_eq!(
+            cells[1..7],
+            [
+                json!("8Gi"),
+                json!("RWO,RWX"),
+                json!("Delete"),
+                json!("Bound"),
+                json!("default/data"),
+                json!("standard")
+            ]
+        );
         let sc: StorageClass = serde_json::from_value(json!({
             "metadata": {"name": "local-path", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
-            "provisioner": "rancher.io/local-path"})).unwrap();
+            "provisioner": "rancher.io/local-path"}))
+        .unwrap();
         assert_eq!(sc.cells(now)[0], "local-path (default)");
     }
 }
