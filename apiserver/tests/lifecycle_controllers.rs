@@ -860,3 +860,141 @@ fn a_daemonset_rolls_out_a_new_template_and_back() {
         "the rolled-back revision is the newest: {history}"
     );
 }
+
+/// (name, node, image) of the DaemonSet's pods, by node.
+fn ds_pods(s: &ApiServer) -> Vec<(String, String, String)> {
+    let mut pods: Vec<(String, String, String)> = s
+        .ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.spec.containers[0].image}{"\n"}{end}"#,
+        ])
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() == 3).then(|| (f[0].to_owned(), f[1].to_owned(), f[2].to_owned()))
+        })
+        .collect();
+    pods.sort_by(|a, b| a.1.cmp(&b.1));
+    pods
+}
+
+#[test]
+fn an_on_delete_daemonset_replaces_a_pod_only_when_it_is_deleted() {
+    let s = ApiServer::start();
+    let _kubelets = FakeKubelets::start(&s);
+    add_node(&s, "n1");
+    add_node(&s, "n2");
+    apply(
+        &s,
+        &DAEMONSET.replace("IMAGE", "busybox:1.35").replace(
+            "    type: RollingUpdate\n    rollingUpdate: {maxUnavailable: 1}",
+            "    type: OnDelete",
+        ),
+    );
+    // kubectl rollout status answers only for RollingUpdate, as upstream.
+    let err = s.fails(&["rollout", "status", "ds/agent"]);
+    assert!(
+        err.contains("rollout status is only available for RollingUpdate strategy type"),
+        "{err}"
+    );
+    wait_for("a ready pod on each node", Duration::from_secs(30), || {
+        (ds_row(&s)[..5] == ["2", "2", "2", "2", "2"]).then_some(())
+    });
+    let before = ds_pods(&s);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // A new template replaces nothing by itself.
+    s.ok(&["set", "image", "ds/agent", "c=busybox:1.36"]);
+    let ds = wait_for(
+        "the new generation observed",
+        Duration::from_secs(30),
+        || {
+            let ds: serde_json::Value =
+                serde_json::from_str(&s.ok(&["get", "ds", "agent", "-o", "json"])).unwrap();
+            (ds["status"]["observedGeneration"] == 2).then_some(ds)
+        },
+    );
+    assert_eq!(
+        ds["status"]["updatedNumberScheduled"].as_i64().unwrap_or(0),
+        0
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ds_pods(&s), before, "no pod replaced without a delete");
+    assert_eq!(ds_row(&s)[..5], ["2", "2", "2", "0", "2"]);
+
+    // The deleted pod comes back with the new template; the other stays.
+    let (victim, node, _) = before[0].clone();
+    s.ok(&["delete", "pod", &victim, "--wait=false"]);
+    let after = wait_for("a new pod on the node", Duration::from_secs(30), || {
+        let pods = ds_pods(&s);
+        (pods.len() == 2 && pods.iter().all(|p| p.0 != victim)).then_some(pods)
+    });
+    assert_eq!(after[0].1, node);
+    assert_eq!(after[0].2, "busybox:1.36");
+    assert_eq!(after[1], before[1], "the other node's pod untouched");
+    wait_for("one pod up to date", Duration::from_secs(30), || {
+        (ds_row(&s)[..5] == ["2", "2", "2", "1", "2"]).then_some(())
+    });
+    let hash = s.ok(&[
+        "get",
+        "pod",
+        &after[0].0,
+        "-o",
+        "jsonpath={.metadata.labels.controller-revision-hash}",
+    ]);
+    let revision = s.ok(&[
+        "get",
+        "controllerrevision",
+        &format!("agent-{hash}"),
+        "-o",
+        "jsonpath={.revision}",
+    ]);
+    assert_eq!(revision, "2");
+}
+
+#[test]
+fn a_daemonset_counts_pods_available_only_after_min_ready_seconds() {
+    const MIN_READY: i64 = 10;
+    let s = ApiServer::start();
+    add_node(&s, "n1");
+    add_node(&s, "n2");
+    apply(
+        &s,
+        &DAEMONSET.replace("IMAGE", "busybox:1.35").replace(
+            "  selector:\n",
+            &format!("  minReadySeconds: {MIN_READY}\n  selector:\n"),
+        ),
+    );
+    wait_for("a pod on each node", Duration::from_secs(30), || {
+        (ds_pods(&s).len() == 2).then_some(())
+    });
+    let ready_at = jiff::Timestamp::now().as_second();
+    let _kubelets = FakeKubelets::start(&s);
+    let now = || jiff::Timestamp::now().as_second();
+    let ds = wait_for("2 ready pods", Duration::from_secs(30), || {
+        let ds: serde_json::Value =
+            serde_json::from_str(&s.ok(&["get", "ds", "agent", "-o", "json"])).unwrap();
+        (ds["status"]["numberReady"] == 2).then_some(ds)
+    });
+    assert!(
+        now() < ready_at + MIN_READY,
+        "the machine is too slow to see the ready-not-available window"
+    );
+    assert_eq!(
+        ds["status"]["numberAvailable"].as_i64().unwrap_or(0),
+        0,
+        "{ds}"
+    );
+    assert_eq!(ds["status"]["numberUnavailable"], 2, "{ds}");
+    let ds = wait_for("2 available pods", Duration::from_secs(30), || {
+        let ds: serde_json::Value =
+            serde_json::from_str(&s.ok(&["get", "ds", "agent", "-o", "json"])).unwrap();
+        (ds["status"]["numberAvailable"] == 2).then_some(ds)
+    });
+    assert!(now() >= ready_at + MIN_READY, "available too early: {ds}");
+    assert_eq!(ds_row(&s)[..5], ["2", "2", "2", "2", "2"]);
+}

@@ -764,3 +764,414 @@ fn python_client_creates_reads_and_scales_a_deployment() {
     );
     assert!(stdout.contains("python deployments: OK"), "{stdout}");
 }
+
+/// The condition `t` of an object's status.
+fn condition(obj: &Value, t: &str) -> Option<Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+        .cloned()
+}
+
+#[test]
+fn kubectl_edit_changes_a_deployment_and_refuses_an_invalid_edit() {
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.25",
+        "--replicas=2",
+    ]);
+    let _kubelets = FakeKubelets::start(&s, "app=web");
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let first = replica_sets(&s)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // kubectl runs $EDITOR on a temporary copy, then sends the difference
+    // as a strategic merge patch (field manager `kubectl-edit`).
+    let edit = |script: &str| {
+        let editor = s.file("editor.sh", &format!("#!/bin/sh\n{script} \"$1\"\n"));
+        std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let tmp = s.dir.path().join("edit-tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        s.kubectl_cmd(&["edit", "deployment", "web", "-v=6"])
+            .env("EDITOR", &editor)
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap()
+    };
+    let out =
+        edit("sed -i -e 's/image: nginx:1.25/image: nginx:1.26/' -e 's/replicas: 2/replicas: 3/'");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("deployment.apps/web edited"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.contains("verb=\"PATCH\"")
+            && l.contains(
+                "/apis/apps/v1/namespaces/default/deployments/web?fieldManager=kubectl-edit"
+            )
+            && l.contains("status=\"200 OK\"")),
+        "the edit arrives as kubectl-edit's patch: {stderr}"
+    );
+    let done = s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    let d = json(&s, &["get", "deploy", "web"]);
+    assert_eq!(d["metadata"]["generation"], 2);
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let rss = replica_sets(&s);
+    let new = rss.iter().find(|r| image_of(r) == "nginx:1.26").unwrap();
+    assert_eq!(new["spec"]["replicas"], 3);
+    let old = rss
+        .iter()
+        .find(|r| r["metadata"]["name"] == first.as_str())
+        .unwrap();
+    assert_eq!(old["spec"]["replicas"], 0);
+    let new_name = new["metadata"]["name"].as_str().unwrap();
+    let running = wait_for_pods(&s, "app=web", 3);
+    assert!(running.iter().all(|(_, o)| o.as_deref() == Some(new_name)));
+
+    // An edit the API refuses (a selector that no longer selects the
+    // template) changes nothing: kubectl names the error and keeps a copy.
+    let out = edit("sed -i -e '/matchLabels:/{n;s/app: web/app: other/}'");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deployments.apps \"web\" is invalid")
+            || stderr.contains("Edit cancelled, no valid changes were saved"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("A copy of your changes has been stored to"),
+        "{stderr}"
+    );
+    let copy = stderr
+        .split("A copy of your changes has been stored to \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the path of the kept copy");
+    let copy = std::fs::read_to_string(copy).unwrap();
+    assert!(copy.contains("app: other"), "{copy}");
+    assert!(
+        copy.contains("# deployments.apps \"web\" was not valid:")
+            && copy.contains("`selector` does not match template `labels`"),
+        "the reopened file names the refusal: {copy}"
+    );
+    let d = json(&s, &["get", "deploy", "web"]);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    assert_eq!(d["metadata"]["generation"], 2);
+}
+
+/// Runs `kubectl get pods -l SELECTOR --watch --output-watch-events -o json`
+/// until dropped; [`PodWatch::events`] parses what it printed.
+struct PodWatch {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl PodWatch {
+    fn start(s: &ApiServer, selector: &str) -> Self {
+        let out = s.dir.path().join("pod-watch.json");
+        let child = s
+            .kubectl_cmd(&[
+                "get",
+                "pods",
+                "-l",
+                selector,
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+            ])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, out }
+    }
+
+    /// (event type, pod name, controlling ReplicaSet) in the order the
+    /// watch delivered them.
+    fn events(&self) -> Vec<(String, String, String)> {
+        let text = std::fs::read_to_string(&self.out).unwrap();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .map(|e| {
+                let o = &e["object"];
+                let owner = controller(o).map(|c| c.1).unwrap_or_default();
+                (
+                    e["type"].as_str().unwrap_or_default().to_owned(),
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    owner,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn recreate_removes_every_old_pod_before_creating_a_new_one() {
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.25",
+        "--replicas=3",
+    ]);
+    s.ok(&[
+        "patch",
+        "deploy/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}"#,
+    ]);
+    let _kubelets = FakeKubelets::start(&s, "app=web");
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let old_rs = replica_sets(&s)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A finalizer holds each old pod in Terminating, as a slow kubelet
+    // would: nothing new may start meanwhile.
+    let old_pods = wait_for_pods(&s, "app=web", 3);
+    for (name, _) in &old_pods {
+        s.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["kubelab.test/hold"]}}"#,
+        ]);
+    }
+    let watch = PodWatch::start(&s, "app=web");
+    s.ok(&["set", "image", "deploy/web", "nginx=nginx:1.26"]);
+    eventually("the old pods terminating", || {
+        let list = json(&s, &["get", "pods", "-l", "app=web"]);
+        let items = list["items"].as_array().unwrap().clone();
+        (items.len() == 3
+            && items
+                .iter()
+                .all(|p| !p["metadata"]["deletionTimestamp"].is_null()))
+        .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let d = json(&s, &["get", "deploy", "web"]);
+    assert_eq!(
+        replica_sets(&s).len(),
+        1,
+        "no new ReplicaSet while old pods terminate: {d}"
+    );
+    assert_eq!(pods(&s, "app=web").len(), 3);
+
+    // Released, the old pods go and the new ReplicaSet comes at full size.
+    for (name, _) in &old_pods {
+        s.ok(&[
+            "patch",
+            "pod",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+    let done = s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(done.contains("successfully rolled out"), "{done}");
+    let new_rs = replica_sets(&s)
+        .into_iter()
+        .find(|r| image_of(r) == "nginx:1.26")
+        .unwrap();
+    let new_rs = new_rs["metadata"]["name"].as_str().unwrap().to_owned();
+    eventually("3 new pods watched", || {
+        let added = watch
+            .events()
+            .iter()
+            .filter(|(t, _, o)| t == "ADDED" && *o == new_rs)
+            .count();
+        (added == 3).then_some(())
+    });
+    let events = watch.events();
+    let first_new = events
+        .iter()
+        .position(|(t, _, o)| t == "ADDED" && *o == new_rs)
+        .unwrap();
+    for (old, _) in &old_pods {
+        let gone = events
+            .iter()
+            .position(|(t, n, _)| t == "DELETED" && n == old)
+            .unwrap_or_else(|| panic!("{old} deleted: {events:?}"));
+        assert!(
+            gone < first_new,
+            "{old} gone before any new pod: {events:?}"
+        );
+    }
+    let scaled = s.ok(&[
+        "get",
+        "events",
+        "--field-selector=involvedObject.kind=Deployment",
+        "-o",
+        "custom-columns=MSG:.message",
+    ]);
+    assert!(
+        scaled.contains(&format!("Scaled down replica set {old_rs} from 3 to 0"))
+            && scaled.contains(&format!("Scaled up replica set {new_rs} from 0 to 3")),
+        "{scaled}"
+    );
+}
+
+#[test]
+fn a_rollout_whose_pods_never_become_ready_exceeds_its_progress_deadline() {
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.25",
+        "--replicas=2",
+    ]);
+    s.ok(&[
+        "patch",
+        "deploy/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"progressDeadlineSeconds":3}}"#,
+    ]);
+    // No kubelet: the pods stay Pending, never Ready.
+    wait_for_pods(&s, "app=web", 2);
+    let out = s.kubectl(&["rollout", "status", "deploy/web", "--timeout=90s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: deployment \"web\" exceeded its progress deadline"),
+        "{stderr}"
+    );
+    let d = json(&s, &["get", "deploy", "web"]);
+    let progressing = condition(&d, "Progressing").unwrap();
+    assert_eq!(progressing["status"], "False");
+    assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
+    let rs = replica_sets(&s)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        progressing["message"],
+        format!("ReplicaSet \"{rs}\" has timed out progressing.")
+    );
+    let available = condition(&d, "Available").unwrap();
+    assert_eq!(available["status"], "False");
+    assert_eq!(available["reason"], "MinimumReplicasUnavailable");
+
+    // Pods that come up late still complete the rollout: the condition
+    // turns back (until then, rollout status keeps failing, as on Kubernetes).
+    let _kubelets = FakeKubelets::start(&s, "app=web");
+    let d = eventually("Progressing back to True", || {
+        let d = json(&s, &["get", "deploy", "web"]);
+        (condition(&d, "Progressing")?["reason"] == "NewReplicaSetAvailable").then_some(d)
+    });
+    assert_eq!(condition(&d, "Progressing").unwrap()["status"], "True");
+    assert_eq!(condition(&d, "Available").unwrap()["status"], "True");
+    let done = s.ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(done.contains("successfully rolled out"), "{done}");
+}
+
+#[test]
+fn min_ready_seconds_holds_pods_back_from_available() {
+    const MIN_READY: i64 = 10;
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.25",
+        "--replicas=2",
+    ]);
+    s.ok(&[
+        "patch",
+        "deploy/web",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"minReadySeconds":{MIN_READY}}}}}"#),
+    ]);
+    let pods = wait_for_pods(&s, "app=web", 2);
+    // The Deployment hands the setting to its ReplicaSet, which counts.
+    eventually("minReadySeconds on the ReplicaSet", || {
+        let rs = replica_sets(&s).pop()?;
+        (rs["spec"]["minReadySeconds"] == MIN_READY).then_some(())
+    });
+    for (name, _) in &pods {
+        make_ready(&s, name);
+    }
+    // The Ready conditions' time, as the controllers read it.
+    let ready_at = pods
+        .iter()
+        .map(|(name, _)| {
+            let p = json(&s, &["get", "pod", name]);
+            let t = condition(&p, "Ready").unwrap()["lastTransitionTime"]
+                .as_str()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .unwrap();
+            t.as_second()
+        })
+        .max()
+        .unwrap();
+    let now = || jiff::Timestamp::now().as_second();
+    let (d, rs) = eventually("2 ready replicas", || {
+        let d = json(&s, &["get", "deploy", "web"]);
+        let rs = replica_sets(&s).pop()?;
+        (d["status"]["readyReplicas"] == 2 && rs["status"]["readyReplicas"] == 2).then_some((d, rs))
+    });
+    assert!(
+        now() < ready_at + MIN_READY,
+        "the machine is too slow to see the ready-not-available window"
+    );
+    assert_eq!(
+        d["status"]["availableReplicas"].as_i64().unwrap_or(0),
+        0,
+        "{d}"
+    );
+    assert_eq!(
+        rs["status"]["availableReplicas"].as_i64().unwrap_or(0),
+        0,
+        "{rs}"
+    );
+    assert_eq!(condition(&d, "Available").unwrap()["status"], "False");
+    assert_eq!(
+        rows(&s.ok(&["get", "deploy", "web"]))[1][1..4],
+        ["2/2", "2", "0"]
+    );
+
+    // minReadySeconds later, both are available; not before.
+    let d = eventually("2 available replicas", || {
+        let d = json(&s, &["get", "deploy", "web"]);
+        (d["status"]["availableReplicas"] == 2).then_some(d)
+    });
+    assert!(now() >= ready_at + MIN_READY, "available too early: {d}");
+    assert_eq!(condition(&d, "Available").unwrap()["status"], "True");
+    let rs = replica_sets(&s).pop().unwrap();
+    assert_eq!(rs["status"]["availableReplicas"], 2);
+    s.ok(&["rollout", "status", "deploy/web", "--timeout=10s"]);
+}

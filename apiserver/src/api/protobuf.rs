@@ -27,6 +27,8 @@ enum Ty {
     Time,
     /// `intstr.IntOrString {type, intVal, strVal}` → number or string.
     IntOrString,
+    /// `resource.Quantity {string}` → its string.
+    Quantity,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -255,6 +257,97 @@ const DEPLOYMENT: &[Field] = &[
     ),
 ];
 
+/// What `kubectl create poddisruptionbudget` sends (`policy/v1`).
+const POD_DISRUPTION_BUDGET: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "minAvailable", Ty::IntOrString),
+            f(2, "selector", Ty::Msg(LABEL_SELECTOR)),
+            f(3, "maxUnavailable", Ty::IntOrString),
+            f(4, "unhealthyPodEvictionPolicy", Ty::Str),
+        ]),
+    ),
+];
+
+const METRIC_TARGET: &[Field] = &[
+    f(1, "type", Ty::Str),
+    f(2, "value", Ty::Quantity),
+    f(3, "averageValue", Ty::Quantity),
+    f(4, "averageUtilization", Ty::OptInt),
+];
+
+const SCALING_RULES: &[Field] = &[
+    f(1, "selectPolicy", Ty::Str),
+    r(
+        2,
+        "policies",
+        Ty::Msg(&[
+            f(1, "type", Ty::Str),
+            f(2, "value", Ty::Int),
+            f(3, "periodSeconds", Ty::Int),
+        ]),
+    ),
+    f(3, "stabilizationWindowSeconds", Ty::OptInt),
+];
+
+/// What `kubectl autoscale` sends (`autoscaling/v2`): resource metrics
+/// and behavior.
+const HORIZONTAL_POD_AUTOSCALER: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(
+                1,
+                "scaleTargetRef",
+                Ty::Msg(&[
+                    f(1, "kind", Ty::Str),
+                    f(2, "name", Ty::Str),
+                    f(3, "apiVersion", Ty::Str),
+                ]),
+            ),
+            f(2, "minReplicas", Ty::OptInt),
+            f(3, "maxReplicas", Ty::Int),
+            r(
+                4,
+                "metrics",
+                Ty::Msg(&[
+                    f(1, "type", Ty::Str),
+                    f(
+                        4,
+                        "resource",
+                        Ty::Msg(&[
+                            f(1, "name", Ty::Str),
+                            f(2, "target", Ty::Msg(METRIC_TARGET)),
+                        ]),
+                    ),
+                    f(
+                        7,
+                        "containerResource",
+                        Ty::Msg(&[
+                            f(1, "name", Ty::Str),
+                            f(2, "target", Ty::Msg(METRIC_TARGET)),
+                            f(3, "container", Ty::Str),
+                        ]),
+                    ),
+                ]),
+            ),
+            f(
+                5,
+                "behavior",
+                Ty::Msg(&[
+                    f(1, "scaleUp", Ty::Msg(SCALING_RULES)),
+                    f(2, "scaleDown", Ty::Msg(SCALING_RULES)),
+                ]),
+            ),
+        ]),
+    ),
+];
+
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -367,6 +460,10 @@ fn decode_message(buf: &[u8], schema: &[Field]) -> Result<Value, ProtobufError> 
                     _ => v.get("intVal").cloned().unwrap_or_else(|| 0.into()),
                 }
             }
+            (Ty::Quantity, Wire::Bytes(b)) => decode_message(b, &[f(1, "string", Ty::Str)])?
+                .get("string")
+                .cloned()
+                .unwrap_or_else(|| "".into()),
             (Ty::MapStr | Ty::MapBytes, Wire::Bytes(b)) => {
                 let value_ty = if matches!(field.ty, Ty::MapStr) {
                     Ty::Str
@@ -441,6 +538,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("policy/v1", "PodDisruptionBudget") => POD_DISRUPTION_BUDGET,
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => HORIZONTAL_POD_AUTOSCALER,
         _ => {
             return Err(ProtobufError::UnsupportedKind(format!(
                 "{api_version}/{kind}"

@@ -77,36 +77,34 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
         revisions: informers.get::<ControllerRevision>(),
         expectations: Mutex::default(),
     });
-    let (queue, keys) = work_queue::queue::<DaemonSet>();
-    let pod_changes = PodOwners {
+    let pod_owners = PodOwners {
         owners: &ctx.daemonsets,
         pods: &ctx.pods,
         expectations: &ctx.expectations,
         selects,
-    }
-    .watch(queue.clone());
-    let other_changes = watch_nodes_and_revisions(ctx.clone(), queue);
-    for synced in [
-        Box::pin(ctx.daemonsets.synced()) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-        Box::pin(ctx.pods.synced()),
-        Box::pin(ctx.nodes.synced()),
-        Box::pin(ctx.revisions.synced()),
-    ] {
-        synced.await;
-    }
-    let workers = work_queue::run(
+    };
+    work_queue::serve(
         COMPONENT,
         ctx.daemonsets.store.clone(),
-        keys,
         ctx.clone(),
         CONCURRENT_SYNCS,
+        |queue| async {
+            tokio::join!(
+                pod_owners.watch(queue.clone()),
+                watch_nodes_and_revisions(ctx.clone(), queue)
+            );
+        },
+        async {
+            tokio::join!(
+                ctx.daemonsets.synced(),
+                ctx.pods.synced(),
+                ctx.nodes.synced(),
+                ctx.revisions.synced()
+            );
+        },
         |ds, ctx| sync(ds, ctx),
-    );
-    tokio::select! {
-        _ = pod_changes => {}
-        _ = other_changes => {}
-        _ = workers => {}
-    }
+    )
+    .await;
     Ok(())
 }
 

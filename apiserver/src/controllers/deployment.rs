@@ -64,23 +64,22 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
         replica_sets: informers.get::<ReplicaSet>(),
         pods: informers.get::<Pod>(),
     });
-    let (queue, keys) = work_queue::queue::<Deployment>();
-    let changes = watch_changes(ctx.clone(), queue);
-    ctx.deployments.synced().await;
-    ctx.replica_sets.synced().await;
-    ctx.pods.synced().await;
-    let workers = work_queue::run(
+    work_queue::serve(
         COMPONENT,
         ctx.deployments.store.clone(),
-        keys,
         ctx.clone(),
         CONCURRENT_SYNCS,
+        |queue| watch_changes(ctx.clone(), queue),
+        async {
+            tokio::join!(
+                ctx.deployments.synced(),
+                ctx.replica_sets.synced(),
+                ctx.pods.synced()
+            );
+        },
         |d, ctx| sync(d, ctx),
-    );
-    tokio::select! {
-        _ = changes => {}
-        _ = workers => {}
-    }
+    )
+    .await;
     Ok(())
 }
 
@@ -244,16 +243,24 @@ impl Rollout<'_> {
                     changed = true;
                 }
             }
+            // The new set counts availability with the Deployment's minReadySeconds.
+            let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
+            let min_ready_stale = new
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0)
+                != min_ready.unwrap_or(0);
             let mut new = new;
-            if changed {
+            if changed || min_ready_stale {
                 let name = new.name_any();
+                let patch = json!({
+                    "metadata": {"annotations": annotations},
+                    "spec": {"minReadySeconds": min_ready.unwrap_or(0)},
+                });
                 new = self
                     .rs_api
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
-                    )
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                     .map_err(|source| DeploymentError::ReplicaSet {
                         verb: "updating",

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    daemonset, deployment, garbage_collector, namespace, persistent_volume, pod_gc, replicaset,
-    statefulset, taint_eviction,
+    daemonset, deployment, disruption, garbage_collector, namespace, persistent_volume, pod_gc,
+    replicaset, statefulset, taint_eviction,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -105,6 +105,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "statefulset-controller",
         alias: "statefulset",
         start: |i, _| Box::pin(statefulset::run(i)),
+    },
+    ControllerEntry {
+        name: "disruption-controller",
+        alias: "disruption",
+        start: |i, _| Box::pin(disruption::run(i)),
     },
 ];
 

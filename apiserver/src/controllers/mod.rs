@@ -16,6 +16,8 @@ pub mod controller_ref_manager;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;
+pub mod disruption;
+pub mod disruption_budget;
 pub mod endpoints;
 pub mod endpoints_render;
 pub mod expectations;

@@ -5,6 +5,7 @@
 //! shared pod and owner informers, a work queue of owner keys, writes
 //! through `kube::Client`. Decisions are in [`super::replicaset_decide`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -13,10 +14,7 @@ use std::time::Instant;
 use futures::future::join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{
-    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition,
-    ReplicationControllerStatus,
-};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -54,7 +52,9 @@ pub enum ReplicaSetError {
     Claim(#[from] ClaimError),
 }
 
-/// What differs between a ReplicaSet and a ReplicationController.
+/// What differs between a ReplicaSet and a ReplicationController: how
+/// each reads as a ReplicaSet (upstream's RC controller converts an RC to
+/// an RS the same way); everything else is written once, over that view.
 pub trait Replicated:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + k8s_openapi::Resource
@@ -68,131 +68,105 @@ pub trait Replicated:
 {
     /// The events' `source.component`.
     const COMPONENT: &'static str;
-    fn replicas(&self) -> i32;
-    fn min_ready_seconds(&self) -> i32;
-    fn selects(&self, labels: &BTreeMap<String, String>) -> bool;
-    fn template(&self) -> Option<&PodTemplateSpec>;
-    /// The status this object should have; `None` when it has it already.
-    fn new_status(&self, counts: ReplicaCounts, failure: Option<(&str, String)>) -> Option<Value>;
-}
-
-fn nonzero(n: i32) -> Option<i32> {
-    (n != 0).then_some(n)
-}
-
-/// `ReplicaFailure` set on a failed create/delete, cleared when a sync
-/// succeeds; kept (with its time) while the failure persists.
-fn failure_condition<C: Clone>(
-    old: Option<&Vec<C>>,
-    is_failure: impl Fn(&C) -> bool,
-    failure: Option<(&str, String)>,
-    make: impl Fn(&str, String) -> C,
-) -> Option<Vec<C>> {
-    let mut conds: Vec<C> = old.cloned().unwrap_or_default();
-    let existing = conds.iter().any(&is_failure);
-    match failure {
-        Some((reason, message)) if !existing => conds.push(make(reason, message)),
-        None if existing => conds.retain(|c| !is_failure(c)),
-        _ => {}
-    }
-    (!conds.is_empty()).then_some(conds)
-}
-
-impl Replicated for ReplicaSet {
-    const COMPONENT: &'static str = "replicaset-controller";
+    fn spec_view(&self) -> SpecView<'_>;
+    /// The status as a ReplicaSet's (the same fields and conditions).
+    fn status_view(&self) -> ReplicaSetStatus;
 
     fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+        self.spec_view().replicas.unwrap_or(1)
     }
     fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
+        self.spec_view().min_ready_seconds.unwrap_or(0)
     }
+    /// An empty selector selects nothing for a controller.
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        let sel = self.spec.as_ref().map(|s| &s.selector);
-        // An empty selector selects nothing for a controller.
-        sel.is_some_and(|s| {
-            !kubelab_rules::selector::is_empty(s) && kubelab_rules::selector::matches(s, labels)
+        self.spec_view().selector.is_some_and(|s| {
+            !kubelab_rules::selector::is_empty(&s) && kubelab_rules::selector::matches(&s, labels)
         })
     }
     fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
+        self.spec_view().template
     }
+    /// The status this object should have; `None` when it has it already.
+    /// `ReplicaFailure` is set on a failed create/delete and cleared when a
+    /// sync succeeds; kept (with its time) while the failure persists.
     fn new_status(&self, c: ReplicaCounts, failure: Option<(&str, String)>) -> Option<Value> {
-        let old = self.status.clone().unwrap_or_default();
+        let old = self.status_view();
+        let mut conditions = old.conditions.clone().unwrap_or_default();
+        let is_failure = |c: &ReplicaSetCondition| c.type_ == "ReplicaFailure";
+        let existing = conditions.iter().any(is_failure);
+        match failure {
+            Some((reason, message)) if !existing => conditions.push(ReplicaSetCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(message),
+                last_transition_time: Some(Time(jiff::Timestamp::now())),
+            }),
+            None if existing => conditions.retain(|c| !is_failure(c)),
+            _ => {}
+        }
+        let nonzero = |n: i32| (n != 0).then_some(n);
         let status = ReplicaSetStatus {
             replicas: c.replicas,
             fully_labeled_replicas: nonzero(c.fully_labeled),
             ready_replicas: nonzero(c.ready),
             available_replicas: nonzero(c.available),
-            observed_generation: self.metadata.generation,
-            conditions: failure_condition(
-                old.conditions.as_ref(),
-                |c: &ReplicaSetCondition| c.type_ == "ReplicaFailure",
-                failure,
-                |reason, message| ReplicaSetCondition {
-                    type_: "ReplicaFailure".into(),
-                    status: "True".into(),
-                    reason: Some(reason.into()),
-                    message: Some(message),
-                    last_transition_time: Some(Time(jiff::Timestamp::now())),
-                },
-            ),
+            observed_generation: self.meta().generation,
+            conditions: (!conditions.is_empty()).then_some(conditions),
             terminating_replicas: old.terminating_replicas,
         };
         (status != old).then(|| serde_json::to_value(status).expect("status serializes"))
     }
 }
 
+/// A ReplicaSet's or ReplicationController's spec, read as a ReplicaSet's.
+pub struct SpecView<'a> {
+    replicas: Option<i32>,
+    min_ready_seconds: Option<i32>,
+    selector: Option<Cow<'a, LabelSelector>>,
+    template: Option<&'a PodTemplateSpec>,
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn spec_view(&self) -> SpecView<'_> {
+        let spec = self.spec.as_ref();
+        SpecView {
+            replicas: spec.and_then(|s| s.replicas),
+            min_ready_seconds: spec.and_then(|s| s.min_ready_seconds),
+            selector: spec.map(|s| Cow::Borrowed(&s.selector)),
+            template: spec.and_then(|s| s.template.as_ref()),
+        }
+    }
+    fn status_view(&self) -> ReplicaSetStatus {
+        self.status.clone().unwrap_or_default()
+    }
+}
+
 impl Replicated for ReplicationController {
     const COMPONENT: &'static str = "replication-controller";
 
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    /// The RC's selector map is the RS's `matchLabels`.
+    fn spec_view(&self) -> SpecView<'_> {
+        let spec = self.spec.as_ref();
+        SpecView {
+            replicas: spec.and_then(|s| s.replicas),
+            min_ready_seconds: spec.and_then(|s| s.min_ready_seconds),
+            selector: spec.and_then(|s| s.selector.clone()).map(|m| {
+                Cow::Owned(LabelSelector {
+                    match_labels: Some(m),
+                    match_expressions: None,
+                })
+            }),
+            template: spec.and_then(|s| s.template.as_ref()),
+        }
     }
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-    }
-    fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        let sel = self.spec.as_ref().and_then(|s| s.selector.clone());
-        sel.is_some_and(|s| {
-            let s = LabelSelector {
-                match_labels: Some(s),
-                match_expressions: None,
-            };
-            !kubelab_rules::selector::is_empty(&s) && kubelab_rules::selector::matches(&s, labels)
-        })
-    }
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
-    }
-    fn new_status(&self, c: ReplicaCounts, failure: Option<(&str, String)>) -> Option<Value> {
-        let old = self.status.clone().unwrap_or_default();
-        let status = ReplicationControllerStatus {
-            replicas: c.replicas,
-            fully_labeled_replicas: nonzero(c.fully_labeled),
-            ready_replicas: nonzero(c.ready),
-            available_replicas: nonzero(c.available),
-            observed_generation: self.metadata.generation,
-            conditions: failure_condition(
-                old.conditions.as_ref(),
-                |c: &ReplicationControllerCondition| c.type_ == "ReplicaFailure",
-                failure,
-                |reason, message| ReplicationControllerCondition {
-                    type_: "ReplicaFailure".into(),
-                    status: "True".into(),
-                    reason: Some(reason.into()),
-                    message: Some(message),
-                    last_transition_time: Some(Time(jiff::Timestamp::now())),
-                },
-            ),
-        };
-        (status != old).then(|| serde_json::to_value(status).expect("status serializes"))
+    fn status_view(&self) -> ReplicaSetStatus {
+        let status = serde_json::to_value(self.status.clone().unwrap_or_default());
+        serde_json::from_value(status.expect("status serializes"))
+            .expect("an RC status reads as an RS status")
     }
 }
 
@@ -214,28 +188,24 @@ pub async fn run<K: Replicated>(informers: Informers) -> anyhow::Result<()> {
         owners: informers.get::<K>(),
         expectations: Mutex::default(),
     });
-    let (queue, keys) = work_queue::queue::<K>();
-    let changes = PodOwners {
+    let pod_owners = PodOwners {
         owners: &ctx.owners,
         pods: &ctx.pods,
         expectations: &ctx.expectations,
         selects: |o: &K, labels| o.selects(labels),
-    }
-    .watch(queue);
-    ctx.pods.synced().await;
-    ctx.owners.synced().await;
-    let workers = work_queue::run(
+    };
+    work_queue::serve(
         K::COMPONENT,
         ctx.owners.store.clone(),
-        keys,
         ctx.clone(),
         CONCURRENT_SYNCS,
+        |queue| pod_owners.watch(queue),
+        async {
+            tokio::join!(ctx.pods.synced(), ctx.owners.synced());
+        },
         |owner, ctx| sync(owner, ctx),
-    );
-    tokio::select! {
-        _ = changes => {}
-        _ = workers => {}
-    }
+    )
+    .await;
     Ok(())
 }
 

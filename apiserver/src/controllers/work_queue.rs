@@ -83,6 +83,39 @@ where
 /// (a pod becoming available after `minReadySeconds`, a progress deadline).
 pub type SyncResult<E> = Result<Option<Duration>, E>;
 
+/// A controller's life on shared informers: `watch` turns changes into
+/// keys of a new queue from the start; the workers ([`run`]) begin once
+/// `caches_synced` is done, so no sync reads a cache still filling. Ends
+/// when either ends.
+pub async fn serve<K, Ctx, F, Fut, E, W>(
+    controller: &'static str,
+    store: Store<K>,
+    ctx: Arc<Ctx>,
+    workers: u16,
+    watch: impl FnOnce(Queue<K>) -> W,
+    caches_synced: impl Future<Output = ()>,
+    sync: F,
+) where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Debug + Unpin + Default,
+    Ctx: Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    Fut: Future<Output = SyncResult<E>> + Send + 'static,
+    E: Display + Send + 'static,
+    W: Future<Output = ()>,
+{
+    let (queue, keys) = self::queue::<K>();
+    let changes = watch(queue);
+    let work = async {
+        caches_synced.await;
+        run(controller, store, keys, ctx, workers, sync).await;
+    };
+    tokio::select! {
+        _ = changes => {}
+        _ = work => {}
+    }
+}
+
 /// Runs `sync` for every queued key with up to `workers` keys at a time,
 /// until the queue's senders are gone.
 pub async fn run<K, Ctx, F, Fut, E>(

@@ -6,10 +6,12 @@
 //! typed struct on the way in ([`Kind::normalize`]), so only what the
 //! Kubernetes type defines is ever stored.
 
+pub mod autoscaling;
 mod core;
 mod discovery;
 mod pod;
 pub mod pod_template;
+pub mod policy;
 pub mod scheduling;
 mod stateful_set;
 pub mod storage;
@@ -318,8 +320,9 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, coordination::v1 as coordination, core::v1 as core,
-            discovery::v1 as discovery, scheduling::v1 as scheduling, storage::v1 as storage,
+            apps::v1 as apps, autoscaling::v2 as autoscaling, coordination::v1 as coordination,
+            core::v1 as core, discovery::v1 as discovery, policy::v1 as policy,
+            scheduling::v1 as scheduling, storage::v1 as storage,
         };
         Self {
             kinds: vec![
@@ -345,6 +348,8 @@ impl Default for Registry {
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
                 typed::<storage::StorageClass>("storage.k8s.io", "v1"),
+                typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
             ],
         }
     }

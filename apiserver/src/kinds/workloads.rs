@@ -63,6 +63,73 @@ pub(super) fn validate_selector_and_template(
     errs
 }
 
+/// What the apps/v1 controllers' specs share (`ValidateReplicaSetSpec`,
+/// `ValidateDeploymentSpec`, `ValidateDaemonSetSpec`).
+struct AppsSpec<'a> {
+    /// The kind named in template errors.
+    owner: &'a str,
+    /// `None` where the kind has no replicas (DaemonSet).
+    replicas: Option<i32>,
+    min_ready_seconds: Option<i32>,
+    selector: &'a LabelSelector,
+    template: Option<&'a PodTemplateSpec>,
+    revision_history_limit: Option<i32>,
+}
+
+impl AppsSpec<'_> {
+    /// The shared checks; `old_selector` is the stored object's, on update.
+    fn validate(&self, old_selector: Option<&LabelSelector>) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if let Some(replicas) = self.replicas {
+            errs.extend(nonnegative("spec.replicas", replicas.into()));
+        }
+        errs.extend(nonnegative(
+            "spec.minReadySeconds",
+            self.min_ready_seconds.unwrap_or(0).into(),
+        ));
+        match self.template {
+            Some(t) => errs.extend(validate_selector_and_template(self.selector, t, self.owner)),
+            None => errs.push(FieldError::required("spec.template", "")),
+        }
+        if let Some(limit) = self.revision_history_limit {
+            errs.extend(nonnegative("spec.revisionHistoryLimit", limit.into()));
+        }
+        if let Some(old) = old_selector {
+            errs.extend(immutable_selector(self.selector, old));
+        }
+        errs
+    }
+}
+
+/// A strategy `type` among `supported`: `RollingUpdate` (its parameters
+/// checked, defaulted when `rolling` is `None` unless `rolling_required`)
+/// or `other` (`Recreate`, `OnDelete`), with what that one forbids.
+fn validate_strategy(
+    path: &str,
+    type_: Option<&str>,
+    rolling: Option<(Option<&IntOrString>, Option<&IntOrString>)>,
+    rolling_required: bool,
+    (other, other_errors): (&str, Vec<FieldError>),
+    supported: &[&str],
+) -> Vec<FieldError> {
+    let rolling_path = format!("{path}.rollingUpdate");
+    match type_.unwrap_or("") {
+        t if t == other => other_errors,
+        "RollingUpdate" => match rolling {
+            None if rolling_required => vec![FieldError::required(rolling_path, "")],
+            None => validate_rolling(&rolling_path, None, None),
+            Some((max_unavailable, max_surge)) => {
+                validate_rolling(&rolling_path, max_unavailable, max_surge)
+            }
+        },
+        t => vec![FieldError::not_supported(
+            format!("{path}.type"),
+            t,
+            supported,
+        )],
+    }
+}
+
 /// apps/v1 selectors never change after creation.
 pub(super) fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Option<FieldError> {
     (new != old).then(|| {
@@ -102,17 +169,46 @@ fn validate_rolling(
     errs
 }
 
+/// The workloads' `-o wide` columns after their own.
+fn with_wide_columns(mut own: Vec<Column>) -> Vec<Column> {
+    own.extend([
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ]);
+    own
+}
+
 /// The columns ReplicaSets and ReplicationControllers print.
 fn replica_columns() -> Vec<Column> {
-    vec![
+    with_wide_columns(vec![
         name_col(),
         col("Desired", "integer", 0),
         col("Current", "integer", 0),
         col("Ready", "integer", 0),
         age_col(),
-        col("Containers", "string", 1),
-        col("Images", "string", 1),
-        col("Selector", "string", 1),
+    ])
+}
+
+/// A ReplicaSet's or ReplicationController's row: name, (desired,
+/// current, ready), age, then `-o wide`'s containers, images, selector.
+fn replica_cells(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    (desired, current, ready): (Option<i32>, i32, Option<i32>),
+    template: Option<&PodTemplateSpec>,
+    selector: Value,
+    now: jiff::Timestamp,
+) -> Vec<Value> {
+    let (containers, images) = container_cells(&template.cloned().unwrap_or_default());
+    vec![
+        name_of(meta),
+        desired.unwrap_or(0).into(),
+        current.into(),
+        ready.unwrap_or(0).into(),
+        age(meta.creation_timestamp.as_ref(), now),
+        containers,
+        images,
+        selector,
     ]
 }
 
@@ -142,23 +238,15 @@ impl KindSpec for ReplicaSet {
         let Some(spec) = &self.spec else {
             return vec![FieldError::required("spec", "")];
         };
-        let mut errs = nonnegative("spec.replicas", spec.replicas.unwrap_or(1).into());
-        errs.extend(nonnegative(
-            "spec.minReadySeconds",
-            spec.min_ready_seconds.unwrap_or(0).into(),
-        ));
-        match &spec.template {
-            Some(t) => errs.extend(validate_selector_and_template(
-                &spec.selector,
-                t,
-                "ReplicaSet",
-            )),
-            None => errs.push(FieldError::required("spec.template", "")),
+        AppsSpec {
+            owner: "ReplicaSet",
+            replicas: Some(spec.replicas.unwrap_or(1)),
+            min_ready_seconds: spec.min_ready_seconds,
+            selector: &spec.selector,
+            template: spec.template.as_ref(),
+            revision_history_limit: None,
         }
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            errs.extend(immutable_selector(&spec.selector, &old_spec.selector));
-        }
-        errs
+        .validate(old.and_then(|o| o.spec.as_ref()).map(|s| &s.selector))
     }
 
     fn columns() -> Vec<Column> {
@@ -168,17 +256,15 @@ impl KindSpec for ReplicaSet {
     fn cells(&self, now: jiff::Timestamp) -> Vec<Value> {
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
-        let (containers, images) = container_cells(&spec.template.clone().unwrap_or_default());
-        vec![
-            name_of(&self.metadata),
-            spec.replicas.unwrap_or(0).into(),
-            status.replicas.into(),
-            status.ready_replicas.unwrap_or(0).into(),
-            age(self.metadata.creation_timestamp.as_ref(), now),
-            containers,
-            images,
-            format_selector(&spec.selector),
-        ]
+        let counts = (spec.replicas, status.replicas, status.ready_replicas);
+        let selector = format_selector(&spec.selector);
+        replica_cells(
+            &self.metadata,
+            counts,
+            spec.template.as_ref(),
+            selector,
+            now,
+        )
     }
 }
 
@@ -255,17 +341,15 @@ impl KindSpec for ReplicationController {
     fn cells(&self, now: jiff::Timestamp) -> Vec<Value> {
         let spec = self.spec.clone().unwrap_or_default();
         let status = self.status.clone().unwrap_or_default();
-        let (containers, images) = container_cells(&spec.template.clone().unwrap_or_default());
-        vec![
-            name_of(&self.metadata),
-            spec.replicas.unwrap_or(0).into(),
-            status.replicas.into(),
-            status.ready_replicas.unwrap_or(0).into(),
-            age(self.metadata.creation_timestamp.as_ref(), now),
-            containers,
-            images,
-            format_labels(spec.selector.as_ref()),
-        ]
+        let counts = (spec.replicas, status.replicas, status.ready_replicas);
+        let selector = format_labels(spec.selector.as_ref());
+        replica_cells(
+            &self.metadata,
+            counts,
+            spec.template.as_ref(),
+            selector,
+            now,
+        )
     }
 }
 
@@ -318,44 +402,34 @@ impl KindSpec for Deployment {
         let Some(spec) = &self.spec else {
             return vec![FieldError::required("spec", "")];
         };
-        let mut errs = nonnegative("spec.replicas", spec.replicas.unwrap_or(1).into());
-        let min_ready = spec.min_ready_seconds.unwrap_or(0);
-        errs.extend(nonnegative("spec.minReadySeconds", min_ready.into()));
-        errs.extend(validate_selector_and_template(
-            &spec.selector,
-            &spec.template,
-            "ReplicaSet",
-        ));
+        let mut errs = AppsSpec {
+            owner: "ReplicaSet",
+            replicas: Some(spec.replicas.unwrap_or(1)),
+            min_ready_seconds: spec.min_ready_seconds,
+            selector: &spec.selector,
+            template: Some(&spec.template),
+            revision_history_limit: spec.revision_history_limit,
+        }
+        .validate(old.and_then(|o| o.spec.as_ref()).map(|s| &s.selector));
         let strategy = spec.strategy.clone().unwrap_or_default();
-        match strategy.type_.as_deref().unwrap_or("") {
-            "Recreate" => {
-                if strategy.rolling_update.is_some() {
-                    errs.push(FieldError::forbidden(
-                        "spec.strategy.rollingUpdate",
-                        "may not be specified when strategy `type` is 'Recreate'",
-                    ));
-                }
-            }
-            "RollingUpdate" => {
-                let r = strategy.rolling_update.clone().unwrap_or_default();
-                errs.extend(validate_rolling(
-                    "spec.strategy.rollingUpdate",
-                    r.max_unavailable.as_ref(),
-                    r.max_surge.as_ref(),
-                ));
-            }
-            other => errs.push(FieldError::not_supported(
-                "spec.strategy.type",
-                other,
-                &["Recreate", "RollingUpdate"],
-            )),
-        }
-        if let Some(limit) = spec.revision_history_limit {
-            errs.extend(nonnegative("spec.revisionHistoryLimit", limit.into()));
-        }
+        let recreate_forbids = strategy.rolling_update.as_ref().map(|_| {
+            FieldError::forbidden(
+                "spec.strategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'Recreate'",
+            )
+        });
+        let rolling = strategy.rolling_update.as_ref();
+        errs.extend(validate_strategy(
+            "spec.strategy",
+            strategy.type_.as_deref(),
+            rolling.map(|r| (r.max_unavailable.as_ref(), r.max_surge.as_ref())),
+            false,
+            ("Recreate", recreate_forbids.into_iter().collect()),
+            &["Recreate", "RollingUpdate"],
+        ));
         if let Some(deadline) = spec.progress_deadline_seconds {
             errs.extend(nonnegative("spec.progressDeadlineSeconds", deadline.into()));
-            if deadline <= min_ready {
+            if deadline <= spec.min_ready_seconds.unwrap_or(0) {
                 errs.push(FieldError::invalid_raw(
                     "spec.progressDeadlineSeconds",
                     deadline.to_string(),
@@ -363,23 +437,17 @@ impl KindSpec for Deployment {
                 ));
             }
         }
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            errs.extend(immutable_selector(&spec.selector, &old_spec.selector));
-        }
         errs
     }
 
     fn columns() -> Vec<Column> {
-        vec![
+        with_wide_columns(vec![
             name_col(),
             col("Ready", "string", 0),
             col("Up-to-date", "string", 0),
             col("Available", "string", 0),
             age_col(),
-            col("Containers", "string", 1),
-            col("Images", "string", 1),
-            col("Selector", "string", 1),
-        ]
+        ])
     }
 
     fn cells(&self, now: jiff::Timestamp) -> Vec<Value> {
@@ -440,46 +508,30 @@ impl KindSpec for DaemonSet {
         let Some(spec) = &self.spec else {
             return vec![FieldError::required("spec", "")];
         };
-        let mut errs = nonnegative(
-            "spec.minReadySeconds",
-            spec.min_ready_seconds.unwrap_or(0).into(),
-        );
-        errs.extend(validate_selector_and_template(
-            &spec.selector,
-            &spec.template,
-            "DaemonSet",
-        ));
+        let mut errs = AppsSpec {
+            owner: "DaemonSet",
+            replicas: None,
+            min_ready_seconds: spec.min_ready_seconds,
+            selector: &spec.selector,
+            template: Some(&spec.template),
+            revision_history_limit: spec.revision_history_limit,
+        }
+        .validate(old.and_then(|o| o.spec.as_ref()).map(|s| &s.selector));
         let strategy = spec.update_strategy.clone().unwrap_or_default();
-        match strategy.type_.as_deref().unwrap_or("") {
-            "OnDelete" => {}
-            "RollingUpdate" => match &strategy.rolling_update {
-                None => errs.push(FieldError::required(
-                    "spec.updateStrategy.rollingUpdate",
-                    "",
-                )),
-                Some(r) => errs.extend(validate_rolling(
-                    "spec.updateStrategy.rollingUpdate",
-                    r.max_unavailable.as_ref(),
-                    r.max_surge.as_ref(),
-                )),
-            },
-            other => errs.push(FieldError::not_supported(
-                "spec.updateStrategy.type",
-                other,
-                &["RollingUpdate", "OnDelete"],
-            )),
-        }
-        if let Some(limit) = spec.revision_history_limit {
-            errs.extend(nonnegative("spec.revisionHistoryLimit", limit.into()));
-        }
-        if let Some(old_spec) = old.and_then(|o| o.spec.as_ref()) {
-            errs.extend(immutable_selector(&spec.selector, &old_spec.selector));
-        }
+        let rolling = strategy.rolling_update.as_ref();
+        errs.extend(validate_strategy(
+            "spec.updateStrategy",
+            strategy.type_.as_deref(),
+            rolling.map(|r| (r.max_unavailable.as_ref(), r.max_surge.as_ref())),
+            true,
+            ("OnDelete", Vec::new()),
+            &["RollingUpdate", "OnDelete"],
+        ));
         errs
     }
 
     fn columns() -> Vec<Column> {
-        vec![
+        with_wide_columns(vec![
             name_col(),
             col("Desired", "integer", 0),
             col("Current", "integer", 0),
@@ -488,10 +540,7 @@ impl KindSpec for DaemonSet {
             col("Available", "integer", 0),
             col("Node Selector", "string", 0),
             age_col(),
-            col("Containers", "string", 1),
-            col("Images", "string", 1),
-            col("Selector", "string", 1),
-        ]
+        ])
     }
 
     fn cells(&self, now: jiff::Timestamp) -> Vec<Value> {
