@@ -58,7 +58,13 @@ fn a_stateful_set_keeps_names_volumes_and_dns_across_pod_deletion() {
         NODE_IP,
         "10.153.7.0/24",
         &[],
-        &["--cluster-dns", "10.96.0.10"],
+        // The shared disk may be nearly full: no DiskPressure taint for it.
+        &[
+            "--cluster-dns",
+            "10.96.0.10",
+            "--eviction-hard",
+            "nodefs.available<1%",
+        ],
     );
     c.apply(DB);
     // OrderedReady: db-1 is created only after db-0 runs, and so on.
