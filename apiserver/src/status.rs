@@ -54,10 +54,18 @@ impl FieldError {
         }
     }
     pub fn not_supported(field: impl Into<String>, value: &str, supported: &[&str]) -> Self {
+        Self::not_supported_raw(field, format!("{value:?}"), supported)
+    }
+    /// `NotSupported` with a value already rendered as Go's `%#v` would.
+    pub fn not_supported_raw(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         Self {
             field: field.into(),
-            kind: FieldErrorKind::NotSupported(format!("{value:?}")),
+            kind: FieldErrorKind::NotSupported(value.into()),
             detail: format!("supported values: {}", list.join(", ")),
         }
     }

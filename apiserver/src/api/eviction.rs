@@ -161,20 +161,16 @@ impl Api {
         params: &Params,
     ) -> ApiResult<Response> {
         let opts = delete_options(name, eviction)?;
-        let mut params = params.clone();
-        let dry_run = opts["dryRun"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|v| v == "All"));
-        if dry_run {
-            params.insert("dryRun".into(), "All".into());
-        }
+        // The query's and the delete options' dryRun, as the dispatcher
+        // read them (which also serves a dry run from a store that does not write).
+        let dry_run = super::is_dry_run(params);
         let pods = self.kind("", "v1", "pods");
         let pod: Pod = serde_json::from_value(self.get(pods.as_ref(), Some(ns), name).await?)
             .map_err(ApiError::internal)?;
         if !can_ignore_budget(&pod) {
             self.take_from_budget(ns, &pod, dry_run).await?;
         }
-        self.delete(pods.as_ref(), Some(ns), name, &opts, &params)
+        self.delete(pods.as_ref(), Some(ns), name, &opts, params)
             .await?;
         tracing::info!(pod = %format!("{ns}/{name}"), "evicted");
         Ok(json_response(

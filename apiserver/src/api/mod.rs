@@ -3,6 +3,7 @@
 
 pub mod deletion;
 pub mod discovery;
+mod dry_run;
 pub mod events;
 mod eviction;
 mod exec;
@@ -313,12 +314,53 @@ impl Api {
         method: Method,
         uri: Uri,
         headers: HeaderMap,
-        params: Params,
+        mut params: Params,
         body: Bytes,
     ) -> ApiResult<Response> {
         let route = self
             .route(uri.path())
             .ok_or_else(ApiError::not_found_path)?;
+        // A dry run goes through everything a write does, on a store that
+        // never writes.
+        let delete_options = match (&method, &route) {
+            (&Method::DELETE, _) if !body.is_empty() => Some(parse_body(&headers, &body)?),
+            (&Method::POST, Route::Resource(t)) if t.subresource.as_deref() == Some("eviction") => {
+                parse_body(&headers, &body)?.get("deleteOptions").cloned()
+            }
+            _ => None,
+        };
+        let api = if dry_run::requested(&method, &uri, delete_options.as_ref())? {
+            params.insert("dryRun".into(), "All".into());
+            Arc::new(self.dry_run_view())
+        } else {
+            params.remove("dryRun");
+            self
+        };
+        api.serve(route, method, headers, params, body).await
+    }
+
+    /// This API over a store that checks writes without making them.
+    fn dry_run_view(&self) -> Self {
+        Self {
+            store: Arc::new(dry_run::DryRunStore::new(self.store.clone())),
+            registry: self.registry.clone(),
+            allocator: tokio::sync::Mutex::new(()),
+            service_network: self.service_network.clone(),
+            advertise: self.advertise.clone(),
+            nodes: self.nodes.clone(),
+            tokens: self.tokens.clone(),
+            kubelet_client_user: self.kubelet_client_user.clone(),
+        }
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        route: Route,
+        method: Method,
+        headers: HeaderMap,
+        params: Params,
+        body: Bytes,
+    ) -> ApiResult<Response> {
         let out = output(&headers, &params);
         let t = match route {
             Route::ResourceList { group, version } => {
@@ -410,7 +452,7 @@ impl Api {
             }
             (&Method::PUT, Some(name), Some("scale")) if kind.info().has_scale => {
                 let scale = parse_body(&headers, &body)?;
-                self.update_scale(kind, ns, name, scale, &params).await
+                self.update_scale(kind, ns, name, scale).await
             }
             (&Method::PATCH, Some(name), Some("scale")) if kind.info().has_scale => {
                 let ct = headers
@@ -418,7 +460,7 @@ impl Api {
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
-                self.patch_scale(kind, ns, name, &ct, &body, &params).await
+                self.patch_scale(kind, ns, name, &ct, &body).await
             }
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
@@ -709,19 +751,16 @@ impl Api {
         };
         let (mut obj, warnings) = self.prepare_new(kind, ns, obj, params).await?;
         let name = object::name(&obj).to_owned();
-        if is_dry_run(params) {
-            return Ok(with_warnings(
-                self.respond(kind, StatusCode::CREATED, &obj, out),
-                &warnings,
-            ));
-        }
         let key = info.key(meta_str(&obj, "namespace"), &name);
         let rev = self
             .store
             .create(&key, object::encode(&obj))
             .await
             .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
-        meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
+        // An object a dry run did not store has no version yet.
+        if !is_dry_run(params) {
+            meta_mut(&mut obj).insert("resourceVersion".into(), rev.to_string().into());
+        }
         if info.plural == "namespaces" {
             self.create_default_service_account(&name).await;
         }
@@ -908,12 +947,6 @@ impl Api {
         let (obj, warnings) = self.decode_strict(kind, obj, params)?;
         let mut new = self.prepare_update(kind, &old, obj, status_only)?;
         let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
-        if is_dry_run(params) {
-            return Ok(with_warnings(
-                self.respond(kind, StatusCode::OK, &new, out),
-                &warnings,
-            ));
-        }
         self.store_update(kind, &old, &mut new, expected)
             .await
             .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
@@ -1005,12 +1038,6 @@ impl Api {
             let (patched, warnings) = self.decode_strict(kind, patched, params)?;
             let mut new = self.prepare_update(kind, &old, patched, status_only)?;
             let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
-            if is_dry_run(params) {
-                return Ok(with_warnings(
-                    self.respond(kind, StatusCode::OK, &new, out),
-                    &warnings,
-                ));
-            }
             match self.store_update(kind, &old, &mut new, expected).await {
                 Ok(()) => {
                     return Ok(with_warnings(
@@ -1060,9 +1087,6 @@ impl Api {
             return self
                 .delete_namespace(kind, obj, current.mod_revision, &req)
                 .await;
-        }
-        if req.dry_run {
-            return Ok(json_response(StatusCode::OK, &obj));
         }
         let existing = deletion::finalizers(&obj);
         let gc = deletion::gc_finalizers(&existing, &req, deletion::default_policy(info));
@@ -1178,9 +1202,6 @@ impl Api {
                 &name,
                 "this namespace may not be deleted",
             ));
-        }
-        if req.dry_run {
-            return Ok(json_response(StatusCode::OK, &ns));
         }
         let key = info.key(None, &name);
         if meta_str(&ns, "deletionTimestamp").is_none() {

@@ -11,7 +11,7 @@ use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec, ScaleStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::Value;
 
-use super::{Api, ApiResult, Params, is_dry_run, json_response, object, patch};
+use super::{Api, ApiResult, json_response, object, patch};
 use crate::kinds::Kind;
 use crate::status::{ApiError, FieldError, Subject};
 use crate::storage::StorageError;
@@ -84,7 +84,6 @@ impl Api {
         ns: Option<&str>,
         name: &str,
         scale: Value,
-        params: &Params,
     ) -> ApiResult<Response> {
         let info = kind.info();
         let replicas = match &scale["spec"]["replicas"] {
@@ -119,9 +118,6 @@ impl Api {
             let mut obj = old.clone();
             obj["spec"]["replicas"] = replicas.into();
             let mut new = self.prepare_update(kind, &old, obj, false)?;
-            if is_dry_run(params) {
-                return Ok(json_response(StatusCode::OK, &scale_of(kind, &new)));
-            }
             match self
                 .store_update(kind, &old, &mut new, current.mod_revision)
                 .await
@@ -136,7 +132,6 @@ impl Api {
 
     /// Patches the Scale view (JSON, merge or strategic merge patch), then
     /// writes it as [`Api::update_scale`] does.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn patch_scale(
         &self,
         kind: &dyn Kind,
@@ -144,7 +139,6 @@ impl Api {
         name: &str,
         content_type: &str,
         body: &[u8],
-        params: &Params,
     ) -> ApiResult<Response> {
         let media = content_type.split(';').next().unwrap_or("").trim();
         let p: Value = serde_json::from_slice(body)
@@ -170,7 +164,7 @@ impl Api {
         if !pinned {
             object::meta_mut(&mut patched).remove("resourceVersion");
         }
-        self.update_scale(kind, ns, name, patched, params).await
+        self.update_scale(kind, ns, name, patched).await
     }
 }
 

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    daemonset, deployment, disruption, garbage_collector, namespace, persistent_volume, pod_gc,
-    replicaset, statefulset, taint_eviction,
+    daemonset, deployment, disruption, garbage_collector, horizontal, namespace, persistent_volume,
+    pod_gc, replicaset, statefulset, taint_eviction,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -111,6 +111,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         alias: "disruption",
         start: |i, _| Box::pin(disruption::run(i)),
     },
+    ControllerEntry {
+        name: "horizontal-pod-autoscaler-controller",
+        alias: "horizontalpodautoscaling",
+        start: |i, o| Box::pin(horizontal::run(i, o.horizontal_pod_autoscaler)),
+    },
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -133,6 +138,8 @@ pub struct ManagerOptions {
     /// `--terminated-pod-gc-threshold`: finished pods kept before PodGC
     /// deletes the oldest (0: no limit).
     pub terminated_pod_gc_threshold: usize,
+    /// `--horizontal-pod-autoscaler-*`.
+    pub horizontal_pod_autoscaler: horizontal::HpaOptions,
 }
 
 impl Default for ManagerOptions {
@@ -143,6 +150,7 @@ impl Default for ManagerOptions {
             leader_election: LeaderElection::new(LEASE_NAME),
             concurrent_gc_syncs: garbage_collector::CONCURRENT_GC_SYNCS,
             terminated_pod_gc_threshold: pod_gc::TERMINATED_POD_GC_THRESHOLD,
+            horizontal_pod_autoscaler: Default::default(),
         }
     }
 }

@@ -313,6 +313,7 @@ fn typed<K: KindSpec>(group: &'static str, version: &'static str) -> Arc<dyn Kin
 }
 
 /// Every served resource.
+#[derive(Clone)]
 pub struct Registry {
     kinds: Vec<Arc<dyn Kind>>,
 }
