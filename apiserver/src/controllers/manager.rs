@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    daemonset, deployment, disruption, garbage_collector, horizontal, namespace, persistent_volume,
-    pod_gc, replicaset, statefulset, taint_eviction,
+    cronjob, daemonset, deployment, disruption, garbage_collector, horizontal, job, namespace,
+    persistent_volume, pod_gc, replicaset, statefulset, taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -90,6 +90,21 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
                 },
             ))
         },
+    },
+    ControllerEntry {
+        name: "job-controller",
+        alias: "job",
+        start: |i, _| Box::pin(job::run(i)),
+    },
+    ControllerEntry {
+        name: "cronjob-controller",
+        alias: "cronjob",
+        start: |i, _| Box::pin(cronjob::run(i)),
+    },
+    ControllerEntry {
+        name: "ttl-after-finished-controller",
+        alias: "ttl-after-finished",
+        start: |i, _| Box::pin(ttl_after_finished::run(i)),
     },
     ControllerEntry {
         name: "deployment-controller",

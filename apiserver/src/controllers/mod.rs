@@ -13,6 +13,8 @@
 
 pub mod controller_history;
 pub mod controller_ref_manager;
+pub mod cronjob;
+pub mod cronjob_decide;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;
@@ -24,6 +26,8 @@ pub mod expectations;
 pub mod garbage_collector;
 pub mod horizontal;
 pub mod informers;
+pub mod job;
+pub mod job_decide;
 pub mod kubernetes_service;
 pub mod manager;
 pub mod namespace;
@@ -42,6 +46,7 @@ pub mod served_resources;
 pub mod statefulset;
 pub mod statefulset_decide;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 pub mod work_queue;
 
 use std::sync::Arc;
