@@ -130,6 +130,9 @@ impl NodeFacts {
     }
 }
 
+/// The node annotation naming the directory of its local-path volumes.
+pub const LOCAL_PATH_DIR_ANNOTATION: &str = "kubelab.io/local-path-dir";
+
 pub fn node_labels(name: &str) -> BTreeMap<String, String> {
     [
         ("kubernetes.io/hostname", name),
@@ -294,6 +297,16 @@ impl NodeAgent {
         )
     }
 
+    /// Where the built-in local-path provisioner puts this node's volumes:
+    /// under the root dir, so the node's data stays in one place.
+    fn node_annotations(&self) -> BTreeMap<String, String> {
+        [(
+            LOCAL_PATH_DIR_ANNOTATION.to_owned(),
+            self.root_dir.join("storage").display().to_string(),
+        )]
+        .into()
+    }
+
     /// Creates the Node, or takes over one of the same name; returns its UID.
     async fn register(&self) -> Result<Node, KubeApiError> {
         let nodes: Api<Node> = Api::all(self.client.clone());
@@ -301,6 +314,7 @@ impl NodeAgent {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 labels: Some(node_labels(&self.name)),
+                annotations: Some(self.node_annotations()),
                 ..Default::default()
             },
             spec: Some(NodeSpec::default()),
@@ -313,7 +327,8 @@ impl NodeAgent {
         match nodes.create(&PostParams::default(), &node).await {
             Ok(n) => Ok(n),
             Err(kube::Error::Api(s)) if s.is_already_exists() => {
-                let patch = json!({"metadata": {"labels": node_labels(&self.name)}});
+                let patch = json!({"metadata": {"labels": node_labels(&self.name),
+                    "annotations": self.node_annotations()}});
                 Ok(nodes
                     .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?)

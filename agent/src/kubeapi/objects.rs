@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -55,6 +57,12 @@ pub trait ObjectGetter: Send + Sync {
     fn secret(&self, namespace: &str, name: &str) -> Result<Arc<Secret>, ObjectError>;
     /// Every service of the cluster.
     fn services(&self) -> Result<Vec<Arc<Service>>, ObjectError>;
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<PersistentVolumeClaim>, ObjectError>;
+    fn persistent_volume(&self, name: &str) -> Result<Arc<PersistentVolume>, ObjectError>;
 }
 
 /// A node without an apiserver: nothing can be looked up.
@@ -77,6 +85,24 @@ impl ObjectGetter for NoApiObjects {
     }
     fn services(&self) -> Result<Vec<Arc<Service>>, ObjectError> {
         Ok(Vec::new())
+    }
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<PersistentVolumeClaim>, ObjectError> {
+        Err(ObjectError::NoClient {
+            kind: "persistentvolumeclaim",
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+    fn persistent_volume(&self, name: &str) -> Result<Arc<PersistentVolume>, ObjectError> {
+        Err(ObjectError::NoClient {
+            kind: "persistentvolume",
+            namespace: String::new(),
+            name: name.into(),
+        })
     }
 }
 
@@ -107,6 +133,8 @@ pub struct ApiObjectCache {
     config_maps: Watched<ConfigMap>,
     secrets: Watched<Secret>,
     services: Watched<Service>,
+    claims: Watched<PersistentVolumeClaim>,
+    volumes: Watched<PersistentVolume>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -117,7 +145,13 @@ impl ApiObjectCache {
         ApiObjectCache {
             config_maps: spawn_watch(Api::all(client.clone()), "configmaps", changes.clone()),
             secrets: spawn_watch(Api::all(client.clone()), "secrets", changes.clone()),
-            services: spawn_watch(Api::all(client), "services", changes.clone()),
+            services: spawn_watch(Api::all(client.clone()), "services", changes.clone()),
+            claims: spawn_watch(
+                Api::all(client.clone()),
+                "persistentvolumeclaims",
+                changes.clone(),
+            ),
+            volumes: spawn_watch(Api::all(client), "persistentvolumes", changes.clone()),
             changes,
         }
     }
@@ -216,6 +250,36 @@ impl ObjectGetter for ApiObjectCache {
         }
         Ok(self.services.store.state())
     }
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<PersistentVolumeClaim>, ObjectError> {
+        lookup(
+            &self.claims,
+            "persistentvolumeclaim",
+            "persistentvolumeclaims",
+            namespace,
+            name,
+        )
+    }
+    fn persistent_volume(&self, name: &str) -> Result<Arc<PersistentVolume>, ObjectError> {
+        if let Some(pv) = self.volumes.store.get(&ObjectRef::new(name)) {
+            return Ok(pv);
+        }
+        if !self.volumes.synced.load(Ordering::Acquire) {
+            return Err(ObjectError::NotSynced {
+                kind: "persistentvolume",
+                resource: "persistentvolumes",
+                namespace: String::new(),
+                name: name.into(),
+            });
+        }
+        Err(ObjectError::NotFound {
+            kind: "persistentvolume",
+            name: name.into(),
+        })
+    }
 }
 
 /// Objects held in memory, for tests of what is computed from them.
@@ -224,6 +288,8 @@ pub struct InMemoryObjects {
     pub config_maps: Vec<ConfigMap>,
     pub secrets: Vec<Secret>,
     pub services: Vec<Service>,
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub volumes: Vec<PersistentVolume>,
 }
 
 fn find<K: kube::Resource + Clone>(
@@ -254,6 +320,23 @@ impl ObjectGetter for InMemoryObjects {
     }
     fn services(&self) -> Result<Vec<Arc<Service>>, ObjectError> {
         Ok(self.services.iter().cloned().map(Arc::new).collect())
+    }
+    fn persistent_volume_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<PersistentVolumeClaim>, ObjectError> {
+        find(&self.claims, "persistentvolumeclaim", namespace, name)
+    }
+    fn persistent_volume(&self, name: &str) -> Result<Arc<PersistentVolume>, ObjectError> {
+        self.volumes
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(name))
+            .map(|v| Arc::new(v.clone()))
+            .ok_or_else(|| ObjectError::NotFound {
+                kind: "persistentvolume",
+                name: name.into(),
+            })
     }
 }
 
@@ -337,6 +420,21 @@ pub fn fingerprint(objects: &dyn ObjectGetter, pod: &Pod) -> Vec<Option<String>>
         })
         .collect();
     out.push(objects.services().ok().map(|_| "services".to_string()));
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(c) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let claim = objects.persistent_volume_claim(ns, &c.claim_name).ok();
+        out.push(
+            claim
+                .as_ref()
+                .map(|c| c.metadata.resource_version.clone().unwrap_or_default()),
+        );
+        let volume = claim
+            .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+            .and_then(|n| objects.persistent_volume(&n).ok());
+        out.push(volume.map(|v| v.metadata.resource_version.clone().unwrap_or_default()));
+    }
     out
 }
 

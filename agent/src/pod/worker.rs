@@ -581,6 +581,32 @@ impl PodWorker {
         self.start_due().await;
     }
 
+    /// Whether every claim the pod mounts is bound to a volume this node
+    /// can find; if not, a `FailedMount` Event (once per distinct reason).
+    fn claims_bound(&mut self) -> Result<(), String> {
+        let has_claims = spec_of(&self.pod)
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.persistent_volume_claim.is_some());
+        if !has_claims {
+            return Ok(());
+        }
+        match crate::runtime::volumes::resolve_claims(&self.pod, self.ctx.objects()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = e.to_string();
+                if !self.mount_errors.contains(&message) {
+                    self.ctx
+                        .events
+                        .warning(&self.key, None, "FailedMount", message.clone());
+                }
+                self.mount_errors = vec![message.clone()];
+                Err(message)
+            }
+        }
+    }
+
     /// Writes the pod's configMap, secret, downwardAPI and projected volumes
     /// (again, when their objects changed). A failure is a `FailedMount`
     /// Event, once per distinct error.
@@ -659,7 +685,11 @@ impl PodWorker {
         }
         // Volumes first, as the kubelet mounts them before the sandbox exists:
         // until they are there the containers wait in ContainerCreating.
-        if let Err(msg) = self.ensure_api_volumes().await {
+        let volumes_ready = match self.claims_bound() {
+            Ok(()) => self.ensure_api_volumes().await,
+            Err(e) => Err(e),
+        };
+        if let Err(msg) = volumes_ready {
             for i in due {
                 let slot = &mut self.slots[i];
                 slot.schedule_after_create_error(
@@ -1568,7 +1598,9 @@ fn create_and_start(
             )))
         })?;
     }
-    let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir)
+    let claims = crate::runtime::volumes::resolve_claims(pod, ctx.objects())
+        .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir, &claims)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
     // Each subPath looked up beneath its volume and bind-mounted where
     // nothing in the pod can swap it (a missing one is created, as the kubelet does).

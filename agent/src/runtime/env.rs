@@ -340,6 +340,7 @@ mod tests {
                 }),
                 ..Default::default()
             }],
+            ..Default::default()
         }
     }
 

@@ -343,7 +343,7 @@ mod tests {
                 data: Some([("tls.key".to_string(), ByteString(b"KEY".to_vec()))].into()),
                 ..Default::default()
             }],
-            services: vec![],
+            ..Default::default()
         }
     }
 

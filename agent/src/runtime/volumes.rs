@@ -3,14 +3,16 @@
 //! `type` checks), and the volumes made from API objects and the pod itself:
 //! `configMap`, `secret`, `downwardAPI` and `projected`, written with the
 //! [`atomic_writer`](super::atomic_writer) (secret and projected ones on a
-//! tmpfs) and rewritten in place when their objects change. Other kinds
-//! (PVCs, NFS, ...) are refused by name.
+//! tmpfs) and rewritten in place when their objects change;
+//! `persistentVolumeClaim` volumes resolve through the claim to its bound
+//! PersistentVolume, whose `hostPath` or `local` directory is used as a
+//! hostPath volume is. Other kinds (NFS, ...) are refused by name.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Pod, Volume};
+use k8s_openapi::api::core::v1::{HostPathVolumeSource, PersistentVolume, Pod, Volume};
 use nix::mount::{MsFlags, mount};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum VolumeError {
         #[source]
         source: super::volume_ownership::OwnershipError,
     },
+    /// The claim is missing, unbound or its volume is not there (yet).
+    #[error("{0}")]
+    Claim(String),
     /// The kubelet's `FailedMount` wording.
     #[error("MountVolume.SetUp failed for volume {name:?} : {message}")]
     SetUp { name: String, message: String },
@@ -84,6 +89,7 @@ fn is_mounted(path: &Path) -> bool {
 pub fn prepare_volumes(
     pod: &Pod,
     pod_dir: &Path,
+    claims: &BTreeMap<String, std::sync::Arc<PersistentVolume>>,
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut out = BTreeMap::new();
     check_volume_names(pod)?;
@@ -139,57 +145,14 @@ pub fn prepare_volumes(
             }
             out.insert(name, dir);
         } else if let Some(host) = &v.host_path {
-            let path = PathBuf::from(&host.path);
-            let kind = host.type_.as_deref().unwrap_or("");
-            let meta = std::fs::metadata(&path).ok();
-            let problem = |p: &str| VolumeError::HostPathType {
-                name: name.clone(),
-                path: host.path.clone(),
-                problem: p.to_string(),
+            out.insert(name.clone(), host_path_volume(&name, host)?);
+        } else if v.persistent_volume_claim.is_some() {
+            let Some(pv) = claims.get(&name) else {
+                return Err(VolumeError::Claim(format!(
+                    "volume {name:?}: its claim is not resolved"
+                )));
             };
-            match kind {
-                "" => {}
-                "DirectoryOrCreate" => {
-                    if meta.is_none() {
-                        std::fs::create_dir_all(&path).map_err(io(&path))?;
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                            .map_err(io(&path))?;
-                    }
-                }
-                "FileOrCreate" => {
-                    if meta.is_none() {
-                        std::fs::write(&path, b"").map_err(io(&path))?;
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-                            .map_err(io(&path))?;
-                    }
-                }
-                "Directory" if !meta.as_ref().is_some_and(|m| m.is_dir()) => {
-                    return Err(problem("is not a directory"));
-                }
-                "File" if !meta.as_ref().is_some_and(|m| m.is_file()) => {
-                    return Err(problem("is not a file"));
-                }
-                "Socket" if !meta.as_ref().is_some_and(|m| m.file_type().is_socket()) => {
-                    return Err(problem("is not a socket"));
-                }
-                "CharDevice"
-                    if !meta
-                        .as_ref()
-                        .is_some_and(|m| m.file_type().is_char_device()) =>
-                {
-                    return Err(problem("is not a character device"));
-                }
-                "BlockDevice"
-                    if !meta
-                        .as_ref()
-                        .is_some_and(|m| m.file_type().is_block_device()) =>
-                {
-                    return Err(problem("is not a block device"));
-                }
-                "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice" => {}
-                other => return Err(problem(&format!("has an unknown type {other:?}"))),
-            }
-            out.insert(name, path);
+            out.insert(name.clone(), claimed_volume(&name, pv)?);
         } else if let Some(plugin) = super::projection::plugin_dir(v) {
             // Written by `setup_api_volumes` before any container starts.
             out.insert(
@@ -202,6 +165,152 @@ pub fn prepare_volumes(
                 kind: kind_of(v),
             });
         }
+    }
+    Ok(out)
+}
+
+/// A hostPath volume's directory on the node, after its `type` checks
+/// (creating it for the `...OrCreate` types).
+fn host_path_volume(name: &str, host: &HostPathVolumeSource) -> Result<PathBuf, VolumeError> {
+    let path = PathBuf::from(&host.path);
+    let kind = host.type_.as_deref().unwrap_or("");
+    let meta = std::fs::metadata(&path).ok();
+    let io = |source| VolumeError::Io {
+        name: name.to_owned(),
+        path: path.clone(),
+        source,
+    };
+    let problem = |p: &str| VolumeError::HostPathType {
+        name: name.to_owned(),
+        path: host.path.clone(),
+        problem: p.to_string(),
+    };
+    match kind {
+        "" => {}
+        "DirectoryOrCreate" => {
+            if meta.is_none() {
+                std::fs::create_dir_all(&path).map_err(io)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io)?;
+            }
+        }
+        "FileOrCreate" => {
+            if meta.is_none() {
+                std::fs::write(&path, b"").map_err(io)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                    .map_err(io)?;
+            }
+        }
+        "Directory" if !meta.as_ref().is_some_and(|m| m.is_dir()) => {
+            return Err(problem("is not a directory"));
+        }
+        "File" if !meta.as_ref().is_some_and(|m| m.is_file()) => {
+            return Err(problem("is not a file"));
+        }
+        "Socket" if !meta.as_ref().is_some_and(|m| m.file_type().is_socket()) => {
+            return Err(problem("is not a socket"));
+        }
+        "CharDevice"
+            if !meta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_char_device()) =>
+        {
+            return Err(problem("is not a character device"));
+        }
+        "BlockDevice"
+            if !meta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_block_device()) =>
+        {
+            return Err(problem("is not a block device"));
+        }
+        "Directory" | "File" | "Socket" | "CharDevice" | "BlockDevice" => {}
+        other => return Err(problem(&format!("has an unknown type {other:?}"))),
+    }
+    Ok(path)
+}
+
+/// The directory of a claim's bound volume: a `hostPath` one as a
+/// hostPath volume, a `local` one only if its directory is there. Either
+/// path must be absolute and free of `..`, as the apiserver requires.
+fn claimed_volume(name: &str, pv: &PersistentVolume) -> Result<PathBuf, VolumeError> {
+    let pv_name = pv.metadata.name.clone().unwrap_or_default();
+    let spec = pv.spec.clone().unwrap_or_default();
+    let path = match (&spec.host_path, &spec.local) {
+        (Some(h), _) => &h.path,
+        (None, Some(l)) => &l.path,
+        (None, None) => {
+            return Err(VolumeError::Claim(format!(
+                "volume {name:?}: persistentvolume {pv_name:?} has a volume type this node cannot mount"
+            )));
+        }
+    };
+    if !path.starts_with('/') || path.split('/').any(|p| p == "..") {
+        return Err(VolumeError::Claim(format!(
+            "volume {name:?}: persistentvolume {pv_name:?} path {path:?} must be absolute without '..'"
+        )));
+    }
+    match (&spec.host_path, &spec.local) {
+        (Some(h), _) => host_path_volume(name, h),
+        _ if Path::new(path).is_dir() => Ok(PathBuf::from(path)),
+        _ => Err(VolumeError::Claim(format!(
+            "MountVolume.NewMounter initialization failed for volume {pv_name:?} : path {path:?} does not exist"
+        ))),
+    }
+}
+
+/// The kubelet's claim lookup (`getPVCExtractPV`): each
+/// `persistentVolumeClaim` volume's bound PersistentVolume, by volume
+/// name; a claim that is missing, being deleted or not bound yet is an
+/// error worded as the kubelet's, and the pod waits.
+pub fn resolve_claims(
+    pod: &Pod,
+    objects: &dyn crate::kubeapi::objects::ObjectGetter,
+) -> Result<BTreeMap<String, std::sync::Arc<PersistentVolume>>, VolumeError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut out = BTreeMap::new();
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for v in volumes.into_iter().flatten() {
+        let Some(source) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let claim = objects
+            .persistent_volume_claim(ns, &source.claim_name)
+            .map_err(|e| {
+                VolumeError::Claim(format!(
+                    "error processing PVC {ns}/{}: {e}",
+                    source.claim_name
+                ))
+            })?;
+        if claim.metadata.deletion_timestamp.is_some() {
+            return Err(VolumeError::Claim(format!(
+                "error processing PVC {ns}/{}: PVC is being deleted",
+                source.claim_name
+            )));
+        }
+        let phase = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let volume_name = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        if phase != "Bound" || volume_name.is_empty() {
+            return Err(VolumeError::Claim(format!(
+                "PVC {ns}/{} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume_name:?})",
+                source.claim_name
+            )));
+        }
+        let pv = objects.persistent_volume(&volume_name).map_err(|e| {
+            VolumeError::Claim(format!(
+                "error processing PVC {ns}/{}: {e}",
+                source.claim_name
+            ))
+        })?;
+        out.insert(v.name.clone(), pv);
     }
     Ok(out)
 }
@@ -386,7 +495,7 @@ mod tests {
                 ..Default::default()
             },
         ]);
-        let paths = prepare_volumes(&pod, dir.path()).unwrap();
+        let paths = prepare_volumes(&pod, dir.path(), &BTreeMap::new()).unwrap();
         assert_eq!(
             paths["scratch"],
             dir.path().join("volumes/kubernetes.io~empty-dir/scratch")
@@ -394,7 +503,10 @@ mod tests {
         assert!(paths["scratch"].is_dir());
         assert!(host.is_dir());
         // Idempotent.
-        assert_eq!(prepare_volumes(&pod, dir.path()).unwrap(), paths);
+        assert_eq!(
+            prepare_volumes(&pod, dir.path(), &BTreeMap::new()).unwrap(),
+            paths
+        );
 
         let missing = pod_with(vec![Volume {
             name: "f".into(),
@@ -404,7 +516,7 @@ mod tests {
             }),
             ..Default::default()
         }]);
-        let err = prepare_volumes(&missing, dir.path())
+        let err = prepare_volumes(&missing, dir.path(), &BTreeMap::new())
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -418,8 +530,68 @@ mod tests {
             ..Default::default()
         }]);
         assert_eq!(
-            prepare_volumes(&nfs, dir.path()).unwrap_err().to_string(),
+            prepare_volumes(&nfs, dir.path(), &BTreeMap::new())
+                .unwrap_err()
+                .to_string(),
             "volume \"share\": nfs volumes are not supported on this node yet"
+        );
+    }
+
+    #[test]
+    fn claims_resolve_to_their_bound_volumes_directory() {
+        use crate::kubeapi::objects::InMemoryObjects;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pvc-1");
+        let mut pod = pod_with(vec![Volume {
+            name: "www".into(),
+            persistent_volume_claim: Some(
+                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: "www-web-0".into(),
+                    read_only: None,
+                },
+            ),
+            ..Default::default()
+        }]);
+        pod.metadata.namespace = Some("default".into());
+        let claim = |phase: &str, volume: Option<&str>| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "www-web-0", "namespace": "default"},
+                "spec": {"volumeName": volume},
+                "status": {"phase": phase}}))
+            .unwrap()
+        };
+        let pv = |path: &str| -> PersistentVolume {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "pvc-1"},
+                "spec": {"hostPath": {"path": path, "type": "DirectoryOrCreate"}}}))
+            .unwrap()
+        };
+        let mut objects = InMemoryObjects::default();
+        assert_eq!(
+            resolve_claims(&pod, &objects).unwrap_err().to_string(),
+            "error processing PVC default/www-web-0: persistentvolumeclaim \"www-web-0\" not found"
+        );
+        objects.claims = vec![claim("Pending", None)];
+        assert_eq!(
+            resolve_claims(&pod, &objects).unwrap_err().to_string(),
+            "PVC default/www-web-0 has non-bound phase (\"Pending\") or empty pvc.Spec.VolumeName (\"\")"
+        );
+        objects.claims = vec![claim("Bound", Some("pvc-1"))];
+        objects.volumes = vec![pv(&data.to_string_lossy())];
+        let claims = resolve_claims(&pod, &objects).unwrap();
+        let paths = prepare_volumes(&pod, dir.path(), &claims).unwrap();
+        assert_eq!(paths["www"], data);
+        assert!(
+            data.is_dir(),
+            "DirectoryOrCreate made the volume's directory"
+        );
+        // A volume path the apiserver would refuse is refused here too.
+        objects.volumes = vec![pv("/var/lib/../../etc")];
+        let claims = resolve_claims(&pod, &objects).unwrap();
+        assert!(
+            prepare_volumes(&pod, dir.path(), &claims)
+                .unwrap_err()
+                .to_string()
+                .contains("must be absolute without '..'")
         );
     }
 
@@ -501,7 +673,7 @@ mod tests {
             errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             ["MountVolume.SetUp failed for volume \"missing\" : configmap \"absent\" not found"]
         );
-        let paths = prepare_volumes(&pod, dir.path()).unwrap();
+        let paths = prepare_volumes(&pod, dir.path(), &BTreeMap::new()).unwrap();
         let conf = &paths["conf"];
         assert_eq!(
             *conf,

@@ -11,17 +11,18 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, PodTemplateSpec, Toleration,
+    PodSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubelab_rules::node_affinity::required_node_affinity_matches;
 use kubelab_rules::taints::{NO_EXECUTE, NO_SCHEDULE, find_untolerated, node_taints};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use super::controller_history;
 
 /// `apps.ControllerRevisionHashLabelKey` (`DefaultDaemonSetUniqueLabelKey`).
-pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
+pub use super::controller_history::REVISION_HASH_LABEL;
 /// `extensions.DaemonSetTemplateGenerationKey`.
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
 /// The annotation kube-apiserver keeps the template generation in.
@@ -668,28 +669,17 @@ pub fn status(
     st
 }
 
-/// The revision's data (`getPatch`): the template, replacing the
-/// DaemonSet's wholesale when rolled back to.
+/// The revision's data (`getPatch`).
 pub fn revision_data(ds: &DaemonSet) -> Value {
-    let template = ds
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
-    let mut t = serde_json::to_value(&template).expect("template serializes");
-    t["$patch"] = "replace".into();
-    json!({"spec": {"template": t}})
+    controller_history::patch_data(
+        &ds.spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default(),
+    )
 }
 
-/// The template a revision holds (what `kubectl rollout undo` restores).
-pub fn revision_template(rev: &ControllerRevision) -> Option<PodTemplateSpec> {
-    let data = rev.data.as_ref()?.0.get("spec")?.get("template")?.clone();
-    let mut data = data;
-    if let Some(o) = data.as_object_mut() {
-        o.remove("$patch");
-    }
-    serde_json::from_value(data).ok()
-}
+pub use super::controller_history::{HistoryStep, revision_template};
 
 /// The current template's hash: the name suffix of its revision.
 pub fn template_hash(ds: &DaemonSet) -> String {
@@ -704,26 +694,12 @@ pub fn template_hash(ds: &DaemonSet) -> String {
 
 /// A new ControllerRevision for the DaemonSet's template (`snapshot`).
 pub fn new_revision(ds: &DaemonSet, hash: &str, revision: i64) -> ControllerRevision {
-    let name = ds.metadata.name.clone().unwrap_or_default();
-    let mut labels = ds
+    let template = ds
         .spec
         .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
+        .map(|s| s.template.clone())
         .unwrap_or_default();
-    labels.insert(REVISION_HASH_LABEL.into(), hash.into());
-    ControllerRevision {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}-{hash}")),
-            namespace: ds.metadata.namespace.clone(),
-            labels: Some(labels),
-            annotations: ds.metadata.annotations.clone(),
-            owner_references: Some(vec![controller_ref(ds)]),
-            ..Default::default()
-        },
-        data: Some(RawExtension(revision_data(ds))),
-        revision,
-    }
+    controller_history::new_revision(&ds.metadata, controller_ref(ds), &template, hash, revision)
 }
 
 /// Whether a revision holds the DaemonSet's current template.
@@ -731,40 +707,8 @@ pub fn revision_matches(rev: &ControllerRevision, ds: &DaemonSet) -> bool {
     rev.data.as_ref().map(|d| &d.0) == Some(&revision_data(ds))
 }
 
-/// What the history needs (`constructHistory`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum HistoryStep {
-    /// No revision holds the template: create this one.
-    Create(ControllerRevision),
-    /// The current revision (by name), renumbered to `revision` when it
-    /// is an older one rolled back to; duplicates of it to delete.
-    Current {
-        name: String,
-        renumber_to: Option<i64>,
-        duplicates: Vec<String>,
-    },
-}
-
 pub fn history_step(ds: &DaemonSet, revisions: &[ControllerRevision], hash: &str) -> HistoryStep {
-    let max = revisions.iter().map(|r| r.revision).max().unwrap_or(0);
-    let mut current: Vec<&ControllerRevision> = revisions
-        .iter()
-        .filter(|r| revision_matches(r, ds))
-        .collect();
-    if current.is_empty() {
-        return HistoryStep::Create(new_revision(ds, hash, max + 1));
-    }
-    // Keep the newest of equal revisions.
-    current.sort_by_key(|r| std::cmp::Reverse(r.revision));
-    let keep = current[0];
-    HistoryStep::Current {
-        name: keep.metadata.name.clone().unwrap_or_default(),
-        renumber_to: (keep.revision < max).then_some(max + 1),
-        duplicates: current[1..]
-            .iter()
-            .filter_map(|r| r.metadata.name.clone())
-            .collect(),
-    }
+    controller_history::history_step(revisions, &revision_data(ds), |n| new_revision(ds, hash, n))
 }
 
 /// `cleanupHistory`: old revisions beyond `revisionHistoryLimit` that no
@@ -808,7 +752,8 @@ mod tests {
         DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
     };
     use k8s_openapi::api::core::v1::{
-        Container, NodeCondition, NodeSpec, NodeStatus, PodCondition, PodStatus, Taint,
+        Container, NodeCondition, NodeSpec, NodeStatus, PodCondition, PodStatus, PodTemplateSpec,
+        Taint,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 

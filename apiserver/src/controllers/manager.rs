@@ -18,7 +18,7 @@ use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
     cronjob, daemonset, deployment, disruption, garbage_collector, horizontal, job, namespace,
-    pod_gc, replicaset, taint_eviction, ttl_after_finished,
+    persistent_volume, pod_gc, replicaset, statefulset, taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -110,6 +110,16 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "deployment-controller",
         alias: "deployment",
         start: |i, _| Box::pin(deployment::run(i)),
+    },
+    ControllerEntry {
+        name: "persistentvolume-binder-controller",
+        alias: "persistentvolume-binder",
+        start: |i, _| Box::pin(persistent_volume::run(i)),
+    },
+    ControllerEntry {
+        name: "statefulset-controller",
+        alias: "statefulset",
+        start: |i, _| Box::pin(statefulset::run(i)),
     },
     ControllerEntry {
         name: "disruption-controller",

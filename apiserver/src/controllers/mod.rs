@@ -11,6 +11,7 @@
 //! informers, work queues, `kube::Client`) run by the controller
 //! [`manager`], in-process or as its own process.
 
+pub mod controller_history;
 pub mod controller_ref_manager;
 pub mod cronjob;
 pub mod cronjob_decide;
@@ -32,6 +33,8 @@ pub mod manager;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod persistent_volume;
+pub mod persistent_volume_decide;
 pub mod pod_gc;
 pub mod pod_owner_changes;
 pub mod replica_calculator;
@@ -40,6 +43,8 @@ pub mod replicaset_decide;
 pub mod rollout;
 pub mod scale_recommendations;
 pub mod served_resources;
+pub mod statefulset;
+pub mod statefulset_decide;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
 pub mod work_queue;

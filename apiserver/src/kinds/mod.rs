@@ -14,6 +14,8 @@ mod pod;
 pub mod pod_template;
 pub mod policy;
 pub mod scheduling;
+mod stateful_set;
+pub mod storage;
 pub mod table;
 pub mod validation;
 mod workloads;
@@ -322,7 +324,7 @@ impl Default for Registry {
         use k8s_openapi::api::{
             apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
             coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-            policy::v1 as policy, scheduling::v1 as scheduling,
+            policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage,
         };
         Self {
             kinds: vec![
@@ -337,15 +339,19 @@ impl Default for Registry {
                 typed::<core::ServiceAccount>("", "v1"),
                 typed::<core::ReplicationController>("", "v1"),
                 typed::<core::PodTemplate>("", "v1"),
+                typed::<core::PersistentVolume>("", "v1"),
+                typed::<core::PersistentVolumeClaim>("", "v1"),
                 typed::<apps::Deployment>("apps", "v1"),
                 typed::<apps::ReplicaSet>("apps", "v1"),
                 typed::<apps::DaemonSet>("apps", "v1"),
                 typed::<apps::ControllerRevision>("apps", "v1"),
+                typed::<apps::StatefulSet>("apps", "v1"),
                 typed::<batch::Job>("batch", "v1"),
                 typed::<batch::CronJob>("batch", "v1"),
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
+                typed::<storage::StorageClass>("storage.k8s.io", "v1"),
                 typed::<policy::PodDisruptionBudget>("policy", "v1"),
                 typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
             ],

@@ -24,7 +24,7 @@ use super::validation::{
 };
 use crate::status::FieldError;
 
-fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Value {
+pub(super) fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Value {
     meta.name.clone().unwrap_or_default().into()
 }
 
@@ -36,7 +36,7 @@ fn format_selector(s: &LabelSelector) -> Value {
 /// The selector and template checks apps/v1 controllers share
 /// (`ValidateReplicaSetSpec` and friends): a selector is required, may not
 /// be empty, must be valid and must select the template's labels.
-fn validate_selector_and_template(
+pub(super) fn validate_selector_and_template(
     sel: &LabelSelector,
     template: &PodTemplateSpec,
     owner: &str,
@@ -131,7 +131,7 @@ fn validate_strategy(
 }
 
 /// apps/v1 selectors never change after creation.
-fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Option<FieldError> {
+pub(super) fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Option<FieldError> {
     (new != old).then(|| {
         FieldError::invalid_raw(
             "spec.selector",
