@@ -16,8 +16,10 @@ pub mod version {
 pub mod container_state;
 pub mod duration;
 pub mod node_affinity;
+pub mod qos;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod taints;
 pub mod template_hash;
+pub mod validation;

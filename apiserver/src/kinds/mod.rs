@@ -10,6 +10,7 @@ pub mod autoscaling;
 mod core;
 mod discovery;
 mod pod;
+mod pod_defaults;
 pub mod pod_template;
 pub mod policy;
 pub mod scheduling;
