@@ -148,6 +148,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             cluster_domain: opts.cluster_domain.clone(),
             host: host_resolv,
         },
+        user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
+            opts.root_dir.join("pods"),
+        ),
     });
 
     // `--port`'s TLS and auth are checked before anything runs: a bad

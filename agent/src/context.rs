@@ -33,6 +33,8 @@ pub struct AgentContext {
     pub api_client: Option<kube::Client>,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
     pub dns: crate::network::dns::NodeDns,
+    /// The node's pool of pod user namespaces (`hostUsers: false`).
+    pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
 }
 
 impl AgentContext {

@@ -251,6 +251,20 @@ fn kubelab_up_brings_a_one_node_cluster_and_down_leaves_nothing() {
     });
     assert!(describe.contains("kubelet"), "{describe}");
 
+    // The agent serves a certificate of the cluster CA, and the apiserver
+    // checks it (--kubelet-certificate-authority): logs come through.
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(lab.path("apiserver/ca.crt"))
+        .arg(lab.path("state/pki/kubelet.crt"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    lab.wait_for("kubectl logs through the verified kubelet", || {
+        lab.kubectl(&["logs", &format!("web-{node}")])
+    });
+
     let veths_before = lab.netns.veths();
     assert!(veths_before.len() > 2, "pod veths: {veths_before:?}");
 

@@ -1,8 +1,8 @@
 //! A node's life in the cluster, through the real kubectl: the node
 //! controller losing and finding the agent again (NotReady, unreachable
 //! taints), cordon / drain / uncordon with evictions the agent carries out,
-//! `kubectl run` placed by the in-process scheduler and run, and allocatable less the
-//! node's reservations.
+//! `kubectl run` placed by the in-process scheduler and run, allocatable less the
+//! node's reservations, and a ReplicaSet replacing the pods of a dead node.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -406,5 +406,167 @@ fn a_bad_reservation_is_refused_naming_the_flag_and_entry() {
     assert!(
         err.contains("--eviction-hard: invalid entry \"memory.available>100Mi\""),
         "{err}"
+    );
+}
+
+/// (name, phase, terminating) of the ReplicaSet `keeper`'s pods, by name.
+fn keeper_pods(api: &ApiServer) -> Vec<(String, String, bool)> {
+    let out = api.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=keeper",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ]);
+    let mut pods: Vec<(String, String, bool)> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_owned(),
+                f.get(1).copied().unwrap_or_default().to_owned(),
+                f.get(2).is_some_and(|t| !t.is_empty()),
+            )
+        })
+        .collect();
+    pods.sort();
+    pods
+}
+
+#[test]
+fn a_replica_set_replaces_the_pods_of_a_dead_node() {
+    let api = ApiServer::start_with(GRACE);
+    let mut node = join(
+        &api,
+        &[
+            "--eviction-hard",
+            "memory.available<1Mi,nodefs.available<1%",
+        ],
+    );
+    let name = node.node_name.clone();
+    wait_node_status(&api, &node, "Ready", Duration::from_secs(20));
+    // Its pods tolerate an unreachable node for 2 s (instead of the 300 s
+    // DefaultTolerationSeconds gives).
+    api.apply(&format!(
+        "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: keeper
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: keeper}}
+  template:
+    metadata:
+      labels: {{app: keeper}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}}
+{}",
+        SLEEPER
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    ));
+    let first = wait_for(&node, "2 pods running", Duration::from_secs(60), || {
+        let pods = keeper_pods(&api);
+        (pods.len() == 2 && pods.iter().all(|p| p.1 == "Running" && !p.2)).then_some(pods)
+    });
+
+    // The node dies: unreachable, its pods evicted after their toleration;
+    // no kubelet finishes them, so they stay Terminating, and the
+    // ReplicaSet makes two more (nowhere to run yet).
+    node.kill_agent();
+    wait_node_status(&api, &node, "NotReady", Duration::from_secs(20));
+    let pods = wait_for(&node, "two replacements", Duration::from_secs(60), || {
+        let pods = keeper_pods(&api);
+        let old_terminating = first.iter().all(|f| pods.iter().any(|p| p.0 == f.0 && p.2));
+        let new: Vec<_> = pods
+            .iter()
+            .filter(|p| !first.iter().any(|f| f.0 == p.0))
+            .collect();
+        (old_terminating && new.len() == 2 && new.iter().all(|p| !p.2)).then_some(pods)
+    });
+    assert_eq!(pods.len(), 4, "{pods:?}");
+    let events = api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector=reason=TaintManagerEviction",
+        "-o",
+        "custom-columns=MSG:.message",
+    ]);
+    for (pod, _, _) in &first {
+        assert!(
+            events.contains(&format!("Marking for deletion Pod default/{pod}")),
+            "{events}"
+        );
+    }
+
+    // Declared out of service, the node's terminating pods are
+    // force-deleted (PodGC).
+    api.kubectl(&[
+        "taint",
+        "node",
+        &name,
+        "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+    ]);
+    wait_for(
+        &node,
+        "the old pods force-deleted",
+        Duration::from_secs(60),
+        || {
+            let pods = keeper_pods(&api);
+            (pods.len() == 2 && pods.iter().all(|p| !first.iter().any(|f| f.0 == p.0)))
+                .then_some(())
+        },
+    );
+
+    // Back in service, the node stops what its dead agent left and runs
+    // the replacements.
+    api.kubectl(&["taint", "node", &name, "node.kubernetes.io/out-of-service-"]);
+    node.spawn_agent();
+    wait_node_status(&api, &node, "Ready", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !{
+        let pods = keeper_pods(&api);
+        pods.len() == 2 && pods.iter().all(|p| p.1 == "Running")
+    } {
+        assert!(
+            Instant::now() < deadline,
+            "the replacements not running:\n{}\n{}\n{}",
+            api.kubectl(&["get", "pods,events", "-o", "wide"]),
+            api.kubectl(&["describe", "node", &name]),
+            common::tail(&api.log(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(
+        &node,
+        "the node to run only the replacements",
+        Duration::from_secs(60),
+        || {
+            let running: Vec<String> = node
+                .pods()
+                .iter()
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+                .collect();
+            (running.len() == 2 && running.iter().all(|n| !first.iter().any(|f| f.0 == *n)))
+                .then_some(())
+        },
+    );
+    api.kubectl(&[
+        "delete",
+        "rs",
+        "keeper",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    wait_for(
+        &node,
+        "the node to stop the pods",
+        Duration::from_secs(60),
+        || node.pods().is_empty().then_some(()),
     );
 }

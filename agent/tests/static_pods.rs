@@ -675,6 +675,7 @@ fn privileged_container_keeps_the_nodes_capabilities_and_devices() {
     args:
     - |
       mknod /tmp/kmsg c 1 11 && ( exec 3</tmp/kmsg ) 2>/dev/null && echo kmsg=open || echo kmsg=denied
+      echo "proc-mounts=$(awk '$5 ~ "^/proc/" {print $5}' /proc/self/mountinfo | tr '\n' ' ')"
       grep CapEff /proc/self/status
       exec sleep 3600
 "#,
@@ -688,6 +689,8 @@ fn privileged_container_keeps_the_nodes_capabilities_and_devices() {
             .filter(|l| l.contains("CapEff"))
     });
     assert!(logs.contains("kmsg=open"), "{logs}");
+    // Nothing of /proc is masked or made read-only for it.
+    assert!(logs.contains("proc-mounts=\n"), "{logs}");
     let own = std::fs::read_to_string("/proc/self/status").unwrap();
     let own_eff = own.lines().find(|l| l.starts_with("CapEff")).unwrap();
     assert!(

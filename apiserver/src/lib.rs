@@ -23,6 +23,7 @@ pub mod authorizer;
 pub mod cidr;
 pub mod client;
 pub mod controllers;
+pub mod cron_schedule;
 pub mod dns;
 pub mod event_recorder;
 pub mod kinds;

@@ -70,6 +70,27 @@ struct ControllerTuning {
     /// Finished pods kept before PodGC deletes the oldest; 0 keeps all.
     #[arg(long, default_value_t = manager_defaults().terminated_pod_gc_threshold)]
     terminated_pod_gc_threshold: usize,
+    /// How often each HorizontalPodAutoscaler is synced.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long a scale down waits for the highest recent recommendation.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// The usage ratio's distance from 1.0 below which nothing scales.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+}
+
+impl ControllerTuning {
+    fn hpa(&self) -> kubelab_apiserver::controllers::horizontal::HpaOptions {
+        let mut o = kubelab_apiserver::controllers::horizontal::HpaOptions {
+            sync_period: self.horizontal_pod_autoscaler_sync_period,
+            downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+            ..Default::default()
+        };
+        o.tuning.tolerance = self.horizontal_pod_autoscaler_tolerance;
+        o
+    }
 }
 
 fn manager_defaults() -> ManagerOptions {
@@ -334,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
                     leader_elect: cm.leader_elect,
                     concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
                     terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
+                    horizontal_pod_autoscaler: cm.tuning.hpa(),
                     ..Default::default()
                 },
             )
@@ -404,6 +426,7 @@ async fn main() -> anyhow::Result<()> {
                 controllers: flags.controllers,
                 concurrent_gc_syncs: flags.tuning.concurrent_gc_syncs,
                 terminated_pod_gc_threshold: flags.tuning.terminated_pod_gc_threshold,
+                horizontal_pod_autoscaler: flags.tuning.hpa(),
                 ..Default::default()
             },
         },

@@ -33,8 +33,10 @@ fn probes_are_defaulted_and_equal_amounts_are_guaranteed() {
         ),
         "{describe}"
     );
-    assert!(
-        describe.contains("QoS Class:                   Guaranteed"),
+    let qos = describe.lines().find(|l| l.starts_with("QoS Class:"));
+    assert_eq!(
+        qos.and_then(|l| l.split_whitespace().last()),
+        Some("Guaranteed"),
         "{describe}"
     );
     let probe = s.ok(&[

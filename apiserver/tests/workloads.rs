@@ -248,6 +248,20 @@ fn wait_for_pods(s: &ApiServer, selector: &str, n: usize) -> Vec<(String, Option
     }
 }
 
+/// `kubectl edit OBJECT -v=6` with `script FILE` as the editor (its
+/// temporary files under the test's dir, in `edit-tmp`).
+fn kubectl_edit(s: &ApiServer, object: &str, script: &str) -> std::process::Output {
+    let editor = s.file("editor.sh", &format!("#!/bin/sh\n{script} \"$1\"\n"));
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tmp = s.dir.path().join("edit-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    s.kubectl_cmd(&["edit", object, "-v=6"])
+        .env("EDITOR", &editor)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap()
+}
+
 /// Marks a pod Running and Ready through the status subresource, as its
 /// kubelet would.
 fn make_ready(s: &ApiServer, pod: &str) {
@@ -287,16 +301,16 @@ fn replica_sets_and_replication_controllers_keep_their_pods() {
         json(&s, &["get", "rs", "web"])["metadata"]["uid"]
     );
 
-    // Scale 3 → 6 (kubectl scale) → 2 (a patch, as kubectl edit sends) → 4 (replace -f).
+    // Scale 3 → 6 (kubectl scale) → 2 (kubectl edit) → 4 (replace -f).
     s.ok(&["scale", "rs/web", "--replicas=6"]);
     wait_for_pods(&s, "app=web", 6);
-    s.ok(&[
-        "patch",
-        "rs/web",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"replicas":2}}"#,
-    ]);
+    let out = kubectl_edit(&s, "rs/web", "sed -i -e 's/^  replicas: 6$/  replicas: 2/'");
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("replicaset.apps/web edited"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for_pods(&s, "app=web", 2);
     let file = s.file("rs.yaml", &RS_WEB.replace("replicas: 3", "replicas: 4"));
     s.ok(&["replace", "-f", &file]);
@@ -793,18 +807,7 @@ fn kubectl_edit_changes_a_deployment_and_refuses_an_invalid_edit() {
 
     // kubectl runs $EDITOR on a temporary copy, then sends the difference
     // as a strategic merge patch (field manager `kubectl-edit`).
-    let edit = |script: &str| {
-        let editor = s.file("editor.sh", &format!("#!/bin/sh\n{script} \"$1\"\n"));
-        std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let tmp = s.dir.path().join("edit-tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        s.kubectl_cmd(&["edit", "deployment", "web", "-v=6"])
-            .env("EDITOR", &editor)
-            .env("TMPDIR", &tmp)
-            .output()
-            .unwrap()
-    };
+    let edit = |script: &str| kubectl_edit(&s, "deployment/web", script);
     let out =
         edit("sed -i -e 's/image: nginx:1.25/image: nginx:1.26/' -e 's/replicas: 2/replicas: 3/'");
     let stdout = String::from_utf8_lossy(&out.stdout);

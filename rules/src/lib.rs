@@ -15,6 +15,7 @@ pub mod version {
 
 pub mod container_state;
 pub mod duration;
+pub mod host_users;
 pub mod node_affinity;
 pub mod qos;
 pub mod quantity;

@@ -431,6 +431,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
     if spec.containers.is_empty() {
         errors.push(FieldError::required("spec.containers"));
     }
+    errors.extend(host_users_errors(spec));
     if let Some(e) = too_many_containers(spec) {
         // Checked before the containers one by one: that is the work refused.
         errors.push(e);
@@ -545,6 +546,19 @@ fn volume_source_paths(v: &Volume, path: &str, errors: &mut Vec<FieldError>) {
             errors.push(FieldError::invalid(field.clone(), &p, why));
         }
     }
+}
+
+/// The node's namespaces that `hostUsers: false` forbids, as errors.
+pub fn host_users_errors(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<FieldError> {
+    kubelab_rules::host_users::forbidden_host_namespaces(spec)
+        .into_iter()
+        .map(|field| {
+            FieldError::forbidden(
+                format!("spec.{field}"),
+                kubelab_rules::host_users::FORBIDDEN_DETAIL,
+            )
+        })
+        .collect()
 }
 
 /// A pod with more containers than [`MAX_CONTAINERS_PER_POD`], as an error

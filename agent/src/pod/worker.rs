@@ -1348,6 +1348,30 @@ impl PodWorker {
     }
 }
 
+/// The pod's user namespace range with `hostUsers: false` (`None`: the
+/// node's users). The host namespaces are refused with it, in kube-apiserver's
+/// words, as a pod that skipped validation would otherwise share them.
+fn pod_user_namespace(
+    ctx: &AgentContext,
+    pod: &Pod,
+    uid: &str,
+) -> Result<Option<crate::runtime::userns::UserNamespace>, String> {
+    let spec = spec_of(pod);
+    if spec.host_users != Some(false) {
+        return Ok(None);
+    }
+    if let Some(e) = crate::config::manifest::host_users_errors(spec)
+        .into_iter()
+        .next()
+    {
+        return Err(e.to_string());
+    }
+    ctx.user_namespaces
+        .get_or_create(uid)
+        .map(Some)
+        .map_err(|e| format!("user namespace: {e}"))
+}
+
 /// Makes a pod's sandbox: the pod cgroup, the sandbox's cgroup and process,
 /// its /etc files and its network (CNI ADD). Blocking.
 #[allow(clippy::too_many_arguments)]
@@ -1372,6 +1396,7 @@ fn make_sandbox(
     ctx.cgroups
         .create(&sandbox_cgroup, &CgroupLimits::default())
         .map_err(|e| format!("creating the sandbox cgroup: {}", crate::error_chain(&e)))?;
+    let user_namespace = pod_user_namespace(ctx, pod, uid)?;
     let names = dns::pod_hostname(pod, &ctx.dns.cluster_domain).map_err(|e| e.to_string())?;
     let (resolv, warnings) = dns::pod_resolv_conf(pod, &ctx.dns);
     for w in warnings {
@@ -1409,6 +1434,7 @@ fn make_sandbox(
         host_network,
         share_pid,
         &crate::runtime::sysctls::pod_sysctls(pod),
+        user_namespace.as_ref(),
         &ctx.cgroups.procs_files(&sandbox_cgroup),
     )
     .map_err(|e| crate::error_chain(&e))?;
@@ -1508,7 +1534,14 @@ fn create_and_start(
     };
     std::fs::create_dir_all(&bundle)
         .map_err(|e| CreateError::Other(format!("{}: {e}", bundle.display())))?;
-    let rootfs = image::prepare_rootfs(&image, &bundle).map_err(|e| {
+    // overlayfs refuses idmapped mounts: a pod in its own user namespace
+    // gets a copy of the image's layers, idmapped as its volumes are.
+    let rootfs_mode = if sandbox.user_namespace.is_some() {
+        image::RootfsMode::Copy
+    } else {
+        image::RootfsMode::Auto
+    };
+    let rootfs = image::prepare_rootfs_with(&image, &bundle, rootfs_mode).map_err(|e| {
         fail(CreateError::Other(format!(
             "preparing the rootfs: {}",
             crate::error_chain(&e)
@@ -1567,6 +1600,9 @@ fn create_and_start(
     let mut namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
     if sandbox.share_pid {
         namespaces = namespaces.sharing_pids(sandbox.pid);
+    }
+    if let Some(ns) = &sandbox.user_namespace {
+        namespaces = namespaces.in_user_namespace(sandbox.pid, ns.clone());
     }
     let rootfs_path = rootfs.path.clone();
     let passwd = move |user: &str| spec::passwd_lookup(&rootfs_path, user);

@@ -123,7 +123,9 @@ pub fn exec_container(
     for ns in &namespaces {
         // A shared PID namespace was joined by the shim before the fork
         // (setns for PID namespaces only moves children).
-        if ns.typ() == LinuxNamespaceType::Pid {
+        // The user namespace is joined last (see below), once everything
+        // that needs the node's root is done.
+        if matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::User) {
             continue;
         }
         if let Some(path) = ns.path() {
@@ -154,15 +156,32 @@ pub fn exec_container(
         .as_ref()
         .ok_or_else(|| InitError::Spec("no root".into()))?;
     let rootfs = root.path().clone();
-    // pivot_root needs the new root to be a mount point of its own.
-    mount(
-        Some(&rootfs),
-        &rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .step(|| format!("bind rootfs {}", rootfs.display()))?;
+    // The pod's user namespace (`hostUsers: false`): every mount below is
+    // made here, as the node's root, idmapped into it; the process joins it
+    // last, before it drops to the container's user.
+    let userns = UserNs::of(linux)?;
+    match &userns {
+        None => {
+            // pivot_root needs the new root to be a mount point of its own.
+            mount(
+                Some(&rootfs),
+                &rootfs,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .step(|| format!("bind rootfs {}", rootfs.display()))?;
+        }
+        Some(ns) => {
+            let node_path = |what: String| move |e| InitError::Path { what, source: e };
+            let source = in_root::open_node_path(&rootfs)
+                .map_err(node_path(format!("rootfs {}", rootfs.display())))?;
+            let tree = super::idmap::idmapped_tree(source.as_fd(), ns.fd.as_fd(), false)
+                .map_err(|e| InitError::Spec(format!("idmapped rootfs: {e}")))?;
+            super::idmap::move_onto(tree.as_fd(), source.as_fd())
+                .step(|| format!("idmapped rootfs at {}", rootfs.display()))?;
+        }
+    }
 
     // Every path below is looked up inside the rootfs, held open from here.
     let in_rootfs = Root::open(&rootfs, Scope::InRoot).map_err(|e| InitError::Path {
@@ -170,9 +189,13 @@ pub fn exec_container(
         source: e,
     })?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
-        mount_into(&in_rootfs, m)?;
+        mount_into(&in_rootfs, m, userns.as_ref())?;
     }
-    create_devices(&in_rootfs, linux.devices().as_deref().unwrap_or_default())?;
+    create_devices(
+        &in_rootfs,
+        linux.devices().as_deref().unwrap_or_default(),
+        userns.as_ref(),
+    )?;
     drop(in_rootfs);
 
     chdir(&rootfs).step(|| "chdir rootfs".into())?;
@@ -200,6 +223,21 @@ pub fn exec_container(
     if new_uts && let Some(hostname) = spec.hostname() {
         nix::unistd::sethostname(hostname).step(|| "sethostname".into())?;
     }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| InitError::Spec("no process".into()))?;
+    if let Some(adj) = process.oom_score_adj() {
+        // Raising a score always works; lowering one (Guaranteed: -997) needs
+        // CAP_SYS_RESOURCE, which a confined node (or a user namespace) lacks:
+        // then the container keeps the score it inherited rather than failing.
+        let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
+    if let Some(ns) = &userns {
+        // From here on this process is root of the pod's user namespace
+        // only; its capabilities count there, not on the node.
+        setns(&ns.fd, CloneFlags::CLONE_NEWUSER).step(|| "join the pod's user namespace".into())?;
+    }
     if let Some(socket) = console {
         // In the container's devpts now, so the terminal is named there.
         let slave = super::exec::open_console_and_send_master(socket.as_raw_fd())
@@ -219,10 +257,6 @@ pub fn exec_container(
         }
     }
 
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| InitError::Spec("no process".into()))?;
     let env: Vec<String> = process.env().clone().unwrap_or_default();
     let args: Vec<String> = process.args().clone().unwrap_or_default();
     let program = args
@@ -234,12 +268,6 @@ pub fn exec_container(
         .unwrap_or(super::spec::DEFAULT_PATH);
     let executable = find_executable(program, path_var)?;
 
-    if let Some(adj) = process.oom_score_adj() {
-        // Raising a score always works; lowering one (Guaranteed: -997) needs
-        // CAP_SYS_RESOURCE, which a confined node may lack: then the container
-        // keeps the score it inherited rather than failing to start.
-        let _ = fs::write("/proc/self/oom_score_adj", adj.to_string());
-    }
     // Seccomp goes on last, just before exec, when no_new_privs allows it
     // unprivileged; otherwise before the capabilities go (loading needs
     // CAP_SYS_ADMIN then), as runc does.
@@ -326,43 +354,109 @@ fn mount_flags(options: &[String]) -> (MsFlags, bool, bool, String) {
     (flags, readonly, recursive_ro, data.join(","))
 }
 
-/// `mount_setattr(2)` with `AT_RECURSIVE`: the mount at `target` and every
-/// mount below it read-only (a plain remount leaves submounts writable).
-fn make_recursively_read_only(target: std::os::fd::BorrowedFd) -> nix::Result<()> {
-    /// `struct mount_attr` (linux/mount.h).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const SYS_MOUNT_SETATTR: libc::c_long = 442;
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a valid fd, an empty C string with AT_EMPTY_PATH, and a
-    // mount_attr of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            SYS_MOUNT_SETATTR,
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    nix::errno::Errno::result(rc).map(drop)
+/// The pod's user namespace, held open, and its mappings.
+struct UserNs {
+    fd: fs::File,
+    mappings: super::userns::UserNamespace,
 }
 
-fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
+impl UserNs {
+    fn of(linux: &oci_spec::runtime::Linux) -> Result<Option<UserNs>, InitError> {
+        let Some(path) = linux
+            .namespaces()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|ns| ns.typ() == LinuxNamespaceType::User)
+            .and_then(|ns| ns.path().clone())
+        else {
+            return Ok(None);
+        };
+        let convert = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+            m.as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|m| super::userns::IdMapping {
+                    host_id: m.host_id(),
+                    container_id: m.container_id(),
+                    length: m.size(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mappings = super::userns::UserNamespace {
+            uid_mappings: convert(linux.uid_mappings()),
+            gid_mappings: convert(linux.gid_mappings()),
+        };
+        if mappings.host_uid(0).is_none() || mappings.host_gid(0).is_none() {
+            return Err(InitError::Spec(
+                "a user namespace without root mapped".into(),
+            ));
+        }
+        let fd = fs::File::open(&path).step(|| format!("open {}", path.display()))?;
+        Ok(Some(UserNs { fd, mappings }))
+    }
+
+    /// Mount options naming owners as host IDs: a tmpfs or devpts mounted
+    /// here (the node's side) belongs to the pod's root, and devpts' `gid=5`
+    /// is the pod's tty group, as they would be if mounted inside.
+    fn host_owner_options(&self, typ: &str, data: &str) -> String {
+        let mut opts: Vec<String> = data
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(|o| match (typ, o.strip_prefix("gid=")) {
+                ("devpts", Some(gid)) => gid
+                    .parse()
+                    .ok()
+                    .and_then(|g| self.mappings.host_gid(g))
+                    .map_or(o.to_string(), |g| format!("gid={g}")),
+                _ => o.to_string(),
+            })
+            .collect();
+        if typ == "tmpfs" {
+            let (has_uid, has_gid) = (
+                opts.iter().any(|o| o.starts_with("uid=")),
+                opts.iter().any(|o| o.starts_with("gid=")),
+            );
+            if !has_uid {
+                opts.push(format!("uid={}", self.mappings.host_uid(0).unwrap_or(0)));
+            }
+            if !has_gid {
+                opts.push(format!("gid={}", self.mappings.host_gid(0).unwrap_or(0)));
+            }
+        }
+        opts.join(",")
+    }
+}
+
+/// [`Root::mount_target`]; in a pod user namespace, whatever it creates is
+/// made as the pod's root (an idmapped mount refuses, with EOVERFLOW, a file
+/// made by an ID it does not map, such as the node's root).
+fn mount_target(
+    root: &Root,
+    dest: &Path,
+    kind: Kind,
+    userns: Option<&UserNs>,
+) -> Result<OwnedFd, InRootError> {
+    let Some(ns) = userns else {
+        return root.mount_target(dest, kind);
+    };
+    let (uid, gid) = (
+        ns.mappings.host_uid(0).unwrap_or(0),
+        ns.mappings.host_gid(0).unwrap_or(0),
+    );
+    // Only the filesystem IDs change, for this call: the node's root is back
+    // (with its filesystem capabilities) right after.
+    nix::unistd::setfsgid(Gid::from_raw(gid));
+    nix::unistd::setfsuid(Uid::from_raw(uid));
+    let made = root.mount_target(dest, kind);
+    nix::unistd::setfsuid(Uid::from_raw(0));
+    nix::unistd::setfsgid(Gid::from_raw(0));
+    made
+}
+
+fn mount_into(root: &Root, m: &Mount, userns: Option<&UserNs>) -> Result<(), InitError> {
     let dest = m.destination();
-    let (mut flags, readonly, recursive_ro, data) =
+    let (mut flags, readonly, recursive_ro, mut data) =
         mount_flags(m.options().as_deref().unwrap_or_default());
     let source = m.source().clone().unwrap_or_default();
     let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
@@ -380,7 +474,28 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
         })?;
         let kind =
             in_root::kind_of(source_fd.as_fd()).step(|| format!("stat {}", source.display()))?;
-        let target = root.mount_target(dest, kind).map_err(in_root)?;
+        let target = mount_target(root, dest, kind, userns).map_err(in_root)?;
+        if let Some(ns) = userns.filter(|_| m.uid_mappings().is_some()) {
+            // The volume as the pod's user namespace sees it: files owned by
+            // 0 on the node are its root's, and what its root writes is 0
+            // on the node (the kubelet's idmapped volumes).
+            let recursive = flags.contains(MsFlags::MS_REC);
+            let tree = super::idmap::idmapped_tree(source_fd.as_fd(), ns.fd.as_fd(), recursive)
+                .map_err(|e| {
+                    InitError::Spec(format!(
+                        "idmapped mount of {} at {}: {e}",
+                        source.display(),
+                        dest.display()
+                    ))
+                })?;
+            if readonly {
+                super::idmap::set_read_only(tree.as_fd(), recursive_ro)
+                    .step(|| format!("make {} read-only", dest.display()))?;
+            }
+            super::idmap::move_onto(tree.as_fd(), target.as_fd())
+                .step(|| format!("idmapped {} at {}", source.display(), dest.display()))?;
+            return Ok(());
+        }
         mount(
             Some(&in_root::fd_path(source_fd.as_fd())),
             &in_root::fd_path(target.as_fd()),
@@ -402,7 +517,7 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
             )
             .step(|| format!("remount {} read-only", dest.display()))?;
             if recursive_ro {
-                make_recursively_read_only(mounted.as_fd())
+                super::idmap::set_read_only(mounted.as_fd(), true)
                     .step(|| format!("make {} recursively read-only", dest.display()))?;
             }
         }
@@ -410,11 +525,14 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
     }
     // proc, sysfs, tmpfs...: only ever on a real directory of the rootfs
     // (never through a symlink an image planted, runc's GHSA-fh74-hm69-rqjw).
-    let target = root.mount_target(dest, Kind::Dir).map_err(in_root)?;
+    let target = mount_target(root, dest, Kind::Dir, userns).map_err(in_root)?;
     if readonly {
         flags |= MsFlags::MS_RDONLY;
     }
     let typ = m.typ().clone().unwrap_or_default();
+    if let Some(ns) = userns {
+        data = ns.host_owner_options(&typ, &data);
+    }
     mount(
         Some(&source),
         &in_root::fd_path(target.as_fd()),
@@ -433,6 +551,7 @@ fn mount_into(root: &Root, m: &Mount) -> Result<(), InitError> {
 fn create_devices(
     root: &Root,
     devices: &[oci_spec::runtime::LinuxDevice],
+    userns: Option<&UserNs>,
 ) -> Result<(), InitError> {
     let in_root = |what: String| move |e| InitError::Path { what, source: e };
     for d in devices {
@@ -451,8 +570,7 @@ fn create_devices(
                 d.minor()
             )));
         }
-        let target = root
-            .mount_target(path, Kind::File)
+        let target = mount_target(root, path, Kind::File, userns)
             .map_err(in_root(format!("device {}", path.display())))?;
         mount(
             Some(path),

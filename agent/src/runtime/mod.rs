@@ -9,6 +9,7 @@
 //! - [`container`]: the agent's side of one container run.
 //! - [`image`]: the image store.
 //! - [`env`], [`envvars`], [`downward`]: a container's environment (pure).
+//! - [`userns`], [`idmap`]: pod user namespaces (`hostUsers: false`) and idmapped mounts.
 //! - [`projection`], [`atomic_writer`], [`volumes`]: pod volumes, API-backed ones included.
 
 pub mod atomic_writer;
@@ -19,6 +20,7 @@ pub mod downward;
 pub mod env;
 pub mod envvars;
 pub mod exec;
+pub mod idmap;
 pub mod image;
 pub mod in_root;
 pub mod init;
@@ -30,5 +32,6 @@ pub mod shim;
 pub mod spec;
 pub mod subpath;
 pub mod sysctls;
+pub mod userns;
 pub mod volume_ownership;
 pub mod volumes;

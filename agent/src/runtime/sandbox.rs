@@ -14,6 +14,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use serde::{Deserialize, Serialize};
 
+use super::userns::UserNamespace;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("starting the sandbox process: {0}")]
@@ -42,6 +44,11 @@ pub struct SandboxArgs {
     /// A pod sysctl to set in the new namespaces, `name=value` (repeated).
     #[arg(long = "sysctl", value_name = "NAME=VALUE")]
     pub sysctls: Vec<String>,
+    /// Own the pod's namespaces from a new user namespace (`hostUsers:
+    /// false`): the sandbox reports `userns`, waits for the agent to write
+    /// its ID maps and to say `mapped` on stdin, then becomes its root.
+    #[arg(long)]
+    pub user_namespace: bool,
 }
 
 /// What the agent remembers of a pod's sandbox (`sandbox.json` in the pod dir).
@@ -57,6 +64,10 @@ pub struct SandboxState {
     /// The sandbox is PID 1 of a PID namespace the containers share.
     #[serde(default)]
     pub share_pid: bool,
+    /// The pod's user namespace (`hostUsers: false`), held by the sandbox
+    /// process, and its mappings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<UserNamespace>,
 }
 
 impl SandboxState {
@@ -89,6 +100,23 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
         // everything else. Lowering a score needs CAP_SYS_RESOURCE, which a
         // nested or confined node may lack: then the sandbox keeps the agent's.
         let _ = std::fs::write("/proc/self/oom_score_adj", "-998");
+        if args.user_namespace {
+            // First, so the namespaces below belong to it.
+            unshare(CloneFlags::CLONE_NEWUSER)?;
+            let mut out = std::io::stdout();
+            writeln!(out, "userns")?;
+            out.flush()?;
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if answer.trim() != "mapped" {
+                anyhow::bail!("the agent did not map the user namespace");
+            }
+            // Root of the pod's user namespace: an unprivileged host ID.
+            let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+            nix::unistd::setgroups(&[])?;
+            nix::unistd::setresgid(root.1, root.1, root.1)?;
+            nix::unistd::setresuid(root.0, root.0, root.0)?;
+        }
         unshare(flags)?;
         if !args.host_network {
             nix::unistd::sethostname(&args.hostname)?;
@@ -198,6 +226,7 @@ fn loopback_up() -> std::io::Result<()> {
 
 /// Starts a sandbox process for a pod and waits until its namespaces exist.
 /// `pre_start` runs in the child before exec (joining the pod's cgroup).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     agent_exe: &Path,
     id: &str,
@@ -205,10 +234,14 @@ pub fn start(
     host_network: bool,
     share_pid: bool,
     sysctls: &[(String, String)],
+    user_namespace: Option<&UserNamespace>,
     cgroup_procs: &[PathBuf],
 ) -> Result<SandboxState, SandboxError> {
     let mut cmd = Command::new(agent_exe);
     cmd.arg("sandbox").arg("--hostname").arg(hostname);
+    if user_namespace.is_some() {
+        cmd.arg("--user-namespace");
+    }
     if host_network {
         cmd.arg("--host-network");
     }
@@ -218,9 +251,13 @@ pub fn start(
     for (name, value) in sysctls {
         cmd.arg("--sysctl").arg(format!("{name}={value}"));
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.stdin(if user_namespace.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let procs: Vec<std::ffi::CString> = cgroup_procs
         .iter()
         .filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok())
@@ -247,10 +284,23 @@ pub fn start(
     let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
     let mut pid = child.id() as i32;
     let mut line = String::new();
-    let stdout = child.stdout.take().expect("piped");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(SandboxError::Spawn)?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    stdout.read_line(&mut line).map_err(SandboxError::Spawn)?;
+    let stdin = child.stdin.take();
+    if let (Some(ns), Some(mut stdin), "userns") = (user_namespace, stdin, line.trim()) {
+        // Only a process outside the new user namespace may give it a range.
+        let mapped =
+            super::userns::write_id_maps(pid, ns).and_then(|_| stdin.write_all(b"mapped\n"));
+        if let Err(e) = mapped {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            super::container::reap_in_background(child);
+            return Err(SandboxError::Failed(format!(
+                "writing the user namespace's ID maps: {e}"
+            )));
+        }
+        line.clear();
+        stdout.read_line(&mut line).map_err(SandboxError::Spawn)?;
+    }
     // The sandbox lives on its own; a reaper thread collects it when it ends
     // so it never lingers as a zombie of the agent.
     super::container::reap_in_background(child);
@@ -272,6 +322,7 @@ pub fn start(
         start_ticks: process_start_ticks(pid).unwrap_or(0),
         host_network,
         share_pid,
+        user_namespace: user_namespace.cloned(),
     })
 }
 

@@ -111,11 +111,6 @@ pub enum SpecError {
         volume: String,
         message: String,
     },
-    /// Refused rather than run with the node's users.
-    #[error(
-        "spec.hostUsers: false needs user namespaces with idmapped mounts, which this node does not support"
-    )]
-    HostUsers,
     /// `runAsNonRoot` and a user 0, in the kubelet's words.
     #[error("{0}")]
     RunAsNonRoot(String),
@@ -132,6 +127,8 @@ pub struct SandboxNamespaces {
     /// The pod's PID namespace with `shareProcessNamespace: true`; `None`:
     /// each container gets its own.
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (`hostUsers: false`) and its mappings.
+    pub user: Option<(PathBuf, super::userns::UserNamespace)>,
 }
 
 impl SandboxNamespaces {
@@ -142,7 +139,14 @@ impl SandboxNamespaces {
             ipc: ns("ipc"),
             uts: (!host_network).then(|| ns("uts")),
             pid: None,
+            user: None,
         }
+    }
+
+    /// Containers join the sandbox's user namespace, with its mappings.
+    pub fn in_user_namespace(mut self, pid: i32, ns: super::userns::UserNamespace) -> Self {
+        self.user = Some((PathBuf::from(format!("/proc/{pid}/ns/user")), ns));
+        self
     }
 
     /// Containers join the sandbox's PID namespace (its process is PID 1 there).
@@ -450,9 +454,10 @@ fn all_capability_names() -> Vec<String> {
 }
 
 /// `procMount`: `Default` masks `/proc` as runc does ([`MASKED_PATHS`],
-/// [`READONLY_PATHS`]); `Unmasked` needs a user namespace (`hostUsers:
-/// false`), which this node does not offer, so it is refused either way.
-pub fn check_proc_mount(pod: &Pod, container: &Container) -> Result<(), SpecError> {
+/// [`READONLY_PATHS`]); `Unmasked` leaves it whole, and only in a user
+/// namespace (`hostUsers: false`), as kube-apiserver requires. Returns
+/// whether `/proc` is unmasked.
+pub fn check_proc_mount(pod: &Pod, container: &Container) -> Result<bool, SpecError> {
     let value = container
         .security_context
         .as_ref()
@@ -463,14 +468,17 @@ pub fn check_proc_mount(pod: &Pod, container: &Container) -> Result<(), SpecErro
         message,
     };
     match value {
-        "Default" => Ok(()),
+        "Default" => Ok(false),
         "Unmasked" => {
             let host_users = pod.spec.as_ref().and_then(|s| s.host_users).unwrap_or(true);
-            Err(refuse(if host_users {
-                "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`".into()
+            if host_users {
+                Err(refuse(
+                    "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
+                        .into(),
+                ))
             } else {
-                "Unmasked needs a user namespace (hostUsers: false), which this node does not support".into()
-            }))
+                Ok(true)
+            }
         }
         other => Err(refuse(format!(
             "Unsupported value: {other:?}: supported values: \"Default\", \"Unmasked\""
@@ -637,10 +645,7 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
 
     let (uid, gid) = effective_user(inputs)?;
     verify_run_as_non_root(inputs.pod, container, uid)?;
-    check_proc_mount(inputs.pod, container)?;
-    if inputs.pod.spec.as_ref().and_then(|s| s.host_users) == Some(false) {
-        return Err(SpecError::HostUsers);
-    }
+    let proc_unmasked = check_proc_mount(inputs.pod, container)?;
     let pod_sc = inputs
         .pod
         .spec
@@ -766,6 +771,17 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     )? {
         mounts.push(bind_volume(&dest, &source, read_only)?);
     }
+    if let Some((_, ns)) = &inputs.namespaces.user {
+        // Every bind mount from the node is idmapped with the pod's own
+        // mappings (the kubelet's CRI Mount.uid_mappings/gid_mappings).
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+        {
+            m.set_uid_mappings(Some(oci_id_mappings(&ns.uid_mappings)?));
+            m.set_gid_mappings(Some(oci_id_mappings(&ns.gid_mappings)?));
+        }
+    }
     if privileged {
         // A privileged container sees the node's devices, as on Kubernetes.
         mounts[1] = bind("/dev", Path::new("/dev"), false)?;
@@ -802,6 +818,15 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Uts)
                 .path(uts.clone())
+                .build()?,
+        );
+    }
+
+    if let Some((path, _)) = &inputs.namespaces.user {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .path(path.clone())
                 .build()?,
         );
     }
@@ -866,7 +891,17 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     if let Some(seccomp) = seccomp {
         linux = linux.seccomp(seccomp);
     }
-    if !privileged {
+    if let Some((_, ns)) = &inputs.namespaces.user {
+        linux = linux
+            .uid_mappings(oci_id_mappings(&ns.uid_mappings)?)
+            .gid_mappings(oci_id_mappings(&ns.gid_mappings)?);
+    }
+    // oci-spec's defaults mask runc's paths: an unmasked /proc says so.
+    if privileged || proc_unmasked {
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
+    } else {
         linux = linux
             .masked_paths(
                 MASKED_PATHS
@@ -890,6 +925,21 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .mounts(mounts)
         .linux(linux.build()?)
         .build()?)
+}
+
+fn oci_id_mappings(
+    mappings: &[super::userns::IdMapping],
+) -> Result<Vec<oci_spec::runtime::LinuxIdMapping>, SpecError> {
+    mappings
+        .iter()
+        .map(|m| {
+            Ok(oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .host_id(m.host_id)
+                .container_id(m.container_id)
+                .size(m.length)
+                .build()?)
+        })
+        .collect()
 }
 
 /// Looks a user name up in the rootfs's `/etc/passwd`.
@@ -1057,11 +1107,11 @@ mod tests {
     }
 
     #[test]
-    fn proc_mount_default_only() {
+    fn proc_mount_unmasked_only_in_a_user_namespace() {
         use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
         let mut pod = Pod::default();
         let mut c = container(None, None);
-        check_proc_mount(&pod, &c).unwrap();
+        assert!(!check_proc_mount(&pod, &c).unwrap());
         c.security_context = Some(SecurityContext {
             proc_mount: Some("Unmasked".into()),
             ..Default::default()
@@ -1074,11 +1124,14 @@ mod tests {
             host_users: Some(false),
             ..Default::default()
         });
-        assert!(
-            check_proc_mount(&pod, &c)
-                .unwrap_err()
-                .to_string()
-                .contains("does not support")
+        assert!(check_proc_mount(&pod, &c).unwrap());
+        c.security_context = Some(SecurityContext {
+            proc_mount: Some("Hidden".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            check_proc_mount(&pod, &c).unwrap_err().to_string(),
+            "container \"c\": securityContext.procMount: Unsupported value: \"Hidden\": supported values: \"Default\", \"Unmasked\""
         );
     }
 }

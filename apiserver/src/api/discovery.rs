@@ -135,6 +135,21 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
+/// The OpenAPI v2 document kubectl's client-side validation falls back to
+/// for a kind the v3 index does not list (a removed version such as
+/// `batch/v1beta1`): a document without definitions, in the protobuf form
+/// kubectl asks for, so that validation finds no schema and kubectl goes on
+/// to say the kind has no mapping, as it does against kube-apiserver.
+pub async fn openapi_v2() -> Response {
+    // gnostic `Document { swagger: "2.0" }`.
+    let body: &[u8] = b"\x0a\x032.0";
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from(body))
+        .expect("static response")
+}
+
 pub async fn openapi_v3_root(State(api): State<Arc<Api>>) -> Response {
     let mut paths = serde_json::Map::new();
     let mut gvs: Vec<(&str, &str)> = api

@@ -1772,6 +1772,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/apis/", get(discovery::api_groups))
+        .route("/openapi/v2", get(discovery::openapi_v2))
         .route("/openapi/v3", get(discovery::openapi_v3_root))
         .route("/openapi/v3/{*path}", get(discovery::openapi_v3_group))
         .route("/apis/metrics.k8s.io/v1beta1", get(metrics::resources))

@@ -59,7 +59,6 @@ fn list_strategy(field: &str, sample: Option<&Value>) -> ListStrategy {
         "volumeDevices" => ListStrategy::ByKey("devicePath"),
         "hostAliases" => ListStrategy::ByKey("ip"),
         "conditions" | "addresses" => ListStrategy::ByKey("type"),
-        "taints" => ListStrategy::ByKey("key"),
         "ownerReferences" => ListStrategy::ByKey("uid"),
         "topologySpreadConstraints" => ListStrategy::ByKey("topologyKey"),
         "finalizers" => ListStrategy::Union,
@@ -354,21 +353,26 @@ mod tests {
         );
     }
 
+    /// `NodeSpec.taints` is `listType=atomic`: a patch's list is the new
+    /// list (kubectl taint sends them all); a key with two effects stays two.
     #[test]
-    fn strategic_merge_taints_add_and_delete() {
-        let o = json!({"spec": {"taints": [{"key": "k1", "effect": "NoSchedule"}]}});
-        let added = strategic_merge(
-            &o,
-            &json!({"spec": {"taints": [{"key": "k2", "value": "v", "effect": "NoSchedule"}]}}),
-        );
-        assert_eq!(added["spec"]["taints"].as_array().unwrap().len(), 2);
+    fn strategic_merge_replaces_taints_whole() {
+        let o = json!({"spec": {"taints": [
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}});
+        let all = json!([
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+            {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+            {"key": "k2", "value": "v", "effect": "NoExecute"}]);
+        let added = strategic_merge(&o, &json!({"spec": {"taints": all}}));
+        assert_eq!(added["spec"]["taints"], all);
         let removed = strategic_merge(
             &added,
-            &json!({"spec": {"taints": [{"key": "k1", "$patch": "delete"}]}}),
+            &json!({"spec": {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}}),
         );
         assert_eq!(
             removed["spec"]["taints"],
-            json!([{"key": "k2", "value": "v", "effect": "NoSchedule"}])
+            json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}])
         );
         let cleared = strategic_merge(&removed, &json!({"spec": {"taints": null}}));
         assert_eq!(cleared, json!({"spec": {}}));

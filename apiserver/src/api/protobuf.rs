@@ -348,6 +348,52 @@ const HORIZONTAL_POD_AUTOSCALER: &[Field] = &[
     ),
 ];
 
+/// `batch/v1` JobSpec, as `kubectl create job` and `create job --from`
+/// send it.
+const JOB_SPEC: &[Field] = &[
+    f(1, "parallelism", Ty::OptInt),
+    f(2, "completions", Ty::OptInt),
+    f(3, "activeDeadlineSeconds", Ty::OptInt),
+    f(4, "selector", Ty::Msg(LABEL_SELECTOR)),
+    f(5, "manualSelector", Ty::Bool),
+    f(6, "template", Ty::Msg(POD_TEMPLATE_SPEC)),
+    f(7, "backoffLimit", Ty::OptInt),
+    f(8, "ttlSecondsAfterFinished", Ty::OptInt),
+    f(9, "completionMode", Ty::Str),
+    f(10, "suspend", Ty::Bool),
+    f(14, "podReplacementPolicy", Ty::Str),
+];
+
+const JOB: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(JOB_SPEC)),
+];
+
+const CRON_JOB: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "schedule", Ty::Str),
+            f(2, "startingDeadlineSeconds", Ty::OptInt),
+            f(3, "concurrencyPolicy", Ty::Str),
+            f(4, "suspend", Ty::Bool),
+            f(
+                5,
+                "jobTemplate",
+                Ty::Msg(&[
+                    f(1, "metadata", Ty::Msg(OBJECT_META)),
+                    f(2, "spec", Ty::Msg(JOB_SPEC)),
+                ]),
+            ),
+            f(6, "successfulJobsHistoryLimit", Ty::OptInt),
+            f(7, "failedJobsHistoryLimit", Ty::OptInt),
+            f(8, "timeZone", Ty::Str),
+        ]),
+    ),
+];
+
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -538,6 +584,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("batch/v1", "Job") => JOB,
+        ("batch/v1", "CronJob") => CRON_JOB,
         ("policy/v1", "PodDisruptionBudget") => POD_DISRUPTION_BUDGET,
         ("autoscaling/v2", "HorizontalPodAutoscaler") => HORIZONTAL_POD_AUTOSCALER,
         _ => {

@@ -17,8 +17,8 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    daemonset, deployment, disruption, garbage_collector, namespace, pod_gc, replicaset,
-    taint_eviction,
+    cronjob, daemonset, deployment, disruption, garbage_collector, horizontal, job, namespace,
+    pod_gc, replicaset, taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -92,6 +92,21 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         },
     },
     ControllerEntry {
+        name: "job-controller",
+        alias: "job",
+        start: |i, _| Box::pin(job::run(i)),
+    },
+    ControllerEntry {
+        name: "cronjob-controller",
+        alias: "cronjob",
+        start: |i, _| Box::pin(cronjob::run(i)),
+    },
+    ControllerEntry {
+        name: "ttl-after-finished-controller",
+        alias: "ttl-after-finished",
+        start: |i, _| Box::pin(ttl_after_finished::run(i)),
+    },
+    ControllerEntry {
         name: "deployment-controller",
         alias: "deployment",
         start: |i, _| Box::pin(deployment::run(i)),
@@ -100,6 +115,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "disruption-controller",
         alias: "disruption",
         start: |i, _| Box::pin(disruption::run(i)),
+    },
+    ControllerEntry {
+        name: "horizontal-pod-autoscaler-controller",
+        alias: "horizontalpodautoscaling",
+        start: |i, o| Box::pin(horizontal::run(i, o.horizontal_pod_autoscaler)),
     },
 ];
 
@@ -123,6 +143,8 @@ pub struct ManagerOptions {
     /// `--terminated-pod-gc-threshold`: finished pods kept before PodGC
     /// deletes the oldest (0: no limit).
     pub terminated_pod_gc_threshold: usize,
+    /// `--horizontal-pod-autoscaler-*`.
+    pub horizontal_pod_autoscaler: horizontal::HpaOptions,
 }
 
 impl Default for ManagerOptions {
@@ -133,6 +155,7 @@ impl Default for ManagerOptions {
             leader_election: LeaderElection::new(LEASE_NAME),
             concurrent_gc_syncs: garbage_collector::CONCURRENT_GC_SYNCS,
             terminated_pod_gc_threshold: pod_gc::TERMINATED_POD_GC_THRESHOLD,
+            horizontal_pod_autoscaler: Default::default(),
         }
     }
 }

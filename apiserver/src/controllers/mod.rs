@@ -12,6 +12,8 @@
 //! [`manager`], in-process or as its own process.
 
 pub mod controller_ref_manager;
+pub mod cronjob;
+pub mod cronjob_decide;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;
@@ -21,7 +23,10 @@ pub mod endpoints;
 pub mod endpoints_render;
 pub mod expectations;
 pub mod garbage_collector;
+pub mod horizontal;
 pub mod informers;
+pub mod job;
+pub mod job_decide;
 pub mod kubernetes_service;
 pub mod manager;
 pub mod namespace;
@@ -29,11 +34,14 @@ pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_gc;
 pub mod pod_owner_changes;
+pub mod replica_calculator;
 pub mod replicaset;
 pub mod replicaset_decide;
 pub mod rollout;
+pub mod scale_recommendations;
 pub mod served_resources;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 pub mod work_queue;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@
 //! Kubernetes type defines is ever stored.
 
 pub mod autoscaling;
+pub mod batch;
 mod core;
 mod discovery;
 mod pod;
@@ -320,9 +321,9 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         use k8s_openapi::api::{
-            apps::v1 as apps, autoscaling::v2 as autoscaling, coordination::v1 as coordination,
-            core::v1 as core, discovery::v1 as discovery, policy::v1 as policy,
-            scheduling::v1 as scheduling,
+            apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
+            coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+            policy::v1 as policy, scheduling::v1 as scheduling,
         };
         Self {
             kinds: vec![
@@ -341,6 +342,8 @@ impl Default for Registry {
                 typed::<apps::ReplicaSet>("apps", "v1"),
                 typed::<apps::DaemonSet>("apps", "v1"),
                 typed::<apps::ControllerRevision>("apps", "v1"),
+                typed::<batch::Job>("batch", "v1"),
+                typed::<batch::CronJob>("batch", "v1"),
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),

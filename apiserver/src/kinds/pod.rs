@@ -252,6 +252,12 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         }
         errs.extend(volume_source_paths(v, &format!("{path}.volumes[{i}]")));
     }
+    for field in kubelab_rules::host_users::forbidden_host_namespaces(spec) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.{field}"),
+            kubelab_rules::host_users::FORBIDDEN_DETAIL,
+        ));
+    }
     let mut names = BTreeSet::new();
     validate_containers(
         &spec.containers,
@@ -734,6 +740,23 @@ mod tests {
                 "spec.containers[0].image",
                 "spec.containers[1].name",
                 "spec.containers[1].resources.limits[cpu]"
+            ]
+        );
+    }
+
+    #[test]
+    fn host_namespaces_are_forbidden_with_a_pod_user_namespace() {
+        let p = pod(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+            "spec": {"hostUsers": false, "hostNetwork": true, "hostIPC": true,
+            "containers": [{"name": "c", "image": "x"}]}}),
+        );
+        let errs: Vec<String> = p.validate(None).iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.hostNetwork: Forbidden: when `hostUsers` is false",
+                "spec.HostIPC: Forbidden: when `hostUsers` is false",
             ]
         );
     }
