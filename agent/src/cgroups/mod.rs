@@ -38,7 +38,7 @@ mod v2;
 
 pub use qos::{
     CPU_PERIOD_US, CgroupLimits, MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, QosClass, ResourceError,
-    milli_cpu_to_quota, milli_cpu_to_shares, shares_to_weight,
+    milli_cpu_to_quota, milli_cpu_to_shares, qos_cgroup_dir, shares_to_weight,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -352,7 +352,7 @@ impl CgroupDriver {
 
     /// `kubepods/pod<uid>` (Guaranteed) or `kubepods/<qos>/pod<uid>`.
     pub fn pod_path(&self, qos: QosClass, pod_uid: &str) -> CgroupPath {
-        match qos.cgroup_dir() {
+        match qos_cgroup_dir(qos) {
             None => CgroupPath(format!("{KUBEPODS}/pod{pod_uid}")),
             Some(q) => CgroupPath(format!("{KUBEPODS}/{q}/pod{pod_uid}")),
         }

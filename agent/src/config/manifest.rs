@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, Toleration};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, PodSpec, Probe, Toleration, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};
 
@@ -449,6 +449,7 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
         } else if !volumes.insert(v.name.clone()) {
             errors.push(FieldError::duplicate(field, &v.name));
         }
+        volume_source_paths(v, &format!("spec.volumes[{i}]"), &mut errors);
     }
 
     // Names are unique across init and app containers: they share the
@@ -478,6 +479,73 @@ pub fn validate_pod(pod: &Pod, node_name: &str) -> Vec<FieldError> {
         );
     }
     errors
+}
+
+/// The host and volume paths a volume names, checked as the apiserver
+/// checks them: a hostPath without `..`, projected files inside the volume.
+fn volume_source_paths(v: &Volume, path: &str, errors: &mut Vec<FieldError>) {
+    use kubelab_rules::validation::{local_non_reserved_path, path_no_backsteps};
+    if let Some(h) = &v.host_path {
+        for why in path_no_backsteps(&h.path) {
+            errors.push(FieldError::invalid(
+                format!("{path}.hostPath.path"),
+                &h.path,
+                why,
+            ));
+        }
+    }
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut keys = |at: String, items: &Option<Vec<KeyToPath>>| {
+        for (j, item) in items.iter().flatten().enumerate() {
+            files.push((format!("{at}.items[{j}].path"), item.path.clone()));
+        }
+    };
+    if let Some(c) = &v.config_map {
+        keys(format!("{path}.configMap"), &c.items);
+    }
+    if let Some(s) = &v.secret {
+        keys(format!("{path}.secret"), &s.items);
+    }
+    for (k, source) in v
+        .projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+        .enumerate()
+    {
+        if let Some(c) = &source.config_map {
+            keys(format!("{path}.projected.sources[{k}].configMap"), &c.items);
+        }
+        if let Some(s) = &source.secret {
+            keys(format!("{path}.projected.sources[{k}].secret"), &s.items);
+        }
+    }
+    let downward = v
+        .downward_api
+        .iter()
+        .map(|d| (format!("{path}.downwardAPI"), &d.items))
+        .chain(
+            v.projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .enumerate()
+                .filter_map(|(k, s)| {
+                    let d = s.downward_api.as_ref()?;
+                    Some((
+                        format!("{path}.projected.sources[{k}].downwardAPI"),
+                        &d.items,
+                    ))
+                }),
+        );
+    for (at, items) in downward {
+        for (j, item) in items.iter().flatten().enumerate() {
+            files.push((format!("{at}.items[{j}].path"), item.path.clone()));
+        }
+    }
+    for (field, p) in files {
+        for why in local_non_reserved_path(&p) {
+            errors.push(FieldError::invalid(field.clone(), &p, why));
+        }
+    }
 }
 
 /// The node's namespaces that `hostUsers: false` forbids, as errors.
@@ -880,13 +948,10 @@ fn is_label(s: &str) -> bool {
 /// apimachinery's `IsDNS1123Label`.
 /// kube-apiserver's `validateLocalDescendingPath` (subPath, subPathExpr).
 pub fn check_local_descending_path(p: &str) -> Result<(), String> {
-    if p.starts_with('/') {
-        return Err("must be a relative path".into());
+    match kubelab_rules::validation::local_descending_path(p).first() {
+        Some(why) => Err((*why).into()),
+        None => Ok(()),
     }
-    if p.split('/').any(|part| part == "..") {
-        return Err("must not contain '..'".into());
-    }
-    Ok(())
 }
 
 pub fn check_dns1123_label(s: &str) -> Result<(), String> {

@@ -206,8 +206,7 @@ pub fn sub_path_of(
 /// A subPath must be relative and stay in its volume by name alone; links
 /// are checked when it is looked up ([`super::subpath`]).
 pub fn check_sub_path(container: &str, volume: &str, sub: &str) -> Result<(), SpecError> {
-    let p = Path::new(sub);
-    if p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir) {
+    if !kubelab_rules::validation::local_descending_path(sub).is_empty() {
         return Err(SpecError::BadSubPath {
             container: container.to_string(),
             volume: volume.to_string(),

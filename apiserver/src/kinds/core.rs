@@ -158,7 +158,22 @@ impl KindSpec for Node {
 /// and node ports are allocated by the API layer, which sees the store.
 fn default_service_spec(spec: &mut ServiceSpec) {
     let type_ = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
-    spec.session_affinity.get_or_insert_with(|| "None".into());
+    let affinity = spec
+        .session_affinity
+        .get_or_insert_with(|| "None".into())
+        .clone();
+    match affinity.as_str() {
+        "None" => spec.session_affinity_config = None,
+        "ClientIP" => {
+            spec.session_affinity_config
+                .get_or_insert_with(Default::default)
+                .client_ip
+                .get_or_insert_with(Default::default)
+                .timeout_seconds
+                .get_or_insert(10800);
+        }
+        _ => {}
+    }
     if type_ != "ExternalName" {
         spec.internal_traffic_policy
             .get_or_insert_with(|| "Cluster".into());
@@ -169,6 +184,9 @@ fn default_service_spec(spec: &mut ServiceSpec) {
     if type_ == "NodePort" || type_ == "LoadBalancer" {
         spec.external_traffic_policy
             .get_or_insert_with(|| "Cluster".into());
+    }
+    if type_ == "LoadBalancer" {
+        spec.allocate_load_balancer_node_ports.get_or_insert(true);
     }
     for p in spec.ports.iter_mut().flatten() {
         p.protocol.get_or_insert_with(|| "TCP".into());

@@ -11,6 +11,7 @@ pub mod batch;
 mod core;
 mod discovery;
 mod pod;
+mod pod_defaults;
 pub mod pod_template;
 pub mod policy;
 pub mod scheduling;

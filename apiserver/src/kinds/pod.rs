@@ -4,57 +4,18 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus, Toleration};
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, KeyToPath, Pod, PodSpec, PodStatus, Toleration, Volume,
+};
 use serde_json::Value;
 
 use super::KindSpec;
+use super::pod_defaults::default_pod_spec;
 use super::table::{Column, age, age_col, col, name_col, none_if_empty};
-use super::validation::{QUANTITY_MSG, dns1123_label, is_quantity, local_descending_path};
+use super::validation::{
+    dns1123_label, local_descending_path, local_non_reserved_path, path_no_backsteps,
+};
 use crate::status::FieldError;
-
-fn default_container(c: &mut Container) {
-    if c.image_pull_policy.is_none() {
-        c.image_pull_policy =
-            Some(default_pull_policy(c.image.as_deref().unwrap_or("")).to_owned());
-    }
-    c.termination_message_path
-        .get_or_insert_with(|| "/dev/termination-log".into());
-    c.termination_message_policy
-        .get_or_insert_with(|| "File".into());
-    for p in c.ports.iter_mut().flatten() {
-        p.protocol.get_or_insert_with(|| "TCP".into());
-    }
-}
-
-/// `Always` for `:latest` or untagged images, else `IfNotPresent`.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.split_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
-    }
-}
-
-/// `SetDefaults_PodSpec` and `SetDefaults_Container`: what pods and pod
-/// templates (in ReplicaSets, Deployments, ...) both get.
-pub fn default_pod_spec(spec: &mut PodSpec) {
-    spec.restart_policy.get_or_insert_with(|| "Always".into());
-    spec.termination_grace_period_seconds.get_or_insert(30);
-    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
-    spec.scheduler_name
-        .get_or_insert_with(|| "default-scheduler".into());
-    spec.security_context.get_or_insert_with(Default::default);
-    for c in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        default_container(c);
-    }
-}
 
 /// What only pods get: `SetDefaults_Pod` (requests from limits, service
 /// links) and the admission plugins (ServiceAccount, Priority,
@@ -72,6 +33,20 @@ fn default_spec(spec: &mut PodSpec) {
             .or_else(|| Some("default".into()));
     }
     spec.service_account = spec.service_account_name.clone();
+    // With the host's network, a container's ports are the host's ports.
+    if spec.host_network == Some(true) {
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            for p in c.ports.iter_mut().flatten() {
+                if p.host_port.unwrap_or(0) == 0 {
+                    p.host_port = Some(p.container_port);
+                }
+            }
+        }
+    }
     for c in spec
         .containers
         .iter_mut()
@@ -109,49 +84,6 @@ fn default_spec(spec: &mut PodSpec) {
     }
 }
 
-/// `GetPodQOS`: Guaranteed when every container limits cpu and memory with
-/// requests equal to limits, BestEffort with no requests or limits at all.
-pub fn qos_class(spec: &PodSpec) -> &'static str {
-    let all: Vec<&Container> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &all {
-        let r = c.resources.as_ref();
-        let requests = r.and_then(|r| r.requests.as_ref());
-        let limits = r.and_then(|r| r.limits.as_ref());
-        let relevant = |m: Option<
-            &std::collections::BTreeMap<
-                String,
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-            >,
-        >| {
-            m.map(|m| m.keys().filter(|k| *k == "cpu" || *k == "memory").count())
-                .unwrap_or(0)
-        };
-        if relevant(requests) + relevant(limits) > 0 {
-            any = true;
-        }
-        for res in ["cpu", "memory"] {
-            let l = limits.and_then(|l| l.get(res));
-            let q = requests.and_then(|q| q.get(res));
-            if l.is_none() || (q.is_some() && q != l) {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
 fn validate_containers(
     list: &[Container],
     path: &str,
@@ -183,13 +115,29 @@ fn validate_containers(
         if let Some(r) = &c.resources {
             for (kind, m) in [("limits", &r.limits), ("requests", &r.requests)] {
                 for (res, q) in m.iter().flatten() {
-                    if !is_quantity(&q.0) {
+                    if let Err(why) = kubelab_rules::validation::resource_amount(q) {
                         errs.push(FieldError::invalid(
                             format!("{p}.resources.{kind}[{res}]"),
                             &q.0,
-                            QUANTITY_MSG,
+                            why,
                         ));
                     }
+                }
+            }
+            for (res, request) in r.requests.iter().flatten() {
+                if let Some(why) = r
+                    .limits
+                    .as_ref()
+                    .and_then(|l| l.get(res))
+                    .and_then(|limit| {
+                        kubelab_rules::validation::request_over_limit(res, request, limit)
+                    })
+                {
+                    errs.push(FieldError::invalid(
+                        format!("{p}.resources.requests[{res}]"),
+                        &request.0,
+                        why,
+                    ));
                 }
             }
         }
@@ -216,6 +164,56 @@ fn validate_containers(
             }
         }
     }
+}
+
+/// The paths a volume source names on the node: a hostPath without `..`,
+/// and projected files that stay inside their volume.
+fn volume_source_paths(v: &Volume, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if let Some(h) = &v.host_path {
+        errs.extend(path_no_backsteps(&format!("{path}.hostPath.path"), &h.path));
+    }
+    let mut files = |field: String, paths: Vec<&str>| {
+        for (j, p) in paths.into_iter().enumerate() {
+            errs.extend(local_non_reserved_path(
+                &format!("{field}.items[{j}].path"),
+                p,
+            ));
+        }
+    };
+    fn key_paths(items: &Option<Vec<KeyToPath>>) -> Vec<&str> {
+        items.iter().flatten().map(|i| i.path.as_str()).collect()
+    }
+    fn file_paths(items: &Option<Vec<DownwardAPIVolumeFile>>) -> Vec<&str> {
+        items.iter().flatten().map(|i| i.path.as_str()).collect()
+    }
+    if let Some(c) = &v.config_map {
+        files(format!("{path}.configMap"), key_paths(&c.items));
+    }
+    if let Some(s) = &v.secret {
+        files(format!("{path}.secret"), key_paths(&s.items));
+    }
+    if let Some(d) = &v.downward_api {
+        files(format!("{path}.downwardAPI"), file_paths(&d.items));
+    }
+    for (k, source) in v
+        .projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+        .enumerate()
+    {
+        let at = format!("{path}.projected.sources[{k}]");
+        if let Some(c) = &source.config_map {
+            files(format!("{at}.configMap"), key_paths(&c.items));
+        }
+        if let Some(s) = &source.secret {
+            files(format!("{at}.secret"), key_paths(&s.items));
+        }
+        if let Some(d) = &source.downward_api {
+            files(format!("{at}.downwardAPI"), file_paths(&d.items));
+        }
+    }
+    errs
 }
 
 /// `ValidatePodUpdate`: only these spec fields may change on a live pod.
@@ -252,6 +250,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
         } else {
             errs.extend(dns1123_label(&field, &v.name));
         }
+        errs.extend(volume_source_paths(v, &format!("{path}.volumes[{i}]")));
     }
     for field in kubelab_rules::host_users::forbidden_host_namespaces(spec) {
         errs.push(FieldError::forbidden(
@@ -322,7 +321,11 @@ impl KindSpec for Pod {
     fn prepare_create(&mut self) {
         let spec = self.spec.get_or_insert_with(Default::default);
         default_spec(spec);
-        let qos = qos_class(spec).to_owned();
+        // Quantities are validated after defaulting: an unreadable one
+        // fails the request, whatever class it would have given.
+        let qos = kubelab_rules::qos::QosClass::from_pod(spec)
+            .map_or("BestEffort", |q| q.as_str())
+            .to_owned();
         self.status = Some(PodStatus {
             phase: Some("Pending".into()),
             qos_class: Some(qos),

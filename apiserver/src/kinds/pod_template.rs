@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{PodTemplate, PodTemplateSpec};
 use serde_json::Value;
 
 use super::KindSpec;
-use super::pod::{default_pod_spec, validate_pod_spec};
+use super::pod::validate_pod_spec;
+use super::pod_defaults::default_pod_spec;
 use super::table::{Column, col, name_col, none_if_empty};
 use super::validation::go_string_map;
 use crate::status::FieldError;

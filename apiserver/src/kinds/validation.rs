@@ -36,14 +36,36 @@ pub fn dns1123_label(field: &str, value: &str) -> Vec<FieldError> {
 
 /// `validateLocalDescendingPath`: a subPath stays inside its volume by name.
 pub fn local_descending_path(field: &str, value: &str) -> Vec<FieldError> {
-    let mut errs = Vec::new();
-    if value.starts_with('/') {
-        errs.push(FieldError::invalid(field, value, "must be a relative path"));
-    }
-    if value.split('/').any(|part| part == "..") {
-        errs.push(FieldError::invalid(field, value, "must not contain '..'"));
-    }
-    errs
+    details(
+        field,
+        value,
+        kubelab_rules::validation::local_descending_path(value),
+    )
+}
+
+/// `validateLocalNonReservedPath`: a file a volume projects.
+pub fn local_non_reserved_path(field: &str, value: &str) -> Vec<FieldError> {
+    details(
+        field,
+        value,
+        kubelab_rules::validation::local_non_reserved_path(value),
+    )
+}
+
+/// `validatePathNoBacksteps`.
+pub fn path_no_backsteps(field: &str, value: &str) -> Vec<FieldError> {
+    details(
+        field,
+        value,
+        kubelab_rules::validation::path_no_backsteps(value),
+    )
+}
+
+fn details(field: &str, value: &str, details: Vec<&str>) -> Vec<FieldError> {
+    details
+        .into_iter()
+        .map(|d| FieldError::invalid(field, value, d))
+        .collect()
 }
 
 pub fn dns1123_subdomain(field: &str, value: &str) -> Vec<FieldError> {
@@ -82,8 +104,7 @@ pub fn is_quantity(s: &str) -> bool {
     kubelab_rules::quantity::parse(s).is_ok()
 }
 
-pub const QUANTITY_MSG: &str =
-    "must match the regex '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+pub const QUANTITY_MSG: &str = kubelab_rules::validation::QUANTITY_SYNTAX;
 
 pub const NEGATIVE_MSG: &str = "must be greater than or equal to 0";
 
