@@ -407,7 +407,7 @@ impl Drop for SchedulerProcess {
 }
 
 #[test]
-fn two_apiservers_on_one_etcd_schedule_once() {
+fn two_apiservers_on_one_etcd_schedule_and_control_once() {
     let etcd = EtcdServer::start();
     let a = cluster(&["--etcd-servers", &etcd.url()]);
     let b = cluster(&["--etcd-servers", &etcd.url()]);
@@ -478,6 +478,41 @@ fn two_apiservers_on_one_etcd_schedule_once() {
         b.log()
     );
     assert!(!a.log().contains("binding:") && !b.log().contains("binding:"));
+
+    // The controller manager is leader-elected the same way: a ReplicaSet
+    // made through one apiserver gets its 5 pods once, not once per server.
+    apply(
+        &b,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: rs\nspec:\n  replicas: 5\n  selector:\n    matchLabels: {app: rs}\n  template:\n    metadata:\n      labels: {app: rs}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n",
+    );
+    let count = || a.ok(&["get", "pods", "-l", "app=rs", "-o", "name"]).lines().count();
+    wait_for(&a, "the ReplicaSet's 5 pods", 60, || (count() == 5).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(count(), 5, "one controller manager made the pods");
+    let events = a.ok(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}|{.involvedObject.kind}/{.involvedObject.name}|{.count}{\"\\n\"}{end}",
+    ]);
+    let creates: u32 = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("SuccessfulCreate|ReplicaSet/rs|"))
+        .filter_map(|c| c.trim().parse::<u32>().ok())
+        .sum();
+    assert_eq!(creates, 5, "five pods created in all:\n{events}");
+    let led = |s: &ApiServer| {
+        s.log().lines().any(|l| {
+            l.contains("successfully acquired lease")
+                && l.contains("kube-system/kube-controller-manager")
+        })
+    };
+    assert!(
+        led(&a) != led(&b),
+        "exactly one controller manager leads:\nA:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
+    );
 }
 
 #[test]
