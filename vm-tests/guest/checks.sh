@@ -281,20 +281,28 @@ fi
 
 # --- (2b) devices: the eBPF allow-list refuses the node's disk ---------------
 
-probe_done() { [ -n "$(pod_jq dev-probe .status.containerStatuses[0].state.terminated.finishedAt)" ]; }
-if [ $AGENT_OK = 1 ]; then
-	if ! wait_for 120 probe_done; then
-		fail devices-restricted "dev-probe did not finish within 120 s: $(pod_jq dev-probe '.status.containerStatuses[0].state | tojson')"
+# probe_output POD CHECK: waits for the one-shot probe pod POD to finish and
+# sets PROBE_LOG to its termination message; fails CHECK when it does not.
+probe_output() {
+	probe_pod=$1
+	probe_finished() { [ -n "$(pod_jq "$probe_pod" .status.containerStatuses[0].state.terminated.finishedAt)" ]; }
+	if ! wait_for 120 probe_finished; then
+		fail "$2" "$probe_pod did not finish within 120 s: $(pod_jq "$probe_pod" '.status.containerStatuses[0].state | tojson')"
 		agent_log_tail
-	else
-		probe_log=$(pod_jq dev-probe .status.containerStatuses[0].state.terminated.message)
-		if echo "$probe_log" | grep -q "mknod=ok" &&
-			echo "$probe_log" | grep -q "/dev/null=open" &&
-			echo "$probe_log" | grep -q "/tmp/disk=denied.*Operation not permitted" &&
-			echo "$probe_log" | grep -q "/tmp/kmsg=denied.*Operation not permitted"; then
-			pass devices-restricted "disk $DISK_DEV: $(echo "$probe_log" | tr '\n' ' ')"
+		return 1
+	fi
+	PROBE_LOG=$(pod_jq "$probe_pod" .status.containerStatuses[0].state.terminated.message)
+}
+
+if [ $AGENT_OK = 1 ]; then
+	if probe_output dev-probe devices-restricted; then
+		if echo "$PROBE_LOG" | grep -q "mknod=ok" &&
+			echo "$PROBE_LOG" | grep -q "/dev/null=open" &&
+			echo "$PROBE_LOG" | grep -q "/tmp/disk=denied.*Operation not permitted" &&
+			echo "$PROBE_LOG" | grep -q "/tmp/kmsg=denied.*Operation not permitted"; then
+			pass devices-restricted "disk $DISK_DEV: $(echo "$PROBE_LOG" | tr '\n' ' ')"
 		else
-			fail devices-restricted "want mknod=ok, /dev/null open, the disk ($DISK_DEV) and kmsg denied (EPERM): $(echo "$probe_log" | tr '\n' ' ')"
+			fail devices-restricted "want mknod=ok, /dev/null open, the disk ($DISK_DEV) and kmsg denied (EPERM): $(echo "$PROBE_LOG" | tr '\n' ' ')"
 		fi
 	fi
 	rm -f $MANIFESTS/dev-probe.yaml
@@ -304,19 +312,15 @@ fi
 
 # --- (2c) the container reads its own limits at /sys/fs/cgroup --------------
 
-view_done() { [ -n "$(pod_jq cg-view .status.containerStatuses[0].state.terminated.finishedAt)" ]; }
 if [ $AGENT_OK = 1 ]; then
-	if ! wait_for 120 view_done; then
-		fail cgroup-view "cg-view did not finish within 120 s: $(pod_jq cg-view '.status.containerStatuses[0].state | tojson')"
-	else
-		view_log=$(pod_jq cg-view .status.containerStatuses[0].state.terminated.message)
-		if echo "$view_log" | grep -qx "memory.max=50331648" &&
-			echo "$view_log" | grep -qx "cpu.max=25000 100000" &&
-			echo "$view_log" | grep -qx "self=0::/" &&
-			echo "$view_log" | grep -qx "write=refused"; then
-			pass cgroup-view "$(echo "$view_log" | tr '\n' ' ')"
+	if probe_output cg-view cgroup-view; then
+		if echo "$PROBE_LOG" | grep -qx "memory.max=50331648" &&
+			echo "$PROBE_LOG" | grep -qx "cpu.max=25000 100000" &&
+			echo "$PROBE_LOG" | grep -qx "self=0::/" &&
+			echo "$PROBE_LOG" | grep -qx "write=refused"; then
+			pass cgroup-view "$(echo "$PROBE_LOG" | tr '\n' ' ')"
 		else
-			fail cgroup-view "want memory.max=50331648, cpu.max=25000 100000, self=0::/, write=refused: $(echo "$view_log" | tr '\n' ' ')"
+			fail cgroup-view "want memory.max=50331648, cpu.max=25000 100000, self=0::/, write=refused: $(echo "$PROBE_LOG" | tr '\n' ' ')"
 		fi
 	fi
 	rm -f $MANIFESTS/cg-view.yaml
