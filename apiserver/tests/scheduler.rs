@@ -485,8 +485,14 @@ fn two_apiservers_on_one_etcd_schedule_and_control_once() {
         &b,
         "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: rs\nspec:\n  replicas: 5\n  selector:\n    matchLabels: {app: rs}\n  template:\n    metadata:\n      labels: {app: rs}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n",
     );
-    let count = || a.ok(&["get", "pods", "-l", "app=rs", "-o", "name"]).lines().count();
-    wait_for(&a, "the ReplicaSet's 5 pods", 60, || (count() == 5).then_some(()));
+    let count = || {
+        a.ok(&["get", "pods", "-l", "app=rs", "-o", "name"])
+            .lines()
+            .count()
+    };
+    wait_for(&a, "the ReplicaSet's 5 pods", 60, || {
+        (count() == 5).then_some(())
+    });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(count(), 5, "one controller manager made the pods");
     let events = a.ok(&[

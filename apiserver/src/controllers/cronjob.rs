@@ -171,8 +171,20 @@ async fn sync(cj: Arc<CronJob>, ctx: Arc<Context>) -> work_queue::SyncResult<Cro
                 );
                 plan.active.push(active_ref(&created));
             }
-            // Made by an earlier look whose status write was lost.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            // Made by an earlier look whose status write this look's cache
+            // has not seen yet: it is still this CronJob's active Job.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                if let Ok(existing) = jobs.get(&job_name).await
+                    && controller_of(&existing.metadata)
+                        .is_some_and(|r| Some(&r.uid) == uid.as_ref())
+                    && !plan
+                        .active
+                        .iter()
+                        .any(|r| r.name.as_deref() == Some(job_name.as_str()))
+                {
+                    plan.active.push(active_ref(&existing));
+                }
+            }
             Err(source) => {
                 ctx.recorder.warning(
                     about.clone(),
