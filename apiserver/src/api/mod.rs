@@ -6,7 +6,6 @@ pub mod discovery;
 mod dry_run;
 pub mod events;
 mod eviction;
-mod exec;
 mod in_process;
 mod logs;
 pub mod metrics;
@@ -1792,7 +1791,7 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
-            any(exec::pod_exec),
+            any(stream_proxy::pod_exec),
         )
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/attach",
