@@ -278,12 +278,67 @@ pub fn nanos_to_ceil(nanos: i128, per: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// An exact amount written as apimachinery's canonical form would write a
+/// sum: CPU in cores or millicores (`1500m`, `2`); other resources in the
+/// largest binary suffix that divides them (`1280Mi`), else in the largest
+/// decimal one (`500M`), else as a plain number.
+pub fn format_nanos(nanos: i128, resource: &str) -> String {
+    if nanos % NANOS_PER_UNIT != 0 || resource == "cpu" {
+        let milli = nanos_to_ceil(nanos, 1_000_000);
+        return if milli % 1000 == 0 {
+            (milli / 1000).to_string()
+        } else {
+            format!("{milli}m")
+        };
+    }
+    let units = nanos / NANOS_PER_UNIT;
+    if units == 0 {
+        return "0".into();
+    }
+    for (suffix, size) in [
+        ("Ei", 1i128 << 60),
+        ("Pi", 1 << 50),
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if units % size == 0 {
+            return format!("{}{suffix}", units / size);
+        }
+    }
+    for (suffix, size) in [
+        ("E", 10i128.pow(18)),
+        ("P", 10i128.pow(15)),
+        ("T", 10i128.pow(12)),
+        ("G", 10i128.pow(9)),
+        ("M", 10i128.pow(6)),
+        ("k", 1000),
+    ] {
+        if units % size == 0 {
+            return format!("{}{suffix}", units / size);
+        }
+    }
+    units.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn q(s: &str) -> Quantity {
         Quantity(s.to_string())
+    }
+
+    #[test]
+    fn sums_are_written_in_canonical_form() {
+        let n = |s: &str| nano_value(&q(s)).unwrap();
+        assert_eq!(format_nanos(n("768Mi") + n("512Mi"), "memory"), "1280Mi");
+        assert_eq!(format_nanos(n("1") + n("500m"), "cpu"), "1500m");
+        assert_eq!(format_nanos(n("500m") + n("500m"), "cpu"), "1");
+        assert_eq!(format_nanos(n("250M") + n("250M"), "memory"), "500M");
+        assert_eq!(format_nanos(n("3"), "pods"), "3");
+        assert_eq!(format_nanos(0, "memory"), "0");
     }
 
     #[test]
