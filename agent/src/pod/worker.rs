@@ -43,6 +43,10 @@ const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the speci
 pub enum WorkerMsg {
     /// Terminate the pod: SIGTERM, the grace period, SIGKILL, clean up.
     Stop { grace: Option<Duration> },
+    /// Fail the pod with this status (the eviction manager's): its
+    /// containers are killed with the grace period and never restarted;
+    /// the pod stays, Failed, until it is deleted.
+    Evict(crate::pod::manager::PodEviction),
 }
 
 /// What `worker.json` holds.
@@ -92,6 +96,8 @@ pub struct PodWorker {
     /// A stop that arrived while containers were starting: it ends the
     /// start-up loop and is carried out next (with its grace period).
     stop_requested: Option<Option<Duration>>,
+    /// An eviction that arrived while containers were starting.
+    eviction_requested: Option<crate::pod::manager::PodEviction>,
     exits_tx: mpsc::UnboundedSender<ExitNotice>,
     exits_rx: mpsc::UnboundedReceiver<ExitNotice>,
     probes_tx: mpsc::UnboundedSender<ProbeNotice>,
@@ -192,6 +198,7 @@ impl PodWorker {
             terminating: false,
             inbox: None,
             stop_requested: None,
+            eviction_requested: None,
             exits_tx,
             exits_rx,
             probes_tx,
@@ -216,6 +223,10 @@ impl PodWorker {
                 self.terminate(grace).await;
                 break;
             }
+            if let Some(eviction) = self.eviction_requested.take() {
+                self.fail_pod(&eviction.reason, &eviction.message, eviction.grace)
+                    .await;
+            }
             self.publish();
             let due = self.next_due();
             let sleep = due.map(|t| {
@@ -226,6 +237,10 @@ impl PodWorker {
             tokio::select! {
                 msg = inbox.recv() => {
                     let grace = match msg {
+                        Some(WorkerMsg::Evict(e)) => {
+                            self.fail_pod(&e.reason, &e.message, e.grace).await;
+                            continue;
+                        }
                         Some(WorkerMsg::Stop { grace }) => grace,
                         None => None,
                     };
@@ -295,6 +310,7 @@ impl PodWorker {
             if let Some(inbox) = self.inbox.as_mut() {
                 match inbox.try_recv() {
                     Ok(WorkerMsg::Stop { grace }) => self.stop_requested = Some(grace),
+                    Ok(WorkerMsg::Evict(e)) => self.eviction_requested = Some(e),
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         self.stop_requested = Some(None)
                     }
@@ -302,7 +318,7 @@ impl PodWorker {
                 }
             }
         }
-        self.stop_requested.is_some()
+        self.stop_requested.is_some() || self.eviction_requested.is_some()
     }
 
     /// Takes over a pod the previous agent process ran. What it left is
@@ -524,15 +540,26 @@ impl PodWorker {
         if self.terminating || self.active_deadline().is_none_or(|t| t > Timestamp::now()) {
             return;
         }
-        self.failure = Some((DEADLINE_REASON.into(), DEADLINE_MESSAGE.into()));
         self.ctx
             .events
             .normal(&self.key, None, DEADLINE_REASON, DEADLINE_MESSAGE.into());
+        self.fail_pod(DEADLINE_REASON, DEADLINE_MESSAGE, self.grace_period())
+            .await;
+    }
+
+    /// The pod fails as a whole with `reason` and `message` (its deadline
+    /// ran out, it was evicted): its containers are killed within `grace`
+    /// and never restarted.
+    async fn fail_pod(&mut self, reason: &str, message: &str, grace: Duration) {
+        if self.terminating || self.failure.is_some() {
+            return;
+        }
+        self.failure = Some((reason.into(), message.into()));
         for (_, task) in self.probers.drain() {
             task.abort();
         }
         self.publish();
-        self.kill_containers(self.grace_period()).await;
+        self.kill_containers(grace).await;
         for slot in &mut self.slots {
             slot.done = true;
             slot.next_start = None;
