@@ -1429,6 +1429,18 @@ fn pod_user_namespace(
         .map_err(|e| format!("user namespace: {e}"))
 }
 
+/// The pod's `kubelab.io/cpu-burst` in millicores; a bad value is a Warning
+/// event and no burst.
+fn pod_cpu_burst(ctx: &AgentContext, pod: &Pod, key: &str) -> Option<i64> {
+    crate::cgroups::node_config::cpu_burst_millis(pod.metadata.annotations.as_ref()).unwrap_or_else(
+        |e| {
+            ctx.events
+                .warning(key, None, "InvalidCPUBurst", e.to_string());
+            None
+        },
+    )
+}
+
 /// Makes a pod's sandbox: the pod cgroup, the sandbox's cgroup and process,
 /// its /etc files and its network (CNI ADD). Blocking.
 #[allow(clippy::too_many_arguments)]
@@ -1444,8 +1456,10 @@ fn make_sandbox(
     uid: &str,
     key: &str,
 ) -> Result<(SandboxState, Option<String>), String> {
-    let limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
+    let mut limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
         .map_err(|e| crate::error_chain(&e))?;
+    ctx.cgroup_config
+        .apply_to_pod(&mut limits, spec_of(pod), pod_cpu_burst(ctx, pod, key));
     ctx.cgroups
         .create(pod_cgroup, &limits)
         .map_err(|e| format!("creating the pod cgroup: {}", crate::error_chain(&e)))?;
@@ -1604,8 +1618,18 @@ fn create_and_start(
             crate::error_chain(&e)
         )))
     })?;
-    let limits = CgroupLimits::for_container(container)
+    let mut limits = CgroupLimits::for_container(container)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    ctx.cgroup_config.apply_to_container(
+        &mut limits,
+        spec_of(pod),
+        is_static_pod(pod),
+        container,
+        // A bad value was reported when the sandbox was made.
+        crate::cgroups::node_config::cpu_burst_millis(pod.metadata.annotations.as_ref())
+            .ok()
+            .flatten(),
+    );
     ctx.cgroups.create(&cgroup, &limits).map_err(|e| {
         fail(CreateError::Other(format!(
             "creating the container cgroup: {}",
