@@ -7,6 +7,7 @@
 //! first of [`rank`]'s order: the pod fails with `reason: Evicted` and the
 //! kubelet's message, and a Warning `Evicted` event says why.
 
+pub mod admission;
 pub mod config;
 pub mod observe;
 pub mod rank;
