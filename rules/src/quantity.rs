@@ -279,9 +279,9 @@ pub fn nanos_to_ceil(nanos: i128, per: i128) -> i64 {
 }
 
 /// An exact amount written as apimachinery's canonical form would write a
-/// sum: CPU in cores or millicores (`1500m`, `2`); other resources in the
-/// largest binary suffix that divides them (`1280Mi`), else in the largest
-/// decimal one (`500M`), else as a plain number.
+/// sum: CPU in cores or millicores (`1500m`, `2`); other resources with a
+/// binary suffix when a multiple of 1024 (`1280Mi`), else a decimal one
+/// (`500M`).
 pub fn format_nanos(nanos: i128, resource: &str) -> String {
     if nanos % NANOS_PER_UNIT != 0 || resource == "cpu" {
         let milli = nanos_to_ceil(nanos, 1_000_000);
@@ -291,35 +291,37 @@ pub fn format_nanos(nanos: i128, resource: &str) -> String {
             format!("{milli}m")
         };
     }
-    let units = nanos / NANOS_PER_UNIT;
-    if units == 0 {
-        return "0".into();
+    let units = i64::try_from(nanos / NANOS_PER_UNIT).unwrap_or(i64::MAX);
+    if units % 1024 == 0 {
+        format_binary_si(units)
+    } else {
+        format_decimal_si(units)
     }
-    for (suffix, size) in [
-        ("Ei", 1i128 << 60),
-        ("Pi", 1 << 50),
-        ("Ti", 1 << 40),
-        ("Gi", 1 << 30),
-        ("Mi", 1 << 20),
-        ("Ki", 1 << 10),
-    ] {
-        if units % size == 0 {
-            return format!("{}{suffix}", units / size);
-        }
+}
+
+/// How apimachinery prints a whole number of a `BinarySI` quantity
+/// (`resource.NewQuantity(n, BinarySI).String()`): below 1024 in magnitude
+/// as a plain number, else with the largest binary suffix that divides it.
+pub fn format_binary_si(value: i64) -> String {
+    if value.unsigned_abs() < 1024 {
+        return value.to_string();
     }
-    for (suffix, size) in [
-        ("E", 10i128.pow(18)),
-        ("P", 10i128.pow(15)),
-        ("T", 10i128.pow(12)),
-        ("G", 10i128.pow(9)),
-        ("M", 10i128.pow(6)),
-        ("k", 1000),
-    ] {
-        if units % size == 0 {
-            return format!("{}{suffix}", units / size);
-        }
+    format_with_factors(value, 1024, &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+}
+
+/// The same for a `DecimalSI` quantity: `5000` is `5k`.
+pub fn format_decimal_si(value: i64) -> String {
+    format_with_factors(value, 1000, &["", "k", "M", "G", "T", "P", "E"])
+}
+
+fn format_with_factors(value: i64, base: i64, suffixes: &[&str]) -> String {
+    let mut n = value;
+    let mut exp = 0;
+    while n != 0 && n % base == 0 && exp + 1 < suffixes.len() {
+        n /= base;
+        exp += 1;
     }
-    units.to_string()
+    format!("{n}{}", suffixes[exp])
 }
 
 #[cfg(test)]
@@ -552,5 +554,19 @@ mod tests {
         assert_eq!(nanos_to_ceil(1_000_001, 1_000_000), 2);
         assert_eq!(nanos_to_ceil(0, 1_000_000), 0);
         assert_eq!(nanos_to_ceil(i128::MAX / 2, 1), i64::MAX);
+    }
+
+    #[test]
+    fn whole_numbers_print_as_apimachinery_prints_them() {
+        assert_eq!(format_binary_si(0), "0");
+        assert_eq!(format_binary_si(1000), "1000");
+        assert_eq!(format_binary_si(104_857_600), "100Mi");
+        assert_eq!(format_binary_si(83_886_080), "80Mi");
+        assert_eq!(format_binary_si(524_292_096), "512004Ki");
+        assert_eq!(format_binary_si(1500), "1500");
+        assert_eq!(format_binary_si(-2048), "-2Ki");
+        assert_eq!(format_decimal_si(5000), "5k");
+        assert_eq!(format_decimal_si(1234), "1234");
+        assert_eq!(format_decimal_si(0), "0");
     }
 }
