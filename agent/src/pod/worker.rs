@@ -433,6 +433,9 @@ impl PodWorker {
         {
             tracing::warn!(pod = %self.key, "writing pod.json: {e}");
         }
+        // The node runs the pod as recorded until the recovery says more:
+        // it is listed while its leftovers are looked at.
+        self.publish();
         let (ctx, dir, pod_cgroup) = (self.ctx.clone(), self.dir.clone(), self.pod_cgroup.clone());
         let recorded = state.clone();
         let key = self.key.clone();
