@@ -168,6 +168,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(crate::eviction::Pressure::new());
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
@@ -200,6 +201,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             cluster_domain: opts.cluster_domain.clone(),
             host: host_resolv,
         },
+        node_pressure: pressure_rx.clone(),
+        evictions: Default::default(),
         user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
             opts.root_dir.join("pods"),
         ),
@@ -225,7 +228,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
 
     let (tx, rx) = mpsc::channel(16);
-    let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(crate::eviction::Pressure::new());
     let mut sources = vec![crate::config::SOURCE_FILE];
     if let Some(client) = client {
         let client_for_proxy = client.clone();

@@ -38,6 +38,11 @@ pub struct AgentContext {
     pub api_client: Option<kube::Client>,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
     pub dns: crate::network::dns::NodeDns,
+    /// The pressure conditions the eviction manager reports; new pods are
+    /// admitted against them.
+    pub node_pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
+    /// Pods evicted so far, by signal, for `/metrics`.
+    pub evictions: crate::eviction::EvictionCounts,
     /// The node's pool of pod user namespaces (`hostUsers: false`).
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
 }
@@ -77,6 +82,9 @@ impl AgentContext {
                 cluster_domain: "cluster.local".into(),
                 host: Default::default(),
             },
+            // No eviction manager: the node is never under pressure.
+            node_pressure: tokio::sync::watch::channel(crate::eviction::Pressure::new()).1,
+            evictions: Default::default(),
             user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
                 root_dir.join("pods"),
             ),

@@ -3,8 +3,9 @@
 //! 96 MiB, a Guaranteed pod that stays within its request and a BestEffort
 //! pod that holds 160 MiB. The BestEffort pod is evicted (Failed, reason
 //! Evicted, the kubelet's message, a Warning `Evicted` event), the
-//! Guaranteed one keeps running, and the node reports MemoryPressure (with
-//! its taint) until the pressure transition period has passed.
+//! Guaranteed one keeps running, a new BestEffort pod is refused, and the
+//! node reports MemoryPressure (with its taint) until the pressure
+//! transition period has passed.
 //!
 //! The node is the agent's nested cgroup root: its memory is the least
 //! limit on the way up from this test's own memory cgroup (the machine's
@@ -153,6 +154,28 @@ fn a_besteffort_pod_filling_memory_is_evicted_before_a_guaranteed_one() {
         &["pod", "hog"],
         "{.status.phase}|{.status.reason}|{.status.message}",
     );
+    // Under memory pressure a new BestEffort pod is refused, in the kubelet's words.
+    api.apply(&api_pod(
+        "late",
+        &name,
+        "  containers:
+  - name: late
+    image: busybox
+    command: [\"sleep\", \"3600\"]
+",
+    ));
+    let refused = wait_for(&node, "late refused", Duration::from_secs(30), || {
+        let s = jsonpath(
+            &api,
+            &["pod", "late"],
+            "{.status.phase}|{.status.reason}|{.status.message}",
+        )?;
+        s.starts_with("Failed|").then_some(s)
+    });
+    assert_eq!(
+        refused,
+        "Failed|Evicted|Pod was rejected: The node had condition: [MemoryPressure]. "
+    );
     let taints = wait_for(
         &node,
         "the memory-pressure taint",
@@ -219,6 +242,12 @@ fn a_besteffort_pod_filling_memory_is_evicted_before_a_guaranteed_one() {
     assert!(
         field("Message:").starts_with("The node was low on resource: memory."),
         "{describe}"
+    );
+
+    let metrics = node.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("kubelet_evictions{eviction_signal=\"memory.available\"} 1\n"),
+        "{metrics}"
     );
 
     // The Guaranteed pod keeps running, never restarted.

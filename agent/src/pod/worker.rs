@@ -296,6 +296,12 @@ impl PodWorker {
             self.reject(reason, &message);
             return;
         }
+        let best_effort = self.qos == QosClass::BestEffort;
+        let pressure = self.ctx.node_pressure.borrow().clone();
+        if let Err(message) = crate::eviction::admission::admit(&self.pod, best_effort, &pressure) {
+            self.reject(crate::eviction::REASON, &message);
+            return;
+        }
         // Both files before anything is made for the pod: a pod dir the
         // agent can read names everything the pod may have on the node.
         if let Err(e) = std::fs::create_dir_all(&self.dir).and_then(|_| {
