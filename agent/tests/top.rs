@@ -89,7 +89,9 @@ fn top_once_prints_usage_against_the_limits() {
             "MEM-LIMIT",
             "OOM-KILLS",
             "RESTARTS",
-            "STATE"
+            "STATE",
+            "CPU-PSI",
+            "MEM-PSI"
         ]
     );
     assert_eq!(
@@ -116,7 +118,20 @@ fn top_once_prints_usage_against_the_limits() {
         "the busy loop is throttled in most periods:\n{text}"
     );
     assert_eq!(cols[9], "32Mi", "{text}");
-    assert_eq!(&cols[10..], ["0", "0", "Running"], "{text}");
+    assert_eq!(&cols[10..13], ["0", "0", "Running"], "{text}");
+    // PSI: per-cgroup pressure files exist only on cgroup v2.
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if v2 {
+        assert!(cols[13].ends_with('%') && cols[14].ends_with('%'), "{text}");
+    } else {
+        assert_eq!(
+            &cols[13..],
+            ["-", "-"],
+            "cgroup v1 has no PSI:
+{text}"
+        );
+    }
 }
 
 /// A tmux server of this test's own (its own socket), killed on drop.

@@ -289,6 +289,26 @@ pub struct CpuStats {
     pub usage_nano_cores: Option<u64>,
     pub usage_core_nano_seconds: u64,
     pub throttling: Option<Throttling>,
+    /// Pressure stall information (cgroup v2 nodes).
+    pub psi: Option<PsiStats>,
+}
+
+/// KEP-4205's PSI of one resource: `some` (a task waited) and `full` (all did).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PsiStats {
+    pub some: PsiData,
+    pub full: PsiData,
+}
+
+/// Averages in percent of wall time; `total` in microseconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PsiData {
+    pub total: u64,
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -306,6 +326,7 @@ pub struct MemoryStats {
     pub working_set_bytes: u64,
     pub limit_bytes: Option<u64>,
     pub oom_kills: Option<u64>,
+    pub psi: Option<PsiStats>,
 }
 
 /// An event as `GET /events` serves it.

@@ -161,6 +161,40 @@ spec:
         memory: 32Mi
 EOF
 
+# MemoryQoS (the agent runs with --feature-gates MemoryQoS=true): a 16Mi
+# request under a 64Mi limit gets memory.min 16Mi and memory.high at
+# 16Mi + 0.9 x 48Mi, floored to a page. The container reports its own cgroup
+# files, then dd needs 96M: the kernel throttles at memory.high (memory.events
+# high) before memory.max OOM-kills, and memory.oom.group=1 takes the shell
+# with dd, so the container ends OOMKilled instead of sleeping on.
+cat >$MANIFESTS/mem-qos.yaml <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mem-qos
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Always
+  containers:
+  - name: sh
+    image: busybox
+    command:
+    - sh
+    - -c
+    - |
+      for f in memory.min memory.high memory.oom.group memory.swap.max; do
+        echo "$f=$(cat /sys/fs/cgroup/$f 2>/dev/null || echo absent)"
+      done >/dev/termination-log
+      dd if=/dev/zero of=/dev/null bs=96M count=1
+      sleep 3600
+    resources:
+      requests:
+        memory: 16Mi
+      limits:
+        memory: 64Mi
+EOF
+
 # A root container with CAP_MKNOD makes nodes for the guest's disk and
 # /dev/kmsg and tries to open them: on cgroup v2 only the agent's eBPF device
 # program stands in the way. The read-only port serves no logs, so the probe
@@ -217,7 +251,7 @@ AGENT_PID=""
 if [ $AGENT_OK = 1 ]; then
 	t=$(now)
 	$AGENT --root-dir $ROOT_DIR --pod-manifest-path $MANIFESTS --cgroup-root $CGROUP_ROOT \
-		--read-only-port 10255 --hostname-override vm >$LOG 2>&1 &
+		--read-only-port 10255 --hostname-override vm --feature-gates MemoryQoS=true >$LOG 2>&1 &
 	AGENT_PID=$!
 	if wait_for 60 true; then
 		pass agent-serves-pods "GET /pods answered $(elapsed "$t") s after start"
@@ -256,6 +290,28 @@ else
 	blocked cpu-limit-throttles
 fi
 
+# --- (1b) PSI: the throttled loop waits for CPU, in /stats/summary and /metrics --
+
+if [ $AGENT_OK = 1 ] && [ -n "$(pod_jq cpu-hog .metadata.uid)" ]; then
+	summary=$(curl -sf --max-time 10 "$API/stats/summary")
+	metrics=$(curl -sf --max-time 10 "$API/metrics")
+	psi=$(echo "$summary" | jq -c '[.pods[] | select(.podRef.name | startswith("cpu-hog"))][0] |
+		{pod: .cpu.psi.some.total, container: .containers[0].cpu.psi.some.total,
+		 avg10: .containers[0].cpu.psi.some.avg10, memory: (.containers[0].memory.psi != null),
+		 io: (.containers[0].io.psi != null)}' 2>/dev/null)
+	node_psi=$(echo "$summary" | jq -c '.node.cpu.psi.some' 2>/dev/null)
+	waiting=$(echo "$metrics" | awk '/^container_pressure_cpu_waiting_seconds_total\{.*pod="cpu-hog/ { print $2 }')
+	if echo "$psi" | jq -e '.pod > 0 and .container > 0 and .memory and .io' >/dev/null 2>&1 &&
+		awk -v w="${waiting:-0}" 'BEGIN { exit !(w > 0) }' &&
+		echo "$node_psi" | jq -e '.total > 0' >/dev/null 2>&1; then
+		pass psi-cpu-pressure "cpu.psi.some (us) $psi; container_pressure_cpu_waiting_seconds_total $waiting; node $node_psi"
+	else
+		fail psi-cpu-pressure "want cpu.psi.some.total > 0 for the throttled pod and its container, memory and io psi, the waiting counter > 0 and node psi: summary $psi, metrics ${waiting:-none}, node ${node_psi:-none}"
+	fi
+else
+	blocked psi-cpu-pressure
+fi
+
 # --- (2) memory limit: dd over 32Mi ends OOMKilled/137 and restarts ----------
 
 if [ $AGENT_OK = 1 ]; then
@@ -277,6 +333,35 @@ if [ $AGENT_OK = 1 ]; then
 	fi
 else
 	blocked memory-limit-oomkills
+fi
+
+# --- (2a) MemoryQoS and the group OOM kill --------------------------------------
+
+if [ $AGENT_OK = 1 ]; then
+	if ! wait_for 120 restarted_after_oom mem-qos; then
+		fail memory-qos-group-oom "no restart within 120 s (a single-process kill would leave the shell sleeping): containerStatuses $(pod_jq mem-qos '.status.containerStatuses | tojson')"
+		agent_log_tail
+	else
+		reason=$(pod_jq mem-qos .status.containerStatuses[0].lastState.terminated.reason)
+		msg=$(pod_jq mem-qos .status.containerStatuses[0].lastState.terminated.message | tr '\n' ' ' | sed 's/ *$//')
+		high=? ooms=? pod_min=?
+		WHY=""
+		if find_pod_cgroup mem-qos burstable; then
+			high=$(mem_event "$POD_CG" high)
+			ooms=$(mem_event "$POD_CG" oom_kill)
+			pod_min=$(cat "$POD_CG/memory.min")
+		fi
+		want="memory.min=16777216 memory.high=62074880 memory.oom.group=1 memory.swap.max=0"
+		if [ "$reason" = OOMKilled ] && [ "$msg" = "$want" ] && [ "$pod_min" = 16777216 ] &&
+			[ "${high:-0}" -ge 1 ] 2>/dev/null && [ "${ooms:-0}" -ge 1 ] 2>/dev/null; then
+			pass memory-qos-group-oom "the container saw: $msg; pod memory.min $pod_min; ended $reason; memory.events high $high (throttled at memory.high) then oom_kill $ooms"
+		else
+			fail memory-qos-group-oom "want OOMKilled, '$want', pod memory.min 16777216, memory.events high >= 1 and oom_kill >= 1: got '$reason', '$msg', pod memory.min $pod_min, high $high, oom_kill $ooms (${WHY:-pod cgroup $POD_CG})"
+		fi
+	fi
+	rm -f $MANIFESTS/mem-qos.yaml
+else
+	blocked memory-qos-group-oom
 fi
 
 # --- (2b) devices: the eBPF allow-list refuses the node's disk ---------------
@@ -457,6 +542,63 @@ api_diag() {
 # past SECS START: more than SECS seconds since START (from now)
 past() { awk -v a="$2" -v b="$(now)" -v l="$1" 'BEGIN { exit !(b - a > l) }'; }
 
+# The node agent of the cluster checks runs with singleProcessOOMKill: true,
+# and once the web pods are up, a static pod whose shell outlives the dd the
+# kernel kills (started then so it does not slow the cluster's first steps).
+KUBELET_CONFIG=/etc/kubelab/config.yaml
+write_kubelet_config() {
+	cat >$KUBELET_CONFIG <<'EOF'
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+singleProcessOOMKill: true
+# as the flags-only agent: no webhook authentication or authorization
+authentication: {webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+EOF
+}
+write_single_process_oom_pod() {
+	[ -f $MANIFESTS/oom-single.yaml ] && return 0
+	cat >$MANIFESTS/oom-single.yaml <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: oom-single
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: busybox
+    command: ["sh", "-c", "dd if=/dev/zero of=/dev/null bs=96M count=1; sleep 3600"]
+    resources:
+      limits:
+        memory: 32Mi
+EOF
+}
+
+# With singleProcessOOMKill the kernel kills dd alone: memory.oom.group 0,
+# oom_kill counted, the shell still running, no restart.
+single_process_oom_check() {
+	[ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null || { WHY="the cluster node's agent is not running (see clusterip-service)"; return 1; }
+	write_single_process_oom_pod
+	oom_counted() {
+		find_pod_cgroup oom-single burstable 2>/dev/null && [ "$(mem_event "$POD_CG" oom_kill)" -ge 1 ] 2>/dev/null
+	}
+	wait_for 120 oom_counted || { WHY="no oom_kill in the pod's memory.events within 120 s: $(pod_jq oom-single '.status.containerStatuses | tojson') ${WHY:-}"; return 1; }
+	sleep 2 # a group kill, were there one, would show by now
+	get_pods
+	group=$(cat "$(find "$POD_CG" -mindepth 1 -name memory.oom.group | head -1)" 2>/dev/null)
+	running=$(pod_jq oom-single .status.containerStatuses[0].state.running.startedAt)
+	restarts=$(pod_jq oom-single .status.containerStatuses[0].restartCount)
+	ooms=$(mem_event "$POD_CG" oom_kill)
+	if [ -n "$running" ] && [ "$restarts" = 0 ] && [ "$group" = 0 ]; then
+		SINGLE_NOTE="oom_kill $ooms, memory.oom.group $group, the container running since $running, restartCount $restarts"
+	else
+		WHY="want the container running with restartCount 0 and memory.oom.group 0: running '${running}', restartCount '$restarts', memory.oom.group '$group', oom_kill $ooms"
+		return 1
+	fi
+}
+
 clusterip_check() {
 	[ $AGENT_OK = 1 ] || { WHY="the agent did not come up (see above)"; return 1; }
 	[ -x $APISERVER ] || { WHY="no $APISERVER: the workspace built no kubelab-apiserver"; return 1; }
@@ -473,8 +615,9 @@ clusterip_check() {
 	note "apiserver answering $(elapsed "$t") s after start"
 
 	t=$(now)
+	write_kubelet_config
 	$AGENT --root-dir $ROOT_DIR --pod-manifest-path $MANIFESTS --cgroup-root $CGROUP_ROOT \
-		--read-only-port 10255 --hostname-override vm --node-ip $NODE_IP \
+		--read-only-port 10255 --hostname-override vm --node-ip $NODE_IP --config $KUBELET_CONFIG \
 		--kubeconfig $API_DIR/admin.kubeconfig --cni-bin-dir /share/bin --proxy-mode iptables >$LOG 2>&1 &
 	AGENT_PID=$!
 	wait_api 60 '.spec.podCIDR != null and any(.status.conditions[]; .type == "Ready" and .status == "True")' /api/v1/nodes/vm ||
@@ -496,6 +639,7 @@ EOF
 		'/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb' ||
 		{ WHY="the EndpointSlice of web has not 2 ready endpoints after 180 s"; api_diag; return 1; }
 	note "web ($CIP) has 2 ready endpoints $(elapsed "$t") s after the pods were created"
+	write_single_process_oom_pod
 
 	# The proxy's rules: default/web's KUBE-SVC chain jumps to two KUBE-SEP chains.
 	t=$(now)
@@ -527,6 +671,11 @@ if clusterip_check; then
 	pass clusterip-service "$CLUSTERIP_NOTE"
 else
 	fail clusterip-service "$WHY"
+fi
+if single_process_oom_check; then
+	pass single-process-oom-kill "$SINGLE_NOTE"
+else
+	fail single-process-oom-kill "$WHY"
 fi
 [ -z "$AGENT_PID" ] || kill $AGENT_PID 2>/dev/null
 [ -z "$APISERVER_PID" ] || kill $APISERVER_PID 2>/dev/null

@@ -44,6 +44,41 @@ impl Family {
     }
 }
 
+/// cAdvisor's PSI counters (the `KubeletPSI` gate), from the kernel's
+/// microsecond totals: "waiting" is `some`, "stalled" is `full`.
+const PRESSURE_COUNTERS: [(&str, &str, fn(&Pressure) -> u64); 6] = [
+    (
+        "container_pressure_cpu_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to CPU congestion.",
+        |p| p.cpu.full.total_us,
+    ),
+    (
+        "container_pressure_cpu_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to CPU congestion.",
+        |p| p.cpu.some.total_us,
+    ),
+    (
+        "container_pressure_memory_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to memory congestion.",
+        |p| p.memory.full.total_us,
+    ),
+    (
+        "container_pressure_memory_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to memory congestion.",
+        |p| p.memory.some.total_us,
+    ),
+    (
+        "container_pressure_io_stalled_seconds_total",
+        "Total time duration no tasks in the container could make progress due to IO congestion.",
+        |p| p.io.full.total_us,
+    ),
+    (
+        "container_pressure_io_waiting_seconds_total",
+        "Total time duration tasks in the container have waited due to IO congestion.",
+        |p| p.io.some.total_us,
+    ),
+];
+
 pub fn render(ctx: &AgentContext) -> String {
     let mut running = Family::new(
         "kubelet_running_pods",
@@ -95,57 +130,10 @@ pub fn render(ctx: &AgentContext) -> String {
         "counter",
         "Count of out of memory events observed for the container.",
     );
-    // cAdvisor's PSI counters (KubeletPSI): "waiting" is `some`, "stalled" `full`.
-    let mut pressure: Vec<(Family, fn(&Pressure) -> u64)> = vec![
-        (
-            Family::new(
-                "container_pressure_cpu_stalled_seconds_total",
-                "counter",
-                "Total time duration no tasks in the container could make progress due to CPU congestion.",
-            ),
-            |p| p.cpu.full.total_us,
-        ),
-        (
-            Family::new(
-                "container_pressure_cpu_waiting_seconds_total",
-                "counter",
-                "Total time duration tasks in the container have waited due to CPU congestion.",
-            ),
-            |p| p.cpu.some.total_us,
-        ),
-        (
-            Family::new(
-                "container_pressure_memory_stalled_seconds_total",
-                "counter",
-                "Total time duration no tasks in the container could make progress due to memory congestion.",
-            ),
-            |p| p.memory.full.total_us,
-        ),
-        (
-            Family::new(
-                "container_pressure_memory_waiting_seconds_total",
-                "counter",
-                "Total time duration tasks in the container have waited due to memory congestion.",
-            ),
-            |p| p.memory.some.total_us,
-        ),
-        (
-            Family::new(
-                "container_pressure_io_stalled_seconds_total",
-                "counter",
-                "Total time duration no tasks in the container could make progress due to IO congestion.",
-            ),
-            |p| p.io.full.total_us,
-        ),
-        (
-            Family::new(
-                "container_pressure_io_waiting_seconds_total",
-                "counter",
-                "Total time duration tasks in the container have waited due to IO congestion.",
-            ),
-            |p| p.io.some.total_us,
-        ),
-    ];
+    let mut pressure: Vec<(Family, fn(&Pressure) -> u64)> = PRESSURE_COUNTERS
+        .iter()
+        .map(|(name, help, total)| (Family::new(name, "counter", help), *total))
+        .collect();
     let mut restarts = Family::new(
         "kube_pod_container_status_restarts_total",
         "counter",

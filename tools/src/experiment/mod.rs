@@ -370,6 +370,7 @@ fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
         "cpu",
         args.node.png,
     )?);
+    files.extend(save_pressure(&runs, &setup.out, args.node.png)?);
     if runs.len() > 1 {
         files.extend(plot::save(
             &plot::UsageAgainstLimit { runs: &runs },
@@ -384,6 +385,15 @@ fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
         eprintln!("interrupted: the report has what was sampled");
     }
     Ok(setup.out)
+}
+
+/// `pressure.svg` (and `.png`) when the runs have PSI figures (cgroup v2).
+fn save_pressure(runs: &[Run], out: &Path, png: bool) -> Result<Vec<String>, ExperimentError> {
+    let chart = plot::PressureOverTime { runs };
+    if !chart.has_data() {
+        return Ok(Vec::new());
+    }
+    Ok(plot::save(&chart, out, "pressure", png)?)
 }
 
 fn run_memory(args: MemoryArgs) -> Result<PathBuf, ExperimentError> {
@@ -463,6 +473,11 @@ fn run_memory(args: MemoryArgs) -> Result<PathBuf, ExperimentError> {
         &plot::MemoryOverTime { run: &run },
         &setup.out,
         "memory",
+        args.node.png,
+    )?);
+    files.extend(save_pressure(
+        std::slice::from_ref(&run),
+        &setup.out,
         args.node.png,
     )?);
     let md = report::memory_markdown(&setup.node_name, &run, setup.interval.as_millis(), &files);

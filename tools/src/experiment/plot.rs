@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::{Run, cpu_summary, probe_detections, quantity_cores, smoothed};
@@ -78,6 +79,56 @@ pub fn save(
     Ok(files)
 }
 
+/// A chart with f64 axes.
+type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The series' legend, in the report's style.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart2d<'a, DB>,
+    position: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .position(position)
+        .draw()
+}
+
+/// The runs' time axis: 0 to the last sample (at least 1 s).
+fn time_extent(runs: &[Run]) -> f64 {
+    runs.iter()
+        .flat_map(|r| r.samples.last())
+        .map(|s| s.t)
+        .fold(1.0, f64::max)
+}
+
+/// A chart of a value over time, `0..x_max` by `0..y_max`, its mesh drawn.
+fn time_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: String,
+    x_max: f64,
+    y_max: f64,
+    y_desc: &str,
+) -> Result<Chart2d<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 24))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc(y_desc)
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .light_line_style(RGBColor(246, 246, 246))
+        .draw()?;
+    Ok(chart)
+}
+
 fn legend_line(color: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(width))
 }
@@ -91,12 +142,7 @@ pub struct CpuOverTime<'a> {
 impl Chart for CpuOverTime<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         area.fill(&WHITE)?;
-        let x_max = self
-            .runs
-            .iter()
-            .flat_map(|r| r.samples.last())
-            .map(|s| s.t)
-            .fold(1.0, f64::max);
+        let x_max = time_extent(self.runs);
         let limits: Vec<Option<f64>> = self
             .runs
             .iter()
@@ -116,20 +162,7 @@ impl Chart for CpuOverTime<'_> {
             ),
             _ => "CPU usage under each limit".to_string(),
         };
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, (FONT, 24))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc("CPU (cores)")
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(246, 246, 246))
-            .draw()?;
+        let mut chart = time_chart(area, title, x_max, y_max, "CPU (cores)")?;
         let single = self.runs.len() == 1;
         for (i, run) in self.runs.iter().enumerate() {
             let color = if single {
@@ -188,13 +221,78 @@ impl Chart for CpuOverTime<'_> {
                     .legend(legend_line(REQUEST, 2));
             }
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+        Ok(())
+    }
+}
+
+/// Pressure stall information over time: the share of the last 10 s some
+/// task of the container waited for CPU (a throttled container waits while
+/// its quota is spent) and stalled on memory (reclaim before an OOM kill).
+pub struct PressureOverTime<'a> {
+    pub runs: &'a [Run],
+}
+
+impl PressureOverTime<'_> {
+    /// Whether any sample has PSI figures (none on cgroup v1).
+    pub fn has_data(&self) -> bool {
+        self.runs
+            .iter()
+            .flat_map(|r| &r.samples)
+            .any(|s| s.cpu_pressure.is_some() || s.memory_pressure.is_some())
+    }
+}
+
+impl Chart for PressureOverTime<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        area.fill(&WHITE)?;
+        let mut chart = time_chart(
+            area,
+            "Pressure stall information (some, 10 s average)".into(),
+            time_extent(self.runs),
+            100.0,
+            "time stalled (%)",
+        )?;
+        let single = self.runs.len() == 1;
+        for (i, run) in self.runs.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let name = |what: &str| {
+                if single {
+                    what.to_string()
+                } else {
+                    format!("{} {what}", run.label)
+                }
+            };
+            let cpu: Vec<(f64, f64)> = run
+                .samples
+                .iter()
+                .filter_map(|s| Some((s.t, s.cpu_pressure?)))
+                .collect();
+            if !cpu.is_empty() {
+                chart
+                    .draw_series(LineSeries::new(cpu, color.stroke_width(3)))?
+                    .label(name("cpu waiting"))
+                    .legend(legend_line(color, 3));
+            }
+            let memory: Vec<(f64, f64)> = run
+                .samples
+                .iter()
+                .filter_map(|s| Some((s.t, s.memory_pressure?)))
+                .collect();
+            if memory.iter().any(|(_, v)| *v > 0.0) || single {
+                let mcolor = if single { LIMIT } else { color };
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        memory,
+                        8,
+                        4,
+                        mcolor.stroke_width(2).into(),
+                    ))?
+                    .label(name("memory stalled"))
+                    .legend(legend_line(mcolor, 2));
+            }
+        }
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     }
 }
@@ -273,13 +371,7 @@ impl Chart for UsageAgainstLimit<'_> {
                     (FONT, 15).into_font(),
                 )
         }))?;
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }
 }
@@ -312,26 +404,11 @@ impl Chart for MemoryOverTime<'_> {
             .filter_map(|s| Some((s.t, s.working_set? as f64 / MIB)))
             .collect();
         let y_max = ws.iter().map(|p| p.1).chain(limit).fold(1.0, f64::max) * 1.2;
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!(
-                    "Memory working set against a {} limit",
-                    run.memory_limit.as_deref().unwrap_or("(no)")
-                ),
-                (FONT, 24),
-            )
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("time (s)")
-            .y_desc("memory (MiB)")
-            .label_style((FONT, 15))
-            .axis_desc_style((FONT, 17))
-            .light_line_style(RGBColor(246, 246, 246))
-            .draw()?;
+        let title = format!(
+            "Memory working set against a {} limit",
+            run.memory_limit.as_deref().unwrap_or("(no)")
+        );
+        let mut chart = time_chart(area, title, x_max, y_max, "memory (MiB)")?;
         // One line per container run: a gap where no container ran.
         let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
         let mut current = Vec::new();
@@ -387,13 +464,7 @@ impl Chart for MemoryOverTime<'_> {
                 (FONT, 15).into_font().color(&BLACK),
             )))?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     }
 }
@@ -534,13 +605,7 @@ impl Chart for ProbeTimeline<'_> {
                     .legend(legend_line(RGBColor(0, 0, 0), 2));
             }
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }
 }

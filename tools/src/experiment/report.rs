@@ -299,6 +299,20 @@ fn duration_line(run: &Run, interval_ms: u128) -> String {
     line
 }
 
+/// The PSI plot, when the node had figures (cgroup v2).
+fn pressure_section(out: &mut String, files: &[String]) {
+    if !files.iter().any(|f| f == "pressure.svg") {
+        return;
+    }
+    out.push_str(
+        "\n## Pressure\n\n![Pressure stall information over time](pressure.svg)\n\n\
+         `cpu.pressure` and `memory.pressure` of the container's cgroup (`some`, 10 s average): \
+         the share of time at least one of its tasks waited for CPU (a throttled task waits \
+         while its quota is spent) or stalled on memory (reclaim at `memory.high` or near \
+         `memory.max`, before an OOM kill).\n",
+    );
+}
+
 /// Files listed at the end of every report.
 fn files_section(out: &mut String, files: &[String]) {
     out.push_str("\n## Files\n\n");
@@ -429,6 +443,7 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
              ![CPU usage over time under each limit](cpu.svg)\n",
         );
     }
+    pressure_section(&mut out, files);
     files_section(&mut out, files);
     out
 }
@@ -510,6 +525,7 @@ pub fn memory_markdown(node: &str, run: &Run, interval_ms: u128, files: &[String
              cgroup and reports it as `OOMKilled`, exit code 137.\n",
         );
     }
+    pressure_section(&mut out, files);
     files_section(&mut out, files);
     out
 }
@@ -596,6 +612,7 @@ pub fn probe_markdown(
             );
         }
     }
+    pressure_section(&mut out, files);
     files_section(&mut out, files);
     out
 }

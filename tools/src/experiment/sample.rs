@@ -40,6 +40,10 @@ pub struct Sample {
     pub state: String,
     /// The container's readiness as the status reports it.
     pub ready: Option<bool>,
+    /// `cpu.psi.some.avg10` and `memory.psi.some.avg10`: percent of the last
+    /// 10 s some task waited for CPU / stalled on memory (cgroup v2 only).
+    pub cpu_pressure: Option<f64>,
+    pub memory_pressure: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +202,8 @@ impl Observer {
         sample.working_set = Some(cs.memory.working_set_bytes);
         sample.memory_usage = Some(cs.memory.usage_bytes);
         sample.memory_limit = cs.memory.limit_bytes;
+        sample.cpu_pressure = cs.cpu.psi.as_ref().map(|p| p.some.avg10);
+        sample.memory_pressure = cs.memory.psi.as_ref().map(|p| p.some.avg10);
         sample
     }
 }

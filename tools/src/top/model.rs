@@ -52,6 +52,11 @@ pub struct Row {
     pub memory_limit: Option<u64>,
     pub oom_kills: u32,
     pub restarts: i32,
+    /// Share of the last 10 s some task waited for CPU (`cpu.psi.some.avg10`,
+    /// 0..=1); `None` without PSI (cgroup v1).
+    pub cpu_pressure: Option<f64>,
+    /// The same for memory: stalls in reclaim before an OOM kill.
+    pub memory_pressure: Option<f64>,
     /// CPU cores, oldest first.
     pub history: Vec<f64>,
 }
@@ -163,6 +168,12 @@ impl TopModel {
                         .or_else(|| cs.and_then(|c| c.memory.limit_bytes)),
                     oom_kills: events_oom.max(oom_from_status(status, cs)),
                     restarts: status.map(|s| s.restart_count).unwrap_or(0),
+                    cpu_pressure: cs
+                        .and_then(|c| c.cpu.psi.as_ref())
+                        .map(|p| p.some.avg10 / 100.0),
+                    memory_pressure: cs
+                        .and_then(|c| c.memory.psi.as_ref())
+                        .map(|p| p.some.avg10 / 100.0),
                     history: history.iter().copied().collect(),
                     key: key.clone(),
                 });
@@ -407,7 +418,7 @@ pub fn sort_rows(rows: &mut [Row], key: SortKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{CpuStats, MemoryStats, PodRef, PodStats, Throttling};
+    use crate::client::{CpuStats, MemoryStats, PodRef, PodStats, PsiData, PsiStats, Throttling};
 
     fn pod(name: &str, status: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({
@@ -445,6 +456,13 @@ mod tests {
                             nr_throttled: throttled,
                             throttled_time_nano_seconds: 0,
                         }),
+                        psi: Some(PsiStats {
+                            some: PsiData {
+                                avg10: 42.5,
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        }),
                     },
                     memory: MemoryStats {
                         working_set_bytes: 5 << 20,
@@ -477,6 +495,9 @@ mod tests {
         assert!((r.cpu.unwrap() - 0.2).abs() < 1e-9, "{r:?}");
         assert!((r.throttled.unwrap() - 0.9).abs() < 1e-9, "{r:?}");
         assert_eq!((r.cpu_request, r.cpu_limit), (Some(0.1), Some(0.2)));
+        // PSI from cgroup v2: cpu some avg10 in percent; no memory figures.
+        assert_eq!((r.cpu_pressure, r.memory_pressure), (Some(0.425), None));
+        assert_eq!(super::super::table::pressure(r.cpu_pressure), "42.5%");
         assert_eq!((r.memory, r.memory_limit), (Some(5 << 20), Some(32 << 20)));
         assert_eq!(r.qos, "Burstable");
         assert_eq!(r.state, "Running");

@@ -13,6 +13,14 @@ pub fn percent(share: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A PSI share (`some` avg10) as a percent with one decimal: stalls are
+/// often a fraction of a percent.
+pub fn pressure(share: Option<f64>) -> String {
+    share
+        .map(|s| format!("{:.1}%", (s * 100.0).clamp(0.0, 100.0)))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// Bytes in binary units, as Kubernetes quantities are written (`512Ki`, `12.3Mi`).
 pub fn bytes(b: Option<u64>) -> String {
     let Some(b) = b else { return "-".into() };
@@ -64,7 +72,7 @@ pub fn sparkline(values: &[f64], scale: Option<f64>, width: usize) -> String {
     s
 }
 
-pub const HEADERS: [&str; 13] = [
+pub const HEADERS: [&str; 15] = [
     "NAMESPACE",
     "POD",
     "CONTAINER",
@@ -78,6 +86,8 @@ pub const HEADERS: [&str; 13] = [
     "OOM-KILLS",
     "RESTARTS",
     "STATE",
+    "CPU-PSI",
+    "MEM-PSI",
 ];
 
 /// The `--once` table: aligned columns, `-` for what is unknown or unset.
@@ -103,6 +113,8 @@ pub fn render(rows: &[Row]) -> String {
                 r.oom_kills.to_string(),
                 r.restarts.to_string(),
                 r.state.clone(),
+                pressure(r.cpu_pressure),
+                pressure(r.memory_pressure),
             ]
         })
         .collect();

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row as TableRow, Table};
 
 use super::model::{Row, SortKey};
-use super::table::{bar, bytes, cores, percent, sparkline};
+use super::table::{bar, bytes, cores, percent, pressure, sparkline};
 use crate::client::{Event, NodeStats};
 
 /// Terminals at least this wide get the wide layout.
@@ -113,7 +113,7 @@ fn footer_line(view: &View) -> Line<'static> {
             " events:all".to_string()
         }),
     ];
-    spans.push(Span::raw("  THR=throttled"));
+    spans.push(Span::raw("  THR=throttled PSI=cpu pressure (some, 10 s)"));
     Line::from(spans)
 }
 
@@ -162,6 +162,7 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
                 "LIMIT",
                 "USE",
                 "THR",
+                "PSI",
                 "MEMORY",
                 "MLIMIT",
                 "OOM",
@@ -179,6 +180,7 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
                 Constraint::Length(5),
                 Constraint::Length(10),
                 Constraint::Length(4),
+                Constraint::Length(5),
                 Constraint::Length(7),
                 Constraint::Length(6),
                 Constraint::Length(3),
@@ -249,6 +251,10 @@ fn draw_table(frame: &mut Frame, area: Rect, view: &View) {
         cells.push(Cell::from(cores(r.cpu_limit)));
         cells.push(Cell::from(usage).style(cpu_style(r)));
         cells.push(Cell::from(percent(r.throttled)).style(throttle_style(r.throttled)));
+        if wide {
+            // cpu.pressure some avg10: time a task waited for CPU.
+            cells.push(Cell::from(pressure(r.cpu_pressure)).style(throttle_style(r.cpu_pressure)));
+        }
         cells.push(Cell::from(bytes(r.memory)).style(memory_style(r)));
         cells.push(Cell::from(bytes(r.memory_limit)));
         cells.push(Cell::from(r.oom_kills.to_string()).style(oom_style));
