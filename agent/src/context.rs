@@ -41,6 +41,8 @@ pub struct AgentContext {
     /// The pressure conditions the eviction manager reports; new pods are
     /// admitted against them.
     pub node_pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
+    /// Pods evicted so far, by signal, for `/metrics`.
+    pub evictions: crate::eviction::EvictionCounts,
     /// The node's pool of pod user namespaces (`hostUsers: false`).
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
 }
