@@ -16,9 +16,11 @@ pub mod version {
 pub mod container_state;
 pub mod duration;
 pub mod host_users;
+pub mod limit_range;
 pub mod node_affinity;
 pub mod qos;
 pub mod quantity;
+pub mod resource_quota;
 pub mod resources;
 pub mod selector;
 pub mod taints;
