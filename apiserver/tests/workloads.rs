@@ -1178,3 +1178,136 @@ fn min_ready_seconds_holds_pods_back_from_available() {
     assert_eq!(rs["status"]["availableReplicas"], 2);
     s.ok(&["rollout", "status", "deploy/web", "--timeout=10s"]);
 }
+
+#[test]
+fn an_hpa_is_served_as_autoscaling_v1_and_v2() {
+    // No HPA controller: the status written here is the only one.
+    let s = ApiServer::start_with(&["--controllers", "*,-horizontal-pod-autoscaler-controller"]);
+    let all: Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis"])).unwrap();
+    let groups = all["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "autoscaling")
+        .unwrap()
+        .clone();
+    assert_eq!(groups["preferredVersion"]["version"], "v2", "{groups}");
+    let versions: Vec<&str> = groups["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["v2", "v1"]);
+
+    s.ok(&["create", "deployment", "web", "--image=nginx:1.25"]);
+    assert_eq!(
+        s.ok(&[
+            "autoscale",
+            "deployment",
+            "web",
+            "--cpu-percent=50",
+            "--min=1",
+            "--max=5"
+        ])
+        .trim(),
+        "horizontalpodautoscaler.autoscaling/web autoscaled"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage} {.spec.maxReplicas}"
+        ]),
+        "autoscaling/v1 50 5"
+    );
+    let table = rows(&s.ok(&["get", "horizontalpodautoscalers.v1.autoscaling"]));
+    assert_eq!(
+        table[0],
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        &table[1][..7],
+        [
+            "web",
+            "Deployment/web",
+            "cpu:",
+            "<unknown>/50%",
+            "1",
+            "5",
+            "0"
+        ]
+    );
+
+    // A status written as the controller writes it (v2) reads back as v1's
+    // current utilization.
+    s.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"currentReplicas":2,"desiredReplicas":3,"currentMetrics":[{"type":"Resource","resource":{"name":"cpu","current":{"averageUtilization":138,"averageValue":"276m"}}}]}}"#,
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.status.currentCPUUtilizationPercentage} {.status.currentReplicas}"
+        ]),
+        "138 2"
+    );
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "horizontalpodautoscalers.v2.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.status.currentMetrics[0].resource.current.averageValue}"
+        ]),
+        "276m"
+    );
+    // A v1 edit of the target keeps the v2 status reading.
+    s.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"targetCPUUtilizationPercentage":60}}"#,
+    ]);
+    assert_eq!(
+        s.ok(&["get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "jsonpath={.spec.metrics[0].resource.target.averageUtilization} {.status.currentMetrics[0].resource.current.averageValue}"]),
+        "60 276m"
+    );
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/autoscaling_v1.py"
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(s.kubeconfig())
+        .output()
+        .expect("run /usr/bin/python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python autoscaling/v1 failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("python autoscaling/v1: OK"), "{stdout}");
+}

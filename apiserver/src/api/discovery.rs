@@ -45,12 +45,15 @@ pub async fn api_versions(State(api): State<Arc<Api>>) -> Response {
 pub async fn api_groups(State(api): State<Arc<Api>>) -> Response {
     let mut served = api.registry.groups();
     // Not a stored kind: computed from the nodes' Summary API.
-    served.push((super::metrics::GROUP, super::metrics::VERSION));
+    served.push((super::metrics::GROUP, vec![super::metrics::VERSION]));
     let groups: Vec<Value> = served
         .into_iter()
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, versions)| {
+            let gvs: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
         })
         .collect();
     json_response(

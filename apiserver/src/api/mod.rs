@@ -510,7 +510,7 @@ impl Api {
         let info = kind.info();
         let key = info.key(ns, name);
         match self.store.get(&key).await? {
-            Some(kv) => Ok(object::decode(&kv)),
+            Some(kv) => Ok(kind.from_storage(object::decode(&kv))),
             None => Err(ApiError::not_found(info.subject(), name)),
         }
     }
@@ -546,7 +546,11 @@ impl Api {
                 .list_page(&prefix, start_after.as_deref(), limit)
                 .await?;
             revision = page.revision;
-            items = page.items.iter().map(object::decode).collect();
+            items = page
+                .items
+                .iter()
+                .map(|kv| kind.from_storage(object::decode(kv)))
+                .collect();
             if page.remaining > 0 {
                 next = key_of_last(&items, info, ns);
                 remaining = Some(page.remaining);
@@ -560,7 +564,7 @@ impl Api {
                     .is_none_or(|s| kv.key.as_str() > s.as_str())
             });
             for kv in rest.by_ref() {
-                let obj = object::decode(kv);
+                let obj = kind.from_storage(object::decode(kv));
                 if !filter.matches(&obj) {
                     continue;
                 }
@@ -763,7 +767,7 @@ impl Api {
         let key = info.key(meta_str(&obj, "namespace"), &name);
         let rev = self
             .store
-            .create(&key, object::encode(&obj))
+            .create(&key, stored_form(kind, &obj, None))
             .await
             .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
         // An object a dry run did not store has no version yet.
@@ -883,6 +887,19 @@ impl Api {
         Ok(new)
     }
 
+    /// The stored object a write of a converted version replaces: what
+    /// that version cannot carry is kept from it.
+    async fn stored_for_conversion(
+        &self,
+        kind: &dyn Kind,
+        key: &str,
+    ) -> Result<Option<Value>, StorageError> {
+        if !kind.converted() {
+            return Ok(None);
+        }
+        Ok(self.store.get(key).await?.map(|kv| object::decode(&kv)))
+    }
+
     /// Writes an updated object conditionally on `expected`, or deletes it
     /// when a deletion was only waiting for its finalizers.
     async fn store_update(
@@ -899,9 +916,14 @@ impl Api {
             meta_mut(new).insert("resourceVersion".into(), kv.mod_revision.to_string().into());
             return Ok(());
         }
+        let stored = self.stored_for_conversion(kind, &key).await?;
         let rev = self
             .store
-            .update(&key, object::encode(new), Some(expected))
+            .update(
+                &key,
+                stored_form(kind, new, stored.as_ref()),
+                Some(expected),
+            )
             .await?;
         meta_mut(new).insert("resourceVersion".into(), rev.to_string().into());
         Ok(())
@@ -943,7 +965,7 @@ impl Api {
             }
             return Err(ApiError::not_found(info.subject(), name));
         };
-        let old = object::decode(&current);
+        let old = kind.from_storage(object::decode(&current));
         let expected = match meta_str(&obj, "resourceVersion") {
             Some(rv) => rv
                 .parse::<u64>()
@@ -1022,7 +1044,7 @@ impl Api {
                 }
                 return Err(ApiError::not_found(info.subject(), name));
             };
-            let old = object::decode(&current);
+            let old = kind.from_storage(object::decode(&current));
             let patched = match media {
                 "application/json-patch+json" => patch::json_patch(&old, &patch)
                     .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
@@ -1076,7 +1098,7 @@ impl Api {
         let Some(current) = self.store.get(&key).await? else {
             return Err(ApiError::not_found(info.subject(), name));
         };
-        let mut obj = object::decode(&current);
+        let mut obj = kind.from_storage(object::decode(&current));
         let uid_mismatch = req
             .precondition_uid
             .as_deref()
@@ -1182,9 +1204,13 @@ impl Api {
         obj: &mut Value,
         expected: u64,
     ) -> ApiResult<()> {
+        let stored = self
+            .stored_for_conversion(kind, key)
+            .await
+            .map_err(|e| ApiError::from_storage(kind.info().subject(), object::name(obj), e))?;
         let rev = self
             .store
-            .update(key, object::encode(obj), Some(expected))
+            .update(key, stored_form(kind, obj, stored.as_ref()), Some(expected))
             .await
             .map_err(|e| ApiError::from_storage(kind.info().subject(), object::name(obj), e))?;
         meta_mut(obj).insert("resourceVersion".into(), rev.to_string().into());
@@ -1306,7 +1332,7 @@ impl Api {
         let (kvs, rev) = self.store.list(&info.key_prefix(ns)).await?;
         let mut items = Vec::new();
         for kv in kvs {
-            let obj = object::decode(&kv);
+            let obj = kind.from_storage(object::decode(&kv));
             if !filter.matches(&obj) {
                 continue;
             }
@@ -1592,6 +1618,16 @@ impl Api {
 }
 
 /// Where a `continue` token resumes: the storage key of the last item returned.
+/// The bytes stored for `obj`: in the storage version when the request's
+/// version is another.
+fn stored_form(kind: &dyn Kind, obj: &Value, stored: Option<&Value>) -> Vec<u8> {
+    if kind.converted() {
+        object::encode(&kind.to_storage(obj.clone(), stored))
+    } else {
+        object::encode(obj)
+    }
+}
+
 fn key_of_last(
     items: &[Value],
     info: &crate::kinds::ResourceInfo,

@@ -32,6 +32,13 @@ struct Encoder {
 
 impl Encoder {
     fn line(&mut self, type_: &str, obj: &Value) -> Bytes {
+        let converted;
+        let obj = if self.kind.converted() {
+            converted = self.kind.from_storage(obj.clone());
+            &converted
+        } else {
+            obj
+        };
         let object = match self.out {
             Output::Object => obj.clone(),
             Output::Table(include) => {

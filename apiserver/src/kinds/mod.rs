@@ -7,6 +7,7 @@
 //! Kubernetes type defines is ever stored.
 
 pub mod autoscaling;
+mod autoscaling_v1;
 pub mod batch;
 mod core;
 mod discovery;
@@ -115,6 +116,18 @@ pub trait KindSpec:
     const STATUS_UPDATES_ANNOTATIONS: bool = false;
     /// Field selectors beyond `metadata.name` and `metadata.namespace`.
     const FIELDS: &'static [&'static str] = &[];
+    /// Stored as another version of the resource (the storage version).
+    const CONVERTED: bool = false;
+
+    /// This version of a stored object.
+    fn from_storage(v: Value) -> Value {
+        v
+    }
+    /// The stored form of an object of this version; `stored` is the
+    /// object it replaces, if any.
+    fn to_storage(v: Value, _stored: Option<&Value>) -> Value {
+        v
+    }
 
     /// Defaults and server-set state for a new object.
     fn prepare_create(&mut self) {}
@@ -139,6 +152,10 @@ pub trait Kind: Send + Sync {
     fn columns(&self) -> Vec<Column>;
     fn cells(&self, v: &Value, now: jiff::Timestamp) -> Vec<Value>;
     fn selectable_fields(&self) -> Vec<&'static str>;
+    /// Whether objects are stored as another version of the resource.
+    fn converted(&self) -> bool;
+    fn from_storage(&self, v: Value) -> Value;
+    fn to_storage(&self, v: Value, stored: Option<&Value>) -> Value;
 }
 
 struct Typed<K> {
@@ -264,6 +281,18 @@ impl<K: KindSpec> Kind for Typed<K> {
         f.extend_from_slice(K::FIELDS);
         f
     }
+
+    fn converted(&self) -> bool {
+        K::CONVERTED
+    }
+
+    fn from_storage(&self, v: Value) -> Value {
+        K::from_storage(v)
+    }
+
+    fn to_storage(&self, v: Value, stored: Option<&Value>) -> Value {
+        K::to_storage(v, stored)
+    }
 }
 
 pub(crate) fn valid_qualified_name(key: &str) -> bool {
@@ -357,7 +386,12 @@ impl Default for Registry {
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
                 typed::<storage::StorageClass>("storage.k8s.io", "v1"),
                 typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                // v2 first: the preferred and storage version.
                 typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
+                typed::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(
+                    "autoscaling",
+                    "v1",
+                ),
             ],
         }
     }
@@ -378,15 +412,21 @@ impl Registry {
         &self.kinds
     }
 
-    /// API groups other than core, each with its one version.
-    pub fn groups(&self) -> Vec<(&'static str, &'static str)> {
-        let mut g: Vec<_> = self
-            .kinds
-            .iter()
-            .map(|k| (k.info().group, k.info().version))
-            .filter(|(g, _)| !g.is_empty())
-            .collect();
-        g.dedup();
+    /// API groups other than core with their versions, the preferred
+    /// (first registered) first.
+    pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut g: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for k in &self.kinds {
+            let (group, version) = (k.info().group, k.info().version);
+            if group.is_empty() {
+                continue;
+            }
+            match g.iter_mut().find(|(name, _)| *name == group) {
+                Some((_, versions)) if !versions.contains(&version) => versions.push(version),
+                Some(_) => {}
+                None => g.push((group, vec![version])),
+            }
+        }
         g
     }
 }
