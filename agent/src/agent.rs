@@ -48,6 +48,8 @@ pub struct AgentOptions {
     /// `--kube-reserved`, `--system-reserved`, `--eviction-hard`: what the
     /// Node's allocatable leaves out.
     pub reservations: crate::config::reserved::NodeReservations,
+    /// `--eviction-hard`, `--eviction-soft` and the rest: when pods are evicted.
+    pub eviction: crate::eviction::EvictionConfig,
     /// `--node-lease-duration-seconds`: the node Lease's duration.
     pub node_lease_duration_seconds: i32,
     /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
@@ -65,6 +67,53 @@ pub struct AgentOptions {
     pub tls_private_key_file: Option<PathBuf>,
     /// Who may use `--port`, and for what.
     pub auth: crate::server::auth::AuthOptions,
+    /// OOM kill policy, MemoryQoS and swap, as configured.
+    pub cgroup_features: crate::cgroups::CgroupFeatures,
+    /// The `KubeletPSI` gate: pressure stall information in the stats.
+    pub psi_stats: bool,
+}
+
+/// The cgroup settings in force on this node, from the configured ones, the
+/// cgroup version and the node's memory; says what has no effect here.
+fn node_cgroup_config(
+    opts: &AgentOptions,
+    cgroups: &CgroupDriver,
+) -> anyhow::Result<crate::cgroups::NodeCgroupConfig> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let meminfo = crate::host::meminfo();
+    let capacity = meminfo.get("MemTotal").copied().unwrap_or(0) as i64;
+    let allocatable = opts
+        .reservations
+        .allocatable(&[("memory".to_string(), Quantity(capacity.to_string()))].into())
+        .get("memory")
+        .and_then(|q| crate::quantity::bytes(q).ok())
+        .unwrap_or(capacity);
+    let memory = crate::cgroups::NodeMemory {
+        capacity,
+        allocatable,
+        swap: meminfo.get("SwapTotal").copied().unwrap_or(0) as i64,
+        swap_controller: cgroups.has_swap_controller(),
+    };
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096);
+    let (config, ignored) = crate::cgroups::NodeCgroupConfig::resolve(
+        &opts.cgroup_features,
+        cgroups.version(),
+        memory,
+        page_size,
+    )?;
+    for why in ignored {
+        tracing::warn!("{why}");
+    }
+    tracing::info!(
+        single_process_oom_kill = config.single_process_oom_kill,
+        memory_qos = config.memory_qos,
+        swap_behavior = %config.swap_behavior,
+        "cgroup settings"
+    );
+    Ok(config)
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -72,6 +121,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", opts.root_dir.display()))?;
     let cgroups = CgroupDriver::detect(&opts.cgroup_root)
         .with_context(|| format!("--cgroup-root {:?}", opts.cgroup_root))?;
+    let cgroup_config = node_cgroup_config(&opts, &cgroups)?;
     let images = ImageStore::open(&opts.root_dir)?;
     let agent_exe = std::fs::read_link("/proc/self/exe").context("finding this binary")?;
     let client = match &opts.kubeconfig {
@@ -118,6 +168,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(crate::eviction::Pressure::new());
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
@@ -129,6 +180,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_size: opts.container_log_max_size,
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
+        cgroup_config,
+        psi_stats: opts.psi_stats,
         host_ip: host_ip.clone(),
         policy: opts.policy.clone(),
         network: PodNetwork::new(NetworkOptions {
@@ -148,6 +201,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             cluster_domain: opts.cluster_domain.clone(),
             host: host_resolv,
         },
+        node_pressure: pressure_rx.clone(),
+        evictions: Default::default(),
         user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
             opts.root_dir.join("pods"),
         ),
@@ -186,6 +241,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             host_ip.clone().unwrap_or_default(),
             opts.port,
             opts.reservations.clone(),
+            pressure_rx,
             opts.node_lease_duration_seconds,
         );
         tokio::spawn(source.run(tx.clone()));
@@ -243,7 +299,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             .await
             .context("reading the pods the previous agent left")?
     };
+    let evictor = manager.evictor();
     tokio::spawn(manager.with_sources(&sources).run(rx));
+    tokio::spawn(
+        crate::eviction::EvictionManager {
+            ctx: ctx.clone(),
+            config: opts.eviction.clone(),
+            sources: crate::eviction::observe::SignalSources {
+                cgroups: ctx.cgroups.clone(),
+                nested: !opts.cgroup_root.starts_with('/'),
+                root_dir: opts.root_dir.clone(),
+                images_dir: opts.root_dir.join("images"),
+                allocatable_memory: allocatable_memory(&opts.reservations),
+            },
+            evictor,
+            pressure: pressure_tx,
+        }
+        .run(),
+    );
 
     let sampler = CpuSampler::default();
     tokio::spawn(sampler.clone().run(ctx.clone()));
@@ -285,6 +358,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; pods keep running and are adopted at the next start");
     Ok(())
+}
+
+/// The Node's allocatable memory in bytes: the machine's less what is reserved.
+fn allocatable_memory(reservations: &crate::config::reserved::NodeReservations) -> Option<u64> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let total = crate::host::memory_total();
+    let capacity = [("memory".to_owned(), Quantity(total.to_string()))].into();
+    let allocatable = reservations.allocatable(&capacity);
+    crate::quantity::bytes(allocatable.get("memory")?)
+        .ok()
+        .map(|b| b as u64)
 }
 
 /// How long a restarted agent keeps trying a port still held by a process

@@ -22,6 +22,11 @@ pub struct AgentContext {
     pub log_max_files: usize,
     /// `--pod-max-pids` / `podPidsLimit`: the pids limit of every pod cgroup.
     pub pod_pids_limit: Option<i64>,
+    /// OOM kill policy, MemoryQoS, swap: what pod and container cgroups get
+    /// beyond their resources.
+    pub cgroup_config: crate::cgroups::NodeCgroupConfig,
+    /// The `KubeletPSI` gate: PSI figures in `/stats/summary` and `/metrics`.
+    pub psi_stats: bool,
     pub host_ip: Option<String>,
     /// What pod specs may ask of this node (seccomp default, unsafe sysctls).
     pub policy: crate::runtime::node_policy::NodePolicy,
@@ -33,6 +38,11 @@ pub struct AgentContext {
     pub api_client: Option<kube::Client>,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
     pub dns: crate::network::dns::NodeDns,
+    /// The pressure conditions the eviction manager reports; new pods are
+    /// admitted against them.
+    pub node_pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
+    /// Pods evicted so far, by signal, for `/metrics`.
+    pub evictions: crate::eviction::EvictionCounts,
     /// The node's pool of pod user namespaces (`hostUsers: false`).
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
 }

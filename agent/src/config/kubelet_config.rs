@@ -43,6 +43,15 @@ pub struct KubeletConfiguration {
     pub kube_reserved: super::reserved::Reservation,
     /// `evictionHard`; `None`: kubelet's defaults.
     pub eviction_hard: Option<Vec<super::reserved::EvictionThreshold>>,
+    /// `evictionSoft`, `evictionSoftGracePeriod`, `evictionMinimumReclaim`
+    /// (signal → value pairs checked with the flags' rules).
+    pub eviction_soft: Vec<super::reserved::EvictionThreshold>,
+    pub eviction_soft_grace_period: Vec<(String, String)>,
+    pub eviction_minimum_reclaim: Vec<(String, String)>,
+    /// `evictionPressureTransitionPeriod` (5m).
+    pub eviction_pressure_transition_period: Duration,
+    /// `evictionMaxPodGracePeriod` (0).
+    pub eviction_max_pod_grace_period: i64,
     /// `nodeLeaseDurationSeconds`, default 40.
     pub node_lease_duration_seconds: i32,
     /// `clusterDNS`: nameservers of `ClusterFirst` pods.
@@ -67,6 +76,16 @@ pub struct KubeletConfiguration {
     pub authentication: KubeletAuthentication,
     /// `authorization`: what that user may do.
     pub authorization: KubeletAuthorization,
+    /// `featureGates`: gate name to on/off (the gates the agent knows are read
+    /// where they matter; others are kept and have no effect).
+    pub feature_gates: std::collections::BTreeMap<String, bool>,
+    /// `singleProcessOOMKill`: `None` is the kubelet's default for the cgroup
+    /// version (v1: true; v2: false, the whole container is killed).
+    pub single_process_oom_kill: Option<bool>,
+    /// `memoryThrottlingFactor` (MemoryQoS's `memory.high`), default 0.9.
+    pub memory_throttling_factor: f64,
+    /// `memorySwap.swapBehavior`, default `NoSwap`.
+    pub swap_behavior: crate::cgroups::swap::SwapBehavior,
 }
 
 /// `authentication` of a KubeletConfiguration (v1beta1 defaults: anonymous
@@ -153,6 +172,12 @@ impl Default for KubeletConfiguration {
             system_reserved: Default::default(),
             kube_reserved: Default::default(),
             eviction_hard: None,
+            eviction_soft: Vec::new(),
+            eviction_soft_grace_period: Vec::new(),
+            eviction_minimum_reclaim: Vec::new(),
+            eviction_pressure_transition_period:
+                crate::eviction::config::DEFAULT_PRESSURE_TRANSITION_PERIOD,
+            eviction_max_pod_grace_period: 0,
             node_lease_duration_seconds: 40,
             cluster_dns: Vec::new(),
             cluster_domain: None,
@@ -164,6 +189,10 @@ impl Default for KubeletConfiguration {
             tls_private_key_file: None,
             authentication: KubeletAuthentication::default(),
             authorization: KubeletAuthorization::default(),
+            feature_gates: Default::default(),
+            single_process_oom_kill: None,
+            memory_throttling_factor: crate::cgroups::memory_qos::DEFAULT_MEMORY_THROTTLING_FACTOR,
+            swap_behavior: Default::default(),
         }
     }
 }
@@ -209,6 +238,11 @@ struct RawKubeletConfiguration {
     system_reserved: Option<std::collections::BTreeMap<String, String>>,
     kube_reserved: Option<std::collections::BTreeMap<String, String>>,
     eviction_hard: Option<std::collections::BTreeMap<String, String>>,
+    eviction_soft: Option<std::collections::BTreeMap<String, String>>,
+    eviction_soft_grace_period: Option<std::collections::BTreeMap<String, String>>,
+    eviction_minimum_reclaim: Option<std::collections::BTreeMap<String, String>>,
+    eviction_pressure_transition_period: Option<String>,
+    eviction_max_pod_grace_period: Option<i64>,
     node_lease_duration_seconds: Option<i64>,
     #[serde(rename = "clusterDNS")]
     cluster_dns: Option<Vec<String>>,
@@ -221,6 +255,17 @@ struct RawKubeletConfiguration {
     tls_private_key_file: Option<String>,
     authentication: Option<RawAuthentication>,
     authorization: Option<RawAuthorization>,
+    feature_gates: Option<std::collections::BTreeMap<String, bool>>,
+    #[serde(rename = "singleProcessOOMKill")]
+    single_process_oom_kill: Option<bool>,
+    memory_throttling_factor: Option<f64>,
+    memory_swap: Option<RawMemorySwap>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMemorySwap {
+    swap_behavior: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -417,6 +462,27 @@ pub fn parse_kubelet_config(
                 .map_err(|e| reserved_error(path, "evictionHard", e))?,
         );
     }
+    if let Some(m) = raw.eviction_soft {
+        config.eviction_soft = super::reserved::thresholds_from_pairs("evictionSoft", &pairs(m))
+            .map_err(|e| reserved_error(path, "evictionSoft", e))?;
+    }
+    config.eviction_soft_grace_period = raw
+        .eviction_soft_grace_period
+        .map(pairs)
+        .unwrap_or_default();
+    config.eviction_minimum_reclaim = raw.eviction_minimum_reclaim.map(pairs).unwrap_or_default();
+    if let Some(p) = raw.eviction_pressure_transition_period {
+        config.eviction_pressure_transition_period = parse_go_duration(&p).map_err(|e| {
+            invalid(
+                "evictionPressureTransitionPeriod",
+                format!("{p:?}"),
+                &e.to_string(),
+            )
+        })?;
+    }
+    if let Some(secs) = raw.eviction_max_pod_grace_period {
+        config.eviction_max_pod_grace_period = secs;
+    }
     if let Some(secs) = raw.node_lease_duration_seconds {
         config.node_lease_duration_seconds =
             i32::try_from(secs).ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -468,6 +534,18 @@ pub fn parse_kubelet_config(
         if let Some(enabled) = authn.anonymous.and_then(|a| a.enabled) {
             config.authentication.anonymous_enabled = enabled;
         }
+    }
+    config.feature_gates = raw.feature_gates.unwrap_or_default();
+    config.single_process_oom_kill = raw.single_process_oom_kill;
+    if let Some(f) = raw.memory_throttling_factor {
+        crate::cgroups::memory_qos::validate_throttling_factor(f)
+            .map_err(|e| invalid("memoryThrottlingFactor", f.to_string(), &e))?;
+        config.memory_throttling_factor = f;
+    }
+    if let Some(b) = raw.memory_swap.and_then(|m| m.swap_behavior) {
+        config.swap_behavior = b
+            .parse()
+            .map_err(|e: String| invalid("memorySwap.swapBehavior", format!("{b:?}"), &e))?;
     }
     if let Some(authz) = raw.authorization {
         if let Some(mode) = authz.mode {
@@ -574,6 +652,14 @@ kubeReserved:
   memory: 128Mi
 evictionHard:
   memory.available: 200Mi
+evictionSoft:
+  memory.available: 300Mi
+evictionSoftGracePeriod:
+  memory.available: 1m30s
+evictionMinimumReclaim:
+  memory.available: 50Mi
+evictionPressureTransitionPeriod: 1m
+evictionMaxPodGracePeriod: 10
 clusterDNS:
 - 10.96.0.10
 clusterDomain: cluster.local
@@ -594,6 +680,13 @@ authorization:
   webhook:
     cacheAuthorizedTTL: 10s
     cacheUnauthorizedTTL: 5s
+featureGates:
+  MemoryQoS: true
+  NodeSwap: false
+singleProcessOOMKill: true
+memoryThrottlingFactor: 0.8
+memorySwap:
+  swapBehavior: LimitedSwap
 ";
 
     #[test]
@@ -622,6 +715,16 @@ authorization:
                         "200Mi".into()
                     )),
                 }]),
+                eviction_soft: vec![super::super::reserved::EvictionThreshold {
+                    signal: "memory.available".into(),
+                    value: super::super::reserved::ThresholdValue::Quantity(Quantity(
+                        "300Mi".into()
+                    )),
+                }],
+                eviction_soft_grace_period: vec![("memory.available".into(), "1m30s".into())],
+                eviction_minimum_reclaim: vec![("memory.available".into(), "50Mi".into())],
+                eviction_pressure_transition_period: Duration::from_secs(60),
+                eviction_max_pod_grace_period: 10,
                 node_lease_duration_seconds: 40,
                 cluster_dns: vec!["10.96.0.10".parse().unwrap()],
                 cluster_domain: Some("cluster.local".into()),
@@ -642,6 +745,14 @@ authorization:
                     cache_authorized_ttl: Duration::from_secs(10),
                     cache_unauthorized_ttl: Duration::from_secs(5),
                 },
+                feature_gates: [
+                    ("MemoryQoS".to_string(), true),
+                    ("NodeSwap".to_string(), false)
+                ]
+                .into(),
+                single_process_oom_kill: Some(true),
+                memory_throttling_factor: 0.8,
+                swap_behavior: crate::cgroups::swap::SwapBehavior::LimitedSwap,
             }
         );
     }
@@ -710,6 +821,14 @@ authorization:
         assert_eq!(
             e(&CONFIG.replace("podNetworkBackend: vxlan", "podNetworkBackend: flannel")),
             r#"kc.yaml: podNetworkBackend: Invalid value: "flannel": unsupported pod network backend "flannel": must be "host-gw", "vxlan" or "none""#
+        );
+        assert_eq!(
+            e(&CONFIG.replace("Factor: 0.8", "Factor: 1.5")),
+            "kc.yaml: memoryThrottlingFactor: Invalid value: 1.5: memoryThrottlingFactor 1.5 must be greater than 0 and less than or equal to 1.0"
+        );
+        assert_eq!(
+            e(&CONFIG.replace("swapBehavior: LimitedSwap", "swapBehavior: UnlimitedSwap")),
+            r#"kc.yaml: memorySwap.swapBehavior: Invalid value: "UnlimitedSwap": memorySwap.swapBehavior "UnlimitedSwap" must be one of: "", "LimitedSwap" or "NoSwap""#
         );
         assert_eq!(
             e("apiVersion: v1\nkind: Pod\n"),

@@ -1,7 +1,8 @@
 //! The pod manager: turns source snapshots into pod workers. New pods get a
-//! worker, vanished pods are told to stop, and a pod that replaces another of
-//! the same name (an edited manifest) starts only once the old one is gone,
-//! as kubelet's pod workers do.
+//! worker, changed pods are handed to their worker (kubelet's `UpdatePod`),
+//! vanished pods are told to stop, and a pod that replaces another of the
+//! same name (an edited manifest) starts only once the old one is gone, as
+//! kubelet's pod workers do.
 //!
 //! Each source (manifest files, the apiserver) sends full snapshots; the
 //! manager keeps the latest one per source and diffs their union against what
@@ -24,10 +25,33 @@ use crate::config::SourceUpdate;
 use crate::context::AgentContext;
 use crate::pod::worker::{self, PersistedState, PodWorker, WorkerMsg};
 
+/// A pod to fail with the given status, as the eviction manager's
+/// `killPodFunc` does: phase Failed with `reason` and `message`, its
+/// containers stopped within `grace`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodEviction {
+    pub reason: String,
+    pub message: String,
+    pub grace: Duration,
+}
+
+/// Hands evictions to the pod manager, which passes them to the pod's worker.
+#[derive(Debug, Clone)]
+pub struct PodEvictor(mpsc::UnboundedSender<(String, PodEviction)>);
+
+impl PodEvictor {
+    /// Evicts the pod of `uid`; `false` when the manager is gone.
+    pub fn evict(&self, uid: &str, eviction: PodEviction) -> bool {
+        self.0.send((uid.to_owned(), eviction)).is_ok()
+    }
+}
+
 struct WorkerHandle {
     /// `namespace/name`: one pod of a name at a time.
     full_name: String,
-    tx: mpsc::Sender<WorkerMsg>,
+    tx: mpsc::UnboundedSender<WorkerMsg>,
+    /// The pod as last handed to the worker.
+    pod: Pod,
     stopping: bool,
     task: JoinHandle<()>,
 }
@@ -45,6 +69,8 @@ pub struct PodManager {
     snapshots: HashMap<&'static str, Vec<Pod>>,
     /// Sources whose first snapshot must arrive before leftovers are judged.
     sources: Vec<&'static str>,
+    evictions_tx: mpsc::UnboundedSender<(String, PodEviction)>,
+    evictions: mpsc::UnboundedReceiver<(String, PodEviction)>,
 }
 
 fn full_name(pod: &Pod) -> String {
@@ -58,6 +84,7 @@ fn full_name(pod: &Pod) -> String {
 impl PodManager {
     pub fn new(ctx: Arc<AgentContext>) -> Self {
         let leftovers = scan_pods_dir(&ctx);
+        let (evictions_tx, evictions) = mpsc::unbounded_channel();
         PodManager {
             ctx,
             workers: HashMap::new(),
@@ -66,7 +93,14 @@ impl PodManager {
             reported_errors: HashMap::new(),
             snapshots: HashMap::new(),
             sources: vec![crate::config::SOURCE_FILE],
+            evictions_tx,
+            evictions,
         }
+    }
+
+    /// Where the eviction manager sends the pods it evicts.
+    pub fn evictor(&self) -> PodEvictor {
+        PodEvictor(self.evictions_tx.clone())
     }
 
     /// The sources this manager merges (default: the manifest files only).
@@ -83,6 +117,7 @@ impl PodManager {
                     Some(update) => self.apply(update),
                     None => break,
                 },
+                Some((uid, eviction)) = self.evictions.recv() => self.evict(&uid, eviction),
                 _ = reap.tick() => self.reap_finished(),
             }
         }
@@ -117,11 +152,26 @@ impl PodManager {
             if !wanted.contains_key(uid) && !handle.stopping {
                 handle.stopping = true;
                 let grace = deleting.get(uid).copied().flatten();
-                let _ = handle.tx.try_send(WorkerMsg::Stop { grace });
+                let _ = handle.tx.send(WorkerMsg::Stop { grace });
+            }
+        }
+        // Every change of a pod goes to its worker, which decides what it means.
+        for (uid, handle) in &mut self.workers {
+            if let Some(pod) = wanted.get(uid)
+                && !handle.stopping
+                && changed(&handle.pod, pod)
+            {
+                handle.pod = pod.clone();
+                let _ = handle.tx.send(WorkerMsg::Update(Box::new(pod.clone())));
             }
         }
         self.waiting
             .retain(|p| wanted.contains_key(p.metadata.uid.as_deref().unwrap_or_default()));
+        for pod in &mut self.waiting {
+            if let Some(newer) = wanted.get(pod.metadata.uid.as_deref().unwrap_or_default()) {
+                *pod = newer.clone();
+            }
+        }
 
         // Pods of the previous agent process that nobody wants any more.
         let unwanted: Vec<String> = leftovers
@@ -135,7 +185,7 @@ impl PodManager {
             self.spawn(pod, Some(state));
             if let Some(h) = self.workers.get_mut(&uid) {
                 h.stopping = true;
-                let _ = h.tx.try_send(WorkerMsg::Stop { grace: None });
+                let _ = h.tx.send(WorkerMsg::Stop { grace: None });
             }
         }
 
@@ -162,21 +212,31 @@ impl PodManager {
         }
     }
 
+    fn evict(&mut self, uid: &str, eviction: PodEviction) {
+        match self.workers.get(uid) {
+            Some(h) if !h.stopping => {
+                let _ = h.tx.send(WorkerMsg::Evict(eviction));
+            }
+            _ => tracing::debug!(%uid, "evicting a pod that is no longer running"),
+        }
+    }
+
     fn name_in_use(&self, name: &str) -> bool {
         self.workers.values().any(|w| w.full_name == name)
     }
 
     fn spawn(&mut self, pod: Pod, adopted: Option<PersistedState>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::unbounded_channel();
         let name = full_name(&pod);
-        let worker = PodWorker::new(self.ctx.clone(), pod);
+        let worker = PodWorker::new(self.ctx.clone(), pod.clone());
         let task = tokio::spawn(worker.run(rx, adopted));
         self.workers.insert(
             uid,
             WorkerHandle {
                 full_name: name,
                 tx,
+                pod,
                 stopping: false,
                 task,
             },
@@ -207,6 +267,15 @@ impl PodManager {
             }
         }
     }
+}
+
+/// Whether a pod changed in what its worker acts on: its spec, labels and
+/// annotations (not its status or resourceVersion, which change with every
+/// status write).
+fn changed(old: &Pod, new: &Pod) -> bool {
+    old.spec != new.spec
+        || old.metadata.labels != new.metadata.labels
+        || old.metadata.annotations != new.metadata.annotations
 }
 
 /// The union of all sources' snapshots by UID, and the pods being deleted
