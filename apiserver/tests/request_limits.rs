@@ -1,6 +1,7 @@
-//! Requests too big to work on are refused the way kube-apiserver refuses
-//! them: a body over 3 MiB gets 413 `RequestEntityTooLarge` with
-//! "Request entity too large: limit is 3145728", before it is decoded.
+//! What travels over HTTP, handled as kube-apiserver handles it: a body
+//! over 3 MiB gets 413 `RequestEntityTooLarge` with "Request entity too
+//! large: limit is 3145728" before it is decoded; a deeply nested one is
+//! refused quickly with a 400 Status, without holding up other requests.
 
 mod common;
 
@@ -90,4 +91,144 @@ fn bodies_over_kube_apiservers_limit_are_refused_with_its_status() {
         &url,
     ]);
     assert_ne!(code, 413, "{text}");
+}
+
+/// 200 KB of `[` in JSON and in YAML: what took the old decoder seconds.
+fn nested_bodies(s: &ApiServer) -> [(&'static str, String); 2] {
+    let depth = 100_000;
+    let (open, close) = ("[".repeat(depth), "]".repeat(depth));
+    [
+        (
+            "application/json",
+            s.file(
+                "nested.json",
+                &format!(
+                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"nested"}},"data":{{"a":{open}{close}}}}}"#
+                ),
+            ),
+        ),
+        (
+            "application/yaml",
+            s.file(
+                "nested.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nested\ndata:\n  a: {open}{close}\n"
+                ),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn deeply_nested_bodies_are_refused_with_a_status() {
+    let s = ApiServer::start();
+    let url = format!("{}/api/v1/namespaces/default/configmaps", s.url());
+    for (ct, file) in nested_bodies(&s) {
+        let (code, text) = s.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Content-Type: {ct}"),
+            "--data-binary",
+            &format!("@{file}"),
+            &url,
+        ]);
+        assert_eq!(code, 400, "{ct}: {text}");
+        let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(status["kind"], "Status", "{ct}: {text}");
+        assert_eq!(status["reason"], "BadRequest", "{ct}: {text}");
+        let message = status["message"].as_str().unwrap();
+        // serde_json's words, or for YAML the parser's or the budget's.
+        assert!(
+            message.contains("recursion limit exceeded") || message.contains("exceeded max depth"),
+            "{ct}: {message}"
+        );
+    }
+    assert!(
+        s.fails(&["get", "configmap", "nested"])
+            .contains("NotFound")
+    );
+}
+
+/// While four clients keep sending hostile bodies, GETs are answered: each
+/// one finishes while the hostile bodies sent alongside are still being
+/// refused (every client has more refusals after the last GET than
+/// before it).
+#[test]
+fn a_get_is_answered_while_hostile_bodies_keep_arriving() {
+    use std::io::BufRead;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let s = ApiServer::start();
+    s.ok(&["create", "configmap", "plain", "--from-literal=a=b"]);
+    let url = format!("{}/api/v1/namespaces/default/configmaps", s.url());
+    let (crt, key) = s.client_cert_files();
+    let stop = s.dir.path().join("stop");
+    let bodies = nested_bodies(&s);
+    let mut senders = Vec::new();
+    for (ct, file) in bodies.iter().chain(bodies.iter()) {
+        // One line per refusal, until the stop file appears.
+        let script = format!(
+            "while [ ! -e {stop} ]; do curl -sS -o /dev/null -w '%{{http_code}}\\n' --cacert {ca} --cert {crt} --key {key} \
+             -X POST -H 'Content-Type: {ct}' --data-binary @{file} {url} || exit 1; done",
+            stop = stop.display(),
+            ca = s.ca_file(),
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let out = child.stdout.take().unwrap();
+        let counter = refused.clone();
+        let reader = std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                codes.push(line);
+            }
+            codes
+        });
+        senders.push((child, refused, reader));
+    }
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("every client had a body refused", &|| {
+        senders.iter().all(|(_, n, _)| n.load(Ordering::SeqCst) > 0)
+    });
+
+    for _ in 0..3 {
+        assert_eq!(
+            s.ok(&["get", "configmap", "plain", "-o", "name"]).trim(),
+            "configmap/plain"
+        );
+    }
+    let after_gets: Vec<usize> = senders
+        .iter()
+        .map(|(_, n, _)| n.load(Ordering::SeqCst))
+        .collect();
+    wait_for(
+        "hostile bodies are still being refused after the GETs",
+        &|| {
+            senders
+                .iter()
+                .zip(&after_gets)
+                .all(|((_, n, _), before)| n.load(Ordering::SeqCst) > *before)
+        },
+    );
+
+    std::fs::write(&stop, "").unwrap();
+    for (mut child, _, reader) in senders {
+        let _ = child.wait();
+        let codes = reader.join().unwrap();
+        assert!(codes.iter().all(|c| c == "400"), "{codes:?}");
+    }
 }

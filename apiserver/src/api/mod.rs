@@ -1,6 +1,7 @@
 //! The REST API: path routing, and create/get/list/watch/update/patch/delete
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
+mod body;
 pub mod deletion;
 pub mod discovery;
 mod dry_run;
@@ -36,6 +37,7 @@ use crate::node_client::NodeClient;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, FieldError};
 use crate::storage::{Storage, StorageError};
+pub use body::MAX_REQUEST_BODY_BYTES;
 use deletion::DeleteRequest;
 use object::{meta, meta_mut, meta_str};
 
@@ -327,9 +329,12 @@ impl Api {
         // A dry run goes through everything a write does, on a store that
         // never writes.
         let delete_options = match (&method, &route) {
-            (&Method::DELETE, _) if !body.is_empty() => Some(parse_body(&headers, &body)?),
+            (&Method::DELETE, _) if !body.is_empty() => Some(body::decode(&headers, &body).await?),
             (&Method::POST, Route::Resource(t)) if t.subresource.as_deref() == Some("eviction") => {
-                parse_body(&headers, &body)?.get("deleteOptions").cloned()
+                body::decode(&headers, &body)
+                    .await?
+                    .get("deleteOptions")
+                    .cloned()
             }
             _ => None,
         };
@@ -378,7 +383,7 @@ impl Api {
                 if method != Method::POST {
                     return Err(ApiError::method_not_allowed());
                 }
-                let binding = parse_body(&headers, &body)?;
+                let binding = body::decode(&headers, &body).await?;
                 let name = object::name(&binding).to_owned();
                 return self.bind(&namespace, &name, &binding).await;
             }
@@ -401,7 +406,7 @@ impl Api {
                 self.list(kind, ns, &params, out).await
             }
             (&Method::POST, None, None) => {
-                let obj = parse_body(&headers, &body)?;
+                let obj = body::decode(&headers, &body).await?;
                 let ns = self.require_namespace(kind, ns)?;
                 self.create(kind, ns, obj, &params, out).await
             }
@@ -409,7 +414,7 @@ impl Api {
                 let opts = if body.is_empty() {
                     Value::Null
                 } else {
-                    parse_body(&headers, &body)?
+                    body::decode(&headers, &body).await?
                 };
                 self.delete_collection(kind, ns, &opts, &params).await
             }
@@ -418,7 +423,7 @@ impl Api {
                 Ok(self.respond(kind, StatusCode::OK, &obj, out))
             }
             (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
-                let obj = parse_body(&headers, &body)?;
+                let obj = body::decode(&headers, &body).await?;
                 self.update(kind, ns, name, obj, &params, sub.is_some(), out)
                     .await
             }
@@ -435,20 +440,20 @@ impl Api {
                 let opts = if body.is_empty() {
                     Value::Null
                 } else {
-                    parse_body(&headers, &body)?
+                    body::decode(&headers, &body).await?
                 };
                 self.delete(kind, ns, name, &opts, &params).await
             }
             (&Method::PUT, Some(name), Some("finalize")) if kind.info().plural == "namespaces" => {
-                let obj = parse_body(&headers, &body)?;
+                let obj = body::decode(&headers, &body).await?;
                 self.finalize_namespace(kind, name, obj, out).await
             }
             (&Method::POST, Some(name), Some("binding")) if kind.info().plural == "pods" => {
-                let binding = parse_body(&headers, &body)?;
+                let binding = body::decode(&headers, &body).await?;
                 self.bind(ns.unwrap_or("default"), name, &binding).await
             }
             (&Method::POST, Some(name), Some("eviction")) if kind.info().plural == "pods" => {
-                let eviction = parse_body(&headers, &body)?;
+                let eviction = body::decode(&headers, &body).await?;
                 self.evict(ns.unwrap_or("default"), name, &eviction, &params)
                     .await
             }
@@ -456,7 +461,7 @@ impl Api {
                 self.get_scale(kind, ns, name).await
             }
             (&Method::PUT, Some(name), Some("scale")) if kind.info().has_scale => {
-                let scale = parse_body(&headers, &body)?;
+                let scale = body::decode(&headers, &body).await?;
                 self.update_scale(kind, ns, name, scale).await
             }
             (&Method::PATCH, Some(name), Some("scale")) if kind.info().has_scale => {
@@ -994,7 +999,7 @@ impl Api {
         ns: Option<&str>,
         name: &str,
         content_type: &str,
-        body: &[u8],
+        body: &Bytes,
         params: &Params,
         status_only: bool,
         out: Output,
@@ -1017,13 +1022,21 @@ impl Api {
                         )],
                     ));
                 }
-                serde_yaml::from_slice(body)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+                body::decode_with(body, |b| {
+                    body::yaml(b)
+                        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+                })
+                .await?
             }
             "application/json-patch+json"
             | "application/merge-patch+json"
-            | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+            | "application/strategic-merge-patch+json" => {
+                body::decode_with(body, |b| {
+                    serde_json::from_slice(b)
+                        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+                })
+                .await?
+            }
             other => {
                 return Err(ApiError::new(
                     415,
@@ -1681,46 +1694,6 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
     r
 }
 
-/// Request bodies are JSON; YAML is accepted too (a `curl --data-binary
-/// @pod.yaml`), and the Content-Type may be missing altogether.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if ct.contains("protobuf") || body.starts_with(b"k8s\0") {
-        return protobuf::decode(body).map_err(|e| match e {
-            protobuf::ProtobufError::UnsupportedKind(_) => unsupported_media_type(ct),
-            other => ApiError::bad_request(other.to_string()),
-        });
-    }
-    if ct.contains("cbor") {
-        return Err(unsupported_media_type(ct));
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty"));
-    }
-    match serde_json::from_slice(body) {
-        Ok(v) => Ok(v),
-        Err(e) if ct.contains("json") => Err(ApiError::bad_request(format!(
-            "error decoding JSON body: {e}"
-        ))),
-        Err(_) => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}"))),
-    }
-}
-
-/// 415 for bodies other than JSON/YAML, which clients answer by retrying in JSON.
-fn unsupported_media_type(ct: &str) -> ApiError {
-    ApiError::new(
-        415,
-        "UnsupportedMediaType",
-        format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct:?})"
-        ),
-    )
-}
-
 /// Sets `apiVersion`/`kind` when missing; rejects a body of another kind.
 fn check_type(kind: &dyn Kind, mut obj: Value) -> ApiResult<Value> {
     let info = kind.info();
@@ -1750,40 +1723,6 @@ fn check_type(kind: &dyn Kind, mut obj: Value) -> ApiResult<Value> {
     Ok(obj)
 }
 
-/// kube-apiserver's limit on a request body (its `MaxRequestBodyBytes`):
-/// a larger one is refused before it is decoded.
-pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
-
-/// The request body, at most [`MAX_REQUEST_BODY_BYTES`]; a larger one (by its
-/// Content-Length, or once that much has arrived) is kube-apiserver's 413.
-async fn read_limited_body(headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                too_large()
-            } else {
-                ApiError::bad_request(format!("reading the request body: {e}"))
-            }
-        })
-}
-
 async fn resource_handler(
     State(api): State<Arc<Api>>,
     method: Method,
@@ -1792,7 +1731,7 @@ async fn resource_handler(
     Query(params): Query<Params>,
     body: axum::body::Body,
 ) -> Response {
-    let body = match read_limited_body(&headers, body).await {
+    let body = match body::read_limited(&headers, body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

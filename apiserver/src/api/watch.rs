@@ -40,7 +40,7 @@ impl Encoder {
             obj
         };
         let object = match self.out {
-            Output::Object => obj.clone(),
+            Output::Object => return event_line(type_, obj),
             Output::Table(include) => {
                 let rows = table_rows(self.kind.as_ref(), std::slice::from_ref(obj), include);
                 let columns: Vec<Value> = if self.sent_columns {
@@ -78,6 +78,18 @@ impl Encoder {
     }
 }
 
+/// `{"type": ..., "object": ...}` and a newline, written straight from the
+/// object rather than through a copy of it.
+fn event_line(type_: &str, obj: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut out, type_).expect("a string serializes");
+    out.extend_from_slice(b",\"object\":");
+    serde_json::to_writer(&mut out, obj).expect("JSON serializes");
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
 /// Turns a store change into a watch event for a filtered watcher.
 fn to_event(e: &WatchEvent, filter: &Filter) -> Option<(&'static str, Value)> {
     let decode = |bytes: &[u8]| -> Value {
@@ -89,11 +101,13 @@ fn to_event(e: &WatchEvent, filter: &Filter) -> Option<(&'static str, Value)> {
     match e.event_type {
         EventType::Delete => filter.matches(&new).then_some(("DELETED", new)),
         EventType::Put => {
-            let was = e
-                .prev_value
-                .as_deref()
-                .map(decode)
-                .is_some_and(|old| filter.matches(&old));
+            // Without selectors every object matches: the old one need
+            // not be decoded to know it did.
+            let was = match e.prev_value.as_deref() {
+                None => false,
+                Some(_) if filter.is_empty() => true,
+                Some(old) => filter.matches(&decode(old)),
+            };
             match (was, filter.matches(&new)) {
                 (false, true) => Some(("ADDED", new)),
                 (true, true) => Some(("MODIFIED", new)),

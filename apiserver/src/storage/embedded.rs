@@ -4,22 +4,27 @@
 //! `objects` (key → revision + value), `meta` (the store revision and the
 //! compaction point) and `log` (revision → change), the change log a watch
 //! replays, trimmed to the last [`LOG_WINDOW`] changes. Every commit is
-//! durable (redb's `Durability::Immediate`, an fsync) before the call
-//! returns, so an acknowledged write survives `kill -9`.
+//! durable (redb's `Durability::Immediate`, an fsync) before any write in it
+//! is acknowledged, so an acknowledged write survives `kill -9`.
 //!
-//! Writes are serialised by one mutex that also guards the in-memory copy
-//! of the log: commit and publish happen under it, so watchers see changes
-//! in revision order and a new watcher can't miss one between its replay
-//! and its subscription.
+//! Writes go to one writer thread, which commits them in groups: whatever
+//! arrived while the previous commit was being made goes into the next
+//! transaction, each write checked against the state the writes before it
+//! left, and one fsync makes the whole group durable (group commit, as
+//! etcd batches its backend transactions). After the commit the group's
+//! changes are published to watchers in revision order, under the lock that
+//! also guards the in-memory copy of the log, so a new watcher can't miss
+//! one between its replay and its subscription; only then are the writers
+//! answered.
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::broadcast;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::{broadcast, oneshot};
 
 use super::{EventType, KeyValue, Page, Result, Storage, StorageError, WatchEvent, WatchStream};
 
@@ -37,8 +42,14 @@ pub const LOG_WINDOW: u64 = 10_000;
 /// Live watchers that fall further behind than this are told to relist.
 const BROADCAST_CAPACITY: usize = 8192;
 
+/// The most writes one transaction takes: bounds how long the first of a
+/// group waits for the others to be applied.
+const MAX_GROUP: usize = 512;
+
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// The writer thread's queue and handle; taken on drop to stop it.
+    writer: Option<(mpsc::Sender<Write>, std::thread::JoinHandle<()>)>,
 }
 
 struct Inner {
@@ -55,6 +66,21 @@ struct Feed {
     /// Changes after this revision are all in `events`.
     compacted: u64,
     events: VecDeque<Arc<WatchEvent>>,
+}
+
+/// One write waiting for the writer thread.
+struct Write {
+    key: String,
+    value: Option<Vec<u8>>,
+    expect: Expect,
+    /// The new revision and the value the key had before.
+    done: oneshot::Sender<Result<(u64, Option<Vec<u8>>)>>,
+}
+
+/// What a conditional write expects to find at the key.
+enum Expect {
+    Absent,
+    Present(Option<u64>),
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StorageError {
@@ -100,13 +126,23 @@ impl EmbeddedStore {
         };
         txn.commit().map_err(backend)?;
         let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let inner = Arc::new(Inner {
+            db,
+            window,
+            feed: Mutex::new(feed),
+            live,
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || inner.run_writer(rx))
+                .map_err(|e| StorageError::Backend(format!("starting the store writer: {e}")))?
+        };
         Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                window,
-                feed: Mutex::new(feed),
-                live,
-            }),
+            inner,
+            writer: Some((tx, writer)),
         })
     }
 
@@ -119,54 +155,170 @@ impl EmbeddedStore {
             .await
             .map_err(backend)?
     }
-}
 
-/// What a conditional write expects to find at the key.
-enum Expect {
-    Absent,
-    Present(Option<u64>),
-}
-
-impl Inner {
-    /// One write: check the key, apply the change, bump the revision, log
-    /// it, commit (fsync), then publish to live watchers.
-    fn write(
+    /// Queues one write for the next group commit and waits for its outcome.
+    async fn write(
         &self,
         key: &str,
         value: Option<Vec<u8>>,
         expect: Expect,
     ) -> Result<(u64, Option<Vec<u8>>)> {
-        let mut feed = self.feed.lock().map_err(backend)?;
-        let txn = self.db.begin_write().map_err(backend)?;
-        let revision = feed.revision + 1;
-        let (event, prev_value) = {
-            let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
+        let (done, outcome) = oneshot::channel();
+        let write = Write {
+            key: key.to_owned(),
+            value,
+            expect,
+            done,
+        };
+        let stopped = || StorageError::Backend("the store is closed".into());
+        let (queue, _) = self.writer.as_ref().ok_or_else(stopped)?;
+        queue.send(write).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for EmbeddedStore {
+    /// Stops the writer (it finishes the group in hand) so the file is
+    /// closed when the store is: it can be opened again at once.
+    fn drop(&mut self) {
+        if let Some((queue, thread)) = self.writer.take() {
+            drop(queue);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread's own view of the store's position.
+struct Position {
+    revision: u64,
+    compacted: u64,
+}
+
+/// One write's effect inside a group, before the commit.
+struct Applied {
+    event: WatchEvent,
+    prev_value: Option<Vec<u8>>,
+}
+
+impl Inner {
+    /// The writer thread: takes what has queued up, commits it as one
+    /// transaction, publishes, answers; until the store is dropped.
+    fn run_writer(&self, queue: mpsc::Receiver<Write>) {
+        let mut pos = {
+            let feed = self.feed.lock().expect("feed lock");
+            Position {
+                revision: feed.revision,
+                compacted: feed.compacted,
+            }
+        };
+        while let Ok(first) = queue.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(w) => group.push(w),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut pos, group);
+        }
+    }
+
+    fn commit_group(&self, pos: &mut Position, mut group: Vec<Write>) {
+        let mut next = Position {
+            revision: pos.revision,
+            compacted: pos.compacted,
+        };
+        let result = self.db.begin_write().map_err(backend).and_then(|txn| {
+            let outcomes = self.apply_group(&txn, &mut next, &mut group)?;
+            txn.commit().map_err(backend)?;
+            Ok(outcomes)
+        });
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Nothing of the group was stored.
+                let msg = e.to_string();
+                for w in group {
+                    let _ = w.done.send(Err(StorageError::Backend(msg.clone())));
+                }
+                return;
+            }
+        };
+        *pos = next;
+        let mut answers = Vec::with_capacity(group.len());
+        {
+            let mut feed = self.feed.lock().expect("feed lock");
+            for (w, outcome) in group.into_iter().zip(outcomes) {
+                let answer = outcome.map(|a| {
+                    let revision = a.event.revision;
+                    let event = Arc::new(a.event);
+                    feed.events.push_back(event.clone());
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.live.send(event);
+                    (revision, a.prev_value)
+                });
+                answers.push((w.done, answer));
+            }
+            feed.revision = pos.revision;
+            feed.compacted = pos.compacted;
+            while feed
+                .events
+                .front()
+                .is_some_and(|e| e.revision <= pos.compacted)
+            {
+                feed.events.pop_front();
+            }
+        }
+        for (done, answer) in answers {
+            let _ = done.send(answer);
+        }
+    }
+
+    /// Applies each write of a group in order, each checked against the
+    /// state the ones before it left. A write whose expectation fails gets
+    /// its error and changes nothing; an `Err` from here is the backend's
+    /// and fails the whole group.
+    fn apply_group(
+        &self,
+        txn: &WriteTransaction,
+        pos: &mut Position,
+        group: &mut [Write],
+    ) -> Result<Vec<Result<Applied>>> {
+        let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
+        let mut log = txn.open_table(LOG).map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for w in group {
+            let key = w.key.as_str();
             let prev = objects
                 .get(key)
                 .map_err(backend)?
                 .map(|v| split_stored(v.value()));
-            let prev_value = match (&expect, prev) {
+            let prev_value = match (&w.expect, prev) {
                 (Expect::Absent, Some(_)) => {
-                    return Err(StorageError::AlreadyExists {
+                    outcomes.push(Err(StorageError::AlreadyExists {
                         key: key.to_owned(),
-                    });
+                    }));
+                    continue;
                 }
                 (Expect::Absent, None) => None,
                 (Expect::Present(_), None) => {
-                    return Err(StorageError::NotFound {
+                    outcomes.push(Err(StorageError::NotFound {
                         key: key.to_owned(),
-                    });
+                    }));
+                    continue;
                 }
                 (Expect::Present(Some(expected)), Some((actual, _))) if *expected != actual => {
-                    return Err(StorageError::Conflict {
+                    outcomes.push(Err(StorageError::Conflict {
                         key: key.to_owned(),
                         expected: *expected,
                         actual,
-                    });
+                    }));
+                    continue;
                 }
                 (Expect::Present(_), Some((_, v))) => Some(v),
             };
-            let event = match value {
+            let revision = pos.revision + 1;
+            let event = match w.value.take() {
                 Some(value) => {
                     objects
                         .insert(key, join_stored(revision, &value).as_slice())
@@ -181,45 +333,29 @@ impl Inner {
                 }
                 None => {
                     objects.remove(key).map_err(backend)?;
-                    let last = prev_value.clone().unwrap_or_default();
                     WatchEvent {
                         event_type: EventType::Delete,
                         key: key.to_owned(),
                         revision,
-                        value: last,
+                        value: prev_value.clone().unwrap_or_default(),
                         prev_value: prev_value.clone(),
                     }
                 }
             };
-            let mut log = txn.open_table(LOG).map_err(backend)?;
             log.insert(revision, encode_event(&event).as_slice())
                 .map_err(backend)?;
-            let mut compacted = feed.compacted;
-            while revision.saturating_sub(compacted) > self.window {
-                compacted += 1;
-                log.remove(compacted).map_err(backend)?;
-            }
-            let mut meta = txn.open_table(META).map_err(backend)?;
-            meta.insert(META_REVISION, revision).map_err(backend)?;
-            meta.insert(META_COMPACTED, compacted).map_err(backend)?;
-            feed.compacted = compacted;
-            (event, prev_value)
-        };
-        txn.commit().map_err(backend)?;
-
-        feed.revision = revision;
-        let event = Arc::new(event);
-        feed.events.push_back(event.clone());
-        while feed
-            .events
-            .front()
-            .is_some_and(|e| e.revision <= feed.compacted)
-        {
-            feed.events.pop_front();
+            pos.revision = revision;
+            outcomes.push(Ok(Applied { event, prev_value }));
         }
-        // No receivers is fine: nobody is watching.
-        let _ = self.live.send(event);
-        Ok((revision, prev_value))
+        while pos.revision.saturating_sub(pos.compacted) > self.window {
+            pos.compacted += 1;
+            log.remove(pos.compacted).map_err(backend)?;
+        }
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        meta.insert(META_REVISION, pos.revision).map_err(backend)?;
+        meta.insert(META_COMPACTED, pos.compacted)
+            .map_err(backend)?;
+        Ok(outcomes)
     }
 }
 
@@ -325,13 +461,9 @@ impl Storage for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64> {
-        let key = key.to_owned();
-        self.blocking(move |inner| {
-            inner
-                .write(&key, Some(value), Expect::Absent)
-                .map(|(rev, _)| rev)
-        })
-        .await
+        self.write(key, Some(value), Expect::Absent)
+            .await
+            .map(|(rev, _)| rev)
     }
 
     async fn update(
@@ -340,27 +472,20 @@ impl Storage for EmbeddedStore {
         value: Vec<u8>,
         expected_revision: Option<u64>,
     ) -> Result<u64> {
-        let key = key.to_owned();
-        self.blocking(move |inner| {
-            inner
-                .write(&key, Some(value), Expect::Present(expected_revision))
-                .map(|(rev, _)| rev)
-        })
-        .await
+        self.write(key, Some(value), Expect::Present(expected_revision))
+            .await
+            .map(|(rev, _)| rev)
     }
 
     async fn delete(&self, key: &str, expected_revision: Option<u64>) -> Result<KeyValue> {
-        let key = key.to_owned();
-        self.blocking(move |inner| {
-            let (mod_revision, prev) =
-                inner.write(&key, None, Expect::Present(expected_revision))?;
-            Ok(KeyValue {
-                key,
-                value: prev.unwrap_or_default(),
-                mod_revision,
-            })
+        let (mod_revision, prev) = self
+            .write(key, None, Expect::Present(expected_revision))
+            .await?;
+        Ok(KeyValue {
+            key: key.to_owned(),
+            value: prev.unwrap_or_default(),
+            mod_revision,
         })
-        .await
     }
 
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
@@ -513,5 +638,41 @@ mod tests {
         let mut w = s.watch("/a/", rev - 1).await.unwrap();
         assert_eq!(w.next().await.unwrap().unwrap().key, "/a/2");
         assert!(s.create("/a/3", b"3".to_vec()).await.unwrap() > rev);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_commit_together_each_checked_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(EmbeddedStore::open(&dir.path().join("db.redb")).unwrap());
+        let mut w = s.watch("/", 0).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.create(&format!("/k/{i}"), vec![i as u8]).await
+            }));
+        }
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.create("/same", b"x".to_vec()).await
+            }));
+        }
+        let mut revisions = Vec::new();
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(rev) => revisions.push(rev),
+                Err(StorageError::AlreadyExists { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((revisions.len(), refused), (65, 7));
+        revisions.sort();
+        assert_eq!(revisions, (1..=65).collect::<Vec<u64>>());
+        for rev in 1..=65 {
+            assert_eq!(w.next().await.unwrap().unwrap().revision, rev);
+        }
+        assert_eq!(s.current_revision().await.unwrap(), 65);
     }
 }
