@@ -764,19 +764,7 @@ fn deployments_roll_out_roll_back_pause_and_resume() {
 #[test]
 fn python_client_creates_reads_and_scales_a_deployment() {
     let s = ApiServer::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/deployments.py");
-    let out = std::process::Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(s.kubeconfig())
-        .output()
-        .expect("run /usr/bin/python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python deployments failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("python deployments: OK"), "{stdout}");
+    s.run_python_client("deployments.py", "python deployments: OK");
 }
 
 /// The condition `t` of an object's status.
@@ -1294,20 +1282,5 @@ fn an_hpa_is_served_as_autoscaling_v1_and_v2() {
         "60 276m"
     );
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/autoscaling_v1.py"
-    );
-    let out = std::process::Command::new("/usr/bin/python3")
-        .arg(script)
-        .arg(s.kubeconfig())
-        .output()
-        .expect("run /usr/bin/python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python autoscaling/v1 failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("python autoscaling/v1: OK"), "{stdout}");
+    s.run_python_client("autoscaling_v1.py", "python autoscaling/v1: OK");
 }

@@ -543,7 +543,7 @@ mod tests {
                 ),
             )]
             .into(),
-            classes: HashMap::new(),
+            classes: BTreeMap::new(),
         };
         let snap = Snapshot {
             nodes: &nodes,

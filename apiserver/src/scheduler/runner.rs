@@ -293,59 +293,25 @@ impl Scheduler {
                 c.metadata.name.as_deref().unwrap_or_default()
             )
         };
-        let claims = &mut self.cache.volumes.claims;
-        match e {
-            Event::Init => claims.clear(),
-            Event::InitApply(c) => {
-                claims.insert(key(&c), Arc::new(c));
-            }
-            Event::InitDone => {
+        match mirror(&mut self.cache.volumes.claims, e, key) {
+            Mirrored::Synced => {
                 self.claims_synced = true;
                 self.emit([ClusterEvent::PvcChange]);
             }
-            Event::Apply(c) => {
-                claims.insert(key(&c), Arc::new(c));
-                self.emit([ClusterEvent::PvcChange]);
-            }
-            Event::Delete(c) => {
-                claims.remove(&key(&c));
-            }
+            Mirrored::Changed => self.emit([ClusterEvent::PvcChange]),
+            Mirrored::Quiet => {}
         }
     }
 
     fn on_volume(&mut self, e: Event<PersistentVolume>) {
-        let volumes = &mut self.cache.volumes.volumes;
-        match e {
-            Event::Init => volumes.clear(),
-            Event::InitApply(v) => {
-                volumes.insert(v.metadata.name.clone().unwrap_or_default(), Arc::new(v));
-            }
-            Event::InitDone => self.emit([ClusterEvent::PvChange]),
-            Event::Apply(v) => {
-                volumes.insert(v.metadata.name.clone().unwrap_or_default(), Arc::new(v));
-                self.emit([ClusterEvent::PvChange]);
-            }
-            Event::Delete(v) => {
-                volumes.remove(v.metadata.name.as_deref().unwrap_or_default());
-            }
+        if mirror(&mut self.cache.volumes.volumes, e, object_name) != Mirrored::Quiet {
+            self.emit([ClusterEvent::PvChange]);
         }
     }
 
     fn on_class(&mut self, e: Event<StorageClass>) {
-        let classes = &mut self.cache.volumes.classes;
-        match e {
-            Event::Init => classes.clear(),
-            Event::InitApply(c) => {
-                classes.insert(c.metadata.name.clone().unwrap_or_default(), Arc::new(c));
-            }
-            Event::InitDone => self.emit([ClusterEvent::StorageClassChange]),
-            Event::Apply(c) => {
-                classes.insert(c.metadata.name.clone().unwrap_or_default(), Arc::new(c));
-                self.emit([ClusterEvent::StorageClassChange]);
-            }
-            Event::Delete(c) => {
-                classes.remove(c.metadata.name.as_deref().unwrap_or_default());
-            }
+        if mirror(&mut self.cache.volumes.classes, e, object_name) != Mirrored::Quiet {
+            self.emit([ClusterEvent::StorageClassChange]);
         }
     }
 
@@ -804,6 +770,48 @@ async fn bind_volumes(
         }
     }
     Ok(())
+}
+
+/// What a watch event did to a mirrored set of objects.
+#[derive(Debug, PartialEq)]
+enum Mirrored {
+    /// A (re)list finished: everything may have changed.
+    Synced,
+    /// An object was added or changed.
+    Changed,
+    /// Nothing pending pods could gain from.
+    Quiet,
+}
+
+fn object_name<K: kube::Resource>(o: &K) -> String {
+    o.meta().name.clone().unwrap_or_default()
+}
+
+/// Keeps `objects` (by `key`) as a watch of them shows them.
+fn mirror<K>(
+    objects: &mut std::collections::BTreeMap<String, Arc<K>>,
+    e: Event<K>,
+    key: impl Fn(&K) -> String,
+) -> Mirrored {
+    match e {
+        Event::Init => {
+            objects.clear();
+            Mirrored::Quiet
+        }
+        Event::InitApply(o) => {
+            objects.insert(key(&o), Arc::new(o));
+            Mirrored::Quiet
+        }
+        Event::InitDone => Mirrored::Synced,
+        Event::Apply(o) => {
+            objects.insert(key(&o), Arc::new(o));
+            Mirrored::Changed
+        }
+        Event::Delete(o) => {
+            objects.remove(&key(&o));
+            Mirrored::Quiet
+        }
+    }
 }
 
 /// What a failed cycle does to `status.nominatedNodeName`

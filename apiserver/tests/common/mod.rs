@@ -141,6 +141,27 @@ impl ApiServer {
         self.kubectl_cmd(args).output().expect("run kubectl")
     }
 
+    /// Runs `tests/python/<script>` with Debian's Python `kubernetes`
+    /// client against this server; panics unless it succeeds and prints
+    /// `<done>`.
+    #[allow(dead_code)]
+    pub fn run_python_client(&self, script: &str, done: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/python")
+            .join(script);
+        let out = Command::new("/usr/bin/python3")
+            .arg(path)
+            .arg(self.kubeconfig())
+            .output()
+            .expect("run /usr/bin/python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(done),
+            "{script} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = self
             .kubectl_cmd(args)

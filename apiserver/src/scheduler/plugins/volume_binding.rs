@@ -8,7 +8,7 @@
 //! the claim, or the claim's `volume.kubernetes.io/selected-node`
 //! annotation for the provisioner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -32,9 +32,9 @@ pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 #[derive(Debug, Default, Clone)]
 pub struct VolumeObjects {
     /// Claims by `namespace/name`.
-    pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    pub claims: BTreeMap<String, Arc<PersistentVolumeClaim>>,
     pub volumes: BTreeMap<String, Arc<PersistentVolume>>,
-    pub classes: HashMap<String, Arc<StorageClass>>,
+    pub classes: BTreeMap<String, Arc<StorageClass>>,
 }
 
 /// What the filter needs of a pod's claims, computed once per cycle.
