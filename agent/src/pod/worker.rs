@@ -25,7 +25,7 @@ use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
-use crate::runtime::image::{self, ImageError};
+use crate::runtime::image;
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::shim::{ContainerExit, ContainerStarted};
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
@@ -807,9 +807,16 @@ impl PodWorker {
         let dir = self.dir.clone();
         let pod_cgroup = self.pod_cgroup.clone();
         let log_dir = self.log_dir();
-        let image_ref = container.image.clone().unwrap_or_default();
         let name = container.name.clone();
         let pod_ip = self.pod_ip.clone();
+        // The image first, as the kubelet's EnsureImageExists (it may pull).
+        let image = ctx
+            .image_manager
+            .ensure_image_exists(&pod, &container, ctx.objects());
+        if let Err(failure) = image.await {
+            self.image_failed(idx, failure);
+            return;
+        }
         // The id is on disk before its bundle, cgroup and shim exist: a
         // restarted agent adopts or removes it, and never starts it again.
         let id = container::new_container_id();
@@ -858,19 +865,6 @@ impl PodWorker {
                 slot.record_exit(Terminated::from_exit(&run.container_id, &exit, None));
                 slot.schedule_after_exit(&policy, now);
             }
-            Err(CreateError::ImageMissing(msg)) => {
-                let reason = match slot.waiting.as_ref().map(|w| w.reason.as_str()) {
-                    Some("ErrImagePull") | Some("ImagePullBackOff") => "ImagePullBackOff",
-                    _ => "ErrImagePull",
-                };
-                events.warning(
-                    &key,
-                    Some(&name),
-                    "Failed",
-                    format!("Failed to pull image {image_ref:?}: {msg}"),
-                );
-                slot.schedule_after_create_error(reason, msg, now);
-            }
             Err(CreateError::Config(msg)) => {
                 events.warning(&key, Some(&name), "Failed", format!("Error: {msg}"));
                 slot.schedule_after_create_error("CreateContainerConfigError", msg, now);
@@ -880,6 +874,20 @@ impl PodWorker {
                 slot.schedule_after_create_error("CreateContainerError", msg, now);
             }
         }
+        self.persist();
+    }
+
+    /// The image is not there: waiting as the image manager says, retried
+    /// with the container's back-off.
+    fn image_failed(&mut self, idx: usize, failure: image::ImagePullFailure) {
+        let slot = &mut self.slots[idx];
+        self.ctx.events.warning(
+            &self.key,
+            Some(&slot.name),
+            "Failed",
+            format!("Error: {}", failure.reason),
+        );
+        slot.schedule_after_create_error(failure.reason, failure.message, Timestamp::now());
         self.persist();
     }
 
@@ -1496,7 +1504,6 @@ fn make_sandbox(
 
 #[derive(Debug)]
 enum CreateError {
-    ImageMissing(String),
     Config(String),
     Other(String),
 }
@@ -1517,22 +1524,15 @@ fn create_and_start(
     pod_ip: Option<&str>,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
     let image_ref = container.image.clone().unwrap_or_default();
-    let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
-        ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
-        other => CreateError::Other(crate::error_chain(&other)),
-    })?;
+    // The image manager has made sure it is in the store.
+    let image = ctx
+        .images
+        .resolve(&image_ref)
+        .map_err(|e| CreateError::Other(crate::error_chain(&e)))?;
     let key = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or_default()
-    );
-    // Images come from the node's store, never pulled: what kubelet says
-    // for an image it finds present.
-    ctx.events.normal(
-        &key,
-        Some(&container.name),
-        "Pulled",
-        format!("Container image {image_ref:?} already present on machine"),
     );
     // The environment after the image, as the kubelet orders it: a missing
     // ConfigMap or Secret is a CreateContainerConfigError.
