@@ -67,6 +67,53 @@ pub struct AgentOptions {
     pub auth: crate::server::auth::AuthOptions,
     /// `--serialize-image-pulls`, `--max-parallel-image-pulls`, `--insecure-registry`.
     pub image_pulls: crate::runtime::image::PullOptions,
+    /// OOM kill policy, MemoryQoS and swap, as configured.
+    pub cgroup_features: crate::cgroups::CgroupFeatures,
+    /// The `KubeletPSI` gate: pressure stall information in the stats.
+    pub psi_stats: bool,
+}
+
+/// The cgroup settings in force on this node, from the configured ones, the
+/// cgroup version and the node's memory; says what has no effect here.
+fn node_cgroup_config(
+    opts: &AgentOptions,
+    cgroups: &CgroupDriver,
+) -> anyhow::Result<crate::cgroups::NodeCgroupConfig> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let meminfo = crate::host::meminfo();
+    let capacity = meminfo.get("MemTotal").copied().unwrap_or(0) as i64;
+    let allocatable = opts
+        .reservations
+        .allocatable(&[("memory".to_string(), Quantity(capacity.to_string()))].into())
+        .get("memory")
+        .and_then(|q| crate::quantity::bytes(q).ok())
+        .unwrap_or(capacity);
+    let memory = crate::cgroups::NodeMemory {
+        capacity,
+        allocatable,
+        swap: meminfo.get("SwapTotal").copied().unwrap_or(0) as i64,
+        swap_controller: cgroups.has_swap_controller(),
+    };
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096);
+    let (config, ignored) = crate::cgroups::NodeCgroupConfig::resolve(
+        &opts.cgroup_features,
+        cgroups.version(),
+        memory,
+        page_size,
+    )?;
+    for why in ignored {
+        tracing::warn!("{why}");
+    }
+    tracing::info!(
+        single_process_oom_kill = config.single_process_oom_kill,
+        memory_qos = config.memory_qos,
+        swap_behavior = %config.swap_behavior,
+        "cgroup settings"
+    );
+    Ok(config)
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -74,6 +121,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", opts.root_dir.display()))?;
     let cgroups = CgroupDriver::detect(&opts.cgroup_root)
         .with_context(|| format!("--cgroup-root {:?}", opts.cgroup_root))?;
+    let cgroup_config = node_cgroup_config(&opts, &cgroups)?;
     let images = ImageStore::open(&opts.root_dir)?;
     let agent_exe = std::fs::read_link("/proc/self/exe").context("finding this binary")?;
     let client = match &opts.kubeconfig {
@@ -133,6 +181,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         log_max_size: opts.container_log_max_size,
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,
+        cgroup_config,
+        psi_stats: opts.psi_stats,
         host_ip: host_ip.clone(),
         policy: opts.policy.clone(),
         network: PodNetwork::new(NetworkOptions {

@@ -24,6 +24,11 @@ pub struct AgentContext {
     pub log_max_files: usize,
     /// `--pod-max-pids` / `podPidsLimit`: the pids limit of every pod cgroup.
     pub pod_pids_limit: Option<i64>,
+    /// OOM kill policy, MemoryQoS, swap: what pod and container cgroups get
+    /// beyond their resources.
+    pub cgroup_config: crate::cgroups::NodeCgroupConfig,
+    /// The `KubeletPSI` gate: PSI figures in `/stats/summary` and `/metrics`.
+    pub psi_stats: bool,
     pub host_ip: Option<String>,
     /// What pod specs may ask of this node (seccomp default, unsafe sysctls).
     pub policy: crate::runtime::node_policy::NodePolicy,

@@ -153,6 +153,10 @@ struct Cli {
     /// flag; repeatable. Loopback registries need none.
     #[arg(long, value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Feature gates, e.g. 'MemoryQoS=true,KubeletPSI=false' (on top of the
+    /// config file's featureGates).
+    #[arg(long, value_name = "GATES")]
+    feature_gates: Option<String>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -266,6 +270,19 @@ fn main() -> anyhow::Result<()> {
     {
         anyhow::bail!("--node-lease-duration-seconds {secs}: must be greater than 0");
     }
+    let flag_gates = match &cli.feature_gates {
+        Some(text) => kubelab_agent::config::feature_gates::parse_feature_gates(text)
+            .map_err(|e| anyhow::anyhow!("--feature-gates: {e}"))?,
+        None => Default::default(),
+    };
+    let feature_gates = kubelab_agent::config::feature_gates::FeatureGates::merged(
+        &file_cfg.feature_gates,
+        &flag_gates,
+    );
+    let unknown_gates = feature_gates.unknown();
+    if !unknown_gates.is_empty() {
+        tracing::info!(gates = ?unknown_gates, "feature gates the agent does not act on");
+    }
     use kubelab_agent::config::reserved;
     let reservations = reserved::NodeReservations {
         system_reserved: match &cli.system_reserved {
@@ -371,6 +388,14 @@ fn main() -> anyhow::Result<()> {
                 insecure_registries: cli.insecure_registry.clone(),
             },
         },
+        cgroup_features: kubelab_agent::cgroups::CgroupFeatures {
+            single_process_oom_kill: file_cfg.single_process_oom_kill,
+            memory_qos: feature_gates.enabled("MemoryQoS"),
+            memory_throttling_factor: file_cfg.memory_throttling_factor,
+            node_swap: feature_gates.enabled("NodeSwap"),
+            swap_behavior: file_cfg.swap_behavior,
+        },
+        psi_stats: feature_gates.enabled("KubeletPSI"),
     };
     // Two malloc arenas: the agent is mostly idle threads, and glibc's default
     // of one arena per thread per core keeps freed memory in each.

@@ -78,15 +78,17 @@ fn a_stateful_set_keeps_names_volumes_and_dns_across_pod_deletion() {
         });
         if i < 2 {
             let next = format!("db-{}", i + 1);
+            // The successor first, then its predecessor: read the other
+            // way round, the predecessor may start between the two looks.
+            let next_exists = c
+                .kubectl_with(&["get", "pod", &next], None)
+                .status
+                .success();
             let phase = c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.status.phase}"]);
-            if phase != "Running" {
-                assert!(
-                    !c.kubectl_with(&["get", "pod", &next], None)
-                        .status
-                        .success(),
-                    "{next} exists before {pod} runs"
-                );
-            }
+            assert!(
+                !(next_exists && phase != "Running"),
+                "{next} exists before {pod} runs"
+            );
         }
         c.wait_for(&format!("{pod} Running"), Duration::from_secs(120), || {
             let phase = c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.status.phase}"]);

@@ -669,3 +669,162 @@ fn a_nomination_stands_while_victims_leave_and_goes_when_nothing_can_help() {
     s.ok(&["uncordon", "node1"]);
     assert_eq!(wait_bound(&s, "preemptor"), "node1");
 }
+
+fn claim_pod(name: &str, claim: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: c\n    image: busybox\n  volumes:\n  - name: data\n    persistentVolumeClaim:\n      claimName: {claim}\n"
+    )
+}
+
+/// A hand-made volume pinned to `node` (`local`, or `hostPath` when
+/// `local_path` is `None`), labelled `disk: <label>`.
+fn pinned_volume(
+    name: &str,
+    node: &str,
+    class: &str,
+    size: &str,
+    label: &str,
+    local: bool,
+) -> String {
+    let source = if local {
+        "  local:\n    path: /mnt/disks/ssd1\n"
+    } else {
+        "  hostPath:\n    path: /srv/data\n"
+    };
+    format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: {name}\n  labels:\n    disk: {label}\nspec:\n  capacity:\n    storage: {size}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"{class}\"\n{source}  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      - matchExpressions:\n        - key: kubernetes.io/hostname\n          operator: In\n          values: [{node}]\n"
+    )
+}
+
+fn claim(name: &str, class: Option<&str>, size: &str, label: Option<&str>) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {name}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: {size}\n"
+    );
+    if let Some(c) = class {
+        y.push_str(&format!("  storageClassName: \"{c}\"\n"));
+    }
+    if let Some(l) = label {
+        y.push_str(&format!("  selector:\n    matchLabels:\n      disk: {l}\n"));
+    }
+    y
+}
+
+fn claim_phase(s: &ApiServer, claim: &str) -> String {
+    s.ok(&["get", "pvc", claim, "-o", "jsonpath={.status.phase}"])
+}
+
+fn wait_claim_bound(s: &ApiServer, claim: &str) -> String {
+    wait_for(s, &format!("claim {claim} to be Bound"), 30, || {
+        (claim_phase(s, claim) == "Bound")
+            .then(|| s.ok(&["get", "pvc", claim, "-o", "jsonpath={.spec.volumeName}"]))
+    })
+}
+
+#[test]
+fn pods_go_where_their_volumes_are() {
+    let s = cluster(&[]);
+    for n in ["node1", "node2", "node3"] {
+        add_node(&s, n, "2", &[]);
+    }
+    // A `local` PV made by hand on node2, bound at once to a class-less claim.
+    apply(
+        &s,
+        &pinned_volume("disk-node2", "node2", "", "1Gi", "node2", true),
+    );
+    apply(&s, &claim("pinned", Some(""), "1Gi", Some("node2")));
+    assert_eq!(wait_claim_bound(&s, "pinned"), "disk-node2");
+    // A hostPath PV on node3 of a class nobody defined: bound at once too.
+    apply(
+        &s,
+        &pinned_volume("srv-node3", "node3", "manual", "1Gi", "srv", false),
+    );
+    apply(&s, &claim("manual", Some("manual"), "1Gi", None));
+    assert_eq!(wait_claim_bound(&s, "manual"), "srv-node3");
+    for (pod, claim) in [("uses-pinned", "pinned"), ("uses-manual", "manual")] {
+        apply(&s, &claim_pod(pod, claim));
+    }
+    assert_eq!(wait_bound(&s, "uses-pinned"), "node2");
+    assert_eq!(wait_bound(&s, "uses-manual"), "node3");
+
+    // A class that waits for the first consumer and has only hand-made
+    // volumes: the claim waits, the pod goes to the node with a free
+    // volume, and the claim binds to it.
+    apply(
+        &s,
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local-disks\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n",
+    );
+    apply(
+        &s,
+        &pinned_volume("ssd-node1", "node1", "local-disks", "1Gi", "ssd", true),
+    );
+    apply(&s, &claim("late", Some("local-disks"), "1Gi", None));
+    wait_for(&s, "the WaitForFirstConsumer event", 30, || {
+        s.ok(&["describe", "pvc", "late"])
+            .contains("waiting for first consumer to be created before binding")
+            .then_some(())
+    });
+    assert_eq!(claim_phase(&s, "late"), "Pending");
+    apply(&s, &claim_pod("uses-late", "late"));
+    assert_eq!(wait_bound(&s, "uses-late"), "node1");
+    assert_eq!(wait_claim_bound(&s, "late"), "ssd-node1");
+
+    // The default class provisions on the node the scheduler picked; the
+    // pod's successors follow the volume there.
+    apply(&s, &claim("fresh", None, "1Gi", None));
+    apply(&s, &claim_pod("writer", "fresh"));
+    let first = wait_bound(&s, "writer");
+    let volume = wait_claim_bound(&s, "fresh");
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pvc",
+            "fresh",
+            "-o",
+            "jsonpath={.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"
+        ]),
+        first
+    );
+    assert_eq!(
+        s.ok(&["get", "pv", &volume, "-o", "jsonpath={.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}"]),
+        first
+    );
+    s.ok(&["delete", "pod", "writer", "--grace-period=0", "--force"]);
+    for i in 0..3 {
+        apply(&s, &claim_pod(&format!("reader-{i}"), "fresh"));
+    }
+    for i in 0..3 {
+        assert_eq!(wait_bound(&s, &format!("reader-{i}")), first);
+    }
+
+    // An immediate claim with no volume yet keeps its pod Pending with
+    // kube-scheduler's words, until a volume appears and binds.
+    apply(&s, &claim("nowhere", Some(""), "5Gi", Some("big")));
+    apply(&s, &claim_pod("stuck", "nowhere"));
+    assert_eq!(
+        failed_scheduling(&s, "stuck", "unbound immediate"),
+        "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
+    );
+    apply(
+        &s,
+        &pinned_volume("big-node3", "node3", "", "5Gi", "big", true),
+    );
+    assert_eq!(wait_bound(&s, "stuck"), "node3");
+
+    // A bound volume on a node that is not there: no node will do.
+    apply(
+        &s,
+        &pinned_volume("lost-disk", "node9", "", "2Gi", "lost", true),
+    );
+    apply(&s, &claim("far", Some(""), "2Gi", Some("lost")));
+    assert_eq!(wait_claim_bound(&s, "far"), "lost-disk");
+    apply(&s, &claim_pod("far-away", "far"));
+    assert_eq!(
+        failed_scheduling(&s, "far-away", "conflict"),
+        "0/3 nodes are available: 3 node(s) had volume node affinity conflict. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
+    );
+    apply(&s, &claim_pod("ghostly", "ghost"));
+    assert_eq!(
+        failed_scheduling(&s, "ghostly", "not found"),
+        "0/3 nodes are available: persistentvolumeclaim \"ghost\" not found. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
+    );
+}

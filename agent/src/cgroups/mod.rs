@@ -32,10 +32,15 @@
 //! `spawn_blocking`) and in single-threaded helper processes alike.
 
 pub mod devices;
+pub mod memory_qos;
+pub mod node_config;
+pub mod pressure;
 mod qos;
+pub mod swap;
 mod v1;
 mod v2;
 
+pub use node_config::{CgroupFeatures, NodeCgroupConfig, NodeMemory};
 pub use qos::{
     CPU_PERIOD_US, CgroupLimits, MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, QosClass, ResourceError,
     milli_cpu_to_quota, milli_cpu_to_shares, qos_cgroup_dir, shares_to_weight,
@@ -181,7 +186,7 @@ impl fmt::Display for CgroupPath {
 }
 
 /// Usage and limits of one cgroup (and its descendants), as cadvisor reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CgroupStats {
     pub cpu_usage_ns: u64,
     pub nr_periods: u64,
@@ -193,6 +198,8 @@ pub struct CgroupStats {
     pub memory_limit_bytes: Option<u64>,
     pub oom_kills: u64,
     pub pids_current: u64,
+    /// Pressure stall information (cgroup v2 only; `None` on v1).
+    pub pressure: Option<pressure::Pressure>,
 }
 
 /// cadvisor's working set: usage minus inactive file cache, never below zero.
@@ -348,6 +355,25 @@ impl CgroupDriver {
 
     pub fn version(&self) -> CgroupVersion {
         self.inner.backend.version()
+    }
+
+    /// Whether the cgroup v2 swap controller is there: `memory.swap.max` in
+    /// this process's own cgroup (the kubelet's check; the root has none).
+    /// Always false on v1, where the agent allows no swap.
+    pub fn has_swap_controller(&self) -> bool {
+        if self.version() != CgroupVersion::V2 {
+            return false;
+        }
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        parse_proc_cgroup(&own)
+            .into_iter()
+            .find(|(ctrls, _)| ctrls.is_empty())
+            .is_some_and(|(_, path)| {
+                Path::new(CGROUP_MOUNT)
+                    .join(path.trim_start_matches('/'))
+                    .join("memory.swap.max")
+                    .exists()
+            })
     }
 
     /// `kubepods/pod<uid>` (Guaranteed) or `kubepods/<qos>/pod<uid>`.

@@ -47,6 +47,18 @@ pub struct CgroupLimits {
     pub cpu_period_us: u64,
     pub memory_limit_bytes: Option<i64>,
     pub pids_max: Option<i64>,
+    /// cgroup v2 `memory.oom.group`: the OOM killer takes every process of the
+    /// cgroup, not only the one it picked (v1 has no such setting).
+    pub oom_group: bool,
+    /// cgroup v2 `memory.min` (MemoryQoS).
+    pub memory_min_bytes: Option<i64>,
+    /// cgroup v2 `memory.high` (MemoryQoS).
+    pub memory_high_bytes: Option<i64>,
+    /// cgroup v2 `memory.swap.max`; `None` leaves the kernel's `max` (a pod
+    /// cgroup: its containers decide).
+    pub swap_max_bytes: Option<i64>,
+    /// cgroup v2 `cpu.max.burst`, µs.
+    pub cpu_burst_us: Option<u64>,
 }
 
 impl Default for CgroupLimits {
@@ -64,6 +76,11 @@ impl CgroupLimits {
             cpu_period_us: CPU_PERIOD_US,
             memory_limit_bytes: None,
             pids_max: None,
+            oom_group: false,
+            memory_min_bytes: None,
+            memory_high_bytes: None,
+            swap_max_bytes: Some(0),
+            cpu_burst_us: None,
         }
     }
 
@@ -95,7 +112,7 @@ impl CgroupLimits {
             cpu_quota_us: milli_cpu_to_quota(cpu_limit),
             cpu_period_us: CPU_PERIOD_US,
             memory_limit_bytes: (memory_limit != 0).then_some(memory_limit),
-            pids_max: None,
+            ..CgroupLimits::unlimited()
         })
     }
 
@@ -125,6 +142,7 @@ impl CgroupLimits {
 
         let mut out = CgroupLimits {
             pids_max,
+            swap_max_bytes: None,
             ..CgroupLimits::unlimited()
         };
         match qos {
@@ -237,7 +255,7 @@ mod tests {
                 cpu_quota_us: Some(20_000),
                 cpu_period_us: 100_000,
                 memory_limit_bytes: Some(33_554_432),
-                pids_max: None,
+                ..CgroupLimits::unlimited()
             }
         );
 
@@ -277,6 +295,8 @@ mod tests {
                 cpu_period_us: 100_000,
                 memory_limit_bytes: Some(1_033_554_432),
                 pids_max: Some(1024),
+                swap_max_bytes: None,
+                ..CgroupLimits::unlimited()
             }
         );
     }
@@ -294,8 +314,8 @@ mod tests {
                 cpu_shares: Some(256), // 250m requested
                 cpu_quota_us: Some(75_000),
                 cpu_period_us: 100_000,
-                memory_limit_bytes: None,
-                pids_max: None,
+                swap_max_bytes: None,
+                ..CgroupLimits::unlimited()
             }
         );
 
@@ -308,6 +328,7 @@ mod tests {
             CgroupLimits::for_pod(&spec, None).unwrap(),
             CgroupLimits {
                 cpu_shares: Some(2048),
+                swap_max_bytes: None,
                 ..CgroupLimits::unlimited()
             }
         );
@@ -321,6 +342,7 @@ mod tests {
             CgroupLimits {
                 cpu_shares: Some(2),
                 pids_max: Some(100),
+                swap_max_bytes: None,
                 ..CgroupLimits::unlimited()
             }
         );

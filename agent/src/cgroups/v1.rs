@@ -175,6 +175,8 @@ impl Backend for V1 {
             memory_limit_bytes: memory_limit(limit),
             oom_kills: self.oom_kill_count(path)?,
             pids_current,
+            // v1 hierarchies have no pressure files.
+            pressure: None,
         })
     }
 }

@@ -155,23 +155,50 @@ impl Backend for V2 {
             cpu.set_shares(weight)
                 .map_err(ctl_err("set cpu.weight", &dir))?;
         }
+        // The kernel keeps the burst within the quota: clear it before the
+        // quota changes, set it after (cpu.max.burst is there from Linux 5.14).
+        let burst_file = dir.join("cpu.max.burst");
+        let has_burst = burst_file.exists();
+        if has_burst {
+            write_existing(&burst_file, "0").map_err(io_err("write 0 to", &burst_file))?;
+        }
         // "<quota> <period>", or "max <period>" for -1.
         cpu.set_cfs_quota_and_period(
             Some(limits.cpu_quota_us.unwrap_or(-1)),
             Some(limits.cpu_period_us),
         )
         .map_err(ctl_err("set cpu.max", &dir))?;
+        if let Some(burst) = limits.cpu_burst_us.filter(|b| *b > 0) {
+            if !has_burst {
+                return Err(CgroupError::Io {
+                    op: "set cpu.max.burst (Linux 5.14 or later) in".into(),
+                    path: dir.clone(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+            let value = burst.to_string();
+            write_existing(&burst_file, &value)
+                .map_err(io_err(format!("write {value} to"), &burst_file))?;
+        }
 
         let memory = MemController::new(dir.clone(), PathBuf::new(), true);
         memory
             .set_limit(limits.memory_limit_bytes.unwrap_or(-1))
             .map_err(ctl_err("set memory.max", &dir))?;
-        // No swap, so going over memory.max OOM-kills instead of swapping (the file
-        // exists only with swap accounting).
-        if dir.join("memory.swap.max").exists() {
-            memory
-                .set_memswap_limit(0)
-                .map_err(ctl_err("set memory.swap.max", &dir))?;
+        // MemoryQoS: memory.min protects the request from reclaim, memory.high
+        // throttles and reclaims before memory.max kills.
+        write_optional(&dir, "memory.min", limits.memory_min_bytes, "0")?;
+        write_optional(&dir, "memory.high", limits.memory_high_bytes, "max")?;
+        // No swap unless LimitedSwap allows some, so going over memory.max
+        // OOM-kills instead of swapping (the file exists only with swap accounting).
+        write_optional(&dir, "memory.swap.max", limits.swap_max_bytes, "max")?;
+        // 1: an OOM kill takes every process in the cgroup (the kubelet's
+        // default since 1.28); 0: only the one the kernel picked.
+        let oom_group = if limits.oom_group { "1" } else { "0" };
+        let oom_group_file = dir.join("memory.oom.group");
+        if oom_group_file.exists() {
+            write_existing(&oom_group_file, oom_group)
+                .map_err(io_err(format!("write {oom_group} to"), &oom_group_file))?;
         }
 
         let pids = PidController::new(dir.clone(), PathBuf::new(), true);
@@ -231,8 +258,29 @@ impl Backend for V2 {
             memory_limit_bytes,
             oom_kills: self.oom_kill_count(path)?,
             pids_current: read_u64(&dir.join("pids.current"))?,
+            pressure: super::pressure::read_pressure(&dir, ".pressure")
+                .map_err(io_err("read pressure in", &dir))?,
         })
     }
+}
+
+/// Writes `value` (or `unset` for `None`) to a cgroup file the kernel may not
+/// provide (`memory.swap.max` without swap accounting): absent, it is skipped
+/// unless a positive amount was asked for.
+fn write_optional(dir: &Path, file: &str, value: Option<i64>, unset: &str) -> Result<()> {
+    let path = dir.join(file);
+    if !path.exists() {
+        return match value {
+            Some(v) if v > 0 => Err(CgroupError::Io {
+                op: format!("write {v} to"),
+                path,
+                source: io::Error::from(io::ErrorKind::NotFound),
+            }),
+            _ => Ok(()),
+        };
+    }
+    let text = value.map_or_else(|| unset.to_string(), |v| v.to_string());
+    write_existing(&path, &text).map_err(io_err(format!("write {text} to"), &path))
 }
 
 /// v2 `cpu.stat` (µs).

@@ -71,6 +71,16 @@ pub struct KubeletConfiguration {
     pub authentication: KubeletAuthentication,
     /// `authorization`: what that user may do.
     pub authorization: KubeletAuthorization,
+    /// `featureGates`: gate name to on/off (the gates the agent knows are read
+    /// where they matter; others are kept and have no effect).
+    pub feature_gates: std::collections::BTreeMap<String, bool>,
+    /// `singleProcessOOMKill`: `None` is the kubelet's default for the cgroup
+    /// version (v1: true; v2: false, the whole container is killed).
+    pub single_process_oom_kill: Option<bool>,
+    /// `memoryThrottlingFactor` (MemoryQoS's `memory.high`), default 0.9.
+    pub memory_throttling_factor: f64,
+    /// `memorySwap.swapBehavior`, default `NoSwap`.
+    pub swap_behavior: crate::cgroups::swap::SwapBehavior,
 }
 
 /// `authentication` of a KubeletConfiguration (v1beta1 defaults: anonymous
@@ -170,6 +180,10 @@ impl Default for KubeletConfiguration {
             tls_private_key_file: None,
             authentication: KubeletAuthentication::default(),
             authorization: KubeletAuthorization::default(),
+            feature_gates: Default::default(),
+            single_process_oom_kill: None,
+            memory_throttling_factor: crate::cgroups::memory_qos::DEFAULT_MEMORY_THROTTLING_FACTOR,
+            swap_behavior: Default::default(),
         }
     }
 }
@@ -229,6 +243,17 @@ struct RawKubeletConfiguration {
     tls_private_key_file: Option<String>,
     authentication: Option<RawAuthentication>,
     authorization: Option<RawAuthorization>,
+    feature_gates: Option<std::collections::BTreeMap<String, bool>>,
+    #[serde(rename = "singleProcessOOMKill")]
+    single_process_oom_kill: Option<bool>,
+    memory_throttling_factor: Option<f64>,
+    memory_swap: Option<RawMemorySwap>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMemorySwap {
+    swap_behavior: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -481,6 +506,18 @@ pub fn parse_kubelet_config(
             config.authentication.anonymous_enabled = enabled;
         }
     }
+    config.feature_gates = raw.feature_gates.unwrap_or_default();
+    config.single_process_oom_kill = raw.single_process_oom_kill;
+    if let Some(f) = raw.memory_throttling_factor {
+        crate::cgroups::memory_qos::validate_throttling_factor(f)
+            .map_err(|e| invalid("memoryThrottlingFactor", f.to_string(), &e))?;
+        config.memory_throttling_factor = f;
+    }
+    if let Some(b) = raw.memory_swap.and_then(|m| m.swap_behavior) {
+        config.swap_behavior = b
+            .parse()
+            .map_err(|e: String| invalid("memorySwap.swapBehavior", format!("{b:?}"), &e))?;
+    }
     if let Some(authz) = raw.authorization {
         if let Some(mode) = authz.mode {
             config.authorization.mode = mode
@@ -608,6 +645,13 @@ authorization:
   webhook:
     cacheAuthorizedTTL: 10s
     cacheUnauthorizedTTL: 5s
+featureGates:
+  MemoryQoS: true
+  NodeSwap: false
+singleProcessOOMKill: true
+memoryThrottlingFactor: 0.8
+memorySwap:
+  swapBehavior: LimitedSwap
 ";
 
     #[test]
@@ -658,6 +702,14 @@ authorization:
                     cache_authorized_ttl: Duration::from_secs(10),
                     cache_unauthorized_ttl: Duration::from_secs(5),
                 },
+                feature_gates: [
+                    ("MemoryQoS".to_string(), true),
+                    ("NodeSwap".to_string(), false)
+                ]
+                .into(),
+                single_process_oom_kill: Some(true),
+                memory_throttling_factor: 0.8,
+                swap_behavior: crate::cgroups::swap::SwapBehavior::LimitedSwap,
             }
         );
     }
@@ -726,6 +778,14 @@ authorization:
         assert_eq!(
             e(&CONFIG.replace("podNetworkBackend: vxlan", "podNetworkBackend: flannel")),
             r#"kc.yaml: podNetworkBackend: Invalid value: "flannel": unsupported pod network backend "flannel": must be "host-gw", "vxlan" or "none""#
+        );
+        assert_eq!(
+            e(&CONFIG.replace("Factor: 0.8", "Factor: 1.5")),
+            "kc.yaml: memoryThrottlingFactor: Invalid value: 1.5: memoryThrottlingFactor 1.5 must be greater than 0 and less than or equal to 1.0"
+        );
+        assert_eq!(
+            e(&CONFIG.replace("swapBehavior: LimitedSwap", "swapBehavior: UnlimitedSwap")),
+            r#"kc.yaml: memorySwap.swapBehavior: Invalid value: "UnlimitedSwap": memorySwap.swapBehavior "UnlimitedSwap" must be one of: "", "LimitedSwap" or "NoSwap""#
         );
         assert_eq!(
             e("apiVersion: v1\nkind: Pod\n"),

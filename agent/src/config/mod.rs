@@ -6,6 +6,7 @@
 //! this node; whoever merges sources diffs them against what is running.
 
 pub mod api;
+pub mod feature_gates;
 pub mod file;
 pub mod kubelet_config;
 pub mod manifest;

@@ -1,7 +1,8 @@
 //! The pod manager: turns source snapshots into pod workers. New pods get a
-//! worker, vanished pods are told to stop, and a pod that replaces another of
-//! the same name (an edited manifest) starts only once the old one is gone,
-//! as kubelet's pod workers do.
+//! worker, changed pods are handed to their worker (kubelet's `UpdatePod`),
+//! vanished pods are told to stop, and a pod that replaces another of the
+//! same name (an edited manifest) starts only once the old one is gone, as
+//! kubelet's pod workers do.
 //!
 //! Each source (manifest files, the apiserver) sends full snapshots; the
 //! manager keeps the latest one per source and diffs their union against what
@@ -27,7 +28,9 @@ use crate::pod::worker::{self, PersistedState, PodWorker, WorkerMsg};
 struct WorkerHandle {
     /// `namespace/name`: one pod of a name at a time.
     full_name: String,
-    tx: mpsc::Sender<WorkerMsg>,
+    tx: mpsc::UnboundedSender<WorkerMsg>,
+    /// The pod as last handed to the worker.
+    pod: Pod,
     stopping: bool,
     task: JoinHandle<()>,
 }
@@ -117,11 +120,26 @@ impl PodManager {
             if !wanted.contains_key(uid) && !handle.stopping {
                 handle.stopping = true;
                 let grace = deleting.get(uid).copied().flatten();
-                let _ = handle.tx.try_send(WorkerMsg::Stop { grace });
+                let _ = handle.tx.send(WorkerMsg::Stop { grace });
+            }
+        }
+        // Every change of a pod goes to its worker, which decides what it means.
+        for (uid, handle) in &mut self.workers {
+            if let Some(pod) = wanted.get(uid)
+                && !handle.stopping
+                && changed(&handle.pod, pod)
+            {
+                handle.pod = pod.clone();
+                let _ = handle.tx.send(WorkerMsg::Update(Box::new(pod.clone())));
             }
         }
         self.waiting
             .retain(|p| wanted.contains_key(p.metadata.uid.as_deref().unwrap_or_default()));
+        for pod in &mut self.waiting {
+            if let Some(newer) = wanted.get(pod.metadata.uid.as_deref().unwrap_or_default()) {
+                *pod = newer.clone();
+            }
+        }
 
         // Pods of the previous agent process that nobody wants any more.
         let unwanted: Vec<String> = leftovers
@@ -135,7 +153,7 @@ impl PodManager {
             self.spawn(pod, Some(state));
             if let Some(h) = self.workers.get_mut(&uid) {
                 h.stopping = true;
-                let _ = h.tx.try_send(WorkerMsg::Stop { grace: None });
+                let _ = h.tx.send(WorkerMsg::Stop { grace: None });
             }
         }
 
@@ -168,15 +186,16 @@ impl PodManager {
 
     fn spawn(&mut self, pod: Pod, adopted: Option<PersistedState>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::unbounded_channel();
         let name = full_name(&pod);
-        let worker = PodWorker::new(self.ctx.clone(), pod);
+        let worker = PodWorker::new(self.ctx.clone(), pod.clone());
         let task = tokio::spawn(worker.run(rx, adopted));
         self.workers.insert(
             uid,
             WorkerHandle {
                 full_name: name,
                 tx,
+                pod,
                 stopping: false,
                 task,
             },
@@ -207,6 +226,15 @@ impl PodManager {
             }
         }
     }
+}
+
+/// Whether a pod changed in what its worker acts on: its spec, labels and
+/// annotations (not its status or resourceVersion, which change with every
+/// status write).
+fn changed(old: &Pod, new: &Pod) -> bool {
+    old.spec != new.spec
+        || old.metadata.labels != new.metadata.labels
+        || old.metadata.annotations != new.metadata.annotations
 }
 
 /// The union of all sources' snapshots by UID, and the pods being deleted

@@ -1,7 +1,9 @@
 //! Pods on this node: the manager (one worker per pod), the worker (a state
-//! machine that owns its pod), the per-container record it keeps, and what a
-//! restarted agent does with what the previous process left (recovery).
+//! machine that owns its pod), its decisions (actions: what to start, kill,
+//! rewrite), the per-container record it keeps, and what a restarted agent
+//! does with what the previous process left (recovery).
 
+pub mod actions;
 pub mod leftovers;
 pub mod manager;
 pub mod recovery;

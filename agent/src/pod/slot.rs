@@ -224,6 +224,20 @@ impl ContainerSlot {
         });
     }
 
+    /// A run killed because its container's definition changed: it starts
+    /// again at once with the new one, whatever the restart policy, and
+    /// without the old definition's back-off (kubelet keys its back-off by
+    /// the container's hash).
+    pub fn restart_for_new_definition(&mut self, now: Timestamp) {
+        self.done = false;
+        self.backoff = None;
+        self.next_start = Some(now);
+        self.waiting = Some(Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        });
+    }
+
     /// A failed attempt to create the container (image missing, bad spec):
     /// retried with the same back-off, shown as `reason`.
     pub fn schedule_after_create_error(&mut self, reason: &str, message: String, now: Timestamp) {

@@ -20,6 +20,7 @@ use crate::cgroups::{CgroupLimits, CgroupPath, QosClass};
 use crate::context::AgentContext;
 use crate::logs;
 use crate::network::dns;
+use crate::pod::actions::{self, ContainerToKill, DownwardMetadata, Observed, PodActions};
 use crate::pod::leftovers;
 use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
@@ -34,13 +35,12 @@ use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
 /// How long a `postStart` hook may take before it counts as failed.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The reason and message of a pod killed for its `activeDeadlineSeconds`.
-const DEADLINE_REASON: &str = "DeadlineExceeded";
-const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
-
-/// Messages from the pod manager.
+/// Messages from the pod manager (kubelet's `UpdatePod`): every change of
+/// the pod reaches its worker.
 #[derive(Debug)]
 pub enum WorkerMsg {
+    /// The pod as its source has it now (a new image, deadline, labels…).
+    Update(Box<Pod>),
     /// Terminate the pod: SIGTERM, the grace period, SIGKILL, clean up.
     Stop { grace: Option<Duration> },
 }
@@ -88,7 +88,9 @@ pub struct PodWorker {
     pod_ip: Option<String>,
     terminating: bool,
     /// The pod manager's messages (set when the worker runs).
-    inbox: Option<mpsc::Receiver<WorkerMsg>>,
+    inbox: Option<mpsc::UnboundedReceiver<WorkerMsg>>,
+    /// The newest update not yet taken in (a newer one replaces it).
+    pending_update: Option<Pod>,
     /// A stop that arrived while containers were starting: it ends the
     /// start-up loop and is carried out next (with its grace period).
     stop_requested: Option<Option<Duration>>,
@@ -108,6 +110,11 @@ pub struct PodWorker {
     failure: Option<(String, String)>,
     /// Runs killed because their `postStart` hook failed: container id → why.
     hook_failures: std::collections::HashMap<String, String>,
+    /// What the API-backed volumes were last written with.
+    volumes_written: Option<DownwardMetadata>,
+    /// Runs being killed because their container's definition changed:
+    /// they start again once gone.
+    killing: Vec<String>,
 }
 
 /// Why the node refuses to run a pod at all (reason, message), as kubelet's
@@ -191,6 +198,7 @@ impl PodWorker {
             pod_ip: None,
             terminating: false,
             inbox: None,
+            pending_update: None,
             stop_requested: None,
             exits_tx,
             exits_rx,
@@ -202,43 +210,53 @@ impl PodWorker {
             mount_errors: Vec::new(),
             failure: None,
             hook_failures: Default::default(),
+            volumes_written: None,
+            killing: Vec::new(),
         }
     }
 
-    pub async fn run(mut self, rx: mpsc::Receiver<WorkerMsg>, adopted: Option<PersistedState>) {
+    /// The worker's loop: take in what happened (an update, an exit, a
+    /// probe's verdict, a changed object, a timer), then decide what to do
+    /// from the pod and what is observed ([`actions::compute_actions`]) and
+    /// do it, until the pod is stopped.
+    pub async fn run(
+        mut self,
+        rx: mpsc::UnboundedReceiver<WorkerMsg>,
+        adopted: Option<PersistedState>,
+    ) {
         self.inbox = Some(rx);
         match adopted {
             Some(state) => self.adopt(state).await,
             None => self.setup().await,
         }
         loop {
+            // What the manager sent meanwhile first: a stop wins over any start.
+            self.stop_requested();
+            if let Some(pod) = self.pending_update.take() {
+                self.on_update(pod);
+            }
             if let Some(grace) = self.stop_requested.take() {
                 self.terminate(grace).await;
                 break;
             }
+            let now_due = self.compute_actions();
+            self.carry_out(now_due).await;
+            if self.stop_requested.is_some() || self.pending_update.is_some() {
+                continue;
+            }
             self.publish();
-            let due = self.next_due();
-            let sleep = due.map(|t| {
+            let sleep = self.compute_actions().next_wake.map(|t| {
                 let wait = t.duration_since(Timestamp::now());
                 Duration::from_nanos(wait.as_nanos().clamp(0, i64::MAX as i128) as u64)
             });
             let inbox = self.inbox.as_mut().expect("set above");
             tokio::select! {
-                msg = inbox.recv() => {
-                    let grace = match msg {
-                        Some(WorkerMsg::Stop { grace }) => grace,
-                        None => None,
-                    };
-                    self.terminate(grace).await;
-                    break;
-                }
+                msg = inbox.recv() => self.take_message(msg),
                 Some((name, id)) = self.exits_rx.recv() => self.on_exit(&name, &id).await,
                 Some(notice) = self.probes_rx.recv() => self.on_probe(notice),
                 _ = next_change(&mut self.object_changes) => self.on_objects_changed().await,
-                _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {
-                    self.check_active_deadline().await;
-                    self.start_due().await;
-                }
+                // Whatever is due then is decided at the top of the loop.
+                _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
             }
         }
         // The final status (containers terminated), for the status manager
@@ -270,7 +288,6 @@ impl PodWorker {
             tracing::error!(pod = %self.key, "writing {}: {e}", self.dir.display());
         }
         self.persist();
-        self.start_due().await;
     }
 
     /// The kubelet's `rejectPod`: the pod fails with `reason`, an event says
@@ -288,21 +305,109 @@ impl PodWorker {
         self.persist();
     }
 
+    /// Keeps a message of the pod manager for the top of the loop: the
+    /// newest update, and a stop (a closed inbox is one too).
+    fn take_message(&mut self, msg: Option<WorkerMsg>) {
+        match msg {
+            Some(WorkerMsg::Update(pod)) => self.pending_update = Some(*pod),
+            Some(WorkerMsg::Stop { grace }) => {
+                self.stop_requested.get_or_insert(grace);
+            }
+            None => {
+                self.stop_requested.get_or_insert(None);
+            }
+        }
+    }
+
     /// Whether the pod manager asked this pod to stop; a stop found here
     /// (between two container starts) ends the start-up loop.
     fn stop_requested(&mut self) -> bool {
-        if self.stop_requested.is_none() {
-            if let Some(inbox) = self.inbox.as_mut() {
-                match inbox.try_recv() {
-                    Ok(WorkerMsg::Stop { grace }) => self.stop_requested = Some(grace),
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        self.stop_requested = Some(None)
-                    }
-                    Err(mpsc::error::TryRecvError::Empty) => {}
-                }
+        while self.stop_requested.is_none() {
+            let Some(inbox) = self.inbox.as_mut() else {
+                break;
+            };
+            match inbox.try_recv() {
+                Ok(msg) => self.take_message(Some(msg)),
+                Err(mpsc::error::TryRecvError::Disconnected) => self.take_message(None),
+                Err(mpsc::error::TryRecvError::Empty) => break,
             }
         }
         self.stop_requested.is_some()
+    }
+
+    /// Takes in the pod as its source has it now. What changed is acted on
+    /// by the next [`Self::compute_actions`]: a new image restarts its
+    /// container, new labels or annotations rewrite the downward volumes, a
+    /// new `activeDeadlineSeconds` moves the deadline.
+    fn on_update(&mut self, pod: Pod) {
+        if self.terminating || uid_of(&pod) != self.uid {
+            return;
+        }
+        tracing::info!(pod = %self.key, "pod updated");
+        self.pod = pod;
+        // A restarted agent adopts the pod as it is now.
+        if self.dir.exists()
+            && let Err(e) =
+                crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &self.pod)
+        {
+            tracing::warn!(pod = %self.key, "writing pod.json: {e}");
+        }
+    }
+
+    /// What to do now, from the pod and what this worker observes.
+    fn compute_actions(&self) -> PodActions {
+        actions::compute_actions(
+            &self.pod,
+            &Observed {
+                slots: &self.slots,
+                terminating: self.terminating,
+                failed: self.failure.is_some(),
+                start_time: self.start_time,
+                sandbox_ready: self.sandbox.is_some(),
+                volumes_written: self.volumes_written.as_ref(),
+                killing: &self.killing,
+            },
+            Timestamp::now(),
+        )
+    }
+
+    /// The executor of [`actions::compute_actions`]' decisions.
+    async fn carry_out(&mut self, actions: PodActions) {
+        if actions.deadline_exceeded {
+            self.fail_for_deadline().await;
+            return;
+        }
+        for kill in actions.kill {
+            self.kill_for_new_definition(kill);
+        }
+        if actions.refresh_volumes {
+            let _ = self.ensure_api_volumes().await;
+        }
+        if !actions.start.is_empty() {
+            self.start_due(actions.start).await;
+        }
+    }
+
+    /// Kills a run whose container's definition changed (kubelet's
+    /// "definition changed, will be restarted"); its exit starts the new one.
+    fn kill_for_new_definition(&mut self, kill: ContainerToKill) {
+        let slot = &self.slots[kill.slot];
+        let Some(run) = slot.current.clone() else {
+            return;
+        };
+        let name = slot.name.clone();
+        tracing::info!(pod = %self.key, container = %name, image = ?self.container_spec(&name).and_then(|c| c.image.clone()), "{}", kill.message);
+        self.ctx.events.normal(
+            &self.key,
+            Some(&name),
+            "Killing",
+            format!("{}, will be restarted", kill.message),
+        );
+        self.killing.push(kill.container_id);
+        if let Some(task) = self.probers.remove(&name) {
+            task.abort();
+        }
+        self.stop_run(&name, &run);
     }
 
     /// Takes over a pod the previous agent process ran. What it left is
@@ -420,6 +525,11 @@ impl PodWorker {
                 self.start_prober(&name, &run);
             }
         }
+        // What the previous process wrote into the pod's volumes is not
+        // known: they are written once more with the pod as it is now.
+        if self.sandbox.is_some() {
+            self.volumes_written = Some(DownwardMetadata::default());
+        }
         tracing::info!(pod = %self.key, "adopted pod");
     }
 
@@ -464,70 +574,24 @@ impl PodWorker {
             .find(|c| c.name == name)
     }
 
-    /// The restart policy that applies to a container: the pod's, except that
-    /// init containers are retried only on failure (and never under `Never`).
+    /// The restart policy that applies to a container of this pod.
     fn restart_policy_for(&self, init: bool) -> String {
-        let policy = spec_of(&self.pod)
-            .restart_policy
-            .clone()
-            .unwrap_or_else(|| "Always".into());
-        if init && policy == "Always" {
-            "OnFailure".into()
-        } else {
-            policy
-        }
-    }
-
-    /// The slots that may start now: the first unfinished init container
-    /// while any remains, then the app containers.
-    fn startable(&self) -> Vec<usize> {
-        if let Some(i) = self.slots.iter().position(|s| s.init && !s.completed()) {
-            return if self.slots[i].done { vec![] } else { vec![i] };
-        }
-        (0..self.slots.len())
-            .filter(|&i| !self.slots[i].init)
-            .collect()
-    }
-
-    fn next_due(&self) -> Option<Timestamp> {
-        if self.terminating || self.failure.is_some() {
-            return None;
-        }
-        self.startable()
-            .into_iter()
-            .map(|i| &self.slots[i])
-            .filter(|s| s.current.is_none() && !s.done)
-            .filter_map(|s| s.next_start)
-            .chain(self.active_deadline())
-            .min()
-    }
-
-    /// When `activeDeadlineSeconds` (counted from the pod's start) runs out,
-    /// unless the pod already ended.
-    fn active_deadline(&self) -> Option<Timestamp> {
-        let secs = spec_of(&self.pod).active_deadline_seconds?;
-        let policy = self.restart_policy_for(false);
-        if self.failure.is_some()
-            || matches!(
-                status::pod_phase(&self.slots, &policy),
-                "Succeeded" | "Failed"
-            )
-        {
-            return None;
-        }
-        Some(self.start_time? + jiff::SignedDuration::from_secs(secs))
+        actions::restart_policy_for(spec_of(&self.pod), init).to_string()
     }
 
     /// kubelet's active deadline handler: the pod fails with
     /// `DeadlineExceeded` and its containers are killed, never restarted.
-    async fn check_active_deadline(&mut self) {
-        if self.terminating || self.active_deadline().is_none_or(|t| t > Timestamp::now()) {
-            return;
-        }
-        self.failure = Some((DEADLINE_REASON.into(), DEADLINE_MESSAGE.into()));
-        self.ctx
-            .events
-            .normal(&self.key, None, DEADLINE_REASON, DEADLINE_MESSAGE.into());
+    async fn fail_for_deadline(&mut self) {
+        self.failure = Some((
+            actions::DEADLINE_REASON.into(),
+            actions::DEADLINE_MESSAGE.into(),
+        ));
+        self.ctx.events.normal(
+            &self.key,
+            None,
+            actions::DEADLINE_REASON,
+            actions::DEADLINE_MESSAGE.into(),
+        );
         for (_, task) in self.probers.drain() {
             task.abort();
         }
@@ -565,6 +629,8 @@ impl PodWorker {
         if self.sandbox.is_some() {
             let _ = self.ensure_api_volumes().await;
         }
+        // Containers waiting for these objects try again at once (at the
+        // top of the loop).
         let now = Timestamp::now();
         for slot in &mut self.slots {
             let waiting_on_objects = slot.waiting.as_ref().is_some_and(|w| {
@@ -578,7 +644,6 @@ impl PodWorker {
                 slot.next_start = Some(now);
             }
         }
-        self.start_due().await;
     }
 
     /// Whether every claim the pod mounts is bound to a volume this node
@@ -620,6 +685,8 @@ impl PodWorker {
             return Ok(());
         }
         let (ctx, pod, dir) = (self.ctx.clone(), self.pod.clone(), self.dir.clone());
+        // Also after a failure: it is retried when an object changes, not in a loop.
+        self.volumes_written = Some(DownwardMetadata::of(&self.pod));
         let (notes, errors) = tokio::task::spawn_blocking(move || {
             let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
             crate::runtime::volumes::setup_api_volumes(
@@ -664,20 +731,10 @@ impl PodWorker {
         }
     }
 
-    async fn start_due(&mut self) {
+    /// Starts the slots `due` (in order), after the pod's volumes and
+    /// sandbox.
+    async fn start_due(&mut self, due: Vec<usize>) {
         if self.terminating {
-            return;
-        }
-        let now = Timestamp::now();
-        let due: Vec<usize> = self
-            .startable()
-            .into_iter()
-            .filter(|&i| {
-                let s = &self.slots[i];
-                s.current.is_none() && !s.done && s.next_start.is_some_and(|t| t <= now)
-            })
-            .collect();
-        if due.is_empty() {
             return;
         }
         if self.ctx.api_objects.is_some() {
@@ -807,6 +864,12 @@ impl PodWorker {
         let dir = self.dir.clone();
         let pod_cgroup = self.pod_cgroup.clone();
         let log_dir = self.log_dir();
+        let image_ref = container.image.clone().unwrap_or_default();
+        if self.slots[idx].image != image_ref {
+            // A new definition (an updated image): no back-off of the old one.
+            self.slots[idx].image = image_ref.clone();
+            self.slots[idx].backoff = None;
+        }
         let name = container.name.clone();
         let pod_ip = self.pod_ip.clone();
         // The image first, as the kubelet's EnsureImageExists (it may pull).
@@ -963,6 +1026,13 @@ impl PodWorker {
             );
         }
         let policy = self.restart_policy_for(self.slots[idx].init);
+        let killed_for_new_definition = match self.killing.iter().position(|k| k == id) {
+            Some(i) => {
+                self.killing.remove(i);
+                true
+            }
+            None => false,
+        };
         let slot = &mut self.slots[idx];
         slot.record_exit(terminated);
         if self.failure.is_some() {
@@ -970,7 +1040,10 @@ impl PodWorker {
             slot.done = true;
             slot.next_start = None;
             slot.waiting = None;
-        } else if !self.terminating {
+        } else if self.terminating {
+        } else if killed_for_new_definition {
+            slot.restart_for_new_definition(Timestamp::now());
+        } else {
             slot.schedule_after_exit(&policy, Timestamp::now());
             if slot
                 .waiting
@@ -1154,20 +1227,49 @@ impl PodWorker {
             "FailedPostStartHook".into(),
         );
         self.hook_failures.insert(run.container_id.clone(), detail);
+        self.stop_run(name, run);
+        false
+    }
+
+    /// Stops one run in the background, as kubelet's `killContainer` does:
+    /// its `preStop` hook, SIGTERM, and once the grace period is over
+    /// SIGKILL for whatever is left in its cgroup. Its exit then arrives as
+    /// any exit does.
+    fn stop_run(&self, name: &str, run: &CurrentRun) {
         let grace = self.grace_period();
-        let ctx = self.ctx.clone();
-        let cgroup = ctx
+        let cgroup = self
+            .ctx
             .cgroups
             .container_path(&self.pod_cgroup, &run.container_id);
+        let pre_stop = self
+            .container_spec(name)
+            .and_then(|c| Some((c.lifecycle.as_ref()?.pre_stop.clone()?, c.clone())))
+            .zip(self.hook_target(run));
+        let (ctx, key, name) = (self.ctx.clone(), self.key.clone(), name.to_string());
         let started = run.started.clone();
         tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + grace;
+            if let Some(((hook, container), target)) = pre_stop {
+                let hook = tokio::task::spawn_blocking(move || {
+                    prober::probe::run_handler(&hook, &container, &target, grace)
+                });
+                if let Ok(Ok(prober::ProbeOutcome::Failure(msg))) =
+                    tokio::time::timeout_at(deadline, hook).await
+                {
+                    ctx.events.warning(
+                        &key,
+                        Some(&name),
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed: {msg}"),
+                    );
+                }
+            }
             container::signal(&started, nix::sys::signal::Signal::SIGTERM);
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep_until(deadline).await;
             if container::shim_alive(&started) {
                 let _ = ctx.cgroups.kill_all(&cgroup);
             }
         });
-        false
     }
 
     /// Starts probing a container run, if its spec has probes.
@@ -1236,23 +1338,7 @@ impl PodWorker {
                         kind.as_str().to_lowercase()
                     ),
                 );
-                let grace = Duration::from_secs(
-                    spec_of(&self.pod)
-                        .termination_grace_period_seconds
-                        .unwrap_or(30)
-                        .max(0) as u64,
-                );
-                let ctx = self.ctx.clone();
-                let cgroup = ctx
-                    .cgroups
-                    .container_path(&self.pod_cgroup, &run.container_id);
-                tokio::spawn(async move {
-                    container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
-                    tokio::time::sleep(grace).await;
-                    if container::shim_alive(&run.started) {
-                        let _ = ctx.cgroups.kill_all(&cgroup);
-                    }
-                });
+                self.stop_run(name, &run);
             }
         }
     }
@@ -1410,6 +1496,18 @@ fn pod_user_namespace(
         .map_err(|e| format!("user namespace: {e}"))
 }
 
+/// The pod's `kubelab.io/cpu-burst` in millicores; a bad value is a Warning
+/// event and no burst.
+fn pod_cpu_burst(ctx: &AgentContext, pod: &Pod, key: &str) -> Option<i64> {
+    crate::cgroups::node_config::cpu_burst_millis(pod.metadata.annotations.as_ref()).unwrap_or_else(
+        |e| {
+            ctx.events
+                .warning(key, None, "InvalidCPUBurst", e.to_string());
+            None
+        },
+    )
+}
+
 /// Makes a pod's sandbox: the pod cgroup, the sandbox's cgroup and process,
 /// its /etc files and its network (CNI ADD). Blocking.
 #[allow(clippy::too_many_arguments)]
@@ -1425,8 +1523,10 @@ fn make_sandbox(
     uid: &str,
     key: &str,
 ) -> Result<(SandboxState, Option<String>), String> {
-    let limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
+    let mut limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
         .map_err(|e| crate::error_chain(&e))?;
+    ctx.cgroup_config
+        .apply_to_pod(&mut limits, spec_of(pod), pod_cpu_burst(ctx, pod, key));
     ctx.cgroups
         .create(pod_cgroup, &limits)
         .map_err(|e| format!("creating the pod cgroup: {}", crate::error_chain(&e)))?;
@@ -1577,8 +1677,18 @@ fn create_and_start(
             crate::error_chain(&e)
         )))
     })?;
-    let limits = CgroupLimits::for_container(container)
+    let mut limits = CgroupLimits::for_container(container)
         .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    ctx.cgroup_config.apply_to_container(
+        &mut limits,
+        spec_of(pod),
+        is_static_pod(pod),
+        container,
+        // A bad value was reported when the sandbox was made.
+        crate::cgroups::node_config::cpu_burst_millis(pod.metadata.annotations.as_ref())
+            .ok()
+            .flatten(),
+    );
     ctx.cgroups.create(&cgroup, &limits).map_err(|e| {
         fail(CreateError::Other(format!(
             "creating the container cgroup: {}",

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::cgroups::pressure::Pressure;
 use crate::context::AgentContext;
 
 fn escape(v: &str) -> String {
@@ -94,6 +95,57 @@ pub fn render(ctx: &AgentContext) -> String {
         "counter",
         "Count of out of memory events observed for the container.",
     );
+    // cAdvisor's PSI counters (KubeletPSI): "waiting" is `some`, "stalled" `full`.
+    let mut pressure: Vec<(Family, fn(&Pressure) -> u64)> = vec![
+        (
+            Family::new(
+                "container_pressure_cpu_stalled_seconds_total",
+                "counter",
+                "Total time duration no tasks in the container could make progress due to CPU congestion.",
+            ),
+            |p| p.cpu.full.total_us,
+        ),
+        (
+            Family::new(
+                "container_pressure_cpu_waiting_seconds_total",
+                "counter",
+                "Total time duration tasks in the container have waited due to CPU congestion.",
+            ),
+            |p| p.cpu.some.total_us,
+        ),
+        (
+            Family::new(
+                "container_pressure_memory_stalled_seconds_total",
+                "counter",
+                "Total time duration no tasks in the container could make progress due to memory congestion.",
+            ),
+            |p| p.memory.full.total_us,
+        ),
+        (
+            Family::new(
+                "container_pressure_memory_waiting_seconds_total",
+                "counter",
+                "Total time duration tasks in the container have waited due to memory congestion.",
+            ),
+            |p| p.memory.some.total_us,
+        ),
+        (
+            Family::new(
+                "container_pressure_io_stalled_seconds_total",
+                "counter",
+                "Total time duration no tasks in the container could make progress due to IO congestion.",
+            ),
+            |p| p.io.full.total_us,
+        ),
+        (
+            Family::new(
+                "container_pressure_io_waiting_seconds_total",
+                "counter",
+                "Total time duration tasks in the container have waited due to IO congestion.",
+            ),
+            |p| p.io.some.total_us,
+        ),
+    ];
     let mut restarts = Family::new(
         "kube_pod_container_status_restarts_total",
         "counter",
@@ -134,6 +186,11 @@ pub fn render(ctx: &AgentContext) -> String {
                 limit.add(&l, lim as f64);
             }
             ooms.add(&l, s.oom_kills as f64);
+            if let Some(p) = s.pressure.as_ref().filter(|_| ctx.psi_stats) {
+                for (family, total_us) in &mut pressure {
+                    family.add(&l, total_us(p) as f64 / 1e6);
+                }
+            }
         }
     }
     containers.add("", n_containers as f64);
@@ -156,6 +213,11 @@ pub fn render(ctx: &AgentContext) -> String {
         &restarts,
     ] {
         f.write(&mut out);
+    }
+    for (family, _) in &pressure {
+        if !family.samples.is_empty() {
+            family.write(&mut out);
+        }
     }
     out
 }

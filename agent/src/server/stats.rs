@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::cgroups::pressure::Pressure;
 use crate::cgroups::{CgroupPath, CgroupStats};
 use crate::context::AgentContext;
 
@@ -119,6 +120,49 @@ pub struct CpuStats {
     /// project's addition, so limits can be watched at work).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttling: Option<Throttling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
+}
+
+/// KEP-4205's PSI figures of one resource (kubelet's `PSIStats`).
+#[derive(Serialize, Default, Debug, Clone, PartialEq)]
+pub struct PsiStats {
+    pub full: PsiData,
+    pub some: PsiData,
+}
+
+/// kubelet's `PSIData`: the averages in percent; `total` as cAdvisor passes
+/// it on, the kernel's microseconds.
+#[derive(Serialize, Default, Debug, Clone, PartialEq)]
+pub struct PsiData {
+    pub total: u64,
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+}
+
+impl From<&crate::cgroups::pressure::PsiStats> for PsiStats {
+    fn from(p: &crate::cgroups::pressure::PsiStats) -> Self {
+        let data = |d: &crate::cgroups::pressure::PsiData| PsiData {
+            total: d.total_us,
+            avg10: d.avg10,
+            avg60: d.avg60,
+            avg300: d.avg300,
+        };
+        PsiStats {
+            full: data(&p.full),
+            some: data(&p.some),
+        }
+    }
+}
+
+/// kubelet's `IOStats`: only its PSI so far.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IoStats {
+    pub time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
 }
 
 #[derive(Serialize, Default)]
@@ -141,6 +185,8 @@ pub struct MemoryStats {
     pub limit_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom_kills: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
 }
 
 #[derive(Serialize)]
@@ -150,6 +196,8 @@ pub struct ContainerSummary {
     pub start_time: String,
     pub cpu: CpuStats,
     pub memory: MemoryStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
 }
 
 #[derive(Serialize)]
@@ -168,6 +216,8 @@ pub struct PodSummary {
     pub containers: Vec<ContainerSummary>,
     pub cpu: CpuStats,
     pub memory: MemoryStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
 }
 
 #[derive(Serialize)]
@@ -176,12 +226,32 @@ pub struct NodeSummary {
     pub node_name: String,
     pub cpu: CpuStats,
     pub memory: MemoryStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoStats>,
 }
 
 #[derive(Serialize)]
 pub struct Summary {
     pub node: NodeSummary,
     pub pods: Vec<PodSummary>,
+}
+
+/// The PSI parts of a summary: cpu, memory, io (all `None` without figures).
+fn psi_of(
+    pressure: Option<&Pressure>,
+    now: &str,
+) -> (Option<PsiStats>, Option<PsiStats>, Option<IoStats>) {
+    match pressure {
+        None => (None, None, None),
+        Some(p) => (
+            Some((&p.cpu).into()),
+            Some((&p.memory).into()),
+            Some(IoStats {
+                time: now.to_string(),
+                psi: Some((&p.io).into()),
+            }),
+        ),
+    }
 }
 
 fn cpu_of(sampler: &CpuSampler, key: &str, stats: &CgroupStats, now: &str) -> CpuStats {
@@ -194,6 +264,7 @@ fn cpu_of(sampler: &CpuSampler, key: &str, stats: &CgroupStats, now: &str) -> Cp
             nr_throttled: stats.nr_throttled,
             throttled_time_nano_seconds: stats.throttled_time_ns,
         }),
+        psi: None,
     }
 }
 
@@ -207,7 +278,25 @@ fn memory_of(stats: &CgroupStats, now: &str) -> MemoryStats {
         working_set_bytes: stats.memory_working_set_bytes,
         limit_bytes: stats.memory_limit_bytes,
         oom_kills: Some(stats.oom_kills),
+        psi: None,
     }
+}
+
+/// CPU, memory and io stats of a cgroup, PSI included when `psi` (the
+/// `KubeletPSI` gate) and the cgroup has figures.
+fn cgroup_summary(
+    sampler: &CpuSampler,
+    key: &str,
+    stats: &CgroupStats,
+    now: &str,
+    psi: bool,
+) -> (CpuStats, MemoryStats, Option<IoStats>) {
+    let (cpu_psi, memory_psi, io) = psi_of(stats.pressure.as_ref().filter(|_| psi), now);
+    let mut cpu = cpu_of(sampler, key, stats, now);
+    cpu.psi = cpu_psi;
+    let mut memory = memory_of(stats, now);
+    memory.psi = memory_psi;
+    (cpu, memory, io)
 }
 
 pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
@@ -216,6 +305,16 @@ pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
     let total = mem.get("MemTotal").copied().unwrap_or(0);
     let available = mem.get("MemAvailable").copied().unwrap_or(0);
     let free = mem.get("MemFree").copied().unwrap_or(0);
+    // The node's PSI from /proc/pressure (there on cgroup v1 hosts too).
+    let node_pressure = if ctx.psi_stats {
+        crate::cgroups::pressure::node_pressure().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "reading /proc/pressure");
+            None
+        })
+    } else {
+        None
+    };
+    let (node_cpu_psi, node_memory_psi, node_io) = psi_of(node_pressure.as_ref(), &now);
     let node = NodeSummary {
         node_name: ctx.node_name.clone(),
         cpu: CpuStats {
@@ -223,6 +322,7 @@ pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
             usage_nano_cores: sampler.nano_cores(NODE_KEY),
             usage_core_nano_seconds: node_cpu_ns().unwrap_or(0),
             throttling: None,
+            psi: node_cpu_psi,
         },
         memory: MemoryStats {
             time: now.clone(),
@@ -231,7 +331,9 @@ pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
             working_set_bytes: total.saturating_sub(available),
             limit_bytes: Some(total),
             oom_kills: None,
+            psi: node_memory_psi,
         },
+        io: node_io,
     };
     let mut pods = Vec::new();
     for entry in ctx.status.list() {
@@ -249,14 +351,24 @@ pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
             .iter()
             .filter_map(|c| {
                 let stats = ctx.cgroups.stats(&c.cgroup).ok()?;
+                let (cpu, memory, io) =
+                    cgroup_summary(sampler, &c.cgroup.to_string(), &stats, &now, ctx.psi_stats);
                 Some(ContainerSummary {
                     name: c.name.clone(),
                     start_time: c.started_at.to_string(),
-                    cpu: cpu_of(sampler, &c.cgroup.to_string(), &stats, &now),
-                    memory: memory_of(&stats, &now),
+                    cpu,
+                    memory,
+                    io,
                 })
             })
             .collect();
+        let (cpu, memory, io) = cgroup_summary(
+            sampler,
+            &entry.pod_cgroup.to_string(),
+            &pod_stats,
+            &now,
+            ctx.psi_stats,
+        );
         pods.push(PodSummary {
             pod_ref: PodReference {
                 name: meta.name.clone().unwrap_or_default(),
@@ -265,8 +377,9 @@ pub fn summary(ctx: &AgentContext, sampler: &CpuSampler) -> Summary {
             },
             start_time: start,
             containers,
-            cpu: cpu_of(sampler, &entry.pod_cgroup.to_string(), &pod_stats, &now),
-            memory: memory_of(&pod_stats, &now),
+            cpu,
+            memory,
+            io,
         });
     }
     Summary { node, pods }

@@ -287,6 +287,14 @@ pub fn claim_step(
         .and_then(|a| a.get(SELECTED_NODE))
         .cloned();
     if delayed {
+        // The scheduler pre-bound a volume on the pod's node.
+        if selected.is_none()
+            && let Some(pv) = volumes
+                .iter()
+                .find(|pv| claim_ref_is(pv, claim) && mismatch(pv, claim).is_none())
+        {
+            return ClaimStep::Bind(pv.metadata.name.clone().unwrap_or_default());
+        }
         let Some(node_name) = selected else {
             return match consumer_node {
                 Some(n) => ClaimStep::SelectNode(n.to_owned()),
@@ -710,6 +718,17 @@ mod tests {
         assert_eq!(
             claim_step(&claim, &[], &classes, &nodes, Some("n1")),
             ClaimStep::SelectNode("n1".into())
+        );
+        // The scheduler pre-bound a free volume on the node it chose.
+        let mut chosen = pv(
+            "disk-n1",
+            "1Gi",
+            json!({"spec": {"storageClassName": "local-path"}}),
+        );
+        chosen.spec.as_mut().unwrap().claim_ref = Some(claim_ref(&claim));
+        assert_eq!(
+            claim_step(&claim, &[chosen], &classes, &nodes, None),
+            ClaimStep::Bind("disk-n1".into())
         );
         claim.metadata.annotations = Some([(SELECTED_NODE.to_owned(), "n1".to_owned())].into());
         assert_eq!(

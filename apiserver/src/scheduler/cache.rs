@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::node_info::{NodeInfo, PodInfo};
 use super::plugins::Snapshot;
+use super::plugins::volume_binding::VolumeObjects;
 use super::queue::ClusterEvent;
 use super::workload_selectors::WorkloadSelectors;
 
@@ -27,6 +28,8 @@ pub struct Cache {
     pub workloads: WorkloadSelectors,
     /// PodDisruptionBudgets by `namespace/name`, weighed by preemption.
     pub budgets: BTreeMap<String, k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    /// Claims, volumes and classes, for VolumeBinding.
+    pub volumes: VolumeObjects,
 }
 
 /// Whether a pod holds resources on its node: bound and not finished.
@@ -46,6 +49,7 @@ impl Cache {
             nodes: &self.nodes,
             namespace_labels: &self.namespace_labels,
             workloads: &self.workloads,
+            volumes: &self.volumes,
         }
     }
 

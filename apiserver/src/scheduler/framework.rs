@@ -12,7 +12,7 @@ use super::plugins::pod_topology_spread::SpreadDefaults;
 use super::plugins::{
     Code, CycleState, FilterResult, Plugin, Rejection, Snapshot, image_locality,
     inter_pod_affinity, node_affinity, node_name, node_ports, node_resources, node_unschedulable,
-    pod_topology_spread, taint_toleration,
+    pod_topology_spread, taint_toleration, volume_binding,
 };
 
 /// A profile's plugins and their settings, resolved from the configuration.
@@ -45,6 +45,7 @@ impl Profile {
                 Plugin::NodeAffinity,
                 Plugin::NodePorts,
                 Plugin::NodeResourcesFit,
+                Plugin::VolumeBinding,
                 Plugin::PodTopologySpread,
                 Plugin::InterPodAffinity,
             ],
@@ -95,6 +96,8 @@ pub struct FitError {
     pub num_all_nodes: usize,
     /// Each refused node and why.
     pub statuses: BTreeMap<String, Rejection>,
+    /// Why a PreFilter refused every node, when one did.
+    pub pre_filter_msg: Option<String>,
     /// What preemption found (`preemption: …`), when it ran.
     pub post_filter_msg: Option<String>,
 }
@@ -110,9 +113,14 @@ impl FitError {
             return NO_NODES_AVAILABLE.to_owned();
         }
         let mut msg = format!("0/{} nodes are available:", self.num_all_nodes);
-        let histogram = reason_histogram(self.statuses.values());
-        if !histogram.is_empty() {
-            msg.push_str(&format!(" {}.", histogram));
+        // A PreFilter's refusal stands for every node: said once.
+        if let Some(pre) = &self.pre_filter_msg {
+            msg.push_str(&format!(" {pre}."));
+        } else {
+            let histogram = reason_histogram(self.statuses.values());
+            if !histogram.is_empty() {
+                msg.push_str(&format!(" {}.", histogram));
+            }
         }
         if let Some(post) = &self.post_filter_msg {
             msg.push_str(&format!(" {post}."));
@@ -149,6 +157,9 @@ pub fn run_filters(
     node: &NodeInfo,
     snapshot: &Snapshot,
 ) -> FilterResult {
+    if let Some(r) = &state.pre_filter_rejection {
+        return Err(r.clone());
+    }
     for p in &profile.filters {
         match p {
             Plugin::NodeUnschedulable => node_unschedulable::filter(state, node)?,
@@ -161,6 +172,7 @@ pub fn run_filters(
                 inter_pod_affinity::filter(state, node, snapshot.namespace_labels)?
             }
             Plugin::PodTopologySpread => pod_topology_spread::filter(state, node)?,
+            Plugin::VolumeBinding => volume_binding::filter(state, node)?,
             _ => {}
         }
     }
@@ -176,6 +188,15 @@ pub fn prepare(
 ) -> CycleState {
     let mut state = CycleState::new(pod);
     state.nominated = nominated;
+    if profile.has_filter(Plugin::VolumeBinding) {
+        match volume_binding::pre_filter(&state.pod.pod, snapshot.volumes) {
+            Ok(v) => state.volumes = v,
+            Err(r) => {
+                state.pre_filter_rejection = Some(r);
+                return state;
+            }
+        }
+    }
     if profile.has_filter(Plugin::InterPodAffinity)
         || profile
             .scores
@@ -325,6 +346,24 @@ pub fn schedule_pod(
             error: FitError {
                 num_all_nodes: 0,
                 statuses: BTreeMap::new(),
+                pre_filter_msg: None,
+                post_filter_msg: None,
+            },
+            state,
+        }));
+    }
+    if let Some(r) = &state.pre_filter_rejection {
+        // Every node carries the refusal, so preemption sees none it helps.
+        let statuses = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), r.clone()))
+            .collect();
+        return Err(Box::new(Unschedulable {
+            error: FitError {
+                num_all_nodes: all,
+                statuses,
+                pre_filter_msg: Some(r.reasons.join(", ")),
                 post_filter_msg: None,
             },
             state,
@@ -354,6 +393,7 @@ pub fn schedule_pod(
             error: FitError {
                 num_all_nodes: all,
                 statuses,
+                pre_filter_msg: None,
                 post_filter_msg: None,
             },
             state,
@@ -408,6 +448,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let profile = Profile::default_named("default-scheduler");
         let err = schedule_pod(
@@ -435,6 +476,7 @@ mod tests {
         let none = FitError {
             num_all_nodes: 0,
             statuses: BTreeMap::new(),
+            pre_filter_msg: None,
             post_filter_msg: None,
         };
         assert_eq!(none.message(), NO_NODES_AVAILABLE);
@@ -449,6 +491,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let profile = Profile::default_named("default-scheduler");
         let p = schedule_pod(
@@ -465,6 +508,85 @@ mod tests {
         assert_eq!(select_host(&[5, 9, 9, 1], |_| 0), Some(2));
         assert_eq!(select_host(&[5, 9, 9, 1], |_| 1), Some(1));
         assert_eq!(select_host(&[], |_| 0), None);
+    }
+
+    #[test]
+    fn volumes_decide_the_node_and_unbound_immediate_claims_refuse_them_all() {
+        use crate::scheduler::plugins::volume_binding::VolumeObjects;
+        let nodes: Vec<NodeInfo> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| info(node(n, "1", "1Gi", &[])))
+            .collect();
+        let ns = HashMap::new();
+        let objects: VolumeObjects = VolumeObjects {
+            claims: [
+                serde_json::json!({"metadata": {"name": "data", "namespace": "default",
+                    "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+                    "spec": {"volumeName": "disk-n3"}}),
+                serde_json::json!({"metadata": {"name": "waiting", "namespace": "default"},
+                    "spec": {"storageClassName": ""}}),
+            ]
+            .into_iter()
+            .map(|c| {
+                let c: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+                    serde_json::from_value(c).unwrap();
+                (format!("default/{}", c.metadata.name.clone().unwrap()), std::sync::Arc::new(c))
+            })
+            .collect(),
+            volumes: [(
+                "disk-n3".to_string(),
+                std::sync::Arc::new(
+                    serde_json::from_value(serde_json::json!({"metadata": {"name": "disk-n3"},
+                        "spec": {"local": {"path": "/mnt"}, "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n3"]}]}]}}}}))
+                    .unwrap(),
+                ),
+            )]
+            .into(),
+            classes: HashMap::new(),
+        };
+        let snap = Snapshot {
+            nodes: &nodes,
+            namespace_labels: &ns,
+            workloads: &NO_WORKLOADS,
+            volumes: &objects,
+        };
+        let with_claim = |claim: &str| {
+            let mut p = pod("p", "", "");
+            p.spec.as_mut().unwrap().volumes = Some(vec![
+                serde_json::from_value(
+                    serde_json::json!({"name": "v", "persistentVolumeClaim": {"claimName": claim}}),
+                )
+                .unwrap(),
+            ]);
+            pinfo(p)
+        };
+        let profile = Profile::default_named("default-scheduler");
+        for start in 0..3 {
+            let placed = schedule_pod(
+                &profile,
+                &snap,
+                with_claim("data"),
+                HashMap::new(),
+                start,
+                |_| 0,
+            );
+            assert_eq!(placed.unwrap().node, "n3");
+        }
+        let err = schedule_pod(
+            &profile,
+            &snap,
+            with_claim("waiting"),
+            HashMap::new(),
+            0,
+            |_| 0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.error.message(),
+            "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+        );
+        assert_eq!(err.error.rejecting_plugins(), vec![Plugin::VolumeBinding]);
     }
 
     #[test]
@@ -492,6 +614,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let mut profile = Profile::default_named("no-taints");
         assert!(

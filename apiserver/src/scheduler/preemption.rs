@@ -159,6 +159,7 @@ pub fn preempt(
         let inner = FitError {
             num_all_nodes: snapshot.nodes.len(),
             statuses,
+            pre_filter_msg: None,
             post_filter_msg: None,
         };
         return Err(NoCandidate {
@@ -271,6 +272,7 @@ mod tests {
             nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let profile = Profile::default_named("default-scheduler");
         let failed = schedule_pod(&profile, &snap, incoming, HashMap::new(), 0, |_| 0).unwrap_err();

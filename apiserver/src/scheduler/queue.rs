@@ -31,6 +31,12 @@ pub enum ClusterEvent {
     /// A pod was placed or a placed pod's labels changed.
     AssignedPodAddOrUpdate,
     NamespaceChange,
+    /// A PersistentVolumeClaim was added or changed.
+    PvcChange,
+    /// A PersistentVolume was added or changed.
+    PvChange,
+    /// A StorageClass was added or changed.
+    StorageClassChange,
 }
 
 impl ClusterEvent {
@@ -43,7 +49,10 @@ impl ClusterEvent {
         plugins.iter().any(|p| match self {
             ClusterEvent::NodeAdd => true,
             ClusterEvent::NodeLabelChange => {
-                matches!(p, NodeAffinity | InterPodAffinity | PodTopologySpread)
+                matches!(
+                    p,
+                    NodeAffinity | InterPodAffinity | PodTopologySpread | VolumeBinding
+                )
             }
             ClusterEvent::NodeTaintChange => {
                 matches!(p, TaintToleration | NodeUnschedulable | PodTopologySpread)
@@ -58,6 +67,9 @@ impl ClusterEvent {
                 matches!(p, InterPodAffinity | PodTopologySpread)
             }
             ClusterEvent::NamespaceChange => matches!(p, InterPodAffinity),
+            ClusterEvent::PvcChange | ClusterEvent::PvChange | ClusterEvent::StorageClassChange => {
+                matches!(p, VolumeBinding)
+            }
         })
     }
 }

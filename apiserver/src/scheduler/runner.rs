@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{
-    Binding, Namespace, Node, ObjectReference, Pod, ReplicationController, Service,
+    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    ReplicationController, Service,
 };
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
@@ -27,6 +29,8 @@ use super::config::SchedulerSettings;
 use super::events::{PodEvent, Recorder};
 use super::framework::{self, Profile};
 use super::node_info::PodInfo;
+use super::plugins::Plugin;
+use super::plugins::volume_binding::{self, VolumeAction};
 use super::preemption;
 use super::queue::{ClusterEvent, SchedulingQueue};
 use super::workload_selectors::SelectorSource;
@@ -35,6 +39,9 @@ use super::workload_selectors::SelectorSource;
 const MAX_CONCURRENT_BINDS: usize = 64;
 /// How often the unschedulable pool is checked for pods left too long.
 const FLUSH_PERIOD: Duration = Duration::from_secs(30);
+/// How long PreBind waits for the PV controller to bind a pod's claims
+/// (kube-scheduler's `bindTimeoutSeconds`).
+const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs the scheduler: under leader election when the settings ask for it.
 pub async fn run(client: kube::Client, settings: SchedulerSettings) -> anyhow::Result<()> {
@@ -115,6 +122,7 @@ struct Scheduler {
     relist_nodes: Option<Vec<String>>,
     nodes_synced: bool,
     pods_synced: bool,
+    claims_synced: bool,
 }
 
 /// Every object of a kind, as a relisting watch.
@@ -144,6 +152,10 @@ async fn run_scheduling(
     let mut rcs = watch::<ReplicationController>(&client);
     let mut replica_sets = watch::<ReplicaSet>(&client);
     let mut budgets = watch::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(&client);
+    // What VolumeBinding needs.
+    let mut claims = watch::<PersistentVolumeClaim>(&client);
+    let mut volumes = watch::<PersistentVolume>(&client);
+    let mut classes = watch::<StorageClass>(&client);
     let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         recorder: Recorder::spawn(client.clone()),
@@ -160,10 +172,11 @@ async fn run_scheduling(
         relist_nodes: None,
         nodes_synced: false,
         pods_synced: false,
+        claims_synced: false,
     };
     let mut next_flush = Instant::now() + FLUSH_PERIOD;
     loop {
-        let ready = s.nodes_synced && s.pods_synced && s.queue.active_len() > 0;
+        let ready = s.nodes_synced && s.pods_synced && s.claims_synced && s.queue.active_len() > 0;
         let wake = s
             .queue
             .next_backoff()
@@ -188,6 +201,18 @@ async fn run_scheduling(
             Some(e) = budgets.next() => match e {
                 Ok(e) => s.on_budget(e),
                 Err(err) => tracing::warn!("watching poddisruptionbudgets: {err}"),
+            },
+            Some(e) = claims.next() => match e {
+                Ok(e) => s.on_claim(e),
+                Err(err) => tracing::warn!("watching persistentvolumeclaims: {err}"),
+            },
+            Some(e) = volumes.next() => match e {
+                Ok(e) => s.on_volume(e),
+                Err(err) => tracing::warn!("watching persistentvolumes: {err}"),
+            },
+            Some(e) = classes.next() => match e {
+                Ok(e) => s.on_class(e),
+                Err(err) => tracing::warn!("watching storageclasses: {err}"),
             },
             Some(out) = bind_rx.recv() => s.on_bind(out),
             _ = tokio::time::sleep_until(wake.into()) => {
@@ -258,6 +283,85 @@ impl Scheduler {
             }
             Event::InitDone => {}
         }
+    }
+
+    fn on_claim(&mut self, e: Event<PersistentVolumeClaim>) {
+        let key = |c: &PersistentVolumeClaim| {
+            format!(
+                "{}/{}",
+                c.metadata.namespace.as_deref().unwrap_or_default(),
+                c.metadata.name.as_deref().unwrap_or_default()
+            )
+        };
+        let claims = &mut self.cache.volumes.claims;
+        match e {
+            Event::Init => claims.clear(),
+            Event::InitApply(c) => {
+                claims.insert(key(&c), Arc::new(c));
+            }
+            Event::InitDone => {
+                self.claims_synced = true;
+                self.emit([ClusterEvent::PvcChange]);
+            }
+            Event::Apply(c) => {
+                claims.insert(key(&c), Arc::new(c));
+                self.emit([ClusterEvent::PvcChange]);
+            }
+            Event::Delete(c) => {
+                claims.remove(&key(&c));
+            }
+        }
+    }
+
+    fn on_volume(&mut self, e: Event<PersistentVolume>) {
+        let volumes = &mut self.cache.volumes.volumes;
+        match e {
+            Event::Init => volumes.clear(),
+            Event::InitApply(v) => {
+                volumes.insert(v.metadata.name.clone().unwrap_or_default(), Arc::new(v));
+            }
+            Event::InitDone => self.emit([ClusterEvent::PvChange]),
+            Event::Apply(v) => {
+                volumes.insert(v.metadata.name.clone().unwrap_or_default(), Arc::new(v));
+                self.emit([ClusterEvent::PvChange]);
+            }
+            Event::Delete(v) => {
+                volumes.remove(v.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+    }
+
+    fn on_class(&mut self, e: Event<StorageClass>) {
+        let classes = &mut self.cache.volumes.classes;
+        match e {
+            Event::Init => classes.clear(),
+            Event::InitApply(c) => {
+                classes.insert(c.metadata.name.clone().unwrap_or_default(), Arc::new(c));
+            }
+            Event::InitDone => self.emit([ClusterEvent::StorageClassChange]),
+            Event::Apply(c) => {
+                classes.insert(c.metadata.name.clone().unwrap_or_default(), Arc::new(c));
+                self.emit([ClusterEvent::StorageClassChange]);
+            }
+            Event::Delete(c) => {
+                classes.remove(c.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+    }
+
+    /// VolumeBinding's Reserve: what binds the pod's waiting claims on
+    /// the chosen node.
+    fn volume_actions(&self, profile: &Profile, pod: &Pod, node: &str) -> Vec<VolumeAction> {
+        if !profile.filters.contains(&Plugin::VolumeBinding) {
+            return Vec::new();
+        }
+        let Ok(Some(pre)) = volume_binding::pre_filter(pod, &self.cache.volumes) else {
+            return Vec::new();
+        };
+        self.cache
+            .node(node)
+            .and_then(|n| volume_binding::find_bindings(&pre, &n.node).ok())
+            .unwrap_or_default()
     }
 
     fn on_namespace(&mut self, e: Event<Namespace>) {
@@ -531,6 +635,7 @@ impl Scheduler {
     /// Assumes the pod on the node and binds it in the background.
     fn bind(&mut self, profile: &Profile, pod: Arc<Pod>, node: String) {
         let u = uid(&pod);
+        let volume_actions = self.volume_actions(profile, &pod, &node);
         self.cache.assume(&pod, &node);
         self.nominated.remove(&u);
         let client = self.client.clone();
@@ -542,6 +647,22 @@ impl Scheduler {
             let _permit = permits.acquire_owned().await;
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
+            if let Err(e) = bind_volumes(&client, &node, &volume_actions).await {
+                tracing::warn!(pod = %format!("{ns}/{name}"), %node, "binding volumes: {e}");
+                recorder.record(PodEvent::new(
+                    &pod,
+                    &reporter,
+                    "Warning",
+                    "FailedScheduling",
+                    "Scheduling",
+                    format!("running PreBind plugin \"VolumeBinding\": binding volumes: {e}"),
+                ));
+                let _ = tx.send(BindOutcome::Failed {
+                    uid: u,
+                    gone: false,
+                });
+                return;
+            }
             let binding = Binding {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
@@ -590,6 +711,99 @@ impl Scheduler {
             }
         });
     }
+}
+
+/// Why VolumeBinding's PreBind failed.
+#[derive(Debug, thiserror::Error)]
+enum PreBindError {
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("waiting for claim {claim}: {source}")]
+    Watch {
+        claim: String,
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
+    #[error("binding {claim}: timed out waiting for the condition")]
+    Timeout { claim: String },
+}
+
+/// VolumeBinding's PreBind: pre-binds the chosen volumes, asks the
+/// provisioner for the rest on `node`, and waits until the PV controller
+/// has bound every one of those claims.
+async fn bind_volumes(
+    client: &kube::Client,
+    node: &str,
+    actions: &[VolumeAction],
+) -> Result<(), PreBindError> {
+    use crate::controllers::persistent_volume_decide::{
+        BOUND_BY_CONTROLLER, SELECTED_NODE, claim_ref,
+    };
+    for action in actions {
+        let claim = action.claim();
+        let ns = claim.metadata.namespace.clone().unwrap_or_default();
+        let claim_name = claim.metadata.name.clone().unwrap_or_default();
+        match action {
+            VolumeAction::BindVolume {
+                volume,
+                resource_version,
+                claim,
+            } => {
+                let patch = json!({
+                    "metadata": {"resourceVersion": resource_version,
+                                 "annotations": {BOUND_BY_CONTROLLER: "yes"}},
+                    "spec": {"claimRef": claim_ref(claim)},
+                });
+                Api::<PersistentVolume>::all(client.clone())
+                    .patch(volume, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| PreBindError::Api {
+                        what: format!("binding volume {volume} to claim {ns}/{claim_name}"),
+                        source,
+                    })?;
+            }
+            VolumeAction::Provision { .. } => {
+                let patch = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+                Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+                    .patch(&claim_name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .map_err(|source| PreBindError::Api {
+                        what: format!("selecting node {node} for claim {ns}/{claim_name}"),
+                        source,
+                    })?;
+            }
+        }
+    }
+    for action in actions {
+        let claim = action.claim();
+        let ns = claim.metadata.namespace.clone().unwrap_or_default();
+        let claim_name = claim.metadata.name.clone().unwrap_or_default();
+        let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let bound = kube::runtime::wait::await_condition(
+            api,
+            &claim_name,
+            |c: Option<&PersistentVolumeClaim>| c.is_some_and(volume_binding::fully_bound),
+        );
+        match tokio::time::timeout(VOLUME_BIND_TIMEOUT, bound).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => {
+                return Err(PreBindError::Watch {
+                    claim: format!("{ns}/{claim_name}"),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(PreBindError::Timeout {
+                    claim: format!("{ns}/{claim_name}"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a failed cycle does to `status.nominatedNodeName`

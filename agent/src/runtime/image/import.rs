@@ -508,7 +508,7 @@ pub(crate) fn unpack_layer_blob(
     Ok(())
 }
 
-fn check_size(digest: &str, expected: u64, actual: u64) -> Result<(), ImportError> {
+pub(crate) fn check_size(digest: &str, expected: u64, actual: u64) -> Result<(), ImportError> {
     if expected == actual {
         Ok(())
     } else {

@@ -30,7 +30,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::credentials::{Credential, Keyring};
 use super::import::{
-    ImportError, MAX_JSON_BYTES, check_image, check_layer, host_platform, unpack_layer_blob,
+    ImportError, MAX_JSON_BYTES, check_image, check_layer, check_size, host_platform,
+    unpack_layer_blob,
 };
 use super::platform::{ManifestKind, manifest_kind, select_manifest};
 use super::reference::{Reference, ReferenceError};
@@ -76,12 +77,6 @@ pub enum PullError {
     },
     #[error("blob {digest}: its content hashes to {actual}")]
     DigestMismatch { digest: String, actual: String },
-    #[error("blob {digest}: {actual} bytes, but its descriptor says {expected}")]
-    SizeMismatch {
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
     #[error("writing {path:?}: {source}")]
     Write {
         path: PathBuf,
@@ -200,22 +195,18 @@ impl RegistryPuller {
         let config_desc = manifest.config();
         let config_digest = config_desc.digest().to_string();
         if config_desc.size() > MAX_JSON_BYTES {
-            return Err(PullError::SizeMismatch {
+            return Err(ImportError::SizeMismatch {
                 digest: config_digest,
                 expected: MAX_JSON_BYTES,
                 actual: config_desc.size(),
-            });
+            }
+            .into());
         }
         let (config_path, fetched) = registry.blob(config_desc, "config").await?;
         blobs_fetched += usize::from(fetched);
         let config_bytes =
             fs::read(&config_path).map_err(StoreError::io("reading", &config_path))?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&config_bytes).map_err(|e| PullError::BadManifest {
-                what: "image config",
-                digest: config_digest.clone(),
-                reason: e.to_string(),
-            })?;
+        let config: ImageConfiguration = parse_json("image config", &config_digest, &config_bytes)?;
         check_image(&manifest_digest, &config_digest, &manifest, &config)?;
 
         let diff_ids = config.rootfs().diff_ids().clone();
@@ -352,21 +343,11 @@ impl<'a> Session<'a> {
             })?;
             match kind {
                 ManifestKind::Image => {
-                    let manifest: ImageManifest =
-                        serde_json::from_slice(&bytes).map_err(|e| PullError::BadManifest {
-                            what: "manifest",
-                            digest: digest.clone(),
-                            reason: e.to_string(),
-                        })?;
+                    let manifest: ImageManifest = parse_json("manifest", &digest, &bytes)?;
                     return Ok((digest, bytes.to_vec(), manifest));
                 }
                 ManifestKind::Index => {
-                    let index: ImageIndex =
-                        serde_json::from_slice(&bytes).map_err(|e| PullError::BadManifest {
-                            what: "image index",
-                            digest: digest.clone(),
-                            reason: e.to_string(),
-                        })?;
+                    let index: ImageIndex = parse_json("image index", &digest, &bytes)?;
                     let wanted = host_platform();
                     let chosen = select_manifest(&index, &wanted).map_err(|found| {
                         PullError::NoMatchingPlatform {
@@ -411,7 +392,10 @@ impl<'a> Session<'a> {
         let partial = partial_path(store, &digest)?;
         match self.download(desc, &partial, label).await {
             Ok(()) => {}
-            Err(e @ (PullError::DigestMismatch { .. } | PullError::SizeMismatch { .. })) => {
+            Err(
+                e @ (PullError::DigestMismatch { .. }
+                | PullError::Image(ImportError::SizeMismatch { .. })),
+            ) => {
                 let _ = fs::remove_file(&partial);
                 return Err(e);
             }
@@ -567,6 +551,18 @@ fn describe(e: &OciDistributionError) -> String {
     }
 }
 
+fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    digest: &str,
+    bytes: &[u8],
+) -> Result<T, PullError> {
+    serde_json::from_slice(bytes).map_err(|e| PullError::BadManifest {
+        what,
+        digest: digest.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Whether the served JSON is an image or an index: its `mediaType`, else
 /// its shape (OCI lets an image manifest leave `mediaType` out).
 fn served_kind(bytes: &[u8]) -> Result<ManifestKind, String> {
@@ -596,18 +592,6 @@ fn partial_path(store: &ImageStore, digest: &str) -> Result<PathBuf, PullError> 
     let dir = store.root().join("partial");
     fs::create_dir_all(&dir).map_err(StoreError::io("creating", &dir))?;
     Ok(dir.join(sha256_hex(digest)?))
-}
-
-fn check_size(digest: &str, expected: u64, actual: u64) -> Result<(), PullError> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(PullError::SizeMismatch {
-            digest: digest.to_string(),
-            expected,
-            actual,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -382,6 +382,7 @@ mod tests {
             nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let mut state = CycleState::new(pinfo(p));
         state.inter_pod = pre_filter(&state, &snap, 1);
@@ -468,6 +469,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let p = with_affinity(
             pod("web", "", ""),

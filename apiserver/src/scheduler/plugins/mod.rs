@@ -13,6 +13,7 @@ pub mod node_resources;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -66,12 +67,13 @@ pub enum Plugin {
     InterPodAffinity,
     PodTopologySpread,
     ImageLocality,
+    VolumeBinding,
     DefaultPreemption,
     DefaultBinder,
 }
 
 impl Plugin {
-    pub const ALL: [Plugin; 13] = [
+    pub const ALL: [Plugin; 14] = [
         Plugin::PrioritySort,
         Plugin::NodeUnschedulable,
         Plugin::NodeName,
@@ -83,6 +85,7 @@ impl Plugin {
         Plugin::InterPodAffinity,
         Plugin::PodTopologySpread,
         Plugin::ImageLocality,
+        Plugin::VolumeBinding,
         Plugin::DefaultPreemption,
         Plugin::DefaultBinder,
     ];
@@ -100,6 +103,7 @@ impl Plugin {
             Plugin::InterPodAffinity => "InterPodAffinity",
             Plugin::PodTopologySpread => "PodTopologySpread",
             Plugin::ImageLocality => "ImageLocality",
+            Plugin::VolumeBinding => "VolumeBinding",
             Plugin::DefaultPreemption => "DefaultPreemption",
             Plugin::DefaultBinder => "DefaultBinder",
         }
@@ -120,6 +124,7 @@ impl Plugin {
                 | Plugin::NodeResourcesFit
                 | Plugin::InterPodAffinity
                 | Plugin::PodTopologySpread
+                | Plugin::VolumeBinding
         )
     }
 
@@ -145,6 +150,8 @@ pub struct Snapshot<'a> {
     pub namespace_labels: &'a HashMap<String, BTreeMap<String, String>>,
     /// Workloads' selectors, for the default topology spreading.
     pub workloads: &'a WorkloadSelectors,
+    /// Claims, volumes and classes, for VolumeBinding.
+    pub volumes: &'a volume_binding::VolumeObjects,
 }
 
 /// What the plugins compute once per pod and cycle.
@@ -157,6 +164,10 @@ pub struct CycleState {
     /// Pods nominated to nodes (by preemption) with at least this pod's
     /// priority: their requests count as used on that node.
     pub nominated: HashMap<String, Vec<PodInfo>>,
+    /// The pod's claims, when it has any (VolumeBinding's PreFilter).
+    pub volumes: Option<volume_binding::PreFilterState>,
+    /// A PreFilter's refusal of every node.
+    pub pre_filter_rejection: Option<Rejection>,
 }
 
 impl CycleState {
@@ -173,6 +184,8 @@ impl CycleState {
             inter_pod: None,
             spread: None,
             nominated: HashMap::new(),
+            volumes: None,
+            pre_filter_rejection: None,
         }
     }
 }
@@ -210,6 +223,13 @@ pub(crate) mod testing {
 
     /// No Services or controllers.
     pub static NO_WORKLOADS: WorkloadSelectors = WorkloadSelectors::new();
+
+    /// No claims, volumes or classes.
+    pub fn no_volumes() -> &'static super::volume_binding::VolumeObjects {
+        static NONE: std::sync::OnceLock<super::volume_binding::VolumeObjects> =
+            std::sync::OnceLock::new();
+        NONE.get_or_init(Default::default)
+    }
 
     pub fn node(name: &str, cpu: &str, memory: &str, labels: &[(&str, &str)]) -> Node {
         Node {

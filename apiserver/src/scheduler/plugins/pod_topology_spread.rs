@@ -414,6 +414,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let mut state = CycleState::new(pinfo(spread_pod("w3", "DoNotSchedule", 1)));
         state.spread = pre_filter(&state, &SpreadDefaults::default(), &snap);
@@ -449,6 +450,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &NO_WORKLOADS,
+            volumes: no_volumes(),
         };
         let s = pre_score(&state, &SpreadDefaults::default(), &feasible, &snap).unwrap();
         let raw: Vec<Option<i64>> = nodes.iter().map(|n| score(&s, &state, n)).collect();
@@ -496,6 +498,7 @@ mod tests {
             nodes: &nodes,
             namespace_labels: &ns,
             workloads: &workloads,
+            volumes: no_volumes(),
         };
         let feasible: Vec<&NodeInfo> = nodes.iter().collect();
         let state = CycleState::new(pinfo(web("w4")));
