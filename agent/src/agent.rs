@@ -48,6 +48,8 @@ pub struct AgentOptions {
     /// `--kube-reserved`, `--system-reserved`, `--eviction-hard`: what the
     /// Node's allocatable leaves out.
     pub reservations: crate::config::reserved::NodeReservations,
+    /// `--eviction-hard`, `--eviction-soft` and the rest: when pods are evicted.
+    pub eviction: crate::eviction::EvictionConfig,
     /// `--node-lease-duration-seconds`: the node Lease's duration.
     pub node_lease_duration_seconds: i32,
     /// The service proxy (runs with `--kubeconfig` unless its mode is `none`).
@@ -169,6 +171,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let events = EventRecorder::default();
+    let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(crate::eviction::Pressure::new());
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
@@ -202,6 +205,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             cluster_domain: opts.cluster_domain.clone(),
             host: host_resolv,
         },
+        node_pressure: pressure_rx.clone(),
         user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
             opts.root_dir.join("pods"),
         ),
@@ -240,6 +244,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             host_ip.clone().unwrap_or_default(),
             opts.port,
             opts.reservations.clone(),
+            pressure_rx,
             opts.node_lease_duration_seconds,
         );
         tokio::spawn(source.run(tx.clone()));
@@ -297,7 +302,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             .await
             .context("reading the pods the previous agent left")?
     };
+    let evictor = manager.evictor();
     tokio::spawn(manager.with_sources(&sources).run(rx));
+    tokio::spawn(
+        crate::eviction::EvictionManager {
+            ctx: ctx.clone(),
+            config: opts.eviction.clone(),
+            sources: crate::eviction::observe::SignalSources {
+                cgroups: ctx.cgroups.clone(),
+                nested: !opts.cgroup_root.starts_with('/'),
+                root_dir: opts.root_dir.clone(),
+                images_dir: opts.root_dir.join("images"),
+                allocatable_memory: allocatable_memory(&opts.reservations),
+            },
+            evictor,
+            pressure: pressure_tx,
+        }
+        .run(),
+    );
 
     let sampler = CpuSampler::default();
     tokio::spawn(sampler.clone().run(ctx.clone()));
@@ -339,6 +361,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; pods keep running and are adopted at the next start");
     Ok(())
+}
+
+/// The Node's allocatable memory in bytes: the machine's less what is reserved.
+fn allocatable_memory(reservations: &crate::config::reserved::NodeReservations) -> Option<u64> {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let total = crate::host::memory_total();
+    let capacity = [("memory".to_owned(), Quantity(total.to_string()))].into();
+    let allocatable = reservations.allocatable(&capacity);
+    crate::quantity::bytes(allocatable.get("memory")?)
+        .ok()
+        .map(|b| b as u64)
 }
 
 /// How long a restarted agent keeps trying a port still held by a process

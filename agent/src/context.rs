@@ -40,6 +40,9 @@ pub struct AgentContext {
     pub api_client: Option<kube::Client>,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
     pub dns: crate::network::dns::NodeDns,
+    /// The pressure conditions the eviction manager reports; new pods are
+    /// admitted against them.
+    pub node_pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
     /// The node's pool of pod user namespaces (`hostUsers: false`).
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
 }

@@ -19,6 +19,7 @@ pub mod cgroups;
 pub mod config;
 pub mod context;
 pub mod events;
+pub mod eviction;
 pub mod host;
 pub mod kubeapi;
 pub mod logs;

@@ -97,6 +97,25 @@ struct Cli {
     /// nodefs.inodesFree<5%,imagefs.available<15%); they are left out of allocatable.
     #[arg(long, value_name = "LIST")]
     eviction_hard: Option<String>,
+    /// Soft eviction thresholds (same syntax): pods go once one has been
+    /// crossed for its --eviction-soft-grace-period.
+    #[arg(long, value_name = "LIST")]
+    eviction_soft: Option<String>,
+    /// How long each soft threshold must be crossed (memory.available=1m30s,...).
+    #[arg(long, value_name = "LIST")]
+    eviction_soft_grace_period: Option<String>,
+    /// How much beyond a crossed threshold must be free again before the
+    /// pressure ends (memory.available=0Mi,nodefs.available=500Mi,...).
+    #[arg(long, value_name = "LIST")]
+    eviction_minimum_reclaim: Option<String>,
+    /// How long a pressure condition stays after its threshold was last
+    /// crossed (default 5m0s).
+    #[arg(long, value_name = "DURATION")]
+    eviction_pressure_transition_period: Option<String>,
+    /// The longest grace period, in seconds, of a pod evicted for a soft
+    /// threshold (default 0: none).
+    #[arg(long, value_name = "SECONDS")]
+    eviction_max_pod_grace_period: Option<i64>,
     /// How long the node's Lease lasts; it is renewed every quarter of it
     /// (default 40; the node controller's grace period should be no shorter).
     #[arg(long, value_name = "SECONDS")]
@@ -243,7 +262,10 @@ fn main() -> anyhow::Result<()> {
     let auth = cli
         .auth
         .resolve(cli.config.is_some().then_some(&file_cfg))?;
-    let cgroup_driver = cli.cgroup_driver.unwrap_or(file_cfg.cgroup_driver);
+    let cgroup_driver = cli
+        .cgroup_driver
+        .clone()
+        .unwrap_or_else(|| file_cfg.cgroup_driver.clone());
     if cgroup_driver != "cgroupfs" {
         anyhow::bail!("--cgroup-driver {cgroup_driver:?}: only \"cgroupfs\" is supported");
     }
@@ -260,7 +282,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--container-log-max-size: {e}"))? as u64,
         None => file_cfg.container_log_max_size,
     };
-    let node_name = match cli.hostname_override {
+    let node_name = match cli.hostname_override.clone() {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
     };
@@ -301,6 +323,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(reserved::default_eviction_hard),
         },
     };
+    let eviction = eviction_config(&cli, &file_cfg, &reservations)?;
     let options = AgentOptions {
         node_name,
         root_dir: cli.root_dir,
@@ -331,6 +354,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(file_cfg.pod_network_backend),
         kubeconfig: cli.kubeconfig,
         reservations,
+        eviction,
         node_lease_duration_seconds: cli
             .node_lease_duration_seconds
             .unwrap_or(file_cfg.node_lease_duration_seconds),
@@ -411,4 +435,47 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(agent::run(options))
+}
+
+/// The eviction manager's configuration: flags over the config file's
+/// fields, the hard thresholds already in `reservations`.
+fn eviction_config(
+    cli: &Cli,
+    file_cfg: &kubelab_agent::config::kubelet_config::KubeletConfiguration,
+    reservations: &kubelab_agent::config::reserved::NodeReservations,
+) -> anyhow::Result<kubelab_agent::eviction::EvictionConfig> {
+    use kubelab_agent::config::reserved;
+    use kubelab_agent::eviction::config::{EvictionConfig, ThresholdStatements, parse_pairs};
+    let soft = match &cli.eviction_soft {
+        Some(s) => reserved::parse_eviction_hard("--eviction-soft", s)?,
+        None => file_cfg.eviction_soft.clone(),
+    };
+    let soft_grace_period = match &cli.eviction_soft_grace_period {
+        Some(s) => parse_pairs("--eviction-soft-grace-period", s)?,
+        None => file_cfg.eviction_soft_grace_period.clone(),
+    };
+    let minimum_reclaim = match &cli.eviction_minimum_reclaim {
+        Some(s) => parse_pairs("--eviction-minimum-reclaim", s)?,
+        None => file_cfg.eviction_minimum_reclaim.clone(),
+    };
+    let mut config = EvictionConfig::build(
+        &ThresholdStatements {
+            hard: reservations.eviction_hard.clone(),
+            soft,
+            soft_grace_period,
+            minimum_reclaim,
+        },
+        "--eviction-soft-grace-period",
+        "--eviction-minimum-reclaim",
+    )?;
+    config.pressure_transition_period = match &cli.eviction_pressure_transition_period {
+        Some(s) => kubelab_rules::duration::parse_go_duration(s)
+            .map_err(|e| anyhow::anyhow!("--eviction-pressure-transition-period {s:?}: {e}"))?,
+        None => file_cfg.eviction_pressure_transition_period,
+    };
+    let max_grace = cli
+        .eviction_max_pod_grace_period
+        .unwrap_or(file_cfg.eviction_max_pod_grace_period);
+    config.max_pod_grace_period = std::time::Duration::from_secs(max_grace.max(0) as u64);
+    Ok(config)
 }

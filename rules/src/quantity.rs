@@ -278,6 +278,31 @@ pub fn nanos_to_ceil(nanos: i128, per: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// How apimachinery prints a whole number of a `BinarySI` quantity
+/// (`resource.NewQuantity(n, BinarySI).String()`): below 1024 in magnitude
+/// as a plain number, else with the largest binary suffix that divides it.
+pub fn format_binary_si(value: i64) -> String {
+    if value.unsigned_abs() < 1024 {
+        return value.to_string();
+    }
+    format_with_factors(value, 1024, &["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"])
+}
+
+/// The same for a `DecimalSI` quantity: `5000` is `5k`.
+pub fn format_decimal_si(value: i64) -> String {
+    format_with_factors(value, 1000, &["", "k", "M", "G", "T", "P", "E"])
+}
+
+fn format_with_factors(value: i64, base: i64, suffixes: &[&str]) -> String {
+    let mut n = value;
+    let mut exp = 0;
+    while n != 0 && n % base == 0 && exp + 1 < suffixes.len() {
+        n /= base;
+        exp += 1;
+    }
+    format!("{n}{}", suffixes[exp])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +522,19 @@ mod tests {
         assert_eq!(nanos_to_ceil(1_000_001, 1_000_000), 2);
         assert_eq!(nanos_to_ceil(0, 1_000_000), 0);
         assert_eq!(nanos_to_ceil(i128::MAX / 2, 1), i64::MAX);
+    }
+
+    #[test]
+    fn whole_numbers_print_as_apimachinery_prints_them() {
+        assert_eq!(format_binary_si(0), "0");
+        assert_eq!(format_binary_si(1000), "1000");
+        assert_eq!(format_binary_si(104_857_600), "100Mi");
+        assert_eq!(format_binary_si(83_886_080), "80Mi");
+        assert_eq!(format_binary_si(524_292_096), "512004Ki");
+        assert_eq!(format_binary_si(1500), "1500");
+        assert_eq!(format_binary_si(-2048), "-2Ki");
+        assert_eq!(format_decimal_si(5000), "5k");
+        assert_eq!(format_decimal_si(1234), "1234");
+        assert_eq!(format_decimal_si(0), "0");
     }
 }

@@ -43,6 +43,15 @@ pub struct KubeletConfiguration {
     pub kube_reserved: super::reserved::Reservation,
     /// `evictionHard`; `None`: kubelet's defaults.
     pub eviction_hard: Option<Vec<super::reserved::EvictionThreshold>>,
+    /// `evictionSoft`, `evictionSoftGracePeriod`, `evictionMinimumReclaim`
+    /// (signal → value pairs checked with the flags' rules).
+    pub eviction_soft: Vec<super::reserved::EvictionThreshold>,
+    pub eviction_soft_grace_period: Vec<(String, String)>,
+    pub eviction_minimum_reclaim: Vec<(String, String)>,
+    /// `evictionPressureTransitionPeriod` (5m).
+    pub eviction_pressure_transition_period: Duration,
+    /// `evictionMaxPodGracePeriod` (0).
+    pub eviction_max_pod_grace_period: i64,
     /// `nodeLeaseDurationSeconds`, default 40.
     pub node_lease_duration_seconds: i32,
     /// `clusterDNS`: nameservers of `ClusterFirst` pods.
@@ -167,6 +176,12 @@ impl Default for KubeletConfiguration {
             system_reserved: Default::default(),
             kube_reserved: Default::default(),
             eviction_hard: None,
+            eviction_soft: Vec::new(),
+            eviction_soft_grace_period: Vec::new(),
+            eviction_minimum_reclaim: Vec::new(),
+            eviction_pressure_transition_period:
+                crate::eviction::config::DEFAULT_PRESSURE_TRANSITION_PERIOD,
+            eviction_max_pod_grace_period: 0,
             node_lease_duration_seconds: 40,
             cluster_dns: Vec::new(),
             cluster_domain: None,
@@ -229,6 +244,11 @@ struct RawKubeletConfiguration {
     system_reserved: Option<std::collections::BTreeMap<String, String>>,
     kube_reserved: Option<std::collections::BTreeMap<String, String>>,
     eviction_hard: Option<std::collections::BTreeMap<String, String>>,
+    eviction_soft: Option<std::collections::BTreeMap<String, String>>,
+    eviction_soft_grace_period: Option<std::collections::BTreeMap<String, String>>,
+    eviction_minimum_reclaim: Option<std::collections::BTreeMap<String, String>>,
+    eviction_pressure_transition_period: Option<String>,
+    eviction_max_pod_grace_period: Option<i64>,
     node_lease_duration_seconds: Option<i64>,
     #[serde(rename = "clusterDNS")]
     cluster_dns: Option<Vec<String>>,
@@ -454,6 +474,27 @@ pub fn parse_kubelet_config(
                 .map_err(|e| reserved_error(path, "evictionHard", e))?,
         );
     }
+    if let Some(m) = raw.eviction_soft {
+        config.eviction_soft = super::reserved::thresholds_from_pairs("evictionSoft", &pairs(m))
+            .map_err(|e| reserved_error(path, "evictionSoft", e))?;
+    }
+    config.eviction_soft_grace_period = raw
+        .eviction_soft_grace_period
+        .map(pairs)
+        .unwrap_or_default();
+    config.eviction_minimum_reclaim = raw.eviction_minimum_reclaim.map(pairs).unwrap_or_default();
+    if let Some(p) = raw.eviction_pressure_transition_period {
+        config.eviction_pressure_transition_period = parse_go_duration(&p).map_err(|e| {
+            invalid(
+                "evictionPressureTransitionPeriod",
+                format!("{p:?}"),
+                &e.to_string(),
+            )
+        })?;
+    }
+    if let Some(secs) = raw.eviction_max_pod_grace_period {
+        config.eviction_max_pod_grace_period = secs;
+    }
     if let Some(secs) = raw.node_lease_duration_seconds {
         config.node_lease_duration_seconds =
             i32::try_from(secs).ok().filter(|s| *s > 0).ok_or_else(|| {
@@ -623,6 +664,14 @@ kubeReserved:
   memory: 128Mi
 evictionHard:
   memory.available: 200Mi
+evictionSoft:
+  memory.available: 300Mi
+evictionSoftGracePeriod:
+  memory.available: 1m30s
+evictionMinimumReclaim:
+  memory.available: 50Mi
+evictionPressureTransitionPeriod: 1m
+evictionMaxPodGracePeriod: 10
 clusterDNS:
 - 10.96.0.10
 clusterDomain: cluster.local
@@ -680,6 +729,16 @@ memorySwap:
                         "200Mi".into()
                     )),
                 }]),
+                eviction_soft: vec![super::super::reserved::EvictionThreshold {
+                    signal: "memory.available".into(),
+                    value: super::super::reserved::ThresholdValue::Quantity(Quantity(
+                        "300Mi".into()
+                    )),
+                }],
+                eviction_soft_grace_period: vec![("memory.available".into(), "1m30s".into())],
+                eviction_minimum_reclaim: vec![("memory.available".into(), "50Mi".into())],
+                eviction_pressure_transition_period: Duration::from_secs(60),
+                eviction_max_pod_grace_period: 10,
                 node_lease_duration_seconds: 40,
                 cluster_dns: vec!["10.96.0.10".parse().unwrap()],
                 cluster_domain: Some("cluster.local".into()),

@@ -264,23 +264,6 @@ fn render(resource: &str, nanos: i128) -> Quantity {
 }
 
 impl NodeReservations {
-    /// Whether `available` bytes (of `capacity`) are below a hard eviction
-    /// threshold of `signal`: the node is under pressure. No threshold for
-    /// the signal: never.
-    pub fn crosses(&self, signal: &str, available: u64, capacity: u64) -> bool {
-        self.eviction_hard
-            .iter()
-            .filter(|t| t.signal == signal)
-            .any(|t| match &t.value {
-                ThresholdValue::Quantity(q) => {
-                    (available as i128) * quantity::NANOS_PER_UNIT < nanos(q)
-                }
-                ThresholdValue::Percent(p) => {
-                    (available as u128) * 100_000 < (capacity as u128) * (*p as u128)
-                }
-            })
-    }
-
     /// How much of `resource` (of `capacity`) is held back in all.
     pub fn reserved_nanos(&self, resource: &str, capacity: &Quantity) -> i128 {
         let mut total = 0i128;
@@ -327,28 +310,6 @@ impl NodeReservations {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pressure_is_judged_against_the_hard_thresholds() {
-        let defaults = NodeReservations::default();
-        let gib = 1u64 << 30;
-        // nodefs.available<10%: 9 GiB free of 100 is pressure, 11 is not.
-        assert!(defaults.crosses("nodefs.available", 9 * gib, 100 * gib));
-        assert!(!defaults.crosses("nodefs.available", 11 * gib, 100 * gib));
-        // memory.available<100Mi.
-        assert!(defaults.crosses("memory.available", 99 << 20, 8 * gib));
-        assert!(!defaults.crosses("memory.available", 101 << 20, 8 * gib));
-        // A node told --eviction-hard=nodefs.available<1% has no disk pressure at 5%.
-        let lab = NodeReservations {
-            eviction_hard: parse_eviction_hard("--eviction-hard", "nodefs.available<1%").unwrap(),
-            ..Default::default()
-        };
-        assert!(!lab.crosses("nodefs.available", 5 * gib, 100 * gib));
-        assert!(
-            !lab.crosses("memory.available", 0, 8 * gib),
-            "no memory threshold given"
-        );
-    }
 
     fn capacity() -> BTreeMap<String, Quantity> {
         [

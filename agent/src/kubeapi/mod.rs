@@ -69,6 +69,7 @@ pub fn start(
     internal_ip: String,
     kubelet_port: u16,
     reservations: crate::config::reserved::NodeReservations,
+    pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
     lease_duration_seconds: i32,
 ) {
     let (uid_tx, uid_rx) = tokio::sync::watch::channel(None);
@@ -80,6 +81,7 @@ pub fn start(
             root_dir: ctx.root_dir.clone(),
             kubelet_port,
             reservations,
+            pressure,
             lease_duration_seconds,
         }
         .run(uid_tx),

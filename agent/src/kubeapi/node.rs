@@ -52,8 +52,8 @@ pub struct NodeFacts {
     pub machine_id: String,
     pub boot_id: String,
     pub kubelet_port: u16,
-    pub memory_pressure: bool,
-    pub disk_pressure: bool,
+    /// The pressure conditions the eviction manager reports.
+    pub pressure: crate::eviction::Pressure,
 }
 
 /// `amd64`/`arm64`, as `GOARCH` names them.
@@ -81,15 +81,14 @@ pub fn default_route_ip() -> Option<String> {
 }
 
 impl NodeFacts {
-    /// Reads the host: CPUs, memory, the filesystem of `root_dir`, kernel, OS.
-    /// Pressure is judged against the node's hard eviction thresholds
-    /// (`--eviction-hard`, kubelet's defaults when not given).
+    /// Reads the host: CPUs, memory, the filesystem of `root_dir`, kernel,
+    /// OS; `pressure` is what the eviction manager found.
     pub fn gather(
         name: &str,
         internal_ip: &str,
         root_dir: &Path,
         kubelet_port: u16,
-        thresholds: &NodeReservations,
+        pressure: crate::eviction::Pressure,
     ) -> Self {
         let os_image = std::fs::read_to_string("/etc/os-release")
             .ok()
@@ -99,20 +98,9 @@ impl NodeFacts {
                     .map(|v| v.trim_matches('"').to_string())
             })
             .unwrap_or_else(|| "Linux".into());
-        let (storage, disk_pressure) = match nix::sys::statvfs::statvfs(root_dir) {
-            Ok(st) => {
-                let total = st.blocks() * st.fragment_size();
-                let avail = st.blocks_available() * st.fragment_size();
-                (
-                    total,
-                    total > 0 && thresholds.crosses("nodefs.available", avail, total),
-                )
-            }
-            Err(_) => (0, false),
-        };
-        let mem = crate::host::meminfo();
-        let memory = mem.get("MemTotal").copied().unwrap_or(0);
-        let available = mem.get("MemAvailable").copied().unwrap_or(memory);
+        let storage =
+            nix::sys::statvfs::statvfs(root_dir).map_or(0, |st| st.blocks() * st.fragment_size());
+        let memory = crate::host::memory_total();
         NodeFacts {
             name: name.to_string(),
             internal_ip: internal_ip.to_string(),
@@ -124,8 +112,7 @@ impl NodeFacts {
             machine_id: read_trimmed("/etc/machine-id"),
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             kubelet_port,
-            memory_pressure: thresholds.crosses("memory.available", available, memory),
-            disk_pressure,
+            pressure,
         }
     }
 }
@@ -174,17 +161,18 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let pressure = |kind, bad, yes, no| {
+    use crate::eviction::PressureCondition;
+    let pressure = |kind: PressureCondition, yes, no| {
+        let bad = f.pressure.contains(&kind);
         let (reason, message) = if bad { yes } else { no };
-        condition(kind, bad, reason, message, now)
+        condition(kind.as_str(), bad, reason, message, now)
     };
     NodeStatus {
         allocatable: Some(reserved.allocatable(&resources)),
         capacity: Some(resources),
         conditions: Some(vec![
             pressure(
-                "MemoryPressure",
-                f.memory_pressure,
+                PressureCondition::MemoryPressure,
                 (
                     "KubeletHasInsufficientMemory",
                     "kubelet has insufficient memory available",
@@ -195,14 +183,12 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
                 ),
             ),
             pressure(
-                "DiskPressure",
-                f.disk_pressure,
+                PressureCondition::DiskPressure,
                 ("KubeletHasDiskPressure", "kubelet has disk pressure"),
                 ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             ),
             pressure(
-                "PIDPressure",
-                false,
+                PressureCondition::PIDPressure,
                 (
                     "KubeletHasInsufficientPID",
                     "kubelet has insufficient PID available",
@@ -282,6 +268,8 @@ pub struct NodeAgent {
     pub root_dir: std::path::PathBuf,
     pub kubelet_port: u16,
     pub reservations: NodeReservations,
+    /// The eviction manager's pressure conditions.
+    pub pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
     /// `--node-lease-duration-seconds`; renewed every quarter of it.
     pub lease_duration_seconds: i32,
 }
@@ -293,7 +281,7 @@ impl NodeAgent {
             &self.internal_ip,
             &self.root_dir,
             self.kubelet_port,
-            &self.reservations,
+            self.pressure.borrow().clone(),
         )
     }
 
@@ -339,7 +327,7 @@ impl NodeAgent {
 
     /// Registers the node (retrying until the apiserver answers), publishes
     /// its UID, then keeps the lease and the status fresh forever.
-    pub async fn run(self, node_uid: watch::Sender<Option<String>>) {
+    pub async fn run(mut self, node_uid: watch::Sender<Option<String>>) {
         let node = loop {
             match self.register().await {
                 Ok(n) => break n,
@@ -364,7 +352,11 @@ impl NodeAgent {
         let mut tick = tokio::time::interval(STATUS_CHECK);
         let nodes: Api<Node> = Api::all(self.client.clone());
         loop {
-            tick.tick().await;
+            // A pressure condition that comes or goes is sent at once.
+            tokio::select! {
+                _ = tick.tick() => {}
+                Ok(()) = self.pressure.changed() => {}
+            }
             // What the apiserver has now, as the kubelet compares against:
             // the node controller writes conditions too.
             match nodes.get_opt(&self.name).await {
@@ -522,8 +514,7 @@ mod tests {
             machine_id: "m".into(),
             boot_id: "b".into(),
             kubelet_port: 10250,
-            memory_pressure: false,
-            disk_pressure: false,
+            pressure: Default::default(),
         }
     }
 
@@ -565,7 +556,8 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         );
         let mut f = facts();
-        f.memory_pressure = true;
+        f.pressure
+            .insert(crate::eviction::PressureCondition::MemoryPressure);
         let mut new = render_status(&f, &NodeReservations::default(), Timestamp::now());
         carry_transitions(&mut new, Some(&old));
         let conds = new.conditions.unwrap();

@@ -25,6 +25,27 @@ use crate::config::SourceUpdate;
 use crate::context::AgentContext;
 use crate::pod::worker::{self, PersistedState, PodWorker, WorkerMsg};
 
+/// A pod to fail with the given status, as the eviction manager's
+/// `killPodFunc` does: phase Failed with `reason` and `message`, its
+/// containers stopped within `grace`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodEviction {
+    pub reason: String,
+    pub message: String,
+    pub grace: Duration,
+}
+
+/// Hands evictions to the pod manager, which passes them to the pod's worker.
+#[derive(Debug, Clone)]
+pub struct PodEvictor(mpsc::UnboundedSender<(String, PodEviction)>);
+
+impl PodEvictor {
+    /// Evicts the pod of `uid`; `false` when the manager is gone.
+    pub fn evict(&self, uid: &str, eviction: PodEviction) -> bool {
+        self.0.send((uid.to_owned(), eviction)).is_ok()
+    }
+}
+
 struct WorkerHandle {
     /// `namespace/name`: one pod of a name at a time.
     full_name: String,
@@ -48,6 +69,8 @@ pub struct PodManager {
     snapshots: HashMap<&'static str, Vec<Pod>>,
     /// Sources whose first snapshot must arrive before leftovers are judged.
     sources: Vec<&'static str>,
+    evictions_tx: mpsc::UnboundedSender<(String, PodEviction)>,
+    evictions: mpsc::UnboundedReceiver<(String, PodEviction)>,
 }
 
 fn full_name(pod: &Pod) -> String {
@@ -61,6 +84,7 @@ fn full_name(pod: &Pod) -> String {
 impl PodManager {
     pub fn new(ctx: Arc<AgentContext>) -> Self {
         let leftovers = scan_pods_dir(&ctx);
+        let (evictions_tx, evictions) = mpsc::unbounded_channel();
         PodManager {
             ctx,
             workers: HashMap::new(),
@@ -69,7 +93,14 @@ impl PodManager {
             reported_errors: HashMap::new(),
             snapshots: HashMap::new(),
             sources: vec![crate::config::SOURCE_FILE],
+            evictions_tx,
+            evictions,
         }
+    }
+
+    /// Where the eviction manager sends the pods it evicts.
+    pub fn evictor(&self) -> PodEvictor {
+        PodEvictor(self.evictions_tx.clone())
     }
 
     /// The sources this manager merges (default: the manifest files only).
@@ -86,6 +117,7 @@ impl PodManager {
                     Some(update) => self.apply(update),
                     None => break,
                 },
+                Some((uid, eviction)) = self.evictions.recv() => self.evict(&uid, eviction),
                 _ = reap.tick() => self.reap_finished(),
             }
         }
@@ -177,6 +209,15 @@ impl PodManager {
         }
         if !sources_ready {
             self.leftovers = Some(leftovers);
+        }
+    }
+
+    fn evict(&mut self, uid: &str, eviction: PodEviction) {
+        match self.workers.get(uid) {
+            Some(h) if !h.stopping => {
+                let _ = h.tx.send(WorkerMsg::Evict(eviction));
+            }
+            _ => tracing::debug!(%uid, "evicting a pod that is no longer running"),
         }
     }
 

@@ -43,6 +43,10 @@ pub enum WorkerMsg {
     Update(Box<Pod>),
     /// Terminate the pod: SIGTERM, the grace period, SIGKILL, clean up.
     Stop { grace: Option<Duration> },
+    /// Fail the pod with this status (the eviction manager's): its
+    /// containers are killed within the grace period and never restarted;
+    /// the pod stays, Failed, until it is deleted.
+    Evict(crate::pod::manager::PodEviction),
 }
 
 /// What `worker.json` holds.
@@ -94,6 +98,8 @@ pub struct PodWorker {
     /// A stop that arrived while containers were starting: it ends the
     /// start-up loop and is carried out next (with its grace period).
     stop_requested: Option<Option<Duration>>,
+    /// An eviction that arrived while containers were starting.
+    eviction_requested: Option<crate::pod::manager::PodEviction>,
     exits_tx: mpsc::UnboundedSender<ExitNotice>,
     exits_rx: mpsc::UnboundedReceiver<ExitNotice>,
     probes_tx: mpsc::UnboundedSender<ProbeNotice>,
@@ -200,6 +206,7 @@ impl PodWorker {
             inbox: None,
             pending_update: None,
             stop_requested: None,
+            eviction_requested: None,
             exits_tx,
             exits_rx,
             probes_tx,
@@ -238,6 +245,9 @@ impl PodWorker {
             if let Some(grace) = self.stop_requested.take() {
                 self.terminate(grace).await;
                 break;
+            }
+            if let Some(e) = self.eviction_requested.take() {
+                self.fail_pod(&e.reason, &e.message, e.grace).await;
             }
             let now_due = self.compute_actions();
             self.carry_out(now_due).await;
@@ -280,6 +290,12 @@ impl PodWorker {
             self.reject(reason, &message);
             return;
         }
+        let best_effort = self.qos == QosClass::BestEffort;
+        let pressure = self.ctx.node_pressure.borrow().clone();
+        if let Err(message) = crate::eviction::admission::admit(&self.pod, best_effort, &pressure) {
+            self.reject(crate::eviction::REASON, &message);
+            return;
+        }
         // Both files before anything is made for the pod: a pod dir the
         // agent can read names everything the pod may have on the node.
         if let Err(e) = std::fs::create_dir_all(&self.dir).and_then(|_| {
@@ -313,6 +329,9 @@ impl PodWorker {
             Some(WorkerMsg::Stop { grace }) => {
                 self.stop_requested.get_or_insert(grace);
             }
+            Some(WorkerMsg::Evict(e)) => {
+                self.eviction_requested.get_or_insert(e);
+            }
             None => {
                 self.stop_requested.get_or_insert(None);
             }
@@ -332,7 +351,7 @@ impl PodWorker {
                 Err(mpsc::error::TryRecvError::Empty) => break,
             }
         }
-        self.stop_requested.is_some()
+        self.stop_requested.is_some() || self.eviction_requested.is_some()
     }
 
     /// Takes in the pod as its source has it now. What changed is acted on
@@ -582,21 +601,33 @@ impl PodWorker {
     /// kubelet's active deadline handler: the pod fails with
     /// `DeadlineExceeded` and its containers are killed, never restarted.
     async fn fail_for_deadline(&mut self) {
-        self.failure = Some((
-            actions::DEADLINE_REASON.into(),
-            actions::DEADLINE_MESSAGE.into(),
-        ));
         self.ctx.events.normal(
             &self.key,
             None,
             actions::DEADLINE_REASON,
             actions::DEADLINE_MESSAGE.into(),
         );
+        self.fail_pod(
+            actions::DEADLINE_REASON,
+            actions::DEADLINE_MESSAGE,
+            self.grace_period(),
+        )
+        .await;
+    }
+
+    /// The pod fails as a whole with `reason` and `message` (its deadline
+    /// ran out, it was evicted): its containers are killed within `grace`
+    /// and never restarted.
+    async fn fail_pod(&mut self, reason: &str, message: &str, grace: Duration) {
+        if self.terminating || self.failure.is_some() {
+            return;
+        }
+        self.failure = Some((reason.into(), message.into()));
         for (_, task) in self.probers.drain() {
             task.abort();
         }
         self.publish();
-        self.kill_containers(self.grace_period()).await;
+        self.kill_containers(grace).await;
         for slot in &mut self.slots {
             slot.done = true;
             slot.next_start = None;

@@ -170,6 +170,17 @@ impl TestNode {
         let secure_port: u16 = extra_args[flag(&extra_args, "--port").unwrap() + 1]
             .parse()
             .unwrap();
+        // The host's disk is shared with builds and often nearly full: the
+        // kubelet's default disk thresholds (nodefs 10%, imagefs 15%) would
+        // put every test node under DiskPressure and evict its pods. Tests
+        // keep the default memory threshold and a disk one only a full disk
+        // crosses, unless they choose their own.
+        if flag(&extra_args, "--eviction-hard").is_none() {
+            extra_args.extend([
+                "--eviction-hard".to_owned(),
+                "memory.available<100Mi,nodefs.available<1%".to_owned(),
+            ]);
+        }
         let client_cert = match flag(&extra_args, "--client-ca-file") {
             Some(i) => {
                 let dir = Path::new(&extra_args[i + 1]).parent().unwrap().to_owned();
