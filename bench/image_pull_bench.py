@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-AGENT = Path(os.environ.get("KUBELAB_AGENT", REPO / "target/release/kubelab-agent"))
+AGENT = Path(os.environ.get("KUBELAB_AGENT", REPO / "target/release/kubelab-agent")).resolve()
 IMAGE = REPO / "target/test-images/busybox.tar"
 
 
@@ -102,6 +102,7 @@ def main():
     load = os.getloadavg()[0]
     result = {
         "image": "target/test-images/busybox.tar as 127.0.0.1:PORT/busybox:1",
+        "agent": str(AGENT.relative_to(REPO) if AGENT.is_relative_to(REPO) else AGENT),
         "registry_bytes": size,
         "runs": args.runs,
         "skopeo_copy_to_dir_ms": round(med["skopeo"], 1),

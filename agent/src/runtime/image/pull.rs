@@ -131,6 +131,9 @@ pub struct RegistryPuller {
     /// One download per blob at a time: two pulls sharing a layer must not
     /// append to the same partial file.
     blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One client per registry and identity: building one loads the TLS
+    /// roots, and it keeps the registry's tokens for the next pull.
+    clients: Mutex<HashMap<(String, String), oci_client::Client>>,
 }
 
 impl RegistryPuller {
@@ -141,6 +144,7 @@ impl RegistryPuller {
             store,
             options,
             blob_locks: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
@@ -308,14 +312,27 @@ impl<'a> Session<'a> {
         } else {
             ClientProtocol::Https
         };
-        let client = oci_client::Client::new(ClientConfig {
-            protocol,
-            // Indexes are narrowed here, with the store's own rule.
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(60)),
-            ..Default::default()
-        });
+        let identity = match &auth {
+            RegistryAuth::Anonymous => String::new(),
+            RegistryAuth::Basic(user, password) => format!("basic\0{user}\0{password}"),
+            RegistryAuth::Bearer(token) => format!("bearer\0{token}"),
+        };
+        let client = puller
+            .clients
+            .lock()
+            .expect("clients")
+            .entry((reference.domain().to_string(), identity))
+            .or_insert_with(|| {
+                oci_client::Client::new(ClientConfig {
+                    protocol,
+                    // Indexes are narrowed here, with the store's own rule.
+                    platform_resolver: None,
+                    connect_timeout: Some(Duration::from_secs(30)),
+                    read_timeout: Some(Duration::from_secs(60)),
+                    ..Default::default()
+                })
+            })
+            .clone();
         Ok(Session {
             puller,
             client,
@@ -441,7 +458,9 @@ impl<'a> Session<'a> {
             })?;
         let mut stream = match response {
             oci_client::client::BlobResponse::Partial(s) => {
-                tracing::info!(image = %self.normalized, blob = %digest, offset = have, "{label}: continuing an interrupted download");
+                if have > 0 {
+                    tracing::info!(image = %self.normalized, blob = %digest, offset = have, "{label}: continuing an interrupted download");
+                }
                 s
             }
             oci_client::client::BlobResponse::Full(s) => {
