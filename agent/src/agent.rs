@@ -206,6 +206,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             host: host_resolv,
         },
         node_pressure: pressure_rx.clone(),
+        evictions: Default::default(),
         user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
             opts.root_dir.join("pods"),
         ),

@@ -43,11 +43,57 @@ pub struct AgentContext {
     /// The pressure conditions the eviction manager reports; new pods are
     /// admitted against them.
     pub node_pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
+    /// Pods evicted so far, by signal, for `/metrics`.
+    pub evictions: crate::eviction::EvictionCounts,
     /// The node's pool of pod user namespaces (`hostUsers: false`).
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
 }
 
 impl AgentContext {
+    /// A node that only records: its dirs under `root_dir`, no apiserver, no
+    /// network config, cgroup paths that nothing creates. What a pod worker
+    /// needs around a runtime that only pretends (unit tests).
+    pub fn detached(node_name: &str, root_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(AgentContext {
+            node_name: node_name.to_string(),
+            root_dir: root_dir.to_path_buf(),
+            agent_exe: std::env::current_exe()?,
+            cgroups: CgroupDriver::detect("kubelab-detached")?,
+            images: ImageStore::open(root_dir)?,
+            image_manager: ImageManager::detached(EventRecorder::default()),
+            status: PodStatusStore::default(),
+            events: EventRecorder::default(),
+            log_max_size: 10 << 20,
+            log_max_files: 1,
+            pod_pids_limit: None,
+            cgroup_config: Default::default(),
+            psi_stats: false,
+            host_ip: Some("127.0.0.1".into()),
+            policy: Default::default(),
+            network: crate::network::PodNetwork::new(crate::network::NetworkOptions {
+                conf_dir: root_dir.join("cni-conf"),
+                bin_dirs: vec![],
+                pod_cidr: None,
+                state_dir: root_dir.join("cni"),
+                backend: Default::default(),
+                pod_mtu: None,
+            }),
+            api_objects: None,
+            api_client: None,
+            dns: crate::network::dns::NodeDns {
+                cluster_dns: vec![],
+                cluster_domain: "cluster.local".into(),
+                host: Default::default(),
+            },
+            // No eviction manager: the node is never under pressure.
+            node_pressure: tokio::sync::watch::channel(crate::eviction::Pressure::new()).1,
+            evictions: Default::default(),
+            user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
+                root_dir.join("pods"),
+            ),
+        })
+    }
+
     /// The pod's host name and domain; a pod whose FQDN is too long keeps
     /// its short name here (its sandbox refuses to start).
     pub fn pod_hostname(&self, pod: &k8s_openapi::api::core::v1::Pod) -> String {

@@ -1,6 +1,7 @@
-//! `kubectl exec` end to end: the real kubectl (WebSocket, v5.channel.k8s.io)
-//! → the real apiserver's `pods/exec` → the agent's `/exec/...` → a process
-//! inside the container's namespaces and cgroup.
+//! `kubectl exec` end to end: the real kubectl (WebSocket, v5.channel.k8s.io,
+//! from 1.30; SPDY/3.1 streams before) → the real apiserver's `pods/exec` →
+//! the agent's `/exec/...` → a process inside the container's namespaces and
+//! cgroup.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -31,6 +32,36 @@ fn exec(api: &ApiServer, args: &[&str], stdin: Option<&str>) -> Output {
     api.kubectl_with(&full, stdin)
 }
 
+/// The oldest kubectl installed (SPDY) and the newest (WebSocket).
+const KUBECTLS: [&str; 2] = ["1.27", "1.33"];
+
+/// `kubectl exec ARGS` with kubectl `version`.
+fn exec_with(api: &ApiServer, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"))
+        .env("KUBECONFIG", api.kubeconfig())
+        .env("HOME", api.dir.path())
+        .arg("--cache-dir")
+        .arg(api.dir.path().join(format!("kube-cache-{version}")))
+        .arg("exec")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl exec");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
 /// The `<controller>` line of a /proc/<pid>/cgroup text.
 #[test]
 fn kubectl_exec_runs_commands_inside_the_container() {
@@ -53,39 +84,63 @@ fn kubectl_exec_runs_commands_inside_the_container() {
             .then_some(())
     });
 
-    // Both streams, and kubectl exits with the command's code.
-    let out = exec(
-        &api,
-        &[
-            "shell",
-            "-c",
-            "main",
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; exit 3",
-        ],
-        None,
-    );
-    assert_eq!(text(&out.stdout), "out\n");
-    assert!(
-        text(&out.stderr).starts_with("err\n"),
-        "{:?}",
-        text(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let ok = exec(&api, &["shell", "-c", "main", "--", "true"], None);
-    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
-
-    // stdin reaches the command, and its end (v5 close) ends `cat`.
-    let input = "hello\nfrom stdin\n";
-    let out = exec(
-        &api,
-        &["-i", "shell", "-c", "main", "--", "cat"],
-        Some(input),
-    );
-    assert_eq!(text(&out.stdout), input, "{}", text(&out.stderr));
-    assert!(out.status.success());
+    // Both streams, and kubectl exits with the command's code; stdin reaches
+    // the command, and its end (a v5 close, or the SPDY stream's FIN) ends
+    // `cat`: over both protocols.
+    for version in KUBECTLS {
+        let out = exec_with(
+            &api,
+            version,
+            &[
+                "shell",
+                "-c",
+                "main",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            None,
+        );
+        assert_eq!(
+            text(&out.stdout),
+            "out\n",
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).starts_with("err\n"),
+            "kubectl {version}: {:?}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
+        let ok = exec_with(&api, version, &["shell", "-c", "main", "--", "true"], None);
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "kubectl {version}: {}",
+            text(&ok.stderr)
+        );
+        let input = "hello\nfrom stdin\n";
+        let out = exec_with(
+            &api,
+            version,
+            &["-i", "shell", "-c", "main", "--", "cat"],
+            Some(input),
+        );
+        assert_eq!(
+            text(&out.stdout),
+            input,
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.status.success(), "kubectl {version}");
+    }
 
     // The container's cgroup namespace (every path its root, as its PID 1
     // sees them) and its cgroups: the exec'd shell is listed in the

@@ -244,6 +244,12 @@ fn a_besteffort_pod_filling_memory_is_evicted_before_a_guaranteed_one() {
         "{describe}"
     );
 
+    let metrics = node.get("/metrics").unwrap();
+    assert!(
+        metrics.contains("kubelet_evictions{eviction_signal=\"memory.available\"} 1\n"),
+        "{metrics}"
+    );
+
     // The Guaranteed pod keeps running, never restarted.
     assert_eq!(
         jsonpath(

@@ -278,6 +278,27 @@ pub fn nanos_to_ceil(nanos: i128, per: i128) -> i64 {
     i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// An exact amount written as apimachinery's canonical form would write a
+/// sum: CPU in cores or millicores (`1500m`, `2`); other resources with a
+/// binary suffix when a multiple of 1024 (`1280Mi`), else a decimal one
+/// (`500M`).
+pub fn format_nanos(nanos: i128, resource: &str) -> String {
+    if nanos % NANOS_PER_UNIT != 0 || resource == "cpu" {
+        let milli = nanos_to_ceil(nanos, 1_000_000);
+        return if milli % 1000 == 0 {
+            (milli / 1000).to_string()
+        } else {
+            format!("{milli}m")
+        };
+    }
+    let units = i64::try_from(nanos / NANOS_PER_UNIT).unwrap_or(i64::MAX);
+    if units % 1024 == 0 {
+        format_binary_si(units)
+    } else {
+        format_decimal_si(units)
+    }
+}
+
 /// How apimachinery prints a whole number of a `BinarySI` quantity
 /// (`resource.NewQuantity(n, BinarySI).String()`): below 1024 in magnitude
 /// as a plain number, else with the largest binary suffix that divides it.
@@ -309,6 +330,17 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         Quantity(s.to_string())
+    }
+
+    #[test]
+    fn sums_are_written_in_canonical_form() {
+        let n = |s: &str| nano_value(&q(s)).unwrap();
+        assert_eq!(format_nanos(n("768Mi") + n("512Mi"), "memory"), "1280Mi");
+        assert_eq!(format_nanos(n("1") + n("500m"), "cpu"), "1500m");
+        assert_eq!(format_nanos(n("500m") + n("500m"), "cpu"), "1");
+        assert_eq!(format_nanos(n("250M") + n("250M"), "memory"), "500M");
+        assert_eq!(format_nanos(n("3"), "pods"), "3");
+        assert_eq!(format_nanos(0, "memory"), "0");
     }
 
     #[test]

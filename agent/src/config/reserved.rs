@@ -44,7 +44,7 @@ pub struct ReservedError {
 pub type Reservation = BTreeMap<String, Quantity>;
 
 /// `key=value,key=value` as kubelet's `ConfigurationMap` flag reads it.
-fn split_map(source_name: &str, text: &str) -> Result<Vec<(String, String)>, ReservedError> {
+pub fn split_map(source_name: &str, text: &str) -> Result<Vec<(String, String)>, ReservedError> {
     text.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())

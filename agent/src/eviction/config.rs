@@ -310,22 +310,7 @@ pub fn parse_pairs(
     source_name: &str,
     text: &str,
 ) -> Result<Vec<(String, String)>, EvictionConfigError> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|entry| {
-            entry
-                .split_once('=')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .ok_or_else(|| {
-                    EvictionConfigError::Threshold(reserved::ReservedError {
-                        source_name: source_name.to_owned(),
-                        entry: entry.to_owned(),
-                        reason: "expected <signal>=<value>".into(),
-                    })
-                })
-        })
-        .collect()
+    Ok(reserved::split_map(source_name, text)?)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ pub mod observe;
 pub mod rank;
 pub mod thresholds;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -36,6 +36,27 @@ pub const REASON: &str = "Evicted";
 
 /// The pressure conditions the node has now; the node status reads them.
 pub type Pressure = BTreeSet<PressureCondition>;
+
+/// How many pods were evicted, by signal (kubelet's `kubelet_evictions`).
+#[derive(Debug, Clone, Default)]
+pub struct EvictionCounts(Arc<Mutex<BTreeMap<&'static str, u64>>>);
+
+impl EvictionCounts {
+    pub fn add(&self, signal: Signal) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(signal.as_str())
+            .or_default() += 1;
+    }
+
+    /// (signal, evictions) for every signal that evicted a pod.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(s, n)| (*s, *n)).collect()
+    }
+}
 
 pub struct EvictionManager {
     pub ctx: Arc<AgentContext>,
@@ -116,6 +137,7 @@ impl EvictionManager {
                     grace,
                 },
             ) {
+                self.ctx.evictions.add(signal);
                 return Some(uid);
             }
         }

@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 use crate::config::SourceUpdate;
 use crate::context::AgentContext;
 use crate::pod::worker::{self, PersistedState, PodWorker, WorkerMsg};
+use crate::runtime::builtin::BuiltinRuntime;
+use crate::runtime::service::RuntimeService;
 
 /// A pod to fail with the given status, as the eviction manager's
 /// `killPodFunc` does: phase Failed with `reason` and `message`, its
@@ -58,6 +60,8 @@ struct WorkerHandle {
 
 pub struct PodManager {
     ctx: Arc<AgentContext>,
+    /// What the workers run their pods with.
+    runtime: Arc<dyn RuntimeService>,
     workers: HashMap<String, WorkerHandle>,
     /// Pods waiting for an older pod of the same name to finish terminating.
     waiting: Vec<Pod>,
@@ -86,6 +90,7 @@ impl PodManager {
         let leftovers = scan_pods_dir(&ctx);
         let (evictions_tx, evictions) = mpsc::unbounded_channel();
         PodManager {
+            runtime: Arc::new(BuiltinRuntime::new(ctx.clone())),
             ctx,
             workers: HashMap::new(),
             waiting: Vec::new(),
@@ -229,7 +234,7 @@ impl PodManager {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
         let name = full_name(&pod);
-        let worker = PodWorker::new(self.ctx.clone(), pod.clone());
+        let worker = PodWorker::new(self.ctx.clone(), self.runtime.clone(), pod.clone());
         let task = tokio::spawn(worker.run(rx, adopted));
         self.workers.insert(
             uid,

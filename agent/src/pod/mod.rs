@@ -10,3 +10,5 @@ pub mod recovery;
 pub mod slot;
 pub mod termination_message;
 pub mod worker;
+#[cfg(test)]
+mod worker_tests;

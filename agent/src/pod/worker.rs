@@ -28,6 +28,9 @@ use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
 use crate::runtime::image;
 use crate::runtime::sandbox::{self, SandboxState};
+use crate::runtime::service::{
+    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+};
 use crate::runtime::shim::{ContainerExit, ContainerStarted};
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
 use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
@@ -76,6 +79,8 @@ type ExitNotice = (String, String);
 
 pub struct PodWorker {
     ctx: Arc<AgentContext>,
+    /// Sandboxes and containers are made and stopped through it.
+    runtime: Arc<dyn RuntimeService>,
     pod: Pod,
     uid: String,
     /// `namespace/name`, for events and logs.
@@ -165,7 +170,7 @@ fn spec_of(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
 }
 
 impl PodWorker {
-    pub fn new(ctx: Arc<AgentContext>, pod: Pod) -> Self {
+    pub fn new(ctx: Arc<AgentContext>, runtime: Arc<dyn RuntimeService>, pod: Pod) -> Self {
         let uid = uid_of(&pod);
         // Manifests are validated before they get here: quantities parse.
         let qos = QosClass::from_pod(spec_of(&pod)).unwrap_or(QosClass::BestEffort);
@@ -193,6 +198,7 @@ impl PodWorker {
             ),
             dir: ctx.pod_dir(&uid),
             ctx,
+            runtime,
             pod,
             uid,
             qos,
@@ -446,6 +452,9 @@ impl PodWorker {
         {
             tracing::warn!(pod = %self.key, "writing pod.json: {e}");
         }
+        // The node runs the pod as recorded until the recovery says more:
+        // it is listed while its leftovers are looked at.
+        self.publish();
         let (ctx, dir, pod_cgroup) = (self.ctx.clone(), self.dir.clone(), self.pod_cgroup.clone());
         let recorded = state.clone();
         let key = self.key.clone();
@@ -816,18 +825,19 @@ impl PodWorker {
 
     /// The pod cgroup and the sandbox, created once per pod.
     async fn ensure_pod_infrastructure(&mut self) -> Result<(), String> {
-        if self.sandbox.as_ref().is_some_and(|s| s.is_alive()) {
+        if self
+            .sandbox
+            .as_ref()
+            .is_some_and(|s| self.runtime.pod_sandbox_ready(s))
+        {
             return Ok(());
         }
-        let ctx = self.ctx.clone();
+        let runtime = self.runtime.clone();
         let pod = self.pod.clone();
         let pod_cgroup = self.pod_cgroup.clone();
         let dir = self.dir.clone();
-        let hostname = pod.metadata.name.clone().unwrap_or_default();
-        let host_network = spec_of(&pod).host_network.unwrap_or(false);
-        let share_pid = spec_of(&pod).share_process_namespace.unwrap_or(false);
-        if !host_network {
-            ctx.refresh_pod_cidr().await;
+        if !spec_of(&pod).host_network.unwrap_or(false) {
+            self.ctx.refresh_pod_cidr().await;
         }
         let uid = self.uid.clone();
         let key = self.key.clone();
@@ -837,24 +847,15 @@ impl PodWorker {
         self.sandbox_intent = Some(id.clone());
         self.persist();
         let sandbox_id = id.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let made = make_sandbox(
-                &ctx,
-                &pod,
-                &pod_cgroup,
-                &dir,
-                &id,
-                &hostname,
-                host_network,
-                share_pid,
-                &uid,
-                &key,
-            );
-            if made.is_err() {
-                // Nothing half made stays: processes, cgroup, network.
-                leftovers::remove_id(&ctx, &dir, &pod_cgroup, &id);
-            }
-            made
+        let result = tokio::task::spawn_blocking(move || {
+            runtime.run_pod_sandbox(&SandboxRequest {
+                pod: &pod,
+                pod_cgroup: &pod_cgroup,
+                pod_dir: &dir,
+                id: &id,
+                uid: &uid,
+                key: &key,
+            })
         })
         .await
         .unwrap_or_else(|e| Err(format!("sandbox task: {e}")));
@@ -890,7 +891,7 @@ impl PodWorker {
         let slot = &self.slots[idx];
         let is_restart = !slot.terminated.is_empty();
         let restart_count = slot.restart_count + i32::from(is_restart);
-        let ctx = self.ctx.clone();
+        let runtime = self.runtime.clone();
         let pod = self.pod.clone();
         let dir = self.dir.clone();
         let pod_cgroup = self.pod_cgroup.clone();
@@ -904,6 +905,7 @@ impl PodWorker {
         let name = container.name.clone();
         let pod_ip = self.pod_ip.clone();
         // The image first, as the kubelet's EnsureImageExists (it may pull).
+        let ctx = self.ctx.clone();
         let image = ctx
             .image_manager
             .ensure_image_exists(&pod, &container, ctx.objects());
@@ -918,18 +920,17 @@ impl PodWorker {
         self.persist();
 
         let outcome = tokio::task::spawn_blocking(move || {
-            create_and_start(
-                &ctx,
-                &pod,
-                &container,
-                &sandbox,
-                &dir,
-                &pod_cgroup,
-                &log_dir,
-                &id,
+            runtime.create_and_start_container(&ContainerRequest {
+                pod: &pod,
+                container: &container,
+                sandbox: &sandbox,
+                pod_dir: &dir,
+                pod_cgroup: &pod_cgroup,
+                log_dir: &log_dir,
+                id: &id,
                 restart_count,
-                pod_ip.as_deref(),
-            )
+                pod_ip: pod_ip.as_deref(),
+            })
         })
         .await
         .unwrap_or_else(|e| Err(CreateError::Other(format!("start task: {e}"))));
@@ -958,6 +959,20 @@ impl PodWorker {
                 events.warning(&key, Some(&name), "Failed", format!("Error: {msg}"));
                 slot.record_exit(Terminated::from_exit(&run.container_id, &exit, None));
                 slot.schedule_after_exit(&policy, now);
+            }
+            // The runtime lost the image after the image manager saw it.
+            Err(CreateError::ImageMissing(msg)) => {
+                let reason = match slot.waiting.as_ref().map(|w| w.reason.as_str()) {
+                    Some("ErrImagePull") | Some("ImagePullBackOff") => "ImagePullBackOff",
+                    _ => "ErrImagePull",
+                };
+                events.warning(
+                    &key,
+                    Some(&name),
+                    "Failed",
+                    format!("Failed to pull image {:?}: {msg}", slot.image),
+                );
+                slot.schedule_after_create_error(reason, msg, now);
             }
             Err(CreateError::Config(msg)) => {
                 events.warning(&key, Some(&name), "Failed", format!("Error: {msg}"));
@@ -988,8 +1003,9 @@ impl PodWorker {
     /// Notifies the loop when this run's shim exits.
     fn watch(&self, name: String, run: CurrentRun) {
         let tx = self.exits_tx.clone();
+        let exited = self.runtime.wait_container(&run);
         tokio::spawn(async move {
-            container::wait_for_exit(&run.started).await;
+            exited.await;
             let _ = tx.send((name, run.container_id));
         });
     }
@@ -1004,9 +1020,11 @@ impl PodWorker {
         if run.container_id != id {
             return;
         }
-        let bundle = self.dir.join("containers").join(id);
-        let ctx = self.ctx.clone();
-        let cgroup = ctx.cgroups.container_path(&self.pod_cgroup, id);
+        let (runtime, dir, pod_cgroup) = (
+            self.runtime.clone(),
+            self.dir.clone(),
+            self.pod_cgroup.clone(),
+        );
         let policy = self
             .container_spec(name)
             .and_then(|c| c.termination_message_policy.clone())
@@ -1018,10 +1036,12 @@ impl PodWorker {
         );
         let hook_failure = self.hook_failures.remove(id);
         let terminated = tokio::task::spawn_blocking(move || {
-            let terminated = match container::read_exit(&bundle) {
+            let terminated = match runtime.container_exit(&dir, &run.container_id) {
                 Some(exit) => {
                     let message = crate::pod::termination_message::termination_message(
-                        &bundle.join("termination-log"),
+                        &dir.join("containers")
+                            .join(&run.container_id)
+                            .join("termination-log"),
                         &log_path,
                         &policy,
                         exit.exit_code,
@@ -1031,7 +1051,7 @@ impl PodWorker {
                 }
                 None => Terminated::lost(&run.container_id, Some(run.started.started_at)),
             };
-            remove_run(&ctx, &bundle, &cgroup);
+            runtime.remove_container(&dir, &pod_cgroup, &run.container_id);
             terminated
         })
         .await
@@ -1101,53 +1121,23 @@ impl PodWorker {
         self.publish();
         let grace = grace.unwrap_or_else(|| self.grace_period());
         self.kill_containers(grace).await;
-        let ctx = self.ctx.clone();
-        let sandbox = self.sandbox.take();
-        let pod_cgroup = self.pod_cgroup.clone();
-        let dir = self.dir.clone();
-        let log_dir = self.log_dir();
-        let leftovers: Vec<(PathBuf, CgroupPath)> = self
-            .slots
-            .iter()
-            .filter_map(|s| s.current.as_ref())
-            .map(|r| {
-                (
-                    dir.join("containers").join(&r.container_id),
-                    ctx.cgroups.container_path(&pod_cgroup, &r.container_id),
-                )
-            })
-            .collect();
-        let key = self.key.clone();
-        let uid = self.uid.clone();
+        let removal = PodRemoval {
+            uid: self.uid.clone(),
+            key: self.key.clone(),
+            sandbox: self.sandbox.take(),
+            pod_cgroup: self.pod_cgroup.clone(),
+            pod_dir: self.dir.clone(),
+            log_dir: self.log_dir(),
+            runs: self
+                .slots
+                .iter()
+                .filter_map(|s| s.current.as_ref())
+                .map(|r| r.container_id.clone())
+                .collect(),
+        };
         self.pod_ip = None;
-        let _ = tokio::task::spawn_blocking(move || {
-            for (bundle, cg) in leftovers {
-                remove_run(&ctx, &bundle, &cg);
-            }
-            // CNI DEL while the netns still exists (also for a dead sandbox's leftovers).
-            if let Err(e) = ctx.network.teardown_pod(&uid, sandbox.as_ref()) {
-                tracing::warn!(pod = %key, "tearing down the pod network: {}", crate::error_chain(&e));
-            }
-            if let Some(s) = sandbox {
-                sandbox::stop(&s);
-                for _ in 0..100 {
-                    if !s.is_alive() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            // Anything else in the pod's cgroup: a run no record names.
-            if let Err(e) = ctx.cgroups.kill_all(&pod_cgroup) {
-                tracing::warn!(pod = %key, "killing what is left in the pod cgroup: {e}");
-            }
-            if let Err(e) = ctx.cgroups.remove(&pod_cgroup) {
-                tracing::warn!(pod = %key, "removing the pod cgroup: {e}");
-            }
-            remove_pod_dir_if_unused(&dir);
-            let _ = std::fs::remove_dir_all(&log_dir);
-        })
-        .await;
+        let runtime = self.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || runtime.remove_pod_sandbox(removal)).await;
         tracing::info!(pod = %self.key, "pod terminated and cleaned up");
     }
 
@@ -1164,19 +1154,18 @@ impl PodWorker {
                     "Killing",
                     format!("Stopping container {}", slot.name),
                 );
-                container::signal(&run.started, nix::sys::signal::Signal::SIGTERM);
+                self.runtime
+                    .signal_container(run, nix::sys::signal::Signal::SIGTERM);
             }
         }
         self.drain_exits_until(deadline).await;
         if self.slots.iter().any(|s| s.current.is_some()) {
             for slot in &self.slots {
                 if let Some(run) = &slot.current {
-                    let cg = self
-                        .ctx
-                        .cgroups
-                        .container_path(&self.pod_cgroup, &run.container_id);
-                    let _ = self.ctx.cgroups.kill_all(&cg);
-                    container::signal(&run.started, nix::sys::signal::Signal::SIGKILL);
+                    self.runtime
+                        .kill_container(&self.pod_cgroup, &run.container_id);
+                    self.runtime
+                        .signal_container(run, nix::sys::signal::Signal::SIGKILL);
                 }
             }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1215,9 +1204,9 @@ impl PodWorker {
         let Some(target) = self.hook_target(run) else {
             return true;
         };
-        let (h, c) = (hook.clone(), container.clone());
+        let (h, c, runtime) = (hook.clone(), container.clone(), self.runtime.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            prober::probe::run_handler(&h, &c, &target, POST_START_TIMEOUT)
+            runtime.run_hook(&h, &c, &target, POST_START_TIMEOUT)
         })
         .await
         .unwrap_or_else(|e| prober::ProbeOutcome::Failure(format!("hook task: {e}")));
@@ -1268,21 +1257,19 @@ impl PodWorker {
     /// any exit does.
     fn stop_run(&self, name: &str, run: &CurrentRun) {
         let grace = self.grace_period();
-        let cgroup = self
-            .ctx
-            .cgroups
-            .container_path(&self.pod_cgroup, &run.container_id);
+        let pod_cgroup = self.pod_cgroup.clone();
         let pre_stop = self
             .container_spec(name)
             .and_then(|c| Some((c.lifecycle.as_ref()?.pre_stop.clone()?, c.clone())))
             .zip(self.hook_target(run));
         let (ctx, key, name) = (self.ctx.clone(), self.key.clone(), name.to_string());
-        let started = run.started.clone();
+        let (runtime, run) = (self.runtime.clone(), run.clone());
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + grace;
             if let Some(((hook, container), target)) = pre_stop {
+                let hook_runtime = runtime.clone();
                 let hook = tokio::task::spawn_blocking(move || {
-                    prober::probe::run_handler(&hook, &container, &target, grace)
+                    hook_runtime.run_hook(&hook, &container, &target, grace)
                 });
                 if let Ok(Ok(prober::ProbeOutcome::Failure(msg))) =
                     tokio::time::timeout_at(deadline, hook).await
@@ -1295,10 +1282,10 @@ impl PodWorker {
                     );
                 }
             }
-            container::signal(&started, nix::sys::signal::Signal::SIGTERM);
+            runtime.signal_container(&run, nix::sys::signal::Signal::SIGTERM);
             tokio::time::sleep_until(deadline).await;
-            if container::shim_alive(&started) {
-                let _ = ctx.cgroups.kill_all(&cgroup);
+            if runtime.container_running(&run) {
+                runtime.kill_container(&pod_cgroup, &run.container_id);
             }
         });
     }
@@ -1379,7 +1366,7 @@ impl PodWorker {
     async fn run_pre_stop_hooks(&self, deadline: tokio::time::Instant) {
         let mut hooks = Vec::new();
         for slot in &self.slots {
-            let (Some(run), Some(sandbox)) = (&slot.current, &self.sandbox) else {
+            let Some(run) = &slot.current else {
                 continue;
             };
             let Some(container) = self.container_spec(&slot.name).cloned() else {
@@ -1392,19 +1379,15 @@ impl PodWorker {
             else {
                 continue;
             };
-            let target = ProbeTarget {
-                netns: (!sandbox.host_network)
-                    .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
-                pod_ip: self.pod_ip.clone(),
-                container_pid: run.started.pid,
-                agent_exe: self.ctx.agent_exe.clone(),
-                bundle: self.dir.join("containers").join(&run.container_id),
+            let Some(target) = self.hook_target(run) else {
+                continue;
             };
             let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (events, key, name) =
                 (self.ctx.events.clone(), self.key.clone(), slot.name.clone());
+            let runtime = self.runtime.clone();
             hooks.push(tokio::task::spawn_blocking(move || {
-                let outcome = prober::probe::run_handler(&hook, &container, &target, timeout);
+                let outcome = runtime.run_hook(&hook, &container, &target, timeout);
                 if let prober::ProbeOutcome::Failure(msg) = outcome {
                     events.warning(
                         &key,
@@ -1541,19 +1524,21 @@ fn pod_cpu_burst(ctx: &AgentContext, pod: &Pod, key: &str) -> Option<i64> {
 
 /// Makes a pod's sandbox: the pod cgroup, the sandbox's cgroup and process,
 /// its /etc files and its network (CNI ADD). Blocking.
-#[allow(clippy::too_many_arguments)]
-fn make_sandbox(
+pub(crate) fn make_sandbox(
     ctx: &AgentContext,
-    pod: &Pod,
-    pod_cgroup: &CgroupPath,
-    dir: &Path,
-    id: &str,
-    pod_name: &str,
-    host_network: bool,
-    share_pid: bool,
-    uid: &str,
-    key: &str,
+    req: &SandboxRequest,
 ) -> Result<(SandboxState, Option<String>), String> {
+    let SandboxRequest {
+        pod,
+        pod_cgroup,
+        pod_dir: dir,
+        id,
+        uid,
+        key,
+    } = *req;
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let host_network = spec_of(pod).host_network.unwrap_or(false);
+    let share_pid = spec_of(pod).share_process_namespace.unwrap_or(false);
     let mut limits = CgroupLimits::for_pod(spec_of(pod), ctx.pod_pids_limit)
         .map_err(|e| crate::error_chain(&e))?;
     ctx.cgroup_config
@@ -1633,33 +1618,30 @@ fn make_sandbox(
     Ok((state, pod_ip))
 }
 
-#[derive(Debug)]
-enum CreateError {
-    Config(String),
-    Other(String),
-}
-
 /// Everything blocking about one container start, in one place: image, rootfs,
 /// cgroup, spec, shim. Returns the run and, if its process never ran, its exit.
-#[allow(clippy::too_many_arguments)]
-fn create_and_start(
+pub(crate) fn create_and_start(
     ctx: &AgentContext,
-    pod: &Pod,
-    container: &Container,
-    sandbox: &SandboxState,
-    pod_dir: &Path,
-    pod_cgroup: &CgroupPath,
-    log_dir: &Path,
-    id: &str,
-    restart_count: i32,
-    pod_ip: Option<&str>,
+    req: &ContainerRequest,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
+    let ContainerRequest {
+        pod,
+        container,
+        sandbox,
+        pod_dir,
+        pod_cgroup,
+        log_dir,
+        id,
+        restart_count,
+        pod_ip,
+    } = *req;
     let image_ref = container.image.clone().unwrap_or_default();
-    // The image manager has made sure it is in the store.
-    let image = ctx
-        .images
-        .resolve(&image_ref)
-        .map_err(|e| CreateError::Other(crate::error_chain(&e)))?;
+    // The image manager has made sure it is in the store (unless it was
+    // removed since).
+    let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
+        image::ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
+        other => CreateError::Other(crate::error_chain(&other)),
+    })?;
     let key = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -1875,7 +1857,7 @@ fn create_and_start(
 
 /// Removes what one run left: processes in its cgroup, its rootfs mount, its
 /// cgroup and its bundle dir. Idempotent.
-fn remove_run(ctx: &AgentContext, bundle: &Path, cgroup: &CgroupPath) {
+pub(crate) fn remove_run(ctx: &AgentContext, bundle: &Path, cgroup: &CgroupPath) {
     let _ = ctx.cgroups.kill_all(cgroup);
     if let Err(e) = image::remove_rootfs(bundle) {
         tracing::warn!(

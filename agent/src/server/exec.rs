@@ -1,6 +1,7 @@
 //! `/exec/{namespace}/{pod}/{container}`: kubelet's exec endpoint, on the
-//! WebSocket streaming protocol `kubectl exec` speaks (`v5.channel.k8s.io`,
-//! also `v4.channel.k8s.io`).
+//! WebSocket streaming protocol `kubectl exec` speaks since 1.30
+//! (`v5.channel.k8s.io`, also `v4.channel.k8s.io`), and on SPDY/3.1 streams
+//! (`v4.channel.k8s.io`, kubectl ≤ 1.29; see [`super::streaming::remote_command`]).
 //!
 //! Every WebSocket message is one binary frame whose first byte names a
 //! channel: 0 stdin, 1 stdout, 2 stderr, 3 the final `Status` (JSON), 4 a
@@ -15,9 +16,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -27,6 +27,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::ServerState;
+use super::streaming::remote_command::{self, SPDY_PROTOCOLS, Wanted};
+use super::streaming::spdy::session as spdy;
+use super::streaming::{
+    SPDY_UPGRADE, accept_spdy, asks_upgrade_to, negotiate, offered_stream_protocols,
+};
 use crate::runtime::shim;
 
 /// The subprotocols served, preferred first.
@@ -258,7 +263,7 @@ pub async fn exec(
     State(s): State<ServerState>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
     let pairs: Vec<(String, String)> = match query_pairs(query.as_deref().unwrap_or_default()) {
         Ok(p) => p,
@@ -272,36 +277,58 @@ pub async fn exec(
         Ok(t) => t,
         Err((code, msg)) => return error(code, msg),
     };
-    let Ok(ws) = ws else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "exec needs a WebSocket upgrade with one of the subprotocols {}",
-                PROTOCOLS.join(", ")
-            ),
-        );
-    };
-    let offered: Vec<String> = ws
-        .requested_protocols()
-        .filter_map(|p| p.to_str().ok())
-        .flat_map(|p| p.split(',').map(|s| s.trim().to_owned()))
-        .collect();
-    if !PROTOCOLS.iter().any(|p| offered.iter().any(|o| o == p)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unsupported streaming protocols {offered:?}; this node speaks {}",
-                PROTOCOLS.join(", ")
-            ),
-        );
-    }
     let agent_exe = s.ctx.agent_exe.clone();
     let who = format!("{namespace}/{pod}/{container}");
-    ws.protocols(PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            tracing::info!(container = %who, command = ?opts.command, tty = opts.tty, "exec");
-            session(socket, agent_exe, target, opts).await;
-        })
+    let headers = req.headers().clone();
+    if asks_upgrade_to(&headers, "websocket") {
+        let (mut parts, _) = req.into_parts();
+        let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => ws,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        };
+        let offered: Vec<String> = ws
+            .requested_protocols()
+            .filter_map(|p| p.to_str().ok())
+            .flat_map(|p| p.split(',').map(|s| s.trim().to_owned()))
+            .collect();
+        if !PROTOCOLS.iter().any(|p| offered.iter().any(|o| o == p)) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unsupported streaming protocols {offered:?}; this node speaks {}",
+                    PROTOCOLS.join(", ")
+                ),
+            );
+        }
+        return ws
+            .protocols(PROTOCOLS)
+            .on_upgrade(move |socket| async move {
+                tracing::info!(container = %who, command = ?opts.command, tty = opts.tty, "exec");
+                session(socket, agent_exe, target, opts).await;
+            });
+    }
+    if asks_upgrade_to(&headers, SPDY_UPGRADE) {
+        let offered = offered_stream_protocols(&headers);
+        let Some(protocol) = negotiate(&offered, &SPDY_PROTOCOLS) else {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {SPDY_PROTOCOLS:?}"
+                ),
+            );
+        };
+        tracing::info!(container = %who, command = ?opts.command, tty = opts.tty, "exec (SPDY)");
+        return accept_spdy(req, protocol, move |io| {
+            spdy_session(io, agent_exe, target, opts)
+        });
+    }
+    error(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "exec needs a connection upgrade: a WebSocket ({}) or {SPDY_UPGRADE}",
+            PROTOCOLS.join(", ")
+        ),
+    )
 }
 
 /// `a=1&b=x%20y` as key/value pairs, in order (repeated keys kept).
@@ -411,7 +438,7 @@ impl ExecProcess {
     }
 }
 
-fn resize(pty: &OwnedFd, width: u16, height: u16) {
+fn resize_terminal(pty: &OwnedFd, width: u16, height: u16) {
     let size = libc::winsize {
         ws_row: height,
         ws_col: width,
@@ -505,7 +532,7 @@ async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts
                 }
                 Inbound::Resize { width, height } => {
                     if let Some(p) = &pty {
-                        resize(p, width, height);
+                        resize_terminal(p, width, height);
                     }
                 }
                 Inbound::CloseStdin => stdin_tx = None,
@@ -537,6 +564,111 @@ async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts
     if let Some(t) = stdin_task {
         t.abort();
     }
+}
+
+/// The same session on SPDY streams: each output on its own stream, stdin
+/// and resizes from theirs, the Status on the error stream, then every
+/// stream closed.
+async fn spdy_session(
+    io: impl AsyncRead + AsyncWrite + Send + 'static,
+    agent_exe: PathBuf,
+    target: ExecTarget,
+    opts: ExecOptions,
+) {
+    let mut incoming = spdy::serve(io);
+    let wanted = Wanted {
+        stdin: opts.stdin,
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+        tty: opts.tty,
+    };
+    let Some(mut streams) = remote_command::collect(&mut incoming, wanted, "exec").await else {
+        return;
+    };
+    let Some(error_stream) = streams.error.take() else {
+        return;
+    };
+    let mut process = match ExecProcess::spawn(&agent_exe, &target, &opts).await {
+        Ok(p) => p,
+        Err(e) => {
+            let status = internal_error_status(&format!("starting {}: {e}", agent_exe.display()));
+            error_stream.writer.send(Bytes::from(status.to_string()));
+            error_stream.writer.close();
+            return;
+        }
+    };
+    let stdout = streams.stdout.as_ref().map(|s| s.writer.clone());
+    let stderr = streams.stderr.as_ref().map(|s| s.writer.clone());
+    let readers: Vec<_> = std::mem::take(&mut process.outputs)
+        .into_iter()
+        .filter_map(|(channel, mut r)| {
+            let w = if channel == STDERR {
+                stderr.clone()
+            } else {
+                stdout.clone()
+            }?;
+            Some(tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if !w.send(Bytes::copy_from_slice(&buf[..n])) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }))
+        })
+        .collect();
+    let stdin_task = match (process.stdin.take(), streams.stdin.take()) {
+        (Some(mut w), Some(mut from_client)) => Some(tokio::spawn(async move {
+            while let Some(data) = from_client.data.recv().await {
+                if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        })),
+        _ => None,
+    };
+    let resize_task = match (process.pty.take(), streams.resize.take()) {
+        (Some(pty), Some(resize)) => {
+            let mut sizes = remote_command::sizes(resize);
+            Some(tokio::spawn(async move {
+                while let Some((w, h)) = sizes.recv().await {
+                    resize_terminal(&pty, w, h);
+                }
+            }))
+        }
+        _ => None,
+    };
+    for r in readers {
+        let _ = r.await;
+    }
+    let status = match process.child.wait().await {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            exit_status(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+        }
+        Err(e) => internal_error_status(&format!("waiting for the command: {e}")),
+    };
+    error_stream.writer.send(Bytes::from(status.to_string()));
+    for w in [&stdout, &stderr].into_iter().flatten() {
+        w.close();
+    }
+    error_stream.writer.close();
+    for t in [stdin_task, resize_task].into_iter().flatten() {
+        t.abort();
+    }
+    // The client closes the connection once it has read the Status.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(s) = incoming.recv().await {
+            s.writer.reset();
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -197,6 +197,14 @@ pub fn render(ctx: &AgentContext) -> String {
     let mut machine_cores =
         Family::new("machine_cpu_cores", "gauge", "Number of logical CPU cores.");
     machine_cores.add("", crate::host::cpu_count() as f64);
+    let mut evictions = Family::new(
+        "kubelet_evictions",
+        "counter",
+        "Cumulative number of pod evictions by eviction signal",
+    );
+    for (signal, n) in ctx.evictions.snapshot() {
+        evictions.add(&format!("eviction_signal=\"{signal}\""), n as f64);
+    }
     let mut out = String::new();
     for f in [
         &machine_cores,
@@ -211,6 +219,7 @@ pub fn render(ctx: &AgentContext) -> String {
         &limit,
         &ooms,
         &restarts,
+        &evictions,
     ] {
         f.write(&mut out);
     }

@@ -6,14 +6,15 @@ pub mod discovery;
 mod dry_run;
 pub mod events;
 mod eviction;
-mod exec;
 mod in_process;
+mod limit_ranger;
 mod logs;
 pub mod metrics;
 pub mod object;
 pub mod patch;
 mod priority;
 mod protobuf;
+mod quota;
 mod reviews;
 pub mod scale;
 mod stream_proxy;
@@ -74,6 +75,8 @@ pub struct Api {
     pub registry: Registry,
     /// Serialises service creation so two services never get one IP.
     allocator: tokio::sync::Mutex<()>,
+    /// Serialises creates in namespaces with quotas (ResourceQuota admission).
+    quota_lock: tokio::sync::Mutex<()>,
     pub service_network: ServiceNetwork,
     /// `host:port` clients reach this server at, for discovery.
     pub advertise: String,
@@ -230,6 +233,7 @@ impl Api {
             store,
             registry: Registry::default(),
             allocator: tokio::sync::Mutex::new(()),
+            quota_lock: tokio::sync::Mutex::new(()),
             service_network: ServiceNetwork::default(),
             advertise,
             nodes: NodeClient::default(),
@@ -345,6 +349,7 @@ impl Api {
             store: Arc::new(dry_run::DryRunStore::new(self.store.clone())),
             registry: self.registry.clone(),
             allocator: tokio::sync::Mutex::new(()),
+            quota_lock: tokio::sync::Mutex::new(()),
             service_network: self.service_network.clone(),
             advertise: self.advertise.clone(),
             nodes: self.nodes.clone(),
@@ -657,6 +662,9 @@ impl Api {
             _ => {}
         }
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
+        if (info.group, info.plural) == ("", "pods") {
+            self.admit_pod_limits(&mut obj).await?;
+        }
         let name = object::name(&obj).to_owned();
         let errs = kind.validate(&obj, None);
         if !errs.is_empty() {
@@ -750,6 +758,7 @@ impl Api {
             None
         };
         let (mut obj, warnings) = self.prepare_new(kind, ns, obj, params).await?;
+        let _quota = self.admit_quota(kind, &obj).await?;
         let name = object::name(&obj).to_owned();
         let key = info.key(meta_str(&obj, "namespace"), &name);
         let rev = self
@@ -1792,7 +1801,7 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
-            any(exec::pod_exec),
+            any(stream_proxy::pod_exec),
         )
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/attach",

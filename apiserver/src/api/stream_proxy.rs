@@ -1,7 +1,8 @@
-//! `pods/{name}/attach` and `pods/{name}/portforward`: checked here as
-//! kube-apiserver checks them, then proxied to the pod's kubelet as
-//! kube-apiserver's upgrade-aware proxy does: the client's upgrade request
-//! goes to the kubelet (`/attach/...`, `/portForward/...`) over HTTPS with
+//! `pods/{name}/exec`, `pods/{name}/attach` and `pods/{name}/portforward`:
+//! checked here as kube-apiserver checks them, then proxied to the pod's
+//! kubelet as kube-apiserver's upgrade-aware proxy does: the client's upgrade
+//! request goes to the kubelet (`/exec/...`, `/attach/...`,
+//! `/portForward/...`) over HTTPS with
 //! the apiserver's kubelet client certificate; when the kubelet switches
 //! protocols, so does the client's connection, and bytes flow both ways
 //! untouched. Every protocol the kubelet speaks (SPDY/3.1, SPDY tunnelled
@@ -19,7 +20,6 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use super::exec::{connect_tls, url_pairs};
 use super::{Api, ApiResult, Params};
 use crate::node_client::{NodeClientError, kubelet_base_url};
 use crate::status::ApiError;
@@ -37,6 +37,39 @@ const NOT_FORWARDED: [HeaderName; 4] = [
 
 fn encode(s: &str) -> String {
     super::logs::encode(s)
+}
+
+/// A TLS connection to the kubelet `uri` names, as the apiserver's kubelet
+/// client makes it (its client certificate; the kubelet's checked when a CA
+/// is configured).
+async fn connect_tls(
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    uri: axum::http::Uri,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let host = uri
+        .host()
+        .ok_or_else(|| std::io::Error::other("no host in the kubelet's URL"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(crate::node_client::DEFAULT_KUBELET_PORT as u16);
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let _ = tcp.set_nodelay(true);
+    tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+}
+
+/// `a=1&b=2` decoded, repeated keys kept (`command` is one per word).
+pub fn url_pairs(query: &str) -> Vec<(String, String)> {
+    let uri = format!("/?{query}").parse().ok();
+    uri.and_then(|u| axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&u).ok())
+        .map(|q| q.0)
+        .unwrap_or_default()
 }
 
 /// The pod and its node, refused as kube-apiserver refuses them.
@@ -95,33 +128,62 @@ pub async fn pod_portforward(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+pub async fn pod_exec(
+    State(api): State<Arc<Api>>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    req: Request,
+) -> Response {
+    let query = query.unwrap_or_default();
+    if !url_pairs(&query).iter().any(|(k, _)| k == "command") {
+        return ApiError::bad_request("you must specify at least one command for the container")
+            .into_response();
+    }
+    proxy_to_container(&api, "exec", "exec into", &ns, &name, &query, req).await
+}
+
 pub async fn pod_attach(
     State(api): State<Arc<Api>>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     req: Request,
 ) -> Response {
+    let query = query.unwrap_or_default();
+    proxy_to_container(&api, "attach", "attach", &ns, &name, &query, req).await
+}
+
+/// Exec and attach: the container the query names (or the pod's only or
+/// default one) of a pod that has not completed, at kubelet's
+/// `/{verb}/{ns}/{pod}/{container}` with the same query.
+async fn proxy_to_container(
+    api: &Api,
+    verb: &str,
+    doing: &str,
+    ns: &str,
+    name: &str,
+    query: &str,
+    req: Request,
+) -> Response {
     let result = async {
-        let query = query.unwrap_or_default();
-        let (pod, node) = pod_and_node(&api, &ns, &name).await?;
-        let params: Params = url_pairs(&query).into_iter().collect();
+        let (pod, node) = pod_and_node(api, ns, name).await?;
+        let params: Params = url_pairs(query).into_iter().collect();
         let container = super::logs::container_name(&pod, &params)?;
         if let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str() {
             return Err(ApiError::bad_request(format!(
-                "cannot attach a container in a completed pod; current phase is {phase}"
+                "cannot {doing} a container in a completed pod; current phase is {phase}"
             )));
         }
         let mut path = format!(
-            "/attach/{}/{}/{}",
-            encode(&ns),
-            encode(&name),
+            "/{verb}/{}/{}/{}",
+            encode(ns),
+            encode(name),
             encode(&container)
         );
         if !query.is_empty() {
             path.push('?');
-            path.push_str(&query);
+            path.push_str(query);
         }
-        proxy_upgrade(&api, &node, &path, req).await
+        proxy_upgrade(api, &node, &path, req).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -229,6 +291,19 @@ async fn proxy_upgrade(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_query_keys_stay_in_order() {
+        assert_eq!(
+            url_pairs("command=sh&command=-c&command=echo%20hi&tty=false"),
+            [
+                ("command".to_owned(), "sh".to_owned()),
+                ("command".to_owned(), "-c".to_owned()),
+                ("command".to_owned(), "echo hi".to_owned()),
+                ("tty".to_owned(), "false".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn the_api_ports_become_the_kubelets_port_parameters() {

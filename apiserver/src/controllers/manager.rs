@@ -18,7 +18,8 @@ use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
     cronjob, daemonset, deployment, disruption, garbage_collector, horizontal, job, namespace,
-    persistent_volume, pod_gc, replicaset, statefulset, taint_eviction, ttl_after_finished,
+    persistent_volume, pod_gc, replicaset, resource_quota, statefulset, taint_eviction,
+    ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -125,6 +126,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         name: "disruption-controller",
         alias: "disruption",
         start: |i, _| Box::pin(disruption::run(i)),
+    },
+    ControllerEntry {
+        name: "resourcequota-controller",
+        alias: "resourcequota",
+        start: |i, _| Box::pin(resource_quota::run(i)),
     },
     ControllerEntry {
         name: "horizontal-pod-autoscaler-controller",

@@ -40,6 +40,7 @@ pub mod pod_owner_changes;
 pub mod replica_calculator;
 pub mod replicaset;
 pub mod replicaset_decide;
+pub mod resource_quota;
 pub mod rollout;
 pub mod scale_recommendations;
 pub mod served_resources;

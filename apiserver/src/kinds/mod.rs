@@ -14,6 +14,7 @@ mod pod;
 mod pod_defaults;
 pub mod pod_template;
 pub mod policy;
+mod resource_limits;
 pub mod scheduling;
 mod stateful_set;
 pub mod storage;
@@ -342,6 +343,8 @@ impl Default for Registry {
                 typed::<core::PodTemplate>("", "v1"),
                 typed::<core::PersistentVolume>("", "v1"),
                 typed::<core::PersistentVolumeClaim>("", "v1"),
+                typed::<core::LimitRange>("", "v1"),
+                typed::<core::ResourceQuota>("", "v1"),
                 typed::<apps::Deployment>("apps", "v1"),
                 typed::<apps::ReplicaSet>("apps", "v1"),
                 typed::<apps::DaemonSet>("apps", "v1"),

@@ -172,7 +172,9 @@ pub struct ImagePullFailure {
 }
 
 pub struct ImageManager {
-    puller: RegistryPuller,
+    /// `None` on a detached node (a runtime that only pretends): every image
+    /// counts as present and the runtime alone says otherwise.
+    puller: Option<RegistryPuller>,
     limit: Option<Arc<Semaphore>>,
     backoff: Mutex<PullBackoff>,
     /// The last failure per back-off key, for the `ImagePullBackOff` message.
@@ -183,7 +185,7 @@ pub struct ImageManager {
 impl ImageManager {
     pub fn new(store: ImageStore, options: PullOptions, events: EventRecorder) -> Self {
         ImageManager {
-            puller: RegistryPuller::new(store, options.registries),
+            puller: Some(RegistryPuller::new(store, options.registries)),
             limit: options
                 .concurrency
                 .permits()
@@ -194,8 +196,15 @@ impl ImageManager {
         }
     }
 
-    pub fn store(&self) -> &ImageStore {
-        self.puller.store()
+    /// The image manager of a node without registries or a real store.
+    pub fn detached(events: EventRecorder) -> Self {
+        ImageManager {
+            puller: None,
+            limit: None,
+            backoff: Mutex::default(),
+            last_errors: Mutex::default(),
+            events,
+        }
     }
 
     /// Makes sure `container`'s image is in the store, as its policy says.
@@ -212,7 +221,10 @@ impl ImageManager {
             pod.metadata.name.as_deref().unwrap_or_default()
         );
         let name = Some(container.name.as_str());
-        let presence = match self.store().resolve(&image) {
+        let Some(puller) = &self.puller else {
+            return Ok(());
+        };
+        let presence = match puller.store().resolve(&image) {
             Ok(found) if found.pulled => Presence::Pulled,
             Ok(_) => Presence::Imported,
             Err(ImageError::NotFound { .. }) => Presence::Absent,
@@ -297,7 +309,7 @@ impl ImageManager {
             None => None,
         };
         let pull_started = Instant::now();
-        let result = self.puller.pull(&image, &keyring).await;
+        let result = puller.pull(&image, &keyring).await;
         drop(_permit);
         match result {
             Ok(pulled) => {

@@ -7,8 +7,6 @@
 //! stdout, stderr, resize). The session ends when the container's output
 //! does (it exited) or when the client leaves.
 
-use std::time::Duration;
-
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
@@ -20,19 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::spdy::session::{self, IncomingStream};
+use super::remote_command::{self, SPDY_PROTOCOLS, Wanted};
+use super::spdy::session;
 use super::{SPDY_UPGRADE, accept_spdy, asks_upgrade_to, negotiate, offered_stream_protocols};
 use crate::runtime::attach;
 use crate::server::ServerState;
 use crate::server::exec::{
-    self as channels, Inbound, TerminalSize, decode_inbound, error, find_target, parse_bool,
-    query_pairs,
+    self as channels, Inbound, decode_inbound, error, find_target, parse_bool, query_pairs,
 };
-
-/// The SPDY streaming protocols served, preferred first.
-pub const SPDY_PROTOCOLS: [&str; 1] = ["v4.channel.k8s.io"];
-/// How long a SPDY client has to open every stream it asked for.
-const STREAMS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What an attach asks for, as kubelet reads its query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -258,60 +251,21 @@ async fn websocket_session(socket: WebSocket, shim: UnixStream, opts: AttachOpti
     }
 }
 
-/// The streams of a SPDY remote-command session, by type.
-#[derive(Default)]
-struct Streams {
-    error: Option<IncomingStream>,
-    stdin: Option<IncomingStream>,
-    stdout: Option<IncomingStream>,
-    stderr: Option<IncomingStream>,
-    resize: Option<IncomingStream>,
-}
-
-impl Streams {
-    fn complete(&self, o: &AttachOptions) -> bool {
-        self.error.is_some()
-            && (!o.stdin || self.stdin.is_some())
-            && (!o.stdout || self.stdout.is_some())
-            && (!o.stderr || self.stderr.is_some())
-            && (!o.tty || self.resize.is_some())
-    }
-}
-
 async fn spdy_session(
     io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     shim: UnixStream,
     opts: AttachOptions,
 ) {
     let mut incoming = session::serve(io);
-    let mut streams = Streams::default();
-    let collected = tokio::time::timeout(STREAMS_TIMEOUT, async {
-        while !streams.complete(&opts) {
-            let Some(s) = incoming.recv().await else {
-                return false;
-            };
-            s.writer.reply();
-            let slot = match s.header("streamType").unwrap_or_default() {
-                "error" => &mut streams.error,
-                "stdin" => &mut streams.stdin,
-                "stdout" => &mut streams.stdout,
-                "stderr" => &mut streams.stderr,
-                "resize" => &mut streams.resize,
-                other => {
-                    tracing::debug!("attach: unknown stream type {other:?}");
-                    s.writer.reset();
-                    continue;
-                }
-            };
-            *slot = Some(s);
-        }
-        true
-    })
-    .await;
-    if !matches!(collected, Ok(true)) {
-        tracing::info!("attach: the client did not open the streams it asked for");
+    let wanted = Wanted {
+        stdin: opts.stdin,
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+        tty: opts.tty,
+    };
+    let Some(mut streams) = remote_command::collect(&mut incoming, wanted, "attach").await else {
         return;
-    }
+    };
     let (in_tx, in_rx) = mpsc::channel(16);
     let mut output = relay_shim(shim, opts, in_rx);
     if let Some(mut stdin) = streams.stdin.take() {
@@ -325,16 +279,13 @@ async fn spdy_session(
             let _ = tx.send(Input::StdinClose).await;
         });
     }
-    if let Some(mut resize) = streams.resize.take() {
+    if let Some(resize) = streams.resize.take() {
         let tx = in_tx.clone();
+        let mut sizes = remote_command::sizes(resize);
         tokio::spawn(async move {
-            let mut pending = Vec::new();
-            while let Some(b) = resize.data.recv().await {
-                pending.extend_from_slice(&b);
-                for (w, h) in take_sizes(&mut pending) {
-                    if tx.send(Input::Resize(w, h)).await.is_err() {
-                        return;
-                    }
+            while let Some((w, h)) = sizes.recv().await {
+                if tx.send(Input::Resize(w, h)).await.is_err() {
+                    return;
                 }
             }
         });
@@ -366,20 +317,6 @@ async fn spdy_session(
     drop(in_tx);
 }
 
-/// The terminal sizes complete in `pending` (client-go writes one JSON
-/// object per resize, back to back); what is left stays for later.
-fn take_sizes(pending: &mut Vec<u8>) -> Vec<(u16, u16)> {
-    let mut sizes = Vec::new();
-    let mut stream = serde_json::Deserializer::from_slice(pending).into_iter::<TerminalSize>();
-    let mut used = 0;
-    while let Some(Ok(s)) = stream.next() {
-        sizes.push((s.width, s.height));
-        used = stream.byte_offset();
-    }
-    pending.drain(..used);
-    sizes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,14 +338,5 @@ mod tests {
             AttachOptions::from_query(&query_pairs("tty=true").unwrap()).unwrap_err(),
             "you must specify at least 1 of stdin, stdout, stderr"
         );
-    }
-
-    #[test]
-    fn resizes_split_across_frames_are_read_whole() {
-        let mut pending = br#"{"Width":80,"Height":24}{"Width":100,"#.to_vec();
-        assert_eq!(take_sizes(&mut pending), [(80, 24)]);
-        pending.extend_from_slice(br#""Height":30}"#);
-        assert_eq!(take_sizes(&mut pending), [(100, 30)]);
-        assert!(pending.is_empty());
     }
 }

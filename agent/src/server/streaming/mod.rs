@@ -5,6 +5,7 @@
 
 pub mod attach;
 pub mod portforward;
+pub mod remote_command;
 pub mod spdy;
 
 use axum::body::Body;
