@@ -17,7 +17,7 @@ use crate::events::EventRecorder;
 use crate::network::cluster::{ClusterNetworkOptions, PodNetworkBackend};
 use crate::network::{NetworkOptions, PodNetwork};
 use crate::pod::manager::PodManager;
-use crate::runtime::image::ImageStore;
+use crate::runtime::image::{ImageManager, ImageStore};
 use crate::server::{self, ServerState, stats::CpuSampler};
 use crate::status::PodStatusStore;
 
@@ -67,6 +67,8 @@ pub struct AgentOptions {
     pub tls_private_key_file: Option<PathBuf>,
     /// Who may use `--port`, and for what.
     pub auth: crate::server::auth::AuthOptions,
+    /// `--serialize-image-pulls`, `--max-parallel-image-pulls`, `--insecure-registry`.
+    pub image_pulls: crate::runtime::image::PullOptions,
     /// OOM kill policy, MemoryQoS and swap, as configured.
     pub cgroup_features: crate::cgroups::CgroupFeatures,
     /// The `KubeletPSI` gate: pressure stall information in the stats.
@@ -168,15 +170,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let events = EventRecorder::default();
     let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(crate::eviction::Pressure::new());
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
         agent_exe,
         cgroups,
+        image_manager: ImageManager::new(images.clone(), opts.image_pulls.clone(), events.clone()),
         images,
         status: PodStatusStore::default(),
-        events: EventRecorder::default(),
+        events,
         log_max_size: opts.container_log_max_size,
         log_max_files: opts.container_log_max_files.max(1),
         pod_pids_limit: opts.pod_pids_limit,

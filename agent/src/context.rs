@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cgroups::CgroupDriver;
 use crate::events::EventRecorder;
-use crate::runtime::image::ImageStore;
+use crate::runtime::image::{ImageManager, ImageStore};
 use crate::status::PodStatusStore;
 
 pub struct AgentContext {
@@ -16,6 +16,8 @@ pub struct AgentContext {
     pub agent_exe: PathBuf,
     pub cgroups: CgroupDriver,
     pub images: ImageStore,
+    /// Brings images into the store as pods' pull policies ask.
+    pub image_manager: ImageManager,
     pub status: PodStatusStore,
     pub events: EventRecorder,
     pub log_max_size: u64,
@@ -58,6 +60,7 @@ impl AgentContext {
             agent_exe: std::env::current_exe()?,
             cgroups: CgroupDriver::detect("kubelab-detached")?,
             images: ImageStore::open(root_dir)?,
+            image_manager: ImageManager::detached(EventRecorder::default()),
             status: PodStatusStore::default(),
             events: EventRecorder::default(),
             log_max_size: 10 << 20,

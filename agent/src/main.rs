@@ -161,6 +161,17 @@ struct Cli {
     /// comma-separated, e.g. 'kernel.msg*,net.core.somaxconn'.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     allowed_unsafe_sysctls: Option<Vec<String>>,
+    /// Pull images one at a time (default true; kubelet's flag).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    serialize_image_pulls: Option<bool>,
+    /// How many images may be pulled at once with --serialize-image-pulls=false
+    /// (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_parallel_image_pulls: Option<i32>,
+    /// A registry (`host[:port]`) reached over plain HTTP, like dockerd's
+    /// flag; repeatable. Loopback registries need none.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
     /// Feature gates, e.g. 'MemoryQoS=true,KubeletPSI=false' (on top of the
     /// config file's featureGates).
     #[arg(long, value_name = "GATES")]
@@ -390,6 +401,17 @@ fn main() -> anyhow::Result<()> {
         tls_cert_file: cli.tls_cert_file.or(file_cfg.tls_cert_file),
         tls_private_key_file: cli.tls_private_key_file.or(file_cfg.tls_private_key_file),
         auth,
+        image_pulls: kubelab_agent::runtime::image::PullOptions {
+            concurrency: kubelab_agent::runtime::image::PullConcurrency::from_settings(
+                cli.serialize_image_pulls
+                    .unwrap_or(file_cfg.serialize_image_pulls),
+                cli.max_parallel_image_pulls
+                    .or(file_cfg.max_parallel_image_pulls),
+            )?,
+            registries: kubelab_agent::runtime::image::RegistryOptions {
+                insecure_registries: cli.insecure_registry.clone(),
+            },
+        },
         cgroup_features: kubelab_agent::cgroups::CgroupFeatures {
             single_process_oom_kill: file_cfg.single_process_oom_kill,
             memory_qos: feature_gates.enabled("MemoryQoS"),

@@ -16,6 +16,7 @@ pub mod version {
 pub mod container_state;
 pub mod duration;
 pub mod host_users;
+pub mod image_pull_policy;
 pub mod limit_range;
 pub mod node_affinity;
 pub mod qos;

@@ -63,6 +63,10 @@ pub struct KubeletConfiguration {
     pub resolv_conf: PathBuf,
     /// `seccompDefault`: RuntimeDefault for containers that name no profile.
     pub seccomp_default: bool,
+    /// `serializeImagePulls` (default true): one image pull at a time.
+    pub serialize_image_pulls: bool,
+    /// `maxParallelImagePulls`: the limit when pulls are not serialized.
+    pub max_parallel_image_pulls: Option<i32>,
     /// `allowedUnsafeSysctls`: names or `prefix*` patterns.
     pub allowed_unsafe_sysctls: Vec<String>,
     /// `podNetworkBackend` (the agent's own field): how pods reach other
@@ -183,6 +187,8 @@ impl Default for KubeletConfiguration {
             cluster_domain: None,
             resolv_conf: "/etc/resolv.conf".into(),
             seccomp_default: false,
+            serialize_image_pulls: true,
+            max_parallel_image_pulls: None,
             allowed_unsafe_sysctls: Vec::new(),
             pod_network_backend: Default::default(),
             tls_cert_file: None,
@@ -249,6 +255,8 @@ struct RawKubeletConfiguration {
     cluster_domain: Option<String>,
     resolv_conf: Option<String>,
     seccomp_default: Option<bool>,
+    serialize_image_pulls: Option<bool>,
+    max_parallel_image_pulls: Option<i32>,
     allowed_unsafe_sysctls: Option<Vec<String>>,
     pod_network_backend: Option<String>,
     tls_cert_file: Option<String>,
@@ -411,6 +419,10 @@ pub fn parse_kubelet_config(
     if let Some(on) = raw.seccomp_default {
         config.seccomp_default = on;
     }
+    if let Some(on) = raw.serialize_image_pulls {
+        config.serialize_image_pulls = on;
+    }
+    config.max_parallel_image_pulls = raw.max_parallel_image_pulls;
     if let Some(list) = raw.allowed_unsafe_sysctls {
         config.allowed_unsafe_sysctls = list;
     }
@@ -664,6 +676,8 @@ clusterDNS:
 - 10.96.0.10
 clusterDomain: cluster.local
 seccompDefault: true
+serializeImagePulls: false
+maxParallelImagePulls: 3
 allowedUnsafeSysctls: [kernel.msg*, net.core.somaxconn]
 podNetworkBackend: vxlan
 tlsCertFile: pki/node.crt
@@ -730,6 +744,8 @@ memorySwap:
                 cluster_domain: Some("cluster.local".into()),
                 resolv_conf: "/etc/resolv.conf".into(),
                 seccomp_default: true,
+                serialize_image_pulls: false,
+                max_parallel_image_pulls: Some(3),
                 allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
                 pod_network_backend: crate::network::cluster::PodNetworkBackend::Vxlan,
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),

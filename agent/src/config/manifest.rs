@@ -854,12 +854,10 @@ pub fn apply_pod_defaults(pod: &mut Pod) {
 }
 
 fn apply_container_defaults(c: &mut Container, host_network: bool) {
-    let pull = if image_tag_is_latest(c.image.as_deref().unwrap_or_default()) {
-        "Always"
-    } else {
-        "IfNotPresent"
-    };
-    default_str(&mut c.image_pull_policy, pull);
+    let pull = kubelab_rules::image_pull_policy::default_pull_policy(
+        c.image.as_deref().unwrap_or_default(),
+    );
+    default_str(&mut c.image_pull_policy, pull.as_str());
     default_str(
         &mut c.termination_message_path,
         DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -909,21 +907,6 @@ fn apply_probe_defaults(probe: &mut Probe) {
 fn default_str(field: &mut Option<String>, value: &str) {
     if field.as_deref().unwrap_or_default().is_empty() {
         *field = Some(value.to_owned());
-    }
-}
-
-/// `busybox`, `busybox:latest` and `registry:5000/busybox` are "latest";
-/// `busybox:1.35` and `busybox@sha256:...` are not.
-pub fn image_tag_is_latest(image: &str) -> bool {
-    if image.contains('@') {
-        return false;
-    }
-    // The tag is after the last ':' of the last path component, so a
-    // registry port is not mistaken for a tag.
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.rsplit_once(':') {
-        None => true,
-        Some((_, tag)) => tag == "latest",
     }
 }
 
@@ -1402,15 +1385,6 @@ spec:
             e,
             "pods/test.yaml: spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers"
         );
-    }
-
-    #[test]
-    fn image_latest_detection() {
-        assert!(image_tag_is_latest("busybox"));
-        assert!(image_tag_is_latest("busybox:latest"));
-        assert!(image_tag_is_latest("localhost:5000/busybox"));
-        assert!(!image_tag_is_latest("localhost:5000/busybox:1.35"));
-        assert!(!image_tag_is_latest("busybox@sha256:abcd"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
-use crate::runtime::image::{self, ImageError};
+use crate::runtime::image;
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
     ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
@@ -904,6 +904,15 @@ impl PodWorker {
         }
         let name = container.name.clone();
         let pod_ip = self.pod_ip.clone();
+        // The image first, as the kubelet's EnsureImageExists (it may pull).
+        let ctx = self.ctx.clone();
+        let image = ctx
+            .image_manager
+            .ensure_image_exists(&pod, &container, ctx.objects());
+        if let Err(failure) = image.await {
+            self.image_failed(idx, failure);
+            return;
+        }
         // The id is on disk before its bundle, cgroup and shim exist: a
         // restarted agent adopts or removes it, and never starts it again.
         let id = container::new_container_id();
@@ -951,6 +960,7 @@ impl PodWorker {
                 slot.record_exit(Terminated::from_exit(&run.container_id, &exit, None));
                 slot.schedule_after_exit(&policy, now);
             }
+            // The runtime lost the image after the image manager saw it.
             Err(CreateError::ImageMissing(msg)) => {
                 let reason = match slot.waiting.as_ref().map(|w| w.reason.as_str()) {
                     Some("ErrImagePull") | Some("ImagePullBackOff") => "ImagePullBackOff",
@@ -960,7 +970,7 @@ impl PodWorker {
                     &key,
                     Some(&name),
                     "Failed",
-                    format!("Failed to pull image {image_ref:?}: {msg}"),
+                    format!("Failed to pull image {:?}: {msg}", slot.image),
                 );
                 slot.schedule_after_create_error(reason, msg, now);
             }
@@ -973,6 +983,20 @@ impl PodWorker {
                 slot.schedule_after_create_error("CreateContainerError", msg, now);
             }
         }
+        self.persist();
+    }
+
+    /// The image is not there: waiting as the image manager says, retried
+    /// with the container's back-off.
+    fn image_failed(&mut self, idx: usize, failure: image::ImagePullFailure) {
+        let slot = &mut self.slots[idx];
+        self.ctx.events.warning(
+            &self.key,
+            Some(&slot.name),
+            "Failed",
+            format!("Error: {}", failure.reason),
+        );
+        slot.schedule_after_create_error(failure.reason, failure.message, Timestamp::now());
         self.persist();
     }
 
@@ -1612,22 +1636,16 @@ pub(crate) fn create_and_start(
         pod_ip,
     } = *req;
     let image_ref = container.image.clone().unwrap_or_default();
+    // The image manager has made sure it is in the store (unless it was
+    // removed since).
     let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
-        ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
+        image::ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
         other => CreateError::Other(crate::error_chain(&other)),
     })?;
     let key = format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or_default()
-    );
-    // Images come from the node's store, never pulled: what kubelet says
-    // for an image it finds present.
-    ctx.events.normal(
-        &key,
-        Some(&container.name),
-        "Pulled",
-        format!("Container image {image_ref:?} already present on machine"),
     );
     // The environment after the image, as the kubelet orders it: a missing
     // ConfigMap or Secret is a CreateContainerConfigError.

@@ -55,24 +55,15 @@ fn default_field_ref(f: &mut ObjectFieldSelector) {
     }
 }
 
-/// `Always` for `:latest` or untagged images, else `IfNotPresent`.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    if image.contains('@') {
-        return "IfNotPresent";
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.split_once(':') {
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
-    }
-}
-
 /// `SetDefaults_Container` and what the generated defaulter applies inside
 /// a container (ports, env field references, probes, lifecycle hooks).
 fn default_container(c: &mut Container) {
     if c.image_pull_policy.as_deref().unwrap_or("").is_empty() {
-        c.image_pull_policy =
-            Some(default_pull_policy(c.image.as_deref().unwrap_or("")).to_owned());
+        c.image_pull_policy = Some(
+            kubelab_rules::image_pull_policy::default_pull_policy(c.image.as_deref().unwrap_or(""))
+                .as_str()
+                .to_owned(),
+        );
     }
     if c.termination_message_path
         .as_deref()

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::credentials::Keyring;
+use super::pull::{RegistryOptions, RegistryPuller};
+use super::reference::Reference;
 use super::store::{ImageStore, ImageSummary};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -13,6 +16,17 @@ pub enum ImageCommand {
     Import {
         /// Archive file or layout directory.
         path: PathBuf,
+    },
+    /// Pull an image from its registry, like `crictl pull`.
+    Pull {
+        /// `registry[:port]/name[:tag|@digest]`.
+        reference: String,
+        /// Credentials for the image's registry.
+        #[arg(long, value_name = "USERNAME[:PASSWORD]")]
+        creds: Option<String>,
+        /// A registry (`host[:port]`) reached over plain HTTP; repeatable.
+        #[arg(long, value_name = "HOST[:PORT]")]
+        insecure_registry: Vec<String>,
     },
     /// List images in the store, like `crictl images`.
     Ls,
@@ -31,6 +45,32 @@ pub fn run_image_command(root_dir: &Path, cmd: ImageCommand) -> anyhow::Result<(
                 let name = image.reference.as_deref().unwrap_or("<none>");
                 writeln!(out, "imported {name} ({})", short_id(&image.id))?;
             }
+        }
+        ImageCommand::Pull {
+            reference,
+            creds,
+            insecure_registry,
+        } => {
+            let puller = RegistryPuller::new(
+                store,
+                RegistryOptions {
+                    insecure_registries: insecure_registry,
+                },
+            );
+            let keyring = match creds {
+                Some(creds) => {
+                    let registry = Reference::parse(&reference)?.domain().to_string();
+                    let (user, password) = creds.split_once(':').unwrap_or((&creds, ""));
+                    Keyring::with_credential(&registry, user, password)
+                }
+                None => Keyring::default(),
+            };
+            let pulled = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(puller.pull(&reference, &keyring))
+                .with_context(|| format!("pulling {reference}"))?;
+            writeln!(out, "Image is up to date for {}", pulled.summary.id)?;
         }
         ImageCommand::Ls => {
             let images = store.list().context("listing images")?;

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
+pub use super::platform::host_platform;
+use super::platform::{ManifestKind, manifest_kind, select_manifest};
 use super::reference::{Reference, ReferenceError, validate_digest};
 use super::store::{ImageStore, ImageSummary, IndexRecord, StoreError, remove_tree, sha256_hex};
 use super::unpack::{HashingReader, UnpackError, unpack_layer};
@@ -24,12 +26,10 @@ pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 /// OCI's annotation: a tag, or a full reference.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 /// Bounds for JSON documents read into memory (index, manifest, config).
-const MAX_JSON_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_JSON_BYTES: u64 = 8 << 20;
 /// Image indexes nested deeper than this are refused (cycles would loop forever).
 const MAX_INDEX_DEPTH: usize = 4;
 
@@ -242,21 +242,6 @@ fn image_name(desc: &Descriptor) -> Result<Option<String>, ImportError> {
         })
 }
 
-/// `linux/amd64` on x86-64: Go's GOOS/GOARCH names, as image configs use.
-pub fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "riscv64" => "riscv64",
-        "s390x" => "s390x",
-        other => other,
-    };
-    format!("linux/{arch}")
-}
-
 struct Importer<'a> {
     store: &'a ImageStore,
     source: &'a BlobSource,
@@ -277,24 +262,8 @@ impl Importer<'_> {
                 digest: config_digest.clone(),
                 source,
             })?;
-        let found = format!("{}/{}", config.os(), config.architecture());
-        let wanted = host_platform();
-        if found != wanted {
-            return Err(ImportError::PlatformMismatch {
-                manifest: manifest_digest,
-                found,
-                wanted,
-            });
-        }
+        check_image(&manifest_digest, &config_digest, &manifest, &config)?;
         let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(ImportError::LayerCount {
-                manifest: manifest_digest,
-                config: config_digest,
-                layers: manifest.layers().len(),
-                diff_ids: diff_ids.len(),
-            });
-        }
         let label = name.as_deref().unwrap_or(&manifest_digest);
         tracing::info!(image = %label, layers = diff_ids.len(), "importing image");
         let total = diff_ids.len();
@@ -308,6 +277,7 @@ impl Importer<'_> {
             manifest: manifest_digest,
             config: config_digest,
             size,
+            pulled: false,
         })
     }
 
@@ -318,18 +288,14 @@ impl Importer<'_> {
         depth: usize,
     ) -> Result<(Descriptor, ImageManifest), ImportError> {
         let digest = desc.digest().to_string();
-        match desc.media_type() {
-            MediaType::ImageManifest => {}
-            MediaType::Other(m) if m == DOCKER_MANIFEST => {}
-            MediaType::ImageIndex => return self.manifest_from_index(desc, depth),
-            MediaType::Other(m) if m == DOCKER_MANIFEST_LIST => {
-                return self.manifest_from_index(desc, depth);
-            }
-            other => {
+        match manifest_kind(desc.media_type()) {
+            ManifestKind::Image => {}
+            ManifestKind::Index => return self.manifest_from_index(desc, depth),
+            ManifestKind::Unsupported => {
                 return Err(ImportError::UnsupportedMediaType {
                     what: "manifest",
                     digest,
-                    media_type: other.to_string(),
+                    media_type: desc.media_type().to_string(),
                 });
             }
         }
@@ -360,24 +326,14 @@ impl Importer<'_> {
                 source,
             })?;
         let wanted = host_platform();
-        let mut found = Vec::new();
-        for m in index.manifests() {
-            let platform = m
-                .platform()
-                .as_ref()
-                .map(|p| format!("{}/{}", p.os(), p.architecture()));
-            match platform {
-                Some(p) if p != wanted => found.push(p),
-                // Attestation manifests (buildx) carry platform unknown/unknown; they are
-                // filtered above. A descriptor without a platform is taken as a candidate.
-                _ => return self.manifest_for_platform(m, depth + 1),
-            }
+        match select_manifest(&index, &wanted) {
+            Ok(m) => self.manifest_for_platform(m, depth + 1),
+            Err(found) => Err(ImportError::NoMatchingPlatform {
+                path: self.origin.join(format!("<index {digest}>")),
+                wanted,
+                found,
+            }),
         }
-        Err(ImportError::NoMatchingPlatform {
-            path: self.origin.join(format!("<index {digest}>")),
-            wanted,
-            found: found.join(", "),
-        })
     }
 
     /// Brings a layer blob into the store and makes sure it is unpacked.
@@ -388,65 +344,16 @@ impl Importer<'_> {
         n: usize,
         total: usize,
     ) -> Result<(), ImportError> {
-        let digest = desc.digest().to_string();
-        match desc.media_type() {
-            MediaType::ImageLayer
-            | MediaType::ImageLayerGzip
-            | MediaType::ImageLayerZstd
-            | MediaType::ImageLayerNonDistributable
-            | MediaType::ImageLayerNonDistributableGzip
-            | MediaType::ImageLayerNonDistributableZstd => {}
-            MediaType::Other(m) if m == DOCKER_LAYER || m == DOCKER_FOREIGN_LAYER => {}
-            other => {
-                return Err(ImportError::UnsupportedMediaType {
-                    what: "layer",
-                    digest,
-                    media_type: other.to_string(),
-                });
-            }
-        }
-        validate_digest(diff_id).map_err(|reason| ImportError::InvalidDigest {
-            digest: diff_id.to_string(),
-            reason,
-        })?;
+        check_layer(desc, diff_id)?;
         let blob = self.ingest(desc)?;
-        let layer_dir = self.store.layer_dir(diff_id)?;
-        if layer_dir.is_dir() {
-            tracing::info!(layer = %digest, "layer {n}/{total} already unpacked");
-            return Ok(());
-        }
-        tracing::info!(layer = %digest, size = desc.size(), "unpacking layer {n}/{total}");
-        let started = Instant::now();
-        let tmp = self.store.temp_path("layer");
-        fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
-        let unpack = || -> Result<(), ImportError> {
-            let file = File::open(&blob).map_err(read_err(&blob))?;
-            let unpacked = unpack_layer(file, &tmp).map_err(|source| ImportError::Unpack {
-                digest: digest.clone(),
-                source,
-            })?;
-            if unpacked.diff_id != diff_id {
-                return Err(ImportError::DiffIdMismatch {
-                    digest: digest.clone(),
-                    expected: diff_id.to_string(),
-                    actual: unpacked.diff_id,
-                });
-            }
-            tracing::info!(
-                layer = %digest,
-                entries = unpacked.entries,
-                uncompressed = unpacked.uncompressed_size,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "unpacked layer {n}/{total}"
-            );
-            Ok(())
-        };
-        if let Err(e) = unpack() {
-            remove_tree(&tmp);
-            return Err(e);
-        }
-        self.store.commit_layer(&tmp, diff_id)?;
-        Ok(())
+        unpack_layer_blob(
+            self.store,
+            &blob,
+            &desc.digest().to_string(),
+            diff_id,
+            n,
+            total,
+        )
     }
 
     /// Reads a small JSON blob (manifest, index, config) after storing it.
@@ -499,7 +406,109 @@ impl Importer<'_> {
     }
 }
 
-fn check_size(digest: &str, expected: u64, actual: u64) -> Result<(), ImportError> {
+/// An image this node can run: built for its platform, one diff_id per layer.
+pub(crate) fn check_image(
+    manifest_digest: &str,
+    config_digest: &str,
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+) -> Result<(), ImportError> {
+    let found = format!("{}/{}", config.os(), config.architecture());
+    let wanted = host_platform();
+    if found != wanted {
+        return Err(ImportError::PlatformMismatch {
+            manifest: manifest_digest.to_string(),
+            found,
+            wanted,
+        });
+    }
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(ImportError::LayerCount {
+            manifest: manifest_digest.to_string(),
+            config: config_digest.to_string(),
+            layers: manifest.layers().len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A layer descriptor the store can unpack, with a well-formed diff_id.
+pub(crate) fn check_layer(desc: &Descriptor, diff_id: &str) -> Result<(), ImportError> {
+    match desc.media_type() {
+        MediaType::ImageLayer
+        | MediaType::ImageLayerGzip
+        | MediaType::ImageLayerZstd
+        | MediaType::ImageLayerNonDistributable
+        | MediaType::ImageLayerNonDistributableGzip
+        | MediaType::ImageLayerNonDistributableZstd => {}
+        MediaType::Other(m) if m == DOCKER_LAYER || m == DOCKER_FOREIGN_LAYER => {}
+        other => {
+            return Err(ImportError::UnsupportedMediaType {
+                what: "layer",
+                digest: desc.digest().to_string(),
+                media_type: other.to_string(),
+            });
+        }
+    }
+    validate_digest(diff_id).map_err(|reason| ImportError::InvalidDigest {
+        digest: diff_id.to_string(),
+        reason,
+    })
+}
+
+/// Unpacks a stored layer blob into `layers/<diff_id>` unless it is there
+/// already, checking its uncompressed content against `diff_id`.
+pub(crate) fn unpack_layer_blob(
+    store: &ImageStore,
+    blob: &Path,
+    digest: &str,
+    diff_id: &str,
+    n: usize,
+    total: usize,
+) -> Result<(), ImportError> {
+    let layer_dir = store.layer_dir(diff_id)?;
+    if layer_dir.is_dir() {
+        tracing::info!(layer = %digest, "layer {n}/{total} already unpacked");
+        return Ok(());
+    }
+    let size = fs::metadata(blob).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(layer = %digest, size, "unpacking layer {n}/{total}");
+    let started = Instant::now();
+    let tmp = store.temp_path("layer");
+    fs::create_dir(&tmp).map_err(StoreError::io("creating", &tmp))?;
+    let unpack = || -> Result<(), ImportError> {
+        let file = File::open(blob).map_err(read_err(blob))?;
+        let unpacked = unpack_layer(file, &tmp).map_err(|source| ImportError::Unpack {
+            digest: digest.to_string(),
+            source,
+        })?;
+        if unpacked.diff_id != diff_id {
+            return Err(ImportError::DiffIdMismatch {
+                digest: digest.to_string(),
+                expected: diff_id.to_string(),
+                actual: unpacked.diff_id,
+            });
+        }
+        tracing::info!(
+            layer = %digest,
+            entries = unpacked.entries,
+            uncompressed = unpacked.uncompressed_size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "unpacked layer {n}/{total}"
+        );
+        Ok(())
+    };
+    if let Err(e) = unpack() {
+        remove_tree(&tmp);
+        return Err(e);
+    }
+    store.commit_layer(&tmp, diff_id)?;
+    Ok(())
+}
+
+pub(crate) fn check_size(digest: &str, expected: u64, actual: u64) -> Result<(), ImportError> {
     if expected == actual {
         Ok(())
     } else {
@@ -657,14 +666,6 @@ impl Drop for StagedArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_platform_is_go_style() {
-        let p = host_platform();
-        assert!(p.starts_with("linux/"));
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(p, "linux/amd64");
-    }
 
     fn desc_with(annotations: &[(&str, &str)]) -> Descriptor {
         let mut d = Descriptor::new(

@@ -6,10 +6,18 @@
 //! - [`import`]: OCI archives and layout directories into the store, verified.
 //! - [`unpack`]: one layer tar into one directory, refusing path escapes.
 //! - [`rootfs`]: overlayfs (or a copy) of an image's layers per container.
-//! - [`cli`]: `kubelab-agent image import|ls`.
+//! - [`platform`]: which manifest of a multi-platform image this node runs.
+//! - [`pull`]: images from registries (OCI distribution), verified and deduplicated.
+//! - [`credentials`]: `imagePullSecrets` matched to registries.
+//! - [`manager`]: pull policy, back-off, events: the kubelet's image manager.
+//! - [`cli`]: `kubelab-agent image import|pull|ls`.
 
 pub mod cli;
+pub mod credentials;
 pub mod import;
+pub mod manager;
+pub mod platform;
+pub mod pull;
 pub mod reference;
 pub mod rootfs;
 pub mod store;
@@ -17,6 +25,8 @@ pub mod unpack;
 
 pub use cli::{ImageCommand, run_image_command};
 pub use import::ImportError;
+pub use manager::{ImageManager, ImagePullFailure, PullConcurrency, PullOptions};
+pub use pull::{PullError, RegistryOptions};
 pub use reference::{Reference, ReferenceError};
 pub use rootfs::{
     Rootfs, RootfsError, RootfsMode, prepare_rootfs, prepare_rootfs_with, remove_rootfs,
@@ -28,7 +38,7 @@ pub use unpack::UnpackError;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(
-        "image {reference:?} not found in the image store (import it with `kubelab-agent image import`)"
+        "image {reference:?} not found in the image store (pull it or import it with `kubelab-agent image`)"
     )]
     NotFound { reference: String },
     #[error(transparent)]

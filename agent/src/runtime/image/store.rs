@@ -95,6 +95,8 @@ pub struct Image {
     pub config: ImageConfiguration,
     /// Unpacked layer directories, bottom layer first.
     pub layer_dirs: Vec<PathBuf>,
+    /// Pulled from its registry, not imported by the node's operator.
+    pub pulled: bool,
 }
 
 /// What `index.json` holds.
@@ -111,6 +113,9 @@ pub(crate) struct IndexRecord {
     pub manifest: String,
     pub config: String,
     pub size: u64,
+    /// Pulled from its registry (else imported from an archive or layout).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pulled: bool,
 }
 
 impl IndexRecord {
@@ -214,11 +219,14 @@ impl ImageStore {
             let normalized = parsed.to_string();
             let record = match parsed.digest() {
                 Some(digest) => index.images.iter().find(|i| {
-                    i.manifest == digest
-                        && i.reference
-                            .as_deref()
-                            .and_then(|r| Reference::parse(r).ok())
-                            .is_some_and(|r| r.repository() == parsed.repository())
+                    // A pull by digest records the reference as written (its
+                    // digest may be an index's, not the stored manifest's).
+                    i.reference.as_deref() == Some(normalized.as_str())
+                        || (i.manifest == digest
+                            && i.reference
+                                .as_deref()
+                                .and_then(|r| Reference::parse(r).ok())
+                                .is_some_and(|r| r.repository() == parsed.repository()))
                 }),
                 None => index
                     .images
@@ -257,6 +265,7 @@ impl ImageStore {
             manifest_digest: record.manifest.clone(),
             config,
             layer_dirs,
+            pulled: record.pulled,
         })
     }
 
@@ -433,6 +442,7 @@ mod tests {
             manifest: manifest.to_string(),
             config: format!("c-{manifest}"),
             size: 1,
+            pulled: false,
         }
     }
 

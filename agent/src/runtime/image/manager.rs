@@ -1,0 +1,494 @@
+//! The kubelet's image manager (`EnsureImageExists`): before a container is
+//! created, makes sure its image is in the store as its `imagePullPolicy`
+//! asks, pulling with the pod's `imagePullSecrets`, and says so in the
+//! kubelet's events and waiting reasons:
+//!
+//! - `Pulled` "Container image \"x\" already present on machine"
+//! - `Pulling` "Pulling image \"x\"", then `Pulled` "Successfully pulled image
+//!   \"x\" in 1.2s (1.5s including waiting). Image size: N bytes." or
+//!   `Failed` "Failed to pull image \"x\": …" (waiting reason `ErrImagePull`)
+//! - while a failed pull backs off: `BackOff` "Back-off pulling image \"x\""
+//!   (waiting reason `ImagePullBackOff`, 10 s doubling to 5 min per pod and image)
+//! - `ErrImageNeverPull` for a missing image whose policy is `Never`.
+//!
+//! Pulls run one at a time (`--serialize-image-pulls`, the default) or up to
+//! `--max-parallel-image-pulls` at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use kubelab_rules::image_pull_policy::PullPolicy;
+use tokio::sync::Semaphore;
+
+use super::ImageError;
+use super::credentials::Keyring;
+use super::pull::{PullError, RegistryOptions, RegistryPuller};
+use super::store::ImageStore;
+use crate::config::kubelet_config::GoDuration;
+use crate::events::EventRecorder;
+use crate::kubeapi::objects::ObjectGetter;
+
+/// The kubelet's image pull back-off: 10 s doubling to 5 min.
+pub const PULL_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+pub const PULL_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How many pulls may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullConcurrency {
+    /// `--serialize-image-pulls` (the default): one at a time.
+    Serial,
+    /// `--serialize-image-pulls=false`: up to this many (`None`: no limit).
+    Parallel(Option<u32>),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PullOptionsError {
+    #[error(
+        "invalid configuration: maxParallelImagePulls (--max-parallel-image-pulls) {0} must be a positive number"
+    )]
+    NotPositive(i32),
+    #[error(
+        "invalid configuration: maxParallelImagePulls (--max-parallel-image-pulls) {0} must be 1 or nil when serializeImagePulls (--serialize-image-pulls) is true"
+    )]
+    ParallelWhileSerialized(i32),
+}
+
+impl PullConcurrency {
+    /// From the kubelet's two settings, validated as the kubelet validates them.
+    pub fn from_settings(
+        serialize_image_pulls: bool,
+        max_parallel_image_pulls: Option<i32>,
+    ) -> Result<Self, PullOptionsError> {
+        match max_parallel_image_pulls {
+            Some(n) if n < 1 => Err(PullOptionsError::NotPositive(n)),
+            Some(n) if serialize_image_pulls && n > 1 => {
+                Err(PullOptionsError::ParallelWhileSerialized(n))
+            }
+            _ if serialize_image_pulls => Ok(PullConcurrency::Serial),
+            n => Ok(PullConcurrency::Parallel(n.map(|n| n as u32))),
+        }
+    }
+
+    fn permits(self) -> Option<usize> {
+        match self {
+            PullConcurrency::Serial => Some(1),
+            PullConcurrency::Parallel(n) => n.map(|n| n as usize),
+        }
+    }
+}
+
+/// Everything about pulling that the node's flags set.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub concurrency: PullConcurrency,
+    pub registries: RegistryOptions,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            concurrency: PullConcurrency::Serial,
+            registries: RegistryOptions::default(),
+        }
+    }
+}
+
+/// Whether the store has an image, and how it got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Absent,
+    /// Put there by `image import`: the node's operator pinned it.
+    Imported,
+    /// Pulled from its registry earlier.
+    Pulled,
+}
+
+/// What to do about an image, from its policy and the store (the kubelet's
+/// `shouldPullImage`). One deliberate difference: `Always` re-resolves an
+/// image against its registry only if it came from one. An imported image
+/// is what the operator chose for this node, and often the only copy there
+/// is (a node without a route to Docker Hub still runs `busybox`, which
+/// defaults to `Always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullDecision {
+    UsePresent,
+    Pull,
+    /// `Never`, and the image is missing.
+    NeverPullMissing,
+}
+
+pub fn decide(policy: PullPolicy, presence: Presence) -> PullDecision {
+    match (policy, presence) {
+        (PullPolicy::Always, Presence::Absent | Presence::Pulled) => PullDecision::Pull,
+        (PullPolicy::IfNotPresent, Presence::Absent) => PullDecision::Pull,
+        (PullPolicy::Never, Presence::Absent) => PullDecision::NeverPullMissing,
+        (_, Presence::Imported | Presence::Pulled) => PullDecision::UsePresent,
+    }
+}
+
+/// The kubelet's `flowcontrol.Backoff` for pulls, keyed by `<pod uid>_<image>`.
+#[derive(Debug, Default)]
+pub struct PullBackoff {
+    entries: HashMap<String, (Duration, Instant)>,
+}
+
+impl PullBackoff {
+    /// A pull failed at `now`: the next is held back 10 s, then twice as
+    /// long after each failure, up to 5 min; an entry idle for twice the
+    /// maximum starts over.
+    pub fn next(&mut self, key: &str, now: Instant) {
+        let delay = match self.entries.get(key) {
+            Some((d, at)) if now.duration_since(*at) <= 2 * PULL_BACKOFF_MAX => {
+                (*d * 2).min(PULL_BACKOFF_MAX)
+            }
+            _ => PULL_BACKOFF_INITIAL,
+        };
+        self.entries.insert(key.to_string(), (delay, now));
+    }
+
+    /// Whether `key` is still waiting out its back-off at `now`.
+    pub fn is_in_backoff(&self, key: &str, now: Instant) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|(d, at)| now.duration_since(*at) < *d)
+    }
+
+    /// Forgets entries whose back-off ran out long ago.
+    pub fn gc(&mut self, now: Instant) {
+        self.entries
+            .retain(|_, (_, at)| now.duration_since(*at) <= 2 * PULL_BACKOFF_MAX);
+    }
+}
+
+/// Why a container's image is not there: its waiting reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePullFailure {
+    /// `ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`,
+    /// `InvalidImageName` or `ErrImageInspect`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub struct ImageManager {
+    /// `None` on a detached node (a runtime that only pretends): every image
+    /// counts as present and the runtime alone says otherwise.
+    puller: Option<RegistryPuller>,
+    limit: Option<Arc<Semaphore>>,
+    backoff: Mutex<PullBackoff>,
+    /// The last failure per back-off key, for the `ImagePullBackOff` message.
+    last_errors: Mutex<HashMap<String, String>>,
+    events: EventRecorder,
+}
+
+impl ImageManager {
+    pub fn new(store: ImageStore, options: PullOptions, events: EventRecorder) -> Self {
+        ImageManager {
+            puller: Some(RegistryPuller::new(store, options.registries)),
+            limit: options
+                .concurrency
+                .permits()
+                .map(|n| Arc::new(Semaphore::new(n))),
+            backoff: Mutex::default(),
+            last_errors: Mutex::default(),
+            events,
+        }
+    }
+
+    /// The image manager of a node without registries or a real store.
+    pub fn detached(events: EventRecorder) -> Self {
+        ImageManager {
+            puller: None,
+            limit: None,
+            backoff: Mutex::default(),
+            last_errors: Mutex::default(),
+            events,
+        }
+    }
+
+    /// Makes sure `container`'s image is in the store, as its policy says.
+    pub async fn ensure_image_exists(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        objects: &dyn ObjectGetter,
+    ) -> Result<(), ImagePullFailure> {
+        let image = container.image.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let key = format!(
+            "{namespace}/{}",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        let name = Some(container.name.as_str());
+        let Some(puller) = &self.puller else {
+            return Ok(());
+        };
+        let presence = match puller.store().resolve(&image) {
+            Ok(found) if found.pulled => Presence::Pulled,
+            Ok(_) => Presence::Imported,
+            Err(ImageError::NotFound { .. }) => Presence::Absent,
+            Err(ImageError::Reference(e)) => {
+                let message = format!(
+                    "Failed to apply default image tag {image:?}: couldn't parse image reference {image:?}: {e}"
+                );
+                self.events
+                    .warning(&key, name, "InspectFailed", message.clone());
+                return Err(ImagePullFailure {
+                    reason: "InvalidImageName",
+                    message,
+                });
+            }
+            Err(e) => {
+                let message = format!(
+                    "Failed to inspect image {image:?}: {}",
+                    crate::error_chain(&e)
+                );
+                self.events
+                    .warning(&key, name, "InspectFailed", message.clone());
+                return Err(ImagePullFailure {
+                    reason: "ErrImageInspect",
+                    message,
+                });
+            }
+        };
+        let policy = PullPolicy::of_container(&image, container.image_pull_policy.as_deref());
+        match decide(policy, presence) {
+            PullDecision::UsePresent => {
+                self.events.normal(
+                    &key,
+                    name,
+                    "Pulled",
+                    format!("Container image {image:?} already present on machine"),
+                );
+                return Ok(());
+            }
+            PullDecision::NeverPullMissing => {
+                let message =
+                    format!("Container image {image:?} is not present with pull policy of Never");
+                self.events
+                    .warning(&key, name, "ErrImageNeverPull", message.clone());
+                return Err(ImagePullFailure {
+                    reason: "ErrImageNeverPull",
+                    message,
+                });
+            }
+            PullDecision::Pull => {}
+        }
+
+        let backoff_key = format!("{}_{image}", pod.metadata.uid.as_deref().unwrap_or(&key));
+        if self
+            .backoff
+            .lock()
+            .expect("backoff")
+            .is_in_backoff(&backoff_key, Instant::now())
+        {
+            let message = format!("Back-off pulling image {image:?}");
+            self.events.normal(&key, name, "BackOff", message.clone());
+            let previous = self
+                .last_errors
+                .lock()
+                .expect("last errors")
+                .get(&backoff_key)
+                .cloned();
+            return Err(ImagePullFailure {
+                reason: "ImagePullBackOff",
+                message: match previous {
+                    Some(p) => format!("{message}: {p}"),
+                    None => message,
+                },
+            });
+        }
+
+        let keyring = self.keyring(pod, &key, objects);
+        self.events
+            .normal(&key, name, "Pulling", format!("Pulling image {image:?}"));
+        let started = Instant::now();
+        let _permit = match &self.limit {
+            Some(limit) => Some(limit.clone().acquire_owned().await.expect("never closed")),
+            None => None,
+        };
+        let pull_started = Instant::now();
+        let result = puller.pull(&image, &keyring).await;
+        drop(_permit);
+        match result {
+            Ok(pulled) => {
+                let ms = |d: Duration| GoDuration(Duration::from_millis(d.as_millis() as u64));
+                self.events.normal(
+                    &key,
+                    name,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {} bytes.",
+                        ms(pull_started.elapsed()),
+                        ms(started.elapsed()),
+                        pulled.summary.size
+                    ),
+                );
+                self.backoff.lock().expect("backoff").gc(Instant::now());
+                self.last_errors
+                    .lock()
+                    .expect("last errors")
+                    .remove(&backoff_key);
+                Ok(())
+            }
+            Err(e) => {
+                let message = pull_failure_message(&image, &e);
+                self.events.warning(
+                    &key,
+                    name,
+                    "Failed",
+                    format!("Failed to pull image {image:?}: {message}"),
+                );
+                self.backoff
+                    .lock()
+                    .expect("backoff")
+                    .next(&backoff_key, Instant::now());
+                self.last_errors
+                    .lock()
+                    .expect("last errors")
+                    .insert(backoff_key, format!("ErrImagePull: {message}"));
+                Err(ImagePullFailure {
+                    reason: "ErrImagePull",
+                    message,
+                })
+            }
+        }
+    }
+
+    /// The pod's pull secrets, read through the API; those that cannot be
+    /// read are named in a `FailedToRetrieveImagePullSecret` event and the
+    /// pull goes on without them, as the kubelet does.
+    fn keyring(&self, pod: &Pod, key: &str, objects: &dyn ObjectGetter) -> Keyring {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let names: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let mut secrets: Vec<Secret> = Vec::new();
+        let mut failed = Vec::new();
+        for name in names {
+            match objects.secret(namespace, &name) {
+                Ok(secret) => secrets.push((*secret).clone()),
+                Err(e) => {
+                    tracing::warn!(pod = %key, secret = %name, "image pull secret: {e}");
+                    failed.push(name);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.events.warning(
+                key,
+                None,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    failed.join(", ")
+                ),
+            );
+        }
+        let (keyring, errors) = Keyring::from_secrets(&secrets);
+        for e in errors {
+            tracing::warn!(pod = %key, "image pull secret: {e}");
+        }
+        keyring
+    }
+}
+
+/// The runtime's words for a failed pull, as containerd words them.
+fn pull_failure_message(image: &str, e: &PullError) -> String {
+    let normalized = super::reference::normalize(image).unwrap_or_else(|_| image.to_string());
+    format!(
+        "failed to pull and unpack image {normalized:?}: {}",
+        crate::error_chain(e)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_decide_like_should_pull_image() {
+        use PullDecision::*;
+        use PullPolicy::*;
+        assert_eq!(decide(Always, Presence::Pulled), Pull);
+        assert_eq!(decide(Always, Presence::Absent), Pull);
+        assert_eq!(decide(IfNotPresent, Presence::Pulled), UsePresent);
+        assert_eq!(decide(IfNotPresent, Presence::Absent), Pull);
+        assert_eq!(decide(Never, Presence::Pulled), UsePresent);
+        assert_eq!(decide(Never, Presence::Absent), NeverPullMissing);
+        // Imported images are the operator's: used as they are.
+        assert_eq!(decide(Always, Presence::Imported), UsePresent);
+        assert_eq!(decide(IfNotPresent, Presence::Imported), UsePresent);
+        assert_eq!(decide(Never, Presence::Imported), UsePresent);
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_and_resets_when_idle() {
+        let mut b = PullBackoff::default();
+        let t0 = Instant::now();
+        assert!(!b.is_in_backoff("k", t0));
+        let mut at = t0;
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            b.next("k", at);
+            delays.push(b.entries["k"].0.as_secs());
+            assert!(b.is_in_backoff("k", at + Duration::from_secs(9)));
+            at += b.entries["k"].0;
+            assert!(!b.is_in_backoff("k", at));
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        // Idle for more than twice the maximum: back to 10 s.
+        b.next("k", at + Duration::from_secs(601));
+        assert_eq!(b.entries["k"].0, PULL_BACKOFF_INITIAL);
+        b.gc(at + Duration::from_secs(601 + 601));
+        assert!(b.entries.is_empty());
+        // Keys are independent.
+        b.next("a", t0);
+        assert!(!b.is_in_backoff("b", t0));
+    }
+
+    #[test]
+    fn pull_settings_are_validated_like_the_kubelets() {
+        assert_eq!(
+            PullConcurrency::from_settings(true, None),
+            Ok(PullConcurrency::Serial)
+        );
+        assert_eq!(
+            PullConcurrency::from_settings(true, Some(1)),
+            Ok(PullConcurrency::Serial)
+        );
+        assert_eq!(
+            PullConcurrency::from_settings(false, Some(3)),
+            Ok(PullConcurrency::Parallel(Some(3)))
+        );
+        assert_eq!(
+            PullConcurrency::from_settings(false, None),
+            Ok(PullConcurrency::Parallel(None))
+        );
+        assert_eq!(
+            PullConcurrency::from_settings(true, Some(2))
+                .unwrap_err()
+                .to_string(),
+            "invalid configuration: maxParallelImagePulls (--max-parallel-image-pulls) 2 must be 1 or nil when serializeImagePulls (--serialize-image-pulls) is true"
+        );
+        assert!(PullConcurrency::from_settings(false, Some(0)).is_err());
+    }
+
+    #[test]
+    fn failures_read_like_containerds() {
+        let e = PullError::NotFound {
+            reference: "127.0.0.1:5000/busybox:nope".into(),
+        };
+        assert_eq!(
+            pull_failure_message("127.0.0.1:5000/busybox:nope", &e),
+            "failed to pull and unpack image \"127.0.0.1:5000/busybox:nope\": failed to resolve reference \"127.0.0.1:5000/busybox:nope\": 127.0.0.1:5000/busybox:nope: not found"
+        );
+    }
+}
