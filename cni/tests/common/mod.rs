@@ -158,12 +158,12 @@ impl Invocation<'_> {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A plugin that refuses its environment (a bad CNI_COMMAND or
+        // version) may exit before it reads its config: that pipe is closed.
+        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
         let out = child.wait_with_output().unwrap();
         Run {
             ok: out.status.success(),
