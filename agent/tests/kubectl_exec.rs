@@ -37,29 +37,9 @@ const KUBECTLS: [&str; 2] = ["1.27", "1.33"];
 
 /// `kubectl exec ARGS` with kubectl `version`.
 fn exec_with(api: &ApiServer, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"))
-        .env("KUBECONFIG", api.kubeconfig())
-        .env("HOME", api.dir.path())
-        .arg("--cache-dir")
-        .arg(api.dir.path().join(format!("kube-cache-{version}")))
-        .arg("exec")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl exec");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
+    let mut full = vec!["exec"];
+    full.extend_from_slice(args);
+    api.kubectl_version_with(version, &full, stdin)
 }
 
 /// The `<controller>` line of a /proc/<pid>/cgroup text.

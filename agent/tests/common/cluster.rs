@@ -74,11 +74,30 @@ impl ApiServer {
     }
 
     pub fn kubectl_with(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("/usr/bin/kubectl")
+        self.run_kubectl("/usr/bin/kubectl", "kube-cache", args, stdin)
+    }
+
+    /// Runs one installed kubectl release (`1.27` … `1.33`) directly.
+    pub fn kubectl_version_with(
+        &self,
+        version: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        self.run_kubectl(
+            &format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"),
+            &format!("kube-cache-{version}"),
+            args,
+            stdin,
+        )
+    }
+
+    fn run_kubectl(&self, bin: &str, cache: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(bin)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path())
             .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
+            .arg(self.dir.path().join(cache))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
