@@ -1,5 +1,6 @@
 //! Authentication: bearer tokens from `--token-auth-file` (kube-apiserver's
-//! static token CSV: `token,user,uid,"group1,group2"`) and client
+//! static token CSV: `token,user,uid,"group1,group2"`), ServiceAccount
+//! tokens ([`crate::serviceaccount::Authenticator`]) and client
 //! certificates signed by the cluster CA (user = CN, groups = O).
 //! Everything else is 401, except the public-info paths kube-apiserver
 //! also serves to anonymous users (`/version`, `/healthz`, ...).
@@ -37,9 +38,21 @@ pub enum TokenFileError {
     Malformed { path: String, line: usize },
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct TokenAuthenticator {
     tokens: HashMap<String, UserInfo>,
+    /// Verifies ServiceAccount tokens, when the server signs them.
+    pub service_accounts: Option<crate::serviceaccount::Authenticator>,
+}
+
+/// Never prints the tokens themselves.
+impl std::fmt::Debug for TokenAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthenticator")
+            .field("static_tokens", &self.tokens.len())
+            .field("service_accounts", &self.service_accounts.is_some())
+            .finish()
+    }
 }
 
 /// Splits one CSV record, honouring double quotes.
@@ -94,7 +107,10 @@ impl TokenAuthenticator {
                 },
             );
         }
-        Ok(Self { tokens })
+        Ok(Self {
+            tokens,
+            service_accounts: None,
+        })
     }
 
     pub fn insert(&mut self, token: String, user: UserInfo) {
@@ -106,6 +122,28 @@ impl TokenAuthenticator {
             .strip_prefix("Bearer ")
             .or_else(|| authorization.strip_prefix("bearer "))?;
         self.tokens.get(token.trim())
+    }
+
+    /// The user of an `Authorization` header's bearer token: a static
+    /// token, else a ServiceAccount token the server signed and whose
+    /// objects still exist.
+    pub async fn authenticate_bearer(&self, authorization: &str) -> Option<UserInfo> {
+        if let Some(u) = self.authenticate(authorization) {
+            return Some(u.clone());
+        }
+        let token = authorization
+            .strip_prefix("Bearer ")
+            .or_else(|| authorization.strip_prefix("bearer "))?
+            .trim();
+        match self.service_accounts.as_ref()?.verify(token).await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                if !e.is_not_ours() {
+                    tracing::info!("refused a bearer token: {e}");
+                }
+                None
+            }
+        }
     }
 }
 
@@ -140,11 +178,14 @@ pub async fn authenticate(
     let user = if let Some(ClientCertUser(u)) = req.extensions().get::<ClientCertUser>() {
         Some(u.clone())
     } else {
-        req.headers()
+        match req
+            .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| tokens.authenticate(h))
-            .cloned()
+        {
+            Some(h) => tokens.authenticate_bearer(h).await,
+            None => None,
+        }
     };
     match user {
         Some(u) => {

@@ -33,5 +33,6 @@ pub mod pki;
 pub mod scheduler;
 pub mod selectors;
 pub mod server;
+pub mod serviceaccount;
 pub mod status;
 pub mod storage;

@@ -166,6 +166,8 @@ struct Flags {
     /// Static tokens, kube-apiserver's CSV: token,user,uid,"group1,group2".
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    service_accounts: ServiceAccountFlags,
     /// How many changes the embedded store keeps for watches resuming from
     /// an older resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = LOG_WINDOW)]
@@ -238,6 +240,49 @@ struct Flags {
     cluster_dns_listen: Option<SocketAddr>,
     #[command(flatten)]
     dns_names: DnsNameFlags,
+}
+
+/// kube-apiserver's ServiceAccount token flags.
+#[derive(clap::Args, Debug)]
+struct ServiceAccountFlags {
+    /// The private key (PEM: PKCS#8 ECDSA P-256 or RSA) tokens are signed
+    /// with; default: sa.key in the data dir, made on first start.
+    #[arg(long, value_name = "FILE")]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// More public keys (PEM) that verify tokens, e.g. of a key being
+    /// rotated out (repeatable).
+    #[arg(long, value_name = "FILE")]
+    service_account_key_file: Vec<PathBuf>,
+    /// The `iss` of issued tokens; repeated: all are accepted, the first issued.
+    #[arg(long, value_name = "URL", default_value = kubelab_apiserver::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: Vec<String>,
+    /// Audiences a token must be meant for to reach this API; default: the issuer.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// The longest lifetime a TokenRequest gets (e.g. 24h); default: no cap.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    service_account_max_token_expiration: Option<std::time::Duration>,
+    /// Pod-bound tokens asked for with the kubelet's default lifetime live a
+    /// year (with `warnafter`), as kube-apiserver does by default.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    service_account_extend_token_expiration: bool,
+}
+
+impl From<ServiceAccountFlags> for kubelab_apiserver::serviceaccount::TokenFlags {
+    fn from(f: ServiceAccountFlags) -> Self {
+        Self {
+            keys: kubelab_apiserver::serviceaccount::keys::KeyFlags {
+                signing_key_file: f.service_account_signing_key_file,
+                key_files: f.service_account_key_file,
+            },
+            issuers: f.service_account_issuer,
+            api_audiences: f.api_audiences,
+            max_expiration_seconds: f
+                .service_account_max_token_expiration
+                .map(|d| d.as_secs() as i64),
+            extend_expiration: f.service_account_extend_token_expiration,
+        }
+    }
 }
 
 /// What the cluster DNS serves and where it forwards the rest.
@@ -399,6 +444,7 @@ async fn main() -> anyhow::Result<()> {
         secure_port: flags.secure_port,
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
+        service_accounts: flags.service_accounts.into(),
         kubelet: server::KubeletClientFlags {
             client_certificate: flags.kubelet_client_certificate,
             client_key: flags.kubelet_client_key,

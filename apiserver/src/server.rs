@@ -36,6 +36,8 @@ pub struct Config {
     /// when binding all addresses) if unset.
     pub advertise_address: Option<IpAddr>,
     pub token_auth_file: Option<PathBuf>,
+    /// `--service-account-*`, `--api-audiences`.
+    pub service_accounts: crate::serviceaccount::TokenFlags,
     /// How the apiserver reaches kubelets.
     pub kubelet: KubeletClientFlags,
     pub change_log_window: u64,
@@ -150,10 +152,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.serving_hosts(),
         &format!("https://{host_port}"),
     )?;
-    let tokens = match &cfg.token_auth_file {
+    let mut tokens = match &cfg.token_auth_file {
         Some(p) => TokenAuthenticator::from_csv(p)?,
         None => TokenAuthenticator::default(),
     };
+    let sa_tokens = Arc::new(crate::serviceaccount::ServiceAccountTokens::load(
+        &cfg.data_dir,
+        &cfg.service_accounts,
+    )?);
 
     let store: Arc<dyn Storage> = if cfg.etcd_servers.is_empty() {
         Arc::new(EmbeddedStore::open_with_window(
@@ -171,8 +177,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "no --kubelet-certificate-authority: kubelets' serving certificates are not verified"
         );
     }
+    tokens.service_accounts = Some(crate::serviceaccount::Authenticator::new(
+        sa_tokens.clone(),
+        store.clone(),
+    ));
     let tokens = Arc::new(tokens);
     let mut api = api::Api::new(store, host_port);
+    api.service_account_tokens = sa_tokens;
     api.service_network = cfg.service_network.clone();
     api.nodes = NodeClient::new(kubelet_tls.client_config()?);
     api.tokens = tokens.clone();

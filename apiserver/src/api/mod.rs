@@ -1,7 +1,7 @@
 //! The REST API: path routing, and create/get/list/watch/update/patch/delete
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
-mod body;
+pub(crate) mod body;
 pub mod deletion;
 pub mod discovery;
 mod dry_run;
@@ -89,6 +89,8 @@ pub struct Api {
     /// The user the apiserver's kubelet client certificate names, which
     /// SubjectAccessReviews allow on the kubelets' API.
     pub kubelet_client_user: String,
+    /// Signs the tokens the TokenRequest API issues.
+    pub service_account_tokens: Arc<crate::serviceaccount::ServiceAccountTokens>,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -241,6 +243,10 @@ impl Api {
             nodes: NodeClient::default(),
             tokens: Arc::default(),
             kubelet_client_user: crate::authorizer::default_kubelet_client_user(),
+            service_account_tokens: Arc::new(
+                crate::serviceaccount::ServiceAccountTokens::ephemeral()
+                    .expect("an ECDSA key can be made"),
+            ),
         }
     }
 
@@ -360,6 +366,7 @@ impl Api {
             nodes: self.nodes.clone(),
             tokens: self.tokens.clone(),
             kubelet_client_user: self.kubelet_client_user.clone(),
+            service_account_tokens: self.service_account_tokens.clone(),
         }
     }
 
@@ -1785,6 +1792,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/portforward",
             any(stream_proxy::pod_portforward),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
+            axum::routing::post(crate::serviceaccount::token_request::create_token),
         )
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",

@@ -56,7 +56,19 @@ pub async fn token_review(State(api): State<Arc<Api>>, body: Bytes) -> Response 
         )
         .into_response();
     };
-    let user = api.tokens.authenticate(&format!("Bearer {token}")).cloned();
+    let wanted = review.spec.audiences.clone().unwrap_or_default();
+    let (user, audiences, error) = match api.tokens.authenticate(&format!("Bearer {token}")) {
+        Some(u) => (Some(u.clone()), review.spec.audiences.clone(), None),
+        // A ServiceAccount token is checked for the audiences asked about.
+        None => match &api.tokens.service_accounts {
+            Some(sa) => match sa.verify_for(&token, &wanted).await {
+                Ok(v) => (Some(v.user), Some(v.audiences), None),
+                Err(e) if e.is_not_ours() => (None, None, None),
+                Err(e) => (None, None, Some(e.to_string())),
+            },
+            None => (None, None, None),
+        },
+    };
     review.status = Some(match user {
         Some(u) => {
             let mut groups = u.groups;
@@ -71,13 +83,16 @@ pub async fn token_review(State(api): State<Arc<Api>>, body: Bytes) -> Response 
                     groups: Some(groups),
                     extra: None,
                 }),
-                audiences: review.spec.audiences.clone(),
+                audiences,
                 error: None,
             }
         }
         None => TokenReviewStatus {
             authenticated: Some(false),
-            error: Some("invalid bearer token".into()),
+            error: Some(match error {
+                Some(e) => format!("[invalid bearer token, {e}]"),
+                None => "invalid bearer token".into(),
+            }),
             ..Default::default()
         },
     });
