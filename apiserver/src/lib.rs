@@ -15,6 +15,8 @@
 //! - [`node_client`]: the agents' kubelet API (pod logs, metrics).
 //! - [`cidr`]: IPv4 ranges of the service and pod networks.
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
+//! - [`patch_metadata`]: each field's patch strategy, merge key, list and
+//!   map type, from Kubernetes' OpenAPI document.
 //! - [`event_recorder`]: the Events the scheduler and controllers record.
 
 pub mod api;
@@ -29,6 +31,7 @@ pub mod event_recorder;
 pub mod kinds;
 pub mod leader_election;
 pub mod node_client;
+pub mod patch_metadata;
 pub mod pki;
 pub mod scheduler;
 pub mod selectors;

@@ -10,6 +10,7 @@ mod eviction;
 mod in_process;
 mod limit_ranger;
 mod logs;
+pub mod managed_fields;
 pub mod metrics;
 pub mod object;
 pub mod patch;
@@ -332,6 +333,7 @@ impl Api {
         let route = self
             .route(uri.path())
             .ok_or_else(ApiError::not_found_path)?;
+        managed_fields::remember_user_agent(&headers, &mut params);
         // A dry run goes through everything a write does, on a store that
         // never writes.
         let delete_options = match (&method, &route) {
@@ -767,6 +769,20 @@ impl Api {
         params: &Params,
         out: Output,
     ) -> ApiResult<Response> {
+        self.create_owned(kind, ns, obj, params, out, None).await
+    }
+
+    /// A create whose `managedFields` are given (`applied`, by a
+    /// server-side apply) or recorded for the request's manager.
+    async fn create_owned(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        obj: Value,
+        params: &Params,
+        out: Output,
+        applied: Option<Value>,
+    ) -> ApiResult<Response> {
         let info = kind.info();
         let _guard = if info.plural == "services" {
             Some(self.allocator.lock().await)
@@ -774,6 +790,12 @@ impl Api {
             None
         };
         let (mut obj, warnings) = self.prepare_new(kind, ns, obj, params).await?;
+        match applied {
+            Some(fields) => {
+                meta_mut(&mut obj).insert("managedFields".into(), fields);
+            }
+            None => managed_fields::record(kind, None, &mut obj, params, false),
+        }
         let _quota = self.admit_quota(kind, &obj).await?;
         let name = object::name(&obj).to_owned();
         let key = info.key(meta_str(&obj, "namespace"), &name);
@@ -875,7 +897,6 @@ impl Api {
                     None => m.remove(immutable),
                 };
             }
-            m.remove("managedFields");
         }
         let mut new = kind
             .prepare_update(new, old)
@@ -989,6 +1010,7 @@ impl Api {
         }
         let (obj, warnings) = self.decode_strict(kind, obj, params)?;
         let mut new = self.prepare_update(kind, &old, obj, status_only)?;
+        managed_fields::record(kind, Some(&old), &mut new, params, status_only);
         let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
         self.store_update(kind, &old, &mut new, expected)
             .await
@@ -1055,12 +1077,15 @@ impl Api {
             }
         };
         let key = info.key(ns, name);
+        let applying = media == "application/apply-patch+yaml";
         for _attempt in 0..8 {
             let Some(current) = self.store.get(&key).await? else {
-                if media == "application/apply-patch+yaml" && !status_only {
-                    let mut obj = patch.clone();
+                if applying && !status_only {
+                    let mut obj = check_type(kind, patch.clone())?;
                     meta_mut(&mut obj).insert("name".into(), name.into());
-                    return self.create(kind, ns, obj, params, out).await;
+                    let applied = managed_fields::apply_request(kind, None, &obj, params, false)?;
+                    let fields = meta(&applied).get("managedFields").cloned();
+                    return self.create_owned(kind, ns, obj, params, out, fields).await;
                 }
                 return Err(ApiError::not_found(info.subject(), name));
             };
@@ -1069,7 +1094,14 @@ impl Api {
                 "application/json-patch+json" => patch::json_patch(&old, &patch)
                     .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
                 "application/merge-patch+json" => patch::merge_patch(&old, &patch),
-                _ => patch::strategic_merge(&old, &patch),
+                "application/apply-patch+yaml" => {
+                    managed_fields::apply_request(kind, Some(&old), &patch, params, status_only)?
+                }
+                _ => patch::strategic_merge(
+                    &old,
+                    &patch,
+                    crate::patch_metadata::Node::for_kind(&info.api_version(), info.kind),
+                ),
             };
             let patched = check_type(kind, patched)?;
             // A patch that names a resourceVersion is a precondition.
@@ -1087,7 +1119,14 @@ impl Api {
                 return Err(ApiError::stale(info.subject(), name));
             }
             let (patched, warnings) = self.decode_strict(kind, patched, params)?;
+            let applied_fields = meta(&patched).get("managedFields").cloned();
             let mut new = self.prepare_update(kind, &old, patched, status_only)?;
+            match applied_fields {
+                Some(fields) if applying => {
+                    meta_mut(&mut new).insert("managedFields".into(), fields);
+                }
+                _ => managed_fields::record(kind, Some(&old), &mut new, params, status_only),
+            }
             let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
             match self.store_update(kind, &old, &mut new, expected).await {
                 Ok(()) => {

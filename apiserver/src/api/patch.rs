@@ -2,12 +2,14 @@
 //! label`), strategic merge patch (`kubectl apply`, `taint`, `edit`) and
 //! JSON patch (RFC 6902, `kubectl patch --type=json`).
 //!
-//! Strategic merge needs each list's merge key. Kubernetes reads them from
-//! Go struct tags; here they are a table keyed by field name, which holds
-//! for the core types served (the same name always carries the same key,
-//! except `ports`, told apart by its elements).
+//! Strategic merge follows each field's patch metadata
+//! (`x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`) from
+//! [`crate::patch_metadata`]: lists with the `merge` strategy merge by
+//! their key (or as a set of scalars), every other list is replaced whole.
 
 use serde_json::{Map, Value};
+
+use crate::patch_metadata::{FieldMetadata, Node};
 
 /// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
 pub fn merge_patch(target: &Value, patch: &Value) -> Value {
@@ -30,38 +32,20 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
 }
 
 /// How a list field merges under strategic merge patch.
-enum ListStrategy {
+enum ListStrategy<'a> {
     /// Elements are objects matched by this key.
-    ByKey(&'static str),
+    ByKey(&'a str),
     /// A set of primitives (`finalizers`).
     Union,
     Replace,
 }
 
-fn list_strategy(field: &str, sample: Option<&Value>) -> ListStrategy {
+fn list_strategy(field: Option<&FieldMetadata>) -> ListStrategy<'_> {
     match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "env"
-        | "imagePullSecrets"
-        | "resourceClaims"
-        | "schedulingGates" => ListStrategy::ByKey("name"),
-        "ports" => {
-            if sample.and_then(|s| s.get("containerPort")).is_some() {
-                ListStrategy::ByKey("containerPort")
-            } else {
-                ListStrategy::ByKey("port")
-            }
-        }
-        "volumeMounts" => ListStrategy::ByKey("mountPath"),
-        "volumeDevices" => ListStrategy::ByKey("devicePath"),
-        "hostAliases" => ListStrategy::ByKey("ip"),
-        "conditions" | "addresses" => ListStrategy::ByKey("type"),
-        "ownerReferences" => ListStrategy::ByKey("uid"),
-        "topologySpreadConstraints" => ListStrategy::ByKey("topologyKey"),
-        "finalizers" => ListStrategy::Union,
+        Some(f) if f.patch_merges() => match f.patch_merge_key.as_deref() {
+            Some(key) => ListStrategy::ByKey(key),
+            None => ListStrategy::Union,
+        },
         _ => ListStrategy::Replace,
     }
 }
@@ -80,13 +64,14 @@ fn strip_directives(v: &Value) -> Value {
     }
 }
 
-/// Applies a strategic merge patch to `original`.
-pub fn strategic_merge(original: &Value, patch: &Value) -> Value {
-    merge_object(original.as_object(), patch).unwrap_or(Value::Null)
+/// Applies a strategic merge patch to `original`, an object of `node`
+/// ([`Node::for_kind`]).
+pub fn strategic_merge(original: &Value, patch: &Value, node: Node) -> Value {
+    merge_object(original.as_object(), patch, node).unwrap_or(Value::Null)
 }
 
 /// Returns `None` when the patch deletes the whole object (`$patch: delete`).
-fn merge_object(original: Option<&Map<String, Value>>, patch: &Value) -> Option<Value> {
+fn merge_object(original: Option<&Map<String, Value>>, patch: &Value, node: Node) -> Option<Value> {
     let Value::Object(p) = patch else {
         return Some(patch.clone());
     };
@@ -104,11 +89,14 @@ fn merge_object(original: Option<&Map<String, Value>>, patch: &Value) -> Option<
             out.remove(k);
             continue;
         }
+        let (child, field) = node.child(k);
+        let replaces = field.and_then(|f| f.patch_strategy.as_deref()) == Some("replace");
         let merged = match (out.get(k), v) {
-            (Some(Value::Object(o)), Value::Object(_)) => merge_object(Some(o), v),
-            (_, Value::Object(_)) => merge_object(None, v),
-            (Some(Value::Array(o)), Value::Array(pl)) => Some(merge_list(k, o, pl)),
-            (None, Value::Array(pl)) => Some(merge_list(k, &[], pl)),
+            _ if replaces => Some(strip_directives(v)),
+            (Some(Value::Object(o)), Value::Object(_)) => merge_object(Some(o), v, child),
+            (_, Value::Object(_)) => merge_object(None, v, child),
+            (Some(Value::Array(o)), Value::Array(pl)) => Some(merge_list(field, child, o, pl)),
+            (None, Value::Array(pl)) => Some(merge_list(field, child, &[], pl)),
             _ => Some(v.clone()),
         };
         match merged {
@@ -129,7 +117,7 @@ fn merge_object(original: Option<&Map<String, Value>>, patch: &Value) -> Option<
         if let Some(field) = k.strip_prefix("$setElementOrder/")
             && let (Some(Value::Array(list)), Value::Array(order)) = (out.get_mut(field), v)
         {
-            reorder(field, list, order);
+            reorder(node.child(field).1, list, order);
         }
     }
     // `$retainKeys`: fields not listed are cleared (union types like volume sources).
@@ -144,9 +132,13 @@ fn key_of<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_object().and_then(|o| o.get(key))
 }
 
-fn merge_list(field: &str, original: &[Value], patch: &[Value]) -> Value {
-    let sample = patch.first().or(original.first());
-    match list_strategy(field, sample) {
+fn merge_list(
+    field: Option<&FieldMetadata>,
+    item: Node,
+    original: &[Value],
+    patch: &[Value],
+) -> Value {
+    match list_strategy(field) {
         ListStrategy::Replace => strip_directives(&Value::Array(patch.to_vec())),
         ListStrategy::Union => {
             let mut out = original.to_vec();
@@ -178,7 +170,10 @@ fn merge_list(field: &str, original: &[Value], patch: &[Value]) -> Value {
                     continue;
                 };
                 let pos = out.iter().position(|o| key_of(o, key) == Some(kv));
-                match (pos, merge_object(pos.and_then(|i| out[i].as_object()), pe)) {
+                match (
+                    pos,
+                    merge_object(pos.and_then(|i| out[i].as_object()), pe, item),
+                ) {
                     (Some(i), Some(m)) => out[i] = m,
                     (Some(i), None) => {
                         out.remove(i);
@@ -192,9 +187,8 @@ fn merge_list(field: &str, original: &[Value], patch: &[Value]) -> Value {
     }
 }
 
-fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
-    let sample = list.first();
-    let key = match list_strategy(field, sample) {
+fn reorder(field: Option<&FieldMetadata>, list: &mut [Value], order: &[Value]) {
+    let key = match list_strategy(field) {
         ListStrategy::ByKey(k) => Some(k),
         _ => None,
     };
@@ -331,6 +325,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn pod() -> Node {
+        Node::for_kind("v1", "Pod")
+    }
+
+    fn node() -> Node {
+        Node::for_kind("v1", "Node")
+    }
+
+    /// Container ports merge by `containerPort`, service ports by `port`,
+    /// finalizers as a set: each list by its own field's metadata.
+    #[test]
+    fn strategic_merge_follows_each_fields_metadata() {
+        let o = json!({"metadata": {"finalizers": ["a"]}, "spec": {"containers": [
+            {"name": "c", "ports": [{"containerPort": 80, "name": "http"}]}]}});
+        let p = json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [
+            {"name": "c", "ports": [{"containerPort": 81}]}]}});
+        let m = strategic_merge(&o, &p, pod());
+        assert_eq!(m["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(
+            m["spec"]["containers"][0]["ports"],
+            json!([{"containerPort": 80, "name": "http"}, {"containerPort": 81}])
+        );
+        let svc = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
+        let m = strategic_merge(
+            &svc,
+            &json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}, {"port": 443}]}}),
+            Node::for_kind("v1", "Service"),
+        );
+        assert_eq!(
+            m["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 9090}, {"port": 443}])
+        );
+        // A kind without metadata (a custom resource) replaces its lists.
+        let cr = json!({"spec": {"containers": [{"name": "a"}]}});
+        let m = strategic_merge(
+            &cr,
+            &json!({"spec": {"containers": [{"name": "b"}]}}),
+            Node::for_kind("example.com/v1", "Widget"),
+        );
+        assert_eq!(m["spec"]["containers"], json!([{"name": "b"}]));
+    }
+
     #[test]
     fn merge_patch_sets_and_deletes_labels() {
         let o = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
@@ -348,7 +384,7 @@ mod tests {
             "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
             "containers": [{"name": "a", "image": "x:2"}]}});
         assert_eq!(
-            strategic_merge(&o, &p),
+            strategic_merge(&o, &p, pod()),
             json!({"spec": {"containers": [{"name": "b", "image": "y:1"}, {"name": "a", "image": "x:2"}]}})
         );
     }
@@ -364,17 +400,18 @@ mod tests {
             {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
             {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
             {"key": "k2", "value": "v", "effect": "NoExecute"}]);
-        let added = strategic_merge(&o, &json!({"spec": {"taints": all}}));
+        let added = strategic_merge(&o, &json!({"spec": {"taints": all}}), node());
         assert_eq!(added["spec"]["taints"], all);
         let removed = strategic_merge(
             &added,
             &json!({"spec": {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}}),
+            node(),
         );
         assert_eq!(
             removed["spec"]["taints"],
             json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}])
         );
-        let cleared = strategic_merge(&removed, &json!({"spec": {"taints": null}}));
+        let cleared = strategic_merge(&removed, &json!({"spec": {"taints": null}}), node());
         assert_eq!(cleared, json!({"spec": {}}));
     }
 
@@ -383,7 +420,7 @@ mod tests {
         let o = json!({"spec": {"containers": [{"name": "a", "args": ["1", "2"]}]}});
         let p = json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}});
         assert_eq!(
-            strategic_merge(&o, &p)["spec"]["containers"][0]["args"],
+            strategic_merge(&o, &p, pod())["spec"]["containers"][0]["args"],
             json!(["3"])
         );
     }

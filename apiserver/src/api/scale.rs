@@ -150,7 +150,11 @@ impl Api {
             "application/json-patch+json" => patch::json_patch(&current, &p)
                 .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
             "application/merge-patch+json" => patch::merge_patch(&current, &p),
-            "application/strategic-merge-patch+json" => patch::strategic_merge(&current, &p),
+            "application/strategic-merge-patch+json" => patch::strategic_merge(
+                &current,
+                &p,
+                crate::patch_metadata::Node::definition("io.k8s.api.autoscaling.v1.Scale"),
+            ),
             other => {
                 return Err(ApiError::new(
                     415,
