@@ -2,6 +2,7 @@
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
 mod body;
+mod compression;
 pub mod deletion;
 pub mod discovery;
 mod dry_run;
@@ -12,6 +13,7 @@ mod limit_ranger;
 mod logs;
 pub mod metrics;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 mod priority;
 mod protobuf;
@@ -20,6 +22,7 @@ mod reviews;
 pub mod scale;
 mod stream_proxy;
 mod watch;
+pub(crate) mod wire_order;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +92,8 @@ pub struct Api {
     /// The user the apiserver's kubelet client certificate names, which
     /// SubjectAccessReviews allow on the kubelets' API.
     pub kubelet_client_user: String,
+    /// The OpenAPI documents, built once from the registry.
+    pub openapi: Arc<openapi::Documents>,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -241,6 +246,7 @@ impl Api {
             nodes: NodeClient::default(),
             tokens: Arc::default(),
             kubelet_client_user: crate::authorizer::default_kubelet_client_user(),
+            openapi: Arc::default(),
         }
     }
 
@@ -360,6 +366,7 @@ impl Api {
             nodes: self.nodes.clone(),
             tokens: self.tokens.clone(),
             kubelet_client_user: self.kubelet_client_user.clone(),
+            openapi: self.openapi.clone(),
         }
     }
 
@@ -374,7 +381,7 @@ impl Api {
         let out = output(&headers, &params);
         let t = match route {
             Route::ResourceList { group, version } => {
-                return Ok(json_response(
+                return Ok(discovery::discovery_response(
                     StatusCode::OK,
                     &discovery::resource_list(&self.registry, &group, &version),
                 ));
@@ -1756,9 +1763,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/apis/", get(discovery::api_groups))
-        .route("/openapi/v2", get(discovery::openapi_v2))
-        .route("/openapi/v3", get(discovery::openapi_v3_root))
-        .route("/openapi/v3/{*path}", get(discovery::openapi_v3_group))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*path}", get(openapi::v3_group_version))
         .route("/apis/metrics.k8s.io/v1beta1", get(metrics::resources))
         .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
         .route(
@@ -1800,6 +1807,7 @@ pub fn router(api: Arc<Api>) -> Router {
         // kube-apiserver's limit for every body; the resource handler applies
         // it itself, to answer with kube-apiserver's Status.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(compression::layer())
         .with_state(api)
 }
 
