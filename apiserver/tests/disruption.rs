@@ -152,25 +152,26 @@ fn pdb_status(s: &ApiServer) -> Value {
     json(s, &["get", "pdb", "web"])["status"].clone()
 }
 
-/// Two Ready nodes, `node-b` cordoned so that what is applied next starts
-/// on `node-a`.
-fn two_nodes_first_a(s: &ApiServer) {
+/// A cluster of two Ready nodes running the three `app=<app>` pods of
+/// `workload` on `node-a` (`node-b` cordoned until they are ready there),
+/// with the test playing their kubelets.
+fn three_ready_on_node_a(workload: &str, app: &str) -> (ApiServer, FakeKubelets) {
+    let s = ApiServer::start_with(&["--node-monitor-grace-period", "1h"]);
     for n in ["node-a", "node-b"] {
         let out = s.kubectl_stdin(&["create", "-f", "-"], &node_yaml(n));
         assert!(out.status.success(), "{out:?}");
     }
     s.ok(&["cordon", "node-b"]);
-}
-
-/// Waits for the three `app=<app>` pods to be ready on `node-a`.
-fn three_ready_on_node_a(s: &ApiServer, app: &str) {
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], workload);
+    assert!(out.status.success(), "{out:?}");
+    let kubelets = FakeKubelets::start(&s, app);
     let selector = format!("app={app}");
     wait_for(
-        s,
+        &s,
         &format!("three ready {selector} pods on node-a"),
         60,
         || {
-            let pods = json(s, &["get", "pods", "-l", &selector]);
+            let pods = json(&s, &["get", "pods", "-l", &selector]);
             let items = pods["items"].as_array()?;
             (items.len() == 3
                 && items
@@ -179,6 +180,8 @@ fn three_ready_on_node_a(s: &ApiServer, app: &str) {
             .then_some(())
         },
     );
+    s.ok(&["uncordon", "node-b"]);
+    (s, kubelets)
 }
 
 /// `kubectl drain node-a`: what it said, asserting it succeeded.
@@ -195,14 +198,7 @@ fn drain_node_a(s: &ApiServer) -> String {
 
 #[test]
 fn drain_evicts_a_budgeted_deployment_one_pod_at_a_time() {
-    let s = ApiServer::start_with(&["--node-monitor-grace-period", "1h"]);
-    // All three replicas start on node-a.
-    two_nodes_first_a(&s);
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], WEB);
-    assert!(out.status.success(), "{out:?}");
-    let kubelets = FakeKubelets::start(&s, "web");
-    three_ready_on_node_a(&s, "web");
-    s.ok(&["uncordon", "node-b"]);
+    let (s, kubelets) = three_ready_on_node_a(WEB, "web");
 
     assert_eq!(
         s.ok(&[
@@ -350,13 +346,7 @@ spec:
 
 #[test]
 fn drain_waits_for_a_budgeted_stateful_set_to_come_back_elsewhere() {
-    let s = ApiServer::start_with(&["--node-monitor-grace-period", "1h"]);
-    two_nodes_first_a(&s);
-    let out = s.kubectl_stdin(&["apply", "-f", "-"], DB);
-    assert!(out.status.success(), "{out:?}");
-    let kubelets = FakeKubelets::start(&s, "db");
-    three_ready_on_node_a(&s, "db");
-    s.ok(&["uncordon", "node-b"]);
+    let (s, kubelets) = three_ready_on_node_a(DB, "db");
     s.ok(&[
         "create",
         "pdb",

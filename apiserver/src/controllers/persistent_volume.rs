@@ -206,6 +206,16 @@ async fn watch(
     }
 }
 
+/// The nodes, as last seen.
+fn nodes(ctx: &Context) -> Vec<Node> {
+    ctx.nodes
+        .store
+        .state()
+        .iter()
+        .map(|n| (**n).clone())
+        .collect()
+}
+
 /// Pods of the claim's namespace that use it.
 fn users(ctx: &Context, claim: &PersistentVolumeClaim) -> Vec<Arc<Pod>> {
     let ns = claim.metadata.namespace.as_deref();
@@ -284,13 +294,7 @@ async fn sync_claim(
         .iter()
         .map(|c| (**c).clone())
         .collect();
-    let nodes: Vec<Node> = ctx
-        .nodes
-        .store
-        .state()
-        .iter()
-        .map(|n| (**n).clone())
-        .collect();
+    let nodes = nodes(&ctx);
     let phase = claim
         .status
         .as_ref()
@@ -679,13 +683,7 @@ async fn remove_directory(ctx: &Context, pv: &PersistentVolume) -> Result<bool, 
     };
     match reclaim::helper_state(helper.as_deref()) {
         HelperState::Absent => {
-            let nodes: Vec<Node> = ctx
-                .nodes
-                .store
-                .state()
-                .iter()
-                .map(|n| (**n).clone())
-                .collect();
+            let nodes = nodes(ctx);
             let started = reclaim::volume_node(pv, &nodes)
                 .ok_or_else(|| reclaim::ReclaimError::NoNode {
                     volume: name.clone(),

@@ -332,6 +332,20 @@ fn index_policy_errors(spec: &JobSpec, path: &str, indexed: bool) -> Vec<FieldEr
             ));
         }
     }
+    let fail_index_rules = spec
+        .pod_failure_policy
+        .iter()
+        .flat_map(|p| p.rules.iter().enumerate())
+        .filter(|(_, r)| r.action == "FailIndex");
+    for (i, _) in fail_index_rules {
+        if spec.backoff_limit_per_index.is_none() {
+            errs.push(FieldError::invalid(
+                format!("{path}.podFailurePolicy.rules[{i}].action"),
+                "FailIndex",
+                "requires the backoffLimitPerIndex to be set",
+            ));
+        }
+    }
     let Some(policy) = &spec.success_policy else {
         return errs;
     };
@@ -877,6 +891,41 @@ mod tests {
             "spec.podFailurePolicy.rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator",
             "spec.podFailurePolicy.rules[0].onExitCodes.values[2]: Invalid value: 2: must be ordered",
             "spec.podFailurePolicy.rules[1].action: Unsupported value: \"Explode\": supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\"",
+        ] {
+            assert!(errs.contains(&want.to_owned()), "{want}\n{errs:?}");
+        }
+    }
+
+    #[test]
+    fn index_policies_are_for_indexed_jobs_within_their_completions() {
+        let template = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}});
+        let mut j = job(json!({"metadata": {"name": "p", "uid": "u"},
+            "spec": {"maxFailedIndexes": 2, "managedBy": "batch-controller",
+                "successPolicy": {"rules": [{}]},
+                "podFailurePolicy": {"rules": [{"action": "FailIndex",
+                    "onExitCodes": {"operator": "In", "values": [3]}}]},
+                "template": template}}));
+        j.prepare_create();
+        let errs = errors(j.validate(None));
+        for want in [
+            "spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified",
+            "spec.maxFailedIndexes: Invalid value: 2: requires indexed completion mode",
+            "spec.successPolicy: Invalid value: batch.SuccessPolicy{...}: requires indexed completion mode",
+            "spec.podFailurePolicy.rules[0].action: Invalid value: \"FailIndex\": requires the backoffLimitPerIndex to be set",
+            "spec.managedBy: Invalid value: \"batch-controller\": must be a domain-prefixed path (such as \"acme.io/foo\")",
+        ] {
+            assert!(errs.contains(&want.to_owned()), "{want}\n{errs:?}");
+        }
+        let mut indexed = job(json!({"metadata": {"name": "p", "uid": "u"},
+            "spec": {"completionMode": "Indexed", "completions": 3, "backoffLimitPerIndex": 1,
+                "maxFailedIndexes": 4, "successPolicy": {"rules": [{}, {"succeededCount": 5}]},
+                "template": template}}));
+        indexed.prepare_create();
+        let errs = errors(indexed.validate(None));
+        for want in [
+            "spec.maxFailedIndexes: Invalid value: 4: must be less than or equal to completions",
+            "spec.successPolicy.rules[0]: Required value: at least one of succeededCount or succeededIndexes must be specified",
+            "spec.successPolicy.rules[1].succeededCount: Invalid value: 5: must be less than or equal to 3 (the number of specified completions)",
         ] {
             assert!(errs.contains(&want.to_owned()), "{want}\n{errs:?}");
         }
