@@ -336,7 +336,8 @@ impl IntoResponse for ApiError {
         (
             code,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            self.to_json().to_string(),
+            // kube-apiserver's field order: kind, apiVersion, metadata, status…
+            crate::api::wire_order::to_vec(&self.to_json()),
         )
             .into_response()
     }

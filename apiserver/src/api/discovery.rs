@@ -1,15 +1,13 @@
-//! `/version`, legacy discovery (`/api`, `/apis`, `/api/v1`) and the
-//! OpenAPI v3 index kubectl reads to learn that the server validates
-//! fields itself (`fieldValidation`) and supports `dryRun`.
+//! `/version` and legacy discovery (`/api`, `/apis`, `/api/v1`).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Api, json_response};
+use super::{Api, json_response, wire_order};
 use crate::kinds::Registry;
 
 /// The project's one Kubernetes version (the node reports the same).
@@ -32,7 +30,7 @@ pub async fn version() -> Response {
 }
 
 pub async fn api_versions(State(api): State<Arc<Api>>) -> Response {
-    json_response(
+    discovery_response(
         StatusCode::OK,
         &json!({
             "kind": "APIVersions",
@@ -56,10 +54,47 @@ pub async fn api_groups(State(api): State<Arc<Api>>) -> Response {
             json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
         })
         .collect();
-    json_response(
+    discovery_response(
         StatusCode::OK,
         &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
     )
+}
+
+/// A discovery document, written in kube-apiserver's field order.
+pub fn discovery_response(code: StatusCode, v: &Value) -> Response {
+    use axum::response::IntoResponse;
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        wire_order::to_vec(v),
+    )
+        .into_response()
+}
+
+/// `storageVersionHash`: the first 8 bytes of the SHA-256 of the storage
+/// version's `group/version/kind`, base64, as kube-apiserver computes it
+/// (clients compare it to notice a storage migration).
+pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let sum = Sha256::digest(format!("{group}/{version}/{kind}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(&sum[..8])
+}
+
+/// The version a resource is stored as: itself, unless objects are kept
+/// as another version of the resource.
+fn storage_version<'a>(
+    registry: &'a Registry,
+    group: &str,
+    plural: &str,
+    version: &'a str,
+) -> &'a str {
+    registry
+        .all()
+        .iter()
+        .find(|k| k.info().group == group && k.info().plural == plural && !k.converted())
+        .map(|k| k.info().version)
+        .unwrap_or(version)
 }
 
 const VERBS: [&str; 8] = [
@@ -94,6 +129,8 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
         if !i.categories.is_empty() {
             r["categories"] = json!(i.categories);
         }
+        let storage = storage_version(registry, i.group, i.plural, i.version);
+        r["storageVersionHash"] = json!(storage_version_hash(i.group, storage, i.kind));
         resources.push(r);
         if i.has_status {
             resources.push(json!({"name": format!("{}/status", i.plural), "singularName": "", "namespaced": i.namespaced,
@@ -122,6 +159,8 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
     if group.is_empty() {
         resources.push(json!({"name": "bindings", "singularName": "binding", "namespaced": true, "kind": "Binding", "verbs": ["create"]}));
     }
+    // kube-apiserver lists resources by name.
+    resources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let gv = if group.is_empty() {
         version.to_owned()
     } else {
@@ -130,92 +169,48 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The OpenAPI v2 document kubectl's client-side validation falls back to
-/// for a kind the v3 index does not list (a removed version such as
-/// `batch/v1beta1`): a document without definitions, in the protobuf form
-/// kubectl asks for, so that validation finds no schema and kubectl goes on
-/// to say the kind has no mapping, as it does against kube-apiserver.
-pub async fn openapi_v2() -> Response {
-    // gnostic `Document { swagger: "2.0" }`.
-    let body: &[u8] = b"\x0a\x032.0";
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/octet-stream")
-        .body(axum::body::Body::from(body))
-        .expect("static response")
-}
-
-pub async fn openapi_v3_root(State(api): State<Arc<Api>>) -> Response {
-    let mut paths = serde_json::Map::new();
-    let mut gvs: Vec<(&str, &str)> = api
-        .registry
-        .all()
-        .iter()
-        .map(|k| (k.info().group, k.info().version))
-        .collect();
-    gvs.dedup();
-    for (g, v) in gvs {
-        let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubelab-{}", env!("CARGO_PKG_VERSION"))}));
-    }
-    json_response(StatusCode::OK, &json!({"paths": paths}))
-}
-
-/// One group/version's OpenAPI document: paths only, each write operation
-/// tagged with its kind and listing the query parameters the server honours.
-pub async fn openapi_v3_group(State(api): State<Arc<Api>>, Path(path): Path<String>) -> Response {
-    let path = path.trim_end_matches('/');
-    let params = json!([
-        {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
-    ]);
-    let mut paths = serde_json::Map::new();
-    let mut found = false;
-    for k in api.registry.all() {
-        let i = k.info();
-        if gv_path(i.group, i.version) != path {
-            continue;
-        }
-        found = true;
-        let gvk = json!({"group": i.group, "version": i.version, "kind": i.kind});
-        let op = |action: &str| {
-            json!({
-                "operationId": format!("{action}{}", i.kind),
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": params,
-                "responses": {"200": {"description": "OK"}}
-            })
-        };
-        let base = format!("/{}", gv_path(i.group, i.version));
-        let collection = if i.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}", i.plural)
-        } else {
-            format!("{base}/{}", i.plural)
-        };
-        paths.insert(
-            collection.clone(),
-            json!({"post": op("post"), "get": op("list")}),
-        );
-        paths.insert(format!("{collection}/{{name}}"), json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
-    }
-    if !found {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            &crate::status::ApiError::not_found_path().to_json(),
+    #[test]
+    fn storage_version_hash_is_kube_apiservers() {
+        // As kube-apiserver v1.33 reports them.
+        assert_eq!(storage_version_hash("", "v1", "Pod"), "xPOwRZ+Yhw8=");
+        assert_eq!(storage_version_hash("", "v1", "ConfigMap"), "qFsyl6wFWjQ=");
+        assert_eq!(
+            storage_version_hash("apps", "v1", "Deployment"),
+            "8aSe+NMegvE="
         );
     }
-    json_response(
-        StatusCode::OK,
-        &json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": kubelab_rules::version::GIT_VERSION}, "paths": paths, "components": {"schemas": {}}}),
-    )
+
+    #[test]
+    fn resources_are_listed_by_name_with_their_storage_version_hash() {
+        let r = Registry::default();
+        let list = resource_list(&r, "autoscaling", "v1");
+        let hpa = &list["resources"][0];
+        assert_eq!(hpa["name"], "horizontalpodautoscalers");
+        // Stored as autoscaling/v2.
+        assert_eq!(
+            hpa["storageVersionHash"],
+            storage_version_hash("autoscaling", "v2", "HorizontalPodAutoscaler")
+        );
+        let core = resource_list(&r, "", "v1");
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let pods = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods")
+            .unwrap();
+        assert_eq!(pods["categories"], json!(["all"]));
+    }
 }

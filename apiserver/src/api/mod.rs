@@ -2,6 +2,7 @@
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
 pub(crate) mod body;
+mod compression;
 pub mod deletion;
 pub mod discovery;
 mod dry_run;
@@ -13,6 +14,7 @@ mod logs;
 pub mod managed_fields;
 pub mod metrics;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 mod priority;
 mod protobuf;
@@ -21,6 +23,7 @@ mod reviews;
 pub mod scale;
 mod stream_proxy;
 mod watch;
+pub(crate) mod wire_order;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,6 +95,8 @@ pub struct Api {
     pub kubelet_client_user: String,
     /// Signs the tokens the TokenRequest API issues.
     pub service_account_tokens: Arc<crate::serviceaccount::ServiceAccountTokens>,
+    /// The OpenAPI documents, built once from the registry.
+    pub openapi: Arc<openapi::Documents>,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -248,6 +253,7 @@ impl Api {
                 crate::serviceaccount::ServiceAccountTokens::ephemeral()
                     .expect("an ECDSA key can be made"),
             ),
+            openapi: Arc::default(),
         }
     }
 
@@ -369,6 +375,7 @@ impl Api {
             tokens: self.tokens.clone(),
             kubelet_client_user: self.kubelet_client_user.clone(),
             service_account_tokens: self.service_account_tokens.clone(),
+            openapi: self.openapi.clone(),
         }
     }
 
@@ -383,7 +390,7 @@ impl Api {
         let out = output(&headers, &params);
         let t = match route {
             Route::ResourceList { group, version } => {
-                return Ok(json_response(
+                return Ok(discovery::discovery_response(
                     StatusCode::OK,
                     &discovery::resource_list(&self.registry, &group, &version),
                 ));
@@ -1802,9 +1809,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/apis/", get(discovery::api_groups))
-        .route("/openapi/v2", get(discovery::openapi_v2))
-        .route("/openapi/v3", get(discovery::openapi_v3_root))
-        .route("/openapi/v3/{*path}", get(discovery::openapi_v3_group))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::v3_root))
+        .route("/openapi/v3/{*path}", get(openapi::v3_group_version))
         .route("/apis/metrics.k8s.io/v1beta1", get(metrics::resources))
         .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
         .route(
@@ -1850,6 +1857,7 @@ pub fn router(api: Arc<Api>) -> Router {
         // kube-apiserver's limit for every body; the resource handler applies
         // it itself, to answer with kube-apiserver's Status.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(compression::layer())
         .with_state(api)
 }
 

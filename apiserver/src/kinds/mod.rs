@@ -104,6 +104,7 @@ pub trait KindSpec:
     + k8s_openapi::Metadata<Ty = ObjectMeta>
     + Serialize
     + DeserializeOwned
+    + schemars::JsonSchema
     + Send
     + Sync
     + 'static
@@ -156,6 +157,9 @@ pub trait Kind: Send + Sync {
     fn converted(&self) -> bool;
     fn from_storage(&self, v: Value) -> Value;
     fn to_storage(&self, v: Value, stored: Option<&Value>) -> Value;
+    /// Adds the type's OpenAPI schema (and those it refers to) to
+    /// `generator`; returns its definition name (`io.k8s.api.core.v1.Pod`).
+    fn openapi_definition(&self, generator: &mut schemars::SchemaGenerator) -> String;
 }
 
 struct Typed<K> {
@@ -292,6 +296,11 @@ impl<K: KindSpec> Kind for Typed<K> {
 
     fn to_storage(&self, v: Value, stored: Option<&Value>) -> Value {
         K::to_storage(v, stored)
+    }
+
+    fn openapi_definition(&self, generator: &mut schemars::SchemaGenerator) -> String {
+        generator.subschema_for::<K>();
+        K::schema_name().into_owned()
     }
 }
 
