@@ -192,6 +192,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let api = Arc::new(api);
     api.bootstrap().await?;
+    api.start_custom_resources()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     let kubernetes = crate::controllers::kubernetes_service::KubernetesService {
         cluster_ip: cfg.service_network.kubernetes_service_ip().into(),
         advertise_address: advertise,

@@ -25,6 +25,12 @@ pub enum FieldErrorKind {
     NotSupported(String),
     Duplicate(String),
     Forbidden,
+    /// A value whose JSON type is wrong (`field.TypeInvalid`).
+    TypeInvalid(String),
+    /// A string over its length limit; the value is not repeated.
+    TooLong,
+    /// A list or map with too many entries; the count found.
+    TooMany(String),
 }
 
 impl FieldError {
@@ -91,6 +97,9 @@ impl FieldError {
             FieldErrorKind::NotSupported(_) => "FieldValueNotSupported",
             FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
+            FieldErrorKind::TypeInvalid(_) => "FieldValueTypeInvalid",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany(_) => "FieldValueTooMany",
         }
     }
 
@@ -102,6 +111,9 @@ impl FieldError {
             FieldErrorKind::NotSupported(v) => ("Unsupported value", Some(v)),
             FieldErrorKind::Duplicate(v) => ("Duplicate value", Some(v)),
             FieldErrorKind::Forbidden => ("Forbidden", None),
+            FieldErrorKind::TypeInvalid(v) => ("Invalid value", Some(v)),
+            FieldErrorKind::TooLong => ("Too long", None),
+            FieldErrorKind::TooMany(v) => ("Too many", Some(v)),
         };
         let mut s = label.to_owned();
         if let Some(v) = value {
@@ -147,6 +159,14 @@ impl Subject<'_> {
             self.plural.to_owned()
         } else {
             format!("{}.{}", self.plural, self.group)
+        }
+    }
+    /// `Deployment.apps` or `Pod`: the group-qualified kind of `NewInvalid`.
+    fn qualified_kind(&self) -> String {
+        if self.group.is_empty() || self.kind.contains('.') {
+            self.kind.to_owned()
+        } else {
+            format!("{}.{}", self.kind, self.group)
         }
     }
     fn details(&self, name: &str) -> StatusDetails {
@@ -282,7 +302,7 @@ impl ApiError {
             ..Self::new(
                 422,
                 "Invalid",
-                format!("{} {name:?} is invalid: {list}", s.kind),
+                format!("{} {name:?} is invalid: {list}", s.qualified_kind()),
             )
         }
     }

@@ -40,19 +40,30 @@ pub async fn api_versions(State(api): State<Arc<Api>>) -> Response {
     )
 }
 
+fn group_json(g: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
+/// `/apis/<group>`: one `APIGroup`, preferred version first.
+pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
+    let (name, versions) = registry.groups().into_iter().find(|(g, _)| *g == group)?;
+    let mut v = group_json(name, &versions);
+    v["kind"] = "APIGroup".into();
+    v["apiVersion"] = "v1".into();
+    Some(v)
+}
+
 pub async fn api_groups(State(api): State<Arc<Api>>) -> Response {
     let mut served = api.registry.groups();
     // Not a stored kind: computed from the nodes' Summary API.
     served.push((super::metrics::GROUP, vec![super::metrics::VERSION]));
     let groups: Vec<Value> = served
         .into_iter()
-        .map(|(g, versions)| {
-            let gvs: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
-            json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
-        })
+        .map(|(g, versions)| group_json(g, &versions))
         .collect();
     discovery_response(
         StatusCode::OK,

@@ -3,6 +3,7 @@
 
 pub(crate) mod body;
 mod compression;
+pub mod custom_resources;
 pub mod deletion;
 pub mod discovery;
 mod dry_run;
@@ -226,6 +227,8 @@ struct Target {
 }
 
 enum Route {
+    /// `/apis/<group>`
+    Group(String),
     ResourceList {
         group: String,
         version: String,
@@ -260,6 +263,7 @@ impl Api {
     fn route(&self, path: &str) -> Option<Route> {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let (group, version, rest) = match segs.as_slice() {
+            ["apis", g] => return Some(Route::Group((*g).to_owned())),
             ["api", v, rest @ ..] => ("", *v, rest),
             ["apis", g, v, rest @ ..] => (*g, *v, rest),
             _ => return None,
@@ -352,14 +356,29 @@ impl Api {
             }
             _ => None,
         };
-        let api = if dry_run::requested(&method, &uri, delete_options.as_ref())? {
+        let dry_run = dry_run::requested(&method, &uri, delete_options.as_ref())?;
+        let api = if dry_run {
             params.insert("dryRun".into(), "All".into());
             Arc::new(self.dry_run_view())
         } else {
             params.remove("dryRun");
             self
         };
-        api.serve(route, method, headers, params, body).await
+        let crd_write = !dry_run
+            && method != Method::GET
+            && matches!(&route, Route::Resource(t) if custom_resources::is_crd(t.kind.as_ref()));
+        let response = api
+            .clone()
+            .serve(route, method, headers, params, body)
+            .await;
+        if crd_write
+            && response.is_ok()
+            && let Err(e) = api.sync_custom_resources().await
+        {
+            // The background sync tries again.
+            tracing::warn!("custom resources: {}", e.message);
+        }
+        response
     }
 
     /// This API over a store that checks writes without making them.
@@ -389,6 +408,11 @@ impl Api {
     ) -> ApiResult<Response> {
         let out = output(&headers, &params);
         let t = match route {
+            Route::Group(group) => {
+                return discovery::api_group(&self.registry, &group)
+                    .map(|g| json_response(StatusCode::OK, &g))
+                    .ok_or_else(ApiError::not_found_path);
+            }
             Route::ResourceList { group, version } => {
                 return Ok(discovery::discovery_response(
                     StatusCode::OK,
@@ -1083,6 +1107,9 @@ impl Api {
                 ));
             }
         };
+        if kind.custom().is_some() && media == "application/strategic-merge-patch+json" {
+            return Err(custom_resources::unsupported_patch_error());
+        }
         let key = info.key(ns, name);
         let applying = media == "application/apply-patch+yaml";
         for _attempt in 0..8 {
@@ -1884,6 +1911,7 @@ mod tests {
                 t.subresource,
             )),
             Route::Bindings { namespace } => Some(("bindings".into(), Some(namespace), None, None)),
+            Route::Group(group) => Some((group, None, None, None)),
             Route::ResourceList { group, version } => {
                 Some((format!("{group}/{version}"), None, None, None))
             }

@@ -38,8 +38,35 @@ fn selector_string(kind: &dyn Kind, obj: &Value) -> String {
     kubelab_rules::selector::selector_string(&sel)
 }
 
+/// `spec.replicas`, `status.replicas` and the selector of an object: a
+/// custom resource's are where its CRD's scale subresource points.
+fn replicas_and_selector(kind: &dyn Kind, obj: &Value) -> (Option<i32>, i32, String) {
+    if let Some(paths) = kind.custom().and_then(|c| c.scale()) {
+        use crate::kinds::custom_resource::get_path;
+        let int = |p: &str| get_path(obj, p).and_then(Value::as_i64).map(|r| r as i32);
+        let selector = paths
+            .label_selector_path
+            .as_deref()
+            .and_then(|p| get_path(obj, p))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        return (
+            Some(int(&paths.spec_replicas_path).unwrap_or(0)),
+            int(&paths.status_replicas_path).unwrap_or(0),
+            selector,
+        );
+    }
+    (
+        obj["spec"]["replicas"].as_i64().map(|r| r as i32),
+        obj["status"]["replicas"].as_i64().unwrap_or(0) as i32,
+        selector_string(kind, obj),
+    )
+}
+
 /// The Scale an object presents.
 pub fn scale_of(kind: &dyn Kind, obj: &Value) -> Value {
+    let (spec_replicas, status_replicas, selector) = replicas_and_selector(kind, obj);
     let m = object::meta(obj);
     let text = |f: &str| m.get(f).and_then(Value::as_str).map(str::to_owned);
     let scale = Scale {
@@ -52,11 +79,11 @@ pub fn scale_of(kind: &dyn Kind, obj: &Value) -> Value {
             ..Default::default()
         },
         spec: Some(ScaleSpec {
-            replicas: obj["spec"]["replicas"].as_i64().map(|r| r as i32),
+            replicas: spec_replicas,
         }),
         status: Some(ScaleStatus {
-            replicas: obj["status"]["replicas"].as_i64().unwrap_or(0) as i32,
-            selector: Some(selector_string(kind, obj)),
+            replicas: status_replicas,
+            selector: Some(selector),
         }),
     };
     let mut v = serde_json::to_value(scale).expect("Scale serializes");
@@ -116,7 +143,14 @@ impl Api {
             }
             let old = object::decode(&current);
             let mut obj = old.clone();
-            obj["spec"]["replicas"] = replicas.into();
+            match kind.custom().and_then(|c| c.scale()) {
+                Some(paths) => crate::kinds::custom_resource::set_path(
+                    &mut obj,
+                    &paths.spec_replicas_path,
+                    replicas.into(),
+                ),
+                None => obj["spec"]["replicas"] = replicas.into(),
+            }
             let mut new = self.prepare_update(kind, &old, obj, false)?;
             match self
                 .store_update(kind, &old, &mut new, current.mod_revision)

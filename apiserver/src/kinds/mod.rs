@@ -10,6 +10,8 @@ pub mod autoscaling;
 mod autoscaling_v1;
 pub mod batch;
 mod core;
+pub mod custom_resource;
+pub mod custom_resource_definition;
 mod discovery;
 mod pod;
 mod pod_defaults;
@@ -19,11 +21,12 @@ mod resource_limits;
 pub mod scheduling;
 mod stateful_set;
 pub mod storage;
+pub mod structural_schema;
 pub mod table;
 pub mod validation;
 mod workloads;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
@@ -160,6 +163,10 @@ pub trait Kind: Send + Sync {
     /// Adds the type's OpenAPI schema (and those it refers to) to
     /// `generator`; returns its definition name (`io.k8s.api.core.v1.Pod`).
     fn openapi_definition(&self, generator: &mut schemars::SchemaGenerator) -> String;
+    /// A resource served from a CustomResourceDefinition.
+    fn custom(&self) -> Option<&custom_resource::CustomResource> {
+        None
+    }
 }
 
 struct Typed<K> {
@@ -232,36 +239,7 @@ impl<K: KindSpec> Kind for Typed<K> {
             return vec![FieldError::invalid_raw("", "", "cannot decode object")];
         };
         let old = old.and_then(|o| decode::<K>(o).ok());
-        let mut errs = Vec::new();
-        let meta = k.metadata();
-        let name = meta.name.as_deref().unwrap_or("");
-        if name.is_empty() {
-            errs.push(FieldError::required(
-                "metadata.name",
-                "name or generateName is required",
-            ));
-        } else {
-            errs.extend(name_errors(self.info.plural, name));
-        }
-        if self.info.namespaced && meta.namespace.as_deref().unwrap_or("").is_empty() {
-            errs.push(FieldError::required("metadata.namespace", ""));
-        }
-        for (key, _) in meta.labels.iter().flatten() {
-            if !valid_qualified_name(key) {
-                errs.push(FieldError::invalid("metadata.labels", key, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-            }
-        }
-        for (key, value) in meta.labels.iter().flatten() {
-            if value.len() > 63
-                || !value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                || value.starts_with(['-', '_', '.'])
-                || value.ends_with(['-', '_', '.'])
-            {
-                errs.push(FieldError::invalid("metadata.labels", value, format!("a valid label value for key {key:?} must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
-            }
-        }
+        let mut errs = metadata_errors(&self.info, k.metadata());
         errs.extend(k.validate(old.as_ref()));
         errs
     }
@@ -302,6 +280,40 @@ impl<K: KindSpec> Kind for Typed<K> {
         generator.subschema_for::<K>();
         K::schema_name().into_owned()
     }
+}
+
+/// `ValidateObjectMeta`: the name, namespace and labels every object has.
+pub(crate) fn metadata_errors(info: &ResourceInfo, meta: &ObjectMeta) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let name = meta.name.as_deref().unwrap_or("");
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
+    } else {
+        errs.extend(name_errors(info.plural, name));
+    }
+    if info.namespaced && meta.namespace.as_deref().unwrap_or("").is_empty() {
+        errs.push(FieldError::required("metadata.namespace", ""));
+    }
+    for (key, _) in meta.labels.iter().flatten() {
+        if !valid_qualified_name(key) {
+            errs.push(FieldError::invalid("metadata.labels", key, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        }
+    }
+    for (key, value) in meta.labels.iter().flatten() {
+        if value.len() > 63
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || value.starts_with(['-', '_', '.'])
+            || value.ends_with(['-', '_', '.'])
+        {
+            errs.push(FieldError::invalid("metadata.labels", value, format!("a valid label value for key {key:?} must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+        }
+    }
+    errs
 }
 
 pub(crate) fn valid_qualified_name(key: &str) -> bool {
@@ -353,10 +365,14 @@ fn typed<K: KindSpec>(group: &'static str, version: &'static str) -> Arc<dyn Kin
     })
 }
 
-/// Every served resource.
+/// Every served resource: the built-in kinds, and the custom resources of
+/// established CustomResourceDefinitions (shared by every clone).
 #[derive(Clone)]
 pub struct Registry {
     kinds: Vec<Arc<dyn Kind>>,
+    custom: Arc<RwLock<Vec<Arc<dyn Kind>>>>,
+    /// Held while the custom resources are brought up to date.
+    pub custom_sync: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Registry {
@@ -395,6 +411,10 @@ impl Default for Registry {
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
                 typed::<storage::StorageClass>("storage.k8s.io", "v1"),
                 typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
+                    "apiextensions.k8s.io",
+                    "v1",
+                ),
                 // v2 first: the preferred and storage version.
                 typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
                 typed::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(
@@ -402,30 +422,46 @@ impl Default for Registry {
                     "v1",
                 ),
             ],
+            custom: Arc::default(),
+            custom_sync: Arc::default(),
         }
     }
 }
 
 impl Registry {
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<dyn Kind>> {
-        self.kinds
+        let is = |k: &&Arc<dyn Kind>| {
+            let i = k.info();
+            i.group == group && i.version == version && i.plural == plural
+        };
+        if let Some(k) = self.kinds.iter().find(is) {
+            return Some(k.clone());
+        }
+        self.custom
+            .read()
+            .expect("custom kinds")
             .iter()
-            .find(|k| {
-                let i = k.info();
-                i.group == group && i.version == version && i.plural == plural
-            })
+            .find(is)
             .cloned()
     }
 
-    pub fn all(&self) -> &[Arc<dyn Kind>] {
-        &self.kinds
+    pub fn all(&self) -> Vec<Arc<dyn Kind>> {
+        let mut all = self.kinds.clone();
+        all.extend(self.custom.read().expect("custom kinds").iter().cloned());
+        all
+    }
+
+    /// Replaces the served custom resources (each CRD's served versions,
+    /// preferred first).
+    pub fn set_custom(&self, kinds: Vec<Arc<dyn Kind>>) {
+        *self.custom.write().expect("custom kinds") = kinds;
     }
 
     /// API groups other than core with their versions, the preferred
     /// (first registered) first.
     pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
         let mut g: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-        for k in &self.kinds {
+        for k in &self.all() {
             let (group, version) = (k.info().group, k.info().version);
             if group.is_empty() {
                 continue;

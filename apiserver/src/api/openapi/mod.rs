@@ -115,7 +115,8 @@ fn build(registry: &Registry, custom: &[CustomResourceSchema]) -> Built {
         let mut served = Vec::new();
         for k in registry.all() {
             let i = k.info();
-            if i.group != group || i.version != version {
+            // Custom resources come in through `custom`, with their schemas.
+            if i.group != group || i.version != version || k.custom().is_some() {
                 continue;
             }
             let definition = k.openapi_definition(&mut generator);
