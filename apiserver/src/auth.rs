@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::status::ApiError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
     pub uid: String,
@@ -125,6 +125,9 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
     })
 }
 
+/// The group every authenticated user is in.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+
 fn is_public(path: &str) -> bool {
     matches!(
         path,
@@ -147,7 +150,12 @@ pub async fn authenticate(
             .cloned()
     };
     match user {
-        Some(u) => {
+        Some(mut u) => {
+            // Every authenticated user is in this group (kube-apiserver's
+            // authenticator adds it).
+            if !u.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+                u.groups.push(AUTHENTICATED_GROUP.into());
+            }
             req.extensions_mut().insert(u);
             next.run(req).await
         }

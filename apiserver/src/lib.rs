@@ -15,6 +15,8 @@
 //! - [`node_client`]: the agents' kubelet API (pod logs, metrics).
 //! - [`cidr`]: IPv4 ranges of the service and pod networks.
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
+//! - [`authorizer`], [`rbac`]: `--authorization-mode` (Node, RBAC), the
+//!   bootstrap policy, escalation prevention, NodeRestriction, impersonation.
 //! - [`event_recorder`]: the Events the scheduler and controllers record.
 
 pub mod api;
@@ -30,6 +32,7 @@ pub mod kinds;
 pub mod leader_election;
 pub mod node_client;
 pub mod pki;
+pub mod rbac;
 pub mod scheduler;
 pub mod selectors;
 pub mod server;

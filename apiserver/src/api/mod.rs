@@ -89,6 +89,9 @@ pub struct Api {
     /// The user the apiserver's kubelet client certificate names, which
     /// SubjectAccessReviews allow on the kubelets' API.
     pub kubelet_client_user: String,
+    /// `--authorization-mode`: decides every request, and
+    /// SubjectAccessReviews.
+    pub authorizer: Arc<crate::authorizer::Authorizer>,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -241,6 +244,7 @@ impl Api {
             nodes: NodeClient::default(),
             tokens: Arc::default(),
             kubelet_client_user: crate::authorizer::default_kubelet_client_user(),
+            authorizer: Arc::default(),
         }
     }
 
@@ -360,6 +364,7 @@ impl Api {
             nodes: self.nodes.clone(),
             tokens: self.tokens.clone(),
             kubelet_client_user: self.kubelet_client_user.clone(),
+            authorizer: self.authorizer.clone(),
         }
     }
 
@@ -679,6 +684,7 @@ impl Api {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
+        crate::rbac::admission::admit(info, &obj, None, false)?;
         if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
             self.require_namespace_exists(info.subject(), &name, ns)
                 .await?;
@@ -889,6 +895,7 @@ impl Api {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
+        crate::rbac::admission::admit(info, &new, Some(old), status_only)?;
         Ok(new)
     }
 
@@ -1786,14 +1793,7 @@ pub fn router(api: Arc<Api>) -> Router {
             "/api/v1/namespaces/{ns}/pods/{name}/portforward",
             any(stream_proxy::pod_portforward),
         )
-        .route(
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            axum::routing::post(reviews::token_review),
-        )
-        .route(
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            axum::routing::post(reviews::subject_access_review),
-        )
+        .merge(reviews::routes())
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))
         .fallback(|| async { ApiError::not_found_path().into_response() })
