@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::status::ApiError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
     pub uid: String,
@@ -163,6 +163,9 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
     })
 }
 
+/// The group every authenticated user is in.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+
 fn is_public(path: &str) -> bool {
     matches!(
         path,
@@ -188,7 +191,12 @@ pub async fn authenticate(
         }
     };
     match user {
-        Some(u) => {
+        Some(mut u) => {
+            // Every authenticated user is in this group (kube-apiserver's
+            // authenticator adds it).
+            if !u.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+                u.groups.push(AUTHENTICATED_GROUP.into());
+            }
             req.extensions_mut().insert(u);
             next.run(req).await
         }

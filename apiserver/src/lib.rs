@@ -17,6 +17,8 @@
 //! - [`selectors`], [`status`]: label/field selectors; `Status` errors.
 //! - [`patch_metadata`]: each field's patch strategy, merge key, list and
 //!   map type, from Kubernetes' OpenAPI document.
+//! - [`authorizer`], [`rbac`]: `--authorization-mode` (Node, RBAC), the
+//!   bootstrap policy, escalation prevention, NodeRestriction, impersonation.
 //! - [`event_recorder`]: the Events the scheduler and controllers record.
 
 pub mod api;
@@ -33,6 +35,7 @@ pub mod leader_election;
 pub mod node_client;
 pub mod patch_metadata;
 pub mod pki;
+pub mod rbac;
 pub mod scheduler;
 pub mod selectors;
 pub mod server;

@@ -14,6 +14,12 @@ use kubelab_apiserver::scheduler::{KubeSchedulerConfiguration, SchedulerSettings
 use kubelab_apiserver::server::{self, Config};
 use kubelab_apiserver::storage::embedded::LOG_WINDOW;
 
+fn parse_authorization_modes(
+    s: &str,
+) -> Result<Vec<kubelab_apiserver::authorizer::Mode>, kubelab_apiserver::authorizer::ModeError> {
+    kubelab_apiserver::authorizer::Mode::parse_list(s)
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -168,6 +174,10 @@ struct Flags {
     token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     service_accounts: ServiceAccountFlags,
+    /// Ordered authorizers: `Node`, `RBAC`, `AlwaysAllow`, `AlwaysDeny`
+    /// (`system:masters` is always allowed).
+    #[arg(long, default_value = "Node,RBAC", value_parser = parse_authorization_modes)]
+    authorization_mode: std::vec::Vec<kubelab_apiserver::authorizer::Mode>,
     /// How many changes the embedded store keeps for watches resuming from
     /// an older resourceVersion; older ones get 410 Gone.
     #[arg(long, default_value_t = LOG_WINDOW)]
@@ -445,6 +455,7 @@ async fn main() -> anyhow::Result<()> {
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
         service_accounts: flags.service_accounts.into(),
+        authorization_modes: flags.authorization_mode,
         kubelet: server::KubeletClientFlags {
             client_certificate: flags.kubelet_client_certificate,
             client_key: flags.kubelet_client_key,

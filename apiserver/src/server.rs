@@ -38,6 +38,8 @@ pub struct Config {
     pub token_auth_file: Option<PathBuf>,
     /// `--service-account-*`, `--api-audiences`.
     pub service_accounts: crate::serviceaccount::TokenFlags,
+    /// `--authorization-mode`.
+    pub authorization_modes: Vec<crate::authorizer::Mode>,
     /// How the apiserver reaches kubelets.
     pub kubelet: KubeletClientFlags,
     pub change_log_window: u64,
@@ -190,11 +192,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(user) = certificate_user(&kubelet_tls.client_certificate) {
         api.kubelet_client_user = user;
     }
+    let authorizer = Arc::new(crate::authorizer::Authorizer::new(
+        cfg.authorization_modes.clone(),
+    ));
+    api.authorizer = authorizer.clone();
     let api = Arc::new(api);
     api.bootstrap().await?;
     api.start_custom_resources()
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
+    crate::rbac::bootstrap::reconcile(&api, &api.kubelet_client_user).await?;
+    crate::rbac::watch::start(api.clone(), authorizer).await;
     let kubernetes = crate::controllers::kubernetes_service::KubernetesService {
         cluster_ip: cfg.service_network.kubernetes_service_ip().into(),
         advertise_address: advertise,
@@ -213,10 +221,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         start_cluster_dns(&api, &cfg, dns, advertise);
     }
 
-    let app = api::router(api).layer(axum::middleware::from_fn_with_state(
-        tokens,
-        auth::authenticate,
-    ));
+    let app = api::router(api.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            api,
+            crate::authorizer::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::authenticate,
+        ));
     let tls = tls_config(&pki)?;
     let listener = TcpListener::bind((cfg.bind_address, cfg.secure_port))
         .await

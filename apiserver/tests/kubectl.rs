@@ -62,7 +62,7 @@ fn requests_without_credentials_are_unauthorized_and_file_tokens_work() {
     assert_eq!(code, "401");
     assert!(body.contains(r#""reason":"Unauthorized""#), "{body}");
 
-    let as_token = |token: &str| {
+    let as_token = |token: &str, what: &str| {
         let mut c = std::process::Command::new("/usr/bin/kubectl");
         c.env("HOME", s.data_dir()).args([
             "--kubeconfig=/dev/null",
@@ -75,18 +75,26 @@ fn requests_without_credentials_are_unauthorized_and_file_tokens_work() {
             "--token",
             token,
             "get",
-            "namespaces",
+            what,
         ]);
         c.output().unwrap()
     };
-    let good = as_token("node-secret");
+    // A node's token: what the node rules grant, and not more.
+    let good = as_token("node-secret", "services");
     assert!(
         good.status.success(),
         "{}",
         String::from_utf8_lossy(&good.stderr)
     );
-    assert!(String::from_utf8_lossy(&good.stdout).contains("kube-system"));
-    let bad = as_token("wrong");
+    let denied = as_token("node-secret", "namespaces");
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains(
+            "namespaces is forbidden: User \"system:node:node1\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+        ),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let bad = as_token("wrong", "namespaces");
     assert!(!bad.status.success());
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("Unauthorized"),

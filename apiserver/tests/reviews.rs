@@ -1,4 +1,5 @@
-//! TokenReview and SubjectAccessReview, as a kubelet's webhooks ask them:
+//! TokenReview and SubjectAccessReview, as a kubelet's webhooks ask them
+//! (SubjectAccessReviews answered by `system:masters` and RBAC):
 //! `kubectl create --raw` POSTs the review, the answer is the same object
 //! with its status.
 
@@ -40,7 +41,7 @@ fn token_reviews_answer_from_the_token_file() {
 }
 
 #[test]
-fn subject_access_reviews_allow_masters_and_the_kubelet_client_only() {
+fn subject_access_reviews_answer_from_rbac() {
     let s = ApiServer::start();
     let path = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
     let sar = |user: &str, groups: &[&str]| {
@@ -58,13 +59,34 @@ fn subject_access_reviews_allow_masters_and_the_kubelet_client_only() {
         sar("dev", &["developers", "system:authenticated"]),
     );
     assert_eq!(dev["status"]["allowed"], false, "{dev}");
-    assert!(
-        dev["status"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("\"dev\" is not in group \"system:masters\""),
-        "{dev}"
-    );
+    // RBAC decides for everyone else: a binding of the kubelet API role.
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "dev-kubelet-api",
+        "--clusterrole=system:kubelet-api-admin",
+        "--group=developers",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let dev = review(
+            &s,
+            path,
+            sar("dev", &["developers", "system:authenticated"]),
+        );
+        if dev["status"]["allowed"] == true {
+            assert!(
+                dev["status"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("ClusterRoleBinding \"dev-kubelet-api\""),
+                "{dev}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{dev}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let neither = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"user": "dev"}});
     let err = s.fails(&[
         "create",

@@ -98,6 +98,9 @@ pub struct Api {
     pub service_account_tokens: Arc<crate::serviceaccount::ServiceAccountTokens>,
     /// The OpenAPI documents, built once from the registry.
     pub openapi: Arc<openapi::Documents>,
+    /// `--authorization-mode`: decides every request, and
+    /// SubjectAccessReviews.
+    pub authorizer: Arc<crate::authorizer::Authorizer>,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -257,6 +260,7 @@ impl Api {
                     .expect("an ECDSA key can be made"),
             ),
             openapi: Arc::default(),
+            authorizer: Arc::default(),
         }
     }
 
@@ -395,6 +399,7 @@ impl Api {
             kubelet_client_user: self.kubelet_client_user.clone(),
             service_account_tokens: self.service_account_tokens.clone(),
             openapi: self.openapi.clone(),
+            authorizer: self.authorizer.clone(),
         }
     }
 
@@ -719,6 +724,7 @@ impl Api {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
+        crate::rbac::admission::admit(info, &obj, None, false)?;
         if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
             self.require_namespace_exists(info.subject(), &name, ns)
                 .await?;
@@ -948,6 +954,7 @@ impl Api {
         if !errs.is_empty() {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
+        crate::rbac::admission::admit(info, &new, Some(old), status_only)?;
         Ok(new)
     }
 
@@ -1870,14 +1877,7 @@ pub fn router(api: Arc<Api>) -> Router {
             "/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
             axum::routing::post(crate::serviceaccount::token_request::create_token),
         )
-        .route(
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            axum::routing::post(reviews::token_review),
-        )
-        .route(
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            axum::routing::post(reviews::subject_access_review),
-        )
+        .merge(reviews::routes())
         .route("/api/{*rest}", any(resource_handler))
         .route("/apis/{*rest}", any(resource_handler))
         .fallback(|| async { ApiError::not_found_path().into_response() })

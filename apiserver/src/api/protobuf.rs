@@ -413,6 +413,110 @@ const TOKEN_REQUEST: &[Field] = &[
     f(2, "spec", Ty::Msg(TOKEN_REQUEST_SPEC)),
 ];
 
+// rbac.authorization.k8s.io/v1 (`kubectl create role|clusterrole|rolebinding|clusterrolebinding`).
+const POLICY_RULE: &[Field] = &[
+    r(1, "verbs", Ty::Str),
+    r(2, "apiGroups", Ty::Str),
+    r(3, "resources", Ty::Str),
+    r(4, "resourceNames", Ty::Str),
+    r(5, "nonResourceURLs", Ty::Str),
+];
+
+const ROLE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "rules", Ty::Msg(POLICY_RULE)),
+];
+
+const CLUSTER_ROLE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "rules", Ty::Msg(POLICY_RULE)),
+    f(
+        3,
+        "aggregationRule",
+        Ty::Msg(&[r(1, "clusterRoleSelectors", Ty::Msg(LABEL_SELECTOR))]),
+    ),
+];
+
+const ROLE_BINDING: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(
+        2,
+        "subjects",
+        Ty::Msg(&[
+            f(1, "kind", Ty::Str),
+            f(2, "apiGroup", Ty::Str),
+            f(3, "name", Ty::Str),
+            f(4, "namespace", Ty::Str),
+        ]),
+    ),
+    f(
+        3,
+        "roleRef",
+        Ty::Msg(&[
+            f(1, "apiGroup", Ty::Str),
+            f(2, "kind", Ty::Str),
+            f(3, "name", Ty::Str),
+        ]),
+    ),
+];
+
+// authorization.k8s.io/v1 and authentication.k8s.io/v1 reviews
+// (`kubectl auth can-i`, `kubectl auth whoami`).
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Ty::Str),
+    f(2, "verb", Ty::Str),
+    f(3, "group", Ty::Str),
+    f(4, "version", Ty::Str),
+    f(5, "resource", Ty::Str),
+    f(6, "subresource", Ty::Str),
+    f(7, "name", Ty::Str),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
+
+const SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+            f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+            f(3, "user", Ty::Str),
+            r(4, "groups", Ty::Str),
+            f(6, "uid", Ty::Str),
+        ]),
+    ),
+];
+
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+            f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+        ]),
+    ),
+];
+
+const SELF_SUBJECT_RULES_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(&[f(1, "namespace", Ty::Str)])),
+];
+
+const TOKEN_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[f(1, "token", Ty::Str), r(2, "audiences", Ty::Str)]),
+    ),
+];
+
+const SELF_SUBJECT_REVIEW: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META))];
+
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -608,6 +712,16 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("batch/v1", "CronJob") => CRON_JOB,
         ("policy/v1", "PodDisruptionBudget") => POD_DISRUPTION_BUDGET,
         ("autoscaling/v2", "HorizontalPodAutoscaler") => HORIZONTAL_POD_AUTOSCALER,
+        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => {
+            SUBJECT_ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => SELF_SUBJECT_RULES_REVIEW,
+        ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
+        ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => ROLE_BINDING,
         _ => {
             return Err(ProtobufError::UnsupportedKind(format!(
                 "{api_version}/{kind}"

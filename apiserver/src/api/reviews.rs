@@ -1,30 +1,44 @@
-//! `authentication.k8s.io/v1` TokenReview and `authorization.k8s.io/v1`
-//! SubjectAccessReview: create-only, never stored; the answer is the
-//! request with its `status` filled in (201), as kube-apiserver does. The
-//! kubelets' `--authentication-token-webhook` and `--authorization-mode
-//! Webhook` ask these.
+//! `authentication.k8s.io/v1` TokenReview and SelfSubjectReview,
+//! `authorization.k8s.io/v1` SubjectAccessReview, LocalSubjectAccessReview,
+//! SelfSubjectAccessReview and SelfSubjectRulesReview: create-only, never
+//! stored; the answer is the request with its `status` filled in (201), as
+//! kube-apiserver does. The kubelets' `--authentication-token-webhook` and
+//! `--authorization-mode Webhook` ask these; `kubectl auth can-i` and
+//! `kubectl auth whoami` too.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
-use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
+use k8s_openapi::api::authentication::v1::{
+    SelfSubjectReview, SelfSubjectReviewStatus, TokenReview, TokenReviewStatus, UserInfo,
+};
+use k8s_openapi::api::authorization::v1::{
+    LocalSubjectAccessReview, NonResourceAttributes, NonResourceRule, ResourceAttributes,
+    ResourceRule, SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
+    SubjectAccessReviewStatus, SubjectRulesReviewStatus,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Api, json_response};
-use crate::authorizer::{self, Decision};
+use crate::auth::UserInfo as AuthUser;
+use crate::authorizer::Decision;
+use crate::rbac::attributes::Attributes;
 use crate::status::ApiError;
 
-/// The authenticator adds this group to every user it authenticates.
-const AUTHENTICATED_GROUP: &str = "system:authenticated";
+use crate::auth::AUTHENTICATED_GROUP;
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))
+/// The review in the body: JSON, YAML or protobuf (kubectl's typed
+/// clients send protobuf).
+async fn decode<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    let v = super::body::decode(headers, body).await?;
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))
 }
 
 fn created<T: Serialize>(v: &T) -> Response {
@@ -42,8 +56,42 @@ fn invalid(kind: &str, group: &str, field: &str, detail: &str) -> ApiError {
     )
 }
 
-pub async fn token_review(State(api): State<Arc<Api>>, body: Bytes) -> Response {
-    let mut review: TokenReview = match decode(&body) {
+/// The review APIs: create-only resources answered at once.
+pub fn routes() -> axum::Router<Arc<Api>> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            post(token_review),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            post(self_subject_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            post(subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            post(self_subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
+            post(local_subject_access_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            post(self_subject_rules_review),
+        )
+}
+
+pub async fn token_review(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut review: TokenReview = match decode(&headers, &body).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -99,8 +147,59 @@ pub async fn token_review(State(api): State<Arc<Api>>, body: Bytes) -> Response 
     created(&review)
 }
 
-pub async fn subject_access_review(State(api): State<Arc<Api>>, body: Bytes) -> Response {
-    let mut review: SubjectAccessReview = match decode(&body) {
+fn access_attributes(
+    user: AuthUser,
+    resource: Option<&ResourceAttributes>,
+    non_resource: Option<&NonResourceAttributes>,
+) -> Attributes {
+    match (resource, non_resource) {
+        (Some(r), _) => Attributes {
+            user,
+            verb: r.verb.clone().unwrap_or_default(),
+            resource_request: true,
+            namespace: r.namespace.clone().unwrap_or_default(),
+            api_group: r.group.clone().unwrap_or_default(),
+            api_version: r.version.clone().unwrap_or_default(),
+            resource: r.resource.clone().unwrap_or_default(),
+            subresource: r.subresource.clone().unwrap_or_default(),
+            name: r.name.clone().unwrap_or_default(),
+            path: String::new(),
+        },
+        (None, n) => Attributes {
+            user,
+            verb: n.and_then(|n| n.verb.clone()).unwrap_or_default(),
+            path: n.and_then(|n| n.path.clone()).unwrap_or_default(),
+            ..Default::default()
+        },
+    }
+}
+
+fn access_status(api: &Api, attrs: &Attributes) -> SubjectAccessReviewStatus {
+    let decision = api.authorizer.authorize(attrs);
+    tracing::debug!(user = %attrs.user.name, verb = %attrs.verb, ?decision, "access review");
+    match decision {
+        Decision::Allow { reason } => SubjectAccessReviewStatus {
+            allowed: true,
+            reason: Some(reason).filter(|r| !r.is_empty()),
+            ..Default::default()
+        },
+        Decision::Deny { reason } => SubjectAccessReviewStatus {
+            allowed: false,
+            reason: Some(reason).filter(|r| !r.is_empty()),
+            ..Default::default()
+        },
+    }
+}
+
+const EXACTLY_ONE: &str = "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified";
+
+/// `authorization.k8s.io/v1` SubjectAccessReview: may this user do this?
+pub async fn subject_access_review(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut review: SubjectAccessReview = match decode(&headers, &body).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -110,7 +209,7 @@ pub async fn subject_access_review(State(api): State<Arc<Api>>, body: Bytes) -> 
             "SubjectAccessReview",
             "authorization.k8s.io",
             "spec.resourceAttributes",
-            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            EXACTLY_ONE,
         )
         .into_response();
     }
@@ -125,19 +224,154 @@ pub async fn subject_access_review(State(api): State<Arc<Api>>, body: Bytes) -> 
         )
         .into_response();
     }
-    let decision = authorizer::decide(&user, &groups, &api.kubelet_client_user);
-    tracing::debug!(%user, ?decision, "SubjectAccessReview");
-    review.status = Some(match decision {
-        Decision::Allow { reason } => SubjectAccessReviewStatus {
-            allowed: true,
-            reason: Some(reason),
-            ..Default::default()
-        },
-        Decision::Deny { reason } => SubjectAccessReviewStatus {
-            allowed: false,
-            reason: Some(reason),
-            ..Default::default()
-        },
+    let who = AuthUser {
+        name: user,
+        uid: spec.uid.clone().unwrap_or_default(),
+        groups,
+    };
+    let attrs = access_attributes(
+        who,
+        spec.resource_attributes.as_ref(),
+        spec.non_resource_attributes.as_ref(),
+    );
+    review.status = Some(access_status(&api, &attrs));
+    created(&review)
+}
+
+/// `LocalSubjectAccessReview`: a SubjectAccessReview within one namespace.
+pub async fn local_subject_access_review(
+    State(api): State<Arc<Api>>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut review: LocalSubjectAccessReview = match decode(&headers, &body).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let spec = &review.spec;
+    let ns_given = spec
+        .resource_attributes
+        .as_ref()
+        .and_then(|r| r.namespace.clone())
+        .unwrap_or_default();
+    if spec.resource_attributes.is_none() || ns_given != namespace {
+        return invalid(
+            "LocalSubjectAccessReview",
+            "authorization.k8s.io",
+            "spec.resourceAttributes.namespace",
+            &format!("Invalid value: {ns_given:?}: must match metadata.namespace"),
+        )
+        .into_response();
+    }
+    let who = AuthUser {
+        name: spec.user.clone().unwrap_or_default(),
+        uid: spec.uid.clone().unwrap_or_default(),
+        groups: spec.groups.clone().unwrap_or_default(),
+    };
+    let attrs = access_attributes(who, spec.resource_attributes.as_ref(), None);
+    review.status = Some(access_status(&api, &attrs));
+    review.metadata.namespace = Some(namespace);
+    created(&review)
+}
+
+/// `SelfSubjectAccessReview` (`kubectl auth can-i`): may I do this?
+pub async fn self_subject_access_review(
+    State(api): State<Arc<Api>>,
+    user: Option<Extension<AuthUser>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut review: SelfSubjectAccessReview = match decode(&headers, &body).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let spec = &review.spec;
+    if spec.resource_attributes.is_some() == spec.non_resource_attributes.is_some() {
+        return invalid(
+            "SelfSubjectAccessReview",
+            "authorization.k8s.io",
+            "spec.resourceAttributes",
+            EXACTLY_ONE,
+        )
+        .into_response();
+    }
+    let who = user.map(|u| u.0).unwrap_or_default();
+    let attrs = access_attributes(
+        who,
+        spec.resource_attributes.as_ref(),
+        spec.non_resource_attributes.as_ref(),
+    );
+    review.status = Some(access_status(&api, &attrs));
+    created(&review)
+}
+
+/// `SelfSubjectRulesReview` (`kubectl auth can-i --list`): what may I do
+/// in this namespace?
+pub async fn self_subject_rules_review(
+    State(api): State<Arc<Api>>,
+    user: Option<Extension<AuthUser>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut review: SelfSubjectRulesReview = match decode(&headers, &body).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let namespace = review.spec.namespace.clone().unwrap_or_default();
+    if namespace.is_empty() {
+        return invalid(
+            "SelfSubjectRulesReview",
+            "authorization.k8s.io",
+            "spec.namespace",
+            "Required value",
+        )
+        .into_response();
+    }
+    let who = user.map(|u| u.0).unwrap_or_default();
+    let (rules, incomplete) = api.authorizer.rules_for(&who, &namespace);
+    let (resource, non_resource): (Vec<_>, Vec<_>) = rules.into_iter().partition(|r| {
+        r.non_resource_urls
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
     });
+    review.status = Some(SubjectRulesReviewStatus {
+        resource_rules: resource
+            .into_iter()
+            .map(|r| ResourceRule {
+                verbs: r.verbs,
+                api_groups: r.api_groups,
+                resources: r.resources,
+                resource_names: r.resource_names,
+            })
+            .collect(),
+        non_resource_rules: non_resource
+            .into_iter()
+            .map(|r| NonResourceRule {
+                verbs: r.verbs,
+                non_resource_urls: r.non_resource_urls,
+            })
+            .collect(),
+        incomplete,
+        evaluation_error: None,
+    });
+    created(&review)
+}
+
+/// `SelfSubjectReview` (`kubectl auth whoami`): who am I?
+pub async fn self_subject_review(user: Option<Extension<AuthUser>>) -> Response {
+    let who = user.map(|u| u.0).unwrap_or_default();
+    let review = SelfSubjectReview {
+        metadata: Default::default(),
+        status: Some(SelfSubjectReviewStatus {
+            user_info: Some(UserInfo {
+                username: Some(who.name),
+                uid: Some(who.uid).filter(|u| !u.is_empty()),
+                groups: Some(who.groups),
+                extra: None,
+            }),
+        }),
+    };
     created(&review)
 }

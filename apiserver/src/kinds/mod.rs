@@ -17,6 +17,7 @@ mod pod;
 mod pod_defaults;
 pub mod pod_template;
 pub mod policy;
+pub mod rbac;
 mod resource_limits;
 pub mod scheduling;
 mod stateful_set;
@@ -340,6 +341,9 @@ fn name_errors(plural: &str, name: &str) -> Vec<FieldError> {
     match plural {
         "namespaces" => validation::dns1123_label("metadata.name", name),
         "services" => validation::dns1035_label("metadata.name", name),
+        "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => {
+            rbac::path_segment_name("metadata.name", name)
+        }
         // Events are named `<object>.<hex>`; nodes may be any DNS subdomain.
         _ => validation::dns1123_subdomain("metadata.name", name),
     }
@@ -380,7 +384,8 @@ impl Default for Registry {
         use k8s_openapi::api::{
             apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
             coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-            policy::v1 as policy, scheduling::v1 as scheduling, storage::v1 as storage,
+            policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+            storage::v1 as storage,
         };
         Self {
             kinds: vec![
@@ -415,6 +420,10 @@ impl Default for Registry {
                     "apiextensions.k8s.io",
                     "v1",
                 ),
+                typed::<rbac::Role>(self::rbac::GROUP, "v1"),
+                typed::<rbac::ClusterRole>(self::rbac::GROUP, "v1"),
+                typed::<rbac::RoleBinding>(self::rbac::GROUP, "v1"),
+                typed::<rbac::ClusterRoleBinding>(self::rbac::GROUP, "v1"),
                 // v2 first: the preferred and storage version.
                 typed::<autoscaling::HorizontalPodAutoscaler>("autoscaling", "v2"),
                 typed::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(
