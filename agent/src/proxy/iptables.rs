@@ -848,7 +848,10 @@ pub fn render_chain_removal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::model::tests::{EndpointSpec, NODE, on_nodes, service, slice, spec};
+    use crate::proxy::model::tests::{
+        EndpointSpec, NODE, client_ip_affinity, external_ip_node_port, internal_traffic_local,
+        local_and_remote, plain_slice, service, slice, spec,
+    };
 
     fn name(ns: &str, svc: &str, port: &str) -> ServicePortName {
         ServicePortName {
@@ -902,13 +905,7 @@ mod tests {
     #[test]
     fn one_service_one_endpoint_renders_exactly_kube_proxys_lines() {
         let svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
-        let eps = slice(
-            "ns1",
-            "svc1",
-            "p80",
-            80,
-            &[("10.180.0.1", None, None, None)],
-        );
+        let eps = plain_slice("ns1", "svc1", "p80", 80, &["10.180.0.1"]);
         let model = ProxyModel::build([&svc], [&eps], NODE);
         let text = render_ruleset(&model, &opts());
         let want = "\
@@ -945,18 +942,13 @@ COMMIT
     #[test]
     fn endpoints_get_the_probability_series_of_kube_proxy() {
         let svc = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("", 80, 0)]);
-        let eps = slice(
+        let eps = plain_slice(
             "ns1",
             "web",
             "",
             8080,
             &[
-                ("10.1.0.1", None, None, None),
-                ("10.1.0.2", None, None, None),
-                ("10.1.0.3", None, None, None),
-                ("10.1.0.4", None, None, None),
-                ("10.1.0.5", None, None, None),
-                ("10.1.0.6", None, None, None),
+                "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6",
             ],
         );
         let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
@@ -1025,13 +1017,7 @@ COMMIT
             "172.30.0.43",
             &[("p80", 80, 3003)],
         );
-        let eps = slice(
-            "ns3",
-            "svc3",
-            "p80",
-            80,
-            &[("10.180.0.3", None, None, None)],
-        );
+        let eps = plain_slice("ns3", "svc3", "p80", 80, &["10.180.0.3"]);
         let rs = Ruleset::render(
             &ProxyModel::build([&svc], [&eps], NODE),
             &RenderOptions::default(),
@@ -1085,13 +1071,7 @@ COMMIT
     #[test]
     fn partial_plans_declare_only_what_they_write_and_delete_stale_chains() {
         let svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
-        let eps = slice(
-            "ns1",
-            "svc1",
-            "p80",
-            80,
-            &[("10.180.0.1", None, None, None)],
-        );
+        let eps = plain_slice("ns1", "svc1", "p80", 80, &["10.180.0.1"]);
         let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let key = name("ns1", "svc1", "p80");
         let plan = WritePlan {
@@ -1112,18 +1092,9 @@ COMMIT
     fn updates_rerender_only_changed_services_and_match_a_fresh_render() {
         let a = service("ns", "a", "ClusterIP", "10.96.0.1", &[("", 80, 0)]);
         let b = service("ns", "b", "NodePort", "10.96.0.2", &[("", 80, 30002)]);
-        let ea = slice("ns", "a", "", 80, &[("10.1.0.1", None, None, None)]);
-        let eb = slice(
-            "ns",
-            "b",
-            "",
-            80,
-            &[
-                ("10.1.0.2", None, None, None),
-                ("10.1.0.3", None, None, None),
-            ],
-        );
-        let eb1 = slice("ns", "b", "", 80, &[("10.1.0.3", None, None, None)]);
+        let ea = plain_slice("ns", "a", "", 80, &["10.1.0.1"]);
+        let eb = plain_slice("ns", "b", "", 80, &["10.1.0.2", "10.1.0.3"]);
+        let eb1 = plain_slice("ns", "b", "", 80, &["10.1.0.3"]);
         let mut rs = Ruleset::render(&ProxyModel::build([&a, &b], [&ea, &eb], NODE), &opts());
         let after = ProxyModel::build([&a, &b], [&ea, &eb1], NODE);
         let change = rs.update(&after);
@@ -1200,18 +1171,7 @@ COMMIT
 
     #[test]
     fn client_ip_affinity_sends_a_client_back_to_its_endpoint_with_recent() {
-        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
-        spec(&mut svc).session_affinity = Some("ClientIP".into());
-        let eps = slice(
-            "ns1",
-            "svc1",
-            "p80",
-            80,
-            &[
-                ("10.180.0.1", None, None, None),
-                ("10.180.0.2", None, None, None),
-            ],
-        );
+        let (mut svc, eps) = client_ip_affinity();
         let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let s = &rs.services[&name("ns1", "svc1", "p80")];
         assert_eq!(
@@ -1259,21 +1219,8 @@ COMMIT
 
     #[test]
     fn external_ips_go_through_the_external_chain_that_masquerades() {
-        let mut svc = service(
-            "ns2",
-            "svc2",
-            "NodePort",
-            "172.30.0.42",
-            &[("p80", 80, 3002)],
-        );
-        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
-        let eps = slice(
-            "ns2",
-            "svc2",
-            "p80",
-            80,
-            &[("10.180.0.2", None, None, None)],
-        );
+        let svc = external_ip_node_port();
+        let eps = plain_slice("ns2", "svc2", "p80", 80, &["10.180.0.2"]);
         let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let s = &rs.services[&name("ns2", "svc2", "p80")];
         assert_eq!(
@@ -1326,28 +1273,9 @@ COMMIT
 
     #[test]
     fn external_traffic_policy_local_keeps_the_source_and_uses_local_endpoints() {
-        let mut svc = service(
-            "ns2",
-            "svc2",
-            "NodePort",
-            "172.30.0.42",
-            &[("p80", 80, 3002)],
-        );
-        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
+        let mut svc = external_ip_node_port();
         spec(&mut svc).external_traffic_policy = Some("Local".into());
-        let eps = on_nodes(
-            slice(
-                "ns2",
-                "svc2",
-                "p80",
-                80,
-                &[
-                    ("10.180.0.2", None, None, None),
-                    ("10.180.1.2", None, None, None),
-                ],
-            ),
-            &[NODE, "node2"],
-        );
+        let eps = local_and_remote("ns2", "svc2", ["10.180.0.2", "10.180.1.2"]);
         let mut rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let s = &rs.services[&name("ns2", "svc2", "p80")];
         assert_eq!(
@@ -1405,21 +1333,7 @@ COMMIT
 
     #[test]
     fn internal_traffic_policy_local_sends_the_cluster_ip_to_local_endpoints_or_drops() {
-        let mut svc = service("ns3", "svc3", "ClusterIP", "172.30.0.43", &[("p80", 80, 0)]);
-        spec(&mut svc).internal_traffic_policy = Some("Local".into());
-        let eps = on_nodes(
-            slice(
-                "ns3",
-                "svc3",
-                "p80",
-                80,
-                &[
-                    ("10.180.0.3", None, None, None),
-                    ("10.180.1.3", None, None, None),
-                ],
-            ),
-            &[NODE, "node2"],
-        );
+        let (svc, eps) = internal_traffic_local();
         let rs = Ruleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let s = &rs.services[&name("ns3", "svc3", "p80")];
         assert_eq!(

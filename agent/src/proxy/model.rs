@@ -495,6 +495,18 @@ pub(crate) mod tests {
         }
     }
 
+    /// A slice of ready endpoints (no conditions set) at `ips`.
+    pub fn plain_slice(
+        ns: &str,
+        service: &str,
+        port_name: &str,
+        port: i32,
+        ips: &[&str],
+    ) -> EndpointSlice {
+        let eps: Vec<EndpointSpec> = ips.iter().map(|ip| (*ip, None, None, None)).collect();
+        slice(ns, service, port_name, port, &eps)
+    }
+
     /// The spec of `svc`, to set what [`service`] leaves out.
     pub fn spec(svc: &mut Service) -> &mut ServiceSpec {
         svc.spec.as_mut().unwrap()
@@ -506,6 +518,43 @@ pub(crate) mod tests {
             ep.node_name = Some(node.to_string());
         }
         slice
+    }
+
+    /// ns1/svc1: ClusterIP 172.30.0.41 with ClientIP affinity, endpoints
+    /// 10.180.0.1 and 10.180.0.2 (the scenario both renderers' tests use).
+    pub fn client_ip_affinity() -> (Service, EndpointSlice) {
+        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
+        spec(&mut svc).session_affinity = Some("ClientIP".into());
+        let eps = plain_slice("ns1", "svc1", "p80", 80, &["10.180.0.1", "10.180.0.2"]);
+        (svc, eps)
+    }
+
+    /// ns2/svc2: NodePort 3002 with external IP 192.168.99.22.
+    pub fn external_ip_node_port() -> Service {
+        let mut svc = service(
+            "ns2",
+            "svc2",
+            "NodePort",
+            "172.30.0.42",
+            &[("p80", 80, 3002)],
+        );
+        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
+        svc
+    }
+
+    /// Endpoints `ips` of `ns/svc` port p80, the first on this node and the
+    /// second on node2.
+    pub fn local_and_remote(ns: &str, svc: &str, ips: [&str; 2]) -> EndpointSlice {
+        on_nodes(plain_slice(ns, svc, "p80", 80, &ips), &[NODE, "node2"])
+    }
+
+    /// ns3/svc3: ClusterIP 172.30.0.43 with internalTrafficPolicy Local, one
+    /// endpoint here and one on node2.
+    pub fn internal_traffic_local() -> (Service, EndpointSlice) {
+        let mut svc = service("ns3", "svc3", "ClusterIP", "172.30.0.43", &[("p80", 80, 0)]);
+        spec(&mut svc).internal_traffic_policy = Some("Local".into());
+        let eps = local_and_remote("ns3", "svc3", ["10.180.0.3", "10.180.1.3"]);
+        (svc, eps)
     }
 
     fn ep(s: &str) -> Endpoint {
@@ -580,13 +629,7 @@ pub(crate) mod tests {
         let headless = service("ns1", "db", "ClusterIP", "None", &[("", 5432, 0)]);
         let ext = service("ns1", "ext", "ExternalName", "", &[("", 80, 0)]);
         let web = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("http", 80, 0)]);
-        let other_port = slice(
-            "ns1",
-            "web",
-            "metrics",
-            9090,
-            &[("10.1.0.1", None, None, None)],
-        );
+        let other_port = plain_slice("ns1", "web", "metrics", 9090, &["10.1.0.1"]);
         let m = ProxyModel::build([&headless, &ext, &web], [&other_port], NODE);
         assert_eq!(m.services.len(), 1);
         assert!(m.services.values().next().unwrap().endpoints.is_empty());
@@ -595,7 +638,7 @@ pub(crate) mod tests {
     #[test]
     fn endpoints_of_several_slices_are_merged_without_duplicates() {
         let svc = service("ns1", "web", "ClusterIP", "10.96.0.10", &[("", 80, 0)]);
-        let a = slice("ns1", "web", "", 80, &[("10.1.0.1", None, None, None)]);
+        let a = plain_slice("ns1", "web", "", 80, &["10.1.0.1"]);
         let b = slice(
             "ns1",
             "web",
@@ -651,16 +694,12 @@ pub(crate) mod tests {
     #[test]
     fn local_policies_keep_this_nodes_endpoints() {
         let eps = on_nodes(
-            slice(
+            plain_slice(
                 "ns1",
                 "web",
                 "http",
                 8080,
-                &[
-                    ("10.1.0.1", None, None, None),
-                    ("10.1.0.2", None, None, None),
-                    ("10.2.0.1", None, None, None),
-                ],
+                &["10.1.0.1", "10.1.0.2", "10.2.0.1"],
             ),
             &[NODE, NODE, "node2"],
         );

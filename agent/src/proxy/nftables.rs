@@ -726,7 +726,10 @@ pub fn listed_chains() -> Result<BTreeSet<String>, ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::model::tests::{NODE, on_nodes, service, slice, spec};
+    use crate::proxy::model::tests::{
+        NODE, client_ip_affinity, external_ip_node_port, internal_traffic_local, local_and_remote,
+        plain_slice, service, spec,
+    };
 
     fn opts() -> NftOptions {
         NftOptions {
@@ -760,24 +763,14 @@ mod tests {
             "172.30.0.46",
             &[("p80", 80, 3006)],
         );
-        let e1 = slice(
+        let e1 = plain_slice(
             "ns1",
             "svc1",
             "p80",
             80,
-            &[
-                ("10.180.0.1", None, None, None),
-                ("10.180.0.2", None, None, None),
-                ("10.180.0.3", None, None, None),
-            ],
+            &["10.180.0.1", "10.180.0.2", "10.180.0.3"],
         );
-        let e3 = slice(
-            "ns3",
-            "svc3",
-            "p80",
-            80,
-            &[("10.180.0.3", None, None, None)],
-        );
+        let e3 = plain_slice("ns3", "svc3", "p80", 80, &["10.180.0.3"]);
         let model = ProxyModel::build([&svc1, &svc3, &svc6], [&e1, &e3], NODE);
         let text = NftRuleset::render(&model, &opts()).full_text();
         let body: Vec<&str> = text
@@ -815,18 +808,9 @@ mod tests {
     fn partial_updates_touch_only_the_changed_service() {
         let a = service("ns", "a", "ClusterIP", "10.96.0.1", &[("", 80, 0)]);
         let b = service("ns", "b", "ClusterIP", "10.96.0.2", &[("", 80, 0)]);
-        let ea = slice("ns", "a", "", 80, &[("10.1.0.1", None, None, None)]);
-        let eb2 = slice(
-            "ns",
-            "b",
-            "",
-            80,
-            &[
-                ("10.1.0.2", None, None, None),
-                ("10.1.0.3", None, None, None),
-            ],
-        );
-        let eb1 = slice("ns", "b", "", 80, &[("10.1.0.3", None, None, None)]);
+        let ea = plain_slice("ns", "a", "", 80, &["10.1.0.1"]);
+        let eb2 = plain_slice("ns", "b", "", 80, &["10.1.0.2", "10.1.0.3"]);
+        let eb1 = plain_slice("ns", "b", "", 80, &["10.1.0.3"]);
         let mut rs = NftRuleset::render(&ProxyModel::build([&a, &b], [&ea, &eb2], NODE), &opts());
         let after = ProxyModel::build([&a, &b], [&ea, &eb1], NODE);
         let change = rs.update(&after);
@@ -861,16 +845,7 @@ mod tests {
         );
         // An endpoint IP shared by two services stays a hairpin element
         // until neither has it.
-        let a2 = slice(
-            "ns",
-            "a",
-            "",
-            80,
-            &[
-                ("10.1.0.1", None, None, None),
-                ("10.1.0.3", None, None, None),
-            ],
-        );
+        let a2 = plain_slice("ns", "a", "", 80, &["10.1.0.1", "10.1.0.3"]);
         rs.update(&ProxyModel::build([&a, &b], [&a2, &eb1], NODE));
         let change = rs.update(&ProxyModel::build([&a, &b], [&ea, &eb1], NODE));
         assert!(!change.text.contains("hairpin"), "{}", change.text);
@@ -894,18 +869,7 @@ mod tests {
 
     #[test]
     fn client_ip_affinity_uses_a_timeout_set_per_endpoint_as_kube_proxy() {
-        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
-        spec(&mut svc).session_affinity = Some("ClientIP".into());
-        let eps = slice(
-            "ns1",
-            "svc1",
-            "p80",
-            80,
-            &[
-                ("10.180.0.1", None, None, None),
-                ("10.180.0.2", None, None, None),
-            ],
-        );
+        let (svc, eps) = client_ip_affinity();
         let rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let t = "ip kubelab-proxy";
         let e1 = "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80";
@@ -949,18 +913,7 @@ mod tests {
     #[test]
     fn affinity_changes_rewrite_chains_and_sets_in_a_partial_update() {
         use k8s_openapi::api::core::v1::{ClientIPConfig, SessionAffinityConfig};
-        let mut svc = service("ns1", "svc1", "ClusterIP", "172.30.0.41", &[("p80", 80, 0)]);
-        spec(&mut svc).session_affinity = Some("ClientIP".into());
-        let eps = slice(
-            "ns1",
-            "svc1",
-            "p80",
-            80,
-            &[
-                ("10.180.0.1", None, None, None),
-                ("10.180.0.2", None, None, None),
-            ],
-        );
+        let (mut svc, eps) = client_ip_affinity();
         let mut rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
         let t = "ip kubelab-proxy";
         let e1 = "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80";
@@ -995,13 +948,7 @@ mod tests {
         assert_eq!(lines.len(), 7 + 9, "{}", change.text);
         assert_eq!(rs, NftRuleset::render(&m, &opts()));
         // An endpoint gone: its chain, then its set, are deleted.
-        let eps1 = slice(
-            "ns1",
-            "svc1",
-            "p80",
-            80,
-            &[("10.180.0.2", None, None, None)],
-        );
+        let eps1 = plain_slice("ns1", "svc1", "p80", 80, &["10.180.0.2"]);
         let change = rs.update(&ProxyModel::build([&svc], [&eps1], NODE));
         assert_eq!(change.deleted_chains, [format!("endpoint-{e1}")]);
         assert!(
@@ -1031,27 +978,8 @@ mod tests {
 
     #[test]
     fn external_ips_and_external_traffic_policy_local() {
-        let mut svc = service(
-            "ns2",
-            "svc2",
-            "NodePort",
-            "172.30.0.42",
-            &[("p80", 80, 3002)],
-        );
-        spec(&mut svc).external_ips = Some(vec!["192.168.99.22".into()]);
-        let eps = on_nodes(
-            slice(
-                "ns2",
-                "svc2",
-                "p80",
-                80,
-                &[
-                    ("10.180.0.2", None, None, None),
-                    ("10.180.1.2", None, None, None),
-                ],
-            ),
-            &[NODE, "node2"],
-        );
+        let mut svc = external_ip_node_port();
+        let eps = local_and_remote("ns2", "svc2", ["10.180.0.2", "10.180.1.2"]);
         let t = "ip kubelab-proxy";
         let base = "42NFTM6N-ns2/svc2/tcp/p80";
         let ext = format!("external-{base}");
@@ -1126,21 +1054,7 @@ mod tests {
 
     #[test]
     fn internal_traffic_policy_local_uses_a_local_chain_or_drops() {
-        let mut svc = service("ns3", "svc3", "ClusterIP", "172.30.0.43", &[("p80", 80, 0)]);
-        spec(&mut svc).internal_traffic_policy = Some("Local".into());
-        let eps = on_nodes(
-            slice(
-                "ns3",
-                "svc3",
-                "p80",
-                80,
-                &[
-                    ("10.180.0.3", None, None, None),
-                    ("10.180.1.3", None, None, None),
-                ],
-            ),
-            &[NODE, "node2"],
-        );
+        let (svc, eps) = internal_traffic_local();
         let t = "ip kubelab-proxy";
         let local = "local-4AT6LBPK-ns3/svc3/tcp/p80";
         let rs = NftRuleset::render(&ProxyModel::build([&svc], [&eps], NODE), &opts());
