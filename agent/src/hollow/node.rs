@@ -142,23 +142,21 @@ pub fn start(
 
 /// The node's pod source: a full snapshot of its pods once the shared
 /// watch has listed them, and again after every change (changes arriving
-/// while the pod manager is busy become one snapshot).
+/// while the pod manager is busy become one snapshot). The first change is
+/// the end of the first list: the store is never waited on here (a store's
+/// readiness wakes only one of several waiters, and the status manager waits).
 async fn send_snapshots(
     store: Store<Pod>,
     mut changes: watch::Receiver<u64>,
     tx: mpsc::Sender<SourceUpdate>,
 ) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
-    loop {
-        changes.mark_unchanged();
+    while changes.changed().await.is_ok() {
         let update = SourceUpdate {
             source: SOURCE_API,
             pods: desired_pods(store.state().iter().map(|p| p.as_ref())),
             errors: vec![],
         };
-        if tx.send(update).await.is_err() || changes.changed().await.is_err() {
+        if tx.send(update).await.is_err() {
             return;
         }
     }
