@@ -1,5 +1,6 @@
 //! CronJob schedules: the standard five-field cron syntax with the
-//! `@hourly`-style macros (robfig/cron's `ParseStandard`, which
+//! `@hourly`-style macros and `@every <duration>` (robfig/cron's
+//! `ParseStandard`, which
 //! kube-apiserver validates with and the CronJob controller runs on),
 //! evaluated in the CronJob's `timeZone` (the controller's own time zone
 //! without one), and the controller's `mostRecentScheduleTime`: which
@@ -23,8 +24,25 @@ pub enum ScheduleError {
 /// A parsed schedule in its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    cron: Cron,
+    kind: Kind,
     tz: TimeZone,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Cron(Cron),
+    /// `@every <duration>` (robfig's `ConstantDelaySchedule`): whole
+    /// seconds, at least one.
+    Every(jiff::SignedDuration),
+}
+
+/// robfig's `Every`: the delay rounded down to whole seconds, at least one.
+fn every(text: &str) -> Result<Kind, ScheduleError> {
+    let d = kubelab_rules::duration::parse_go_duration(text).map_err(|e| {
+        ScheduleError::Unparseable(format!("failed to parse duration @every {text}: {e}"))
+    })?;
+    let secs = d.as_secs().max(1);
+    Ok(Kind::Every(jiff::SignedDuration::from_secs(secs as i64)))
 }
 
 /// The descriptors robfig/cron accepts, as five-field patterns.
@@ -55,6 +73,12 @@ impl Schedule {
                 TimeZone::get(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()))?
             }
         };
+        if let Some(text) = trimmed.strip_prefix("@every ") {
+            return Ok(Self {
+                kind: every(text)?,
+                tz,
+            });
+        }
         let pattern = match trimmed.strip_prefix('@') {
             Some(_) => expand_macro(&trimmed.to_ascii_lowercase()).ok_or_else(|| {
                 ScheduleError::Unparseable(format!("unrecognized descriptor: {trimmed}"))
@@ -74,25 +98,42 @@ impl Schedule {
             .build()
             .parse(pattern)
             .map_err(|e| ScheduleError::Unparseable(e.to_string()))?;
-        Ok(Self { cron, tz })
+        Ok(Self {
+            kind: Kind::Cron(cron),
+            tz,
+        })
     }
 
-    /// The first start time strictly after `t` (robfig's `Next`).
+    /// The first start time strictly after `t` (robfig's `Next`; for
+    /// `@every`, the delay after `t`'s whole second).
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
-        let zoned = t.to_zoned(self.tz.clone());
-        self.cron
-            .find_next_occurrence(&zoned, false)
-            .ok()
-            .map(|z| z.timestamp())
+        match &self.kind {
+            Kind::Cron(cron) => cron
+                .find_next_occurrence(&t.to_zoned(self.tz.clone()), false)
+                .ok()
+                .map(|z| z.timestamp()),
+            Kind::Every(delay) => Timestamp::from_second(t.as_second())
+                .ok()?
+                .checked_add(*delay)
+                .ok(),
+        }
     }
 
-    /// The last start time at or before `t`.
-    pub fn at_or_before(&self, t: Timestamp) -> Option<Timestamp> {
-        let zoned = t.to_zoned(self.tz.clone());
-        self.cron
-            .find_previous_occurrence(&zoned, true)
-            .ok()
-            .map(|z| z.timestamp())
+    /// The last start time at or before `t`, walking from `from` (the
+    /// start times of `@every` are `from` plus whole delays).
+    pub fn at_or_before(&self, from: Timestamp, t: Timestamp) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Cron(cron) => cron
+                .find_previous_occurrence(&t.to_zoned(self.tz.clone()), true)
+                .ok()
+                .map(|z| z.timestamp()),
+            Kind::Every(delay) => {
+                let step = delay.as_secs();
+                let from = from.as_second();
+                let n = (t.as_second() - from).div_euclid(step);
+                (n > 0).then(|| Timestamp::from_second(from + n * step).ok())?
+            }
+        }
     }
 }
 
@@ -144,7 +185,7 @@ pub fn most_recent_schedule(
         }
     }
     // Too many to walk: the last one is still exact.
-    state.most_recent = schedule.at_or_before(now).or(state.most_recent);
+    state.most_recent = schedule.at_or_before(t, now).or(state.most_recent);
     state
 }
 
@@ -277,6 +318,52 @@ mod tests {
         assert_eq!(
             next_schedule_in(&s, ts("2025-03-01T10:00:30Z")),
             Some(std::time::Duration::from_millis(30_100))
+        );
+    }
+
+    #[test]
+    fn every_is_a_constant_delay_in_whole_seconds() {
+        let s = Schedule::parse("@every 90s", Some("UTC")).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-01-01T00:00:00.700Z")),
+            Some(ts("2026-01-01T00:01:30Z"))
+        );
+        let s = Schedule::parse("@every 1m30s", None).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-01-01T10:00:00Z")),
+            Some(ts("2026-01-01T10:01:30Z"))
+        );
+        // Less than a second is one second.
+        let s = Schedule::parse("@every 10ms", Some("UTC")).unwrap();
+        assert_eq!(
+            s.next_after(ts("2026-01-01T00:00:00Z")),
+            Some(ts("2026-01-01T00:00:01Z"))
+        );
+        // Missed start times count in delays from the last one.
+        let s = Schedule::parse("@every 1m", Some("UTC")).unwrap();
+        let state = most_recent_schedule(
+            &s,
+            ts("2026-01-01T00:00:00Z"),
+            None,
+            None,
+            ts("2026-01-01T00:03:10Z"),
+        );
+        assert_eq!(state.missed, 3);
+        assert_eq!(state.most_recent, Some(ts("2026-01-01T00:03:00Z")));
+        let many = most_recent_schedule(
+            &s,
+            ts("2026-01-01T00:00:00Z"),
+            None,
+            None,
+            ts("2026-01-02T00:00:30Z"),
+        );
+        assert_eq!(many.missed, MISSED_COUNT_CAP);
+        assert_eq!(many.most_recent, Some(ts("2026-01-02T00:00:00Z")));
+        assert_eq!(
+            Schedule::parse("@every soon", Some("UTC")).unwrap_err(),
+            ScheduleError::Unparseable(
+                "failed to parse duration @every soon: time: invalid duration \"soon\"".into()
+            )
         );
     }
 }

@@ -613,3 +613,180 @@ spec:
         "{row}"
     );
 }
+
+const JOB_PER_INDEX: &str = "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: per-index
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 3
+  backoffLimitPerIndex: 1
+  maxFailedIndexes: 1
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: c
+        image: busybox
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: leader
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 3
+  successPolicy:
+    rules:
+    - succeededIndexes: \"0\"
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: c
+        image: busybox
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: elsewhere
+spec:
+  managedBy: example.com/batch-controller
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: busybox
+";
+
+fn index_of(p: &Value) -> &str {
+    p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// The running pod of `job`'s index `i` other than `not`.
+fn pod_of_index(s: &ApiServer, job: &str, i: &str, not: &[String]) -> Option<Value> {
+    running_pods(s, job)
+        .into_iter()
+        .find(|p| index_of(p) == i && !not.contains(&name(p)))
+}
+
+#[test]
+fn indexes_fail_on_their_own_a_success_policy_ends_early_and_managed_jobs_are_left_alone() {
+    let s = ApiServer::start();
+    let out = s.kubectl_stdin(&["create", "-f", "-"], JOB_PER_INDEX);
+    assert!(out.status.success(), "{out:?}");
+
+    // backoffLimitPerIndex: 1. Index 2 succeeds; 0 and 1 fail once and
+    // come back (after their own back-off) counting one failure.
+    let first = eventually_or_log(&s, "three per-index pods", 60, || {
+        let p = running_pods(&s, "per-index");
+        (p.len() == 3).then_some(p)
+    });
+    for p in &first {
+        assert_eq!(
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"],
+            "0"
+        );
+        let exit = if index_of(p) == "2" { 0 } else { 1 };
+        finish(&s, &name(p), exit);
+    }
+    let old: Vec<String> = first.iter().map(name).collect();
+    let (zero, one) = eventually_or_log(&s, "second pods for indexes 0 and 1", 90, || {
+        Some((
+            pod_of_index(&s, "per-index", "0", &old)?,
+            pod_of_index(&s, "per-index", "1", &old)?,
+        ))
+    });
+    for p in [&zero, &one] {
+        assert_eq!(
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"],
+            "1"
+        );
+    }
+    // A second failure of index 1 fails the index, not the Job (one
+    // failed index is allowed); nothing replaces it.
+    finish(&s, &name(&one), 1);
+    let job = eventually_or_log(&s, "index 1 failed", 60, || {
+        let j = json_of(&s, &["get", "job", "per-index"]);
+        (j["status"]["failedIndexes"] == "1").then_some(j)
+    });
+    assert!(condition(&job, "Failed").is_none(), "{job}");
+    // Once index 0 succeeds every index is done, one of them failed.
+    finish(&s, &name(&zero), 0);
+    let job = eventually_or_log(&s, "the Job to fail", 60, || {
+        let j = json_of(&s, &["get", "job", "per-index"]);
+        condition(&j, "Failed").map(|c| (j, c))
+    });
+    let (job, failed) = job;
+    assert_eq!(failed["reason"], "FailedIndexes");
+    assert_eq!(failed["message"], "Job has failed indexes");
+    assert_eq!(job["status"]["completedIndexes"], "0,2");
+    assert_eq!(job["status"]["failedIndexes"], "1");
+    assert!(pod_of_index(&s, "per-index", "1", &[]).is_none());
+
+    // successPolicy: index 0 succeeding is enough; the other pods go.
+    let leader = eventually_or_log(&s, "the leader's pod for index 0", 60, || {
+        pod_of_index(&s, "leader", "0", &[])
+    });
+    finish(&s, &name(&leader), 0);
+    let met = eventually_or_log(&s, "SuccessCriteriaMet", 60, || {
+        condition(
+            &json_of(&s, &["get", "job", "leader"]),
+            "SuccessCriteriaMet",
+        )
+    });
+    assert_eq!(met["reason"], "SuccessPolicy");
+    assert_eq!(met["message"], "Matched rules at index 0");
+    // No kubelet here: the test removes the pods the Job terminated.
+    let complete = eventually_or_log(&s, "the leader Job to complete", 60, || {
+        let pods = json_of(&s, &["get", "pods", "-l", "job-name=leader"]);
+        for p in pods["items"].as_array().into_iter().flatten() {
+            if !p["metadata"]["deletionTimestamp"].is_null() {
+                s.kubectl(&["delete", "pod", &name(p), "--grace-period=0", "--force"]);
+            }
+        }
+        condition(&json_of(&s, &["get", "job", "leader"]), "Complete")
+    });
+    assert_eq!(complete["reason"], "SuccessPolicy");
+    assert_eq!(complete["message"], "Matched rules at index 0");
+
+    // Managed by another controller: no pods, no status from this one,
+    // though it has long since seen and finished the Jobs made with it.
+    let elsewhere = json_of(&s, &["get", "job", "elsewhere"]);
+    assert!(
+        elsewhere["status"].as_object().is_none_or(|o| o.is_empty()),
+        "{elsewhere}"
+    );
+    assert!(running_pods(&s, "elsewhere").is_empty());
+    let err = s.fails(&[
+        "patch",
+        "job",
+        "elsewhere",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"managedBy":"kubernetes.io/job-controller"}}"#,
+    ]);
+    assert!(
+        err.contains(
+            r#"spec.managedBy: Invalid value: "kubernetes.io/job-controller": field is immutable"#
+        ),
+        "{err}"
+    );
+    let non_indexed = JOB_FIVE.replace("ttlSecondsAfterFinished: 0", "backoffLimitPerIndex: 1");
+    let out = s.kubectl_stdin(&["create", "-f", "-"], &non_indexed);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "spec.backoffLimitPerIndex: Invalid value: 1: requires indexed completion mode"
+        ),
+        "{err}"
+    );
+}

@@ -2,7 +2,9 @@
 //! the disruption controller's status and `kubectl get pdb` columns, the
 //! `pods/eviction` subresource refusing with 429 while a budget has no
 //! disruption left, and `kubectl drain` evicting a Deployment's pods one
-//! at a time as replacements become ready elsewhere. Node objects stand
+//! at a time as replacements become ready elsewhere, and a StatefulSet's
+//! pods one at a time as each comes back under its own name on the other
+//! node. Node objects stand
 //! in for nodes; the test plays the kubelets (marks bound pods Ready,
 //! removes pods once they are terminating).
 
@@ -68,9 +70,9 @@ fn is_ready(p: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-/// Plays the kubelets: bound pods become Running and Ready, terminating
-/// pods are removed; it also records the fewest ready, not-terminating
-/// `app=web` pods it ever saw.
+/// Plays the kubelets for the pods labelled `app=<app>`: bound pods
+/// become Running and Ready, terminating pods are removed; it also records
+/// the fewest ready, not-terminating ones it ever saw.
 struct FakeKubelets {
     stop: Arc<AtomicBool>,
     fewest_ready: Arc<AtomicUsize>,
@@ -78,7 +80,8 @@ struct FakeKubelets {
 }
 
 impl FakeKubelets {
-    fn start(s: &ApiServer) -> Self {
+    fn start(s: &ApiServer, app: &str) -> Self {
+        let selector = format!("app={app}");
         let stop = Arc::new(AtomicBool::new(false));
         let fewest_ready = Arc::new(AtomicUsize::new(usize::MAX));
         let kubectl = {
@@ -95,7 +98,7 @@ impl FakeKubelets {
         let (flag, fewest) = (stop.clone(), fewest_ready.clone());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                let out = kubectl(&["get", "pods", "-l", "app=web", "-o", "json"]);
+                let out = kubectl(&["get", "pods", "-l", &selector, "-o", "json"]);
                 let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                 let pods = list["items"].as_array().cloned().unwrap_or_default();
                 let ready = pods
@@ -149,27 +152,56 @@ fn pdb_status(s: &ApiServer) -> Value {
     json(s, &["get", "pdb", "web"])["status"].clone()
 }
 
-#[test]
-fn drain_evicts_a_budgeted_deployment_one_pod_at_a_time() {
-    let s = ApiServer::start_with(&["--node-monitor-grace-period", "1h"]);
+/// Two Ready nodes, `node-b` cordoned so that what is applied next starts
+/// on `node-a`.
+fn two_nodes_first_a(s: &ApiServer) {
     for n in ["node-a", "node-b"] {
         let out = s.kubectl_stdin(&["create", "-f", "-"], &node_yaml(n));
         assert!(out.status.success(), "{out:?}");
     }
-    // All three replicas start on node-a.
     s.ok(&["cordon", "node-b"]);
+}
+
+/// Waits for the three `app=<app>` pods to be ready on `node-a`.
+fn three_ready_on_node_a(s: &ApiServer, app: &str) {
+    let selector = format!("app={app}");
+    wait_for(
+        s,
+        &format!("three ready {selector} pods on node-a"),
+        60,
+        || {
+            let pods = json(s, &["get", "pods", "-l", &selector]);
+            let items = pods["items"].as_array()?;
+            (items.len() == 3
+                && items
+                    .iter()
+                    .all(|p| is_ready(p) && p["spec"]["nodeName"] == "node-a"))
+            .then_some(())
+        },
+    );
+}
+
+/// `kubectl drain node-a`: what it said, asserting it succeeded.
+fn drain_node_a(s: &ApiServer) -> String {
+    let out = s.kubectl(&["drain", "node-a", "--ignore-daemonsets", "--timeout=180s"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubectl drain: {said}\n{}", s.log());
+    said
+}
+
+#[test]
+fn drain_evicts_a_budgeted_deployment_one_pod_at_a_time() {
+    let s = ApiServer::start_with(&["--node-monitor-grace-period", "1h"]);
+    // All three replicas start on node-a.
+    two_nodes_first_a(&s);
     let out = s.kubectl_stdin(&["apply", "-f", "-"], WEB);
     assert!(out.status.success(), "{out:?}");
-    let kubelets = FakeKubelets::start(&s);
-    wait_for(&s, "three ready pods on node-a", 60, || {
-        let pods = json(&s, &["get", "pods", "-l", "app=web"]);
-        let items = pods["items"].as_array()?;
-        (items.len() == 3
-            && items
-                .iter()
-                .all(|p| is_ready(p) && p["spec"]["nodeName"] == "node-a"))
-        .then_some(())
-    });
+    let kubelets = FakeKubelets::start(&s, "web");
+    three_ready_on_node_a(&s, "web");
     s.ok(&["uncordon", "node-b"]);
 
     assert_eq!(
@@ -219,13 +251,7 @@ fn drain_evicts_a_budgeted_deployment_one_pod_at_a_time() {
     // Count from here: the pods were all ready a moment ago.
     std::thread::sleep(Duration::from_secs(1));
     kubelets.fewest_ready.store(usize::MAX, Ordering::Relaxed);
-    let out = s.kubectl(&["drain", "node-a", "--ignore-daemonsets", "--timeout=180s"]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "kubectl drain: {said}\n{}", s.log());
+    let said = drain_node_a(&s);
     assert!(
         said.contains("Cannot evict pod as it would violate the pod's disruption budget."),
         "drain met the budget: {said}"
@@ -297,6 +323,96 @@ fn drain_evicts_a_budgeted_deployment_one_pod_at_a_time() {
     assert_eq!(
         status["details"]["causes"][0]["message"],
         "The disruption budget web needs 3 healthy pods and has 3 currently"
+    );
+    drop(kubelets);
+}
+
+const DB: &str = "apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 3
+  selector:
+    matchLabels:
+      app: db
+  template:
+    metadata:
+      labels:
+        app: db
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: busybox
+";
+
+#[test]
+fn drain_waits_for_a_budgeted_stateful_set_to_come_back_elsewhere() {
+    let s = ApiServer::start_with(&["--node-monitor-grace-period", "1h"]);
+    two_nodes_first_a(&s);
+    let out = s.kubectl_stdin(&["apply", "-f", "-"], DB);
+    assert!(out.status.success(), "{out:?}");
+    let kubelets = FakeKubelets::start(&s, "db");
+    three_ready_on_node_a(&s, "db");
+    s.ok(&["uncordon", "node-b"]);
+    s.ok(&[
+        "create",
+        "pdb",
+        "db",
+        "--selector=app=db",
+        "--max-unavailable=1",
+    ]);
+    wait_for(&s, "one disruption allowed", 30, || {
+        let st = json(&s, &["get", "pdb", "db"])["status"].clone();
+        (st["disruptionsAllowed"] == 1 && st["expectedPods"] == 3).then_some(())
+    });
+
+    // Count from here: the pods were all ready a moment ago.
+    std::thread::sleep(Duration::from_secs(1));
+    kubelets.fewest_ready.store(usize::MAX, Ordering::Relaxed);
+    let said = drain_node_a(&s);
+    assert!(
+        said.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "drain met the budget: {said}"
+    );
+    for pod in ["db-0", "db-1", "db-2"] {
+        assert!(said.contains(&format!("pod/{pod} evicted")), "{said}");
+    }
+    assert!(said.contains("node/node-a drained"), "{said}");
+    assert!(
+        kubelets.fewest_ready.load(Ordering::Relaxed) >= 2,
+        "ready pods fell to {}",
+        kubelets.fewest_ready.load(Ordering::Relaxed)
+    );
+    // The same three names, now on node-b.
+    let placed = wait_for(&s, "db-0..2 on node-b", 60, || {
+        let pods = json(&s, &["get", "pods", "-l", "app=db"]);
+        let mut placed: Vec<(String, String)> = pods["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && is_ready(p))
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        placed.sort();
+        (placed.len() == 3).then_some(placed)
+    });
+    assert_eq!(
+        placed,
+        [("db-0", "node-b"), ("db-1", "node-b"), ("db-2", "node-b")]
+            .map(|(p, n)| (p.to_owned(), n.to_owned()))
     );
     drop(kubelets);
 }

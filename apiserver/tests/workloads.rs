@@ -1284,3 +1284,169 @@ fn an_hpa_is_served_as_autoscaling_v1_and_v2() {
 
     s.run_python_client("autoscaling_v1.py", "python autoscaling/v1: OK");
 }
+
+/// The pod the kubelet stand-in reports usage for (100m CPU in container
+/// `nginx`), requesting 200m there and ready since long ago.
+const WEB_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  nodeName: node1
+  containers:
+  - name: nginx
+    image: nginx:1.25
+    resources:
+      requests: {cpu: 200m}
+";
+
+const AUTOSCALERS: &str = "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: web
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource:
+      name: cpu
+      target: {type: AverageValue, averageValue: 200m}
+  - type: ContainerResource
+    containerResource:
+      name: cpu
+      container: nginx
+      target: {type: Utilization, averageUtilization: 50}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: queue
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: queue}
+  maxReplicas: 5
+  metrics:
+  - type: Pods
+    pods:
+      metric: {name: packets-per-second}
+      target: {type: AverageValue, averageValue: 1k}
+  - type: External
+    external:
+      metric:
+        name: queue_messages_ready
+        selector: {matchLabels: {queue: worker_tasks}}
+      target: {type: AverageValue, averageValue: \"30\"}
+";
+
+#[test]
+fn an_hpa_scales_on_average_values_and_container_usage_and_says_which_metrics_it_cannot_read() {
+    // No Deployment or ReplicaSet controllers: the pod made here is the
+    // only one the target selects.
+    let s = ApiServer::start_with(&[
+        "--controllers",
+        "*,-deployment-controller,-replicaset-controller",
+    ]);
+    let ca = std::fs::read_to_string(s.data_dir().join("ca.crt")).unwrap();
+    let node = common::fake_node::FakeNode::start("node1", &ca);
+    s.ok(&[
+        "create",
+        "-f",
+        &s.file("node.yaml", &node.node_yaml("node1")),
+    ]);
+    s.ok(&["create", "deployment", "web", "--image=nginx:1.25"]);
+    s.ok(&["create", "deployment", "queue", "--image=nginx:1.25"]);
+    s.ok(&["create", "-f", &s.file("web.yaml", WEB_POD)]);
+    let long_ago = "2020-01-01T00:00:00Z";
+    let status = serde_json::json!({"status": {"phase": "Running", "startTime": long_ago,
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": long_ago}]}});
+    s.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    s.ok(&["create", "-f", &s.file("hpa.yaml", AUTOSCALERS)]);
+
+    // 100m a pod against 200m, 50% of the container's request against 50%.
+    let web = eventually("the web autoscaler's metrics", || {
+        let hpa = json(&s, &["get", "hpa", "web"]);
+        (hpa["status"]["currentMetrics"][1]["containerResource"]["current"]["averageUtilization"]
+            == 50)
+            .then_some(hpa)
+    });
+    let current = &web["status"]["currentMetrics"];
+    assert_eq!(current[0]["type"], "Resource");
+    assert_eq!(current[0]["resource"]["current"]["averageValue"], "100m");
+    assert!(current[0]["resource"]["current"]["averageUtilization"].is_null());
+    assert_eq!(current[1]["containerResource"]["container"], "nginx");
+    assert_eq!(web["status"]["desiredReplicas"], 1);
+    let active = condition(&web, "ScalingActive").unwrap();
+    assert_eq!(active["status"], "True");
+    assert_eq!(active["reason"], "ValidMetricFound");
+    let table = rows(&s.ok(&["get", "hpa"]));
+    assert_eq!(table[0][..3], ["NAME", "REFERENCE", "TARGETS"]);
+    let web_row = table.iter().find(|r| r[0] == "web").unwrap();
+    // `cpu: 100m/200m, cpu: 50%/50%`, split at blanks.
+    assert_eq!(
+        web_row[2..6],
+        ["cpu:", "100m/200m,", "cpu:", "50%/50%"],
+        "{table:?}"
+    );
+
+    // Pods and External metrics need metrics APIs nobody serves here: the
+    // autoscaler says so in its condition and events and does not scale.
+    let queue = eventually("the queue autoscaler's ScalingActive condition", || {
+        let hpa = json(&s, &["get", "hpa", "queue"]);
+        condition(&hpa, "ScalingActive").map(|c| (hpa, c))
+    });
+    let (queue, active) = queue;
+    assert_eq!(active["status"], "False");
+    assert_eq!(active["reason"], "FailedGetPodsMetric");
+    assert_eq!(
+        active["message"],
+        "the HPA was unable to compute the replica count: unable to get metric packets-per-second: unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered"
+    );
+    assert!(queue["status"]["lastScaleTime"].is_null());
+    let queue_row = table_row(&s, "queue");
+    assert_eq!(
+        queue_row[2..4],
+        ["<unknown>/1k,", "<unknown>/30"],
+        "{queue_row:?}"
+    );
+    let events = eventually("the queue autoscaler's events", || {
+        let out = s.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=queue,involvedObject.kind=HorizontalPodAutoscaler",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+        ]);
+        [
+            "FailedGetPodsMetric",
+            "FailedGetExternalMetric",
+            "FailedComputeMetricsReplicas",
+        ]
+        .iter()
+        .all(|r| out.lines().any(|l| l == *r))
+        .then_some(out)
+    });
+    assert!(!events.contains("SuccessfulRescale"), "{events}");
+    let said = s.ok(&["describe", "hpa", "queue"]);
+    assert!(
+        said.contains("invalid metrics (2 invalid out of 2), first error is: failed to get pods metric value: unable to get metric packets-per-second"),
+        "{said}"
+    );
+}
+
+fn table_row(s: &ApiServer, name: &str) -> Vec<String> {
+    rows(&s.ok(&["get", "hpa"]))
+        .into_iter()
+        .find(|r| r[0] == name)
+        .unwrap()
+}

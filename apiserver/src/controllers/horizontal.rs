@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::autoscaling::v2::{
-    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
-    MetricSpec, MetricStatus, MetricValueStatus, ResourceMetricStatus,
+    ContainerResourceMetricStatus, HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition,
+    HorizontalPodAutoscalerStatus, MetricSpec, MetricStatus, MetricTarget, MetricValueStatus,
+    ResourceMetricStatus,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -26,7 +27,8 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::informers::{Change, Informers, SharedInformer};
-use super::replica_calculator::{PodMetric, Tuning, resource_replicas};
+use super::metric_sources::{MetricFailure, unserved_metric};
+use super::replica_calculator::{PodMetric, ResourceTarget, Tuning, resource_replicas};
 use super::scale_recommendations::{
     DOWNSCALE_STABILIZATION_SECS, History, Normalized, Proposal, normalize,
     normalize_with_behavior, record_scale,
@@ -174,12 +176,13 @@ fn query_escape(s: &str) -> String {
 }
 
 /// The pods' usage of `resource` from `metrics.k8s.io`, summed over
-/// containers, by pod name.
+/// containers (or of the one named), by pod name.
 async fn pod_metrics(
     client: &kube::Client,
     ns: &str,
     selector: &str,
     resource: &str,
+    container: Option<&str>,
 ) -> Result<BTreeMap<String, PodMetric>, String> {
     let uri = format!(
         "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector={}",
@@ -197,12 +200,25 @@ async fn pod_metrics(
         let name = item["metadata"]["name"].as_str().unwrap_or_default();
         let mut total = 0;
         let mut found = false;
+        let mut named_container = container.is_none();
         for c in item["containers"].as_array().into_iter().flatten() {
+            if let Some(wanted) = container {
+                if c["name"].as_str() != Some(wanted) {
+                    continue;
+                }
+                named_container = true;
+            }
             if let Some(q) = c["usage"][resource].as_str() {
                 total += kubelab_rules::quantity::milli_value(&Quantity(q.into()))
                     .map_err(|e| e.to_string())?;
                 found = true;
             }
+        }
+        if !named_container {
+            return Err(format!(
+                "container {} not present in metrics for pod {ns}/{name}",
+                container.unwrap_or_default()
+            ));
         }
         if !found {
             continue;
@@ -232,31 +248,51 @@ async fn pod_metrics(
     Ok(out)
 }
 
-/// One metric's proposal: replicas, what to report, and its name for events.
-async fn compute_metric(
+/// A metric's proposal: replicas, what to report, and its name for events.
+type MetricProposal = (i32, MetricStatus, String);
+
+/// `computeStatusForResourceMetricGeneric`, for a `Resource` metric or a
+/// `ContainerResource` one (`container`).
+#[allow(clippy::too_many_arguments)]
+async fn resource_metric(
     ctx: &Context,
     ns: &str,
-    spec: &MetricSpec,
+    name: &str,
+    container: Option<&str>,
+    target: &MetricTarget,
     current: i32,
     selector: &str,
     now: jiff::Timestamp,
-) -> Result<(i32, MetricStatus, String), String> {
-    let resource = match (spec.type_.as_str(), &spec.resource) {
-        ("Resource", Some(r)) => r,
-        _ => {
-            return Err(format!(
-                "metric type {:?} is not supported by this autoscaler",
-                spec.type_
+) -> Result<MetricProposal, MetricFailure> {
+    let (reason, kind, what) = match container {
+        None => ("FailedGetResourceMetric", "resource", "Resource"),
+        Some(_) => (
+            "FailedGetContainerResourceMetric",
+            "container",
+            "ContainerResource",
+        ),
+    };
+    let fail = |error: String| MetricFailure {
+        reason,
+        outer: format!("failed to get {name} {kind} metric value: {error}"),
+        error,
+    };
+    let (target, failed_to_get) = match (target.average_value.as_ref(), target.average_utilization)
+    {
+        (Some(v), _) => (
+            ResourceTarget::AverageValue(
+                kubelab_rules::quantity::milli_value(v).map_err(|e| fail(e.to_string()))?,
+            ),
+            "usage",
+        ),
+        (None, Some(u)) => (ResourceTarget::Utilization(u), "utilization"),
+        (None, None) => {
+            return Err(fail(
+                "invalid resource metric source: neither an average utilization target nor an average value (usage) target was set".into(),
             ));
         }
     };
-    let Some(target) = resource.target.average_utilization else {
-        return Err(format!(
-            "only a Utilization target of {} is supported by this autoscaler",
-            resource.name
-        ));
-    };
-    let sel = LabelSelector::parse(selector).map_err(|e| e.to_string())?;
+    let sel = LabelSelector::parse(selector).map_err(|e| fail(e.to_string()))?;
     let pods: Vec<Arc<Pod>> = ctx
         .pods
         .store
@@ -267,40 +303,89 @@ async fn compute_metric(
                 && sel.matches(p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
         })
         .collect();
-    let samples = pod_metrics(&ctx.client, ns, selector, &resource.name)
+    let samples = pod_metrics(&ctx.client, ns, selector, name, container)
         .await
-        .map_err(|e| format!("failed to get {} utilization: {e}", resource.name))?;
+        .map_err(|e| fail(format!("failed to get {name} {failed_to_get}: {e}")))?;
     let refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
     let r = resource_replicas(
         current,
         target,
-        &resource.name,
+        name,
+        container,
         &refs,
         &samples,
         &ctx.opts.tuning,
         now,
     )
-    .map_err(|e| format!("failed to get {} utilization: {e}", resource.name))?;
-    let status = MetricStatus {
-        type_: "Resource".into(),
-        resource: Some(ResourceMetricStatus {
-            name: resource.name.clone(),
-            current: MetricValueStatus {
-                average_utilization: Some(r.utilization),
-                average_value: Some(milli_quantity(r.raw_average_milli)),
-                value: None,
-            },
-        }),
-        ..Default::default()
+    .map_err(|e| fail(format!("failed to get {name} {failed_to_get}: {e}")))?;
+    let value = MetricValueStatus {
+        average_utilization: r.utilization,
+        average_value: Some(milli_quantity(r.raw_average_milli)),
+        value: None,
     };
-    Ok((
-        r.replicas,
-        status,
-        format!(
-            "{} resource utilization (percentage of request)",
-            resource.name
-        ),
-    ))
+    let status = match container {
+        None => MetricStatus {
+            type_: what.into(),
+            resource: Some(ResourceMetricStatus {
+                name: name.into(),
+                current: value,
+            }),
+            ..Default::default()
+        },
+        Some(c) => MetricStatus {
+            type_: what.into(),
+            container_resource: Some(ContainerResourceMetricStatus {
+                name: name.into(),
+                container: c.into(),
+                current: value,
+            }),
+            ..Default::default()
+        },
+    };
+    let metric_name = match (target, container) {
+        (ResourceTarget::AverageValue(_), _) => format!("{name} resource"),
+        (ResourceTarget::Utilization(_), None) => {
+            format!("{name} resource utilization (percentage of request)")
+        }
+        (ResourceTarget::Utilization(_), Some(_)) => {
+            format!("{name} container resource utilization (percentage of request)")
+        }
+    };
+    Ok((r.replicas, status, metric_name))
+}
+
+/// `computeReplicasForMetric`.
+async fn compute_metric(
+    ctx: &Context,
+    ns: &str,
+    spec: &MetricSpec,
+    current: i32,
+    selector: &str,
+    now: jiff::Timestamp,
+) -> Result<MetricProposal, MetricFailure> {
+    match (
+        spec.type_.as_str(),
+        &spec.resource,
+        &spec.container_resource,
+    ) {
+        ("Resource", Some(r), _) => {
+            resource_metric(ctx, ns, &r.name, None, &r.target, current, selector, now).await
+        }
+        ("ContainerResource", _, Some(r)) => {
+            resource_metric(
+                ctx,
+                ns,
+                &r.name,
+                Some(&r.container),
+                &r.target,
+                current,
+                selector,
+                now,
+            )
+            .await
+        }
+        _ => Err(unserved_metric(spec, ns)),
+    }
 }
 
 /// `reconcileAutoscaler`.
@@ -391,7 +476,7 @@ async fn sync(
         let mut proposal = 0;
         let mut proposal_name = String::new();
         let mut statuses = Vec::new();
-        let mut errors = Vec::new();
+        let mut invalid: Vec<MetricFailure> = Vec::new();
         for m in spec.metrics.iter().flatten() {
             match compute_metric(&ctx, &ns, m, current, &selector, now).await {
                 Ok((replicas, st, name)) => {
@@ -401,51 +486,56 @@ async fn sync(
                     }
                     statuses.push(st);
                 }
-                Err(e) => {
+                Err(failure) => {
                     ctx.recorder
-                        .warning(about.clone(), "FailedGetResourceMetric", e.clone());
-                    set_condition(
-                        &mut conditions,
-                        "ScalingActive",
-                        false,
-                        "FailedGetResourceMetric",
-                        format!("the HPA was unable to compute the replica count: {e}"),
-                        now,
-                    );
+                        .warning(about.clone(), failure.reason, failure.error.clone());
                     statuses.push(MetricStatus::default());
-                    errors.push(e);
+                    invalid.push(failure);
                 }
             }
         }
         let total = spec.metrics.as_ref().map_or(0, Vec::len);
-        if !errors.is_empty() && errors.len() == total {
+        // Invalid metrics block scaling when they are all there is, or when
+        // the valid ones would scale down (an invalid one might say up).
+        if let Some(first) = invalid.first()
+            && (invalid.len() >= total || proposal < current)
+        {
+            set_condition(
+                &mut conditions,
+                "ScalingActive",
+                false,
+                first.reason,
+                format!(
+                    "the HPA was unable to compute the replica count: {}",
+                    first.error
+                ),
+                now,
+            );
             ctx.recorder.warning(
                 about.clone(),
                 "FailedComputeMetricsReplicas",
                 format!(
-                    "invalid metrics ({} invalid out of {total}), first error is: failed to get {} resource metric value: {}",
-                    errors.len(),
-                    "cpu",
-                    errors[0]
+                    "invalid metrics ({} invalid out of {total}), first error is: {}",
+                    invalid.len(),
+                    first.outer
                 ),
             );
             status.current_replicas = Some(observed);
+            status.current_metrics = Some(statuses);
             status.conditions = Some(conditions);
             write_status(&ctx, &hpa, status).await?;
             return Ok(resync);
         }
-        if errors.is_empty() {
-            set_condition(
-                &mut conditions,
-                "ScalingActive",
-                true,
-                "ValidMetricFound",
-                format!(
-                    "the HPA was able to successfully calculate a replica count from {proposal_name}"
-                ),
-                now,
-            );
-        }
+        set_condition(
+            &mut conditions,
+            "ScalingActive",
+            true,
+            "ValidMetricFound",
+            format!(
+                "the HPA was able to successfully calculate a replica count from {proposal_name}"
+            ),
+            now,
+        );
         metric_statuses = Some(statuses);
         desired = proposal;
         if desired > current {

@@ -203,6 +203,10 @@ fn api_message(e: &kube::Error) -> String {
 
 /// `syncJob`.
 async fn sync(job: Arc<Job>, ctx: Arc<Context>) -> work_queue::SyncResult<JobError> {
+    if !super::job_index_policy::managed_by_job_controller(&job) {
+        // Another controller owns this Job's pods and status.
+        return Ok(None);
+    }
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let key = owner_key(&ns, &name);
@@ -267,6 +271,10 @@ async fn sync(job: Arc<Job>, ctx: Arc<Context>) -> work_queue::SyncResult<JobErr
         if super::job_decide::is_indexed(&job) {
             patch["completedIndexes"] =
                 json!(super::job_decide::format_indexes(&plan.completed_indexes));
+        }
+        // A failed index is recorded with the failure that failed it.
+        if super::job_index_policy::backoff_limit_per_index(&job).is_some() {
+            patch["failedIndexes"] = json!(super::job_decide::format_indexes(&plan.failed_indexes));
         }
         patch_status(&ctx, &ns, &name, patch).await?;
     }
@@ -451,7 +459,12 @@ async fn manage_pods(
     let new_pods: Vec<Pod> = plan
         .create
         .iter()
-        .map(|i| job_pod(job, *i, owner.clone()))
+        .map(|i| {
+            let failures = i
+                .and_then(|i| plan.index_failures.get(&i))
+                .map_or(0, |f| f.count);
+            job_pod(job, *i, failures, owner.clone())
+        })
         .collect();
     let params = PostParams::default();
     let creates = join_all(new_pods.iter().map(|p| api.create(&params, p))).await;

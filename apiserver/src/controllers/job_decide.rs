@@ -4,7 +4,7 @@
 //! pods to create (and for which completion indexes) or delete, the pod
 //! failure policy, and the conditions and counts of the Job's status.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,10 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
+use super::job_index_policy::{
+    INDEX_FAILURE_COUNT, IndexFailures, backoff_limit_per_index, failure_count_with,
+    index_failures, match_success_policy,
+};
 use super::replicaset_decide::{is_ready, pod_from_template, pods_to_delete};
 
 /// Keeps a finished pod until the Job has counted it.
@@ -305,6 +309,9 @@ pub struct Plan {
     pub delete: Vec<Arc<Pod>>,
     /// The Job succeeds (`SuccessCriteriaMet`) or fails (`FailureTarget`).
     pub success: bool,
+    /// The success policy rule that made it succeed ("Matched rules at
+    /// index 0").
+    pub success_policy_message: Option<String>,
     pub failure: Option<Failure>,
     /// Pods are still running or terminating: the final condition waits.
     pub pods_remaining: bool,
@@ -315,6 +322,11 @@ pub struct Plan {
     pub backoff: BackoffRecord,
     /// Succeeded completion indexes, with this sync's.
     pub completed_indexes: BTreeSet<i32>,
+    /// Indexes that failed more often than `backoffLimitPerIndex` allows
+    /// (or that a `FailIndex` rule failed), with this sync's.
+    pub failed_indexes: BTreeSet<i32>,
+    /// Per index, the failures so far (for `backoffLimitPerIndex`).
+    pub index_failures: BTreeMap<i32, IndexFailures>,
     /// The counts once everything finished is counted.
     pub succeeded: i32,
     pub failed: i32,
@@ -346,8 +358,17 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
         } else {
             BTreeSet::new()
         },
+        failed_indexes: if backoff_limit_per_index(job).is_some() {
+            parse_indexes(
+                status.failed_indexes.as_deref().unwrap_or(""),
+                completions.unwrap_or(0),
+            )
+        } else {
+            BTreeSet::new()
+        },
         ..Default::default()
     };
+    let per_index = backoff_limit_per_index(job);
     let mut policy_failure = None;
     for p in pods {
         let uid = p.metadata.uid.as_deref().unwrap_or("");
@@ -388,6 +409,14 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
                     }
                     _ => {}
                 }
+                if let Some(limit) = per_index
+                    && let Some(i) = completion_index(p).filter(|i| *i < completions.unwrap_or(0))
+                {
+                    let fail_index = matched.as_ref().is_some_and(|m| m.action == "FailIndex");
+                    if fail_index || failure_count_with(job, p).is_some_and(|n| n > limit) {
+                        plan.failed_indexes.insert(i);
+                    }
+                }
                 plan.new_failed.push(p.clone());
             }
             None => {}
@@ -396,6 +425,9 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
     let times =
         |v: &[Arc<Pod>]| -> Vec<Timestamp> { v.iter().map(|p| finish_time(p, now)).collect() };
     plan.backoff = backoff.update(&times(&plan.new_succeeded), &times(&plan.new_failed));
+    if per_index.is_some() {
+        plan.index_failures = index_failures(job, pods, now);
+    }
     let uncounted_len = |v: &Option<Vec<String>>| v.as_ref().map_or(0, Vec::len) as i32;
     plan.failed = status.failed.unwrap_or(0)
         + uncounted_len(&uncounted.failed)
@@ -468,8 +500,27 @@ pub fn decide(job: &Job, pods: &[Arc<Pod>], backoff: BackoffRecord, now: Timesta
             None
         }
     });
+    if plan.failure.is_none() && per_index.is_some() {
+        let failed = plan.failed_indexes.len() as i32;
+        if spec.max_failed_indexes.is_some_and(|m| failed > m) {
+            plan.failure = Some(Failure::new(
+                "MaxFailedIndexesExceeded",
+                "Job has exceeded the specified maximal number of failed indexes",
+            ));
+        } else if failed > 0 && plan.succeeded + failed >= completions.unwrap_or(0) {
+            plan.failure = Some(Failure::new("FailedIndexes", "Job has failed indexes"));
+        }
+    }
+    if plan.failure.is_none()
+        && indexed
+        && let Some(policy) = &spec.success_policy
+    {
+        plan.success_policy_message =
+            match_success_policy(policy, completions.unwrap_or(0), &plan.completed_indexes);
+    }
     plan.success = plan.failure.is_none()
         && (condition(&status, "SuccessCriteriaMet").is_some()
+            || plan.success_policy_message.is_some()
             || match completions {
                 Some(c) => plan.succeeded >= c,
                 None => plan.succeeded > 0 && active.is_empty(),
@@ -509,6 +560,7 @@ fn manage_pods(job: &Job, spec: &JobSpec, active: &[Arc<Pod>], plan: &mut Plan, 
                 Some(i)
                     if i < completions
                         && !plan.completed_indexes.contains(&i)
+                        && !plan.failed_indexes.contains(&i)
                         && running_indexes.insert(i) =>
                 {
                     keep.push(p.clone())
@@ -518,7 +570,7 @@ fn manage_pods(job: &Job, spec: &JobSpec, active: &[Arc<Pod>], plan: &mut Plan, 
         }
     }
     let want = match spec.completions {
-        Some(c) => (c - plan.succeeded).clamp(0, parallelism),
+        Some(c) => (c - plan.succeeded - plan.failed_indexes.len() as i32).clamp(0, parallelism),
         None if plan.succeeded > 0 => keep.len() as i32,
         None => parallelism,
     };
@@ -527,15 +579,39 @@ fn manage_pods(job: &Job, spec: &JobSpec, active: &[Arc<Pod>], plan: &mut Plan, 
         plan.delete
             .extend(pods_to_delete(&keep, &keep, (have - want) as usize));
     } else if have < want {
-        let wait = plan.backoff.remaining(now);
+        // With a back-off limit per index, each index waits on its own.
+        let per_index = backoff_limit_per_index(job).is_some();
+        let wait = if per_index {
+            Duration::ZERO
+        } else {
+            plan.backoff.remaining(now)
+        };
         if wait > Duration::ZERO {
             plan.requeue = Some(wait);
         } else if is_indexed(job) {
+            let mut soonest: Option<Duration> = None;
+            let index_failures = &plan.index_failures;
             plan.create = (0..spec.completions.unwrap_or(0))
-                .filter(|i| !plan.completed_indexes.contains(i) && !running_indexes.contains(i))
+                .filter(|i| {
+                    !plan.completed_indexes.contains(i)
+                        && !plan.failed_indexes.contains(i)
+                        && !running_indexes.contains(i)
+                })
+                .filter(|i| {
+                    let wait = index_failures
+                        .get(i)
+                        .map_or(Duration::ZERO, |f| f.backoff_remaining(now));
+                    if wait > Duration::ZERO {
+                        soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+                    }
+                    wait == Duration::ZERO
+                })
                 .take((want - have) as usize)
                 .map(Some)
                 .collect();
+            if soonest.is_some() {
+                plan.requeue = soonest;
+            }
         } else {
             plan.create = vec![None; (want - have) as usize];
         }
@@ -547,7 +623,9 @@ fn manage_pods(job: &Job, spec: &JobSpec, active: &[Arc<Pod>], plan: &mut Plan, 
 /// A pod for the Job: its template, the tracking finalizer, and for an
 /// Indexed Job the index (annotation, label, hostname `<job>-<index>` and
 /// `JOB_COMPLETION_INDEX` in every container).
-pub fn job_pod(job: &Job, index: Option<i32>, owner: OwnerReference) -> Pod {
+/// `failure_count`: the failures of the index so far (its
+/// `job-index-failure-count` annotation under `backoffLimitPerIndex`).
+pub fn job_pod(job: &Job, index: Option<i32>, failure_count: i32, owner: OwnerReference) -> Pod {
     let spec = spec(job);
     let name = job.metadata.name.clone().unwrap_or_default();
     let ns = job.metadata.namespace.clone().unwrap_or_default();
@@ -565,6 +643,12 @@ pub fn job_pod(job: &Job, index: Option<i32>, owner: OwnerReference) -> Pod {
             .annotations
             .get_or_insert_with(Default::default)
             .insert(COMPLETION_INDEX.to_owned(), i.to_string());
+        if backoff_limit_per_index(job).is_some() {
+            pod.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(INDEX_FAILURE_COUNT.to_owned(), failure_count.to_string());
+        }
         pod.metadata
             .labels
             .get_or_insert_with(Default::default)
@@ -656,6 +740,9 @@ pub fn next_status(
         let s = format_indexes(&plan.completed_indexes);
         status.completed_indexes = (!s.is_empty()).then_some(s);
     }
+    if backoff_limit_per_index(job).is_some() {
+        status.failed_indexes = Some(format_indexes(&plan.failed_indexes));
+    }
     let mut conds = status.conditions.take().unwrap_or_default();
     let everything_counted =
         pending_len(&pending.failed) == 0 && pending_len(&pending.succeeded) == 0;
@@ -672,15 +759,28 @@ pub fn next_status(
             );
         }
     } else if plan.success {
-        let msg = "Reached expected number of succeeded pods";
+        // Complete repeats why the Job succeeded, as first said.
+        let (reason, msg) = match conds.iter().find(|c| c.type_ == "SuccessCriteriaMet") {
+            Some(c) => (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            ),
+            None => match &plan.success_policy_message {
+                Some(m) => ("SuccessPolicy".to_owned(), m.clone()),
+                None => (
+                    "CompletionsReached".to_owned(),
+                    "Reached expected number of succeeded pods".to_owned(),
+                ),
+            },
+        };
         set_condition(
             &mut conds,
-            new_condition("SuccessCriteriaMet", "True", "CompletionsReached", msg, now),
+            new_condition("SuccessCriteriaMet", "True", &reason, &msg, now),
         );
         if settled {
             set_condition(
                 &mut conds,
-                new_condition("Complete", "True", "CompletionsReached", msg, now),
+                new_condition("Complete", "True", &reason, &msg, now),
             );
             status.completion_time.get_or_insert(Time(now));
         }
@@ -821,7 +921,7 @@ mod tests {
     fn index_pods_carry_hostname_annotation_label_and_env() {
         let j = job(json!({"completions": 3, "completionMode": "Indexed"}));
         let owner = super::super::replicaset_decide::controller_ref("batch/v1", "Job", &j.metadata);
-        let p = job_pod(&j, Some(2), owner);
+        let p = job_pod(&j, Some(2), 0, owner);
         assert_eq!(p.metadata.generate_name.as_deref(), Some("pi-2-"));
         assert_eq!(
             p.metadata.annotations.as_ref().unwrap()[COMPLETION_INDEX],

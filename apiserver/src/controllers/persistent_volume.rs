@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::informers::{Change, Informers, SharedInformer};
+use super::local_path_reclaim::{self as reclaim, HelperState, Reclaim};
 use super::persistent_volume_decide::{
     self as decide, BIND_COMPLETED, BOUND_BY_CONTROLLER, ClaimStep, STORAGE_PROVISIONER, VolumeStep,
 };
@@ -32,17 +33,21 @@ use crate::kinds::storage::{PV_PROTECTION, PVC_PROTECTION};
 pub const COMPONENT: &str = "persistentvolume-controller";
 
 #[derive(Debug, thiserror::Error)]
-#[error("{verb} {what}: {source}")]
-pub struct VolumeError {
-    verb: &'static str,
-    what: String,
-    #[source]
-    source: kube::Error,
+pub enum VolumeError {
+    #[error("{verb} {what}: {source}")]
+    Api {
+        verb: &'static str,
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Reclaim(#[from] reclaim::ReclaimError),
 }
 
 fn api_err(verb: &'static str, what: impl Into<String>) -> impl FnOnce(kube::Error) -> VolumeError {
     let what = what.into();
-    move |source| VolumeError { verb, what, source }
+    move |source| VolumeError::Api { verb, what, source }
 }
 
 struct Context {
@@ -183,6 +188,9 @@ async fn watch(
             change = pod_changes.recv() => match change {
                 Ok(Change::Applied(p) | Change::Deleted(p)) => {
                     let ns = p.namespace();
+                    if let Some(v) = reclaim::volume_of_helper(ns.as_deref(), &p.name_any()) {
+                        volumes.add(None, v);
+                    }
                     for c in decide::pod_claims(&p) {
                         claims.add(ns.as_deref(), c);
                     }
@@ -558,40 +566,41 @@ async fn sync_volume(
                 .find(|c| c.metadata.namespace == r.namespace && c.metadata.name == r.name)
         });
     let claim = claim.filter(|c| decide::claim_ref_is(&pv, c));
+    let step = decide::volume_step(&pv, claim.as_deref());
+    // A volume being deleted still moves to Released when its claim goes.
+    if let VolumeStep::Phase(phase) = step {
+        set_volume_phase(&ctx, &name, phase).await?;
+        return Ok(None);
+    }
+    if reclaim::directory_pending(&pv) {
+        match reclaim::reclaim(&pv) {
+            Reclaim::NotYet => {}
+            Reclaim::Keep => {
+                return remove_volume_finalizer(&api, &pv, reclaim::DELETION_PROTECTION_FINALIZER)
+                    .await
+                    .map(|_| None);
+            }
+            Reclaim::RemoveDirectory => {
+                if remove_directory(&ctx, &pv).await? {
+                    remove_volume_finalizer(&api, &pv, reclaim::DELETION_PROTECTION_FINALIZER)
+                        .await?;
+                    delete_volume(&ctx, &pv).await?;
+                }
+                return Ok(None);
+            }
+        }
+    }
     if pv.metadata.deletion_timestamp.is_some() {
-        // `pv-protection`: the volume goes once no claim is bound to it.
-        let in_use = claim.as_ref().is_some_and(|c| {
-            c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(name.as_str())
-        });
-        if has_finalizer(&pv.metadata, PV_PROTECTION) && !in_use {
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(without_finalizer(&pv.metadata, PV_PROTECTION)),
-            )
-            .await
-            .map_err(api_err(
-                "removing the protection finalizer of volume",
-                name.clone(),
-            ))?;
+        // `pv-protection`: the volume goes once it is not bound.
+        let bound = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if has_finalizer(&pv.metadata, PV_PROTECTION) && !bound {
+            remove_volume_finalizer(&api, &pv, PV_PROTECTION).await?;
         }
         return Ok(None);
     }
-    match decide::volume_step(&pv, claim.as_deref()) {
-        VolumeStep::Wait => {}
-        VolumeStep::Phase(phase) => set_volume_phase(&ctx, &name, phase).await?,
-        VolumeStep::Delete => match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                ctx.recorder.warning(
-                    reference("v1", "PersistentVolume", &pv.metadata),
-                    "VolumeFailedDelete",
-                    e.to_string(),
-                );
-                return Err(api_err("deleting released volume", name)(e));
-            }
-        },
+    match step {
+        VolumeStep::Wait | VolumeStep::Phase(_) => {}
+        VolumeStep::Delete => delete_volume(&ctx, &pv).await?,
         VolumeStep::Unbind => {
             api.patch(
                 &name,
@@ -608,4 +617,125 @@ async fn sync_volume(
         }
     }
     Ok(None)
+}
+
+async fn remove_volume_finalizer(
+    api: &Api<PersistentVolume>,
+    pv: &PersistentVolume,
+    finalizer: &str,
+) -> Result<(), VolumeError> {
+    match api
+        .patch(
+            &pv.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(without_finalizer(&pv.metadata, finalizer)),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_err("removing a finalizer of volume", pv.name_any())(e)),
+    }
+}
+
+/// Deletes the volume object (its storage is gone or not ours to delete).
+async fn delete_volume(ctx: &Context, pv: &PersistentVolume) -> Result<(), VolumeError> {
+    if pv.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let api: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    match api.delete(&pv.name_any(), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => {
+            ctx.recorder.warning(
+                reference("v1", "PersistentVolume", &pv.metadata),
+                "VolumeFailedDelete",
+                e.to_string(),
+            );
+            Err(api_err("deleting released volume", pv.name_any())(e))
+        }
+    }
+}
+
+/// Runs the helper pod that removes a local-path volume's directory on
+/// its node; true once it has succeeded (and is deleted). A failed helper
+/// is a `VolumeFailedDelete` event and a retry with back-off.
+async fn remove_directory(ctx: &Context, pv: &PersistentVolume) -> Result<bool, VolumeError> {
+    let name = pv.name_any();
+    let about = reference("v1", "PersistentVolume", &pv.metadata);
+    let helper_name = reclaim::helper_pod_name(&name);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), reclaim::HELPER_NAMESPACE);
+    let helper = ctx.pods.store.state().into_iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(reclaim::HELPER_NAMESPACE)
+            && p.metadata.name.as_deref() == Some(helper_name.as_str())
+    });
+    let delete_helper = || async {
+        match pods.delete(&helper_name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err("deleting helper pod", helper_name.clone())(e)),
+        }
+    };
+    match reclaim::helper_state(helper.as_deref()) {
+        HelperState::Absent => {
+            let nodes: Vec<Node> = ctx
+                .nodes
+                .store
+                .state()
+                .iter()
+                .map(|n| (**n).clone())
+                .collect();
+            let started = reclaim::volume_node(pv, &nodes)
+                .ok_or_else(|| reclaim::ReclaimError::NoNode {
+                    volume: name.clone(),
+                })
+                .and_then(|node| {
+                    let node_obj = nodes
+                        .iter()
+                        .find(|n| n.metadata.name.as_deref() == Some(node));
+                    reclaim::helper_pod(pv, node, node_obj)
+                });
+            let pod = match started {
+                Ok(pod) => pod,
+                Err(e) => {
+                    ctx.recorder
+                        .warning(about, "VolumeFailedDelete", e.to_string());
+                    return Err(VolumeError::Reclaim(e));
+                }
+            };
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(_) => {
+                    tracing::info!(volume = %name, "started {helper_name} to remove the volume's directory")
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => {
+                    ctx.recorder.warning(
+                        about,
+                        "VolumeFailedDelete",
+                        format!(
+                            "failed to delete volume {name}: creating helper pod {helper_name}: {e}"
+                        ),
+                    );
+                    return Err(api_err("creating helper pod", helper_name.clone())(e));
+                }
+            }
+            Ok(false)
+        }
+        HelperState::Running => Ok(false),
+        HelperState::Succeeded => {
+            delete_helper().await?;
+            Ok(true)
+        }
+        HelperState::Failed(why) => {
+            let message = format!("failed to delete volume {name}: {why}");
+            ctx.recorder
+                .warning(about, "VolumeFailedDelete", message.clone());
+            delete_helper().await?;
+            Err(VolumeError::Reclaim(reclaim::ReclaimError::HelperFailed {
+                volume: name,
+                why,
+            }))
+        }
+    }
 }

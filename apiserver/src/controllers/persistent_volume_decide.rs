@@ -33,7 +33,7 @@ pub const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-pr
 pub const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 pub const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
-const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 fn storage(m: Option<&BTreeMap<String, Quantity>>) -> i64 {
     m.and_then(|m| m.get("storage"))
@@ -499,10 +499,20 @@ pub fn provisioned_volume(
         .and_then(|r| r.get("storage"))
         .cloned()
         .unwrap_or_else(|| Quantity("0".into()));
+    // A class without a policy deletes (the StorageClass default).
+    let policy = class
+        .reclaim_policy
+        .clone()
+        .unwrap_or_else(|| "Delete".into());
+    // The directory goes before the volume object does, whichever is
+    // deleted first.
+    let finalizers = (policy == "Delete")
+        .then(|| vec![super::local_path_reclaim::DELETION_PROTECTION_FINALIZER.to_owned()]);
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(name.clone()),
             annotations: Some([(PROVISIONED_BY.to_owned(), class.provisioner.clone())].into()),
+            finalizers,
             ..Default::default()
         },
         spec: Some(PersistentVolumeSpec {
@@ -525,7 +535,7 @@ pub fn provisioned_volume(
                     }],
                 }),
             }),
-            persistent_volume_reclaim_policy: class.reclaim_policy.clone(),
+            persistent_volume_reclaim_policy: Some(policy),
             storage_class_name: class.metadata.name.clone(),
             volume_mode: spec.volume_mode.clone(),
             mount_options: class.mount_options.clone(),

@@ -43,12 +43,13 @@ impl Default for Tuning {
     }
 }
 
-/// The answer: the replica count, the utilization (percent of requests)
-/// and the average raw usage per pod (milli units).
+/// The answer: the replica count, the utilization (percent of requests,
+/// for a `Utilization` target) and the average raw usage per pod (milli
+/// units).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Recommendation {
     pub replicas: i32,
-    pub utilization: i32,
+    pub utilization: Option<i32>,
     pub raw_average_milli: i64,
 }
 
@@ -119,11 +120,15 @@ fn group(
     }
 }
 
-/// `calculatePodRequests`: the pod's request of the resource, in milli units.
-fn pod_request(pod: &Pod, resource: &str) -> Result<i64, String> {
+/// `calculatePodRequests`: the pod's request of the resource, in milli
+/// units, of one container or of all.
+fn pod_request(pod: &Pod, resource: &str, container: Option<&str>) -> Result<i64, String> {
     let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
     let mut total = 0;
     for c in &spec.containers {
+        if container.is_some_and(|name| name != c.name) {
+            continue;
+        }
         let request = c
             .resources
             .as_ref()
@@ -166,11 +171,50 @@ fn utilization_ratio(
     ))
 }
 
-/// `GetResourceReplicas` for a `Utilization` target of `resource`.
+/// `GetMetricUsageRatio`: (usage ratio, average usage).
+fn usage_ratio(metrics: &BTreeMap<String, i64>, target_milli: i64) -> (f64, i64) {
+    let average = metrics.values().sum::<i64>() / (metrics.len().max(1) as i64);
+    (average as f64 / target_milli as f64, average)
+}
+
+/// What a `Resource` or `ContainerResource` metric aims at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ResourceTarget {
+    /// `averageUtilization`: percent of the pods' requests.
+    Utilization(i32),
+    /// `averageValue`: usage per pod, in milli units.
+    AverageValue(i64),
+}
+
+/// The pods' ratio of usage to target, and the (utilization, average)
+/// to report.
+fn ratio(
+    target: ResourceTarget,
+    metrics: &BTreeMap<String, i64>,
+    requests: &BTreeMap<String, i64>,
+) -> Result<(f64, Option<i32>, i64), String> {
+    match target {
+        ResourceTarget::Utilization(t) => {
+            let (r, u, raw) = utilization_ratio(metrics, requests, t)?;
+            Ok((r, Some(u), raw))
+        }
+        ResourceTarget::AverageValue(t) => {
+            let (r, raw) = usage_ratio(metrics, t);
+            Ok((r, None, raw))
+        }
+    }
+}
+
+/// `GetResourceReplicas` (a `Utilization` target) and
+/// `GetRawResourceReplicas` (an `AverageValue` target, by
+/// `calcPlainMetricReplicas`) of `resource`, in all the pods' containers
+/// or in the one named (`ContainerResource`).
+#[allow(clippy::too_many_arguments)]
 pub fn resource_replicas(
     current_replicas: i32,
-    target_utilization: i32,
+    target: ResourceTarget,
     resource: &str,
+    container: Option<&str>,
     pods: &[&Pod],
     samples: &BTreeMap<String, PodMetric>,
     tuning: &Tuning,
@@ -203,47 +247,48 @@ pub fn resource_replicas(
                 }
             }
         }
-        requests.insert(name, pod_request(pod, resource)?);
+        if let ResourceTarget::Utilization(_) = target {
+            requests.insert(name, pod_request(pod, resource, container)?);
+        }
     }
     if metrics.is_empty() {
         return Err("did not receive metrics for targeted pods (pods might be unready)".into());
     }
-    let (ratio, utilization, raw) = utilization_ratio(&metrics, &requests, target_utilization)?;
+    let (ratio0, utilization, raw) = ratio(target, &metrics, &requests)?;
     let answer = |replicas| Recommendation {
         replicas,
         utilization,
         raw_average_milli: raw,
     };
-    let scale_up_with_unready = !unready.is_empty() && ratio > 1.0;
+    let scale_up_with_unready = !unready.is_empty() && ratio0 > 1.0;
     if !scale_up_with_unready && missing.is_empty() {
-        if (1.0 - ratio).abs() <= tuning.tolerance {
+        if (1.0 - ratio0).abs() <= tuning.tolerance {
             return Ok(answer(current_replicas));
         }
-        return Ok(answer((ratio * f64::from(ready_count)).ceil() as i32));
+        return Ok(answer((ratio0 * f64::from(ready_count)).ceil() as i32));
     }
     // Assume the worst for the autoscaler's direction: missing pods use
-    // their whole request when scaling down and nothing when scaling up,
-    // and unready pods nothing when scaling up.
-    if !missing.is_empty() {
-        let fallback = i64::from(target_utilization.max(100));
-        for name in &missing {
-            let value = if ratio < 1.0 {
-                requests.get(name).copied().unwrap_or(0) * fallback / 100
-            } else {
-                0
-            };
-            metrics.insert(name.clone(), value);
-        }
+    // their whole target (or request) when scaling down and nothing when
+    // scaling up, and unready pods nothing when scaling up.
+    for name in &missing {
+        let value = match target {
+            _ if ratio0 >= 1.0 => 0,
+            ResourceTarget::Utilization(t) => {
+                requests.get(name).copied().unwrap_or(0) * i64::from(t.max(100)) / 100
+            }
+            ResourceTarget::AverageValue(t) => t,
+        };
+        metrics.insert(name.clone(), value);
     }
     if scale_up_with_unready {
         for name in &unready {
             metrics.insert(name.clone(), 0);
         }
     }
-    let (new_ratio, _, _) = utilization_ratio(&metrics, &requests, target_utilization)?;
+    let (new_ratio, _, _) = ratio(target, &metrics, &requests)?;
     if (1.0 - new_ratio).abs() <= tuning.tolerance
-        || (ratio < 1.0 && new_ratio > 1.0)
-        || (ratio > 1.0 && new_ratio < 1.0)
+        || (ratio0 < 1.0 && new_ratio > 1.0)
+        || (ratio0 > 1.0 && new_ratio < 1.0)
     {
         return Ok(answer(current_replicas));
     }
@@ -321,12 +366,32 @@ mod tests {
             .collect()
     }
 
+    fn calc(
+        current: i32,
+        target: ResourceTarget,
+        container: Option<&str>,
+        pods: &[&Pod],
+        usage: &[(&str, i64)],
+    ) -> Result<Recommendation, String> {
+        resource_replicas(
+            current,
+            target,
+            "cpu",
+            container,
+            pods,
+            &samples(usage),
+            &Tuning::default(),
+            at(1000),
+        )
+    }
+
     fn replicas(current: i32, pods: &[Pod], usage: &[(&str, i64)]) -> Recommendation {
         let refs: Vec<&Pod> = pods.iter().collect();
         resource_replicas(
             current,
-            50,
+            ResourceTarget::Utilization(50),
             "cpu",
+            None,
             &refs,
             &samples(usage),
             &Tuning::default(),
@@ -340,7 +405,7 @@ mod tests {
         // 003 4-10: php-apache requests 200m and burns 276m.
         let pods = [pod("a", "200m", "Running", true)];
         let r = replicas(1, &pods, &[("a", 276)]);
-        assert_eq!(r.utilization, 138);
+        assert_eq!(r.utilization, Some(138));
         assert_eq!(r.replicas, 3);
         assert_eq!(r.raw_average_milli, 276);
     }
@@ -382,7 +447,7 @@ mod tests {
         ];
         // 150% on the ready pod, the pending one at 0: 75%, 3 replicas.
         let r = replicas(2, &pods, &[("a", 150)]);
-        assert_eq!((r.utilization, r.replicas), (150, 3));
+        assert_eq!((r.utilization, r.replicas), (Some(150), 3));
         // Deleting pods are left out entirely.
         let mut gone = pod("c", "100m", "Running", true);
         gone.metadata.deletion_timestamp = Some(Time(at(999)));
@@ -396,8 +461,9 @@ mod tests {
         p.spec.as_mut().unwrap().containers[0].resources = None;
         let err = resource_replicas(
             1,
-            50,
+            ResourceTarget::Utilization(50),
             "cpu",
+            None,
             &[&p],
             &samples(&[("a", 10)]),
             &Tuning::default(),
@@ -408,8 +474,9 @@ mod tests {
         let p = pod("a", "100m", "Running", true);
         let err = resource_replicas(
             1,
-            50,
+            ResourceTarget::Utilization(50),
             "cpu",
+            None,
             &[&p],
             &BTreeMap::new(),
             &Tuning::default(),
@@ -420,5 +487,64 @@ mod tests {
             err,
             "did not receive metrics for targeted pods (pods might be unready)"
         );
+    }
+
+    #[test]
+    fn an_average_value_target_divides_usage_per_pod_by_it() {
+        let pods = [
+            pod("a", "100m", "Running", true),
+            pod("b", "100m", "Running", true),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let value = |current, usage: &[(&str, i64)]| {
+            calc(
+                current,
+                ResourceTarget::AverageValue(200),
+                None,
+                &refs,
+                usage,
+            )
+            .unwrap()
+        };
+        // 300m a pod against 200m: 1.5 × 2 pods = 3, reported as 300m.
+        let r = value(2, &[("a", 300), ("b", 300)]);
+        assert_eq!(
+            (r.replicas, r.utilization, r.raw_average_milli),
+            (3, None, 300)
+        );
+        // 210m is within the tolerance.
+        assert_eq!(value(2, &[("a", 210), ("b", 210)]).replicas, 2);
+        // Scaling down with one pod missing: it counts as at the target,
+        // (50 + 200) / 2 = 125m, ceil(2 × 0.625) = 2.
+        assert_eq!(value(2, &[("a", 50)]).replicas, 2);
+        assert_eq!(value(2, &[("a", 40), ("b", 40)]).replicas, 1);
+    }
+
+    #[test]
+    fn a_container_resource_counts_only_that_container_s_request() {
+        let mut p = pod("a", "100m", "Running", true);
+        let mut sidecar = p.spec.as_ref().unwrap().containers[0].clone();
+        sidecar.name = "sidecar".into();
+        sidecar.resources = None;
+        p.spec.as_mut().unwrap().containers.push(sidecar);
+        let r = calc(
+            1,
+            ResourceTarget::Utilization(50),
+            Some("php"),
+            &[&p],
+            &[("a", 100)],
+        )
+        .unwrap();
+        assert_eq!((r.utilization, r.replicas), (Some(100), 2));
+        // Across all containers the sidecar's missing request is an error.
+        let err = calc(
+            1,
+            ResourceTarget::Utilization(50),
+            None,
+            &[&p],
+            &[("a", 100)],
+        )
+        .unwrap_err();
+        assert_eq!(err, "missing request for cpu in container sidecar of Pod a");
     }
 }

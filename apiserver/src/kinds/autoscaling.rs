@@ -101,6 +101,20 @@ pub fn format_metrics(specs: &[MetricSpec], statuses: &[MetricStatus]) -> String
                         .map_or(String::new(), |q| q.0.clone());
                     format!("{current}/{target}")
                 }
+                "Object" => {
+                    let Some(o) = &spec.object else {
+                        return "<unknown type>".into();
+                    };
+                    let current = status.and_then(|s| s.object.as_ref()).map(|s| &s.current);
+                    value_target(&o.target, current)
+                }
+                "External" => {
+                    let Some(e) = &spec.external else {
+                        return "<unknown type>".into();
+                    };
+                    let current = status.and_then(|s| s.external.as_ref()).map(|s| &s.current);
+                    value_target(&e.target, current)
+                }
                 _ => "<unknown type>".into(),
             }
         })
@@ -129,6 +143,24 @@ fn resource_target(
         .average_utilization
         .map_or("<auto>".into(), |u| format!("{u}%"));
     format!("{name}: {cur}/{want}")
+}
+
+/// An `Object` or `External` metric: `current/target`, `(avg)` after an
+/// `AverageValue` target.
+fn value_target(
+    target: &MetricTarget,
+    current: Option<&k8s_openapi::api::autoscaling::v2::MetricValueStatus>,
+) -> String {
+    let quantity = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.map_or("<unknown>".to_owned(), |q| q.0.clone())
+    };
+    if let Some(value) = &target.average_value {
+        let cur = quantity(current.and_then(|c| c.average_value.as_ref()));
+        return format!("{cur}/{} (avg)", value.0);
+    }
+    let cur = quantity(current.and_then(|c| c.value.as_ref()));
+    let want = target.value.as_ref().map_or(String::new(), |q| q.0.clone());
+    format!("{cur}/{want}")
 }
 
 fn validate_rules(field: &str, rules: &HPAScalingRules) -> Vec<FieldError> {
@@ -376,6 +408,39 @@ mod tests {
             "cpu: <unknown>/50%, cpu: <unknown>/60% + 1 more..."
         );
         assert_eq!(format_metrics(&[], &[]), "<none>");
+        let metric = |v: serde_json::Value| -> MetricSpec { serde_json::from_value(v).unwrap() };
+        let status = |v: serde_json::Value| -> MetricStatus { serde_json::from_value(v).unwrap() };
+        let average = [metric(
+            serde_json::json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "AverageValue", "averageValue": "200m"}}}),
+        )];
+        assert_eq!(format_metrics(&average, &[]), "cpu: <unknown>/200m");
+        assert_eq!(
+            format_metrics(
+                &average,
+                &[status(
+                    serde_json::json!({"type": "Resource", "resource": {"name": "cpu",
+                    "current": {"averageValue": "100m"}}})
+                )]
+            ),
+            "cpu: 100m/200m"
+        );
+        let others = [
+            metric(
+                serde_json::json!({"type": "External", "external": {"metric": {"name": "q"},
+                "target": {"type": "AverageValue", "averageValue": "30"}}}),
+            ),
+            metric(
+                serde_json::json!({"type": "Object", "object": {"metric": {"name": "rps"},
+                "describedObject": {"kind": "Ingress", "name": "main"},
+                "target": {"type": "Value", "value": "10k"}}}),
+            ),
+        ];
+        // A metric that failed has an empty status.
+        assert_eq!(
+            format_metrics(&others, &[MetricStatus::default(), MetricStatus::default()]),
+            "<unknown>/30 (avg), <unknown>/10k"
+        );
     }
 
     #[test]

@@ -271,6 +271,10 @@ fn validate_job_spec(spec: &JobSpec, path: &str, needs_selector: bool) -> Vec<Fi
             &format!("{path}.podFailurePolicy"),
         ));
     }
+    errs.extend(index_policy_errors(spec, path, mode == "Indexed"));
+    if let Some(m) = spec.managed_by.as_deref() {
+        errs.extend(domain_prefixed_path(&format!("{path}.managedBy"), m));
+    }
     if let Some(p) = spec.pod_replacement_policy.as_deref() {
         if !["TerminatingOrFailed", "Failed"].contains(&p) {
             errs.push(FieldError::not_supported(
@@ -287,6 +291,103 @@ fn validate_job_spec(spec: &JobSpec, path: &str, needs_selector: bool) -> Vec<Fi
         }
     }
     errs
+}
+
+/// `backoffLimitPerIndex`, `maxFailedIndexes` and `successPolicy`: for
+/// Indexed Jobs only, within the completions.
+fn index_policy_errors(spec: &JobSpec, path: &str, indexed: bool) -> Vec<FieldError> {
+    const INDEXED_ONLY: &str = "requires indexed completion mode";
+    let mut errs = Vec::new();
+    if let Some(b) = spec.backoff_limit_per_index {
+        errs.extend(nonnegative(
+            &format!("{path}.backoffLimitPerIndex"),
+            b.into(),
+        ));
+        if !indexed {
+            errs.push(FieldError::invalid_raw(
+                format!("{path}.backoffLimitPerIndex"),
+                b.to_string(),
+                INDEXED_ONLY,
+            ));
+        }
+    }
+    if let Some(m) = spec.max_failed_indexes {
+        let field = format!("{path}.maxFailedIndexes");
+        errs.extend(nonnegative(&field, m.into()));
+        if spec.backoff_limit_per_index.is_none() {
+            errs.push(FieldError::required(
+                format!("{path}.backoffLimitPerIndex"),
+                "when maxFailedIndexes is specified",
+            ));
+        }
+        if !indexed {
+            errs.push(FieldError::invalid_raw(&field, m.to_string(), INDEXED_ONLY));
+        } else if let Some(c) = spec.completions
+            && m > c
+        {
+            errs.push(FieldError::invalid_raw(
+                &field,
+                m.to_string(),
+                "must be less than or equal to completions",
+            ));
+        }
+    }
+    let Some(policy) = &spec.success_policy else {
+        return errs;
+    };
+    if !indexed {
+        errs.push(FieldError::invalid_raw(
+            format!("{path}.successPolicy"),
+            "batch.SuccessPolicy{...}",
+            INDEXED_ONLY,
+        ));
+        return errs;
+    }
+    if policy.rules.is_empty() {
+        errs.push(FieldError::required(
+            format!("{path}.successPolicy.rules"),
+            "at least one rules must be specified when the successPolicy is specified",
+        ));
+    }
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let rule_path = format!("{path}.successPolicy.rules[{i}]");
+        if rule.succeeded_count.is_none() && rule.succeeded_indexes.is_none() {
+            errs.push(FieldError::required(
+                &rule_path,
+                "at least one of succeededCount or succeededIndexes must be specified",
+            ));
+        }
+        if let Some(n) = rule.succeeded_count {
+            let field = format!("{rule_path}.succeededCount");
+            errs.extend(nonnegative(&field, n.into()));
+            if let Some(c) = spec.completions
+                && n > c
+            {
+                errs.push(FieldError::invalid_raw(
+                    &field,
+                    n.to_string(),
+                    format!(
+                        "must be less than or equal to {c} (the number of specified completions)"
+                    ),
+                ));
+            }
+        }
+    }
+    errs
+}
+
+/// `IsDomainPrefixedPath`: `<DNS subdomain>/<path>`.
+fn domain_prefixed_path(field: &str, value: &str) -> Vec<FieldError> {
+    match value.split_once('/') {
+        Some((host, rest)) if !host.is_empty() && !rest.is_empty() => {
+            crate::kinds::validation::dns1123_subdomain(field, host)
+        }
+        _ => vec![FieldError::invalid(
+            field,
+            value,
+            "must be a domain-prefixed path (such as \"acme.io/foo\")",
+        )],
+    }
 }
 
 /// `ValidateGeneratedSelector`: without `manualSelector`, the selector
@@ -400,6 +501,15 @@ impl KindSpec for Job {
             errs.push(FieldError::invalid_raw(
                 "spec.completions",
                 spec.completions.map(|c| c.to_string()).unwrap_or_default(),
+                "field is immutable",
+            ));
+        }
+        if spec.managed_by != old_spec.managed_by {
+            errs.push(FieldError::invalid_raw(
+                "spec.managedBy",
+                spec.managed_by
+                    .as_ref()
+                    .map_or("null".to_owned(), |m| format!("{m:?}")),
                 "field is immutable",
             ));
         }
