@@ -20,8 +20,14 @@ Measured, per cluster size, in one run against one fresh apiserver:
    kube-scheduler runs) starts with that profile; drain rate = P / (first
    pod bound -> last pod bound), also as a share of the bare write rate.
 
+With --hollow the nodes are not bare Node objects but hollow nodes of one
+`kubelab-agent hollow` process (registered, heartbeating, and running the
+pods bound to them with a runtime that only pretends: status writes from
+the nodes compete with the scheduler's, as on a real cluster);
+node_create_s is then the time until all are Ready.
+
 Run from the repo root after `cargo build --release --workspace`:
-    python3 bench/scheduler_bench.py [--nodes 500,5000] [--pods 1000] [--clients 2]
+    python3 bench/scheduler_bench.py [--nodes 500,5000] [--pods 1000] [--clients 2] [--hollow]
 Prints a table and writes bench/scheduler_results.json. Nothing is asserted.
 """
 
@@ -41,6 +47,7 @@ from apiserver_bench import APISERVER, Client, free_port, rss_kib, tls_context, 
 REPO = Path(__file__).resolve().parent.parent
 # Another build (e.g. target/debug) to try the script quickly.
 APISERVER = Path(os.environ.get("KUBELAB_APISERVER", APISERVER))
+AGENT = Path(os.environ.get("KUBELAB_AGENT", REPO / "target/release/kubelab-agent"))
 
 
 def node(name):
@@ -127,8 +134,31 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def run_size(nodes, pods, clients):
+def start_hollow(tmp, nodes, admin):
+    """`kubelab-agent hollow --nodes N` on the bench's cluster; returns the
+    process once every hollow node is Ready."""
+    log = open(tmp / "hollow.log", "w")
+    hollow = subprocess.Popen(
+        [str(AGENT), "--root-dir", str(tmp / "hollow"), "hollow",
+         "--kubeconfig", str(tmp / "data" / "admin.kubeconfig"), "--nodes", str(nodes),
+         "--node-name-prefix", "node-", "--node-ip", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if hollow.poll() is not None:
+            raise SystemExit(f"kubelab-agent hollow exited: see {tmp / 'hollow.log'}")
+        items = json.loads(admin.request("GET", "/api/v1/nodes"))["items"]
+        ready = sum(1 for n in items for c in n.get("status", {}).get("conditions", [])
+                    if c["type"] == "Ready" and c["status"] == "True")
+        if ready >= nodes:
+            return hollow
+        time.sleep(1.0)
+    raise SystemExit(f"{nodes} hollow nodes were not Ready in time")
+
+
+def run_size(nodes, pods, clients, hollow_nodes=False):
     tmp = Path(tempfile.mkdtemp(prefix="kubelab-sched-bench-"))
+    hollow = None
     port = free_port()
     log = open(tmp / "apiserver.log", "w")
     proc = subprocess.Popen(
@@ -145,7 +175,10 @@ def run_size(nodes, pods, clients):
             admin.request("POST", "/api/v1/namespaces",
                           {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         t0 = time.monotonic()
-        create_all(port, ctx, 4, "/api/v1/nodes", [node(f"node-{i}") for i in range(nodes)])
+        if hollow_nodes:
+            hollow = start_hollow(tmp, nodes, admin)
+        else:
+            create_all(port, ctx, 4, "/api/v1/nodes", [node(f"node-{i}") for i in range(nodes)])
         node_secs = time.monotonic() - t0
         time.sleep(1.0)
 
@@ -166,6 +199,7 @@ def run_size(nodes, pods, clients):
         latencies = [(watch.bound[n] - acks[n]) * 1000 for n in acks if n in watch.bound]
         result = {
             "nodes": nodes,
+            "node_kind": "hollow" if hollow_nodes else "bare Node objects",
             "pods": pods,
             "clients": clients,
             "node_create_s": round(node_secs, 2),
@@ -214,6 +248,12 @@ def run_size(nodes, pods, clients):
             result["backlog_start_to_first_bind_s"] = round(times[0] - started, 2)
         return result
     finally:
+        if hollow is not None:
+            hollow.terminate()
+            try:
+                hollow.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                hollow.kill()
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -228,12 +268,15 @@ def main():
     ap.add_argument("--nodes", default="500,5000")
     ap.add_argument("--pods", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--hollow", action="store_true",
+                    help="hollow nodes (kubelab-agent hollow) instead of bare Node objects")
     args = ap.parse_args()
-    if not APISERVER.exists():
-        raise SystemExit(f"{APISERVER} missing: cargo build --release --workspace")
+    for b in [APISERVER] + ([AGENT] if args.hollow else []):
+        if not b.exists():
+            raise SystemExit(f"{b} missing: cargo build --release --workspace")
     results = []
     for n in [int(x) for x in args.nodes.split(",")]:
-        r = run_size(n, args.pods, args.clients)
+        r = run_size(n, args.pods, args.clients, args.hollow)
         results.append(r)
         print(json.dumps(r), flush=True)
     print()
@@ -244,7 +287,8 @@ def main():
               f"{r['scheduled_pods_per_s']:>13} {r['share_of_bare_write_rate']:>6} "
               f"{r['bind_latency_p50_ms']:>8} {r['bind_latency_p99_ms']:>8} "
               f"{r.get('backlog_drain_pods_per_s', '-'):>13} {r.get('backlog_share_of_bare_write_rate', '-'):>6}")
-    (REPO / "bench/scheduler_results.json").write_text(json.dumps(results, indent=1) + "\n")
+    out = "scheduler_hollow_results.json" if args.hollow else "scheduler_results.json"
+    (REPO / "bench" / out).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

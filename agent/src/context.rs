@@ -54,15 +54,33 @@ impl AgentContext {
     /// network config, cgroup paths that nothing creates. What a pod worker
     /// needs around a runtime that only pretends (unit tests).
     pub fn detached(node_name: &str, root_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::detached_with(
+            node_name,
+            root_dir,
+            CgroupDriver::detect("kubelab-detached")?,
+            ImageStore::open(root_dir)?,
+            EventRecorder::default(),
+        )
+    }
+
+    /// [`Self::detached`] with a cgroup driver and image store shared by
+    /// many such nodes (hollow nodes), and their own events.
+    pub fn detached_with(
+        node_name: &str,
+        root_dir: &std::path::Path,
+        cgroups: CgroupDriver,
+        images: ImageStore,
+        events: EventRecorder,
+    ) -> anyhow::Result<Self> {
         Ok(AgentContext {
             node_name: node_name.to_string(),
             root_dir: root_dir.to_path_buf(),
             agent_exe: std::env::current_exe()?,
-            cgroups: CgroupDriver::detect("kubelab-detached")?,
-            images: ImageStore::open(root_dir)?,
-            image_manager: ImageManager::detached(EventRecorder::default()),
+            cgroups,
+            images,
+            image_manager: ImageManager::detached(events.clone()),
             status: PodStatusStore::default(),
-            events: EventRecorder::default(),
+            events,
             log_max_size: 10 << 20,
             log_max_files: 1,
             pod_pids_limit: None,

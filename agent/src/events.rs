@@ -30,18 +30,27 @@ pub struct Event {
 pub struct EventRecorder {
     events: Arc<Mutex<VecDeque<Event>>>,
     sink: tokio::sync::broadcast::Sender<Event>,
+    keep: usize,
 }
 
 impl Default for EventRecorder {
     fn default() -> Self {
-        EventRecorder {
-            events: Default::default(),
-            sink: tokio::sync::broadcast::Sender::new(KEEP),
-        }
+        Self::keeping(KEEP)
     }
 }
 
 impl EventRecorder {
+    /// Keeps (and buffers for subscribers) the last `keep` events: a hollow
+    /// node, one of thousands in a process, keeps few.
+    pub fn keeping(keep: usize) -> Self {
+        let keep = keep.max(1);
+        EventRecorder {
+            events: Default::default(),
+            sink: tokio::sync::broadcast::Sender::new(keep),
+            keep,
+        }
+    }
+
     pub fn record(
         &self,
         type_: &'static str,
@@ -56,7 +65,7 @@ impl EventRecorder {
             tracing::info!(object, reason, "{message}");
         }
         let mut events = self.events.lock().expect("lock");
-        if events.len() == KEEP {
+        if events.len() >= self.keep {
             events.pop_front();
         }
         let event = Event {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod context;
 pub mod events;
 pub mod eviction;
+pub mod hollow;
 pub mod host;
 pub mod kubeapi;
 pub mod logs;

@@ -198,6 +198,9 @@ enum Command {
     /// Time the service proxy's syncs on a synthetic cluster (bench/proxy_bench.sh).
     #[command(hide = true)]
     ProxyBench(kubelab_agent::proxy::bench::BenchArgs),
+    /// Run simulated nodes (kubemark's hollow nodes): the real node logic
+    /// around a runtime that only pretends, many nodes in one process.
+    Hollow(kubelab_agent::hollow::HollowArgs),
 }
 
 fn init_tracing() {
@@ -231,6 +234,15 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Image(cmd)) => {
             init_tracing();
             return run_image_command(&cli.root_dir, cmd);
+        }
+        Some(Command::Hollow(args)) => {
+            init_tracing();
+            limit_malloc_arenas();
+            return tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(kubelab_agent::hollow::run(args, cli.root_dir));
         }
         None => {}
     }
@@ -421,12 +433,7 @@ fn main() -> anyhow::Result<()> {
         },
         psi_stats: feature_gates.enabled("KubeletPSI"),
     };
-    // Two malloc arenas: the agent is mostly idle threads, and glibc's default
-    // of one arena per thread per core keeps freed memory in each.
-    // SAFETY: called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work is container starts and cgroup reads: more threads
@@ -435,6 +442,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(agent::run(options))
+}
+
+/// Two malloc arenas: the agent is mostly idle threads, and glibc's default
+/// of one arena per thread per core keeps freed memory in each. Called
+/// before any other thread exists.
+fn limit_malloc_arenas() {
+    // SAFETY: no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// The eviction manager's configuration: flags over the config file's

@@ -83,6 +83,9 @@ pub fn start(
             reservations,
             pressure,
             lease_duration_seconds,
+            fixed_facts: None,
+            nodes: None,
+            lease_offset: std::time::Duration::ZERO,
         }
         .run(uid_tx),
     );

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
@@ -272,10 +273,21 @@ pub struct NodeAgent {
     pub pressure: tokio::sync::watch::Receiver<crate::eviction::Pressure>,
     /// `--node-lease-duration-seconds`; renewed every quarter of it.
     pub lease_duration_seconds: i32,
+    /// A hollow node's: what it reports instead of this host's facts.
+    pub fixed_facts: Option<NodeFacts>,
+    /// The Nodes as a shared informer sees them (hollow nodes): the status
+    /// is compared against these instead of a GET every check.
+    pub nodes: Option<Store<Node>>,
+    /// How long after registration the first lease renewal comes: hollow
+    /// nodes spread theirs over the renew period.
+    pub lease_offset: Duration,
 }
 
 impl NodeAgent {
     fn facts(&self) -> NodeFacts {
+        if let Some(facts) = &self.fixed_facts {
+            return facts.clone();
+        }
         NodeFacts::gather(
             &self.name,
             &self.internal_ip,
@@ -346,6 +358,7 @@ impl NodeAgent {
             self.name.clone(),
             uid,
             self.lease_duration_seconds,
+            self.lease_offset,
         ));
         let mut last_sent: Option<tokio::time::Instant> = None;
         let mut previous = node.status.clone();
@@ -359,10 +372,17 @@ impl NodeAgent {
             }
             // What the apiserver has now, as the kubelet compares against:
             // the node controller writes conditions too.
-            match nodes.get_opt(&self.name).await {
-                Ok(Some(n)) => previous = n.status,
-                Ok(None) => {}
-                Err(e) => tracing::debug!(node = %self.name, "reading the node: {e}"),
+            match &self.nodes {
+                Some(store) => {
+                    if let Some(n) = store.get(&ObjectRef::new(&self.name)) {
+                        previous = n.status.clone();
+                    }
+                }
+                None => match nodes.get_opt(&self.name).await {
+                    Ok(Some(n)) => previous = n.status,
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(node = %self.name, "reading the node: {e}"),
+                },
             }
             let mut status = render_status(&self.facts(), &self.reservations, Timestamp::now());
             carry_transitions(&mut status, previous.as_ref());
@@ -417,10 +437,21 @@ pub fn render_lease(node: &str, node_uid: &str, duration_seconds: i32, now: Time
     }
 }
 
-async fn renew_lease(client: Client, node: String, node_uid: String, duration_seconds: i32) {
+/// How often a lease of `duration_seconds` is renewed (a quarter of it).
+pub fn lease_renew_period(duration_seconds: i32) -> Duration {
+    Duration::from_secs_f64(duration_seconds.max(1) as f64 * LEASE_RENEW_FRACTION)
+}
+
+async fn renew_lease(
+    client: Client,
+    node: String,
+    node_uid: String,
+    duration_seconds: i32,
+    offset: Duration,
+) {
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
-    let renew = Duration::from_secs_f64(duration_seconds.max(1) as f64 * LEASE_RENEW_FRACTION);
-    let mut tick = tokio::time::interval(renew);
+    let renew = lease_renew_period(duration_seconds);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, renew);
     loop {
         tick.tick().await;
         let now = Timestamp::now();

@@ -87,10 +87,16 @@ fn full_name(pod: &Pod) -> String {
 
 impl PodManager {
     pub fn new(ctx: Arc<AgentContext>) -> Self {
+        let runtime = Arc::new(BuiltinRuntime::new(ctx.clone()));
+        Self::with_runtime(ctx, runtime)
+    }
+
+    /// Pods run by `runtime` (a hollow node's pretends).
+    pub fn with_runtime(ctx: Arc<AgentContext>, runtime: Arc<dyn RuntimeService>) -> Self {
         let leftovers = scan_pods_dir(&ctx);
         let (evictions_tx, evictions) = mpsc::unbounded_channel();
         PodManager {
-            runtime: Arc::new(BuiltinRuntime::new(ctx.clone())),
+            runtime,
             ctx,
             workers: HashMap::new(),
             waiting: Vec::new(),

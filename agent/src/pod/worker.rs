@@ -1313,6 +1313,7 @@ impl PodWorker {
             bundle: self.dir.join("containers").join(&run.container_id),
         };
         let task = tokio::spawn(prober::run(
+            self.runtime.clone(),
             container,
             run.container_id.clone(),
             target,

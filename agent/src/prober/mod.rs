@@ -10,6 +10,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Probe};
 use tokio::sync::mpsc;
 
+use crate::runtime::service::RuntimeService;
+
 pub use probe::{ProbeOutcome, ProbeTarget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +94,14 @@ fn initial_delay(p: &Probe) -> Duration {
 }
 
 async fn probe_once(
+    runtime: &Arc<dyn RuntimeService>,
     probe: &Probe,
     container: &Arc<Container>,
     target: &Arc<ProbeTarget>,
 ) -> ProbeOutcome {
     let (p, c, t) = (probe.clone(), container.clone(), target.clone());
-    tokio::task::spawn_blocking(move || probe::run_probe(&p, &c, &t))
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.run_probe(&p, &c, &t))
         .await
         .unwrap_or_else(|e| ProbeOutcome::Failure(format!("probe task: {e}")))
 }
@@ -105,6 +109,7 @@ async fn probe_once(
 /// Probes one container run until the task is aborted (the worker aborts it
 /// when the run ends).
 pub async fn run(
+    runtime: Arc<dyn RuntimeService>,
     container: Container,
     container_id: String,
     target: ProbeTarget,
@@ -125,7 +130,7 @@ pub async fn run(
         tokio::time::sleep(initial_delay(&startup)).await;
         let mut counts = Thresholds::new(&startup);
         loop {
-            let outcome = probe_once(&startup, &container, &target).await;
+            let outcome = probe_once(&runtime, &startup, &container, &target).await;
             let ok = outcome == ProbeOutcome::Success;
             if let ProbeOutcome::Failure(message) = outcome {
                 send(ProbeEvent::Unhealthy {
@@ -149,7 +154,8 @@ pub async fn run(
     send(ProbeEvent::Started);
 
     let liveness = container.liveness_probe.clone().map(|p| {
-        let (container, target, tx, id) = (
+        let (runtime, container, target, tx, id) = (
+            runtime.clone(),
             container.clone(),
             target.clone(),
             tx.clone(),
@@ -159,7 +165,7 @@ pub async fn run(
             tokio::time::sleep(initial_delay(&p)).await;
             let mut counts = Thresholds::new(&p);
             loop {
-                let outcome = probe_once(&p, &container, &target).await;
+                let outcome = probe_once(&runtime, &p, &container, &target).await;
                 let ok = outcome == ProbeOutcome::Success;
                 if let ProbeOutcome::Failure(message) = outcome {
                     let _ = tx.send(ProbeNotice {
@@ -191,7 +197,7 @@ pub async fn run(
         let mut counts = Thresholds::new(&p);
         let mut ready = false;
         loop {
-            let outcome = probe_once(&p, &container, &target).await;
+            let outcome = probe_once(&runtime, &p, &container, &target).await;
             let ok = outcome == ProbeOutcome::Success;
             if let ProbeOutcome::Failure(message) = outcome {
                 send(ProbeEvent::Unhealthy {

@@ -1,9 +1,13 @@
 //! A runtime that only pretends ([`RuntimeService`]): sandboxes and
 //! containers are records, a container "runs" until it is signalled or told
-//! to exit, hooks succeed. It records every call in order, so a test can
-//! check what the pod worker asked and when, with no root and no process.
+//! to exit, hooks and probes succeed. For tests it records every call in
+//! order, so a test can check what the pod worker asked and when, with no
+//! root and no process. For hollow nodes ([`FakeRuntime::pretending`]) it
+//! records nothing, forgets what is removed and gives each sandbox an
+//! address of the node's pod CIDR, so thousands of pods cost little.
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,7 +37,11 @@ struct FakeContainer {
 
 #[derive(Default)]
 struct State {
+    /// Whether calls are recorded (tests) or not (hollow nodes).
+    quiet: bool,
     calls: Vec<String>,
+    /// Sandbox id → its pod IP, while the sandbox exists.
+    pod_ips: HashMap<String, Ipv4Addr>,
     containers: HashMap<String, FakeContainer>,
     missing_images: HashSet<String>,
     /// Containers (by name) whose process ignores SIGTERM, as a shell loop as PID 1 does.
@@ -41,12 +49,72 @@ struct State {
     next_pid: i32,
 }
 
+impl State {
+    fn note(&mut self, call: String) {
+        if !self.quiet {
+            self.calls.push(call);
+        }
+    }
+}
+
+/// Where a pretending runtime finds the node's pod CIDR (it may be assigned
+/// after the node registered).
+pub type PodCidrSource = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 #[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<State>,
+    /// Set for a hollow node: sandboxes get addresses of this CIDR.
+    pod_cidr: Option<PodCidrSource>,
+}
+
+/// The first and last host address of `cidr` (`10.244.3.0/24`) a pod may
+/// get, as the bridge plugin's host-local IPAM hands them out: the network
+/// address and the gateway (`.1`) are never given, nor the broadcast one.
+fn host_range(cidr: &str) -> Option<(u32, u32)> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let len: u32 = len.parse().ok().filter(|l| *l <= 30)?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let network = u32::from(addr) & mask;
+    let broadcast = network | !mask;
+    Some((network + 2, broadcast - 1))
 }
 
 impl FakeRuntime {
+    /// The runtime of a hollow node: records nothing, forgets removed
+    /// containers, and gives sandboxes the lowest free address of the pod
+    /// CIDR `pod_cidr` yields (none while it yields none).
+    pub fn pretending(pod_cidr: PodCidrSource) -> Self {
+        FakeRuntime {
+            state: Mutex::new(State {
+                quiet: true,
+                ..Default::default()
+            }),
+            pod_cidr: Some(pod_cidr),
+        }
+    }
+
+    /// A free address of the pod CIDR for sandbox `id`.
+    fn allocate_ip(&self, state: &mut State, id: &str) -> Result<Option<String>, String> {
+        let Some(cidr) = self.pod_cidr.as_ref().and_then(|source| source()) else {
+            return Ok(None);
+        };
+        let (first, last) =
+            host_range(&cidr).ok_or_else(|| format!("invalid pod CIDR {cidr:?}"))?;
+        let used: HashSet<u32> = state.pod_ips.values().map(|ip| u32::from(*ip)).collect();
+        let free = (first..=last).find(|a| !used.contains(a)).ok_or_else(|| {
+            format!(
+                "failed to allocate for range 0: no IP addresses available in range set: {}-{}",
+                Ipv4Addr::from(first),
+                Ipv4Addr::from(last)
+            )
+        })?;
+        let ip = Ipv4Addr::from(free);
+        state.pod_ips.insert(id.to_string(), ip);
+        Ok(Some(ip.to_string()))
+    }
+
     /// Every call so far, in order: `run_pod_sandbox`, `start web busybox`,
     /// `hook web`, `signal web SIGTERM`, `kill web`, `remove web`,
     /// `remove_pod_sandbox`.
@@ -82,7 +150,7 @@ impl FakeRuntime {
     }
 
     fn log(&self, call: String) {
-        self.state.lock().expect("lock").calls.push(call);
+        self.state.lock().expect("lock").note(call);
     }
 
     fn name_of(&self, container_id: &str) -> String {
@@ -110,23 +178,51 @@ fn finish(c: &mut FakeContainer, code: i32, signal: Option<i32>) {
     c.exited.send_replace(true);
 }
 
+/// Whether a hollow node's container is done as soon as it started: an
+/// init container (not a sidecar), or any container of a pod that runs to
+/// completion (restart policy `Never` or `OnFailure`). It exits 0.
+fn runs_to_completion(req: &ContainerRequest) -> bool {
+    let Some(spec) = req.pod.spec.as_ref() else {
+        return false;
+    };
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == req.container.name);
+    match init {
+        Some(c) => c.restart_policy.as_deref() != Some("Always"),
+        None => spec
+            .restart_policy
+            .as_deref()
+            .is_some_and(|p| p != "Always"),
+    }
+}
+
 impl RuntimeService for FakeRuntime {
     fn run_pod_sandbox(
         &self,
         req: &SandboxRequest,
     ) -> Result<(SandboxState, Option<String>), String> {
-        self.log("run_pod_sandbox".into());
+        let mut state = self.state.lock().expect("lock");
+        state.note("run_pod_sandbox".into());
         let spec = req.pod.spec.as_ref();
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let pod_ip = match (&self.pod_cidr, host_network) {
+            (None, _) => Some("10.0.0.2".into()),
+            (Some(_), true) => None,
+            (Some(_), false) => self.allocate_ip(&mut state, req.id)?,
+        };
         Ok((
             SandboxState {
                 id: req.id.to_string(),
                 pid: 0,
                 start_ticks: 0,
-                host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+                host_network,
                 share_pid: false,
                 user_namespace: None,
             },
-            Some("10.0.0.2".into()),
+            pod_ip,
         ))
     }
 
@@ -138,7 +234,11 @@ impl RuntimeService for FakeRuntime {
         for id in &removal.runs {
             self.remove_container(&removal.pod_dir, &removal.pod_cgroup, id);
         }
-        self.log("remove_pod_sandbox".into());
+        let mut state = self.state.lock().expect("lock");
+        if let Some(sandbox) = &removal.sandbox {
+            state.pod_ips.remove(&sandbox.id);
+        }
+        state.note("remove_pod_sandbox".into());
     }
 
     fn create_and_start_container(
@@ -149,24 +249,25 @@ impl RuntimeService for FakeRuntime {
         let name = req.container.name.clone();
         let mut state = self.state.lock().expect("lock");
         if state.missing_images.contains(&image) {
-            state.calls.push(format!("pull failed {name} {image}"));
+            state.note(format!("pull failed {name} {image}"));
             return Err(CreateError::ImageMissing(format!(
                 "image {image:?} is not present"
             )));
         }
-        state.calls.push(format!("start {name} {image}"));
+        state.note(format!("start {name} {image}"));
         state.next_pid += 1;
         let pid = 1000 + state.next_pid;
         let started_at = Timestamp::now();
-        state.containers.insert(
-            req.id.to_string(),
-            FakeContainer {
-                name,
-                started_at,
-                exit: None,
-                exited: watch::Sender::new(false),
-            },
-        );
+        let mut container = FakeContainer {
+            name,
+            started_at,
+            exit: None,
+            exited: watch::Sender::new(false),
+        };
+        if self.pod_cidr.is_some() && runs_to_completion(req) {
+            finish(&mut container, 0, None);
+        }
+        state.containers.insert(req.id.to_string(), container);
         Ok((
             CurrentRun {
                 container_id: req.id.to_string(),
@@ -191,7 +292,7 @@ impl RuntimeService for FakeRuntime {
         if c.exit.is_none() && !(signal == Signal::SIGTERM && ignoring.contains(&name)) {
             finish(c, 128 + signal as i32, Some(signal as i32));
         }
-        state.calls.push(format!("signal {name} {signal}"));
+        state.note(format!("signal {name} {signal}"));
     }
 
     fn kill_container(&self, _pod_cgroup: &CgroupPath, container_id: &str) {
@@ -201,7 +302,7 @@ impl RuntimeService for FakeRuntime {
         };
         let name = c.name.clone();
         finish(c, 137, Some(Signal::SIGKILL as i32));
-        state.calls.push(format!("kill {name}"));
+        state.note(format!("kill {name}"));
     }
 
     fn container_running(&self, run: &CurrentRun) -> bool {
@@ -231,7 +332,11 @@ impl RuntimeService for FakeRuntime {
 
     fn remove_container(&self, _pod_dir: &Path, _pod_cgroup: &CgroupPath, container_id: &str) {
         let name = self.name_of(container_id);
-        self.log(format!("remove {name}"));
+        let mut state = self.state.lock().expect("lock");
+        if state.quiet {
+            state.containers.remove(container_id);
+        }
+        state.note(format!("remove {name}"));
     }
 
     fn run_hook(
@@ -248,5 +353,46 @@ impl RuntimeService for FakeRuntime {
             .unwrap_or_default();
         self.log(format!("hook {} {}", container.name, command.join(" ")));
         ProbeOutcome::Success
+    }
+
+    fn run_probe(
+        &self,
+        _probe: &k8s_openapi::api::core::v1::Probe,
+        _container: &Container,
+        _target: &ProbeTarget,
+    ) -> ProbeOutcome {
+        ProbeOutcome::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_addresses_skip_the_network_gateway_and_broadcast() {
+        let (first, last) = host_range("10.244.3.0/24").unwrap();
+        assert_eq!(Ipv4Addr::from(first), Ipv4Addr::new(10, 244, 3, 2));
+        assert_eq!(Ipv4Addr::from(last), Ipv4Addr::new(10, 244, 3, 254));
+        assert_eq!(host_range("10.244.3.7/24"), Some((first, last)));
+        assert_eq!(host_range("10.244.3.0/31"), None);
+        assert_eq!(host_range("nonsense"), None);
+    }
+
+    #[test]
+    fn a_pretending_runtime_hands_out_and_takes_back_pod_addresses() {
+        let rt = FakeRuntime::pretending(Box::new(|| Some("10.1.0.0/29".into())));
+        let mut state = rt.state.lock().unwrap();
+        let ips: Vec<_> = (0..5)
+            .map(|i| rt.allocate_ip(&mut state, &format!("s{i}")).unwrap())
+            .collect();
+        assert_eq!(ips[0].as_deref(), Some("10.1.0.2"));
+        assert_eq!(ips[4].as_deref(), Some("10.1.0.6"));
+        let full = rt.allocate_ip(&mut state, "s5").unwrap_err();
+        assert!(full.contains("no IP addresses available"), "{full}");
+        state.pod_ips.remove("s1");
+        let again = rt.allocate_ip(&mut state, "s6").unwrap();
+        assert_eq!(again.as_deref(), Some("10.1.0.3"));
+        assert!(state.calls.is_empty(), "a hollow node records no calls");
     }
 }

@@ -118,4 +118,16 @@ pub trait RuntimeService: Send + Sync + 'static {
         target: &ProbeTarget,
         timeout: Duration,
     ) -> ProbeOutcome;
+
+    /// Runs one liveness, readiness or startup probe of a container run
+    /// (`ExecSync` for exec probes; the kubelet's own HTTP and TCP checks
+    /// otherwise, which only reach a pod whose network is real).
+    fn run_probe(
+        &self,
+        probe: &k8s_openapi::api::core::v1::Probe,
+        container: &Container,
+        target: &ProbeTarget,
+    ) -> ProbeOutcome {
+        crate::prober::probe::run_probe(probe, container, target)
+    }
 }

@@ -51,8 +51,12 @@ impl ApiServer {
             .args(["--bind-address", "127.0.0.1", "--secure-port"])
             .arg(port.to_string())
             // These nodes run in the host's network namespace: with a pod
-            // CIDR they would write a bridge network config there.
-            .arg("--allocate-node-cidrs=false")
+            // CIDR they would write a bridge network config there (a test
+            // of nodes that make no network may ask for CIDRs).
+            .args(
+                (!extra.iter().any(|a| a.starts_with("--allocate-node-cidrs")))
+                    .then_some("--allocate-node-cidrs=false"),
+            )
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
