@@ -229,7 +229,8 @@ fn cpu_comparison_puts_usage_on_the_limit_line() {
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        report.contains("| 200m | - | 1 | 0.") && report.contains("| 500m | - | 1 | 0."),
+        report.contains("| 200m | - | 1 busy loop(s) | 0.")
+            && report.contains("| 500m | - | 1 busy loop(s) | 0."),
         "{report}"
     );
     let svg = std::fs::read_to_string(out.join("compare.svg")).unwrap();
@@ -239,6 +240,61 @@ fn cpu_comparison_puts_usage_on_the_limit_line() {
         "both runs plotted"
     );
     assert!(out.join("cpu.svg").exists() && !out.join("compare.png").exists());
+}
+
+/// Throttled periods over the run: the container's or the pod's cgroup,
+/// whichever ran out of quota more often.
+fn throttled_share(rows: &[std::collections::HashMap<String, String>], run: &str) -> f64 {
+    let last = rows.iter().rfind(|r| r["run"] == run).unwrap();
+    let first = rows.iter().find(|r| r["run"] == run).unwrap();
+    let delta =
+        |k: &str| last[k].parse::<f64>().unwrap_or(0.0) - first[k].parse::<f64>().unwrap_or(0.0);
+    let share = |p: &str, t: &str| delta(t) / delta(p).max(1.0);
+    share("nr_periods", "nr_throttled").max(share("pod_nr_periods", "pod_nr_throttled"))
+}
+
+#[test]
+fn cpu_burst_lets_spikes_under_the_limit_through() {
+    let node = TestNode::start();
+    let out = node.root.path().join("report-burst");
+    experiment(
+        &node,
+        &out,
+        &[
+            "cpu",
+            "--cpu-limit",
+            "200m",
+            "--spike",
+            "40ms",
+            "--spike-every",
+            "400ms",
+            "--compare-burst",
+            "0,200m",
+            "--duration",
+            "3s",
+        ],
+    );
+    let rows = csv(&out.join("samples.csv"));
+    // A 40 ms spike needs twice the 20 ms quota of a 100 ms period: throttled
+    // without burst; with 20 ms banked in the quiet periods it fits.
+    let without = throttled_share(&rows, "200m no burst");
+    let with = throttled_share(&rows, "200m burst 200m");
+    assert!(
+        without > 0.1,
+        "spikes are throttled without burst: {without:.2}"
+    );
+    assert!(
+        with < without / 2.0,
+        "burst takes most of the throttling away: {with:.2} with, {without:.2} without"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("| 200m | - | none | 1 loop(s) spinning 40 ms every 400 ms |")
+            && report.contains("| 200m | - | 200m | 1 loop(s) spinning 40 ms every 400 ms |"),
+        "{report}"
+    );
+    assert!(report.contains("Without burst "), "{report}");
+    assert!(!report.contains("Not the limit"), "{report}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod version {
 }
 
 pub mod container_state;
+pub mod cpu_burst;
 pub mod duration;
 pub mod host_users;
 pub mod image_pull_policy;

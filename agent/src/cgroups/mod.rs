@@ -612,6 +612,36 @@ fn write_existing(path: &Path, content: &str) -> io::Result<()> {
         .write_all(content.as_bytes())
 }
 
+/// Sets a CFS quota together with its burst file (`cpu.max.burst` on v2,
+/// `cpu.cfs_burst_us` on v1, both from Linux 5.14). The kernel keeps the burst
+/// within the quota, so the burst is cleared before the quota changes and set
+/// after it; a burst asked for where the kernel has no such file is an error.
+fn set_quota_with_burst(
+    dir: &Path,
+    burst_file: &str,
+    burst_us: Option<u64>,
+    set_quota: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let file = dir.join(burst_file);
+    let has_burst = file.exists();
+    if has_burst {
+        write_existing(&file, "0").map_err(io_err("write 0 to", &file))?;
+    }
+    set_quota()?;
+    if let Some(burst) = burst_us.filter(|b| *b > 0) {
+        if !has_burst {
+            return Err(CgroupError::Io {
+                op: format!("set {burst_file} (Linux 5.14 or later) in"),
+                path: dir.to_path_buf(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        let value = burst.to_string();
+        write_existing(&file, &value).map_err(io_err(format!("write {value} to"), &file))?;
+    }
+    Ok(())
+}
+
 fn mkdir(dir: &Path) -> Result<bool> {
     match fs::create_dir(dir) {
         Ok(()) => Ok(true),

@@ -4,7 +4,6 @@
 //! against the cgroup version, then applied to each cgroup's values. Pure.
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use kubelab_rules::qos::{ContainerResources, PodResources, QosClass};
 
@@ -13,10 +12,7 @@ use super::swap::{SwapBehavior, SwapCandidate, container_swap_max};
 use super::{CPU_PERIOD_US, CgroupLimits, CgroupVersion};
 use crate::quantity;
 
-/// A pod annotation asking for CFS burst: a CPU amount (`50m`, `0.5`) the
-/// pod's and its containers' quotas may bank and spend above their limit
-/// within a period (`cpu.max.burst`, cgroup v2).
-pub const CPU_BURST_ANNOTATION: &str = "kubelab.io/cpu-burst";
+pub use kubelab_rules::cpu_burst::{CPU_BURST_ANNOTATION, CpuBurstError, cpu_burst_millis};
 
 /// The kubelet's SystemCriticalPriority: pods at or above it never swap.
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
@@ -211,31 +207,6 @@ impl NodeCgroupConfig {
         }
         limits.cpu_burst_us = burst_within_quota(cpu_burst, limits.cpu_quota_us);
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("annotation {CPU_BURST_ANNOTATION}: {value:?} {reason}")]
-pub struct CpuBurstError {
-    pub value: String,
-    pub reason: String,
-}
-
-/// The pod's `kubelab.io/cpu-burst` annotation, in millicores; `None` without it.
-pub fn cpu_burst_millis(
-    annotations: Option<&std::collections::BTreeMap<String, String>>,
-) -> Result<Option<i64>, CpuBurstError> {
-    let Some(value) = annotations.and_then(|a| a.get(CPU_BURST_ANNOTATION)) else {
-        return Ok(None);
-    };
-    let err = |reason: String| CpuBurstError {
-        value: value.clone(),
-        reason,
-    };
-    let nanos = quantity::nano_value(&Quantity(value.clone())).map_err(|e| err(e.to_string()))?;
-    if nanos < 0 {
-        return Err(err("must be greater than or equal to 0".into()));
-    }
-    Ok(Some(quantity::nanos_to_ceil(nanos, 1_000_000)))
 }
 
 /// `cpu.max.burst` for a cgroup with this quota: the burst over a 100 ms

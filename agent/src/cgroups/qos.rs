@@ -57,7 +57,7 @@ pub struct CgroupLimits {
     /// cgroup v2 `memory.swap.max`; `None` leaves the kernel's `max` (a pod
     /// cgroup: its containers decide).
     pub swap_max_bytes: Option<i64>,
-    /// cgroup v2 `cpu.max.burst`, µs.
+    /// `cpu.max.burst` (v2) or `cpu.cfs_burst_us` (v1), µs.
     pub cpu_burst_us: Option<u64>,
 }
 

@@ -11,7 +11,7 @@ use cgroups_rs::fs::pid::PidController;
 use super::{
     Backend, CgroupError, CgroupLimits, CgroupPath, CgroupStats, CgroupVersion, CreatedRoots,
     KUBEPODS, MIN_SHARES, Result, RootLocation, ctl_err, mkdir, parse_flat_keyed, read_file,
-    read_flat_keyed, read_u64, subdirs, working_set,
+    read_flat_keyed, read_u64, set_quota_with_burst, subdirs, working_set,
 };
 
 /// `memory.limit_in_bytes` at or above this means "no limit": the kernel reports
@@ -189,9 +189,10 @@ fn apply_cpu(dir: &Path, limits: &CgroupLimits) -> Result<()> {
     }
     cpu.set_cfs_period(limits.cpu_period_us)
         .map_err(ctl_err("set cpu.cfs_period_us", dir))?;
-    cpu.set_cfs_quota(limits.cpu_quota_us.unwrap_or(-1))
-        .map_err(ctl_err("set cpu.cfs_quota_us", dir))?;
-    Ok(())
+    set_quota_with_burst(dir, "cpu.cfs_burst_us", limits.cpu_burst_us, || {
+        cpu.set_cfs_quota(limits.cpu_quota_us.unwrap_or(-1))
+            .map_err(ctl_err("set cpu.cfs_quota_us", dir))
+    })
 }
 
 fn apply_memory(dir: &Path, limits: &CgroupLimits) -> Result<()> {

@@ -13,7 +13,8 @@ use cgroups_rs::fs::pid::PidController;
 use super::{
     Backend, CgroupError, CgroupLimits, CgroupPath, CgroupStats, CgroupVersion, CreatedRoots,
     KUBEPODS, MIN_SHARES, Result, RootLocation, ctl_err, io_err, mkdir, parse_flat_keyed,
-    read_file, read_flat_keyed, read_u64, shares_to_weight, working_set, write_existing,
+    read_file, read_flat_keyed, read_u64, set_quota_with_burst, shares_to_weight, working_set,
+    write_existing,
 };
 
 /// The controllers every cgroup of ours needs.
@@ -155,31 +156,14 @@ impl Backend for V2 {
             cpu.set_shares(weight)
                 .map_err(ctl_err("set cpu.weight", &dir))?;
         }
-        // The kernel keeps the burst within the quota: clear it before the
-        // quota changes, set it after (cpu.max.burst is there from Linux 5.14).
-        let burst_file = dir.join("cpu.max.burst");
-        let has_burst = burst_file.exists();
-        if has_burst {
-            write_existing(&burst_file, "0").map_err(io_err("write 0 to", &burst_file))?;
-        }
         // "<quota> <period>", or "max <period>" for -1.
-        cpu.set_cfs_quota_and_period(
-            Some(limits.cpu_quota_us.unwrap_or(-1)),
-            Some(limits.cpu_period_us),
-        )
-        .map_err(ctl_err("set cpu.max", &dir))?;
-        if let Some(burst) = limits.cpu_burst_us.filter(|b| *b > 0) {
-            if !has_burst {
-                return Err(CgroupError::Io {
-                    op: "set cpu.max.burst (Linux 5.14 or later) in".into(),
-                    path: dir.clone(),
-                    source: io::Error::from(io::ErrorKind::NotFound),
-                });
-            }
-            let value = burst.to_string();
-            write_existing(&burst_file, &value)
-                .map_err(io_err(format!("write {value} to"), &burst_file))?;
-        }
+        set_quota_with_burst(&dir, "cpu.max.burst", limits.cpu_burst_us, || {
+            cpu.set_cfs_quota_and_period(
+                Some(limits.cpu_quota_us.unwrap_or(-1)),
+                Some(limits.cpu_period_us),
+            )
+            .map_err(ctl_err("set cpu.max", &dir))
+        })?;
 
         let memory = MemController::new(dir.clone(), PathBuf::new(), true);
         memory

@@ -82,6 +82,26 @@ pub struct CpuArgs {
     /// Run under each of these limits instead (e.g. 100m,250m,500m,1000m).
     #[arg(long, value_delimiter = ',', value_name = "LIMITS")]
     pub compare: Vec<String>,
+    /// CFS burst for the pod (the `kubelab.io/cpu-burst` annotation): unused
+    /// quota it may bank and spend above the limit within a period.
+    #[arg(long, value_name = "QUANTITY")]
+    pub burst: Option<String>,
+    /// Run the same limit under each of these bursts instead (e.g. 0,200m:
+    /// without and with burst). Pair it with --spike: burst helps a workload
+    /// that stays under its limit on average.
+    #[arg(long, value_delimiter = ',', value_name = "BURSTS", conflicts_with_all = ["compare", "burst"])]
+    pub compare_burst: Vec<String>,
+    /// Spin in spikes of this length (a bursty workload) instead of without a pause.
+    #[arg(long, value_name = "DURATION")]
+    pub spike: Option<String>,
+    /// How often a spike starts (with --spike).
+    #[arg(
+        long,
+        default_value = "500ms",
+        value_name = "DURATION",
+        requires = "spike"
+    )]
+    pub spike_every: String,
     /// Busy loops (default: one more than the whole cores in the limit, at most the CPUs).
     #[arg(long)]
     pub workers: Option<u32>,
@@ -280,36 +300,100 @@ pub fn run(cmd: ExperimentCommand) -> Result<PathBuf, ExperimentError> {
     }
 }
 
+/// One CPU run: a limit, and the burst it gets.
+struct CpuRunSpec {
+    limit: String,
+    cores: f64,
+    burst: Option<String>,
+}
+
+/// The runs the flags ask for: one per `--compare` limit, one per
+/// `--compare-burst` burst (`0` is no burst), or the one `--cpu-limit`.
+fn cpu_runs(args: &CpuArgs) -> Result<Vec<CpuRunSpec>, ExperimentError> {
+    let burst_flag = |flag: &'static str, b: &str| -> Result<Option<String>, ExperimentError> {
+        let millis =
+            kubelab_rules::cpu_burst::parse_millis(b).map_err(|e| ExperimentError::Flag {
+                flag,
+                value: b.into(),
+                reason: e.reason,
+            })?;
+        Ok((millis > 0).then(|| b.to_string()))
+    };
+    if !args.compare_burst.is_empty() {
+        let cores = cpu_flag("cpu-limit", &args.cpu_limit)?;
+        return args
+            .compare_burst
+            .iter()
+            .map(|b| {
+                Ok(CpuRunSpec {
+                    limit: args.cpu_limit.clone(),
+                    cores,
+                    burst: burst_flag("compare-burst", b)?,
+                })
+            })
+            .collect();
+    }
+    let burst = args
+        .burst
+        .as_deref()
+        .map(|b| burst_flag("burst", b))
+        .transpose()?
+        .flatten();
+    let (flag, limits) = if args.compare.is_empty() {
+        ("cpu-limit", vec![args.cpu_limit.clone()])
+    } else {
+        ("compare", args.compare.clone())
+    };
+    limits
+        .into_iter()
+        .map(|limit| {
+            Ok(CpuRunSpec {
+                cores: cpu_flag(flag, &limit)?,
+                limit,
+                burst: burst.clone(),
+            })
+        })
+        .collect()
+}
+
 fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
     let duration = duration_flag("duration", &args.duration)?;
-    let limits = if args.compare.is_empty() {
-        vec![args.cpu_limit.clone()]
-    } else {
-        args.compare.clone()
-    };
-    let limits_cores = limits
-        .iter()
-        .map(|l| {
-            cpu_flag(
-                if args.compare.is_empty() {
-                    "cpu-limit"
-                } else {
-                    "compare"
-                },
-                l,
-            )
-        })
-        .collect::<Result<Vec<f64>, _>>()?;
+    let specs = cpu_runs(&args)?;
     if let Some(r) = &args.cpu_request {
         cpu_flag("cpu-request", r)?;
     }
+    let spikes = match &args.spike {
+        None => None,
+        Some(spike) => {
+            let spikes = workload::Spikes {
+                spike: duration_flag("spike", spike)?,
+                every: duration_flag("spike-every", &args.spike_every)?,
+            };
+            if spikes.spike.is_zero() || spikes.spike >= spikes.every {
+                return Err(ExperimentError::Flag {
+                    flag: "spike",
+                    value: spike.clone(),
+                    reason: format!(
+                        "must be above 0 and shorter than --spike-every {}",
+                        args.spike_every
+                    ),
+                });
+            }
+            Some(spikes)
+        }
+    };
     let setup = setup(&args.node, "cpu")?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut runs = Vec::new();
-    for (limit, cores) in limits.iter().zip(&limits_cores) {
+    for spec in &specs {
         if INTERRUPTED.load(Ordering::SeqCst) {
             break;
         }
+        let CpuRunSpec {
+            limit,
+            cores,
+            burst,
+        } = spec;
         let workers = args
             .workers
             .unwrap_or_else(|| workload::workers_for((cores * 1000.0).round() as i64, cpus));
@@ -318,32 +402,53 @@ fn run_cpu(args: CpuArgs) -> Result<PathBuf, ExperimentError> {
             .name
             .clone()
             .unwrap_or_else(|| "kubelab-exp-cpu".into());
-        let name = format!("{base}-{}", limit.to_ascii_lowercase().replace('.', "-"));
+        let mut label = limit.clone();
+        if !args.compare_burst.is_empty() {
+            label = match burst {
+                Some(b) => format!("{limit} burst {b}"),
+                None => format!("{limit} no burst"),
+            };
+        }
+        let name = format!(
+            "{base}-{}",
+            label.to_ascii_lowercase().replace(['.', ' '], "-")
+        );
         let resources = Resources {
             cpu_limit: Some(limit.clone()),
             cpu_request: args.cpu_request.clone(),
+            cpu_burst: burst.clone(),
             ..Default::default()
         };
-        let pod = workload::pod(
-            &name,
-            &run_id(&name),
-            &args.node.image,
-            workload::cpu_command(workers),
-            &resources,
+        let command = match spikes {
+            Some(s) => workload::spiky_command(workers, s),
+            None => workload::cpu_command(workers),
+        };
+        let pod = workload::pod(&name, &run_id(&name), &args.node.image, command, &resources);
+        eprintln!(
+            "== {label}: {} for {duration:?}",
+            match spikes {
+                Some(s) => format!(
+                    "{workers} loop(s) spinning {} ms every {} ms",
+                    s.spike.as_millis(),
+                    s.every.as_millis()
+                ),
+                None => format!("{workers} busy loop(s)"),
+            }
         );
-        eprintln!("== {limit}: {workers} busy loop(s) for {duration:?}");
         let trial = Trial::start(&setup.node, &pod)?;
         let recording = trial.record(setup.interval, duration, |_, _| false);
         let pod_name = trial.pod_name.clone();
         trial.finish()?;
         let recording = recording?;
         let run = Run {
-            label: limit.clone(),
+            label,
             pod: pod_name,
             cpu_limit: Some(limit.clone()),
             cpu_request: args.cpu_request.clone(),
             memory_limit: None,
             memory_request: None,
+            cpu_burst: burst.clone(),
+            spikes,
             workers: Some(workers),
             allocate: None,
             samples: recording.samples,
@@ -445,6 +550,8 @@ fn run_memory(args: MemoryArgs) -> Result<PathBuf, ExperimentError> {
         cpu_request: None,
         memory_limit: Some(args.memory_limit.clone()),
         memory_request: args.memory_request.clone(),
+        cpu_burst: None,
+        spikes: None,
         workers: None,
         allocate: Some(allocate),
         samples: recording.samples,

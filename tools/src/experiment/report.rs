@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::sample::{OomKill, RunEvent, Sample};
-use super::workload::{ProbeKind, ProbeSpec};
+use super::workload::{ProbeKind, ProbeSpec, Spikes};
 use crate::top::table::bytes as fmt_bytes;
 
 /// One run as the report shows it.
@@ -17,6 +17,10 @@ pub struct Run {
     pub cpu_request: Option<String>,
     pub memory_limit: Option<String>,
     pub memory_request: Option<String>,
+    /// CFS burst (the `kubelab.io/cpu-burst` annotation).
+    pub cpu_burst: Option<String>,
+    /// Set when the busy loops spin in spikes rather than without a pause.
+    pub spikes: Option<Spikes>,
     /// Busy loops (CPU) or bytes allocated (memory).
     pub workers: Option<u32>,
     pub allocate: Option<u64>,
@@ -227,18 +231,20 @@ pub fn probe_detections(run: &Run, spec: &ProbeSpec) -> Vec<Detection> {
         .collect()
 }
 
-pub const CSV_HEADER: &str = "run,t_seconds,cpu_cores,cpu_usage_core_ns,nr_periods,nr_throttled,throttled_time_ns,pod_nr_periods,pod_nr_throttled,pod_throttled_time_ns,memory_working_set_bytes,memory_usage_bytes,memory_limit_bytes,oom_kills,restarts,state,ready";
+pub const CSV_HEADER: &str = "run,t_seconds,cpu_cores,cpu_usage_core_ns,nr_periods,nr_throttled,throttled_time_ns,pod_nr_periods,pod_nr_throttled,pod_throttled_time_ns,memory_working_set_bytes,memory_usage_bytes,memory_limit_bytes,oom_kills,restarts,state,ready,cpu_psi_some_avg10,memory_psi_some_avg10";
 
 /// Every sample of every run, one line each; empty cells where nothing was measured.
 pub fn samples_csv(runs: &[Run]) -> String {
     let mut out = String::from(CSV_HEADER);
     out.push('\n');
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    // Percentages as the kernel prints them (two decimals); empty on cgroup v1.
+    let psi = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
     for run in runs {
         for s in &run.samples {
             let _ = writeln!(
                 out,
-                "{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 run.label,
                 s.t,
                 s.cpu_cores.map(|c| format!("{c:.4}")).unwrap_or_default(),
@@ -256,6 +262,8 @@ pub fn samples_csv(runs: &[Run]) -> String {
                 s.restarts,
                 s.state,
                 s.ready.map(|r| r.to_string()).unwrap_or_default(),
+                psi(s.cpu_pressure),
+                psi(s.memory_pressure),
             );
         }
     }
@@ -358,11 +366,10 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
             "| CPU request | {} |",
             run.cpu_request.as_deref().unwrap_or("none")
         );
-        let _ = writeln!(
-            out,
-            "| workload | {} busy loop(s) |",
-            run.workers.unwrap_or(1)
-        );
+        if let Some(burst) = &run.cpu_burst {
+            let _ = writeln!(out, "| CPU burst | {} |", burst_line(burst, limit));
+        }
+        let _ = writeln!(out, "| workload | {} |", workload_line(run));
         let _ = writeln!(out, "| duration | {} |", duration_line(run, interval_ms));
         let _ = writeln!(
             out,
@@ -388,7 +395,7 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
             "| restarts | {} |",
             run.samples.last().map(|s| s.restarts).unwrap_or(0)
         );
-        if let Some(note) = contention_note(sum.mean, limit, sum.throttled_share()) {
+        if let Some(note) = run_note(run, &sum, limit) {
             let _ = writeln!(out, "\n**{note}**");
         }
         out.push_str("\n![CPU usage over time against the limit](cpu.svg)\n");
@@ -398,24 +405,36 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
         );
     } else {
         let _ = writeln!(out, "# CPU experiment: usage under {} limits\n", runs.len());
+        let with_burst = runs.iter().any(|r| r.cpu_burst.is_some());
         let _ = writeln!(
             out,
-            "Node {node}. The same busy loops under each limit, one run after the other.\n"
+            "Node {node}. The same workload under each {}, one run after the other.\n",
+            if with_burst { "setting" } else { "limit" }
         );
         let _ = writeln!(
             out,
-            "| limit | request | busy loops | measured mean | mean / limit | p95 (1 s) | throttled periods | duration |"
+            "| limit | request | {}workload | measured mean | mean / limit | p95 (1 s) | throttled periods | duration |",
+            if with_burst { "burst | " } else { "" }
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "|---|---|{}---|---|---|---|---|---|",
+            if with_burst { "---|" } else { "" }
+        );
         for run in runs {
             let sum = cpu_summary(&run.samples);
             let limit = run.cpu_limit.as_deref().and_then(quantity_cores);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+                "| {} | {} | {}{} | {} | {} | {} | {} | {:.1} s |",
                 run.cpu_limit.as_deref().unwrap_or("none"),
                 run.cpu_request.as_deref().unwrap_or("-"),
-                run.workers.unwrap_or(1),
+                if with_burst {
+                    format!("{} | ", run.cpu_burst.as_deref().unwrap_or("none"))
+                } else {
+                    String::new()
+                },
+                workload_line(run),
                 cores(sum.mean),
                 match (sum.mean, limit) {
                     (Some(m), Some(l)) if l > 0.0 => format!("{:.1}%", m / l * 100.0),
@@ -429,13 +448,12 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
         for run in runs {
             let sum = cpu_summary(&run.samples);
             let limit = run.cpu_limit.as_deref().and_then(quantity_cores);
-            if let Some(note) = contention_note(sum.mean, limit, sum.throttled_share()) {
-                let _ = writeln!(
-                    out,
-                    "\n**{}**: {note}",
-                    run.cpu_limit.as_deref().unwrap_or("no limit")
-                );
+            if let Some(note) = run_note(run, &sum, limit) {
+                let _ = writeln!(out, "\n**{}**: {note}", run.label);
             }
+        }
+        if with_burst {
+            out.push_str(&burst_comparison(runs));
         }
         out.push_str(
             "\n![Measured usage against the limit](compare.svg)\n\n\
@@ -446,6 +464,68 @@ pub fn cpu_markdown(node: &str, runs: &[Run], interval_ms: u128, files: &[String
     pressure_section(&mut out, files);
     files_section(&mut out, files);
     out
+}
+
+/// `2 busy loops`, or `1 loop spinning 30 ms every 500 ms`.
+fn workload_line(run: &Run) -> String {
+    let n = run.workers.unwrap_or(1);
+    match run.spikes {
+        None => format!("{n} busy loop(s)"),
+        Some(Spikes { spike, every }) => format!(
+            "{n} loop(s) spinning {} ms every {} ms",
+            spike.as_millis(),
+            every.as_millis()
+        ),
+    }
+}
+
+/// `200m (up to 20000 µs of unused quota banked, spent above the limit)`.
+fn burst_line(burst: &str, limit: Option<f64>) -> String {
+    let Some(cores) = quantity_cores(burst) else {
+        return burst.to_string();
+    };
+    // The agent keeps the burst within the quota, as the kernel requires.
+    let us = match limit {
+        Some(l) => cores.min(l),
+        None => return format!("{burst} (no effect without a limit)"),
+    } * 100_000.0;
+    format!(
+        "{burst} (up to {us:.0} µs of unused quota banked per 100 ms period, spent above the limit)"
+    )
+}
+
+/// A note under a run's figures: contention for steady loops only (a spiky
+/// workload stays under its limit by design).
+fn run_note(run: &Run, sum: &CpuSummary, limit: Option<f64>) -> Option<String> {
+    if run.spikes.is_some() {
+        return None;
+    }
+    contention_note(sum.mean, limit, sum.throttled_share())
+}
+
+/// With and without burst, side by side: the share of periods throttled and
+/// the CPU the spikes got.
+fn burst_comparison(runs: &[Run]) -> String {
+    let sums: Vec<(&Run, CpuSummary)> = runs.iter().map(|r| (r, cpu_summary(&r.samples))).collect();
+    let without = sums.iter().find(|(r, _)| r.cpu_burst.is_none());
+    let with = sums.iter().find(|(r, _)| r.cpu_burst.is_some());
+    let (Some((_, off)), Some((on_run, on))) = (without, with) else {
+        return String::new();
+    };
+    let (Some(off_share), Some(on_share)) = (off.throttled_share(), on.throttled_share()) else {
+        return String::new();
+    };
+    format!(
+        "\nWithout burst {:.0}% of the periods were throttled; with a burst of {} {:.0}% were, \
+         and the workload got {} instead of {}. Burst lets a container that stays under its \
+         limit on average spend quota it left unused in quiet periods on a spike, instead of \
+         being stopped at the limit within each 100 ms period.\n",
+        off_share * 100.0,
+        on_run.cpu_burst.as_deref().unwrap_or_default(),
+        on_share * 100.0,
+        cores(on.mean),
+        cores(off.mean),
+    )
 }
 
 /// When a run's usage stayed well under its limit and the quota rarely ran
@@ -687,6 +767,8 @@ mod tests {
             cpu_request: None,
             memory_limit: None,
             memory_request: None,
+            cpu_burst: None,
+            spikes: None,
             workers: Some(1),
             allocate: None,
             samples: samples.clone(),

@@ -2,12 +2,14 @@
 //! allocator for memory. Both run on the busybox image: `sh` and `awk`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Container, ExecAction, Pod, PodSpec, Probe, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubelab_rules::cpu_burst::CPU_BURST_ANNOTATION;
 
 /// The label that finds an experiment's pod in `/pods`.
 pub const RUN_LABEL: &str = "kubelab.dev/experiment";
@@ -21,6 +23,8 @@ pub struct Resources {
     pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
+    /// CFS burst, set with the `kubelab.io/cpu-burst` annotation.
+    pub cpu_burst: Option<String>,
 }
 
 /// `n` busy loops: enough of them that the demand exceeds the limit.
@@ -29,6 +33,32 @@ pub fn cpu_command(workers: u32) -> Vec<String> {
         "while :; do :; done".to_string()
     } else {
         format!("for i in $(seq {workers}); do (while :; do :; done) & done; wait")
+    };
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// A bursty workload's rhythm: spin for `spike`, once every `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spikes {
+    pub spike: Duration,
+    pub every: Duration,
+}
+
+/// A bursty workload: `n` loops that each spin for the spike, then rest for
+/// the rest of the interval. The spin runs in a child the loop kills when
+/// `usleep` returns, so a spike lasts its wall-clock time whether or not the
+/// quota throttles it: what burst changes is how much of it gets the CPU.
+pub fn spiky_command(workers: u32, spikes: Spikes) -> Vec<String> {
+    let spin = spikes.spike.as_micros().max(1);
+    let rest = spikes.every.saturating_sub(spikes.spike).as_micros().max(1);
+    let one = format!(
+        "while :; do (while :; do :; done) & p=$!; usleep {spin}; kill $p; wait $p 2>/dev/null; \
+         usleep {rest}; done"
+    );
+    let script = if workers <= 1 {
+        one
+    } else {
+        format!("for i in $(seq {workers}); do ({one}) & done; wait")
     };
     vec!["sh".into(), "-c".into(), script]
 }
@@ -152,6 +182,10 @@ pub fn pod(
                 RUN_LABEL.to_string(),
                 run_id.to_string(),
             )])),
+            annotations: resources
+                .cpu_burst
+                .as_ref()
+                .map(|b| BTreeMap::from([(CPU_BURST_ANNOTATION.to_string(), b.clone())])),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -211,6 +245,45 @@ mod tests {
         // The agent's own manifest reader takes it.
         let parsed: Pod = serde_yaml::from_str(&text).unwrap();
         assert_eq!(parsed.metadata.name.as_deref(), Some("exp-cpu"));
+    }
+
+    #[test]
+    fn spiky_pod_with_burst() {
+        let res = Resources {
+            cpu_limit: Some("200m".into()),
+            cpu_burst: Some("200m".into()),
+            ..Default::default()
+        };
+        let spikes = Spikes {
+            spike: Duration::from_millis(30),
+            every: Duration::from_millis(500),
+        };
+        let cmd = spiky_command(1, spikes);
+        assert_eq!(
+            cmd[2],
+            "while :; do (while :; do :; done) & p=$!; usleep 30000; kill $p; wait $p 2>/dev/null; \
+             usleep 470000; done"
+        );
+        let two = spiky_command(2, spikes);
+        assert!(
+            two[2].starts_with("for i in $(seq 2); do (while :;"),
+            "{}",
+            two[2]
+        );
+        let back: serde_json::Value =
+            serde_yaml::from_str(&manifest(&pod("exp", "r1", "busybox", cmd, &res))).unwrap();
+        assert_eq!(
+            back["metadata"]["annotations"][CPU_BURST_ANNOTATION],
+            "200m"
+        );
+        let plain = pod(
+            "exp",
+            "r1",
+            "busybox",
+            cpu_command(1),
+            &Resources::default(),
+        );
+        assert!(plain.metadata.annotations.is_none());
     }
 
     #[test]
