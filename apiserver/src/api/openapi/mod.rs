@@ -131,6 +131,7 @@ fn build(registry: &Registry, custom: &[CustomResourceSchema]) -> Built {
                 has_scale: i.has_scale,
                 definition,
                 list_definition,
+                strategic_merge: true,
             };
             schemas::add_subresource_types(&mut generator, &r);
             served.push(r);

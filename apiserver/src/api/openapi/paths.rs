@@ -308,7 +308,11 @@ pub fn resource_paths(r: &Resource) -> Map<String, Value> {
             "fieldValidation",
             "force-tOGGb0Yi",
         ]);
-        o.consumes = PATCH_CONSUMES.to_vec();
+        o.consumes = PATCH_CONSUMES
+            .iter()
+            .filter(|m| r.strategic_merge || **m != "application/strategic-merge-patch+json")
+            .copied()
+            .collect();
         o.responses = vec![
             ("200", "OK", Some(reference(def))),
             ("201", "Created", Some(reference(def))),
@@ -661,7 +665,33 @@ mod tests {
             has_scale: false,
             definition: "io.k8s.api.core.v1.Pod".into(),
             list_definition: "io.k8s.api.core.v1.PodList".into(),
+            strategic_merge: true,
         }
+    }
+
+    #[test]
+    fn custom_resources_take_no_strategic_merge_patch() {
+        let consumes = |r: &Resource| {
+            let paths = resource_paths(r);
+            let (_, item) = paths
+                .iter()
+                .find(|(p, _)| p.ends_with("/{name}"))
+                .expect("the named path");
+            item["patch"]["consumes"].clone()
+        };
+        let smp = serde_json::json!("application/strategic-merge-patch+json");
+        assert!(consumes(&pods()).as_array().unwrap().contains(&smp));
+        let custom = Resource {
+            strategic_merge: false,
+            ..pods()
+        };
+        let c = consumes(&custom);
+        assert!(!c.as_array().unwrap().contains(&smp), "{c}");
+        assert!(
+            c.as_array()
+                .unwrap()
+                .contains(&serde_json::json!("application/merge-patch+json"))
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Resource {
     pub definition: String,
     /// Definition name of its list (`io.k8s.api.core.v1.PodList`).
     pub list_definition: String,
+    /// Whether PATCH takes strategic merge patches: custom resources do not,
+    /// and kubectl reads this to choose a JSON merge patch for them.
+    pub strategic_merge: bool,
 }
 
 impl Resource {
@@ -69,6 +72,7 @@ impl CustomResourceSchema {
             has_scale: self.has_scale,
             list_definition: format!("{definition}List"),
             definition,
+            strategic_merge: false,
         }
     }
 }

@@ -82,8 +82,9 @@ fn gvk(group: &str, version: &str, kind: &str) -> Value {
 /// `required` (Go's `omitempty` ObjectMeta; k8s-openapi's field is not an
 /// Option), and upstream's forms of IntOrString and Quantity.
 pub fn finish(definitions: &mut Map<String, Value>, resources: &[Resource]) {
-    for schema in definitions.values_mut() {
+    for (name, schema) in definitions.iter_mut() {
         drop_required_metadata(schema);
+        add_patch_extensions(name, schema);
     }
     for r in resources {
         if let Some(schema) = definitions.get_mut(&r.definition) {
@@ -91,6 +92,56 @@ pub fn finish(definitions: &mut Map<String, Value>, resources: &[Resource]) {
         }
         let list = list_schema(r, definitions.get(&r.definition));
         definitions.insert(r.list_definition.clone(), list);
+    }
+}
+
+/// The list, map and patch semantics of each field (`x-kubernetes-list-type`,
+/// `-list-map-keys`, `-map-type`, `-patch-strategy`, `-patch-merge-key`):
+/// kubectl computes its strategic merge patches and server-side apply its
+/// merges from them, so without them a list such as `containers` counts as
+/// one value and an unchanged `kubectl apply` reports `configured`.
+fn add_patch_extensions(name: &str, schema: &mut Value) {
+    use crate::patch_metadata::{ListType, MapType};
+    let Some(definition) = crate::patch_metadata::definition(name) else {
+        return;
+    };
+    let map_type = |t: MapType| match t {
+        MapType::Atomic => "atomic",
+        MapType::Granular => "granular",
+    };
+    if let (Some(t), Some(o)) = (definition.map_type, schema.as_object_mut()) {
+        o.insert("x-kubernetes-map-type".into(), json!(map_type(t)));
+    }
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (field, meta) in &definition.fields {
+        let Some(p) = properties.get_mut(field).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if let Some(t) = meta.list_type {
+            let t = match t {
+                ListType::Atomic => "atomic",
+                ListType::Set => "set",
+                ListType::Map => "map",
+            };
+            p.insert("x-kubernetes-list-type".into(), json!(t));
+        }
+        if !meta.list_map_keys.is_empty() {
+            p.insert(
+                "x-kubernetes-list-map-keys".into(),
+                json!(meta.list_map_keys),
+            );
+        }
+        if let Some(t) = meta.map_type {
+            p.insert("x-kubernetes-map-type".into(), json!(map_type(t)));
+        }
+        if let Some(k) = &meta.patch_merge_key {
+            p.insert("x-kubernetes-patch-merge-key".into(), json!(k));
+        }
+        if let Some(st) = &meta.patch_strategy {
+            p.insert("x-kubernetes-patch-strategy".into(), json!(st));
+        }
     }
 }
 
@@ -303,6 +354,36 @@ mod tests {
             v2["properties"]["metadata"]["description"],
             "Standard object's metadata."
         );
+    }
+
+    #[test]
+    fn fields_carry_their_list_and_patch_semantics() {
+        let mut spec = json!({"properties": {
+            "containers": {"type": "array"},
+            "tolerations": {"type": "array"},
+            "nodeName": {"type": "string"}
+        }});
+        add_patch_extensions("io.k8s.api.core.v1.PodSpec", &mut spec);
+        assert_eq!(
+            spec["properties"]["containers"],
+            json!({"type": "array", "x-kubernetes-list-map-keys": ["name"],
+                   "x-kubernetes-list-type": "map", "x-kubernetes-patch-merge-key": "name",
+                   "x-kubernetes-patch-strategy": "merge"})
+        );
+        assert_eq!(spec["properties"]["nodeName"], json!({"type": "string"}));
+        let mut node_spec = json!({"properties": {"taints": {"type": "array"}}});
+        add_patch_extensions("io.k8s.api.core.v1.NodeSpec", &mut node_spec);
+        assert!(
+            node_spec["properties"]["taints"]
+                .get("x-kubernetes-patch-strategy")
+                .is_none()
+        );
+        let mut selector = json!({"properties": {}});
+        add_patch_extensions(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+            &mut selector,
+        );
+        assert_eq!(selector["x-kubernetes-map-type"], "atomic");
     }
 
     #[test]
