@@ -370,8 +370,9 @@ mod tests {
         match v {
             Value::Object(o) => {
                 for (k, c) in o {
-                    if k == "$ref" {
-                        out.push(c.as_str().unwrap().to_owned());
+                    // JSONSchemaProps has a property named `$ref`: an object.
+                    if let ("$ref", Some(r)) = (k.as_str(), c.as_str()) {
+                        out.push(r.to_owned());
                     } else {
                         collect_refs(c, out);
                     }
