@@ -55,6 +55,25 @@ fn as_token(s: &ApiServer, kubeconfig: &str, args: &[&str]) -> std::process::Out
     s.kubectl(&all)
 }
 
+/// Lets ServiceAccount `sa` of `default` read ServiceAccounts and Pods there
+/// (RBAC gives a ServiceAccount nothing of its own).
+fn grant_reading(s: &ApiServer, sa: &str) {
+    s.ok(&[
+        "create",
+        "role",
+        &format!("{sa}-reader"),
+        "--verb=get",
+        "--resource=serviceaccounts,pods",
+    ]);
+    s.ok(&[
+        "create",
+        "rolebinding",
+        &format!("{sa}-reads"),
+        &format!("--role={sa}-reader"),
+        &format!("--serviceaccount=default:{sa}"),
+    ]);
+}
+
 fn token_review(s: &ApiServer, token: &str, audiences: &[&str]) -> Value {
     let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
         "spec": {"token": token.trim(), "audiences": audiences}});
@@ -90,8 +109,17 @@ fn kubectl_create_token_issues_a_jwt_that_works_until_its_service_account_is_del
         json!({"namespace": "default", "serviceaccount": {"name": "builder", "uid": sa_uid}})
     );
 
-    // The token is a user of the API.
+    // The token is a user of the API, with what RBAC grants it.
     let kc = token_kubeconfig(&s, "builder.kubeconfig", &token);
+    let denied = as_token(&s, &kc, &["get", "sa", "builder", "-o", "name"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains(
+            r#"User "system:serviceaccount:default:builder" cannot get resource "serviceaccounts""#
+        ),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    grant_reading(&s, "builder");
     let got = as_token(&s, &kc, &["get", "sa", "builder", "-o", "name"]);
     assert!(
         got.status.success(),
@@ -172,6 +200,7 @@ fn tokens_bound_to_a_pod_die_with_it_and_bad_requests_get_upstreams_errors() {
         3600
     );
     let kc = token_kubeconfig(&s, "web.kubeconfig", &token);
+    grant_reading(&s, "default");
     assert!(as_token(&s, &kc, &["get", "pod", "web"]).status.success());
     assert_eq!(
         token_review(&s, &token, &["vault"])["status"]["audiences"],
@@ -238,6 +267,7 @@ fn tokens_bound_to_a_pod_die_with_it_and_bad_requests_get_upstreams_errors() {
 fn tokens_survive_a_restart_and_the_signing_key_can_be_given() {
     let mut s = ApiServer::start();
     s.ok(&["create", "serviceaccount", "keeper"]);
+    grant_reading(&s, "keeper");
     let token = s.ok(&["create", "token", "keeper"]);
     s.restart();
     let kc = token_kubeconfig(&s, "keeper.kubeconfig", &token);
