@@ -193,6 +193,20 @@ fn access_status(api: &Api, attrs: &Attributes) -> SubjectAccessReviewStatus {
 
 const EXACTLY_ONE: &str = "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified";
 
+/// A review asks about a resource or a non-resource URL: exactly one.
+fn one_kind_of_attributes(kind: &str, resource: bool, non_resource: bool) -> Result<(), Response> {
+    if resource == non_resource {
+        return Err(invalid(
+            kind,
+            "authorization.k8s.io",
+            "spec.resourceAttributes",
+            EXACTLY_ONE,
+        )
+        .into_response());
+    }
+    Ok(())
+}
+
 /// `authorization.k8s.io/v1` SubjectAccessReview: may this user do this?
 pub async fn subject_access_review(
     State(api): State<Arc<Api>>,
@@ -204,14 +218,12 @@ pub async fn subject_access_review(
         Err(e) => return e.into_response(),
     };
     let spec = &review.spec;
-    if spec.resource_attributes.is_some() == spec.non_resource_attributes.is_some() {
-        return invalid(
-            "SubjectAccessReview",
-            "authorization.k8s.io",
-            "spec.resourceAttributes",
-            EXACTLY_ONE,
-        )
-        .into_response();
+    if let Err(e) = one_kind_of_attributes(
+        "SubjectAccessReview",
+        spec.resource_attributes.is_some(),
+        spec.non_resource_attributes.is_some(),
+    ) {
+        return e;
     }
     let user = spec.user.clone().unwrap_or_default();
     let groups = spec.groups.clone().unwrap_or_default();
@@ -287,14 +299,12 @@ pub async fn self_subject_access_review(
         Err(e) => return e.into_response(),
     };
     let spec = &review.spec;
-    if spec.resource_attributes.is_some() == spec.non_resource_attributes.is_some() {
-        return invalid(
-            "SelfSubjectAccessReview",
-            "authorization.k8s.io",
-            "spec.resourceAttributes",
-            EXACTLY_ONE,
-        )
-        .into_response();
+    if let Err(e) = one_kind_of_attributes(
+        "SelfSubjectAccessReview",
+        spec.resource_attributes.is_some(),
+        spec.non_resource_attributes.is_some(),
+    ) {
+        return e;
     }
     let who = user.map(|u| u.0).unwrap_or_default();
     let attrs = access_attributes(
