@@ -57,6 +57,16 @@ def wait_port(port, proc, what, timeout=30):
     raise SystemExit(f"{what} did not listen on {port}")
 
 
+def stop(proc, timeout=10):
+    """Ends a process this bench started: SIGTERM, then SIGKILL after `timeout` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -275,12 +285,7 @@ def bench_backend(backend, total_pods):
         return r
     finally:
         for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -35,7 +35,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from apiserver_bench import APISERVER, Client, free_port, rss_kib, tls_context, wait_port
+from apiserver_bench import APISERVER, Client, free_port, rss_kib, stop, tls_context, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 APISERVER = Path(os.environ.get("KUBELAB_APISERVER", APISERVER))
@@ -224,17 +224,9 @@ def run_size(nodes, pods_per_node, window):
         }
     finally:
         if hollow is not None:
-            hollow.terminate()
-            try:
-                hollow.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                hollow.kill()
+            stop(hollow, timeout=30)
         hollow_log.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -42,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from apiserver_bench import APISERVER, Client, free_port, rss_kib, tls_context, wait_port
+from apiserver_bench import APISERVER, Client, free_port, rss_kib, stop, tls_context, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Another build (e.g. target/debug) to try the script quickly.
@@ -249,16 +249,8 @@ def run_size(nodes, pods, clients, hollow_nodes=False):
         return result
     finally:
         if hollow is not None:
-            hollow.terminate()
-            try:
-                hollow.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                hollow.kill()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            stop(hollow, timeout=30)
+        stop(proc)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
