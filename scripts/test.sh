@@ -32,6 +32,13 @@ apiserver_tests=()
 for t in apiserver/tests/*.rs; do apiserver_tests+=(--test "$(basename "$t" .rs)"); done
 KUBELAB_TEST_STORE=etcd cargo test --workspace "${apiserver_tests[@]}" -- --test-threads=1
 
+if [ "${KUBELAB_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz targets, a short run each on the corpus kept in fuzz/"
+  # Unoptimised build (a third of the build time); a crash fails the suite
+  # and leaves its input in fuzz/artifacts/<target>/.
+  FUZZ_PROFILE=dev scripts/fuzz.sh 120
+fi
+
 if [ -x vm-tests/run.sh ] && [ "${KUBELAB_SKIP_VM_TESTS:-0}" != 1 ]; then
   echo "== VM tests (cgroup v2 guest under QEMU)"
   start=$(date +%s)
