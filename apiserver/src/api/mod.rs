@@ -22,6 +22,7 @@ mod protobuf;
 mod quota;
 mod reviews;
 pub mod scale;
+mod service_account_admission;
 mod stream_proxy;
 mod watch;
 pub(crate) mod wire_order;
@@ -718,6 +719,7 @@ impl Api {
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
         if (info.group, info.plural) == ("", "pods") {
             self.admit_pod_limits(&mut obj).await?;
+            self.admit_pod_service_account(&mut obj).await?;
         }
         let name = object::name(&obj).to_owned();
         let errs = kind.validate(&obj, None);
