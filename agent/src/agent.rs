@@ -200,6 +200,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             .clone()
             .map(crate::kubeapi::objects::ApiObjectCache::start),
         api_client: client.clone(),
+        tokens: client.clone().map(crate::token::TokenManager::new),
         dns: crate::network::dns::NodeDns {
             cluster_dns: opts.cluster_dns.clone(),
             cluster_domain: opts.cluster_domain.clone(),

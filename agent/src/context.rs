@@ -38,6 +38,9 @@ pub struct AgentContext {
     pub api_objects: Option<crate::kubeapi::objects::ApiObjectCache>,
     /// The apiserver, for a cluster node (`None`: standalone).
     pub api_client: Option<kube::Client>,
+    /// Pods' ServiceAccount tokens, requested with the node's client
+    /// (`None`: standalone, no token source).
+    pub tokens: Option<crate::token::TokenManager>,
     /// `--cluster-dns`, `--cluster-domain`, `--resolv-conf`: pods' DNS.
     pub dns: crate::network::dns::NodeDns,
     /// The pressure conditions the eviction manager reports; new pods are
@@ -98,6 +101,7 @@ impl AgentContext {
             }),
             api_objects: None,
             api_client: None,
+            tokens: None,
             dns: crate::network::dns::NodeDns {
                 cluster_dns: vec![],
                 cluster_domain: "cluster.local".into(),

@@ -11,6 +11,7 @@
 //! - [`status`]: pod status as the API reports it.
 //! - [`kubeapi`]: the node in a cluster: Node and Lease, pod status and mirror pods, events.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
+//! - [`token`]: the token manager: pods' bound ServiceAccount tokens, refreshed.
 //! The user tools that watch a node through that API (`top`, `experiment`)
 //! are their own binary, `kubelab` (the `tools/` crate).
 
@@ -32,6 +33,7 @@ pub use kubelab_rules::quantity;
 pub mod runtime;
 pub mod server;
 pub mod status;
+pub mod token;
 
 /// An error with its causes, `outer: inner: root`, for messages users read
 /// (module errors keep their cause in `source()`, as thiserror has it).

@@ -81,6 +81,7 @@ pub fn start(
         EventRecorder::keeping(EVENTS_KEPT),
     )?;
     ctx.api_client = Some(shared.client.clone());
+    ctx.tokens = Some(crate::token::TokenManager::new(shared.client.clone()));
     ctx.api_objects = Some(shared.objects.clone());
     ctx.host_ip = Some(shared.internal_ip.clone());
     std::fs::create_dir_all(ctx.pods_dir())?;

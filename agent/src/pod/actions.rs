@@ -49,6 +49,9 @@ pub struct Observed<'a> {
     pub volumes_written: Option<&'a DownwardMetadata>,
     /// Runs already being killed for a new definition (container ids).
     pub killing: &'a [String],
+    /// When a ServiceAccount token of the pod's projected volumes is to be
+    /// requested again ([`crate::token::refresh_due`]), if ever.
+    pub tokens_refresh_at: Option<Timestamp>,
 }
 
 /// A run to kill because its container's definition changed; it is
@@ -69,7 +72,8 @@ pub struct PodActions {
     pub kill: Vec<ContainerToKill>,
     /// Slots to start now, in order.
     pub start: Vec<usize>,
-    /// Rewrite the configMap, secret, downwardAPI and projected volumes.
+    /// Rewrite the configMap, secret, downwardAPI and projected volumes
+    /// (new labels or annotations, a token due for refresh).
     pub refresh_volumes: bool,
     /// When something is due next (a back-off ends, the deadline), if ever.
     pub next_wake: Option<Timestamp>,
@@ -190,11 +194,24 @@ pub fn compute_actions(pod: &Pod, observed: &Observed, now: Timestamp) -> PodAct
         .iter()
         .flatten()
         .any(|v| crate::runtime::projection::plugin_dir(v).is_some());
-    actions.refresh_volumes = observed.sandbox_ready
-        && has_api_volumes
-        && observed
-            .volumes_written
-            .is_some_and(|written| *written != DownwardMetadata::of(pod));
+    let metadata_changed = observed
+        .volumes_written
+        .is_some_and(|written| *written != DownwardMetadata::of(pod));
+    // A token is refreshed under the running containers: the projected
+    // volume's file changes in place.
+    let mut token_due = false;
+    if let Some(t) = observed
+        .tokens_refresh_at
+        .filter(|_| observed.sandbox_ready)
+    {
+        if t <= now {
+            token_due = true;
+        } else {
+            actions.next_wake = Some(actions.next_wake.map_or(t, |w| w.min(t)));
+        }
+    }
+    actions.refresh_volumes =
+        observed.sandbox_ready && has_api_volumes && (metadata_changed || token_due);
     actions
 }
 
@@ -242,6 +259,7 @@ mod tests {
             sandbox_ready: true,
             volumes_written: None,
             killing: &[],
+            tokens_refresh_at: None,
         }
     }
 
@@ -456,5 +474,30 @@ mod tests {
             compute_actions(&web_pod("busybox"), &o, Timestamp::now()),
             PodActions::default()
         );
+    }
+
+    #[test]
+    fn projected_volumes_are_rewritten_when_a_token_is_due() {
+        let slots = [running("web", "busybox", "c1")];
+        let p = web_pod("busybox");
+        let written = DownwardMetadata::of(&p);
+        let now = Timestamp::now();
+        let due = now + jiff::SignedDuration::from_secs(24);
+        let o = Observed {
+            volumes_written: Some(&written),
+            tokens_refresh_at: Some(due),
+            ..observed(&slots)
+        };
+        let before = compute_actions(&p, &o, now);
+        assert!(!before.refresh_volumes);
+        assert_eq!(before.next_wake, Some(due), "the worker wakes up for it");
+        assert!(compute_actions(&p, &o, due).refresh_volumes);
+        // Not before the sandbox runs: the start writes the volumes.
+        let o = Observed {
+            sandbox_ready: false,
+            ..o
+        };
+        let a = compute_actions(&p, &o, due);
+        assert!(!a.refresh_volumes);
     }
 }

@@ -123,6 +123,8 @@ pub struct PodWorker {
     hook_failures: std::collections::HashMap<String, String>,
     /// What the API-backed volumes were last written with.
     volumes_written: Option<DownwardMetadata>,
+    /// When a ServiceAccount token of the pod's volumes is due for refresh.
+    tokens_refresh_at: Option<Timestamp>,
     /// Runs being killed because their container's definition changed:
     /// they start again once gone.
     killing: Vec<String>,
@@ -224,6 +226,7 @@ impl PodWorker {
             failure: None,
             hook_failures: Default::default(),
             volumes_written: None,
+            tokens_refresh_at: None,
             killing: Vec::new(),
         }
     }
@@ -279,6 +282,9 @@ impl PodWorker {
         // to send before it finishes the pod's deletion.
         self.publish();
         self.ctx.status.remove(&self.uid);
+        if let Some(tokens) = &self.ctx.tokens {
+            tokens.delete_service_account_token(&self.uid);
+        }
     }
 
     /// A new pod: its dir, cgroup and sandbox; containers start from the loop.
@@ -391,6 +397,7 @@ impl PodWorker {
                 sandbox_ready: self.sandbox.is_some(),
                 volumes_written: self.volumes_written.as_ref(),
                 killing: &self.killing,
+                tokens_refresh_at: self.tokens_refresh_at,
             },
             Timestamp::now(),
         )
@@ -557,6 +564,11 @@ impl PodWorker {
         // known: they are written once more with the pod as it is now.
         if self.sandbox.is_some() {
             self.volumes_written = Some(DownwardMetadata::default());
+            // This process has no token of the pod: it asks for its own
+            // before the previous one's expire.
+            if !crate::token::pod_token_keys(&self.pod).is_empty() {
+                self.tokens_refresh_at = Some(Timestamp::now());
+            }
         }
         tracing::info!(pod = %self.key, "adopted pod");
     }
@@ -727,6 +739,14 @@ impl PodWorker {
         let (ctx, pod, dir) = (self.ctx.clone(), self.pod.clone(), self.dir.clone());
         // Also after a failure: it is retried when an object changes, not in a loop.
         self.volumes_written = Some(DownwardMetadata::of(&self.pod));
+        let tokens = match &self.ctx.tokens {
+            Some(manager) if !is_static_pod(&self.pod) => {
+                let tokens = manager.pod_tokens(&self.pod).await;
+                self.tokens_refresh_at = manager.next_refresh(&self.uid);
+                Some(tokens)
+            }
+            _ => None,
+        };
         let (notes, errors) = tokio::task::spawn_blocking(move || {
             let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
             crate::runtime::volumes::setup_api_volumes(
@@ -736,6 +756,7 @@ impl PodWorker {
                     pod: &pod,
                     node: &node,
                     objects: ctx.objects(),
+                    tokens: tokens.as_ref(),
                 },
             )
         })

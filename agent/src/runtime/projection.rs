@@ -1,7 +1,8 @@
 //! What a configMap, secret, downwardAPI or projected volume holds: its
 //! files as an [`atomic_writer::Payload`], from the API objects and the pod
 //! (kubelet's `MakePayload` and `CollectData` of those volume plugins). Pure,
-//! given an [`ObjectGetter`]; [`super::volumes`] writes the result.
+//! given an [`ObjectGetter`] and the pod's ServiceAccount tokens as the
+//! [token manager](crate::token) had them; [`super::volumes`] writes the result.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use super::atomic_writer::{FileProjection, Payload};
 use super::downward::{self, DownwardError, NodeAllocatable};
 use crate::kubeapi::objects::{ObjectError, ObjectGetter};
+use crate::token::{PodTokens, TokenError, TokenKey};
 
 /// The mode of every file whose volume or item sets none (0644).
 pub const DEFAULT_MODE: i32 = 0o644;
@@ -27,6 +29,8 @@ pub enum ProjectionError {
     MissingSecretKey(String),
     #[error(transparent)]
     Downward(#[from] DownwardError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// Several errors, as Go's `utilerrors.NewAggregate` prints them.
     #[error("[{}]", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))]
     Aggregate(Vec<ProjectionError>),
@@ -45,6 +49,9 @@ pub struct ProjectionInputs<'a> {
     pub pod: &'a Pod,
     pub node: &'a NodeAllocatable,
     pub objects: &'a dyn ObjectGetter,
+    /// The pod's ServiceAccount tokens (`None`: this node has no token
+    /// source: no apiserver, or a static pod).
+    pub tokens: Option<&'a PodTokens>,
 }
 
 /// A volume's files, and notes worth an Event (sources skipped).
@@ -225,11 +232,28 @@ fn projected_source(
     } else if let Some(d) = &source.downward_api {
         downward_payload(d.items.as_ref(), default_mode, inputs)?
     } else if let Some(token) = &source.service_account_token {
-        out.skipped.push(format!(
-            "serviceAccountToken {:?}: this node has no token source; the file is not written",
-            token.path
-        ));
-        Payload::new()
+        let Some(tokens) = inputs.tokens else {
+            out.skipped.push(format!(
+                "serviceAccountToken {:?}: this node has no token source; the file is not written",
+                token.path
+            ));
+            return Ok(());
+        };
+        let data = tokens.get(&TokenKey::for_projection(inputs.pod, token))?;
+        // Only the pod's user reads it; with an fsGroup the ownership step
+        // lets the group read it too (0640).
+        let mode = if super::volume_ownership::fs_group(inputs.pod).is_some() {
+            0o600
+        } else {
+            mode_of(None, default_mode)
+        };
+        Payload::from([(
+            token.path.clone(),
+            FileProjection {
+                data: data.as_bytes().to_vec(),
+                mode,
+            },
+        )])
     } else {
         out.skipped
             .push("a projected source of a kind this node does not know".into());
@@ -378,6 +402,7 @@ mod tests {
                 pod: &pod,
                 node: &NODE,
                 objects: &objects,
+                tokens: None,
             },
         )
         .expect("an API volume")
@@ -530,5 +555,75 @@ mod tests {
         );
         assert_eq!(c.skipped.len(), 1, "{:?}", c.skipped);
         assert_eq!(plugin_dir(&projected), Some("kubernetes.io~projected"));
+    }
+
+    #[test]
+    fn service_account_tokens_are_written_from_the_token_manager() {
+        let mut pod = pod();
+        pod.metadata.uid = Some("u-1".into());
+        pod.spec.as_mut().unwrap().service_account_name = Some("reader".into());
+        let projection = ServiceAccountTokenProjection {
+            path: "token".into(),
+            expiration_seconds: Some(3607),
+            ..Default::default()
+        };
+        let volume = Volume {
+            name: "kube-api-access-test".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o644),
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(projection.clone()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        };
+        let key = TokenKey::for_projection(&pod, &projection);
+        assert_eq!(key.service_account, "reader");
+        let objects = objects();
+        let content = |tokens: &PodTokens, pod: &Pod| {
+            volume_content(
+                &volume,
+                &ProjectionInputs {
+                    pod,
+                    node: &NODE,
+                    objects: &objects,
+                    tokens: Some(tokens),
+                },
+            )
+            .expect("an API volume")
+        };
+        let tokens = PodTokens::from_tokens([(key.clone(), Ok("jwt".to_string()))]);
+        let c = content(&tokens, &pod).unwrap();
+        assert!(c.skipped.is_empty());
+        assert_eq!(c.payload["token"].data, b"jwt");
+        assert_eq!(c.payload["token"].mode, 0o644);
+
+        // With an fsGroup the token is the user's alone until ownership adds the group.
+        let mut grouped = pod.clone();
+        grouped.spec.as_mut().unwrap().security_context = Some(Default::default());
+        grouped
+            .spec
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .fs_group = Some(2000);
+        assert_eq!(
+            content(&tokens, &grouped).unwrap().payload["token"].mode,
+            0o600
+        );
+
+        let failed = PodTokens::from_tokens([(
+            key,
+            Err(TokenError::Fetch(
+                "serviceaccounts \"reader\" not found".into(),
+            )),
+        )]);
+        assert_eq!(
+            content(&failed, &pod).unwrap_err().to_string(),
+            "failed to fetch token: serviceaccounts \"reader\" not found"
+        );
     }
 }

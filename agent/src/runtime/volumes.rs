@@ -665,6 +665,7 @@ mod tests {
                     pod: &pod,
                     node: &node,
                     objects,
+                    tokens: None,
                 },
             )
         };
