@@ -109,6 +109,18 @@ impl PodSecurity {
         user.is_some_and(|u| !u.is_empty() && self.exemptions.usernames.iter().any(|n| n == u))
     }
 
+    /// An exempt namespace or user: nothing is checked, and the audit
+    /// event says why.
+    fn exempt_request(&self, req: Request) -> Option<Decision> {
+        if self.exempt_namespace(req.namespace) {
+            return Some(Decision::annotated("exempt", "namespace"));
+        }
+        if self.exempt_user(req.username) {
+            return Some(Decision::annotated("exempt", "user"));
+        }
+        None
+    }
+
     fn exempt_runtime_class(&self, class: Option<&str>) -> bool {
         class.is_some_and(|c| {
             !c.is_empty() && self.exemptions.runtime_classes.iter().any(|n| n == c)
@@ -124,11 +136,8 @@ impl PodSecurity {
         pod: &Pod,
         old: Option<&Pod>,
     ) -> Decision {
-        if self.exempt_namespace(req.namespace) {
-            return Decision::annotated("exempt", "namespace");
-        }
-        if self.exempt_user(req.username) {
-            return Decision::annotated("exempt", "user");
+        if let Some(exempt) = self.exempt_request(req) {
+            return exempt;
         }
         let (policy, errs) = self.policy(ns_labels);
         if errs.is_empty() && policy.fully_privileged() {
@@ -152,11 +161,8 @@ impl PodSecurity {
         ns_labels: &BTreeMap<String, String>,
         template: Option<(&ObjectMeta, &PodSpec)>,
     ) -> Decision {
-        if self.exempt_namespace(req.namespace) {
-            return Decision::annotated("exempt", "namespace");
-        }
-        if self.exempt_user(req.username) {
-            return Decision::annotated("exempt", "user");
+        if let Some(exempt) = self.exempt_request(req) {
+            return exempt;
         }
         let (policy, errs) = self.policy(ns_labels);
         if errs.is_empty()
@@ -425,13 +431,7 @@ fn significant_update(pod: &Pod, old: &Pod) -> bool {
 mod tests {
     use super::*;
     use crate::pod_security::level::Version;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::selectors::tests::labels;
 
     fn pod(name: &str, containers: serde_json::Value) -> Pod {
         serde_json::from_value(serde_json::json!({

@@ -222,13 +222,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::selectors::tests::labels;
 
     #[test]
     fn versions_are_latest_or_v1_minor() {
