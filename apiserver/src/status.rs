@@ -350,14 +350,24 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The Status as kube-apiserver writes it: its Go field order (kind,
+    /// apiVersion, metadata, status…) and, as Go's JSON encoder ends every
+    /// value, a newline.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = crate::api::wire_order::to_vec(&self.to_json());
+        body.push(b'\n');
+        body
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (
             code,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            // kube-apiserver's field order: kind, apiVersion, metadata, status…
-            crate::api::wire_order::to_vec(&self.to_json()),
+            self.body(),
         )
             .into_response()
     }
@@ -399,5 +409,16 @@ mod tests {
         let causes = e.details.unwrap().causes.unwrap();
         assert_eq!(causes[0].reason.as_deref(), Some("FieldValueRequired"));
         assert_eq!(causes[1].field.as_deref(), Some("metadata.name"));
+    }
+
+    #[test]
+    fn status_bodies_are_written_as_kube_apiserver_writes_them() {
+        let body = ApiError::already_exists(PODS, "web").body();
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"web\" already exists","reason":"AlreadyExists","details":{"name":"web","kind":"pods"},"code":409}"#),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n"), "{text:?}");
     }
 }

@@ -221,3 +221,46 @@ fn taints_are_one_list_and_removing_one_by_key_and_effect_leaves_the_other() {
         serde_json::json!([{"key": "k", "value": "v2", "effect": "NoExecute"}])
     );
 }
+
+#[test]
+fn client_side_applied_objects_move_to_server_side_apply_without_conflicts() {
+    let s = ApiServer::start();
+    let cm = |x: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: moved\n  labels: {{x: \"{x}\"}}\ndata: {{k: \"{x}\"}}\n"
+        )
+    };
+    s.ok(&["apply", "-f", &s.file("csa.yaml", &cm("1"))]);
+    let changed = s.file("ssa.yaml", &cm("2"));
+    // Another manager's apply is refused over what client-side apply set…
+    let err = s.fails(&[
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        &changed,
+    ]);
+    assert!(
+        err.contains("conflicts with \"kubectl-client-side-apply\""),
+        "{err}"
+    );
+    // …kubectl's own takes the object over, and keeps the annotation in
+    // step so a client-side apply after it diffs against what it applied.
+    s.ok(&["apply", "--server-side", "-f", &changed]);
+    let fields = managed(&s, &["cm", "moved"]);
+    assert_eq!(entry(&fields, "kubectl")["operation"], "Apply");
+    assert!(
+        !fields
+            .iter()
+            .any(|e| e["manager"] == "kubectl-client-side-apply"),
+        "{fields:#?}"
+    );
+    let last = s.ok(&["apply", "view-last-applied", "cm/moved", "-o", "json"]);
+    let last: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(last["data"]["k"], "2");
+    s.ok(&["apply", "-f", &s.file("csa3.yaml", &cm("3"))]);
+    assert_eq!(
+        s.ok(&["get", "cm", "moved", "-o", "jsonpath={.data.k}"]),
+        "3"
+    );
+}

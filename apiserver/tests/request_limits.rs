@@ -232,3 +232,26 @@ fn a_get_is_answered_while_hostile_bodies_keep_arriving() {
         assert!(codes.iter().all(|c| c == "400"), "{codes:?}");
     }
 }
+
+#[test]
+fn a_body_that_is_no_object_is_refused_naming_the_kind_expected() {
+    let s = ApiServer::start();
+    // `kubectl create --raw` sends the file as it is, labelled JSON.
+    let pod = s.file(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: busybox\n",
+    );
+    let err = s.fails(&["create", "--raw", "/api/v1/namespaces", "-f", &pod]);
+    assert!(
+        err.contains(
+            "the object provided is unrecognized (must be of type Namespace): \
+             couldn't get version/kind; json parse error: "
+        ),
+        "{err}"
+    );
+    // The start of the body, in hex as it is not JSON.
+    assert!(
+        err.contains("(61706956657273696f6e3a2076310a6b696e643a20506f640a6d65746164 ...)"),
+        "{err}"
+    );
+}

@@ -102,3 +102,30 @@ fn subject_access_reviews_answer_from_rbac() {
         "{err}"
     );
 }
+
+#[test]
+fn reviews_are_discovered_so_kubectl_create_f_finds_them() {
+    let s = ApiServer::start();
+    let names = s.ok(&[
+        "api-resources",
+        "--api-group=authorization.k8s.io",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        [
+            "localsubjectaccessreviews.authorization.k8s.io",
+            "selfsubjectaccessreviews.authorization.k8s.io",
+            "selfsubjectrulesreviews.authorization.k8s.io",
+            "subjectaccessreviews.authorization.k8s.io",
+        ]
+    );
+    let tr = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "nope"}});
+    let file = s.file("tokenreview.json", &tr.to_string());
+    let out = s.ok(&["create", "-f", &file, "--validate=false"]);
+    assert!(
+        out.contains("tokenreview.authentication.k8s.io/") && out.contains("created"),
+        "{out}"
+    );
+}

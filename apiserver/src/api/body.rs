@@ -80,40 +80,123 @@ where
         .map_err(|e| ApiError::internal(format!("decoding the request body: {e}")))?
 }
 
-/// A request body as JSON, YAML or protobuf (by its Content-Type; JSON or
-/// YAML when it has none), decoded with [`decode_with`].
+/// A request body as JSON, YAML or protobuf (by its Content-Type; JSON
+/// when it has none), decoded with [`decode_with`].
 pub async fn decode(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    let ct = headers
+    let ct = content_type(headers);
+    decode_with(body, move |b| {
+        parse(&ct, b).map_err(DecodeError::into_api_error)
+    })
+    .await
+}
+
+/// The object of a create or update of `kind`: as [`decode`], but a body
+/// that is not JSON or YAML at all gets kube-apiserver's message for an
+/// object it cannot recognise, naming the kind it expected.
+pub async fn decode_object(
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: &'static str,
+) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    decode_with(body, move |b| {
+        parse(&ct, b).map_err(|e| e.into_unrecognized(kind, b))
+    })
+    .await
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
-        .to_owned();
-    decode_with(body, move |b| parse(&ct, b)).await
+        .to_owned()
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the request body is empty")]
+    Empty,
+    #[error("error decoding JSON body: {0}")]
+    Json(serde_json::Error),
+    #[error("error decoding body: {0}")]
+    Yaml(String),
+    /// Refused before any decoding (protobuf of a kind not known, CBOR).
+    #[error("{}", .0.message)]
+    Refused(ApiError),
+}
+
+impl DecodeError {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            DecodeError::Refused(e) => e,
+            other => ApiError::bad_request(other.to_string()),
+        }
+    }
+
+    /// kube-apiserver's 400 for a body its serializer cannot read as an
+    /// object: the decoder's error, then the start of the body (as text
+    /// when it looks like JSON, else in hex).
+    fn into_unrecognized(self, kind: &str, body: &[u8]) -> ApiError {
+        let cause = match self {
+            DecodeError::Refused(e) => return e,
+            // Go's encoding/json on empty input.
+            DecodeError::Empty => {
+                "couldn't get version/kind; json parse error: unexpected end of JSON input"
+                    .to_owned()
+            }
+            DecodeError::Json(e) => format!("couldn't get version/kind; json parse error: {e}"),
+            DecodeError::Yaml(e) => format!("error converting YAML to JSON: {e}"),
+        };
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {kind}): {cause} ({})",
+            summarize(body)
+        ))
+    }
+}
+
+/// The first bytes of a body for an error message, as kube-apiserver shows
+/// them: JSON-looking bodies as text, others in hex, cut at 30 bytes.
+fn summarize(body: &[u8]) -> String {
+    const MAX: usize = 30;
+    if body.is_empty() {
+        return "<empty>".to_owned();
+    }
+    let head = &body[..body.len().min(MAX)];
+    let more = if body.len() > MAX { " ..." } else { "" };
+    if body[0] == b'{' {
+        format!("{}{more}", String::from_utf8_lossy(head))
+    } else {
+        let hex: String = head.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}{more}")
+    }
 }
 
 /// Request bodies are JSON; YAML is accepted too (a `curl --data-binary
-/// @pod.yaml`), and the Content-Type may be missing altogether.
-fn parse(ct: &str, body: &[u8]) -> ApiResult<Value> {
+/// @pod.yaml`). A body without a Content-Type is JSON, kube-apiserver's
+/// first media type (`kubectl create --raw` sends none).
+fn parse(ct: &str, body: &[u8]) -> Result<Value, DecodeError> {
     if ct.contains("protobuf") || body.starts_with(b"k8s\0") {
-        return protobuf::decode(body).map_err(|e| match e {
-            protobuf::ProtobufError::UnsupportedKind(_) => unsupported_media_type(ct),
-            other => ApiError::bad_request(other.to_string()),
+        return protobuf::decode(body).map_err(|e| {
+            DecodeError::Refused(match e {
+                protobuf::ProtobufError::UnsupportedKind(_) => unsupported_media_type(ct),
+                other => ApiError::bad_request(other.to_string()),
+            })
         });
     }
     if ct.contains("cbor") {
-        return Err(unsupported_media_type(ct));
+        return Err(DecodeError::Refused(unsupported_media_type(ct)));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body is empty"));
+        return Err(DecodeError::Empty);
     }
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
-        Err(e) if ct.contains("json") || is_too_deep(&e) => Err(ApiError::bad_request(format!(
-            "error decoding JSON body: {e}"
-        ))),
-        Err(_) => {
-            yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))
+        Err(e) if ct.is_empty() || ct.contains("json") || is_too_deep(&e) => {
+            Err(DecodeError::Json(e))
         }
+        Err(_) => yaml(body).map_err(DecodeError::Yaml),
     }
 }
 
@@ -177,7 +260,9 @@ mod tests {
     #[test]
     fn deeply_nested_bodies_are_refused() {
         for body in [nested("[", "]", 100_000), nested("{a: ", "}", 50_000)] {
-            let e = parse("application/yaml", body.as_bytes()).unwrap_err();
+            let e = parse("application/yaml", body.as_bytes())
+                .unwrap_err()
+                .into_api_error();
             assert_eq!(e.code, 400, "{}", e.message);
             assert!(
                 e.message.starts_with("error decoding body: "),
@@ -187,12 +272,47 @@ mod tests {
         }
         let json = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         for ct in ["application/json", "application/yaml", ""] {
-            let e = parse(ct, json.as_bytes()).unwrap_err();
+            let e = parse(ct, json.as_bytes()).unwrap_err().into_api_error();
             assert!(
                 e.message.contains("recursion limit exceeded"),
                 "{ct}: {}",
                 e.message
             );
         }
+    }
+
+    #[test]
+    fn a_body_that_is_no_object_names_the_kind_expected() {
+        // YAML sent as JSON, as `kubectl create --raw` does.
+        let body = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n";
+        let e = parse("application/json", body)
+            .unwrap_err()
+            .into_unrecognized("Namespace", body);
+        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert!(
+            e.message.starts_with(
+                "the object provided is unrecognized (must be of type Namespace): \
+                 couldn't get version/kind; json parse error: "
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .ends_with(" (61706956657273696f6e3a2076310a6b696e643a20506f640a6d65746164 ...)"),
+            "{}",
+            e.message
+        );
+        let unlabelled = parse("", body).unwrap_err();
+        assert!(matches!(unlabelled, DecodeError::Json(_)), "{unlabelled}");
+        let e = parse("application/json", b"")
+            .unwrap_err()
+            .into_unrecognized("Pod", b"");
+        assert_eq!(
+            e.message,
+            "the object provided is unrecognized (must be of type Pod): couldn't get \
+             version/kind; json parse error: unexpected end of JSON input (<empty>)"
+        );
+        assert_eq!(summarize(br#"{"kind":"Pod"}"#), r#"{"kind":"Pod"}"#);
     }
 }

@@ -51,16 +51,23 @@ fn group_json(g: &str, versions: &[&str]) -> Value {
 /// `/apis/<group>`: one `APIGroup`, preferred version first.
 pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
     let (name, versions) = registry.groups().into_iter().find(|(g, _)| *g == group)?;
-    let mut v = group_json(name, &versions);
+    Some(group_document(name, &versions))
+}
+
+/// The `APIGroup` document of `group` served at `versions`, preferred first.
+pub fn group_document(group: &str, versions: &[&str]) -> Value {
+    let mut v = group_json(group, versions);
     v["kind"] = "APIGroup".into();
     v["apiVersion"] = "v1".into();
-    Some(v)
+    v
 }
 
 pub async fn api_groups(State(api): State<Arc<Api>>) -> Response {
     let mut served = api.registry.groups();
     // Not a stored kind: computed from the nodes' Summary API.
     served.push((super::metrics::GROUP, vec![super::metrics::VERSION]));
+    // Not stored either: reviews are answered at once.
+    served.extend(super::reviews::groups());
     let groups: Vec<Value> = served
         .into_iter()
         .map(|(g, versions)| group_json(g, &versions))

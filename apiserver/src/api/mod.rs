@@ -456,7 +456,7 @@ impl Api {
                 self.list(kind, ns, &params, out).await
             }
             (&Method::POST, None, None) => {
-                let obj = body::decode(&headers, &body).await?;
+                let obj = body::decode_object(&headers, &body, kind.info().kind).await?;
                 let ns = self.require_namespace(kind, ns)?;
                 self.create(kind, ns, obj, &params, out).await
             }
@@ -473,7 +473,7 @@ impl Api {
                 Ok(self.respond(kind, StatusCode::OK, &obj, out))
             }
             (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
-                let obj = body::decode(&headers, &body).await?;
+                let obj = body::decode_object(&headers, &body, kind.info().kind).await?;
                 self.update(kind, ns, name, obj, &params, sub.is_some(), out)
                     .await
             }
@@ -988,6 +988,14 @@ impl Api {
     ) -> Result<(), StorageError> {
         let info = kind.info();
         let key = info.key(meta_str(new, "namespace"), object::name(new));
+        // Writing back what is stored changes nothing: kube-apiserver skips
+        // such a write, so the resourceVersion stays and watchers see no
+        // event (and a controller rewriting an unchanged status makes no
+        // one else's update or delete conflict).
+        if object::same_but_resource_version(old, new) {
+            meta_mut(new).insert("resourceVersion".into(), expected.to_string().into());
+            return Ok(());
+        }
         if deletion::finalized_by_update(old, new, info.plural) {
             let kv = self.store.delete(&key, Some(expected)).await?;
             meta_mut(new).insert("resourceVersion".into(), kv.mod_revision.to_string().into());
@@ -1204,8 +1212,29 @@ impl Api {
         opts: &Value,
         params: &Params,
     ) -> ApiResult<Response> {
-        let info = kind.info();
         let req = DeleteRequest::from_request(opts, params)?;
+        // A write between our read and the deletion (a controller updating
+        // the status) starts the deletion over on the newer object, as
+        // kube-apiserver's conditional delete does: only the caller's own
+        // preconditions make it a conflict.
+        for _ in 0..MAX_DELETE_ATTEMPTS {
+            if let Some(done) = self.delete_once(kind, ns, name, &req).await? {
+                return Ok(done);
+            }
+        }
+        Err(ApiError::stale(kind.info().subject(), name))
+    }
+
+    /// One deletion attempt on the object as read; `None` when it changed
+    /// before the deletion was written.
+    async fn delete_once(
+        &self,
+        kind: &dyn Kind,
+        ns: Option<&str>,
+        name: &str,
+        req: &DeleteRequest,
+    ) -> ApiResult<Option<Response>> {
+        let info = kind.info();
         let key = info.key(ns, name);
         let Some(current) = self.store.get(&key).await? else {
             return Err(ApiError::not_found(info.subject(), name));
@@ -1228,11 +1257,11 @@ impl Api {
         }
         if info.plural == "namespaces" {
             return self
-                .delete_namespace(kind, obj, current.mod_revision, &req)
+                .delete_namespace(kind, obj, current.mod_revision, req)
                 .await;
         }
         let existing = deletion::finalizers(&obj);
-        let gc = deletion::gc_finalizers(&existing, &req, deletion::default_policy(info));
+        let gc = deletion::gc_finalizers(&existing, req, deletion::default_policy(info));
         let finalizers = gc.clone().unwrap_or_else(|| existing.clone());
         let deleting = meta_str(&obj, "deletionTimestamp").is_some();
         let current_grace = meta(&obj)
@@ -1258,7 +1287,7 @@ impl Api {
                 .max(0);
             // A deletion under way may only be shortened.
             if deleting && current_grace.is_some_and(|g| g > 0 && g <= grace) {
-                return Ok(json_response(StatusCode::OK, &obj));
+                return Ok(Some(json_response(StatusCode::OK, &obj)));
             }
             if bound && !terminal && grace > 0 {
                 let m = meta_mut(&mut obj);
@@ -1270,17 +1299,21 @@ impl Api {
                 if gc.is_some() {
                     m.insert("finalizers".into(), json!(finalizers));
                 }
-                self.write_deletion(kind, &key, &mut obj, current.mod_revision)
-                    .await?;
-                return Ok(json_response(StatusCode::OK, &obj));
+                let written = self
+                    .write_deletion(kind, &key, &mut obj, current.mod_revision)
+                    .await;
+                if unless_raced(written, info.subject(), name)?.is_none() {
+                    return Ok(None);
+                }
+                return Ok(Some(json_response(StatusCode::OK, &obj)));
             }
         }
         if finalizers.is_empty() {
-            self.store
-                .delete(&key, Some(current.mod_revision))
-                .await
-                .map_err(|e| ApiError::from_storage(info.subject(), name, e))?;
-            return Ok(json_response(StatusCode::OK, &obj));
+            let deleted = self.store.delete(&key, Some(current.mod_revision)).await;
+            if unless_raced(deleted, info.subject(), name)?.is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(json_response(StatusCode::OK, &obj)));
         }
         // Finalizers hold the object: it is marked, and goes when the last
         // one is removed.
@@ -1297,15 +1330,19 @@ impl Api {
             changed = true;
         }
         if changed {
-            self.write_deletion(kind, &key, &mut obj, current.mod_revision)
-                .await?;
+            let written = self
+                .write_deletion(kind, &key, &mut obj, current.mod_revision)
+                .await;
+            if unless_raced(written, info.subject(), name)?.is_none() {
+                return Ok(None);
+            }
         }
         let code = if req.wants_accepted() {
             StatusCode::ACCEPTED
         } else {
             StatusCode::OK
         };
-        Ok(json_response(code, &obj))
+        Ok(Some(json_response(code, &obj)))
     }
 
     /// Stores an object marked for deletion, conditionally on `expected`.
@@ -1315,16 +1352,12 @@ impl Api {
         key: &str,
         obj: &mut Value,
         expected: u64,
-    ) -> ApiResult<()> {
-        let stored = self
-            .stored_for_conversion(kind, key)
-            .await
-            .map_err(|e| ApiError::from_storage(kind.info().subject(), object::name(obj), e))?;
+    ) -> Result<(), StorageError> {
+        let stored = self.stored_for_conversion(kind, key).await?;
         let rev = self
             .store
             .update(key, stored_form(kind, obj, stored.as_ref()), Some(expected))
-            .await
-            .map_err(|e| ApiError::from_storage(kind.info().subject(), object::name(obj), e))?;
+            .await?;
         meta_mut(obj).insert("resourceVersion".into(), rev.to_string().into());
         Ok(())
     }
@@ -1340,7 +1373,7 @@ impl Api {
         mut ns: Value,
         expected: u64,
         req: &DeleteRequest,
-    ) -> ApiResult<Response> {
+    ) -> ApiResult<Option<Response>> {
         let info = kind.info();
         let name = object::name(&ns).to_owned();
         if deletion::IMMORTAL_NAMESPACES.contains(&name.as_str()) {
@@ -1370,23 +1403,25 @@ impl Api {
                 }
             }
             ns["status"]["phase"] = "Terminating".into();
-            if deletion::spec_finalizers(&ns).is_empty() && deletion::finalizers(&ns).is_empty() {
-                self.store
-                    .delete(&key, Some(expected))
-                    .await
-                    .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
-                return Ok(json_response(StatusCode::OK, &ns));
+            let written = if deletion::spec_finalizers(&ns).is_empty()
+                && deletion::finalizers(&ns).is_empty()
+            {
+                self.store.delete(&key, Some(expected)).await.map(|_| ())
+            } else {
+                self.write_deletion(kind, &key, &mut ns, expected).await
+            };
+            if unless_raced(written, info.subject(), &name)?.is_none() {
+                return Ok(None);
             }
-            self.write_deletion(kind, &key, &mut ns, expected).await?;
-            return Ok(json_response(StatusCode::OK, &ns));
+            return Ok(Some(json_response(StatusCode::OK, &ns)));
         }
         if deletion::spec_finalizers(&ns).is_empty() && deletion::finalizers(&ns).is_empty() {
-            self.store
-                .delete(&key, Some(expected))
-                .await
-                .map_err(|e| ApiError::from_storage(info.subject(), &name, e))?;
+            let deleted = self.store.delete(&key, Some(expected)).await;
+            if unless_raced(deleted, info.subject(), &name)?.is_none() {
+                return Ok(None);
+            }
         }
-        Ok(json_response(StatusCode::OK, &ns))
+        Ok(Some(json_response(StatusCode::OK, &ns)))
     }
 
     /// `PUT namespaces/{name}/finalize`: only `spec.finalizers` changes; a
@@ -1793,6 +1828,24 @@ fn with_warnings(mut r: Response, warnings: &[String]) -> Response {
     r
 }
 
+/// How often a deletion starts over when the object keeps changing under
+/// it before it answers with a conflict.
+const MAX_DELETE_ATTEMPTS: usize = 8;
+
+/// The outcome of a write conditional on the revision read: `None` when
+/// someone wrote in between.
+fn unless_raced<T>(
+    r: Result<T, StorageError>,
+    subject: crate::status::Subject,
+    name: &str,
+) -> ApiResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(StorageError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(ApiError::from_storage(subject, name, e)),
+    }
+}
+
 /// Sets `apiVersion`/`kind` when missing; rejects a body of another kind.
 fn check_type(kind: &dyn Kind, mut obj: Value) -> ApiResult<Value> {
     let info = kind.info();
@@ -1909,6 +1962,92 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
         (dir, Api::new(Arc::new(store), "127.0.0.1:6443".into()))
+    }
+
+    /// A store where someone else rewrites a key just before its first
+    /// conditional delete, as a controller writing a status would.
+    struct WriteBeforeDelete {
+        inner: EmbeddedStore,
+        raced: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for WriteBeforeDelete {
+        async fn get(&self, key: &str) -> crate::storage::Result<Option<crate::storage::KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(
+            &self,
+            prefix: &str,
+        ) -> crate::storage::Result<(Vec<crate::storage::KeyValue>, u64)> {
+            self.inner.list(prefix).await
+        }
+        async fn create(&self, key: &str, value: Vec<u8>) -> crate::storage::Result<u64> {
+            self.inner.create(key, value).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            expected: Option<u64>,
+        ) -> crate::storage::Result<u64> {
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(
+            &self,
+            key: &str,
+            expected: Option<u64>,
+        ) -> crate::storage::Result<crate::storage::KeyValue> {
+            if !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let current = self.inner.get(key).await?.expect("the key exists");
+                self.inner.update(key, current.value, None).await?;
+            }
+            self.inner.delete(key, expected).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            after: u64,
+        ) -> crate::storage::Result<crate::storage::WatchStream> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn current_revision(&self) -> crate::storage::Result<u64> {
+            self.inner.current_revision().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_raced_by_another_write_is_retried_unless_preconditioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(WriteBeforeDelete {
+            inner: EmbeddedStore::open(&dir.path().join("db")).unwrap(),
+            raced: false.into(),
+        });
+        let api = Api::new(store.clone(), "127.0.0.1:6443".into());
+        let cms = api.registry.find("", "v1", "configmaps").unwrap();
+        let key = cms.info().key(Some("default"), "c");
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}});
+        let rev = store.create(&key, object::encode(&cm)).await.unwrap();
+        // The caller's own precondition still conflicts.
+        let pinned = json!({"preconditions": {"resourceVersion": (rev + 100).to_string()}});
+        let e = api
+            .delete(cms.as_ref(), Some("default"), "c", &pinned, &Params::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 409);
+        let done = api
+            .delete(
+                cms.as_ref(),
+                Some("default"),
+                "c",
+                &Value::Null,
+                &Params::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.status(), StatusCode::OK);
+        assert!(store.raced.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(store.get(&key).await.unwrap().is_none());
     }
 
     /// (resource, namespace, name, subresource)

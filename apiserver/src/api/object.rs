@@ -85,6 +85,19 @@ pub fn encode(v: &Value) -> Vec<u8> {
     serde_json::to_vec(&v).expect("JSON serializes")
 }
 
+/// Whether `new` is `old` again, whatever resourceVersion either carries:
+/// an update that changes nothing.
+pub fn same_but_resource_version(old: &Value, new: &Value) -> bool {
+    let without_rv = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    without_rv(old) == without_rv(new)
+}
+
 pub fn decode(kv: &KeyValue) -> Value {
     let mut v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
     meta_mut(&mut v).insert("resourceVersion".into(), kv.mod_revision.to_string().into());
@@ -113,4 +126,19 @@ pub fn field_value(v: &Value, path: &str) -> Option<String> {
 /// The row object kubectl needs for `--show-labels`, `-L` and `-A`.
 pub fn partial_metadata(v: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta(v)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_that_changes_only_the_resource_version_is_no_change() {
+        let old = json!({"metadata": {"name": "a", "resourceVersion": "5"}, "status": {"x": 1}});
+        let mut new = old.clone();
+        new["metadata"]["resourceVersion"] = "4".into();
+        assert!(same_but_resource_version(&old, &new));
+        new["status"]["x"] = 2.into();
+        assert!(!same_but_resource_version(&old, &new));
+    }
 }

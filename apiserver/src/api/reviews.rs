@@ -24,7 +24,9 @@ use k8s_openapi::api::authorization::v1::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
+use super::discovery::{self, discovery_response};
 use super::{Api, json_response};
 use crate::auth::UserInfo as AuthUser;
 use crate::authorizer::Decision;
@@ -56,10 +58,91 @@ fn invalid(kind: &str, group: &str, field: &str, detail: &str) -> ApiError {
     )
 }
 
+/// A review resource as discovery lists it.
+struct ReviewResource {
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+}
+
+const fn review(plural: &'static str, kind: &'static str, namespaced: bool) -> ReviewResource {
+    ReviewResource {
+        plural,
+        kind,
+        namespaced,
+    }
+}
+
+/// The review groups (each served at `v1` only) and their resources, by name.
+const REVIEW_GROUPS: [(&str, &[ReviewResource]); 2] = [
+    (
+        "authentication.k8s.io",
+        &[
+            review("selfsubjectreviews", "SelfSubjectReview", false),
+            review("tokenreviews", "TokenReview", false),
+        ],
+    ),
+    (
+        "authorization.k8s.io",
+        &[
+            review(
+                "localsubjectaccessreviews",
+                "LocalSubjectAccessReview",
+                true,
+            ),
+            review("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+            review("selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
+            review("subjectaccessreviews", "SubjectAccessReview", false),
+        ],
+    ),
+];
+
+const REVIEW_VERSION: &str = "v1";
+
+/// The review groups for `/apis`.
+pub fn groups() -> impl Iterator<Item = (&'static str, Vec<&'static str>)> {
+    REVIEW_GROUPS
+        .iter()
+        .map(|(g, _)| (*g, vec![REVIEW_VERSION]))
+}
+
+/// `APIResourceList` of a review group: create is their one verb, as
+/// kube-apiserver lists them (so `kubectl create -f` finds them).
+pub fn resource_list(group: &str) -> Option<Value> {
+    let (_, resources) = REVIEW_GROUPS.iter().find(|(g, _)| *g == group)?;
+    let resources: Vec<Value> = resources
+        .iter()
+        .map(|r| {
+            json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
+                "namespaced": r.namespaced, "kind": r.kind, "verbs": ["create"]})
+        })
+        .collect();
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1",
+        "groupVersion": format!("{group}/{REVIEW_VERSION}"), "resources": resources}))
+}
+
 /// The review APIs: create-only resources answered at once.
 pub fn routes() -> axum::Router<Arc<Api>> {
-    use axum::routing::post;
-    axum::Router::new()
+    use axum::routing::{get, post};
+    let mut router = axum::Router::new();
+    for (group, _) in REVIEW_GROUPS {
+        router = router
+            .route(
+                &format!("/apis/{group}"),
+                get(move || async move {
+                    let versions = [REVIEW_VERSION];
+                    discovery_response(StatusCode::OK, &discovery::group_document(group, &versions))
+                }),
+            )
+            .route(
+                &format!("/apis/{group}/{REVIEW_VERSION}"),
+                get(move || async move {
+                    let list = resource_list(group).expect("a review group");
+                    discovery_response(StatusCode::OK, &list)
+                }),
+            );
+    }
+    router
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",
             post(token_review),

@@ -6,6 +6,7 @@
 //! it stopped applying that nobody else owns.
 
 pub mod fieldpath;
+pub mod last_applied;
 pub mod typed;
 
 use serde_json::{Value, json};
@@ -363,11 +364,23 @@ pub fn apply(
     }
     let c = typed::compare(live_obj, &merged, node, &ignore);
     let changed = c.modified.union(&c.added);
+    // kubectl moving an object from client-side apply may take what the
+    // annotation says it applied before.
+    let allowed = match live {
+        Some(l) if !force && writer.manager == last_applied::KUBECTL_MANAGER => {
+            last_applied::allowed_conflicts(l, node, &ignore)
+        }
+        _ => None,
+    };
     let mut conflicts = Vec::new();
     for e in &mut entries {
         let taken = e.set.intersection(&changed);
         if !taken.is_empty() {
-            for p in taken.paths() {
+            let refused = match &allowed {
+                Some(a) => taken.difference(a),
+                None => taken.clone(),
+            };
+            for p in refused.paths() {
                 conflicts.push(Conflict {
                     manager: printed_manager(e),
                     field: path_string(&p),
@@ -402,6 +415,9 @@ pub fn apply(
     entries.retain(|e| !e.set.is_empty());
     if merged.get("metadata").is_none() {
         merged["metadata"] = json!({});
+    }
+    if writer.manager == last_applied::KUBECTL_MANAGER {
+        last_applied::update(&mut merged, config);
     }
     store(&mut merged, entries);
     Ok(merged)
@@ -693,6 +709,34 @@ mod tests {
         assert_eq!(
             err.message(),
             "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using v1: .metadata.labels.x"
+        );
+    }
+
+    #[test]
+    fn kubectl_takes_over_what_its_client_side_apply_applied() {
+        let cfg = |x: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"x": x}}});
+        let mut obj = cfg("1");
+        obj["metadata"]["annotations"] = json!({last_applied::ANNOTATION: cfg("1").to_string()});
+        let csa = writer("kubectl-client-side-apply", Operation::Update);
+        record_update(None, &mut obj, cm(), &csa, MAIN, "t");
+        let apply_as = |live: &Value, manager: &str| {
+            let w = writer(manager, Operation::Apply);
+            apply(Some(live), &cfg("2"), cm(), &w, MAIN, false, "t")
+        };
+        assert!(apply_as(&obj, "not-kubectl").is_err());
+        let upgraded = apply_as(&obj, "kubectl").unwrap();
+        assert_eq!(upgraded["metadata"]["labels"]["x"], "2");
+        let annotation = &upgraded["metadata"]["annotations"][last_applied::ANNOTATION];
+        let recorded: Value = serde_json::from_str(annotation.as_str().unwrap()).unwrap();
+        assert_eq!(recorded, cfg("2"));
+        // Changed by someone since it was applied: theirs now, a conflict.
+        let mut edited = obj.clone();
+        edited["metadata"]["labels"]["x"] = "3".into();
+        let edit = writer("kubectl-edit", Operation::Update);
+        record_update(Some(&obj), &mut edited, cm(), &edit, MAIN, "t");
+        assert_eq!(
+            apply_as(&edited, "kubectl").unwrap_err().message(),
+            "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using v1: .metadata.labels.x"
         );
     }
 
