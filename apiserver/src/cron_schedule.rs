@@ -206,6 +206,17 @@ mod tests {
     }
 
     #[test]
+    fn a_day_no_month_has_never_comes_and_a_leap_day_does() {
+        let feb31 = Schedule::parse("59 23 31 2 *", Some("UTC")).unwrap();
+        assert_eq!(feb31.next_after(ts("2025-03-01T00:00:00Z")), None);
+        let feb29 = Schedule::parse("0 0 29 2 *", Some("UTC")).unwrap();
+        assert_eq!(
+            feb29.next_after(ts("2025-03-01T00:00:00Z")),
+            Some(ts("2028-02-29T00:00:00Z"))
+        );
+    }
+
+    #[test]
     fn standard_syntax_and_macros() {
         let s = Schedule::parse("*/15 * * * *", Some("UTC")).unwrap();
         assert_eq!(

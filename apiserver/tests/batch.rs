@@ -790,3 +790,25 @@ fn indexes_fail_on_their_own_a_success_policy_ends_early_and_managed_jobs_are_le
         "{err}"
     );
 }
+
+#[test]
+fn a_schedule_that_never_comes_is_reported_invalid() {
+    let s = ApiServer::start();
+    s.ok(&[
+        "create",
+        "cronjob",
+        "feb31",
+        "--schedule=59 23 31 2 *",
+        "--image=busybox",
+    ]);
+    let event = eventually("an InvalidSchedule event", 90, || {
+        let events = s.ok(&["events", "--for=cronjob/feb31"]);
+        events.contains("InvalidSchedule").then_some(events)
+    });
+    assert!(
+        event.contains(
+            "invalid schedule: 59 23 31 2 * : time difference between two schedules is less than 1 second"
+        ),
+        "{event}"
+    );
+}

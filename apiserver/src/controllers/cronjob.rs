@@ -126,6 +126,20 @@ async fn sync(cj: Arc<CronJob>, ctx: Arc<Context>) -> work_queue::SyncResult<Cro
         .filter(|j| controller_of(&j.metadata).is_some_and(|r| Some(&r.uid) == uid.as_ref()))
         .collect();
     let now = jiff::Timestamp::now();
+    if schedule.next_after(now).is_none() {
+        // A schedule that never comes (the 31st of February): upstream
+        // finds its next two start times equal and stops at that until the
+        // spec changes.
+        ctx.recorder.warning(
+            about,
+            "InvalidSchedule",
+            format!(
+                "invalid schedule: {} : time difference between two schedules is less than 1 second",
+                spec.schedule
+            ),
+        );
+        return Ok(None);
+    }
     let mut plan = decide(&cj, &owned, &schedule, now);
     for (type_, reason, message) in plan.events.drain(..) {
         ctx.recorder
