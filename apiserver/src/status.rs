@@ -201,12 +201,18 @@ impl ApiError {
             "the server does not allow this method on the requested resource",
         )
     }
+    /// A path nothing is served at. Its details are there but empty, as
+    /// kube-apiserver's: clients tell it from a missing object by that
+    /// (`kubectl debug` on a server without ephemeral containers).
     pub fn not_found_path() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self {
+            details: Some(Box::default()),
+            ..Self::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+        }
     }
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Self::new(
@@ -420,5 +426,10 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("}\n"), "{text:?}");
+        let unserved = String::from_utf8(ApiError::not_found_path().body()).unwrap();
+        assert!(
+            unserved.ends_with("\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"),
+            "{unserved}"
+        );
     }
 }

@@ -722,3 +722,24 @@ fn chunked_lists_page_through_everything() {
         "{body}"
     );
 }
+
+#[test]
+fn an_unserved_subresource_is_a_404_kubectl_can_read() {
+    let s = ApiServer::start();
+    s.ok(&["create", "-f", &s.file("pod.yaml", POD_WEB)]);
+    // kubectl tells "no such subresource" (empty details) from "no such
+    // pod"; a 404 without details made it crash.
+    let err = s.fails(&[
+        "debug",
+        "web",
+        "--image=busybox",
+        "--attach=false",
+        "--profile=general",
+        "-c",
+        "debugger",
+    ]);
+    assert!(
+        err.contains("ephemeral containers are disabled for this cluster"),
+        "{err}"
+    );
+}
