@@ -35,6 +35,14 @@ pub fn in_process(api: Arc<Api>, user: &str) -> kube::Client {
 /// and kube-controller-manager's `--kubeconfig` flag reads it.
 pub async fn from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
+    kube::Client::try_from(config_from_kubeconfig(path).await?).context("building the API client")
+}
+
+/// The client configuration [`from_kubeconfig`] builds its client from.
+pub async fn config_from_kubeconfig(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<kube::Config> {
+    use anyhow::Context;
     let config = match path {
         Some(p) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(p)
@@ -47,5 +55,17 @@ pub async fn from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<k
             .await
             .context("no --kubeconfig given and none could be inferred")?,
     };
-    kube::Client::try_from(config).context("building the API client")
+    Ok(config)
+}
+
+/// The CA certificates (PEM) a client configuration trusts the apiserver
+/// with, if it names any.
+pub fn root_ca_pem(config: &kube::Config) -> Option<String> {
+    let certs = config.root_cert.as_ref().filter(|c| !c.is_empty())?;
+    let pems: Vec<pem::Pem> = certs
+        .iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+        .collect();
+    let unix = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    Some(pem::encode_many_config(&pems, unix))
 }

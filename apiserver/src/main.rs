@@ -1,6 +1,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use kubelab_apiserver::api::ServiceNetwork;
@@ -62,6 +63,10 @@ struct ControllerManagerFlags {
     /// Controllers to run: `*` all, `foo` enables foo, `-foo` disables foo.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    /// The CA bundle published as `kube-root-ca.crt` in every namespace
+    /// (default: the CA of --kubeconfig).
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
     #[command(flatten)]
     tuning: ControllerTuning,
 }
@@ -406,11 +411,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::ControllerManager(cm)) => {
-            let client =
-                kubelab_apiserver::client::from_kubeconfig(cm.kubeconfig.as_deref()).await?;
+            let config =
+                kubelab_apiserver::client::config_from_kubeconfig(cm.kubeconfig.as_deref()).await?;
+            let root_ca = match &cm.root_ca_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading --root-ca-file {}", f.display()))?,
+                ),
+                None => kubelab_apiserver::client::root_ca_pem(&config),
+            };
+            let client = kube::Client::try_from(config).context("building the API client")?;
             return manager::run(
                 client,
                 ManagerOptions {
+                    root_ca,
                     controllers: cm.controllers,
                     leader_elect: cm.leader_elect,
                     concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,

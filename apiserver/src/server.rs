@@ -212,7 +212,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         advertise_address: advertise,
         secure_port: cfg.secure_port,
     };
-    crate::controllers::start(&api, &cfg.controllers, kubernetes).await?;
+    let mut controllers = cfg.controllers.clone();
+    controllers
+        .manager
+        .root_ca
+        .get_or_insert(pki.ca_pem.clone());
+    crate::controllers::start(&api, &controllers, kubernetes).await?;
     if let Some(settings) = cfg.scheduler.clone() {
         let client = crate::client::in_process(api.clone(), "system:kube-scheduler");
         tokio::spawn(async move {

@@ -263,6 +263,114 @@ fn tokens_bound_to_a_pod_die_with_it_and_bad_requests_get_upstreams_errors() {
     );
 }
 
+/// kubectl as a node: `system:node:<node>` in `system:nodes`, by a token.
+fn as_node(s: &ApiServer, node: &str, args: &[&str]) -> std::process::Output {
+    let kubeconfig = token_kubeconfig(s, &format!("{node}.kubeconfig"), &format!("{node}-token"));
+    as_token(s, &kubeconfig, args)
+}
+
+#[test]
+fn a_node_gets_year_long_tokens_for_its_own_pods_and_none_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tokens.csv");
+    std::fs::write(
+        &csv,
+        "n1-token,system:node:n1,1,\"system:nodes\"\nn2-token,system:node:n2,2,\"system:nodes\"\n",
+    )
+    .unwrap();
+    let s = ApiServer::start_with(&["--token-auth-file", csv.to_str().unwrap()]);
+    let pods = s.file(
+        "pods.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db}
+spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
+",
+    );
+    s.ok(&["create", "-f", &pods]);
+    let uid = |pod: &str| s.ok(&["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"]);
+    let (web, db) = (uid("web"), uid("db"));
+    // What the kubelet asks for its projected token: bound to the pod, 3607 s.
+    let request = |node: &str, pod: &str, pod_uid: &str| {
+        as_node(
+            &s,
+            node,
+            &[
+                "create",
+                "token",
+                "default",
+                "--duration",
+                "3607s",
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                pod,
+                "--bound-object-uid",
+                pod_uid,
+            ],
+        )
+    };
+    // The node authorizer learns of the pods through a watch.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let token = loop {
+        let out = request("n1", "web", &web);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let claims = payload(&token);
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    // --service-account-extend-token-expiration: a year, warning after 3607 s.
+    assert_eq!(exp - iat, 365 * 24 * 3600);
+    assert_eq!(
+        claims["kubernetes.io"]["warnafter"].as_i64(),
+        Some(iat + 3607)
+    );
+    assert_eq!(
+        claims["kubernetes.io"]["pod"],
+        json!({"name": "web", "uid": web})
+    );
+    assert_eq!(claims["kubernetes.io"]["node"]["name"], "n1");
+
+    let refused = |out: std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(request("n1", "db", &db));
+    assert!(
+        err.contains(
+            r#"serviceaccounts "default" is forbidden: node requested token bound to a pod scheduled on a different node"#
+        ),
+        "{err}"
+    );
+    let err = refused(as_node(&s, "n1", &["create", "token", "default"]));
+    assert!(
+        err.contains("node requested token not bound to a pod"),
+        "{err}"
+    );
+    let err = refused(request("n2", "db", "not-its-uid"));
+    assert!(
+        err.contains(
+            "the UID in the bound object reference (not-its-uid) does not match the UID in record"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn tokens_survive_a_restart_and_the_signing_key_can_be_given() {
     let mut s = ApiServer::start();

@@ -23,6 +23,7 @@ mod protobuf;
 mod quota;
 mod reviews;
 pub mod scale;
+mod service_account_admission;
 mod stream_proxy;
 mod watch;
 pub(crate) mod wire_order;
@@ -714,6 +715,11 @@ impl Api {
             meta_mut(&mut obj).insert("generation".into(), 1.into());
         }
         let (mut obj, mut warnings) = self.decode_strict(kind, obj, params)?;
+        // NamespaceLifecycle comes first, as in kube-apiserver's plugin order.
+        if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
+            self.require_namespace_exists(info.subject(), object::name(&obj), ns)
+                .await?;
+        }
         // Admission that reads other objects, before defaults fill the fields.
         match (info.group, info.plural) {
             ("", "pods") => self.admit_pod_priority(&mut obj).await?,
@@ -723,6 +729,7 @@ impl Api {
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
         if (info.group, info.plural) == ("", "pods") {
             self.admit_pod_limits(&mut obj).await?;
+            self.admit_pod_service_account(&mut obj).await?;
         }
         let name = object::name(&obj).to_owned();
         let errs = kind.validate(&obj, None);
@@ -730,10 +737,6 @@ impl Api {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
         crate::rbac::admission::admit(info, &obj, None, false)?;
-        if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
-            self.require_namespace_exists(info.subject(), &name, ns)
-                .await?;
-        }
         warnings.extend(self.admit_pod_security(kind, &obj, None).await?);
         if info.plural == "services" {
             self.allocate_service(&mut obj, &name, None).await?;

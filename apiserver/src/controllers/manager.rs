@@ -18,8 +18,8 @@ use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
     cronjob, daemonset, deployment, disruption, garbage_collector, horizontal, job, namespace,
-    persistent_volume, pod_gc, replicaset, resource_quota, statefulset, taint_eviction,
-    ttl_after_finished,
+    persistent_volume, pod_gc, replicaset, resource_quota, root_ca_publisher, statefulset,
+    taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -133,6 +133,24 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         start: |i, _| Box::pin(resource_quota::run(i)),
     },
     ControllerEntry {
+        name: "root-ca-certificate-publisher-controller",
+        alias: "root-ca-cert-publisher",
+        start: |i, o| {
+            let ca = o.root_ca.clone();
+            Box::pin(async move {
+                match ca {
+                    Some(ca) => root_ca_publisher::run(i, ca).await,
+                    None => {
+                        tracing::warn!(
+                            "no root CA (--root-ca-file or the kubeconfig's): kube-root-ca.crt is not published"
+                        );
+                        Ok(())
+                    }
+                }
+            })
+        },
+    },
+    ControllerEntry {
         name: "horizontal-pod-autoscaler-controller",
         alias: "horizontalpodautoscaling",
         start: |i, o| Box::pin(horizontal::run(i, o.horizontal_pod_autoscaler)),
@@ -161,6 +179,9 @@ pub struct ManagerOptions {
     pub terminated_pod_gc_threshold: usize,
     /// `--horizontal-pod-autoscaler-*`.
     pub horizontal_pod_autoscaler: horizontal::HpaOptions,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt`: `--root-ca-file`,
+    /// else the CA the manager trusts the apiserver with.
+    pub root_ca: Option<String>,
 }
 
 impl Default for ManagerOptions {
@@ -172,6 +193,7 @@ impl Default for ManagerOptions {
             concurrent_gc_syncs: garbage_collector::CONCURRENT_GC_SYNCS,
             terminated_pod_gc_threshold: pod_gc::TERMINATED_POD_GC_THRESHOLD,
             horizontal_pod_autoscaler: Default::default(),
+            root_ca: None,
         }
     }
 }

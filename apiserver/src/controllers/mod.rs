@@ -45,6 +45,7 @@ pub mod replicaset;
 pub mod replicaset_decide;
 pub mod resource_quota;
 pub mod rollout;
+pub mod root_ca_publisher;
 pub mod scale_recommendations;
 pub mod served_resources;
 pub mod statefulset;

@@ -1,5 +1,5 @@
-//! Pods: defaults (`SetDefaults_Pod`, the ServiceAccount and
-//! DefaultTolerationSeconds admission plugins), validation, and the
+//! Pods: defaults (`SetDefaults_Pod`, the DefaultTolerationSeconds
+//! admission plugin), validation, and the
 //! `kubectl get pods` columns (`printPod`).
 
 use std::collections::BTreeSet;
@@ -18,19 +18,18 @@ use super::validation::{
 use crate::status::FieldError;
 
 /// What only pods get: `SetDefaults_Pod` (requests from limits, service
-/// links) and the admission plugins (ServiceAccount, Priority,
-/// DefaultTolerationSeconds), which see pods, not templates.
+/// links) and the admission plugins (Priority, DefaultTolerationSeconds),
+/// which see pods, not templates.
 fn default_spec(spec: &mut PodSpec) {
     default_pod_spec(spec);
     spec.enable_service_links.get_or_insert(true);
     spec.priority.get_or_insert(0);
     spec.preemption_policy
         .get_or_insert_with(|| "PreemptLowerPriority".into());
+    // The deprecated field and its successor say the same; `default` is
+    // the ServiceAccount admission plugin's to fill in (mirror pods have none).
     if spec.service_account_name.is_none() {
-        spec.service_account_name = spec
-            .service_account
-            .clone()
-            .or_else(|| Some("default".into()));
+        spec.service_account_name = spec.service_account.clone();
     }
     spec.service_account = spec.service_account_name.clone();
     // With the host's network, a container's ports are the host's ports.

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleRef};
 use serde_json::Value;
@@ -306,6 +307,55 @@ pub fn admit(
     }
 }
 
+/// NodeRestriction for a TokenRequest from `node` for the ServiceAccount
+/// `account`: the token must be bound to a pod, by name and uid, that runs
+/// on that node (kube-apiserver then binds it to the node as well). `pod`
+/// is the bound pod as stored, `None` when there is none.
+pub fn check_node_token_request(
+    node: &str,
+    account: &str,
+    req: &TokenRequest,
+    pod: Option<&Value>,
+) -> Result<(), ApiError> {
+    let subject = crate::status::Subject {
+        group: "",
+        plural: "serviceaccounts",
+        kind: "ServiceAccount",
+    };
+    let forbidden = |why: &str| Err(ApiError::forbidden(subject, account, why));
+    let Some(r) = req.spec.bound_object_ref.as_ref().filter(|r| {
+        r.api_version.as_deref() == Some("v1")
+            && r.kind.as_deref() == Some("Pod")
+            && r.name.as_deref().is_some_and(|n| !n.is_empty())
+    }) else {
+        return forbidden("node requested token not bound to a pod");
+    };
+    let uid = r.uid.as_deref().unwrap_or_default();
+    if uid.is_empty() {
+        return forbidden("node requested token with a pod binding without a uid");
+    }
+    let Some(pod) = pod else {
+        let pods = crate::status::Subject {
+            group: "",
+            plural: "pods",
+            kind: "Pod",
+        };
+        return Err(ApiError::not_found(
+            pods,
+            r.name.as_deref().unwrap_or_default(),
+        ));
+    };
+    if pod["metadata"]["uid"].as_str() != Some(uid) {
+        return forbidden(&format!(
+            "the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"
+        ));
+    }
+    if pod["spec"]["nodeName"].as_str() != Some(node) {
+        return forbidden("node requested token bound to a pod scheduled on a different node");
+    }
+    Ok(())
+}
+
 /// NodeRestriction for what has no body to check: a node deletes or
 /// evicts only pods bound to it, and deletes only its own Node and Lease.
 pub fn admit_request(authorizer: &Authorizer, attrs: &Attributes) -> Result<(), ApiError> {
@@ -386,6 +436,46 @@ mod tests {
         assert_eq!(
             compact(&missing[0]),
             "{APIGroups:[\"apps\"], Resources:[\"deployments\"], Verbs:[\"delete\"]}"
+        );
+    }
+
+    #[test]
+    fn a_node_gets_tokens_only_bound_to_its_own_pods() {
+        let req = |bound: serde_json::Value| -> TokenRequest {
+            serde_json::from_value(json!({"spec": {"audiences": [], "boundObjectRef": bound}}))
+                .unwrap()
+        };
+        let pod = json!({"metadata": {"name": "web", "uid": "u1"}, "spec": {"nodeName": "n1"}});
+        let bound = req(json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": "u1"}));
+        assert!(check_node_token_request("n1", "default", &bound, Some(&pod)).is_ok());
+        let refused = |r: &TokenRequest, node: &str, pod: Option<&Value>| {
+            check_node_token_request(node, "default", r, pod)
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            refused(&bound, "n2", Some(&pod)),
+            "serviceaccounts \"default\" is forbidden: node requested token bound to a pod scheduled on a different node"
+        );
+        assert_eq!(
+            refused(&TokenRequest::default(), "n1", Some(&pod)),
+            "serviceaccounts \"default\" is forbidden: node requested token not bound to a pod"
+        );
+        let secret = req(json!({"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "u"}));
+        assert!(refused(&secret, "n1", None).ends_with("node requested token not bound to a pod"));
+        let no_uid = req(json!({"apiVersion": "v1", "kind": "Pod", "name": "web"}));
+        assert!(
+            refused(&no_uid, "n1", Some(&pod))
+                .ends_with("node requested token with a pod binding without a uid")
+        );
+        let stale = req(json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": "old"}));
+        assert!(refused(&stale, "n1", Some(&pod)).ends_with(
+            "the UID in the bound object reference (old) does not match the UID in record. The object might have been deleted and then recreated"
+        ));
+        let e = check_node_token_request("n1", "default", &bound, None).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "pods \"web\" not found")
         );
     }
 

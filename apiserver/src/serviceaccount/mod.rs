@@ -1,8 +1,11 @@
 //! ServiceAccount tokens: the TokenRequest API issues bound, expiring
 //! JWTs signed by the apiserver ([`token_request`]); the
 //! [`authenticator::Authenticator`] verifies them on every request and for
-//! TokenReviews, refusing tokens whose ServiceAccount or bound pod is gone.
+//! TokenReviews, refusing tokens whose ServiceAccount or bound pod is gone;
+//! the ServiceAccount admission plugin ([`admission`]) gives pods the
+//! projected volume the kubelet fills with such a token.
 
+pub mod admission;
 pub mod authenticator;
 pub mod keys;
 pub mod token;

@@ -17,6 +17,8 @@ use serde_json::Value;
 use super::ServiceAccountTokens;
 use super::token::{Claims, KubernetesClaims, ObjectRef};
 use crate::api::{Api, json_response};
+use crate::rbac::admission::{REQUESTER, check_node_token_request};
+use crate::rbac::node::node_name;
 use crate::status::{ApiError, FieldError, Subject};
 
 /// TokenRequestSpec's default lifetime.
@@ -188,6 +190,34 @@ async fn bound_objects(
     Ok(())
 }
 
+/// NodeRestriction: a node's credentials get tokens only bound to the
+/// pods that run on it.
+async fn admit_node(api: &Api, ns: &str, name: &str, req: &TokenRequest) -> Result<(), ApiError> {
+    let Some(node) = REQUESTER
+        .try_with(|r| node_name(&r.user).map(str::to_owned))
+        .ok()
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let pod_name = req
+        .spec
+        .bound_object_ref
+        .as_ref()
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .and_then(|r| r.name.as_deref())
+        .filter(|n| !n.is_empty());
+    let pod = match pod_name {
+        Some(p) => match get(api, "pods", Some(ns), p).await {
+            Ok(pod) => Some(pod),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    check_node_token_request(&node, name, req, pod.as_ref())
+}
+
 /// Issues a token for `ns/name` as `req` asks; the request comes back
 /// defaulted, with the token in its status.
 pub async fn issue(
@@ -198,6 +228,7 @@ pub async fn issue(
 ) -> Result<TokenRequest, ApiError> {
     let tokens = &api.service_account_tokens;
     validate(name, &req)?;
+    admit_node(api, ns, name, &req).await?;
     let sa = get(api, "serviceaccounts", Some(ns), name).await?;
     let audiences = if req.spec.audiences.is_empty() {
         tokens.api_audiences.clone()
