@@ -723,6 +723,125 @@ fn chunked_lists_page_through_everything() {
     );
 }
 
+/// kubectl's typed generators send `application/vnd.kubernetes.protobuf`:
+/// the objects they create arrive whole, pointers set to zero included.
+#[test]
+fn typed_generators_send_protobuf_bodies() {
+    let s = ApiServer::start_with(&["--disable-scheduler"]);
+    let out = s.kubectl(&[
+        "create",
+        "priorityclass",
+        "high",
+        "--value=1000",
+        "--description=important",
+        "--preemption-policy=Never",
+        "-v=8",
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("Content-Type: application/vnd.kubernetes.protobuf"),
+        "kubectl sent no protobuf body: {log}"
+    );
+    let get = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["get", "-o", "json"];
+        all.extend(args);
+        serde_json::from_str(&s.ok(&all)).unwrap()
+    };
+    let pc = get(&["priorityclass", "high"]);
+    assert_eq!(pc["value"], 1000);
+    assert_eq!(pc["description"], "important");
+    assert_eq!(pc["preemptionPolicy"], "Never");
+    s.ok(&["create", "priorityclass", "zero", "--value=0"]);
+    assert_eq!(get(&["priorityclass", "zero"])["value"], 0);
+
+    // (Elsewhere: a quota on requests.cpu would refuse the pod below.)
+    s.ok(&[
+        "create",
+        "quota",
+        "q",
+        "--hard=pods=2,requests.cpu=1",
+        "-n",
+        "kube-public",
+    ]);
+    assert_eq!(
+        get(&["quota", "q", "-n", "kube-public"])["spec"]["hard"],
+        serde_json::json!({"pods": "2", "requests.cpu": "1"})
+    );
+    s.ok(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    let rule = &get(&["role", "reader"])["rules"][0];
+    assert_eq!(rule["verbs"], serde_json::json!(["get", "list"]));
+    assert_eq!(rule["resources"], serde_json::json!(["pods"]));
+    // Ingresses are not served; a PodDisruptionBudget has int-or-strings.
+    s.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--min-available=50%",
+    ]);
+    assert_eq!(get(&["pdb", "web"])["spec"]["minAvailable"], "50%");
+    s.ok(&[
+        "create",
+        "deployment",
+        "idle",
+        "--image=busybox",
+        "--replicas=0",
+    ]);
+    assert_eq!(get(&["deployment", "idle"])["spec"]["replicas"], 0);
+
+    // `kubectl debug --copy-to` creates a Pod from the typed client; the
+    // ephemeral-container form needs `pods/ephemeralcontainers`.
+    s.ok(&["create", "-f", &s.file("pod.yaml", POD_WEB)]);
+    s.ok(&[
+        "debug",
+        "web",
+        "--copy-to=web-debug",
+        "--image=busybox",
+        "--container=dbg",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    let copy = get(&["pod", "web-debug"]);
+    let names: Vec<&str> = copy["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"dbg"), "{copy}");
+
+    // A client that accepts only protobuf gets it back, readable by
+    // prost's generated Kubernetes types.
+    use prost::Message;
+    let body = s.file("priorityclass.pb", "");
+    let url = format!("{}/apis/scheduling.k8s.io/v1/priorityclasses/high", s.url());
+    let accept = "Accept: application/vnd.kubernetes.protobuf";
+    let (code, _) = s.curl(&["-H", accept, "-o", &body, &url]);
+    assert_eq!(code, 200);
+    let bytes = std::fs::read(&body).unwrap();
+    let envelope = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(
+        bytes.strip_prefix(b"k8s\0").expect("the k8s\\0 prefix"),
+    )
+    .unwrap();
+    let type_meta = envelope.type_meta.unwrap();
+    assert_eq!(type_meta.kind.as_deref(), Some("PriorityClass"));
+    let pc =
+        k8s_pb::api::scheduling::v1::PriorityClass::decode(&envelope.raw.unwrap()[..]).unwrap();
+    assert_eq!(pc.metadata.unwrap().name.as_deref(), Some("high"));
+    assert_eq!(
+        (pc.value, pc.preemption_policy.as_deref()),
+        (Some(1000), Some("Never"))
+    );
+}
+
 #[test]
 fn an_unserved_subresource_is_a_404_kubectl_can_read() {
     let s = ApiServer::start();

@@ -123,6 +123,9 @@ type ApiResult<T> = Result<T, ApiError>;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Output {
     Object,
+    /// The object in protobuf, for a client that accepts nothing else
+    /// (`Accept: application/vnd.kubernetes.protobuf`). Watches stay JSON.
+    Protobuf,
     /// `meta.k8s.io/v1` Table; the row object as asked by `includeObject`.
     Table(IncludeObject),
 }
@@ -144,13 +147,41 @@ fn output(headers: &HeaderMap, params: &Params) -> Output {
         .next()
         .is_some_and(|first| first.contains("as=Table"));
     if !wants_table {
-        return Output::Object;
+        return if protobuf_only(accept) {
+            Output::Protobuf
+        } else {
+            Output::Object
+        };
     }
     Output::Table(match params.get("includeObject").map(String::as_str) {
         Some("None") => IncludeObject::None,
         Some("Object") => IncludeObject::Object,
         _ => IncludeObject::Metadata,
     })
+}
+
+/// Whether the Accept header asks for protobuf and nothing JSON can serve.
+fn protobuf_only(accept: &str) -> bool {
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .collect();
+    types.contains(&protobuf::MEDIA_TYPE)
+        && !types
+            .iter()
+            .any(|t| t.contains("json") || t.contains("yaml") || t.ends_with("*"))
+}
+
+/// An object in protobuf; in JSON if it has no protobuf form (custom
+/// resources).
+fn protobuf_response(code: StatusCode, v: &Value) -> Response {
+    match protobuf::encode(v) {
+        Ok(body) => (code, [(header::CONTENT_TYPE, protobuf::MEDIA_TYPE)], body).into_response(),
+        Err(e) => {
+            tracing::debug!("answering in JSON: {e}");
+            json_response(code, v)
+        }
+    }
 }
 
 /// Rows for a Table response.
@@ -547,6 +578,7 @@ impl Api {
     fn respond(&self, kind: &dyn Kind, code: StatusCode, obj: &Value, out: Output) -> Response {
         match out {
             Output::Object => json_response(code, obj),
+            Output::Protobuf => protobuf_response(code, obj),
             Output::Table(include) => {
                 let rv = meta_str(obj, "resourceVersion").unwrap_or("").to_owned();
                 json_response(
@@ -644,14 +676,17 @@ impl Api {
         }
         let body = match out {
             Output::Table(include) => table(kind, &items, include, list_meta),
-            Output::Object => json!({
+            Output::Object | Output::Protobuf => json!({
                 "kind": format!("{}List", info.kind),
                 "apiVersion": info.api_version(),
                 "metadata": list_meta,
                 "items": items,
             }),
         };
-        Ok(json_response(StatusCode::OK, &body))
+        Ok(match out {
+            Output::Protobuf => protobuf_response(StatusCode::OK, &body),
+            _ => json_response(StatusCode::OK, &body),
+        })
     }
 
     /// Fills in what a new object gets from the server, then defaults,

@@ -40,7 +40,7 @@ impl Encoder {
             obj
         };
         let object = match self.out {
-            Output::Object => return event_line(type_, obj),
+            Output::Object | Output::Protobuf => return event_line(type_, obj),
             Output::Table(include) => {
                 let rows = table_rows(self.kind.as_ref(), std::slice::from_ref(obj), include);
                 let columns: Vec<Value> = if self.sent_columns {
@@ -128,8 +128,8 @@ pub async fn watch(
     let info = kind.info().clone();
     let filter = Filter::from_params(kind.as_ref(), &params)?;
     let prefix = info.key_prefix(ns.as_deref());
-    let bookmarks =
-        param_bool(&params, "allowWatchBookmarks") == Some(true) && matches!(out, Output::Object);
+    let bookmarks = param_bool(&params, "allowWatchBookmarks") == Some(true)
+        && matches!(out, Output::Object | Output::Protobuf);
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())

@@ -289,7 +289,15 @@ pub async fn create_token(
 ) -> Response {
     // kubectl sends protobuf; other clients JSON.
     let req = match crate::api::body::decode(&headers, &body).await {
-        Ok(v) => serde_json::from_value::<TokenRequest>(v).map_err(|e| {
+        Ok(mut v) => {
+            // The status is the server's to fill. Go clients send an empty
+            // one, whose zero `expirationTimestamp` JSON cannot hold.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("status");
+            }
+            serde_json::from_value::<TokenRequest>(v)
+        }
+        .map_err(|e| {
             ApiError::bad_request(format!(
                 "TokenRequest in version \"v1\" cannot be handled as a TokenRequest: {e}"
             ))
