@@ -20,6 +20,8 @@
 //! - [`authorizer`], [`rbac`]: `--authorization-mode` (Node, RBAC), the
 //!   bootstrap policy, escalation prevention, NodeRestriction, impersonation.
 //! - [`event_recorder`]: the Events the scheduler and controllers record.
+//! - [`pod_security`]: Pod Security admission (namespace labels, the
+//!   baseline and restricted checks).
 
 pub mod api;
 pub mod auth;
@@ -35,6 +37,7 @@ pub mod leader_election;
 pub mod node_client;
 pub mod patch_metadata;
 pub mod pki;
+pub mod pod_security;
 pub mod rbac;
 pub mod scheduler;
 pub mod selectors;

@@ -245,6 +245,11 @@ struct Flags {
     /// The in-process scheduler's KubeSchedulerConfiguration file.
     #[arg(long, value_name = "FILE")]
     scheduler_config: Option<PathBuf>,
+    /// An AdmissionConfiguration (apiserver.config.k8s.io/v1); its
+    /// `PodSecurity` entry sets the defaults and exemptions of Pod Security
+    /// admission.
+    #[arg(long, value_name = "FILE")]
+    admission_control_config_file: Option<PathBuf>,
     /// Components not to run in this process, as k3s' `--disable`:
     /// `coredns` (the cluster DNS and its `kube-dns` Service).
     #[arg(long, value_delimiter = ',', value_parser = ["coredns"])]
@@ -462,6 +467,10 @@ async fn main() -> anyhow::Result<()> {
             upstreams: flags.dns_names.upstreams()?,
         })
     };
+    let pod_security = match &flags.admission_control_config_file {
+        Some(p) => kubelab_apiserver::pod_security::config::load(p)?,
+        None => Default::default(),
+    };
     server::run(Config {
         data_dir: flags.data_dir,
         bind_address: flags.bind_address,
@@ -502,6 +511,7 @@ async fn main() -> anyhow::Result<()> {
             },
         },
         scheduler,
+        pod_security,
     })
     .await
 }

@@ -56,6 +56,9 @@ pub struct Config {
     pub scheduler: Option<crate::scheduler::SchedulerSettings>,
     /// The in-process cluster DNS; `None`: not run (`--disable=coredns`).
     pub cluster_dns: Option<ClusterDnsOptions>,
+    /// `--admission-control-config-file`: the PodSecurity plugin's
+    /// configuration, already read.
+    pub pod_security: crate::pod_security::PodSecurity,
 }
 
 /// The in-process cluster DNS's settings.
@@ -196,6 +199,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.authorization_modes.clone(),
     ));
     api.authorizer = authorizer.clone();
+    api.pod_security = Arc::new(cfg.pod_security.clone());
     let api = Arc::new(api);
     api.bootstrap().await?;
     api.start_custom_resources()

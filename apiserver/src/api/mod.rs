@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+mod pod_security;
 mod priority;
 mod protobuf;
 mod quota;
@@ -102,6 +103,8 @@ pub struct Api {
     /// `--authorization-mode`: decides every request, and
     /// SubjectAccessReviews.
     pub authorizer: Arc<crate::authorizer::Authorizer>,
+    /// The PodSecurity admission plugin (`--admission-control-config-file`).
+    pub pod_security: Arc<crate::pod_security::PodSecurity>,
 }
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -293,6 +296,7 @@ impl Api {
             ),
             openapi: Arc::default(),
             authorizer: Arc::default(),
+            pod_security: Arc::default(),
         }
     }
 
@@ -432,6 +436,7 @@ impl Api {
             service_account_tokens: self.service_account_tokens.clone(),
             openapi: self.openapi.clone(),
             authorizer: self.authorizer.clone(),
+            pod_security: self.pod_security.clone(),
         }
     }
 
@@ -744,7 +749,7 @@ impl Api {
         if obj.get("spec").is_some() && info.plural != "namespaces" {
             meta_mut(&mut obj).insert("generation".into(), 1.into());
         }
-        let (mut obj, unknown) = self.decode_strict(kind, obj, params)?;
+        let (mut obj, mut warnings) = self.decode_strict(kind, obj, params)?;
         // NamespaceLifecycle comes first, as in kube-apiserver's plugin order.
         if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
             self.require_namespace_exists(info.subject(), object::name(&obj), ns)
@@ -767,10 +772,11 @@ impl Api {
             return Err(ApiError::invalid(info.subject(), &name, &errs));
         }
         crate::rbac::admission::admit(info, &obj, None, false)?;
+        warnings.extend(self.admit_pod_security(kind, &obj, None).await?);
         if info.plural == "services" {
             self.allocate_service(&mut obj, &name, None).await?;
         }
-        Ok((obj, unknown))
+        Ok((obj, warnings))
     }
 
     /// NamespaceLifecycle: new objects only in namespaces that exist and
@@ -1092,8 +1098,11 @@ impl Api {
         if expected != current.mod_revision {
             return Err(ApiError::stale(info.subject(), name));
         }
-        let (obj, warnings) = self.decode_strict(kind, obj, params)?;
+        let (obj, mut warnings) = self.decode_strict(kind, obj, params)?;
         let mut new = self.prepare_update(kind, &old, obj, status_only)?;
+        if !status_only {
+            warnings.extend(self.admit_pod_security(kind, &new, Some(&old)).await?);
+        }
         managed_fields::record(kind, Some(&old), &mut new, params, status_only);
         let _allocation = self.allocate_on_update(kind, &mut new, &old).await?;
         self.store_update(kind, &old, &mut new, expected)
@@ -1205,9 +1214,12 @@ impl Api {
             if expected != current.mod_revision {
                 return Err(ApiError::stale(info.subject(), name));
             }
-            let (patched, warnings) = self.decode_strict(kind, patched, params)?;
+            let (patched, mut warnings) = self.decode_strict(kind, patched, params)?;
             let applied_fields = meta(&patched).get("managedFields").cloned();
             let mut new = self.prepare_update(kind, &old, patched, status_only)?;
+            if !status_only {
+                warnings.extend(self.admit_pod_security(kind, &new, Some(&old)).await?);
+            }
             match applied_fields {
                 Some(fields) if applying => {
                     meta_mut(&mut new).insert("managedFields".into(), fields);
