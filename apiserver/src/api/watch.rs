@@ -4,6 +4,7 @@
 //! apiserver), with bookmarks and a server-side timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -148,6 +149,9 @@ pub async fn watch(
         sent_columns: false,
     };
     let mut initial: Vec<Bytes> = Vec::new();
+    // How far the store's feed has been read for this watch: bookmarks
+    // carry it, as kube-apiserver's carry its watch cache's revision.
+    let progress = Arc::new(AtomicU64::new(0));
     let (mut last_rev, stream) = if send_initial {
         let (kvs, rev) = api.store.list(&prefix).await?;
         for kv in &kvs {
@@ -159,12 +163,23 @@ pub async fn watch(
         if explicit_initial == Some(true) {
             initial.push(enc.bookmark(rev, true));
         }
-        (rev, Some(api.store.watch(&prefix, rev).await?))
+        (
+            rev,
+            Some(
+                api.store
+                    .watch_with_progress(&prefix, rev, progress.clone())
+                    .await?,
+            ),
+        )
     } else {
         let after = rv
             .parse::<u64>()
             .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-        match api.store.watch(&prefix, after).await {
+        match api
+            .store
+            .watch_with_progress(&prefix, after, progress.clone())
+            .await
+        {
             Ok(s) => (after, Some(s)),
             Err(StorageError::Compacted { requested, oldest }) => {
                 initial.push(enc.error(&ApiError::gone(format!(
@@ -192,7 +207,10 @@ pub async fn watch(
             let line = tokio::select! {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
-                _ = ticker.tick(), if bookmarks => enc.bookmark(last_rev, false),
+                _ = ticker.tick(), if bookmarks => {
+                    last_rev = last_rev.max(progress.load(Ordering::Acquire));
+                    enc.bookmark(last_rev, false)
+                }
                 e = stream.next() => match e {
                     None => return,
                     Some(Err(e)) => {

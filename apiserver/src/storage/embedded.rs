@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
@@ -489,6 +490,16 @@ impl Storage for EmbeddedStore {
     }
 
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
+        self.watch_with_progress(prefix, after, Arc::new(AtomicU64::new(after)))
+            .await
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: u64,
+        progress: Arc<AtomicU64>,
+    ) -> Result<WatchStream> {
         let (backlog, rx) = {
             let feed = self.inner.feed.lock().map_err(backend)?;
             if after < feed.compacted {
@@ -510,6 +521,7 @@ impl Storage for EmbeddedStore {
         let prefix = prefix.to_owned();
         let live = futures::stream::unfold(Some(rx), move |rx| {
             let prefix = prefix.clone();
+            let progress = progress.clone();
             async move {
                 let mut rx = rx?;
                 loop {
@@ -517,7 +529,12 @@ impl Storage for EmbeddedStore {
                         Ok(e) if e.revision > after && e.key.starts_with(&prefix) => {
                             return Some((Ok(e), Some(rx)));
                         }
-                        Ok(_) => continue,
+                        // Passed over, in order: every change of this
+                        // prefix up to here has been handed out already.
+                        Ok(e) => {
+                            progress.fetch_max(e.revision, Ordering::AcqRel);
+                            continue;
+                        }
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             return Some((
                                 Err(StorageError::Compacted {
@@ -623,6 +640,30 @@ mod tests {
     use super::*;
 
     // The behaviour every backend shares is tested in tests/storage.rs.
+
+    #[tokio::test]
+    async fn a_watch_reports_progress_through_other_prefixes_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(&dir.path().join("db.redb")).unwrap();
+        let start = s.create("/a/1", b"1".to_vec()).await.unwrap();
+        let progress = Arc::new(AtomicU64::new(start));
+        let mut feed = s
+            .watch_with_progress("/a/", start, progress.clone())
+            .await
+            .unwrap();
+        let mut last = start;
+        for i in 0..5 {
+            last = s.create(&format!("/b/{i}"), b"x".to_vec()).await.unwrap();
+        }
+        // Nothing of /a/ comes, but reading past /b/'s changes is progress.
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(200), feed.next()).await;
+        assert!(quiet.is_err(), "no change under /a/ was made");
+        assert_eq!(progress.load(Ordering::Acquire), last);
+        let next = s.create("/a/2", b"2".to_vec()).await.unwrap();
+        let e = feed.next().await.unwrap().unwrap();
+        assert_eq!((e.key.as_str(), e.revision), ("/a/2", next));
+        assert!(next > last);
+    }
 
     #[tokio::test]
     async fn reopened_store_keeps_objects_revision_and_log() {

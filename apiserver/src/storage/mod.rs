@@ -13,6 +13,9 @@
 pub mod embedded;
 pub mod etcd;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
@@ -129,6 +132,21 @@ pub trait Storage: Send + Sync + 'static {
     /// Every change to keys under `prefix` after revision `after`, then live
     /// changes. `Compacted` if changes after `after` are no longer kept.
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream>;
+
+    /// Like [`Self::watch`], and `progress` follows the revision up to which
+    /// the stream has read the store's changes, other prefixes' included:
+    /// a bookmark there misses nothing of this prefix, so a watch of a
+    /// quiet kind resumes from near the head instead of from a revision
+    /// the window has long dropped. Backends that cannot tell leave it.
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: u64,
+        progress: Arc<AtomicU64>,
+    ) -> Result<WatchStream> {
+        let _ = progress;
+        self.watch(prefix, after).await
+    }
 
     async fn current_revision(&self) -> Result<u64>;
 }
