@@ -138,23 +138,15 @@ fn wait_for<T>(
     node: &TestNode,
     what: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
 ) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            let log = node.agent_log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\nagent log (tail):\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::poll_until(
+        what,
+        timeout,
+        Duration::from_millis(200),
+        || format!("agent log (tail):\n{}", common::tail(&node.agent_log(), 40)),
+        check,
+    )
 }
 
 /// The cells of the `kubectl get` row whose first cell is `name`.

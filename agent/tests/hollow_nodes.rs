@@ -12,7 +12,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cluster::ApiServer;
 
@@ -65,25 +65,14 @@ impl Drop for Hollow {
     }
 }
 
-fn poll<T>(
-    hollow: &Hollow,
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\nhollow log (tail):\n{}",
-                common::tail(&hollow.log(), 40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn poll<T>(hollow: &Hollow, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    common::poll_until(
+        what,
+        timeout,
+        Duration::from_millis(500),
+        || format!("hollow log (tail):\n{}", common::tail(&hollow.log(), 40)),
+        check,
+    )
 }
 
 /// `kubectl get nodes`' STATUS column of the hollow nodes, by name.

@@ -207,21 +207,20 @@ pub fn wait_for<T>(
     node: &TestNode,
     what: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
 ) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\nagent log (tail):\n{}",
+    super::common::poll_until(
+        what,
+        timeout,
+        Duration::from_millis(200),
+        || {
+            format!(
+                "agent log (tail):\n{}",
                 super::common::tail(&node.agent_log(), 40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            )
+        },
+        check,
+    )
 }
 
 /// A pod bound to `node`, with a short grace period; `body` is the rest of its spec.

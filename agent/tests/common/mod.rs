@@ -424,20 +424,19 @@ impl TestNode {
         timeout: Duration,
         mut check: impl FnMut(&Self) -> Option<T>,
     ) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check(self) {
-                return v;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n/pods: {}\nagent log (tail):\n{}",
+        poll_until(
+            what,
+            timeout,
+            Duration::from_millis(100),
+            || {
+                format!(
+                    "/pods: {}\nagent log (tail):\n{}",
                     self.get("/pods").unwrap_or_default(),
                     tail(&self.agent_log(), 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                )
+            },
+            || check(self),
+        )
     }
 
     pub fn wait_running(&self, pod: &str) -> Value {
@@ -586,6 +585,27 @@ fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             walk_dirs(&e.path(), out);
         }
+    }
+}
+
+/// Polls `check` every `every` until it yields a value; after `timeout`
+/// fails the test naming `what`, followed by `diag()` (logs, state).
+pub fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    diag: impl FnOnce() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", diag());
+        }
+        std::thread::sleep(every);
     }
 }
 

@@ -364,25 +364,8 @@ impl NetnsCluster {
     }
 
     /// Polls `f` until it yields a value, failing with [`Self::diag`].
-    pub fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut f: impl FnMut() -> Option<T>,
-    ) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n{}",
-                    self.diag()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+        super::common::poll_until(what, timeout, Duration::from_millis(100), || self.diag(), f)
     }
 
     pub fn wait_running(&self, pod: &str) {
