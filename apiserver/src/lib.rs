@@ -27,6 +27,7 @@
 pub mod api;
 pub mod auth;
 pub mod authorizer;
+pub mod bootstrap_token;
 pub mod certificates;
 pub mod cidr;
 pub mod client;

@@ -207,6 +207,10 @@ struct Flags {
     /// Static tokens, kube-apiserver's CSV: token,user,uid,"group1,group2".
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Let `bootstrap.kubernetes.io/token` Secrets in kube-system
+    /// authenticate their `<id>.<secret>` tokens (nodes joining).
+    #[arg(long)]
+    enable_bootstrap_token_auth: bool,
     #[command(flatten)]
     service_accounts: ServiceAccountFlags,
     /// Ordered authorizers: `Node`, `RBAC`, `AlwaysAllow`, `AlwaysDeny`
@@ -512,6 +516,7 @@ async fn main() -> anyhow::Result<()> {
         secure_port: flags.secure_port,
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
+        enable_bootstrap_token_auth: flags.enable_bootstrap_token_auth,
         service_accounts: flags.service_accounts.into(),
         authorization_modes: flags.authorization_mode,
         kubelet: server::KubeletClientFlags {

@@ -308,3 +308,178 @@ fn invalid_requests_are_refused_with_upstreams_messages() {
         "{err}"
     );
 }
+
+/// kubectl with only a bearer token, as a joining node holds one.
+fn kubectl_as(s: &ApiServer, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new("/usr/bin/kubectl")
+        .env("HOME", s.data_dir())
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &s.url(),
+            "--certificate-authority",
+            &s.ca_file(),
+        ])
+        .args(["--token", token])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn bootstrap_token_secret(s: &ApiServer, id: &str, expiration: &str) {
+    s.ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "secret",
+        "generic",
+        &format!("bootstrap-token-{id}"),
+        "--type",
+        "bootstrap.kubernetes.io/token",
+        "--from-literal",
+        &format!("token-id={id}"),
+        "--from-literal",
+        "token-secret=0123456789abcdef",
+        "--from-literal",
+        "usage-bootstrap-authentication=true",
+        "--from-literal",
+        "auth-extra-groups=system:bootstrappers:kubeadm:default-node-token",
+        "--from-literal",
+        &format!("expiration={expiration}"),
+    ]);
+}
+
+#[test]
+fn a_bootstrap_token_gets_a_node_client_certificate_approved_but_not_a_serving_one() {
+    let s = ApiServer::start_with(&["--enable-bootstrap-token-auth"]);
+    bootstrap_token_secret(&s, "abcdef", "2099-01-01T00:00:00Z");
+    bootstrap_token_secret(&s, "old123", "2020-01-01T00:00:00Z");
+    // What kubeadm binds for joining nodes.
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "kubeadm:kubelet-bootstrap",
+        "--clusterrole=system:node-bootstrapper",
+        "--group=system:bootstrappers",
+    ]);
+    s.ok(&[
+        "create",
+        "clusterrolebinding",
+        "kubeadm:node-autoapprove-bootstrap",
+        "--clusterrole=system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+        "--group=system:bootstrappers",
+    ]);
+    let token = "abcdef.0123456789abcdef";
+    let whoami = kubectl_as(
+        &s,
+        token,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        r#"system:bootstrap:abcdef ["system:bootstrappers","system:bootstrappers:kubeadm:default-node-token","system:authenticated"]"#,
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    let expired = kubectl_as(&s, "old123.0123456789abcdef", &["get", "csr"]);
+    assert!(!expired.status.success());
+    assert!(
+        String::from_utf8_lossy(&expired.stderr).contains("error: You must be logged in to the server"),
+        "{}",
+        String::from_utf8_lossy(&expired.stderr)
+    );
+
+    let (_, serving) = openssl_request(
+        &s,
+        "serving",
+        "/O=system:nodes/CN=system:node:n1",
+        &["subjectAltName=IP:10.0.0.1"],
+    );
+    let file = s.file(
+        "serving.yaml",
+        &csr_manifest(
+            "serving-n1",
+            &serving,
+            "kubernetes.io/kubelet-serving",
+            &["digital signature", "key encipherment", "server auth"],
+            None,
+        ),
+    );
+    let out = kubectl_as(&s, token, &["create", "-f", &file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (key, client) = openssl_request(&s, "client", "/O=system:nodes/CN=system:node:n1", &[]);
+    let file = s.file(
+        "client.yaml",
+        &csr_manifest(
+            "client-n1",
+            &client,
+            "kubernetes.io/kube-apiserver-client-kubelet",
+            &["digital signature", "key encipherment", "client auth"],
+            None,
+        ),
+    );
+    let out = kubectl_as(&s, token, &["create", "-f", &file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cert = issued(&s, "client-n1");
+    let approval = s.ok(&[
+        "get",
+        "csr",
+        "client-n1",
+        "-o",
+        "jsonpath={.status.conditions[0].reason}: {.status.conditions[0].message}",
+    ]);
+    assert_eq!(
+        approval,
+        "AutoApproved: Auto approving kubelet client certificate after SubjectAccessReview."
+    );
+    let table = rows(&s.ok(&["get", "csr", "client-n1", "serving-n1"]));
+    assert_eq!(
+        table[1][3..],
+        ["system:bootstrap:abcdef", "<none>", "Approved,Issued"]
+    );
+    assert_eq!(
+        table[2][3..],
+        ["system:bootstrap:abcdef", "<none>", "Pending"]
+    );
+
+    // The certificate makes its holder the node.
+    let cert_file = s.file("n1.crt", &cert);
+    let whoami = Command::new("/usr/bin/kubectl")
+        .env("HOME", s.data_dir())
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &s.url(),
+            "--certificate-authority",
+            &s.ca_file(),
+        ])
+        .args(["--client-certificate", &cert_file, "--client-key", &key])
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        r#"system:node:n1 ["system:nodes","system:authenticated"]"#
+    );
+}

@@ -17,9 +17,9 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    cronjob, csr_signing, daemonset, deployment, disruption, garbage_collector, horizontal, job,
-    namespace, persistent_volume, pod_gc, replicaset, resource_quota, root_ca_publisher,
-    statefulset, taint_eviction, ttl_after_finished,
+    cronjob, csr_approving, csr_signing, daemonset, deployment, disruption, garbage_collector,
+    horizontal, job, namespace, persistent_volume, pod_gc, replicaset, resource_quota,
+    root_ca_publisher, statefulset, taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -149,6 +149,11 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
                 }
             })
         },
+    },
+    ControllerEntry {
+        name: "certificatesigningrequest-approving-controller",
+        alias: "csrapproving",
+        start: |i, _| Box::pin(csr_approving::run(i)),
     },
     ControllerEntry {
         name: "certificatesigningrequest-signing-controller",
