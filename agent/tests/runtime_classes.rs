@@ -292,3 +292,51 @@ fn unknown_runtime_classes_and_handlers_are_refused_in_kubernetes_words() {
     );
     api.delete_all_pods();
 }
+
+#[test]
+fn runc_containers_outlive_a_restart_of_the_agent() {
+    let api = ApiServer::start();
+    let mut node = api.join();
+    let name = node.node_name.clone();
+    api.apply(RUNC_CLASS);
+    api.apply(&api_pod(
+        "steady",
+        &name,
+        "  runtimeClassName: runc\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, 'echo up; exec sleep 3600']\n",
+    ));
+    let status = |field: &str| {
+        api.kubectl(&[
+            "get",
+            "pod",
+            "steady",
+            "-o",
+            &format!("jsonpath={{.status.containerStatuses[0].{field}}}"),
+        ])
+    };
+    wait_for(&node, "steady running", Duration::from_secs(60), || {
+        (!status("state.running.startedAt").is_empty()).then_some(())
+    });
+    let id = status("containerID");
+    let started = status("state.running.startedAt");
+
+    // The shim and the container stay while no agent runs; the next agent
+    // adopts them under the same handler.
+    node.kill_agent();
+    let id_alone = id.trim_start_matches("kubelab://").to_string();
+    assert!(runc_running(&node).contains(&id_alone));
+    node.spawn_agent();
+    assert_eq!(api.kubectl(&["logs", "steady"]).trim(), "up");
+    wait_for(&node, "the pod seen again", Duration::from_secs(40), || {
+        let pods = node.pods();
+        pods.into_iter().find(|p| {
+            p["metadata"]["name"] == "steady"
+                && p["status"]["containerStatuses"][0]["containerID"] == id.as_str()
+                && p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+        })
+    });
+    assert_eq!(status("containerID"), id);
+    assert_eq!(status("state.running.startedAt"), started);
+    assert_eq!(status("restartCount"), "0");
+    api.delete_all_pods();
+    assert_eq!(runc_running(&node), Vec::<String>::new());
+}
