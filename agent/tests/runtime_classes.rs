@@ -250,7 +250,7 @@ fn the_same_pods_look_the_same_under_the_built_in_runtime_and_runc() {
 }
 
 #[test]
-fn unknown_runtime_classes_and_handlers_are_refused_in_kubernetes_words() {
+fn runtime_class_admission_and_unknown_handlers_in_kubernetes_words() {
     let api = ApiServer::start();
     let node = api.join();
     let name = node.node_name.clone();
@@ -289,6 +289,31 @@ fn unknown_runtime_classes_and_handlers_are_refused_in_kubernetes_words() {
     assert_eq!(
         message,
         "Failed to create pod sandbox: no runtime for \"kata\" is configured"
+    );
+
+    // A class's overhead becomes the pod's; a pod may not bring another one.
+    api.apply("apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: weighed\nhandler: runc\noverhead:\n  podFixed: {cpu: 100m, memory: 16Mi}\n");
+    let body = |overhead: &str| {
+        format!(
+            "  runtimeClassName: weighed\n{overhead}  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '3600']\n"
+        )
+    };
+    api.apply(&api_pod("weighed", &name, &body("")));
+    assert_eq!(
+        api.kubectl(&["get", "pod", "weighed", "-o", "jsonpath={.spec.overhead}"]),
+        r#"{"cpu":"100m","memory":"16Mi"}"#
+    );
+    let out = api.kubectl_with(
+        &["apply", "-f", "-"],
+        Some(&api_pod(
+            "heavier",
+            &name,
+            &body("  overhead: {cpu: '1'}\n"),
+        )),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error from server (Forbidden): error when creating \"STDIN\": pods \"heavier\" is forbidden: pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead"
     );
     api.delete_all_pods();
 }
