@@ -17,10 +17,9 @@ use std::time::Duration;
 use cluster::{ApiServer, api_pod, wait_for};
 use common::TestNode;
 
-/// No ServiceAccount token volume: its `kube-root-ca.crt` ConfigMap comes
-/// from a cluster-wide watch the node identity may not make.
-const SHELL: &str = "  automountServiceAccountToken: false
-  containers:
+/// With the ServiceAccount token volume (its `kube-root-ca.crt` ConfigMap
+/// is read as the node: one object at a time).
+const SHELL: &str = "  containers:
   - name: main
     image: busybox
     command: [\"sh\", \"-c\", \"echo hello from main; exec sleep 3600\"]
