@@ -26,6 +26,7 @@ use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
+use crate::runtime::handlers::RuntimeHandlers;
 use crate::runtime::image;
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
@@ -81,6 +82,9 @@ pub struct PodWorker {
     ctx: Arc<AgentContext>,
     /// Sandboxes and containers are made and stopped through it.
     runtime: Arc<dyn RuntimeService>,
+    /// Where `runtime` comes from: the backend of the pod's runtime handler
+    /// (`None`: always `runtime`).
+    handlers: Option<Arc<RuntimeHandlers>>,
     pod: Pod,
     uid: String,
     /// `namespace/name`, for events and logs.
@@ -140,7 +144,7 @@ fn admission_rejection(
 }
 
 /// A pod from a manifest file (it may not refer to API objects).
-fn is_static_pod(pod: &Pod) -> bool {
+pub(crate) fn is_static_pod(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()
@@ -201,6 +205,7 @@ impl PodWorker {
             dir: ctx.pod_dir(&uid),
             ctx,
             runtime,
+            handlers: None,
             pod,
             uid,
             qos,
@@ -229,6 +234,35 @@ impl PodWorker {
             tokens_refresh_at: None,
             killing: Vec::new(),
         }
+    }
+
+    /// Runs the pod under the backend of its RuntimeClass's handler.
+    pub fn with_handlers(mut self, handlers: Arc<RuntimeHandlers>) -> Self {
+        self.handlers = Some(handlers);
+        self
+    }
+
+    /// The kubelet's `LookupRuntimeHandler` and CRI's handler → runtime:
+    /// the backend for this pod, or why there is none.
+    fn select_runtime(&mut self) -> Result<(), String> {
+        let Some(handlers) = &self.handlers else {
+            return Ok(());
+        };
+        let cache = self.ctx.api_objects.as_ref();
+        let lookup =
+            cache.map(|c| move |name: &str| c.runtime_handler(name).map_err(|e| e.to_string()));
+        let handler = crate::runtime::handlers::runtime_handler(
+            spec_of(&self.pod).runtime_class_name.as_deref(),
+            lookup
+                .as_ref()
+                .map(|f| f as &dyn Fn(&str) -> Result<String, String>),
+        )
+        .map_err(|e| e.to_string())?;
+        self.runtime = handlers.get(&handler).map_err(|e| e.to_string())?;
+        if !handler.is_empty() {
+            tracing::info!(pod = %self.key, runtime_handler = %handler, "Running pod with runtime handler");
+        }
+        Ok(())
     }
 
     /// The worker's loop: take in what happened (an update, an exit, a
@@ -448,6 +482,10 @@ impl PodWorker {
     /// removed; then the adopted runs are watched as if this process had
     /// started them, and their exits meanwhile are learned.
     async fn adopt(&mut self, state: PersistedState) {
+        // The containers found are the ones its handler's backend started.
+        if let Err(e) = self.select_runtime() {
+            tracing::warn!(pod = %self.key, "adopting the pod under the default runtime handler: {e}");
+        }
         self.start_time = state.start_time;
         for slot in &mut self.slots {
             if let Some(old) = state.slots.iter().find(|s| s.name == slot.name) {
@@ -853,6 +891,16 @@ impl PodWorker {
         {
             return Ok(());
         }
+        if let Err(msg) = self.select_runtime() {
+            tracing::warn!(pod = %self.key, "choosing the runtime: {msg}");
+            self.ctx.events.warning(
+                &self.key,
+                None,
+                "FailedCreatePodSandBox",
+                format!("Failed to create pod sandbox: {msg}"),
+            );
+            return Err(msg);
+        }
         let runtime = self.runtime.clone();
         let pod = self.pod.clone();
         let pod_cgroup = self.pod_cgroup.clone();
@@ -941,16 +989,24 @@ impl PodWorker {
         self.persist();
 
         let outcome = tokio::task::spawn_blocking(move || {
+            // The environment after the image, as the kubelet orders it.
+            let env = super::container_config::container_environment(
+                &ctx,
+                &pod,
+                &container,
+                pod_ip.as_deref(),
+            )
+            .map_err(CreateError::Config)?;
             runtime.create_and_start_container(&ContainerRequest {
                 pod: &pod,
                 container: &container,
+                env: &env,
                 sandbox: &sandbox,
                 pod_dir: &dir,
                 pod_cgroup: &pod_cgroup,
                 log_dir: &log_dir,
                 id: &id,
                 restart_count,
-                pod_ip: pod_ip.as_deref(),
             })
         })
         .await
@@ -1642,20 +1698,23 @@ pub(crate) fn make_sandbox(
 
 /// Everything blocking about one container start, in one place: image, rootfs,
 /// cgroup, spec, shim. Returns the run and, if its process never ran, its exit.
+/// `runc`: the OCI runtime that creates the container's process (`None`:
+/// the agent's own init).
 pub(crate) fn create_and_start(
     ctx: &AgentContext,
     req: &ContainerRequest,
+    runc: Option<&crate::runtime::runc::Runc>,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
     let ContainerRequest {
         pod,
         container,
+        env,
         sandbox,
         pod_dir,
         pod_cgroup,
         log_dir,
         id,
         restart_count,
-        pod_ip,
     } = *req;
     let image_ref = container.image.clone().unwrap_or_default();
     // The image manager has made sure it is in the store (unless it was
@@ -1664,33 +1723,6 @@ pub(crate) fn create_and_start(
         image::ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
         other => CreateError::Other(crate::error_chain(&other)),
     })?;
-    let key = format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    );
-    // The environment after the image, as the kubelet orders it: a missing
-    // ConfigMap or Secret is a CreateContainerConfigError.
-    let placement = crate::runtime::downward::PodPlacement {
-        pod_ips: pod_ip.map(String::from).into_iter().collect(),
-        host_ips: ctx.host_ip.clone().into_iter().collect(),
-    };
-    let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
-    let env = crate::runtime::env::make_environment_variables(
-        &crate::runtime::env::EnvInputs {
-            pod,
-            placement: &placement,
-            node: &node,
-            is_static: is_static_pod(pod),
-            objects: ctx.objects(),
-        },
-        container,
-    )
-    .map_err(|e| CreateError::Config(e.to_string()))?;
-    for w in &env.warnings {
-        ctx.events
-            .warning(&key, Some(&container.name), w.reason, w.message.clone());
-    }
     let bundle = pod_dir.join("containers").join(id);
     let cgroup = ctx.cgroups.container_path(pod_cgroup, id);
     let fail = |e: CreateError| {
@@ -1751,7 +1783,7 @@ pub(crate) fn create_and_start(
     // nothing in the pod can swap it (a missing one is created, as the kubelet does).
     let mut sub_paths = std::collections::BTreeMap::new();
     for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
-        let Some(sub) = spec::sub_path_of(vm, &env.vars) else {
+        let Some(sub) = spec::sub_path_of(vm, env) else {
             continue;
         };
         spec::check_sub_path(&container.name, &vm.name, &sub)
@@ -1803,14 +1835,14 @@ pub(crate) fn create_and_start(
         termination_log: &termination_log,
         namespaces: &namespaces,
         hostname: &hostname,
-        cgroups_path: &cgroup.to_string(),
+        cgroups_path: &ctx.cgroups.oci_cgroups_path(&cgroup),
         limits: &limits,
         passwd: &passwd,
         volumes: &volumes,
         sub_paths: &sub_paths,
         seccomp: seccomp_profile.as_ref(),
         kernel: seccomp::profile::kernel_version(),
-        env: &env.vars,
+        env,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),
             container
@@ -1824,6 +1856,13 @@ pub(crate) fn create_and_start(
         ),
     })
     .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    let mut oci = oci;
+    if runc.is_some() {
+        crate::runtime::runc::adapt_spec(
+            &mut oci,
+            crate::runtime::runc::unlowerable_oom_score_adj(),
+        );
+    }
     container::write_bundle(&bundle, &oci)
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     let cgroup_dirs: Vec<PathBuf> = ctx
@@ -1842,6 +1881,7 @@ pub(crate) fn create_and_start(
         cgroup_dirs: &cgroup_dirs,
         stdin: container.stdin.unwrap_or(false),
         stdin_once: container.stdin_once.unwrap_or(false),
+        runc,
     })
     .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     match outcome {
