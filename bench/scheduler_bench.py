@@ -6,6 +6,12 @@ by a long --node-monitor-grace-period; scheduler_perf's node: 4 CPU,
 requested) created as fast as the API takes them, and the in-process
 scheduler binds them.
 
+Pods are POSTed by --clients keep-alive HTTPS connections spread over
+--processes client processes (as scheduler_perf creates pods from many
+goroutines): one Python process tops out, GIL-bound, below what the
+apiserver takes, so more processes measure the server rather than the
+client; the client processes share the machine's cores with the apiserver.
+
 Measured, per cluster size, in one run against one fresh apiserver:
 1. The bare write ceiling: P pods created with spec.nodeName already set
    (nothing to schedule) by the same clients: creates/s.
@@ -27,14 +33,16 @@ the nodes compete with the scheduler's, as on a real cluster);
 node_create_s is then the time until all are Ready.
 
 Run from the repo root after `cargo build --release --workspace`:
-    python3 bench/scheduler_bench.py [--nodes 500,5000] [--pods 1000] [--clients 2] [--hollow]
+    python3 bench/scheduler_bench.py [--nodes 500,5000] [--pods 1000] [--clients 8] [--processes 2] [--hollow]
 Prints a table and writes bench/scheduler_results.json. Nothing is asserted.
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import tempfile
@@ -73,28 +81,58 @@ def pod(name, node_name=None):
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def create_all(port, ctx, clients, path, objects):
-    """POSTs every object with `clients` keep-alive connections; returns
-    (start, end, {name: ack time})."""
+def _create_worker(port, data_dir, path, chunks, ready, go, out):
+    """One client process: a keep-alive connection per chunk, each in its
+    own thread, POSTing once `go` is set; sends back {name: ack time}
+    (CLOCK_MONOTONIC, the same clock in every process)."""
+    ctx = ssl.create_default_context(cafile=str(data_dir / "bench-ca.pem"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(data_dir / "bench-client.crt"), str(data_dir / "bench-client.key"))
     acks = {}
     lock = threading.Lock()
-    chunks = [objects[i::clients] for i in range(clients)]
+    conns = [Client(port, ctx) for _ in chunks]
+    for c in conns:
+        c.request("GET", "/version")
 
-    def worker(chunk):
-        c = Client(port, ctx)
+    def worker(c, chunk):
         for obj in chunk:
             c.request("POST", path, obj)
             t = time.monotonic()
             with lock:
                 acks[obj["metadata"]["name"]] = t
 
-    threads = [threading.Thread(target=worker, args=(ch,)) for ch in chunks]
-    start = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(c, ch)) for c, ch in zip(conns, chunks)]
+    ready.release()
+    go.wait()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return start, time.monotonic(), acks
+    out.put(acks)
+
+
+def create_all(port, data_dir, clients, path, objects, processes=1):
+    """POSTs every object over `clients` keep-alive connections spread over
+    `processes` client processes (one Python process is GIL-bound well
+    below what the server takes); returns (start, end, {name: ack time})."""
+    chunks = [objects[i::clients] for i in range(clients)]
+    mp = multiprocessing.get_context("spawn")
+    ready, go, out = mp.Semaphore(0), mp.Event(), mp.Queue()
+    procs = [mp.Process(target=_create_worker,
+                        args=(port, data_dir, path, chunks[i::processes], ready, go, out))
+             for i in range(processes)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire()
+    start = time.monotonic()
+    go.set()
+    acks = {}
+    for _ in procs:
+        acks.update(out.get())
+    for p in procs:
+        p.join()
+    return start, max(acks.values()), acks
 
 
 class BindWatch:
@@ -156,7 +194,7 @@ def start_hollow(tmp, nodes, admin):
     raise SystemExit(f"{nodes} hollow nodes were not Ready in time")
 
 
-def run_size(nodes, pods, clients, hollow_nodes=False):
+def run_size(nodes, pods, clients, processes, hollow_nodes=False):
     tmp = Path(tempfile.mkdtemp(prefix="kubelab-sched-bench-"))
     hollow = None
     port = free_port()
@@ -178,13 +216,13 @@ def run_size(nodes, pods, clients, hollow_nodes=False):
         if hollow_nodes:
             hollow = start_hollow(tmp, nodes, admin)
         else:
-            create_all(port, ctx, 4, "/api/v1/nodes", [node(f"node-{i}") for i in range(nodes)])
+            create_all(port, tmp / "data", 4, "/api/v1/nodes", [node(f"node-{i}") for i in range(nodes)])
         node_secs = time.monotonic() - t0
         time.sleep(1.0)
 
         # 1. The bare write ceiling: pods that need no scheduling.
         bare = [pod(f"bare-{i}", f"node-{i % nodes}") for i in range(pods)]
-        s, e, _ = create_all(port, ctx, clients, "/api/v1/namespaces/bare/pods", bare)
+        s, e, _ = create_all(port, tmp / "data", clients, "/api/v1/namespaces/bare/pods", bare, processes)
         bare_rate = pods / (e - s)
         time.sleep(1.0)
 
@@ -193,7 +231,7 @@ def run_size(nodes, pods, clients, hollow_nodes=False):
         watch = BindWatch(port, ctx, "sched", rv)
         watch.want = pods
         todo = [pod(f"p-{i}") for i in range(pods)]
-        start, created, acks = create_all(port, ctx, clients, "/api/v1/namespaces/sched/pods", todo)
+        start, created, acks = create_all(port, tmp / "data", clients, "/api/v1/namespaces/sched/pods", todo, processes)
         finished = watch.done.wait(timeout=300)
         last = max(watch.bound.values()) if watch.bound else time.monotonic()
         latencies = [(watch.bound[n] - acks[n]) * 1000 for n in acks if n in watch.bound]
@@ -202,6 +240,7 @@ def run_size(nodes, pods, clients, hollow_nodes=False):
             "node_kind": "hollow" if hollow_nodes else "bare Node objects",
             "pods": pods,
             "clients": clients,
+            "client_processes": processes,
             "node_create_s": round(node_secs, 2),
             "bare_creates_per_s": round(bare_rate, 1),
             "create_rate_per_s": round(pods / (created - start), 1),
@@ -224,7 +263,7 @@ def run_size(nodes, pods, clients, hollow_nodes=False):
         waiting = [pod(f"b-{i}") for i in range(pods)]
         for p in waiting:
             p["spec"]["schedulerName"] = "bench-scheduler"
-        create_all(port, ctx, clients, "/api/v1/namespaces/backlog/pods", waiting)
+        create_all(port, tmp / "data", clients, "/api/v1/namespaces/backlog/pods", waiting, processes)
         cfg = tmp / "bench-scheduler.yaml"
         cfg.write_text("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
                        "leaderElection:\n  leaderElect: false\nprofiles:\n- schedulerName: bench-scheduler\n")
@@ -259,7 +298,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", default="500,5000")
     ap.add_argument("--pods", type=int, default=1000)
-    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--clients", type=int, default=8,
+                    help="keep-alive connections creating pods at once")
+    ap.add_argument("--processes", type=int, default=2,
+                    help="client processes the connections are spread over")
     ap.add_argument("--hollow", action="store_true",
                     help="hollow nodes (kubelab-agent hollow) instead of bare Node objects")
     args = ap.parse_args()
@@ -268,7 +310,7 @@ def main():
             raise SystemExit(f"{b} missing: cargo build --release --workspace")
     results = []
     for n in [int(x) for x in args.nodes.split(",")]:
-        r = run_size(n, args.pods, args.clients, args.hollow)
+        r = run_size(n, args.pods, args.clients, args.processes, args.hollow)
         results.append(r)
         print(json.dumps(r), flush=True)
     print()

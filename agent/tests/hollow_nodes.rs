@@ -4,6 +4,7 @@
 //! spread over them by the scheduler and goes Running and Ready with
 //! addresses of its node's CIDR; a Job's pods go Completed; and once the
 //! process is gone the node lifecycle controller marks the nodes NotReady.
+//! Two hundred nodes registering at once all get distinct pod CIDRs.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -26,7 +27,7 @@ struct Hollow {
 }
 
 impl Hollow {
-    fn start(api: &ApiServer) -> Hollow {
+    fn start(api: &ApiServer, nodes: usize) -> Hollow {
         let dir = tempfile::Builder::new()
             .prefix("kubelab-hollow-")
             .tempdir()
@@ -38,7 +39,7 @@ impl Hollow {
             .arg("hollow")
             .arg("--kubeconfig")
             .arg(api.kubeconfig())
-            .args(["--nodes", &NODES.to_string()])
+            .args(["--nodes", &nodes.to_string()])
             .args(["--node-name-prefix", "hollow-"])
             .args(["--node-lease-duration-seconds", "4"])
             .args(["--node-ip", "127.0.0.1"])
@@ -86,6 +87,27 @@ fn node_statuses(api: &ApiServer) -> Option<HashMap<String, String>> {
             .map(|c| (c[0].clone(), c[1].clone()))
             .collect(),
     )
+}
+
+/// The hollow nodes' `spec.podCIDR`s, by name, of those that have one;
+/// `spec.podCIDRs` must say the same.
+fn pod_cidrs(api: &ApiServer) -> Option<HashMap<String, String>> {
+    let out = api.try_kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR} {.spec.podCIDRs[*]}{\"\\n\"}{end}",
+    ])?;
+    let mut m = HashMap::new();
+    for line in out.lines().filter(|l| l.starts_with("hollow-")) {
+        let mut cols = line.split(' ');
+        let (name, cidr, cidrs) = (cols.next()?, cols.next()?, cols.next().unwrap_or(""));
+        if !cidr.is_empty() {
+            assert_eq!(cidr, cidrs, "{name}: podCIDR and podCIDRs differ");
+            m.insert(name.to_string(), cidr.to_string());
+        }
+    }
+    Some(m)
 }
 
 fn in_cidr(ip: &str, cidr: &str) -> bool {
@@ -148,7 +170,7 @@ fn hollow_nodes_run_a_deployment_and_go_not_ready_when_their_process_dies() {
         "--node-monitor-grace-period=4s",
         "--node-monitor-period=1s",
     ]);
-    let mut hollow = Hollow::start(&api);
+    let mut hollow = Hollow::start(&api, NODES);
     let statuses = poll(
         &hollow,
         "20 Ready hollow nodes",
@@ -161,18 +183,7 @@ fn hollow_nodes_run_a_deployment_and_go_not_ready_when_their_process_dies() {
     assert!(statuses.contains_key("hollow-0") && statuses.contains_key("hollow-19"));
     let cidrs: HashMap<String, String> =
         poll(&hollow, "pod CIDRs", Duration::from_secs(30), || {
-            let out = api.try_kubectl(&[
-                "get",
-                "nodes",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR}{\"\\n\"}{end}",
-            ])?;
-            let m: HashMap<String, String> = out
-                .lines()
-                .filter_map(|l| l.split_once(' '))
-                .filter(|(n, c)| n.starts_with("hollow-") && !c.is_empty())
-                .map(|(n, c)| (n.to_string(), c.to_string()))
-                .collect();
+            let m = pod_cidrs(&api)?;
             (m.len() == NODES).then_some(m)
         });
     let capacity = api.kubectl(&[
@@ -281,4 +292,28 @@ fn hollow_nodes_run_a_deployment_and_go_not_ready_when_their_process_dies() {
             (s.len() == NODES && s.values().all(|v| v == "NotReady")).then_some(())
         },
     );
+}
+
+#[test]
+fn two_hundred_nodes_registering_at_once_all_get_distinct_pod_cidrs() {
+    const MANY: usize = 200;
+    let api = ApiServer::start_with(&["--allocate-node-cidrs=true"]);
+    let hollow = Hollow::start(&api, MANY);
+    let cidrs = poll(
+        &hollow,
+        "a pod CIDR on each of 200 hollow nodes",
+        Duration::from_secs(240),
+        || {
+            let m = pod_cidrs(&api)?;
+            (m.len() == MANY).then_some(m)
+        },
+    );
+    let distinct: HashSet<&String> = cidrs.values().collect();
+    assert_eq!(distinct.len(), MANY, "no subnet is given twice: {cidrs:?}");
+    for (node, cidr) in &cidrs {
+        assert!(
+            cidr.ends_with("/24") && in_cidr(cidr.split('/').next().unwrap(), "10.244.0.0/16"),
+            "{node}'s {cidr} is a /24 of the default --cluster-cidr"
+        );
+    }
 }

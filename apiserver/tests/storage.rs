@@ -54,7 +54,7 @@ impl Fixture {
     }
 }
 
-async fn next(w: &mut WatchStream) -> kubelab_apiserver::storage::WatchEvent {
+async fn next(w: &mut WatchStream) -> std::sync::Arc<kubelab_apiserver::storage::WatchEvent> {
     tokio::time::timeout(Duration::from_secs(5), w.next())
         .await
         .expect("a watch event within 5 s")
@@ -157,7 +157,12 @@ async fn watch_replays_then_follows_with_previous_values(f: Fixture) {
     let mut w = s.watch("/a/", rev).await.unwrap();
     let e = next(&mut w).await;
     assert_eq!(
-        (e.key.as_str(), e.event_type, e.revision, e.prev_value),
+        (
+            e.key.as_str(),
+            e.event_type,
+            e.revision,
+            e.prev_value.clone()
+        ),
         ("/a/2", EventType::Put, r2, None)
     );
     let r3 = s.update("/a/2", b"2b".to_vec(), Some(r2)).await.unwrap();

@@ -6,6 +6,7 @@
 
 use k8s_openapi::api::core::v1::{LimitRange, Pod};
 use kubelab_rules::limit_range;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Api, ApiResult, object};
@@ -27,7 +28,7 @@ impl Api {
             .collect();
         let pods = self.kind("", "v1", "pods");
         let name = object::name(pod).to_owned();
-        let mut typed: Pod = serde_json::from_value(pod.clone())
+        let mut typed = Pod::deserialize(&*pod)
             .map_err(|e| ApiError::bad_request(format!("Pod {name:?}: {e}")))?;
         let note = limit_range::apply_defaults(&ranges, &mut typed);
         let errs = limit_range::violations(&ranges, &typed)

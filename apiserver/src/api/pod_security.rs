@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Api, ApiResult, object};
@@ -93,7 +94,7 @@ impl Api {
             username: username.as_deref(),
         };
         let decode = |v: &Value| -> ApiResult<Pod> {
-            serde_json::from_value(v.clone())
+            Pod::deserialize(v)
                 .map_err(|e| ApiError::bad_request(format!("failed to decode pod: {e}")))
         };
         let decision = match pointer {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Api, ApiResult, object};
@@ -23,7 +24,7 @@ impl Api {
         let pods = self.kind("", "v1", "pods");
         let name = object::name(pod).to_owned();
         let forbidden = |why: String| ApiError::forbidden(pods.info().subject(), &name, &why);
-        let mut typed: Pod = serde_json::from_value(pod.clone())
+        let mut typed = Pod::deserialize(&*pod)
             .map_err(|e| ApiError::bad_request(format!("Pod {name:?}: {e}")))?;
         if is_mirror_pod(&typed) {
             return validate_mirror_pod(&typed).map_err(|e| forbidden(e.to_string()));

@@ -60,6 +60,12 @@ impl Encoder {
         Bytes::from(s)
     }
 
+    /// Whether this watch sends stored objects as they are (JSON, no
+    /// conversion), so its lines are the same as every other such watch's.
+    fn is_plain(&self) -> bool {
+        matches!(self.out, Output::Object | Output::Protobuf) && !self.kind.converted()
+    }
+
     fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
         let info = self.kind.info();
         let mut meta = json!({"resourceVersion": revision.to_string()});
@@ -89,6 +95,13 @@ fn event_line(type_: &str, obj: &Value) -> Bytes {
     serde_json::to_writer(&mut out, obj).expect("JSON serializes");
     out.extend_from_slice(b"}\n");
     Bytes::from(out)
+}
+
+/// The line of a watch without selectors (`unfiltered`) sending objects
+/// as stored.
+fn plain_line(e: &WatchEvent, unfiltered: &Filter) -> Bytes {
+    let (type_, obj) = to_event(e, unfiltered).expect("an empty filter passes everything");
+    event_line(type_, &obj)
 }
 
 /// Turns a store change into a watch event for a filtered watcher.
@@ -219,9 +232,13 @@ pub async fn watch(
                     }
                     Some(Ok(e)) => {
                         last_rev = e.revision;
-                        match to_event(&e, &filter) {
-                            Some((t, obj)) => enc.line(t, &obj),
-                            None => continue,
+                        if filter.is_empty() && enc.is_plain() {
+                            e.rendered.get_or_init(|| plain_line(&e, &filter)).clone()
+                        } else {
+                            match to_event(&e, &filter) {
+                                Some((t, obj)) => enc.line(t, &obj),
+                                None => continue,
+                            }
                         }
                     }
                 },
@@ -255,6 +272,7 @@ mod tests {
             revision: 7,
             value: serde_json::to_vec(&new).unwrap(),
             prev_value: old.map(|o| serde_json::to_vec(&o).unwrap()),
+            rendered: Default::default(),
         }
     }
 

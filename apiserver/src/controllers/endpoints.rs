@@ -243,7 +243,7 @@ impl EndpointsController {
     }
 
     /// Updates the caches from one change and marks the services it concerns.
-    fn observe(&mut self, which: Feed, ev: WatchEvent, dirty: &mut BTreeSet<Key>) {
+    fn observe(&mut self, which: Feed, ev: Arc<WatchEvent>, dirty: &mut BTreeSet<Key>) {
         match which {
             Feed::Services => {
                 let Some(svc) = decode::<Service>(&ev.value) else {

@@ -93,10 +93,9 @@ pub async fn start(
     opts: &ControllerOptions,
     kubernetes: KubernetesService,
 ) -> anyhow::Result<()> {
-    let ipam = match opts.node_ipam {
-        Some(o) => Some(node_ipam::NodeIpamController::new(api.clone(), o)?),
-        None => None,
-    };
+    if let Some(o) = opts.node_ipam {
+        node_ipam::CidrSet::new(o)?;
+    }
     kubernetes
         .reconcile(api)
         .await
@@ -107,10 +106,15 @@ pub async fn start(
     tokio::spawn(
         node_lifecycle::NodeLifecycleController::new(api.clone(), opts.node_lifecycle).run(),
     );
-    if let Some(ipam) = ipam {
-        tokio::spawn(ipam.run());
-    }
     let client = crate::client::in_process(api.clone(), "system:kube-controller-manager");
+    if let Some(o) = opts.node_ipam {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node_ipam::run(client, o).await {
+                tracing::error!("node IPAM stopped: {e}");
+            }
+        });
+    }
     let manager_opts = opts.manager.clone();
     tokio::spawn(async move {
         if let Err(e) = manager::run(client, manager_opts).await {

@@ -47,6 +47,9 @@ const BROADCAST_CAPACITY: usize = 8192;
 /// group waits for the others to be applied.
 const MAX_GROUP: usize = 512;
 
+/// Lists of up to this many objects are read on the caller's thread.
+const INLINE_LIST_MAX: usize = 32;
+
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
     /// The writer thread's queue and handle; taken on drop to stop it.
@@ -202,6 +205,42 @@ struct Applied {
 }
 
 impl Inner {
+    /// Every object under `prefix` and the store revision, from one read
+    /// transaction; `None` if there are more than `limit`.
+    fn read_list(
+        &self,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<Option<(Vec<KeyValue>, u64)>> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let revision = txn
+            .open_table(META)
+            .map_err(backend)?
+            .get(META_REVISION)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let objects = txn.open_table(OBJECTS).map_err(backend)?;
+        let mut out = Vec::new();
+        for entry in objects.range(prefix..).map_err(backend)? {
+            let (k, v) = entry.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if limit.is_some_and(|l| out.len() == l) {
+                return Ok(None);
+            }
+            let (mod_revision, value) = split_stored(v.value());
+            out.push(KeyValue {
+                key: key.to_owned(),
+                value,
+                mod_revision,
+            });
+        }
+        Ok(Some((out, revision)))
+    }
+
     /// The writer thread: takes what has queued up, commits it as one
     /// transaction, publishes, answers; until the store is dropped.
     fn run_writer(&self, queue: mpsc::Receiver<Write>) {
@@ -330,6 +369,7 @@ impl Inner {
                         revision,
                         value,
                         prev_value: prev_value.clone(),
+                        rendered: Default::default(),
                     }
                 }
                 None => {
@@ -340,6 +380,7 @@ impl Inner {
                         revision,
                         value: prev_value.clone().unwrap_or_default(),
                         prev_value: prev_value.clone(),
+                        rendered: Default::default(),
                     }
                 }
             };
@@ -363,49 +404,32 @@ impl Inner {
 #[async_trait]
 impl Storage for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let key = key.to_owned();
-        self.blocking(move |inner| {
-            let txn = inner.db.begin_read().map_err(backend)?;
-            let objects = txn.open_table(OBJECTS).map_err(backend)?;
-            Ok(objects.get(key.as_str()).map_err(backend)?.map(|v| {
-                let (mod_revision, value) = split_stored(v.value());
-                KeyValue {
-                    key,
-                    value,
-                    mod_revision,
-                }
-            }))
-        })
-        .await
+        // One key is read in place: a read transaction never waits for the
+        // writer, and the hop to the blocking pool would cost more than
+        // the read (admission reads a few objects on every create).
+        let txn = self.inner.db.begin_read().map_err(backend)?;
+        let objects = txn.open_table(OBJECTS).map_err(backend)?;
+        Ok(objects.get(key).map_err(backend)?.map(|v| {
+            let (mod_revision, value) = split_stored(v.value());
+            KeyValue {
+                key: key.to_owned(),
+                value,
+                mod_revision,
+            }
+        }))
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)> {
+        // Small lists (a namespace's LimitRanges, the PriorityClasses) are
+        // read in place like a get; big ones on the blocking pool.
+        if let Some(small) = self.inner.read_list(prefix, Some(INLINE_LIST_MAX))? {
+            return Ok(small);
+        }
         let prefix = prefix.to_owned();
         self.blocking(move |inner| {
-            let txn = inner.db.begin_read().map_err(backend)?;
-            let revision = txn
-                .open_table(META)
-                .map_err(backend)?
-                .get(META_REVISION)
-                .map_err(backend)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            let objects = txn.open_table(OBJECTS).map_err(backend)?;
-            let mut out = Vec::new();
-            for entry in objects.range(prefix.as_str()..).map_err(backend)? {
-                let (k, v) = entry.map_err(backend)?;
-                let key = k.value();
-                if !key.starts_with(prefix.as_str()) {
-                    break;
-                }
-                let (mod_revision, value) = split_stored(v.value());
-                out.push(KeyValue {
-                    key: key.to_owned(),
-                    value,
-                    mod_revision,
-                });
-            }
-            Ok((out, revision))
+            Ok(inner
+                .read_list(&prefix, None)?
+                .expect("a list without a limit is complete"))
         })
         .await
     }
@@ -549,9 +573,7 @@ impl Storage for EmbeddedStore {
                 }
             }
         });
-        let stream = futures::stream::iter(backlog.into_iter().map(Ok))
-            .chain(live)
-            .map(|e| e.map(|e| (*e).clone()));
+        let stream = futures::stream::iter(backlog.into_iter().map(Ok)).chain(live);
         Ok(stream.boxed())
     }
 
@@ -632,6 +654,7 @@ fn decode_event(revision: u64, bytes: &[u8]) -> Result<WatchEvent> {
         revision,
         value,
         prev_value,
+        rendered: Default::default(),
     })
 }
 

@@ -191,6 +191,7 @@ fn to_watch_events(resp: &WatchResponse) -> Vec<WatchEvent> {
                 revision: kv.mod_revision() as u64,
                 value,
                 prev_value,
+                rendered: Default::default(),
             })
         })
         .collect()
@@ -369,7 +370,7 @@ impl Storage for EtcdStore {
         let events = futures::stream::unfold(state, |mut st| async move {
             loop {
                 if let Some(e) = st.pending.pop_front() {
-                    return Some((Ok(e), st));
+                    return Some((Ok(std::sync::Arc::new(e)), st));
                 }
                 let stream = st.stream.as_mut()?;
                 match stream.message().await {

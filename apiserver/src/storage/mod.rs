@@ -53,6 +53,9 @@ pub struct WatchEvent {
     pub value: Vec<u8>,
     /// The value before this change, if the key existed.
     pub prev_value: Option<Vec<u8>>,
+    /// The event as every API watch without selectors sends it, made by
+    /// the first of them: a change is encoded once, not once per watcher.
+    pub rendered: std::sync::OnceLock<bytes::Bytes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +80,8 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// A stream of changes; ends with an error if the watcher fell too far
 /// behind for the store to keep its place (the client then relists).
-pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
+/// Changes, shared between the watchers of one store.
+pub type WatchStream = BoxStream<'static, Result<Arc<WatchEvent>>>;
 
 /// What the apiserver needs from a backend. Implemented by the embedded
 /// store; an etcd backend maps each call onto one etcd request (a
