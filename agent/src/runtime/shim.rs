@@ -198,6 +198,8 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
         ForkResult::Parent { child } => child,
     };
     drop((out_w, err_w, status_w));
+    // The shim lives as long as the container: keep nothing it no longer needs.
+    drop(spec);
     let stdin_w = stdin_pipe.map(|(_r, w)| w);
     let console = console.map(|(ours, _theirs)| ours);
     let started_at = jiff::Timestamp::now();
