@@ -2,6 +2,7 @@
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
 pub(crate) mod body;
+mod certificates;
 mod compression;
 pub mod custom_resources;
 pub mod deletion;
@@ -22,6 +23,7 @@ mod priority;
 mod protobuf;
 mod quota;
 mod reviews;
+mod runtime_class;
 pub mod scale;
 mod service_account_admission;
 mod stream_proxy;
@@ -554,6 +556,18 @@ impl Api {
                     .to_owned();
                 self.patch_scale(kind, ns, name, &ct, &body).await
             }
+            (&Method::GET, Some(name), Some("approval"))
+                if kind.info().plural == certificates::PLURAL =>
+            {
+                let obj = self.get(kind, ns, name).await?;
+                Ok(self.respond(kind, StatusCode::OK, &obj, out))
+            }
+            (&Method::PUT, Some(name), Some("approval"))
+                if kind.info().plural == certificates::PLURAL =>
+            {
+                let obj = body::decode_object(&headers, &body, kind.info().kind).await?;
+                self.update_approval(kind, name, obj, &params, out).await
+            }
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
             }
@@ -757,11 +771,17 @@ impl Api {
         }
         // Admission that reads other objects, before defaults fill the fields.
         match (info.group, info.plural) {
-            ("", "pods") => self.admit_pod_priority(&mut obj).await?,
+            ("", "pods") => {
+                self.admit_pod_priority(&mut obj).await?;
+                self.admit_pod_runtime_class(&mut obj).await?;
+            }
             ("scheduling.k8s.io", "priorityclasses") => self.admit_priority_class(&obj).await?,
             _ => {}
         }
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
+        if info.plural == certificates::PLURAL {
+            certificates::record_requester(&mut obj);
+        }
         if (info.group, info.plural) == ("", "pods") {
             self.admit_pod_limits(&mut obj).await?;
             self.admit_pod_service_account(&mut obj).await?;

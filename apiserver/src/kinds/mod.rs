@@ -9,10 +9,12 @@
 pub mod autoscaling;
 mod autoscaling_v1;
 pub mod batch;
+pub mod certificates;
 mod core;
 pub mod custom_resource;
 pub mod custom_resource_definition;
 mod discovery;
+mod node;
 mod pod;
 mod pod_defaults;
 pub mod pod_template;
@@ -344,6 +346,8 @@ fn name_errors(plural: &str, name: &str) -> Vec<FieldError> {
         "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => {
             rbac::path_segment_name("metadata.name", name)
         }
+        // `ValidateCertificateRequestName`: any name will do.
+        "certificatesigningrequests" => Vec::new(),
         // Events are named `<object>.<hex>`; nodes may be any DNS subdomain.
         _ => validation::dns1123_subdomain("metadata.name", name),
     }
@@ -414,8 +418,13 @@ impl Default for Registry {
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
+                typed::<k8s_openapi::api::node::v1::RuntimeClass>("node.k8s.io", "v1"),
                 typed::<storage::StorageClass>("storage.k8s.io", "v1"),
                 typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                typed::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(
+                    self::certificates::GROUP,
+                    "v1",
+                ),
                 typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
                     "apiextensions.k8s.io",
                     "v1",
