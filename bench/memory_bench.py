@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import node_api_bench  # noqa: E402
 from node_api_bench import REPO, Cluster, Watcher, delete_all, pod, rss_kib  # noqa: E402
 
 # Each process's figures from /proc/PID/smaps_rollup, in KiB.
@@ -148,7 +149,10 @@ def main():
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--runc", type=int, default=10, help="runc peers to measure")
     ap.add_argument("--settle", type=float, default=20, help="seconds to let the agent settle")
+    ap.add_argument("--apiserver", type=Path, default=node_api_bench.APISERVER,
+                    help="the apiserver binary (only served from, not measured)")
     args = ap.parse_args()
+    node_api_bench.APISERVER = args.apiserver
     agent = REPO / "target/release/kubelab-agent"
     if not agent.exists():
         raise SystemExit("build first: cargo build --release --workspace --bins")
