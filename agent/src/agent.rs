@@ -76,6 +76,8 @@ pub struct AgentOptions {
     pub auth: crate::server::auth::AuthOptions,
     /// `--serialize-image-pulls`, `--max-parallel-image-pulls`, `--insecure-registry`.
     pub image_pulls: crate::runtime::image::PullOptions,
+    /// `--image-gc-high-threshold` and the rest: when unused images go.
+    pub image_gc: crate::runtime::image::ImageGcPolicy,
     /// OOM kill policy, MemoryQoS and swap, as configured.
     pub cgroup_features: crate::cgroups::CgroupFeatures,
     /// The `KubeletPSI` gate: pressure stall information in the stats.
@@ -341,8 +343,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
     let evictor = manager.evictor();
     tokio::spawn(manager.with_sources(&sources).run(rx));
+    let image_gc = Arc::new(crate::runtime::image::ImageGcManager::new(
+        ctx.images.clone(),
+        opts.image_gc,
+        ctx.events.clone(),
+        &ctx.node_name,
+    ));
+    let status = ctx.status.clone();
+    tokio::spawn(image_gc.clone().run(move || status.image_ids_in_use()));
     tokio::spawn(
         crate::eviction::EvictionManager {
+            image_gc,
             ctx: ctx.clone(),
             config: opts.eviction.clone(),
             sources: crate::eviction::observe::SignalSources {

@@ -18,8 +18,12 @@ pub struct Event {
     pub type_: &'static str,
     pub reason: String,
     pub message: String,
-    /// `namespace/name` of the pod, or the manifest file for source errors.
+    /// `namespace/name` of the pod, the manifest file for source errors, or
+    /// the node's name for the node's own events.
     pub object: String,
+    /// What `object` is: `Pod`, or `Node` for the node's own events
+    /// (`FreeDiskSpaceFailed`, `EvictionThresholdMet`…).
+    pub kind: &'static str,
     /// `spec.containers{name}` when the event is about one container.
     pub field_path: Option<String>,
 }
@@ -59,6 +63,18 @@ impl EventRecorder {
         reason: &str,
         message: String,
     ) {
+        self.record_about("Pod", type_, object, field_path, reason, message);
+    }
+
+    fn record_about(
+        &self,
+        kind: &'static str,
+        type_: &'static str,
+        object: &str,
+        field_path: Option<String>,
+        reason: &str,
+        message: String,
+    ) {
         if type_ == "Warning" {
             tracing::warn!(object, reason, "{message}");
         } else {
@@ -74,6 +90,7 @@ impl EventRecorder {
             reason: reason.to_string(),
             message,
             object: object.to_string(),
+            kind,
             field_path,
         };
         let _ = self.sink.send(event.clone());
@@ -93,6 +110,11 @@ impl EventRecorder {
     pub fn warning(&self, object: &str, container: Option<&str>, reason: &str, message: String) {
         let fp = container.map(|c| format!("spec.containers{{{c}}}"));
         self.record("Warning", object, fp, reason, message);
+    }
+
+    /// A warning about the node itself (kubelet's `nodeRef` events).
+    pub fn node_warning(&self, node: &str, reason: &str, message: String) {
+        self.record_about("Node", "Warning", node, None, reason, message);
     }
 
     pub fn list(&self) -> Vec<Event> {

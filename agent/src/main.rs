@@ -188,6 +188,21 @@ struct Cli {
     /// (default: no limit).
     #[arg(long, value_name = "N")]
     max_parallel_image_pulls: Option<i32>,
+    /// The percent of disk usage at or above which image garbage collection
+    /// always runs (default 85).
+    #[arg(long, value_name = "PERCENT", allow_hyphen_values = true)]
+    image_gc_high_threshold: Option<i32>,
+    /// The percent of disk usage image garbage collection frees down to
+    /// (default 80).
+    #[arg(long, value_name = "PERCENT", allow_hyphen_values = true)]
+    image_gc_low_threshold: Option<i32>,
+    /// Minimum age for an unused image before it is garbage collected (default 2m0s).
+    #[arg(long, value_name = "DURATION")]
+    minimum_image_ttl_duration: Option<String>,
+    /// Maximum age an image can be unused before it is garbage collected;
+    /// 0s (the default) turns it off.
+    #[arg(long, value_name = "DURATION")]
+    image_maximum_gc_age: Option<String>,
     /// A registry (`host[:port]`) reached over plain HTTP, like dockerd's
     /// flag; repeatable. Loopback registries need none.
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -230,6 +245,31 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The image GC policy: flags over the config file over kubelet's defaults,
+/// validated as the kubelet validates it.
+fn image_gc_policy(
+    cli: &Cli,
+    file: &config::KubeletConfiguration,
+) -> anyhow::Result<kubelab_agent::runtime::image::ImageGcPolicy> {
+    let mut policy = file.image_gc;
+    if let Some(p) = cli.image_gc_high_threshold {
+        policy.high_threshold_percent = p;
+    }
+    if let Some(p) = cli.image_gc_low_threshold {
+        policy.low_threshold_percent = p;
+    }
+    if let Some(d) = &cli.minimum_image_ttl_duration {
+        policy.min_age = parse_go_duration(d)
+            .map_err(|e| anyhow::anyhow!("--minimum-image-ttl-duration: {e}"))?;
+    }
+    if let Some(d) = &cli.image_maximum_gc_age {
+        policy.max_age =
+            parse_go_duration(d).map_err(|e| anyhow::anyhow!("--image-maximum-gc-age: {e}"))?;
+    }
+    policy.validate()?;
+    Ok(policy)
 }
 
 fn proxy_period(
@@ -319,6 +359,7 @@ fn main() -> anyhow::Result<()> {
         None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
     };
     let pids = cli.pod_max_pids.unwrap_or(file_cfg.pod_pids_limit);
+    let image_gc = image_gc_policy(&cli, &file_cfg)?;
     if let Some(secs) = cli.node_lease_duration_seconds
         && secs <= 0
     {
@@ -453,6 +494,7 @@ fn main() -> anyhow::Result<()> {
                 insecure_registries: cli.insecure_registry.clone(),
             },
         },
+        image_gc,
         cgroup_features: kubelab_agent::cgroups::CgroupFeatures {
             single_process_oom_kill: file_cfg.single_process_oom_kill,
             memory_qos: feature_gates.enabled("MemoryQoS"),

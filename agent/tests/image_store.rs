@@ -739,3 +739,80 @@ fn whiteouts_delete_files_and_opaque_dirs_hide_lower_content() {
         remove_rootfs(&container).unwrap();
     }
 }
+
+// ---- garbage collection ----
+
+#[test]
+fn garbage_collection_removes_unused_images_and_keeps_content_an_image_in_use_shares() {
+    use kubelab_agent::events::EventRecorder;
+    use kubelab_agent::runtime::image::{ImageGcManager, ImageGcPolicy};
+    let fx = Fixture::new();
+    let store = fx.store();
+    // `app` (in use) and `job` (unused) share their base layer.
+    let base = layer(&[("bin", Kind::Dir, ""), ("bin/tool", Kind::File("base"), "")]);
+    let app = layer(&[("app", Kind::File("app"), "")]);
+    let job = layer(&[("job", Kind::File("job"), "")]);
+    for (name, layers) in [("app:v1", [&base, &app]), ("job:v1", [&base, &job])] {
+        let dir = fx.tmp.path().join(name.replace(':', "-"));
+        write_oci_layout(&dir, &layers.map(Clone::clone), name);
+        store.import(&dir).unwrap();
+    }
+    let app_image = store.resolve("app:v1").unwrap();
+    let job_image = store.resolve("job:v1").unwrap();
+    assert_eq!(app_image.layer_dirs[0], job_image.layer_dirs[0]);
+    let job_manifest = fx
+        .root_dir()
+        .join("images/blobs/sha256")
+        .join(&job_image.manifest_digest["sha256:".len()..]);
+    assert!(job_manifest.exists());
+
+    let events = EventRecorder::default();
+    // Any disk is at a 1% high threshold, and a low one of 0% asks for
+    // more than unused images can give.
+    let policy = ImageGcPolicy {
+        high_threshold_percent: 1,
+        low_threshold_percent: 0,
+        min_age: std::time::Duration::ZERO,
+        max_age: std::time::Duration::ZERO,
+    };
+    let gc = ImageGcManager::new(store.clone(), policy, events.clone(), "node1");
+    let in_use = std::collections::BTreeSet::from([app_image.id.clone()]);
+    let message = gc.garbage_collect(&in_use).unwrap_err().to_string();
+
+    let left: Vec<_> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.reference)
+        .collect();
+    assert_eq!(left, [Some("docker.io/library/app:v1".to_string())]);
+    assert!(matches!(
+        store.resolve("job:v1"),
+        Err(ImageError::NotFound { .. })
+    ));
+    assert!(!job_image.layer_dirs[1].exists(), "job's own layer is gone");
+    assert!(!job_manifest.exists(), "job's manifest is gone");
+    for dir in &app_image.layer_dirs {
+        assert!(dir.join(".").exists(), "{dir:?} of the image in use stays");
+    }
+    assert!(app_image.layer_dirs[0].join("bin/tool").exists());
+    store.resolve("app:v1").unwrap();
+
+    assert!(
+        message
+            .starts_with("Failed to garbage collect required amount of images. Attempted to free ")
+            && message.ends_with(" bytes eligible to free.")
+            && !message.contains("only found 0 bytes"),
+        "{message}"
+    );
+    let event = events
+        .list()
+        .into_iter()
+        .find(|e| e.reason == "FreeDiskSpaceFailed")
+        .expect("a FreeDiskSpaceFailed event");
+    assert_eq!(
+        (event.type_, event.kind, event.object.as_str()),
+        ("Warning", "Node", "node1")
+    );
+    assert_eq!(event.message, message);
+}

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use super::SourceUpdate;
@@ -89,7 +89,12 @@ impl ApiSource {
         let cfg = watcher::Config::default().fields(&selector);
         // The watcher re-lists after errors with back-off; the store is swapped
         // whole on each re-list (`InitDone`), so a snapshot is never partial.
-        let stream = reflector::reflector(self.writer, watcher(api, cfg).default_backoff());
+        // Field ownership is the apiserver's business: the node never reads
+        // `managedFields`, and it is often the largest part of a stored pod.
+        let pods = watcher(api, cfg)
+            .default_backoff()
+            .modify(|pod| pod.managed_fields_mut().clear());
+        let stream = reflector::reflector(self.writer, pods);
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {

@@ -67,6 +67,9 @@ pub struct KubeletConfiguration {
     pub serialize_image_pulls: bool,
     /// `maxParallelImagePulls`: the limit when pulls are not serialized.
     pub max_parallel_image_pulls: Option<i32>,
+    /// `imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`,
+    /// `imageMinimumGCAge`, `imageMaximumGCAge`.
+    pub image_gc: crate::runtime::image::ImageGcPolicy,
     /// `allowedUnsafeSysctls`: names or `prefix*` patterns.
     pub allowed_unsafe_sysctls: Vec<String>,
     /// `podNetworkBackend` (the agent's own field): how pods reach other
@@ -192,6 +195,7 @@ impl Default for KubeletConfiguration {
             seccomp_default: false,
             serialize_image_pulls: true,
             max_parallel_image_pulls: None,
+            image_gc: Default::default(),
             allowed_unsafe_sysctls: Vec::new(),
             pod_network_backend: Default::default(),
             tls_cert_file: None,
@@ -261,6 +265,14 @@ struct RawKubeletConfiguration {
     seccomp_default: Option<bool>,
     serialize_image_pulls: Option<bool>,
     max_parallel_image_pulls: Option<i32>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<i32>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<i32>,
+    #[serde(rename = "imageMinimumGCAge")]
+    image_minimum_gc_age: Option<String>,
+    #[serde(rename = "imageMaximumGCAge")]
+    image_maximum_gc_age: Option<String>,
     allowed_unsafe_sysctls: Option<Vec<String>>,
     pod_network_backend: Option<String>,
     tls_cert_file: Option<String>,
@@ -429,6 +441,29 @@ pub fn parse_kubelet_config(
         config.serialize_image_pulls = on;
     }
     config.max_parallel_image_pulls = raw.max_parallel_image_pulls;
+    if let Some(p) = raw.image_gc_high_threshold_percent {
+        config.image_gc.high_threshold_percent = p;
+    }
+    if let Some(p) = raw.image_gc_low_threshold_percent {
+        config.image_gc.low_threshold_percent = p;
+    }
+    for (field, value, slot) in [
+        (
+            "imageMinimumGCAge",
+            raw.image_minimum_gc_age,
+            &mut config.image_gc.min_age,
+        ),
+        (
+            "imageMaximumGCAge",
+            raw.image_maximum_gc_age,
+            &mut config.image_gc.max_age,
+        ),
+    ] {
+        if let Some(v) = value {
+            *slot = parse_go_duration(&v)
+                .map_err(|e| invalid(field, format!("{v:?}"), &e.to_string()))?;
+        }
+    }
     if let Some(list) = raw.allowed_unsafe_sysctls {
         config.allowed_unsafe_sysctls = list;
     }
@@ -685,6 +720,10 @@ clusterDomain: cluster.local
 seccompDefault: true
 serializeImagePulls: false
 maxParallelImagePulls: 3
+imageGCHighThresholdPercent: 90
+imageGCLowThresholdPercent: 70
+imageMinimumGCAge: 5m
+imageMaximumGCAge: 168h
 allowedUnsafeSysctls: [kernel.msg*, net.core.somaxconn]
 podNetworkBackend: vxlan
 tlsCertFile: pki/node.crt
@@ -753,6 +792,12 @@ memorySwap:
                 seccomp_default: true,
                 serialize_image_pulls: false,
                 max_parallel_image_pulls: Some(3),
+                image_gc: crate::runtime::image::ImageGcPolicy {
+                    high_threshold_percent: 90,
+                    low_threshold_percent: 70,
+                    min_age: Duration::from_secs(300),
+                    max_age: Duration::from_secs(7 * 24 * 3600),
+                },
                 allowed_unsafe_sysctls: vec!["kernel.msg*".into(), "net.core.somaxconn".into()],
                 pod_network_backend: crate::network::cluster::PodNetworkBackend::Vxlan,
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),

@@ -5,12 +5,14 @@
 //! lifecycle controller turns them into `node.kubernetes.io/*-pressure`
 //! taints), and while a threshold is crossed evicts one pod per round, the
 //! first of [`rank`]'s order: the pod fails with `reason: Evicted` and the
-//! kubelet's message, and a Warning `Evicted` event says why.
+//! kubelet's message, and a Warning `Evicted` event says why. Before a pod
+//! is evicted for disk, unused images are deleted ([`reclaim`]).
 
 pub mod admission;
 pub mod config;
 pub mod observe;
 pub mod rank;
+pub mod reclaim;
 pub mod thresholds;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +62,8 @@ impl EvictionCounts {
 
 pub struct EvictionManager {
     pub ctx: Arc<AgentContext>,
+    /// Reclaims disk by deleting unused images before any pod is evicted.
+    pub image_gc: Arc<crate::runtime::image::ImageGcManager>,
     pub config: EvictionConfig,
     pub sources: observe::SignalSources,
     pub evictor: PodEvictor,
@@ -95,6 +99,20 @@ impl EvictionManager {
         });
         let threshold = outcome.to_reclaim.first()?.clone();
         let signal = threshold.signal;
+        let resource = signal.resource();
+        tracing::info!(resource, "Eviction manager: attempting to reclaim");
+        self.ctx.events.node_warning(
+            &self.ctx.node_name,
+            "EvictionThresholdMet",
+            format!("Attempting to reclaim {resource}"),
+        );
+        if self.reclaim_node_level_resources(signal).await {
+            tracing::info!(
+                resource,
+                "Eviction manager: able to reduce resource pressure without evicting pods."
+            );
+            return None;
+        }
         let ctx = self.ctx.clone();
         let with_disk = signal.resource() != "memory" && signal != Signal::PidAvailable;
         let mut candidates =
@@ -146,6 +164,31 @@ impl EvictionManager {
             "threshold crossed but no pod could be evicted"
         );
         None
+    }
+
+    /// kubelet's `reclaimNodeLevelResources`: for disk signals, deletes
+    /// every unused image, then looks again; true when no threshold is
+    /// crossed any more, so no pod has to go.
+    async fn reclaim_node_level_resources(&self, signal: Signal) -> bool {
+        let separate_imagefs =
+            reclaim::separate_filesystems(&self.sources.root_dir, &self.sources.images_dir);
+        if !reclaim::deletes_images(signal, separate_imagefs) {
+            return false;
+        }
+        let gc = self.image_gc.clone();
+        let in_use = self.ctx.status.image_ids_in_use();
+        match tokio::task::spawn_blocking(move || gc.delete_unused_images(&in_use)).await {
+            Ok(Ok(freed)) => tracing::info!(freed, "deleted unused images"),
+            Ok(Err(e)) => tracing::warn!("Eviction manager: failed to delete unused images: {e}"),
+            Err(e) => tracing::warn!("deleting unused images: {e}"),
+        }
+        let sources = self.sources.clone();
+        let Ok(observations) =
+            tokio::task::spawn_blocking(move || observe::observe(&sources)).await
+        else {
+            return false;
+        };
+        thresholds::thresholds_met(&self.config.thresholds, &observations, false).is_empty()
     }
 
     /// Waits until the evicted pod's containers have stopped (or the

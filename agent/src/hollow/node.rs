@@ -61,6 +61,7 @@ pub fn hollow_facts(name: &str, internal_ip: &str) -> NodeFacts {
         // No kubelet API listens for a hollow node.
         kubelet_port: 0,
         pressure: Default::default(),
+        images: Vec::new(),
     }
 }
 

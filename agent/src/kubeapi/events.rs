@@ -1,5 +1,5 @@
 //! The event sink (kubelet's event broadcaster to the apiserver): every event
-//! the agent records about a pod becomes a core/v1 Event, with the pod as its
+//! the agent records about a pod (or about the node itself) becomes a core/v1 Event, with the pod (or node) as its
 //! involvedObject and `kubelet` as its source. A repeat of the same event
 //! (same pod, container, reason and message) bumps `count` and
 //! `lastTimestamp` of the first, as kubelet's event correlator does.
@@ -28,25 +28,43 @@ pub fn render_event(ev: &AgentEvent, pod: &Pod, node: &str) -> Event {
         .clone()
         .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
+    let involved = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(ns.clone()),
+        name: Some(name.clone()),
+        // A static pod's events are about the pod the kubelet runs, whose
+        // UID its mirror carries in `kubernetes.io/config.mirror`: kubectl
+        // describe of the mirror looks them up there.
+        uid: mirror_source_uid(pod).or_else(|| pod.metadata.uid.clone()),
+        resource_version: pod.metadata.resource_version.clone(),
+        field_path: ev.field_path.clone(),
+    };
+    render(ev, involved, &ns, &name, node)
+}
+
+/// The Event for `ev` about the node itself, pure: as the kubelet's
+/// `nodeRef`, the UID is the node's name (what `kubectl describe node`
+/// looks events up by) and the Event lives in `default`.
+pub fn render_node_event(ev: &AgentEvent, node: &str) -> Event {
+    let involved = ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        uid: Some(node.into()),
+        ..Default::default()
+    };
+    render(ev, involved, "default", node, node)
+}
+
+fn render(ev: &AgentEvent, involved: ObjectReference, ns: &str, name: &str, node: &str) -> Event {
     let nanos = ev.time.as_nanosecond();
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{name}.{nanos:x}")),
-            namespace: Some(ns.clone()),
+            namespace: Some(ns.into()),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(ns),
-            name: Some(name),
-            // A static pod's events are about the pod the kubelet runs, whose
-            // UID its mirror carries in `kubernetes.io/config.mirror`: kubectl
-            // describe of the mirror looks them up there.
-            uid: mirror_source_uid(pod).or_else(|| pod.metadata.uid.clone()),
-            resource_version: pod.metadata.resource_version.clone(),
-            field_path: ev.field_path.clone(),
-        },
+        involved_object: involved,
         reason: Some(ev.reason.clone()),
         message: Some(ev.message.clone()),
         type_: Some(ev.type_.into()),
@@ -109,11 +127,16 @@ impl EventSink {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            let Some(pod) = self.involved(&ev.object).await else {
-                continue;
+            let event = if ev.kind == "Node" {
+                render_node_event(&ev, &self.node)
+            } else {
+                let Some(pod) = self.involved(&ev.object).await else {
+                    continue;
+                };
+                render_event(&ev, &pod, &self.node)
             };
             let key: SeriesKey = (
-                pod.metadata.uid.clone().unwrap_or_default(),
+                event.involved_object.uid.clone().unwrap_or_default(),
                 ev.field_path.clone(),
                 ev.reason.clone(),
                 ev.message.clone(),
@@ -131,7 +154,6 @@ impl EventSink {
                 }
                 series.remove(&key);
             }
-            let event = render_event(&ev, &pod, &self.node);
             let ns = event.metadata.namespace.clone().unwrap_or_default();
             let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
             match api.create(&PostParams::default(), &event).await {
@@ -160,6 +182,7 @@ mod tests {
             reason: "Started".into(),
             message: "Started container web".into(),
             object: "default/web-node1".into(),
+            kind: "Pod",
             field_path: Some("spec.containers{web}".into()),
         }
     }
@@ -199,5 +222,24 @@ mod tests {
         let mirror = pod(&[("kubernetes.io/config.mirror", "static-hash")]);
         let e = render_event(&event(), &mirror, "node1");
         assert_eq!(e.involved_object.uid.as_deref(), Some("static-hash"));
+    }
+
+    #[test]
+    fn a_node_event_refers_to_the_node_by_name_in_the_default_namespace() {
+        let ev = AgentEvent {
+            type_: "Warning",
+            reason: "FreeDiskSpaceFailed".into(),
+            object: "node1".into(),
+            kind: "Node",
+            field_path: None,
+            ..event()
+        };
+        let e = render_node_event(&ev, "node1");
+        assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(e.involved_object.kind.as_deref(), Some("Node"));
+        assert_eq!(e.involved_object.name.as_deref(), Some("node1"));
+        assert_eq!(e.involved_object.uid.as_deref(), Some("node1"));
+        assert_eq!(e.involved_object.namespace, None);
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
     }
 }

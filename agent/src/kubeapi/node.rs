@@ -12,8 +12,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -55,6 +55,8 @@ pub struct NodeFacts {
     pub kubelet_port: u16,
     /// The pressure conditions the eviction manager reports.
     pub pressure: crate::eviction::Pressure,
+    /// The images in the node's store, as `status.images` lists them.
+    pub images: Vec<ContainerImage>,
 }
 
 /// `amd64`/`arm64`, as `GOARCH` names them.
@@ -114,8 +116,60 @@ impl NodeFacts {
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             kubelet_port,
             pressure,
+            images: node_images(
+                &crate::runtime::image::ImageStore::at(root_dir)
+                    .list()
+                    .unwrap_or_default(),
+            ),
         }
     }
+}
+
+/// kubelet's `--node-status-max-images` default: the largest images listed.
+pub const NODE_STATUS_MAX_IMAGES: usize = 50;
+/// kubelet's `MaxNamesPerImageInNodeStatus`.
+const MAX_NAMES_PER_IMAGE: usize = 5;
+
+/// `status.images` as the kubelet reports it, pure: one entry per image ID,
+/// its digests (`repo@sha256:…`) then its tags as names, largest first.
+pub fn node_images(images: &[crate::runtime::image::ImageSummary]) -> Vec<ContainerImage> {
+    use crate::runtime::image::Reference;
+    let mut by_id: BTreeMap<&str, (Vec<String>, Vec<String>, u64)> = BTreeMap::new();
+    for image in images {
+        let (digests, tags, size) = by_id.entry(&image.id).or_default();
+        *size = (*size).max(image.size);
+        let Some(parsed) = image
+            .reference
+            .as_deref()
+            .and_then(|r| Reference::parse(r).ok())
+        else {
+            continue;
+        };
+        let repo_digest = format!("{}@{}", parsed.repository(), image.manifest_digest);
+        if !digests.contains(&repo_digest) {
+            digests.push(repo_digest);
+        }
+        if parsed.digest().is_none()
+            && let Some(reference) = &image.reference
+            && !tags.contains(reference)
+        {
+            tags.push(reference.clone());
+        }
+    }
+    let mut out: Vec<ContainerImage> = by_id
+        .into_values()
+        .map(|(mut names, tags, size)| {
+            names.extend(tags);
+            names.truncate(MAX_NAMES_PER_IMAGE);
+            ContainerImage {
+                names: Some(names),
+                size_bytes: Some(size as i64),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+    out.truncate(NODE_STATUS_MAX_IMAGES);
+    out
 }
 
 /// The node annotation naming the directory of its local-path volumes.
@@ -217,6 +271,9 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
                 address: f.name.clone(),
             },
         ]),
+        // Left out when empty, so a node without images (hollow nodes) does
+        // not differ from what the apiserver gives back.
+        images: (!f.images.is_empty()).then(|| f.images.clone()),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
                 port: f.kubelet_port as i32,
@@ -546,7 +603,45 @@ mod tests {
             boot_id: "b".into(),
             kubelet_port: 10250,
             pressure: Default::default(),
+            images: Vec::new(),
         }
+    }
+
+    #[test]
+    fn images_are_listed_by_id_digests_then_tags_largest_first() {
+        use crate::runtime::image::ImageSummary;
+        let summary = |reference: Option<&str>, id: &str, size| ImageSummary {
+            reference: reference.map(String::from),
+            id: id.into(),
+            manifest_digest: format!("sha256:m{id}"),
+            size,
+        };
+        let images = node_images(&[
+            summary(Some("docker.io/library/busybox:latest"), "small", 10),
+            summary(Some("docker.io/library/busybox:1.35"), "small", 10),
+            summary(Some("registry.local:5000/app:v1"), "big", 500),
+            summary(None, "anonymous", 1),
+        ]);
+        let names: Vec<Vec<String>> = images.iter().map(|i| i.names.clone().unwrap()).collect();
+        assert_eq!(
+            names,
+            vec![
+                vec![
+                    "registry.local:5000/app@sha256:mbig".to_string(),
+                    "registry.local:5000/app:v1".into()
+                ],
+                vec![
+                    "docker.io/library/busybox@sha256:msmall".into(),
+                    "docker.io/library/busybox:latest".into(),
+                    "docker.io/library/busybox:1.35".into()
+                ],
+                vec![],
+            ]
+        );
+        assert_eq!(
+            images.iter().map(|i| i.size_bytes).collect::<Vec<_>>(),
+            [Some(500), Some(10), Some(1)]
+        );
     }
 
     #[test]

@@ -136,9 +136,29 @@ pub fn start_shim(launch: &ShimLaunch) -> Result<StartOutcome, ContainerError> {
     }
 }
 
-/// Waits for a child on a small thread of its own, so it never stays a zombie
-/// of the agent; the thread needs almost no stack.
+/// Reaps a child once it has exited, so it never stays a zombie of the
+/// agent. On the agent's runtime a task waits for the child's pidfd to turn
+/// readable: a node has two such children per pod (shim and sandbox), and a
+/// thread each held their stacks for the pods' whole life. Elsewhere (no
+/// runtime, no pidfd) a small thread waits.
 pub(crate) fn reap_in_background(mut child: std::process::Child) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current()
+        && let Some(fd) = pidfd_open(child.id() as i32)
+    {
+        let _guard = runtime.enter();
+        // SAFETY: PidFd owns the descriptor and keeps it open while registered.
+        match unsafe { AsyncFd::register_with_interest(PidFd(fd), tokio::io::Interest::READABLE) } {
+            Ok(exited) => {
+                runtime.spawn(async move {
+                    let _ = exited.readable().await;
+                    // Exited: the wait returns at once.
+                    let _ = child.wait();
+                });
+                return;
+            }
+            Err(e) => tracing::debug!("registering a child's pidfd: {e}"),
+        }
+    }
     let spawned = std::thread::Builder::new()
         .name("reaper".into())
         .stack_size(64 * 1024)

@@ -157,6 +157,8 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
         Some(runc) => super::runc::launch::launch(runc, &args.bundle, &spec, args.stdin),
         None => launch_with_init(&args, &spec, new_pid_ns, shared_pid_ns.as_deref())?,
     };
+    // The shim lives as long as the container: keep nothing it no longer needs.
+    drop(spec);
     let mut report = std::io::stdout();
     let Launched {
         pid: child,

@@ -367,6 +367,24 @@ impl PodStatusStore {
     pub fn list(&self) -> Vec<PodEntry> {
         self.inner.read().expect("lock").values().cloned().collect()
     }
+    /// The image IDs of every container the node's pods have, running or
+    /// exited: what image garbage collection must leave.
+    pub fn image_ids_in_use(&self) -> std::collections::BTreeSet<String> {
+        let entries = self.inner.read().expect("lock");
+        entries
+            .values()
+            .filter_map(|e| e.pod.status.as_ref())
+            .flat_map(|s| {
+                s.container_statuses
+                    .iter()
+                    .chain(s.init_container_statuses.iter())
+                    .flatten()
+            })
+            .map(|c| c.image_id.clone())
+            .filter(|id| !id.is_empty())
+            .collect()
+    }
+
     pub fn find(&self, namespace: &str, name: &str) -> Option<PodEntry> {
         self.inner
             .read()

@@ -183,6 +183,12 @@ impl ApiServer {
 
     /// [`Self::join`] with more agent flags.
     pub fn join_with(&self, extra: &[&str]) -> TestNode {
+        self.join_prepared(extra, &|_| {})
+    }
+
+    /// [`Self::join_with`], `prepare` run on the node's root dir first
+    /// (see `TestNode::start_prepared`).
+    pub fn join_prepared(&self, extra: &[&str], prepare: &dyn Fn(&std::path::Path)) -> TestNode {
         let kubeconfig = self.kubeconfig();
         let ca = self.ca_file();
         let port = super::common::free_port().to_string();
@@ -200,7 +206,7 @@ impl ApiServer {
             "Webhook",
         ];
         args.extend_from_slice(extra);
-        TestNode::start_with(&args)
+        TestNode::start_prepared(&args, prepare)
     }
 }
 

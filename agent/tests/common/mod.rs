@@ -131,17 +131,24 @@ impl TestNode {
     }
 
     pub fn start_with(extra: &[&str]) -> TestNode {
-        Self::start_opts(None, extra)
+        Self::start_opts(None, extra, &|_| {})
+    }
+
+    /// [`Self::start_with`], with `prepare` run on the root dir (not yet
+    /// made) before the test image is imported, e.g. to mount the image
+    /// store's own filesystem.
+    pub fn start_prepared(extra: &[&str], prepare: &dyn Fn(&Path)) -> TestNode {
+        Self::start_opts(None, extra, prepare)
     }
 
     /// A node whose agent runs inside network namespace `netns`. It enters only
     /// the netns (`nsenter --net`): `ip netns exec` would also mount a fresh
     /// /sys, which hides the cgroup hierarchies under /sys/fs/cgroup.
     pub fn start_in_netns(netns: &str, extra: &[&str]) -> TestNode {
-        Self::start_opts(Some(netns), extra)
+        Self::start_opts(Some(netns), extra, &|_| {})
     }
 
-    fn start_opts(netns: Option<&str>, extra: &[&str]) -> TestNode {
+    fn start_opts(netns: Option<&str>, extra: &[&str], prepare: &dyn Fn(&Path)) -> TestNode {
         let root = tempfile::Builder::new()
             .prefix("kubelab-node-")
             .tempdir()
@@ -149,6 +156,7 @@ impl TestNode {
         let manifests = root.path().join("manifests");
         std::fs::create_dir_all(&manifests).unwrap();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        prepare(&root.path().join("state"));
         let image = test_image();
         let status = Command::new(agent_bin())
             .arg("--root-dir")

@@ -9,11 +9,15 @@
 //! - [`platform`]: which manifest of a multi-platform image this node runs.
 //! - [`pull`]: images from registries (OCI distribution), verified and deduplicated.
 //! - [`credentials`]: `imagePullSecrets` matched to registries.
+//! - [`gc`]: which unused images go when the disk fills (pure), and
+//!   [`gc_manager`], the kubelet's image garbage collector that acts on it.
 //! - [`manager`]: pull policy, back-off, events: the kubelet's image manager.
 //! - [`cli`]: `kubelab-agent image import|pull|ls`.
 
 pub mod cli;
 pub mod credentials;
+pub mod gc;
+pub mod gc_manager;
 pub mod import;
 pub mod manager;
 pub mod platform;
@@ -24,6 +28,8 @@ pub mod store;
 pub mod unpack;
 
 pub use cli::{ImageCommand, run_image_command};
+pub use gc::ImageGcPolicy;
+pub use gc_manager::ImageGcManager;
 pub use import::ImportError;
 pub use manager::{ImageManager, ImagePullFailure, PullConcurrency, PullOptions};
 pub use pull::{PullError, RegistryOptions};

@@ -15,6 +15,7 @@
 //! and the index is rewritten under `index.lock` and renamed over the old one,
 //! so readers never take a lock and never see half a file.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -177,6 +178,14 @@ impl ImageStore {
         Ok(store)
     }
 
+    /// The store at `<root_dir>/images` as it is, for reading: nothing is
+    /// created or cleaned up.
+    pub fn at(root_dir: &Path) -> Self {
+        ImageStore {
+            root: root_dir.join("images"),
+        }
+    }
+
     /// The store's own directory (`<root_dir>/images`).
     pub fn root(&self) -> &Path {
         &self.root
@@ -267,6 +276,95 @@ impl ImageStore {
             layer_dirs,
             pulled: record.pulled,
         })
+    }
+
+    /// The files and layer dirs an image (by image ID) holds on disk: its
+    /// manifests, config and compressed layers under `blobs/`, and its
+    /// unpacked layers under `layers/`. Shared with other images as it may be.
+    pub fn image_content(&self, id: &str) -> Result<BTreeSet<PathBuf>, ImageError> {
+        let index = self.read_index()?;
+        let records: Vec<&IndexRecord> = index.images.iter().filter(|r| r.config == id).collect();
+        if records.is_empty() {
+            return Err(ImageError::NotFound {
+                reference: id.to_string(),
+            });
+        }
+        let mut content = BTreeSet::new();
+        for record in records {
+            content.extend(self.record_content(record)?);
+        }
+        Ok(content)
+    }
+
+    /// Removes an image (every reference to its ID, as `crictl rmi` does)
+    /// and whatever of its content no other image references.
+    pub fn remove_image(&self, id: &str) -> Result<(), ImageError> {
+        let removed = self.update_index(|index| {
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut index.images)
+                .into_iter()
+                .partition(|r| r.config == id);
+            index.images = kept;
+            (gone, index.images.clone())
+        })?;
+        let (gone, kept) = removed;
+        if gone.is_empty() {
+            return Err(ImageError::NotFound {
+                reference: id.to_string(),
+            });
+        }
+        let mut still_used = BTreeSet::new();
+        for record in &kept {
+            // Content of an image we cannot read stays: better a leftover than
+            // a layer pulled from under a container.
+            match self.record_content(record) {
+                Ok(c) => still_used.extend(c),
+                Err(e) => {
+                    tracing::warn!(image = %record.config, "reading image content: {e}");
+                    return Ok(());
+                }
+            }
+        }
+        for record in &gone {
+            for path in self.record_content(record).unwrap_or_default() {
+                if !still_used.contains(&path) {
+                    remove_tree(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths of one index record's manifest, config, layer blobs and
+    /// unpacked layers.
+    fn record_content(&self, record: &IndexRecord) -> Result<BTreeSet<PathBuf>, StoreError> {
+        let mut content = BTreeSet::new();
+        let manifest_path = self.blob_path(&record.manifest)?;
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(
+            &fs::read(&manifest_path)
+                .map_err(StoreError::io("reading manifest", &manifest_path))?,
+        )
+        .map_err(|_| StoreError::Corrupt {
+            what: format!("manifest {} is not an image manifest", record.manifest),
+            path: manifest_path.clone(),
+        })?;
+        content.insert(manifest_path);
+        content.insert(self.blob_path(&record.config)?);
+        for layer in manifest.layers() {
+            content.insert(self.blob_path(&layer.digest().to_string())?);
+        }
+        let config_path = self.blob_path(&record.config)?;
+        let config: ImageConfiguration = serde_json::from_slice(
+            &fs::read(&config_path)
+                .map_err(StoreError::io("reading image config", &config_path))?,
+        )
+        .map_err(|_| StoreError::Corrupt {
+            what: format!("config {} is not an image configuration", record.config),
+            path: config_path,
+        })?;
+        for diff_id in config.rootfs().diff_ids() {
+            content.insert(self.layer_dir(diff_id)?);
+        }
+        Ok(content)
     }
 
     // ---- internals shared with `import` ----
