@@ -1,5 +1,6 @@
 //! Authentication: bearer tokens from `--token-auth-file` (kube-apiserver's
-//! static token CSV: `token,user,uid,"group1,group2"`), ServiceAccount
+//! static token CSV: `token,user,uid,"group1,group2"`), bootstrap tokens
+//! ([`crate::bootstrap_token`]), ServiceAccount
 //! tokens ([`crate::serviceaccount::Authenticator`]) and client
 //! certificates signed by the cluster CA (user = CN, groups = O).
 //! Everything else is 401, except the public-info paths kube-apiserver
@@ -43,6 +44,8 @@ pub struct TokenAuthenticator {
     tokens: HashMap<String, UserInfo>,
     /// Verifies ServiceAccount tokens, when the server signs them.
     pub service_accounts: Option<crate::serviceaccount::Authenticator>,
+    /// Bootstrap tokens (`--enable-bootstrap-token-auth`).
+    pub bootstrap_tokens: Option<crate::bootstrap_token::Authenticator>,
 }
 
 /// Never prints the tokens themselves.
@@ -51,6 +54,7 @@ impl std::fmt::Debug for TokenAuthenticator {
         f.debug_struct("TokenAuthenticator")
             .field("static_tokens", &self.tokens.len())
             .field("service_accounts", &self.service_accounts.is_some())
+            .field("bootstrap_tokens", &self.bootstrap_tokens.is_some())
             .finish()
     }
 }
@@ -110,6 +114,7 @@ impl TokenAuthenticator {
         Ok(Self {
             tokens,
             service_accounts: None,
+            bootstrap_tokens: None,
         })
     }
 
@@ -135,6 +140,13 @@ impl TokenAuthenticator {
             .strip_prefix("Bearer ")
             .or_else(|| authorization.strip_prefix("bearer "))?
             .trim();
+        if let Some(bootstrap) = &self.bootstrap_tokens
+            && let Some(verified) = bootstrap.verify(token).await
+        {
+            return verified
+                .inspect_err(|e| tracing::info!("refused a bootstrap token: {e}"))
+                .ok();
+        }
         match self.service_accounts.as_ref()?.verify(token).await {
             Ok(u) => Some(u),
             Err(e) => {

@@ -6,6 +6,7 @@
 //!   defaults, validation, table columns.
 //! - [`api`]: REST semantics (create/get/list/watch/update/patch/delete, binding),
 //!   discovery and OpenAPI.
+//! - [`certificates`]: certificate signing requests and the built-in signers.
 //! - [`pki`], [`auth`], [`server`]: certificates, authentication, HTTPS serving;
 //!   [`server::run`] is the whole startup.
 //! - [`controllers`]: in-process controllers (endpoints, node IPAM, ...),
@@ -26,6 +27,8 @@
 pub mod api;
 pub mod auth;
 pub mod authorizer;
+pub mod bootstrap_token;
+pub mod certificates;
 pub mod cidr;
 pub mod client;
 pub mod controllers;

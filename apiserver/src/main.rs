@@ -7,6 +7,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use kubelab_apiserver::api::ServiceNetwork;
 use kubelab_apiserver::cidr::Ipv4Cidr;
 use kubelab_apiserver::controllers::ControllerOptions;
+use kubelab_apiserver::controllers::csr_signing::ClusterSigning;
 use kubelab_apiserver::controllers::manager::{self, ManagerOptions};
 use kubelab_apiserver::controllers::node_ipam::NodeIpamOptions;
 use kubelab_apiserver::controllers::node_lifecycle::{NodeLifecycleOptions, parse_duration};
@@ -90,6 +91,16 @@ struct ControllerTuning {
     /// The usage ratio's distance from 1.0 below which nothing scales.
     #[arg(long, default_value_t = 0.1)]
     horizontal_pod_autoscaler_tolerance: f64,
+    /// The CA certificate (PEM) the CSR signers issue with (the apiserver's
+    /// own controllers: the cluster CA, ca.crt in the data dir).
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// The key of --cluster-signing-cert-file.
+    #[arg(long, value_name = "FILE", requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest life of a certificate the CSR signers issue.
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
 }
 
 impl ControllerTuning {
@@ -101,6 +112,25 @@ impl ControllerTuning {
         };
         o.tuning.tolerance = self.horizontal_pod_autoscaler_tolerance;
         o
+    }
+}
+
+impl ControllerTuning {
+    /// The signing CA from the flags, else `default` (the files of the
+    /// cluster CA, when the manager runs inside the apiserver).
+    fn cluster_signing(&self, default: Option<(PathBuf, PathBuf)>) -> Option<ClusterSigning> {
+        let (cert_file, key_file) = match (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => default?,
+        };
+        Some(ClusterSigning {
+            cert_file,
+            key_file,
+            duration: self.cluster_signing_duration,
+        })
     }
 }
 
@@ -177,6 +207,10 @@ struct Flags {
     /// Static tokens, kube-apiserver's CSV: token,user,uid,"group1,group2".
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// Let `bootstrap.kubernetes.io/token` Secrets in kube-system
+    /// authenticate their `<id>.<secret>` tokens (nodes joining).
+    #[arg(long)]
+    enable_bootstrap_token_auth: bool,
     #[command(flatten)]
     service_accounts: ServiceAccountFlags,
     /// Ordered authorizers: `Node`, `RBAC`, `AlwaysAllow`, `AlwaysDeny`
@@ -430,6 +464,7 @@ async fn main() -> anyhow::Result<()> {
                     concurrent_gc_syncs: cm.tuning.concurrent_gc_syncs,
                     terminated_pod_gc_threshold: cm.tuning.terminated_pod_gc_threshold,
                     horizontal_pod_autoscaler: cm.tuning.hpa(),
+                    cluster_signing: cm.tuning.cluster_signing(None),
                     ..Default::default()
                 },
             )
@@ -471,12 +506,17 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => kubelab_apiserver::pod_security::config::load(p)?,
         None => Default::default(),
     };
+    let cluster_signing = flags.tuning.cluster_signing(Some((
+        flags.data_dir.join("ca.crt"),
+        flags.data_dir.join("ca.key"),
+    )));
     server::run(Config {
         data_dir: flags.data_dir,
         bind_address: flags.bind_address,
         secure_port: flags.secure_port,
         advertise_address: flags.advertise_address,
         token_auth_file: flags.token_auth_file,
+        enable_bootstrap_token_auth: flags.enable_bootstrap_token_auth,
         service_accounts: flags.service_accounts.into(),
         authorization_modes: flags.authorization_mode,
         kubelet: server::KubeletClientFlags {
@@ -507,6 +547,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrent_gc_syncs: flags.tuning.concurrent_gc_syncs,
                 terminated_pod_gc_threshold: flags.tuning.terminated_pod_gc_threshold,
                 horizontal_pod_autoscaler: flags.tuning.hpa(),
+                cluster_signing,
                 ..Default::default()
             },
         },

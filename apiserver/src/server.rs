@@ -36,6 +36,9 @@ pub struct Config {
     /// when binding all addresses) if unset.
     pub advertise_address: Option<IpAddr>,
     pub token_auth_file: Option<PathBuf>,
+    /// `--enable-bootstrap-token-auth`: `kube-system/bootstrap-token-*`
+    /// Secrets authenticate their tokens.
+    pub enable_bootstrap_token_auth: bool,
     /// `--service-account-*`, `--api-audiences`.
     pub service_accounts: crate::serviceaccount::TokenFlags,
     /// `--authorization-mode`.
@@ -186,6 +189,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         sa_tokens.clone(),
         store.clone(),
     ));
+    if cfg.enable_bootstrap_token_auth {
+        tokens.bootstrap_tokens = Some(crate::bootstrap_token::Authenticator::new(store.clone()));
+    }
     let tokens = Arc::new(tokens);
     let mut api = api::Api::new(store, host_port);
     api.service_account_tokens = sa_tokens;

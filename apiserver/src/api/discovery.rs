@@ -158,6 +158,10 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             resources.push(json!({"name": format!("{}/scale", i.plural), "singularName": "", "namespaced": i.namespaced,
                 "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
+        if i.plural == "certificatesigningrequests" {
+            resources.push(json!({"name": "certificatesigningrequests/approval", "singularName": "", "namespaced": false,
+                "kind": "CertificateSigningRequest", "verbs": ["get", "patch", "update"]}));
+        }
         if i.plural == "namespaces" {
             resources.push(
                 json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false,

@@ -2,6 +2,7 @@
 //! with kube-apiserver's semantics on top of the [`Storage`] trait.
 
 pub(crate) mod body;
+mod certificates;
 mod compression;
 pub mod custom_resources;
 pub mod deletion;
@@ -554,6 +555,18 @@ impl Api {
                     .to_owned();
                 self.patch_scale(kind, ns, name, &ct, &body).await
             }
+            (&Method::GET, Some(name), Some("approval"))
+                if kind.info().plural == certificates::PLURAL =>
+            {
+                let obj = self.get(kind, ns, name).await?;
+                Ok(self.respond(kind, StatusCode::OK, &obj, out))
+            }
+            (&Method::PUT, Some(name), Some("approval"))
+                if kind.info().plural == certificates::PLURAL =>
+            {
+                let obj = body::decode_object(&headers, &body, kind.info().kind).await?;
+                self.update_approval(kind, name, obj, &params, out).await
+            }
             (&Method::GET, Some(name), Some("log")) if kind.info().plural == "pods" => {
                 logs::pod_log(&self, ns.unwrap_or("default"), name, &params).await
             }
@@ -762,6 +775,9 @@ impl Api {
             _ => {}
         }
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
+        if info.plural == certificates::PLURAL {
+            certificates::record_requester(&mut obj);
+        }
         if (info.group, info.plural) == ("", "pods") {
             self.admit_pod_limits(&mut obj).await?;
             self.admit_pod_service_account(&mut obj).await?;

@@ -17,9 +17,9 @@ use k8s_openapi::api::core::v1::ReplicationController;
 use super::informers::Informers;
 use super::pod_gc::PodGcOptions;
 use super::{
-    cronjob, daemonset, deployment, disruption, garbage_collector, horizontal, job, namespace,
-    persistent_volume, pod_gc, replicaset, resource_quota, root_ca_publisher, statefulset,
-    taint_eviction, ttl_after_finished,
+    cronjob, csr_approving, csr_signing, daemonset, deployment, disruption, garbage_collector,
+    horizontal, job, namespace, persistent_volume, pod_gc, replicaset, resource_quota,
+    root_ca_publisher, statefulset, taint_eviction, ttl_after_finished,
 };
 use crate::leader_election::{LeaderElection, run_as_leader};
 
@@ -151,6 +151,29 @@ pub const CONTROLLERS: &[ControllerEntry] = &[
         },
     },
     ControllerEntry {
+        name: "certificatesigningrequest-approving-controller",
+        alias: "csrapproving",
+        start: |i, _| Box::pin(csr_approving::run(i)),
+    },
+    ControllerEntry {
+        name: "certificatesigningrequest-signing-controller",
+        alias: "csrsigning",
+        start: |i, o| {
+            let signing = o.cluster_signing.clone();
+            Box::pin(async move {
+                match signing {
+                    Some(s) => csr_signing::run(i, s).await,
+                    None => {
+                        tracing::info!(
+                            "skipping CSR signer controller because no csr cert/key was specified"
+                        );
+                        Ok(())
+                    }
+                }
+            })
+        },
+    },
+    ControllerEntry {
         name: "horizontal-pod-autoscaler-controller",
         alias: "horizontalpodautoscaling",
         start: |i, o| Box::pin(horizontal::run(i, o.horizontal_pod_autoscaler)),
@@ -182,6 +205,9 @@ pub struct ManagerOptions {
     /// The cluster CA (PEM) published as `kube-root-ca.crt`: `--root-ca-file`,
     /// else the CA the manager trusts the apiserver with.
     pub root_ca: Option<String>,
+    /// `--cluster-signing-cert-file`, `--cluster-signing-key-file` and
+    /// `--cluster-signing-duration`: the CA the CSR signers issue with.
+    pub cluster_signing: Option<csr_signing::ClusterSigning>,
 }
 
 impl Default for ManagerOptions {
@@ -194,6 +220,7 @@ impl Default for ManagerOptions {
             terminated_pod_gc_threshold: pod_gc::TERMINATED_POD_GC_THRESHOLD,
             horizontal_pod_autoscaler: Default::default(),
             root_ca: None,
+            cluster_signing: None,
         }
     }
 }

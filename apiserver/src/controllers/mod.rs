@@ -15,6 +15,8 @@ pub mod controller_history;
 pub mod controller_ref_manager;
 pub mod cronjob;
 pub mod cronjob_decide;
+pub mod csr_approving;
+pub mod csr_signing;
 pub mod daemonset;
 pub mod daemonset_decide;
 pub mod deployment;

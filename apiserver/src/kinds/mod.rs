@@ -9,6 +9,7 @@
 pub mod autoscaling;
 mod autoscaling_v1;
 pub mod batch;
+pub mod certificates;
 mod core;
 pub mod custom_resource;
 pub mod custom_resource_definition;
@@ -344,6 +345,8 @@ fn name_errors(plural: &str, name: &str) -> Vec<FieldError> {
         "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => {
             rbac::path_segment_name("metadata.name", name)
         }
+        // `ValidateCertificateRequestName`: any name will do.
+        "certificatesigningrequests" => Vec::new(),
         // Events are named `<object>.<hex>`; nodes may be any DNS subdomain.
         _ => validation::dns1123_subdomain("metadata.name", name),
     }
@@ -416,6 +419,10 @@ impl Default for Registry {
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
                 typed::<storage::StorageClass>("storage.k8s.io", "v1"),
                 typed::<policy::PodDisruptionBudget>("policy", "v1"),
+                typed::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(
+                    self::certificates::GROUP,
+                    "v1",
+                ),
                 typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
                     "apiextensions.k8s.io",
                     "v1",

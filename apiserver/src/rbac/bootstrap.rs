@@ -19,6 +19,10 @@ pub const BOOTSTRAP_LABEL: (&str, &str) = ("kubernetes.io/bootstrapping", "rbac-
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 pub const NODE_ROLE: &str = "system:node";
 pub const KUBELET_API_ADMIN: &str = "system:kubelet-api-admin";
+pub const NODE_CLIENT_ROLE: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+pub const SELF_NODE_CLIENT_ROLE: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
@@ -488,6 +492,24 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
                 &["create", "get", "list", "watch"],
                 "certificates.k8s.io",
                 &["certificatesigningrequests"],
+            )],
+        ),
+        // What the CSR approver asks for a node client certificate: a new
+        // node's (bootstrap) and a node renewing its own.
+        cluster_role(
+            NODE_CLIENT_ROLE,
+            vec![rule(
+                &["create"],
+                "certificates.k8s.io",
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            SELF_NODE_CLIENT_ROLE,
+            vec![rule(
+                &["create"],
+                "certificates.k8s.io",
+                &["certificatesigningrequests/selfnodeclient"],
             )],
         ),
         cluster_role(
