@@ -73,6 +73,8 @@ pub struct AgentOptions {
     pub cgroup_features: crate::cgroups::CgroupFeatures,
     /// The `KubeletPSI` gate: pressure stall information in the stats.
     pub psi_stats: bool,
+    /// `--default-runtime-handler`, `--runc-binary`: which backend runs a pod.
+    pub runtime_handlers: crate::runtime::handlers::HandlerConfig,
 }
 
 /// The cgroup settings in force on this node, from the configured ones, the
@@ -211,6 +213,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
             opts.root_dir.join("pods"),
         ),
+        runtime_handlers: opts.runtime_handlers.clone(),
     });
 
     // `--port`'s TLS and auth are checked before anything runs: a bad
@@ -302,7 +305,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         let ctx = ctx.clone();
         tokio::task::spawn_blocking(move || PodManager::new(ctx))
             .await
-            .context("reading the pods the previous agent left")?
+            .context("reading the pods the previous agent left")??
     };
     let evictor = manager.evictor();
     tokio::spawn(manager.with_sources(&sources).run(rx));

@@ -50,6 +50,8 @@ pub struct AgentContext {
     pub evictions: crate::eviction::EvictionCounts,
     /// The node's pool of pod user namespaces (`hostUsers: false`).
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
+    /// The runtime handlers this node offers and its default one.
+    pub runtime_handlers: crate::runtime::handlers::HandlerConfig,
 }
 
 impl AgentContext {
@@ -113,6 +115,7 @@ impl AgentContext {
             user_namespaces: crate::runtime::userns::UserNamespaceAllocator::new(
                 root_dir.join("pods"),
             ),
+            runtime_handlers: Default::default(),
         })
     }
 

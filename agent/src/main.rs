@@ -75,6 +75,14 @@ struct Cli {
     /// Log files kept per container.
     #[arg(long)]
     container_log_max_files: Option<u32>,
+    /// The runtime handler of pods without a RuntimeClass: `kubelab` (the
+    /// built-in runtime) or `runc`.
+    #[arg(long, value_name = "HANDLER", default_value = "kubelab",
+          value_parser = [kubelab_agent::runtime::handlers::BUILTIN, kubelab_agent::runtime::handlers::RUNC])]
+    default_runtime_handler: String,
+    /// The `runc` binary of the `runc` runtime handler.
+    #[arg(long, value_name = "PATH", default_value = "runc")]
+    runc_binary: PathBuf,
     /// The node's IP, reported as hostIP.
     #[arg(long)]
     node_ip: Option<String>,
@@ -432,6 +440,10 @@ fn main() -> anyhow::Result<()> {
             swap_behavior: file_cfg.swap_behavior,
         },
         psi_stats: feature_gates.enabled("KubeletPSI"),
+        runtime_handlers: kubelab_agent::runtime::handlers::HandlerConfig {
+            default: cli.default_runtime_handler.clone(),
+            runc_binary: cli.runc_binary.clone(),
+        },
     };
     limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()

@@ -390,7 +390,8 @@ fn a_bootstrap_token_gets_a_node_client_certificate_approved_but_not_a_serving_o
     let expired = kubectl_as(&s, "old123.0123456789abcdef", &["get", "csr"]);
     assert!(!expired.status.success());
     assert!(
-        String::from_utf8_lossy(&expired.stderr).contains("error: You must be logged in to the server"),
+        String::from_utf8_lossy(&expired.stderr)
+            .contains("error: You must be logged in to the server"),
         "{}",
         String::from_utf8_lossy(&expired.stderr)
     );

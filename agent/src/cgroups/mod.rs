@@ -225,6 +225,36 @@ struct Level {
 }
 
 impl RootLocation {
+    /// `linux.cgroupsPath` for `path` as runc resolves it. On v1 a relative
+    /// path is joined to the runtime's own cgroup in each hierarchy, as a
+    /// relative `--cgroup-root` is to the agent's (a runtime started by the
+    /// agent's shim is in the same cgroups); on v2 runc joins a relative
+    /// path to the parent of its own cgroup, so the path there is absolute,
+    /// from `mount_point`.
+    fn oci_path(&self, path: &CgroupPath, relative_v1: bool, mount_point: Option<&Path>) -> String {
+        let below_root = self
+            .components
+            .iter()
+            .map(String::as_str)
+            .chain(path.components())
+            .collect::<Vec<_>>()
+            .join("/");
+        let above_root = match mount_point {
+            Some(mount) => self
+                .base
+                .strip_prefix(mount)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None if relative_v1 => return below_root,
+            None => String::new(),
+        };
+        if above_root.is_empty() {
+            format!("/{below_root}")
+        } else {
+            format!("/{above_root}/{below_root}")
+        }
+    }
+
     fn root_dir(&self) -> PathBuf {
         let mut dir = self.base.clone();
         dir.extend(&self.components);
@@ -311,6 +341,9 @@ trait Backend: fmt::Debug + Send + Sync {
     fn restrict_devices(&self, _path: &CgroupPath) -> Result<()> {
         Ok(())
     }
+    /// `linux.cgroupsPath` naming `path` for an OCI runtime (see
+    /// [`CgroupDriver::oci_cgroups_path`]).
+    fn oci_cgroups_path(&self, path: &CgroupPath) -> String;
 }
 
 /// The cgroup driver: creates, fills, measures and removes pod and container cgroups.
@@ -338,7 +371,9 @@ impl CgroupDriver {
 
     fn from_system(mountinfo: &str, proc_self_cgroup: &str, cgroup_root: &str) -> Result<Self> {
         let backend: Box<dyn Backend> = match plan(mountinfo, proc_self_cgroup, cgroup_root)? {
-            Plan::V1(hierarchies) => Box::new(v1::V1::new(hierarchies)),
+            Plan::V1(hierarchies) => {
+                Box::new(v1::V1::new(hierarchies, !cgroup_root.starts_with('/')))
+            }
             Plan::V2 {
                 mount_point,
                 root,
@@ -408,6 +443,12 @@ impl CgroupDriver {
     pub fn create(&self, path: &CgroupPath, limits: &CgroupLimits) -> Result<()> {
         path.validate()?;
         self.inner.backend.create(path, limits, &self.inner.created)
+    }
+
+    /// The `linux.cgroupsPath` an OCI runtime (runc's cgroupfs driver) needs
+    /// to put a container in `path`, the very directories [`Self::dirs`] names.
+    pub fn oci_cgroups_path(&self, path: &CgroupPath) -> String {
+        self.inner.backend.oci_cgroups_path(path)
     }
 
     /// Every `cgroup.procs` a new process must be written to (one per hierarchy on
@@ -840,6 +881,36 @@ fn own_dir(mount: &Mount, own_path: &str) -> PathBuf {
     mount.mount_point.join(rel.trim_start_matches('/'))
 }
 
+/// On a v1 (or hybrid) host, the mount points of cgroup hierarchies that
+/// carry none of the controllers this driver uses (`cpuset`, `blkio`,
+/// `freezer`, `name=systemd`, the hybrid `unified` one…). An OCI runtime
+/// makes a container's cgroup in every hierarchy it sees: one that sees only
+/// these stays within the directories the driver creates and removes.
+/// Empty on a v2 host.
+pub fn unmanaged_v1_hierarchies(mountinfo: &str) -> Vec<PathBuf> {
+    let mounts = parse_mountinfo(mountinfo);
+    let top = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == Path::new(CGROUP_MOUNT));
+    if top.is_some_and(|m| m.fs_type == "cgroup2") {
+        return Vec::new();
+    }
+    mounts
+        .iter()
+        .filter(|m| m.mount_point.starts_with(CGROUP_MOUNT))
+        .filter(|m| match m.fs_type.as_str() {
+            "cgroup2" => true,
+            "cgroup" => !m
+                .super_options
+                .iter()
+                .any(|o| V1_CONTROLLERS.contains(&o.as_str())),
+            _ => false,
+        })
+        .map(|m| m.mount_point.clone())
+        .collect()
+}
+
 fn plan(mountinfo: &str, proc_self_cgroup: &str, cgroup_root: &str) -> Result<Plan> {
     let (components, relative) = parse_cgroup_root(cgroup_root)?;
     let mounts = parse_mountinfo(mountinfo);
@@ -999,6 +1070,54 @@ mod tests {
             panic!()
         };
         assert_eq!(h[0].1.root_dir(), PathBuf::from("/sys/fs/cgroup/cpu"));
+    }
+
+    #[test]
+    fn oci_cgroups_path_names_the_drivers_directories_as_runc_resolves_them() {
+        let pod = CgroupPath::new("kubepods/besteffort/pod1/c1").unwrap();
+        // v1, relative root: runc joins it to its own cgroup in each
+        // hierarchy, as the driver does with the agent's.
+        let relative = loc(
+            "/sys/fs/cgroup/memory/process_api/9a7d",
+            &["kubelab-test-1"],
+        );
+        assert_eq!(
+            relative.oci_path(&pod, true, None),
+            "kubelab-test-1/kubepods/besteffort/pod1/c1"
+        );
+        // v1, absolute root: the same absolute path in every hierarchy.
+        let absolute = loc("/sys/fs/cgroup/cpu", &["kubelab", "nested"]);
+        assert_eq!(
+            absolute.oci_path(&pod, false, None),
+            "/kubelab/nested/kubepods/besteffort/pod1/c1"
+        );
+        // v2: always absolute, the agent's own cgroup included for a relative root.
+        let mount = Path::new("/sys/fs/cgroup");
+        let v2 = loc("/sys/fs/cgroup/system.slice/agent.service", &["t"]);
+        assert_eq!(
+            v2.oci_path(&pod, false, Some(mount)),
+            "/system.slice/agent.service/t/kubepods/besteffort/pod1/c1"
+        );
+        let v2_root = loc("/sys/fs/cgroup", &["kubelab"]);
+        assert_eq!(
+            v2_root.oci_path(&pod, false, Some(mount)),
+            "/kubelab/kubepods/besteffort/pod1/c1"
+        );
+    }
+
+    #[test]
+    fn hierarchies_without_the_drivers_controllers_are_unmanaged() {
+        assert_eq!(
+            unmanaged_v1_hierarchies(HYBRID_MOUNTINFO),
+            [
+                "/sys/fs/cgroup/cpuset",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/unified"
+            ]
+            .map(PathBuf::from)
+        );
+        let v2 = "31 23 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        assert!(unmanaged_v1_hierarchies(v2).is_empty());
     }
 
     #[test]

@@ -33,11 +33,14 @@ impl Hierarchy {
 #[derive(Debug)]
 pub(super) struct V1 {
     hierarchies: Vec<Hierarchy>,
+    /// The root is under the agent's own cgroup in each hierarchy.
+    relative: bool,
 }
 
 impl V1 {
-    pub(super) fn new(hierarchies: Vec<(Vec<String>, RootLocation)>) -> Self {
+    pub(super) fn new(hierarchies: Vec<(Vec<String>, RootLocation)>, relative: bool) -> Self {
         V1 {
+            relative,
             hierarchies: hierarchies
                 .into_iter()
                 .map(|(controllers, root)| Hierarchy { controllers, root })
@@ -70,6 +73,14 @@ impl Backend for V1 {
 
     fn root_dirs(&self) -> Vec<PathBuf> {
         self.hierarchies.iter().map(|h| h.root.root_dir()).collect()
+    }
+
+    fn oci_cgroups_path(&self, path: &CgroupPath) -> String {
+        // Every hierarchy has the same components below its base.
+        self.hierarchies
+            .first()
+            .map(|h| h.root.oci_path(path, self.relative, None))
+            .unwrap_or_default()
     }
 
     fn create(

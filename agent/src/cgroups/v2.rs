@@ -125,6 +125,10 @@ impl Backend for V2 {
         vec![self.root.root_dir()]
     }
 
+    fn oci_cgroups_path(&self, path: &CgroupPath) -> String {
+        self.root.oci_path(path, false, Some(&self.mount_point))
+    }
+
     /// Walks down from the root: each parent delegates the controllers before its
     /// child is made. The target itself gets none enabled, so it can hold
     /// processes (a container) or get children later (a pod: enabled then).

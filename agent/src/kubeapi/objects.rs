@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
+use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -135,6 +136,8 @@ pub struct ApiObjectCache {
     services: Watched<Service>,
     claims: Watched<PersistentVolumeClaim>,
     volumes: Watched<PersistentVolume>,
+    /// For the kubelet's `LookupRuntimeHandler`.
+    runtime_classes: Watched<RuntimeClass>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -151,9 +154,35 @@ impl ApiObjectCache {
                 "persistentvolumeclaims",
                 changes.clone(),
             ),
-            volumes: spawn_watch(Api::all(client), "persistentvolumes", changes.clone()),
+            volumes: spawn_watch(
+                Api::all(client.clone()),
+                "persistentvolumes",
+                changes.clone(),
+            ),
+            runtime_classes: spawn_watch(Api::all(client), "runtimeclasses", changes.clone()),
             changes,
         }
+    }
+
+    /// The `handler` of RuntimeClass `name`; not found in the kubelet's
+    /// words (`runtimeclasses.node.k8s.io "x" not found`).
+    pub fn runtime_handler(&self, name: &str) -> Result<String, ObjectError> {
+        const KIND: &str = "runtimeclasses.node.k8s.io";
+        if let Some(class) = self.runtime_classes.store.get(&ObjectRef::new(name)) {
+            return Ok(class.handler.clone());
+        }
+        if !self.runtime_classes.synced.load(Ordering::Acquire) {
+            return Err(ObjectError::NotSynced {
+                kind: KIND,
+                resource: "runtimeclasses",
+                namespace: String::new(),
+                name: name.into(),
+            });
+        }
+        Err(ObjectError::NotFound {
+            kind: KIND,
+            name: name.into(),
+        })
     }
 
     /// Wakes up after any ConfigMap, Secret or Service changed.

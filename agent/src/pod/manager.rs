@@ -25,6 +25,8 @@ use crate::config::SourceUpdate;
 use crate::context::AgentContext;
 use crate::pod::worker::{self, PersistedState, PodWorker, WorkerMsg};
 use crate::runtime::builtin::BuiltinRuntime;
+use crate::runtime::handlers::{self, RuntimeHandlers};
+use crate::runtime::runc::{Runc, RuncRuntime};
 use crate::runtime::service::RuntimeService;
 
 /// A pod to fail with the given status, as the eviction manager's
@@ -60,8 +62,8 @@ struct WorkerHandle {
 
 pub struct PodManager {
     ctx: Arc<AgentContext>,
-    /// What the workers run their pods with.
-    runtime: Arc<dyn RuntimeService>,
+    /// What the workers run their pods with, by runtime handler.
+    handlers: Arc<RuntimeHandlers>,
     workers: HashMap<String, WorkerHandle>,
     /// Pods waiting for an older pod of the same name to finish terminating.
     waiting: Vec<Pod>,
@@ -86,17 +88,37 @@ fn full_name(pod: &Pod) -> String {
 }
 
 impl PodManager {
-    pub fn new(ctx: Arc<AgentContext>) -> Self {
-        let runtime = Arc::new(BuiltinRuntime::new(ctx.clone()));
-        Self::with_runtime(ctx, runtime)
+    /// Pods run by the built-in runtime or runc, as their runtime handler says.
+    pub fn new(ctx: Arc<AgentContext>) -> anyhow::Result<Self> {
+        let builtin: Arc<dyn RuntimeService> = Arc::new(BuiltinRuntime::new(ctx.clone()));
+        let runc: Arc<dyn RuntimeService> = Arc::new(RuncRuntime::new(
+            ctx.clone(),
+            Runc {
+                binary: ctx.runtime_handlers.runc_binary.clone(),
+                root: ctx.root_dir.join("runc"),
+            },
+        ));
+        let handlers = RuntimeHandlers::new(
+            &ctx.runtime_handlers.default,
+            vec![
+                (handlers::BUILTIN.into(), builtin),
+                (handlers::RUNC.into(), runc),
+            ],
+        )
+        .map_err(|e| anyhow::anyhow!("--default-runtime-handler: {e}"))?;
+        Ok(Self::with_handlers(ctx, handlers))
     }
 
     /// Pods run by `runtime` (a hollow node's pretends).
     pub fn with_runtime(ctx: Arc<AgentContext>, runtime: Arc<dyn RuntimeService>) -> Self {
+        Self::with_handlers(ctx, RuntimeHandlers::single(runtime))
+    }
+
+    fn with_handlers(ctx: Arc<AgentContext>, handlers: RuntimeHandlers) -> Self {
         let leftovers = scan_pods_dir(&ctx);
         let (evictions_tx, evictions) = mpsc::unbounded_channel();
         PodManager {
-            runtime,
+            handlers: Arc::new(handlers),
             ctx,
             workers: HashMap::new(),
             waiting: Vec::new(),
@@ -240,7 +262,12 @@ impl PodManager {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
         let name = full_name(&pod);
-        let worker = PodWorker::new(self.ctx.clone(), self.runtime.clone(), pod.clone());
+        let worker = PodWorker::new(
+            self.ctx.clone(),
+            self.handlers.default_runtime(),
+            pod.clone(),
+        )
+        .with_handlers(self.handlers.clone());
         let task = tokio::spawn(worker.run(rx, adopted));
         self.workers.insert(
             uid,

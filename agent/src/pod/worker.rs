@@ -26,6 +26,7 @@ use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
+use crate::runtime::handlers::RuntimeHandlers;
 use crate::runtime::image;
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
@@ -81,6 +82,9 @@ pub struct PodWorker {
     ctx: Arc<AgentContext>,
     /// Sandboxes and containers are made and stopped through it.
     runtime: Arc<dyn RuntimeService>,
+    /// Where `runtime` comes from: the backend of the pod's runtime handler
+    /// (`None`: always `runtime`).
+    handlers: Option<Arc<RuntimeHandlers>>,
     pod: Pod,
     uid: String,
     /// `namespace/name`, for events and logs.
@@ -201,6 +205,7 @@ impl PodWorker {
             dir: ctx.pod_dir(&uid),
             ctx,
             runtime,
+            handlers: None,
             pod,
             uid,
             qos,
@@ -229,6 +234,35 @@ impl PodWorker {
             tokens_refresh_at: None,
             killing: Vec::new(),
         }
+    }
+
+    /// Runs the pod under the backend of its RuntimeClass's handler.
+    pub fn with_handlers(mut self, handlers: Arc<RuntimeHandlers>) -> Self {
+        self.handlers = Some(handlers);
+        self
+    }
+
+    /// The kubelet's `LookupRuntimeHandler` and CRI's handler → runtime:
+    /// the backend for this pod, or why there is none.
+    fn select_runtime(&mut self) -> Result<(), String> {
+        let Some(handlers) = &self.handlers else {
+            return Ok(());
+        };
+        let cache = self.ctx.api_objects.as_ref();
+        let lookup =
+            cache.map(|c| move |name: &str| c.runtime_handler(name).map_err(|e| e.to_string()));
+        let handler = crate::runtime::handlers::runtime_handler(
+            spec_of(&self.pod).runtime_class_name.as_deref(),
+            lookup
+                .as_ref()
+                .map(|f| f as &dyn Fn(&str) -> Result<String, String>),
+        )
+        .map_err(|e| e.to_string())?;
+        self.runtime = handlers.get(&handler).map_err(|e| e.to_string())?;
+        if !handler.is_empty() {
+            tracing::info!(pod = %self.key, runtime_handler = %handler, "Running pod with runtime handler");
+        }
+        Ok(())
     }
 
     /// The worker's loop: take in what happened (an update, an exit, a
@@ -448,6 +482,10 @@ impl PodWorker {
     /// removed; then the adopted runs are watched as if this process had
     /// started them, and their exits meanwhile are learned.
     async fn adopt(&mut self, state: PersistedState) {
+        // The containers found are the ones its handler's backend started.
+        if let Err(e) = self.select_runtime() {
+            tracing::warn!(pod = %self.key, "adopting the pod under the default runtime handler: {e}");
+        }
         self.start_time = state.start_time;
         for slot in &mut self.slots {
             if let Some(old) = state.slots.iter().find(|s| s.name == slot.name) {
@@ -852,6 +890,16 @@ impl PodWorker {
             .is_some_and(|s| self.runtime.pod_sandbox_ready(s))
         {
             return Ok(());
+        }
+        if let Err(msg) = self.select_runtime() {
+            tracing::warn!(pod = %self.key, "choosing the runtime: {msg}");
+            self.ctx.events.warning(
+                &self.key,
+                None,
+                "FailedCreatePodSandBox",
+                format!("Failed to create pod sandbox: {msg}"),
+            );
+            return Err(msg);
         }
         let runtime = self.runtime.clone();
         let pod = self.pod.clone();
@@ -1642,9 +1690,12 @@ pub(crate) fn make_sandbox(
 
 /// Everything blocking about one container start, in one place: image, rootfs,
 /// cgroup, spec, shim. Returns the run and, if its process never ran, its exit.
+/// `runc`: the OCI runtime that creates the container's process (`None`:
+/// the agent's own init).
 pub(crate) fn create_and_start(
     ctx: &AgentContext,
     req: &ContainerRequest,
+    runc: Option<&crate::runtime::runc::Runc>,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
     let ContainerRequest {
         pod,
@@ -1803,7 +1854,7 @@ pub(crate) fn create_and_start(
         termination_log: &termination_log,
         namespaces: &namespaces,
         hostname: &hostname,
-        cgroups_path: &cgroup.to_string(),
+        cgroups_path: &ctx.cgroups.oci_cgroups_path(&cgroup),
         limits: &limits,
         passwd: &passwd,
         volumes: &volumes,
@@ -1824,6 +1875,13 @@ pub(crate) fn create_and_start(
         ),
     })
     .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
+    let mut oci = oci;
+    if runc.is_some() {
+        crate::runtime::runc::adapt_spec(
+            &mut oci,
+            crate::runtime::runc::unlowerable_oom_score_adj(),
+        );
+    }
     container::write_bundle(&bundle, &oci)
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     let cgroup_dirs: Vec<PathBuf> = ctx
@@ -1842,6 +1900,7 @@ pub(crate) fn create_and_start(
         cgroup_dirs: &cgroup_dirs,
         stdin: container.stdin.unwrap_or(false),
         stdin_once: container.stdin_once.unwrap_or(false),
+        runc,
     })
     .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
     match outcome {

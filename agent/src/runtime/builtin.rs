@@ -91,7 +91,7 @@ impl RuntimeService for BuiltinRuntime {
         &self,
         req: &ContainerRequest,
     ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
-        worker::create_and_start(&self.ctx, req)
+        worker::create_and_start(&self.ctx, req, None)
     }
 
     fn signal_container(&self, run: &CurrentRun, signal: nix::sys::signal::Signal) {

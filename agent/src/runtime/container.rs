@@ -74,6 +74,8 @@ pub struct ShimLaunch<'a> {
     /// The container's `stdin` and `stdinOnce`.
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Start the container with runc rather than the agent's own init.
+    pub runc: Option<&'a super::runc::Runc>,
 }
 
 /// Starts the shim and waits for its one-line report. Blocking.
@@ -99,6 +101,12 @@ pub fn start_shim(launch: &ShimLaunch) -> Result<StartOutcome, ContainerError> {
     }
     if launch.stdin_once {
         cmd.arg("--stdin-once");
+    }
+    if let Some(runc) = launch.runc {
+        cmd.arg("--runtime")
+            .arg(&runc.binary)
+            .arg("--runtime-root")
+            .arg(&runc.root);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -8,6 +8,8 @@
 //! - [`sandbox`]: the process holding a pod's network, IPC and UTS namespaces.
 //! - [`container`]: the agent's side of one container run.
 //! - [`image`]: the image store.
+//! - [`runc`]: a second backend: containers created by `runc`.
+//! - [`handlers`]: runtime handlers (RuntimeClass `handler`) → backends.
 //! - [`env`], [`envvars`], [`downward`]: a container's environment (pure).
 //! - [`userns`], [`idmap`]: pod user namespaces (`hostUsers: false`) and idmapped mounts.
 //! - [`projection`], [`atomic_writer`], [`volumes`]: pod volumes, API-backed ones included.
@@ -23,12 +25,14 @@ pub mod env;
 pub mod envvars;
 pub mod exec;
 pub mod fake;
+pub mod handlers;
 pub mod idmap;
 pub mod image;
 pub mod in_root;
 pub mod init;
 pub mod node_policy;
 pub mod projection;
+pub mod runc;
 pub mod sandbox;
 pub mod seccomp;
 pub mod service;

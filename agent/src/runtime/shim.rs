@@ -73,6 +73,13 @@ pub struct ShimArgs {
     /// client's stdin does.
     #[arg(long)]
     pub stdin_once: bool,
+    /// Start the container with this OCI runtime binary (`runc`) instead
+    /// of the agent's own init, as containerd's runc shim does.
+    #[arg(long, value_name = "BINARY")]
+    pub runtime: Option<PathBuf>,
+    /// The OCI runtime's state dir (`runc --root`).
+    #[arg(long, value_name = "DIR", requires = "runtime")]
+    pub runtime_root: Option<PathBuf>,
 }
 
 pub fn state_path(bundle: &Path) -> PathBuf {
@@ -142,83 +149,38 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
     // The pod's shared PID namespace (`shareProcessNamespace`), held by the sandbox.
     let shared_pid_ns = pid_ns.and_then(|ns| ns.path().clone());
 
-    let tty = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    let stdin_pipe = if args.stdin && !tty {
-        Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
-    } else {
-        None
+    let runc = args.runtime.as_ref().map(|binary| super::runc::Runc {
+        binary: binary.clone(),
+        root: args.runtime_root.clone().unwrap_or_default(),
+    });
+    let launched = match &runc {
+        Some(runc) => super::runc::launch::launch(runc, &args.bundle, &spec, args.stdin),
+        None => launch_with_init(&args, &spec, new_pid_ns, shared_pid_ns.as_deref())?,
     };
-    // The container makes its terminal in its own devpts and sends the
-    // master end back over this socket pair.
-    let console = if tty {
-        Some(std::os::unix::net::UnixStream::pair()?)
-    } else {
-        None
-    };
-    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // Closed by a successful exec (CLOEXEC), or carries the setup error.
-    let (status_r, status_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    if new_pid_ns {
-        // Our next child becomes PID 1 of a new PID namespace.
-        unshare(CloneFlags::CLONE_NEWPID)?;
-    }
-    if let Some(path) = &shared_pid_ns {
-        // Our next child joins the pod's PID namespace (its PID 1 is the sandbox).
-        let ns = fs::File::open(path)?;
-        nix::sched::setns(&ns, CloneFlags::CLONE_NEWPID)?;
-    }
-
-    // SAFETY: the shim is single-threaded; the child only sets up and execs.
-    let child = match unsafe { fork()? } {
-        ForkResult::Child => {
-            drop((out_r, err_r, status_r));
-            let (stdin, console) = (
-                stdin_pipe.map(|(r, _w)| r),
-                console.map(|(_ours, theirs)| OwnedFd::from(theirs)),
-            );
-            let stdio = super::init::Stdio {
-                stdin,
-                stdout: out_w,
-                stderr: err_w,
-                console,
-            };
-            let err = match super::init::exec_container(&spec, &args.cgroup_dirs, stdio) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            let _ = nix::unistd::write(&status_w, err.to_string().as_bytes());
-            // SAFETY: leave the forked child without running the parent's destructors.
-            unsafe { libc::_exit(1) }
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop((out_w, err_w, status_w));
-    let stdin_w = stdin_pipe.map(|(_r, w)| w);
-    let console = console.map(|(ours, _theirs)| ours);
-    let started_at = jiff::Timestamp::now();
-    let setup_error = read_to_string(&status_r);
-    drop(status_r);
-
     let mut report = std::io::stdout();
-    if !setup_error.is_empty() {
-        let _ = waitpid(child, None);
-        let exit = ContainerExit {
-            exit_code: START_ERROR_EXIT_CODE,
-            signal: None,
-            oom_killed: false,
-            start_error: Some(setup_error.clone()),
-            started_at: None,
-            finished_at: jiff::Timestamp::now(),
-        };
-        write_json_atomic(&exit_path(&args.bundle), &exit)?;
-        let _ = writeln!(report, "failed {}", setup_error.replace('\n', " "));
-        return Ok(());
-    }
+    let Launched {
+        pid: child,
+        stdin: stdin_w,
+        console,
+        stdout: out_r,
+        stderr: err_r,
+        started_at,
+    } = match launched {
+        Ok(launched) => launched,
+        Err(setup_error) => {
+            let exit = ContainerExit {
+                exit_code: START_ERROR_EXIT_CODE,
+                signal: None,
+                oom_killed: false,
+                start_error: Some(setup_error.clone()),
+                started_at: None,
+                finished_at: jiff::Timestamp::now(),
+            };
+            write_json_atomic(&exit_path(&args.bundle), &exit)?;
+            let _ = writeln!(report, "failed {}", setup_error.replace('\n', " "));
+            return Ok(());
+        }
+    };
 
     let started = ContainerStarted {
         pid: child.as_raw(),
@@ -285,7 +247,113 @@ pub fn run(args: ShimArgs) -> anyhow::Result<()> {
         finished_at,
     };
     write_json_atomic(&exit_path(&args.bundle), &exit)?;
+    if let Some(runc) = &runc {
+        // runc's record of the container goes with it; the bundle stays
+        // for the agent, as with the built-in runtime.
+        let id = args
+            .bundle
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        if let Err(e) = runc.delete(&id, &args.bundle, false) {
+            eprintln!("runc delete {id}: {e}");
+        }
+    }
     Ok(())
+}
+
+/// A container process the shim has started (it is the shim's child), with
+/// the shim's ends of its stdio.
+pub struct Launched {
+    pub pid: Pid,
+    /// The write end of the container's stdin pipe (`stdin: true`, no terminal).
+    pub stdin: Option<OwnedFd>,
+    /// Where the terminal's master end arrives (`tty: true`).
+    pub console: Option<std::os::unix::net::UnixStream>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub started_at: jiff::Timestamp,
+}
+
+/// The built-in way: fork, and let the child make the spec real
+/// ([`super::init::exec_container`]) and exec. `Err` carries why the
+/// process never ran.
+fn launch_with_init(
+    args: &ShimArgs,
+    spec: &Spec,
+    new_pid_ns: bool,
+    shared_pid_ns: Option<&Path>,
+) -> anyhow::Result<Result<Launched, String>> {
+    let tty = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let stdin_pipe = if args.stdin && !tty {
+        Some(pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+    } else {
+        None
+    };
+    // The container makes its terminal in its own devpts and sends the
+    // master end back over this socket pair.
+    let console = if tty {
+        Some(std::os::unix::net::UnixStream::pair()?)
+    } else {
+        None
+    };
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Closed by a successful exec (CLOEXEC), or carries the setup error.
+    let (status_r, status_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    if new_pid_ns {
+        // Our next child becomes PID 1 of a new PID namespace.
+        unshare(CloneFlags::CLONE_NEWPID)?;
+    }
+    if let Some(path) = shared_pid_ns {
+        // Our next child joins the pod's PID namespace (its PID 1 is the sandbox).
+        let ns = fs::File::open(path)?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWPID)?;
+    }
+
+    // SAFETY: the shim is single-threaded; the child only sets up and execs.
+    let child = match unsafe { fork()? } {
+        ForkResult::Child => {
+            drop((out_r, err_r, status_r));
+            let (stdin, console) = (
+                stdin_pipe.map(|(r, _w)| r),
+                console.map(|(_ours, theirs)| OwnedFd::from(theirs)),
+            );
+            let stdio = super::init::Stdio {
+                stdin,
+                stdout: out_w,
+                stderr: err_w,
+                console,
+            };
+            let err = match super::init::exec_container(spec, &args.cgroup_dirs, stdio) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = nix::unistd::write(&status_w, err.to_string().as_bytes());
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(1) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((out_w, err_w, status_w));
+    let started_at = jiff::Timestamp::now();
+    let setup_error = read_to_string(&status_r);
+    if !setup_error.is_empty() {
+        let _ = waitpid(child, None);
+        return Ok(Err(setup_error));
+    }
+    Ok(Ok(Launched {
+        pid: child,
+        stdin: stdin_pipe.map(|(_r, w)| w),
+        console: console.map(|(ours, _theirs)| ours),
+        stdout: out_r,
+        stderr: err_r,
+        started_at,
+    }))
 }
 
 /// From here on the agent's pipe is closed; the shim's own messages go to a

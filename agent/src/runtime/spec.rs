@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::cgroups::CgroupLimits;
@@ -879,7 +879,9 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
     if let Some(quota) = limits.cpu_quota_us {
         cpu = cpu.quota(quota);
     }
-    let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build()?);
+    let mut resources = LinuxResourcesBuilder::default()
+        .cpu(cpu.build()?)
+        .devices(device_cgroup_rules(privileged)?);
     if let Some(bytes) = limits.memory_limit_bytes {
         resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build()?);
     }
@@ -933,14 +935,61 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
             );
     }
 
-    Ok(SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process)
         .root(root)
-        .hostname(inputs.hostname)
         .mounts(mounts)
         .linux(linux.build()?)
-        .build()?)
+        .build()?;
+    // A hostname is only the container's own with a UTS namespace (OCI
+    // runtimes refuse one without); `hostNetwork` pods keep the node's.
+    if inputs.namespaces.uts.is_some() {
+        spec.set_hostname(Some(inputs.hostname.to_string()));
+    }
+    Ok(spec)
+}
+
+/// The devices cgroup as an OCI runtime applies it: a privileged container
+/// may use every device, any other only runc's default set
+/// ([`crate::cgroups::devices::DEFAULT_DEVICE_RULES`], which the built-in
+/// runtime writes itself) after a deny-all.
+fn device_cgroup_rules(
+    privileged: bool,
+) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SpecError> {
+    use crate::cgroups::devices::{DEFAULT_DEVICE_RULES, DeviceType, parse_rule};
+    let everything = LinuxDeviceCgroupBuilder::default()
+        .allow(privileged)
+        .access("rwm")
+        .build()?;
+    if privileged {
+        return Ok(vec![everything]);
+    }
+    let mut rules = vec![everything];
+    for text in DEFAULT_DEVICE_RULES {
+        let rule = parse_rule(text).expect("the default device rules parse");
+        let access: String = [(2, 'r'), (4, 'w'), (1, 'm')]
+            .iter()
+            .filter(|(bit, _)| rule.access & bit != 0)
+            .map(|(_, c)| *c)
+            .collect();
+        let mut builder = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(match rule.typ {
+                None => LinuxDeviceType::A,
+                Some(DeviceType::Block) => LinuxDeviceType::B,
+                Some(DeviceType::Char) => LinuxDeviceType::C,
+            })
+            .access(access);
+        if let Some(major) = rule.major {
+            builder = builder.major(major as i64);
+        }
+        if let Some(minor) = rule.minor {
+            builder = builder.minor(minor as i64);
+        }
+        rules.push(builder.build()?);
+    }
+    Ok(rules)
 }
 
 fn oci_id_mappings(
@@ -1149,5 +1198,22 @@ mod tests {
             check_proc_mount(&pod, &c).unwrap_err().to_string(),
             "container \"c\": securityContext.procMount: Unsupported value: \"Hidden\": supported values: \"Default\", \"Unmasked\""
         );
+    }
+
+    #[test]
+    fn only_privileged_containers_may_use_every_device() {
+        let privileged = device_cgroup_rules(true).unwrap();
+        assert_eq!(privileged.len(), 1);
+        assert!(privileged[0].allow());
+        let confined = device_cgroup_rules(false).unwrap();
+        assert!(!confined[0].allow());
+        assert_eq!(confined[0].access().as_deref(), Some("rwm"));
+        let null = confined
+            .iter()
+            .find(|r| r.major() == Some(1) && r.minor() == Some(3))
+            .expect("/dev/null allowed");
+        assert!(null.allow());
+        assert_eq!(null.typ(), Some(LinuxDeviceType::C));
+        assert_eq!(null.access().as_deref(), Some("rwm"));
     }
 }

@@ -23,6 +23,7 @@ mod priority;
 mod protobuf;
 mod quota;
 mod reviews;
+mod runtime_class;
 pub mod scale;
 mod service_account_admission;
 mod stream_proxy;
@@ -770,7 +771,10 @@ impl Api {
         }
         // Admission that reads other objects, before defaults fill the fields.
         match (info.group, info.plural) {
-            ("", "pods") => self.admit_pod_priority(&mut obj).await?,
+            ("", "pods") => {
+                self.admit_pod_priority(&mut obj).await?;
+                self.admit_pod_runtime_class(&mut obj).await?;
+            }
             ("scheduling.k8s.io", "priorityclasses") => self.admit_priority_class(&obj).await?,
             _ => {}
         }

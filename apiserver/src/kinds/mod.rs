@@ -14,6 +14,7 @@ mod core;
 pub mod custom_resource;
 pub mod custom_resource_definition;
 mod discovery;
+mod node;
 mod pod;
 mod pod_defaults;
 pub mod pod_template;
@@ -417,6 +418,7 @@ impl Default for Registry {
                 typed::<coordination::Lease>("coordination.k8s.io", "v1"),
                 typed::<discovery::EndpointSlice>("discovery.k8s.io", "v1"),
                 typed::<scheduling::PriorityClass>("scheduling.k8s.io", "v1"),
+                typed::<k8s_openapi::api::node::v1::RuntimeClass>("node.k8s.io", "v1"),
                 typed::<storage::StorageClass>("storage.k8s.io", "v1"),
                 typed::<policy::PodDisruptionBudget>("policy", "v1"),
                 typed::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>(
