@@ -250,7 +250,7 @@ fn the_same_pods_look_the_same_under_the_built_in_runtime_and_runc() {
 }
 
 #[test]
-fn unknown_runtime_classes_and_handlers_are_refused_in_kubernetes_words() {
+fn runtime_class_admission_and_unknown_handlers_in_kubernetes_words() {
     let api = ApiServer::start();
     let node = api.join();
     let name = node.node_name.clone();
@@ -290,5 +290,78 @@ fn unknown_runtime_classes_and_handlers_are_refused_in_kubernetes_words() {
         message,
         "Failed to create pod sandbox: no runtime for \"kata\" is configured"
     );
+
+    // A class's overhead becomes the pod's; a pod may not bring another one.
+    api.apply("apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: weighed\nhandler: runc\noverhead:\n  podFixed: {cpu: 100m, memory: 16Mi}\n");
+    let body = |overhead: &str| {
+        format!(
+            "  runtimeClassName: weighed\n{overhead}  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '3600']\n"
+        )
+    };
+    api.apply(&api_pod("weighed", &name, &body("")));
+    assert_eq!(
+        api.kubectl(&["get", "pod", "weighed", "-o", "jsonpath={.spec.overhead}"]),
+        r#"{"cpu":"100m","memory":"16Mi"}"#
+    );
+    let out = api.kubectl_with(
+        &["apply", "-f", "-"],
+        Some(&api_pod(
+            "heavier",
+            &name,
+            &body("  overhead: {cpu: '1'}\n"),
+        )),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error from server (Forbidden): error when creating \"STDIN\": pods \"heavier\" is forbidden: pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead"
+    );
     api.delete_all_pods();
+}
+
+#[test]
+fn runc_containers_outlive_a_restart_of_the_agent() {
+    let api = ApiServer::start();
+    let mut node = api.join();
+    let name = node.node_name.clone();
+    api.apply(RUNC_CLASS);
+    api.apply(&api_pod(
+        "steady",
+        &name,
+        "  runtimeClassName: runc\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, 'echo up; exec sleep 3600']\n",
+    ));
+    let status = |field: &str| {
+        api.kubectl(&[
+            "get",
+            "pod",
+            "steady",
+            "-o",
+            &format!("jsonpath={{.status.containerStatuses[0].{field}}}"),
+        ])
+    };
+    wait_for(&node, "steady running", Duration::from_secs(60), || {
+        (!status("state.running.startedAt").is_empty()).then_some(())
+    });
+    let id = status("containerID");
+    let started = status("state.running.startedAt");
+
+    // The shim and the container stay while no agent runs; the next agent
+    // adopts them under the same handler.
+    node.kill_agent();
+    let id_alone = id.trim_start_matches("kubelab://").to_string();
+    assert!(runc_running(&node).contains(&id_alone));
+    node.spawn_agent();
+    assert_eq!(api.kubectl(&["logs", "steady"]).trim(), "up");
+    wait_for(&node, "the pod seen again", Duration::from_secs(40), || {
+        let pods = node.pods();
+        pods.into_iter().find(|p| {
+            p["metadata"]["name"] == "steady"
+                && p["status"]["containerStatuses"][0]["containerID"] == id.as_str()
+                && p["status"]["containerStatuses"][0]["state"]["running"].is_object()
+        })
+    });
+    assert_eq!(status("containerID"), id);
+    assert_eq!(status("state.running.startedAt"), started);
+    assert_eq!(status("restartCount"), "0");
+    api.delete_all_pods();
+    assert_eq!(runc_running(&node), Vec::<String>::new());
 }

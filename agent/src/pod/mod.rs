@@ -1,9 +1,11 @@
 //! Pods on this node: the manager (one worker per pod), the worker (a state
 //! machine that owns its pod), its decisions (actions: what to start, kill,
-//! rewrite), the per-container record it keeps, and what a restarted agent
+//! rewrite), what a container's runtime config is resolved to
+//! (container_config), the per-container record it keeps, and what a restarted agent
 //! does with what the previous process left (recovery).
 
 pub mod actions;
+pub mod container_config;
 pub mod leftovers;
 pub mod manager;
 pub mod recovery;

@@ -144,7 +144,7 @@ fn admission_rejection(
 }
 
 /// A pod from a manifest file (it may not refer to API objects).
-fn is_static_pod(pod: &Pod) -> bool {
+pub(crate) fn is_static_pod(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()
@@ -989,16 +989,24 @@ impl PodWorker {
         self.persist();
 
         let outcome = tokio::task::spawn_blocking(move || {
+            // The environment after the image, as the kubelet orders it.
+            let env = super::container_config::container_environment(
+                &ctx,
+                &pod,
+                &container,
+                pod_ip.as_deref(),
+            )
+            .map_err(CreateError::Config)?;
             runtime.create_and_start_container(&ContainerRequest {
                 pod: &pod,
                 container: &container,
+                env: &env,
                 sandbox: &sandbox,
                 pod_dir: &dir,
                 pod_cgroup: &pod_cgroup,
                 log_dir: &log_dir,
                 id: &id,
                 restart_count,
-                pod_ip: pod_ip.as_deref(),
             })
         })
         .await
@@ -1700,13 +1708,13 @@ pub(crate) fn create_and_start(
     let ContainerRequest {
         pod,
         container,
+        env,
         sandbox,
         pod_dir,
         pod_cgroup,
         log_dir,
         id,
         restart_count,
-        pod_ip,
     } = *req;
     let image_ref = container.image.clone().unwrap_or_default();
     // The image manager has made sure it is in the store (unless it was
@@ -1715,33 +1723,6 @@ pub(crate) fn create_and_start(
         image::ImageError::NotFound { .. } => CreateError::ImageMissing(e.to_string()),
         other => CreateError::Other(crate::error_chain(&other)),
     })?;
-    let key = format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    );
-    // The environment after the image, as the kubelet orders it: a missing
-    // ConfigMap or Secret is a CreateContainerConfigError.
-    let placement = crate::runtime::downward::PodPlacement {
-        pod_ips: pod_ip.map(String::from).into_iter().collect(),
-        host_ips: ctx.host_ip.clone().into_iter().collect(),
-    };
-    let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
-    let env = crate::runtime::env::make_environment_variables(
-        &crate::runtime::env::EnvInputs {
-            pod,
-            placement: &placement,
-            node: &node,
-            is_static: is_static_pod(pod),
-            objects: ctx.objects(),
-        },
-        container,
-    )
-    .map_err(|e| CreateError::Config(e.to_string()))?;
-    for w in &env.warnings {
-        ctx.events
-            .warning(&key, Some(&container.name), w.reason, w.message.clone());
-    }
     let bundle = pod_dir.join("containers").join(id);
     let cgroup = ctx.cgroups.container_path(pod_cgroup, id);
     let fail = |e: CreateError| {
@@ -1802,7 +1783,7 @@ pub(crate) fn create_and_start(
     // nothing in the pod can swap it (a missing one is created, as the kubelet does).
     let mut sub_paths = std::collections::BTreeMap::new();
     for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
-        let Some(sub) = spec::sub_path_of(vm, &env.vars) else {
+        let Some(sub) = spec::sub_path_of(vm, env) else {
             continue;
         };
         spec::check_sub_path(&container.name, &vm.name, &sub)
@@ -1861,7 +1842,7 @@ pub(crate) fn create_and_start(
         sub_paths: &sub_paths,
         seccomp: seccomp_profile.as_ref(),
         kernel: seccomp::profile::kernel_version(),
-        env: &env.vars,
+        env,
         oom_score_adj: spec::oom_score_adj(
             QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),
             container

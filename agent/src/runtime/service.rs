@@ -36,6 +36,9 @@ pub struct SandboxRequest<'a> {
 pub struct ContainerRequest<'a> {
     pub pod: &'a Pod,
     pub container: &'a Container,
+    /// The container's environment, resolved by the pod layer (env,
+    /// envFrom, downward API, service variables): CRI's `envs`.
+    pub env: &'a [(String, String)],
     pub sandbox: &'a SandboxState,
     pub pod_dir: &'a Path,
     pub pod_cgroup: &'a CgroupPath,
@@ -43,7 +46,6 @@ pub struct ContainerRequest<'a> {
     /// The new container's id (on disk before anything carries it).
     pub id: &'a str,
     pub restart_count: i32,
-    pub pod_ip: Option<&'a str>,
 }
 
 /// Everything of a pod to remove once its containers are stopped:
