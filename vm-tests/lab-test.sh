@@ -171,8 +171,9 @@ until_ok() {
 
 # kubectl against the lab's apiserver (the kubeconfig scripts/lab wrote).
 # A TCG guest on a loaded host can stall past kubectl's fixed 10 s TLS
-# handshake timeout: a call that could not reach the apiserver at all (and
-# only such a call) is made again, up to three times, and says so.
+# handshake timeout or its HTTP/2 health check (a ping unanswered for 15 s):
+# a call that lost the apiserver's connection (and only such a call) is made
+# again, up to three times, and says so.
 lkubectl() {
 	local err in=/dev/stdin rc try
 	err=$(mktemp -p "$TMP")
@@ -182,7 +183,7 @@ lkubectl() {
 		rc=0
 		kubectl --kubeconfig "$LAB_DIR/kubeconfig" --request-timeout=60s "$@" <"$in" 2>"$err" || rc=$?
 		if [ "$rc" = 0 ] || [ "$try" = 3 ] ||
-			! grep -qE 'TLS handshake timeout|connect: connection refused|connection reset by peer|dial tcp .*i/o timeout' "$err"; then
+			! grep -qE 'TLS handshake timeout|connect: connection refused|connection reset by peer|dial tcp .*i/o timeout|http2: client connection lost' "$err"; then
 			break
 		fi
 		echo "  .. kubectl $1 could not reach the apiserver ($(tail -1 "$err" | cut -c1-160)); again" >&2
@@ -587,7 +588,7 @@ cluster() {
 	# which kubectl apply makes to validate: minutes for a debug build on a
 	# TCG guest (204 s seen on a loaded host), past kubectl's timeouts.
 	t=$SECONDS
-	lkubectl get --raw /openapi/v3 --request-timeout=900s >/dev/null &&
+	until_ok 900 lkubectl get --raw /openapi/v3 --request-timeout=900s &&
 		echo "  .. the apiserver's OpenAPI documents built in $((SECONDS - t)) s"
 	echo "  .. $(lkubectl get nodes --no-headers -o custom-columns='N:.metadata.name,C:.spec.podCIDR,IP:.status.addresses[?(@.type=="InternalIP")].address' | tr -s ' \n' ' ')"
 	if ! out=$(cluster_objects | lkubectl apply -f - 2>&1); then
