@@ -45,6 +45,13 @@ pub struct AgentOptions {
     pub pod_network_backend: crate::network::cluster::PodNetworkBackend,
     /// `--kubeconfig`: join the cluster it points at (absent: standalone).
     pub kubeconfig: Option<PathBuf>,
+    /// `--bootstrap-kubeconfig`: what gets `--kubeconfig` a client
+    /// certificate when it is missing or expired.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// `--cert-dir`: where issued certificates are kept.
+    pub cert_dir: PathBuf,
+    /// `--rotate-server-certificates` / `serverTLSBootstrap`.
+    pub server_tls_bootstrap: bool,
     /// `--kube-reserved`, `--system-reserved`, `--eviction-hard`: what the
     /// Node's allocatable leaves out.
     pub reservations: crate::config::reserved::NodeReservations,
@@ -128,6 +135,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let cgroup_config = node_cgroup_config(&opts, &cgroups)?;
     let images = ImageStore::open(&opts.root_dir)?;
     let agent_exe = std::fs::read_link("/proc/self/exe").context("finding this binary")?;
+    if let (Some(kubeconfig), Some(bootstrap)) = (&opts.kubeconfig, &opts.bootstrap_kubeconfig) {
+        crate::certificate::bootstrap::load_client_cert(
+            kubeconfig,
+            bootstrap,
+            &opts.cert_dir,
+            &opts.node_name,
+        )
+        .await?;
+    }
     let client = match &opts.kubeconfig {
         Some(path) => Some(crate::kubeapi::client_from_kubeconfig(path).await?),
         None => None,
@@ -221,15 +237,31 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let secure = if opts.port != 0 {
         let auth = server::auth::KubeletAuth::new(&opts.auth, client.clone(), &opts.node_name)?;
         let node_ips: Vec<IpAddr> = host_ip.iter().filter_map(|ip| ip.parse().ok()).collect();
-        let cert = server::tls::serving_cert(
-            opts.tls_cert_file.as_deref(),
-            opts.tls_private_key_file.as_deref(),
-            &opts.root_dir,
-            &opts.node_name,
-            &node_ips,
+        let identity = match (&client, opts.server_tls_bootstrap) {
+            (Some(client), true) => {
+                let manager = crate::certificate::serving::ServingCertManager::new(
+                    opts.cert_dir.clone(),
+                    &opts.node_name,
+                    std::slice::from_ref(&opts.node_name),
+                    &node_ips,
+                );
+                let certificate = manager.certificate.clone();
+                tokio::spawn(manager.run(client.clone()));
+                server::tls::ServingIdentity::Issued(certificate)
+            }
+            (None, true) => anyhow::bail!("serverTLSBootstrap needs --kubeconfig"),
+            (_, false) => server::tls::ServingIdentity::Files(server::tls::serving_cert(
+                opts.tls_cert_file.as_deref(),
+                opts.tls_private_key_file.as_deref(),
+                &opts.root_dir,
+                &opts.node_name,
+                &node_ips,
+            )?),
+        };
+        let tls = server::tls::server_config(
+            identity,
+            opts.auth.authentication.client_ca_file.as_deref(),
         )?;
-        let tls =
-            server::tls::server_config(&cert, opts.auth.authentication.client_ca_file.as_deref())?;
         Some((tls, Arc::new(auth)))
     } else {
         None

@@ -16,6 +16,7 @@
 //! are their own binary, `kubelab` (the `tools/` crate).
 
 pub mod agent;
+pub mod certificate;
 pub mod cgroups;
 pub mod config;
 pub mod context;

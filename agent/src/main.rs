@@ -34,6 +34,18 @@ struct Cli {
     /// pods bound to it, report their status (absent: standalone).
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// Credentials to get a client certificate with when --kubeconfig does
+    /// not exist (TLS bootstrapping); --kubeconfig is then written.
+    #[arg(long, value_name = "FILE", requires = "kubeconfig")]
+    bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the certificates from the cluster are kept (default
+    /// <root-dir>/pki).
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Get --port's certificate from the cluster's kubelet-serving signer
+    /// and renew it before it expires (serverTLSBootstrap).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    rotate_server_certificates: Option<bool>,
     /// The node's name (default: the host name).
     #[arg(long, value_name = "NAME")]
     hostname_override: Option<String>,
@@ -344,6 +356,10 @@ fn main() -> anyhow::Result<()> {
         },
     };
     let eviction = eviction_config(&cli, &file_cfg, &reservations)?;
+    let cert_dir = cli
+        .cert_dir
+        .clone()
+        .unwrap_or_else(|| cli.root_dir.join("pki"));
     let options = AgentOptions {
         node_name,
         root_dir: cli.root_dir,
@@ -418,6 +434,11 @@ fn main() -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| file_cfg.allowed_unsafe_sysctls.clone()),
         },
+        bootstrap_kubeconfig: cli.bootstrap_kubeconfig,
+        cert_dir,
+        server_tls_bootstrap: cli
+            .rotate_server_certificates
+            .unwrap_or(file_cfg.server_tls_bootstrap),
         tls_cert_file: cli.tls_cert_file.or(file_cfg.tls_cert_file),
         tls_private_key_file: cli.tls_private_key_file.or(file_cfg.tls_private_key_file),
         auth,

@@ -68,6 +68,25 @@ fn csr_manifest(
     )
 }
 
+/// `kubectl auth whoami` with only a client certificate: user and groups.
+fn whoami_with_certificate(s: &ApiServer, cert_file: &str, key_file: &str) -> String {
+    let out = Command::new("/usr/bin/kubectl")
+        .env("HOME", s.data_dir())
+        .args(["--kubeconfig", "/dev/null", "--server", &s.url()])
+        .args(["--certificate-authority", &s.ca_file()])
+        .args(["--client-certificate", cert_file, "--client-key", key_file])
+        .args(["auth", "whoami", "-o"])
+        .arg("jsonpath={.status.userInfo.username} {.status.userInfo.groups}")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn create(s: &ApiServer, name: &str, manifest: &str) -> String {
     let file = s.file(&format!("{name}.yaml"), manifest);
     s.ok(&["create", "-f", &file])
@@ -166,31 +185,8 @@ fn kubectl_approves_a_request_and_the_cluster_ca_signs_it() {
     assert_eq!(table[1][5], "Approved,Issued");
 
     // The certificate is alice's credential to the apiserver.
-    let whoami = Command::new("/usr/bin/kubectl")
-        .env("HOME", s.data_dir())
-        .args([
-            "--kubeconfig",
-            "/dev/null",
-            "--server",
-            &s.url(),
-            "--certificate-authority",
-            &s.ca_file(),
-        ])
-        .args(["--client-certificate", &cert_file, "--client-key", &key])
-        .args([
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&whoami.stdout),
-        r#"alice ["devs","system:authenticated"]"#,
-        "{}",
-        String::from_utf8_lossy(&whoami.stderr)
-    );
+    let whoami = whoami_with_certificate(&s, &cert_file, &key);
+    assert_eq!(whoami, r#"alice ["devs","system:authenticated"]"#);
 }
 
 #[test]
@@ -460,27 +456,9 @@ fn a_bootstrap_token_gets_a_node_client_certificate_approved_but_not_a_serving_o
 
     // The certificate makes its holder the node.
     let cert_file = s.file("n1.crt", &cert);
-    let whoami = Command::new("/usr/bin/kubectl")
-        .env("HOME", s.data_dir())
-        .args([
-            "--kubeconfig",
-            "/dev/null",
-            "--server",
-            &s.url(),
-            "--certificate-authority",
-            &s.ca_file(),
-        ])
-        .args(["--client-certificate", &cert_file, "--client-key", &key])
-        .args([
-            "auth",
-            "whoami",
-            "-o",
-            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
-        ])
-        .output()
-        .unwrap();
+    let whoami = whoami_with_certificate(&s, &cert_file, &key);
     assert_eq!(
-        String::from_utf8_lossy(&whoami.stdout),
+        whoami,
         r#"system:node:n1 ["system:nodes","system:authenticated"]"#
     );
 }

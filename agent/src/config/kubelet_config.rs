@@ -76,6 +76,9 @@ pub struct KubeletConfiguration {
     /// (absent: a self-signed one under the root dir's `pki/`).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_private_key_file: Option<PathBuf>,
+    /// `serverTLSBootstrap`: the `port`'s certificate comes from the
+    /// cluster's `kubernetes.io/kubelet-serving` signer.
+    pub server_tls_bootstrap: bool,
     /// `authentication`: who a request to `port` comes from.
     pub authentication: KubeletAuthentication,
     /// `authorization`: what that user may do.
@@ -193,6 +196,7 @@ impl Default for KubeletConfiguration {
             pod_network_backend: Default::default(),
             tls_cert_file: None,
             tls_private_key_file: None,
+            server_tls_bootstrap: false,
             authentication: KubeletAuthentication::default(),
             authorization: KubeletAuthorization::default(),
             feature_gates: Default::default(),
@@ -261,6 +265,8 @@ struct RawKubeletConfiguration {
     pod_network_backend: Option<String>,
     tls_cert_file: Option<String>,
     tls_private_key_file: Option<String>,
+    #[serde(rename = "serverTLSBootstrap")]
+    server_tls_bootstrap: Option<bool>,
     authentication: Option<RawAuthentication>,
     authorization: Option<RawAuthorization>,
     feature_gates: Option<std::collections::BTreeMap<String, bool>>,
@@ -524,6 +530,7 @@ pub fn parse_kubelet_config(
         if p.is_relative() { base.join(p) } else { p }
     };
     config.tls_cert_file = raw.tls_cert_file.filter(|p| !p.is_empty()).map(file_path);
+    config.server_tls_bootstrap = raw.server_tls_bootstrap.unwrap_or(false);
     config.tls_private_key_file = raw
         .tls_private_key_file
         .filter(|p| !p.is_empty())
@@ -750,6 +757,7 @@ memorySwap:
                 pod_network_backend: crate::network::cluster::PodNetworkBackend::Vxlan,
                 tls_cert_file: Some("/etc/kubelab/pki/node.crt".into()),
                 tls_private_key_file: Some("/etc/kubelab/pki/node.key".into()),
+                server_tls_bootstrap: false,
                 authentication: KubeletAuthentication {
                     client_ca_file: Some("/etc/kubelab/pki/ca.crt".into()),
                     webhook_enabled: true,

@@ -114,6 +114,9 @@ where
 {
     store: Store<K>,
     synced: Arc<AtomicBool>,
+    /// The credentials may not list these cluster-wide (a node's: the Node
+    /// authorizer lets it read only the objects its pods use).
+    forbidden: Arc<AtomicBool>,
 }
 
 impl<K: kube::Resource + 'static> Clone for Watched<K>
@@ -124,7 +127,71 @@ where
         Watched {
             store: self.store.clone(),
             synced: self.synced.clone(),
+            forbidden: self.forbidden.clone(),
         }
+    }
+}
+
+/// One watch per object, by `metadata.name`, for a resource the
+/// credentials may not watch whole (the kubelet's watch-based manager does
+/// this for every object its pods use).
+struct PerObject<K: kube::Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    client: Client,
+    resource: &'static str,
+    changes: Arc<watch::Sender<u64>>,
+    watches: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Watched<K>>>>,
+}
+
+impl<K: kube::Resource + 'static> Clone for PerObject<K>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    fn clone(&self) -> Self {
+        PerObject {
+            client: self.client.clone(),
+            resource: self.resource,
+            changes: self.changes.clone(),
+            watches: self.watches.clone(),
+        }
+    }
+}
+
+impl<K> PerObject<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    fn new(client: Client, resource: &'static str, changes: Arc<watch::Sender<u64>>) -> Self {
+        PerObject {
+            client,
+            resource,
+            changes,
+            watches: Default::default(),
+        }
+    }
+
+    /// The object's own watch, started on first use.
+    fn watched(&self, namespace: &str, name: &str) -> Watched<K> {
+        let mut watches = self.watches.lock().expect("per-object watches");
+        watches
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_insert_with(|| {
+                spawn_watch(
+                    Api::namespaced(self.client.clone(), namespace),
+                    self.resource,
+                    self.changes.clone(),
+                    Some(name),
+                )
+            })
+            .clone()
     }
 }
 
@@ -138,6 +205,10 @@ pub struct ApiObjectCache {
     volumes: Watched<PersistentVolume>,
     /// For the kubelet's `LookupRuntimeHandler`.
     runtime_classes: Watched<RuntimeClass>,
+    /// Used once the cluster-wide watch of the kind is forbidden.
+    each_config_map: PerObject<ConfigMap>,
+    each_secret: PerObject<Secret>,
+    each_claim: PerObject<PersistentVolumeClaim>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -146,20 +217,35 @@ impl ApiObjectCache {
     pub fn start(client: Client) -> Self {
         let changes = Arc::new(watch::Sender::new(0));
         ApiObjectCache {
-            config_maps: spawn_watch(Api::all(client.clone()), "configmaps", changes.clone()),
-            secrets: spawn_watch(Api::all(client.clone()), "secrets", changes.clone()),
-            services: spawn_watch(Api::all(client.clone()), "services", changes.clone()),
+            config_maps: spawn_watch(
+                Api::all(client.clone()),
+                "configmaps",
+                changes.clone(),
+                None,
+            ),
+            secrets: spawn_watch(Api::all(client.clone()), "secrets", changes.clone(), None),
+            services: spawn_watch(Api::all(client.clone()), "services", changes.clone(), None),
             claims: spawn_watch(
                 Api::all(client.clone()),
                 "persistentvolumeclaims",
                 changes.clone(),
+                None,
             ),
             volumes: spawn_watch(
                 Api::all(client.clone()),
                 "persistentvolumes",
                 changes.clone(),
+                None,
             ),
-            runtime_classes: spawn_watch(Api::all(client), "runtimeclasses", changes.clone()),
+            runtime_classes: spawn_watch(
+                Api::all(client.clone()),
+                "runtimeclasses",
+                changes.clone(),
+                None,
+            ),
+            each_config_map: PerObject::new(client.clone(), "configmaps", changes.clone()),
+            each_secret: PerObject::new(client.clone(), "secrets", changes.clone()),
+            each_claim: PerObject::new(client, "persistentvolumeclaims", changes.clone()),
             changes,
         }
     }
@@ -195,6 +281,7 @@ fn spawn_watch<K>(
     api: Api<K>,
     resource: &'static str,
     changes: Arc<watch::Sender<u64>>,
+    name: Option<&str>,
 ) -> Watched<K>
 where
     K: kube::Resource<DynamicType = ()>
@@ -207,14 +294,18 @@ where
 {
     let (store, writer) = reflector::store();
     let synced = Arc::new(AtomicBool::new(false));
+    let forbidden = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
+    let refused = forbidden.clone();
+    let whole = name.is_none();
+    let config = match name {
+        Some(n) => watcher::Config::default().fields(&format!("metadata.name={n}")),
+        None => watcher::Config::default(),
+    };
     tokio::spawn(async move {
         // The watcher re-lists after errors with back-off; the store is
         // swapped whole at each re-list, so a lookup never sees half a list.
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
-        );
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -226,14 +317,61 @@ where
                     changes.send_modify(|g| *g += 1);
                 }
                 Ok(_) => {}
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
+                    if whole && s.code == 403 =>
+                {
+                    tracing::info!(
+                        "may not watch all {resource} ({}): watching each one pods use",
+                        s.message
+                    );
+                    refused.store(true, Ordering::Release);
+                    changes.send_modify(|g| *g += 1);
+                    return;
+                }
                 Err(e) => tracing::warn!("watching {resource}: {e}"),
             }
         }
     });
-    Watched { store, synced }
+    Watched {
+        store,
+        synced,
+        forbidden,
+    }
 }
 
 fn lookup<K>(
+    watched: &Watched<K>,
+    each: &PerObject<K>,
+    kind: &'static str,
+    resource: &'static str,
+    namespace: &str,
+    name: &str,
+) -> Result<Arc<K>, ObjectError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    if let Some(obj) = watched.store.get(&ObjectRef::new(name).within(namespace)) {
+        return Ok(obj);
+    }
+    if watched.forbidden.load(Ordering::Acquire) {
+        return lookup_in(
+            &each.watched(namespace, name),
+            kind,
+            resource,
+            namespace,
+            name,
+        );
+    }
+    lookup_in(watched, kind, resource, namespace, name)
+}
+
+fn lookup_in<K>(
     watched: &Watched<K>,
     kind: &'static str,
     resource: &'static str,
@@ -264,6 +402,7 @@ impl ObjectGetter for ApiObjectCache {
     fn config_map(&self, namespace: &str, name: &str) -> Result<Arc<ConfigMap>, ObjectError> {
         lookup(
             &self.config_maps,
+            &self.each_config_map,
             "configmap",
             "configmaps",
             namespace,
@@ -271,7 +410,14 @@ impl ObjectGetter for ApiObjectCache {
         )
     }
     fn secret(&self, namespace: &str, name: &str) -> Result<Arc<Secret>, ObjectError> {
-        lookup(&self.secrets, "secret", "secrets", namespace, name)
+        lookup(
+            &self.secrets,
+            &self.each_secret,
+            "secret",
+            "secrets",
+            namespace,
+            name,
+        )
     }
     fn services(&self) -> Result<Vec<Arc<Service>>, ObjectError> {
         if !self.services.synced.load(Ordering::Acquire) {
@@ -286,6 +432,7 @@ impl ObjectGetter for ApiObjectCache {
     ) -> Result<Arc<PersistentVolumeClaim>, ObjectError> {
         lookup(
             &self.claims,
+            &self.each_claim,
             "persistentvolumeclaim",
             "persistentvolumeclaims",
             namespace,

@@ -52,6 +52,13 @@ pub enum TlsError {
     HalfAPair,
 }
 
+/// What `--port` presents: files (given or self-signed), or the
+/// certificate the cluster issues (`serverTLSBootstrap`), which may change.
+pub enum ServingIdentity {
+    Files(ServingCert),
+    Issued(Arc<dyn rustls::server::ResolvesServerCert>),
+}
+
 /// Where the serving certificate and key are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServingCert {
@@ -165,30 +172,13 @@ pub struct SecureServing {
 /// not sign does not break the handshake: it authenticates nobody, and the
 /// request goes on to the other authenticators (401 without one).
 pub fn server_config(
-    cert: &ServingCert,
+    identity: ServingIdentity,
     client_ca_file: Option<&Path>,
 ) -> Result<SecureServing, TlsError> {
     // Chosen explicitly: with several rustls backends linked into one
     // workspace build, the process-wide default is ambiguous.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let pem = |path: &Path| std::fs::read(path).map_err(io(path));
-    let cert_pem = pem(&cert.cert_file)?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
-            path: cert.cert_file.clone(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert.cert_file.clone(),
-        });
-    }
-    let key =
-        PrivateKeyDer::from_pem_slice(&pem(&cert.key_file)?).map_err(|source| TlsError::Pem {
-            path: cert.key_file.clone(),
-            source,
-        })?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let (builder, client_verifier) = match client_ca_file {
@@ -222,7 +212,30 @@ pub fn server_config(
         }
         None => (builder.with_no_client_auth(), None),
     };
-    let mut config = builder.with_single_cert(certs, key)?;
+    let mut config = match identity {
+        ServingIdentity::Files(cert) => {
+            let cert_pem = pem(&cert.cert_file)?;
+            let certs = CertificateDer::pem_slice_iter(&cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| TlsError::Pem {
+                    path: cert.cert_file.clone(),
+                    source,
+                })?;
+            if certs.is_empty() {
+                return Err(TlsError::NoCertificate {
+                    path: cert.cert_file.clone(),
+                });
+            }
+            let key = PrivateKeyDer::from_pem_slice(&pem(&cert.key_file)?).map_err(|source| {
+                TlsError::Pem {
+                    path: cert.key_file.clone(),
+                    source,
+                }
+            })?;
+            builder.with_single_cert(certs, key)?
+        }
+        ServingIdentity::Issued(resolver) => builder.with_cert_resolver(resolver),
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(SecureServing {
         config,
@@ -366,7 +379,7 @@ mod tests {
             sans.contains("\"node1\"") && sans.contains("[10, 0, 0, 5]"),
             "{sans}"
         );
-        server_config(&first, None).unwrap();
+        server_config(ServingIdentity::Files(first), None).unwrap();
     }
 
     #[test]

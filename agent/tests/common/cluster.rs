@@ -35,10 +35,20 @@ impl ApiServer {
 
     /// With extra apiserver flags (e.g. `--node-monitor-grace-period=4s`).
     pub fn start_with(extra: &[&str]) -> ApiServer {
-        let dir = tempfile::Builder::new()
+        Self::start_in(Self::data_dir(), extra)
+    }
+
+    /// A fresh data dir, for flags that name files the apiserver makes
+    /// there (its `ca.crt`).
+    pub fn data_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
             .prefix("kubelab-apiserver-")
             .tempdir()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// With `dir` as its data dir.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ApiServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
