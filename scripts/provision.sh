@@ -25,6 +25,10 @@
 #   --pod-network-backend B how pods reach other nodes' pods: vxlan (default,
 #                           flannel's: an overlay, VNI 1, UDP 8472), host-gw (a
 #                           route per node, nodes on one L2 segment) or none
+#   --cluster-cidr CIDR     the pod network (default 10.244.0.0/16): the
+#                           apiserver cuts the nodes' pod CIDRs from it, the
+#                           agents' service proxy masquerades traffic from
+#                           outside it to cluster IPs
 #   --no-wait               don't wait for the services to answer
 #
 # What it leaves on the node:
@@ -54,6 +58,7 @@ EXAMPLES="$REPO/examples/static"
 EXPORT_KUBECONFIG=""
 KUBECONFIG_IN=""
 POD_NETWORK_BACKEND=vxlan
+CLUSTER_CIDR=10.244.0.0/16
 WAIT=1
 
 AGENT_PORT=10255
@@ -78,6 +83,7 @@ while [ $# -gt 0 ]; do
 	--export-kubeconfig) EXPORT_KUBECONFIG=$2; shift ;;
 	--kubeconfig) KUBECONFIG_IN=$2; shift ;;
 	--pod-network-backend) POD_NETWORK_BACKEND=$2; shift ;;
+	--cluster-cidr) CLUSTER_CIDR=$2; shift ;;
 	--no-wait) WAIT=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown option $1" ;;
@@ -215,10 +221,16 @@ EOF
 	local args="--hostname-override $NODE_NAME"
 	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"
 	[ -z "$AGENT_KUBECONFIG" ] || args+=" --kubeconfig $AGENT_KUBECONFIG"
+	# As kubeadm gives kube-proxy the cluster's pod subnet: a node's own
+	# connections to a cluster IP are masqueraded, so an endpoint on another
+	# node answers to an address of this node's it can reach (not, say, a NAT
+	# interface's address every node has).
+	[ -z "$AGENT_KUBECONFIG" ] || args+=" --cluster-cidr $CLUSTER_CIDR"
 	printf '# Written by scripts/provision.sh\nKUBELAB_AGENT_ARGS="%s"\n' "$args" >/etc/default/kubelab-agent
 	if [ "$APISERVER" = 1 ]; then
 		args=""
 		[ -z "$NODE_IP" ] || args="--advertise-address $NODE_IP"
+		args+="${args:+ }--cluster-cidr $CLUSTER_CIDR"
 		printf '# Written by scripts/provision.sh\nKUBELAB_APISERVER_ARGS="%s"\n' "$args" >/etc/default/kubelab-apiserver
 	fi
 	if [ "$EXAMPLES" != none ] && [ -d "$EXAMPLES" ]; then
