@@ -18,16 +18,26 @@ TIMEOUT=${KUBELAB_CSR_TIMEOUT:-300}
 
 k() { kubectl --kubeconfig "$KUBECONFIG_IN" --request-timeout=60s "$@"; }
 
-# pending NODE: the name of the node's kubelet-serving request that nobody
-# approved or denied yet
-pending() {
-	k get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.metadata.name} {.spec.username} {.status.conditions[0].type}{"\n"}{end}' |
-		awk -v user="system:node:$1" '$2 == user && $3 == "" { print $1; exit }'
+# serving_csrs: `name requestor condition` of every kubelet-serving request
+serving_csrs() {
+	k get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.metadata.name} {.spec.username} {.status.conditions[0].type}{"\n"}{end}'
 }
+
+# pending NODE: the names of the node's requests nobody approved or denied
+# yet (an agent restarted meanwhile asks again)
+pending() { serving_csrs | awk -v user="system:node:$1" '$2 == user && $3 == "" { print $1 }'; }
+
+# approved NODE: the name of the node's approved request, if one is
+approved() { serving_csrs | awk -v user="system:node:$1" '$2 == user && $3 == "Approved" { print $1; exit }'; }
 
 for node in "$@"; do
 	deadline=$((SECONDS + TIMEOUT))
-	until name=$(pending "$node" 2>/dev/null) && [ -n "$name" ]; do
+	until names=$(pending "$node" 2>/dev/null) && [ -n "$names" ]; do
+		# Provisioned again: the node serves with the certificate it has.
+		if name=$(approved "$node" 2>/dev/null) && [ -n "$name" ]; then
+			echo "$node: $name was approved before"
+			continue 2
+		fi
 		if [ "$SECONDS" -ge "$deadline" ]; then
 			echo "approve-kubelet-serving: $node asked for no kubelet-serving certificate within ${TIMEOUT}s" >&2
 			exit 1
@@ -36,9 +46,10 @@ for node in "$@"; do
 	done
 	# Again when a loaded host timed kubectl out; approving twice is harmless.
 	for try in 1 2 3; do
-		out=$(k certificate approve "$name" 2>&1) && break
-		[ "$try" != 3 ] || { echo "approve-kubelet-serving: kubectl certificate approve $name: $out" >&2; exit 1; }
+		# shellcheck disable=SC2086 # one name a word
+		out=$(k certificate approve $names 2>&1) && break
+		[ "$try" != 3 ] || { echo "approve-kubelet-serving: kubectl certificate approve $names: $out" >&2; exit 1; }
 		sleep 2
 	done
-	echo "$node: $out"
+	while read -r line; do echo "$node: $line"; done <<<"$out"
 done
