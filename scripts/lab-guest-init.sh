@@ -80,6 +80,9 @@ if [ -x /share/bin/kubelab-apiserver ]; then
 		args="$args --bootstrap-kubeconfig /share/out/node1/bootstrap-kubelet.conf"
 	fi
 fi
+# The static examples (a busy loop, an OOM-killed pod) run on node1 only:
+# every node is one slow vCPU, and the others are there for the cluster's pods.
+[ "$node" = 1 ] || args="$args --examples none"
 cat >/etc/systemd/system/kubelab-lab-provision.service <<EOF
 [Unit]
 Description=kubelab lab: provision $name with scripts/provision.sh

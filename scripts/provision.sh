@@ -36,6 +36,10 @@
 #   --pod-network-backend B how pods reach other nodes' pods: vxlan (default,
 #                           flannel's: an overlay, VNI 1, UDP 8472), host-gw (a
 #                           route per node, nodes on one L2 segment) or none
+#   --cluster-cidr CIDR     the pod network (default 10.244.0.0/16): the
+#                           apiserver cuts the nodes' pod CIDRs from it, the
+#                           agents' service proxy masquerades traffic from
+#                           outside it to cluster IPs
 #   --no-wait               don't wait for the services to answer
 #
 # What it leaves on the node:
@@ -75,6 +79,7 @@ EXPORT_BOOTSTRAP=""
 BOOTSTRAP_IN=""
 TOKEN_TTL=24h
 POD_NETWORK_BACKEND=vxlan
+CLUSTER_CIDR=10.244.0.0/16
 WAIT=1
 
 AGENT_PORT=10255
@@ -101,6 +106,7 @@ while [ $# -gt 0 ]; do
 	--bootstrap-kubeconfig) BOOTSTRAP_IN=$2; shift ;;
 	--token-ttl) TOKEN_TTL=$2; shift ;;
 	--pod-network-backend) POD_NETWORK_BACKEND=$2; shift ;;
+	--cluster-cidr) CLUSTER_CIDR=$2; shift ;;
 	--no-wait) WAIT=0 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown option $1" ;;
@@ -245,12 +251,18 @@ EOF
 	# then (kept across restarts); the serving certificate is asked for too.
 	[ -z "$AGENT_KUBECONFIG" ] ||
 		args+=" --bootstrap-kubeconfig $BOOTSTRAP_KUBECONFIG --kubeconfig $AGENT_KUBECONFIG --rotate-server-certificates"
+	# As kubeadm gives kube-proxy the cluster's pod subnet: a node's own
+	# connections to a cluster IP are masqueraded, so an endpoint on another
+	# node answers to an address of this node's it can reach (not, say, a NAT
+	# interface's address every node has).
+	[ -z "$AGENT_KUBECONFIG" ] || args+=" --cluster-cidr $CLUSTER_CIDR"
 	printf '# Written by scripts/provision.sh\nKUBELAB_AGENT_ARGS="%s"\n' "$args" >/etc/default/kubelab-agent
 	if [ "$APISERVER" = 1 ]; then
 		# kubeadm's: joining nodes authenticate with bootstrap tokens, and
 		# the kubelets' serving certificates are checked against the cluster CA.
 		args="--enable-bootstrap-token-auth --kubelet-certificate-authority $APISERVER_DATA/ca.crt"
 		[ -z "$NODE_IP" ] || args+=" --advertise-address $NODE_IP"
+		args+=" --cluster-cidr $CLUSTER_CIDR"
 		printf '# Written by scripts/provision.sh\nKUBELAB_APISERVER_ARGS="%s"\n' "$args" >/etc/default/kubelab-apiserver
 	fi
 	if [ "$EXAMPLES" != none ] && [ -d "$EXAMPLES" ]; then

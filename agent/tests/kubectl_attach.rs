@@ -186,5 +186,99 @@ fn kubectl_attach_and_run_interactively() {
         );
     }
 
+    // A shell on a terminal with `stdinOnce`: when its attached client
+    // leaves (the user's terminal closes under kubectl), the terminal is
+    // hung up and the shell ends, instead of waiting on a terminal nobody
+    // can type into any more.
+    for version in KUBECTLS {
+        let pod = format!("once-{}", version.replace('.', "-"));
+        api.apply(&api_pod(
+            &pod,
+            &node_name,
+            "  containers:
+  - name: main
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    tty: true
+    command: [\"sh\"]
+  restartPolicy: Never
+",
+        ));
+        wait_for(
+            &node,
+            &format!("{pod} running"),
+            Duration::from_secs(60),
+            || {
+                let cells = row(&api.try_kubectl(&["get", "pods"])?, &pod)?;
+                (cells[2] == "Running").then_some(())
+            },
+        );
+        let cmd = format!(
+            "exec {} --cache-dir {} attach -it {pod}",
+            kubectl_bin(version),
+            api.dir
+                .path()
+                .join(format!("kube-cache-{version}"))
+                .display()
+        );
+        let mut script = Command::new("script")
+            .args(["-qfc", &cmd, "/dev/null"])
+            .env("KUBECONFIG", api.kubeconfig())
+            .env("HOME", api.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run script");
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let screen = screen.clone();
+            let mut out = script.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = out.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    screen
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+        };
+        {
+            use std::io::Write;
+            let mut stdin = script.stdin.take().unwrap();
+            // Typed until the shell has answered (kubectl attaches first).
+            wait_for(
+                &node,
+                &format!("kubectl {version} attach to {pod} to answer"),
+                Duration::from_secs(60),
+                || {
+                    let _ = stdin.write_all(b"echo attached-$((6*7))\r");
+                    std::thread::sleep(Duration::from_secs(1));
+                    screen.lock().unwrap().contains("attached-42").then_some(())
+                },
+            );
+            // The client leaves: its terminal goes, and kubectl with it.
+            let _ = script.kill();
+            let _ = script.wait();
+            drop(stdin);
+        }
+        let _ = reader.join();
+        wait_for(
+            &node,
+            &format!("{pod}'s shell to end once kubectl {version} left"),
+            Duration::from_secs(60),
+            || {
+                let cells = row(&api.try_kubectl(&["get", "pods"])?, &pod)?;
+                (cells[2] == "Completed").then_some(())
+            },
+        );
+    }
+
     api.delete_all_pods();
 }

@@ -237,6 +237,27 @@ fn kubectl_exec_runs_commands_inside_the_container() {
         text(&out.stderr)
     );
 
+    // The base64 channel protocol (`v4.base64.channel.k8s.io`, for clients
+    // that only send text): a WebSocket client asking for it alone gets it,
+    // its text frames reach stdin, and every channel comes back as text,
+    // base64 after an ASCII channel digit.
+    if let Some(out) = base64_exec(&api) {
+        let said = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "base64 exec: {said}{}",
+            text(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_str(said.trim()).unwrap();
+        assert_eq!(got["protocol"], "v4.base64.channel.k8s.io", "{got}");
+        assert_eq!(got["opcodes"], serde_json::json!(["text"]), "{got}");
+        assert_eq!(got["1"], "got hello\n", "{got}");
+        assert_eq!(got["2"], "oops\n", "{got}");
+        let status: serde_json::Value = serde_json::from_str(got["3"].as_str().unwrap()).unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+        assert_eq!(status["details"]["causes"][0]["message"], "4", "{status}");
+    }
+
     api.kubectl(&["delete", "pod", "shell", "--timeout=30s"]);
 }
 
@@ -278,4 +299,57 @@ fn kubectl_cp_copies_files_into_and_out_of_a_container() {
     );
     assert_eq!(std::fs::read_to_string(&back).unwrap(), content);
     api.delete_all_pods();
+}
+
+/// A WebSocket client of `pods/exec` speaking `v4.base64.channel.k8s.io`
+/// (Python's websocket-client, with the credentials of the kubeconfig as
+/// the Kubernetes Python client loads them): sends `hello` on stdin, prints
+/// what each channel said and the kinds of frames that came.
+const BASE64_EXEC: &str = r#"
+import base64, json, sys, websocket
+from urllib.parse import urlencode
+from kubernetes import client, config
+config.load_kube_config(sys.argv[1])
+c = client.Configuration.get_default_copy()
+query = urlencode([("container", "main"), ("command", "sh"), ("command", "-c"),
+                   ("command", "read l; echo got $l; echo oops >&2; exit 4"),
+                   ("stdin", "true"), ("stdout", "true"), ("stderr", "true")])
+url = c.host.replace("https://", "wss://") + "/api/v1/namespaces/default/pods/shell/exec?" + query
+headers = [f"authorization: {c.api_key['authorization']}"] if "authorization" in c.api_key else []
+ws = websocket.create_connection(url, subprotocols=["v4.base64.channel.k8s.io"], header=headers,
+    sslopt={"ca_certs": c.ssl_ca_cert, "certfile": c.cert_file, "keyfile": c.key_file}, timeout=60)
+ws.send("0" + base64.b64encode(b"hello\n").decode())
+got, opcodes = {}, set()
+while True:
+    op, data = ws.recv_data()
+    if op == websocket.ABNF.OPCODE_CLOSE:
+        break
+    opcodes.add("text" if op == websocket.ABNF.OPCODE_TEXT else "binary")
+    channel = chr(data[0])
+    got[channel] = got.get(channel, "") + base64.b64decode(data[1:]).decode()
+got["protocol"] = ws.subprotocol
+got["opcodes"] = sorted(opcodes)
+print(json.dumps(got))
+"#;
+
+/// Runs [`BASE64_EXEC`] when Debian's python3-kubernetes (with its
+/// websocket-client) is installed; `None` otherwise, said on stderr.
+fn base64_exec(api: &ApiServer) -> Option<Output> {
+    let has_client = Command::new("/usr/bin/python3")
+        .args(["-c", "import kubernetes, websocket"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        eprintln!("python3-kubernetes is not installed: skipping the base64 channel client");
+        return None;
+    }
+    Some(
+        Command::new("timeout")
+            .arg("90")
+            .arg("/usr/bin/python3")
+            .args(["-c", BASE64_EXEC])
+            .arg(api.kubeconfig())
+            .output()
+            .expect("run python3"),
+    )
 }

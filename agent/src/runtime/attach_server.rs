@@ -46,6 +46,11 @@ pub struct AttachServer {
     /// The terminal's master end, for resizes.
     terminal: Option<OwnedFd>,
     stdin_once: bool,
+    /// `stdin` is a copy of the terminal's master end (not a pipe).
+    stdin_is_terminal: bool,
+    /// The container's stdin was its terminal and has been closed: the
+    /// terminal is hung up (see [`Self::terminal_hung_up`]).
+    hung_up: bool,
     clients: Vec<Client>,
     path: PathBuf,
 }
@@ -68,6 +73,7 @@ impl AttachServer {
         stdin: bool,
         stdin_once: bool,
     ) -> Option<AttachServer> {
+        let stdin_is_terminal = stdin_pipe.is_none() && terminal.is_some() && stdin;
         let stdin = match (stdin_pipe, terminal) {
             (Some(w), _) => Some(std::fs::File::from(w)),
             (None, Some(master)) if stdin => master.try_clone().ok().map(std::fs::File::from),
@@ -94,6 +100,8 @@ impl AttachServer {
             stdin_pending: Vec::new(),
             terminal: terminal.and_then(|m| m.try_clone().ok()),
             stdin_once,
+            stdin_is_terminal,
+            hung_up: false,
             clients: Vec::new(),
             path,
         })
@@ -232,18 +240,34 @@ impl AttachServer {
     }
 
     /// Closes the container's stdin once what was written has gone in.
+    /// When stdin is the terminal, closing it hangs the terminal up, as
+    /// containerd's shim closes a task's console when its stdin closes: a
+    /// pty's reader never sees an end of input otherwise, so an interactive
+    /// `sh` left by its only attached client would wait for ever.
     fn close_stdin(&mut self) {
-        if let Some(mut f) = self.stdin.take() {
-            if !self.stdin_pending.is_empty() {
-                // SAFETY: clearing O_NONBLOCK so the rest goes in before the close.
-                unsafe {
-                    let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-                    libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-                }
-                let _ = f.write_all(&self.stdin_pending);
+        let Some(mut f) = self.stdin.take() else {
+            return;
+        };
+        if !self.stdin_pending.is_empty() {
+            // SAFETY: clearing O_NONBLOCK so the rest goes in before the close.
+            unsafe {
+                let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
             }
-            self.stdin_pending.clear();
+            let _ = f.write_all(&self.stdin_pending);
         }
+        self.stdin_pending.clear();
+        if self.stdin_is_terminal {
+            self.terminal = None;
+            self.hung_up = true;
+        }
+    }
+
+    /// Whether the terminal was hung up: the shim closes its own master end
+    /// too, the last one, so the container's session gets SIGHUP and its
+    /// reads of the terminal end.
+    pub fn terminal_hung_up(&self) -> bool {
+        self.hung_up
     }
 
     /// Drops clients that have gone.

@@ -470,6 +470,13 @@ fn pump_logs(
                     a.ready(token, revents);
                 }
                 a.sweep();
+                if a.terminal_hung_up() {
+                    // The terminal is the one source: its last master end goes.
+                    for (fd, _) in open.iter_mut() {
+                        *fd = None;
+                    }
+                    continue;
+                }
             }
             if main_exited {
                 // The pipes may still have data: read on the next round.

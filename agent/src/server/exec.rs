@@ -1,12 +1,9 @@
 //! `/exec/{namespace}/{pod}/{container}`: kubelet's exec endpoint, on the
-//! WebSocket streaming protocol `kubectl exec` speaks since 1.30
-//! (`v5.channel.k8s.io`, also `v4.channel.k8s.io`), and on SPDY/3.1 streams
+//! WebSocket channel protocols `kubectl exec` speaks since 1.30 (see
+//! [`super::streaming::channel`]), and on SPDY/3.1 streams
 //! (`v4.channel.k8s.io`, kubectl ≤ 1.29; see [`super::streaming::remote_command`]).
 //!
-//! Every WebSocket message is one binary frame whose first byte names a
-//! channel: 0 stdin, 1 stdout, 2 stderr, 3 the final `Status` (JSON), 4 a
-//! terminal resize (`{"Width":..,"Height":..}`), and in v5 255 to close a
-//! channel (the client's stdin at EOF). The command runs through
+//! The command runs through
 //! `kubelab-agent exec` ([`crate::runtime::exec`]), which joins the
 //! container's cgroup and namespaces; with `tty=true` it makes a pty in the
 //! container and hands its master end over, which this side reads, writes
@@ -27,6 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::ServerState;
+use super::streaming::channel::{
+    ChannelCodec, ERROR, Inbound, PROTOCOLS, STDERR, STDOUT, decode_inbound, normal_close,
+};
 use super::streaming::remote_command::{self, SPDY_PROTOCOLS, Wanted};
 use super::streaming::spdy::session as spdy;
 use super::streaming::{
@@ -34,16 +34,6 @@ use super::streaming::{
 };
 use crate::runtime::shim;
 
-/// The subprotocols served, preferred first.
-pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
-
-pub const STDIN: u8 = 0;
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-pub const ERROR: u8 = 3;
-pub const RESIZE: u8 = 4;
-/// v5: `[255, channel]` closes that channel.
-pub const CLOSE: u8 = 255;
 /// How long the exec process may take to hand over its terminal.
 const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -100,47 +90,6 @@ impl ExecOptions {
     }
 }
 
-/// What the client sent on one binary message.
-#[derive(Debug, PartialEq)]
-pub enum Inbound {
-    Stdin(Bytes),
-    Resize {
-        width: u16,
-        height: u16,
-    },
-    CloseStdin,
-    /// Another channel, an empty frame, or a resize that does not parse.
-    Ignored,
-}
-
-/// `TerminalSize` as client-go encodes it (Go field names, no tags).
-#[derive(serde::Deserialize)]
-pub(super) struct TerminalSize {
-    #[serde(rename = "Width")]
-    pub width: u16,
-    #[serde(rename = "Height")]
-    pub height: u16,
-}
-
-pub fn decode_inbound(data: Bytes) -> Inbound {
-    let Some(&channel) = data.first() else {
-        return Inbound::Ignored;
-    };
-    let payload = data.slice(1..);
-    match channel {
-        STDIN => Inbound::Stdin(payload),
-        RESIZE => match serde_json::from_slice::<TerminalSize>(&payload) {
-            Ok(s) => Inbound::Resize {
-                width: s.width,
-                height: s.height,
-            },
-            Err(_) => Inbound::Ignored,
-        },
-        CLOSE if payload.first() == Some(&STDIN) => Inbound::CloseStdin,
-        _ => Inbound::Ignored,
-    }
-}
-
 /// The `Status` on the error channel for a command that ended with `code`,
 /// as the kubelet writes it: kubectl exits with the code of the `ExitCode`
 /// cause.
@@ -171,22 +120,6 @@ pub fn internal_error_status(message: &str) -> Value {
         "details": {"causes": [{"message": format!("error executing command in container: {message}")}]},
         "code": 500
     })
-}
-
-/// A close with code 1000: client-go reads the end of its streams from
-/// it (a close without a code is an error there).
-pub(super) fn normal_close() -> Message {
-    Message::Close(Some(axum::extract::ws::CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: "".into(),
-    }))
-}
-
-pub(super) fn frame(channel: u8, data: &[u8]) -> Message {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(channel);
-    v.extend_from_slice(data);
-    Message::Binary(Bytes::from(v))
 }
 
 /// Where the command runs: a running container's init pid and bundle.
@@ -457,12 +390,15 @@ fn resize_terminal(pty: &OwnedFd, width: u16, height: u16) {
 /// Runs the command and relays its streams until it has ended and its
 /// output is drained; then the Status, then the close.
 async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts: ExecOptions) {
+    let codec = ChannelCodec::of(socket.protocol().and_then(|p| p.to_str().ok()));
     let (mut sink, mut stream) = socket.split();
     let mut process = match ExecProcess::spawn(&agent_exe, &target, &opts).await {
         Ok(p) => p,
         Err(e) => {
             let status = internal_error_status(&format!("starting {}: {e}", agent_exe.display()));
-            let _ = sink.send(frame(ERROR, status.to_string().as_bytes())).await;
+            let _ = sink
+                .send(codec.frame(ERROR, status.to_string().as_bytes()))
+                .await;
             let _ = sink.send(normal_close()).await;
             return;
         }
@@ -487,7 +423,7 @@ async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts
                         // EOF, or EIO from a pty whose last slave is closed.
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if tx.send(frame(channel, &buf[..n])).await.is_err() {
+                            if tx.send(codec.frame(channel, &buf[..n])).await.is_err() {
                                 break;
                             }
                         }
@@ -514,13 +450,11 @@ async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts
     let inbound = tokio::spawn(async move {
         let mut stdin_tx = Some(stdin_tx);
         while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                // The Python client sends its frames as text: the channel
-                // byte and the data, the same bytes.
-                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            let Some(data) = codec.unframe(msg) else {
+                continue;
             };
             match decode_inbound(data) {
                 Inbound::Stdin(bytes) => {
@@ -555,7 +489,7 @@ async fn session(socket: WebSocket, agent_exe: PathBuf, target: ExecTarget, opts
         Err(e) => internal_error_status(&format!("waiting for the command: {e}")),
     };
     let _ = out_tx
-        .send(frame(ERROR, status.to_string().as_bytes()))
+        .send(codec.frame(ERROR, status.to_string().as_bytes()))
         .await;
     let _ = out_tx.send(normal_close()).await;
     drop(out_tx);
@@ -709,30 +643,6 @@ mod tests {
     }
 
     #[test]
-    fn inbound_frames_decode_by_channel() {
-        assert_eq!(
-            decode_inbound(Bytes::from_static(b"\x00abc")),
-            Inbound::Stdin(Bytes::from_static(b"abc"))
-        );
-        assert_eq!(
-            decode_inbound(Bytes::from_static(b"\x04{\"Width\":120,\"Height\":40}")),
-            Inbound::Resize {
-                width: 120,
-                height: 40
-            }
-        );
-        assert_eq!(
-            decode_inbound(Bytes::from_static(b"\xff\x00")),
-            Inbound::CloseStdin
-        );
-        assert_eq!(
-            decode_inbound(Bytes::from_static(b"\xff\x01")),
-            Inbound::Ignored
-        );
-        assert_eq!(decode_inbound(Bytes::new()), Inbound::Ignored);
-    }
-
-    #[test]
     fn exit_codes_become_the_status_kubectl_reads() {
         assert_eq!(exit_status(0)["status"], "Success");
         let st = exit_status(3);
@@ -740,9 +650,5 @@ mod tests {
         assert_eq!(st["reason"], "NonZeroExitCode");
         assert_eq!(st["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(st["details"]["causes"][0]["message"], "3");
-        assert_eq!(
-            frame(ERROR, b"{}"),
-            Message::Binary(Bytes::from_static(b"\x03{}"))
-        );
     }
 }

@@ -11,7 +11,12 @@
 //!   for nodes that only reach each other by IP.
 //!
 //! Nodes are watched through the apiserver: entries appear when a node gets
-//! its pod CIDR and address and go when it is deleted. Pod traffic is
+//! its pod CIDR and address and go when it is deleted (or loses either).
+//! A node that turns NotReady, or unreachable, keeps its entries, as flannel
+//! keeps a node's lease and routes until its Node object is deleted: the
+//! node's pods may well still run and answer (an agent that lost the
+//! apiserver is not a dead host), and their Service endpoints are withdrawn
+//! by the endpoints controller, not by the network. Pod traffic is
 //! masqueraded only when it leaves the pod networks, so pod-to-pod traffic
 //! keeps its source address (the default CNI config then leaves `ipMasq`
 //! off).

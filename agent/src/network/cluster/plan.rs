@@ -336,6 +336,32 @@ mod tests {
         );
     }
 
+    // flannel's rule: a node's routes go with its Node object, not with
+    // its readiness.
+    #[test]
+    fn a_not_ready_node_stays_a_peer_until_it_is_deleted() {
+        use k8s_openapi::api::core::v1::{NodeCondition, Taint};
+        let mut lost = node("node2", Some("10.244.2.0/24"), Some("192.168.1.12"));
+        lost.status.as_mut().unwrap().conditions = Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "Unknown".into(),
+            reason: Some("NodeStatusUnknown".into()),
+            ..Default::default()
+        }]);
+        lost.spec.as_mut().unwrap().taints = Some(vec![Taint {
+            key: "node.kubernetes.io/unreachable".into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        }]);
+        let (peers_now, _) = peers(std::slice::from_ref(&lost), "node1");
+        assert_eq!(peers_now.len(), 1, "a NotReady node keeps its route");
+
+        lost.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(peers(&[lost], "node1").0, [], "a deleted node has none");
+    }
+
     #[test]
     fn host_gw_routes_go_via_the_peer_and_vxlan_through_its_tunnel_endpoint() {
         let peers = [Peer {

@@ -1,8 +1,7 @@
 //! `/attach/{namespace}/{pod}/{container}`: kubelet's attach, the client
 //! joined to the running container's stdin, output and terminal through its
 //! shim's attach socket ([`crate::runtime::attach`]). Spoken as exec is:
-//! the WebSocket channel protocol (`v5.channel.k8s.io`, `v4`; kubectl ≥
-//! 1.30), and the same channels as SPDY streams (`v4.channel.k8s.io` over
+//! the WebSocket channel protocols ([`super::channel`]; kubectl ≥ 1.30), and the same channels as SPDY streams (`v4.channel.k8s.io` over
 //! SPDY/3.1, kubectl ≤ 1.29): one stream per `streamType` (error, stdin,
 //! stdout, stderr, resize). The session ends when the container's output
 //! does (it exited) or when the client leaves.
@@ -18,14 +17,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use super::channel::{self, ChannelCodec, Inbound, decode_inbound, normal_close};
 use super::remote_command::{self, SPDY_PROTOCOLS, Wanted};
 use super::spdy::session;
 use super::{SPDY_UPGRADE, accept_spdy, asks_upgrade_to, negotiate, offered_stream_protocols};
 use crate::runtime::attach;
 use crate::server::ServerState;
-use crate::server::exec::{
-    self as channels, Inbound, decode_inbound, error, find_target, parse_bool, query_pairs,
-};
+use crate::server::exec::{error, find_target, parse_bool, query_pairs};
 
 /// What an attach asks for, as kubelet reads its query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,7 +115,7 @@ pub async fn attach(
         };
         tracing::info!(container = %who, ?opts, "attach (WebSocket)");
         return ws
-            .protocols(channels::PROTOCOLS)
+            .protocols(channel::PROTOCOLS)
             .on_upgrade(move |socket| websocket_session(socket, shim, opts));
     }
     if asks_upgrade_to(&headers, SPDY_UPGRADE) {
@@ -137,7 +135,7 @@ pub async fn attach(
         StatusCode::BAD_REQUEST,
         format!(
             "attach needs a connection upgrade: a WebSocket ({}) or {SPDY_UPGRADE}",
-            channels::PROTOCOLS.join(", ")
+            channel::PROTOCOLS.join(", ")
         ),
     )
 }
@@ -206,16 +204,17 @@ fn success_status() -> serde_json::Value {
 }
 
 async fn websocket_session(socket: WebSocket, shim: UnixStream, opts: AttachOptions) {
+    let codec = ChannelCodec::of(socket.protocol().and_then(|p| p.to_str().ok()));
     let (mut ws_tx, mut ws_rx) = socket.split();
     let (in_tx, in_rx) = mpsc::channel(16);
     let mut output = relay_shim(shim, opts, in_rx);
     let inbound = async move {
         while let Some(Ok(msg)) = ws_rx.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
-                Message::Close(_) => break,
-                _ => continue,
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+            let Some(data) = codec.unframe(msg) else {
+                continue;
             };
             let input = match decode_inbound(data) {
                 Inbound::Stdin(b) => Input::Stdin(b),
@@ -231,8 +230,8 @@ async fn websocket_session(socket: WebSocket, shim: UnixStream, opts: AttachOpti
     let outbound = async {
         while let Some(o) = output.recv().await {
             let m = match o {
-                Output::Stdout(b) => channels::frame(channels::STDOUT, &b),
-                Output::Stderr(b) => channels::frame(channels::STDERR, &b),
+                Output::Stdout(b) => codec.frame(channel::STDOUT, &b),
+                Output::Stderr(b) => codec.frame(channel::STDERR, &b),
             };
             if ws_tx.send(m).await.is_err() {
                 return;
@@ -241,9 +240,9 @@ async fn websocket_session(socket: WebSocket, shim: UnixStream, opts: AttachOpti
         // The container's output has ended: so has the attach.
         let status = success_status().to_string();
         let _ = ws_tx
-            .send(channels::frame(channels::ERROR, status.as_bytes()))
+            .send(codec.frame(channel::ERROR, status.as_bytes()))
             .await;
-        let _ = ws_tx.send(channels::normal_close()).await;
+        let _ = ws_tx.send(normal_close()).await;
     };
     tokio::select! {
         _ = inbound => {}

@@ -4,6 +4,7 @@
 //! in WebSocket, `SPDY/3.1+portforward.k8s.io`).
 
 pub mod attach;
+pub mod channel;
 pub mod portforward;
 pub mod remote_command;
 pub mod spdy;

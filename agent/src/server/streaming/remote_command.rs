@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::channel::TerminalSize;
 use super::spdy::session::IncomingStream;
-use crate::server::exec::TerminalSize;
 
 /// The SPDY streaming protocols served, preferred first.
 pub const SPDY_PROTOCOLS: [&str; 1] = ["v4.channel.k8s.io"];

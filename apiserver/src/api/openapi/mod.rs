@@ -61,6 +61,10 @@ struct Built {
 pub struct Documents {
     custom: RwLock<Vec<CustomResourceSchema>>,
     built: RwLock<Option<Arc<Built>>>,
+    /// Held while the documents are built: requests that come meanwhile
+    /// wait for that one build rather than each starting their own (a slow
+    /// machine would otherwise spend minutes building them several times).
+    building: tokio::sync::Mutex<()>,
 }
 
 impl Documents {
@@ -75,6 +79,10 @@ impl Documents {
     }
 
     async fn get(&self, registry: &Registry) -> Arc<Built> {
+        if let Some(b) = self.built.read().expect("openapi lock").clone() {
+            return b;
+        }
+        let _building = self.building.lock().await;
         if let Some(b) = self.built.read().expect("openapi lock").clone() {
             return b;
         }
@@ -308,6 +316,21 @@ pub async fn v2(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn concurrent_first_requests_share_one_build() {
+        let docs = Documents::default();
+        let registry = Registry::default();
+        // Two builds would give two documents (the second replacing the first).
+        let (a, b) = tokio::join!(docs.get(&registry), docs.get(&registry));
+        assert!(Arc::ptr_eq(&a, &b), "one build serves both requests");
+        docs.set_custom_resources(vec![]);
+        let c = docs.get(&registry).await;
+        assert!(
+            Arc::ptr_eq(&a, &c),
+            "unchanged resources keep the documents"
+        );
+    }
 
     fn built() -> Built {
         build(&Registry::default(), &[])
