@@ -71,10 +71,13 @@ rm -f "$out/provision.status"
 args="--node-name $name --node-ip $node_ip --bin-dir /share/bin --image /share/busybox.tar"
 if [ -x /share/bin/kubelab-apiserver ]; then
 	if [ "$node" = 1 ]; then
-		args="$args --apiserver --export-kubeconfig $out/admin.kubeconfig"
+		# The admin kubeconfig stays on node1 (scripts/lab fetches it over
+		# ssh): the share is every node's.
+		args="$args --apiserver --export-bootstrap-kubeconfig $out/bootstrap-kubelet.conf"
 	else
-		# The other nodes join node1's apiserver with the kubeconfig it exports.
-		args="$args --kubeconfig /share/out/node1/admin.kubeconfig"
+		# The other nodes join node1's apiserver with the bootstrap token's
+		# kubeconfig it exports, as `kubeadm join` does.
+		args="$args --bootstrap-kubeconfig /share/out/node1/bootstrap-kubelet.conf"
 	fi
 fi
 # The static examples (a busy loop, an OOM-killed pod) run on node1 only:

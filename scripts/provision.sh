@@ -10,10 +10,17 @@
 #   --node-name NAME        the node's name (default: the host name)
 #   --node-ip IP            the node's address on the cluster network: the
 #                           agent's --node-ip, the apiserver's --advertise-address
-#   --apiserver             run kubelab-apiserver here too (the first node);
-#                           this node's agent joins it with its admin.kubeconfig
-#   --kubeconfig F          join the agent to the apiserver F points at (the
-#                           other nodes; waits for F to appear, up to 10 min)
+#   --apiserver             run kubelab-apiserver here too (the first node),
+#                           as `kubeadm init` sets a control plane up: a
+#                           bootstrap token, kubeadm's bootstrap RBAC, and this
+#                           node's agent joins with the token like the others
+#   --bootstrap-kubeconfig F
+#                           join the agent with the bootstrap kubeconfig F (the
+#                           server, the cluster CA and a bootstrap token; the
+#                           other nodes, as `kubeadm join`; waits for F to
+#                           appear, up to 10 min): the agent gets its client
+#                           certificate as system:node:<name> and asks for a
+#                           kubelet-serving certificate an admin approves
 #   --bin-dir DIR           take kubelab-agent (and kubelab-apiserver, and the
 #                           CNI plugins kubelab-bridge, kubelab-host-local) from DIR
 #                           (default: <repo>/target/release, then target/debug;
@@ -22,6 +29,10 @@
 #                           build busybox:latest with scripts/build-test-image.sh)
 #   --examples DIR|none     static pods to start with (default: <repo>/examples/static)
 #   --export-kubeconfig F   copy the apiserver's admin.kubeconfig to F
+#   --export-bootstrap-kubeconfig F
+#                           copy the joining nodes' bootstrap kubeconfig to F
+#   --token-ttl Nh          how long the bootstrap token authenticates
+#                           (default 24h, kubeadm's)
 #   --pod-network-backend B how pods reach other nodes' pods: vxlan (default,
 #                           flannel's: an overlay, VNI 1, UDP 8472), host-gw (a
 #                           route per node, nodes on one L2 segment) or none
@@ -35,7 +46,13 @@
 #   /usr/local/bin/kubelab-agent, /usr/local/bin/kubelab-apiserver, /usr/local/bin/kubelab
 #   /opt/cni/bin/kubelab-bridge, kubelab-host-local   the pods' network (the
 #                           agent writes /etc/cni/net.d/ for the node's podCIDR)
-#   /etc/kubelab/kubelet.kubeconfig   the agent's credentials for the apiserver
+#   /etc/kubelab/bootstrap-kubelet.conf  the bootstrap token's kubeconfig
+#   /etc/kubelab/kubelet.conf      the agent's kubeconfig as system:node:<name>,
+#                           written by the agent once its client certificate
+#                           (/var/lib/kubelet/pki/kubelet-client-current.pem) is issued
+#   /var/lib/kubelet/pki/kubelet-server-current.pem  port 10250's certificate,
+#                           issued once an admin approved the node's
+#                           kubelet-serving CSR (kubectl certificate approve)
 #   /etc/kubelab/pki/ca.crt        the cluster CA: client certificates it signed
 #                           (the apiserver's) authenticate on the agent's port 10250
 #   /etc/systemd/system/kubelab-agent.service, kubelab-apiserver.service (deploy/systemd/)
@@ -45,6 +62,8 @@
 #   /etc/default/kubelab-agent, /etc/default/kubelab-apiserver   per-node flags
 #   /var/lib/kubelet               the agent's root dir (images, pods, logs)
 #   /var/lib/kubelab-apiserver     the apiserver's store, CA and admin.kubeconfig
+#                           (the first node only: the others never hold an
+#                           admin credential or the CA's key)
 set -Eeuo pipefail
 trap 'echo "provision: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
@@ -56,7 +75,9 @@ BIN_DIR=""
 IMAGE=""
 EXAMPLES="$REPO/examples/static"
 EXPORT_KUBECONFIG=""
-KUBECONFIG_IN=""
+EXPORT_BOOTSTRAP=""
+BOOTSTRAP_IN=""
+TOKEN_TTL=24h
 POD_NETWORK_BACKEND=vxlan
 CLUSTER_CIDR=10.244.0.0/16
 WAIT=1
@@ -81,7 +102,9 @@ while [ $# -gt 0 ]; do
 	--image) IMAGE=$2; shift ;;
 	--examples) EXAMPLES=$2; shift ;;
 	--export-kubeconfig) EXPORT_KUBECONFIG=$2; shift ;;
-	--kubeconfig) KUBECONFIG_IN=$2; shift ;;
+	--export-bootstrap-kubeconfig) EXPORT_BOOTSTRAP=$2; shift ;;
+	--bootstrap-kubeconfig) BOOTSTRAP_IN=$2; shift ;;
+	--token-ttl) TOKEN_TTL=$2; shift ;;
 	--pod-network-backend) POD_NETWORK_BACKEND=$2; shift ;;
 	--cluster-cidr) CLUSTER_CIDR=$2; shift ;;
 	--no-wait) WAIT=0 ;;
@@ -95,6 +118,8 @@ case "$POD_NETWORK_BACKEND" in
 vxlan | host-gw | none) ;;
 *) die "--pod-network-backend $POD_NETWORK_BACKEND: must be vxlan, host-gw or none" ;;
 esac
+[[ "$TOKEN_TTL" =~ ^[1-9][0-9]*h$ ]] || die "--token-ttl $TOKEN_TTL: hours, e.g. 24h"
+[ "$APISERVER" = 0 ] || [ -z "$BOOTSTRAP_IN" ] || die "--bootstrap-kubeconfig is for the joining nodes (--apiserver makes its own)"
 [ "$(id -u)" = 0 ] || die "run as root on the node"
 [ -n "$NODE_NAME" ] || NODE_NAME=$(hostname)
 if ! command -v systemctl >/dev/null || [ ! -d /run/systemd/system ]; then
@@ -208,9 +233,10 @@ kind: KubeletConfiguration
 staticPodPath: $MANIFESTS
 cgroupRoot: /kubelab
 cgroupDriver: cgroupfs
-# The kubelet API over HTTPS (a self-signed certificate in
-# /var/lib/kubelet/pki): logs and exec for the apiserver, every request
-# authenticated and authorized as kubeadm sets a kubelet up.
+# The kubelet API over HTTPS: logs and exec for the apiserver, every request
+# authenticated and authorized as kubeadm sets a kubelet up. Joined, its
+# certificate comes from the cluster's kubelet-serving signer once an admin
+# approved the node's request (standalone: self-signed, in /var/lib/kubelet/pki).
 port: $SECURE_PORT
 $(auth_config)
 # The read-only API, plain HTTP: /pods, /stats/summary, /metrics (top, experiment).
@@ -220,7 +246,11 @@ $(pod_network_config)
 EOF
 	local args="--hostname-override $NODE_NAME"
 	[ -z "$NODE_IP" ] || args+=" --node-ip $NODE_IP"
-	[ -z "$AGENT_KUBECONFIG" ] || args+=" --kubeconfig $AGENT_KUBECONFIG"
+	# TLS bootstrapping, as kubeadm's kubelet: the bootstrap token's
+	# kubeconfig gets the client certificate and --kubeconfig is written
+	# then (kept across restarts); the serving certificate is asked for too.
+	[ -z "$AGENT_KUBECONFIG" ] ||
+		args+=" --bootstrap-kubeconfig $BOOTSTRAP_KUBECONFIG --kubeconfig $AGENT_KUBECONFIG --rotate-server-certificates"
 	# As kubeadm gives kube-proxy the cluster's pod subnet: a node's own
 	# connections to a cluster IP are masqueraded, so an endpoint on another
 	# node answers to an address of this node's it can reach (not, say, a NAT
@@ -228,9 +258,11 @@ EOF
 	[ -z "$AGENT_KUBECONFIG" ] || args+=" --cluster-cidr $CLUSTER_CIDR"
 	printf '# Written by scripts/provision.sh\nKUBELAB_AGENT_ARGS="%s"\n' "$args" >/etc/default/kubelab-agent
 	if [ "$APISERVER" = 1 ]; then
-		args=""
-		[ -z "$NODE_IP" ] || args="--advertise-address $NODE_IP"
-		args+="${args:+ }--cluster-cidr $CLUSTER_CIDR"
+		# kubeadm's: joining nodes authenticate with bootstrap tokens, and
+		# the kubelets' serving certificates are checked against the cluster CA.
+		args="--enable-bootstrap-token-auth --kubelet-certificate-authority $APISERVER_DATA/ca.crt"
+		[ -z "$NODE_IP" ] || args+=" --advertise-address $NODE_IP"
+		args+=" --cluster-cidr $CLUSTER_CIDR"
 		printf '# Written by scripts/provision.sh\nKUBELAB_APISERVER_ARGS="%s"\n' "$args" >/etc/default/kubelab-apiserver
 	fi
 	if [ "$EXAMPLES" != none ] && [ -d "$EXAMPLES" ]; then
@@ -299,25 +331,145 @@ apiserver_ready() {
 		curl -fsSk --max-time 3 "https://127.0.0.1:$APISERVER_PORT/readyz" | grep -q ok
 }
 
-# The agent's credentials: the apiserver's own admin.kubeconfig on its node,
-# the one given with --kubeconfig elsewhere (a lab, not a hardened cluster:
-# there is no node authorizer, every agent is an admin).
+# kubeadm's control-plane side of TLS bootstrapping, done with the
+# apiserver's admin credentials over its API (the node has no kubectl).
+ADMIN_PKI=""
+admin_api() { # METHOD PATH [JSON]: prints the body, then the HTTP status
+	curl -sS --max-time 30 --cacert "$APISERVER_DATA/ca.crt" \
+		--cert "$ADMIN_PKI/admin.crt" --key "$ADMIN_PKI/admin.key" \
+		-X "$1" -H 'Content-Type: application/json' ${3:+--data-binary "$3"} \
+		-w '\n%{http_code}' "https://127.0.0.1:$APISERVER_PORT$2"
+}
+
+# create PATH JSON WHAT: POST an object; one that exists already is kept.
+create() {
+	local out code
+	out=$(admin_api POST "$1" "$2") || die "creating $3: $out"
+	code=$(tail -1 <<<"$out")
+	case "$code" in
+	201) say "created $3" ;;
+	409) say "$3 exists" ;;
+	*) die "creating $3: HTTP $code: $(sed '$d' <<<"$out")" ;;
+	esac
+}
+
+# clusterrolebinding NAME CLUSTERROLE GROUP
+clusterrolebinding() {
+	create /apis/rbac.authorization.k8s.io/v1/clusterrolebindings "$(jq -cn \
+		--arg name "$1" --arg role "$2" --arg group "$3" '{
+			apiVersion: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding",
+			metadata: {name: $name},
+			roleRef: {apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: $role},
+			subjects: [{apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: $group}]}')" \
+		"clusterrolebinding $1 ($2 for $3)"
+}
+
+b64() { printf %s "$1" | base64 -w0; }
+
+# A bootstrap token as `kubeadm token create` makes one: a `[a-z0-9]{6}` id
+# and `[a-z0-9]{16}` secret in the Secret kube-system/bootstrap-token-<id>,
+# expiring after --token-ttl.
+new_bootstrap_token() {
+	local chars="" id secret expiration
+	while [ "${#chars}" -lt 22 ]; do
+		chars+=$(head -c 256 /dev/urandom | LC_ALL=C tr -dc 'a-z0-9')
+	done
+	id=${chars:0:6} secret=${chars:6:16}
+	expiration=$(date -u -d "+${TOKEN_TTL%h} hours" +%Y-%m-%dT%H:%M:%SZ)
+	create /api/v1/namespaces/kube-system/secrets "$(jq -cn \
+		--arg name "bootstrap-token-$id" --arg id "$(b64 "$id")" --arg secret "$(b64 "$secret")" \
+		--arg exp "$(b64 "$expiration")" --arg yes "$(b64 true)" \
+		--arg groups "$(b64 system:bootstrappers:kubeadm:default-node-token)" \
+		--arg desc "$(b64 "The default bootstrap token generated by 'kubeadm init'.")" '{
+			apiVersion: "v1", kind: "Secret", type: "bootstrap.kubernetes.io/token",
+			metadata: {name: $name, namespace: "kube-system"},
+			data: {"token-id": $id, "token-secret": $secret, expiration: $exp,
+				"usage-bootstrap-authentication": $yes, "auth-extra-groups": $groups,
+				description: $desc}}')" \
+		"bootstrap token $id (expires $expiration)"
+	echo "$id.$secret" >"$ADMIN_PKI/token"
+}
+
+# The first node: a bootstrap token, kubeadm's bindings that let its holders
+# ask for node client certificates (and have them approved), and the
+# bootstrap kubeconfig every node's agent joins with, this one's included.
+init_bootstrap() {
+	local admin=$APISERVER_DATA/admin.kubeconfig server
+	ADMIN_PKI=$(mktemp -d)
+	# shellcheck disable=SC2064 # the directory is known now
+	trap "rm -rf '$ADMIN_PKI'" EXIT
+	(
+		umask 077
+		sed -n 's/^ *client-certificate-data: *//p' "$admin" | head -1 | base64 -d >"$ADMIN_PKI/admin.crt"
+		sed -n 's/^ *client-key-data: *//p' "$admin" | head -1 | base64 -d >"$ADMIN_PKI/admin.key"
+	)
+	new_bootstrap_token
+	clusterrolebinding kubeadm:kubelet-bootstrap system:node-bootstrapper system:bootstrappers
+	clusterrolebinding kubeadm:node-autoapprove-bootstrap \
+		system:certificates.k8s.io:certificatesigningrequests:nodeclient system:bootstrappers
+	clusterrolebinding kubeadm:node-autoapprove-certificate-rotation \
+		system:certificates.k8s.io:certificatesigningrequests:selfnodeclient system:nodes
+	# kubeadm runs kube-proxy under its own ServiceAccount (kubeadm:node-proxier);
+	# the agent's service proxy runs in-process with the node's credentials,
+	# so the nodes get kube-proxy's role.
+	clusterrolebinding kubelab:node-proxier system:node-proxier system:nodes
+	server=$(sed -n 's/^ *server: *//p' "$admin" | head -1)
+	(
+		umask 077
+		cat >"$BOOTSTRAP_KUBECONFIG.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: $(base64 -w0 "$APISERVER_DATA/ca.crt")
+    server: $server
+  name: kubernetes
+contexts:
+- context:
+    cluster: kubernetes
+    user: tls-bootstrap-token-user
+  name: tls-bootstrap-token-user@kubernetes
+current-context: tls-bootstrap-token-user@kubernetes
+users:
+- name: tls-bootstrap-token-user
+  user:
+    token: $(cat "$ADMIN_PKI/token")
+EOF
+	)
+	mv "$BOOTSTRAP_KUBECONFIG.tmp" "$BOOTSTRAP_KUBECONFIG"
+	rm -rf "$ADMIN_PKI"
+	say "bootstrap kubeconfig: $BOOTSTRAP_KUBECONFIG ($server)"
+	if [ -n "$EXPORT_BOOTSTRAP" ]; then
+		# Whole or not at all: the other nodes wait for it to appear.
+		install -m 0600 "$BOOTSTRAP_KUBECONFIG" "$EXPORT_BOOTSTRAP.tmp"
+		mv "$EXPORT_BOOTSTRAP.tmp" "$EXPORT_BOOTSTRAP"
+		say "bootstrap kubeconfig copied to $EXPORT_BOOTSTRAP"
+	fi
+}
+
+# The agent's credentials: a bootstrap kubeconfig (made here on the first
+# node, given with --bootstrap-kubeconfig on the others), which the agent
+# trades for its own client certificate as system:node:<name>.
 AGENT_KUBECONFIG=""
+BOOTSTRAP_KUBECONFIG=/etc/kubelab/bootstrap-kubelet.conf
 CLIENT_CA=/etc/kubelab/pki/ca.crt
 join_apiserver() {
-	local src=$KUBECONFIG_IN
-	[ "$APISERVER" = 0 ] || src=$APISERVER_DATA/admin.kubeconfig
-	[ -n "$src" ] || return 0
-	if [ ! -f "$src" ]; then
-		say "waiting for $src (the first node's apiserver)"
-		wait_for kubelab-agent 600 test -f "$src"
+	local src=$BOOTSTRAP_IN
+	if [ "$APISERVER" = 0 ]; then
+		[ -n "$src" ] || return 0
+		if [ ! -f "$src" ]; then
+			say "waiting for $src (the first node's bootstrap kubeconfig)"
+			wait_for kubelab-agent 600 test -f "$src"
+		fi
+		install -D -m 0600 "$src" "$BOOTSTRAP_KUBECONFIG"
 	fi
-	install -D -m 0600 "$src" /etc/kubelab/kubelet.kubeconfig
-	AGENT_KUBECONFIG=/etc/kubelab/kubelet.kubeconfig
+	AGENT_KUBECONFIG=/etc/kubelab/kubelet.conf
+	# The admin kubeconfig an earlier provisioning gave the agent goes.
+	rm -f /etc/kubelab/kubelet.kubeconfig
 	# The cluster CA, which signs the apiserver's kubelet client certificate.
 	mkdir -p "$(dirname "$CLIENT_CA")"
-	sed -n 's/^ *certificate-authority-data: *//p' "$AGENT_KUBECONFIG" | head -1 | base64 -d >"$CLIENT_CA"
-	grep -q 'BEGIN CERTIFICATE' "$CLIENT_CA" || die "no certificate-authority-data in $src"
+	sed -n 's/^ *certificate-authority-data: *//p' "$BOOTSTRAP_KUBECONFIG" | head -1 | base64 -d >"$CLIENT_CA"
+	grep -q 'BEGIN CERTIFICATE' "$CLIENT_CA" || die "no certificate-authority-data in $BOOTSTRAP_KUBECONFIG"
 }
 
 # ---------------------------------------------------------------- main
@@ -327,9 +479,11 @@ install_image
 if [ "$APISERVER" = 1 ]; then
 	write_config
 	start_unit kubelab-apiserver.service
-	# The agent joins with the admin kubeconfig, which the first start writes.
+	# The apiserver's first start writes the CA and admin.kubeconfig.
 	wait_for kubelab-apiserver 120 test -f "$APISERVER_DATA/admin.kubeconfig"
-	[ "$WAIT" = 0 ] || wait_for kubelab-apiserver 120 apiserver_ready
+	wait_for kubelab-apiserver 120 apiserver_ready
+	mkdir -p /etc/kubelab
+	init_bootstrap
 	if [ -n "$EXPORT_KUBECONFIG" ]; then
 		install -m 0600 "$APISERVER_DATA/admin.kubeconfig" "$EXPORT_KUBECONFIG"
 		say "admin kubeconfig copied to $EXPORT_KUBECONFIG"
@@ -339,5 +493,12 @@ join_apiserver
 write_config
 start_unit kubelab-agent.service
 [ "$WAIT" = 0 ] || wait_for kubelab-agent 60 curl -fsS --max-time 3 "http://127.0.0.1:$AGENT_PORT/healthz"
+if [ "$WAIT" = 1 ] && [ -n "$AGENT_KUBECONFIG" ]; then
+	# The client certificate is approved (csrapproving) and issued, then the
+	# agent writes its kubeconfig; the serving certificate waits for an admin.
+	wait_for kubelab-agent 300 test -s "$AGENT_KUBECONFIG"
+	say "joined as system:node:$NODE_NAME ($AGENT_KUBECONFIG); its kubelet-serving request" \
+		"waits for: kubectl certificate approve (kubectl get csr)"
+fi
 say "done: kubelab-agent$([ "$APISERVER" = 1 ] && echo " and kubelab-apiserver") running" \
 	"(systemctl status kubelab-agent; curl -s localhost:$AGENT_PORT/pods)"

@@ -13,8 +13,15 @@
 #   sudo vm-tests/lab-test.sh       both
 #   sudo vm-tests/lab-test.sh --cluster
 #                                   scripts/lab up --nodes 3 (its default pod
-#                                   network, vxlan): a pod on node2 reaches a
-#                                   pod on node3 by IP, a ClusterIP Service with
+#                                   network, vxlan): node2 and node3 joined
+#                                   with a bootstrap token (their client CSRs
+#                                   auto-approved, their kubelet-serving CSRs
+#                                   approved, both issued), authenticate as
+#                                   system:node:<name>, hold no admin
+#                                   kubeconfig or CA key, and serve port 10250
+#                                   with certificates the apiserver verifies
+#                                   (--kubelet-certificate-authority); a
+#                                   pod on node2 reaches a pod on node3 by IP, a ClusterIP Service with
 #                                   endpoints on two nodes answers from both, a
 #                                   NodePort answers on every node, a pod on
 #                                   node3 resolves and reaches a Service and a
@@ -53,7 +60,7 @@ cleanup() { rm -rf "$TMP"; }
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- static
-SHELL_SCRIPTS=(scripts/lab scripts/provision.sh scripts/lab-guest-init.sh vm-tests/lab-test.sh)
+SHELL_SCRIPTS=(scripts/lab scripts/provision.sh scripts/lab-guest-init.sh scripts/approve-kubelet-serving.sh vm-tests/lab-test.sh)
 
 check_shellcheck() {
 	if ! command -v shellcheck >/dev/null; then
@@ -521,25 +528,33 @@ check_dns() {
 }
 
 # exec, logs and port-forward to pods on node2 and node3 through the
-# apiserver on node1, which reaches their agents on the LAN.
+# apiserver on node1, which reaches their agents on the LAN and verifies
+# their serving certificates (lab-kubelet-serving-verified).
 check_exec() {
-	local out rc=0
-	out=$(lkubectl exec who-3 -- sh -c 'hostname; exit 3' 2>&1) || rc=$?
-	if [ "$rc" = 3 ] && [ "$(head -1 <<<"$out")" = who-3 ]; then
-		pass lab-exec-remote-node
-		echo "  .. kubectl exec who-3 (node3) -- sh -c 'hostname; exit 3': \"$(head -1 <<<"$out")\", exit $rc"
-	else
-		fail lab-exec-remote-node "kubectl exec who-3: exit $rc: $out"
-	fi
+	local out rc i seen=""
+	for i in 2 3; do
+		rc=0
+		out=$(lkubectl exec "who-$i" -- sh -c 'hostname; exit 3' 2>&1) || rc=$?
+		if [ "$rc" != 3 ] || [ "$(head -1 <<<"$out")" != "who-$i" ]; then
+			fail lab-exec-remote-node "kubectl exec who-$i (node$i): exit $rc: $out"
+			return
+		fi
+		seen+=" who-$i (node$i): \"$(head -1 <<<"$out")\", exit $rc;"
+	done
+	pass lab-exec-remote-node
+	echo "  .. kubectl exec POD -- sh -c 'hostname; exit 3':${seen%;}"
 }
 check_logs() {
-	local out
-	if out=$(lkubectl logs who-2 2>&1) && grep -qx 'serving as who-2' <<<"$out"; then
-		pass lab-logs-remote-node
-		echo "  .. kubectl logs who-2 (node2): \"$(head -1 <<<"$out")\""
-	else
-		fail lab-logs-remote-node "kubectl logs who-2: $out"
-	fi
+	local out i seen=""
+	for i in 2 3; do
+		if ! out=$(lkubectl logs "who-$i" 2>&1) || ! grep -qx "serving as who-$i" <<<"$out"; then
+			fail lab-logs-remote-node "kubectl logs who-$i (node$i): $out"
+			return
+		fi
+		seen+=" who-$i (node$i): \"$(head -1 <<<"$out")\";"
+	done
+	pass lab-logs-remote-node
+	echo "  .. kubectl logs:${seen%;}"
 }
 check_port_forward() {
 	local port=$((PORT_BASE + 80)) pf_log="$TMP/port-forward.log" pid got=""
@@ -558,11 +573,138 @@ check_port_forward() {
 	fi
 }
 
+# ---------------------------------------------------------------- node credentials
+# The bootstrap token node1's provisioning made (kube-system/bootstrap-token-<id>).
+bootstrap_token_id() {
+	lkubectl -n kube-system get secrets --field-selector type=bootstrap.kubernetes.io/token \
+		-o jsonpath='{.items[0].data.token-id}' | base64 -d
+}
+
+# csr_of SIGNER CN: `name requestor conditions issued` of the request for CN
+# (its PEM request's subject) to SIGNER
+csr_of() {
+	local name user cond cert
+	while read -r name user cond cert; do
+		[ -n "$name" ] || continue
+		if lkubectl get csr "$name" -o jsonpath='{.spec.request}' | base64 -d |
+			openssl req -noout -subject -nameopt RFC2253 2>/dev/null | grep -q "CN=$2\(,\|$\)"; then
+			echo "$name $user $cond $cert"
+			return
+		fi
+	done < <(lkubectl get csr -o jsonpath="{range .items[?(@.spec.signerName==\"$1\")]}{.metadata.name} {.spec.username} [{range .status.conditions[*]}{.type},{end}] {.status.certificate}{\"\\n\"}{end}" |
+		awk '{ print $1, $2, $3, ($4 == "" ? "none" : "issued") }')
+}
+
+# Nodes 2 and 3 joined with the bootstrap token only: each one's client
+# certificate request was made by system:bootstrap:<id> and auto-approved,
+# its kubelet-serving request (made as the node) approved by the lab, both
+# issued; on the node, its own kubeconfig authenticates as
+# system:node:<name> (a SelfSubjectReview, what `kubectl auth whoami` asks).
+check_node_credentials() {
+	local id i got whoami ok=1 seen=""
+	id=$(bootstrap_token_id)
+	if [ -z "$id" ]; then
+		fail lab-node-credentials "no bootstrap token in kube-system: $(lkubectl -n kube-system get secrets 2>&1 | tr '\n' ' ')"
+		return
+	fi
+	for i in 2 3; do
+		got=$(csr_of kubernetes.io/kube-apiserver-client-kubelet "system:node:node$i")
+		if ! [[ "$got" =~ ^[^\ ]+\ system:bootstrap:$id\ \[Approved,\]\ issued$ ]]; then
+			fail lab-node-credentials "node$i's client certificate request (name requestor conditions certificate): \"$got\"; want requestor system:bootstrap:$id, Approved, issued"
+			ok=0
+			continue
+		fi
+		seen+=" node$i client: ${got// / }"
+		got=$(csr_of kubernetes.io/kubelet-serving "system:node:node$i")
+		if ! [[ "$got" =~ ^[^\ ]+\ system:node:node$i\ \[Approved,\]\ issued$ ]]; then
+			fail lab-node-credentials "node$i's kubelet-serving request (name requestor conditions certificate): \"$got\"; want requestor system:node:node$i, Approved, issued"
+			ok=0
+			continue
+		fi
+		seen+="; serving: ${got// / }"
+		# As the agent: its kubeconfig's server, the cluster CA, its certificate.
+		# shellcheck disable=SC2016 # expanded on the node
+		whoami=$(lab ssh "$i" 'server=$(sed -n "s/^ *server: *//p" /etc/kubelab/kubelet.conf | head -1)
+			cert=$(sed -n "s/^ *client-certificate: *//p" /etc/kubelab/kubelet.conf | head -1)
+			key=$(sed -n "s/^ *client-key: *//p" /etc/kubelab/kubelet.conf | head -1)
+			curl -sS --max-time 30 --cacert /etc/kubelab/pki/ca.crt --cert "$cert" --key "$key" \
+				-H "Content-Type: application/json" -X POST "$server/apis/authentication.k8s.io/v1/selfsubjectreviews" \
+				-d "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"SelfSubjectReview\"}"' 2>&1 |
+			jq -r '"\(.status.userInfo.username) \(.status.userInfo.groups | join(","))"' 2>&1)
+		if [ "$whoami" != "system:node:node$i system:nodes,system:authenticated" ]; then
+			fail lab-node-credentials "node$i's /etc/kubelab/kubelet.conf authenticates as \"$whoami\", not system:node:node$i in system:nodes"
+			ok=0
+			continue
+		fi
+		seen+="; whoami on node$i: $whoami"
+	done
+	[ "$ok" = 1 ] || return
+	pass lab-node-credentials
+	echo "  .. bootstrap token $id;$seen"
+	lkubectl get csr 2>&1 | sed 's/^/  .. /'
+}
+
+# What on a node could act as an admin: a kubeconfig with an embedded key
+# (admin.kubeconfig), the CA's key, the apiserver's data dir. Looked for in
+# the node's own files and in the share every node mounts.
+ADMIN_CREDENTIALS_SCAN='{ find / -xdev -name ca.key 2>/dev/null; ls -d /var/lib/kubelab-apiserver 2>/dev/null;
+	grep -rlI --exclude-dir=rootfs --exclude-dir=proc -e client-key-data -e client-certificate-data \
+		/etc /root /home /var /usr/local /tmp /opt /share/out 2>/dev/null; } | sort -u'
+
+# Nodes 2 and 3 hold no admin credential; node1, the control plane, does
+# (the same scan finding its admin.kubeconfig shows the scan can).
+check_no_admin_credentials() {
+	local i out control
+	control=$(lab ssh 1 "$ADMIN_CREDENTIALS_SCAN" 2>&1)
+	if ! grep -qx /var/lib/kubelab-apiserver/admin.kubeconfig <<<"$control"; then
+		fail lab-no-admin-credentials "the scan did not find node1's admin.kubeconfig: $control"
+		return
+	fi
+	for i in 2 3; do
+		out=$(lab ssh "$i" "$ADMIN_CREDENTIALS_SCAN; echo scanned" 2>&1)
+		if [ "$out" != scanned ]; then
+			fail lab-no-admin-credentials "node$i holds: $(grep -vx scanned <<<"$out" | tr '\n' ' ')"
+			return
+		fi
+	done
+	pass lab-no-admin-credentials
+	echo "  .. node2, node3: no kubeconfig with an embedded key, no ca.key, no apiserver data; node1: $(tr '\n' ' ' <<<"$control")"
+}
+
+# The apiserver checks kubelets' serving certificates against the cluster CA
+# (--kubelet-certificate-authority), and node2's and node3's port 10250
+# presents a certificate that CA issued for the node's name and address.
+check_kubelet_serving_verified() {
+	local args i ip out seen=""
+	# shellcheck disable=SC2016 # expanded on the node
+	args=$(lab ssh 1 'tr "\0" " " </proc/$(systemctl show -p MainPID --value kubelab-apiserver)/cmdline' 2>&1)
+	if ! grep -q -- "--kubelet-certificate-authority /var/lib/kubelab-apiserver/ca.crt" <<<"$args"; then
+		fail lab-kubelet-serving-verified "the apiserver runs without --kubelet-certificate-authority: $args"
+		return
+	fi
+	for i in 2 3; do
+		ip=$(lkubectl get node "node$i" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+		# A verified TLS handshake (then 401: the kubelet API wants credentials).
+		out=$(lab ssh 1 "curl -sS -v --max-time 30 --cacert /var/lib/kubelab-apiserver/ca.crt -o /dev/null \
+			-w 'status %{http_code} verify %{ssl_verify_result}\n' https://$ip:10250/healthz 2>&1 |
+			grep -E '^status |subject:|issuer:'" 2>&1)
+		if ! grep -qEx "status (200|401|403) verify 0" <<<"$out" || ! grep -q "subject: .*CN *= *system:node:node$i" <<<"$out"; then
+			fail lab-kubelet-serving-verified "https://$ip:10250 (node$i) with the cluster CA: $(tr '\n' ' ' <<<"$out")"
+			return
+		fi
+		seen+=" node$i($ip): $(grep -o 'subject: .*' <<<"$out")"
+	done
+	pass lab-kubelet-serving-verified
+	echo "  .. the apiserver has --kubelet-certificate-authority;$seen, verified against the cluster CA"
+}
+
 # Three nodes on the lab's LAN and the pod network across them (the lab's
 # default, vxlan): pod to pod between nodes with the source address kept, a
 # ClusterIP Service with endpoints on two nodes answering from both, a
 # NodePort answering on every node, the cluster DNS across nodes, and exec,
-# logs and port-forward to other nodes' pods through the apiserver.
+# logs and port-forward to other nodes' pods through the apiserver; nodes 2
+# and 3 joined with a bootstrap token (kubeadm's TLS bootstrapping) and hold
+# no admin credential.
 # KUBELAB_LAB_TEST_KEEP=1 leaves the lab up after a failed check.
 cluster() {
 	if [ "$(id -u)" != 0 ]; then
@@ -584,6 +726,9 @@ cluster() {
 		fi
 	done
 	pass lab-cluster-nodes
+	timed check_node_credentials
+	timed check_no_admin_credentials
+	timed check_kubelet_serving_verified
 	# The apiserver builds its OpenAPI documents on their first request,
 	# which kubectl apply makes to validate: minutes for a debug build on a
 	# TCG guest (204 s seen on a loaded host), past kubectl's timeouts.
