@@ -16,9 +16,8 @@ use k8s_openapi::api::certificates::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use tokio::sync::broadcast::error::RecvError;
 
-use super::informers::{Change, Informers};
+use super::informers::Informers;
 use super::work_queue;
 use crate::certificates::request::{self, CertificateRequest};
 use crate::certificates::signer::{self, SigningAuthority};
@@ -116,19 +115,10 @@ pub async fn run(informers: Informers, opts: ClusterSigning) -> anyhow::Result<(
     let authority = SigningAuthority::from_pem(&read(&opts.cert_file)?, &read(&opts.key_file)?)?;
     let csrs = informers.get::<CertificateSigningRequest>();
     let (queue, keys) = work_queue::queue::<CertificateSigningRequest>();
-    let mut changes = csrs.subscribe();
+    let changes = csrs.subscribe();
     csrs.synced().await;
     queue.add_all(&csrs.store);
-    let feed = async {
-        loop {
-            match changes.recv().await {
-                Ok(Change::Applied(c)) => queue.add_object(&c),
-                Ok(Change::Deleted(_)) => {}
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&csrs.store),
-                Err(RecvError::Closed) => return,
-            }
-        }
-    };
+    let feed = queue.follow(changes, &csrs.store);
     let ctx = Arc::new(Ctx {
         client: informers.client(),
         authority,

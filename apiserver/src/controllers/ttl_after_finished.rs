@@ -9,9 +9,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions, PropagationPolicy};
-use tokio::sync::broadcast::error::RecvError;
 
-use super::informers::{Change, Informers, SharedInformer};
+use super::informers::{Informers, SharedInformer};
 use super::work_queue;
 
 pub const CONCURRENT_SYNCS: u16 = 5;
@@ -66,19 +65,10 @@ pub async fn run(informers: Informers) -> anyhow::Result<()> {
     let client = informers.client();
     let jobs: SharedInformer<Job> = informers.get::<Job>();
     let (queue, keys) = work_queue::queue::<Job>();
-    let mut changes = jobs.subscribe();
+    let changes = jobs.subscribe();
     jobs.synced().await;
     queue.add_all(&jobs.store);
-    let feed = async {
-        loop {
-            match changes.recv().await {
-                Ok(Change::Applied(j)) => queue.add_object(&j),
-                Ok(Change::Deleted(_)) => {}
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => queue.add_all(&jobs.store),
-                Err(RecvError::Closed) => return,
-            }
-        }
-    };
+    let feed = queue.follow(changes, &jobs.store);
     let workers = work_queue::run(
         COMPONENT,
         jobs.store.clone(),

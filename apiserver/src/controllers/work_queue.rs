@@ -15,6 +15,9 @@ use futures::channel::mpsc;
 use kube::Resource;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::informers::Change;
 
 const BASE_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_secs(1000);
@@ -67,6 +70,20 @@ where
     pub fn add_all(&self, store: &Store<K>) {
         for obj in store.state() {
             self.add_object(&obj);
+        }
+    }
+
+    /// Queues each object `changes` applies, and everything in `store`
+    /// again when changes may have been missed (a resync or a lag);
+    /// deletions need no sync. Returns when the feed closes.
+    pub async fn follow(&self, mut changes: broadcast::Receiver<Change<K>>, store: &Store<K>) {
+        loop {
+            match changes.recv().await {
+                Ok(Change::Applied(obj)) => self.add_object(&obj),
+                Ok(Change::Deleted(_)) => {}
+                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => self.add_all(store),
+                Err(RecvError::Closed) => return,
+            }
         }
     }
 }
