@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import node_api_bench  # noqa: E402
 from node_api_bench import REPO, Cluster, Watcher, delete_all, pod, rss_kib  # noqa: E402
+from node_bench import remove_runc_cgroups  # noqa: E402
 
 # Each process's figures from /proc/PID/smaps_rollup, in KiB.
 ROLLUP_FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Anonymous")
@@ -130,18 +131,7 @@ def runc_peers(cluster, count, work):
                 p.kill()
         for cid in ids:
             subprocess.run(["runc", "delete", "-f", cid], capture_output=True)
-        remove_runc_cgroups()
-
-
-def remove_runc_cgroups():
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, ctrls, path = line.split(":", 2)
-        mount = ctrls.replace("name=", "") if ctrls else "unified"
-        base = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / "kubelab-membench-runc"
-        if base.exists():
-            for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                d.rmdir()
-            base.rmdir()
+        remove_runc_cgroups("kubelab-membench-runc")
 
 
 def main():

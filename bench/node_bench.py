@@ -194,11 +194,12 @@ def runc_start_latency(bundle_src, runs, work):
     return results
 
 
-def remove_runc_cgroups():
+def remove_runc_cgroups(parent="kubelab-bench-runc"):
+    """Removes the cgroups runc made under `parent` in this process's own cgroups."""
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, ctrls, path = line.split(":", 2)
         mount = ctrls.replace("name=", "") if ctrls else "unified"
-        base = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / "kubelab-bench-runc"
+        base = Path("/sys/fs/cgroup") / mount / path.lstrip("/") / parent
         if base.exists():
             for d in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 d.rmdir()
