@@ -232,6 +232,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             opts.root_dir.join("pods"),
         ),
         runtime_handlers: opts.runtime_handlers.clone(),
+        volumes: crate::volume::VolumeManager::on_node(),
     });
 
     // `--port`'s TLS and auth are checked before anything runs: a bad

@@ -52,11 +52,13 @@ pub struct AgentContext {
     pub user_namespaces: crate::runtime::userns::UserNamespaceAllocator,
     /// The runtime handlers this node offers and its default one.
     pub runtime_handlers: crate::runtime::handlers::HandlerConfig,
+    /// Pods' volumes: made on the node, or only described (detached nodes).
+    pub volumes: crate::volume::VolumeManager,
 }
 
 impl AgentContext {
     /// A node that only records: its dirs under `root_dir`, no apiserver, no
-    /// network config, cgroup paths that nothing creates. What a pod worker
+    /// network config, cgroup paths that nothing creates, volumes only described. What a pod worker
     /// needs around a runtime that only pretends (unit tests).
     pub fn detached(node_name: &str, root_dir: &std::path::Path) -> anyhow::Result<Self> {
         Self::detached_with(
@@ -116,6 +118,7 @@ impl AgentContext {
                 root_dir.join("pods"),
             ),
             runtime_handlers: Default::default(),
+            volumes: crate::volume::VolumeManager::pretending(),
         })
     }
 

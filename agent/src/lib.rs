@@ -12,6 +12,7 @@
 //! - [`kubeapi`]: the node in a cluster: Node and Lease, pod status and mirror pods, events.
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
 //! - [`token`]: the token manager: pods' bound ServiceAccount tokens, refreshed.
+//! - [`volume`]: pod volumes on the node, handed to the runtime as CRI mounts.
 //! The user tools that watch a node through that API (`top`, `experiment`)
 //! are their own binary, `kubelab` (the `tools/` crate).
 
@@ -35,6 +36,7 @@ pub mod runtime;
 pub mod server;
 pub mod status;
 pub mod token;
+pub mod volume;
 
 /// An error with its causes, `outer: inner: root`, for messages users read
 /// (module errors keep their cause in `source()`, as thiserror has it).

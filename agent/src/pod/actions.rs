@@ -193,7 +193,7 @@ pub fn compute_actions(pod: &Pod, observed: &Observed, now: Timestamp) -> PodAct
         .volumes
         .iter()
         .flatten()
-        .any(|v| crate::runtime::projection::plugin_dir(v).is_some());
+        .any(|v| crate::volume::projection::plugin_dir(v).is_some());
     let metadata_changed = observed
         .volumes_written
         .is_some_and(|written| *written != DownwardMetadata::of(pod));

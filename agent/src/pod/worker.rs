@@ -747,7 +747,7 @@ impl PodWorker {
         if !has_claims {
             return Ok(());
         }
-        match crate::runtime::volumes::resolve_claims(&self.pod, self.ctx.objects()) {
+        match crate::volume::plugins::resolve_claims(&self.pod, self.ctx.objects()) {
             Ok(_) => Ok(()),
             Err(e) => {
                 let message = e.to_string();
@@ -770,7 +770,7 @@ impl PodWorker {
             .volumes
             .iter()
             .flatten()
-            .any(|v| crate::runtime::projection::plugin_dir(v).is_some());
+            .any(|v| crate::volume::projection::plugin_dir(v).is_some());
         if !has_api_volumes {
             return Ok(());
         }
@@ -787,10 +787,10 @@ impl PodWorker {
         };
         let (notes, errors) = tokio::task::spawn_blocking(move || {
             let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
-            crate::runtime::volumes::setup_api_volumes(
+            ctx.volumes.setup_api_volumes(
                 &pod,
                 &dir,
-                &crate::runtime::projection::ProjectionInputs {
+                &crate::volume::projection::ProjectionInputs {
                     pod: &pod,
                     node: &node,
                     objects: ctx.objects(),
@@ -802,7 +802,7 @@ impl PodWorker {
         .unwrap_or_else(|e| {
             (
                 vec![],
-                vec![crate::runtime::volumes::VolumeError::SetUp {
+                vec![crate::volume::plugins::VolumeError::SetUp {
                     name: String::new(),
                     message: format!("volume task: {e}"),
                 }],
@@ -997,10 +997,16 @@ impl PodWorker {
                 pod_ip.as_deref(),
             )
             .map_err(CreateError::Config)?;
+            // Then its volumes: the pod's made on the node, its subPaths mounted.
+            let mounts = ctx
+                .volumes
+                .container_mounts(&pod, &dir, &container, &env, ctx.objects())
+                .map_err(|e| CreateError::Config(crate::error_chain(&e)))?;
             runtime.create_and_start_container(&ContainerRequest {
                 pod: &pod,
                 container: &container,
                 env: &env,
+                mounts: &mounts,
                 sandbox: &sandbox,
                 pod_dir: &dir,
                 pod_cgroup: &pod_cgroup,
@@ -1709,6 +1715,7 @@ pub(crate) fn create_and_start(
         pod,
         container,
         env,
+        mounts,
         sandbox,
         pod_dir,
         pod_cgroup,
@@ -1775,27 +1782,6 @@ pub(crate) fn create_and_start(
             )))
         })?;
     }
-    let claims = crate::runtime::volumes::resolve_claims(pod, ctx.objects())
-        .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-    let volumes = crate::runtime::volumes::prepare_volumes(pod, pod_dir, &claims)
-        .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-    // Each subPath looked up beneath its volume and bind-mounted where
-    // nothing in the pod can swap it (a missing one is created, as the kubelet does).
-    let mut sub_paths = std::collections::BTreeMap::new();
-    for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
-        let Some(sub) = spec::sub_path_of(vm, env) else {
-            continue;
-        };
-        spec::check_sub_path(&container.name, &vm.name, &sub)
-            .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-        let Some(volume_dir) = volumes.get(&vm.name) else {
-            continue;
-        };
-        let target = crate::runtime::subpath::target_path(pod_dir, &vm.name, &container.name, i);
-        crate::runtime::subpath::prepare(volume_dir, &vm.name, &sub, &target)
-            .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-        sub_paths.insert(i, target);
-    }
     let termination_log = bundle.join("termination-log");
     // 0666 as kubelet makes it: a container running as any user may write its message.
     std::fs::write(&termination_log, b"")
@@ -1838,8 +1824,7 @@ pub(crate) fn create_and_start(
         cgroups_path: &ctx.cgroups.oci_cgroups_path(&cgroup),
         limits: &limits,
         passwd: &passwd,
-        volumes: &volumes,
-        sub_paths: &sub_paths,
+        mounts,
         seccomp: seccomp_profile.as_ref(),
         kernel: seccomp::profile::kernel_version(),
         env,
@@ -1959,7 +1944,7 @@ pub(crate) fn remove_pod_dir_if_unused(dir: &Path) -> bool {
         }
     }
     // Memory-backed emptyDirs and anything else still mounted under the pod.
-    crate::runtime::volumes::unmount_below(dir);
+    crate::volume::plugins::unmount_below(dir);
     let in_use = leftovers::still_in_use(dir);
     if !in_use.is_empty() {
         tracing::warn!(dir = %dir.display(), ?in_use, "keeping a pod dir that still describes live processes or mounts");

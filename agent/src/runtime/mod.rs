@@ -1,5 +1,7 @@
 //! The container runtime: images, OCI spec, sandbox, shim and container init.
 //!
+//! - [`cri`]: what it is asked for, in CRI's shape (mounts, ...).
+//!
 //! - [`spec`]: pod + image config → OCI runtime spec (pure).
 //! - [`init`]: the container's init stage: makes a spec real (mounts, pivot_root, caps, exec).
 //! - [`shim`]: the per-container supervisor that outlives the agent.
@@ -12,14 +14,13 @@
 //! - [`handlers`]: runtime handlers (RuntimeClass `handler`) → backends.
 //! - [`env`], [`envvars`], [`downward`]: a container's environment (pure).
 //! - [`userns`], [`idmap`]: pod user namespaces (`hostUsers: false`) and idmapped mounts.
-//! - [`projection`], [`atomic_writer`], [`volumes`]: pod volumes, API-backed ones included.
 
-pub mod atomic_writer;
 pub mod attach;
 pub mod attach_server;
 pub mod builtin;
 pub mod cgroup_view;
 pub mod container;
+pub mod cri;
 pub mod downward;
 pub mod env;
 pub mod envvars;
@@ -31,15 +32,11 @@ pub mod image;
 pub mod in_root;
 pub mod init;
 pub mod node_policy;
-pub mod projection;
 pub mod runc;
 pub mod sandbox;
 pub mod seccomp;
 pub mod service;
 pub mod shim;
 pub mod spec;
-pub mod subpath;
 pub mod sysctls;
 pub mod userns;
-pub mod volume_ownership;
-pub mod volumes;

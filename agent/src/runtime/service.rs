@@ -39,6 +39,9 @@ pub struct ContainerRequest<'a> {
     /// The container's environment, resolved by the pod layer (env,
     /// envFrom, downward API, service variables): CRI's `envs`.
     pub env: &'a [(String, String)],
+    /// The container's volumes on the node, resolved by the pod layer
+    /// (volumes prepared, subPaths mounted): CRI's `mounts`.
+    pub mounts: &'a [crate::runtime::cri::Mount],
     pub sandbox: &'a SandboxState,
     pub pod_dir: &'a Path,
     pub pod_cgroup: &'a CgroupPath,

@@ -79,24 +79,6 @@ pub enum SpecError {
     UnknownUser { container: String, user: String },
     #[error("container {container:?}: securityContext.capabilities: unknown capability {name:?}")]
     UnknownCapability { container: String, name: String },
-    #[error("container {container:?}: volumeMounts: volume {volume:?} not found")]
-    UnknownVolume { container: String, volume: String },
-    #[error(
-        "container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} must be a relative path inside the volume"
-    )]
-    BadSubPath {
-        container: String,
-        volume: String,
-        sub_path: String,
-    },
-    #[error(
-        "container {container:?}: volumeMounts[{volume:?}].subPath {sub_path:?} was not prepared"
-    )]
-    SubPathNotPrepared {
-        container: String,
-        volume: String,
-        sub_path: String,
-    },
     #[error("building the OCI spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
     #[error(transparent)]
@@ -104,13 +86,6 @@ pub enum SpecError {
     /// `procMount` other than `Default`, worded as kube-apiserver's validation.
     #[error("container {container:?}: securityContext.procMount: {message}")]
     ProcMount { container: String, message: String },
-    /// `volumeMounts[].recursiveReadOnly`, worded as kube-apiserver's validation.
-    #[error("container {container:?}: volume mount {volume:?}: recursiveReadOnly: {message}")]
-    RecursiveReadOnly {
-        container: String,
-        volume: String,
-        message: String,
-    },
     /// `runAsNonRoot` and a user 0, in the kubelet's words.
     #[error("{0}")]
     RunAsNonRoot(String),
@@ -175,10 +150,8 @@ pub struct SpecInputs<'a> {
     pub passwd: &'a dyn Fn(&str) -> Option<(u32, u32)>,
     /// From [`oom_score_adj`]: who the kernel kills first when the node runs out.
     pub oom_score_adj: i32,
-    /// Where each of the pod's volumes is on the node, by name.
-    pub volumes: &'a std::collections::BTreeMap<String, PathBuf>,
-    /// Prepared subPath mount points, by index in the container's volumeMounts.
-    pub sub_paths: &'a std::collections::BTreeMap<usize, PathBuf>,
+    /// The container's volumes, resolved by the pod layer (subPaths included).
+    pub mounts: &'a [super::cri::Mount],
     /// The seccomp profile the container runs under (`None`: unconfined),
     /// resolved for its capabilities on this architecture and kernel.
     pub seccomp: Option<&'a super::seccomp::Profile>,
@@ -187,125 +160,6 @@ pub struct SpecInputs<'a> {
     /// The pod's environment for this container (kubelet-computed: env,
     /// envFrom, service variables); `$(VAR)` in command and args refers to it.
     pub env: &'a [(String, String)],
-}
-
-/// The subPath of a volumeMount: `subPath`, or `subPathExpr` with `$(VAR)`
-/// expanded from the container's environment, as the kubelet does.
-pub fn sub_path_of(
-    vm: &k8s_openapi::api::core::v1::VolumeMount,
-    env: &[(String, String)],
-) -> Option<String> {
-    if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
-        return Some(sub.to_string());
-    }
-    let expr = vm.sub_path_expr.as_deref().filter(|s| !s.is_empty())?;
-    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    Some(expand_vars(expr, &lookup)).filter(|s| !s.is_empty())
-}
-
-/// A subPath must be relative and stay in its volume by name alone; links
-/// are checked when it is looked up ([`super::subpath`]).
-pub fn check_sub_path(container: &str, volume: &str, sub: &str) -> Result<(), SpecError> {
-    if !kubelab_rules::validation::local_descending_path(sub).is_empty() {
-        return Err(SpecError::BadSubPath {
-            container: container.to_string(),
-            volume: volume.to_string(),
-            sub_path: sub.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Each `volumeMounts` entry as (node path, container path, read-only).
-/// Volumes made from API objects are always read-only, as the kubelet mounts them.
-/// A mount with a subPath uses its prepared mount point from `sub_paths`
-/// (by index in `volumeMounts`), never the volume path joined with it.
-pub fn volume_mounts(
-    pod: &Pod,
-    container: &Container,
-    volumes: &std::collections::BTreeMap<String, PathBuf>,
-    sub_paths: &std::collections::BTreeMap<usize, PathBuf>,
-    env: &[(String, String)],
-) -> Result<Vec<(PathBuf, String, ReadOnly)>, SpecError> {
-    let mut out = Vec::new();
-    for (i, vm) in container.volume_mounts.iter().flatten().enumerate() {
-        let base = volumes
-            .get(&vm.name)
-            .ok_or_else(|| SpecError::UnknownVolume {
-                container: container.name.clone(),
-                volume: vm.name.clone(),
-            })?;
-        let source = match sub_path_of(vm, env) {
-            None => base.clone(),
-            Some(sub) => {
-                check_sub_path(&container.name, &vm.name, &sub)?;
-                sub_paths
-                    .get(&i)
-                    .cloned()
-                    .ok_or_else(|| SpecError::SubPathNotPrepared {
-                        container: container.name.clone(),
-                        volume: vm.name.clone(),
-                        sub_path: sub.clone(),
-                    })?
-            }
-        };
-        let api_backed = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref())
-            .and_then(|vs| vs.iter().find(|v| v.name == vm.name))
-            .is_some_and(|v| super::projection::plugin_dir(v).is_some());
-        let read_only = read_only_mode(container, vm, vm.read_only.unwrap_or(false) || api_backed)?;
-        out.push((source, vm.mount_path.clone(), read_only));
-    }
-    Ok(out)
-}
-
-/// How a volume is mounted read-only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadOnly {
-    No,
-    /// The mount itself, not what is mounted below it (the default).
-    Yes,
-    /// `recursiveReadOnly`: submounts too (`mount_setattr(AT_RECURSIVE)`,
-    /// runc's `rro` option).
-    Recursive,
-}
-
-/// `recursiveReadOnly`: `Disabled` (or unset), `IfPossible` or `Enabled`,
-/// the last two only with `readOnly: true`. This runtime can always do it
-/// (kernels since 5.12), so `IfPossible` is `Enabled`.
-fn read_only_mode(
-    container: &Container,
-    vm: &k8s_openapi::api::core::v1::VolumeMount,
-    read_only: bool,
-) -> Result<ReadOnly, SpecError> {
-    let invalid = |message: String| SpecError::RecursiveReadOnly {
-        container: container.name.clone(),
-        volume: vm.name.clone(),
-        message,
-    };
-    match vm.recursive_read_only.as_deref() {
-        None | Some("Disabled") => Ok(if read_only {
-            ReadOnly::Yes
-        } else {
-            ReadOnly::No
-        }),
-        Some("IfPossible" | "Enabled") if !vm.read_only.unwrap_or(false) => Err(invalid(
-            "may only be specified when readOnly is true".into(),
-        )),
-        Some(mode @ ("IfPossible" | "Enabled"))
-            if vm.mount_propagation.as_deref().is_some_and(|p| p != "None") =>
-        {
-            Err(invalid(format!(
-                "{mode:?}: may only be specified when mountPropagation is None"
-            )))
-        }
-        Some("IfPossible" | "Enabled") => Ok(ReadOnly::Recursive),
-        Some(other) => Err(invalid(format!(
-            "Unsupported value: {other:?}: supported values: \"Disabled\", \"IfPossible\", \"Enabled\""
-        ))),
-    }
 }
 
 /// kubelet's OOM score policy: Guaranteed containers last (-997), BestEffort
@@ -584,25 +438,30 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
 }
 
 fn bind(dest: &str, source: &Path, readonly: bool) -> Result<Mount, SpecError> {
-    bind_volume(
-        dest,
-        source,
-        if readonly {
-            ReadOnly::Yes
-        } else {
-            ReadOnly::No
-        },
-    )
-}
-
-fn bind_volume(dest: &str, source: &Path, read_only: ReadOnly) -> Result<Mount, SpecError> {
     let mut options = vec!["rbind", "rprivate"];
-    match read_only {
-        ReadOnly::No => {}
-        ReadOnly::Yes => options.push("ro"),
-        ReadOnly::Recursive => options.extend(["ro", "rro"]),
+    if readonly {
+        options.push("ro");
     }
     mount(dest, "bind", &source.to_string_lossy(), &options)
+}
+
+/// A volume's bind mount. `recursive_read_only` is runc's `rro`
+/// (`mount_setattr(AT_RECURSIVE)`): submounts read-only too. Volumes are
+/// mounted rprivate whatever their propagation, as they always were here.
+fn bind_volume(m: &super::cri::Mount) -> Result<Mount, SpecError> {
+    let mut options = vec!["rbind", "rprivate"];
+    if m.readonly {
+        options.push("ro");
+        if m.recursive_read_only {
+            options.push("rro");
+        }
+    }
+    mount(
+        &m.container_path,
+        "bind",
+        &m.host_path.to_string_lossy(),
+        &options,
+    )
 }
 
 /// Builds the OCI spec for one run of one container.
@@ -773,14 +632,8 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,
     ];
-    for (source, dest, read_only) in volume_mounts(
-        inputs.pod,
-        container,
-        inputs.volumes,
-        inputs.sub_paths,
-        inputs.env,
-    )? {
-        mounts.push(bind_volume(&dest, &source, read_only)?);
+    for m in inputs.mounts {
+        mounts.push(bind_volume(m)?);
     }
     if let Some((_, ns)) = &inputs.namespaces.user {
         // Every bind mount from the node is idmapped with the pod's own

@@ -49,7 +49,7 @@ pub enum VolumeError {
     Ownership {
         name: String,
         #[source]
-        source: super::volume_ownership::OwnershipError,
+        source: super::ownership::OwnershipError,
     },
     /// The claim is missing, unbound or its volume is not there (yet).
     #[error("{0}")]
@@ -93,7 +93,7 @@ pub fn prepare_volumes(
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut out = BTreeMap::new();
     check_volume_names(pod)?;
-    let fs_group = super::volume_ownership::fs_group(pod);
+    let fs_group = super::ownership::fs_group(pod);
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
         let name = v.name.clone();
@@ -134,9 +134,9 @@ pub fn prepare_volumes(
                 .map_err(|e| io(&dir)(std::io::Error::from(e)))?;
             }
             if let Some(group) = fs_group
-                && super::volume_ownership::needs_ownership(&dir, group, false)
+                && super::ownership::needs_ownership(&dir, group, false)
             {
-                super::volume_ownership::set_volume_ownership(&dir, group, false).map_err(|e| {
+                super::ownership::set_volume_ownership(&dir, group, false).map_err(|e| {
                     VolumeError::Ownership {
                         name: name.clone(),
                         source: e,
@@ -367,18 +367,20 @@ pub struct VolumeNote {
 
 /// Writes (or rewrites, when their objects changed) every configMap, secret,
 /// downwardAPI and projected volume of the pod. A volume that fails is
-/// reported and the others are still written.
+/// reported and the others are still written. `pretend`: contents are
+/// computed (and their errors reported) but nothing is written.
 pub fn setup_api_volumes(
     pod: &Pod,
     pod_dir: &Path,
     inputs: &super::projection::ProjectionInputs,
+    pretend: bool,
 ) -> (Vec<VolumeNote>, Vec<VolumeError>) {
     let mut notes = Vec::new();
     let mut errors = Vec::new();
     if let Err(e) = check_volume_names(pod) {
         return (notes, vec![e]);
     }
-    let fs_group = super::volume_ownership::fs_group(pod);
+    let fs_group = super::ownership::fs_group(pod);
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for v in volumes.into_iter().flatten() {
         let (Some(plugin), Some(content)) = (
@@ -401,6 +403,9 @@ pub fn setup_api_volumes(
         };
         let dir = pod_dir.join("volumes").join(plugin).join(&name);
         let prepared = (|| -> Result<(), String> {
+            if pretend {
+                return Ok(());
+            }
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             if super::projection::memory_backed(v) && !is_mounted(&dir) {
                 // Secrets never touch the node's disk.
@@ -421,16 +426,16 @@ pub fn setup_api_volumes(
             // The kubelet mounts these volumes read-only: group read, set in
             // the payload so that an unchanged volume compares equal.
             for file in content.payload.values_mut() {
-                file.mode = super::volume_ownership::owned_mode(file.mode, false, true);
+                file.mode = super::ownership::owned_mode(file.mode, false, true);
             }
             let own = |ts_dir: &Path| {
-                super::volume_ownership::set_volume_ownership(ts_dir, group, true)
+                super::ownership::set_volume_ownership(ts_dir, group, true)
                     .map_err(|e| e.into())
             };
             super::atomic_writer::write_with(&dir, &content.payload, &own)
                 .map_err(|e| crate::error_chain(&e))?;
-            if super::volume_ownership::needs_ownership(&dir, group, true) {
-                super::volume_ownership::set_volume_ownership(&dir, group, true)
+            if super::ownership::needs_ownership(&dir, group, true) {
+                super::ownership::set_volume_ownership(&dir, group, true)
                     .map_err(|e| crate::error_chain(&e))?;
             }
             Ok(())
@@ -616,7 +621,7 @@ mod tests {
     fn api_volumes_are_written_atomically_and_follow_their_objects() {
         use crate::kubeapi::objects::InMemoryObjects;
         use crate::runtime::downward::NodeAllocatable;
-        use crate::runtime::projection::ProjectionInputs;
+        use crate::volume::projection::ProjectionInputs;
         use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource};
 
         let dir = tempfile::tempdir().unwrap();
@@ -667,6 +672,7 @@ mod tests {
                     objects,
                     tokens: None,
                 },
+                false,
             )
         };
         let (_, errors) = run(&objects);

@@ -2,7 +2,7 @@
 //! files as an [`atomic_writer::Payload`], from the API objects and the pod
 //! (kubelet's `MakePayload` and `CollectData` of those volume plugins). Pure,
 //! given an [`ObjectGetter`] and the pod's ServiceAccount tokens as the
-//! [token manager](crate::token) had them; [`super::volumes`] writes the result.
+//! [token manager](crate::token) had them; [`super::plugins`] writes the result.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::atomic_writer::{FileProjection, Payload};
-use super::downward::{self, DownwardError, NodeAllocatable};
+use crate::runtime::downward::{self, DownwardError, NodeAllocatable};
 use crate::kubeapi::objects::{ObjectError, ObjectGetter};
 use crate::token::{PodTokens, TokenError, TokenKey};
 
@@ -242,7 +242,7 @@ fn projected_source(
         let data = tokens.get(&TokenKey::for_projection(inputs.pod, token))?;
         // Only the pod's user reads it; with an fsGroup the ownership step
         // lets the group read it too (0640).
-        let mode = if super::volume_ownership::fs_group(inputs.pod).is_some() {
+        let mode = if super::ownership::fs_group(inputs.pod).is_some() {
             0o600
         } else {
             mode_of(None, default_mode)

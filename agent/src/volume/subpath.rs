@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MsFlags, mount};
 
-use super::in_root::{self, InRootError, Kind, Root, Scope};
+use crate::runtime::in_root::{self, InRootError, Kind, Root, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubPathError {
@@ -84,7 +84,7 @@ pub fn prepare(
     let kind = in_root::kind_of(source.as_fd()).map_err(|e| mount_err(std::io::Error::from(e)))?;
 
     // A restarted container gets the subPath looked up afresh.
-    super::volumes::unmount_below(target);
+    super::plugins::unmount_below(target);
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(mount_err)?;
     }
