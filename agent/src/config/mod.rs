@@ -22,6 +22,15 @@ pub use manifest::{FieldError, ManifestError, load_static_pod};
 /// `kubernetes.io/config.source` of pods read from manifest files.
 pub const SOURCE_FILE: &str = "file";
 
+/// A pod from a manifest file (it may not refer to API objects).
+pub fn is_static_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(manifest::CONFIG_SOURCE_ANNOTATION))
+        .is_some_and(|s| s == SOURCE_FILE)
+}
+
 /// Everything one source wants running right now (kubelet's `PodUpdate` with
 /// `Op: SET`): pods absent from a snapshot are to be stopped.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,7 +29,7 @@ pub fn container_environment(
             pod,
             placement: &placement,
             node: &node,
-            is_static: super::worker::is_static_pod(pod),
+            is_static: crate::config::is_static_pod(pod),
             objects: ctx.objects(),
         },
         container,

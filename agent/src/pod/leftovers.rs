@@ -204,7 +204,7 @@ pub fn sweep_unreadable_pod(ctx: &AgentContext, dir: &Path, uid: &str) {
             crate::error_chain(&e)
         );
     }
-    crate::pod::worker::remove_pod_dir_if_unused(dir);
+    crate::runtime::builtin::remove::remove_pod_dir_if_unused(dir);
 }
 
 /// Pod cgroups and network attachments of pods that have no dir any more

@@ -22,7 +22,6 @@ pub use command::Runc;
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
 use crate::pod::slot::CurrentRun;
-use crate::pod::worker;
 use crate::prober::{ProbeOutcome, ProbeTarget};
 use crate::runtime::builtin::BuiltinRuntime;
 use crate::runtime::sandbox::SandboxState;
@@ -72,7 +71,7 @@ impl RuntimeService for RuncRuntime {
         &self,
         req: &ContainerRequest,
     ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
-        worker::create_and_start(&self.ctx, req, Some(&self.runc))
+        crate::runtime::builtin::create_container::create_and_start(&self.ctx, req, Some(&self.runc))
     }
 
     fn signal_container(&self, run: &CurrentRun, signal: nix::sys::signal::Signal) {

@@ -1,6 +1,14 @@
 //! The built-in runtime behind [`RuntimeService`]: sandboxes and containers
 //! of this agent's own making (image store, rootfs, init, shim, cgroups,
 //! the CNI client).
+//!
+//! - [`run_sandbox`]: `RunPodSandbox`.
+//! - [`create_container`]: `CreateContainer` + `StartContainer`.
+//! - [`remove`]: what a run and a pod leave.
+
+pub mod create_container;
+pub mod remove;
+pub mod run_sandbox;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +22,6 @@ use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
 use crate::pod::leftovers;
 use crate::pod::slot::CurrentRun;
-use crate::pod::worker;
 use crate::prober::{self, ProbeOutcome, ProbeTarget};
 use crate::runtime::container;
 use crate::runtime::sandbox::{self, SandboxState};
@@ -42,7 +49,7 @@ impl RuntimeService for BuiltinRuntime {
         &self,
         req: &SandboxRequest,
     ) -> Result<(SandboxState, Option<String>), String> {
-        let made = worker::make_sandbox(&self.ctx, req);
+        let made = run_sandbox::run_pod_sandbox(&self.ctx, req);
         if made.is_err() {
             // Nothing half made stays: processes, cgroup, network.
             leftovers::remove_id(&self.ctx, req.pod_dir, req.pod_cgroup, req.id);
@@ -83,7 +90,7 @@ impl RuntimeService for BuiltinRuntime {
         if let Err(e) = ctx.cgroups.remove(&removal.pod_cgroup) {
             tracing::warn!(pod = %key, "removing the pod cgroup: {e}");
         }
-        worker::remove_pod_dir_if_unused(&removal.pod_dir);
+        remove::remove_pod_dir_if_unused(&removal.pod_dir);
         let _ = std::fs::remove_dir_all(&removal.log_dir);
     }
 
@@ -91,7 +98,7 @@ impl RuntimeService for BuiltinRuntime {
         &self,
         req: &ContainerRequest,
     ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
-        worker::create_and_start(&self.ctx, req, None)
+        create_container::create_and_start(&self.ctx, req, None)
     }
 
     fn signal_container(&self, run: &CurrentRun, signal: nix::sys::signal::Signal) {
@@ -118,7 +125,7 @@ impl RuntimeService for BuiltinRuntime {
 
     fn remove_container(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, container_id: &str) {
         let cgroup = self.ctx.cgroups.container_path(pod_cgroup, container_id);
-        worker::remove_run(&self.ctx, &bundle(pod_dir, container_id), &cgroup);
+        remove::remove_run(&self.ctx, &bundle(pod_dir, container_id), &cgroup);
     }
 
     fn run_hook(
