@@ -899,7 +899,6 @@ impl PodWorker {
         if !spec_of(&pod).host_network.unwrap_or(false) {
             self.ctx.refresh_pod_cidr().await;
         }
-        let uid = self.uid.clone();
         let key = self.key.clone();
         // The id is on disk before anything carries it: whatever this
         // process is killed in the middle of, the next one finds it.
@@ -907,14 +906,14 @@ impl PodWorker {
         self.sandbox_intent = Some(id.clone());
         self.persist();
         let sandbox_id = id.clone();
+        let (ctx, log_dir) = (self.ctx.clone(), self.log_dir());
         let result = tokio::task::spawn_blocking(move || {
+            let config =
+                super::sandbox_config::sandbox_config(&ctx, &pod, &pod_cgroup, &log_dir, &key)?;
             runtime.run_pod_sandbox(&SandboxRequest {
-                pod: &pod,
-                pod_cgroup: &pod_cgroup,
+                config: &config,
                 pod_dir: &dir,
                 id: &id,
-                uid: &uid,
-                key: &key,
             })
         })
         .await
@@ -988,11 +987,17 @@ impl PodWorker {
                 pod_ip.as_deref(),
             )
             .map_err(CreateError::Config)?;
-            // Then its volumes: the pod's made on the node, its subPaths mounted.
-            let mounts = ctx
-                .volumes
-                .container_mounts(&pod, &dir, &container, &env, ctx.objects())
-                .map_err(|e| CreateError::Config(crate::error_chain(&e)))?;
+            // Then its mounts: the pod's /etc/hosts, its volumes made on the
+            // node and its subPaths mounted.
+            let mut mounts = vec![
+                super::container_config::etc_hosts_mount(&ctx, &pod, &dir, pod_ip.as_deref())
+                    .map_err(CreateError::Other)?,
+            ];
+            mounts.extend(
+                ctx.volumes
+                    .container_mounts(&pod, &dir, &container, &env, ctx.objects())
+                    .map_err(|e| CreateError::Config(crate::error_chain(&e)))?,
+            );
             runtime.create_and_start_container(&ContainerRequest {
                 pod: &pod,
                 container: &container,

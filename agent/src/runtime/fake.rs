@@ -206,8 +206,8 @@ impl RuntimeService for FakeRuntime {
     ) -> Result<(SandboxState, Option<String>), String> {
         let mut state = self.state.lock().expect("lock");
         state.note("run_pod_sandbox".into());
-        let spec = req.pod.spec.as_ref();
-        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let host_network = req.config.linux.security_context.namespace_options.network
+            == crate::runtime::cri::NamespaceMode::Node;
         let pod_ip = match (&self.pod_cidr, host_network) {
             (None, _) => Some("10.0.0.2".into()),
             (Some(_), true) => None,

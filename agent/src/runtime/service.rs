@@ -16,20 +16,18 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use crate::cgroups::CgroupPath;
 use crate::pod::slot::CurrentRun;
 use crate::prober::{ProbeOutcome, ProbeTarget};
+use crate::runtime::cri::PodSandboxConfig;
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::shim::ContainerExit;
 
 /// What `RunPodSandbox` is given.
 pub struct SandboxRequest<'a> {
-    pub pod: &'a Pod,
-    pub pod_cgroup: &'a CgroupPath,
+    /// Resolved from the pod by the pod layer.
+    pub config: &'a PodSandboxConfig,
     /// The pod's dir on the node (`<root>/pods/<uid>`).
     pub pod_dir: &'a Path,
     /// The new sandbox's id (on disk before anything carries it).
     pub id: &'a str,
-    pub uid: &'a str,
-    /// `namespace/name`, for events and logs.
-    pub key: &'a str,
 }
 
 /// What `CreateContainer` + `StartContainer` are given.

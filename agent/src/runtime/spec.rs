@@ -138,7 +138,7 @@ pub struct SpecInputs<'a> {
     pub image: &'a ImageConfiguration,
     /// The container's prepared (writable) root filesystem.
     pub rootfs: &'a Path,
-    /// Files shared by the pod's containers: `hosts`, `hostname`, `resolv.conf`.
+    /// Files the sandbox wrote for the pod's containers: `hostname`, `resolv.conf`.
     pub pod_etc_dir: &'a Path,
     /// This run's `termination-log` file (bind-mounted at terminationMessagePath).
     pub termination_log: &'a Path,
@@ -627,7 +627,6 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
                 &["nosuid", "noexec", "nodev", "relatime", "ro"]
             },
         )?,
-        bind("/etc/hosts", &etc.join("hosts"), false)?,
         bind("/etc/hostname", &etc.join("hostname"), false)?,
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
         bind(&termination_path, inputs.termination_log, false)?,

@@ -50,9 +50,11 @@ impl RuntimeService for BuiltinRuntime {
         req: &SandboxRequest,
     ) -> Result<(SandboxState, Option<String>), String> {
         let made = run_sandbox::run_pod_sandbox(&self.ctx, req);
-        if made.is_err() {
+        if made.is_err()
+            && let Ok(pod_cgroup) = run_sandbox::pod_cgroup(req.config)
+        {
             // Nothing half made stays: processes, cgroup, network.
-            leftovers::remove_id(&self.ctx, req.pod_dir, req.pod_cgroup, req.id);
+            leftovers::remove_id(&self.ctx, req.pod_dir, &pod_cgroup, req.id);
         }
         made
     }
