@@ -122,16 +122,6 @@ impl AgentContext {
         })
     }
 
-    /// The pod's host name and domain; a pod whose FQDN is too long keeps
-    /// its short name here (its sandbox refuses to start).
-    pub fn pod_hostname(&self, pod: &k8s_openapi::api::core::v1::Pod) -> String {
-        let names = crate::network::dns::pod_hostname(pod, &self.dns.cluster_domain);
-        match names {
-            Ok(n) => n.hostname,
-            Err(_) => pod.metadata.name.clone().unwrap_or_default(),
-        }
-    }
-
     /// Before a pod is given only its loopback: asks the API once more for
     /// the Node's `spec.podCIDR`. The watch that adopts it may lag behind a
     /// pod created right after the CIDR was assigned.

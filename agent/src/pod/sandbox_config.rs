@@ -110,6 +110,28 @@ pub fn sandbox_config(
     Ok(config)
 }
 
+/// The config a container of the pod is created with (CRI's
+/// `CreateContainerRequest.sandbox_config`): the sandbox's, as it was made,
+/// without reporting anything again.
+pub fn sandbox_config_of(
+    ctx: &AgentContext,
+    pod: &Pod,
+    pod_cgroup: &CgroupPath,
+    log_directory: &std::path::Path,
+    sandbox: &crate::runtime::sandbox::SandboxState,
+) -> Result<PodSandboxConfig, String> {
+    let (config, _) = pod_sandbox_config(
+        pod,
+        &SandboxNode {
+            dns: &ctx.dns,
+            cgroup_parent: pod_cgroup.as_str().to_string(),
+            log_directory: log_directory.to_string_lossy().into_owned(),
+            user_namespace: sandbox.user_namespace.as_ref(),
+        },
+    )?;
+    Ok(config)
+}
+
 /// The pod's user namespace range with `hostUsers: false` (`None`: the
 /// node's users). The host namespaces are refused with it, in kube-apiserver's
 /// words, as a pod that skipped validation would otherwise share them.

@@ -979,18 +979,14 @@ impl PodWorker {
         self.persist();
 
         let outcome = tokio::task::spawn_blocking(move || {
+            use super::container_config as cc;
             // The environment after the image, as the kubelet orders it.
-            let env = super::container_config::container_environment(
-                &ctx,
-                &pod,
-                &container,
-                pod_ip.as_deref(),
-            )
-            .map_err(CreateError::Config)?;
+            let env = cc::container_environment(&ctx, &pod, &container, pod_ip.as_deref())
+                .map_err(CreateError::Config)?;
             // Then its mounts: the pod's /etc/hosts, its volumes made on the
             // node and its subPaths mounted.
             let mut mounts = vec![
-                super::container_config::etc_hosts_mount(&ctx, &pod, &dir, pod_ip.as_deref())
+                cc::etc_hosts_mount(&ctx, &pod, &dir, pod_ip.as_deref())
                     .map_err(CreateError::Other)?,
             ];
             mounts.extend(
@@ -998,17 +994,35 @@ impl PodWorker {
                     .container_mounts(&pod, &dir, &container, &env, ctx.objects())
                     .map_err(|e| CreateError::Config(crate::error_chain(&e)))?,
             );
+            let limits =
+                cc::container_limits(&ctx, &pod, &container).map_err(CreateError::Config)?;
+            let config = cc::container_config(
+                &pod,
+                &container,
+                env,
+                mounts,
+                &limits,
+                restart_count,
+                &cc::ContainerNode {
+                    seccomp_default: ctx.policy.seccomp_default,
+                    memory_bytes: crate::host::memory_total() as i64,
+                },
+            )
+            .map_err(CreateError::Config)?;
+            let sandbox_config = super::sandbox_config::sandbox_config_of(
+                &ctx,
+                &pod,
+                &pod_cgroup,
+                &log_dir,
+                &sandbox,
+            )
+            .map_err(CreateError::Other)?;
             runtime.create_and_start_container(&ContainerRequest {
-                pod: &pod,
-                container: &container,
-                env: &env,
-                mounts: &mounts,
+                config: &config,
+                sandbox_config: &sandbox_config,
                 sandbox: &sandbox,
                 pod_dir: &dir,
-                pod_cgroup: &pod_cgroup,
-                log_dir: &log_dir,
                 id: &id,
-                restart_count,
             })
         })
         .await

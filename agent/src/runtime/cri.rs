@@ -30,6 +30,12 @@ pub struct Mount {
     pub propagation: MountPropagation,
 }
 
+/// The kubelet's container annotation naming where its termination
+/// message is read from (`terminationMessagePath`): the runtime mounts the
+/// run's termination-log file there.
+pub const TERMINATION_MESSAGE_PATH_ANNOTATION: &str =
+    "io.kubernetes.container.terminationMessagePath";
+
 /// CRI's `NamespaceMode`: whose namespace a sandbox or container uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NamespaceMode {
@@ -183,6 +189,10 @@ pub struct LinuxContainerSecurityContext {
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
     pub run_as_username: String,
+    /// Not CRI's: the kubelet checks `runAsNonRoot` against the image's
+    /// user itself; here the runtime resolves that user (from the image's
+    /// /etc/passwd), so it checks.
+    pub run_as_non_root: bool,
     pub readonly_rootfs: bool,
     pub supplemental_groups: Vec<i64>,
     pub no_new_privs: bool,

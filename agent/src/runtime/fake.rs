@@ -178,25 +178,14 @@ fn finish(c: &mut FakeContainer, code: i32, signal: Option<i32>) {
     c.exited.send_replace(true);
 }
 
-/// Whether a hollow node's container is done as soon as it started: an
-/// init container (not a sidecar), or any container of a pod that runs to
-/// completion (restart policy `Never` or `OnFailure`). It exits 0.
+/// Whether a hollow node's container is done as soon as it started, as
+/// the pod layer marks it (an init container, or a pod that runs to
+/// completion). It exits 0.
 fn runs_to_completion(req: &ContainerRequest) -> bool {
-    let Some(spec) = req.pod.spec.as_ref() else {
-        return false;
-    };
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .find(|c| c.name == req.container.name);
-    match init {
-        Some(c) => c.restart_policy.as_deref() != Some("Always"),
-        None => spec
-            .restart_policy
-            .as_deref()
-            .is_some_and(|p| p != "Always"),
-    }
+    req.config
+        .annotations
+        .get(crate::pod::container_config::RUNS_TO_COMPLETION_ANNOTATION)
+        .is_some_and(|v| v == "true")
 }
 
 impl RuntimeService for FakeRuntime {
@@ -245,8 +234,8 @@ impl RuntimeService for FakeRuntime {
         &self,
         req: &ContainerRequest,
     ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
-        let image = req.container.image.clone().unwrap_or_default();
-        let name = req.container.name.clone();
+        let image = req.config.image.clone();
+        let name = req.config.metadata.name.clone();
         let mut state = self.state.lock().expect("lock");
         if state.missing_images.contains(&image) {
             state.note(format!("pull failed {name} {image}"));

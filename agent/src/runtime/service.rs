@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 
 use crate::cgroups::CgroupPath;
 use crate::pod::slot::CurrentRun;
 use crate::prober::{ProbeOutcome, ProbeTarget};
-use crate::runtime::cri::PodSandboxConfig;
+use crate::runtime::cri::{ContainerConfig, PodSandboxConfig};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::shim::ContainerExit;
 
@@ -32,21 +32,15 @@ pub struct SandboxRequest<'a> {
 
 /// What `CreateContainer` + `StartContainer` are given.
 pub struct ContainerRequest<'a> {
-    pub pod: &'a Pod,
-    pub container: &'a Container,
-    /// The container's environment, resolved by the pod layer (env,
-    /// envFrom, downward API, service variables): CRI's `envs`.
-    pub env: &'a [(String, String)],
-    /// The container's volumes on the node, resolved by the pod layer
-    /// (volumes prepared, subPaths mounted): CRI's `mounts`.
-    pub mounts: &'a [crate::runtime::cri::Mount],
+    /// Resolved from the pod and container by the pod layer.
+    pub config: &'a ContainerConfig,
+    /// The pod's sandbox config, as CRI's `CreateContainerRequest` carries
+    /// it (host name, cgroup parent, log directory).
+    pub sandbox_config: &'a PodSandboxConfig,
     pub sandbox: &'a SandboxState,
     pub pod_dir: &'a Path,
-    pub pod_cgroup: &'a CgroupPath,
-    pub log_dir: &'a Path,
     /// The new container's id (on disk before anything carries it).
     pub id: &'a str,
-    pub restart_count: i32,
 }
 
 /// Everything of a pod to remove once its containers are stopped:

@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder,
@@ -18,6 +17,7 @@ use oci_spec::runtime::{
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
+use super::cri::{self, ContainerConfig, PodSandboxMetadata};
 use crate::cgroups::CgroupLimits;
 
 /// The default PATH when neither the image nor the pod sets one (containerd's).
@@ -131,10 +131,12 @@ impl SandboxNamespaces {
     }
 }
 
-/// Everything besides the pod and container that decides the spec.
+/// Everything that decides the spec: the container's CRI config, and what
+/// the runtime made for it.
 pub struct SpecInputs<'a> {
-    pub pod: &'a Pod,
-    pub container: &'a Container,
+    pub config: &'a ContainerConfig,
+    /// The pod's (for messages that name it, as the kubelet's do).
+    pub sandbox: &'a PodSandboxMetadata,
     pub image: &'a ImageConfiguration,
     /// The container's prepared (writable) root filesystem.
     pub rootfs: &'a Path,
@@ -142,24 +144,19 @@ pub struct SpecInputs<'a> {
     pub pod_etc_dir: &'a Path,
     /// This run's `termination-log` file (bind-mounted at terminationMessagePath).
     pub termination_log: &'a Path,
+    /// Where the container reads it (`terminationMessagePath`).
+    pub termination_message_path: &'a str,
     pub namespaces: &'a SandboxNamespaces,
     pub hostname: &'a str,
     pub cgroups_path: &'a str,
     pub limits: &'a CgroupLimits,
     /// Resolves a user name from the image config (`User: "nobody"`) to uid/gid.
     pub passwd: &'a dyn Fn(&str) -> Option<(u32, u32)>,
-    /// From [`oom_score_adj`]: who the kernel kills first when the node runs out.
-    pub oom_score_adj: i32,
-    /// The container's volumes, resolved by the pod layer (subPaths included).
-    pub mounts: &'a [super::cri::Mount],
     /// The seccomp profile the container runs under (`None`: unconfined),
     /// resolved for its capabilities on this architecture and kernel.
     pub seccomp: Option<&'a super::seccomp::Profile>,
     /// The node's kernel (major, minor), which a profile's rules may ask about.
     pub kernel: (u32, u32),
-    /// The pod's environment for this container (kubelet-computed: env,
-    /// envFrom, service variables); `$(VAR)` in command and args refers to it.
-    pub env: &'a [(String, String)],
 }
 
 /// kubelet's OOM score policy: Guaranteed containers last (-997), BestEffort
@@ -182,12 +179,15 @@ pub fn oom_score_adj(
 
 /// Kubernetes' rule: `command` replaces the image's Entrypoint and `args`
 /// replaces its Cmd; a `command` without `args` ignores the image's Cmd.
-pub fn effective_argv(container: &Container, image: &ImageConfiguration) -> Vec<String> {
+pub fn effective_argv(
+    command: &[String],
+    args: &[String],
+    image: &ImageConfiguration,
+) -> Vec<String> {
     let cfg = image.config().as_ref();
     let entrypoint = cfg.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
     let cmd = cfg.and_then(|c| c.cmd().clone()).unwrap_or_default();
-    let command = container.command.clone().unwrap_or_default();
-    let args = container.args.clone().unwrap_or_default();
+    let (command, args) = (command.to_vec(), args.to_vec());
     match (command.is_empty(), args.is_empty()) {
         (true, true) => [entrypoint, cmd].concat(),
         (true, false) => [entrypoint, args].concat(),
@@ -232,8 +232,8 @@ pub fn expand_vars(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Stri
 }
 
 /// The container's environment as the runtime builds it: the image's, the
-/// default PATH if the image sets none, HOSTNAME, then the pod's (from
-/// [`super::env::make_environment_variables`]), later entries winning.
+/// default PATH if the image sets none, HOSTNAME, then the config's `envs`
+/// (resolved by the pod layer), later entries winning.
 pub fn effective_env(
     image: &ImageConfiguration,
     hostname: &str,
@@ -266,17 +266,19 @@ pub fn effective_env(
     env
 }
 
-/// The capability set after `securityContext.capabilities` add/drop.
-pub fn effective_capabilities(container: &Container) -> Result<Vec<String>, SpecError> {
-    let sc = container.security_context.as_ref();
-    if sc.and_then(|s| s.privileged).unwrap_or(false) {
+/// The capability set after the config's add/drop (everything, privileged).
+pub fn effective_capabilities(
+    container: &str,
+    caps: &cri::Capability,
+    privileged: bool,
+) -> Result<Vec<String>, SpecError> {
+    if privileged {
         return Ok(all_capability_names());
     }
     let mut set: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
-    let caps = sc.and_then(|s| s.capabilities.as_ref());
     let normalize = |name: &str| name.trim_start_matches("CAP_").to_ascii_uppercase();
-    for name in caps.and_then(|c| c.drop.clone()).unwrap_or_default() {
-        let name = normalize(&name);
+    for name in &caps.drop_capabilities {
+        let name = normalize(name);
         if name == "ALL" {
             set.clear();
         } else {
@@ -284,13 +286,13 @@ pub fn effective_capabilities(container: &Container) -> Result<Vec<String>, Spec
         }
     }
     let all = all_capability_names();
-    for name in caps.and_then(|c| c.add.clone()).unwrap_or_default() {
-        let name = normalize(&name);
+    for name in &caps.add_capabilities {
+        let name = normalize(name);
         if name == "ALL" {
             set = all.clone();
         } else if !all.contains(&name) {
             return Err(SpecError::UnknownCapability {
-                container: container.name.clone(),
+                container: container.to_string(),
                 name,
             });
         } else if !set.contains(&name) {
@@ -307,85 +309,37 @@ fn all_capability_names() -> Vec<String> {
         .collect()
 }
 
-/// `procMount`: `Default` masks `/proc` as runc does ([`MASKED_PATHS`],
-/// [`READONLY_PATHS`]); `Unmasked` leaves it whole, and only in a user
-/// namespace (`hostUsers: false`), as kube-apiserver requires. Returns
-/// whether `/proc` is unmasked.
-pub fn check_proc_mount(pod: &Pod, container: &Container) -> Result<bool, SpecError> {
-    let value = container
-        .security_context
-        .as_ref()
-        .and_then(|s| s.proc_mount.as_deref())
-        .unwrap_or("Default");
-    let refuse = |message: String| SpecError::ProcMount {
-        container: container.name.clone(),
-        message,
-    };
-    match value {
-        "Default" => Ok(false),
-        "Unmasked" => {
-            let host_users = pod.spec.as_ref().and_then(|s| s.host_users).unwrap_or(true);
-            if host_users {
-                Err(refuse(
-                    "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
-                        .into(),
-                ))
-            } else {
-                Ok(true)
-            }
-        }
-        other => Err(refuse(format!(
-            "Unsupported value: {other:?}: supported values: \"Default\", \"Unmasked\""
-        ))),
-    }
-}
-
 /// The kubelet's `verifyRunAsNonRoot`: with `runAsNonRoot: true`, an explicit
 /// `runAsUser: 0`, or an image user that is root (`uid`, resolved from the
 /// image's `User`, numeric or named), refuses the container.
-pub fn verify_run_as_non_root(pod: &Pod, container: &Container, uid: u32) -> Result<(), SpecError> {
-    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let sc = container.security_context.as_ref();
-    let non_root = sc
-        .and_then(|s| s.run_as_non_root)
-        .or(pod_sc.and_then(|s| s.run_as_non_root))
-        .unwrap_or(false);
-    if !non_root {
+pub fn verify_run_as_non_root(
+    sandbox: &PodSandboxMetadata,
+    config: &ContainerConfig,
+    uid: u32,
+) -> Result<(), SpecError> {
+    let sc = &config.linux.security_context;
+    if !sc.run_as_non_root {
         return Ok(());
     }
     // format.Pod: name_namespace(uid)
-    let who = format!(
-        "{}_{}({})",
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-        pod.metadata.uid.as_deref().unwrap_or_default()
-    );
-    match sc
-        .and_then(|s| s.run_as_user)
-        .or(pod_sc.and_then(|s| s.run_as_user))
-    {
+    let who = format!("{}_{}({})", sandbox.name, sandbox.namespace, sandbox.uid);
+    let container = &config.metadata.name;
+    match sc.run_as_user {
         Some(0) => Err(SpecError::RunAsNonRoot(format!(
-            "container's runAsUser breaks non-root policy (pod: {who:?}, container: {})",
-            container.name
+            "container's runAsUser breaks non-root policy (pod: {who:?}, container: {container})"
         ))),
         Some(_) => Ok(()),
         None if uid == 0 => Err(SpecError::RunAsNonRoot(format!(
-            "container has runAsNonRoot and image will run as root (pod: {who:?}, container: {})",
-            container.name
+            "container has runAsNonRoot and image will run as root (pod: {who:?}, container: {container})"
         ))),
         None => Ok(()),
     }
 }
 
-/// uid, gid: the container's securityContext wins over the pod's, which wins over
-/// the image's `User`.
+/// uid, gid: the config's (the container's securityContext over the pod's)
+/// win over the image's `User`.
 fn effective_user(inputs: &SpecInputs) -> Result<(u32, u32), SpecError> {
-    let pod_sc = inputs
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref());
-    let sc = inputs.container.security_context.as_ref();
+    let sc = &inputs.config.linux.security_context;
     let (mut uid, mut gid) = (0u32, 0u32);
     let image_user = inputs
         .image
@@ -402,7 +356,7 @@ fn effective_user(inputs: &SpecInputs) -> Result<(u32, u32), SpecError> {
             Ok(n) => uid = n,
             Err(_) => {
                 let (u, g) = (inputs.passwd)(user).ok_or_else(|| SpecError::UnknownUser {
-                    container: inputs.container.name.clone(),
+                    container: inputs.config.metadata.name.clone(),
                     user: user.to_string(),
                 })?;
                 uid = u;
@@ -413,16 +367,10 @@ fn effective_user(inputs: &SpecInputs) -> Result<(u32, u32), SpecError> {
             gid = g;
         }
     }
-    let run_as_user = sc
-        .and_then(|s| s.run_as_user)
-        .or(pod_sc.and_then(|s| s.run_as_user));
-    let run_as_group = sc
-        .and_then(|s| s.run_as_group)
-        .or(pod_sc.and_then(|s| s.run_as_group));
-    if let Some(u) = run_as_user {
+    if let Some(u) = sc.run_as_user {
         uid = u as u32;
     }
-    if let Some(g) = run_as_group {
+    if let Some(g) = sc.run_as_group {
         gid = g as u32;
     }
     Ok((uid, gid))
@@ -466,31 +414,20 @@ fn bind_volume(m: &super::cri::Mount) -> Result<Mount, SpecError> {
 
 /// Builds the OCI spec for one run of one container.
 pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
-    let container = inputs.container;
-    let sc = container.security_context.as_ref();
-    let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
+    let config = inputs.config;
+    let name = &config.metadata.name;
+    let sc = &config.linux.security_context;
+    let privileged = sc.privileged;
 
-    let env = effective_env(inputs.image, inputs.hostname, inputs.env);
-    // Only the pod's variables expand in command and args, not the image's.
-    let lookup = |name: &str| {
-        inputs
-            .env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let argv: Vec<String> = effective_argv(container, inputs.image)
-        .iter()
-        .map(|a| expand_vars(a, &lookup))
-        .collect();
+    let env = effective_env(inputs.image, inputs.hostname, &config.envs);
+    // The pod layer expanded `$(VAR)` in command and args, as the kubelet does.
+    let argv = effective_argv(&config.command, &config.args, inputs.image);
     if argv.is_empty() {
         return Err(SpecError::NoCommand {
-            container: container.name.clone(),
+            container: name.clone(),
         });
     }
-    let cwd = container
-        .working_dir
-        .clone()
+    let cwd = Some(config.working_dir.clone())
         .filter(|d| !d.is_empty())
         .or_else(|| {
             inputs
@@ -503,24 +440,10 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .unwrap_or_else(|| "/".into());
 
     let (uid, gid) = effective_user(inputs)?;
-    verify_run_as_non_root(inputs.pod, container, uid)?;
-    let proc_unmasked = check_proc_mount(inputs.pod, container)?;
-    let pod_sc = inputs
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref());
-    let mut additional_gids: Vec<u32> = pod_sc
-        .and_then(|s| s.supplemental_groups.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|g| g as u32)
-        .collect();
-    if let Some(fs_group) = pod_sc.and_then(|s| s.fs_group) {
-        additional_gids.push(fs_group as u32);
-    }
+    verify_run_as_non_root(inputs.sandbox, config, uid)?;
+    let additional_gids: Vec<u32> = sc.supplemental_groups.iter().map(|g| *g as u32).collect();
 
-    let cap_names = effective_capabilities(container)?;
+    let cap_names = effective_capabilities(name, &sc.capabilities, privileged)?;
     let caps: HashSet<Capability> = cap_names
         .iter()
         .filter_map(|n| n.parse::<Capability>().ok())
@@ -533,14 +456,10 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .effective(caps.clone())
         .inheritable(caps)
         .build()?;
-    // `allowPrivilegeEscalation: false` is what sets no_new_privs in Kubernetes.
-    let no_new_privileges = sc
-        .and_then(|s| s.allow_privilege_escalation)
-        .map(|allow| !allow)
-        .unwrap_or(false);
+    let no_new_privileges = sc.no_new_privs;
 
     let process = ProcessBuilder::default()
-        .terminal(container.tty.unwrap_or(false))
+        .terminal(config.tty)
         .user(
             UserBuilder::default()
                 .uid(uid)
@@ -557,22 +476,17 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         .cwd(cwd)
         .capabilities(capabilities)
         .no_new_privileges(no_new_privileges)
-        .oom_score_adj(inputs.oom_score_adj)
+        .oom_score_adj(config.linux.resources.oom_score_adj as i32)
         .build()?;
 
-    let readonly_rootfs = sc
-        .and_then(|s| s.read_only_root_filesystem)
-        .unwrap_or(false);
+    let readonly_rootfs = sc.readonly_rootfs;
     let root = RootBuilder::default()
         .path(inputs.rootfs)
         .readonly(readonly_rootfs)
         .build()?;
 
     let etc = inputs.pod_etc_dir;
-    let termination_path = container
-        .termination_message_path
-        .clone()
-        .unwrap_or_else(|| "/dev/termination-log".into());
+    let termination_path = inputs.termination_message_path;
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -629,9 +543,9 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
         )?,
         bind("/etc/hostname", &etc.join("hostname"), false)?,
         bind("/etc/resolv.conf", &etc.join("resolv.conf"), false)?,
-        bind(&termination_path, inputs.termination_log, false)?,
+        bind(termination_path, inputs.termination_log, false)?,
     ];
-    for m in inputs.mounts {
+    for m in &config.mounts {
         mounts.push(bind_volume(m)?);
     }
     if let Some((_, ns)) = &inputs.namespaces.user {
@@ -766,25 +680,16 @@ pub fn build_spec(inputs: &SpecInputs) -> Result<Spec, SpecError> {
             .uid_mappings(oci_id_mappings(&ns.uid_mappings)?)
             .gid_mappings(oci_id_mappings(&ns.gid_mappings)?);
     }
-    // oci-spec's defaults mask runc's paths: an unmasked /proc says so.
-    if privileged || proc_unmasked {
+    // oci-spec's defaults mask runc's paths: an unmasked /proc (the pod
+    // layer's `procMount: Unmasked`) or a privileged container says so.
+    if privileged {
         linux = linux
             .masked_paths(Vec::<String>::new())
             .readonly_paths(Vec::<String>::new());
     } else {
         linux = linux
-            .masked_paths(
-                MASKED_PATHS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .readonly_paths(
-                READONLY_PATHS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>(),
-            );
+            .masked_paths(sc.masked_paths.clone())
+            .readonly_paths(sc.readonly_paths.clone());
     }
 
     let mut spec = SpecBuilder::default()
@@ -890,13 +795,12 @@ mod tests {
             .unwrap()
     }
 
-    fn container(command: Option<&[&str]>, args: Option<&[&str]>) -> Container {
-        Container {
-            name: "c".into(),
-            command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
-            args: args.map(|c| c.iter().map(|s| s.to_string()).collect()),
-            ..Default::default()
-        }
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn argv(command: &[&str], args: &[&str], image: &ImageConfiguration) -> Vec<String> {
+        effective_argv(&strings(command), &strings(args), image)
     }
 
     #[test]
@@ -913,24 +817,12 @@ mod tests {
     #[test]
     fn argv_follows_kubernetes_rules() {
         let img = image(&["/entry"], &["cmd-arg"]);
-        assert_eq!(
-            effective_argv(&container(None, None), &img),
-            ["/entry", "cmd-arg"]
-        );
-        assert_eq!(
-            effective_argv(&container(None, Some(&["a"])), &img),
-            ["/entry", "a"]
-        );
-        assert_eq!(
-            effective_argv(&container(Some(&["sh"]), None), &img),
-            ["sh"]
-        );
-        assert_eq!(
-            effective_argv(&container(Some(&["sh"]), Some(&["-c", "x"])), &img),
-            ["sh", "-c", "x"]
-        );
+        assert_eq!(argv(&[], &[], &img), ["/entry", "cmd-arg"]);
+        assert_eq!(argv(&[], &["a"], &img), ["/entry", "a"]);
+        assert_eq!(argv(&["sh"], &[], &img), ["sh"]);
+        assert_eq!(argv(&["sh"], &["-c", "x"], &img), ["sh", "-c", "x"]);
         let no_entry = image(&[], &["sh"]);
-        assert_eq!(effective_argv(&container(None, None), &no_entry), ["sh"]);
+        assert_eq!(argv(&[], &[], &no_entry), ["sh"]);
     }
 
     #[test]
@@ -964,92 +856,64 @@ mod tests {
 
     #[test]
     fn capabilities_add_and_drop() {
-        let mut c = container(None, None);
+        let none = cri::Capability::default();
         assert_eq!(
-            effective_capabilities(&c).unwrap().len(),
+            effective_capabilities("c", &none, false).unwrap().len(),
             DEFAULT_CAPABILITIES.len()
         );
-        c.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
-            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: Some(vec!["NET_ADMIN".into(), "CAP_KILL".into()]),
-            }),
+        let caps = cri::Capability {
+            drop_capabilities: strings(&["ALL"]),
+            add_capabilities: strings(&["NET_ADMIN", "CAP_KILL"]),
+        };
+        assert_eq!(
+            effective_capabilities("c", &caps, false).unwrap(),
+            ["NET_ADMIN", "KILL"]
+        );
+        assert_eq!(
+            effective_capabilities("c", &none, true).unwrap().len(),
+            all_capability_names().len(),
+            "privileged: every capability"
+        );
+        let unknown = cri::Capability {
+            add_capabilities: strings(&["FLY"]),
             ..Default::default()
-        });
-        assert_eq!(effective_capabilities(&c).unwrap(), ["NET_ADMIN", "KILL"]);
+        };
+        assert_eq!(
+            effective_capabilities("c", &unknown, false)
+                .unwrap_err()
+                .to_string(),
+            "container \"c\": securityContext.capabilities: unknown capability \"FLY\""
+        );
     }
 
     #[test]
     fn run_as_non_root_refuses_user_zero_from_any_source() {
-        use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
-        let mut pod = Pod {
-            spec: Some(PodSpec {
-                security_context: Some(PodSecurityContext {
-                    run_as_non_root: Some(true),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let pod = PodSandboxMetadata {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "1234".into(),
+            attempt: 0,
         };
-        pod.metadata.name = Some("web".into());
-        pod.metadata.namespace = Some("default".into());
-        pod.metadata.uid = Some("1234".into());
-        let mut c = container(None, None);
+        let mut c = ContainerConfig::default();
+        c.metadata.name = "c".into();
+        c.linux.security_context.run_as_non_root = true;
         assert_eq!(
             verify_run_as_non_root(&pod, &c, 0).unwrap_err().to_string(),
             "container has runAsNonRoot and image will run as root (pod: \"web_default(1234)\", container: c)"
         );
         verify_run_as_non_root(&pod, &c, 65534).unwrap();
-        c.security_context = Some(SecurityContext {
-            run_as_user: Some(0),
-            ..Default::default()
-        });
+        c.linux.security_context.run_as_user = Some(0);
         assert_eq!(
             verify_run_as_non_root(&pod, &c, 65534)
                 .unwrap_err()
                 .to_string(),
             "container's runAsUser breaks non-root policy (pod: \"web_default(1234)\", container: c)"
         );
-        c.security_context = Some(SecurityContext {
-            run_as_user: Some(1000),
-            ..Default::default()
-        });
+        c.linux.security_context.run_as_user = Some(1000);
         verify_run_as_non_root(&pod, &c, 0).unwrap();
-        c.security_context = Some(SecurityContext {
-            run_as_non_root: Some(false),
-            ..Default::default()
-        });
+        c.linux.security_context.run_as_non_root = false;
+        c.linux.security_context.run_as_user = None;
         verify_run_as_non_root(&pod, &c, 0).unwrap();
-    }
-
-    #[test]
-    fn proc_mount_unmasked_only_in_a_user_namespace() {
-        use k8s_openapi::api::core::v1::{PodSpec, SecurityContext};
-        let mut pod = Pod::default();
-        let mut c = container(None, None);
-        assert!(!check_proc_mount(&pod, &c).unwrap());
-        c.security_context = Some(SecurityContext {
-            proc_mount: Some("Unmasked".into()),
-            ..Default::default()
-        });
-        assert_eq!(
-            check_proc_mount(&pod, &c).unwrap_err().to_string(),
-            "container \"c\": securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
-        );
-        pod.spec = Some(PodSpec {
-            host_users: Some(false),
-            ..Default::default()
-        });
-        assert!(check_proc_mount(&pod, &c).unwrap());
-        c.security_context = Some(SecurityContext {
-            proc_mount: Some("Hidden".into()),
-            ..Default::default()
-        });
-        assert_eq!(
-            check_proc_mount(&pod, &c).unwrap_err().to_string(),
-            "container \"c\": securityContext.procMount: Unsupported value: \"Hidden\": supported values: \"Default\", \"Unmasked\""
-        );
     }
 
     #[test]

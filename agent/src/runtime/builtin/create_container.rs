@@ -5,22 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
-
 use super::remove::remove_run;
-use crate::cgroups::{CgroupLimits, QosClass};
 use crate::context::AgentContext;
-use crate::logs;
+use crate::runtime::cri::{SecurityProfile, TERMINATION_MESSAGE_PATH_ANNOTATION};
 use crate::pod::slot::CurrentRun;
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
 use crate::runtime::image;
 use crate::runtime::service::{ContainerRequest, CreateError};
 use crate::runtime::shim::ContainerExit;
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
-
-fn spec_of(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
-    pod.spec.as_ref().expect("validated pods have a spec")
-}
 
 /// Everything blocking about one container start, in one place: image, rootfs,
 /// cgroup, spec, shim. Returns the run and, if its process never ran, its exit.
@@ -32,18 +25,15 @@ pub(crate) fn create_and_start(
     runc: Option<&crate::runtime::runc::Runc>,
 ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
     let ContainerRequest {
-        pod,
-        container,
-        env,
-        mounts,
+        config,
+        sandbox_config,
         sandbox,
         pod_dir,
-        pod_cgroup,
-        log_dir,
         id,
-        restart_count,
     } = *req;
-    let image_ref = container.image.clone().unwrap_or_default();
+    let pod_cgroup = super::run_sandbox::pod_cgroup(sandbox_config).map_err(CreateError::Other)?;
+    let pod_cgroup = &pod_cgroup;
+    let image_ref = config.image.clone();
     // The image manager has made sure it is in the store (unless it was
     // removed since).
     let image = ctx.images.resolve(&image_ref).map_err(|e| match e {
@@ -71,29 +61,14 @@ pub(crate) fn create_and_start(
             crate::error_chain(&e)
         )))
     })?;
-    let mut limits = CgroupLimits::for_container(container)
-        .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
-    ctx.cgroup_config.apply_to_container(
-        &mut limits,
-        spec_of(pod),
-        crate::config::is_static_pod(pod),
-        container,
-        // A bad value was reported when the sandbox was made.
-        crate::cgroups::node_config::cpu_burst_millis(pod.metadata.annotations.as_ref())
-            .ok()
-            .flatten(),
-    );
+    let limits = config.linux.resources.to_limits();
     ctx.cgroups.create(&cgroup, &limits).map_err(|e| {
         fail(CreateError::Other(format!(
             "creating the container cgroup: {}",
             crate::error_chain(&e)
         )))
     })?;
-    let privileged = container
-        .security_context
-        .as_ref()
-        .and_then(|s| s.privileged)
-        .unwrap_or(false);
+    let privileged = config.linux.security_context.privileged;
     if !privileged {
         ctx.cgroups.restrict_devices(&cgroup).map_err(|e| {
             fail(CreateError::Other(format!(
@@ -110,7 +85,7 @@ pub(crate) fn create_and_start(
             std::fs::set_permissions(&termination_log, std::fs::Permissions::from_mode(0o666))
         })
         .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
-    let hostname = ctx.pod_hostname(pod);
+    let hostname = &sandbox_config.hostname;
     let host_network = sandbox.host_network;
     let mut namespaces = SandboxNamespaces::of_pid(sandbox.pid, host_network);
     if sandbox.share_pid {
@@ -121,44 +96,33 @@ pub(crate) fn create_and_start(
     }
     let rootfs_path = rootfs.path.clone();
     let passwd = move |user: &str| spec::passwd_lookup(&rootfs_path, user);
-    use crate::runtime::seccomp::{self, SeccompChoice};
-    let seccomp_profile = match seccomp::choose(pod, container, ctx.policy.seccomp_default)
-        .map_err(|e| fail(CreateError::Config(e.to_string())))?
-    {
-        SeccompChoice::Unconfined => None,
-        SeccompChoice::RuntimeDefault => Some(seccomp::Profile::runtime_default()),
-        SeccompChoice::Localhost(path) => Some(
+    use crate::runtime::seccomp;
+    let seccomp_profile = match config.linux.security_context.seccomp.clone() {
+        None | Some(SecurityProfile::Unconfined) => None,
+        Some(SecurityProfile::RuntimeDefault) => Some(seccomp::Profile::runtime_default()),
+        Some(SecurityProfile::Localhost(path)) => Some(
             seccomp::load_localhost(&ctx.root_dir.join("seccomp"), &path)
                 .map_err(|e| fail(CreateError::Other(e.to_string())))?,
         ),
     };
     let oci = spec::build_spec(&SpecInputs {
-        pod,
-        container,
+        config,
+        sandbox: &sandbox_config.metadata,
         image: &image.config,
         rootfs: &rootfs.path,
         pod_etc_dir: &pod_dir.join("etc"),
         termination_log: &termination_log,
+        termination_message_path: config
+            .annotations
+            .get(TERMINATION_MESSAGE_PATH_ANNOTATION)
+            .map_or("/dev/termination-log", String::as_str),
         namespaces: &namespaces,
-        hostname: &hostname,
+        hostname,
         cgroups_path: &ctx.cgroups.oci_cgroups_path(&cgroup),
         limits: &limits,
         passwd: &passwd,
-        mounts,
         seccomp: seccomp_profile.as_ref(),
         kernel: seccomp::profile::kernel_version(),
-        env,
-        oom_score_adj: spec::oom_score_adj(
-            QosClass::from_pod(spec_of(pod)).unwrap_or(QosClass::BestEffort),
-            container
-                .resources
-                .as_ref()
-                .and_then(|r| r.requests.as_ref())
-                .and_then(|r| r.get("memory"))
-                .and_then(|q| crate::quantity::bytes(q).ok())
-                .unwrap_or(0),
-            crate::host::memory_total() as i64,
-        ),
     })
     .map_err(|e| fail(CreateError::Config(crate::error_chain(&e))))?;
     let mut oci = oci;
@@ -176,7 +140,7 @@ pub(crate) fn create_and_start(
         .into_iter()
         .filter_map(|p| p.parent().map(Path::to_path_buf))
         .collect();
-    let log_path = logs::container_log_path(log_dir, &container.name, restart_count.max(0) as u32);
+    let log_path = Path::new(&sandbox_config.log_directory).join(&config.log_path);
     let outcome = container::start_shim(&ShimLaunch {
         agent_exe: &ctx.agent_exe,
         bundle: &bundle,
@@ -184,8 +148,8 @@ pub(crate) fn create_and_start(
         log_max_size: ctx.log_max_size,
         log_max_files: ctx.log_max_files,
         cgroup_dirs: &cgroup_dirs,
-        stdin: container.stdin.unwrap_or(false),
-        stdin_once: container.stdin_once.unwrap_or(false),
+        stdin: config.stdin,
+        stdin_once: config.stdin_once,
         runc,
     })
     .map_err(|e| fail(CreateError::Other(crate::error_chain(&e))))?;
