@@ -16,10 +16,9 @@ use crate::runtime::cri::{
     LinuxContainerResources, LinuxContainerSecurityContext, Mount, SecurityProfile,
     TERMINATION_MESSAGE_PATH_ANNOTATION,
 };
-use crate::runtime::seccomp::{self, SeccompChoice};
 use crate::runtime::spec;
-use crate::runtime::downward::{NodeAllocatable, PodPlacement};
-use crate::runtime::env::{EnvInputs, make_environment_variables};
+use crate::pod::downward::{NodeAllocatable, PodPlacement};
+use crate::pod::env::{EnvInputs, make_environment_variables};
 
 /// The container's environment; a missing ConfigMap or Secret (a
 /// `CreateContainerConfigError`) is the error. Warnings (a key that is no
@@ -136,13 +135,8 @@ pub fn container_config(
     let proc_unmasked = check_proc_mount(pod, container)?;
     let mut supplemental_groups = pod_sc.supplemental_groups.clone().unwrap_or_default();
     supplemental_groups.extend(pod_sc.fs_group);
-    let seccomp = match seccomp::choose(pod, container, node.seccomp_default)
-        .map_err(|e| e.to_string())?
-    {
-        SeccompChoice::Unconfined => SecurityProfile::Unconfined,
-        SeccompChoice::RuntimeDefault => SecurityProfile::RuntimeDefault,
-        SeccompChoice::Localhost(path) => SecurityProfile::Localhost(path),
-    };
+    let seccomp = super::seccomp::seccomp_profile(pod, container, node.seccomp_default)
+        .map_err(|e| e.to_string())?;
     let memory_request = container
         .resources
         .as_ref()

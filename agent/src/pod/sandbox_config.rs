@@ -67,7 +67,7 @@ pub fn pod_sandbox_config(
                 privileged: false,
                 seccomp: None,
             },
-            sysctls: crate::runtime::sysctls::pod_sysctls(pod),
+            sysctls: crate::pod::sysctls::pod_sysctls(pod),
             overhead: None,
             resources: None,
         },

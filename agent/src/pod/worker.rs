@@ -318,9 +318,9 @@ impl PodWorker {
         // The kubelet's admission: a pod asking for sysctls this node does
         // not allow is rejected before anything of it exists.
         if let Err(message) =
-            crate::runtime::sysctls::admit(&self.pod, &self.ctx.policy.allowed_unsafe_sysctls)
+            crate::pod::sysctls::admit(&self.pod, &self.ctx.policy.allowed_unsafe_sysctls)
         {
-            self.reject(crate::runtime::sysctls::FORBIDDEN_REASON, &message);
+            self.reject(crate::pod::sysctls::FORBIDDEN_REASON, &message);
             return;
         }
         if let Some((reason, message)) = admission_rejection(spec_of(&self.pod)) {
@@ -777,7 +777,7 @@ impl PodWorker {
             _ => None,
         };
         let (notes, errors) = tokio::task::spawn_blocking(move || {
-            let node = crate::runtime::downward::NodeAllocatable::of_host(&ctx.root_dir);
+            let node = crate::pod::downward::NodeAllocatable::of_host(&ctx.root_dir);
             ctx.volumes.setup_api_volumes(
                 &pod,
                 &dir,

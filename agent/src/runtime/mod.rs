@@ -1,8 +1,12 @@
 //! The container runtime: images, OCI spec, sandbox, shim and container init.
 //!
-//! - [`cri`]: what it is asked for, in CRI's shape (mounts, ...).
+//! It knows no API object: the pod layer ([`crate::pod`], [`crate::volume`])
+//! resolves pods into CRI-shaped configs first.
 //!
-//! - [`spec`]: pod + image config → OCI runtime spec (pure).
+//! - [`service`]: the runtime as the pod worker drives it (CRI's `RuntimeService`).
+//! - [`cri`]: what it is asked for, in CRI's shape (sandbox and container configs, mounts).
+//! - [`builtin`]: the agent's own runtime behind it; [`fake`]: one that pretends.
+//! - [`spec`]: container config + image config → OCI runtime spec (pure).
 //! - [`init`]: the container's init stage: makes a spec real (mounts, pivot_root, caps, exec).
 //! - [`shim`]: the per-container supervisor that outlives the agent.
 //! - [`attach`]: the shim's attach socket (a container's stdin, output, terminal size).
@@ -12,7 +16,6 @@
 //! - [`image`]: the image store.
 //! - [`runc`]: a second backend: containers created by `runc`.
 //! - [`handlers`]: runtime handlers (RuntimeClass `handler`) → backends.
-//! - [`env`], [`envvars`], [`downward`]: a container's environment (pure).
 //! - [`userns`], [`idmap`]: pod user namespaces (`hostUsers: false`) and idmapped mounts.
 
 pub mod attach;
@@ -21,9 +24,6 @@ pub mod builtin;
 pub mod cgroup_view;
 pub mod container;
 pub mod cri;
-pub mod downward;
-pub mod env;
-pub mod envvars;
 pub mod exec;
 pub mod fake;
 pub mod handlers;
@@ -38,5 +38,4 @@ pub mod seccomp;
 pub mod service;
 pub mod shim;
 pub mod spec;
-pub mod sysctls;
 pub mod userns;

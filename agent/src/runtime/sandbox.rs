@@ -132,7 +132,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<()> {
                 (k.to_string(), v.to_string())
             })
             .collect();
-        super::sysctls::apply(&sysctls)?;
+        apply_sysctls(&sysctls)?;
         Ok(())
     })();
     let mut out = std::io::stdout();
@@ -343,6 +343,25 @@ pub fn write_pod_etc(dir: &Path, files: &[(&str, String)]) -> Result<(), Sandbox
     for (name, content) in files {
         let path = dir.join(name);
         std::fs::write(&path, content).map_err(|source| SandboxError::PodFile { path, source })?;
+    }
+    Ok(())
+}
+
+/// Writes each sysctl under `/proc/sys` in the calling process's namespaces.
+fn apply_sysctls(sysctls: &[(String, String)]) -> std::io::Result<()> {
+    for (name, value) in sysctls {
+        // Dots separate parts; a slash is a dot inside one (eth0/100 is eth0.100).
+        let rel: String = name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect();
+        let path = std::path::Path::new("/proc/sys").join(rel);
+        std::fs::write(&path, value)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("sysctl {name}={value:?}: {e}")))?;
     }
     Ok(())
 }

@@ -620,7 +620,7 @@ mod tests {
     #[test]
     fn api_volumes_are_written_atomically_and_follow_their_objects() {
         use crate::kubeapi::objects::InMemoryObjects;
-        use crate::runtime::downward::NodeAllocatable;
+        use crate::pod::downward::NodeAllocatable;
         use crate::volume::projection::ProjectionInputs;
         use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource};
 

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::atomic_writer::{FileProjection, Payload};
-use crate::runtime::downward::{self, DownwardError, NodeAllocatable};
+use crate::pod::downward::{self, DownwardError, NodeAllocatable};
 use crate::kubeapi::objects::{ObjectError, ObjectGetter};
 use crate::token::{PodTokens, TokenError, TokenKey};
 

@@ -1,17 +1,15 @@
-//! Seccomp: which profile a container gets ([`profile`], pure: pod → the
-//! OCI spec's `linux.seccomp`) and the filter made from it ([`filter`]: BPF
-//! compiled and loaded by the container's init just before it execs).
+//! Seccomp: a profile resolved for a container ([`profile`], pure: the
+//! profile the pod layer chose ([`crate::pod::seccomp`]) → the OCI spec's
+//! `linux.seccomp`) and the filter made from it ([`filter`]: BPF compiled
+//! and loaded by the container's init just before it execs).
 
 pub mod filter;
 pub mod profile;
 
-pub use profile::{Profile, SeccompChoice, Target, choose};
+pub use profile::{Profile, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    /// A bad `seccompProfile` in the pod, worded as kube-apiserver words it.
-    #[error("{field}: {message}")]
-    Field { field: String, message: String },
     /// containerd's wording for a Localhost profile it cannot read.
     #[error("cannot load seccomp profile {path:?}: {message}")]
     Load { path: String, message: String },

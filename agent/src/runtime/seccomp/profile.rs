@@ -4,7 +4,6 @@
 //! capabilities, the node's architecture and kernel; [`Profile::resolve`]
 //! turns it into the OCI spec's `linux.seccomp`. Pure.
 
-use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompBuilder, LinuxSyscall,
     LinuxSyscallBuilder,
@@ -152,79 +151,9 @@ fn applies(rule: &ProfileSyscall, target: &Target) -> bool {
     true
 }
 
-/// Which profile a container runs under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeccompChoice {
-    Unconfined,
-    RuntimeDefault,
-    /// `localhostProfile`: a path relative to `<root-dir>/seccomp`.
-    Localhost(String),
-}
-
-/// The kubelet's choice: the container's `seccompProfile`, else the pod's,
-/// else `RuntimeDefault` with `--seccomp-default` and `Unconfined` without.
-/// Privileged containers run unconfined, as containerd runs them.
-pub fn choose(
-    pod: &Pod,
-    container: &Container,
-    seccomp_default: bool,
-) -> Result<SeccompChoice, SeccompError> {
-    let sc = container.security_context.as_ref();
-    if sc.and_then(|s| s.privileged).unwrap_or(false) {
-        return Ok(SeccompChoice::Unconfined);
-    }
-    let pod_profile = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref())
-        .and_then(|s| s.seccomp_profile.as_ref());
-    let (profile, field) = match sc.and_then(|s| s.seccomp_profile.as_ref()) {
-        Some(p) => (
-            Some(p),
-            format!(
-                "spec.containers[{:?}].securityContext.seccompProfile",
-                container.name
-            ),
-        ),
-        None => (
-            pod_profile,
-            "spec.securityContext.seccompProfile".to_string(),
-        ),
-    };
-    let Some(SeccompProfile {
-        type_,
-        localhost_profile,
-    }) = profile
-    else {
-        return Ok(if seccomp_default {
-            SeccompChoice::RuntimeDefault
-        } else {
-            SeccompChoice::Unconfined
-        });
-    };
-    match type_.as_str() {
-        "RuntimeDefault" => Ok(SeccompChoice::RuntimeDefault),
-        "Unconfined" => Ok(SeccompChoice::Unconfined),
-        "Localhost" => match localhost_profile.as_deref().filter(|p| !p.is_empty()) {
-            Some(p) => Ok(SeccompChoice::Localhost(p.to_string())),
-            None => Err(SeccompError::Field {
-                field: format!("{field}.localhostProfile"),
-                message: "Required value: must be set when seccomp type is Localhost".into(),
-            }),
-        },
-        other => Err(SeccompError::Field {
-            field: format!("{field}.type"),
-            message: format!(
-                "Unsupported value: {other:?}: supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""
-            ),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
 
     fn names(s: &LinuxSeccomp) -> Vec<String> {
         s.syscalls()
@@ -289,66 +218,6 @@ mod tests {
             "clone3 is simply allowed with CAP_SYS_ADMIN"
         );
         assert!(!allowed.iter().any(|n| n == "chroot"), "no CAP_SYS_CHROOT");
-    }
-
-    fn pod_with(pod_type: Option<&str>, container_type: Option<&str>) -> (Pod, Container) {
-        let profile = |t: &str| SeccompProfile {
-            type_: t.to_string(),
-            localhost_profile: (t == "Localhost").then(|| "profiles/audit.json".to_string()),
-        };
-        let pod = Pod {
-            spec: Some(PodSpec {
-                security_context: Some(PodSecurityContext {
-                    seccomp_profile: pod_type.map(profile),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let container = Container {
-            name: "c".into(),
-            security_context: Some(SecurityContext {
-                seccomp_profile: container_type.map(profile),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        (pod, container)
-    }
-
-    #[test]
-    fn the_container_profile_wins_then_the_pods_then_the_node_default() {
-        let (p, c) = pod_with(None, None);
-        assert_eq!(choose(&p, &c, false).unwrap(), SeccompChoice::Unconfined);
-        assert_eq!(choose(&p, &c, true).unwrap(), SeccompChoice::RuntimeDefault);
-        let (p, c) = pod_with(Some("RuntimeDefault"), None);
-        assert_eq!(
-            choose(&p, &c, false).unwrap(),
-            SeccompChoice::RuntimeDefault
-        );
-        let (p, c) = pod_with(Some("RuntimeDefault"), Some("Unconfined"));
-        assert_eq!(choose(&p, &c, true).unwrap(), SeccompChoice::Unconfined);
-        let (p, c) = pod_with(None, Some("Localhost"));
-        assert_eq!(
-            choose(&p, &c, false).unwrap(),
-            SeccompChoice::Localhost("profiles/audit.json".into())
-        );
-        let (p, mut c) = pod_with(Some("RuntimeDefault"), None);
-        c.security_context.as_mut().unwrap().privileged = Some(true);
-        assert_eq!(choose(&p, &c, true).unwrap(), SeccompChoice::Unconfined);
-        let (p, mut c) = pod_with(None, Some("Localhost"));
-        c.security_context
-            .as_mut()
-            .unwrap()
-            .seccomp_profile
-            .as_mut()
-            .unwrap()
-            .localhost_profile = None;
-        assert_eq!(
-            choose(&p, &c, false).unwrap_err().to_string(),
-            "spec.containers[\"c\"].securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost"
-        );
     }
 
     #[test]

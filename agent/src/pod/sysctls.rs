@@ -111,25 +111,6 @@ pub fn admit(pod: &Pod, allowed_unsafe: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes each sysctl under `/proc/sys` in the calling process's namespaces.
-pub fn apply(sysctls: &[(String, String)]) -> std::io::Result<()> {
-    for (name, value) in sysctls {
-        // Dots separate parts; a slash is a dot inside one (eth0/100 is eth0.100).
-        let rel: String = name
-            .chars()
-            .map(|c| match c {
-                '.' => '/',
-                '/' => '.',
-                c => c,
-            })
-            .collect();
-        let path = std::path::Path::new("/proc/sys").join(rel);
-        std::fs::write(&path, value)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("sysctl {name}={value:?}: {e}")))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! `value` may refer to earlier variables with `$(NAME)` and a `valueFrom`
 //! reads a ConfigMap or Secret key, a pod field or a container resource.
 //! The image's own environment is not part of this: the runtime layers it
-//! underneath (see [`super::spec::effective_env`]).
+//! underneath (see [`crate::runtime::spec::effective_env`]).
 //!
 //! Pure, given an [`ObjectGetter`]: a missing object or key is an
 //! [`EnvError`] with the kubelet's wording, which keeps the container in
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::downward::{self, DownwardError, NodeAllocatable, PodPlacement};
 use super::envvars;
-use super::spec::expand_vars;
+use crate::runtime::spec::expand_vars;
 use crate::kubeapi::objects::{ObjectError, ObjectGetter};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
