@@ -1299,7 +1299,7 @@ impl PodWorker {
         };
         let (h, c, runtime) = (hook.clone(), container.clone(), self.runtime.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            runtime.run_hook(&h, &c, &target, POST_START_TIMEOUT)
+            prober::probe::run_handler(&h, &c, &target, POST_START_TIMEOUT, runtime.as_ref())
         })
         .await
         .unwrap_or_else(|e| prober::ProbeOutcome::Failure(format!("hook task: {e}")));
@@ -1362,7 +1362,7 @@ impl PodWorker {
             if let Some(((hook, container), target)) = pre_stop {
                 let hook_runtime = runtime.clone();
                 let hook = tokio::task::spawn_blocking(move || {
-                    hook_runtime.run_hook(&hook, &container, &target, grace)
+                    prober::probe::run_handler(&hook, &container, &target, grace, hook_runtime.as_ref())
                 });
                 if let Ok(Ok(prober::ProbeOutcome::Failure(msg))) =
                     tokio::time::timeout_at(deadline, hook).await
@@ -1481,7 +1481,8 @@ impl PodWorker {
                 (self.ctx.events.clone(), self.key.clone(), slot.name.clone());
             let runtime = self.runtime.clone();
             hooks.push(tokio::task::spawn_blocking(move || {
-                let outcome = runtime.run_hook(&hook, &container, &target, timeout);
+                let outcome =
+                    prober::probe::run_handler(&hook, &container, &target, timeout, runtime.as_ref());
                 if let prober::ProbeOutcome::Failure(msg) = outcome {
                     events.warning(
                         &key,

@@ -277,13 +277,13 @@ async fn hooks_run_in_the_kubelets_order() {
         [
             "run_pod_sandbox",
             "start a busybox",
-            "hook a echo post-a",
+            "exec a echo post-a",
             "start b busybox"
         ]
     );
     let calls = h.stop(Duration::from_secs(1)).await;
     // preStop before SIGTERM; the sandbox goes last.
-    assert!(position(&calls, "hook a echo pre-a") < position(&calls, "signal a SIGTERM"));
+    assert!(position(&calls, "exec a echo pre-a") < position(&calls, "signal a SIGTERM"));
     assert_eq!(calls.last().unwrap(), "remove_pod_sandbox");
 }
 

@@ -101,7 +101,7 @@ async fn probe_once(
 ) -> ProbeOutcome {
     let (p, c, t) = (probe.clone(), container.clone(), target.clone());
     let runtime = runtime.clone();
-    tokio::task::spawn_blocking(move || runtime.run_probe(&p, &c, &t))
+    tokio::task::spawn_blocking(move || probe::run_probe(&p, &c, &t, runtime.as_ref()))
         .await
         .unwrap_or_else(|e| ProbeOutcome::Failure(format!("probe task: {e}")))
 }

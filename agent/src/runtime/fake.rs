@@ -15,7 +15,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
@@ -116,7 +115,7 @@ impl FakeRuntime {
     }
 
     /// Every call so far, in order: `run_pod_sandbox`, `start web busybox`,
-    /// `hook web`, `signal web SIGTERM`, `kill web`, `remove web`,
+    /// `exec web <cmd>` (exec hooks and probes), `signal web SIGTERM`, `kill web`, `remove web`,
     /// `remove_pod_sandbox`.
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().expect("lock").calls.clone()
@@ -328,29 +327,18 @@ impl RuntimeService for FakeRuntime {
         state.note(format!("remove {name}"));
     }
 
-    fn run_hook(
-        &self,
-        hook: &LifecycleHandler,
-        container: &Container,
-        _target: &ProbeTarget,
-        _timeout: Duration,
-    ) -> ProbeOutcome {
-        let command = hook
-            .exec
-            .as_ref()
-            .and_then(|e| e.command.clone())
+    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], _timeout: Duration) -> ProbeOutcome {
+        let id = target
+            .bundle
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.log(format!("hook {} {}", container.name, command.join(" ")));
+        self.log(format!("exec {} {}", self.name_of(&id), cmd.join(" ")));
         ProbeOutcome::Success
     }
 
-    fn run_probe(
-        &self,
-        _probe: &k8s_openapi::api::core::v1::Probe,
-        _container: &Container,
-        _target: &ProbeTarget,
-    ) -> ProbeOutcome {
-        ProbeOutcome::Success
+    fn pods_are_real(&self) -> bool {
+        false
     }
 }
 

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 
 use crate::cgroups::CgroupPath;
 use crate::pod::slot::CurrentRun;
@@ -107,24 +106,16 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// Removes what a run left: processes, rootfs, cgroup, bundle.
     fn remove_container(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, container_id: &str);
 
-    /// Runs a lifecycle hook in the container (`ExecSync` for exec hooks).
-    fn run_hook(
-        &self,
-        hook: &LifecycleHandler,
-        container: &Container,
-        target: &ProbeTarget,
-        timeout: Duration,
-    ) -> ProbeOutcome;
+    /// CRI's `ExecSync`: runs `cmd` in the container run `target` names,
+    /// for at most `timeout`; success is exit status 0. Exec probes and
+    /// hooks go through it; the pod layer makes HTTP, TCP and sleep ones itself.
+    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome;
 
-    /// Runs one liveness, readiness or startup probe of a container run
-    /// (`ExecSync` for exec probes; the kubelet's own HTTP and TCP checks
-    /// otherwise, which only reach a pod whose network is real).
-    fn run_probe(
-        &self,
-        probe: &k8s_openapi::api::core::v1::Probe,
-        container: &Container,
-        target: &ProbeTarget,
-    ) -> ProbeOutcome {
-        crate::prober::probe::run_probe(probe, container, target)
+    /// Whether this runtime's pods are real: a runtime that only pretends
+    /// has no pod network for the pod layer's HTTP and TCP checks to reach,
+    /// so those (and sleep hooks) succeed at once, as its containers pretend
+    /// to serve.
+    fn pods_are_real(&self) -> bool {
+        true
     }
 }

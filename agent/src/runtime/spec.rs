@@ -1,4 +1,4 @@
-//! Pure half of the runtime: a pod's container, plus its image's config, becomes an
+//! Pure half of the runtime: a container's CRI config, plus its image's config, becomes an
 //! OCI runtime spec (`config.json` in the container's bundle dir). Nothing here
 //! touches the system; [`super::init`] is the one place that makes a spec real.
 //!

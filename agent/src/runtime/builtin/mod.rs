@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
@@ -130,13 +129,7 @@ impl RuntimeService for BuiltinRuntime {
         remove::remove_run(&self.ctx, &bundle(pod_dir, container_id), &cgroup);
     }
 
-    fn run_hook(
-        &self,
-        hook: &LifecycleHandler,
-        container: &Container,
-        target: &ProbeTarget,
-        timeout: Duration,
-    ) -> ProbeOutcome {
-        prober::probe::run_handler(hook, container, target, timeout)
+    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome {
+        prober::probe::exec_probe(target, cmd, timeout)
     }
 }

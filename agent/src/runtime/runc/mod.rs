@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 
 pub use command::Runc;
 
@@ -100,14 +99,8 @@ impl RuntimeService for RuncRuntime {
             .remove_container(pod_dir, pod_cgroup, container_id)
     }
 
-    fn run_hook(
-        &self,
-        hook: &LifecycleHandler,
-        container: &Container,
-        target: &ProbeTarget,
-        timeout: Duration,
-    ) -> ProbeOutcome {
-        self.builtin.run_hook(hook, container, target, timeout)
+    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome {
+        self.builtin.exec_sync(target, cmd, timeout)
     }
 }
 
