@@ -11,14 +11,13 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::cgroups::{CgroupLimits, QosClass};
 use crate::context::AgentContext;
-use crate::runtime::cri::{
-    Capability, ContainerConfig, ContainerMetadata, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, Mount, SecurityProfile,
-    TERMINATION_MESSAGE_PATH_ANNOTATION,
-};
-use crate::runtime::spec;
 use crate::pod::downward::{NodeAllocatable, PodPlacement};
 use crate::pod::env::{EnvInputs, make_environment_variables};
+use crate::runtime::cri::{
+    Capability, ContainerConfig, ContainerMetadata, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, Mount, SecurityProfile, TERMINATION_MESSAGE_PATH_ANNOTATION,
+};
+use crate::runtime::spec;
 
 /// The container's environment; a missing ConfigMap or Secret (a
 /// `CreateContainerConfigError`) is the error. Warnings (a key that is no
@@ -102,7 +101,6 @@ pub struct ContainerNode {
     pub memory_bytes: i64,
 }
 
-
 /// A container's CRI config, as the kubelet's `generateContainerConfig`
 /// builds it: command and args with `$(VAR)` expanded from `env`, the
 /// effective security context (the container's fields over the pod's), the
@@ -176,14 +174,20 @@ pub fn container_config(
         mounts,
         devices: vec![],
         labels: BTreeMap::from([
-            ("io.kubernetes.container.name".into(), container.name.clone()),
+            (
+                "io.kubernetes.container.name".into(),
+                container.name.clone(),
+            ),
             (
                 "io.kubernetes.pod.name".into(),
                 pod.metadata.name.clone().unwrap_or_default(),
             ),
             (
                 "io.kubernetes.pod.namespace".into(),
-                pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                pod.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
             ),
             (
                 "io.kubernetes.pod.uid".into(),
@@ -196,10 +200,12 @@ pub fn container_config(
                 termination_message_path,
             )]
             .into_iter()
-            .chain(
-                runs_to_completion(pod, container)
-                    .then(|| (RUNS_TO_COMPLETION_ANNOTATION.to_string(), "true".to_string())),
-            ),
+            .chain(runs_to_completion(pod, container).then(|| {
+                (
+                    RUNS_TO_COMPLETION_ANNOTATION.to_string(),
+                    "true".to_string(),
+                )
+            })),
         ),
         log_path: format!("{}/{}.log", container.name, restart_count.max(0)),
         stdin: container.stdin.unwrap_or(false),
@@ -217,7 +223,10 @@ pub fn container_config(
                 run_as_user: sc.run_as_user.or(pod_sc.run_as_user),
                 run_as_group: sc.run_as_group.or(pod_sc.run_as_group),
                 run_as_username: String::new(),
-                run_as_non_root: sc.run_as_non_root.or(pod_sc.run_as_non_root).unwrap_or(false),
+                run_as_non_root: sc
+                    .run_as_non_root
+                    .or(pod_sc.run_as_non_root)
+                    .unwrap_or(false),
                 readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
                 supplemental_groups,
                 no_new_privs: sc.allow_privilege_escalation == Some(false),
@@ -384,10 +393,17 @@ spec:
         assert_eq!(sc.run_as_user, Some(1000), "the pod's");
         assert_eq!(sc.run_as_group, Some(3000), "the container's");
         assert!(sc.run_as_non_root && sc.no_new_privs && sc.readonly_rootfs);
-        assert_eq!(sc.supplemental_groups, [5, 2000], "fsGroup after the others");
+        assert_eq!(
+            sc.supplemental_groups,
+            [5, 2000],
+            "fsGroup after the others"
+        );
         assert_eq!(sc.capabilities.add_capabilities, ["NET_ADMIN"]);
         assert_eq!(sc.capabilities.drop_capabilities, ["ALL"]);
-        assert!(sc.masked_paths.is_empty() && sc.readonly_paths.is_empty(), "procMount: Unmasked");
+        assert!(
+            sc.masked_paths.is_empty() && sc.readonly_paths.is_empty(),
+            "procMount: Unmasked"
+        );
         assert_eq!(
             sc.seccomp,
             Some(SecurityProfile::Localhost("profiles/audit.json".into()))
@@ -414,7 +430,11 @@ spec:
             config.annotations[TERMINATION_MESSAGE_PATH_ANNOTATION],
             "/dev/termination-log"
         );
-        assert!(!config.annotations.contains_key(RUNS_TO_COMPLETION_ANNOTATION));
+        assert!(
+            !config
+                .annotations
+                .contains_key(RUNS_TO_COMPLETION_ANNOTATION)
+        );
         let node = ContainerNode {
             seccomp_default: false,
             ..NODE
@@ -438,7 +458,10 @@ spec:
         let spec = pod.spec.as_ref().unwrap();
         let init = spec.init_containers.as_ref().unwrap();
         assert!(runs_to_completion(&pod, &init[0]));
-        assert!(!runs_to_completion(&pod, &init[1]), "a sidecar keeps running");
+        assert!(
+            !runs_to_completion(&pod, &init[1]),
+            "a sidecar keeps running"
+        );
         assert!(!runs_to_completion(&pod, &spec.containers[0]));
     }
 

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::downward::{self, DownwardError, NodeAllocatable, PodPlacement};
 use super::envvars;
-use crate::runtime::spec::expand_vars;
 use crate::kubeapi::objects::{ObjectError, ObjectGetter};
+use crate::runtime::spec::expand_vars;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {

@@ -10,8 +10,8 @@ use crate::cgroups::{CgroupLimits, CgroupPath};
 use crate::context::AgentContext;
 use crate::network::dns::{self, DnsWarning, NodeDns};
 use crate::runtime::cri::{
-    DnsConfig, LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol,
+    DnsConfig, LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PortMapping, Protocol,
     UserNamespace,
 };
 
@@ -316,7 +316,10 @@ spec:
         assert_eq!(sc.supplemental_groups, [5, 6]);
         assert_eq!(
             config.linux.sysctls,
-            [("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())]
+            [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "80".to_string()
+            )]
         );
     }
 

@@ -107,15 +107,24 @@ mod tests {
     #[test]
     fn the_container_profile_wins_then_the_pods_then_the_node_default() {
         let (p, c) = pod_with(None, None);
-        assert_eq!(seccomp_profile(&p, &c, false).unwrap(), SecurityProfile::Unconfined);
-        assert_eq!(seccomp_profile(&p, &c, true).unwrap(), SecurityProfile::RuntimeDefault);
+        assert_eq!(
+            seccomp_profile(&p, &c, false).unwrap(),
+            SecurityProfile::Unconfined
+        );
+        assert_eq!(
+            seccomp_profile(&p, &c, true).unwrap(),
+            SecurityProfile::RuntimeDefault
+        );
         let (p, c) = pod_with(Some("RuntimeDefault"), None);
         assert_eq!(
             seccomp_profile(&p, &c, false).unwrap(),
             SecurityProfile::RuntimeDefault
         );
         let (p, c) = pod_with(Some("RuntimeDefault"), Some("Unconfined"));
-        assert_eq!(seccomp_profile(&p, &c, true).unwrap(), SecurityProfile::Unconfined);
+        assert_eq!(
+            seccomp_profile(&p, &c, true).unwrap(),
+            SecurityProfile::Unconfined
+        );
         let (p, c) = pod_with(None, Some("Localhost"));
         assert_eq!(
             seccomp_profile(&p, &c, false).unwrap(),
@@ -123,7 +132,10 @@ mod tests {
         );
         let (p, mut c) = pod_with(Some("RuntimeDefault"), None);
         c.security_context.as_mut().unwrap().privileged = Some(true);
-        assert_eq!(seccomp_profile(&p, &c, true).unwrap(), SecurityProfile::Unconfined);
+        assert_eq!(
+            seccomp_profile(&p, &c, true).unwrap(),
+            SecurityProfile::Unconfined
+        );
         let (p, mut c) = pod_with(None, Some("Localhost"));
         c.security_context
             .as_mut()

@@ -142,7 +142,6 @@ fn admission_rejection(
     crate::config::manifest::too_many_containers(spec).map(|e| ("TooManyContainers", e.to_string()))
 }
 
-
 /// Resolves on the next change notice; never without a receiver (or sender).
 async fn next_change(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
     let Some(rx) = rx else {
@@ -1362,7 +1361,13 @@ impl PodWorker {
             if let Some(((hook, container), target)) = pre_stop {
                 let hook_runtime = runtime.clone();
                 let hook = tokio::task::spawn_blocking(move || {
-                    prober::probe::run_handler(&hook, &container, &target, grace, hook_runtime.as_ref())
+                    prober::probe::run_handler(
+                        &hook,
+                        &container,
+                        &target,
+                        grace,
+                        hook_runtime.as_ref(),
+                    )
                 });
                 if let Ok(Ok(prober::ProbeOutcome::Failure(msg))) =
                     tokio::time::timeout_at(deadline, hook).await
@@ -1481,8 +1486,13 @@ impl PodWorker {
                 (self.ctx.events.clone(), self.key.clone(), slot.name.clone());
             let runtime = self.runtime.clone();
             hooks.push(tokio::task::spawn_blocking(move || {
-                let outcome =
-                    prober::probe::run_handler(&hook, &container, &target, timeout, runtime.as_ref());
+                let outcome = prober::probe::run_handler(
+                    &hook,
+                    &container,
+                    &target,
+                    timeout,
+                    runtime.as_ref(),
+                );
                 if let prober::ProbeOutcome::Failure(msg) = outcome {
                     events.warning(
                         &key,

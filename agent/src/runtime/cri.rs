@@ -265,11 +265,23 @@ impl LinuxContainerResources {
                 unified.insert(key.to_string(), v);
             }
         };
-        put(UNIFIED_MEMORY_MIN, limits.memory_min_bytes.map(|v| v.to_string()));
-        put(UNIFIED_MEMORY_HIGH, limits.memory_high_bytes.map(|v| v.to_string()));
-        put(UNIFIED_SWAP_MAX, limits.swap_max_bytes.map(|v| v.to_string()));
+        put(
+            UNIFIED_MEMORY_MIN,
+            limits.memory_min_bytes.map(|v| v.to_string()),
+        );
+        put(
+            UNIFIED_MEMORY_HIGH,
+            limits.memory_high_bytes.map(|v| v.to_string()),
+        );
+        put(
+            UNIFIED_SWAP_MAX,
+            limits.swap_max_bytes.map(|v| v.to_string()),
+        );
         put(UNIFIED_OOM_GROUP, limits.oom_group.then(|| "1".to_string()));
-        put(UNIFIED_CPU_BURST, limits.cpu_burst_us.map(|v| v.to_string()));
+        put(
+            UNIFIED_CPU_BURST,
+            limits.cpu_burst_us.map(|v| v.to_string()),
+        );
         put(UNIFIED_PIDS_MAX, limits.pids_max.map(|v| v.to_string()));
         LinuxContainerResources {
             cpu_period: limits.cpu_period_us as i64,
@@ -331,7 +343,10 @@ mod tests {
             assert_eq!(cri.to_limits(), limits);
         }
         let cri = LinuxContainerResources::from_limits(&CgroupLimits::unlimited(), 0);
-        assert_eq!(cri.unified["memory.swap.max"], "0", "no swap is said, not left out");
+        assert_eq!(
+            cri.unified["memory.swap.max"], "0",
+            "no swap is said, not left out"
+        );
         assert_eq!(cri.cpu_quota, 0, "unset is 0, as in CRI");
     }
 }

@@ -124,7 +124,9 @@ fn described_volumes(pod: &Pod, pod_dir: &Path) -> BTreeMap<String, PathBuf> {
                 (None, None) if v.persistent_volume_claim.is_some() => {
                     pod_dir.join("volumes/kubernetes.io~pvc").join(&v.name)
                 }
-                (None, None) => pod_dir.join("volumes/kubernetes.io~empty-dir").join(&v.name),
+                (None, None) => pod_dir
+                    .join("volumes/kubernetes.io~empty-dir")
+                    .join(&v.name),
             };
             (v.name.clone(), path)
         })
@@ -156,7 +158,13 @@ spec:
         let pod_dir = root.path().join("pods/u1");
         let c = &pod.spec.as_ref().unwrap().containers[0];
         let mounts = VolumeManager::pretending()
-            .container_mounts(&pod, &pod_dir, c, &[], &crate::kubeapi::objects::NoApiObjects)
+            .container_mounts(
+                &pod,
+                &pod_dir,
+                c,
+                &[],
+                &crate::kubeapi::objects::NoApiObjects,
+            )
             .unwrap();
         let got: Vec<(&str, PathBuf, bool)> = mounts
             .iter()

@@ -174,8 +174,14 @@ spec:
 
     fn volumes() -> BTreeMap<String, PathBuf> {
         BTreeMap::from([
-            ("data".into(), PathBuf::from("/p/volumes/kubernetes.io~empty-dir/data")),
-            ("conf".into(), PathBuf::from("/p/volumes/kubernetes.io~configmap/conf")),
+            (
+                "data".into(),
+                PathBuf::from("/p/volumes/kubernetes.io~empty-dir/data"),
+            ),
+            (
+                "conf".into(),
+                PathBuf::from("/p/volumes/kubernetes.io~configmap/conf"),
+            ),
         ])
     }
 
@@ -203,9 +209,21 @@ spec:
             mounts,
             [
                 m("/data", data, false, false, Private),
-                m("/logs", "/p/volume-subpaths/data/app/1", true, false, Private),
+                m(
+                    "/logs",
+                    "/p/volume-subpaths/data/app/1",
+                    true,
+                    false,
+                    Private
+                ),
                 // Made from an API object: read-only though the mount does not say so.
-                m("/etc/web", "/p/volumes/kubernetes.io~configmap/conf", true, false, Private),
+                m(
+                    "/etc/web",
+                    "/p/volumes/kubernetes.io~configmap/conf",
+                    true,
+                    false,
+                    Private
+                ),
                 m("/host", data, true, true, Private),
                 m("/shared", data, false, false, HostToContainer),
             ]
@@ -235,7 +253,9 @@ spec:
             "container \"app\": volumeMounts[\"data\"].subPath \"logs/web-0\" was not prepared"
         );
         assert_eq!(
-            check_sub_path("app", "data", "../x").unwrap_err().to_string(),
+            check_sub_path("app", "data", "../x")
+                .unwrap_err()
+                .to_string(),
             "container \"app\": volumeMounts[\"data\"].subPath \"../x\" must be a relative path inside the volume"
         );
         let mut only_conf = volumes();
@@ -250,15 +270,13 @@ spec:
 
     #[test]
     fn recursive_read_only_needs_read_only() {
-        let pod = pod(
-            "
+        let pod = pod("
 spec:
   volumes: [{name: data, emptyDir: {}}]
   containers:
   - name: app
     volumeMounts: [{name: data, mountPath: /d, recursiveReadOnly: IfPossible}]
-",
-        );
+");
         let c = &pod.spec.as_ref().unwrap().containers[0];
         assert_eq!(
             container_mounts(&pod, c, &volumes(), &BTreeMap::new(), &[])

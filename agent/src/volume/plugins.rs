@@ -429,8 +429,7 @@ pub fn setup_api_volumes(
                 file.mode = super::ownership::owned_mode(file.mode, false, true);
             }
             let own = |ts_dir: &Path| {
-                super::ownership::set_volume_ownership(ts_dir, group, true)
-                    .map_err(|e| e.into())
+                super::ownership::set_volume_ownership(ts_dir, group, true).map_err(|e| e.into())
             };
             super::atomic_writer::write_with(&dir, &content.payload, &own)
                 .map_err(|e| crate::error_chain(&e))?;

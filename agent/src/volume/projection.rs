@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::atomic_writer::{FileProjection, Payload};
-use crate::pod::downward::{self, DownwardError, NodeAllocatable};
 use crate::kubeapi::objects::{ObjectError, ObjectGetter};
+use crate::pod::downward::{self, DownwardError, NodeAllocatable};
 use crate::token::{PodTokens, TokenError, TokenKey};
 
 /// The mode of every file whose volume or item sets none (0644).

@@ -4,16 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use jiff::Timestamp;
 use super::remove::remove_run;
 use crate::context::AgentContext;
-use crate::runtime::cri::{SecurityProfile, TERMINATION_MESSAGE_PATH_ANNOTATION};
 use crate::pod::slot::CurrentRun;
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
+use crate::runtime::cri::{SecurityProfile, TERMINATION_MESSAGE_PATH_ANNOTATION};
 use crate::runtime::image;
 use crate::runtime::service::{ContainerRequest, CreateError};
 use crate::runtime::shim::ContainerExit;
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
+use jiff::Timestamp;
 
 /// Everything blocking about one container start, in one place: image, rootfs,
 /// cgroup, spec, shim. Returns the run and, if its process never ran, its exit.

@@ -70,7 +70,11 @@ impl RuntimeService for RuncRuntime {
         &self,
         req: &ContainerRequest,
     ) -> Result<(CurrentRun, Option<ContainerExit>), CreateError> {
-        crate::runtime::builtin::create_container::create_and_start(&self.ctx, req, Some(&self.runc))
+        crate::runtime::builtin::create_container::create_and_start(
+            &self.ctx,
+            req,
+            Some(&self.runc),
+        )
     }
 
     fn signal_container(&self, run: &CurrentRun, signal: nix::sys::signal::Signal) {
