@@ -15,7 +15,8 @@ use crate::pod::downward::{NodeAllocatable, PodPlacement};
 use crate::pod::env::{EnvInputs, make_environment_variables};
 use crate::runtime::cri::{
     Capability, ContainerConfig, ContainerMetadata, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, Mount, SecurityProfile, TERMINATION_MESSAGE_PATH_ANNOTATION,
+    LinuxContainerSecurityContext, Mount, RUNS_TO_COMPLETION_ANNOTATION,
+    TERMINATION_MESSAGE_PATH_ANNOTATION,
 };
 use crate::runtime::spec;
 
@@ -239,11 +240,6 @@ pub fn container_config(
     })
 }
 
-/// Marks a container a pretending runtime ([`crate::runtime::fake`]) lets
-/// exit 0 as soon as it started: an init container (not a sidecar), or any
-/// container of a pod that runs to completion.
-pub const RUNS_TO_COMPLETION_ANNOTATION: &str = "kubelab.io/runs-to-completion";
-
 fn runs_to_completion(pod: &Pod, container: &Container) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return false;
@@ -321,7 +317,7 @@ pub fn container_limits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::cri::NamespaceMode;
+    use crate::runtime::cri::{NamespaceMode, SecurityProfile};
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml::from_str(yaml).unwrap()

@@ -36,6 +36,11 @@ pub struct Mount {
 pub const TERMINATION_MESSAGE_PATH_ANNOTATION: &str =
     "io.kubernetes.container.terminationMessagePath";
 
+/// Marks a container a pretending runtime ([`super::fake`]) lets
+/// exit 0 as soon as it started: an init container (not a sidecar), or any
+/// container of a pod that runs to completion.
+pub const RUNS_TO_COMPLETION_ANNOTATION: &str = "kubelab.io/runs-to-completion";
+
 /// CRI's `NamespaceMode`: whose namespace a sandbox or container uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NamespaceMode {

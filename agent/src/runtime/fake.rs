@@ -183,7 +183,7 @@ fn finish(c: &mut FakeContainer, code: i32, signal: Option<i32>) {
 fn runs_to_completion(req: &ContainerRequest) -> bool {
     req.config
         .annotations
-        .get(crate::pod::container_config::RUNS_TO_COMPLETION_ANNOTATION)
+        .get(crate::runtime::cri::RUNS_TO_COMPLETION_ANNOTATION)
         .is_some_and(|v| v == "true")
 }
 
