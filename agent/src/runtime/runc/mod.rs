@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
 
-pub use command::Runc;
+pub use command::{Runc, RuncFeatures};
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
