@@ -323,6 +323,17 @@ fn status_shape(s: &NodeStatus) -> serde_json::Value {
     serde_json::to_value(s).unwrap_or_default()
 }
 
+/// The merge patch that makes the Node's status `status`: a list the
+/// node no longer has (its last image removed) is sent as `null`, or the
+/// merge would keep the old one (the kubelet's patch drops it too).
+pub fn status_patch(status: &NodeStatus) -> serde_json::Value {
+    let mut patch = json!({ "status": status });
+    if status.images.is_none() {
+        patch["status"]["images"] = serde_json::Value::Null;
+    }
+    patch
+}
+
 pub struct NodeAgent {
     pub client: Client,
     pub name: String,
@@ -461,7 +472,7 @@ impl NodeAgent {
             if !due {
                 continue;
             }
-            let patch = json!({ "status": status });
+            let patch = status_patch(&status);
             match nodes
                 .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -615,6 +626,30 @@ mod tests {
             images: Vec::new(),
             runtime_handlers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_empty_store_clears_the_nodes_images() {
+        let mut f = facts();
+        let empty = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
+        let patch = status_patch(&empty);
+        assert!(
+            patch["status"]
+                .as_object()
+                .unwrap()
+                .get("images")
+                .is_some_and(serde_json::Value::is_null),
+            "sent as null, not left out: {patch}"
+        );
+        f.images = vec![ContainerImage {
+            names: Some(vec!["busybox".into()]),
+            size_bytes: Some(1),
+        }];
+        let full = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            status_patch(&full)["status"]["images"][0]["names"][0],
+            "busybox"
+        );
     }
 
     #[test]
