@@ -65,7 +65,7 @@ done
 # Bump when the guest's recipe changes: a cached guest with another key is rebuilt.
 GUEST_RECIPE=5
 SUITE=bookworm
-ROOT_PACKAGES=kmod,iptables,nftables,iproute2,procps,busybox-static,jq,curl,util-linux
+ROOT_PACKAGES=kmod,iptables,nftables,iproute2,procps,busybox-static,jq,curl,util-linux,runc
 # Modules the initramfs needs to reach the root disk and the 9p share.
 INITRAMFS_MODULES="virtio_pci virtio_blk crc32c_generic ext4 9pnet_virtio 9p"
 

@@ -17,7 +17,7 @@ use crate::events::EventRecorder;
 use crate::network::cluster::{ClusterNetworkOptions, PodNetworkBackend};
 use crate::network::{NetworkOptions, PodNetwork};
 use crate::pod::manager::PodManager;
-use crate::runtime::image::{ImageManager, ImageStore};
+use crate::runtime::image::{ImageManager, ImageService, ImageStore, StoreImageService};
 use crate::server::{self, ServerState, stats::CpuSampler};
 use crate::status::PodStatusStore;
 
@@ -191,13 +191,21 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let events = EventRecorder::default();
+    let image_service: Arc<dyn ImageService> = Arc::new(StoreImageService::new(
+        images.clone(),
+        opts.image_pulls.registries.clone(),
+    ));
     let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(crate::eviction::Pressure::new());
     let ctx = Arc::new(AgentContext {
         node_name: opts.node_name.clone(),
         root_dir: opts.root_dir.clone(),
         agent_exe,
         cgroups,
-        image_manager: ImageManager::new(images.clone(), opts.image_pulls.clone(), events.clone()),
+        image_manager: ImageManager::new(
+            image_service.clone(),
+            opts.image_pulls.concurrency,
+            events.clone(),
+        ),
         images,
         status: PodStatusStore::default(),
         events,
@@ -345,7 +353,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let evictor = manager.evictor();
     tokio::spawn(manager.with_sources(&sources).run(rx));
     let image_gc = Arc::new(crate::runtime::image::ImageGcManager::new(
-        ctx.images.clone(),
+        image_service,
         opts.image_gc,
         ctx.events.clone(),
         &ctx.node_name,

@@ -222,6 +222,21 @@ fn node_is_ready_runs_bound_pods_mirrors_static_pods_and_finishes_deletions() {
         "jsonpath={.metadata.labels.kubernetes\\.io/hostname} {.metadata.labels.kubernetes\\.io/os} {.status.capacity.pods} {.status.addresses[0].type}={.status.addresses[0].address}",
     ]);
     assert_eq!(labels, format!("{name} linux 110 InternalIP=127.0.0.1"));
+    // status.runtimeHandlers: the built-in runtime, the default again
+    // unnamed (as containerd reports it), and runc where it is installed.
+    let handlers = api.kubectl(&[
+        "get",
+        "node",
+        &name,
+        "-o",
+        "jsonpath={range .status.runtimeHandlers[*]}{.name},{end} {.status.runtimeHandlers[0].features}",
+    ]);
+    let runc = Command::new("runc").arg("--version").output().is_ok();
+    let names = if runc { "kubelab,,runc," } else { "kubelab,," };
+    assert_eq!(
+        handlers,
+        format!("{names} {{\"recursiveReadOnlyMounts\":true,\"userNamespaces\":true}}")
+    );
     let holder = wait_for(&node, "the node lease", Duration::from_secs(15), || {
         api.try_kubectl(&[
             "get",

@@ -5,6 +5,7 @@
 //! eviction manager deletes unused images before it evicts any pod: the
 //! unused image leaves the store and the Node's `status.images`, busybox
 //! stays, the pod keeps running, and the node says `EvictionThresholdMet`.
+//! Once the pod is gone, busybox goes too and `status.images` is empty.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -179,4 +180,27 @@ fn unused_images_are_deleted_before_pods_are_evicted_for_imagefs_pressure() {
     );
     let pod_events = api.kubectl(&["get", "events", "--field-selector", "reason=Evicted"]);
     assert!(!pod_events.contains("web"), "{pod_events}");
+
+    // Once nothing uses busybox either, the next reclaim takes it too: the
+    // store is empty, and so is the Node's status.images.
+    api.kubectl(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+    let (available, capacity) = available_and_capacity(&images_dir);
+    let more = available.saturating_sub(capacity * 30 / 100);
+    std::fs::write(images_dir.join("fill-more"), vec![1u8; more as usize]).unwrap();
+    wait_for(
+        &node,
+        "busybox deleted once unused",
+        Duration::from_secs(90),
+        || (!image_ls(&state).contains("busybox")).then_some(()),
+    );
+    wait_for(
+        &node,
+        "status.images empty",
+        Duration::from_secs(60),
+        || {
+            node_image_names(&api, &node.node_name)?
+                .is_empty()
+                .then_some(())
+        },
+    );
 }

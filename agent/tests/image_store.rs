@@ -745,7 +745,9 @@ fn whiteouts_delete_files_and_opaque_dirs_hide_lower_content() {
 #[test]
 fn garbage_collection_removes_unused_images_and_keeps_content_an_image_in_use_shares() {
     use kubelab_agent::events::EventRecorder;
-    use kubelab_agent::runtime::image::{ImageGcManager, ImageGcPolicy};
+    use kubelab_agent::runtime::image::{
+        ImageGcManager, ImageGcPolicy, RegistryOptions, StoreImageService,
+    };
     let fx = Fixture::new();
     let store = fx.store();
     // `app` (in use) and `job` (unused) share their base layer.
@@ -775,7 +777,13 @@ fn garbage_collection_removes_unused_images_and_keeps_content_an_image_in_use_sh
         min_age: std::time::Duration::ZERO,
         max_age: std::time::Duration::ZERO,
     };
-    let gc = ImageGcManager::new(store.clone(), policy, events.clone(), "node1");
+    let service = StoreImageService::new(store.clone(), RegistryOptions::default());
+    let gc = ImageGcManager::new(
+        std::sync::Arc::new(service),
+        policy,
+        events.clone(),
+        "node1",
+    );
     let in_use = std::collections::BTreeSet::from([app_image.id.clone()]);
     let message = gc.garbage_collect(&in_use).unwrap_err().to_string();
 

@@ -117,3 +117,85 @@ fn bad_paths_and_amounts_are_refused_with_kube_apiservers_messages() {
         "nothing stored"
     );
 }
+
+#[test]
+fn runtime_classes_are_validated_and_merge_tolerations_as_kube_apiserver_does() {
+    let s = ApiServer::start();
+    let class = |name: &str, body: &str| {
+        format!(
+            "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: {name}\nhandler: runc\n{body}"
+        )
+    };
+    let cases = [
+        (
+            class("neg", "overhead:\n  podFixed: {cpu: \"-1\"}\n"),
+            "The RuntimeClass \"neg\" is invalid: overhead.limits[cpu]: Invalid value: \"-1\": must be greater than or equal to 0",
+        ),
+        (
+            class("gpu", "overhead:\n  podFixed: {gpu: \"1\"}\n"),
+            "The RuntimeClass \"gpu\" is invalid: overhead.limits[gpu]: Invalid value: \"gpu\": must be a standard resource type or fully qualified",
+        ),
+        (
+            class("sel", "scheduling:\n  nodeSelector: {zone: \"-a\"}\n"),
+            "The RuntimeClass \"sel\" is invalid: scheduling.nodeSelector: Invalid value: \"-a\": a valid label must be an empty string or consist of alphanumeric characters",
+        ),
+        (
+            class(
+                "tol",
+                "scheduling:\n  tolerations: [{operator: Equal, value: x}]\n",
+            ),
+            "The RuntimeClass \"tol\" is invalid: scheduling.tolerations[0].operator: Invalid value: \"Equal\": operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+        ),
+        (
+            class(
+                "dup",
+                "scheduling:\n  tolerations: [{key: a, operator: Exists}, {key: a, operator: Exists}]\n",
+            ),
+            "The RuntimeClass \"dup\" is invalid: scheduling.tolerations[1]: Duplicate value: core.Toleration{Key:\"a\", Operator:\"Exists\", Value:\"\", Effect:\"\", TolerationSeconds:(*int64)(nil)}",
+        ),
+    ];
+    for (manifest, message) in cases {
+        let err = s.fails(&["create", "-f", &s.file("class.yaml", &manifest)]);
+        assert!(err.contains(message), "{message}\n{err}");
+    }
+    assert!(
+        s.ok(&["get", "runtimeclasses", "-o", "name"])
+            .trim()
+            .is_empty(),
+        "nothing stored"
+    );
+
+    // The class's Exists toleration covers the pod's Equal one of its key:
+    // only the class's stays (MergeTolerations).
+    s.ok(&[
+        "create",
+        "-f",
+        &s.file(
+            "sandboxed.yaml",
+            &class(
+                "sandboxed",
+                "overhead:\n  podFixed: {cpu: 100m, example.com/vcpu: \"1\"}\nscheduling:\n  nodeSelector: {sandbox: \"true\"}\n  tolerations: [{key: sandboxed, operator: Exists}]\n",
+            ),
+        ),
+    ]);
+    s.ok(&[
+        "create",
+        "-f",
+        &s.file(
+            "pod.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: boxed\nspec:\n  runtimeClassName: sandboxed\n  tolerations:\n  - {key: sandboxed, operator: Equal, value: \"yes\", effect: NoSchedule}\n  - {key: zone, operator: Exists}\n  containers:\n  - name: c\n    image: busybox\n",
+        ),
+    ]);
+    let tolerations = s.ok(&[
+        "get",
+        "pod",
+        "boxed",
+        "-o",
+        "jsonpath={range .spec.tolerations[*]}{.key}/{.operator}/{.effect} {end}",
+    ]);
+    assert!(
+        tolerations.starts_with("zone/Exists/ sandboxed/Exists/ "),
+        "{tolerations}"
+    );
+    assert!(!tolerations.contains("Equal"), "{tolerations}");
+}

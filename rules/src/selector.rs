@@ -39,7 +39,7 @@ fn is_label_name(s: &str) -> bool {
 }
 
 /// apimachinery's `IsQualifiedName`: `[prefix/]name`, the messages joined.
-fn qualified_name_errors(key: &str) -> Vec<String> {
+pub fn qualified_name_errors(key: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let name = match key.split_once('/') {
         Some((prefix, name)) if !name.contains('/') => {
@@ -82,7 +82,7 @@ fn qualified_name_errors(key: &str) -> Vec<String> {
 }
 
 /// apimachinery's `IsValidLabelValue`.
-fn label_value_errors(value: &str) -> Vec<String> {
+pub fn label_value_errors(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if value.len() > 63 {
         errs.push("must be no more than 63 characters".to_string());

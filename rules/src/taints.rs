@@ -98,6 +98,69 @@ pub fn count_intolerable_prefer_no_schedule(taints: &[Taint], tolerations: &[Tol
         .count() as i64
 }
 
+/// pkg/util/tolerations' `MergeTolerations`: `first` then `second`, less
+/// every toleration another one covers (an `Exists` toleration covers the
+/// `Equal` ones of its key, an empty effect covers every effect); of two
+/// equal ones the first stays. What the RuntimeClass admission plugin
+/// makes of a pod's tolerations and its class's.
+pub fn merge_tolerations(first: &[Toleration], second: &[Toleration]) -> Vec<Toleration> {
+    let all: Vec<&Toleration> = first.iter().chain(second).collect();
+    let mut merged: Vec<Toleration> = Vec::new();
+    for (i, &t) in all.iter().enumerate() {
+        if merged.iter().any(|kept| is_superset(kept, t)) {
+            continue;
+        }
+        // A later toleration that covers this one (and is not the same) wins.
+        if all[i + 1..]
+            .iter()
+            .any(|&later| !same_toleration(t, later) && is_superset(later, t))
+        {
+            continue;
+        }
+        merged.push(t.clone());
+    }
+    merged
+}
+
+/// Equal as Go compares them: an unset field is an empty one.
+fn same_toleration(a: &Toleration, b: &Toleration) -> bool {
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    s(&a.key) == s(&b.key)
+        && s(&a.operator) == s(&b.operator)
+        && s(&a.value) == s(&b.value)
+        && s(&a.effect) == s(&b.effect)
+        && a.toleration_seconds == b.toleration_seconds
+}
+
+/// Whether `ss` tolerates every taint `t` tolerates.
+fn is_superset(ss: &Toleration, t: &Toleration) -> bool {
+    if same_toleration(ss, t) {
+        return true;
+    }
+    let s = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (ss_key, ss_op, ss_effect) = (s(&ss.key), s(&ss.operator), s(&ss.effect));
+    // An empty key with Exists matches every key.
+    if s(&t.key) != ss_key && (!ss_key.is_empty() || ss_op != "Exists") {
+        return false;
+    }
+    // An empty effect matches every effect.
+    if s(&t.effect) != ss_effect && !ss_effect.is_empty() {
+        return false;
+    }
+    // A NoExecute toleration with a deadline covers only shorter ones.
+    if ss_effect == NO_EXECUTE
+        && let Some(limit) = ss.toleration_seconds
+        && t.toleration_seconds.is_none_or(|secs| secs > limit)
+    {
+        return false;
+    }
+    match ss_op.as_str() {
+        "" | "Equal" => s(&t.operator) == "Equal" && s(&t.value) == s(&ss.value),
+        "Exists" => true,
+        _ => false,
+    }
+}
+
 /// `Taint.ToString()`: `key=value:effect`, `key:effect` without a value.
 pub fn taint_string(taint: &Taint) -> String {
     match taint.value.as_deref() {
@@ -129,6 +192,96 @@ mod tests {
             effect: opt(effect),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn merged_tolerations_keep_only_those_nothing_else_covers() {
+        let keys = |ts: Vec<Toleration>| -> Vec<String> {
+            ts.iter()
+                .map(|t| {
+                    format!(
+                        "{}/{}/{}/{}",
+                        t.key.clone().unwrap_or_default(),
+                        t.operator.clone().unwrap_or_default(),
+                        t.value.clone().unwrap_or_default(),
+                        t.effect.clone().unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        // An Exists toleration covers Equal ones of its key and effect,
+        // wherever it comes in the lists.
+        let pod = [
+            tol("gpu", "Equal", "a100", NO_SCHEDULE),
+            tol("zone", "Equal", "a", ""),
+        ];
+        let class = [tol("gpu", "Exists", "", NO_SCHEDULE)];
+        assert_eq!(
+            keys(merge_tolerations(&pod, &class)),
+            ["zone/Equal/a/", "gpu/Exists//NoSchedule"]
+        );
+        // An empty effect covers every effect; another key is not covered.
+        let all_effects = [tol("gpu", "Exists", "", "")];
+        assert_eq!(
+            keys(merge_tolerations(&pod, &all_effects)),
+            ["zone/Equal/a/", "gpu/Exists//"]
+        );
+        // An empty key with Exists tolerates everything.
+        assert_eq!(
+            keys(merge_tolerations(&pod, &[tol("", "Exists", "", "")])),
+            ["/Exists//"]
+        );
+        // Identical ones (unset and empty alike) are kept once, the first.
+        let same = [tol("a", "Equal", "", NO_SCHEDULE)];
+        let unset = [Toleration {
+            key: Some("a".into()),
+            operator: Some("Equal".into()),
+            value: Some(String::new()),
+            effect: Some(NO_SCHEDULE.into()),
+            ..Default::default()
+        }];
+        assert_eq!(merge_tolerations(&same, &unset), same);
+        // Different values of one key both stay.
+        let values = [tol("a", "Equal", "1", ""), tol("a", "Equal", "2", "")];
+        assert_eq!(merge_tolerations(&values, &[]).len(), 2);
+        // An empty operator (Equal) covers an Equal one of the same value,
+        // not the other way round, as upstream: it is the one that stays.
+        let (empty, equal) = (tol("a", "", "1", ""), tol("a", "Equal", "1", ""));
+        assert_eq!(
+            merge_tolerations(&[empty.clone()], &[equal.clone()]),
+            [empty.clone()]
+        );
+        assert_eq!(merge_tolerations(&[equal], &[empty.clone()]), [empty]);
+        assert!(merge_tolerations(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_no_execute_deadline_covers_only_shorter_ones() {
+        let secs = |t: Toleration, s: Option<i64>| Toleration {
+            toleration_seconds: s,
+            ..t
+        };
+        let base = tol("node.kubernetes.io/not-ready", "Exists", "", NO_EXECUTE);
+        let short = secs(base.clone(), Some(60));
+        let long = secs(base.clone(), Some(300));
+        // 300 s covers 60 s; 60 s does not cover 300 s nor "forever".
+        assert_eq!(
+            merge_tolerations(&[short.clone()], &[long.clone()]),
+            [long.clone()]
+        );
+        assert_eq!(
+            merge_tolerations(&[base.clone()], &[short.clone()]),
+            [base.clone()],
+            "no deadline covers every deadline"
+        );
+        assert_eq!(
+            merge_tolerations(&[short.clone()], &[base.clone()]),
+            [base.clone()]
+        );
+        assert_eq!(
+            merge_tolerations(&[long.clone(), base.clone()], &[]),
+            [base]
+        );
     }
 
     #[test]

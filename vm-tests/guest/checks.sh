@@ -667,6 +667,39 @@ EOF
 	esac
 }
 
+# A pod of RuntimeClass runc (handler runc) on the cluster node: the node
+# lists the handler in status.runtimeHandlers, Debian's runc runs the
+# container, and its memory limit is its cgroup's memory.max.
+runc_class_check() {
+	[ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null && [ -n "$APISERVER_PID" ] ||
+		{ WHY="the cluster is not running (see clusterip-service)"; return 1; }
+	command -v runc >/dev/null || { WHY="no runc in the guest"; return 1; }
+	t=$(now)
+	handlers=$(kapi GET /api/v1/nodes/vm | jq -c '[.status.runtimeHandlers[]?.name]' 2>&1)
+	case "$handlers" in *'"runc"'*) ;; *) WHY="status.runtimeHandlers of node vm lacks runc: $handlers"; return 1 ;; esac
+	cat >/tmp/runc-class.json <<'EOF'
+{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "runc"}, "handler": "runc"}
+EOF
+	cat >/tmp/runc-pod.json <<'EOF'
+{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runc-mem", "namespace": "default"},
+ "spec": {"nodeName": "vm", "runtimeClassName": "runc", "terminationGracePeriodSeconds": 1,
+  "containers": [{"name": "sleep", "image": "busybox", "command": ["sleep", "3600"],
+   "resources": {"limits": {"memory": "48Mi"}}}]}}
+EOF
+	kapi POST /apis/node.k8s.io/v1/runtimeclasses /tmp/runc-class.json >/dev/null &&
+		kapi POST /api/v1/namespaces/default/pods /tmp/runc-pod.json >/dev/null ||
+		{ WHY="creating the RuntimeClass and the pod failed"; return 1; }
+	wait_api 120 '.status.containerStatuses[0].state.running != null' /api/v1/namespaces/default/pods/runc-mem ||
+		{ WHY="runc-mem not running after 120 s: $(kapi GET /api/v1/namespaces/default/pods/runc-mem | jq -c .status 2>&1)"; agent_log_tail; return 1; }
+	id=$(echo "$body" | jq -r '.status.containerStatuses[0].containerID' | sed 's|^.*://||')
+	state=$(runc --root $ROOT_DIR/runc state "$id" 2>&1 | jq -r .status 2>&1)
+	[ "$state" = running ] || { WHY="runc state $id: '$state' (want running)"; return 1; }
+	get_pods && find_pod_cgroup runc-mem burstable || return 1
+	max=$(cat "$POD_CG/$id/memory.max" 2>&1)
+	[ "$max" = 50331648 ] || { WHY="memory.max of the container's cgroup $POD_CG/$id: '$max' (want 50331648, 48Mi)"; return 1; }
+	RUNC_NOTE="runc state $id: $state; its cgroup's memory.max $max; node runtimeHandlers $handlers; $(elapsed "$t") s"
+}
+
 if clusterip_check; then
 	pass clusterip-service "$CLUSTERIP_NOTE"
 else
@@ -676,6 +709,11 @@ if single_process_oom_check; then
 	pass single-process-oom-kill "$SINGLE_NOTE"
 else
 	fail single-process-oom-kill "$WHY"
+fi
+if runc_class_check; then
+	pass runc-runtime-class "$RUNC_NOTE"
+else
+	fail runc-runtime-class "$WHY"
 fi
 [ -z "$AGENT_PID" ] || kill $AGENT_PID 2>/dev/null
 [ -z "$APISERVER_PID" ] || kill $APISERVER_PID 2>/dev/null

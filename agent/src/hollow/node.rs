@@ -62,6 +62,7 @@ pub fn hollow_facts(name: &str, internal_ip: &str) -> NodeFacts {
         kubelet_port: 0,
         pressure: Default::default(),
         images: Vec::new(),
+        runtime_handlers: Vec::new(),
     }
 }
 
@@ -100,6 +101,7 @@ pub fn start(
         pressure: ctx.node_pressure.clone(),
         lease_duration_seconds: shared.lease_duration_seconds,
         fixed_facts: Some(hollow_facts(name, &shared.internal_ip)),
+        runtime_handlers: Vec::new(),
         nodes: Some(shared.nodes.clone()),
         lease_offset,
     };

@@ -73,6 +73,14 @@ pub fn start(
     lease_duration_seconds: i32,
 ) {
     let (uid_tx, uid_rx) = tokio::sync::watch::channel(None);
+    // What CRI's RuntimeStatus would list: asked once, as the kubelet does
+    // when it starts.
+    let runc = crate::runtime::runc::Runc {
+        binary: ctx.runtime_handlers.runc_binary.clone(),
+        root: ctx.root_dir.join("runc"),
+    };
+    let runtime_handlers =
+        crate::runtime::handlers::node_runtime_handlers(&ctx.runtime_handlers, runc.features());
     tokio::spawn(
         node::NodeAgent {
             client: client.clone(),
@@ -84,6 +92,7 @@ pub fn start(
             pressure,
             lease_duration_seconds,
             fixed_facts: None,
+            runtime_handlers,
             nodes: None,
             lease_offset: std::time::Duration::ZERO,
         }

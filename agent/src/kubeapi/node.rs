@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
-    NodeSpec, NodeStatus, NodeSystemInfo,
+    NodeRuntimeHandler, NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -57,6 +57,8 @@ pub struct NodeFacts {
     pub pressure: crate::eviction::Pressure,
     /// The images in the node's store, as `status.images` lists them.
     pub images: Vec<ContainerImage>,
+    /// `status.runtimeHandlers`: the runtime handlers and their features.
+    pub runtime_handlers: Vec<NodeRuntimeHandler>,
 }
 
 /// `amd64`/`arm64`, as `GOARCH` names them.
@@ -121,6 +123,7 @@ impl NodeFacts {
                     .list()
                     .unwrap_or_default(),
             ),
+            runtime_handlers: Vec::new(),
         }
     }
 }
@@ -274,6 +277,7 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
         // Left out when empty, so a node without images (hollow nodes) does
         // not differ from what the apiserver gives back.
         images: (!f.images.is_empty()).then(|| f.images.clone()),
+        runtime_handlers: (!f.runtime_handlers.is_empty()).then(|| f.runtime_handlers.clone()),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
                 port: f.kubelet_port as i32,
@@ -319,6 +323,17 @@ fn status_shape(s: &NodeStatus) -> serde_json::Value {
     serde_json::to_value(s).unwrap_or_default()
 }
 
+/// The merge patch that makes the Node's status `status`: a list the
+/// node no longer has (its last image removed) is sent as `null`, or the
+/// merge would keep the old one (the kubelet's patch drops it too).
+pub fn status_patch(status: &NodeStatus) -> serde_json::Value {
+    let mut patch = json!({ "status": status });
+    if status.images.is_none() {
+        patch["status"]["images"] = serde_json::Value::Null;
+    }
+    patch
+}
+
 pub struct NodeAgent {
     pub client: Client,
     pub name: String,
@@ -332,6 +347,8 @@ pub struct NodeAgent {
     pub lease_duration_seconds: i32,
     /// A hollow node's: what it reports instead of this host's facts.
     pub fixed_facts: Option<NodeFacts>,
+    /// `status.runtimeHandlers`, found when the agent started.
+    pub runtime_handlers: Vec<NodeRuntimeHandler>,
     /// The Nodes as a shared informer sees them (hollow nodes): the status
     /// is compared against these instead of a GET every check.
     pub nodes: Option<Store<Node>>,
@@ -345,13 +362,16 @@ impl NodeAgent {
         if let Some(facts) = &self.fixed_facts {
             return facts.clone();
         }
-        NodeFacts::gather(
-            &self.name,
-            &self.internal_ip,
-            &self.root_dir,
-            self.kubelet_port,
-            self.pressure.borrow().clone(),
-        )
+        NodeFacts {
+            runtime_handlers: self.runtime_handlers.clone(),
+            ..NodeFacts::gather(
+                &self.name,
+                &self.internal_ip,
+                &self.root_dir,
+                self.kubelet_port,
+                self.pressure.borrow().clone(),
+            )
+        }
     }
 
     /// Where the built-in local-path provisioner puts this node's volumes:
@@ -452,7 +472,7 @@ impl NodeAgent {
             if !due {
                 continue;
             }
-            let patch = json!({ "status": status });
+            let patch = status_patch(&status);
             match nodes
                 .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -604,7 +624,49 @@ mod tests {
             kubelet_port: 10250,
             pressure: Default::default(),
             images: Vec::new(),
+            runtime_handlers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_empty_store_clears_the_nodes_images() {
+        let mut f = facts();
+        let empty = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
+        let patch = status_patch(&empty);
+        assert!(
+            patch["status"]
+                .as_object()
+                .unwrap()
+                .get("images")
+                .is_some_and(serde_json::Value::is_null),
+            "sent as null, not left out: {patch}"
+        );
+        f.images = vec![ContainerImage {
+            names: Some(vec!["busybox".into()]),
+            size_bytes: Some(1),
+        }];
+        let full = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            status_patch(&full)["status"]["images"][0]["names"][0],
+            "busybox"
+        );
+    }
+
+    #[test]
+    fn runtime_handlers_are_reported() {
+        let mut f = facts();
+        let none = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
+        assert_eq!(none.runtime_handlers, None);
+        f.runtime_handlers =
+            crate::runtime::handlers::node_runtime_handlers(&Default::default(), None);
+        let status = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            serde_json::to_value(&status).unwrap()["runtimeHandlers"],
+            json!([
+                {"name": "kubelab", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": true}},
+                {"name": "", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": true}}
+            ])
+        );
     }
 
     #[test]

@@ -559,8 +559,11 @@ impl PodWorker {
             // this slot's run now, as if the start had been seen.
             let image_id = self
                 .ctx
-                .images
-                .resolve(&self.slots[idx].image)
+                .image_manager
+                .service()
+                .image_status(&self.slots[idx].image)
+                .ok()
+                .flatten()
                 .map(|i| i.id)
                 .unwrap_or_default();
             let started = adopted.started.clone().unwrap_or_else(|| ContainerStarted {

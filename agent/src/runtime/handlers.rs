@@ -8,6 +8,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{NodeRuntimeHandler, NodeRuntimeHandlerFeatures};
+
+use crate::runtime::runc::RuncFeatures;
 use crate::runtime::service::RuntimeService;
 
 /// The built-in runtime's handler name.
@@ -95,6 +98,43 @@ impl RuntimeHandlers {
     }
 }
 
+/// `status.runtimeHandlers` of the Node, as the kubelet copies CRI's
+/// `RuntimeStatus` handlers into it: every configured handler with its
+/// features, and the default one once more under the name `""` right
+/// after it (as containerd lists it). `runc` is there only when its binary resolves
+/// (`runc`: what `runc features` said, `None`: not found). The built-in
+/// runtime does recursive read-only mounts (`mount_setattr`) and user
+/// namespaces (idmapped mounts) itself.
+pub fn node_runtime_handlers(
+    config: &HandlerConfig,
+    runc: Option<RuncFeatures>,
+) -> Vec<NodeRuntimeHandler> {
+    let mut handlers = Vec::new();
+    let mut add = |name: &str, rro: bool, userns: bool| {
+        let features = Some(NodeRuntimeHandlerFeatures {
+            recursive_read_only_mounts: Some(rro),
+            user_namespaces: Some(userns),
+        });
+        // The default right after its own entry, as containerd adds it.
+        let names = if name == config.default {
+            vec![name, ""]
+        } else {
+            vec![name]
+        };
+        for name in names {
+            handlers.push(NodeRuntimeHandler {
+                name: Some(name.to_string()),
+                features: features.clone(),
+            });
+        }
+    };
+    add(BUILTIN, true, true);
+    if let Some(f) = runc {
+        add(RUNC, f.recursive_read_only_mounts, f.user_namespaces);
+    }
+    handlers
+}
+
 /// The kubelet's `LookupRuntimeHandler`: no RuntimeClass (or an empty
 /// name) is the default handler `""`; otherwise the class's `handler`, from
 /// `lookup` (`None`: a node without an apiserver, which cannot look classes
@@ -137,6 +177,55 @@ mod tests {
         );
         // Standalone: classes cannot be looked up.
         assert_eq!(runtime_handler(Some("sandboxed"), None), Ok(String::new()));
+    }
+
+    #[test]
+    fn the_node_reports_its_handlers_and_the_default_one_unnamed() {
+        let show = |handlers: Vec<NodeRuntimeHandler>| -> Vec<String> {
+            handlers
+                .into_iter()
+                .map(|h| {
+                    let f = h.features.unwrap();
+                    format!(
+                        "{:?} rro={} userns={}",
+                        h.name.unwrap(),
+                        f.recursive_read_only_mounts.unwrap(),
+                        f.user_namespaces.unwrap()
+                    )
+                })
+                .collect()
+        };
+        let runc11 = RuncFeatures {
+            recursive_read_only_mounts: true,
+            user_namespaces: false,
+        };
+        assert_eq!(
+            show(node_runtime_handlers(
+                &HandlerConfig::default(),
+                Some(runc11)
+            )),
+            [
+                "\"kubelab\" rro=true userns=true",
+                "\"\" rro=true userns=true",
+                "\"runc\" rro=true userns=false"
+            ]
+        );
+        let runc_default = HandlerConfig {
+            default: RUNC.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            show(node_runtime_handlers(&runc_default, Some(runc11)))[2],
+            "\"\" rro=true userns=false"
+        );
+        // runc not found: not a handler of this node.
+        assert_eq!(
+            show(node_runtime_handlers(&HandlerConfig::default(), None)),
+            [
+                "\"kubelab\" rro=true userns=true",
+                "\"\" rro=true userns=true"
+            ]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The RuntimeClass admission plugin: a new pod naming a RuntimeClass gets
 //! the class's `overhead` as `spec.overhead` and its `scheduling` merged into
 //! its node selector and tolerations; an unknown class, or an overhead the
-//! class does not define, is refused in kube-apiserver's words.
+//! class does not define, is refused in kube-apiserver's words. Tolerations
+//! merge as upstream's `MergeTolerations`: one covered by another goes.
 
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -87,12 +88,12 @@ pub fn apply_runtime_class(spec: &mut PodSpec, class: Option<&RuntimeClass>) -> 
             }
         }
     }
-    for toleration in scheduling.tolerations.iter().flatten() {
-        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-        if !tolerations.contains(toleration) {
-            tolerations.push(toleration.clone());
-        }
-    }
+    // Tolerations another one covers go, the pod's own included.
+    let merged = kubelab_rules::taints::merge_tolerations(
+        spec.tolerations.as_deref().unwrap_or_default(),
+        scheduling.tolerations.as_deref().unwrap_or_default(),
+    );
+    spec.tolerations = (!merged.is_empty()).then_some(merged);
     Ok(())
 }
 
@@ -153,6 +154,42 @@ mod tests {
         assert_eq!(spec.overhead.unwrap()["cpu"], Quantity("250m".into()));
         assert_eq!(spec.node_selector.unwrap()["runtime"], "runc");
         assert_eq!(spec.tolerations.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tolerations_the_class_covers_are_merged_away() {
+        let rc = class(None, &[]);
+        let mut spec = PodSpec {
+            tolerations: Some(vec![
+                Toleration {
+                    key: Some("sandboxed".into()),
+                    operator: Some("Equal".into()),
+                    value: Some("yes".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Default::default()
+                },
+                Toleration {
+                    key: Some("zone".into()),
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        apply_runtime_class(&mut spec, Some(&rc)).unwrap();
+        let keys: Vec<_> = spec
+            .tolerations
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.key.unwrap(), t.operator.unwrap()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("zone".to_string(), "Exists".to_string()),
+                ("sandboxed".into(), "Exists".into())
+            ]
+        );
     }
 
     #[test]

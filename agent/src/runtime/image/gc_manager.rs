@@ -7,15 +7,14 @@
 //! every unused image before it evicts pods for disk pressure.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::gc::{
     GcPlan, IMAGE_GC_PERIOD, ImageGcError, ImageGcPolicy, ImageRecord, plan_free_space,
     plan_old_images,
 };
-use super::store::ImageStore;
+use super::service::ImageService;
 use crate::events::EventRecorder;
 
 /// kubelet's node event reasons.
@@ -30,32 +29,30 @@ struct Seen {
 }
 
 pub struct ImageGcManager {
-    store: ImageStore,
+    /// The store, through CRI's `ImageService`.
+    images: Arc<dyn ImageService>,
     policy: ImageGcPolicy,
     events: EventRecorder,
     node_name: String,
     /// When the collector started (`--image-maximum-gc-age` counts from it).
     began: SystemTime,
     seen: Mutex<HashMap<String, Seen>>,
-    /// Bytes of unpacked layer dirs: they never change once in place.
-    layer_sizes: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl ImageGcManager {
     pub fn new(
-        store: ImageStore,
+        images: Arc<dyn ImageService>,
         policy: ImageGcPolicy,
         events: EventRecorder,
         node_name: &str,
     ) -> Self {
         ImageGcManager {
-            store,
+            images,
             policy,
             events,
             node_name: node_name.to_string(),
             began: SystemTime::now(),
             seen: Mutex::default(),
-            layer_sizes: Mutex::default(),
         }
     }
 
@@ -67,8 +64,8 @@ impl ImageGcManager {
         now: SystemTime,
     ) -> Result<Vec<ImageRecord>, ImageGcError> {
         let ids: BTreeSet<String> = self
-            .store
-            .list()
+            .images
+            .list_images()
             .map_err(|e| ImageGcError::Store(e.to_string()))?
             .into_iter()
             .map(|s| s.id)
@@ -84,12 +81,8 @@ impl ImageGcManager {
             if in_use.contains(&id) {
                 entry.last_used = Some(now);
             }
-            let content = match self.store.image_content(&id) {
-                Ok(paths) => paths
-                    .into_iter()
-                    .map(|p| (self.size_of(&p), p))
-                    .map(|(s, p)| (p.display().to_string(), s))
-                    .collect(),
+            let content = match self.images.image_content(&id) {
+                Ok(content) => content,
                 Err(e) => {
                     tracing::warn!(image = %id, "reading image content: {e}");
                     continue;
@@ -105,25 +98,12 @@ impl ImageGcManager {
         Ok(records)
     }
 
-    fn size_of(&self, path: &Path) -> u64 {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {
-                let mut sizes = self.layer_sizes.lock().unwrap_or_else(|e| e.into_inner());
-                *sizes
-                    .entry(path.to_path_buf())
-                    .or_insert_with(|| disk_usage(path))
-            }
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        }
-    }
-
     /// Removes what `plan` names; the bytes it frees, or the errors.
     fn remove(&self, plan: &GcPlan, wanted: u64) -> Result<u64, ImageGcError> {
         let mut errors = Vec::new();
         for id in &plan.remove {
             tracing::info!(image = %id, "removing unused image");
-            if let Err(e) = self.store.remove_image(id) {
+            if let Err(e) = self.images.remove_image(id) {
                 errors.push(e.to_string());
             }
             self.seen
@@ -131,10 +111,6 @@ impl ImageGcManager {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(id);
         }
-        self.layer_sizes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p, _| p.exists());
         if errors.is_empty() {
             Ok(plan.bytes_freed)
         } else {
@@ -156,8 +132,11 @@ impl ImageGcManager {
         if !old.remove.is_empty() {
             self.remove(&old, old.bytes_freed)?;
         }
-        let (capacity, available) = filesystem_usage(self.store.root())
-            .map_err(|e| ImageGcError::Store(format!("reading the image filesystem: {e}")))?;
+        let fs = self
+            .images
+            .image_fs_info()
+            .map_err(|e| ImageGcError::Store(crate::error_chain(&e)))?;
+        let (capacity, available) = (fs.capacity_bytes, fs.available_bytes);
         let wanted = match self.policy.bytes_to_free(capacity, available) {
             Ok(Some(n)) => n,
             Ok(None) => return Ok(()),
@@ -233,39 +212,4 @@ impl ImageGcManager {
             tokio::time::sleep(IMAGE_GC_PERIOD).await;
         }
     }
-}
-
-/// (capacity, available) bytes of the filesystem holding `path`.
-pub fn filesystem_usage(path: &Path) -> nix::Result<(u64, u64)> {
-    let st = nix::sys::statvfs::statvfs(path)?;
-    let frsize = st.fragment_size() as u64;
-    Ok((
-        st.blocks() as u64 * frsize,
-        st.blocks_available() as u64 * frsize,
-    ))
-}
-
-/// Bytes a directory tree takes on disk (allocated blocks, as `du`), not
-/// following links; hard links counted once.
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut seen_inodes = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_dir() && meta.nlink() > 1 && !seen_inodes.insert(meta.ino()) {
-                continue;
-            }
-            total += meta.blocks() * 512;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    total
 }

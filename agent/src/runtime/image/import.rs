@@ -124,6 +124,8 @@ pub enum ImportError {
 /// Imports all images found at `path` (archive file or layout directory).
 pub(crate) fn import(store: &ImageStore, path: &Path) -> Result<Vec<ImageSummary>, ImportError> {
     let started = Instant::now();
+    // Blobs and layers it reuses stay until the index names them.
+    let _lease = store.lease_content()?;
     let meta = fs::metadata(path).map_err(read_err(path))?;
     let source = if meta.is_dir() {
         BlobSource::Layout(path.to_path_buf())

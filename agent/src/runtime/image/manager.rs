@@ -24,8 +24,9 @@ use tokio::sync::Semaphore;
 
 use super::ImageError;
 use super::credentials::Keyring;
-use super::pull::{PullError, RegistryOptions, RegistryPuller};
-use super::store::ImageStore;
+use super::fake::FakeImageService;
+use super::pull::{PullError, RegistryOptions};
+use super::service::ImageService;
 use crate::config::kubelet_config::GoDuration;
 use crate::events::EventRecorder;
 use crate::kubeapi::objects::ObjectGetter;
@@ -172,9 +173,8 @@ pub struct ImagePullFailure {
 }
 
 pub struct ImageManager {
-    /// `None` on a detached node (a runtime that only pretends): every image
-    /// counts as present and the runtime alone says otherwise.
-    puller: Option<RegistryPuller>,
+    /// The store and registries (CRI's `ImageService`).
+    images: Arc<dyn ImageService>,
     limit: Option<Arc<Semaphore>>,
     backoff: Mutex<PullBackoff>,
     /// The last failure per back-off key, for the `ImagePullBackOff` message.
@@ -183,28 +183,33 @@ pub struct ImageManager {
 }
 
 impl ImageManager {
-    pub fn new(store: ImageStore, options: PullOptions, events: EventRecorder) -> Self {
+    pub fn new(
+        images: Arc<dyn ImageService>,
+        concurrency: PullConcurrency,
+        events: EventRecorder,
+    ) -> Self {
         ImageManager {
-            puller: Some(RegistryPuller::new(store, options.registries)),
-            limit: options
-                .concurrency
-                .permits()
-                .map(|n| Arc::new(Semaphore::new(n))),
+            images,
+            limit: concurrency.permits().map(|n| Arc::new(Semaphore::new(n))),
             backoff: Mutex::default(),
             last_errors: Mutex::default(),
             events,
         }
     }
 
-    /// The image manager of a node without registries or a real store.
+    /// The image manager of a node without registries or a real store: a
+    /// pretend image service that has every image.
     pub fn detached(events: EventRecorder) -> Self {
-        ImageManager {
-            puller: None,
-            limit: None,
-            backoff: Mutex::default(),
-            last_errors: Mutex::default(),
+        Self::new(
+            Arc::new(FakeImageService::with_every_image()),
+            PullConcurrency::Parallel(None),
             events,
-        }
+        )
+    }
+
+    /// The image service it pulls through.
+    pub fn service(&self) -> &Arc<dyn ImageService> {
+        &self.images
     }
 
     /// Makes sure `container`'s image is in the store, as its policy says.
@@ -221,13 +226,10 @@ impl ImageManager {
             pod.metadata.name.as_deref().unwrap_or_default()
         );
         let name = Some(container.name.as_str());
-        let Some(puller) = &self.puller else {
-            return Ok(());
-        };
-        let presence = match puller.store().resolve(&image) {
-            Ok(found) if found.pulled => Presence::Pulled,
-            Ok(_) => Presence::Imported,
-            Err(ImageError::NotFound { .. }) => Presence::Absent,
+        let presence = match self.images.image_status(&image) {
+            Ok(Some(found)) if found.pinned => Presence::Imported,
+            Ok(Some(_)) => Presence::Pulled,
+            Ok(None) => Presence::Absent,
             Err(ImageError::Reference(e)) => {
                 let message = format!(
                     "Failed to apply default image tag {image:?}: couldn't parse image reference {image:?}: {e}"
@@ -309,7 +311,7 @@ impl ImageManager {
             None => None,
         };
         let pull_started = Instant::now();
-        let result = puller.pull(&image, &keyring).await;
+        let result = self.images.pull_image(&image, &keyring).await;
         drop(_permit);
         match result {
             Ok(pulled) => {
@@ -322,7 +324,7 @@ impl ImageManager {
                         "Successfully pulled image {image:?} in {} ({} including waiting). Image size: {} bytes.",
                         ms(pull_started.elapsed()),
                         ms(started.elapsed()),
-                        pulled.summary.size
+                        pulled.size
                     ),
                 );
                 self.backoff.lock().expect("backoff").gc(Instant::now());
@@ -479,6 +481,96 @@ mod tests {
             "invalid configuration: maxParallelImagePulls (--max-parallel-image-pulls) 2 must be 1 or nil when serializeImagePulls (--serialize-image-pulls) is true"
         );
         assert!(PullConcurrency::from_settings(false, Some(0)).is_err());
+    }
+
+    fn pod_with(image: &str, policy: Option<&str>) -> (Pod, Container) {
+        let container = Container {
+            name: "web".into(),
+            image: Some(image.into()),
+            image_pull_policy: policy.map(str::to_string),
+            ..Default::default()
+        };
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web".into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some("uid-1".into());
+        (pod, container)
+    }
+
+    fn reasons(events: &EventRecorder) -> Vec<String> {
+        events.list().into_iter().map(|e| e.reason).collect()
+    }
+
+    #[tokio::test]
+    async fn pulls_through_the_image_service_as_the_policy_says() {
+        let service = Arc::new(FakeImageService::empty());
+        let events = EventRecorder::default();
+        let manager = ImageManager::new(service.clone(), PullConcurrency::Serial, events.clone());
+        let objects = crate::kubeapi::objects::NoApiObjects;
+
+        // Absent, IfNotPresent: pulled once, then present.
+        let (pod, c) = pod_with("app:v1", Some("IfNotPresent"));
+        manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap();
+        manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap();
+        assert_eq!(service.pulls(), ["docker.io/library/app:v1"]);
+        assert_eq!(reasons(&events), ["Pulling", "Pulled", "Pulled"]);
+        assert!(
+            events.list()[2]
+                .message
+                .contains("already present on machine")
+        );
+
+        // A pinned (imported) image is used as it is, even with Always.
+        service.import("busybox");
+        let (pod, c) = pod_with("busybox", None);
+        manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap();
+        assert_eq!(service.pulls().len(), 1);
+
+        // Never, and missing.
+        let (pod, c) = pod_with("gone:v1", Some("Never"));
+        let failure = manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, "ErrImageNeverPull");
+    }
+
+    #[tokio::test]
+    async fn a_failed_pull_is_err_image_pull_then_image_pull_back_off() {
+        let service = Arc::new(FakeImageService::empty());
+        service.fail_pulls_of("app:nope");
+        let events = EventRecorder::default();
+        let manager = ImageManager::new(service.clone(), PullConcurrency::Serial, events.clone());
+        let objects = crate::kubeapi::objects::NoApiObjects;
+        let (pod, c) = pod_with("app:nope", None);
+        let first = manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap_err();
+        assert_eq!(first.reason, "ErrImagePull");
+        let second = manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap_err();
+        assert_eq!(second.reason, "ImagePullBackOff");
+        assert!(
+            second
+                .message
+                .starts_with("Back-off pulling image \"app:nope\": ErrImagePull: "),
+            "{}",
+            second.message
+        );
+        assert_eq!(service.pulls().len(), 1, "no pull while backing off");
+        assert_eq!(reasons(&events), ["Pulling", "Failed", "BackOff"]);
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //! - [`credentials`]: `imagePullSecrets` matched to registries.
 //! - [`gc`]: which unused images go when the disk fills (pure), and
 //!   [`gc_manager`], the kubelet's image garbage collector that acts on it.
+//! - [`service`]: CRI's `ImageService` in front of the store and the
+//!   registries, all the image manager and collector reach; [`fake`] pretends.
 //! - [`manager`]: pull policy, back-off, events: the kubelet's image manager.
 //! - [`cli`]: `kubelab-agent image import|pull|ls`.
 
 pub mod cli;
 pub mod credentials;
+pub mod fake;
 pub mod gc;
 pub mod gc_manager;
 pub mod import;
@@ -24,6 +27,7 @@ pub mod platform;
 pub mod pull;
 pub mod reference;
 pub mod rootfs;
+pub mod service;
 pub mod store;
 pub mod unpack;
 
@@ -37,6 +41,7 @@ pub use reference::{Reference, ReferenceError};
 pub use rootfs::{
     Rootfs, RootfsError, RootfsMode, prepare_rootfs, prepare_rootfs_with, remove_rootfs,
 };
+pub use service::{ImageFsInfo, ImageService, ImageStatus, StoreImageService};
 pub use store::{Image, ImageStore, ImageSummary, StoreError};
 pub use unpack::UnpackError;
 

@@ -190,6 +190,15 @@ impl RegistryPuller {
     ) -> Result<PulledImage, PullError> {
         let started = Instant::now();
         let normalized = reference.to_string();
+        // Blobs and layers it reuses stay until the index names them; the
+        // lock may wait for a removal under way.
+        let store = self.store.clone();
+        let _lease = tokio::task::spawn_blocking(move || store.lease_content())
+            .await
+            .map_err(|e| PullError::Write {
+                path: self.store.root().to_path_buf(),
+                source: std::io::Error::other(e),
+            })??;
         let registry = Session::new(self, reference, auth)?;
         tracing::info!(image = %normalized, plain_http = registry.plain_http, "resolving image");
         let (manifest_digest, manifest_bytes, manifest) = registry.image_manifest().await?;

@@ -7,6 +7,7 @@
 //!                        read-only by every container (overlayfs lowerdirs)
 //!   index.json           references -> manifest/config digests: all `resolve` reads
 //!   index.lock           flock(2) serializing index updates across processes
+//!   content.lock         flock(2): shared by imports and pulls, exclusive for removals
 //!   tmp/                 work in progress; everything lands by rename(2)
 //! ```
 //!
@@ -14,6 +15,13 @@
 //! `tmp/` and renamed into place (an existing one wins, the copy is dropped),
 //! and the index is rewritten under `index.lock` and renamed over the old one,
 //! so readers never take a lock and never see half a file.
+//!
+//! An import or pull reuses the blobs and layers already in place, and only
+//! names them in the index at its end; a removal in between would see them
+//! unreferenced and delete them from under it. So imports and pulls hold a
+//! [`ContentLease`] (a shared flock, across processes: `image import` runs
+//! apart from the agent) from their first look at the store to their index
+//! update, and a removal waits for the exclusive one.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -148,6 +156,12 @@ impl Index {
         self.images
             .sort_by(|a, b| (&a.reference, &a.manifest).cmp(&(&b.reference, &b.manifest)));
     }
+}
+
+/// A hold on the store's content: while one is held, no image removal
+/// deletes a blob or layer (see the module's docs).
+pub struct ContentLease {
+    _lock: nix::fcntl::Flock<File>,
 }
 
 /// The image store. Cheap to clone paths out of; safe to use from several
@@ -297,8 +311,10 @@ impl ImageStore {
     }
 
     /// Removes an image (every reference to its ID, as `crictl rmi` does)
-    /// and whatever of its content no other image references.
+    /// and whatever of its content no other image references. Waits for
+    /// imports and pulls under way to land in the index first.
     pub fn remove_image(&self, id: &str) -> Result<(), ImageError> {
+        let _exclusive = self.lock_content(nix::fcntl::FlockArg::LockExclusive)?;
         let removed = self.update_index(|index| {
             let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut index.images)
                 .into_iter()
@@ -365,6 +381,28 @@ impl ImageStore {
             content.insert(self.layer_dir(diff_id)?);
         }
         Ok(content)
+    }
+
+    /// Holds the content in place for an import or pull until it is dropped.
+    pub fn lease_content(&self) -> Result<ContentLease, StoreError> {
+        Ok(ContentLease {
+            _lock: self.lock_content(nix::fcntl::FlockArg::LockShared)?,
+        })
+    }
+
+    fn lock_content(
+        &self,
+        how: nix::fcntl::FlockArg,
+    ) -> Result<nix::fcntl::Flock<File>, StoreError> {
+        let path = self.root.join("content.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io("opening", &path))?;
+        nix::fcntl::Flock::lock(file, how)
+            .map_err(|(_, errno)| StoreError::io("locking", &path)(errno.into()))
     }
 
     // ---- internals shared with `import` ----
@@ -542,6 +580,86 @@ mod tests {
             size: 1,
             pulled: false,
         }
+    }
+
+    /// Writes an image of one layer (`layer`, its diff_id) into the store's
+    /// blobs and layers, without indexing it: as an import does before its
+    /// index update.
+    fn write_image(store: &ImageStore, name: &str, layer: &str) -> IndexRecord {
+        use sha2::{Digest, Sha256};
+        let digest = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+        let write = |b: &[u8]| {
+            let d = digest(b);
+            fs::write(store.blob_path(&d).unwrap(), b).unwrap();
+            d
+        };
+        let diff_id = digest(layer.as_bytes());
+        let dir = store.layer_dir(&diff_id).unwrap();
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("file"), layer).unwrap();
+        let blob = write(layer.as_bytes());
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "name": name})
+        .to_string();
+        let config_digest = write(config.as_bytes());
+        let manifest = serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": blob, "size": layer.len()}]})
+        .to_string();
+        IndexRecord {
+            reference: Some(format!("docker.io/library/{name}")),
+            manifest: write(manifest.as_bytes()),
+            config: config_digest,
+            size: 1,
+            pulled: false,
+        }
+    }
+
+    #[test]
+    fn a_removal_waits_for_an_import_that_reuses_its_layer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path()).unwrap();
+        let old = write_image(&store, "old:v1", "shared layer");
+        store.update_index(|i| i.upsert(old.clone())).unwrap();
+        let layer = store.resolve("old:v1").unwrap().layer_dirs[0].clone();
+
+        // An import finds the shared layer in place and reuses it...
+        let lease = store.lease_content().unwrap();
+        let new = write_image(&store, "new:v1", "shared layer");
+        // ...while the collector removes the only image indexed with it.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let remover = {
+            let (store, done, id) = (store.clone(), done.clone(), old.config.clone());
+            std::thread::spawn(move || {
+                let result = store.remove_image(&id);
+                done.store(true, Ordering::SeqCst);
+                result
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the removal waits for the import"
+        );
+        assert!(layer.join("file").exists());
+        store.update_index(|i| i.upsert(new)).unwrap();
+        drop(lease);
+        remover.join().unwrap().unwrap();
+
+        // The old image is gone; the layer the new one reuses is not.
+        assert!(matches!(
+            store.resolve("old:v1"),
+            Err(ImageError::NotFound { .. })
+        ));
+        let image = store.resolve("new:v1").unwrap();
+        assert_eq!(image.layer_dirs, [layer.clone()]);
+        assert!(layer.join("file").exists());
+        // Once nothing references it, it goes.
+        store.remove_image(&image.id).unwrap();
+        assert!(!layer.exists());
     }
 
     #[test]

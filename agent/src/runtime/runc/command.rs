@@ -121,6 +121,54 @@ impl Runc {
     }
 }
 
+impl Runc {
+    /// `runc features`: what this runc can do, as containerd asks it for
+    /// CRI's `RuntimeStatus`; `None` when runc is not there (the binary
+    /// does not resolve) and all off when it cannot tell (runc before 1.1).
+    pub fn features(&self) -> Option<RuncFeatures> {
+        let out = Command::new(&self.binary)
+            .arg("features")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        match out {
+            Err(e) => {
+                tracing::info!(binary = %self.binary.display(), "runc not found: {e}; no runc runtime handler reported");
+                None
+            }
+            Ok(out) if !out.status.success() => Some(RuncFeatures::default()),
+            Ok(out) => Some(RuncFeatures::from_json(&out.stdout)),
+        }
+    }
+}
+
+/// What `runc features` says of the two features a node reports per
+/// runtime handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuncFeatures {
+    /// `rro` among its mount options (runc 1.1+).
+    pub recursive_read_only_mounts: bool,
+    /// idmapped mounts (runc 1.2+): what user namespaces with volumes need.
+    pub user_namespaces: bool,
+}
+
+impl RuncFeatures {
+    pub fn from_json(json: &[u8]) -> Self {
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+        let rro = v["mountOptions"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|o| o == "rro"));
+        let user_ns = v["linux"]["namespaces"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n == "user"));
+        let idmap = v["linux"]["mountExtensions"]["idmap"]["enabled"] == true;
+        RuncFeatures {
+            recursive_read_only_mounts: rro,
+            user_namespaces: user_ns && idmap,
+        }
+    }
+}
+
 fn quiet(cmd: &mut Command) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -140,6 +188,34 @@ pub fn last_error(log: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_come_from_runc_features() {
+        // runc 1.1: rro, no idmapped mounts.
+        let v11 = br#"{"ociVersionMin":"1.0.0","mountOptions":["bind","ro","rro","rw"],
+            "linux":{"namespaces":["cgroup","ipc","mount","network","pid","user","uts"]}}"#;
+        assert_eq!(
+            RuncFeatures::from_json(v11),
+            RuncFeatures {
+                recursive_read_only_mounts: true,
+                user_namespaces: false
+            }
+        );
+        // runc 1.2: both.
+        let v12 = br#"{"mountOptions":["rro"],"linux":{"namespaces":["user"],
+            "mountExtensions":{"idmap":{"enabled":true}}}}"#;
+        assert_eq!(
+            RuncFeatures::from_json(v12),
+            RuncFeatures {
+                recursive_read_only_mounts: true,
+                user_namespaces: true
+            }
+        );
+        assert_eq!(
+            RuncFeatures::from_json(b"not json"),
+            RuncFeatures::default()
+        );
+    }
 
     #[test]
     fn the_last_logged_error_says_why_runc_failed() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use command::Runc;
+pub use command::{Runc, RuncFeatures};
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
