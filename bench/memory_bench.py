@@ -51,6 +51,21 @@ def rollup(pid):
     return out
 
 
+def rss_by_mapping(pid):
+    """Where a process's RSS is, from /proc/PID/smaps: per mapped file (its
+    code and data) and for anonymous memory (heap, stacks, mmaps), in KiB,
+    largest first."""
+    where, current = {}, None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and ":" not in head[0]:
+            path = head[5] if len(head) > 5 else "[anonymous]"
+            current = Path(path).name if path.startswith("/") else path
+        elif head[0] == "Rss:":
+            where[current] = where.get(current, 0) + int(head[1])
+    return dict(sorted(where.items(), key=lambda kv: -kv[1]))
+
+
 def threads(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):
@@ -92,6 +107,11 @@ def runc_peers(cluster, count, work):
     # Namespaces of its own instead of the agent's sandbox.
     spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")]
     spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
+    # runc makes the device nodes with mknod in /dev (the built-in runtime
+    # bind-mounts them into a nodev /dev), as the agent's runc backend does.
+    for m in spec["mounts"]:
+        if m["destination"] == "/dev":
+            m["options"] = [o for o in m.get("options", []) if o != "nodev"]
     spec["process"].pop("oomScoreAdj", None)
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["sleep", "3600"]
@@ -161,6 +181,7 @@ def main():
         watcher.wait(names, 300)
         time.sleep(args.settle)
         out["agent_with_pods"] = {**rollup(pid), "threads": threads(pid)}
+        out["agent_rss_by_mapping_kib"] = rss_by_mapping(pid)
         shims = [rollup(p) for p in processes_with("shim", cluster.state)]
         sandboxes = [rollup(p) for p in processes_with("sandbox", cluster.state)]
         out["shims"] = len(shims)
@@ -188,6 +209,8 @@ def main():
     print(f"agent: idle RSS {mib(i['Rss'])} ({i['threads']} threads); with {args.pods} API pods "
           f"RSS {mib(a['Rss'])}, private {mib(a['Private'])}, anonymous {mib(a['Anonymous'])} "
           f"({a['threads']} threads); target < 30 MiB")
+    print("  where the agent's RSS is: " + ", ".join(
+        f"{k} {mib(v)}" for k, v in list(out["agent_rss_by_mapping_kib"].items())[:6]))
     s, r = out["shim_private_kib"], out["runc_private_kib"]
     print(f"shim private memory, median of {out['shims']}: {mib(s['median'])} "
           f"(RSS {mib(out['shim_rss_kib']['median'])}); target < 0.5 MiB")

@@ -151,7 +151,11 @@ class Cluster:
              # project's plugins; the reference ones are there for the rest.
              "--cni-conf-dir", self.work / "cni",
              "--cni-bin-dir", f"{REPO / 'target/release'},/usr/lib/cni",
-             "--proxy-mode", "none"],
+             "--proxy-mode", "none",
+             # What is measured is start-up and memory, not eviction: a
+             # nearly full disk on the bench machine must not taint the node.
+             "--eviction-hard", "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%",
+             "--image-gc-high-threshold", "100"],
             stdout=subprocess.DEVNULL, stderr=self.agent_log,
             env={**os.environ, "RUST_LOG": "warn"})
         wait_port(self.agent_port, self.agent_proc, "kubelab-agent")

@@ -194,6 +194,14 @@ def start_hollow(tmp, nodes, admin):
     raise SystemExit(f"{nodes} hollow nodes were not Ready in time")
 
 
+def cpu_ms(pid):
+    """CPU time (user + system, all threads) the process has used, in ms:
+    per-phase CPU per pod is a figure load on the machine hardly moves,
+    unlike a rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def run_size(nodes, pods, clients, processes, hollow_nodes=False):
     tmp = Path(tempfile.mkdtemp(prefix="kubelab-sched-bench-"))
     hollow = None
@@ -222,8 +230,10 @@ def run_size(nodes, pods, clients, processes, hollow_nodes=False):
 
         # 1. The bare write ceiling: pods that need no scheduling.
         bare = [pod(f"bare-{i}", f"node-{i % nodes}") for i in range(pods)]
+        cpu0 = cpu_ms(proc.pid)
         s, e, _ = create_all(port, tmp / "data", clients, "/api/v1/namespaces/bare/pods", bare, processes)
         bare_rate = pods / (e - s)
+        bare_cpu = cpu_ms(proc.pid) - cpu0
         time.sleep(1.0)
 
         # 2. Scheduling.
@@ -231,9 +241,11 @@ def run_size(nodes, pods, clients, processes, hollow_nodes=False):
         watch = BindWatch(port, ctx, "sched", rv)
         watch.want = pods
         todo = [pod(f"p-{i}") for i in range(pods)]
+        cpu0 = cpu_ms(proc.pid)
         start, created, acks = create_all(port, tmp / "data", clients, "/api/v1/namespaces/sched/pods", todo, processes)
         finished = watch.done.wait(timeout=300)
         last = max(watch.bound.values()) if watch.bound else time.monotonic()
+        sched_cpu = cpu_ms(proc.pid) - cpu0
         latencies = [(watch.bound[n] - acks[n]) * 1000 for n in acks if n in watch.bound]
         result = {
             "nodes": nodes,
@@ -250,6 +262,8 @@ def run_size(nodes, pods, clients, processes, hollow_nodes=False):
             "share_of_bare_write_rate": round(len(watch.bound) / (last - start) / bare_rate, 3),
             "bind_latency_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
             "bind_latency_p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
+            "apiserver_cpu_ms_per_bare_create": round(bare_cpu / pods, 3),
+            "apiserver_cpu_ms_per_scheduled_pod": round(sched_cpu / max(len(watch.bound), 1), 3),
             "apiserver_rss_kib": rss_kib(proc.pid),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
@@ -315,12 +329,13 @@ def main():
         print(json.dumps(r), flush=True)
     print()
     print(f"{'nodes':>6} {'pods':>5} {'bare w/s':>9} {'create/s':>9} {'sched pods/s':>13} "
-          f"{'share':>6} {'p50 ms':>8} {'p99 ms':>8} {'drain pods/s':>13} {'share':>6}")
+          f"{'share':>6} {'p50 ms':>8} {'p99 ms':>8} {'drain pods/s':>13} {'share':>6} {'cpu ms/pod':>10}")
     for r in results:
         print(f"{r['nodes']:>6} {r['pods']:>5} {r['bare_creates_per_s']:>9} {r['create_rate_per_s']:>9} "
               f"{r['scheduled_pods_per_s']:>13} {r['share_of_bare_write_rate']:>6} "
               f"{r['bind_latency_p50_ms']:>8} {r['bind_latency_p99_ms']:>8} "
-              f"{r.get('backlog_drain_pods_per_s', '-'):>13} {r.get('backlog_share_of_bare_write_rate', '-'):>6}")
+              f"{r.get('backlog_drain_pods_per_s', '-'):>13} {r.get('backlog_share_of_bare_write_rate', '-'):>6} "
+              f"{r['apiserver_cpu_ms_per_scheduled_pod']:>10}")
     out = "scheduler_hollow_results.json" if args.hollow else "scheduler_results.json"
     (REPO / "bench" / out).write_text(json.dumps(results, indent=1) + "\n")
 

@@ -78,24 +78,72 @@ pub fn random_suffix() -> String {
 }
 
 pub fn encode(v: &Value) -> Vec<u8> {
-    let mut v = v.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    serde_json::to_vec(&WithoutResourceVersion(v)).expect("JSON serializes")
+}
+
+/// `v` serialized as if `metadata.resourceVersion` were absent, without a
+/// copy of the object (every write encodes one).
+struct WithoutResourceVersion<'a>(&'a Value);
+
+/// A `metadata` map serialized without `resourceVersion`.
+struct MetadataWithoutResourceVersion<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for WithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(top) = self.0 else {
+            return self.0.serialize(s);
+        };
+        let mut map = s.serialize_map(Some(top.len()))?;
+        for (k, v) in top {
+            match v {
+                Value::Object(m) if k == "metadata" => {
+                    map.serialize_entry(k, &MetadataWithoutResourceVersion(m))?
+                }
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
     }
-    serde_json::to_vec(&v).expect("JSON serializes")
+}
+
+impl serde::Serialize for MetadataWithoutResourceVersion<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let len = self.0.len() - usize::from(self.0.contains_key("resourceVersion"));
+        let mut map = s.serialize_map(Some(len))?;
+        for (k, v) in self.0.iter().filter(|(k, _)| *k != "resourceVersion") {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Whether `new` is `old` again, whatever resourceVersion either carries:
-/// an update that changes nothing.
+/// an update that changes nothing. Compared in place: no copy of either.
 pub fn same_but_resource_version(old: &Value, new: &Value) -> bool {
-    let without_rv = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        v
+    let (Value::Object(a), Value::Object(b)) = (old, new) else {
+        return old == new;
     };
-    without_rv(old) == without_rv(new)
+    let metadata_equal = |x: Option<&Value>, y: Option<&Value>| match (x, y) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let without = |m: &Map<String, Value>| {
+                m.iter()
+                    .filter(|(k, _)| *k != "resourceVersion")
+                    .count()
+            };
+            without(x) == without(y)
+                && x.iter()
+                    .filter(|(k, _)| *k != "resourceVersion")
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        (x, y) => x == y,
+    };
+    a.len() == b.len()
+        && metadata_equal(a.get("metadata"), b.get("metadata"))
+        && a.iter()
+            .filter(|(k, _)| *k != "metadata")
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 pub fn decode(kv: &KeyValue) -> Value {
@@ -140,5 +188,28 @@ mod tests {
         assert!(same_but_resource_version(&old, &new));
         new["status"]["x"] = 2.into();
         assert!(!same_but_resource_version(&old, &new));
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!same_but_resource_version(&old, &new));
+        let mut new = old.clone();
+        new["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        assert!(same_but_resource_version(&old, &new));
+        assert!(!same_but_resource_version(&old, &json!({"status": {"x": 1}})));
+    }
+
+    #[test]
+    fn the_stored_encoding_leaves_out_only_the_resource_version() {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "resourceVersion": "5", "uid": "u"},
+            "spec": {"resourceVersion": "kept"}});
+        let stored: Value = serde_json::from_slice(&encode(&obj)).unwrap();
+        assert_eq!(
+            stored,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "uid": "u"},
+                "spec": {"resourceVersion": "kept"}})
+        );
+        for v in [json!({"kind": "X"}), json!({"metadata": null}), json!([1, 2])] {
+            assert_eq!(encode(&v), serde_json::to_vec(&v).unwrap());
+        }
     }
 }
