@@ -96,9 +96,17 @@ fn a_deleted_claim_takes_its_volume_and_the_directory_on_the_node() {
         !Path::new(&path).exists(),
         "{path} is still on the node after its volume was deleted"
     );
-    // The helper that removed it is gone too.
-    let helpers = api.kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"]);
-    assert!(!helpers.contains("helper-pod-delete-"), "{helpers}");
+    // The helper that removed it goes too: deleted before the volume, it
+    // is gone once its node has confirmed its termination.
+    wait_for(
+        &node,
+        "the helper pod to be gone",
+        Duration::from_secs(60),
+        || {
+            let helpers = api.kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"]);
+            (!helpers.contains("helper-pod-delete-")).then_some(())
+        },
+    );
     let events = api.kubectl(&[
         "get",
         "events",
