@@ -207,7 +207,7 @@ def main():
     mib = lambda kib: f"{kib / 1024:.1f} MiB"  # noqa: E731
     a, i = out["agent_with_pods"], out["agent_idle"]
     print(f"agent: idle RSS {mib(i['Rss'])} ({i['threads']} threads); with {args.pods} API pods "
-          f"RSS {mib(a['Rss'])}, private {mib(a['Private'])}, anonymous {mib(a['Anonymous'])} "
+          f"RSS {mib(a['Rss'])}, PSS {mib(a['Pss'])}, private {mib(a['Private'])}, anonymous {mib(a['Anonymous'])} "
           f"({a['threads']} threads); target < 30 MiB")
     print("  where the agent's RSS is: " + ", ".join(
         f"{k} {mib(v)}" for k, v in list(out["agent_rss_by_mapping_kib"].items())[:6]))
