@@ -127,11 +127,8 @@ pub fn same_but_resource_version(old: &Value, new: &Value) -> bool {
     };
     let metadata_equal = |x: Option<&Value>, y: Option<&Value>| match (x, y) {
         (Some(Value::Object(x)), Some(Value::Object(y))) => {
-            let without = |m: &Map<String, Value>| {
-                m.iter()
-                    .filter(|(k, _)| *k != "resourceVersion")
-                    .count()
-            };
+            let without =
+                |m: &Map<String, Value>| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
             without(x) == without(y)
                 && x.iter()
                     .filter(|(k, _)| *k != "resourceVersion")
@@ -192,9 +189,15 @@ mod tests {
         new["metadata"]["labels"] = json!({"a": "b"});
         assert!(!same_but_resource_version(&old, &new));
         let mut new = old.clone();
-        new["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        new["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
         assert!(same_but_resource_version(&old, &new));
-        assert!(!same_but_resource_version(&old, &json!({"status": {"x": 1}})));
+        assert!(!same_but_resource_version(
+            &old,
+            &json!({"status": {"x": 1}})
+        ));
     }
 
     #[test]
@@ -208,7 +211,11 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "uid": "u"},
                 "spec": {"resourceVersion": "kept"}})
         );
-        for v in [json!({"kind": "X"}), json!({"metadata": null}), json!([1, 2])] {
+        for v in [
+            json!({"kind": "X"}),
+            json!({"metadata": null}),
+            json!([1, 2]),
+        ] {
             assert_eq!(encode(&v), serde_json::to_vec(&v).unwrap());
         }
     }
