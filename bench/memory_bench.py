@@ -195,9 +195,7 @@ def main():
         out["loadavg_at_end"] = os.getloadavg()
         delete_all(cluster)
     except BaseException:
-        for log in ("agent.log", "apiserver.log"):
-            text = (Path(work) / log).read_text(errors="replace").splitlines()
-            print(f"--- {log} (tail) ---", *text[-15:], sep="\n")
+        node_api_bench.print_log_tails(work)
         raise
     finally:
         if cluster:

@@ -299,6 +299,13 @@ def delete_all(cluster):
         time.sleep(0.5)
 
 
+def print_log_tails(work):
+    """The last lines of the cluster's logs, when a run failed."""
+    for log in ("agent.log", "apiserver.log"):
+        text = (Path(work) / log).read_text(errors="replace").splitlines()
+        print(f"--- {log} (tail) ---", *text[-15:], sep="\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
@@ -348,9 +355,7 @@ def main():
         out["agent_rss_with_pods_kib"] = rss_kib(cluster.agent_proc.pid)
         out["apiserver_rss_with_pods_kib"] = rss_kib(cluster.api_proc.pid)
     except BaseException:
-        for log in ("agent.log", "apiserver.log"):
-            text = (Path(work) / log).read_text(errors="replace").splitlines()
-            print(f"--- {log} (tail) ---", *text[-15:], sep="\n")
+        print_log_tails(work)
         raise
     finally:
         if cluster:

@@ -91,6 +91,17 @@ fn backend<E: std::fmt::Display>(e: E) -> StorageError {
     StorageError::Backend(e.to_string())
 }
 
+/// The store's revision as of a read transaction (0 for a new store).
+fn committed_revision(txn: &redb::ReadTransaction) -> Result<u64> {
+    Ok(txn
+        .open_table(META)
+        .map_err(backend)?
+        .get(META_REVISION)
+        .map_err(backend)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with_window(path, LOG_WINDOW)
@@ -213,13 +224,7 @@ impl Inner {
         limit: Option<usize>,
     ) -> Result<Option<(Vec<KeyValue>, u64)>> {
         let txn = self.db.begin_read().map_err(backend)?;
-        let revision = txn
-            .open_table(META)
-            .map_err(backend)?
-            .get(META_REVISION)
-            .map_err(backend)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let revision = committed_revision(&txn)?;
         let objects = txn.open_table(OBJECTS).map_err(backend)?;
         let mut out = Vec::new();
         for entry in objects.range(prefix..).map_err(backend)? {
@@ -444,13 +449,7 @@ impl Storage for EmbeddedStore {
         let start_after = start_after.map(str::to_owned);
         self.blocking(move |inner| {
             let txn = inner.db.begin_read().map_err(backend)?;
-            let revision = txn
-                .open_table(META)
-                .map_err(backend)?
-                .get(META_REVISION)
-                .map_err(backend)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let revision = committed_revision(&txn)?;
             let objects = txn.open_table(OBJECTS).map_err(backend)?;
             let from = start_after.as_deref().unwrap_or(prefix.as_str());
             let mut items = Vec::new();
