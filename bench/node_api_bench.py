@@ -142,6 +142,11 @@ class Cluster:
                        env={**os.environ, "RUST_LOG": "warn"})
         self.agent_port = free_port()
         self.agent_log = open(self.work / "agent.log", "w")
+        self.start_agent()
+
+    def start_agent(self):
+        """The agent, joined to the apiserver; again after it was stopped
+        (its pods are still running: it adopts them)."""
         self.agent_proc = subprocess.Popen(
             [AGENT, "--root-dir", self.state, "--kubeconfig", self.kubeconfig,
              "--hostname-override", self.node, "--node-ip", "127.0.0.1",

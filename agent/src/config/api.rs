@@ -8,6 +8,7 @@
 //! The store is shared: the status manager and the event sink read the API's
 //! view of this node's pods from it instead of asking the apiserver.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -44,21 +45,47 @@ pub fn mirror_of(pod: &Pod) -> Option<&str> {
 
 /// What the API wants this node to run: its pods minus mirror pods, with the
 /// defaults the agent relies on, in a stable order.
-pub fn desired_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Pod> {
-    let mut out: Vec<Pod> = pods
-        .into_iter()
-        .filter(|p| mirror_of(p).is_none() && p.metadata.uid.is_some())
-        .map(|p| {
-            let mut pod = p.clone();
-            pod.status = None;
-            apply_pod_defaults(&mut pod);
-            pod
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    out
+pub fn desired_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Arc<Pod>> {
+    DesiredPods::default().snapshot(pods)
+}
+
+/// [`desired_pods`], remembered by UID and resourceVersion: a snapshot sent
+/// after one pod changed rebuilds that pod alone and shares the others with
+/// the snapshots before it, so a node with many pods neither copies every
+/// pod at every event nor holds a copy per snapshot.
+#[derive(Default)]
+pub struct DesiredPods {
+    by_uid: HashMap<String, (Option<String>, Arc<Pod>)>,
+}
+
+impl DesiredPods {
+    pub fn snapshot<'a>(&mut self, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Arc<Pod>> {
+        let mut kept = HashMap::with_capacity(self.by_uid.len());
+        let mut out: Vec<Arc<Pod>> = Vec::new();
+        for p in pods {
+            let Some(uid) = p.metadata.uid.as_ref().filter(|_| mirror_of(p).is_none()) else {
+                continue;
+            };
+            let version = &p.metadata.resource_version;
+            let pod = match self.by_uid.remove(uid) {
+                Some((v, pod)) if &v == version && version.is_some() => pod,
+                _ => {
+                    let mut pod = p.clone();
+                    pod.status = None;
+                    apply_pod_defaults(&mut pod);
+                    Arc::new(pod)
+                }
+            };
+            kept.insert(uid.clone(), (version.clone(), pod.clone()));
+            out.push(pod);
+        }
+        self.by_uid = kept;
+        out.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        out
+    }
 }
 
 impl ApiSource {
@@ -96,6 +123,7 @@ impl ApiSource {
             .modify(|pod| pod.managed_fields_mut().clear());
         let stream = reflector::reflector(self.writer, pods);
         let mut stream = std::pin::pin!(stream);
+        let mut desired = DesiredPods::default();
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Apply(_))
@@ -104,7 +132,7 @@ impl ApiSource {
                     let state = self.reader.state();
                     let update = SourceUpdate {
                         source: SOURCE_API,
-                        pods: desired_pods(state.iter().map(|p| p.as_ref())),
+                        pods: desired.snapshot(state.iter().map(|p| p.as_ref())),
                         errors: vec![],
                     };
                     self.changes.send_modify(|g| *g += 1);
@@ -163,5 +191,26 @@ mod tests {
         assert_eq!(desired[1].metadata.uid.as_deref(), Some("uid-web"));
         let spec = desired[1].spec.as_ref().unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+    }
+
+    #[test]
+    fn a_snapshot_rebuilds_only_the_pods_that_changed() {
+        let versioned = |name: &str, rv: &str| {
+            let mut p = pod(name, false);
+            p.metadata.resource_version = Some(rv.into());
+            p
+        };
+        let mut desired = DesiredPods::default();
+        let first = desired.snapshot([versioned("db", "1"), versioned("web", "1")].iter());
+        let second = desired.snapshot([versioned("db", "1"), versioned("web", "2")].iter());
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "db did not change");
+        assert!(!Arc::ptr_eq(&first[1], &second[1]), "web did");
+        let third = desired.snapshot([versioned("web", "2")].iter());
+        assert_eq!(third.len(), 1);
+        assert_eq!(
+            desired.by_uid.len(),
+            1,
+            "a pod gone from the store is forgotten"
+        );
     }
 }

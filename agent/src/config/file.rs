@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -174,9 +175,11 @@ struct SnapshotState {
 }
 
 impl SnapshotState {
-    fn keep_first_seen(&mut self, pods: &mut [Pod]) {
+    fn keep_first_seen(&mut self, pods: &mut [Arc<Pod>]) {
         let mut seen = HashMap::with_capacity(pods.len());
         for pod in pods {
+            // Each manifest read made a pod of its own: no copy is shared yet.
+            let pod = Arc::make_mut(pod);
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let annotations = pod
                 .metadata
@@ -296,7 +299,7 @@ pub fn read_manifest_path(
                     update.errors.push(ManifestError::Invalid { file, errors });
                 } else {
                     defined_by.insert(key, file);
-                    update.pods.push(pod);
+                    update.pods.push(Arc::new(pod));
                 }
             }
             Err(e) => update.errors.push(e),

@@ -12,6 +12,8 @@ pub mod kubelet_config;
 pub mod manifest;
 pub mod reserved;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
 pub use api::{ApiSource, SOURCE_API};
@@ -38,8 +40,9 @@ pub struct SourceUpdate {
     /// Which source sent it: [`SOURCE_FILE`] or [`SOURCE_API`].
     pub source: &'static str,
     /// Valid pods, with static-pod and apiserver defaults applied, ordered by
-    /// file name.
-    pub pods: Vec<Pod>,
+    /// file name. Shared: snapshots, the pod manager and the workers hold
+    /// the same pods.
+    pub pods: Vec<Arc<Pod>>,
     /// Files that could not become a pod, ordered by file name. A broken
     /// file never hides the pods of the others.
     pub errors: Vec<ManifestError>,

@@ -238,7 +238,10 @@ pub fn candidates(ctx: &AgentContext, with_disk: bool) -> Vec<Candidate> {
                         .collect(),
                 }
             });
-            Candidate { pod: e.pod, usage }
+            Candidate {
+                pod: e.pod.clone(),
+                usage,
+            }
         })
         .collect()
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::informers::PodsByNode;
 use crate::cgroups::CgroupDriver;
-use crate::config::api::desired_pods;
+use crate::config::api::DesiredPods;
 use crate::config::{SOURCE_API, SourceUpdate};
 use crate::context::AgentContext;
 use crate::events::EventRecorder;
@@ -154,10 +154,11 @@ async fn send_snapshots(
     mut changes: watch::Receiver<u64>,
     tx: mpsc::Sender<SourceUpdate>,
 ) {
+    let mut desired = DesiredPods::default();
     while changes.changed().await.is_ok() {
         let update = SourceUpdate {
             source: SOURCE_API,
-            pods: desired_pods(store.state().iter().map(|p| p.as_ref())),
+            pods: desired.snapshot(store.state().iter().map(|p| p.as_ref())),
             errors: vec![],
         };
         if tx.send(update).await.is_err() {

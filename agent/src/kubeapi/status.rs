@@ -9,6 +9,7 @@
 //! It reads the API's view of this node's pods from the pod source's store
 //! and wakes up when either that store or the agent's status store changes.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
 use crate::config::SOURCE_FILE;
@@ -167,8 +168,9 @@ impl StatusManager {
 }
 
 struct Sync {
-    /// The status last sent, by the API pod's UID.
-    sent: HashMap<String, Value>,
+    /// The status last sent, by the API pod's UID: typed, compared as is
+    /// each round, and serialized only for a patch.
+    sent: HashMap<String, Option<PodStatus>>,
     /// Static pod UIDs whose mirror this process made.
     created: HashSet<String>,
     node_uid: String,
@@ -203,13 +205,14 @@ impl Sync {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let name = pod.metadata.name.as_deref().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(m.client.clone(), ns);
-            let target: Pod = if is_static(pod) {
+            // The API's pod is read, not copied: only its UID and status count.
+            let target: Cow<'_, Pod> = if is_static(pod) {
                 match by_name.get(&(ns, name)) {
                     Some(mirror)
                         if mirror_of(mirror) == Some(uid.as_str())
                             && mirror.metadata.deletion_timestamp.is_none() =>
                     {
-                        (*mirror).clone()
+                        Cow::Borrowed(*mirror)
                     }
                     Some(other) => {
                         // A mirror of an older version of the manifest, one being
@@ -231,7 +234,7 @@ impl Sync {
                         match api.create(&PostParams::default(), &mirror).await {
                             Ok(created) => {
                                 self.created.insert(uid.clone());
-                                created
+                                Cow::Owned(created)
                             }
                             Err(e) => {
                                 tracing::warn!(pod = %format!("{ns}/{name}"), "creating the mirror pod: {e}");
@@ -242,25 +245,24 @@ impl Sync {
                 }
             } else {
                 match by_uid.get(uid.as_str()) {
-                    Some(p) => (*p).clone(),
+                    Some(p) => Cow::Borrowed(*p),
                     None => continue,
                 }
             };
             let target_uid = target.metadata.uid.clone().unwrap_or_default();
-            let status = serde_json::to_value(&pod.status).unwrap_or_default();
             let api_agrees =
                 phase_and_ready(target.status.as_ref()) == phase_and_ready(pod.status.as_ref());
-            if self.sent.get(&target_uid) == Some(&status) && api_agrees {
+            if self.sent.get(&target_uid) == Some(&pod.status) && api_agrees {
                 continue;
             }
             // The UID pins the patch to this very pod, not a namesake made since.
-            let patch = json!({"metadata": {"uid": target_uid}, "status": status});
+            let patch = json!({"metadata": {"uid": target_uid}, "status": pod.status});
             match api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    self.sent.insert(target_uid, status);
+                    self.sent.insert(target_uid, pod.status.clone());
                 }
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
                 Err(e) => {
@@ -316,8 +318,7 @@ impl Sync {
     async fn send_final_status(&mut self, api: &Api<Pod>, p: &Pod, last: Pod) {
         let uid = p.metadata.uid.clone().unwrap_or_default();
         let name = p.metadata.name.as_deref().unwrap_or_default();
-        let status =
-            serde_json::to_value(final_status(last.status.unwrap_or_default())).unwrap_or_default();
+        let status = Some(final_status(last.status.unwrap_or_default()));
         if self.sent.get(&uid) == Some(&status) {
             return;
         }

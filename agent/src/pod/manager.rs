@@ -55,7 +55,7 @@ struct WorkerHandle {
     full_name: String,
     tx: mpsc::UnboundedSender<WorkerMsg>,
     /// The pod as last handed to the worker.
-    pod: Pod,
+    pod: Arc<Pod>,
     stopping: bool,
     task: JoinHandle<()>,
 }
@@ -66,13 +66,13 @@ pub struct PodManager {
     handlers: Arc<RuntimeHandlers>,
     workers: HashMap<String, WorkerHandle>,
     /// Pods waiting for an older pod of the same name to finish terminating.
-    waiting: Vec<Pod>,
+    waiting: Vec<Arc<Pod>>,
     /// What the previous agent process left, until the first snapshot decides.
     leftovers: Option<HashMap<String, (Pod, PersistedState)>>,
     /// Source errors already reported, so a broken file is reported once.
     reported_errors: HashMap<&'static str, HashSet<String>>,
     /// The latest snapshot of each source.
-    snapshots: HashMap<&'static str, Vec<Pod>>,
+    snapshots: HashMap<&'static str, Vec<Arc<Pod>>>,
     /// Sources whose first snapshot must arrive before leftovers are judged.
     sources: Vec<&'static str>,
     evictions_tx: mpsc::UnboundedSender<(String, PodEviction)>,
@@ -195,7 +195,7 @@ impl PodManager {
                 && changed(&handle.pod, pod)
             {
                 handle.pod = pod.clone();
-                let _ = handle.tx.send(WorkerMsg::Update(Box::new(pod.clone())));
+                let _ = handle.tx.send(WorkerMsg::Update(pod.clone()));
             }
         }
         self.waiting
@@ -215,14 +215,14 @@ impl PodManager {
         for uid in unwanted {
             let (pod, state) = leftovers.remove(&uid).expect("listed");
             tracing::info!(pod = %full_name(&pod), "cleaning up a pod the agent no longer runs");
-            self.spawn(pod, Some(state));
+            self.spawn(Arc::new(pod), Some(state));
             if let Some(h) = self.workers.get_mut(&uid) {
                 h.stopping = true;
                 let _ = h.tx.send(WorkerMsg::Stop { grace: None });
             }
         }
 
-        let mut sorted: Vec<(String, Pod)> = wanted.into_iter().collect();
+        let mut sorted: Vec<(String, Arc<Pod>)> = wanted.into_iter().collect();
         sorted.sort_by(|a, b| full_name(&a.1).cmp(&full_name(&b.1)));
         for (uid, pod) in sorted {
             if self.workers.contains_key(&uid)
@@ -258,7 +258,7 @@ impl PodManager {
         self.workers.values().any(|w| w.full_name == name)
     }
 
-    fn spawn(&mut self, pod: Pod, adopted: Option<PersistedState>) {
+    fn spawn(&mut self, pod: Arc<Pod>, adopted: Option<PersistedState>) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
         let name = full_name(&pod);
@@ -319,8 +319,8 @@ fn changed(old: &Pod, new: &Pod) -> bool {
 /// The union of all sources' snapshots by UID, and the pods being deleted
 /// (`deletionTimestamp` set) with their grace period: those are not wanted.
 fn merge_snapshots(
-    snapshots: &HashMap<&'static str, Vec<Pod>>,
-) -> (HashMap<String, Pod>, HashMap<String, Option<Duration>>) {
+    snapshots: &HashMap<&'static str, Vec<Arc<Pod>>>,
+) -> (HashMap<String, Arc<Pod>>, HashMap<String, Option<Duration>>) {
     let mut wanted = HashMap::new();
     let mut deleting = HashMap::new();
     for pod in snapshots.values().flatten() {

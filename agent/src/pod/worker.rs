@@ -43,7 +43,7 @@ const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub enum WorkerMsg {
     /// The pod as its source has it now (a new image, deadline, labels…).
-    Update(Box<Pod>),
+    Update(Arc<Pod>),
     /// Terminate the pod: SIGTERM, the grace period, SIGKILL, clean up.
     Stop { grace: Option<Duration> },
     /// Fail the pod with this status (the eviction manager's): its
@@ -84,7 +84,8 @@ pub struct PodWorker {
     /// Where `runtime` comes from: the backend of the pod's runtime handler
     /// (`None`: always `runtime`).
     handlers: Option<Arc<RuntimeHandlers>>,
-    pod: Pod,
+    /// Shared with the pod manager and the source's snapshots.
+    pod: Arc<Pod>,
     uid: String,
     /// `namespace/name`, for events and logs.
     key: String,
@@ -102,7 +103,7 @@ pub struct PodWorker {
     /// The pod manager's messages (set when the worker runs).
     inbox: Option<mpsc::UnboundedReceiver<WorkerMsg>>,
     /// The newest update not yet taken in (a newer one replaces it).
-    pending_update: Option<Pod>,
+    pending_update: Option<Arc<Pod>>,
     /// A stop that arrived while containers were starting: it ends the
     /// start-up loop and is carried out next (with its grace period).
     stop_requested: Option<Option<Duration>>,
@@ -166,7 +167,7 @@ fn spec_of(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
 }
 
 impl PodWorker {
-    pub fn new(ctx: Arc<AgentContext>, runtime: Arc<dyn RuntimeService>, pod: Pod) -> Self {
+    pub fn new(ctx: Arc<AgentContext>, runtime: Arc<dyn RuntimeService>, pod: Arc<Pod>) -> Self {
         let uid = uid_of(&pod);
         // Manifests are validated before they get here: quantities parse.
         let qos = QosClass::from_pod(spec_of(&pod)).unwrap_or(QosClass::BestEffort);
@@ -265,8 +266,11 @@ impl PodWorker {
         adopted: Option<PersistedState>,
     ) {
         self.inbox = Some(rx);
+        // The work of each turn is boxed while it runs: the future of an idle
+        // worker (most of a node's pods, most of the time) then holds the
+        // loop's state only, not that of the largest step it might take.
         match adopted {
-            Some(state) => self.adopt(state).await,
+            Some(state) => Box::pin(self.adopt(state)).await,
             None => self.setup().await,
         }
         loop {
@@ -276,14 +280,14 @@ impl PodWorker {
                 self.on_update(pod);
             }
             if let Some(grace) = self.stop_requested.take() {
-                self.terminate(grace).await;
+                Box::pin(self.terminate(grace)).await;
                 break;
             }
             if let Some(e) = self.eviction_requested.take() {
-                self.fail_pod(&e.reason, &e.message, e.grace).await;
+                Box::pin(self.fail_pod(&e.reason, &e.message, e.grace)).await;
             }
             let now_due = self.compute_actions();
-            self.carry_out(now_due).await;
+            Box::pin(self.carry_out(now_due)).await;
             if self.stop_requested.is_some() || self.pending_update.is_some() {
                 continue;
             }
@@ -297,7 +301,7 @@ impl PodWorker {
                 msg = inbox.recv() => self.take_message(msg),
                 Some((name, id)) = self.exits_rx.recv() => self.on_exit(&name, &id).await,
                 Some(notice) = self.probes_rx.recv() => self.on_probe(notice),
-                _ = next_change(&mut self.object_changes) => self.on_objects_changed().await,
+                _ = next_change(&mut self.object_changes) => Box::pin(self.on_objects_changed()).await,
                 // Whatever is due then is decided at the top of the loop.
                 _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
             }
@@ -335,7 +339,7 @@ impl PodWorker {
         // Both files before anything is made for the pod: a pod dir the
         // agent can read names everything the pod may have on the node.
         if let Err(e) = std::fs::create_dir_all(&self.dir).and_then(|_| {
-            crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &self.pod)
+            crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &*self.pod)
         }) {
             tracing::error!(pod = %self.key, "writing {}: {e}", self.dir.display());
         }
@@ -361,7 +365,7 @@ impl PodWorker {
     /// newest update, and a stop (a closed inbox is one too).
     fn take_message(&mut self, msg: Option<WorkerMsg>) {
         match msg {
-            Some(WorkerMsg::Update(pod)) => self.pending_update = Some(*pod),
+            Some(WorkerMsg::Update(pod)) => self.pending_update = Some(pod),
             Some(WorkerMsg::Stop { grace }) => {
                 self.stop_requested.get_or_insert(grace);
             }
@@ -394,7 +398,7 @@ impl PodWorker {
     /// by the next [`Self::compute_actions`]: a new image restarts its
     /// container, new labels or annotations rewrite the downward volumes, a
     /// new `activeDeadlineSeconds` moves the deadline.
-    fn on_update(&mut self, pod: Pod) {
+    fn on_update(&mut self, pod: Arc<Pod>) {
         if self.terminating || uid_of(&pod) != self.uid {
             return;
         }
@@ -403,7 +407,7 @@ impl PodWorker {
         // A restarted agent adopts the pod as it is now.
         if self.dir.exists()
             && let Err(e) =
-                crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &self.pod)
+                crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &*self.pod)
         {
             tracing::warn!(pod = %self.key, "writing pod.json: {e}");
         }
@@ -483,7 +487,7 @@ impl PodWorker {
             }
         }
         if let Err(e) =
-            crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &self.pod)
+            crate::runtime::shim::write_json_atomic(&self.dir.join("pod.json"), &*self.pod)
         {
             tracing::warn!(pod = %self.key, "writing pod.json: {e}");
         }
@@ -1560,7 +1564,7 @@ impl PodWorker {
             terminating: self.terminating,
             failure: self.failure.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
         };
-        let mut pod = self.pod.clone();
+        let mut pod = Pod::clone(&self.pod);
         pod.status = Some(status::compute_pod_status(&view));
         let containers = self
             .slots

@@ -35,7 +35,7 @@ fn start(pod: Pod, runtime: FakeRuntime) -> Harness {
     let ctx = Arc::new(AgentContext::detached("node-a", root.path()).unwrap());
     let runtime = Arc::new(runtime);
     let (tx, rx) = mpsc::unbounded_channel();
-    let worker = PodWorker::new(ctx.clone(), runtime.clone(), pod.clone());
+    let worker = PodWorker::new(ctx.clone(), runtime.clone(), Arc::new(pod.clone()));
     let task = tokio::spawn(worker.run(rx, None));
     Harness {
         ctx,
@@ -49,7 +49,7 @@ fn start(pod: Pod, runtime: FakeRuntime) -> Harness {
 
 impl Harness {
     fn status(&self) -> Option<PodStatus> {
-        self.ctx.status.find("default", "web")?.pod.status
+        self.ctx.status.find("default", "web")?.pod.status.clone()
     }
 
     fn container(&self, name: &str) -> Option<ContainerStatus> {
@@ -97,7 +97,7 @@ impl Harness {
     fn update(&self, change: impl FnOnce(&mut Pod)) {
         let mut pod = self.pod.clone();
         change(&mut pod);
-        self.tx.send(WorkerMsg::Update(Box::new(pod))).unwrap();
+        self.tx.send(WorkerMsg::Update(Arc::new(pod))).unwrap();
     }
 
     async fn stop(self, grace: Duration) -> Vec<String> {

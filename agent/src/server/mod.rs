@@ -75,7 +75,13 @@ pub fn router(state: ServerState, auth: Arc<auth::KubeletAuth>) -> Router {
 }
 
 async fn pods(State(s): State<ServerState>) -> Json<serde_json::Value> {
-    let items: Vec<_> = s.ctx.status.list().into_iter().map(|e| e.pod).collect();
+    let items: Vec<_> = s
+        .ctx
+        .status
+        .list()
+        .into_iter()
+        .map(|e| e.pod.clone())
+        .collect();
     Json(serde_json::json!({
         "kind": "PodList",
         "apiVersion": "v1",
@@ -183,7 +189,7 @@ async fn container_logs(
             let still = ctx
                 .status
                 .find(&ns2, &pod2)
-                .and_then(|e| e.containers.into_iter().find(|c| c.name == c2))
+                .and_then(|e| e.containers.iter().find(|c| c.name == c2).cloned())
                 .map(|c| Some(c.container_id) == running_id)
                 .unwrap_or(false);
             if !still {

@@ -307,7 +307,9 @@ pub struct PodEntry {
 /// pod ended before it is deleted.
 #[derive(Clone)]
 pub struct PodStatusStore {
-    inner: Arc<RwLock<BTreeMap<String, PodEntry>>>,
+    /// Shared entries: a list for the API or the status manager copies
+    /// pointers, not pods.
+    inner: Arc<RwLock<BTreeMap<String, Arc<PodEntry>>>>,
     finished: Arc<RwLock<std::collections::VecDeque<(String, Pod)>>>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -330,7 +332,7 @@ impl PodStatusStore {
         self.inner
             .write()
             .expect("lock")
-            .insert(uid.to_string(), entry);
+            .insert(uid.to_string(), Arc::new(entry));
         self.changes.send_modify(|g| *g += 1);
     }
     pub fn remove(&self, uid: &str) {
@@ -341,7 +343,8 @@ impl PodStatusStore {
             if finished.len() >= FINISHED_KEPT {
                 finished.pop_front();
             }
-            finished.push_back((uid.to_string(), entry.pod));
+            let pod = Arc::try_unwrap(entry).map_or_else(|e| e.pod.clone(), |e| e.pod);
+            finished.push_back((uid.to_string(), pod));
         }
         self.changes.send_modify(|g| *g += 1);
     }
@@ -364,7 +367,7 @@ impl PodStatusStore {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
-    pub fn list(&self) -> Vec<PodEntry> {
+    pub fn list(&self) -> Vec<Arc<PodEntry>> {
         self.inner.read().expect("lock").values().cloned().collect()
     }
     /// The image IDs of every container the node's pods have, running or
@@ -385,7 +388,7 @@ impl PodStatusStore {
             .collect()
     }
 
-    pub fn find(&self, namespace: &str, name: &str) -> Option<PodEntry> {
+    pub fn find(&self, namespace: &str, name: &str) -> Option<Arc<PodEntry>> {
         self.inner
             .read()
             .expect("lock")
