@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -69,11 +70,17 @@ impl DesiredPods {
             let version = &p.metadata.resource_version;
             let pod = match self.by_uid.remove(uid) {
                 Some((v, pod)) if &v == version && version.is_some() => pod,
-                _ => {
-                    let mut pod = p.clone();
-                    pod.status = None;
-                    apply_pod_defaults(&mut pod);
-                    Arc::new(pod)
+                cached => {
+                    let mut fresh = p.clone();
+                    fresh.status = None;
+                    apply_pod_defaults(&mut fresh);
+                    match cached {
+                        // Most new versions of a running pod are the node's
+                        // own status writes: nothing a worker acts on changed,
+                        // so the copy the workers hold stays the only one.
+                        Some((_, pod)) if same_but_version(&pod, &fresh) => pod,
+                        _ => Arc::new(fresh),
+                    }
                 }
             };
             kept.insert(uid.clone(), (version.clone(), pod.clone()));
@@ -86,6 +93,18 @@ impl DesiredPods {
         });
         out
     }
+}
+
+/// Whether two desired pods differ in their resourceVersion at most.
+fn same_but_version(old: &Pod, new: &Pod) -> bool {
+    old.spec == new.spec
+        && ObjectMeta {
+            resource_version: None,
+            ..old.metadata.clone()
+        } == ObjectMeta {
+            resource_version: None,
+            ..new.metadata.clone()
+        }
 }
 
 impl ApiSource {
@@ -202,9 +221,19 @@ mod tests {
         };
         let mut desired = DesiredPods::default();
         let first = desired.snapshot([versioned("db", "1"), versioned("web", "1")].iter());
-        let second = desired.snapshot([versioned("db", "1"), versioned("web", "2")].iter());
-        assert!(Arc::ptr_eq(&first[0], &second[0]), "db did not change");
-        assert!(!Arc::ptr_eq(&first[1], &second[1]), "web did");
+        let mut relabelled = versioned("db", "2");
+        relabelled.metadata.labels = Some([("tier".to_string(), "db".to_string())].into());
+        let mut status_only = versioned("web", "2");
+        status_only.status = Some(Default::default());
+        let second = desired.snapshot([relabelled, status_only].iter());
+        assert!(
+            !Arc::ptr_eq(&first[0], &second[0]),
+            "new labels are a change"
+        );
+        assert!(
+            Arc::ptr_eq(&first[1], &second[1]),
+            "a new version with only a new status keeps the pod the workers hold"
+        );
         let third = desired.snapshot([versioned("web", "2")].iter());
         assert_eq!(third.len(), 1);
         assert_eq!(

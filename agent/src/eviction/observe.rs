@@ -206,7 +206,7 @@ pub fn candidates(ctx: &AgentContext, with_disk: bool) -> Vec<Candidate> {
         .list()
         .into_iter()
         .filter(|e| {
-            let phase = e.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            let phase = e.status.phase.as_deref();
             !matches!(phase, Some("Failed" | "Succeeded"))
                 && e.pod.metadata.deletion_timestamp.is_none()
         })
@@ -239,7 +239,7 @@ pub fn candidates(ctx: &AgentContext, with_disk: bool) -> Vec<Candidate> {
                 }
             });
             Candidate {
-                pod: e.pod.clone(),
+                pod: e.with_status(),
                 usage,
             }
         })

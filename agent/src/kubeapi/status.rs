@@ -170,7 +170,7 @@ impl StatusManager {
 struct Sync {
     /// The status last sent, by the API pod's UID: typed, compared as is
     /// each round, and serialized only for a patch.
-    sent: HashMap<String, Option<PodStatus>>,
+    sent: HashMap<String, PodStatus>,
     /// Static pod UIDs whose mirror this process made.
     created: HashSet<String>,
     node_uid: String,
@@ -251,18 +251,18 @@ impl Sync {
             };
             let target_uid = target.metadata.uid.clone().unwrap_or_default();
             let api_agrees =
-                phase_and_ready(target.status.as_ref()) == phase_and_ready(pod.status.as_ref());
-            if self.sent.get(&target_uid) == Some(&pod.status) && api_agrees {
+                phase_and_ready(target.status.as_ref()) == phase_and_ready(Some(&entry.status));
+            if self.sent.get(&target_uid) == Some(&entry.status) && api_agrees {
                 continue;
             }
             // The UID pins the patch to this very pod, not a namesake made since.
-            let patch = json!({"metadata": {"uid": target_uid}, "status": pod.status});
+            let patch = json!({"metadata": {"uid": target_uid}, "status": entry.status});
             match api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    self.sent.insert(target_uid, pod.status.clone());
+                    self.sent.insert(target_uid, entry.status.clone());
                 }
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
                 Err(e) => {
@@ -318,7 +318,7 @@ impl Sync {
     async fn send_final_status(&mut self, api: &Api<Pod>, p: &Pod, last: Pod) {
         let uid = p.metadata.uid.clone().unwrap_or_default();
         let name = p.metadata.name.as_deref().unwrap_or_default();
-        let status = Some(final_status(last.status.unwrap_or_default()));
+        let status = final_status(last.status.unwrap_or_default());
         if self.sent.get(&uid) == Some(&status) {
             return;
         }

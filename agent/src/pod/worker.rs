@@ -1564,8 +1564,7 @@ impl PodWorker {
             terminating: self.terminating,
             failure: self.failure.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
         };
-        let mut pod = Pod::clone(&self.pod);
-        pod.status = Some(status::compute_pod_status(&view));
+        let pod_status = status::compute_pod_status(&view);
         let containers = self
             .slots
             .iter()
@@ -1584,7 +1583,8 @@ impl PodWorker {
         self.ctx.status.set(
             &self.uid,
             PodEntry {
-                pod,
+                pod: self.pod.clone(),
+                status: pod_status,
                 pod_cgroup: self.pod_cgroup.clone(),
                 containers,
                 log_dir: self.log_dir(),

@@ -49,7 +49,7 @@ fn start(pod: Pod, runtime: FakeRuntime) -> Harness {
 
 impl Harness {
     fn status(&self) -> Option<PodStatus> {
-        self.ctx.status.find("default", "web")?.pod.status.clone()
+        Some(self.ctx.status.find("default", "web")?.status.clone())
     }
 
     fn container(&self, name: &str) -> Option<ContainerStatus> {

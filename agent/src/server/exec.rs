@@ -151,7 +151,7 @@ pub(super) fn find_target(
         ));
     };
     let Some(run) = entry.containers.iter().find(|c| c.name == container) else {
-        let status = entry.pod.status.clone().unwrap_or_default();
+        let status = &entry.status;
         let known = status
             .container_statuses
             .iter()

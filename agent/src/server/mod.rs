@@ -80,7 +80,7 @@ async fn pods(State(s): State<ServerState>) -> Json<serde_json::Value> {
         .status
         .list()
         .into_iter()
-        .map(|e| e.pod.clone())
+        .map(|e| e.with_status())
         .collect();
     Json(serde_json::json!({
         "kind": "PodList",

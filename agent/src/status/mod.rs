@@ -287,14 +287,27 @@ pub struct ContainerRuntimeInfo {
 /// What the HTTP API shows of one pod.
 #[derive(Debug, Clone)]
 pub struct PodEntry {
-    /// The pod with its live status.
-    pub pod: Pod,
+    /// The pod as its worker runs it (shared with the worker; its status is
+    /// not kept up to date: `status` is).
+    pub pod: Arc<Pod>,
+    /// The live status.
+    pub status: PodStatus,
     pub pod_cgroup: CgroupPath,
     pub containers: Vec<ContainerRuntimeInfo>,
     /// `<root>/logs/<ns>_<name>_<uid>`.
     pub log_dir: PathBuf,
     /// Restart counts per container, to find current and previous log files.
     pub restart_counts: BTreeMap<String, i32>,
+}
+
+impl PodEntry {
+    /// The pod with its live status, as the API shows it.
+    pub fn with_status(&self) -> Pod {
+        Pod {
+            status: Some(self.status.clone()),
+            ..Pod::clone(&self.pod)
+        }
+    }
 }
 
 /// The agent's view of all its pods, written by pod workers, read by the API.
@@ -343,8 +356,7 @@ impl PodStatusStore {
             if finished.len() >= FINISHED_KEPT {
                 finished.pop_front();
             }
-            let pod = Arc::try_unwrap(entry).map_or_else(|e| e.pod.clone(), |e| e.pod);
-            finished.push_back((uid.to_string(), pod));
+            finished.push_back((uid.to_string(), entry.with_status()));
         }
         self.changes.send_modify(|g| *g += 1);
     }
@@ -376,7 +388,7 @@ impl PodStatusStore {
         let entries = self.inner.read().expect("lock");
         entries
             .values()
-            .filter_map(|e| e.pod.status.as_ref())
+            .map(|e| &e.status)
             .flat_map(|s| {
                 s.container_statuses
                     .iter()
