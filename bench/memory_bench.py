@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import node_api_bench  # noqa: E402
 from node_api_bench import REPO, Cluster, Watcher, delete_all, pod, rss_kib  # noqa: E402
-from node_bench import remove_runc_cgroups  # noqa: E402
+from node_bench import peer_spec, remove_runc_cgroups  # noqa: E402
 
 # Each process's figures from /proc/PID/smaps_rollup, in KiB.
 ROLLUP_FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Anonymous")
@@ -103,19 +103,9 @@ def runc_peers(cluster, count, work):
     rootfs = Path(work) / "runc-rootfs"
     rootfs.mkdir()
     subprocess.run(["cp", "-a", f"{spec['root']['path']}/.", str(rootfs)], check=True)
-    spec["root"] = {"path": str(rootfs), "readonly": False}
-    # Namespaces of its own instead of the agent's sandbox.
-    spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")]
-    spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
-    # runc makes the device nodes with mknod in /dev (the built-in runtime
-    # bind-mounts them into a nodev /dev), as the agent's runc backend does.
-    for m in spec["mounts"]:
-        if m["destination"] == "/dev":
-            m["options"] = [o for o in m.get("options", []) if o != "nodev"]
-    spec["process"].pop("oomScoreAdj", None)
+    peer_spec(spec, rootfs)
     spec["process"]["terminal"] = False
     spec["process"]["args"] = ["sleep", "3600"]
-    spec["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     spec["linux"].pop("seccomp", None)
     procs, ids = [], []
     try:

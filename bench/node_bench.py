@@ -157,6 +157,27 @@ def agent_start_latency(node, runs):
     return samples, bundles
 
 
+def peer_spec(spec, rootfs):
+    """The agent's OCI spec made runnable by `runc` as a peer: re-rooted at a
+    plain copy of the rootfs, in namespaces of its own, without the agent's
+    bind mounts and host-specific settings."""
+    spec["root"] = {"path": str(rootfs), "readonly": False}
+    # Own namespaces instead of the agent sandbox's; same cgroup nesting rule.
+    spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")]
+    spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
+    # runc makes the device nodes with mknod in /dev (the built-in runtime
+    # bind-mounts them into a nodev /dev), as the agent's runc backend does.
+    for m in spec["mounts"]:
+        if m["destination"] == "/dev":
+            m["options"] = [o for o in m.get("options", []) if o != "nodev"]
+    # runc refuses to start when it may not lower the OOM score (this host);
+    # the agent treats the score as best effort.
+    spec["process"].pop("oomScoreAdj", None)
+    # runc's device cgroup denies everything not listed; the agent sets none.
+    spec["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
+    return spec
+
+
 def runc_start_latency(bundle_src, runs, work):
     """`runc run -d` + `runc delete -f` of the agent's own bundle, re-rooted."""
     spec = json.loads((bundle_src / "config.json").read_text())
@@ -166,15 +187,7 @@ def runc_start_latency(bundle_src, runs, work):
     rootfs.mkdir(parents=True)
     # A plain copy of the container's rootfs (runc gets no head start from overlay).
     subprocess.run(["cp", "-a", f"{rootfs_src}/.", str(rootfs)], check=True)
-    spec["root"]["path"] = str(rootfs)
-    # Own namespaces instead of the agent sandbox's; same cgroup nesting rule.
-    spec["linux"]["namespaces"] = [{"type": t} for t in ("pid", "mount", "ipc", "uts", "network")]
-    spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
-    # runc refuses to start when it may not lower the OOM score (this host);
-    # the agent treats the score as best effort.
-    spec["process"].pop("oomScoreAdj", None)
-    # runc's device cgroup denies everything not listed; the agent sets none.
-    spec["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
+    peer_spec(spec, rootfs)
     results = []
     for i in range(runs):
         cid = f"kubelab-bench-{os.getpid()}-{i}"
