@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
-    NodeRuntimeHandler, NodeSpec, NodeStatus, NodeSystemInfo,
+    NodeRuntimeHandler, NodeRuntimeHandlerFeatures, NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::KubeApiError;
 use crate::config::reserved::NodeReservations;
+use crate::runtime::handlers::RuntimeHandler;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// kubelet's default `nodeLeaseDurationSeconds`.
@@ -58,7 +59,7 @@ pub struct NodeFacts {
     /// The images in the node's store, as `status.images` lists them.
     pub images: Vec<ContainerImage>,
     /// `status.runtimeHandlers`: the runtime handlers and their features.
-    pub runtime_handlers: Vec<NodeRuntimeHandler>,
+    pub runtime_handlers: Vec<RuntimeHandler>,
 }
 
 /// `amd64`/`arm64`, as `GOARCH` names them.
@@ -125,6 +126,17 @@ impl NodeFacts {
             ),
             runtime_handlers: Vec::new(),
         }
+    }
+}
+
+/// One handler of CRI's `RuntimeStatus` as `status.runtimeHandlers` lists it.
+fn node_runtime_handler(h: &RuntimeHandler) -> NodeRuntimeHandler {
+    NodeRuntimeHandler {
+        name: Some(h.name.clone()),
+        features: Some(NodeRuntimeHandlerFeatures {
+            recursive_read_only_mounts: Some(h.features.recursive_read_only_mounts),
+            user_namespaces: Some(h.features.user_namespaces),
+        }),
     }
 }
 
@@ -277,7 +289,8 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
         // Left out when empty, so a node without images (hollow nodes) does
         // not differ from what the apiserver gives back.
         images: (!f.images.is_empty()).then(|| f.images.clone()),
-        runtime_handlers: (!f.runtime_handlers.is_empty()).then(|| f.runtime_handlers.clone()),
+        runtime_handlers: (!f.runtime_handlers.is_empty())
+            .then(|| f.runtime_handlers.iter().map(node_runtime_handler).collect()),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
                 port: f.kubelet_port as i32,
@@ -348,7 +361,7 @@ pub struct NodeAgent {
     /// A hollow node's: what it reports instead of this host's facts.
     pub fixed_facts: Option<NodeFacts>,
     /// `status.runtimeHandlers`, found when the agent started.
-    pub runtime_handlers: Vec<NodeRuntimeHandler>,
+    pub runtime_handlers: Vec<RuntimeHandler>,
     /// The Nodes as a shared informer sees them (hollow nodes): the status
     /// is compared against these instead of a GET every check.
     pub nodes: Option<Store<Node>>,
@@ -658,7 +671,7 @@ mod tests {
         let none = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
         assert_eq!(none.runtime_handlers, None);
         f.runtime_handlers =
-            crate::runtime::handlers::node_runtime_handlers(&Default::default(), None);
+            crate::runtime::handlers::status_handlers(&Default::default(), None);
         let status = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
         assert_eq!(
             serde_json::to_value(&status).unwrap()["runtimeHandlers"],

@@ -27,7 +27,7 @@ use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container;
 use crate::runtime::handlers::RuntimeHandlers;
-use crate::runtime::image;
+use crate::images;
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
     ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
@@ -1083,7 +1083,7 @@ impl PodWorker {
 
     /// The image is not there: waiting as the image manager says, retried
     /// with the container's back-off.
-    fn image_failed(&mut self, idx: usize, failure: image::ImagePullFailure) {
+    fn image_failed(&mut self, idx: usize, failure: images::ImagePullFailure) {
         let slot = &mut self.slots[idx];
         self.ctx.events.warning(
             &self.key,

@@ -9,10 +9,9 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
-use super::credentials::Keyring;
 use super::pull::PullError;
 use super::reference::normalize;
-use super::service::{ImageFsInfo, ImageService, ImageStatus};
+use super::service::{AuthConfig, ImageFsInfo, ImageService, ImageStatus};
 use super::store::ImageSummary;
 
 /// Bytes every pretend image takes.
@@ -24,7 +23,10 @@ struct State {
     images: BTreeMap<String, (String, bool)>,
     /// Normalized references whose pulls fail.
     failing: BTreeSet<String>,
-    pulls: Vec<String>,
+    /// User names whose pulls are refused, as a registry refuses a bad login.
+    refused_users: BTreeSet<String>,
+    /// (normalized reference, user name) of every pull, in order.
+    pulls: Vec<(String, Option<String>)>,
 }
 
 pub struct FakeImageService {
@@ -65,9 +67,19 @@ impl FakeImageService {
         self.state().failing.insert(name);
     }
 
+    /// Pulls as `username` are refused from now on.
+    pub fn refuse_user(&self, username: &str) {
+        self.state().refused_users.insert(username.to_string());
+    }
+
     /// The references pulled so far, in order.
     pub fn pulls(&self) -> Vec<String> {
-        self.state().pulls.clone()
+        self.state().pulls.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Who each pull so far was made as (`None`: anonymously), in order.
+    pub fn pull_users(&self) -> Vec<Option<String>> {
+        self.state().pulls.iter().map(|(_, u)| u.clone()).collect()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -83,14 +95,21 @@ impl ImageService for FakeImageService {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
-        _keyring: &'a Keyring,
+        auth: Option<&'a AuthConfig>,
     ) -> BoxFuture<'a, Result<ImageSummary, PullError>> {
         Box::pin(async move {
             let name = normalize(image)?;
             let mut state = self.state();
-            state.pulls.push(name.clone());
+            let user = auth.map(|a| a.username.clone());
+            state.pulls.push((name.clone(), user.clone()));
             if state.failing.contains(&name) {
                 return Err(PullError::NotFound { reference: name });
+            }
+            if let Some(user) = user.filter(|u| state.refused_users.contains(u)) {
+                return Err(PullError::Unauthorized {
+                    reference: name,
+                    detail: format!("401 Unauthorized for {user:?}"),
+                });
             }
             let id = fake_id(&name);
             state.images.insert(name.clone(), (id.clone(), false));

@@ -13,7 +13,7 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
-use super::reference::DEFAULT_DOMAIN;
+use crate::runtime::image::reference::DEFAULT_DOMAIN;
 
 pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
 pub const DOCKER_CONFIG_KEY: &str = ".dockercfg";
@@ -86,13 +86,6 @@ impl Keyring {
             }
         }
         (keyring, errors)
-    }
-
-    /// A keyring of one credential (`image pull --creds`).
-    pub fn with_credential(registry: &str, username: &str, password: &str) -> Keyring {
-        let mut keyring = Keyring::default();
-        keyring.add(registry, username.to_string(), password.to_string());
-        keyring
     }
 
     fn add_secret(&mut self, secret: &Secret) -> Result<(), CredentialsError> {
