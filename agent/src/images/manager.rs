@@ -371,7 +371,11 @@ impl ImageManager {
             .map(|r| keyring.lookup(&r.repository()))
             .unwrap_or_default();
         if credentials.is_empty() {
-            return self.images.pull_image(image, None).await.map_err(|e| vec![e]);
+            return self
+                .images
+                .pull_image(image, None)
+                .await
+                .map_err(|e| vec![e]);
         }
         let mut errors = Vec::new();
         for credential in credentials {
@@ -440,8 +444,8 @@ impl ImageManager {
 /// The runtime's words for a failed pull, as containerd words them; one
 /// cause per credential tried.
 fn pull_failure_message(image: &str, errors: &[PullError]) -> String {
-    let normalized = crate::runtime::image::reference::normalize(image)
-        .unwrap_or_else(|_| image.to_string());
+    let normalized =
+        crate::runtime::image::reference::normalize(image).unwrap_or_else(|_| image.to_string());
     let causes: Vec<String> = errors.iter().map(|e| crate::error_chain(e)).collect();
     format!(
         "failed to pull and unpack image {normalized:?}: {}",

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::cgroups::{CgroupPath, QosClass};
 use crate::config::is_static_pod;
 use crate::context::AgentContext;
+use crate::images;
 use crate::logs;
 use crate::pod::actions::{self, ContainerToKill, DownwardMetadata, Observed, PodActions};
 use crate::pod::leftovers;
@@ -27,7 +28,6 @@ use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container;
 use crate::runtime::handlers::RuntimeHandlers;
-use crate::images;
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
     ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
@@ -155,6 +155,18 @@ async fn next_change(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
 /// Go's `%v` of a command: `[sh -c exit 1]`.
 fn go_command(command: &[String]) -> String {
     format!("[{}]", command.join(" "))
+}
+
+/// A failed `preStop` hook: the kubelet keeps the hook's output out of
+/// the Event (it may hold secrets) and only logs it.
+fn pre_stop_failed(events: &crate::events::EventRecorder, key: &str, name: &str, error: &str) {
+    tracing::warn!(pod = %key, container = name, "PreStop hook failed: {error}");
+    events.warning(
+        key,
+        Some(name),
+        "FailedPreStopHook",
+        "PreStopHook failed".into(),
+    );
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -1375,12 +1387,7 @@ impl PodWorker {
                 if let Ok(Ok(prober::ProbeOutcome::Failure(msg))) =
                     tokio::time::timeout_at(deadline, hook).await
                 {
-                    ctx.events.warning(
-                        &key,
-                        Some(&name),
-                        "FailedPreStopHook",
-                        format!("PreStopHook failed: {msg}"),
-                    );
+                    pre_stop_failed(&ctx.events, &key, &name, &msg);
                 }
             }
             runtime.signal_container(&run, nix::sys::signal::Signal::SIGTERM);
@@ -1497,12 +1504,7 @@ impl PodWorker {
                     runtime.as_ref(),
                 );
                 if let prober::ProbeOutcome::Failure(msg) = outcome {
-                    events.warning(
-                        &key,
-                        Some(&name),
-                        "FailedPreStopHook",
-                        format!("PreStopHook failed: {msg}"),
-                    );
+                    pre_stop_failed(&events, &key, &name, &msg);
                 }
             }));
         }

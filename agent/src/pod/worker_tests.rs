@@ -288,6 +288,52 @@ async fn hooks_run_in_the_kubelets_order() {
 }
 
 #[tokio::test]
+async fn a_failed_exec_hook_reads_as_the_kubelets_handler_runner_words_it() {
+    let runtime = FakeRuntime::default();
+    runtime.answer_execs_in(
+        "web",
+        crate::runtime::cri::ExecSyncResponse {
+            stdout: b"cannot configure\n".to_vec(),
+            stderr: b"no such file".to_vec(),
+            exit_code: 3,
+        },
+    );
+    let h = start(
+        pod("  restartPolicy: Never
+  containers:
+  - name: web
+    image: busybox
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, configure]}}
+      preStop: {exec: {command: [sh, -c, drain]}}
+"),
+        runtime,
+    );
+    let terminated = h
+        .until("web terminated", |h| h.container("web")?.state?.terminated)
+        .await;
+    assert_eq!(
+        terminated.message.as_deref(),
+        Some(
+            "Exec lifecycle hook ([sh -c configure]) for Container \"web\" in Pod \"web_default(uid-1)\" \
+             failed - error: command 'sh -c configure' exited with 3: no such file, \
+             message: \"cannot configure\\nno such file\""
+        )
+    );
+    // The Events leave the hooks' output out, as the kubelet's do.
+    let events = h.events();
+    assert!(
+        events.contains(&("FailedPostStartHook".into(), "PostStartHook failed".into())),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("FailedPreStopHook".into(), "PreStopHook failed".into())),
+        "{events:?}"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn a_container_ignoring_sigterm_is_killed_after_the_grace_period() {
     let runtime = FakeRuntime::default();
     runtime.ignore_sigterm("web");

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 use crate::cgroups::CgroupPath;
 use crate::pod::slot::CurrentRun;
-use crate::prober::{ProbeOutcome, ProbeTarget};
+use crate::prober::ProbeTarget;
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
     ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
@@ -45,6 +46,9 @@ struct State {
     missing_images: HashSet<String>,
     /// Containers (by name) whose process ignores SIGTERM, as a shell loop as PID 1 does.
     ignoring_sigterm: HashSet<String>,
+    /// What `ExecSync` in a container (by name) answers; exit 0 and no
+    /// output for the others.
+    exec_responses: HashMap<String, ExecSyncResponse>,
     next_pid: i32,
 }
 
@@ -125,6 +129,12 @@ impl FakeRuntime {
     pub fn set_image_missing(&self, image: &str) {
         let mut state = self.state.lock().expect("lock");
         state.missing_images.insert(image.to_string());
+    }
+
+    /// Every command run in `container` from now on ends as `response` says.
+    pub fn answer_execs_in(&self, container: &str, response: ExecSyncResponse) {
+        let mut state = self.state.lock().expect("lock");
+        state.exec_responses.insert(container.to_string(), response);
     }
 
     pub fn ignore_sigterm(&self, container: &str) {
@@ -327,14 +337,21 @@ impl RuntimeService for FakeRuntime {
         state.note(format!("remove {name}"));
     }
 
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], _timeout: Duration) -> ProbeOutcome {
+    fn exec_sync(
+        &self,
+        target: &ProbeTarget,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError> {
         let id = target
             .bundle
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.log(format!("exec {} {}", self.name_of(&id), cmd.join(" ")));
-        ProbeOutcome::Success
+        let name = self.name_of(&id);
+        self.log(format!("exec {name} {}", cmd.join(" ")));
+        let state = self.state.lock().expect("lock");
+        Ok(state.exec_responses.get(&name).cloned().unwrap_or_default())
     }
 
     fn pods_are_real(&self) -> bool {

@@ -214,10 +214,7 @@ mod tests {
             user_namespaces: false,
         };
         assert_eq!(
-            show(status_handlers(
-                &HandlerConfig::default(),
-                Some(runc11)
-            )),
+            show(status_handlers(&HandlerConfig::default(), Some(runc11))),
             [
                 "\"kubelab\" rro=true userns=true",
                 "\"\" rro=true userns=true",

@@ -14,8 +14,8 @@ use futures::future::BoxFuture;
 
 use crate::cgroups::CgroupPath;
 use crate::pod::slot::CurrentRun;
-use crate::prober::{ProbeOutcome, ProbeTarget};
-use crate::runtime::cri::{ContainerConfig, PodSandboxConfig};
+use crate::prober::ProbeTarget;
+use crate::runtime::cri::{ContainerConfig, ExecSyncError, ExecSyncResponse, PodSandboxConfig};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::shim::ContainerExit;
 
@@ -107,9 +107,15 @@ pub trait RuntimeService: Send + Sync + 'static {
     fn remove_container(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, container_id: &str);
 
     /// CRI's `ExecSync`: runs `cmd` in the container run `target` names,
-    /// for at most `timeout`; success is exit status 0. Exec probes and
-    /// hooks go through it; the pod layer makes HTTP, TCP and sleep ones itself.
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome;
+    /// for at most `timeout`; its exit code and output. Exec probes and
+    /// hooks go through it and judge the result themselves; the pod layer
+    /// makes HTTP, TCP and sleep ones itself.
+    fn exec_sync(
+        &self,
+        target: &ProbeTarget,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError>;
 
     /// Whether this runtime's pods are real: a runtime that only pretends
     /// has no pod network for the pod layer's HTTP and TCP checks to reach,

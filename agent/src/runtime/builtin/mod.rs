@@ -5,8 +5,10 @@
 //! - [`run_sandbox`]: `RunPodSandbox`.
 //! - [`create_container`]: `CreateContainer` + `StartContainer`.
 //! - [`remove`]: what a run and a pod leave.
+//! - [`exec_sync`]: `ExecSync`: a command in a container, its exit code and output.
 
 pub mod create_container;
+pub mod exec_sync;
 pub mod remove;
 pub mod run_sandbox;
 
@@ -21,8 +23,9 @@ use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
 use crate::pod::leftovers;
 use crate::pod::slot::CurrentRun;
-use crate::prober::{self, ProbeOutcome, ProbeTarget};
+use crate::prober::ProbeTarget;
 use crate::runtime::container;
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
     ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
@@ -129,7 +132,12 @@ impl RuntimeService for BuiltinRuntime {
         remove::remove_run(&self.ctx, &bundle(pod_dir, container_id), &cgroup);
     }
 
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome {
-        prober::probe::exec_probe(target, cmd, timeout)
+    fn exec_sync(
+        &self,
+        target: &ProbeTarget,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError> {
+        exec_sync::exec_sync(target, cmd, timeout)
     }
 }

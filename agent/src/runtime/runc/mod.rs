@@ -21,8 +21,9 @@ pub use command::{Runc, RuncFeatures};
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
 use crate::pod::slot::CurrentRun;
-use crate::prober::{ProbeOutcome, ProbeTarget};
+use crate::prober::ProbeTarget;
 use crate::runtime::builtin::BuiltinRuntime;
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
     ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
@@ -103,7 +104,12 @@ impl RuntimeService for RuncRuntime {
             .remove_container(pod_dir, pod_cgroup, container_id)
     }
 
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome {
+    fn exec_sync(
+        &self,
+        target: &ProbeTarget,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError> {
         self.builtin.exec_sync(target, cmd, timeout)
     }
 }
