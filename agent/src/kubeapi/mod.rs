@@ -93,6 +93,7 @@ pub fn start(
             lease_duration_seconds,
             fixed_facts: None,
             runtime_handlers,
+            images: ctx.image_manager.service().clone(),
             nodes: None,
             lease_offset: std::time::Duration::ZERO,
         }

@@ -56,7 +56,7 @@ pub struct NodeFacts {
     pub kubelet_port: u16,
     /// The pressure conditions the eviction manager reports.
     pub pressure: crate::eviction::Pressure,
-    /// The images in the node's store, as `status.images` lists them.
+    /// The images the image service lists, as `status.images` lists them.
     pub images: Vec<ContainerImage>,
     /// `status.runtimeHandlers`: the runtime handlers and their features.
     pub runtime_handlers: Vec<RuntimeHandler>,
@@ -119,11 +119,7 @@ impl NodeFacts {
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             kubelet_port,
             pressure,
-            images: node_images(
-                &crate::runtime::image::ImageStore::at(root_dir)
-                    .list()
-                    .unwrap_or_default(),
-            ),
+            images: Vec::new(),
             runtime_handlers: Vec::new(),
         }
     }
@@ -289,8 +285,12 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
         // Left out when empty, so a node without images (hollow nodes) does
         // not differ from what the apiserver gives back.
         images: (!f.images.is_empty()).then(|| f.images.clone()),
-        runtime_handlers: (!f.runtime_handlers.is_empty())
-            .then(|| f.runtime_handlers.iter().map(node_runtime_handler).collect()),
+        runtime_handlers: (!f.runtime_handlers.is_empty()).then(|| {
+            f.runtime_handlers
+                .iter()
+                .map(node_runtime_handler)
+                .collect()
+        }),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
                 port: f.kubelet_port as i32,
@@ -362,6 +362,9 @@ pub struct NodeAgent {
     pub fixed_facts: Option<NodeFacts>,
     /// `status.runtimeHandlers`, found when the agent started.
     pub runtime_handlers: Vec<RuntimeHandler>,
+    /// Where `status.images` comes from (CRI's `ListImages`): the node's
+    /// store, or a hollow node's pretend images.
+    pub images: std::sync::Arc<dyn crate::runtime::image::ImageService>,
     /// The Nodes as a shared informer sees them (hollow nodes): the status
     /// is compared against these instead of a GET every check.
     pub nodes: Option<Store<Node>>,
@@ -372,10 +375,21 @@ pub struct NodeAgent {
 
 impl NodeAgent {
     fn facts(&self) -> NodeFacts {
+        let images = match self.images.list_images() {
+            Ok(images) => node_images(&images),
+            Err(e) => {
+                tracing::warn!("listing images for the node status: {e}");
+                Vec::new()
+            }
+        };
         if let Some(facts) = &self.fixed_facts {
-            return facts.clone();
+            return NodeFacts {
+                images,
+                ..facts.clone()
+            };
         }
         NodeFacts {
+            images,
             runtime_handlers: self.runtime_handlers.clone(),
             ..NodeFacts::gather(
                 &self.name,
@@ -670,8 +684,7 @@ mod tests {
         let mut f = facts();
         let none = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
         assert_eq!(none.runtime_handlers, None);
-        f.runtime_handlers =
-            crate::runtime::handlers::status_handlers(&Default::default(), None);
+        f.runtime_handlers = crate::runtime::handlers::status_handlers(&Default::default(), None);
         let status = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
         assert_eq!(
             serde_json::to_value(&status).unwrap()["runtimeHandlers"],

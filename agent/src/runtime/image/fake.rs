@@ -45,7 +45,8 @@ impl FakeImageService {
         }
     }
 
-    /// A store that has every image, as imported ones (hollow nodes).
+    /// A store that has every image, as imported ones (hollow nodes); it
+    /// lists those it was asked about.
     pub fn with_every_image() -> Self {
         FakeImageService {
             every_image_present: true,
@@ -124,10 +125,16 @@ impl ImageService for FakeImageService {
 
     fn image_status(&self, image: &str) -> Result<Option<ImageStatus>, ImageError> {
         let name = normalize(image)?;
-        let state = self.state();
+        let mut state = self.state();
         let found = match state.images.get(&name) {
             Some((id, pinned)) => Some((id.clone(), *pinned)),
-            None if self.every_image_present => Some((fake_id(&name), true)),
+            None if self.every_image_present => {
+                // Found now, so listed from now on, as kubemark's hollow
+                // nodes list the images of the pods they ran.
+                let id = fake_id(&name);
+                state.images.insert(name.clone(), (id.clone(), true));
+                Some((id, true))
+            }
             None => None,
         };
         Ok(found.map(|(id, pinned)| ImageStatus {
@@ -173,5 +180,36 @@ impl ImageService for FakeImageService {
 
     fn image_content(&self, id: &str) -> Result<Vec<(String, u64)>, ImageError> {
         Ok(vec![(id.to_string(), FAKE_IMAGE_SIZE)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(service: &FakeImageService) -> Vec<String> {
+        service
+            .list_images()
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| i.reference)
+            .collect()
+    }
+
+    #[test]
+    fn a_store_with_every_image_lists_those_it_was_asked_about() {
+        let service = FakeImageService::with_every_image();
+        assert!(listed(&service).is_empty());
+        let found = service.image_status("busybox").unwrap().unwrap();
+        assert!(found.pinned);
+        assert_eq!(listed(&service), ["docker.io/library/busybox:latest"]);
+        // Asked again: the same image, listed once.
+        assert_eq!(service.image_status("busybox:latest").unwrap(), Some(found));
+        assert_eq!(listed(&service).len(), 1);
+        // An empty store finds nothing it was not given.
+        assert_eq!(
+            FakeImageService::empty().image_status("busybox").unwrap(),
+            None
+        );
     }
 }
