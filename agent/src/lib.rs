@@ -14,6 +14,7 @@
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
 //! - [`token`]: the token manager: pods' bound ServiceAccount tokens, refreshed.
 //! - [`volume`]: pod volumes on the node, handed to the runtime as CRI mounts.
+//!
 //! The user tools that watch a node through that API (`top`, `experiment`)
 //! are their own binary, `kubelab` (the `tools/` crate).
 

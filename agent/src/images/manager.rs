@@ -28,7 +28,7 @@ use crate::events::EventRecorder;
 use crate::kubeapi::objects::ObjectGetter;
 use crate::runtime::image::fake::FakeImageService;
 use crate::runtime::image::{
-    AuthConfig, ImageError, ImageService, ImageSummary, PullError, Reference, RegistryOptions,
+    ImageError, ImageService, ImageSummary, PullError, Reference, RegistryOptions,
 };
 
 /// The kubelet's image pull back-off: 10 s doubling to 5 min.
@@ -382,14 +382,10 @@ impl ImageManager {
             tracing::debug!(
                 image,
                 registry = %credential.registry,
-                username = %credential.username,
+                username = %credential.auth.username,
                 "pulling with credentials"
             );
-            let auth = AuthConfig {
-                username: credential.username,
-                password: credential.password,
-            };
-            match self.images.pull_image(image, Some(&auth)).await {
+            match self.images.pull_image(image, Some(&credential.auth)).await {
                 Ok(pulled) => return Ok(pulled),
                 Err(e) => errors.push(e),
             }
@@ -644,13 +640,17 @@ mod tests {
             secrets: vec![secret],
             ..Default::default()
         };
-        let (mut pod, c) = pod_with("r:5000/team/app:v1", None);
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
-                name: "regcred".into(),
-            }]),
-            ..Default::default()
-        });
+        let with_regcred = |image: &str| {
+            let (mut pod, c) = pod_with(image, None);
+            pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+                    name: "regcred".into(),
+                }]),
+                ..Default::default()
+            });
+            (pod, c)
+        };
+        let (pod, c) = with_regcred("r:5000/team/app:v1");
 
         // The team's login is refused: the host-wide one is tried next.
         service.refuse_user("team");
@@ -665,13 +665,7 @@ mod tests {
 
         // Both refused: one cause per try, in the order tried.
         service.refuse_user("host");
-        let (mut pod, c) = pod_with("r:5000/team/app:v2", None);
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
-                name: "regcred".into(),
-            }]),
-            ..Default::default()
-        });
+        let (pod, c) = with_regcred("r:5000/team/app:v2");
         let failure = manager
             .ensure_image_exists(&pod, &c, &objects)
             .await

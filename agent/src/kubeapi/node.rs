@@ -178,7 +178,7 @@ pub fn node_images(images: &[crate::runtime::image::ImageSummary]) -> Vec<Contai
             }
         })
         .collect();
-    out.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+    out.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
     out.truncate(NODE_STATUS_MAX_IMAGES);
     out
 }

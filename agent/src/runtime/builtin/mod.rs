@@ -2,10 +2,10 @@
 //! of this agent's own making (image store, rootfs, init, shim, cgroups,
 //! the CNI client).
 //!
-//! - [`run_sandbox`]: `RunPodSandbox`.
+//! - [`run_sandbox`]: the pod sandbox (`RunPodSandbox`).
 //! - [`create_container`]: `CreateContainer` + `StartContainer`.
 //! - [`remove`]: what a run and a pod leave.
-//! - [`exec_sync`]: `ExecSync`: a command in a container, its exit code and output.
+//! - [`exec_sync`]: `ExecSync`, a command in a container and how it ended.
 
 pub mod create_container;
 pub mod exec_sync;
