@@ -22,7 +22,6 @@ use crate::context::AgentContext;
 use crate::images;
 use crate::logs;
 use crate::pod::actions::{self, ContainerToKill, DownwardMetadata, Observed, PodActions};
-use crate::pod::leftovers;
 use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
@@ -30,7 +29,7 @@ use crate::runtime::container;
 use crate::runtime::handlers::RuntimeHandlers;
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerStarted;
 use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
@@ -502,23 +501,37 @@ impl PodWorker {
         // The node runs the pod as recorded until the recovery says more:
         // it is listed while its leftovers are looked at.
         self.publish();
-        let (ctx, dir, pod_cgroup) = (self.ctx.clone(), self.dir.clone(), self.pod_cgroup.clone());
-        let recorded = state.clone();
+        let recorded = RecordedPod {
+            pod_dir: self.dir.clone(),
+            pod_cgroup: self.pod_cgroup.clone(),
+            sandbox: state.sandbox.clone(),
+            sandbox_intent: state.sandbox_intent.clone(),
+            runs: state
+                .slots
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.current.clone()?)))
+                .collect(),
+            intended: state
+                .slots
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.creating.clone()?)))
+                .collect(),
+        };
+        let runtime = self.runtime.clone();
         let key = self.key.clone();
         let plan = tokio::task::spawn_blocking(move || {
-            let found = leftovers::observe(&ctx, &dir, &pod_cgroup, &recorded);
+            let found = runtime.pod_leftovers(&recorded);
             let plan = recovery::decide(&found);
             if !plan.remove.is_empty() {
                 tracing::info!(pod = %key, removed = ?plan.remove, "removing what a previous agent process left half made");
             }
             for id in &plan.remove {
-                leftovers::remove_id(&ctx, &dir, &pod_cgroup, id);
+                runtime.remove_leftover(&recorded.pod_dir, &recorded.pod_cgroup, id);
             }
             for run in plan.adopt.iter().filter(|r| r.kill) {
                 // Containers joined namespaces that are gone: start over, as
                 // kubelet does when a sandbox dies.
-                let cg = ctx.cgroups.container_path(&pod_cgroup, &run.container_id);
-                let _ = ctx.cgroups.kill_all(&cg);
+                runtime.kill_container(&recorded.pod_cgroup, &run.container_id);
             }
             plan
         })

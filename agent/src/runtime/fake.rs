@@ -24,7 +24,8 @@ use crate::prober::ProbeTarget;
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, Found, FoundRun, FoundSandbox, PodRemoval, RecordedPod,
+    RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::{ContainerExit, ContainerStarted};
 
@@ -335,6 +336,44 @@ impl RuntimeService for FakeRuntime {
             state.containers.remove(container_id);
         }
         state.note(format!("remove {name}"));
+    }
+
+    /// A pretending runtime keeps nothing on the node: of what a previous
+    /// agent process recorded, no sandbox lives and no run left a trace,
+    /// so started runs are adopted (and found lost) and intended ones dropped.
+    fn pod_leftovers(&self, recorded: &RecordedPod) -> Found {
+        let state = self.state.lock().expect("lock");
+        let exited = |id: &str| state.containers.get(id).is_some_and(|c| c.exit.is_some());
+        let recorded_runs = recorded.runs.iter().map(|(slot, run)| FoundRun {
+            slot: slot.clone(),
+            container_id: run.container_id.clone(),
+            recorded: true,
+            started: Some(run.started.clone()),
+            exited: exited(&run.container_id),
+        });
+        let intended_runs = recorded.intended.iter().map(|(slot, id)| FoundRun {
+            slot: slot.clone(),
+            container_id: id.clone(),
+            recorded: false,
+            started: None,
+            exited: exited(id),
+        });
+        Found {
+            sandbox: recorded.sandbox.as_ref().map(|s| FoundSandbox {
+                id: s.id.clone(),
+                alive: false,
+            }),
+            sandbox_intent: recorded.sandbox_intent.clone(),
+            runs: recorded_runs.chain(intended_runs).collect(),
+            on_node: Default::default(),
+        }
+    }
+
+    fn remove_leftover(&self, _pod_dir: &Path, _pod_cgroup: &CgroupPath, id: &str) {
+        let mut state = self.state.lock().expect("lock");
+        state.containers.remove(id);
+        state.pod_ips.remove(id);
+        state.note(format!("remove_leftover {id}"));
     }
 
     fn exec_sync(

@@ -5,10 +5,12 @@
 //! - [`run_sandbox`]: the pod sandbox (`RunPodSandbox`).
 //! - [`create_container`]: `CreateContainer` + `StartContainer`.
 //! - [`remove`]: what a run and a pod leave.
+//! - [`leftovers`]: what an agent that was killed left, found and removed.
 //! - [`exec_sync`]: `ExecSync`, a command in a container and how it ended.
 
 pub mod create_container;
 pub mod exec_sync;
+pub mod leftovers;
 pub mod remove;
 pub mod run_sandbox;
 
@@ -21,14 +23,13 @@ use futures::future::BoxFuture;
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::leftovers;
 use crate::pod::slot::CurrentRun;
 use crate::prober::ProbeTarget;
 use crate::runtime::container;
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, Found, PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerExit;
 
@@ -130,6 +131,14 @@ impl RuntimeService for BuiltinRuntime {
     fn remove_container(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, container_id: &str) {
         let cgroup = self.ctx.cgroups.container_path(pod_cgroup, container_id);
         remove::remove_run(&self.ctx, &bundle(pod_dir, container_id), &cgroup);
+    }
+
+    fn pod_leftovers(&self, recorded: &RecordedPod) -> Found {
+        leftovers::observe(&self.ctx, recorded)
+    }
+
+    fn remove_leftover(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, id: &str) {
+        leftovers::remove_id(&self.ctx, pod_dir, pod_cgroup, id);
     }
 
     fn exec_sync(

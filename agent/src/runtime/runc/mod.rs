@@ -26,7 +26,7 @@ use crate::runtime::builtin::BuiltinRuntime;
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, Found, PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerExit;
 
@@ -102,6 +102,14 @@ impl RuntimeService for RuncRuntime {
         self.forget(pod_dir, container_id);
         self.builtin
             .remove_container(pod_dir, pod_cgroup, container_id)
+    }
+
+    fn pod_leftovers(&self, recorded: &RecordedPod) -> Found {
+        self.builtin.pod_leftovers(recorded)
+    }
+
+    fn remove_leftover(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, id: &str) {
+        self.builtin.remove_leftover(pod_dir, pod_cgroup, id)
     }
 
     fn exec_sync(
