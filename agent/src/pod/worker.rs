@@ -29,7 +29,8 @@ use crate::runtime::container;
 use crate::runtime::handlers::RuntimeHandlers;
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, ExecTarget, PodRemoval, RecordedPod, RuntimeService,
+    SandboxRequest,
 };
 use crate::runtime::shim::ContainerStarted;
 use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
@@ -1293,16 +1294,18 @@ impl PodWorker {
         }
     }
 
-    /// Where lifecycle hooks and probes of a run reach its container.
+    /// Where lifecycle hooks and probes of a run reach its container
+    /// (`None` without a sandbox).
     fn hook_target(&self, run: &CurrentRun) -> Option<ProbeTarget> {
         let sandbox = self.sandbox.as_ref()?;
         Some(ProbeTarget {
             netns: (!sandbox.host_network)
                 .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
             pod_ip: self.pod_ip.clone(),
-            container_pid: run.started.pid,
-            agent_exe: self.ctx.agent_exe.clone(),
-            bundle: self.dir.join("containers").join(&run.container_id),
+            container: ExecTarget {
+                pid: run.started.pid,
+                bundle: self.dir.join("containers").join(&run.container_id),
+            },
         })
     }
 
@@ -1422,16 +1425,8 @@ impl PodWorker {
         {
             return;
         }
-        let Some(sandbox) = &self.sandbox else {
+        let Some(target) = self.hook_target(run) else {
             return;
-        };
-        let target = ProbeTarget {
-            netns: (!sandbox.host_network)
-                .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
-            pod_ip: self.pod_ip.clone(),
-            container_pid: run.started.pid,
-            agent_exe: self.ctx.agent_exe.clone(),
-            bundle: self.dir.join("containers").join(&run.container_id),
         };
         let task = tokio::spawn(prober::run(
             self.runtime.clone(),

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
-use crate::runtime::service::RuntimeService;
+use crate::runtime::service::{ExecTarget, RuntimeService};
 
 /// Where the probed container lives.
 #[derive(Debug, Clone)]
@@ -21,10 +21,8 @@ pub struct ProbeTarget {
     /// `hostNetwork` pods.
     pub netns: Option<PathBuf>,
     pub pod_ip: Option<String>,
-    /// The container's init pid (exec probes join its namespaces).
-    pub container_pid: i32,
-    pub agent_exe: PathBuf,
-    pub bundle: PathBuf,
+    /// Where exec probes and hooks run their command.
+    pub container: ExecTarget,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +85,7 @@ pub fn run_probe(
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
-        return exec_probe_outcome(runtime.exec_sync(target, &command, timeout));
+        return exec_probe_outcome(runtime.exec_sync(&target.container, &command, timeout));
     }
     if !runtime.pods_are_real() && (probe.http_get.is_some() || probe.tcp_socket.is_some()) {
         return ProbeOutcome::Success;
@@ -158,7 +156,10 @@ pub fn run_handler(
     }
     if let Some(exec) = &handler.exec {
         let command = exec.command.clone().unwrap_or_default();
-        return match exec_hook_error(&command, runtime.exec_sync(target, &command, timeout)) {
+        return match exec_hook_error(
+            &command,
+            runtime.exec_sync(&target.container, &command, timeout),
+        ) {
             None => ProbeOutcome::Success,
             Some(error) => ProbeOutcome::Failure(error),
         };

@@ -19,13 +19,11 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::cgroups::CgroupPath;
-use crate::pod::slot::CurrentRun;
-use crate::prober::ProbeTarget;
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, Found, FoundRun, FoundSandbox, PodRemoval, RecordedPod,
-    RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, CurrentRun, ExecTarget, Found, FoundRun, FoundSandbox,
+    PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::{ContainerExit, ContainerStarted};
 
@@ -378,7 +376,7 @@ impl RuntimeService for FakeRuntime {
 
     fn exec_sync(
         &self,
-        target: &ProbeTarget,
+        target: &ExecTarget,
         cmd: &[String],
         _timeout: Duration,
     ) -> Result<ExecSyncResponse, ExecSyncError> {

@@ -15,11 +15,30 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::cgroups::CgroupPath;
-use crate::pod::slot::CurrentRun;
-use crate::prober::ProbeTarget;
 use crate::runtime::cri::{ContainerConfig, ExecSyncError, ExecSyncResponse, PodSandboxConfig};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::shim::{ContainerExit, ContainerStarted};
+
+/// A container run the runtime started (`CreateContainer` +
+/// `StartContainer`): the handle every later call about it takes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentRun {
+    pub container_id: String,
+    /// What its shim wrote once the process ran.
+    pub started: ContainerStarted,
+    /// The ID of the image it runs.
+    pub image_id: String,
+}
+
+/// The container `ExecSync` runs a command in: its init pid (the command
+/// joins its namespaces and cgroups) and bundle (its config gives user,
+/// capabilities, environment, working dir).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTarget {
+    pub pid: i32,
+    pub bundle: PathBuf,
+}
 
 /// What `RunPodSandbox` is given.
 pub struct SandboxRequest<'a> {
@@ -169,13 +188,13 @@ pub trait RuntimeService: Send + Sync + 'static {
     /// pod, whatever state it was left in. Idempotent.
     fn remove_leftover(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, id: &str);
 
-    /// CRI's `ExecSync`: runs `cmd` in the container run `target` names,
-    /// for at most `timeout`; its exit code and output. Exec probes and
+    /// CRI's `ExecSync`: runs `cmd` in the container `target`, for at most
+    /// `timeout`; its exit code and output. Exec probes and
     /// hooks go through it and judge the result themselves; the pod layer
     /// makes HTTP, TCP and sleep ones itself.
     fn exec_sync(
         &self,
-        target: &ProbeTarget,
+        target: &ExecTarget,
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResponse, ExecSyncError>;

@@ -4,26 +4,28 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::prober::ProbeTarget;
 use crate::runtime::cri::{EXEC_SYNC_OUTPUT_LIMIT, ExecSyncError, ExecSyncResponse};
+use crate::runtime::service::ExecTarget;
 
 /// How long output still in the pipes is waited for once the command ended
 /// (a process it left behind may hold them open).
 const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
 pub fn exec_sync(
-    target: &ProbeTarget,
+    agent_exe: &Path,
+    target: &ExecTarget,
     command: &[String],
     timeout: Duration,
 ) -> Result<ExecSyncResponse, ExecSyncError> {
-    let mut child = Command::new(&target.agent_exe)
+    let mut child = Command::new(agent_exe)
         .arg("exec")
         .arg("--pid")
-        .arg(target.container_pid.to_string())
+        .arg(target.pid.to_string())
         .arg("--bundle")
         .arg(&target.bundle)
         .arg("--")

@@ -23,13 +23,12 @@ use futures::future::BoxFuture;
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::slot::CurrentRun;
-use crate::prober::ProbeTarget;
 use crate::runtime::container;
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
-    ContainerRequest, CreateError, Found, PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, CurrentRun, ExecTarget, Found, PodRemoval, RecordedPod,
+    RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerExit;
 
@@ -143,10 +142,10 @@ impl RuntimeService for BuiltinRuntime {
 
     fn exec_sync(
         &self,
-        target: &ProbeTarget,
+        target: &ExecTarget,
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResponse, ExecSyncError> {
-        exec_sync::exec_sync(target, cmd, timeout)
+        exec_sync::exec_sync(&self.ctx.agent_exe, target, cmd, timeout)
     }
 }

@@ -20,13 +20,12 @@ pub use command::{Runc, RuncFeatures};
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::slot::CurrentRun;
-use crate::prober::ProbeTarget;
 use crate::runtime::builtin::BuiltinRuntime;
 use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, Found, PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, CurrentRun, ExecTarget, Found, PodRemoval, RecordedPod,
+    RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerExit;
 
@@ -114,7 +113,7 @@ impl RuntimeService for RuncRuntime {
 
     fn exec_sync(
         &self,
-        target: &ProbeTarget,
+        target: &ExecTarget,
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResponse, ExecSyncError> {
