@@ -14,10 +14,11 @@ use crate::cgroups::CgroupDriver;
 use crate::config::{ApiSource, FileSource};
 use crate::context::AgentContext;
 use crate::events::EventRecorder;
+use crate::images::ImageManager;
 use crate::network::cluster::{ClusterNetworkOptions, PodNetworkBackend};
 use crate::network::{NetworkOptions, PodNetwork};
 use crate::pod::manager::PodManager;
-use crate::runtime::image::{ImageManager, ImageService, ImageStore, StoreImageService};
+use crate::runtime::image::{ImageService, ImageStore, StoreImageService};
 use crate::server::{self, ServerState, stats::CpuSampler};
 use crate::status::PodStatusStore;
 
@@ -75,7 +76,7 @@ pub struct AgentOptions {
     /// Who may use `--port`, and for what.
     pub auth: crate::server::auth::AuthOptions,
     /// `--serialize-image-pulls`, `--max-parallel-image-pulls`, `--insecure-registry`.
-    pub image_pulls: crate::runtime::image::PullOptions,
+    pub image_pulls: crate::images::PullOptions,
     /// `--image-gc-high-threshold` and the rest: when unused images go.
     pub image_gc: crate::runtime::image::ImageGcPolicy,
     /// OOM kill policy, MemoryQoS and swap, as configured.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use crate::cgroups::CgroupDriver;
 use crate::events::EventRecorder;
-use crate::runtime::image::{ImageManager, ImageStore};
+use crate::images::ImageManager;
+use crate::runtime::image::ImageStore;
 use crate::status::PodStatusStore;
 
 pub struct AgentContext {

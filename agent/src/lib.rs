@@ -4,6 +4,7 @@
 //! - [`config`]: pod sources (static manifest dir, apiserver watch), merged into one desired set.
 //! - [`pod`]: one worker per pod, a state machine that owns its pod.
 //! - [`runtime`]: OCI spec from a pod (pure), sandbox, shim, container init, images.
+//! - [`images`]: pull policy, back-off and pull secrets above the runtime's image service.
 //! - [`cgroups`]: one driver over cgroup v1 and v2, and the QoS maths.
 //! - [`logs`]: CRI-format container logs.
 //! - [`network`]: the CNI client: pod networks by the node's CNI plugins.
@@ -13,6 +14,7 @@
 //! - [`server`]: the kubelet HTTP API (`/pods`, `/stats/summary`, ...).
 //! - [`token`]: the token manager: pods' bound ServiceAccount tokens, refreshed.
 //! - [`volume`]: pod volumes on the node, handed to the runtime as CRI mounts.
+//!
 //! The user tools that watch a node through that API (`top`, `experiment`)
 //! are their own binary, `kubelab` (the `tools/` crate).
 
@@ -25,6 +27,7 @@ pub mod events;
 pub mod eviction;
 pub mod hollow;
 pub mod host;
+pub mod images;
 pub mod kubeapi;
 pub mod logs;
 pub mod network;

@@ -483,8 +483,8 @@ fn main() -> anyhow::Result<()> {
         tls_cert_file: cli.tls_cert_file.or(file_cfg.tls_cert_file),
         tls_private_key_file: cli.tls_private_key_file.or(file_cfg.tls_private_key_file),
         auth,
-        image_pulls: kubelab_agent::runtime::image::PullOptions {
-            concurrency: kubelab_agent::runtime::image::PullConcurrency::from_settings(
+        image_pulls: kubelab_agent::images::PullOptions {
+            concurrency: kubelab_agent::images::PullConcurrency::from_settings(
                 cli.serialize_image_pulls
                     .unwrap_or(file_cfg.serialize_image_pulls),
                 cli.max_parallel_image_pulls

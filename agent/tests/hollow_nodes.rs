@@ -248,6 +248,26 @@ fn hollow_nodes_run_a_deployment_and_go_not_ready_when_their_process_dies() {
         nodes.len() >= NODES / 2,
         "the pods are spread over the nodes, not piled on a few:\n{pods}"
     );
+    // A hollow node lists the images of the pods it ran, as kubemark's do.
+    let node = rows[0][0];
+    poll(
+        &hollow,
+        "the pods' image in the node's status.images",
+        Duration::from_secs(30),
+        || {
+            let names = api.try_kubectl(&[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.images[*].names[*]}",
+            ])?;
+            names
+                .split_whitespace()
+                .any(|n| n == "docker.io/library/busybox:latest")
+                .then_some(())
+        },
+    );
     let table = api.kubectl(&["get", "pods", "-l", "app=web", "--no-headers"]);
     assert!(
         table

@@ -111,7 +111,13 @@ fn post_start_hook_runs_in_the_container_and_a_failed_one_kills_it() {
         ),
         "{message}"
     );
-    assert!(message.contains("cannot configure"), "{message}");
+    // The runtime's error (exit code, stderr), then the whole output.
+    assert!(
+        message.ends_with(
+            "failed - error: command 'sh -c echo cannot configure; exit 3' exited with 3: , message: \"cannot configure\\n\""
+        ),
+        "{message}"
+    );
     assert!(has_event(
         &node,
         "badhook",

@@ -138,13 +138,20 @@ spec:
         (p["status"]["containerStatuses"][0]["ready"] == true).then_some(p)
     });
     assert_eq!(ready_cond(&later), "True");
-    let unhealthy = events_for(&node, "ready")
+    let unhealthy: Vec<String> = events_for(&node, "ready")
         .into_iter()
         .filter(|e| e["reason"] == "Unhealthy")
-        .count();
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
     assert!(
-        unhealthy >= 1,
+        !unhealthy.is_empty(),
         "readiness failed at least once before the file appeared"
+    );
+    // The command's output, as the kubelet's exec prober reports it.
+    assert!(
+        unhealthy.iter().any(|m| m
+            == "Readiness probe failed: cat: can't open '/tmp/ready': No such file or directory\n"),
+        "{unhealthy:#?}"
     );
 }
 

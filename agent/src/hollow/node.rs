@@ -102,6 +102,7 @@ pub fn start(
         lease_duration_seconds: shared.lease_duration_seconds,
         fixed_facts: Some(hollow_facts(name, &shared.internal_ip)),
         runtime_handlers: Vec::new(),
+        images: ctx.image_manager.service().clone(),
         nodes: Some(shared.nodes.clone()),
         lease_offset,
     };

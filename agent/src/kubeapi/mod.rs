@@ -80,7 +80,7 @@ pub fn start(
         root: ctx.root_dir.join("runc"),
     };
     let runtime_handlers =
-        crate::runtime::handlers::node_runtime_handlers(&ctx.runtime_handlers, runc.features());
+        crate::runtime::handlers::status_handlers(&ctx.runtime_handlers, runc.features());
     tokio::spawn(
         node::NodeAgent {
             client: client.clone(),
@@ -93,6 +93,7 @@ pub fn start(
             lease_duration_seconds,
             fixed_facts: None,
             runtime_handlers,
+            images: ctx.image_manager.service().clone(),
             nodes: None,
             lease_offset: std::time::Duration::ZERO,
         }

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
-    NodeRuntimeHandler, NodeSpec, NodeStatus, NodeSystemInfo,
+    NodeRuntimeHandler, NodeRuntimeHandlerFeatures, NodeSpec, NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::KubeApiError;
 use crate::config::reserved::NodeReservations;
+use crate::runtime::handlers::RuntimeHandler;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// kubelet's default `nodeLeaseDurationSeconds`.
@@ -55,10 +56,10 @@ pub struct NodeFacts {
     pub kubelet_port: u16,
     /// The pressure conditions the eviction manager reports.
     pub pressure: crate::eviction::Pressure,
-    /// The images in the node's store, as `status.images` lists them.
+    /// The images the image service lists, as `status.images` lists them.
     pub images: Vec<ContainerImage>,
     /// `status.runtimeHandlers`: the runtime handlers and their features.
-    pub runtime_handlers: Vec<NodeRuntimeHandler>,
+    pub runtime_handlers: Vec<RuntimeHandler>,
 }
 
 /// `amd64`/`arm64`, as `GOARCH` names them.
@@ -118,13 +119,20 @@ impl NodeFacts {
             boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
             kubelet_port,
             pressure,
-            images: node_images(
-                &crate::runtime::image::ImageStore::at(root_dir)
-                    .list()
-                    .unwrap_or_default(),
-            ),
+            images: Vec::new(),
             runtime_handlers: Vec::new(),
         }
+    }
+}
+
+/// One handler of CRI's `RuntimeStatus` as `status.runtimeHandlers` lists it.
+fn node_runtime_handler(h: &RuntimeHandler) -> NodeRuntimeHandler {
+    NodeRuntimeHandler {
+        name: Some(h.name.clone()),
+        features: Some(NodeRuntimeHandlerFeatures {
+            recursive_read_only_mounts: Some(h.features.recursive_read_only_mounts),
+            user_namespaces: Some(h.features.user_namespaces),
+        }),
     }
 }
 
@@ -170,7 +178,7 @@ pub fn node_images(images: &[crate::runtime::image::ImageSummary]) -> Vec<Contai
             }
         })
         .collect();
-    out.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+    out.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
     out.truncate(NODE_STATUS_MAX_IMAGES);
     out
 }
@@ -277,7 +285,12 @@ pub fn render_status(f: &NodeFacts, reserved: &NodeReservations, now: Timestamp)
         // Left out when empty, so a node without images (hollow nodes) does
         // not differ from what the apiserver gives back.
         images: (!f.images.is_empty()).then(|| f.images.clone()),
-        runtime_handlers: (!f.runtime_handlers.is_empty()).then(|| f.runtime_handlers.clone()),
+        runtime_handlers: (!f.runtime_handlers.is_empty()).then(|| {
+            f.runtime_handlers
+                .iter()
+                .map(node_runtime_handler)
+                .collect()
+        }),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
                 port: f.kubelet_port as i32,
@@ -348,7 +361,10 @@ pub struct NodeAgent {
     /// A hollow node's: what it reports instead of this host's facts.
     pub fixed_facts: Option<NodeFacts>,
     /// `status.runtimeHandlers`, found when the agent started.
-    pub runtime_handlers: Vec<NodeRuntimeHandler>,
+    pub runtime_handlers: Vec<RuntimeHandler>,
+    /// Where `status.images` comes from (CRI's `ListImages`): the node's
+    /// store, or a hollow node's pretend images.
+    pub images: std::sync::Arc<dyn crate::runtime::image::ImageService>,
     /// The Nodes as a shared informer sees them (hollow nodes): the status
     /// is compared against these instead of a GET every check.
     pub nodes: Option<Store<Node>>,
@@ -359,10 +375,21 @@ pub struct NodeAgent {
 
 impl NodeAgent {
     fn facts(&self) -> NodeFacts {
+        let images = match self.images.list_images() {
+            Ok(images) => node_images(&images),
+            Err(e) => {
+                tracing::warn!("listing images for the node status: {e}");
+                Vec::new()
+            }
+        };
         if let Some(facts) = &self.fixed_facts {
-            return facts.clone();
+            return NodeFacts {
+                images,
+                ..facts.clone()
+            };
         }
         NodeFacts {
+            images,
             runtime_handlers: self.runtime_handlers.clone(),
             ..NodeFacts::gather(
                 &self.name,
@@ -657,8 +684,7 @@ mod tests {
         let mut f = facts();
         let none = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
         assert_eq!(none.runtime_handlers, None);
-        f.runtime_handlers =
-            crate::runtime::handlers::node_runtime_handlers(&Default::default(), None);
+        f.runtime_handlers = crate::runtime::handlers::status_handlers(&Default::default(), None);
         let status = render_status(&f, &NodeReservations::default(), Timestamp::UNIX_EPOCH);
         assert_eq!(
             serde_json::to_value(&status).unwrap()["runtimeHandlers"],

@@ -352,12 +352,12 @@ fn scan_pods_dir(ctx: &AgentContext) -> HashMap<String, (Pod, PersistedState)> {
             }
             None => {
                 tracing::warn!("removing unreadable pod dir {}", entry.path().display());
-                crate::pod::leftovers::sweep_unreadable_pod(ctx, &entry.path(), &uid);
+                crate::runtime::builtin::leftovers::sweep_unreadable_pod(ctx, &entry.path(), &uid);
             }
         }
     }
     // Cgroups and networks of pods whose dir is gone (an agent killed while
     // removing a pod), now that the readable dirs are known.
-    crate::pod::leftovers::sweep_pods_without_dir(ctx, |uid| found.contains_key(uid));
+    crate::runtime::builtin::leftovers::sweep_pods_without_dir(ctx, |uid| found.contains_key(uid));
     found
 }

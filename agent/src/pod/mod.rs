@@ -11,7 +11,6 @@ pub mod container_config;
 pub mod downward;
 pub mod env;
 pub mod envvars;
-pub mod leftovers;
 pub mod manager;
 pub mod recovery;
 pub mod sandbox_config;

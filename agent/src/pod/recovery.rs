@@ -15,40 +15,7 @@ use std::collections::BTreeSet;
 
 use crate::runtime::shim::ContainerStarted;
 
-/// The sandbox `worker.json` records as made (after its network was attached).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FoundSandbox {
-    pub id: String,
-    /// Its process still runs (pid and start time match).
-    pub alive: bool,
-}
-
-/// A container run of one slot, recorded as current or only as intended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FoundRun {
-    /// The container (slot) name.
-    pub slot: String,
-    pub container_id: String,
-    /// Recorded as the slot's current run; `false`: only the intent to start
-    /// it was recorded (the agent died while creating it).
-    pub recorded: bool,
-    /// What its shim wrote once the container process ran (`state.json`).
-    pub started: Option<ContainerStarted>,
-    /// Its shim wrote how it ended (`exit.json`), or that it never started.
-    pub exited: bool,
-}
-
-/// Everything of one pod the previous agent process may have left.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Found {
-    pub sandbox: Option<FoundSandbox>,
-    /// A sandbox id recorded as about to be made.
-    pub sandbox_intent: Option<String>,
-    pub runs: Vec<FoundRun>,
-    /// Ids that have a bundle dir (`containers/<id>`) or a cgroup under the
-    /// pod's cgroup: sandboxes and containers, known or not.
-    pub on_node: BTreeSet<String>,
-}
+pub use crate::runtime::service::{Found, FoundRun, FoundSandbox};
 
 /// A run that becomes its slot's current run again.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::shim::{ContainerExit, ContainerStarted};
+use crate::runtime::shim::ContainerExit;
 
 /// kubelet's container restart back-off: 10 s doubling to 5 min.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -70,14 +70,8 @@ impl Terminated {
     }
 }
 
-/// The run in progress.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CurrentRun {
-    pub container_id: String,
-    pub started: ContainerStarted,
-    pub image_id: String,
-}
+/// The run in progress: what the runtime started.
+pub use crate::runtime::service::CurrentRun;
 
 /// Why a container is not running right now, as `state.waiting` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

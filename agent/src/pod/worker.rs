@@ -19,18 +19,18 @@ use tokio::sync::mpsc;
 use crate::cgroups::{CgroupPath, QosClass};
 use crate::config::is_static_pod;
 use crate::context::AgentContext;
+use crate::images;
 use crate::logs;
 use crate::pod::actions::{self, ContainerToKill, DownwardMetadata, Observed, PodActions};
-use crate::pod::leftovers;
 use crate::pod::recovery;
 use crate::pod::slot::{ContainerSlot, CurrentRun, Terminated};
 use crate::prober::{self, ProbeEvent, ProbeNotice, ProbeTarget};
 use crate::runtime::container;
 use crate::runtime::handlers::RuntimeHandlers;
-use crate::runtime::image;
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, ExecTarget, PodRemoval, RecordedPod, RuntimeService,
+    SandboxRequest,
 };
 use crate::runtime::shim::ContainerStarted;
 use crate::status::{self, ContainerRuntimeInfo, PodEntry, PodView};
@@ -156,6 +156,18 @@ async fn next_change(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
 /// Go's `%v` of a command: `[sh -c exit 1]`.
 fn go_command(command: &[String]) -> String {
     format!("[{}]", command.join(" "))
+}
+
+/// A failed `preStop` hook: the kubelet keeps the hook's output out of
+/// the Event (it may hold secrets) and only logs it.
+fn pre_stop_failed(events: &crate::events::EventRecorder, key: &str, name: &str, error: &str) {
+    tracing::warn!(pod = %key, container = name, "PreStop hook failed: {error}");
+    events.warning(
+        key,
+        Some(name),
+        "FailedPreStopHook",
+        "PreStopHook failed".into(),
+    );
 }
 
 fn uid_of(pod: &Pod) -> String {
@@ -494,23 +506,37 @@ impl PodWorker {
         // The node runs the pod as recorded until the recovery says more:
         // it is listed while its leftovers are looked at.
         self.publish();
-        let (ctx, dir, pod_cgroup) = (self.ctx.clone(), self.dir.clone(), self.pod_cgroup.clone());
-        let recorded = state.clone();
+        let recorded = RecordedPod {
+            pod_dir: self.dir.clone(),
+            pod_cgroup: self.pod_cgroup.clone(),
+            sandbox: state.sandbox.clone(),
+            sandbox_intent: state.sandbox_intent.clone(),
+            runs: state
+                .slots
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.current.clone()?)))
+                .collect(),
+            intended: state
+                .slots
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.creating.clone()?)))
+                .collect(),
+        };
+        let runtime = self.runtime.clone();
         let key = self.key.clone();
         let plan = tokio::task::spawn_blocking(move || {
-            let found = leftovers::observe(&ctx, &dir, &pod_cgroup, &recorded);
+            let found = runtime.pod_leftovers(&recorded);
             let plan = recovery::decide(&found);
             if !plan.remove.is_empty() {
                 tracing::info!(pod = %key, removed = ?plan.remove, "removing what a previous agent process left half made");
             }
             for id in &plan.remove {
-                leftovers::remove_id(&ctx, &dir, &pod_cgroup, id);
+                runtime.remove_leftover(&recorded.pod_dir, &recorded.pod_cgroup, id);
             }
             for run in plan.adopt.iter().filter(|r| r.kill) {
                 // Containers joined namespaces that are gone: start over, as
                 // kubelet does when a sandbox dies.
-                let cg = ctx.cgroups.container_path(&pod_cgroup, &run.container_id);
-                let _ = ctx.cgroups.kill_all(&cg);
+                runtime.kill_container(&recorded.pod_cgroup, &run.container_id);
             }
             plan
         })
@@ -1087,7 +1113,7 @@ impl PodWorker {
 
     /// The image is not there: waiting as the image manager says, retried
     /// with the container's back-off.
-    fn image_failed(&mut self, idx: usize, failure: image::ImagePullFailure) {
+    fn image_failed(&mut self, idx: usize, failure: images::ImagePullFailure) {
         let slot = &mut self.slots[idx];
         self.ctx.events.warning(
             &self.key,
@@ -1272,16 +1298,18 @@ impl PodWorker {
         }
     }
 
-    /// Where lifecycle hooks and probes of a run reach its container.
+    /// Where lifecycle hooks and probes of a run reach its container
+    /// (`None` without a sandbox).
     fn hook_target(&self, run: &CurrentRun) -> Option<ProbeTarget> {
         let sandbox = self.sandbox.as_ref()?;
         Some(ProbeTarget {
             netns: (!sandbox.host_network)
                 .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
             pod_ip: self.pod_ip.clone(),
-            container_pid: run.started.pid,
-            agent_exe: self.ctx.agent_exe.clone(),
-            bundle: self.dir.join("containers").join(&run.container_id),
+            container: ExecTarget {
+                pid: run.started.pid,
+                bundle: self.dir.join("containers").join(&run.container_id),
+            },
         })
     }
 
@@ -1379,12 +1407,7 @@ impl PodWorker {
                 if let Ok(Ok(prober::ProbeOutcome::Failure(msg))) =
                     tokio::time::timeout_at(deadline, hook).await
                 {
-                    ctx.events.warning(
-                        &key,
-                        Some(&name),
-                        "FailedPreStopHook",
-                        format!("PreStopHook failed: {msg}"),
-                    );
+                    pre_stop_failed(&ctx.events, &key, &name, &msg);
                 }
             }
             runtime.signal_container(&run, nix::sys::signal::Signal::SIGTERM);
@@ -1406,16 +1429,8 @@ impl PodWorker {
         {
             return;
         }
-        let Some(sandbox) = &self.sandbox else {
+        let Some(target) = self.hook_target(run) else {
             return;
-        };
-        let target = ProbeTarget {
-            netns: (!sandbox.host_network)
-                .then(|| PathBuf::from(format!("/proc/{}/ns/net", sandbox.pid))),
-            pod_ip: self.pod_ip.clone(),
-            container_pid: run.started.pid,
-            agent_exe: self.ctx.agent_exe.clone(),
-            bundle: self.dir.join("containers").join(&run.container_id),
         };
         let task = tokio::spawn(prober::run(
             self.runtime.clone(),
@@ -1501,12 +1516,7 @@ impl PodWorker {
                     runtime.as_ref(),
                 );
                 if let prober::ProbeOutcome::Failure(msg) = outcome {
-                    events.warning(
-                        &key,
-                        Some(&name),
-                        "FailedPreStopHook",
-                        format!("PreStopHook failed: {msg}"),
-                    );
+                    pre_stop_failed(&events, &key, &name, &msg);
                 }
             }));
         }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use tokio::sync::mpsc;
 
 use crate::context::AgentContext;
-use crate::pod::worker::{PodWorker, WorkerMsg};
+use crate::pod::worker::{PersistedState, PodWorker, WorkerMsg};
 use crate::runtime::fake::FakeRuntime;
 
 struct Harness {
@@ -31,12 +31,21 @@ fn pod(spec: &str) -> Pod {
 }
 
 fn start(pod: Pod, runtime: FakeRuntime) -> Harness {
+    start_adopting(pod, runtime, None)
+}
+
+/// A worker that takes over what a previous agent process recorded.
+fn start_adopting(pod: Pod, runtime: FakeRuntime, adopted: Option<PersistedState>) -> Harness {
     let root = tempfile::tempdir().unwrap();
     let ctx = Arc::new(AgentContext::detached("node-a", root.path()).unwrap());
+    if adopted.is_some() {
+        // The pod dir the previous process made.
+        std::fs::create_dir_all(ctx.pods_dir().join("uid-1")).unwrap();
+    }
     let runtime = Arc::new(runtime);
     let (tx, rx) = mpsc::unbounded_channel();
     let worker = PodWorker::new(ctx.clone(), runtime.clone(), Arc::new(pod.clone()));
-    let task = tokio::spawn(worker.run(rx, None));
+    let task = tokio::spawn(worker.run(rx, adopted));
     Harness {
         ctx,
         runtime,
@@ -285,6 +294,109 @@ async fn hooks_run_in_the_kubelets_order() {
     // preStop before SIGTERM; the sandbox goes last.
     assert!(position(&calls, "exec a echo pre-a") < position(&calls, "signal a SIGTERM"));
     assert_eq!(calls.last().unwrap(), "remove_pod_sandbox");
+}
+
+#[tokio::test]
+async fn a_failed_exec_hook_reads_as_the_kubelets_handler_runner_words_it() {
+    let runtime = FakeRuntime::default();
+    runtime.answer_execs_in(
+        "web",
+        crate::runtime::cri::ExecSyncResponse {
+            stdout: b"cannot configure\n".to_vec(),
+            stderr: b"no such file".to_vec(),
+            exit_code: 3,
+        },
+    );
+    let h = start(
+        pod("  restartPolicy: Never
+  containers:
+  - name: web
+    image: busybox
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, configure]}}
+      preStop: {exec: {command: [sh, -c, drain]}}
+"),
+        runtime,
+    );
+    let terminated = h
+        .until("web terminated", |h| h.container("web")?.state?.terminated)
+        .await;
+    assert_eq!(
+        terminated.message.as_deref(),
+        Some(
+            "Exec lifecycle hook ([sh -c configure]) for Container \"web\" in Pod \"web_default(uid-1)\" \
+             failed - error: command 'sh -c configure' exited with 3: no such file, \
+             message: \"cannot configure\\nno such file\""
+        )
+    );
+    // The Events leave the hooks' output out, as the kubelet's do.
+    let events = h.events();
+    assert!(
+        events.contains(&("FailedPostStartHook".into(), "PostStartHook failed".into())),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("FailedPreStopHook".into(), "PreStopHook failed".into())),
+        "{events:?}"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_asks_the_runtime_what_is_left_and_removes_the_rest() {
+    use crate::pod::slot::{ContainerSlot, CurrentRun};
+    use crate::runtime::sandbox::SandboxState;
+    use crate::runtime::shim::ContainerStarted;
+    let mut slot = ContainerSlot::new("web", "busybox");
+    slot.current = Some(CurrentRun {
+        container_id: "old-run".into(),
+        started: ContainerStarted {
+            pid: 4242,
+            shim_pid: 4242,
+            started_at: jiff::Timestamp::now(),
+        },
+        image_id: "fake://busybox".into(),
+    });
+    slot.creating = Some("half-made-run".into());
+    let recorded = PersistedState {
+        sandbox: Some(SandboxState {
+            id: "old-sandbox".into(),
+            pid: 0,
+            start_ticks: 0,
+            host_network: false,
+            share_pid: false,
+            user_namespace: None,
+        }),
+        slots: vec![slot],
+        start_time: None,
+        pod_ip: None,
+        sandbox_intent: None,
+    };
+    let h = start_adopting(pod(WEB), FakeRuntime::default(), Some(recorded));
+    // Nothing a pretending runtime ran survives: the run is adopted and
+    // found lost, then started again in a new sandbox.
+    let web = h
+        .until("web running again", |h| {
+            h.container("web").filter(|c| {
+                c.state.as_ref().is_some_and(|s| s.running.is_some())
+                    && c.last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .is_some_and(|t| t.reason.as_deref() == Some("ContainerStatusUnknown"))
+            })
+        })
+        .await;
+    assert_ne!(web.container_id.as_deref(), Some("kubelab://old-run"));
+    let calls = h.stop(Duration::from_secs(1)).await;
+    // The sandbox and the run that never started go first.
+    assert_eq!(
+        calls[..2],
+        [
+            "remove_leftover half-made-run",
+            "remove_leftover old-sandbox"
+        ]
+    );
+    assert!(position(&calls, "start web busybox") > position(&calls, "run_pod_sandbox"));
 }
 
 #[tokio::test]

@@ -6,13 +6,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::runtime::service::RuntimeService;
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
+use crate::runtime::service::{ExecTarget, RuntimeService};
 
 /// Where the probed container lives.
 #[derive(Debug, Clone)]
@@ -21,10 +21,8 @@ pub struct ProbeTarget {
     /// `hostNetwork` pods.
     pub netns: Option<PathBuf>,
     pub pod_ip: Option<String>,
-    /// The container's init pid (exec probes join its namespaces).
-    pub container_pid: i32,
-    pub agent_exe: PathBuf,
-    pub bundle: PathBuf,
+    /// Where exec probes and hooks run their command.
+    pub container: ExecTarget,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +85,7 @@ pub fn run_probe(
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
-        return runtime.exec_sync(target, &command, timeout);
+        return exec_probe_outcome(runtime.exec_sync(&target.container, &command, timeout));
     }
     if !runtime.pods_are_real() && (probe.http_get.is_some() || probe.tcp_socket.is_some()) {
         return ProbeOutcome::Success;
@@ -140,7 +138,8 @@ pub fn run_probe(
 }
 
 /// Runs a lifecycle hook (`preStop`, `postStart`): the same handlers as a
-/// probe, plus `sleep`, bounded by `timeout`.
+/// probe, plus `sleep`, bounded by `timeout`. A failed exec hook's reason
+/// is [`exec_hook_error`]'s.
 pub fn run_handler(
     handler: &k8s_openapi::api::core::v1::LifecycleHandler,
     container: &Container,
@@ -155,8 +154,17 @@ pub fn run_handler(
         std::thread::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout));
         return ProbeOutcome::Success;
     }
+    if let Some(exec) = &handler.exec {
+        let command = exec.command.clone().unwrap_or_default();
+        return match exec_hook_error(
+            &command,
+            runtime.exec_sync(&target.container, &command, timeout),
+        ) {
+            None => ProbeOutcome::Success,
+            Some(error) => ProbeOutcome::Failure(error),
+        };
+    }
     let probe = Probe {
-        exec: handler.exec.clone(),
         http_get: handler.http_get.clone(),
         tcp_socket: handler.tcp_socket.clone(),
         timeout_seconds: Some(timeout.as_secs().max(1) as i32),
@@ -225,60 +233,53 @@ pub fn http_get(
     }
 }
 
-/// Runs a command inside the container (`kubelab-agent exec`), with the timeout.
-pub fn exec_probe(target: &ProbeTarget, command: &[String], timeout: Duration) -> ProbeOutcome {
-    let mut child = match Command::new(&target.agent_exe)
-        .arg("exec")
-        .arg("--pid")
-        .arg(target.container_pid.to_string())
-        .arg("--bundle")
-        .arg(&target.bundle)
-        .arg("--")
-        .args(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return ProbeOutcome::Failure(format!("exec: {e}")),
-    };
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut out = String::new();
-                if let Some(mut o) = child.stdout.take() {
-                    let _ = o.read_to_string(&mut out);
-                }
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut out);
-                }
-                return if status.success() {
-                    ProbeOutcome::Success
-                } else {
-                    let code = status.code().unwrap_or(-1);
-                    let out = out.trim();
-                    ProbeOutcome::Failure(if out.is_empty() {
-                        format!("command {command:?} exited with {code}")
-                    } else {
-                        out.to_string()
-                    })
-                };
-            }
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return ProbeOutcome::Failure(format!(
-                    "command {command:?} timed out after {}s",
-                    timeout.as_secs()
-                ));
-            }
-        }
+/// The kubelet's `maxReadLength`: the most of an exec probe's output it
+/// reads (stdout, then stderr).
+pub const MAX_EXEC_PROBE_OUTPUT: usize = 10 << 10;
+
+/// An exec probe's result from CRI's `ExecSync`, as the kubelet's exec
+/// prober reads it: exit code 0 succeeds; any other fails with the
+/// command's output, at most [`MAX_EXEC_PROBE_OUTPUT`] bytes of it (the
+/// `Unhealthy` event then reads `Liveness probe failed: <output>`); a
+/// command that ran out of time fails with the runtime's error.
+pub fn exec_probe_outcome(result: Result<ExecSyncResponse, ExecSyncError>) -> ProbeOutcome {
+    match result {
+        Ok(r) if r.exit_code == 0 => ProbeOutcome::Success,
+        Ok(r) => ProbeOutcome::Failure(combined_output(&r, MAX_EXEC_PROBE_OUTPUT)),
+        Err(e) => ProbeOutcome::Failure(e.to_string()),
     }
+}
+
+/// A failed exec hook's error, as the kubelet's handler runner words it
+/// after `- error: `: the runtime's error (for a non-zero exit, the code and
+/// stderr), then all of the output, quoted. `None`: the hook succeeded.
+pub fn exec_hook_error(
+    command: &[String],
+    result: Result<ExecSyncResponse, ExecSyncError>,
+) -> Option<String> {
+    let (error, output) = match result {
+        Ok(r) if r.exit_code == 0 => return None,
+        Ok(r) => (
+            format!(
+                "command '{}' exited with {}: {}",
+                command.join(" "),
+                r.exit_code,
+                String::from_utf8_lossy(&r.stderr)
+            ),
+            combined_output(&r, usize::MAX),
+        ),
+        Err(e) => (e.to_string(), String::new()),
+    };
+    Some(format!("{error}, message: {output:?}"))
+}
+
+/// stdout then stderr, as the kubelet's `RunInContainer` joins them, cut
+/// at `limit` bytes.
+fn combined_output(r: &ExecSyncResponse, limit: usize) -> String {
+    let mut out = r.stdout.clone();
+    out.extend_from_slice(&r.stderr);
+    out.truncate(limit);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -326,6 +327,73 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn exited(code: i32, stdout: &[u8], stderr: &[u8]) -> Result<ExecSyncResponse, ExecSyncError> {
+        Ok(ExecSyncResponse {
+            stdout: stdout.to_vec(),
+            stderr: stderr.to_vec(),
+            exit_code: code,
+        })
+    }
+
+    #[test]
+    fn exec_probes_fail_with_their_output_as_the_kubelet_reads_it() {
+        assert_eq!(
+            exec_probe_outcome(exited(0, b"fine", b"")),
+            ProbeOutcome::Success
+        );
+        assert_eq!(
+            exec_probe_outcome(exited(1, b"", b"cat: can't open '/tmp/ready'\n")),
+            ProbeOutcome::Failure("cat: can't open '/tmp/ready'\n".into())
+        );
+        // stdout, then stderr; no output at all is an empty reason.
+        assert_eq!(
+            exec_probe_outcome(exited(2, b"out ", b"err")),
+            ProbeOutcome::Failure("out err".into())
+        );
+        assert_eq!(
+            exec_probe_outcome(exited(2, b"", b"")),
+            ProbeOutcome::Failure(String::new())
+        );
+        // The kubelet reads 10 KiB of it.
+        let ProbeOutcome::Failure(long) =
+            exec_probe_outcome(exited(1, &[b'x'; 8 << 10], &[b'y'; 8 << 10]))
+        else {
+            panic!("a failure");
+        };
+        assert_eq!(long.len(), MAX_EXEC_PROBE_OUTPUT);
+        assert!(long.ends_with(&"y".repeat(2 << 10)));
+        let timed_out = ExecSyncError::TimedOut {
+            command: "sh -c sleep 10".into(),
+        };
+        assert_eq!(
+            exec_probe_outcome(Err(timed_out)),
+            ProbeOutcome::Failure("command \"sh -c sleep 10\" timed out".into())
+        );
+    }
+
+    #[test]
+    fn exec_hooks_fail_with_the_handler_runners_words() {
+        let cmd: Vec<String> = ["sh", "-c", "echo cannot configure; exit 3"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(exec_hook_error(&cmd, exited(0, b"ok", b"")), None);
+        assert_eq!(
+            exec_hook_error(&cmd, exited(3, b"cannot configure\n", b"")).unwrap(),
+            "command 'sh -c echo cannot configure; exit 3' exited with 3: , message: \"cannot configure\\n\""
+        );
+        assert_eq!(
+            exec_hook_error(&cmd, exited(1, b"out\n", b"err")).unwrap(),
+            "command 'sh -c echo cannot configure; exit 3' exited with 1: err, message: \"out\\nerr\""
+        );
+        let timed_out = ExecSyncError::TimedOut {
+            command: cmd.join(" "),
+        };
+        assert_eq!(
+            exec_hook_error(&cmd, Err(timed_out)).unwrap(),
+            "command \"sh -c echo cannot configure; exit 3\" timed out, message: \"\""
+        );
     }
 
     #[test]

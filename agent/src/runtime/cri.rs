@@ -355,3 +355,30 @@ mod tests {
         assert_eq!(cri.cpu_quota, 0, "unset is 0, as in CRI");
     }
 }
+
+/// The most of each of stdout and stderr that `ExecSync` keeps: all any
+/// caller reads (the kubelet's exec prober reads 10 KiB of output).
+pub const EXEC_SYNC_OUTPUT_LIMIT: usize = 10 << 10;
+
+/// CRI's `ExecSyncResponse`: how a command run in a container ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecSyncResponse {
+    /// At most [`EXEC_SYNC_OUTPUT_LIMIT`] bytes.
+    pub stdout: Vec<u8>,
+    /// At most [`EXEC_SYNC_OUTPUT_LIMIT`] bytes.
+    pub stderr: Vec<u8>,
+    /// 128 + the signal for a command killed by one.
+    pub exit_code: i32,
+}
+
+/// Why `ExecSync` has no response, in the kubelet's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecSyncError {
+    /// The command ran past its timeout and was killed (CRI's
+    /// `DeadlineExceeded`); `command` is its words joined by spaces.
+    #[error("command {command:?} timed out")]
+    TimedOut { command: String },
+    /// The command could not be run at all.
+    #[error("{0}")]
+    Start(String),
+}

@@ -19,11 +19,11 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::cgroups::CgroupPath;
-use crate::pod::slot::CurrentRun;
-use crate::prober::{ProbeOutcome, ProbeTarget};
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, CurrentRun, ExecTarget, Found, FoundRun, FoundSandbox,
+    PodRemoval, RecordedPod, RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::{ContainerExit, ContainerStarted};
 
@@ -45,6 +45,9 @@ struct State {
     missing_images: HashSet<String>,
     /// Containers (by name) whose process ignores SIGTERM, as a shell loop as PID 1 does.
     ignoring_sigterm: HashSet<String>,
+    /// What `ExecSync` in a container (by name) answers; exit 0 and no
+    /// output for the others.
+    exec_responses: HashMap<String, ExecSyncResponse>,
     next_pid: i32,
 }
 
@@ -125,6 +128,12 @@ impl FakeRuntime {
     pub fn set_image_missing(&self, image: &str) {
         let mut state = self.state.lock().expect("lock");
         state.missing_images.insert(image.to_string());
+    }
+
+    /// Every command run in `container` from now on ends as `response` says.
+    pub fn answer_execs_in(&self, container: &str, response: ExecSyncResponse) {
+        let mut state = self.state.lock().expect("lock");
+        state.exec_responses.insert(container.to_string(), response);
     }
 
     pub fn ignore_sigterm(&self, container: &str) {
@@ -327,14 +336,59 @@ impl RuntimeService for FakeRuntime {
         state.note(format!("remove {name}"));
     }
 
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], _timeout: Duration) -> ProbeOutcome {
+    /// A pretending runtime keeps nothing on the node: of what a previous
+    /// agent process recorded, no sandbox lives and no run left a trace,
+    /// so started runs are adopted (and found lost) and intended ones dropped.
+    fn pod_leftovers(&self, recorded: &RecordedPod) -> Found {
+        let state = self.state.lock().expect("lock");
+        let exited = |id: &str| state.containers.get(id).is_some_and(|c| c.exit.is_some());
+        let recorded_runs = recorded.runs.iter().map(|(slot, run)| FoundRun {
+            slot: slot.clone(),
+            container_id: run.container_id.clone(),
+            recorded: true,
+            started: Some(run.started.clone()),
+            exited: exited(&run.container_id),
+        });
+        let intended_runs = recorded.intended.iter().map(|(slot, id)| FoundRun {
+            slot: slot.clone(),
+            container_id: id.clone(),
+            recorded: false,
+            started: None,
+            exited: exited(id),
+        });
+        Found {
+            sandbox: recorded.sandbox.as_ref().map(|s| FoundSandbox {
+                id: s.id.clone(),
+                alive: false,
+            }),
+            sandbox_intent: recorded.sandbox_intent.clone(),
+            runs: recorded_runs.chain(intended_runs).collect(),
+            on_node: Default::default(),
+        }
+    }
+
+    fn remove_leftover(&self, _pod_dir: &Path, _pod_cgroup: &CgroupPath, id: &str) {
+        let mut state = self.state.lock().expect("lock");
+        state.containers.remove(id);
+        state.pod_ips.remove(id);
+        state.note(format!("remove_leftover {id}"));
+    }
+
+    fn exec_sync(
+        &self,
+        target: &ExecTarget,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError> {
         let id = target
             .bundle
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.log(format!("exec {} {}", self.name_of(&id), cmd.join(" ")));
-        ProbeOutcome::Success
+        let name = self.name_of(&id);
+        self.log(format!("exec {name} {}", cmd.join(" ")));
+        let state = self.state.lock().expect("lock");
+        Ok(state.exec_responses.get(&name).cloned().unwrap_or_default())
     }
 
     fn pods_are_real(&self) -> bool {

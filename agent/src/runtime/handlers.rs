@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{NodeRuntimeHandler, NodeRuntimeHandlerFeatures};
-
 use crate::runtime::runc::RuncFeatures;
 use crate::runtime::service::RuntimeService;
 
@@ -98,23 +96,30 @@ impl RuntimeHandlers {
     }
 }
 
-/// `status.runtimeHandlers` of the Node, as the kubelet copies CRI's
-/// `RuntimeStatus` handlers into it: every configured handler with its
+/// CRI's `RuntimeHandlerFeatures`: what a handler can do for a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeHandlerFeatures {
+    pub recursive_read_only_mounts: bool,
+    pub user_namespaces: bool,
+}
+
+/// CRI's `RuntimeHandler`, as `RuntimeStatus` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeHandler {
+    pub name: String,
+    pub features: RuntimeHandlerFeatures,
+}
+
+/// The handlers CRI's `RuntimeStatus` lists (the kubelet copies them into
+/// the Node's `status.runtimeHandlers`): every configured handler with its
 /// features, and the default one once more under the name `""` right
 /// after it (as containerd lists it). `runc` is there only when its binary resolves
 /// (`runc`: what `runc features` said, `None`: not found). The built-in
 /// runtime does recursive read-only mounts (`mount_setattr`) and user
 /// namespaces (idmapped mounts) itself.
-pub fn node_runtime_handlers(
-    config: &HandlerConfig,
-    runc: Option<RuncFeatures>,
-) -> Vec<NodeRuntimeHandler> {
+pub fn status_handlers(config: &HandlerConfig, runc: Option<RuncFeatures>) -> Vec<RuntimeHandler> {
     let mut handlers = Vec::new();
-    let mut add = |name: &str, rro: bool, userns: bool| {
-        let features = Some(NodeRuntimeHandlerFeatures {
-            recursive_read_only_mounts: Some(rro),
-            user_namespaces: Some(userns),
-        });
+    let mut add = |name: &str, features: RuntimeHandlerFeatures| {
         // The default right after its own entry, as containerd adds it.
         let names = if name == config.default {
             vec![name, ""]
@@ -122,15 +127,27 @@ pub fn node_runtime_handlers(
             vec![name]
         };
         for name in names {
-            handlers.push(NodeRuntimeHandler {
-                name: Some(name.to_string()),
-                features: features.clone(),
+            handlers.push(RuntimeHandler {
+                name: name.to_string(),
+                features,
             });
         }
     };
-    add(BUILTIN, true, true);
+    add(
+        BUILTIN,
+        RuntimeHandlerFeatures {
+            recursive_read_only_mounts: true,
+            user_namespaces: true,
+        },
+    );
     if let Some(f) = runc {
-        add(RUNC, f.recursive_read_only_mounts, f.user_namespaces);
+        add(
+            RUNC,
+            RuntimeHandlerFeatures {
+                recursive_read_only_mounts: f.recursive_read_only_mounts,
+                user_namespaces: f.user_namespaces,
+            },
+        );
     }
     handlers
 }
@@ -181,16 +198,13 @@ mod tests {
 
     #[test]
     fn the_node_reports_its_handlers_and_the_default_one_unnamed() {
-        let show = |handlers: Vec<NodeRuntimeHandler>| -> Vec<String> {
+        let show = |handlers: Vec<RuntimeHandler>| -> Vec<String> {
             handlers
                 .into_iter()
                 .map(|h| {
-                    let f = h.features.unwrap();
                     format!(
                         "{:?} rro={} userns={}",
-                        h.name.unwrap(),
-                        f.recursive_read_only_mounts.unwrap(),
-                        f.user_namespaces.unwrap()
+                        h.name, h.features.recursive_read_only_mounts, h.features.user_namespaces
                     )
                 })
                 .collect()
@@ -200,10 +214,7 @@ mod tests {
             user_namespaces: false,
         };
         assert_eq!(
-            show(node_runtime_handlers(
-                &HandlerConfig::default(),
-                Some(runc11)
-            )),
+            show(status_handlers(&HandlerConfig::default(), Some(runc11))),
             [
                 "\"kubelab\" rro=true userns=true",
                 "\"\" rro=true userns=true",
@@ -215,12 +226,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            show(node_runtime_handlers(&runc_default, Some(runc11)))[2],
+            show(status_handlers(&runc_default, Some(runc11)))[2],
             "\"\" rro=true userns=false"
         );
         // runc not found: not a handler of this node.
         assert_eq!(
-            show(node_runtime_handlers(&HandlerConfig::default(), None)),
+            show(status_handlers(&HandlerConfig::default(), None)),
             [
                 "\"kubelab\" rro=true userns=true",
                 "\"\" rro=true userns=true"

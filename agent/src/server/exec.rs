@@ -32,6 +32,7 @@ use super::streaming::spdy::session as spdy;
 use super::streaming::{
     SPDY_UPGRADE, accept_spdy, asks_upgrade_to, negotiate, offered_stream_protocols,
 };
+use crate::runtime::service::ExecTarget;
 use crate::runtime::shim;
 
 /// How long the exec process may take to hand over its terminal.
@@ -120,13 +121,6 @@ pub fn internal_error_status(message: &str) -> Value {
         "details": {"causes": [{"message": format!("error executing command in container: {message}")}]},
         "code": 500
     })
-}
-
-/// Where the command runs: a running container's init pid and bundle.
-#[derive(Debug, Clone)]
-pub(super) struct ExecTarget {
-    pub pid: i32,
-    pub bundle: PathBuf,
 }
 
 /// A refusal before the upgrade: the code and the user's message.

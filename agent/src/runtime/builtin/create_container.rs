@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::remove::remove_run;
 use crate::context::AgentContext;
-use crate::pod::slot::CurrentRun;
 use crate::runtime::container::{self, ShimLaunch, StartOutcome};
 use crate::runtime::cri::{SecurityProfile, TERMINATION_MESSAGE_PATH_ANNOTATION};
 use crate::runtime::image;
-use crate::runtime::service::{ContainerRequest, CreateError};
+use crate::runtime::service::{ContainerRequest, CreateError, CurrentRun};
 use crate::runtime::shim::ContainerExit;
 use crate::runtime::spec::{self, SandboxNamespaces, SpecInputs};
 use jiff::Timestamp;

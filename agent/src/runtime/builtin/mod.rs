@@ -2,11 +2,15 @@
 //! of this agent's own making (image store, rootfs, init, shim, cgroups,
 //! the CNI client).
 //!
-//! - [`run_sandbox`]: `RunPodSandbox`.
+//! - [`run_sandbox`]: the pod sandbox (`RunPodSandbox`).
 //! - [`create_container`]: `CreateContainer` + `StartContainer`.
 //! - [`remove`]: what a run and a pod leave.
+//! - [`leftovers`]: what an agent that was killed left, found and removed.
+//! - [`exec_sync`]: `ExecSync`, a command in a container and how it ended.
 
 pub mod create_container;
+pub mod exec_sync;
+pub mod leftovers;
 pub mod remove;
 pub mod run_sandbox;
 
@@ -19,13 +23,12 @@ use futures::future::BoxFuture;
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::leftovers;
-use crate::pod::slot::CurrentRun;
-use crate::prober::{self, ProbeOutcome, ProbeTarget};
 use crate::runtime::container;
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::{self, SandboxState};
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, CurrentRun, ExecTarget, Found, PodRemoval, RecordedPod,
+    RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerExit;
 
@@ -129,7 +132,20 @@ impl RuntimeService for BuiltinRuntime {
         remove::remove_run(&self.ctx, &bundle(pod_dir, container_id), &cgroup);
     }
 
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome {
-        prober::probe::exec_probe(target, cmd, timeout)
+    fn pod_leftovers(&self, recorded: &RecordedPod) -> Found {
+        leftovers::observe(&self.ctx, recorded)
+    }
+
+    fn remove_leftover(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, id: &str) {
+        leftovers::remove_id(&self.ctx, pod_dir, pod_cgroup, id);
+    }
+
+    fn exec_sync(
+        &self,
+        target: &ExecTarget,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError> {
+        exec_sync::exec_sync(&self.ctx.agent_exe, target, cmd, timeout)
     }
 }

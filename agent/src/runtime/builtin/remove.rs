@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::leftovers;
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::leftovers;
 use crate::runtime::image;
 
 /// Removes what one run left: processes in its cgroup, its rootfs mount, its

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::credentials::Keyring;
 use super::pull::{RegistryOptions, RegistryPuller};
-use super::reference::Reference;
+use super::service::AuthConfig;
 use super::store::{ImageStore, ImageSummary};
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -57,18 +56,18 @@ pub fn run_image_command(root_dir: &Path, cmd: ImageCommand) -> anyhow::Result<(
                     insecure_registries: insecure_registry,
                 },
             );
-            let keyring = match creds {
-                Some(creds) => {
-                    let registry = Reference::parse(&reference)?.domain().to_string();
-                    let (user, password) = creds.split_once(':').unwrap_or((&creds, ""));
-                    Keyring::with_credential(&registry, user, password)
+            // As `crictl pull --creds`: one AuthConfig, whatever the registry.
+            let auth = creds.map(|creds| {
+                let (user, password) = creds.split_once(':').unwrap_or((&creds, ""));
+                AuthConfig {
+                    username: user.to_string(),
+                    password: password.to_string(),
                 }
-                None => Keyring::default(),
-            };
+            });
             let pulled = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(puller.pull(&reference, &keyring))
+                .block_on(puller.pull(&reference, auth.as_ref()))
                 .with_context(|| format!("pulling {reference}"))?;
             writeln!(out, "Image is up to date for {}", pulled.summary.id)?;
         }

@@ -9,10 +9,9 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::ImageError;
-use super::credentials::Keyring;
 use super::pull::PullError;
 use super::reference::normalize;
-use super::service::{ImageFsInfo, ImageService, ImageStatus};
+use super::service::{AuthConfig, ImageFsInfo, ImageService, ImageStatus};
 use super::store::ImageSummary;
 
 /// Bytes every pretend image takes.
@@ -24,7 +23,10 @@ struct State {
     images: BTreeMap<String, (String, bool)>,
     /// Normalized references whose pulls fail.
     failing: BTreeSet<String>,
-    pulls: Vec<String>,
+    /// User names whose pulls are refused, as a registry refuses a bad login.
+    refused_users: BTreeSet<String>,
+    /// (normalized reference, user name) of every pull, in order.
+    pulls: Vec<(String, Option<String>)>,
 }
 
 pub struct FakeImageService {
@@ -43,7 +45,8 @@ impl FakeImageService {
         }
     }
 
-    /// A store that has every image, as imported ones (hollow nodes).
+    /// A store that has every image, as imported ones (hollow nodes); it
+    /// lists those it was asked about.
     pub fn with_every_image() -> Self {
         FakeImageService {
             every_image_present: true,
@@ -65,9 +68,19 @@ impl FakeImageService {
         self.state().failing.insert(name);
     }
 
+    /// Pulls as `username` are refused from now on.
+    pub fn refuse_user(&self, username: &str) {
+        self.state().refused_users.insert(username.to_string());
+    }
+
     /// The references pulled so far, in order.
     pub fn pulls(&self) -> Vec<String> {
-        self.state().pulls.clone()
+        self.state().pulls.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Who each pull so far was made as (`None`: anonymously), in order.
+    pub fn pull_users(&self) -> Vec<Option<String>> {
+        self.state().pulls.iter().map(|(_, u)| u.clone()).collect()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -83,14 +96,21 @@ impl ImageService for FakeImageService {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
-        _keyring: &'a Keyring,
+        auth: Option<&'a AuthConfig>,
     ) -> BoxFuture<'a, Result<ImageSummary, PullError>> {
         Box::pin(async move {
             let name = normalize(image)?;
             let mut state = self.state();
-            state.pulls.push(name.clone());
+            let user = auth.map(|a| a.username.clone());
+            state.pulls.push((name.clone(), user.clone()));
             if state.failing.contains(&name) {
                 return Err(PullError::NotFound { reference: name });
+            }
+            if let Some(user) = user.filter(|u| state.refused_users.contains(u)) {
+                return Err(PullError::Unauthorized {
+                    reference: name,
+                    detail: format!("401 Unauthorized for {user:?}"),
+                });
             }
             let id = fake_id(&name);
             state.images.insert(name.clone(), (id.clone(), false));
@@ -105,10 +125,16 @@ impl ImageService for FakeImageService {
 
     fn image_status(&self, image: &str) -> Result<Option<ImageStatus>, ImageError> {
         let name = normalize(image)?;
-        let state = self.state();
+        let mut state = self.state();
         let found = match state.images.get(&name) {
             Some((id, pinned)) => Some((id.clone(), *pinned)),
-            None if self.every_image_present => Some((fake_id(&name), true)),
+            None if self.every_image_present => {
+                // Found now, so listed from now on, as kubemark's hollow
+                // nodes list the images of the pods they ran.
+                let id = fake_id(&name);
+                state.images.insert(name.clone(), (id.clone(), true));
+                Some((id, true))
+            }
             None => None,
         };
         Ok(found.map(|(id, pinned)| ImageStatus {
@@ -154,5 +180,36 @@ impl ImageService for FakeImageService {
 
     fn image_content(&self, id: &str) -> Result<Vec<(String, u64)>, ImageError> {
         Ok(vec![(id.to_string(), FAKE_IMAGE_SIZE)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(service: &FakeImageService) -> Vec<String> {
+        service
+            .list_images()
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| i.reference)
+            .collect()
+    }
+
+    #[test]
+    fn a_store_with_every_image_lists_those_it_was_asked_about() {
+        let service = FakeImageService::with_every_image();
+        assert!(listed(&service).is_empty());
+        let found = service.image_status("busybox").unwrap().unwrap();
+        assert!(found.pinned);
+        assert_eq!(listed(&service), ["docker.io/library/busybox:latest"]);
+        // Asked again: the same image, listed once.
+        assert_eq!(service.image_status("busybox:latest").unwrap(), Some(found));
+        assert_eq!(listed(&service).len(), 1);
+        // An empty store finds nothing it was not given.
+        assert_eq!(
+            FakeImageService::empty().image_status("busybox").unwrap(),
+            None
+        );
     }
 }

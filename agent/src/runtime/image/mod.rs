@@ -8,21 +8,18 @@
 //! - [`rootfs`]: overlayfs (or a copy) of an image's layers per container.
 //! - [`platform`]: which manifest of a multi-platform image this node runs.
 //! - [`pull`]: images from registries (OCI distribution), verified and deduplicated.
-//! - [`credentials`]: `imagePullSecrets` matched to registries.
 //! - [`gc`]: which unused images go when the disk fills (pure), and
 //!   [`gc_manager`], the kubelet's image garbage collector that acts on it.
 //! - [`service`]: CRI's `ImageService` in front of the store and the
-//!   registries, all the image manager and collector reach; [`fake`] pretends.
-//! - [`manager`]: pull policy, back-off, events: the kubelet's image manager.
+//!   registries, all the image manager ([`crate::images`]) and collector
+//!   reach; [`fake`] pretends.
 //! - [`cli`]: `kubelab-agent image import|pull|ls`.
 
 pub mod cli;
-pub mod credentials;
 pub mod fake;
 pub mod gc;
 pub mod gc_manager;
 pub mod import;
-pub mod manager;
 pub mod platform;
 pub mod pull;
 pub mod reference;
@@ -35,13 +32,12 @@ pub use cli::{ImageCommand, run_image_command};
 pub use gc::ImageGcPolicy;
 pub use gc_manager::ImageGcManager;
 pub use import::ImportError;
-pub use manager::{ImageManager, ImagePullFailure, PullConcurrency, PullOptions};
 pub use pull::{PullError, RegistryOptions};
 pub use reference::{Reference, ReferenceError};
 pub use rootfs::{
     Rootfs, RootfsError, RootfsMode, prepare_rootfs, prepare_rootfs_with, remove_rootfs,
 };
-pub use service::{ImageFsInfo, ImageService, ImageStatus, StoreImageService};
+pub use service::{AuthConfig, ImageFsInfo, ImageService, ImageStatus, StoreImageService};
 pub use store::{Image, ImageStore, ImageSummary, StoreError};
 pub use unpack::UnpackError;
 

@@ -28,13 +28,13 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest,
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::credentials::{Credential, Keyring};
 use super::import::{
     ImportError, MAX_JSON_BYTES, check_image, check_layer, check_size, host_platform,
     unpack_layer_blob,
 };
 use super::platform::{ManifestKind, manifest_kind, select_manifest};
 use super::reference::{Reference, ReferenceError};
+use super::service::AuthConfig;
 use super::store::{ImageStore, ImageSummary, IndexRecord, StoreError, sha256_hex};
 
 /// What the client accepts for a manifest: OCI and Docker, images and indexes.
@@ -87,9 +87,6 @@ pub enum PullError {
     Image(#[from] ImportError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Every credential the keyring offered failed; one error per try.
-    #[error("{}", .0.iter().map(|e| crate::error_chain(e)).collect::<Vec<_>>().join(", "))]
-    AllCredentials(Vec<PullError>),
 }
 
 /// How registries are reached: which speak plain HTTP.
@@ -152,35 +149,18 @@ impl RegistryPuller {
         &self.store
     }
 
-    /// Pulls `image` with the keyring's credentials for it, most specific
-    /// first, else anonymously; the first that succeeds wins.
-    pub async fn pull(&self, image: &str, keyring: &Keyring) -> Result<PulledImage, PullError> {
+    /// Pulls `image` (CRI's `PullImage`), anonymously or with `auth`.
+    pub async fn pull(
+        &self,
+        image: &str,
+        auth: Option<&AuthConfig>,
+    ) -> Result<PulledImage, PullError> {
         let reference = Reference::parse(image)?;
-        let credentials = keyring.lookup(&reference.repository());
-        if credentials.is_empty() {
-            return self.pull_as(&reference, RegistryAuth::Anonymous).await;
-        }
-        let mut errors = Vec::new();
-        for Credential {
-            registry,
-            username,
-            password,
-        } in credentials
-        {
-            tracing::debug!(image = %reference, %registry, %username, "pulling with credentials");
-            match self
-                .pull_as(&reference, RegistryAuth::Basic(username, password))
-                .await
-            {
-                Ok(pulled) => return Ok(pulled),
-                Err(e) => errors.push(e),
-            }
-        }
-        Err(if errors.len() == 1 {
-            errors.remove(0)
-        } else {
-            PullError::AllCredentials(errors)
-        })
+        let auth = match auth {
+            Some(a) => RegistryAuth::Basic(a.username.clone(), a.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        self.pull_as(&reference, auth).await
     }
 
     async fn pull_as(

@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use futures::future::BoxFuture;
 
 use super::ImageError;
-use super::credentials::Keyring;
 use super::pull::{PullError, RegistryOptions, RegistryPuller};
 use super::store::{ImageStore, ImageSummary, StoreError};
 
@@ -31,6 +30,22 @@ pub struct ImageStatus {
     pub pinned: bool,
 }
 
+/// CRI's `AuthConfig`: the one registry credential a pull is made with;
+/// the pod layer picks it from the pod's pull secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// CRI's `FilesystemUsage` of the image filesystem, with the capacity the
 /// kubelet otherwise learns from cAdvisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +55,11 @@ pub struct ImageFsInfo {
 }
 
 pub trait ImageService: Send + Sync + 'static {
-    /// `PullImage` with the pod's pull credentials; the image now in the store.
+    /// `PullImage`, anonymously or with `auth`; the image now in the store.
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
-        keyring: &'a Keyring,
+        auth: Option<&'a AuthConfig>,
     ) -> BoxFuture<'a, Result<ImageSummary, PullError>>;
 
     /// `ImageStatus`: the image `image` (a reference or an image ID) names,
@@ -105,9 +120,9 @@ impl ImageService for StoreImageService {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
-        keyring: &'a Keyring,
+        auth: Option<&'a AuthConfig>,
     ) -> BoxFuture<'a, Result<ImageSummary, PullError>> {
-        Box::pin(async move { Ok(self.puller.pull(image, keyring).await?.summary) })
+        Box::pin(async move { Ok(self.puller.pull(image, auth).await?.summary) })
     }
 
     fn image_status(&self, image: &str) -> Result<Option<ImageStatus>, ImageError> {

@@ -20,12 +20,12 @@ pub use command::{Runc, RuncFeatures};
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::slot::CurrentRun;
-use crate::prober::{ProbeOutcome, ProbeTarget};
 use crate::runtime::builtin::BuiltinRuntime;
+use crate::runtime::cri::{ExecSyncError, ExecSyncResponse};
 use crate::runtime::sandbox::SandboxState;
 use crate::runtime::service::{
-    ContainerRequest, CreateError, PodRemoval, RuntimeService, SandboxRequest,
+    ContainerRequest, CreateError, CurrentRun, ExecTarget, Found, PodRemoval, RecordedPod,
+    RuntimeService, SandboxRequest,
 };
 use crate::runtime::shim::ContainerExit;
 
@@ -103,7 +103,20 @@ impl RuntimeService for RuncRuntime {
             .remove_container(pod_dir, pod_cgroup, container_id)
     }
 
-    fn exec_sync(&self, target: &ProbeTarget, cmd: &[String], timeout: Duration) -> ProbeOutcome {
+    fn pod_leftovers(&self, recorded: &RecordedPod) -> Found {
+        self.builtin.pod_leftovers(recorded)
+    }
+
+    fn remove_leftover(&self, pod_dir: &Path, pod_cgroup: &CgroupPath, id: &str) {
+        self.builtin.remove_leftover(pod_dir, pod_cgroup, id)
+    }
+
+    fn exec_sync(
+        &self,
+        target: &ExecTarget,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResponse, ExecSyncError> {
         self.builtin.exec_sync(target, cmd, timeout)
     }
 }

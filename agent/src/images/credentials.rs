@@ -13,7 +13,8 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
-use super::reference::DEFAULT_DOMAIN;
+use crate::runtime::image::AuthConfig;
+use crate::runtime::image::reference::DEFAULT_DOMAIN;
 
 pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
 pub const DOCKER_CONFIG_KEY: &str = ".dockercfg";
@@ -32,21 +33,12 @@ pub enum CredentialsError {
 }
 
 /// A user name and password for one registry key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// The key it was found under (`registry:5000`), for logs.
     pub registry: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credential")
-            .field("registry", &self.registry)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
+    /// What a pull with it hands the image service.
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,13 +78,6 @@ impl Keyring {
             }
         }
         (keyring, errors)
-    }
-
-    /// A keyring of one credential (`image pull --creds`).
-    pub fn with_credential(registry: &str, username: &str, password: &str) -> Keyring {
-        let mut keyring = Keyring::default();
-        keyring.add(registry, username.to_string(), password.to_string());
-        keyring
     }
 
     fn add_secret(&mut self, secret: &Secret) -> Result<(), CredentialsError> {
@@ -137,8 +122,7 @@ impl Keyring {
         let key = normalize_key(location);
         let credential = Credential {
             registry: key.clone(),
-            username,
-            password,
+            auth: AuthConfig { username, password },
         };
         self.entries.push((key, credential));
         // Reverse lexical order puts `example.com/team` before `example.com`.
@@ -273,7 +257,7 @@ mod tests {
     }
 
     fn users(creds: &[Credential]) -> Vec<&str> {
-        creds.iter().map(|c| c.username.as_str()).collect()
+        creds.iter().map(|c| c.auth.username.as_str()).collect()
     }
 
     #[test]
@@ -290,7 +274,7 @@ mod tests {
         .0;
         let found = keyring.lookup("127.0.0.1:5000/busybox");
         assert_eq!(users(&found), ["alice"]);
-        assert_eq!(found[0].password, "s3cret");
+        assert_eq!(found[0].auth.password, "s3cret");
         assert_eq!(
             users(&keyring.lookup("registry.example.com/team/app")),
             ["bob"]

@@ -22,14 +22,14 @@ use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kubelab_rules::image_pull_policy::PullPolicy;
 use tokio::sync::Semaphore;
 
-use super::ImageError;
 use super::credentials::Keyring;
-use super::fake::FakeImageService;
-use super::pull::{PullError, RegistryOptions};
-use super::service::ImageService;
 use crate::config::kubelet_config::GoDuration;
 use crate::events::EventRecorder;
 use crate::kubeapi::objects::ObjectGetter;
+use crate::runtime::image::fake::FakeImageService;
+use crate::runtime::image::{
+    ImageError, ImageService, ImageSummary, PullError, Reference, RegistryOptions,
+};
 
 /// The kubelet's image pull back-off: 10 s doubling to 5 min.
 pub const PULL_BACKOFF_INITIAL: Duration = Duration::from_secs(10);
@@ -311,7 +311,7 @@ impl ImageManager {
             None => None,
         };
         let pull_started = Instant::now();
-        let result = self.images.pull_image(&image, &keyring).await;
+        let result = self.pull_with(&image, &keyring).await;
         drop(_permit);
         match result {
             Ok(pulled) => {
@@ -334,8 +334,8 @@ impl ImageManager {
                     .remove(&backoff_key);
                 Ok(())
             }
-            Err(e) => {
-                let message = pull_failure_message(&image, &e);
+            Err(errors) => {
+                let message = pull_failure_message(&image, &errors);
                 self.events.warning(
                     &key,
                     name,
@@ -356,6 +356,41 @@ impl ImageManager {
                 })
             }
         }
+    }
+
+    /// Pulls `image` as the kubelet's runtime manager does: anonymously
+    /// when the keyring has nothing for its repository, else with each
+    /// matching credential, most specific first, until one succeeds; the
+    /// errors of every try.
+    async fn pull_with(
+        &self,
+        image: &str,
+        keyring: &Keyring,
+    ) -> Result<ImageSummary, Vec<PullError>> {
+        let credentials = Reference::parse(image)
+            .map(|r| keyring.lookup(&r.repository()))
+            .unwrap_or_default();
+        if credentials.is_empty() {
+            return self
+                .images
+                .pull_image(image, None)
+                .await
+                .map_err(|e| vec![e]);
+        }
+        let mut errors = Vec::new();
+        for credential in credentials {
+            tracing::debug!(
+                image,
+                registry = %credential.registry,
+                username = %credential.auth.username,
+                "pulling with credentials"
+            );
+            match self.images.pull_image(image, Some(&credential.auth)).await {
+                Ok(pulled) => return Ok(pulled),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(errors)
     }
 
     /// The pod's pull secrets, read through the API; those that cannot be
@@ -402,12 +437,15 @@ impl ImageManager {
     }
 }
 
-/// The runtime's words for a failed pull, as containerd words them.
-fn pull_failure_message(image: &str, e: &PullError) -> String {
-    let normalized = super::reference::normalize(image).unwrap_or_else(|_| image.to_string());
+/// The runtime's words for a failed pull, as containerd words them; one
+/// cause per credential tried.
+fn pull_failure_message(image: &str, errors: &[PullError]) -> String {
+    let normalized =
+        crate::runtime::image::reference::normalize(image).unwrap_or_else(|_| image.to_string());
+    let causes: Vec<String> = errors.iter().map(|e| crate::error_chain(e)).collect();
     format!(
         "failed to pull and unpack image {normalized:?}: {}",
-        crate::error_chain(e)
+        causes.join(", ")
     )
 }
 
@@ -573,13 +611,89 @@ mod tests {
         assert_eq!(reasons(&events), ["Pulling", "Failed", "BackOff"]);
     }
 
+    #[tokio::test]
+    async fn pull_secrets_become_one_auth_config_per_try_most_specific_first() {
+        use k8s_openapi::ByteString;
+        let service = Arc::new(FakeImageService::empty());
+        let events = EventRecorder::default();
+        let manager = ImageManager::new(service.clone(), PullConcurrency::Serial, events.clone());
+        let config = serde_json::json!({"auths": {
+            "r:5000": {"username": "host", "password": "x"},
+            "r:5000/team": {"username": "team", "password": "y"},
+        }});
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("regcred".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    super::super::credentials::DOCKER_CONFIG_JSON_KEY.to_string(),
+                    ByteString(config.to_string().into_bytes()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let objects = crate::kubeapi::objects::InMemoryObjects {
+            secrets: vec![secret],
+            ..Default::default()
+        };
+        let with_regcred = |image: &str| {
+            let (mut pod, c) = pod_with(image, None);
+            pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+                image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+                    name: "regcred".into(),
+                }]),
+                ..Default::default()
+            });
+            (pod, c)
+        };
+        let (pod, c) = with_regcred("r:5000/team/app:v1");
+
+        // The team's login is refused: the host-wide one is tried next.
+        service.refuse_user("team");
+        manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap();
+        assert_eq!(
+            service.pull_users(),
+            [Some("team".to_string()), Some("host".to_string())]
+        );
+
+        // Both refused: one cause per try, in the order tried.
+        service.refuse_user("host");
+        let (pod, c) = with_regcred("r:5000/team/app:v2");
+        let failure = manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, "ErrImagePull");
+        assert_eq!(
+            failure.message,
+            "failed to pull and unpack image \"r:5000/team/app:v2\": \
+             failed to resolve reference \"r:5000/team/app:v2\": pull access denied, repository does not exist or may require authorization: 401 Unauthorized for \"team\", \
+             failed to resolve reference \"r:5000/team/app:v2\": pull access denied, repository does not exist or may require authorization: 401 Unauthorized for \"host\""
+        );
+
+        // An image no secret covers is pulled anonymously.
+        let (pod, c) = pod_with("other:5000/app", None);
+        manager
+            .ensure_image_exists(&pod, &c, &objects)
+            .await
+            .unwrap();
+        assert_eq!(service.pull_users().last(), Some(&None));
+    }
+
     #[test]
     fn failures_read_like_containerds() {
         let e = PullError::NotFound {
             reference: "127.0.0.1:5000/busybox:nope".into(),
         };
         assert_eq!(
-            pull_failure_message("127.0.0.1:5000/busybox:nope", &e),
+            pull_failure_message("127.0.0.1:5000/busybox:nope", &[e]),
             "failed to pull and unpack image \"127.0.0.1:5000/busybox:nope\": failed to resolve reference \"127.0.0.1:5000/busybox:nope\": 127.0.0.1:5000/busybox:nope: not found"
         );
     }

@@ -1,7 +1,7 @@
 //! Finding and removing what the runtime left on the node for a pod: shim and
 //! sandbox processes, rootfs and volume mounts, cgroups, network attachments.
-//! The executing half of [`crate::pod::recovery`], and the sweep of pods the
-//! agent can no longer read or whose dir is gone.
+//! What [`crate::pod::recovery`] decides over, found and carried out, and the
+//! sweep of pods the agent can no longer read or whose dir is gone.
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::cgroups::CgroupPath;
 use crate::context::AgentContext;
-use crate::pod::recovery::{Found, FoundRun, FoundSandbox};
+use crate::runtime::service::{Found, FoundRun, FoundSandbox, RecordedPod};
 use crate::runtime::{image, shim};
 
 /// How long a shim that is starting a container gets to write down how that
@@ -86,30 +86,20 @@ fn kill(pid: i32) {
 /// Observes what the previous agent process left of a pod: the recorded
 /// sandbox and runs, the intents, and every id with a bundle dir or a cgroup.
 /// Shims still starting an intended container are given a moment to finish.
-pub fn observe(
-    ctx: &AgentContext,
-    pod_dir: &Path,
-    pod_cgroup: &CgroupPath,
-    state: &crate::pod::worker::PersistedState,
-) -> Found {
-    let containers_dir = pod_dir.join("containers");
+pub fn observe(ctx: &AgentContext, recorded: &RecordedPod) -> Found {
+    let containers_dir = recorded.pod_dir.join("containers");
     let mut runs = Vec::new();
-    let mut intended = Vec::new();
-    for slot in &state.slots {
-        if let Some(run) = &slot.current {
-            let bundle = containers_dir.join(&run.container_id);
-            runs.push(FoundRun {
-                slot: slot.name.clone(),
-                container_id: run.container_id.clone(),
-                recorded: true,
-                started: Some(run.started.clone()),
-                exited: shim::read_exit(&bundle).is_some(),
-            });
-        }
-        if let Some(id) = &slot.creating {
-            intended.push((slot.name.clone(), id.clone()));
-        }
+    for (slot, run) in &recorded.runs {
+        let bundle = containers_dir.join(&run.container_id);
+        runs.push(FoundRun {
+            slot: slot.clone(),
+            container_id: run.container_id.clone(),
+            recorded: true,
+            started: Some(run.started.clone()),
+            exited: shim::read_exit(&bundle).is_some(),
+        });
     }
+    let intended = recorded.intended.clone();
     if !intended.is_empty() {
         let deadline = Instant::now() + SHIM_SETTLE_TIMEOUT;
         loop {
@@ -142,13 +132,13 @@ pub fn observe(
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    on_node.extend(ctx.cgroups.children(pod_cgroup));
+    on_node.extend(ctx.cgroups.children(&recorded.pod_cgroup));
     Found {
-        sandbox: state.sandbox.as_ref().map(|s| FoundSandbox {
+        sandbox: recorded.sandbox.as_ref().map(|s| FoundSandbox {
             id: s.id.clone(),
             alive: s.is_alive(),
         }),
-        sandbox_intent: state.sandbox_intent.clone(),
+        sandbox_intent: recorded.sandbox_intent.clone(),
         runs,
         on_node,
     }
