@@ -179,6 +179,10 @@ def run_size(nodes, pods_per_node, window):
         admin = Client(port, ctx)
         kubeconfig = tmp / "data" / "admin.kubeconfig"
         real_kib = real_agent_rss(tmp, kubeconfig)
+        # Its Node stays Ready until its lease expires: left there, the
+        # scheduler may bind a replica to it, which then waits out the 300 s
+        # not-ready toleration before it is replaced.
+        admin.request("DELETE", "/api/v1/nodes/real-agent")
 
         t0 = time.monotonic()
         hollow = subprocess.Popen(
