@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -71,14 +70,17 @@ impl DesiredPods {
             let pod = match self.by_uid.remove(uid) {
                 Some((v, pod)) if &v == version && version.is_some() => pod,
                 cached => {
-                    let mut fresh = p.clone();
-                    fresh.status = None;
+                    let mut fresh = Pod {
+                        metadata: p.metadata.clone(),
+                        spec: p.spec.clone(),
+                        status: None,
+                    };
                     apply_pod_defaults(&mut fresh);
                     match cached {
                         // Most new versions of a running pod are the node's
                         // own status writes: nothing a worker acts on changed,
                         // so the copy the workers hold stays the only one.
-                        Some((_, pod)) if same_but_version(&pod, &fresh) => pod,
+                        Some((_, pod)) if same_but_version(&pod, &mut fresh) => pod,
                         _ => Arc::new(fresh),
                     }
                 }
@@ -95,16 +97,16 @@ impl DesiredPods {
     }
 }
 
-/// Whether two desired pods differ in their resourceVersion at most.
-fn same_but_version(old: &Pod, new: &Pod) -> bool {
-    old.spec == new.spec
-        && ObjectMeta {
-            resource_version: None,
-            ..old.metadata.clone()
-        } == ObjectMeta {
-            resource_version: None,
-            ..new.metadata.clone()
-        }
+/// Whether two desired pods differ in their resourceVersion at most,
+/// compared in place: `new`'s version is set aside for the comparison.
+fn same_but_version(old: &Pod, new: &mut Pod) -> bool {
+    let version = std::mem::replace(
+        &mut new.metadata.resource_version,
+        old.metadata.resource_version.clone(),
+    );
+    let same = old == new;
+    new.metadata.resource_version = version;
+    same
 }
 
 impl ApiSource {

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::context::AgentContext;
@@ -54,7 +54,12 @@ impl PodsByNode {
     pub async fn run(mut self, client: Client) {
         let api: Api<Pod> = Api::all(client);
         let cfg = watcher::Config::default().fields("spec.nodeName!=");
-        let mut stream = std::pin::pin!(watcher(api, cfg).default_backoff());
+        // As a real node's pod source: field ownership is the apiserver's,
+        // and without it a status write changes nothing the node keeps.
+        let pods = watcher(api, cfg)
+            .default_backoff()
+            .modify(|pod| pod.managed_fields_mut().clear());
+        let mut stream = std::pin::pin!(pods);
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Init) => {
