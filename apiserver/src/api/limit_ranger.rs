@@ -6,15 +6,13 @@
 
 use k8s_openapi::api::core::v1::{LimitRange, Pod};
 use kubelab_rules::limit_range;
-use serde::Deserialize;
-use serde_json::Value;
 
 use super::{Api, ApiResult, object};
 use crate::status::ApiError;
 
 impl Api {
-    pub(super) async fn admit_pod_limits(&self, pod: &mut Value) -> ApiResult<()> {
-        let Some(ns) = object::meta_str(pod, "namespace").map(str::to_owned) else {
+    pub(super) async fn admit_pod_limits(&self, typed: &mut Pod) -> ApiResult<()> {
+        let Some(ns) = typed.metadata.namespace.clone().filter(|n| !n.is_empty()) else {
             return Ok(());
         };
         let kind = self.kind("", "v1", "limitranges");
@@ -27,11 +25,9 @@ impl Api {
             .filter_map(|kv| serde_json::from_value(object::decode(kv)).ok())
             .collect();
         let pods = self.kind("", "v1", "pods");
-        let name = object::name(pod).to_owned();
-        let mut typed = Pod::deserialize(&*pod)
-            .map_err(|e| ApiError::bad_request(format!("Pod {name:?}: {e}")))?;
-        let note = limit_range::apply_defaults(&ranges, &mut typed);
-        let errs = limit_range::violations(&ranges, &typed)
+        let name = typed.metadata.name.clone().unwrap_or_default();
+        let note = limit_range::apply_defaults(&ranges, typed);
+        let errs = limit_range::violations(&ranges, typed)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if !errs.is_empty() {
             let why = if errs.len() == 1 {
@@ -48,8 +44,6 @@ impl Api {
                 .get_or_insert_with(Default::default)
                 .insert(limit_range::ANNOTATION.to_owned(), note);
         }
-        *pod = serde_json::to_value(&typed)
-            .map_err(|e| ApiError::bad_request(format!("Pod {name:?}: {e}")))?;
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+mod pod_admission;
 mod pod_security;
 mod priority;
 mod protobuf;
@@ -763,28 +764,24 @@ impl Api {
         if obj.get("spec").is_some() && info.plural != "namespaces" {
             meta_mut(&mut obj).insert("generation".into(), 1.into());
         }
-        let (mut obj, mut warnings) = self.decode_strict(kind, obj, params)?;
+        let (obj, mut warnings) = self.decode_strict(kind, obj, params)?;
         // NamespaceLifecycle comes first, as in kube-apiserver's plugin order.
         if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
             self.require_namespace_exists(info.subject(), object::name(&obj), ns)
                 .await?;
         }
+        if (info.group, info.plural) == ("", "pods") {
+            let (pod, pod_warnings) = self.admit_new_pod(info, obj).await?;
+            warnings.extend(pod_warnings);
+            return Ok((pod, warnings));
+        }
         // Admission that reads other objects, before defaults fill the fields.
-        match (info.group, info.plural) {
-            ("", "pods") => {
-                self.admit_pod_priority(&mut obj).await?;
-                self.admit_pod_runtime_class(&mut obj).await?;
-            }
-            ("scheduling.k8s.io", "priorityclasses") => self.admit_priority_class(&obj).await?,
-            _ => {}
+        if (info.group, info.plural) == ("scheduling.k8s.io", "priorityclasses") {
+            self.admit_priority_class(&obj).await?;
         }
         let mut obj = kind.prepare_create(obj).map_err(ApiError::bad_request)?;
         if info.plural == certificates::PLURAL {
             certificates::record_requester(&mut obj);
-        }
-        if (info.group, info.plural) == ("", "pods") {
-            self.admit_pod_limits(&mut obj).await?;
-            self.admit_pod_service_account(&mut obj).await?;
         }
         let name = object::name(&obj).to_owned();
         let errs = kind.validate(&obj, None);

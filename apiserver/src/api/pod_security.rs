@@ -72,54 +72,78 @@ impl Api {
         }
         let is_pod = (info.group, info.plural) == ("", "pods");
         let pointer = template_pointer(info.group, info.plural);
-        if !is_pod && pointer.is_none() {
-            return Ok(Vec::new());
-        }
+        let decode = |v: &Value| -> ApiResult<Pod> {
+            Pod::deserialize(v)
+                .map_err(|e| ApiError::bad_request(format!("failed to decode pod: {e}")))
+        };
+        let p = match pointer {
+            None if is_pod => {
+                let old = old.map(decode).transpose()?;
+                return self
+                    .admit_pod_security_of(&decode(obj)?, old.as_ref())
+                    .await;
+            }
+            None => return Ok(Vec::new()),
+            Some(p) => p,
+        };
         let Some(ns) = object::meta_str(obj, "namespace").map(str::to_owned) else {
             return Ok(Vec::new());
         };
-        let ns_labels = match self.namespace_labels(&ns).await {
-            Ok(l) => l,
-            // A workload is let in when its namespace cannot be read; a pod
-            // is not (upstream fails closed only for pods).
-            Err(_) if !is_pod => return Ok(Vec::new()),
-            Err(_) => {
-                return Err(ApiError::internal(format!(
-                    "failed to lookup namespace {ns:?}"
-                )));
-            }
+        // A workload is let in when its namespace cannot be read; a pod
+        // is not (upstream fails closed only for pods).
+        let Ok(ns_labels) = self.namespace_labels(&ns).await else {
+            return Ok(Vec::new());
         };
         let req = Request {
             namespace: &ns,
             username: username.as_deref(),
         };
-        let decode = |v: &Value| -> ApiResult<Pod> {
-            Pod::deserialize(v)
-                .map_err(|e| ApiError::bad_request(format!("failed to decode pod: {e}")))
-        };
-        let decision = match pointer {
-            None => {
-                let old = old.map(decode).transpose()?;
-                self.pod_security
-                    .pod(req, &ns_labels, &decode(obj)?, old.as_ref())
-            }
-            Some(p) => {
-                let template: Option<PodTemplateSpec> = obj
-                    .pointer(p)
-                    .and_then(|t| serde_json::from_value(t.clone()).ok());
-                let meta = template
-                    .as_ref()
-                    .map(|t| t.metadata.clone().unwrap_or_default());
-                let spec = template
-                    .as_ref()
-                    .map(|t| t.spec.clone().unwrap_or_default());
-                self.pod_security
-                    .pod_template(req, &ns_labels, meta.as_ref().zip(spec.as_ref()))
-            }
-        };
+        let template: Option<PodTemplateSpec> = obj
+            .pointer(p)
+            .and_then(|t| serde_json::from_value(t.clone()).ok());
+        let meta = template
+            .as_ref()
+            .map(|t| t.metadata.clone().unwrap_or_default());
+        let spec = template
+            .as_ref()
+            .map(|t| t.spec.clone().unwrap_or_default());
+        let decision =
+            self.pod_security
+                .pod_template(req, &ns_labels, meta.as_ref().zip(spec.as_ref()));
         record_audit(&ns, &name, info.plural, &decision);
         match decision.refusal {
             Some(why) => Err(ApiError::forbidden(info.subject(), &name, &why)),
+            None => Ok(decision.warnings),
+        }
+    }
+
+    /// Admits a pod (replacing `old`, if any), already decoded: a new pod's
+    /// admission works on its typed form throughout.
+    pub(super) async fn admit_pod_security_of(
+        &self,
+        pod: &Pod,
+        old: Option<&Pod>,
+    ) -> ApiResult<Vec<String>> {
+        let Some(ns) = pod.metadata.namespace.as_deref().filter(|n| !n.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let username = REQUESTER.try_with(|r| r.user.name.clone()).ok();
+        let ns_labels = self
+            .namespace_labels(ns)
+            .await
+            .map_err(|_| ApiError::internal(format!("failed to lookup namespace {ns:?}")))?;
+        let req = Request {
+            namespace: ns,
+            username: username.as_deref(),
+        };
+        let decision = self.pod_security.pod(req, &ns_labels, pod, old);
+        record_audit(ns, name, "pods", &decision);
+        match decision.refusal {
+            Some(why) => {
+                let pods = self.kind("", "v1", "pods");
+                Err(ApiError::forbidden(pods.info().subject(), name, &why))
+            }
             None => Ok(decision.warnings),
         }
     }

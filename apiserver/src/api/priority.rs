@@ -4,6 +4,7 @@
 //! kube-apiserver's words. Also: one `globalDefault` class at most, and the
 //! built-in `system-*` classes made at bootstrap.
 
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use super::{Api, ApiResult, object};
@@ -22,12 +23,12 @@ impl Api {
     }
 
     /// Resolves a new pod's priority from its class.
-    pub(super) async fn admit_pod_priority(&self, pod: &mut Value) -> ApiResult<()> {
+    pub(super) async fn admit_pod_priority(&self, pod: &mut Pod) -> ApiResult<()> {
         let pods = self.kind("", "v1", "pods");
-        let name = object::name(pod).to_owned();
+        let name = pod.metadata.name.clone().unwrap_or_default();
         let forbidden = |why: String| ApiError::forbidden(pods.info().subject(), &name, &why);
-        let spec = &pod["spec"];
-        let class_name = spec["priorityClassName"].as_str().unwrap_or("").to_owned();
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        let class_name = spec.priority_class_name.clone().unwrap_or_default();
         let classes = self.priority_classes().await?;
         let class = if class_name.is_empty() {
             classes.iter().find(|c| c["globalDefault"] == true)
@@ -43,34 +44,37 @@ impl Api {
         };
         let (priority, policy) = match class {
             Some(c) => (
-                c["value"].as_i64().unwrap_or(0),
+                // A class's value is an int32 (validated when it was made).
+                c["value"]
+                    .as_i64()
+                    .and_then(|v| i32::try_from(v).ok())
+                    .unwrap_or(0),
                 c["preemptionPolicy"].as_str().map(str::to_owned),
             ),
             None => (0, None),
         };
-        if let Some(given) = spec["priority"].as_i64()
+        if let Some(given) = spec.priority
             && given != priority
         {
             return Err(forbidden(format!(
                 "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {priority} from the given PriorityClass name"
             )));
         }
-        if let (Some(given), Some(p)) = (spec["preemptionPolicy"].as_str(), policy.as_deref())
+        if let (Some(given), Some(p)) = (spec.preemption_policy.as_deref(), policy.as_deref())
             && given != p
         {
             return Err(forbidden(format!(
                 "the string value of PreemptionPolicy ({given}) must not be provided in pod spec; priority admission controller computed {p} from the given PriorityClass name"
             )));
         }
-        let spec = &mut pod["spec"];
         if let Some(c) = class
             && class_name.is_empty()
         {
-            spec["priorityClassName"] = object::name(c).into();
+            spec.priority_class_name = Some(object::name(c).to_owned());
         }
-        spec["priority"] = priority.into();
+        spec.priority = Some(priority);
         if let Some(p) = policy {
-            spec["preemptionPolicy"] = p.into();
+            spec.preemption_policy = Some(p);
         }
         Ok(())
     }

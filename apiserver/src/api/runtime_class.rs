@@ -4,23 +4,20 @@
 //! class does not define, is refused in kube-apiserver's words. Tolerations
 //! merge as upstream's `MergeTolerations`: one covered by another goes.
 
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
-use serde_json::Value;
 
-use super::{Api, ApiResult, object};
+use super::{Api, ApiResult};
 use crate::status::ApiError;
 
 impl Api {
-    pub(super) async fn admit_pod_runtime_class(&self, pod: &mut Value) -> ApiResult<()> {
+    pub(super) async fn admit_pod_runtime_class(&self, pod: &mut Pod) -> ApiResult<()> {
         let pods = self.kind("", "v1", "pods");
-        let name = object::name(pod).to_owned();
+        let name = pod.metadata.name.clone().unwrap_or_default();
         let forbidden = |why: String| ApiError::forbidden(pods.info().subject(), &name, &why);
-        let class_name = pod["spec"]["runtimeClassName"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned);
-        if class_name.is_none() && pod["spec"]["overhead"].is_null() {
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        let class_name = spec.runtime_class_name.clone().filter(|n| !n.is_empty());
+        if class_name.is_none() && spec.overhead.is_none() {
             return Ok(());
         }
         let class = match &class_name {
@@ -41,11 +38,7 @@ impl Api {
                 }
             }
         };
-        let mut spec: PodSpec = serde_json::from_value(pod["spec"].clone())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        apply_runtime_class(&mut spec, class.as_ref()).map_err(forbidden)?;
-        pod["spec"] = serde_json::to_value(spec).map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(())
+        apply_runtime_class(spec, class.as_ref()).map_err(forbidden)
     }
 }
 

@@ -7,8 +7,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use serde::Deserialize;
-use serde_json::Value;
 
 use super::{Api, ApiResult, object};
 use crate::serviceaccount::admission::{
@@ -20,14 +18,12 @@ use crate::status::ApiError;
 const DEFAULT_ACCOUNT_ATTEMPTS: usize = 10;
 
 impl Api {
-    pub(super) async fn admit_pod_service_account(&self, pod: &mut Value) -> ApiResult<()> {
+    pub(super) async fn admit_pod_service_account(&self, typed: &mut Pod) -> ApiResult<()> {
         let pods = self.kind("", "v1", "pods");
-        let name = object::name(pod).to_owned();
+        let name = typed.metadata.name.clone().unwrap_or_default();
         let forbidden = |why: String| ApiError::forbidden(pods.info().subject(), &name, &why);
-        let mut typed = Pod::deserialize(&*pod)
-            .map_err(|e| ApiError::bad_request(format!("Pod {name:?}: {e}")))?;
-        if is_mirror_pod(&typed) {
-            return validate_mirror_pod(&typed).map_err(|e| forbidden(e.to_string()));
+        if is_mirror_pod(typed) {
+            return validate_mirror_pod(typed).map_err(|e| forbidden(e.to_string()));
         }
         let ns = typed.metadata.namespace.clone().unwrap_or_default();
         let account_name = service_account_name(typed.spec.as_ref().unwrap_or(&Default::default()));
@@ -40,9 +36,7 @@ impl Api {
                     e.message
                 ))
             })?;
-        admission::admit(&mut typed, &account, &object::random_suffix());
-        *pod = serde_json::to_value(&typed)
-            .map_err(|e| ApiError::bad_request(format!("Pod {name:?}: {e}")))?;
+        admission::admit(typed, &account, &object::random_suffix());
         Ok(())
     }
 

@@ -100,8 +100,22 @@ fn event_line(type_: &str, obj: &Value) -> Bytes {
 /// The line of a watch without selectors (`unfiltered`) sending objects
 /// as stored.
 fn plain_line(e: &WatchEvent, unfiltered: &Filter) -> Bytes {
-    let (type_, obj) = to_event(e, unfiltered).expect("an empty filter passes everything");
-    event_line(type_, &obj)
+    let type_ = match (e.event_type, &e.prev_value) {
+        (EventType::Delete, _) => "DELETED",
+        (EventType::Put, None) => "ADDED",
+        (EventType::Put, Some(_)) => "MODIFIED",
+    };
+    let Some(obj) = object::encode_with_version(&e.value, e.revision) else {
+        let (type_, obj) = to_event(e, unfiltered).expect("an empty filter passes everything");
+        return event_line(type_, &obj);
+    };
+    let mut out = Vec::with_capacity(obj.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(type_.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(&obj);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 /// Turns a store change into a watch event for a filtered watcher.
@@ -273,6 +287,22 @@ mod tests {
             value: serde_json::to_vec(&new).unwrap(),
             prev_value: old.map(|o| serde_json::to_vec(&o).unwrap()),
             rendered: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_plain_line_is_the_event_a_filtered_watch_would_write() {
+        let r = Registry::default();
+        let pods = r.find("", "v1", "pods").unwrap();
+        let unfiltered = Filter::from_params(pods.as_ref(), &Params::new()).unwrap();
+        let a = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1"}});
+        for e in [
+            event(EventType::Put, a.clone(), None),
+            event(EventType::Put, a.clone(), Some(a.clone())),
+            event(EventType::Delete, a, None),
+        ] {
+            let (t, obj) = to_event(&e, &unfiltered).unwrap();
+            assert_eq!(plain_line(&e, &unfiltered), event_line(t, &obj));
         }
     }
 
