@@ -126,3 +126,71 @@ fn bookmarks_of_a_quiet_watch_follow_the_store() {
     let (_, body) = s.curl(&[&url(start, 1)]);
     assert!(body.contains("too old resource version"), "{body}");
 }
+
+#[test]
+fn metadata_only_requests_get_partial_object_metadata() {
+    let s = ApiServer::start_with(&[]);
+    s.ok(&[
+        "create",
+        "configmap",
+        "meta",
+        "--from-literal=k=secret-value",
+    ]);
+    s.ok(&["label", "configmap", "meta", "tier=web"]);
+    let rv = rv_of(&s, "meta");
+    let accept = "Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let base = format!("{}/api/v1/namespaces/default/configmaps", s.url());
+
+    let (code, body) = s.curl(&["-H", accept, &format!("{base}/meta")]);
+    assert_eq!(code, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["kind"], "PartialObjectMetadata");
+    assert_eq!(one["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(one["metadata"]["labels"]["tier"], "web");
+    assert_eq!(one["metadata"]["resourceVersion"], rv.to_string());
+    assert!(!body.contains("secret-value"), "{body}");
+
+    let list_accept = "Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    let (code, body) = s.curl(&["-H", list_accept, &base]);
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["metadata"]["name"] == "meta" && i["kind"] == "PartialObjectMetadata")
+    );
+    assert!(!body.contains("secret-value"), "{body}");
+
+    // A watch sends each change's metadata: the same as a get would.
+    let url = format!(
+        "{base}?watch=true&resourceVersion={}&timeoutSeconds=2",
+        rv - 1
+    );
+    let (watch, ()) = std::thread::scope(|scope| {
+        let watch = scope.spawn(|| s.curl(&["-H", accept, &url]));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        s.ok(&["annotate", "configmap", "meta", "seen=yes"]);
+        (watch.join().unwrap(), ())
+    });
+    let (code, body) = watch;
+    assert_eq!(code, 200, "{body}");
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{body}");
+    assert_eq!(
+        events[0]["object"]["metadata"]["resourceVersion"],
+        rv.to_string()
+    );
+    assert_eq!(events[1]["type"], "MODIFIED");
+    assert_eq!(events[1]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(
+        events[1]["object"]["metadata"]["annotations"]["seen"],
+        "yes"
+    );
+    assert!(!body.contains("secret-value"), "{body}");
+}

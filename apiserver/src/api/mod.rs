@@ -131,6 +131,10 @@ pub enum Output {
     Protobuf,
     /// `meta.k8s.io/v1` Table; the row object as asked by `includeObject`.
     Table(IncludeObject),
+    /// Only the metadata, as `meta.k8s.io/v1` PartialObjectMetadata (a
+    /// list as PartialObjectMetadataList): what metadata informers ask for
+    /// (`Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`).
+    Metadata,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,10 +149,11 @@ fn output(headers: &HeaderMap, params: &Params) -> Output {
         .get(header::ACCEPT)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let wants_table = accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"));
+    let first = accept.split(',').next().unwrap_or("");
+    if first.contains("as=PartialObjectMetadata") {
+        return Output::Metadata;
+    }
+    let wants_table = first.contains("as=Table");
     if !wants_table {
         return if protobuf_only(accept) {
             Output::Protobuf
@@ -594,6 +599,7 @@ impl Api {
         match out {
             Output::Object => json_response(code, obj),
             Output::Protobuf => protobuf_response(code, obj),
+            Output::Metadata => json_response(code, &object::partial_metadata(obj)),
             Output::Table(include) => {
                 let rv = meta_str(obj, "resourceVersion").unwrap_or("").to_owned();
                 json_response(
@@ -696,6 +702,12 @@ impl Api {
                 "apiVersion": info.api_version(),
                 "metadata": list_meta,
                 "items": items,
+            }),
+            Output::Metadata => json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": list_meta,
+                "items": items.iter().map(object::partial_metadata).collect::<Vec<_>>(),
             }),
         };
         Ok(match out {

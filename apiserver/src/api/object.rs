@@ -2,6 +2,9 @@
 //! the storage encoding (stored without `resourceVersion`, which is the
 //! store's `mod_revision` on the way out).
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::storage::KeyValue;
@@ -157,17 +160,33 @@ pub fn decode(kv: &KeyValue) -> Value {
 /// and encoded again per event. `None` for bytes it cannot splice (not an
 /// object, escaped keys, metadata not an object): then use [`decode`].
 pub fn encode_with_version(stored: &[u8], revision: u64) -> Option<Vec<u8>> {
-    use serde_json::value::RawValue;
-    let mut top: std::collections::BTreeMap<&str, &RawValue> =
-        serde_json::from_slice(stored).ok()?;
+    let mut top: BTreeMap<&str, &RawValue> = serde_json::from_slice(stored).ok()?;
+    let meta = metadata_with_version(&top, revision)?;
+    top.insert("metadata", &meta);
+    serde_json::to_vec(&top).ok()
+}
+
+/// As [`encode_with_version`], the object's `PartialObjectMetadata`
+/// (what [`partial_metadata`] makes of the decoded object).
+pub fn encode_metadata_with_version(stored: &[u8], revision: u64) -> Option<Vec<u8>> {
+    let top: BTreeMap<&str, &RawValue> = serde_json::from_slice(stored).ok()?;
+    let meta = metadata_with_version(&top, revision)?;
+    let head = br#"{"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":"#;
+    let mut out = Vec::with_capacity(head.len() + meta.get().len() + 1);
+    out.extend_from_slice(head);
+    out.extend_from_slice(meta.get().as_bytes());
+    out.push(b'}');
+    Some(out)
+}
+
+/// The `metadata` of a stored object's top level, with `resourceVersion`.
+fn metadata_with_version(top: &BTreeMap<&str, &RawValue>, revision: u64) -> Option<Box<RawValue>> {
     let mut meta: Map<String, Value> = match top.get("metadata") {
         Some(raw) => serde_json::from_str(raw.get()).ok()?,
         None => Map::new(),
     };
     meta.insert("resourceVersion".into(), revision.to_string().into());
-    let meta = RawValue::from_string(serde_json::to_string(&meta).ok()?).ok()?;
-    top.insert("metadata", &meta);
-    serde_json::to_vec(&top).ok()
+    RawValue::from_string(serde_json::to_string(&meta).ok()?).ok()
 }
 
 /// A field's value for field selectors: a dotted path into the object,
@@ -216,6 +235,9 @@ mod tests {
             };
             let spliced = encode_with_version(&stored, 42).expect("spliced");
             assert_eq!(spliced, serde_json::to_vec(&decode(&kv)).unwrap(), "{obj}");
+            let partial = encode_metadata_with_version(&stored, 42).expect("spliced");
+            let expected = partial_metadata(&decode(&kv));
+            assert_eq!(partial, serde_json::to_vec(&expected).unwrap(), "{obj}");
         }
         assert_eq!(encode_with_version(b"null", 1), None);
         assert_eq!(encode_with_version(br#"{"metadata": 3}"#, 1), None);

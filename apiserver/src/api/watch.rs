@@ -42,6 +42,7 @@ impl Encoder {
         };
         let object = match self.out {
             Output::Object | Output::Protobuf => return event_line(type_, obj),
+            Output::Metadata => return event_line(type_, &object::partial_metadata(obj)),
             Output::Table(include) => {
                 let rows = table_rows(self.kind.as_ref(), std::slice::from_ref(obj), include);
                 let columns: Vec<Value> = if self.sent_columns {
@@ -63,7 +64,10 @@ impl Encoder {
     /// Whether this watch sends stored objects as they are (JSON, no
     /// conversion), so its lines are the same as every other such watch's.
     fn is_plain(&self) -> bool {
-        matches!(self.out, Output::Object | Output::Protobuf) && !self.kind.converted()
+        matches!(
+            self.out,
+            Output::Object | Output::Protobuf | Output::Metadata
+        ) && !self.kind.converted()
     }
 
     fn bookmark(&self, revision: u64, initial_end: bool) -> Bytes {
@@ -98,16 +102,24 @@ fn event_line(type_: &str, obj: &Value) -> Bytes {
 }
 
 /// The line of a watch without selectors (`unfiltered`) sending objects
-/// as stored.
-fn plain_line(e: &WatchEvent, unfiltered: &Filter) -> Bytes {
+/// as stored, or only their metadata.
+fn plain_line(e: &WatchEvent, unfiltered: &Filter, metadata: bool) -> Bytes {
     let type_ = match (e.event_type, &e.prev_value) {
         (EventType::Delete, _) => "DELETED",
         (EventType::Put, None) => "ADDED",
         (EventType::Put, Some(_)) => "MODIFIED",
     };
-    let Some(obj) = object::encode_with_version(&e.value, e.revision) else {
+    let spliced = if metadata {
+        object::encode_metadata_with_version(&e.value, e.revision)
+    } else {
+        object::encode_with_version(&e.value, e.revision)
+    };
+    let Some(obj) = spliced else {
         let (type_, obj) = to_event(e, unfiltered).expect("an empty filter passes everything");
-        return event_line(type_, &obj);
+        return match metadata {
+            true => event_line(type_, &object::partial_metadata(&obj)),
+            false => event_line(type_, &obj),
+        };
     };
     let mut out = Vec::with_capacity(obj.len() + 32);
     out.extend_from_slice(b"{\"type\":\"");
@@ -157,7 +169,7 @@ pub async fn watch(
     let filter = Filter::from_params(kind.as_ref(), &params)?;
     let prefix = info.key_prefix(ns.as_deref());
     let bookmarks = param_bool(&params, "allowWatchBookmarks") == Some(true)
-        && matches!(out, Output::Object | Output::Protobuf);
+        && matches!(out, Output::Object | Output::Protobuf | Output::Metadata);
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -247,7 +259,12 @@ pub async fn watch(
                     Some(Ok(e)) => {
                         last_rev = e.revision;
                         if filter.is_empty() && enc.is_plain() {
-                            e.rendered.get_or_init(|| plain_line(&e, &filter)).clone()
+                            let metadata = enc.out == Output::Metadata;
+                            let cache = match metadata {
+                                true => &e.rendered.metadata,
+                                false => &e.rendered.object,
+                            };
+                            cache.get_or_init(|| plain_line(&e, &filter, metadata)).clone()
                         } else {
                             match to_event(&e, &filter) {
                                 Some((t, obj)) => enc.line(t, &obj),
@@ -302,7 +319,9 @@ mod tests {
             event(EventType::Delete, a, None),
         ] {
             let (t, obj) = to_event(&e, &unfiltered).unwrap();
-            assert_eq!(plain_line(&e, &unfiltered), event_line(t, &obj));
+            assert_eq!(plain_line(&e, &unfiltered, false), event_line(t, &obj));
+            let partial = object::partial_metadata(&obj);
+            assert_eq!(plain_line(&e, &unfiltered, true), event_line(t, &partial));
         }
     }
 

@@ -257,18 +257,16 @@ impl EndpointsController {
                 dirty.insert(key);
             }
             Feed::Pods => {
-                let new = (ev.event_type == EventType::Put)
-                    .then(|| decode::<Pod>(&ev.value))
-                    .flatten();
-                let old = ev
-                    .prev_value
-                    .as_deref()
-                    .and_then(decode::<Pod>)
-                    .or_else(|| {
-                        (ev.event_type == EventType::Delete)
-                            .then(|| decode::<Pod>(&ev.value))
-                            .flatten()
-                    });
+                // The pod as it was is the cached one: only the new state
+                // is decoded (the deleted one's last state on a delete).
+                let Some(pod) = decode::<Pod>(&ev.value) else {
+                    return;
+                };
+                let key = key_of(&pod.metadata);
+                let (old, new) = match ev.event_type {
+                    EventType::Put => (self.pods.remove(&key), Some(pod)),
+                    EventType::Delete => (self.pods.remove(&key).or(Some(pod)), None),
+                };
                 for pod in [&old, &new].into_iter().flatten() {
                     let ns = pod.metadata.namespace.clone().unwrap_or_default();
                     for name in render::services_selecting(
@@ -279,14 +277,9 @@ impl EndpointsController {
                         dirty.insert((ns.clone(), name));
                     }
                 }
-                let key = match (&new, &old) {
-                    (Some(p), _) | (None, Some(p)) => key_of(&p.metadata),
-                    (None, None) => return,
-                };
-                match new {
-                    Some(p) => self.pods.insert(key, p),
-                    None => self.pods.remove(&key),
-                };
+                if let Some(p) = new {
+                    self.pods.insert(key, p);
+                }
             }
             Feed::Endpoints => {
                 // Someone deleted or edited a service's Endpoints: put it back.

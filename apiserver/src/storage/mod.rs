@@ -55,7 +55,16 @@ pub struct WatchEvent {
     pub prev_value: Option<Vec<u8>>,
     /// The event as every API watch without selectors sends it, made by
     /// the first of them: a change is encoded once, not once per watcher.
-    pub rendered: std::sync::OnceLock<bytes::Bytes>,
+    pub rendered: Rendered,
+}
+
+/// A change's watch line, in each form a watch without selectors sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// The whole object.
+    pub object: std::sync::OnceLock<bytes::Bytes>,
+    /// Its `PartialObjectMetadata`.
+    pub metadata: std::sync::OnceLock<bytes::Bytes>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
+    Api, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
 };
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -102,7 +103,7 @@ enum Change {
     RelistDone(String),
 }
 
-fn observed(obj: &DynamicObject, r: &ServedResource) -> Option<Observed> {
+fn observed(obj: &PartialObjectMeta<DynamicObject>, r: &ServedResource) -> Option<Observed> {
     let uid = obj.metadata.uid.clone()?;
     Some(Observed {
         identity: Identity {
@@ -126,8 +127,9 @@ fn describe(id: &Identity) -> String {
 }
 
 impl GarbageCollector {
-    /// The graph builder: one watch per followed resource, merged, applied
-    /// to the graph in order.
+    /// The graph builder: one metadata-only watch per followed resource (as
+    /// upstream's metadata informers: the graph needs owners, finalizers
+    /// and deletion, never a spec), merged, applied to the graph in order.
     async fn build_graph(self: Arc<Self>) {
         let followed = served_resources::collectable(&self.resources);
         tracing::info!(
@@ -140,7 +142,8 @@ impl GarbageCollector {
                 .join(", ")
         );
         let streams = followed.into_iter().map(|r| {
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.resource);
+            let api: Api<PartialObjectMeta<DynamicObject>> =
+                Api::all_with(self.client.clone(), &r.resource);
             let key = graph::resource_key(&r.resource.api_version, &r.resource.kind);
             watcher(api, watcher::Config::default())
                 .default_backoff()
