@@ -92,11 +92,18 @@ impl Encoder {
 /// `{"type": ..., "object": ...}` and a newline, written straight from the
 /// object rather than through a copy of it.
 fn event_line(type_: &str, obj: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(256);
+    framed(type_, 256, |out| {
+        serde_json::to_writer(out, obj).expect("JSON serializes")
+    })
+}
+
+/// `{"type": ..., "object": ` + what `object` writes + `}` and a newline.
+fn framed(type_: &str, capacity: usize, object: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut out = Vec::with_capacity(capacity + 32);
     out.extend_from_slice(b"{\"type\":");
     serde_json::to_writer(&mut out, type_).expect("a string serializes");
     out.extend_from_slice(b",\"object\":");
-    serde_json::to_writer(&mut out, obj).expect("JSON serializes");
+    object(&mut out);
     out.extend_from_slice(b"}\n");
     Bytes::from(out)
 }
@@ -121,13 +128,7 @@ fn plain_line(e: &WatchEvent, unfiltered: &Filter, metadata: bool) -> Bytes {
             false => event_line(type_, &obj),
         };
     };
-    let mut out = Vec::with_capacity(obj.len() + 32);
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(type_.as_bytes());
-    out.extend_from_slice(b"\",\"object\":");
-    out.extend_from_slice(&obj);
-    out.extend_from_slice(b"}\n");
-    Bytes::from(out)
+    framed(type_, obj.len(), |out| out.extend_from_slice(&obj))
 }
 
 /// Turns a store change into a watch event for a filtered watcher.
