@@ -42,7 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use serde_json::{Value, json};
 
-use crate::kinds::{Kind, Registry};
+use crate::kinds::{Kind, Registry, ResourceInfo};
 use crate::node_client::NodeClient;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, FieldError};
@@ -776,16 +776,17 @@ impl Api {
         if obj.get("spec").is_some() && info.plural != "namespaces" {
             meta_mut(&mut obj).insert("generation".into(), 1.into());
         }
+        if (info.group, info.plural) == ("", "pods") {
+            let (pod, unknown) =
+                crate::kinds::decode_known(&obj).map_err(|e| cannot_handle(info, e))?;
+            let warnings = unknown_field_warnings(info, &unknown, params)?;
+            return self.admit_new_pod(info, pod, warnings).await;
+        }
         let (obj, mut warnings) = self.decode_strict(kind, obj, params)?;
         // NamespaceLifecycle comes first, as in kube-apiserver's plugin order.
         if let Some(ns) = meta_str(&obj, "namespace").filter(|_| info.namespaced) {
             self.require_namespace_exists(info.subject(), object::name(&obj), ns)
                 .await?;
-        }
-        if (info.group, info.plural) == ("", "pods") {
-            let (pod, pod_warnings) = self.admit_new_pod(info, obj).await?;
-            warnings.extend(pod_warnings);
-            return Ok((pod, warnings));
         }
         // Admission that reads other objects, before defaults fill the fields.
         if (info.group, info.plural) == ("scheduling.k8s.io", "priorityclasses") {
@@ -810,7 +811,7 @@ impl Api {
 
     /// NamespaceLifecycle: new objects only in namespaces that exist and
     /// are not being terminated.
-    async fn require_namespace_exists(
+    pub(super) async fn require_namespace_exists(
         &self,
         subject: crate::status::Subject<'_>,
         name: &str,
@@ -842,33 +843,8 @@ impl Api {
         params: &Params,
     ) -> ApiResult<(Value, Vec<String>)> {
         let info = kind.info();
-        let (obj, unknown) = kind.normalize(obj).map_err(|e| {
-            ApiError::bad_request(format!(
-                "{} in version {:?} cannot be handled as a {}: {e}",
-                info.kind, info.version, info.kind
-            ))
-        })?;
-        let warnings: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field {f:?}"))
-            .collect();
-        if !warnings.is_empty()
-            && params.get("fieldValidation").map(String::as_str) == Some("Strict")
-        {
-            return Err(ApiError::bad_request(format!(
-                "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
-                info.kind,
-                info.version,
-                info.kind,
-                warnings.join(", ")
-            )));
-        }
-        let warnings = if params.get("fieldValidation").map(String::as_str) == Some("Ignore") {
-            Vec::new()
-        } else {
-            warnings
-        };
-        Ok((obj, warnings))
+        let (obj, unknown) = kind.normalize(obj).map_err(|e| cannot_handle(info, e))?;
+        Ok((obj, unknown_field_warnings(info, &unknown, params)?))
     }
 
     async fn create(
@@ -1874,6 +1850,35 @@ fn decode_continue(token: &str) -> ApiResult<String> {
 
 /// A boolean query parameter as Go's `strconv.ParseBool` reads it (the
 /// Python client sends `watch=True`).
+/// A body that does not decode as its kind, in kube-apiserver's words.
+fn cannot_handle(info: &ResourceInfo, e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version {:?} cannot be handled as a {}: {e}",
+        info.kind, info.version, info.kind
+    ))
+}
+
+/// Fields the type does not know (`unknown`): a failed request under
+/// `fieldValidation=Strict`, nothing under `Ignore`, warnings otherwise.
+fn unknown_field_warnings(
+    info: &ResourceInfo,
+    unknown: &[String],
+    params: &Params,
+) -> ApiResult<Vec<String>> {
+    let warnings: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match params.get("fieldValidation").map(String::as_str) {
+        Some("Strict") if !warnings.is_empty() => Err(cannot_handle(
+            info,
+            format!("strict decoding error: {}", warnings.join(", ")),
+        )),
+        Some("Ignore") => Ok(Vec::new()),
+        _ => Ok(warnings),
+    }
+}
+
 pub fn param_bool(params: &Params, name: &str) -> Option<bool> {
     match params.get(name)?.as_str() {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),

@@ -1,11 +1,10 @@
 //! A new pod's way through admission, on its typed form: decoded once,
-//! then priority, RuntimeClass, defaults, LimitRanger, ServiceAccount and
+//! then NamespaceLifecycle, priority, RuntimeClass, defaults, LimitRanger, ServiceAccount and
 //! validation work on the same `Pod`, and it is encoded once. (Each step
 //! decoding and re-encoding the JSON cost more than the steps themselves
 //! on a burst of creations.) The order is kube-apiserver's plugin order.
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Api, ApiResult};
@@ -13,16 +12,20 @@ use crate::kinds::{KindSpec, ResourceInfo, metadata_errors};
 use crate::status::ApiError;
 
 impl Api {
-    /// Admits the new pod `obj` (already normalized, in an existing
-    /// namespace) and returns it as it is to be stored, with the warnings
-    /// for the client.
+    /// Admits the new pod (its server-set metadata filled in) and returns
+    /// it as it is to be stored, with the client's `warnings` and its own.
     pub(super) async fn admit_new_pod(
         &self,
         info: &ResourceInfo,
-        obj: Value,
+        mut pod: Pod,
+        mut warnings: Vec<String>,
     ) -> ApiResult<(Value, Vec<String>)> {
-        let mut pod = Pod::deserialize(&obj).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        drop(obj);
+        // NamespaceLifecycle comes first, as in kube-apiserver's plugin order.
+        if let Some(ns) = pod.metadata.namespace.as_deref().filter(|n| !n.is_empty()) {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            self.require_namespace_exists(info.subject(), name, ns)
+                .await?;
+        }
         // Admission that reads other objects, before defaults fill the fields.
         self.admit_pod_priority(&mut pod).await?;
         self.admit_pod_runtime_class(&mut pod).await?;
@@ -37,7 +40,7 @@ impl Api {
         }
         let obj = serde_json::to_value(&pod).map_err(|e| ApiError::internal(e.to_string()))?;
         crate::rbac::admission::admit(info, &obj, None, false)?;
-        let warnings = self.admit_pod_security_of(&pod, None).await?;
+        warnings.extend(self.admit_pod_security_of(&pod, None).await?);
         Ok((obj, warnings))
     }
 }

@@ -185,6 +185,17 @@ fn encode<K: Serialize>(k: &K) -> Value {
     serde_json::to_value(k).expect("k8s-openapi types serialize")
 }
 
+/// `v` as a `K`, with the paths of the fields `K` does not know: what
+/// [`Kind::normalize`] does, for a caller that goes on with the typed value.
+pub(crate) fn decode_known<K: Serialize + DeserializeOwned>(
+    v: &Value,
+) -> Result<(K, Vec<String>), String> {
+    let k: K = decode(v)?;
+    let mut unknown = Vec::new();
+    dropped_fields(v, &encode(&k), "", &mut unknown);
+    Ok((k, unknown))
+}
+
 /// Paths present (and non-null) in `input` that the typed round trip dropped.
 fn dropped_fields(input: &Value, output: &Value, path: &str, out: &mut Vec<String>) {
     match (input, output) {
@@ -217,11 +228,8 @@ impl<K: KindSpec> Kind for Typed<K> {
     }
 
     fn normalize(&self, v: Value) -> Result<(Value, Vec<String>), String> {
-        let k: K = decode(&v)?;
-        let out = encode(&k);
-        let mut unknown = Vec::new();
-        dropped_fields(&v, &out, "", &mut unknown);
-        Ok((out, unknown))
+        let (k, unknown) = decode_known::<K>(&v)?;
+        Ok((encode(&k), unknown))
     }
 
     fn prepare_create(&self, v: Value) -> Result<Value, String> {
